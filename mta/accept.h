@@ -1,0 +1,40 @@
+/* accept.h — turns a received, policy-checked message into one spool transaction: the
+ * message (with Received: and, if absent, Message-ID: added), its recipients, the Send
+ * event, and the outcome of recipients settled at once (mailbox simulator, suppression
+ * list; an ooto auto-reply is queued as a new message in the same batch). After the
+ * commit, the scheduler is told and the caller's callback runs with the message ID. */
+#ifndef KILN_ACCEPT_H
+#define KILN_ACCEPT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "policy.h"
+
+struct kiln_ctx;
+
+typedef struct accept_in {
+    const char *mail_from;          /* envelope sender, "" for <> */
+    char *const *rcpts;             /* accepted recipients */
+    const policy_rcpt_verdict *verdicts; /* per recipient: ACCEPT, SUPPRESSED or SIMULATOR */
+    size_t nrcpts;
+    const char *config_set;         /* resolved (header or default); must exist */
+    const char *client_ip;
+    const char *helo;
+    bool tls;
+    const char *auth_user;          /* NULL if not authenticated */
+    const char *data;               /* the message, CRLF lines, not dot-stuffed, without
+                                       X-SES-CONFIGURATION-SET */
+    size_t data_len;
+    unsigned quota_count;           /* recipients reserved against max_24h_send */
+} accept_in;
+
+/* done(arg, ok, id, err): ok=true once durably committed (answer "250 2.0.0 Ok <id>");
+ * ok=false if the spool failed (answer 451 4.3.0). Returns 0 if the writes were queued. */
+typedef void (*accept_done_cb)(void *arg, bool ok, const char *id, const char *err);
+int accept_message(struct kiln_ctx *ctx, const accept_in *in, accept_done_cb done, void *arg);
+
+/* New SES-style message ID into out: 16 hex ms timestamp, a random UUID, "-000000". */
+void accept_new_id(char out[80], int64_t now_ms);
+
+#endif

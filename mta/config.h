@@ -1,0 +1,199 @@
+/* config.h — kiln's configuration (SPEC section 1) as a validated, immutable struct.
+ * config_load() parses the YAML file with libyaml's node API (line numbers for errors),
+ * rejects unknown keys, checks every value and cross-reference, and resolves relative
+ * paths against the config file's directory. A loaded config never changes; a reload
+ * loads a new one and swaps it in. Configs are reference-counted so that sessions that
+ * started under the old one can finish with it. */
+#ifndef KILN_CONFIG_H
+#define KILN_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct config_hostport {
+    char *host;              /* "127.0.0.1", "::1" or a name */
+    int port;
+} config_hostport;
+
+typedef struct config_cidr {
+    int family;              /* AF_INET or AF_INET6 */
+    unsigned char addr[16];  /* network bytes (4 used for AF_INET) */
+    int prefix;              /* 0..32 or 0..128 */
+} config_cidr;
+
+typedef struct config_auth_user {
+    char *user;
+    char *password_hash;     /* crypt(3) string: $y$…, $6$…, $5$…, $2b$… */
+} config_auth_user;
+
+typedef struct config_route {
+    char *domain;            /* lower-case */
+    char *host;
+    int port;                /* defaults to delivery.remote_port */
+} config_route;
+
+typedef enum { CONFIG_WARMUP_NEW = 0, CONFIG_WARMUP_DONE = 1 } config_warmup_state;
+
+typedef struct config_ip {
+    char *address;           /* textual IPv4/IPv6 address, as written */
+    char *zone;              /* one of config.zones */
+    char *pool;              /* one of config.pools[].name */
+    char *ehlo;              /* NULL: server.hostname */
+    config_warmup_state warmup;
+    int line;                /* line in the file, for messages */
+} config_ip;
+
+typedef enum { CONFIG_SCALING_STANDARD = 0, CONFIG_SCALING_MANAGED = 1 } config_scaling;
+
+typedef struct config_pool {
+    char *name;
+    config_scaling scaling;
+    char *overflow;          /* NULL = defer; else the name of another pool */
+} config_pool;
+
+typedef enum { CONFIG_EVENT_FILE = 0, CONFIG_EVENT_WEBHOOK = 1 } config_event_type;
+
+typedef struct config_event_dest {
+    config_event_type type;
+    char *path;              /* file: absolute path */
+    char *url;               /* webhook: http:// URL */
+} config_event_dest;
+
+typedef enum { CONFIG_TLS_OPTIONAL = 0, CONFIG_TLS_REQUIRE = 1 } config_tls_policy;
+
+typedef struct config_set {
+    char *name;
+    char *pool;              /* one of config.pools[].name */
+    config_tls_policy tls_policy;
+    int64_t max_delivery_time_ms;   /* default 14h; at most 14h */
+    config_event_dest *events;
+    size_t nevents;
+} config_set;
+
+typedef enum { CONFIG_ADVANCE_CALENDAR = 0, CONFIG_ADVANCE_VOLUME = 1 } config_advance;
+
+typedef struct config_warmup {
+    int days;                /* default 45 */
+    int64_t first_day;       /* default 50 */
+    int64_t target;          /* default 50000 */
+    config_advance advance;  /* default calendar */
+    int pacing;              /* default 4; 0 = off */
+} config_warmup;
+
+typedef struct config_rate {
+    int64_t count;           /* -1 = no limit */
+    int64_t per_ms;          /* 1000, 60000 or 3600000 */
+} config_rate;
+
+typedef struct config_shaping_limits {
+    int connections;                 /* -1 = unset (providers inherit default) */
+    int messages_per_connection;     /* -1 = unset */
+    config_rate rate;                /* rate.count == -1 and rate.per_ms == 0: unset */
+} config_shaping_limits;
+
+typedef struct config_provider {
+    char *name;
+    char **mx_suffix;
+    size_t nmx_suffix;
+    config_shaping_limits limits;    /* unset fields inherit shaping.default */
+} config_provider;
+
+typedef enum { CONFIG_MODE_SANDBOX = 0, CONFIG_MODE_PRODUCTION = 1 } config_mode;
+
+enum {                               /* account.suppression.reasons bits */
+    CONFIG_SUPPRESS_BOUNCE = 1,
+    CONFIG_SUPPRESS_COMPLAINT = 2,
+};
+
+typedef struct config {
+    int refs;
+    char *path;              /* the file as given */
+    char *dir;               /* its directory, absolute */
+
+    /* server */
+    char *hostname;          /* required */
+    char *region;            /* default "local" */
+    char *spool;             /* absolute directory; default <dir>/spool */
+    char *control_socket;    /* absolute; default <spool>/kilnd.sock */
+    char *log;               /* "stderr" or absolute path; default stderr */
+    int log_level;           /* klog_level; default info */
+
+    /* dns */
+    config_hostport *dns_servers;   /* none: /etc/resolv.conf */
+    size_t ndns_servers;
+    int64_t dns_timeout_ms;  /* default 2s */
+
+    /* submission */
+    config_hostport *listen; /* at least one; default 127.0.0.1:2587 */
+    size_t nlisten;
+    char *tls_cert;          /* absolute; NULL when submission.tls absent */
+    char *tls_key;
+    config_auth_user *auth;  /* NULL/0: AUTH not offered or required */
+    size_t nauth;
+    config_cidr *trusted;
+    size_t ntrusted;
+    int64_t max_message_size;   /* bytes; default 10MB */
+    int max_recipients;         /* default 50 */
+
+    /* account */
+    config_mode mode;           /* default sandbox */
+    int64_t max_24h_send;       /* -1 = unlimited; default 200 */
+    double max_send_rate;       /* -1 = unlimited; default 1 */
+    char **identities;          /* lower-case domains or addresses */
+    size_t nidentities;
+    char **verified_recipients; /* lower-case domains or addresses */
+    size_t nverified_recipients;
+    unsigned suppression_reasons;   /* CONFIG_SUPPRESS_* bits; default both */
+
+    /* delivery */
+    int remote_port;            /* default 25 */
+    int64_t retry_first_ms;     /* default 60s */
+    int64_t retry_max_interval_ms;  /* default 1h */
+    double retry_factor;        /* default 2 */
+    int64_t connect_timeout_ms; /* default 10s */
+
+    config_route *routes;
+    size_t nroutes;
+    char **zones;
+    size_t nzones;
+    config_ip *ips;
+    size_t nips;
+    config_pool *pools;
+    size_t npools;
+    config_set *sets;
+    size_t nsets;
+    char *default_set;          /* name of one of sets; required when sets exist */
+    config_warmup warmup;
+    config_shaping_limits shaping_default;  /* default {10, 100, 50/s} */
+    config_provider *providers;
+    size_t nproviders;
+
+    char **warnings;            /* non-fatal findings (small pools, short max_delivery_time) */
+    size_t nwarnings;
+} config;
+
+/* Parse and validate FILE. On error returns NULL and *err (malloc'd) reads
+ * "FILE:LINE: KEY: what is wrong", e.g. "conf/kiln.yaml:12: account.mode: must be sandbox or production". */
+config *config_load(const char *path, char **err);
+config *config_ref(config *cfg);
+void config_unref(config *cfg);
+
+/* Human summary for --check-config: pools, IPs per zone, configuration sets, warnings. */
+char *config_summary(const config *cfg);
+
+const config_set *config_find_set(const config *cfg, const char *name);
+const config_pool *config_find_pool(const config *cfg, const char *name);
+/* Route for a domain (case-insensitive exact match), or NULL. */
+const config_route *config_find_route(const config *cfg, const char *domain);
+/* True if addr (an IPv4/IPv6 literal) is inside one of submission.trusted_networks. */
+bool config_is_trusted(const config *cfg, const char *addr);
+
+/* Pure value parsers, exported for tests. Return 0 on success, -1 on bad input. */
+int config_parse_size(const char *s, int64_t *bytes);        /* "10MB", "512KB", "1GB", "123" (bytes, 2^10 units, B/KB/MB/GB, case-insensitive) */
+int config_parse_duration(const char *s, int64_t *ms);       /* "500ms", "30s", "5m", "14h", "2d" */
+int config_parse_rate(const char *s, config_rate *rate);     /* "50/s", "10/m", "1000/h", "-1" */
+int config_parse_hostport(const char *s, int default_port, config_hostport *hp);  /* "127.0.0.1:5353", "[::1]:25", "host" */
+int config_parse_cidr(const char *s, config_cidr *c);        /* "127.0.0.0/8", "::1/128", "10.0.0.1" */
+
+#endif

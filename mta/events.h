@@ -1,0 +1,81 @@
+/* events.h — SES event-publishing JSON (SPEC section 4) built with jansson, and the
+ * delivery of events to the configuration set's destinations.
+ *
+ * Events are never written straight to a destination: the code that changes a message's
+ * state adds the event to the spool outbox in the same transaction (spool_add_event), and
+ * events_drain() later appends outbox rows to each `file` destination of their set, fsyncs
+ * each file once per drain, and only then deletes the rows. A crash can repeat an event,
+ * never lose one. */
+#ifndef KILN_EVENTS_H
+#define KILN_EVENTS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "message.h"
+
+struct spool;
+struct klog;
+
+/* ---- the "mail" object, built once at acceptance and stored with the message ---- */
+typedef struct events_mail_in {
+    const char *message_id;
+    int64_t timestamp_ms;           /* acceptance time */
+    const char *source;             /* envelope sender */
+    const char *sending_account_id; /* "000000000000" style; kiln uses the hostname-derived id */
+    char *const *destination;       /* every accepted recipient */
+    size_t ndestination;
+    const msg_headers *headers;     /* headers of the stored message */
+    const char *config_set;
+    const char *source_ip;          /* submitting client */
+} events_mail_in;
+/* JSON text (malloc'd) of the SES mail object: timestamp, messageId, source,
+ * sendingAccountId, destination, headersTruncated, headers[{name,value}],
+ * commonHeaders{from,to,cc?,messageId,subject,date}, tags{ses:configuration-set,
+ * ses:source-ip, ses:from-domain, ses:caller-identity}. */
+char *events_mail_json(const events_mail_in *in);
+
+/* ---- one event (malloc'd JSON text, one line, no trailing newline) ----
+ * mail_json is the stored mail object; outgoing_ip (may be NULL) is added as the
+ * ses:outgoing-ip tag. Timestamps are ISO 8601 with milliseconds, UTC. */
+char *events_send(const char *mail_json);
+char *events_reject(const char *mail_json, const char *reason);
+
+char *events_delivery(const char *mail_json, const char *outgoing_ip, int64_t ts_ms,
+                      int64_t processing_ms, char *const *rcpts, size_t nrcpts,
+                      const char *smtp_response, const char *reporting_mta,
+                      const char *remote_mta_ip);
+
+typedef struct events_rcpt_status {
+    const char *email;
+    const char *action;             /* bounce only: "failed" */
+    const char *status;             /* "5.1.1", "4.4.7" … */
+    const char *diagnostic;         /* remote reply or kiln's text; may be NULL */
+} events_rcpt_status;
+
+char *events_bounce(const char *mail_json, const char *outgoing_ip, int64_t ts_ms,
+                    const char *bounce_type, const char *bounce_subtype,
+                    const events_rcpt_status *rcpts, size_t nrcpts,
+                    const char *reporting_mta, const char *remote_mta_ip);
+char *events_delay(const char *mail_json, const char *outgoing_ip, int64_t ts_ms,
+                   const char *delay_type, int64_t expiration_ms,
+                   const events_rcpt_status *rcpts, size_t nrcpts,
+                   const char *reporting_mta, const char *remote_mta_ip);
+char *events_complaint(const char *mail_json, int64_t ts_ms, char *const *rcpts, size_t nrcpts,
+                       const char *feedback_type, const char *user_agent);
+
+/* "dsn; <hostname>" (malloc'd). */
+char *events_reporting_mta(const config *cfg);
+
+/* ---- destinations ---- */
+typedef struct events events;
+events *events_new(struct klog *lg);
+void events_free(events *ev);
+/* Appends every outbox row to the file destinations of its set under cfg (sets not in cfg:
+ * the row is logged and dropped), fdatasyncs each touched file, then deletes the rows (a
+ * spool batch; the caller flushes). Returns the number of events written, -1 on I/O error
+ * (rows kept for the next drain). */
+int events_drain(events *ev, struct spool *sp, const config *cfg);
+
+#endif

@@ -1,0 +1,46 @@
+/* kiln.h — the one context struct kilnd's modules receive (no hidden globals), and the
+ * daemon-level operations that several modules trigger (reload, stop). */
+#ifndef KILN_KILN_H
+#define KILN_KILN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "log.h"
+
+struct ev_loop;
+struct spool;
+struct quota;
+struct smtp_server;
+struct control;
+struct scheduler;
+struct events;
+
+typedef struct kiln_ctx {
+    struct ev_loop *loop;
+    char *config_path;
+    config *cfg;                 /* current config; replaced (not changed) on reload */
+    klog *log;
+    struct spool *spool;
+    struct quota *quota;
+    struct events *events;
+    struct smtp_server *server;
+    struct control *control;
+    struct scheduler *sched;
+    int64_t started_ms;          /* wall clock at start */
+    bool stopping;
+    /* Clock: wall milliseconds. Defaults to util_wall_ms; tests inject their own. */
+    int64_t (*clock)(void *arg);
+    void *clock_arg;
+} kiln_ctx;
+
+static inline int64_t kiln_now_ms(const kiln_ctx *ctx) { return ctx->clock(ctx->clock_arg); }
+
+/* Loads ctx->config_path again; on success swaps it in and tells every module, on failure
+ * changes nothing. Returns 0, or -1 with *err (malloc'd) naming the problem. */
+int kiln_reload(kiln_ctx *ctx, char **err);
+/* Begins the graceful stop (SIGTERM): stop accepting, finish open transactions, exit 0. */
+void kiln_stop(kiln_ctx *ctx);
+
+#endif

@@ -1,0 +1,28 @@
+/* scheduler.h — the delivery scheduler: keeps queued and deferred recipients in memory
+ * (rebuilt from the spool at start-up), groups them by message and destination domain,
+ * chooses the next hop (static route, or MX via DNS), opens SMTP client sessions bound to
+ * an IP of the configuration set's pool, and records each outcome (delivered, deferred
+ * with backoff, bounced) in the spool with its event. */
+#ifndef KILN_SCHEDULER_H
+#define KILN_SCHEDULER_H
+
+#include <stdint.h>
+
+struct kiln_ctx;
+typedef struct scheduler scheduler;
+
+scheduler *scheduler_new(struct kiln_ctx *ctx);
+void scheduler_free(scheduler *s);
+/* Loads every non-final recipient from the spool; returns how many, or -1. */
+int64_t scheduler_recover(scheduler *s);
+/* A message was committed: queue its pending recipients. */
+void scheduler_message_committed(scheduler *s, const char *msg_id);
+/* The config was replaced (ctx->cfg is the new one). */
+void scheduler_config_changed(scheduler *s);
+/* Graceful stop: start no new session, let open ones finish their transaction and QUIT;
+ * calls done(arg) when no session is left (possibly at once). */
+void scheduler_stop(scheduler *s, void (*done)(void *arg), void *arg);
+/* For kilnctl status. */
+void scheduler_counts(const scheduler *s, int64_t *queued, int64_t *deferred, int *sessions);
+
+#endif

@@ -1,0 +1,123 @@
+/* spool.h — the durable queue: one SQLite database (WAL, synchronous=FULL) under server.spool.
+ *
+ * Writes use group commit. The spool keeps one write transaction open; every write call
+ * (spool_add_*, spool_update_*, spool_suppression_*) runs its statement inside it at once,
+ * and spool_flush() commits them all with one fsync, then runs the callbacks registered with
+ * spool_on_commit() in order (ok=false and the whole batch rolled back if the commit or any
+ * statement of the batch failed). kilnd calls spool_flush() once per event-loop iteration, so
+ * every session whose DATA ended in that iteration shares one fsync. Nothing may be
+ * acknowledged to a client before its commit callback ran with ok=true.
+ *
+ * Reads see the open batch (same connection). All functions are for the loop thread only. */
+#ifndef KILN_SPOOL_H
+#define KILN_SPOOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct spool spool;
+
+typedef enum {
+    SPOOL_RCPT_QUEUED = 0,     /* waiting for a first attempt (or in flight) */
+    SPOOL_RCPT_DEFERRED = 1,   /* waiting for a retry at next_attempt_ms */
+    SPOOL_RCPT_DELIVERED = 2,  /* final */
+    SPOOL_RCPT_BOUNCED = 3,    /* final */
+} spool_rcpt_state;
+
+typedef struct spool_rcpt {
+    int64_t rowid;             /* set by the spool */
+    char *msg_id;
+    char *address;
+    spool_rcpt_state state;
+    int attempts;
+    int64_t next_attempt_ms;   /* wall clock */
+    char *last_reply;          /* NULL or the last remote reply / failure text */
+} spool_rcpt;
+
+/* A message as accepted: written once by spool_add_message. */
+typedef struct spool_message {
+    char id[80];
+    int64_t created_ms;        /* wall clock */
+    const char *config_set;
+    const char *mail_from;     /* envelope sender; "" for <> */
+    const char *client_ip;     /* submitting client's address */
+    const char *mail_json;     /* SES "mail" object for events (JSON text) */
+    const char *data;          /* the message as it will be delivered: CRLF lines, not dot-stuffed */
+    size_t data_len;
+    unsigned quota_count;      /* recipients counted against max_24h_send */
+} spool_message;
+
+/* Open (creating if needed) DIR/kiln.db. durable=false sets synchronous=OFF (tests, bench only). */
+spool *spool_open(const char *dir, bool durable, char **err);
+void spool_close(spool *sp);            /* commits a pending batch first */
+
+/* ---- group-committed writes ---- */
+/* Each returns 0, or -1 after marking the batch failed (the failure is reported at flush). */
+int spool_add_message(spool *sp, const spool_message *m);
+/* Adds a recipient of message msg_id in state st (QUEUED, or DELIVERED/BOUNCED for ones
+ * settled at acceptance: simulator, suppressed). *rowid receives its id. */
+int spool_add_rcpt(spool *sp, const char *msg_id, const char *address, spool_rcpt_state st,
+                   int64_t *rowid);
+/* Records an attempt's outcome for one recipient. When the message has no non-final
+ * recipient left, its row and data are deleted in the same batch. */
+int spool_update_rcpt(spool *sp, int64_t rowid, spool_rcpt_state st, int attempts,
+                      int64_t next_attempt_ms, const char *last_reply);
+/* Appends an event (JSON text) to the outbox for configuration set `set`. */
+int spool_add_event(spool *sp, const char *set, const char *json);
+/* Removes outbox rows with id <= upto. */
+int spool_delete_events(spool *sp, int64_t upto);
+/* Suppression list (addresses stored lower-case). reason: "BOUNCE" or "COMPLAINT". */
+int spool_suppression_put(spool *sp, const char *address, const char *reason, int64_t now_ms);
+int spool_suppression_delete(spool *sp, const char *address, bool *existed);
+
+typedef void (*spool_commit_cb)(void *arg, bool ok, const char *err);
+/* Runs cb after the batch holding every write made so far is committed (or failed). */
+void spool_on_commit(spool *sp, spool_commit_cb cb, void *arg);
+/* Commits the open batch (no-op if empty) and runs its callbacks. Returns 0 or -1. */
+int spool_flush(spool *sp);
+bool spool_has_pending(const spool *sp);
+
+/* ---- reads ---- */
+/* Loads the stored message (all fields malloc'd; free with spool_message_free). 0, or -1 if absent. */
+typedef struct spool_loaded {
+    char id[80];
+    int64_t created_ms;
+    char *config_set;
+    char *mail_from;
+    char *client_ip;
+    char *mail_json;
+    char *data;
+    size_t data_len;
+} spool_loaded;
+int spool_load_message(spool *sp, const char *msg_id, spool_loaded *out);
+void spool_loaded_free(spool_loaded *m);
+
+/* Calls cb for every non-final recipient (QUEUED or DEFERRED), in rowid order.
+ * msg_id == NULL: all of them (start-up recovery); else only that message's. */
+typedef void (*spool_rcpt_cb)(void *arg, const spool_rcpt *r);
+int spool_each_pending_rcpt(spool *sp, const char *msg_id, spool_rcpt_cb cb, void *arg);
+
+/* Counts of non-final recipients by state. */
+int spool_count_rcpts(spool *sp, int64_t *queued, int64_t *deferred);
+
+/* Sum of quota_count of messages created at or after since_ms, per created_ms
+ * (for rebuilding the rolling 24 h window at start-up). */
+typedef void (*spool_sent_cb)(void *arg, int64_t created_ms, unsigned count);
+int spool_each_sent_since(spool *sp, int64_t since_ms, spool_sent_cb cb, void *arg);
+
+/* Suppression reads. */
+int spool_suppression_get(spool *sp, const char *address, bool *found, char **reason,
+                          int64_t *updated_ms);
+typedef void (*spool_suppression_cb)(void *arg, const char *address, const char *reason,
+                                     int64_t updated_ms);
+int spool_suppression_each(spool *sp, spool_suppression_cb cb, void *arg);
+
+/* Outbox: up to max events with id > after, in id order. */
+typedef void (*spool_event_cb)(void *arg, int64_t id, const char *set, const char *json);
+int spool_each_event(spool *sp, int64_t after, size_t max, spool_event_cb cb, void *arg);
+
+/* Last SQLite error text of this handle (for logs). */
+const char *spool_errmsg(spool *sp);
+
+#endif
