@@ -8,7 +8,9 @@
  * every session whose DATA ended in that iteration shares one fsync. Nothing may be
  * acknowledged to a client before its commit callback ran with ok=true.
  *
- * Reads see the open batch (same connection). All functions are for the loop thread only. */
+ * Reads see the open batch (same connection). All functions are for the loop thread only.
+ * Read callbacks may call any spool function except spool_flush/spool_close; the strings
+ * they receive are valid only during the call. */
 #ifndef KILN_SPOOL_H
 #define KILN_SPOOL_H
 
@@ -60,9 +62,15 @@ int spool_add_message(spool *sp, const spool_message *m);
 int spool_add_rcpt(spool *sp, const char *msg_id, const char *address, spool_rcpt_state st,
                    int64_t *rowid);
 /* Records an attempt's outcome for one recipient. When the message has no non-final
- * recipient left, its row and data are deleted in the same batch. */
+ * recipient left, its row and data are deleted in the same batch. An unknown rowid fails
+ * the batch. */
 int spool_update_rcpt(spool *sp, int64_t rowid, spool_rcpt_state st, int attempts,
                       int64_t next_attempt_ms, const char *last_reply);
+/* Deletes message msg_id (row, data, recipients) if none of its recipients is QUEUED or
+ * DEFERRED; otherwise (or if it does not exist) changes nothing. spool_add_rcpt never does
+ * this check, so a message whose recipients were all settled at acceptance (simulator,
+ * suppressed) is removed by calling this after adding them, in the same batch. */
+int spool_message_gc(spool *sp, const char *msg_id);
 /* Appends an event (JSON text) to the outbox for configuration set `set`. */
 int spool_add_event(spool *sp, const char *set, const char *json);
 /* Removes outbox rows with id <= upto. */
@@ -79,7 +87,8 @@ int spool_flush(spool *sp);
 bool spool_has_pending(const spool *sp);
 
 /* ---- reads ---- */
-/* Loads the stored message (all fields malloc'd; free with spool_message_free). 0, or -1 if absent. */
+/* Loads the stored message (all fields malloc'd, never NULL; data has a NUL after data_len;
+ * free with spool_loaded_free). 0, or -1 if absent. */
 typedef struct spool_loaded {
     char id[80];
     int64_t created_ms;
@@ -101,12 +110,13 @@ int spool_each_pending_rcpt(spool *sp, const char *msg_id, spool_rcpt_cb cb, voi
 /* Counts of non-final recipients by state. */
 int spool_count_rcpts(spool *sp, int64_t *queued, int64_t *deferred);
 
-/* Sum of quota_count of messages created at or after since_ms, per created_ms
- * (for rebuilding the rolling 24 h window at start-up). */
+/* Sum of quota_count of messages created at or after since_ms, per created_ms, in created_ms
+ * order (for rebuilding the rolling 24 h window at start-up). Kept apart from the messages,
+ * so it survives their deletion; rows older than 24 h by the wall clock are pruned. */
 typedef void (*spool_sent_cb)(void *arg, int64_t created_ms, unsigned count);
 int spool_each_sent_since(spool *sp, int64_t since_ms, spool_sent_cb cb, void *arg);
 
-/* Suppression reads. */
+/* Suppression reads. *reason (may be NULL) receives a malloc'd copy. */
 int spool_suppression_get(spool *sp, const char *address, bool *found, char **reason,
                           int64_t *updated_ms);
 typedef void (*spool_suppression_cb)(void *arg, const char *address, const char *reason,

@@ -1,0 +1,820 @@
+/* spool.c — the durable queue on SQLite (see spool.h for the contract).
+ *
+ * One connection, WAL mode, every statement prepared once at open. Writes go into one open
+ * transaction ("the batch", started with BEGIN IMMEDIATE by the first write after a flush);
+ * spool_flush() commits it with a single fsync (synchronous=FULL) and then runs the commit
+ * callbacks. A statement that fails marks the batch failed: later writes of that batch are
+ * not run (SQLite may already have rolled the transaction back, and we must never fall
+ * into autocommit mode half-way through a batch), and the flush rolls it back and reports
+ * ok=false with the first error's text to every callback.
+ *
+ * Schema (PRAGMA user_version 1):
+ *   messages     one row per accepted message that still has a non-final recipient
+ *   recipients   its recipients (ON DELETE CASCADE with the message)
+ *   sends        (created_ms, count) per accepted message with quota_count > 0, kept apart
+ *                from messages so the rolling 24 h quota survives deletion and restarts;
+ *                rows older than 24 h (wall clock) are pruned at open and, at most once a
+ *                minute, inside a flushed batch
+ *   events       the event outbox (AUTOINCREMENT ids: never reused)
+ *   suppression  the account-level suppression list, addresses lower-case
+ *
+ * Read functions may be called from inside the callbacks of other reads (or of the same
+ * read): a cached statement that is still stepping is not reused; a fresh one is prepared. */
+#include "spool.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <sqlite3.h>
+
+#include "util.h"
+
+#define SPOOL_SCHEMA_VERSION 1
+#define SPOOL_DAY_MS (24LL * 3600 * 1000)
+#define SPOOL_PRUNE_EVERY_MS (60LL * 1000)
+#define SPOOL_STATE_PENDING "(0, 1)" /* QUEUED, DEFERRED */
+
+static const char spool_schema[] =
+    "CREATE TABLE messages ("
+    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  created_ms INTEGER NOT NULL,"
+    "  config_set TEXT NOT NULL,"
+    "  mail_from TEXT NOT NULL,"
+    "  client_ip TEXT NOT NULL,"
+    "  mail_json TEXT NOT NULL,"
+    "  data BLOB NOT NULL,"
+    "  quota_count INTEGER NOT NULL);"
+    "CREATE TABLE recipients ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  msg_id TEXT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,"
+    "  address TEXT NOT NULL,"
+    "  state INTEGER NOT NULL,"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  next_attempt_ms INTEGER NOT NULL DEFAULT 0,"
+    "  last_reply TEXT);"
+    "CREATE INDEX recipients_msg ON recipients(msg_id);"
+    "CREATE INDEX recipients_state ON recipients(state, next_attempt_ms);"
+    "CREATE TABLE sends ("
+    "  created_ms INTEGER NOT NULL,"
+    "  count INTEGER NOT NULL);"
+    "CREATE INDEX sends_created ON sends(created_ms);"
+    "CREATE TABLE events ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  config_set TEXT NOT NULL,"
+    "  json TEXT NOT NULL);"
+    "CREATE TABLE suppression ("
+    "  address TEXT PRIMARY KEY NOT NULL,"
+    "  reason TEXT NOT NULL,"
+    "  updated_ms INTEGER NOT NULL);";
+
+/* Every statement, prepared once at open. */
+enum {
+    ST_BEGIN,
+    ST_COMMIT,
+    ST_ROLLBACK,
+    ST_ADD_MSG,
+    ST_ADD_SEND,
+    ST_PRUNE_SENDS,
+    ST_ADD_RCPT,
+    ST_UPD_RCPT,
+    ST_GC_MSG,
+    ST_ADD_EVENT,
+    ST_DEL_EVENTS,
+    ST_SUPP_PUT,
+    ST_SUPP_DEL,
+    ST_LOAD_MSG,
+    ST_PENDING_ALL,
+    ST_PENDING_MSG,
+    ST_COUNT_RCPTS,
+    ST_SENT_SINCE,
+    ST_SUPP_GET,
+    ST_SUPP_EACH,
+    ST_EACH_EVENT,
+    ST__COUNT
+};
+
+static const char *const spool_sql[ST__COUNT] = {
+    [ST_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK",
+    [ST_ADD_MSG] = "INSERT INTO messages (id, created_ms, config_set, mail_from, client_ip,"
+                   " mail_json, data, quota_count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    [ST_ADD_SEND] = "INSERT INTO sends (created_ms, count) VALUES (?1, ?2)",
+    [ST_PRUNE_SENDS] = "DELETE FROM sends WHERE created_ms < ?1",
+    [ST_ADD_RCPT] = "INSERT INTO recipients (msg_id, address, state) VALUES (?1, ?2, ?3)",
+    [ST_UPD_RCPT] = "UPDATE recipients SET state = ?2, attempts = ?3, next_attempt_ms = ?4,"
+                    " last_reply = ?5 WHERE id = ?1 RETURNING msg_id",
+    [ST_GC_MSG] = "DELETE FROM messages WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM"
+                  " recipients WHERE msg_id = ?1 AND state IN " SPOOL_STATE_PENDING ")",
+    [ST_ADD_EVENT] = "INSERT INTO events (config_set, json) VALUES (?1, ?2)",
+    [ST_DEL_EVENTS] = "DELETE FROM events WHERE id <= ?1",
+    [ST_SUPP_PUT] = "INSERT INTO suppression (address, reason, updated_ms) VALUES (?1, ?2, ?3)"
+                    " ON CONFLICT (address) DO UPDATE SET reason = excluded.reason,"
+                    " updated_ms = excluded.updated_ms",
+    [ST_SUPP_DEL] = "DELETE FROM suppression WHERE address = ?1",
+    [ST_LOAD_MSG] = "SELECT created_ms, config_set, mail_from, client_ip, mail_json, data"
+                    " FROM messages WHERE id = ?1",
+    [ST_PENDING_ALL] = "SELECT id, msg_id, address, state, attempts, next_attempt_ms,"
+                       " last_reply FROM recipients WHERE state IN " SPOOL_STATE_PENDING
+                       " ORDER BY id",
+    [ST_PENDING_MSG] = "SELECT id, msg_id, address, state, attempts, next_attempt_ms,"
+                       " last_reply FROM recipients WHERE msg_id = ?1 AND state IN "
+                       SPOOL_STATE_PENDING " ORDER BY id",
+    [ST_COUNT_RCPTS] = "SELECT state, count(*) FROM recipients WHERE state IN "
+                       SPOOL_STATE_PENDING " GROUP BY state",
+    [ST_SENT_SINCE] = "SELECT created_ms, sum(count) FROM sends WHERE created_ms >= ?1"
+                      " GROUP BY created_ms ORDER BY created_ms",
+    [ST_SUPP_GET] = "SELECT reason, updated_ms FROM suppression WHERE address = ?1",
+    [ST_SUPP_EACH] = "SELECT address, reason, updated_ms FROM suppression ORDER BY address",
+    [ST_EACH_EVENT] = "SELECT id, config_set, json FROM events WHERE id > ?1 ORDER BY id"
+                      " LIMIT ?2",
+};
+
+typedef struct spool_cb_entry {
+    spool_commit_cb cb;
+    void *arg;
+} spool_cb_entry;
+
+struct spool {
+    sqlite3 *db;
+    char *path;                   /* DIR/kiln.db, for error texts */
+    sqlite3_stmt *st[ST__COUNT];
+    /* the batch */
+    bool dirty;                   /* a write was attempted since the last flush */
+    bool in_txn;                  /* BEGIN IMMEDIATE succeeded */
+    bool failed;                  /* a statement of the batch failed */
+    char *batch_err;              /* first failure's text */
+    spool_cb_entry *cbs;
+    size_t ncbs, capcbs;
+    /* housekeeping */
+    int64_t last_prune_mono;
+    char *last_err;               /* last error text of any operation */
+};
+
+/* ---- errors ---- */
+
+static void set_last_err(spool *sp, char *msg)
+{
+    free(sp->last_err);
+    sp->last_err = msg;
+}
+
+/* "spool PATH: WHAT KEY: sqlite text" recorded as the handle's last error. */
+static void note_error(spool *sp, const char *what, const char *key)
+{
+    set_last_err(sp, util_asprintf("spool %s: %s%s%s: %s", sp->path, what, key ? " " : "",
+                                   key ? key : "", sqlite3_errmsg(sp->db)));
+}
+
+/* Marks the batch failed with the text just recorded by note_error (the first wins). */
+static void fail_batch(spool *sp)
+{
+    if (!sp->failed) sp->batch_err = util_strdup(sp->last_err);
+    sp->failed = true;
+}
+
+const char *spool_errmsg(spool *sp)
+{
+    return sp->last_err ? sp->last_err : sqlite3_errmsg(sp->db);
+}
+
+/* ---- statements ---- */
+
+static void stmt_done(sqlite3_stmt *st)
+{
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+}
+
+/* The cached statement, or a fresh one if the cached one is still stepping (a read called
+ * from inside another read's callback). *temp tells stmt_release to finalize it. */
+static sqlite3_stmt *stmt_acquire(spool *sp, int which, bool *temp)
+{
+    *temp = false;
+    if (!sqlite3_stmt_busy(sp->st[which])) return sp->st[which];
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(sp->db, spool_sql[which], -1, &st, NULL) != SQLITE_OK) {
+        note_error(sp, "prepare", spool_sql[which]);
+        sqlite3_finalize(st);
+        return NULL;
+    }
+    *temp = true;
+    return st;
+}
+
+static void stmt_release(sqlite3_stmt *st, bool temp)
+{
+    if (temp)
+        sqlite3_finalize(st);
+    else
+        stmt_done(st);
+}
+
+/* Steps a statement to completion. 0, or -1 with the error noted. Leaves st reset. */
+static int stmt_run(spool *sp, sqlite3_stmt *st, const char *what, const char *key)
+{
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        ;
+    if (rc != SQLITE_DONE) {
+        note_error(sp, what, key);
+        stmt_done(st);
+        return -1;
+    }
+    stmt_done(st);
+    return 0;
+}
+
+static void bind_str(sqlite3_stmt *st, int i, const char *s)
+{
+    sqlite3_bind_text(st, i, s ? s : "", -1, SQLITE_STATIC);
+}
+
+/* Column text, never NULL; valid until the statement steps again. */
+static const char *col_text(sqlite3_stmt *st, int i)
+{
+    const unsigned char *s = sqlite3_column_text(st, i);
+    return s ? (const char *)s : "";
+}
+
+static char *col_strdup(sqlite3_stmt *st, int i)
+{
+    return util_strdup(col_text(st, i));
+}
+
+/* ---- the batch ---- */
+
+/* Called by every write before its statement: opens the batch's transaction if needed.
+ * 0, or -1 if the batch has failed (the write must not run). */
+static int batch_write(spool *sp)
+{
+    sp->dirty = true;
+    if (sp->failed) return -1;
+    if (sp->in_txn) {
+        if (!sqlite3_get_autocommit(sp->db)) return 0;
+        /* SQLite rolled the transaction back on its own (I/O error, disk full in a read). */
+        set_last_err(sp, util_asprintf("spool %s: the open batch was rolled back by SQLite: %s",
+                                       sp->path, sqlite3_errmsg(sp->db)));
+        fail_batch(sp);
+        return -1;
+    }
+    if (stmt_run(sp, sp->st[ST_BEGIN], "begin batch", NULL) < 0) {
+        fail_batch(sp);
+        return -1;
+    }
+    sp->in_txn = true;
+    return 0;
+}
+
+/* Runs a write statement inside the batch; a failure fails the batch. */
+static int batch_run(spool *sp, sqlite3_stmt *st, const char *what, const char *key)
+{
+    if (stmt_run(sp, st, what, key) < 0) {
+        fail_batch(sp);
+        return -1;
+    }
+    return 0;
+}
+
+static void prune_sends(spool *sp, int64_t now_wall_ms)
+{
+    sqlite3_stmt *st = sp->st[ST_PRUNE_SENDS];
+    sqlite3_bind_int64(st, 1, now_wall_ms - SPOOL_DAY_MS);
+    if (sp->in_txn)
+        batch_run(sp, st, "prune sends", NULL);
+    else
+        stmt_run(sp, st, "prune sends", NULL);
+    sp->last_prune_mono = util_mono_ms();
+}
+
+void spool_on_commit(spool *sp, spool_commit_cb cb, void *arg)
+{
+    if (sp->ncbs == sp->capcbs) {
+        sp->capcbs = sp->capcbs ? sp->capcbs * 2 : 16;
+        sp->cbs = util_realloc(sp->cbs, sp->capcbs * sizeof *sp->cbs);
+    }
+    sp->cbs[sp->ncbs++] = (spool_cb_entry){cb, arg};
+}
+
+bool spool_has_pending(const spool *sp)
+{
+    return sp->dirty || sp->ncbs > 0;
+}
+
+int spool_flush(spool *sp)
+{
+    if (!spool_has_pending(sp)) return 0;
+
+    bool ok = !sp->failed;
+    if (sp->in_txn) {
+        if (ok && sqlite3_get_autocommit(sp->db)) {
+            set_last_err(sp, util_asprintf("spool %s: the open batch was rolled back by "
+                                           "SQLite: %s", sp->path, sqlite3_errmsg(sp->db)));
+            fail_batch(sp);
+            ok = false;
+        }
+        if (ok && util_mono_ms() - sp->last_prune_mono >= SPOOL_PRUNE_EVERY_MS) {
+            prune_sends(sp, util_wall_ms());
+            ok = !sp->failed;
+        }
+        if (ok && stmt_run(sp, sp->st[ST_COMMIT], "commit", NULL) < 0) {
+            fail_batch(sp);
+            ok = false;
+        }
+        if (!ok && !sqlite3_get_autocommit(sp->db)) {
+            /* Errors of the rollback itself are only noted: the batch is reported failed. */
+            char *keep = util_strdup(sp->last_err);
+            if (stmt_run(sp, sp->st[ST_ROLLBACK], "rollback", NULL) == 0) set_last_err(sp, keep);
+            else free(keep);
+        }
+    }
+
+    /* Detach the batch before running callbacks: their writes start a new one. */
+    spool_cb_entry *cbs = sp->cbs;
+    size_t ncbs = sp->ncbs;
+    char *err = sp->batch_err;
+    sp->cbs = NULL;
+    sp->ncbs = sp->capcbs = 0;
+    sp->batch_err = NULL;
+    sp->dirty = sp->in_txn = sp->failed = false;
+
+    for (size_t i = 0; i < ncbs; i++) cbs[i].cb(cbs[i].arg, ok, ok ? NULL : err);
+    free(cbs);
+    free(err);
+    return ok ? 0 : -1;
+}
+
+/* ---- open / close ---- */
+
+/* mkdir -p with mode 0700 for the directories it creates. 0, or -1 with errno set. */
+static int make_dirs(const char *dir)
+{
+    struct stat sb;
+    if (stat(dir, &sb) == 0) {
+        if (S_ISDIR(sb.st_mode)) return 0;
+        errno = ENOTDIR;
+        return -1;
+    }
+    char *p = util_strdup(dir);
+    for (char *s = p + 1; *s; s++) {
+        if (*s != '/') continue;
+        *s = '\0';
+        if (mkdir(p, 0700) < 0 && errno != EEXIST) {
+            int e = errno;
+            free(p);
+            errno = e;
+            return -1;
+        }
+        *s = '/';
+    }
+    int rc = mkdir(p, 0700);
+    int e = errno;
+    free(p);
+    if (rc < 0 && e != EEXIST) {
+        errno = e;
+        return -1;
+    }
+    return 0;
+}
+
+static int exec_sql(spool *sp, const char *sql, const char *what, char **err)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(sp->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        *err = util_asprintf("spool %s: %s: %s", sp->path, what,
+                             msg ? msg : sqlite3_errmsg(sp->db));
+        sqlite3_free(msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* Single-value PRAGMA query ("PRAGMA journal_mode=WAL" -> "wal"). */
+static int pragma_text(spool *sp, const char *sql, char *out, size_t outsz, char **err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(sp->db, sql, -1, &st, NULL);
+    if (rc == SQLITE_OK) rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        *err = util_asprintf("spool %s: %s: %s", sp->path, sql, sqlite3_errmsg(sp->db));
+        sqlite3_finalize(st);
+        return -1;
+    }
+    const unsigned char *v = sqlite3_column_text(st, 0);
+    snprintf(out, outsz, "%s", v ? (const char *)v : "");
+    sqlite3_finalize(st);
+    return 0;
+}
+
+static int setup_schema(spool *sp, char **err)
+{
+    char v[32];
+    if (pragma_text(sp, "PRAGMA user_version", v, sizeof v, err) < 0) return -1;
+    long ver = strtol(v, NULL, 10);
+    if (ver == SPOOL_SCHEMA_VERSION) return 0;
+    if (ver > SPOOL_SCHEMA_VERSION || ver < 0) {
+        *err = util_asprintf("spool %s: schema version %ld is newer than this kiln supports "
+                             "(%d); use the kiln release that wrote it", sp->path, ver,
+                             SPOOL_SCHEMA_VERSION);
+        return -1;
+    }
+    char *sql = util_asprintf("BEGIN IMMEDIATE; %s PRAGMA user_version = %d; COMMIT;",
+                              spool_schema, SPOOL_SCHEMA_VERSION);
+    int rc = exec_sql(sp, sql, "creating the schema", err);
+    free(sql);
+    if (rc < 0 && !sqlite3_get_autocommit(sp->db))
+        sqlite3_exec(sp->db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+}
+
+spool *spool_open(const char *dir, bool durable, char **err)
+{
+    *err = NULL;
+    if (make_dirs(dir) < 0) {
+        *err = util_asprintf("spool directory %s: %s", dir, strerror(errno));
+        return NULL;
+    }
+    spool *sp = util_calloc(1, sizeof *sp);
+    size_t dl = strlen(dir);
+    while (dl > 1 && dir[dl - 1] == '/') dl--;
+    sp->path = util_asprintf("%.*s/kiln.db", (int)dl, dir);
+
+    int rc = sqlite3_open_v2(sp->path, &sp->db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             NULL);
+    if (rc != SQLITE_OK) {
+        *err = util_asprintf("spool %s: %s", sp->path,
+                             sp->db ? sqlite3_errmsg(sp->db) : sqlite3_errstr(rc));
+        goto fail;
+    }
+    sqlite3_busy_timeout(sp->db, 5000);
+    /* The spool holds message contents: owner-only, also for the -wal and -shm files, which
+     * SQLite creates with the database file's mode. Best effort (the directory is 0700). */
+    struct stat sb;
+    if (stat(sp->path, &sb) == 0 && (sb.st_mode & 077)) chmod(sp->path, sb.st_mode & 0700);
+
+    char mode[32];
+    if (pragma_text(sp, "PRAGMA journal_mode = WAL", mode, sizeof mode, err) < 0) goto fail;
+    if (strcmp(mode, "wal") != 0) {
+        *err = util_asprintf("spool %s: cannot use WAL journal mode (got %s)", sp->path, mode);
+        goto fail;
+    }
+    if (exec_sql(sp, durable ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = OFF",
+                 "setting synchronous", err) < 0 ||
+        exec_sql(sp, "PRAGMA foreign_keys = ON", "enabling foreign keys", err) < 0 ||
+        exec_sql(sp, "PRAGMA journal_size_limit = 67108864", "limiting the WAL size", err) < 0)
+        goto fail;
+    char fk[8];
+    if (pragma_text(sp, "PRAGMA foreign_keys", fk, sizeof fk, err) < 0) goto fail;
+    if (strcmp(fk, "1") != 0) {
+        *err = util_asprintf("spool %s: this SQLite does not enforce foreign keys", sp->path);
+        goto fail;
+    }
+    if (setup_schema(sp, err) < 0) goto fail;
+
+    for (int i = 0; i < ST__COUNT; i++) {
+        if (sqlite3_prepare_v3(sp->db, spool_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &sp->st[i],
+                               NULL) != SQLITE_OK) {
+            *err = util_asprintf("spool %s: preparing \"%s\": %s", sp->path, spool_sql[i],
+                                 sqlite3_errmsg(sp->db));
+            goto fail;
+        }
+    }
+
+    prune_sends(sp, util_wall_ms());
+    if (sp->last_err) {
+        *err = util_strdup(sp->last_err);
+        goto fail;
+    }
+    return sp;
+
+fail:
+    for (int i = 0; i < ST__COUNT; i++) sqlite3_finalize(sp->st[i]);
+    sqlite3_close_v2(sp->db);
+    free(sp->last_err);
+    free(sp->path);
+    free(sp);
+    return NULL;
+}
+
+void spool_close(spool *sp)
+{
+    if (!sp) return;
+    spool_flush(sp);
+    for (int i = 0; i < ST__COUNT; i++) sqlite3_finalize(sp->st[i]);
+    sqlite3_close_v2(sp->db);
+    free(sp->cbs);
+    free(sp->batch_err);
+    free(sp->last_err);
+    free(sp->path);
+    free(sp);
+}
+
+/* ---- writes ---- */
+
+int spool_add_message(spool *sp, const spool_message *m)
+{
+    size_t idlen = strnlen(m->id, sizeof m->id);
+    if (idlen == sizeof m->id || idlen == 0)
+        util_fatal("spool_add_message: message id is empty or not NUL-terminated");
+    if (batch_write(sp) < 0) return -1;
+
+    sqlite3_stmt *st = sp->st[ST_ADD_MSG];
+    sqlite3_bind_text(st, 1, m->id, (int)idlen, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, m->created_ms);
+    bind_str(st, 3, m->config_set);
+    bind_str(st, 4, m->mail_from);
+    bind_str(st, 5, m->client_ip);
+    bind_str(st, 6, m->mail_json);
+    /* A non-NULL pointer so that an empty message is an empty blob, not NULL. */
+    sqlite3_bind_blob64(st, 7, m->data ? m->data : "", m->data ? m->data_len : 0,
+                        SQLITE_STATIC);
+    sqlite3_bind_int64(st, 8, m->quota_count);
+    if (batch_run(sp, st, "add message", m->id) < 0) return -1;
+
+    if (m->quota_count > 0) {
+        st = sp->st[ST_ADD_SEND];
+        sqlite3_bind_int64(st, 1, m->created_ms);
+        sqlite3_bind_int64(st, 2, m->quota_count);
+        if (batch_run(sp, st, "record send of", m->id) < 0) return -1;
+    }
+    return 0;
+}
+
+int spool_add_rcpt(spool *sp, const char *msg_id, const char *address, spool_rcpt_state st_,
+                   int64_t *rowid)
+{
+    if (rowid) *rowid = 0;
+    if (batch_write(sp) < 0) return -1;
+    sqlite3_stmt *st = sp->st[ST_ADD_RCPT];
+    bind_str(st, 1, msg_id);
+    bind_str(st, 2, address);
+    sqlite3_bind_int(st, 3, (int)st_);
+    if (batch_run(sp, st, "add recipient to", msg_id) < 0) return -1;
+    if (rowid) *rowid = sqlite3_last_insert_rowid(sp->db);
+    return 0;
+}
+
+static int gc_message(spool *sp, const char *msg_id)
+{
+    sqlite3_stmt *st = sp->st[ST_GC_MSG];
+    bind_str(st, 1, msg_id);
+    return batch_run(sp, st, "delete finished message", msg_id);
+}
+
+int spool_message_gc(spool *sp, const char *msg_id)
+{
+    if (batch_write(sp) < 0) return -1;
+    return gc_message(sp, msg_id);
+}
+
+int spool_update_rcpt(spool *sp, int64_t rowid, spool_rcpt_state state, int attempts,
+                      int64_t next_attempt_ms, const char *last_reply)
+{
+    char key[32];
+    snprintf(key, sizeof key, "%" PRId64, rowid);
+    if (batch_write(sp) < 0) return -1;
+
+    sqlite3_stmt *st = sp->st[ST_UPD_RCPT];
+    sqlite3_bind_int64(st, 1, rowid);
+    sqlite3_bind_int(st, 2, (int)state);
+    sqlite3_bind_int(st, 3, attempts);
+    sqlite3_bind_int64(st, 4, next_attempt_ms);
+    if (last_reply)
+        sqlite3_bind_text(st, 5, last_reply, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 5);
+
+    char *msg_id = NULL;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        if (!msg_id) msg_id = col_strdup(st, 0);
+    if (rc != SQLITE_DONE) {
+        note_error(sp, "update recipient", key);
+        stmt_done(st);
+        fail_batch(sp);
+        free(msg_id);
+        return -1;
+    }
+    stmt_done(st);
+    if (!msg_id) {
+        set_last_err(sp, util_asprintf("spool %s: update recipient %s: no such recipient",
+                                       sp->path, key));
+        fail_batch(sp);
+        return -1;
+    }
+    rc = 0;
+    if (state == SPOOL_RCPT_DELIVERED || state == SPOOL_RCPT_BOUNCED) rc = gc_message(sp, msg_id);
+    free(msg_id);
+    return rc;
+}
+
+int spool_add_event(spool *sp, const char *set, const char *json)
+{
+    if (batch_write(sp) < 0) return -1;
+    sqlite3_stmt *st = sp->st[ST_ADD_EVENT];
+    bind_str(st, 1, set);
+    bind_str(st, 2, json);
+    return batch_run(sp, st, "add event for set", set);
+}
+
+int spool_delete_events(spool *sp, int64_t upto)
+{
+    if (batch_write(sp) < 0) return -1;
+    sqlite3_stmt *st = sp->st[ST_DEL_EVENTS];
+    sqlite3_bind_int64(st, 1, upto);
+    return batch_run(sp, st, "delete events", NULL);
+}
+
+int spool_suppression_put(spool *sp, const char *address, const char *reason, int64_t now_ms)
+{
+    if (batch_write(sp) < 0) return -1;
+    char *lc = util_strdup(address ? address : "");
+    util_lowercase(lc);
+    sqlite3_stmt *st = sp->st[ST_SUPP_PUT];
+    sqlite3_bind_text(st, 1, lc, -1, SQLITE_STATIC);
+    bind_str(st, 2, reason);
+    sqlite3_bind_int64(st, 3, now_ms);
+    int rc = batch_run(sp, st, "suppress", lc);
+    free(lc);
+    return rc;
+}
+
+int spool_suppression_delete(spool *sp, const char *address, bool *existed)
+{
+    if (existed) *existed = false;
+    if (batch_write(sp) < 0) return -1;
+    char *lc = util_strdup(address ? address : "");
+    util_lowercase(lc);
+    sqlite3_stmt *st = sp->st[ST_SUPP_DEL];
+    sqlite3_bind_text(st, 1, lc, -1, SQLITE_STATIC);
+    int rc = batch_run(sp, st, "unsuppress", lc);
+    if (rc == 0 && existed) *existed = sqlite3_changes(sp->db) > 0;
+    free(lc);
+    return rc;
+}
+
+/* ---- reads ---- */
+
+int spool_load_message(spool *sp, const char *msg_id, spool_loaded *out)
+{
+    memset(out, 0, sizeof *out);
+    size_t idlen = strlen(msg_id);
+    if (idlen >= sizeof out->id) return -1;
+    bool temp;
+    sqlite3_stmt *st = stmt_acquire(sp, ST_LOAD_MSG, &temp);
+    if (!st) return -1;
+    sqlite3_bind_text(st, 1, msg_id, (int)idlen, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        if (rc != SQLITE_DONE) note_error(sp, "load message", msg_id);
+        stmt_release(st, temp);
+        return -1;
+    }
+    memcpy(out->id, msg_id, idlen + 1);
+    out->created_ms = sqlite3_column_int64(st, 0);
+    out->config_set = col_strdup(st, 1);
+    out->mail_from = col_strdup(st, 2);
+    out->client_ip = col_strdup(st, 3);
+    out->mail_json = col_strdup(st, 4);
+    const void *blob = sqlite3_column_blob(st, 5);
+    size_t n = (size_t)sqlite3_column_bytes(st, 5);
+    out->data = util_malloc(n + 1);
+    if (n) memcpy(out->data, blob, n);
+    out->data[n] = '\0';
+    out->data_len = n;
+    stmt_release(st, temp);
+    return 0;
+}
+
+void spool_loaded_free(spool_loaded *m)
+{
+    if (!m) return;
+    free(m->config_set);
+    free(m->mail_from);
+    free(m->client_ip);
+    free(m->mail_json);
+    free(m->data);
+    memset(m, 0, sizeof *m);
+}
+
+/* Finishes a read loop: 0 if it ended with DONE, else -1 with the error noted. */
+static int read_end(spool *sp, sqlite3_stmt *st, bool temp, int rc, const char *what)
+{
+    if (rc != SQLITE_DONE) note_error(sp, what, NULL);
+    stmt_release(st, temp);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+int spool_each_pending_rcpt(spool *sp, const char *msg_id, spool_rcpt_cb cb, void *arg)
+{
+    bool temp;
+    sqlite3_stmt *st = stmt_acquire(sp, msg_id ? ST_PENDING_MSG : ST_PENDING_ALL, &temp);
+    if (!st) return -1;
+    if (msg_id) sqlite3_bind_text(st, 1, msg_id, -1, SQLITE_STATIC);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        /* Copies: the callback may write to the spool, which can move SQLite's buffers. */
+        spool_rcpt r = {
+            .rowid = sqlite3_column_int64(st, 0),
+            .msg_id = col_strdup(st, 1),
+            .address = col_strdup(st, 2),
+            .state = (spool_rcpt_state)sqlite3_column_int(st, 3),
+            .attempts = sqlite3_column_int(st, 4),
+            .next_attempt_ms = sqlite3_column_int64(st, 5),
+            .last_reply = sqlite3_column_type(st, 6) == SQLITE_NULL ? NULL : col_strdup(st, 6),
+        };
+        cb(arg, &r);
+        free(r.msg_id);
+        free(r.address);
+        free(r.last_reply);
+    }
+    return read_end(sp, st, temp, rc, "list pending recipients");
+}
+
+int spool_count_rcpts(spool *sp, int64_t *queued, int64_t *deferred)
+{
+    int64_t q = 0, d = 0;
+    bool temp;
+    sqlite3_stmt *st = stmt_acquire(sp, ST_COUNT_RCPTS, &temp);
+    if (!st) return -1;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int state = sqlite3_column_int(st, 0);
+        int64_t n = sqlite3_column_int64(st, 1);
+        if (state == SPOOL_RCPT_QUEUED) q = n;
+        else if (state == SPOOL_RCPT_DEFERRED) d = n;
+    }
+    if (queued) *queued = q;
+    if (deferred) *deferred = d;
+    return read_end(sp, st, temp, rc, "count recipients");
+}
+
+int spool_each_sent_since(spool *sp, int64_t since_ms, spool_sent_cb cb, void *arg)
+{
+    bool temp;
+    sqlite3_stmt *st = stmt_acquire(sp, ST_SENT_SINCE, &temp);
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, since_ms);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t n = sqlite3_column_int64(st, 1);
+        cb(arg, sqlite3_column_int64(st, 0), n > (int64_t)UINT_MAX ? UINT_MAX : (unsigned)n);
+    }
+    return read_end(sp, st, temp, rc, "list sends");
+}
+
+int spool_suppression_get(spool *sp, const char *address, bool *found, char **reason,
+                          int64_t *updated_ms)
+{
+    *found = false;
+    if (reason) *reason = NULL;
+    if (updated_ms) *updated_ms = 0;
+    bool temp;
+    sqlite3_stmt *st = stmt_acquire(sp, ST_SUPP_GET, &temp);
+    if (!st) return -1;
+    char *lc = util_strdup(address ? address : "");
+    util_lowercase(lc);
+    sqlite3_bind_text(st, 1, lc, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *found = true;
+        if (reason) *reason = col_strdup(st, 0);
+        if (updated_ms) *updated_ms = sqlite3_column_int64(st, 1);
+        rc = SQLITE_DONE;
+    }
+    rc = read_end(sp, st, temp, rc, "look up suppression");
+    free(lc);
+    return rc;
+}
+
+int spool_suppression_each(spool *sp, spool_suppression_cb cb, void *arg)
+{
+    bool temp;
+    sqlite3_stmt *st = stmt_acquire(sp, ST_SUPP_EACH, &temp);
+    if (!st) return -1;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        cb(arg, col_text(st, 0), col_text(st, 1), sqlite3_column_int64(st, 2));
+    return read_end(sp, st, temp, rc, "list suppression");
+}
+
+int spool_each_event(spool *sp, int64_t after, size_t max, spool_event_cb cb, void *arg)
+{
+    if (max == 0) return 0;
+    bool temp;
+    sqlite3_stmt *st = stmt_acquire(sp, ST_EACH_EVENT, &temp);
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, after);
+    sqlite3_bind_int64(st, 2, max > (size_t)INT64_MAX ? INT64_MAX : (int64_t)max);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        cb(arg, sqlite3_column_int64(st, 0), col_text(st, 1), col_text(st, 2));
+    return read_end(sp, st, temp, rc, "list events");
+}
