@@ -18,6 +18,8 @@ void quota_set_limits(quota *q, double max_rate, int64_t max_24h, int64_t now_ms
 
 /* Takes one token; false (nothing taken) if the bucket is empty. */
 bool quota_rate_take(quota *q, int64_t now_ms);
+/* True if quota_rate_take at the same now_ms would succeed; takes nothing. */
+bool quota_rate_available(quota *q, int64_t now_ms);
 /* Reserves one recipient against the 24 h quota; false if sent + reserved would exceed it. */
 bool quota_daily_reserve(quota *q, int64_t now_ms);
 void quota_daily_release(quota *q, unsigned n);
@@ -27,6 +29,8 @@ void quota_daily_commit(quota *q, unsigned n, int64_t now_ms);
 void quota_daily_load(quota *q, int64_t at_ms, unsigned n, int64_t now_ms);
 
 int64_t quota_sent_24h(quota *q, int64_t now_ms);
+/* Recipients reserved and neither committed nor released yet. */
+int64_t quota_pending(const quota *q);
 double quota_max_rate(const quota *q);
 int64_t quota_max_24h(const quota *q);
 

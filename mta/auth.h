@@ -1,0 +1,42 @@
+/* auth.h — SMTP AUTH (RFC 4954) for the submission server: base64, the SASL PLAIN
+ * (RFC 4616) and LOGIN responses, and password verification against submission.auth's
+ * crypt(3) hashes ($y$ yescrypt, $6$/$5$ SHA-crypt, $2b$ bcrypt — whatever libcrypt knows).
+ * Pure functions: the SMTP dialogue (334 prompts, "*" to cancel, 235/535 replies) is
+ * smtp_server's. */
+#ifndef KILN_AUTH_H
+#define KILN_AUTH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "config.h"
+
+/* The server's AUTH LOGIN prompts ("Username:" and "Password:" in base64). */
+#define AUTH_LOGIN_PROMPT_USER "334 VXNlcm5hbWU6"
+#define AUTH_LOGIN_PROMPT_PASS "334 UGFzc3dvcmQ6"
+
+/* Standard base64 (RFC 4648, with padding) of n bytes; malloc'd, NUL-terminated. */
+char *auth_b64_encode(const void *p, size_t n);
+/* Decodes strict standard base64: length a multiple of 4, only the alphabet, at most two
+ * '=' and only at the end, no white space. Returns the malloc'd bytes with a NUL appended
+ * (not counted in *len), or NULL if b64 is not valid base64. "" decodes to 0 bytes. */
+char *auth_b64_decode(const char *b64, size_t *len);
+
+/* A SASL PLAIN response "authzid NUL authcid NUL passwd" in base64. The authzid must be
+ * empty or equal to the authcid (kiln does not let one user act as another); authcid and
+ * passwd must not be empty. 0 and malloc'd *user, *pass on success; -1 (nothing allocated)
+ * on bad base64 or format. */
+int auth_decode_plain(const char *b64, char **user, char **pass);
+/* One AUTH LOGIN response (user name or password) in base64: the malloc'd text, or NULL if
+ * it is not valid base64, is empty, or contains a NUL byte. */
+char *auth_decode_login(const char *b64);
+
+/* True if user is one of cfg->auth and pass matches its password_hash. The hash comparison
+ * is constant-time, and an unknown user costs one hash computation like a known one, so
+ * timing tells neither which users exist nor how much of a hash matched. */
+bool auth_verify(const config *cfg, const char *user, const char *pass);
+/* True if password_hash is a complete "$id$..." hash libcrypt can check (for validating
+ * the config): not a bare salt, not a legacy DES string, not a method libcrypt lacks. */
+bool auth_hash_usable(const char *password_hash);
+
+#endif
