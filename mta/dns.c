@@ -1,0 +1,906 @@
+/* dns.c — MX resolution for delivery (SPEC section 3) with c-ares 1.18 on the libev loop.
+ *
+ * One c-ares channel per dns object. c-ares tells us through its socket-state callback
+ * which sockets to watch; each gets one ev_io, and one ev_timer is re-armed from
+ * ares_timeout() after every call into c-ares. No threads, no blocking calls.
+ *
+ * A lookup of a domain: MX query; RFC 7505 null MX ("MX 0 .") is permanent; otherwise
+ * the exchangers are ordered (dns_order_mx) and their A and AAAA records queried in
+ * parallel; exchangers without addresses are dropped. NODATA on MX falls back to the
+ * domain's own A/AAAA (implicit MX). NXDOMAIN is permanent; SERVFAIL, REFUSED, timeouts
+ * and unreachable servers are temporary. What c-ares 1.18 reports: NXDOMAIN is
+ * ARES_ENOTFOUND, NOERROR without answers is ARES_ENODATA, and a REFUSED answer from
+ * the only server ends as ARES_ECONNREFUSED ("Could not contact DNS servers").
+ *
+ * Results are cached by lower-cased domain until the smallest TTL of the records used
+ * (at least 5 s, at most 1 h); permanent failures for 60 s; temporary failures not at
+ * all. Concurrent lookups of one domain share the queries. Every result, cached or
+ * not, is delivered from a zero-delay timer on the loop, never from inside
+ * dns_resolve_mx or from inside c-ares, so callbacks may start lookups or free the dns.
+ *
+ * c-ares 1.18's ares_parse_mx_reply does not return TTLs, so answer_min_ttl() walks the
+ * answer section by hand (header, questions, resource-record headers; names are skipped
+ * with ares_expand_name): a few lines, no DNS library in Debian adds anything here. */
+#include "dns.h"
+
+#include <arpa/inet.h>
+#include <arpa/nameser.h>
+#include <ares.h>
+#include <ev.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+#define DNS_TTL_MIN_S 5
+#define DNS_TTL_MAX_S 3600
+#define DNS_NEGATIVE_TTL_S 60
+#define DNS_TRIES 2              /* attempts per server, each of dns.timeout */
+#define DNS_MAX_ADDRS 32         /* addresses kept per exchanger and family */
+
+/* Chained hash table of nodes keyed by string; nodes embed hnode as first member. */
+typedef struct hnode {
+    struct hnode *hnext;
+    char *key;
+} hnode;
+
+typedef struct htable {
+    hnode **b;
+    size_t nb;                   /* power of two */
+    size_t n;
+} htable;
+
+typedef struct waiter {
+    struct waiter *next;
+    dns_mx_cb cb;
+    void *arg;
+} waiter;
+
+typedef struct addr_acc {        /* addresses of one exchanger while its queries run */
+    char **v4, **v6;
+    size_t n4, n6;
+} addr_acc;
+
+typedef struct lookup {
+    hnode h;                     /* key: lower-case domain; in d->inflight while running */
+    struct lookup *next;         /* d->ready list */
+    dns *d;
+    waiter *waiters, **wtail;
+    dns_mx_result res;
+    addr_acc *acc;               /* one per res.hosts[i] */
+    size_t pending;              /* c-ares queries not answered yet */
+    char *tempfail;              /* first temporary failure text, if any */
+    int64_t ttl_s;               /* smallest TTL seen; -1: none */
+} lookup;
+
+typedef struct qctx {            /* the arg of one ares_query */
+    lookup *l;
+    size_t host;                 /* index into l->res.hosts (address queries) */
+    int type;                    /* ns_t_mx, ns_t_a, ns_t_aaaa */
+} qctx;
+
+typedef struct centry {
+    hnode h;
+    dns_mx_result res;
+    int64_t expires_ms;          /* util_mono_ms() clock */
+} centry;
+
+typedef struct sockw {
+    struct sockw *next;
+    ev_io io;
+    dns *d;
+} sockw;
+
+struct dns {
+    struct ev_loop *loop;
+    klog *lg;
+    ares_channel ch;
+    bool have_ch;
+    sockw *socks;
+    ev_timer timer;              /* c-ares timeouts */
+    ev_timer kick;               /* zero delay: delivers d->ready */
+    htable inflight;             /* lookup by domain */
+    htable cache;                /* centry by domain */
+    size_t cache_sweep_at;
+    lookup *ready, **ready_tail;
+    bool dispatching;
+    bool freed;                  /* dns_free was called during dispatch */
+    uint64_t rng;
+};
+
+/* ---------- hash table ---------- */
+
+static size_t hash_str(const char *s)
+{
+    size_t h = 1469598103934665603ull;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static void ht_init(htable *t)
+{
+    t->nb = 64;
+    t->b = util_calloc(t->nb, sizeof *t->b);
+    t->n = 0;
+}
+
+static hnode *ht_find(const htable *t, const char *key)
+{
+    for (hnode *n = t->b[hash_str(key) & (t->nb - 1)]; n; n = n->hnext)
+        if (strcmp(n->key, key) == 0) return n;
+    return NULL;
+}
+
+static void ht_insert(htable *t, hnode *node)
+{
+    if (t->n >= t->nb) {
+        size_t nb = t->nb * 2;
+        hnode **b = util_calloc(nb, sizeof *b);
+        for (size_t i = 0; i < t->nb; i++) {
+            for (hnode *n = t->b[i], *next; n; n = next) {
+                next = n->hnext;
+                size_t j = hash_str(n->key) & (nb - 1);
+                n->hnext = b[j];
+                b[j] = n;
+            }
+        }
+        free(t->b);
+        t->b = b;
+        t->nb = nb;
+    }
+    size_t j = hash_str(node->key) & (t->nb - 1);
+    node->hnext = t->b[j];
+    t->b[j] = node;
+    t->n++;
+}
+
+static void ht_remove(htable *t, hnode *node)
+{
+    for (hnode **p = &t->b[hash_str(node->key) & (t->nb - 1)]; *p; p = &(*p)->hnext) {
+        if (*p == node) {
+            *p = node->hnext;
+            t->n--;
+            return;
+        }
+    }
+    util_fatal("dns: hash node %s not in its table", node->key);
+}
+
+/* ---------- results ---------- */
+
+static const char *status_name(dns_status s)
+{
+    switch (s) {
+    case DNS_OK: return "ok";
+    case DNS_TEMPFAIL: return "tempfail";
+    case DNS_NXDOMAIN: return "nxdomain";
+    case DNS_NULLMX: return "nullmx";
+    case DNS_NOHOST: return "nohost";
+    }
+    return "?";
+}
+
+static void res_clear(dns_mx_result *r)
+{
+    for (size_t i = 0; i < r->nhosts; i++) {
+        free(r->hosts[i].name);
+        for (size_t j = 0; j < r->hosts[i].naddrs; j++) free(r->hosts[i].addrs[j]);
+        free(r->hosts[i].addrs);
+    }
+    free(r->hosts);
+    free((char *)r->error);
+    memset(r, 0, sizeof *r);
+}
+
+static void res_copy(dns_mx_result *dst, const dns_mx_result *src)
+{
+    *dst = *src;
+    dst->error = util_strdup(src->error);
+    dst->hosts = src->nhosts ? util_calloc(src->nhosts, sizeof *dst->hosts) : NULL;
+    for (size_t i = 0; i < src->nhosts; i++) {
+        const dns_mx_host *s = &src->hosts[i];
+        dns_mx_host *h = &dst->hosts[i];
+        h->name = util_strdup(s->name);
+        h->preference = s->preference;
+        h->naddrs = s->naddrs;
+        h->addrs = util_calloc(s->naddrs ? s->naddrs : 1, sizeof *h->addrs);
+        for (size_t j = 0; j < s->naddrs; j++) h->addrs[j] = util_strdup(s->addrs[j]);
+    }
+}
+
+static void res_fail(dns_mx_result *r, dns_status st, char *error)
+{
+    res_clear(r);
+    r->status = st;
+    r->error = error;
+}
+
+/* ---------- ordering ---------- */
+
+static int cmp_pref(const void *a, const void *b)
+{
+    const dns_mx_host *x = a, *y = b;
+    return (x->preference > y->preference) - (x->preference < y->preference);
+}
+
+void dns_order_mx(dns_mx_host *hosts, size_t n, uint32_t (*rnd)(void *arg), void *arg)
+{
+    if (n < 2) return;
+    qsort(hosts, n, sizeof *hosts, cmp_pref);
+    for (size_t start = 0; start < n;) {
+        size_t end = start + 1;
+        while (end < n && hosts[end].preference == hosts[start].preference) end++;
+        for (size_t i = end - start - 1; i > 0; i--) {   /* Fisher-Yates within the run */
+            size_t j = rnd(arg) % (i + 1);
+            dns_mx_host t = hosts[start + i];
+            hosts[start + i] = hosts[start + j];
+            hosts[start + j] = t;
+        }
+        start = end;
+    }
+}
+
+static uint32_t dns_rnd(void *arg)
+{
+    dns *d = arg;                /* xorshift64*, seeded from OpenSSL in dns_new */
+    d->rng ^= d->rng >> 12;
+    d->rng ^= d->rng << 25;
+    d->rng ^= d->rng >> 27;
+    return (uint32_t)((d->rng * 2685821657736338717ull) >> 32);
+}
+
+/* ---------- raw answer walking (TTLs) ---------- */
+
+static int skip_name(const unsigned char *p, const unsigned char *abuf, int alen, long *len)
+{
+    char *name = NULL;
+    if (ares_expand_name(p, abuf, alen, &name, len) != ARES_SUCCESS) return -1;
+    ares_free_string(name);
+    return 0;
+}
+
+/* Smallest TTL of the answer records of TYPE, or -1 if none / malformed. */
+static int64_t answer_min_ttl(const unsigned char *abuf, int alen, int type)
+{
+    if (alen < 12) return -1;
+    int qd = abuf[4] << 8 | abuf[5], an = abuf[6] << 8 | abuf[7];
+    const unsigned char *p = abuf + 12, *end = abuf + alen;
+    long len;
+    for (int i = 0; i < qd; i++) {
+        if (skip_name(p, abuf, alen, &len) < 0 || end - p < len + 4) return -1;
+        p += len + 4;
+    }
+    int64_t min = -1;
+    for (int i = 0; i < an; i++) {
+        if (skip_name(p, abuf, alen, &len) < 0 || end - p < len + 10) return -1;
+        p += len;
+        int rtype = p[0] << 8 | p[1];
+        int64_t ttl = (int64_t)((uint32_t)p[4] << 24 | (uint32_t)p[5] << 16 | (uint32_t)p[6] << 8 | p[7]);
+        int rdlen = p[8] << 8 | p[9];
+        p += 10;
+        if (end - p < rdlen) return -1;
+        p += rdlen;
+        if (rtype == type && (min < 0 || ttl < min)) min = ttl;
+    }
+    return min;
+}
+
+static void note_ttl(lookup *l, int64_t ttl)
+{
+    if (ttl >= 0 && (l->ttl_s < 0 || ttl < l->ttl_s)) l->ttl_s = ttl;
+}
+
+/* ---------- libev glue ---------- */
+
+static void rearm_timer(dns *d)
+{
+    ev_timer_stop(d->loop, &d->timer);
+    if (!d->have_ch) return;
+    struct timeval tv;
+    if (!ares_timeout(d->ch, NULL, &tv)) return;
+    double after = (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+    if (after < 0.001) after = 0.001;
+    ev_timer_set(&d->timer, after, 0.);
+    ev_timer_start(d->loop, &d->timer);
+}
+
+static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    sockw *s = w->data;
+    dns *d = s->d;
+    int fd = w->fd;              /* s may be freed by ares_process_fd */
+    ares_process_fd(d->ch, (revents & EV_READ) ? fd : ARES_SOCKET_BAD,
+                    (revents & EV_WRITE) ? fd : ARES_SOCKET_BAD);
+    rearm_timer(d);
+}
+
+static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    dns *d = w->data;
+    ares_process_fd(d->ch, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+    rearm_timer(d);
+}
+
+static void sock_state_cb(void *data, ares_socket_t fd, int readable, int writable)
+{
+    dns *d = data;
+    sockw **pp = &d->socks;
+    while (*pp && (*pp)->io.fd != fd) pp = &(*pp)->next;
+    sockw *s = *pp;
+    if (!readable && !writable) {
+        if (s) {
+            ev_io_stop(d->loop, &s->io);
+            *pp = s->next;
+            free(s);
+        }
+        return;
+    }
+    int events = (readable ? EV_READ : 0) | (writable ? EV_WRITE : 0);
+    if (!s) {
+        s = util_calloc(1, sizeof *s);
+        s->d = d;
+        ev_io_init(&s->io, io_cb, fd, events);
+        s->io.data = s;
+        s->next = d->socks;
+        d->socks = s;
+    } else {
+        ev_io_stop(d->loop, &s->io);
+        ev_io_set(&s->io, fd, events);
+    }
+    ev_io_start(d->loop, &s->io);
+}
+
+/* ---------- channel ---------- */
+
+static int make_channel(dns *d, const config *cfg, ares_channel *out, char **err)
+{
+    struct ares_addr_port_node *nodes = NULL;
+    if (cfg->ndns_servers) nodes = util_calloc(cfg->ndns_servers, sizeof *nodes);
+    for (size_t i = 0; i < cfg->ndns_servers; i++) {
+        const config_hostport *hp = &cfg->dns_servers[i];
+        struct ares_addr_port_node *n = &nodes[i];
+        if (inet_pton(AF_INET, hp->host, &n->addr.addr4) == 1) {
+            n->family = AF_INET;
+        } else if (inet_pton(AF_INET6, hp->host, &n->addr.addr6) == 1) {
+            n->family = AF_INET6;
+        } else {
+            *err = util_asprintf("dns.servers: %s is not an IPv4 or IPv6 address", hp->host);
+            free(nodes);
+            return -1;
+        }
+        if (hp->port <= 0 || hp->port > 65535) {
+            *err = util_asprintf("dns.servers: bad port %d for %s", hp->port, hp->host);
+            free(nodes);
+            return -1;
+        }
+        n->udp_port = n->tcp_port = hp->port;
+        n->next = i + 1 < cfg->ndns_servers ? &nodes[i + 1] : NULL;
+    }
+    struct ares_options o;
+    memset(&o, 0, sizeof o);
+    o.sock_state_cb = sock_state_cb;
+    o.sock_state_cb_data = d;
+    int64_t t = cfg->dns_timeout_ms > 0 ? cfg->dns_timeout_ms : 2000;
+    o.timeout = t > 600000 ? 600000 : (int)t;
+    o.tries = DNS_TRIES;
+    o.flags = ARES_FLAG_NOSEARCH;
+    ares_channel ch;
+    int rc = ares_init_options(&ch, &o, ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS |
+                                            ARES_OPT_TRIES | ARES_OPT_FLAGS);
+    if (rc != ARES_SUCCESS) {
+        *err = util_asprintf("cannot initialise the DNS resolver (c-ares): %s", ares_strerror(rc));
+        free(nodes);
+        return -1;
+    }
+    if (nodes) {
+        rc = ares_set_servers_ports(ch, nodes);
+        free(nodes);
+        if (rc != ARES_SUCCESS) {
+            *err = util_asprintf("dns.servers: c-ares refused the server list: %s", ares_strerror(rc));
+            ares_destroy(ch);
+            return -1;
+        }
+    }
+    *out = ch;
+    return 0;
+}
+
+/* ---------- lookups ---------- */
+
+static void query_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen);
+
+static void issue(lookup *l, const char *name, int type, size_t host)
+{
+    qctx *q = util_calloc(1, sizeof *q);
+    q->l = l;
+    q->type = type;
+    q->host = host;
+    l->pending++;
+    ares_query(l->d->ch, name, ns_c_in, type, query_cb, q);   /* may call back at once */
+}
+
+static void kick(dns *d)
+{
+    if (!ev_is_active(&d->kick)) {
+        ev_timer_set(&d->kick, 0., 0.);
+        ev_timer_start(d->loop, &d->kick);
+    }
+}
+
+static void make_ready(dns *d, lookup *l)
+{
+    l->next = NULL;
+    *d->ready_tail = l;
+    d->ready_tail = &l->next;
+    kick(d);
+}
+
+static void lookup_free(lookup *l)
+{
+    for (waiter *w = l->waiters, *next; w; w = next) {
+        next = w->next;
+        free(w);
+    }
+    if (l->acc) {
+        for (size_t i = 0; i < l->res.nhosts; i++) {
+            for (size_t j = 0; j < l->acc[i].n4; j++) free(l->acc[i].v4[j]);
+            for (size_t j = 0; j < l->acc[i].n6; j++) free(l->acc[i].v6[j]);
+            free(l->acc[i].v4);
+            free(l->acc[i].v6);
+        }
+        free(l->acc);
+    }
+    res_clear(&l->res);
+    free(l->tempfail);
+    free(l->h.key);
+    free(l);
+}
+
+static void log_result(dns *d, const char *domain, const dns_mx_result *r, int64_t ttl_s, bool cached)
+{
+    if (!log_enabled(d->lg, KLOG_DEBUG)) return;
+    strbuf sb;
+    strbuf_init(&sb);
+    for (size_t i = 0; i < r->nhosts; i++) {
+        strbuf_printf(&sb, "%s%s/%d", i ? " " : "", r->hosts[i].name, r->hosts[i].preference);
+        for (size_t j = 0; j < r->hosts[i].naddrs; j++)
+            strbuf_printf(&sb, "%c%s", j ? ',' : '=', r->hosts[i].addrs[j]);
+    }
+    log_write(d->lg, KLOG_DEBUG, "dns.mx", "domain=%s status=%s implicit=%s cached=%s ttl=%lld hosts=%s error=%s",
+              log_q(d->lg, domain), status_name(r->status), r->implicit ? "yes" : "no",
+              cached ? "yes" : "no", (long long)ttl_s, log_q(d->lg, sb.buf),
+              log_q(d->lg, r->error ? r->error : ""));
+    strbuf_free(&sb);
+}
+
+static void cache_sweep(dns *d, int64_t now)
+{
+    for (size_t i = 0; i < d->cache.nb; i++) {
+        for (hnode **p = &d->cache.b[i]; *p;) {
+            centry *c = (centry *)*p;
+            if (c->expires_ms <= now) {
+                *p = c->h.hnext;
+                d->cache.n--;
+                res_clear(&c->res);
+                free(c->h.key);
+                free(c);
+            } else {
+                p = &(*p)->hnext;
+            }
+        }
+    }
+    d->cache_sweep_at = d->cache.n * 2 > 1024 ? d->cache.n * 2 : 1024;
+}
+
+static void cache_put(dns *d, const char *key, const dns_mx_result *r, int64_t ttl_s)
+{
+    int64_t now = util_mono_ms();
+    if (d->cache.n >= d->cache_sweep_at) cache_sweep(d, now);
+    centry *c = (centry *)ht_find(&d->cache, key);
+    if (c) {
+        res_clear(&c->res);
+    } else {
+        c = util_calloc(1, sizeof *c);
+        c->h.key = util_strdup(key);
+        ht_insert(&d->cache, &c->h);
+    }
+    res_copy(&c->res, r);
+    c->expires_ms = now + ttl_s * 1000;
+}
+
+static void cache_drop(dns *d)
+{
+    d->cache_sweep_at = 0;
+    cache_sweep(d, INT64_MAX);
+}
+
+/* All queries of l answered: build the final result, cache it, queue it for delivery. */
+static void finish(lookup *l)
+{
+    dns *d = l->d;
+    dns_mx_result *r = &l->res;
+    if (r->status == DNS_OK) {
+        size_t kept = 0;
+        strbuf missing;
+        strbuf_init(&missing);
+        for (size_t i = 0; i < r->nhosts; i++) {
+            dns_mx_host *h = &r->hosts[i];
+            addr_acc *a = &l->acc[i];
+            if (a->n4 + a->n6 == 0) {
+                strbuf_printf(&missing, "%s%s", missing.len ? ", " : "", h->name[0] ? h->name : ".");
+                free(h->name);
+                continue;
+            }
+            h->naddrs = a->n4 + a->n6;
+            h->addrs = util_calloc(h->naddrs, sizeof *h->addrs);
+            if (a->n4) memcpy(h->addrs, a->v4, a->n4 * sizeof *h->addrs);
+            if (a->n6) memcpy(h->addrs + a->n4, a->v6, a->n6 * sizeof *h->addrs);
+            a->n4 = a->n6 = 0;   /* moved */
+            r->hosts[kept++] = *h;
+        }
+        for (size_t i = 0; i < r->nhosts; i++) {
+            free(l->acc[i].v4);
+            free(l->acc[i].v6);
+        }
+        free(l->acc);
+        l->acc = NULL;
+        r->nhosts = kept;
+        if (kept == 0) {
+            if (l->tempfail)
+                res_fail(r, DNS_TEMPFAIL, util_strdup(l->tempfail));
+            else if (r->implicit)
+                res_fail(r, DNS_NOHOST, util_asprintf("%s: no MX and no A/AAAA records", l->h.key));
+            else
+                res_fail(r, DNS_NOHOST, util_asprintf("%s: no address for its MX hosts %s", l->h.key, missing.buf));
+        }
+        strbuf_free(&missing);
+    }
+    int64_t ttl;
+    if (r->status == DNS_OK) {
+        ttl = l->ttl_s < DNS_TTL_MIN_S ? DNS_TTL_MIN_S : l->ttl_s > DNS_TTL_MAX_S ? DNS_TTL_MAX_S : l->ttl_s;
+        cache_put(d, l->h.key, r, ttl);
+    } else if (r->status != DNS_TEMPFAIL) {
+        ttl = DNS_NEGATIVE_TTL_S;
+        cache_put(d, l->h.key, r, ttl);
+    } else {
+        ttl = 0;
+    }
+    log_result(d, l->h.key, r, ttl, false);
+    ht_remove(&d->inflight, &l->h);
+    make_ready(d, l);
+}
+
+static bool permanent_miss(int status)
+{
+    return status == ARES_ENODATA || status == ARES_ENOTFOUND;
+}
+
+static void on_mx(lookup *l, int status, unsigned char *abuf, int alen)
+{
+    dns_mx_result *r = &l->res;
+    struct ares_mx_reply *mx = NULL;
+    if (status == ARES_SUCCESS) {
+        status = ares_parse_mx_reply(abuf, alen, &mx);   /* ENODATA when only e.g. CNAMEs */
+        if (status != ARES_SUCCESS && status != ARES_ENODATA)
+            status = ARES_EBADRESP;
+    }
+    if (status == ARES_ENOTFOUND) {
+        res_fail(r, DNS_NXDOMAIN, util_asprintf("%s: domain does not exist (NXDOMAIN)", l->h.key));
+        return;
+    }
+    if (status == ARES_EBADNAME) {
+        res_fail(r, DNS_NXDOMAIN, util_asprintf("%s: not a valid domain name", l->h.key));
+        return;
+    }
+    if (status == ARES_ENODATA) {          /* no MX: the domain itself is the exchanger */
+        r->status = DNS_OK;
+        r->implicit = true;
+        r->nhosts = 1;
+        r->hosts = util_calloc(1, sizeof *r->hosts);
+        r->hosts[0].name = util_strdup(l->h.key);
+        l->acc = util_calloc(1, sizeof *l->acc);
+        issue(l, l->h.key, ns_t_a, 0);
+        issue(l, l->h.key, ns_t_aaaa, 0);
+        return;
+    }
+    if (status != ARES_SUCCESS) {
+        res_fail(r, DNS_TEMPFAIL, util_asprintf("%s: MX lookup failed: %s", l->h.key, ares_strerror(status)));
+        return;
+    }
+    size_t n = 0;
+    for (struct ares_mx_reply *m = mx; m; m = m->next) n++;
+    if (n == 1 && mx->priority == 0 && (mx->host[0] == '\0' || strcmp(mx->host, ".") == 0)) {
+        ares_free_data(mx);
+        res_fail(r, DNS_NULLMX, util_asprintf("%s: domain accepts no mail (null MX, RFC 7505)", l->h.key));
+        return;
+    }
+    note_ttl(l, answer_min_ttl(abuf, alen, ns_t_mx));
+    r->status = DNS_OK;
+    r->hosts = util_calloc(n, sizeof *r->hosts);
+    for (struct ares_mx_reply *m = mx; m; m = m->next) {
+        size_t i;
+        for (i = 0; i < r->nhosts; i++)            /* the same exchanger twice: keep the best */
+            if (util_streq_ci(r->hosts[i].name, m->host)) break;
+        if (i < r->nhosts) {
+            if (m->priority < r->hosts[i].preference) r->hosts[i].preference = m->priority;
+            continue;
+        }
+        r->hosts[r->nhosts].name = util_strdup(m->host);
+        util_lowercase(r->hosts[r->nhosts].name);
+        r->hosts[r->nhosts].preference = m->priority;
+        r->nhosts++;
+    }
+    ares_free_data(mx);
+    dns_order_mx(r->hosts, r->nhosts, dns_rnd, l->d);
+    l->acc = util_calloc(r->nhosts, sizeof *l->acc);
+    for (size_t i = 0; i < r->nhosts; i++) {
+        const char *name = r->hosts[i].name;
+        if (name[0] == '\0' || strcmp(name, ".") == 0) continue;   /* "." among real MX */
+        issue(l, name, ns_t_a, i);
+        issue(l, name, ns_t_aaaa, i);
+    }
+}
+
+static void on_addr(lookup *l, size_t host, int type, int status, unsigned char *abuf, int alen)
+{
+    addr_acc *a = &l->acc[host];
+    const char *name = l->res.hosts[host].name;
+    if (status == ARES_SUCCESS) {
+        char text[INET6_ADDRSTRLEN];
+        int n = DNS_MAX_ADDRS;
+        if (type == ns_t_a) {
+            struct ares_addrttl at[DNS_MAX_ADDRS];
+            status = ares_parse_a_reply(abuf, alen, NULL, at, &n);
+            if (status == ARES_SUCCESS) {
+                a->v4 = util_calloc((size_t)n, sizeof *a->v4);
+                for (int i = 0; i < n; i++) {
+                    inet_ntop(AF_INET, &at[i].ipaddr, text, sizeof text);
+                    a->v4[a->n4++] = util_strdup(text);
+                    note_ttl(l, at[i].ttl);
+                }
+            }
+        } else {
+            struct ares_addr6ttl at[DNS_MAX_ADDRS];
+            status = ares_parse_aaaa_reply(abuf, alen, NULL, at, &n);
+            if (status == ARES_SUCCESS) {
+                a->v6 = util_calloc((size_t)n, sizeof *a->v6);
+                for (int i = 0; i < n; i++) {
+                    inet_ntop(AF_INET6, &at[i].ip6addr, text, sizeof text);
+                    a->v6[a->n6++] = util_strdup(text);
+                    note_ttl(l, at[i].ttl);
+                }
+            }
+        }
+    }
+    if (status != ARES_SUCCESS && !permanent_miss(status) && status != ARES_EBADNAME && !l->tempfail)
+        l->tempfail = util_asprintf("%s: %s lookup of %s failed: %s", l->h.key,
+                                    type == ns_t_a ? "A" : "AAAA", name, ares_strerror(status));
+}
+
+static void query_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
+{
+    (void)timeouts;
+    qctx *q = arg;
+    lookup *l = q->l;
+    if (status == ARES_EDESTRUCTION || status == ARES_ECANCELLED) {
+        free(q);                 /* dns_free / dns_reconfigure: the lookup is handled there */
+        return;
+    }
+    if (q->type == ns_t_mx)
+        on_mx(l, status, abuf, alen);
+    else
+        on_addr(l, q->host, q->type, status, abuf, alen);
+    free(q);
+    if (--l->pending == 0) finish(l);
+}
+
+static void lookup_start(lookup *l)
+{
+    l->ttl_s = -1;
+    issue(l, l->h.key, ns_t_mx, 0);
+}
+
+/* Back to the state before any query (for a restart on a new channel). */
+static void lookup_reset(lookup *l)
+{
+    if (l->acc) {
+        for (size_t i = 0; i < l->res.nhosts; i++) {
+            for (size_t j = 0; j < l->acc[i].n4; j++) free(l->acc[i].v4[j]);
+            for (size_t j = 0; j < l->acc[i].n6; j++) free(l->acc[i].v6[j]);
+            free(l->acc[i].v4);
+            free(l->acc[i].v6);
+        }
+        free(l->acc);
+        l->acc = NULL;
+    }
+    res_clear(&l->res);
+    free(l->tempfail);
+    l->tempfail = NULL;
+    l->pending = 0;
+}
+
+/* ---------- delivery ---------- */
+
+static void destroy(dns *d);
+
+static void kick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    dns *d = w->data;
+    lookup *list = d->ready;
+    d->ready = NULL;
+    d->ready_tail = &d->ready;
+    d->dispatching = true;
+    while (list) {
+        lookup *l = list;
+        list = l->next;
+        while (l->waiters && !d->freed) {
+            waiter *wt = l->waiters;
+            l->waiters = wt->next;
+            wt->cb(wt->arg, &l->res);
+            free(wt);
+        }
+        lookup_free(l);
+    }
+    d->dispatching = false;
+    if (d->freed) destroy(d);
+}
+
+void dns_resolve_mx(dns *d, const char *domain, dns_mx_cb cb, void *arg)
+{
+    char *key = util_strdup(domain ? domain : "");
+    util_lowercase(key);
+    size_t len = strlen(key);
+    if (len > 0 && key[len - 1] == '.') key[len - 1] = '\0';
+
+    waiter *w = util_calloc(1, sizeof *w);
+    w->cb = cb;
+    w->arg = arg;
+
+    lookup *l = (lookup *)ht_find(&d->inflight, key);
+    if (l) {                     /* share the running lookup */
+        free(key);
+        *l->wtail = w;
+        l->wtail = &w->next;
+        return;
+    }
+    l = util_calloc(1, sizeof *l);
+    l->d = d;
+    l->h.key = key;
+    l->waiters = w;
+    l->wtail = &w->next;
+    l->ttl_s = -1;
+
+    if (key[0] == '\0') {
+        res_fail(&l->res, DNS_NXDOMAIN, util_strdup("empty domain name"));
+        make_ready(d, l);
+        return;
+    }
+    centry *c = (centry *)ht_find(&d->cache, key);
+    if (c && c->expires_ms <= util_mono_ms()) {
+        ht_remove(&d->cache, &c->h);
+        res_clear(&c->res);
+        free(c->h.key);
+        free(c);
+        c = NULL;
+    }
+    if (c) {
+        res_copy(&l->res, &c->res);
+        dns_order_mx(l->res.hosts, l->res.nhosts, dns_rnd, d);   /* spread over equal MX */
+        log_result(d, key, &l->res, (c->expires_ms - util_mono_ms()) / 1000, true);
+        make_ready(d, l);
+        return;
+    }
+    ht_insert(&d->inflight, &l->h);
+    lookup_start(l);
+    rearm_timer(d);
+}
+
+/* ---------- life cycle ---------- */
+
+dns *dns_new(struct ev_loop *loop, const config *cfg, klog *lg, char **err)
+{
+    int rc = ares_library_init(ARES_LIB_INIT_ALL);
+    if (rc != ARES_SUCCESS) {
+        *err = util_asprintf("cannot initialise c-ares: %s", ares_strerror(rc));
+        return NULL;
+    }
+    dns *d = util_calloc(1, sizeof *d);
+    d->loop = loop;
+    d->lg = lg;
+    if (make_channel(d, cfg, &d->ch, err) < 0) {
+        free(d);
+        ares_library_cleanup();
+        return NULL;
+    }
+    d->have_ch = true;
+    ev_timer_init(&d->timer, timer_cb, 0., 0.);
+    d->timer.data = d;
+    ev_timer_init(&d->kick, kick_cb, 0., 0.);
+    d->kick.data = d;
+    ht_init(&d->inflight);
+    ht_init(&d->cache);
+    d->cache_sweep_at = 1024;
+    d->ready_tail = &d->ready;
+    char hex[17];
+    util_random_hex(hex, 8);
+    d->rng = strtoull(hex, NULL, 16) | 1;
+    return d;
+}
+
+/* Ends every running lookup silently: c-ares calls its callbacks with ARES_EDESTRUCTION. */
+static void drop_channel(dns *d)
+{
+    if (!d->have_ch) return;
+    d->have_ch = false;
+    ares_destroy(d->ch);         /* closes sockets: sock_state_cb stops their watchers */
+    ev_timer_stop(d->loop, &d->timer);
+}
+
+static void destroy(dns *d)
+{
+    drop_channel(d);
+    while (d->socks) {           /* c-ares closed them all; defensive against leaks */
+        sockw *s = d->socks;
+        d->socks = s->next;
+        ev_io_stop(d->loop, &s->io);
+        free(s);
+    }
+    ev_timer_stop(d->loop, &d->kick);
+    for (size_t i = 0; i < d->inflight.nb; i++) {
+        for (hnode *n = d->inflight.b[i], *next; n; n = next) {
+            next = n->hnext;
+            lookup_free((lookup *)n);
+        }
+    }
+    free(d->inflight.b);
+    for (lookup *l = d->ready, *next; l; l = next) {
+        next = l->next;
+        lookup_free(l);
+    }
+    cache_drop(d);
+    free(d->cache.b);
+    free(d);
+    ares_library_cleanup();
+}
+
+void dns_free(dns *d)
+{
+    if (!d) return;
+    if (d->dispatching) {        /* called from one of our callbacks: finish in kick_cb */
+        d->freed = true;
+        drop_channel(d);
+        return;
+    }
+    destroy(d);
+}
+
+int dns_reconfigure(dns *d, const config *cfg, char **err)
+{
+    ares_channel ch;
+    if (make_channel(d, cfg, &ch, err) < 0) return -1;
+    drop_channel(d);
+    d->ch = ch;
+    d->have_ch = true;
+    cache_drop(d);
+    /* Restart the running lookups on the new servers; their waiters stay. The
+     * inflight table is copied first: a restart can finish a lookup at once. */
+    size_t n = 0;
+    lookup **all = util_calloc(d->inflight.n ? d->inflight.n : 1, sizeof *all);
+    for (size_t i = 0; i < d->inflight.nb; i++)
+        for (hnode *h = d->inflight.b[i]; h; h = h->hnext) all[n++] = (lookup *)h;
+    for (size_t i = 0; i < n; i++) {
+        lookup_reset(all[i]);
+        lookup_start(all[i]);
+    }
+    free(all);
+    rearm_timer(d);
+    log_write(d->lg, KLOG_DEBUG, "dns.reconfigure", "servers=%zu timeout_ms=%lld restarted=%zu",
+              cfg->ndns_servers, (long long)cfg->dns_timeout_ms, n);
+    return 0;
+}
