@@ -1,0 +1,713 @@
+/* events.c — SES event-publishing JSON (SPEC section 4) built with jansson, and the drain
+ * that appends outbox rows to each configuration set's `file` destinations.
+ *
+ * The mail object is built once at acceptance and stored with the message; each event
+ * builder parses it again, adds the ses:outgoing-ip tag when the event has one, and wraps
+ * it with eventType and the per-type object. Output is one compact line, keys in SES order.
+ *
+ * The drain appends each row plus "\n" to every file destination of its set, fdatasyncs each
+ * touched file once, and only then deletes the rows (a crash may repeat an event, never lose
+ * one). Files stay open between drains; a file that was moved away (log rotation) is opened
+ * again, and a config change closes them all. */
+#include "events.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../scheduler/spool.h"
+#include "log.h"
+#include "util.h"
+
+#define EVENTS_HEADERS_CAP 10240       /* SES truncates the headers list at 10 KB */
+#define EVENTS_DRAIN_BATCH 1000
+#define EVENTS_WEBHOOK_NOTICE \
+    "event destination webhook URL is not supported yet; events go only to file destinations"
+
+/* ------------------------------------------------------------------ JSON helpers ---- */
+
+/* Length of the valid UTF-8 sequence at p (n bytes left), or 0 if the bytes are not one. */
+static size_t utf8_seq_len(const unsigned char *p, size_t n)
+{
+    unsigned c = p[0], cp, min;
+    size_t len;
+    if (c < 0x80) return 1;
+    if (c >= 0xc2 && c <= 0xdf) {
+        len = 2, cp = c & 0x1f, min = 0x80;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        len = 3, cp = c & 0x0f, min = 0x800;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4, cp = c & 0x07, min = 0x10000;
+    } else {
+        return 0;
+    }
+    if (n < len) return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((p[i] & 0xc0) != 0x80) return 0;
+        cp = (cp << 6) | (p[i] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+    return len;
+}
+
+/* A JSON string for s. JSON needs UTF-8 while headers may carry raw 8-bit bytes of any
+ * charset: bytes that are not valid UTF-8 become U+FFFD. */
+static json_t *jstr(const char *s)
+{
+    if (!s) s = "";
+    json_t *j = json_string(s);
+    if (j) return j;
+    strbuf sb;
+    strbuf_init(&sb);
+    const unsigned char *p = (const unsigned char *)s;
+    size_t n = strlen(s);
+    while (n) {
+        size_t l = utf8_seq_len(p, n);
+        if (l) {
+            strbuf_append(&sb, p, l);
+            p += l, n -= l;
+        } else {
+            strbuf_puts(&sb, "\xef\xbf\xbd");
+            p++, n--;
+        }
+    }
+    j = json_string(sb.buf ? sb.buf : "");
+    strbuf_free(&sb);
+    if (!j) util_fatal("events: cannot make a JSON string (out of memory)");
+    return j;
+}
+
+static void jset(json_t *obj, const char *key, json_t *val)
+{
+    if (!val || json_object_set_new(obj, key, val) != 0)
+        util_fatal("events: cannot set JSON key %s (out of memory)", key);
+}
+
+static void jappend(json_t *arr, json_t *val)
+{
+    if (!val || json_array_append_new(arr, val) != 0)
+        util_fatal("events: cannot append to a JSON array (out of memory)");
+}
+
+static json_t *jobj(void)
+{
+    json_t *o = json_object();
+    if (!o) util_fatal("events: cannot make a JSON object (out of memory)");
+    return o;
+}
+
+static json_t *jarr(void)
+{
+    json_t *a = json_array();
+    if (!a) util_fatal("events: cannot make a JSON array (out of memory)");
+    return a;
+}
+
+static json_t *jint(int64_t v)
+{
+    json_t *j = json_integer((json_int_t)v);
+    if (!j) util_fatal("events: cannot make a JSON integer (out of memory)");
+    return j;
+}
+
+static json_t *jtime(int64_t ms)
+{
+    char ts[32];
+    util_iso8601(ms, ts);
+    return jstr(ts);
+}
+
+static json_t *jstr_array(char *const *v, size_t n)
+{
+    json_t *a = jarr();
+    for (size_t i = 0; i < n; i++) jappend(a, jstr(v[i]));
+    return a;
+}
+
+/* ------------------------------------------------------------------- mail object ---- */
+
+static void append_entry(json_t *arr, const char *start, const char *end)
+{
+    while (start < end && (*start == ' ' || *start == '\t')) start++;
+    while (end > start && (end[-1] == ' ' || end[-1] == '\t')) end--;
+    if (end == start) return;
+    char *s = util_strndup(start, (size_t)(end - start));
+    jappend(arr, jstr(s));
+    free(s);
+}
+
+/* Splits an address-list field value at top-level commas (outside quoted strings, comments,
+ * angle brackets and groups) into arr, each entry trimmed. Written by hand because
+ * message.h yields bare addr-specs while SES's commonHeaders keep each entry as written,
+ * display name included ("Ann <ann@example.test>"). */
+static void add_address_entries(json_t *arr, const char *value)
+{
+    const char *start = value;
+    bool quoted = false, angle = false, group = false;
+    int paren = 0;
+    for (const char *p = value;; p++) {
+        char c = *p;
+        if (c == '\0' || (c == ',' && !quoted && !paren && !angle && !group)) {
+            append_entry(arr, start, p);
+            if (c == '\0') break;
+            start = p + 1;
+            continue;
+        }
+        if (quoted) {
+            if (c == '\\' && p[1]) p++;
+            else if (c == '"') quoted = false;
+        } else if (paren) {
+            if (c == '\\' && p[1]) p++;
+            else if (c == '(') paren++;
+            else if (c == ')') paren--;
+        } else if (c == '"') {
+            quoted = true;
+        } else if (c == '(') {
+            paren = 1;
+        } else if (c == '<') {
+            angle = true;
+        } else if (c == '>') {
+            angle = false;
+        } else if (c == ':' && !angle) {
+            group = true;
+        } else if (c == ';' && !angle) {
+            group = false;
+        }
+    }
+}
+
+/* commonHeaders.<key>: every entry of every field called name; omitted when none. */
+static void add_common_list(json_t *common, const char *key, const msg_headers *hs,
+                            const char *name)
+{
+    json_t *arr = jarr();
+    for (size_t i = 0; i < hs->n; i++)
+        if (util_streq_ci(hs->h[i].name, name)) add_address_entries(arr, hs->h[i].value);
+    if (json_array_size(arr) > 0) jset(common, key, arr);
+    else json_decref(arr);
+}
+
+static void add_common_value(json_t *common, const char *key, const msg_headers *hs,
+                             const char *name)
+{
+    const char *v = message_header_get(hs, name);
+    if (v) jset(common, key, jstr(v));
+}
+
+/* Lower-case domain of the first From: address, else of the envelope sender; NULL if none. */
+static char *from_domain(const msg_headers *hs, const char *source)
+{
+    char *dom = NULL;
+    const char *from = message_header_get(hs, "From");
+    if (from) {
+        char **addrs = NULL;
+        size_t n = message_parse_addresses(from, &addrs);
+        if (n > 0 && *util_addr_domain(addrs[0])) dom = util_strdup(util_addr_domain(addrs[0]));
+        message_addresses_free(addrs, n);
+    }
+    if (!dom && source && *util_addr_domain(source)) dom = util_strdup(util_addr_domain(source));
+    if (dom) util_lowercase(dom);
+    return dom;
+}
+
+static json_t *tag(const char *value)
+{
+    json_t *a = jarr();
+    jappend(a, jstr(value));
+    return a;
+}
+
+char *events_mail_json(const events_mail_in *in)
+{
+    static const msg_headers no_headers = {NULL, 0, 0};
+    const msg_headers *hs = in->headers ? in->headers : &no_headers;
+    json_t *mail = jobj();
+    jset(mail, "timestamp", jtime(in->timestamp_ms));
+    jset(mail, "messageId", jstr(in->message_id));
+    jset(mail, "source", jstr(in->source));
+    jset(mail, "sendingAccountId", jstr(in->sending_account_id));
+    jset(mail, "destination", jstr_array(in->destination, in->ndestination));
+
+    json_t *headers = jarr();
+    size_t total = 0;
+    bool truncated = false;
+    for (size_t i = 0; i < hs->n; i++) {
+        size_t sz = strlen(hs->h[i].name) + strlen(hs->h[i].value);
+        if (total + sz > EVENTS_HEADERS_CAP) {
+            truncated = true;
+            break;
+        }
+        total += sz;
+        json_t *h = jobj();
+        jset(h, "name", jstr(hs->h[i].name));
+        jset(h, "value", jstr(hs->h[i].value));
+        jappend(headers, h);
+    }
+    jset(mail, "headersTruncated", json_boolean(truncated));
+    jset(mail, "headers", headers);
+
+    json_t *common = jobj();
+    add_common_list(common, "from", hs, "From");
+    add_common_list(common, "to", hs, "To");
+    add_common_list(common, "cc", hs, "Cc");
+    add_common_value(common, "messageId", hs, "Message-ID");
+    add_common_value(common, "subject", hs, "Subject");
+    add_common_value(common, "date", hs, "Date");
+    jset(mail, "commonHeaders", common);
+
+    json_t *tags = jobj();
+    jset(tags, "ses:configuration-set", tag(in->config_set));
+    jset(tags, "ses:source-ip", tag(in->source_ip));
+    char *dom = from_domain(hs, in->source);
+    if (dom) jset(tags, "ses:from-domain", tag(dom));
+    free(dom);
+    jset(tags, "ses:caller-identity", tag("kiln"));
+    jset(mail, "tags", tags);
+
+    char *s = json_dumps(mail, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(mail);
+    if (!s) util_fatal("events: cannot encode the mail object of %s", in->message_id);
+    return s;
+}
+
+/* ------------------------------------------------------------------------ events ---- */
+
+typedef struct event_base {
+    json_t *mail;
+    char *error;        /* the stored mail object could not be read: said under "kiln" */
+} event_base;
+
+/* The stored mail object, with the ses:outgoing-ip tag when outgoing_ip is set. A stored
+ * object that does not parse (a damaged spool row) must not stop the event: the mail object
+ * is then empty and the event says why under "kiln" (SPEC: kiln may add its own fields). */
+static event_base load_mail(const char *mail_json, const char *outgoing_ip)
+{
+    event_base b = {NULL, NULL};
+    json_error_t jerr;
+    memset(&jerr, 0, sizeof jerr);
+    b.mail = json_loads(mail_json ? mail_json : "", JSON_REJECT_DUPLICATES, &jerr);
+    if (!json_is_object(b.mail)) {
+        b.error = util_asprintf("the stored mail object is not a JSON object: %s",
+                                jerr.text[0] ? jerr.text : "wrong type");
+        json_decref(b.mail);
+        b.mail = jobj();
+    }
+    if (outgoing_ip) {
+        json_t *tags = json_object_get(b.mail, "tags");
+        if (!json_is_object(tags)) {
+            tags = jobj();
+            jset(b.mail, "tags", tags);
+        }
+        jset(tags, "ses:outgoing-ip", tag(outgoing_ip));
+    }
+    return b;
+}
+
+static char *finish(event_base b, const char *type, const char *key, json_t *body)
+{
+    json_t *ev = jobj();
+    jset(ev, "eventType", jstr(type));
+    jset(ev, "mail", b.mail);
+    jset(ev, key, body);
+    if (b.error) {
+        json_t *k = jobj();
+        jset(k, "error", jstr(b.error));
+        jset(ev, "kiln", k);
+        free(b.error);
+    }
+    char *s = json_dumps(ev, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(ev);
+    if (!s) util_fatal("events: cannot encode a %s event", type);
+    return s;
+}
+
+/* SES-style feedback ID: 16 hex digits of the time, a random UUID v4, "-000000". */
+static json_t *feedback_id(int64_t ts_ms)
+{
+    char r[33], out[80];
+    util_random_hex(r, 16);
+    r[12] = '4';
+    r[16] = "89ab"[(unsigned char)r[16] & 3];
+    snprintf(out, sizeof out, "%016llx-%.8s-%.4s-%.4s-%.4s-%.12s-000000",
+             (unsigned long long)ts_ms, r, r + 8, r + 12, r + 16, r + 20);
+    return jstr(out);
+}
+
+static void set_opt(json_t *obj, const char *key, const char *v)
+{
+    if (v) jset(obj, key, jstr(v));
+}
+
+char *events_send(const char *mail_json)
+{
+    return finish(load_mail(mail_json, NULL), "Send", "send", jobj());
+}
+
+char *events_reject(const char *mail_json, const char *reason)
+{
+    json_t *body = jobj();
+    jset(body, "reason", jstr(reason));
+    return finish(load_mail(mail_json, NULL), "Reject", "reject", body);
+}
+
+char *events_delivery(const char *mail_json, const char *outgoing_ip, int64_t ts_ms,
+                      int64_t processing_ms, char *const *rcpts, size_t nrcpts,
+                      const char *smtp_response, const char *reporting_mta,
+                      const char *remote_mta_ip)
+{
+    event_base b = load_mail(mail_json, outgoing_ip);
+    json_t *body = jobj();
+    jset(body, "timestamp", jtime(ts_ms));
+    jset(body, "processingTimeMillis", jint(processing_ms));
+    jset(body, "recipients", jstr_array(rcpts, nrcpts));
+    set_opt(body, "smtpResponse", smtp_response);
+    set_opt(body, "reportingMTA", reporting_mta);
+    set_opt(body, "remoteMtaIp", remote_mta_ip);
+    return finish(b, "Delivery", "delivery", body);
+}
+
+char *events_bounce(const char *mail_json, const char *outgoing_ip, int64_t ts_ms,
+                    const char *bounce_type, const char *bounce_subtype,
+                    const events_rcpt_status *rcpts, size_t nrcpts,
+                    const char *reporting_mta, const char *remote_mta_ip)
+{
+    event_base b = load_mail(mail_json, outgoing_ip);
+    json_t *body = jobj();
+    jset(body, "bounceType", jstr(bounce_type));
+    jset(body, "bounceSubType", jstr(bounce_subtype));
+    json_t *list = jarr();
+    for (size_t i = 0; i < nrcpts; i++) {
+        json_t *r = jobj();
+        jset(r, "emailAddress", jstr(rcpts[i].email));
+        jset(r, "action", jstr(rcpts[i].action ? rcpts[i].action : "failed"));
+        set_opt(r, "status", rcpts[i].status);
+        set_opt(r, "diagnosticCode", rcpts[i].diagnostic);
+        jappend(list, r);
+    }
+    jset(body, "bouncedRecipients", list);
+    jset(body, "timestamp", jtime(ts_ms));
+    jset(body, "feedbackId", feedback_id(ts_ms));
+    set_opt(body, "reportingMTA", reporting_mta);
+    set_opt(body, "remoteMtaIp", remote_mta_ip);
+    return finish(b, "Bounce", "bounce", body);
+}
+
+char *events_delay(const char *mail_json, const char *outgoing_ip, int64_t ts_ms,
+                   const char *delay_type, int64_t expiration_ms,
+                   const events_rcpt_status *rcpts, size_t nrcpts,
+                   const char *reporting_mta, const char *remote_mta_ip)
+{
+    event_base b = load_mail(mail_json, outgoing_ip);
+    json_t *body = jobj();
+    jset(body, "timestamp", jtime(ts_ms));
+    jset(body, "delayType", jstr(delay_type));
+    jset(body, "expirationTime", jtime(expiration_ms));
+    json_t *list = jarr();
+    for (size_t i = 0; i < nrcpts; i++) {
+        json_t *r = jobj();
+        jset(r, "emailAddress", jstr(rcpts[i].email));
+        set_opt(r, "status", rcpts[i].status);
+        set_opt(r, "diagnosticCode", rcpts[i].diagnostic);
+        jappend(list, r);
+    }
+    jset(body, "delayedRecipients", list);
+    set_opt(body, "reportingMTA", reporting_mta);
+    set_opt(body, "remoteMtaIp", remote_mta_ip);
+    return finish(b, "DeliveryDelay", "deliveryDelay", body);
+}
+
+char *events_complaint(const char *mail_json, int64_t ts_ms, char *const *rcpts, size_t nrcpts,
+                       const char *feedback_type, const char *user_agent)
+{
+    event_base b = load_mail(mail_json, NULL);
+    json_t *body = jobj();
+    json_t *list = jarr();
+    for (size_t i = 0; i < nrcpts; i++) {
+        json_t *r = jobj();
+        jset(r, "emailAddress", jstr(rcpts[i]));
+        jappend(list, r);
+    }
+    jset(body, "complainedRecipients", list);
+    jset(body, "timestamp", jtime(ts_ms));
+    jset(body, "feedbackId", feedback_id(ts_ms));
+    jset(body, "complaintSubType", json_null());
+    set_opt(body, "complaintFeedbackType", feedback_type);
+    set_opt(body, "userAgent", user_agent);
+    jset(body, "arrivalDate", jtime(ts_ms));
+    return finish(b, "Complaint", "complaint", body);
+}
+
+char *events_reporting_mta(const config *cfg)
+{
+    return util_asprintf("dsn; %s", cfg->hostname);
+}
+
+/* ------------------------------------------------------------------ destinations ---- */
+
+typedef struct events_file {
+    char *path;
+    int fd;
+    dev_t dev;
+    ino_t ino;
+    bool checked;       /* looked at the path during this drain */
+    bool touched;       /* written during this drain: fdatasync it */
+    strbuf pending;     /* lines of the current batch */
+} events_file;
+
+struct events {
+    klog *lg;
+    const config *cfg;  /* the config the open files and the webhook notice belong to */
+    events_file *files;
+    size_t nfiles;
+};
+
+events *events_new(klog *lg)
+{
+    events *ev = util_calloc(1, sizeof *ev);
+    ev->lg = lg;
+    return ev;
+}
+
+static void file_close(events_file *f)
+{
+    if (f->fd >= 0) close(f->fd);
+    f->fd = -1;
+}
+
+static void files_free(events *ev)
+{
+    for (size_t i = 0; i < ev->nfiles; i++) {
+        file_close(&ev->files[i]);
+        free(ev->files[i].path);
+        strbuf_free(&ev->files[i].pending);
+    }
+    free(ev->files);
+    ev->files = NULL;
+    ev->nfiles = 0;
+}
+
+void events_free(events *ev)
+{
+    if (!ev) return;
+    files_free(ev);
+    free(ev);
+}
+
+static void config_changed(events *ev, const config *cfg)
+{
+    files_free(ev);
+    ev->cfg = cfg;
+    for (size_t i = 0; i < cfg->nsets; i++)
+        for (size_t j = 0; j < cfg->sets[i].nevents; j++)
+            if (cfg->sets[i].events[j].type == CONFIG_EVENT_WEBHOOK)
+                log_write(ev->lg, KLOG_WARNING, "event_destination_unsupported",
+                          "set=%s url=%s reason=%s", log_q(ev->lg, cfg->sets[i].name),
+                          log_q(ev->lg, cfg->sets[i].events[j].url),
+                          log_q(ev->lg, EVENTS_WEBHOOK_NOTICE));
+}
+
+/* Creates the directories leading to path (mode 0750) where missing. 0 or -1 (errno). */
+static int make_parents(const char *path)
+{
+    char *p = util_strdup(path);
+    for (char *s = strchr(p + 1, '/'); s; s = strchr(s + 1, '/')) {
+        *s = '\0';
+        if (mkdir(p, 0750) != 0 && errno != EEXIST) {
+            int e = errno;
+            free(p);
+            errno = e;
+            return -1;
+        }
+        *s = '/';
+    }
+    free(p);
+    return 0;
+}
+
+static int file_open(events *ev, events_file *f)
+{
+    f->fd = open(f->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (f->fd < 0 && errno == ENOENT && make_parents(f->path) == 0)
+        f->fd = open(f->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    struct stat st;
+    if (f->fd < 0 || fstat(f->fd, &st) != 0) {
+        log_write(ev->lg, KLOG_ERROR, "event_file_error", "path=%s op=open error=%s",
+                  log_q(ev->lg, f->path), log_q(ev->lg, strerror(errno)));
+        file_close(f);
+        return -1;
+    }
+    f->dev = st.st_dev;
+    f->ino = st.st_ino;
+    return 0;
+}
+
+/* The open file for path, opened again if the path now names another file (rotated). */
+static events_file *file_get(events *ev, const char *path)
+{
+    events_file *f = NULL;
+    for (size_t i = 0; i < ev->nfiles; i++)
+        if (strcmp(ev->files[i].path, path) == 0) f = &ev->files[i];
+    if (!f) {
+        ev->files = util_realloc(ev->files, (ev->nfiles + 1) * sizeof *ev->files);
+        f = &ev->files[ev->nfiles++];
+        f->path = util_strdup(path);
+        f->fd = -1;
+        f->checked = f->touched = false;
+        strbuf_init(&f->pending);
+    }
+    if (f->fd >= 0 && !f->checked) {
+        struct stat st;
+        if (stat(f->path, &st) != 0 || st.st_dev != f->dev || st.st_ino != f->ino)
+            file_close(f);
+    }
+    f->checked = true;
+    if (f->fd < 0 && file_open(ev, f) != 0) return NULL;
+    return f;
+}
+
+/* Appends f->pending; on failure cuts the file back to its old size so that no partial
+ * line stays behind, and closes it (the next drain opens it again). */
+static int file_write_pending(events *ev, events_file *f)
+{
+    if (f->pending.len == 0) return 0;
+    struct stat st;
+    off_t before = fstat(f->fd, &st) == 0 ? st.st_size : -1;
+    size_t off = 0;
+    while (off < f->pending.len) {
+        ssize_t n = write(f->fd, f->pending.buf + off, f->pending.len - off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            int e = n < 0 ? errno : EIO;
+            log_write(ev->lg, KLOG_ERROR, "event_file_error", "path=%s op=write error=%s",
+                      log_q(ev->lg, f->path), log_q(ev->lg, strerror(e)));
+            if (before >= 0 && ftruncate(f->fd, before) != 0)
+                log_write(ev->lg, KLOG_ERROR, "event_file_error",
+                          "path=%s op=truncate error=%s", log_q(ev->lg, f->path),
+                          log_q(ev->lg, strerror(errno)));
+            file_close(f);
+            strbuf_reset(&f->pending);
+            return -1;
+        }
+        off += (size_t)n;
+    }
+    strbuf_reset(&f->pending);
+    f->touched = true;
+    return 0;
+}
+
+typedef struct drain_row {
+    int64_t id;
+    char *set;
+    char *json;
+} drain_row;
+
+typedef struct drain_batch {
+    drain_row *v;
+    size_t n, cap;
+} drain_batch;
+
+static void collect_row(void *arg, int64_t id, const char *set, const char *json)
+{
+    drain_batch *b = arg;
+    if (b->n == b->cap) {
+        b->cap = b->cap ? 2 * b->cap : 64;
+        b->v = util_realloc(b->v, b->cap * sizeof *b->v);
+    }
+    b->v[b->n].id = id;
+    b->v[b->n].set = util_strdup(set ? set : "");
+    b->v[b->n].json = util_strdup(json ? json : "");
+    b->n++;
+}
+
+static void batch_free(drain_batch *b)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        free(b->v[i].set);
+        free(b->v[i].json);
+    }
+    free(b->v);
+    b->v = NULL;
+    b->n = b->cap = 0;
+}
+
+/* Queues one row into the pending buffers of its set's files. 1 if it goes to at least one
+ * file, 0 if it is dropped (unknown set, or no file destination), -1 if a file won't open. */
+static int route_row(events *ev, const config *cfg, const drain_row *r)
+{
+    const config_set *set = config_find_set(cfg, r->set);
+    if (!set) {
+        log_write(ev->lg, KLOG_WARNING, "event_dropped", "id=%lld set=%s reason=%s",
+                  (long long)r->id, log_q(ev->lg, r->set),
+                  log_q(ev->lg, "configuration set no longer in the config"));
+        return 0;
+    }
+    int routed = 0;
+    for (size_t j = 0; j < set->nevents; j++) {
+        if (set->events[j].type != CONFIG_EVENT_FILE) continue;
+        events_file *f = file_get(ev, set->events[j].path);
+        if (!f) return -1;
+        strbuf_puts(&f->pending, r->json);
+        strbuf_append(&f->pending, "\n", 1);
+        routed = 1;
+    }
+    return routed;
+}
+
+int events_drain(events *ev, spool *sp, const config *cfg)
+{
+    if (ev->cfg != cfg) config_changed(ev, cfg);
+    for (size_t i = 0; i < ev->nfiles; i++) {
+        ev->files[i].checked = ev->files[i].touched = false;
+        strbuf_reset(&ev->files[i].pending);
+    }
+    int written = 0, rc = 0;
+    int64_t after = 0;
+    bool any = false;
+    for (;;) {
+        drain_batch b = {NULL, 0, 0};
+        if (spool_each_event(sp, after, EVENTS_DRAIN_BATCH, collect_row, &b) < 0) {
+            log_write(ev->lg, KLOG_ERROR, "event_drain_error", "op=read error=%s",
+                      log_q(ev->lg, spool_errmsg(sp)));
+            batch_free(&b);
+            rc = -1;
+            break;
+        }
+        for (size_t i = 0; i < b.n && rc == 0; i++) {
+            int r = route_row(ev, cfg, &b.v[i]);
+            if (r < 0) rc = -1;
+            written += r > 0;
+            after = b.v[i].id;
+            any = true;
+        }
+        for (size_t i = 0; i < ev->nfiles && rc == 0; i++)
+            if (ev->files[i].fd >= 0 && file_write_pending(ev, &ev->files[i]) != 0) rc = -1;
+        size_t got = b.n;
+        batch_free(&b);
+        if (rc != 0 || got < EVENTS_DRAIN_BATCH) break;
+    }
+    for (size_t i = 0; i < ev->nfiles && rc == 0; i++) {
+        events_file *f = &ev->files[i];
+        if (!f->touched || f->fd < 0) continue;
+        if (fdatasync(f->fd) != 0) {
+            log_write(ev->lg, KLOG_ERROR, "event_file_error", "path=%s op=fdatasync error=%s",
+                      log_q(ev->lg, f->path), log_q(ev->lg, strerror(errno)));
+            file_close(f);
+            rc = -1;
+        }
+    }
+    if (rc != 0) {
+        for (size_t i = 0; i < ev->nfiles; i++) strbuf_reset(&ev->files[i].pending);
+        return -1;
+    }
+    if (any && spool_delete_events(sp, after) < 0) {
+        log_write(ev->lg, KLOG_ERROR, "event_drain_error", "op=delete error=%s",
+                  log_q(ev->lg, spool_errmsg(sp)));
+        return -1;
+    }
+    return written;
+}
