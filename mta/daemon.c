@@ -1,0 +1,285 @@
+/* daemon.c — kilnd's life cycle: builds the one kiln_ctx from a config file, starts the
+ * modules in data-flow order (spool, quota, events, scheduler, submission, control),
+ * runs the libev loop with the spool's group commit once per iteration, applies reloads
+ * (SIGHUP, kilnctl reload) and stops gracefully on SIGTERM/SIGINT. */
+#include "daemon.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <ev.h>
+
+#include "control.h"
+#include "events.h"
+#include "quota.h"
+#include "scheduler.h"
+#include "smtp_server.h"
+#include "spool.h"
+#include "util.h"
+
+/* How often event outbox rows are appended to their files (one fdatasync per file each time). */
+#define DAEMON_EVENTS_INTERVAL 0.1
+/* A graceful stop that has not finished by then ends anyway: in-flight deliveries stay
+ * queued in the spool and are retried at the next start. */
+#define DAEMON_STOP_DEADLINE 10.0
+
+typedef struct daemon_watchers {
+    ev_prepare commit;
+    ev_timer events_timer;
+    ev_signal sighup, sigterm, sigint;
+    ev_timer stop_deadline;
+    int stop_pending;     /* modules still finishing their graceful stop */
+    int exit_status;
+} daemon_watchers;
+
+static int64_t daemon_wall_clock(void *arg)
+{
+    (void)arg;
+    return util_wall_ms();
+}
+
+static daemon_watchers *daemon_w(kiln_ctx *ctx);
+
+/* Group commit: every write made during this loop iteration shares one COMMIT (one fsync). */
+static void daemon_on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    kiln_ctx *ctx = w->data;
+    if (spool_has_pending(ctx->spool) && spool_flush(ctx->spool) != 0)
+        log_write(ctx->log, KLOG_ERROR, "spool.commit", "error=%s",
+                  log_q(ctx->log, spool_errmsg(ctx->spool)));
+}
+
+static void daemon_drain_events(kiln_ctx *ctx)
+{
+    if (events_drain(ctx->events, ctx->spool, ctx->cfg) < 0)
+        log_write(ctx->log, KLOG_ERROR, "events.drain", "error=\"events kept in the spool outbox; retrying\"");
+}
+
+static void daemon_on_events_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    daemon_drain_events(w->data);
+}
+
+static void daemon_on_sighup(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    kiln_ctx *ctx = w->data;
+    char *err = NULL;
+    if (kiln_reload(ctx, &err) != 0) {
+        log_write(ctx->log, KLOG_ERROR, "config.reload", "result=rejected error=%s",
+                  log_q(ctx->log, err));
+        free(err);
+    }
+}
+
+static void daemon_on_sigterm(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    kiln_stop(w->data);
+}
+
+static void daemon_finish(kiln_ctx *ctx)
+{
+    daemon_watchers *dw = daemon_w(ctx);
+    ev_timer_stop(ctx->loop, &dw->stop_deadline);
+    /* Final commit and event drain, then leave the loop. */
+    spool_flush(ctx->spool);
+    daemon_drain_events(ctx);
+    spool_flush(ctx->spool);
+    log_write(ctx->log, KLOG_INFO, "kilnd.stop", "result=done");
+    ev_break(ctx->loop, EVBREAK_ALL);
+}
+
+static void daemon_module_stopped(void *arg)
+{
+    kiln_ctx *ctx = arg;
+    daemon_watchers *dw = daemon_w(ctx);
+    if (--dw->stop_pending == 0) daemon_finish(ctx);
+}
+
+static void daemon_on_stop_deadline(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    kiln_ctx *ctx = w->data;
+    log_write(ctx->log, KLOG_WARNING, "kilnd.stop",
+              "result=deadline note=\"open sessions cut; unfinished deliveries stay queued\"");
+    daemon_finish(ctx);
+}
+
+void kiln_stop(kiln_ctx *ctx)
+{
+    if (ctx->stopping) return;
+    ctx->stopping = true;
+    daemon_watchers *dw = daemon_w(ctx);
+    log_write(ctx->log, KLOG_INFO, "kilnd.stop", "result=begin");
+    ev_timer_init(&dw->stop_deadline, daemon_on_stop_deadline, DAEMON_STOP_DEADLINE, 0);
+    dw->stop_deadline.data = ctx;
+    ev_timer_start(ctx->loop, &dw->stop_deadline);
+    dw->stop_pending = 2;
+    smtp_server_shutdown(ctx->server, daemon_module_stopped, ctx);
+    scheduler_stop(ctx->sched, daemon_module_stopped, ctx);
+}
+
+/* Settings that a running daemon cannot change without a restart. */
+static char *daemon_reload_blocker(const config *old, const config *neu)
+{
+    if (strcmp(old->spool, neu->spool) != 0)
+        return util_asprintf("%s: server.spool cannot change on reload (was %s); restart kilnd",
+                             neu->path, old->spool);
+    if (strcmp(old->control_socket, neu->control_socket) != 0)
+        return util_asprintf("%s: server.control_socket cannot change on reload (was %s); restart kilnd",
+                             neu->path, old->control_socket);
+    if (old->nlisten != neu->nlisten)
+        return util_asprintf("%s: submission.listen cannot change on reload; restart kilnd", neu->path);
+    for (size_t i = 0; i < old->nlisten; i++)
+        if (strcmp(old->listen[i].host, neu->listen[i].host) != 0 ||
+            old->listen[i].port != neu->listen[i].port)
+            return util_asprintf("%s: submission.listen cannot change on reload; restart kilnd",
+                                 neu->path);
+    if ((old->tls_cert == NULL) != (neu->tls_cert == NULL))
+        return util_asprintf("%s: submission.tls cannot be added or removed on reload; restart kilnd",
+                             neu->path);
+    return NULL;
+}
+
+int kiln_reload(kiln_ctx *ctx, char **err)
+{
+    char *e = NULL;
+    config *neu = config_load(ctx->config_path, &e);
+    if (!neu) {
+        *err = e;
+        return -1;
+    }
+    char *blocker = daemon_reload_blocker(ctx->cfg, neu);
+    if (blocker) {
+        config_unref(neu);
+        *err = blocker;
+        return -1;
+    }
+    config *old = ctx->cfg;
+    ctx->cfg = neu;
+    log_set_level(ctx->log, (klog_level)neu->log_level);
+    quota_set_limits(ctx->quota, neu->max_send_rate, neu->max_24h_send, kiln_now_ms(ctx));
+    scheduler_config_changed(ctx->sched);
+    config_unref(old);
+    for (size_t i = 0; i < neu->nwarnings; i++)
+        log_write(ctx->log, KLOG_WARNING, "config.warning", "msg=%s", log_q(ctx->log, neu->warnings[i]));
+    log_write(ctx->log, KLOG_INFO, "config.reload", "result=applied file=%s", log_q(ctx->log, neu->path));
+    return 0;
+}
+
+static void daemon_load_quota(void *arg, int64_t created_ms, unsigned count)
+{
+    kiln_ctx *ctx = arg;
+    quota_daily_load(ctx->quota, created_ms, count, kiln_now_ms(ctx));
+}
+
+kiln_ctx *daemon_create(const char *config_path, char **err)
+{
+    config *cfg = config_load(config_path, err);
+    if (!cfg) return NULL;
+    kiln_ctx *ctx = util_calloc(1, sizeof *ctx);
+    daemon_watchers *dw = util_calloc(1, sizeof *dw);
+    ctx->config_path = util_strdup(config_path);
+    ctx->cfg = cfg;
+    ctx->clock = daemon_wall_clock;
+    ctx->loop = ev_default_loop(EVFLAG_AUTO);
+    ev_set_userdata(ctx->loop, dw);
+    ctx->log = log_open(cfg->log, (klog_level)cfg->log_level, err);
+    if (!ctx->log) goto fail;
+    for (size_t i = 0; i < cfg->nwarnings; i++)
+        log_write(ctx->log, KLOG_WARNING, "config.warning", "msg=%s", log_q(ctx->log, cfg->warnings[i]));
+
+    ctx->spool = spool_open(cfg->spool, true, err);
+    if (!ctx->spool) goto fail;
+    int64_t now = kiln_now_ms(ctx);
+    ctx->quota = quota_new(cfg->max_send_rate, cfg->max_24h_send, now);
+    if (spool_each_sent_since(ctx->spool, now - 24 * 3600 * 1000LL, daemon_load_quota, ctx) != 0) {
+        *err = util_asprintf("spool %s: cannot read the 24 h send history: %s", cfg->spool,
+                             spool_errmsg(ctx->spool));
+        goto fail;
+    }
+    ctx->events = events_new(ctx->log);
+    ctx->sched = scheduler_new(ctx);
+    int64_t recovered = scheduler_recover(ctx->sched);
+    if (recovered < 0) {
+        *err = util_asprintf("spool %s: cannot recover the queue: %s", cfg->spool,
+                             spool_errmsg(ctx->spool));
+        goto fail;
+    }
+    ctx->server = smtp_server_start(ctx, err);
+    if (!ctx->server) goto fail;
+    ctx->control = control_start(ctx, err);
+    if (!ctx->control) goto fail;
+    ctx->started_ms = kiln_now_ms(ctx);
+
+    ev_prepare_init(&dw->commit, daemon_on_prepare);
+    dw->commit.data = ctx;
+    ev_prepare_start(ctx->loop, &dw->commit);
+    ev_timer_init(&dw->events_timer, daemon_on_events_timer, DAEMON_EVENTS_INTERVAL,
+                  DAEMON_EVENTS_INTERVAL);
+    dw->events_timer.data = ctx;
+    ev_timer_start(ctx->loop, &dw->events_timer);
+    ev_signal_init(&dw->sighup, daemon_on_sighup, SIGHUP);
+    ev_signal_init(&dw->sigterm, daemon_on_sigterm, SIGTERM);
+    ev_signal_init(&dw->sigint, daemon_on_sigterm, SIGINT);
+    dw->sighup.data = dw->sigterm.data = dw->sigint.data = ctx;
+    ev_signal_start(ctx->loop, &dw->sighup);
+    ev_signal_start(ctx->loop, &dw->sigterm);
+    ev_signal_start(ctx->loop, &dw->sigint);
+    signal(SIGPIPE, SIG_IGN);
+
+    log_write(ctx->log, KLOG_INFO, "kilnd.start", "config=%s spool=%s recovered=%lld",
+              log_q(ctx->log, cfg->path), log_q(ctx->log, cfg->spool), (long long)recovered);
+    return ctx;
+fail:
+    daemon_destroy(ctx);
+    return NULL;
+}
+
+static daemon_watchers *daemon_w(kiln_ctx *ctx)
+{
+    return ev_userdata(ctx->loop);
+}
+
+int daemon_run(kiln_ctx *ctx)
+{
+    ev_run(ctx->loop, 0);
+    return daemon_w(ctx)->exit_status;
+}
+
+void daemon_destroy(kiln_ctx *ctx)
+{
+    if (!ctx) return;
+    daemon_watchers *dw = ctx->loop ? daemon_w(ctx) : NULL;
+    if (dw && ctx->loop) {
+        ev_prepare_stop(ctx->loop, &dw->commit);
+        ev_timer_stop(ctx->loop, &dw->events_timer);
+        ev_timer_stop(ctx->loop, &dw->stop_deadline);
+        ev_signal_stop(ctx->loop, &dw->sighup);
+        ev_signal_stop(ctx->loop, &dw->sigterm);
+        ev_signal_stop(ctx->loop, &dw->sigint);
+    }
+    if (ctx->control) control_free(ctx->control);
+    if (ctx->server) smtp_server_free(ctx->server);
+    if (ctx->sched) scheduler_free(ctx->sched);
+    if (ctx->spool) spool_flush(ctx->spool);
+    if (ctx->events) events_free(ctx->events);
+    if (ctx->spool) spool_close(ctx->spool);
+    if (ctx->quota) quota_free(ctx->quota);
+    if (ctx->log) log_close(ctx->log);
+    if (ctx->cfg) config_unref(ctx->cfg);
+    free(ctx->config_path);
+    free(dw);
+    if (ctx->loop) ev_loop_destroy(ctx->loop);
+    free(ctx);
+}

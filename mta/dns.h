@@ -1,0 +1,63 @@
+/* dns.h — MX resolution with c-ares 1.18, driven by the libev loop (socket-state callback
+ * + one ev_io per socket + one timer; no threads, no blocking calls). Answers are cached
+ * by TTL (negative answers briefly). Results per SPEC section 3: MX hosts ordered by
+ * preference (random among equal preferences), each with its A/AAAA addresses; a domain
+ * without MX falls back to its own A/AAAA; RFC 7505 null MX and NXDOMAIN are permanent;
+ * SERVFAIL, REFUSED and timeouts are temporary. */
+#ifndef KILN_DNS_H
+#define KILN_DNS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "log.h"
+
+struct ev_loop;
+
+typedef enum {
+    DNS_OK = 0,          /* hosts[] has at least one host with at least one address */
+    DNS_TEMPFAIL,        /* SERVFAIL, REFUSED, timeout, no usable server: retry later */
+    DNS_NXDOMAIN,        /* the domain does not exist: permanent */
+    DNS_NULLMX,          /* RFC 7505 "MX 0 .": the domain accepts no mail: permanent */
+    DNS_NOHOST,          /* domain exists but no MX and no A/AAAA, or no MX host resolves: permanent */
+} dns_status;
+
+typedef struct dns_mx_host {
+    char *name;          /* exchanger name (the domain itself for the A/AAAA fallback) */
+    int preference;
+    char **addrs;        /* textual IPv4/IPv6 addresses */
+    size_t naddrs;
+} dns_mx_host;
+
+typedef struct dns_mx_result {
+    dns_status status;
+    const char *error;   /* human text for diagnostics when status != DNS_OK */
+    bool implicit;       /* true: no MX record, A/AAAA fallback used */
+    dns_mx_host *hosts;  /* in delivery order */
+    size_t nhosts;
+} dns_mx_result;
+
+typedef struct dns dns;
+
+/* servers: cfg->dns_servers (host:port each) or /etc/resolv.conf when none;
+ * timeout: cfg->dns_timeout_ms. NULL and *err on failure. */
+dns *dns_new(struct ev_loop *loop, const config *cfg, klog *lg, char **err);
+/* Cancels pending lookups WITHOUT calling their callbacks, frees everything. */
+void dns_free(dns *d);
+/* Applies changed dns.servers / dns.timeout after a reload (cache is dropped). */
+int dns_reconfigure(dns *d, const config *cfg, char **err);
+
+/* The result is valid only during the callback (copy what you keep).
+ * The callback never runs before dns_resolve_mx returns (cache hits are delivered from
+ * the loop too), so callers need no re-entrancy care. */
+typedef void (*dns_mx_cb)(void *arg, const dns_mx_result *res);
+void dns_resolve_mx(dns *d, const char *domain, dns_mx_cb cb, void *arg);
+
+/* Pure ordering used by dns_resolve_mx, exported for unit tests: sorts hosts by
+ * preference ascending; hosts of equal preference are shuffled with rnd(arg) (returns a
+ * uniformly random uint32). */
+void dns_order_mx(dns_mx_host *hosts, size_t n, uint32_t (*rnd)(void *arg), void *arg);
+
+#endif

@@ -1,0 +1,12 @@
+#!/bin/sh
+# install-deps.sh — installs every Debian 12 package kiln needs to build, run its demo
+# and run its test suite (uses sudo when not root).
+set -e
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO=sudo
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update
+$SUDO apt-get install -y --no-install-recommends \
+  build-essential autoconf automake pkg-config \
+  libev-dev libssl-dev libc-ares-dev libsqlite3-dev libyaml-dev libjansson-dev libcrypt-dev \
+  check python3 python3-aiosmtpd dnsmasq-base openssl swaks procps
