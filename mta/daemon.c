@@ -24,6 +24,8 @@
 /* A graceful stop that has not finished by then ends anyway: in-flight deliveries stay
  * queued in the spool and are retried at the next start. */
 #define DAEMON_STOP_DEADLINE 10.0
+/* Commits per loop iteration at most (see daemon_on_prepare). */
+#define DAEMON_COMMIT_ROUNDS 8
 
 typedef struct daemon_watchers {
     ev_prepare commit;
@@ -48,9 +50,13 @@ static void daemon_on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
     (void)loop;
     (void)revents;
     kiln_ctx *ctx = w->data;
-    if (spool_has_pending(ctx->spool) && spool_flush(ctx->spool) != 0)
-        log_write(ctx->log, KLOG_ERROR, "spool.commit", "error=%s",
-                  log_q(ctx->log, spool_errmsg(ctx->spool)));
+    /* Commit callbacks may write again (a bounce after a suppression check, a control reply
+     * that starts the next request): commit those too before the loop sleeps. Bounded, so a
+     * callback chain that always writes cannot starve the loop. */
+    for (int round = 0; round < DAEMON_COMMIT_ROUNDS && spool_has_pending(ctx->spool); round++)
+        if (spool_flush(ctx->spool) != 0)
+            log_write(ctx->log, KLOG_ERROR, "spool.commit", "error=%s",
+                      log_q(ctx->log, spool_errmsg(ctx->spool)));
 }
 
 static void daemon_drain_events(kiln_ctx *ctx)

@@ -1,0 +1,757 @@
+/* control.c — kilnd's side of the control socket (see control.h for the protocol).
+ *
+ * A Unix stream socket (mode 0600) at server.control_socket, served on the daemon's libev
+ * loop with non-blocking reads and writes: a client sends one JSON object per line (at most
+ * 64 KB), gets one JSON line back per request, and may send more lines until it closes.
+ * Requests are answered in order; a suppression change is answered only after its spool
+ * batch committed, and the client's later lines wait until then. JSON is parsed and built
+ * with jansson; the answers' data objects follow the SES response shapes (SPEC section 5). */
+#include "control.h"
+
+#include <errno.h>
+#include <ev.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "kiln.h"
+#include "quota.h"
+#include "scheduler.h"
+#include "smtp_server.h"
+#include "spool.h"
+#include "util.h"
+
+#ifndef PACKAGE_VERSION
+#define PACKAGE_VERSION "0.1.0"
+#endif
+
+#define CONTROL_MAX_LINE (64 * 1024)
+#define CONTROL_READ_CHUNK 4096
+#define CONTROL_MAX_UNSENT (1024 * 1024)   /* answers a client has not read yet: stop reading */
+#define CONTROL_MAX_ADDRESS 254    /* RFC 5321 path limit without the angle brackets */
+
+typedef struct control_client control_client;
+
+/* A spool commit this module waits for. Owned by the spool callback, which frees it; the
+ * client may be gone by then (client == NULL). */
+typedef struct control_pending {
+    control_client *client;
+    char *cmd;
+    char *address;
+} control_pending;
+
+struct control_client {
+    control *ctl;
+    int fd;
+    ev_io rio;
+    ev_io wio;
+    ev_idle resume;            /* goes on with queued lines after a commit answered */
+    strbuf in;
+    strbuf out;
+    control_pending *pending;  /* a request waiting for its commit, or NULL */
+    bool eof;                  /* the peer closed its side: answer what is left, then close */
+    bool closing;              /* close once out is written (protocol error) */
+    bool in_process;           /* client_process is on the stack (commit callbacks may
+                                  run inside spool_on_commit) */
+    control_client *prev, *next;
+};
+
+struct control {
+    kiln_ctx *ctx;
+    int fd;
+    char *path;
+    ev_io aio;
+    control_client *clients;
+};
+
+static void client_process(control_client *cl);
+
+/* ---- logging ---- */
+
+static void log_cmd(control *ctl, const char *cmd, const char *address, const char *error)
+{
+    klog *lg = ctl->ctx->log;
+    if (!log_enabled(lg, KLOG_INFO)) return;
+    strbuf sb;
+    strbuf_init(&sb);
+    strbuf_printf(&sb, "cmd=%s", log_q(lg, cmd ? cmd : ""));
+    if (address) strbuf_printf(&sb, " address=%s", log_q(lg, address));
+    strbuf_printf(&sb, " ok=%s", error ? "false" : "true");
+    if (error) strbuf_printf(&sb, " error=%s", log_q(lg, error));
+    log_write(lg, KLOG_INFO, "control.cmd", "%s", sb.buf);
+    strbuf_free(&sb);
+}
+
+/* ---- client connections ---- */
+
+static void client_close(control_client *cl)
+{
+    control *ctl = cl->ctl;
+    ev_io_stop(ctl->ctx->loop, &cl->rio);
+    ev_io_stop(ctl->ctx->loop, &cl->wio);
+    ev_idle_stop(ctl->ctx->loop, &cl->resume);
+    close(cl->fd);
+    if (cl->pending) cl->pending->client = NULL;
+    if (cl->prev) cl->prev->next = cl->next;
+    else ctl->clients = cl->next;
+    if (cl->next) cl->next->prev = cl->prev;
+    strbuf_free(&cl->in);
+    strbuf_free(&cl->out);
+    free(cl);
+}
+
+/* Closes the client if nothing is left to do. Returns true if it was closed. */
+static bool client_maybe_close(control_client *cl)
+{
+    if (cl->out.len > 0 || cl->pending) return false;
+    if (cl->in.len > 0 && !cl->closing) return false;   /* lines still to answer */
+    if (cl->closing || cl->eof) {
+        client_close(cl);
+        return true;
+    }
+    return false;
+}
+
+/* Writes as much of out as the socket takes; arms the write watcher for the rest.
+ * Returns false if the client was closed. */
+static bool client_flush(control_client *cl)
+{
+    struct ev_loop *loop = cl->ctl->ctx->loop;
+    while (cl->out.len > 0) {
+        ssize_t n = send(cl->fd, cl->out.buf, cl->out.len, MSG_NOSIGNAL);
+        if (n > 0) {
+            strbuf_consume(&cl->out, (size_t)n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            ev_io_start(loop, &cl->wio);
+            return true;
+        }
+        /* The peer went away: nobody is left to read the answers. */
+        client_close(cl);
+        return false;
+    }
+    ev_io_stop(loop, &cl->wio);
+    return !client_maybe_close(cl);
+}
+
+/* A JSON string for text that should be UTF-8 but may not be (paths, config contents):
+ * bytes that do not form UTF-8 become '?'. */
+static json_t *jstr(const char *s)
+{
+    json_t *j = json_string(s ? s : "");
+    if (j) return j;
+    char *copy = util_strdup(s);
+    for (char *p = copy; *p; p++)
+        if ((unsigned char)*p >= 0x80) *p = '?';
+    j = json_string(copy);
+    free(copy);
+    return j;
+}
+
+static void client_send_json(control_client *cl, json_t *msg)
+{
+    char *text = json_dumps(msg, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (!text) util_fatal("control: cannot encode an answer as JSON");
+    strbuf_puts(&cl->out, text);
+    strbuf_puts(&cl->out, "\n");
+    free(text);
+    json_decref(msg);
+}
+
+/* Queues {"ok":true,"data":data} (steals data). */
+static void reply_ok(control_client *cl, json_t *data)
+{
+    json_t *msg = json_object();
+    json_object_set_new(msg, "ok", json_true());
+    json_object_set_new(msg, "data", data ? data : json_object());
+    client_send_json(cl, msg);
+}
+
+static void reply_error(control_client *cl, const char *error)
+{
+    json_t *msg = json_object();
+    json_object_set_new(msg, "ok", json_false());
+    json_object_set_new(msg, "error", jstr(error));
+    client_send_json(cl, msg);
+}
+
+/* ---- commands ---- */
+
+/* A number as a JSON integer when integral, else a real. */
+static json_t *number_json(double v)
+{
+    if (isfinite(v) && v == floor(v) && fabs(v) < 9e15) return json_integer((json_int_t)v);
+    return json_real(v);
+}
+
+/* The config file as an absolute path (its directory as config.c resolved it). */
+static json_t *config_file_json(const kiln_ctx *ctx)
+{
+    const char *p = ctx->config_path ? ctx->config_path : ctx->cfg->path;
+    if (!p) return json_string("");
+    if (p[0] == '/' || !ctx->cfg->dir) return jstr(p);
+    const char *base = strrchr(p, '/');
+    base = base ? base + 1 : p;
+    char *abs = util_asprintf("%s%s%s", ctx->cfg->dir,
+                              strcmp(ctx->cfg->dir, "/") == 0 ? "" : "/", base);
+    json_t *j = jstr(abs);
+    free(abs);
+    return j;
+}
+
+static void cmd_status(control_client *cl)
+{
+    kiln_ctx *ctx = cl->ctl->ctx;
+    int64_t queued = 0, deferred = 0;
+    int sessions = 0;
+    if (ctx->sched) {
+        int sched_sessions = 0;
+        scheduler_counts(ctx->sched, &queued, &deferred, &sched_sessions);
+        sessions += sched_sessions;
+    } else if (ctx->spool) {
+        if (spool_count_rcpts(ctx->spool, &queued, &deferred) != 0) {
+            char *e = util_asprintf("cannot count queued recipients: %s",
+                                    spool_errmsg(ctx->spool));
+            reply_error(cl, e);
+            log_cmd(cl->ctl, "status", NULL, e);
+            free(e);
+            return;
+        }
+    }
+    if (ctx->server) sessions += smtp_server_sessions(ctx->server);
+    int64_t uptime_ms = kiln_now_ms(ctx) - ctx->started_ms;
+    if (uptime_ms < 0) uptime_ms = 0;
+
+    const config *cfg = ctx->cfg;
+    json_t *d = json_object();
+    json_object_set_new(d, "Uptime", json_integer(uptime_ms / 1000));
+    json_object_set_new(d, "Queued", json_integer(queued));
+    json_object_set_new(d, "Deferred", json_integer(deferred));
+    json_object_set_new(d, "Sessions", json_integer(sessions));
+    json_object_set_new(d, "ConfigFile", config_file_json(ctx));
+    json_object_set_new(d, "Version", json_string(PACKAGE_VERSION));
+    json_object_set_new(d, "Mode",
+                        json_string(cfg->mode == CONFIG_MODE_PRODUCTION ? "production"
+                                                                         : "sandbox"));
+    json_object_set_new(d, "Hostname", jstr(cfg->hostname));
+    reply_ok(cl, d);
+    log_cmd(cl->ctl, "status", NULL, NULL);
+}
+
+static void cmd_quota(control_client *cl)
+{
+    kiln_ctx *ctx = cl->ctl->ctx;
+    int64_t max24 = ctx->cfg->max_24h_send, sent = 0;
+    double rate = ctx->cfg->max_send_rate;
+    if (ctx->quota) {
+        int64_t now = kiln_now_ms(ctx);
+        max24 = quota_max_24h(ctx->quota);
+        rate = quota_max_rate(ctx->quota);
+        sent = quota_sent_24h(ctx->quota, now);
+    }
+    json_t *d = json_object();
+    json_object_set_new(d, "Max24HourSend", json_integer(max24 < 0 ? -1 : max24));
+    json_object_set_new(d, "MaxSendRate", number_json(rate < 0 ? -1 : rate));
+    json_object_set_new(d, "SentLast24Hours", json_integer(sent));
+    reply_ok(cl, d);
+    log_cmd(cl->ctl, "quota", NULL, NULL);
+}
+
+/* "BOUNCE"/"COMPLAINT" in any case -> the canonical name, else NULL. */
+static const char *canonical_reason(const char *r)
+{
+    if (util_streq_ci(r, "BOUNCE")) return "BOUNCE";
+    if (util_streq_ci(r, "COMPLAINT")) return "COMPLAINT";
+    return NULL;
+}
+
+/* NULL if addr looks like an address (one '@', non-empty parts, no spaces or controls),
+ * else the reason (static text). */
+static const char *address_problem(const char *addr)
+{
+    size_t len = strlen(addr);
+    if (len == 0) return "is empty";
+    if (len > CONTROL_MAX_ADDRESS) return "is longer than 254 characters";
+    const char *at = strchr(addr, '@');
+    if (!at || strchr(at + 1, '@')) return "must contain exactly one @";
+    if (at == addr || at[1] == '\0') return "needs a local part and a domain around the @";
+    for (const char *p = addr; *p; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c <= 0x20 || c == 0x7f || c == '<' || c == '>')
+            return "must not contain spaces, control characters or angle brackets";
+    }
+    return NULL;
+}
+
+typedef struct supp_entry {
+    char *address;
+    char *reason;
+    int64_t updated_ms;
+} supp_entry;
+
+typedef struct supp_list {
+    supp_entry *v;
+    size_t n, cap;
+    const char *filter;
+} supp_list;
+
+static void supp_collect(void *arg, const char *address, const char *reason, int64_t updated_ms)
+{
+    supp_list *l = arg;
+    if (l->filter && strcmp(l->filter, reason) != 0) return;
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 16;
+        l->v = util_realloc(l->v, l->cap * sizeof *l->v);
+    }
+    l->v[l->n++] = (supp_entry){util_strdup(address), util_strdup(reason), updated_ms};
+}
+
+static int supp_cmp(const void *a, const void *b)
+{
+    return strcmp(((const supp_entry *)a)->address, ((const supp_entry *)b)->address);
+}
+
+static void cmd_suppression_list(control_client *cl, json_t *args)
+{
+    kiln_ctx *ctx = cl->ctl->ctx;
+    supp_list l = {0};
+    json_t *jr = json_object_get(args, "reason");
+    if (jr && !json_is_null(jr)) {
+        l.filter = json_is_string(jr) ? canonical_reason(json_string_value(jr)) : NULL;
+        if (!l.filter) {
+            const char *e = "reason must be BOUNCE or COMPLAINT";
+            reply_error(cl, e);
+            log_cmd(cl->ctl, "suppression.list", NULL, e);
+            return;
+        }
+    }
+    if (spool_suppression_each(ctx->spool, supp_collect, &l) != 0) {
+        char *e = util_asprintf("cannot read the suppression list: %s", spool_errmsg(ctx->spool));
+        reply_error(cl, e);
+        log_cmd(cl->ctl, "suppression.list", NULL, e);
+        free(e);
+    } else {
+        if (l.n > 1) qsort(l.v, l.n, sizeof *l.v, supp_cmp);
+        json_t *arr = json_array();
+        for (size_t i = 0; i < l.n; i++) {
+            char ts[32];
+            util_iso8601(l.v[i].updated_ms, ts);
+            json_t *o = json_object();
+            json_object_set_new(o, "EmailAddress", jstr(l.v[i].address));
+            json_object_set_new(o, "Reason", jstr(l.v[i].reason));
+            json_object_set_new(o, "LastUpdateTime", json_string(ts));
+            json_array_append_new(arr, o);
+        }
+        json_t *d = json_object();
+        json_object_set_new(d, "SuppressedDestinationSummaries", arr);
+        reply_ok(cl, d);
+        log_cmd(cl->ctl, "suppression.list", NULL, NULL);
+    }
+    for (size_t i = 0; i < l.n; i++) {
+        free(l.v[i].address);
+        free(l.v[i].reason);
+    }
+    free(l.v);
+}
+
+static void pending_committed(void *arg, bool ok, const char *err)
+{
+    control_pending *p = arg;
+    control_client *cl = p->client;
+    char *e = ok ? NULL
+                 : util_asprintf("cannot update the suppression list: %s",
+                                 err ? err : "the spool commit failed");
+    if (cl) {
+        cl->pending = NULL;
+        if (ok) reply_ok(cl, NULL);
+        else reply_error(cl, e);
+        log_cmd(cl->ctl, p->cmd, p->address, e);
+        /* Answer now; go on with lines that arrived meanwhile in a later loop iteration
+         * (unless this runs inside client_process, whose loop goes on by itself). This
+         * runs inside spool_flush: writes made here would wait for the next wake-up. */
+        if (!cl->in_process && client_flush(cl))
+            ev_idle_start(cl->ctl->ctx->loop, &cl->resume);
+    }
+    free(e);
+    free(p->cmd);
+    free(p->address);
+    free(p);
+}
+
+/* Registers the reply to come after the current spool batch commits. */
+static void wait_for_commit(control_client *cl, const char *cmd, const char *address)
+{
+    control_pending *p = util_calloc(1, sizeof *p);
+    p->client = cl;
+    p->cmd = util_strdup(cmd);
+    p->address = util_strdup(address);
+    cl->pending = p;
+    spool_on_commit(cl->ctl->ctx->spool, pending_committed, p);
+}
+
+/* Validates args.address; returns it lower-cased (malloc'd) or NULL after replying. */
+static char *take_address(control_client *cl, const char *cmd, json_t *args)
+{
+    json_t *ja = json_object_get(args, "address");
+    if (!json_is_string(ja)) {
+        const char *e = "an address is required";
+        reply_error(cl, e);
+        log_cmd(cl->ctl, cmd, NULL, e);
+        return NULL;
+    }
+    const char *addr = json_string_value(ja);
+    const char *problem = address_problem(addr);
+    if (problem) {
+        char *e = util_asprintf("invalid address %s: it %s", addr, problem);
+        reply_error(cl, e);
+        log_cmd(cl->ctl, cmd, addr, e);
+        free(e);
+        return NULL;
+    }
+    char *lower = util_strdup(addr);
+    util_lowercase(lower);
+    return lower;
+}
+
+static void cmd_suppression_add(control_client *cl, json_t *args)
+{
+    kiln_ctx *ctx = cl->ctl->ctx;
+    const char *cmd = "suppression.add";
+    char *addr = take_address(cl, cmd, args);
+    if (!addr) return;
+    const char *reason = "BOUNCE";
+    json_t *jr = json_object_get(args, "reason");
+    if (jr && !json_is_null(jr)) {
+        reason = json_is_string(jr) ? canonical_reason(json_string_value(jr)) : NULL;
+        if (!reason) {
+            const char *e = "reason must be BOUNCE or COMPLAINT";
+            reply_error(cl, e);
+            log_cmd(cl->ctl, cmd, addr, e);
+            free(addr);
+            return;
+        }
+    }
+    if (spool_suppression_put(ctx->spool, addr, reason, kiln_now_ms(ctx)) != 0) {
+        char *e = util_asprintf("cannot update the suppression list: %s",
+                                spool_errmsg(ctx->spool));
+        reply_error(cl, e);
+        log_cmd(cl->ctl, cmd, addr, e);
+        free(e);
+    } else {
+        wait_for_commit(cl, cmd, addr);
+    }
+    free(addr);
+}
+
+static void cmd_suppression_remove(control_client *cl, json_t *args)
+{
+    kiln_ctx *ctx = cl->ctl->ctx;
+    const char *cmd = "suppression.remove";
+    char *addr = take_address(cl, cmd, args);
+    if (!addr) return;
+    bool existed = false;
+    if (spool_suppression_delete(ctx->spool, addr, &existed) != 0) {
+        char *e = util_asprintf("cannot update the suppression list: %s",
+                                spool_errmsg(ctx->spool));
+        reply_error(cl, e);
+        log_cmd(cl->ctl, cmd, addr, e);
+        free(e);
+    } else if (!existed) {
+        char *e = util_asprintf("%s is not on the suppression list", addr);
+        reply_error(cl, e);
+        log_cmd(cl->ctl, cmd, addr, e);
+        free(e);
+    } else {
+        wait_for_commit(cl, cmd, addr);
+    }
+    free(addr);
+}
+
+static void cmd_reload(control_client *cl)
+{
+    kiln_ctx *ctx = cl->ctl->ctx;
+    char *err = NULL;
+    if (kiln_reload(ctx, &err) != 0) {
+        if (!err) err = util_strdup("reload failed");
+        reply_error(cl, err);
+        log_cmd(cl->ctl, "reload", NULL, err);
+        free(err);
+        return;
+    }
+    json_t *warnings = json_array();
+    for (size_t i = 0; i < ctx->cfg->nwarnings; i++)
+        json_array_append_new(warnings, jstr(ctx->cfg->warnings[i]));
+    json_t *d = json_object();
+    json_object_set_new(d, "warnings", warnings);
+    reply_ok(cl, d);
+    log_cmd(cl->ctl, "reload", NULL, NULL);
+}
+
+/* Answers one request line (without its newline). */
+static void client_request(control_client *cl, const char *line, size_t len)
+{
+    json_error_t jerr;
+    json_t *req = json_loadb(line, len, 0, &jerr);
+    if (!req || !json_is_object(req)) {
+        char *e = req ? util_strdup("malformed request: expected a JSON object")
+                      : util_asprintf("malformed request: %s (column %d)", jerr.text,
+                                      jerr.column);
+        reply_error(cl, e);
+        log_cmd(cl->ctl, "", NULL, e);
+        free(e);
+        json_decref(req);
+        return;
+    }
+    json_t *jcmd = json_object_get(req, "cmd");
+    json_t *args = json_object_get(req, "args");
+    const char *cmd = json_string_value(jcmd);
+    const char *shape_error = NULL;
+    if (!cmd) shape_error = "malformed request: \"cmd\" must be a string";
+    else if (args && !json_is_object(args) && !json_is_null(args))
+        shape_error = "malformed request: \"args\" must be an object";
+    if (shape_error) {
+        reply_error(cl, shape_error);
+        log_cmd(cl->ctl, cmd ? cmd : "", NULL, shape_error);
+    } else {
+        json_t *empty = json_object();
+        if (!json_is_object(args)) args = empty;
+        if (strcmp(cmd, "status") == 0) cmd_status(cl);
+        else if (strcmp(cmd, "quota") == 0) cmd_quota(cl);
+        else if (strcmp(cmd, "suppression.list") == 0) cmd_suppression_list(cl, args);
+        else if (strcmp(cmd, "suppression.add") == 0) cmd_suppression_add(cl, args);
+        else if (strcmp(cmd, "suppression.remove") == 0) cmd_suppression_remove(cl, args);
+        else if (strcmp(cmd, "reload") == 0) cmd_reload(cl);
+        else {
+            char *e = util_asprintf("unknown command: %s", cmd);
+            reply_error(cl, e);
+            log_cmd(cl->ctl, cmd, NULL, e);
+            free(e);
+        }
+        json_decref(empty);
+    }
+    json_decref(req);
+}
+
+/* Answers every complete line in `in` until one must wait for a commit, then writes.
+ * May close the client. */
+static void client_process(control_client *cl)
+{
+    cl->in_process = true;
+    bool partial = false;      /* stopped at a line whose end has not arrived */
+    while (!cl->pending && !cl->closing && cl->out.len < CONTROL_MAX_UNSENT) {
+        char *nl = cl->in.len ? memchr(cl->in.buf, '\n', cl->in.len) : NULL;
+        size_t len, used;
+        if (nl) {
+            len = (size_t)(nl - cl->in.buf);
+            used = len + 1;
+        } else if (cl->eof && cl->in.len > 0) {
+            len = used = cl->in.len;   /* a last line without its newline */
+        } else {
+            partial = true;
+            break;
+        }
+        if (len > CONTROL_MAX_LINE) {
+            reply_error(cl, "request too long (the limit is 64 KB per line)");
+            log_cmd(cl->ctl, "", NULL, "request too long");
+            cl->closing = true;
+            break;
+        }
+        char *line = util_strndup(cl->in.buf, len);
+        strbuf_consume(&cl->in, used);
+        size_t l = len;
+        while (l > 0 && (line[l - 1] == '\r' || line[l - 1] == ' ' || line[l - 1] == '\t'))
+            l--;
+        if (l > 0) client_request(cl, line, l);
+        free(line);
+    }
+    if (partial && cl->in.len > CONTROL_MAX_LINE) {
+        reply_error(cl, "request too long (the limit is 64 KB per line)");
+        log_cmd(cl->ctl, "", NULL, "request too long");
+        cl->closing = true;
+    }
+    /* Read on only when the next line can be answered. */
+    if (cl->closing || cl->eof || cl->pending || cl->out.len >= CONTROL_MAX_UNSENT)
+        ev_io_stop(cl->ctl->ctx->loop, &cl->rio);
+    else
+        ev_io_start(cl->ctl->ctx->loop, &cl->rio);
+    cl->in_process = false;
+    client_flush(cl);
+}
+
+static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    control_client *cl = w->data;
+    for (;;) {
+        strbuf_reserve(&cl->in, CONTROL_READ_CHUNK);
+        ssize_t n = recv(cl->fd, cl->in.buf + cl->in.len, CONTROL_READ_CHUNK, 0);
+        if (n > 0) {
+            cl->in.len += (size_t)n;
+            cl->in.buf[cl->in.len] = '\0';
+            if (cl->in.len > CONTROL_MAX_LINE + 1) break;   /* let process judge it */
+            continue;
+        }
+        if (n == 0) {
+            cl->eof = true;
+            break;
+        }
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+        client_close(cl);   /* reset by the peer */
+        return;
+    }
+    client_process(cl);
+}
+
+static void client_resume_cb(struct ev_loop *loop, ev_idle *w, int revents)
+{
+    (void)revents;
+    ev_idle_stop(loop, w);
+    client_process(w->data);
+}
+
+static void client_write_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    control_client *cl = w->data;
+    /* Once the client has read its answers, go on with lines held back meanwhile. */
+    if (client_flush(cl) && cl->out.len == 0 && !cl->pending) client_process(cl);
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)revents;
+    control *ctl = w->data;
+    for (;;) {
+        int fd = accept4(ctl->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK && ctl->ctx->log)
+                log_write(ctl->ctx->log, KLOG_WARNING, "control.accept_failed", "error=%s",
+                          log_q(ctl->ctx->log, strerror(errno)));
+            return;
+        }
+        control_client *cl = util_calloc(1, sizeof *cl);
+        cl->ctl = ctl;
+        cl->fd = fd;
+        strbuf_init(&cl->in);
+        strbuf_init(&cl->out);
+        ev_io_init(&cl->rio, client_read_cb, fd, EV_READ);
+        ev_io_init(&cl->wio, client_write_cb, fd, EV_WRITE);
+        ev_idle_init(&cl->resume, client_resume_cb);
+        cl->rio.data = cl;
+        cl->wio.data = cl;
+        cl->resume.data = cl;
+        cl->next = ctl->clients;
+        if (ctl->clients) ctl->clients->prev = cl;
+        ctl->clients = cl;
+        ev_io_start(loop, &cl->rio);
+    }
+}
+
+/* ---- listening socket ---- */
+
+/* Removes a socket file left by a kilnd that is gone; fails if one still answers on it or
+ * if the path is something other than a socket. Returns 0 or -1 with *err. */
+static int clear_stale_socket(const char *path, const struct sockaddr_un *sa, char **err)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0) {
+        if (errno == ENOENT) return 0;
+        *err = util_asprintf("cannot use control socket %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (!S_ISSOCK(st.st_mode)) {
+        *err = util_asprintf("control socket %s: the path exists and is not a socket", path);
+        return -1;
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        *err = util_asprintf("cannot create control socket: %s", strerror(errno));
+        return -1;
+    }
+    int rc = connect(fd, (const struct sockaddr *)sa, sizeof *sa);
+    int cerr = errno;
+    close(fd);
+    if (rc == 0 || cerr == EAGAIN || cerr == EINPROGRESS) {
+        *err = util_asprintf("control socket %s is in use by another kilnd", path);
+        return -1;
+    }
+    if (unlink(path) != 0 && errno != ENOENT) {
+        *err = util_asprintf("cannot remove stale control socket %s: %s", path,
+                             strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+control *control_start(kiln_ctx *ctx, char **err)
+{
+    const char *path = ctx->cfg->control_socket;
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    if (!path || !*path) {
+        *err = util_strdup("no control socket path configured (server.control_socket)");
+        return NULL;
+    }
+    if (strlen(path) >= sizeof sa.sun_path) {
+        *err = util_asprintf("control socket path %s is too long (at most %zu bytes); "
+                             "choose a shorter server.control_socket",
+                             path, sizeof sa.sun_path - 1);
+        return NULL;
+    }
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    if (clear_stale_socket(path, &sa, err) != 0) return NULL;
+
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        *err = util_asprintf("cannot create control socket: %s", strerror(errno));
+        return NULL;
+    }
+    mode_t old = umask(0177);
+    int rc = bind(fd, (const struct sockaddr *)&sa, sizeof sa);
+    int berr = errno;
+    umask(old);
+    if (rc != 0) {
+        *err = util_asprintf("cannot bind control socket %s: %s", path, strerror(berr));
+        close(fd);
+        return NULL;
+    }
+    if (chmod(path, 0600) != 0 || listen(fd, 16) != 0) {
+        *err = util_asprintf("cannot listen on control socket %s: %s", path, strerror(errno));
+        close(fd);
+        unlink(path);
+        return NULL;
+    }
+    control *ctl = util_calloc(1, sizeof *ctl);
+    ctl->ctx = ctx;
+    ctl->fd = fd;
+    ctl->path = util_strdup(path);
+    ev_io_init(&ctl->aio, accept_cb, fd, EV_READ);
+    ctl->aio.data = ctl;
+    ev_io_start(ctx->loop, &ctl->aio);
+    if (ctx->log)
+        log_write(ctx->log, KLOG_INFO, "control.listening", "path=%s", log_q(ctx->log, path));
+    return ctl;
+}
+
+void control_free(control *ctl)
+{
+    if (!ctl) return;
+    while (ctl->clients) client_close(ctl->clients);
+    ev_io_stop(ctl->ctx->loop, &ctl->aio);
+    close(ctl->fd);
+    unlink(ctl->path);
+    free(ctl->path);
+    free(ctl);
+}

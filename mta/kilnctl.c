@@ -1,0 +1,554 @@
+/* kilnctl.c — the admin CLI (SPEC section 5): sends one request over kilnd's control socket
+ * (protocol in control.h) and prints the answer as a human table, or with --json as the
+ * daemon's data object. Exit status: 0 done, 1 the daemon refused or did not answer,
+ * 2 usage, configuration or connection problem.
+ *
+ * The socket comes from -s SOCKET, or from server.control_socket of the config file (-c FILE,
+ * default conf/kiln.yaml), loaded with config_load. kilnctl must still reach the daemon while
+ * that file is broken (someone is editing it; kilnd keeps running the config it loaded, and
+ * `reload` is how the daemon reports what is wrong), so when config_load fails kilnctl reads
+ * just server.control_socket and server.spool with libyaml (socket_from_yaml below) and
+ * resolves them the way config.c does: relative to the file's directory, default
+ * <spool>/kilnd.sock, spool default <dir>/spool. Other commands than reload then print
+ * config_load's error as a warning. Only a file that is unreadable or not YAML at all
+ * ends kilnctl with "cannot read FILE".
+ * I/O here is blocking; the wait for the answer is bounded by poll() (30 s). */
+#include <ctype.h>
+#include <errno.h>
+#include <jansson.h>
+#include <libgen.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <yaml.h>
+
+#include "config.h"
+#include "util.h"
+
+#define KILNCTL_DEFAULT_CONFIG "conf/kiln.yaml"
+#define KILNCTL_TIMEOUT_MS 30000
+#define KILNCTL_MAX_ANSWER (64 * 1024 * 1024)
+
+enum { EXIT_REFUSED = 1, EXIT_USAGE = 2 };
+
+static const char usage_text[] =
+    "usage: kilnctl [-c FILE | -s SOCKET] [--json] COMMAND [ARGS]\n"
+    "\n"
+    "  -c FILE     config file naming server.control_socket (default conf/kiln.yaml)\n"
+    "  -s SOCKET   talk to the control socket SOCKET directly\n"
+    "  --json      print the answer as JSON (also accepted after the command)\n"
+    "\n"
+    "commands:\n"
+    "  status                                 uptime, queue sizes, sessions, config file\n"
+    "  quota                                  sending quota (SES GetSendQuota)\n"
+    "  suppression list [--reason R]          account suppression list\n"
+    "  suppression add ADDRESS [--reason R]   suppress ADDRESS (R: BOUNCE (default) or COMPLAINT)\n"
+    "  suppression remove ADDRESS             take ADDRESS off the suppression list\n"
+    "  reload                                 make kilnd apply its config file again\n";
+
+static _Noreturn void usage_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static _Noreturn void usage_fail(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("kilnctl: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputs("\n\n", stderr);
+    va_end(ap);
+    fputs(usage_text, stderr);
+    exit(EXIT_USAGE);
+}
+
+/* Prints the one-line reason of a failure; returns status for the caller to pass on. */
+static int fail(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int fail(int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("kilnctl: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputs("\n", stderr);
+    va_end(ap);
+    return status;
+}
+
+/* ---- command line ---- */
+
+typedef struct options {
+    const char *config_file;   /* -c */
+    const char *socket_path;   /* -s */
+    bool json;
+    const char *reason;        /* --reason */
+    const char *words[4];      /* the command and its positional arguments */
+    int nwords;
+} options;
+
+static void parse_args(int argc, char **argv, options *o)
+{
+    memset(o, 0, sizeof *o);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--json") == 0) {
+            o->json = true;
+        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            fputs(usage_text, stdout);
+            exit(0);
+        } else if (strcmp(a, "-c") == 0 || strcmp(a, "-s") == 0 || strcmp(a, "--reason") == 0) {
+            if (i + 1 >= argc) usage_fail("%s needs a value", a);
+            const char *v = argv[++i];
+            if (a[1] == 'c') o->config_file = v;
+            else if (a[1] == 's') o->socket_path = v;
+            else o->reason = v;
+        } else if (strncmp(a, "--reason=", 9) == 0) {
+            o->reason = a + 9;
+        } else if (a[0] == '-' && a[1] != '\0') {
+            usage_fail("unknown option: %s", a);
+        } else {
+            if (o->nwords == (int)(sizeof o->words / sizeof o->words[0]))
+                usage_fail("too many arguments");
+            o->words[o->nwords++] = a;
+        }
+    }
+    if (o->config_file && o->socket_path) usage_fail("give either -c FILE or -s SOCKET, not both");
+    if (o->nwords == 0) usage_fail("no command given");
+}
+
+/* Checks the command words (exits with the usage text if they are wrong) and builds the
+ * request {"cmd":…, "args":{…}}. */
+static json_t *build_request(const options *o, const char **cmd_name)
+{
+    const char *w0 = o->words[0];
+    const char *sub = o->nwords > 1 ? o->words[1] : NULL;
+    const char *cmd = NULL;
+    int want = 1;          /* number of words the command takes */
+    bool reason_ok = false;
+    if (strcmp(w0, "status") == 0 || strcmp(w0, "quota") == 0 || strcmp(w0, "reload") == 0) {
+        cmd = w0;
+    } else if (strcmp(w0, "suppression") == 0) {
+        if (!sub) usage_fail("suppression needs list, add or remove");
+        if (strcmp(sub, "list") == 0) {
+            cmd = "suppression.list";
+            want = 2;
+            reason_ok = true;
+        } else if (strcmp(sub, "add") == 0 || strcmp(sub, "remove") == 0) {
+            cmd = sub[0] == 'a' ? "suppression.add" : "suppression.remove";
+            want = 3;
+            reason_ok = sub[0] == 'a';
+            if (o->nwords < 3) usage_fail("suppression %s needs an ADDRESS", sub);
+        } else {
+            usage_fail("unknown command: suppression %s", sub);
+        }
+    } else {
+        usage_fail("unknown command: %s", w0);
+    }
+    if (o->nwords > want) usage_fail("unexpected argument: %s", o->words[want]);
+    if (o->reason && !reason_ok) usage_fail("--reason does not apply to %s", o->words[0]);
+
+    json_t *args = json_object();
+    if (want == 3) json_object_set_new(args, "address", json_string(o->words[2]));
+    if (o->reason) json_object_set_new(args, "reason", json_string(o->reason));
+    json_t *req = json_object();
+    json_object_set_new(req, "cmd", json_string(cmd));
+    json_object_set_new(req, "args", args);
+    *cmd_name = cmd;
+    return req;
+}
+
+/* ---- finding the socket ---- */
+
+/* Absolute, symlink-free directory of path, or NULL. */
+static char *file_dir(const char *path)
+{
+    char *copy = util_strdup(path);
+    char *real = realpath(dirname(copy), NULL);
+    free(copy);
+    return real;
+}
+
+/* p against the absolute dir as config.c resolves paths: "." components and repeated
+ * slashes go away, leading ".." components climb dir. */
+static char *resolve(const char *dir, const char *p)
+{
+    if (p[0] == '/') return util_strdup(p);
+    strbuf sb;
+    strbuf_init(&sb);
+    strbuf_puts(&sb, dir);
+    bool leading = true;
+    for (const char *s = p;;) {
+        const char *e = strchr(s, '/');
+        size_t n = e ? (size_t)(e - s) : strlen(s);
+        if (n == 0 || (n == 1 && s[0] == '.')) {
+            /* nothing */
+        } else if (leading && n == 2 && s[0] == '.' && s[1] == '.') {
+            char *slash = strrchr(sb.buf, '/');
+            sb.len = slash == sb.buf ? 1 : (size_t)(slash - sb.buf);
+            sb.buf[sb.len] = '\0';
+        } else {
+            leading = false;
+            if (sb.buf[sb.len - 1] != '/') strbuf_puts(&sb, "/");
+            strbuf_append(&sb, s, n);
+        }
+        if (!e) break;
+        s = e + 1;
+    }
+    return strbuf_steal(&sb);
+}
+
+/* Scalar value of key in mapping node, or NULL. */
+static const char *yaml_map_scalar(yaml_document_t *doc, yaml_node_t *map, const char *key,
+                                   yaml_node_t **value)
+{
+    if (!map || map->type != YAML_MAPPING_NODE) return NULL;
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+         p++) {
+        yaml_node_t *k = yaml_document_get_node(doc, p->key);
+        yaml_node_t *v = yaml_document_get_node(doc, p->value);
+        if (!k || k->type != YAML_SCALAR_NODE || strcmp((char *)k->data.scalar.value, key) != 0)
+            continue;
+        if (value) *value = v;
+        return v && v->type == YAML_SCALAR_NODE ? (const char *)v->data.scalar.value : NULL;
+    }
+    return NULL;
+}
+
+/* The control socket named by a config file that config_load rejected: only
+ * server.control_socket and server.spool are read. NULL if the file is not readable YAML. */
+static char *socket_from_yaml(const char *path)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return NULL;
+    yaml_parser_t parser;
+    yaml_document_t doc;
+    char *result = NULL;
+    if (!yaml_parser_initialize(&parser)) {
+        fclose(fp);
+        return NULL;
+    }
+    yaml_parser_set_input_file(&parser, fp);
+    if (yaml_parser_load(&parser, &doc)) {
+        yaml_node_t *root = yaml_document_get_root_node(&doc);
+        if (root && root->type == YAML_MAPPING_NODE) {
+            yaml_node_t *server = NULL;
+            yaml_map_scalar(&doc, root, "server", &server);
+            const char *sock = yaml_map_scalar(&doc, server, "control_socket", NULL);
+            const char *spool = yaml_map_scalar(&doc, server, "spool", NULL);
+            char *dir = file_dir(path);
+            if (!dir) {
+                /* unreachable directory: result stays NULL */
+            } else if (sock && *sock) {
+                result = resolve(dir, sock);
+            } else {
+                char *sp = resolve(dir, spool && *spool ? spool : "spool");
+                result = resolve(sp, "kilnd.sock");
+                free(sp);
+            }
+            free(dir);
+        }
+        yaml_document_delete(&doc);
+    }
+    yaml_parser_delete(&parser);
+    fclose(fp);
+    return result;
+}
+
+/* The socket path (malloc'd), or NULL after printing why not. A config file that
+ * config_load rejects but that is still readable YAML gives its socket via socket_from_yaml. */
+static char *find_socket(const options *o, const char *cmd)
+{
+    if (o->socket_path) return util_strdup(o->socket_path);
+    const char *file = o->config_file ? o->config_file : KILNCTL_DEFAULT_CONFIG;
+    char *err = NULL;
+    config *cfg = config_load(file, &err);
+    if (cfg) {
+        char *s = util_strdup(cfg->control_socket);
+        config_unref(cfg);
+        return s;
+    }
+    /* The daemon runs the config it loaded before the file was broken: still reach it. */
+    char *s = socket_from_yaml(file);
+    if (s) {
+        /* reload: kilnd itself answers with what is wrong; other commands: say it here. */
+        if (strcmp(cmd, "reload") != 0)
+            fprintf(stderr, "kilnctl: warning: %s (kilnd keeps running the config it loaded)\n",
+                    err ? err : "invalid configuration");
+        free(err);
+        return s;
+    }
+    fail(EXIT_USAGE, "cannot read %s: %s", file, err ? err : "invalid configuration");
+    free(err);
+    return NULL;
+}
+
+/* ---- talking to kilnd ---- */
+
+/* A connected socket, or -1 after printing why not. */
+static int connect_socket(const char *path)
+{
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof sa.sun_path) {
+        fail(EXIT_USAGE, "cannot connect to %s: %s (is kilnd running?)", path,
+             strerror(ENAMETOOLONG));
+        return -1;
+    }
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        fail(EXIT_USAGE, "cannot create a socket: %s", strerror(errno));
+        return -1;
+    }
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        fail(EXIT_USAGE, "cannot connect to %s: %s (is kilnd running?)", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* 0, or -1 after printing why. */
+static int send_all(int fd, const char *path, const char *buf, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            fail(EXIT_REFUSED, "cannot send the request to %s: %s", path, strerror(errno));
+            return -1;
+        }
+        buf += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Reads one line (the answer) within the deadline; returns it malloc'd without the newline,
+ * or NULL after printing why not. */
+static char *read_answer(int fd, const char *path)
+{
+    strbuf sb;
+    strbuf_init(&sb);
+    int64_t deadline = util_mono_ms() + KILNCTL_TIMEOUT_MS;
+    for (;;) {
+        char *nl = sb.len ? memchr(sb.buf, '\n', sb.len) : NULL;
+        if (nl) {
+            char *line = util_strndup(sb.buf, (size_t)(nl - sb.buf));
+            strbuf_free(&sb);
+            return line;
+        }
+        int64_t left = deadline - util_mono_ms();
+        if (left <= 0) {
+            fail(EXIT_REFUSED, "kilnd did not answer on %s within %d s", path,
+                 KILNCTL_TIMEOUT_MS / 1000);
+            break;
+        }
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        int pr = poll(&pfd, 1, (int)left);
+        if (pr < 0 && errno == EINTR) continue;
+        if (pr < 0) {
+            fail(EXIT_REFUSED, "waiting for kilnd's answer on %s: %s", path, strerror(errno));
+            break;
+        }
+        if (pr == 0) continue;
+        strbuf_reserve(&sb, 4096);
+        ssize_t n = recv(fd, sb.buf + sb.len, 4096, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            fail(EXIT_REFUSED, "reading kilnd's answer on %s: %s", path, strerror(errno));
+            break;
+        }
+        if (n == 0) {
+            fail(EXIT_REFUSED, "kilnd closed the connection on %s without answering", path);
+            break;
+        }
+        sb.len += (size_t)n;
+        sb.buf[sb.len] = '\0';
+        if (sb.len > KILNCTL_MAX_ANSWER) {
+            fail(EXIT_REFUSED, "kilnd's answer on %s is too long", path);
+            break;
+        }
+    }
+    strbuf_free(&sb);
+    return NULL;
+}
+
+/* Sends the request and returns the answer object, or NULL after printing why (*status). */
+static json_t *exchange(const char *path, json_t *req, int *status)
+{
+    *status = EXIT_REFUSED;
+    char *text = json_dumps(req, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (!text) util_fatal("kilnctl: cannot encode the request");
+    int fd = connect_socket(path);
+    if (fd < 0) {
+        free(text);
+        *status = EXIT_USAGE;
+        return NULL;
+    }
+    char *line = NULL;
+    if (send_all(fd, path, text, strlen(text)) == 0 && send_all(fd, path, "\n", 1) == 0)
+        line = read_answer(fd, path);
+    free(text);
+    close(fd);
+    if (!line) return NULL;
+    json_error_t jerr;
+    json_t *ans = json_loads(line, 0, &jerr);
+    free(line);
+    if (!json_is_object(ans)) {
+        fail(EXIT_REFUSED, "malformed answer from kilnd on %s", path);
+        json_decref(ans);
+        return NULL;
+    }
+    return ans;
+}
+
+/* ---- printing ---- */
+
+static void print_duration(long long s)
+{
+    long long d = s / 86400, h = s % 86400 / 3600, m = s % 3600 / 60, sec = s % 60;
+    if (d) printf("%lldd%lldh%lldm%llds", d, h, m, sec);
+    else if (h) printf("%lldh%lldm%llds", h, m, sec);
+    else if (m) printf("%lldm%llds", m, sec);
+    else printf("%llds", sec);
+}
+
+static void print_scalar(json_t *v)
+{
+    if (json_is_string(v)) fputs(json_string_value(v), stdout);
+    else if (json_is_integer(v)) printf("%lld", (long long)json_integer_value(v));
+    else if (json_is_real(v)) printf("%g", json_real_value(v));
+    else if (json_is_true(v)) fputs("true", stdout);
+    else if (json_is_false(v)) fputs("false", stdout);
+    else if (json_is_null(v)) fputs("-", stdout);
+    else {
+        char *t = json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        fputs(t ? t : "", stdout);
+        free(t);
+    }
+}
+
+/* "Key: value" lines, values aligned, in the daemon's order. */
+static void print_fields(json_t *data)
+{
+    size_t width = 0;
+    const char *key;
+    json_t *v;
+    json_object_foreach(data, key, v) if (strlen(key) > width) width = strlen(key);
+    json_object_foreach(data, key, v)
+    {
+        printf("%s:%*s", key, (int)(width - strlen(key) + 1), "");
+        if (strcmp(key, "Uptime") == 0 && json_is_integer(v))
+            print_duration((long long)json_integer_value(v));
+        else if ((strcmp(key, "Max24HourSend") == 0 || strcmp(key, "MaxSendRate") == 0) &&
+                 json_is_number(v) && json_number_value(v) < 0)
+            fputs("unlimited", stdout);
+        else
+            print_scalar(v);
+        fputs("\n", stdout);
+    }
+}
+
+static void print_suppression(json_t *data)
+{
+    json_t *list = json_object_get(data, "SuppressedDestinationSummaries");
+    size_t n = json_array_size(list);
+    if (n == 0) {
+        puts("(no suppressed addresses)");
+        return;
+    }
+    int w_email = (int)strlen("EMAIL"), w_reason = (int)strlen("REASON");
+    size_t i;
+    json_t *e;
+    json_array_foreach(list, i, e)
+    {
+        const char *a = json_string_value(json_object_get(e, "EmailAddress"));
+        const char *r = json_string_value(json_object_get(e, "Reason"));
+        if (a && (int)strlen(a) > w_email) w_email = (int)strlen(a);
+        if (r && (int)strlen(r) > w_reason) w_reason = (int)strlen(r);
+    }
+    printf("%-*s  %-*s  %s\n", w_email, "EMAIL", w_reason, "REASON", "UPDATED");
+    json_array_foreach(list, i, e)
+    {
+        const char *a = json_string_value(json_object_get(e, "EmailAddress"));
+        const char *r = json_string_value(json_object_get(e, "Reason"));
+        const char *t = json_string_value(json_object_get(e, "LastUpdateTime"));
+        printf("%-*s  %-*s  %s\n", w_email, a ? a : "", w_reason, r ? r : "", t ? t : "");
+    }
+}
+
+static void print_human(const char *cmd, const options *o, json_t *data)
+{
+    if (strcmp(cmd, "status") == 0 || strcmp(cmd, "quota") == 0) {
+        print_fields(data);
+    } else if (strcmp(cmd, "suppression.list") == 0) {
+        print_suppression(data);
+    } else if (strcmp(cmd, "suppression.add") == 0 || strcmp(cmd, "suppression.remove") == 0) {
+        /* kilnd keeps addresses lower-case: show the entry as it is now stored. */
+        char *addr = util_strdup(o->words[2]);
+        util_lowercase(addr);
+        if (strcmp(cmd, "suppression.add") == 0) {
+            char reason[16];
+            snprintf(reason, sizeof reason, "%s", o->reason ? o->reason : "BOUNCE");
+            for (char *p = reason; *p; p++) *p = (char)toupper((unsigned char)*p);
+            printf("added %s to the suppression list (%s)\n", addr, reason);
+        } else {
+            printf("removed %s from the suppression list\n", addr);
+        }
+        free(addr);
+    } else if (strcmp(cmd, "reload") == 0) {
+        puts("reloaded");
+        size_t i;
+        json_t *w;
+        json_t *warnings = json_object_get(data, "warnings");
+        json_array_foreach(warnings, i, w)
+            printf("warning: %s\n", json_string_value(w) ? json_string_value(w) : "");
+    }
+}
+
+int main(int argc, char **argv)
+{
+    options o;
+    parse_args(argc, argv, &o);
+    const char *cmd;
+    json_t *req = build_request(&o, &cmd);
+    char *path = find_socket(&o, cmd);
+    if (!path) {
+        json_decref(req);
+        return EXIT_USAGE;
+    }
+    int status;
+    json_t *ans = exchange(path, req, &status);
+    json_decref(req);
+    free(path);
+    if (!ans) return status;
+
+    if (!json_is_true(json_object_get(ans, "ok"))) {
+        const char *e = json_string_value(json_object_get(ans, "error"));
+        fail(EXIT_REFUSED, "%s", e ? e : "kilnd refused the request");
+        json_decref(ans);
+        return EXIT_REFUSED;
+    }
+    json_t *empty = json_object();
+    json_t *data = json_object_get(ans, "data");
+    if (!json_is_object(data)) data = empty;
+    if (o.json) {
+        char *out = json_dumps(data, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        if (!out) util_fatal("kilnctl: cannot encode the answer");
+        puts(out);
+        free(out);
+    } else {
+        print_human(cmd, &o, data);
+    }
+    json_decref(empty);
+    json_decref(ans);
+    if (fflush(stdout) != 0)
+        return fail(EXIT_REFUSED, "cannot write the output: %s", strerror(errno));
+    return 0;
+}
