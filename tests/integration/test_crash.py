@@ -49,7 +49,7 @@ class Crash(unittest.TestCase):
                                 while i < PER_CLIENT and not stop.is_set():
                                     tok = "c%d-m%d" % (n, i)
                                     msg = ("From: app@example.test\r\nTo: r%d@dest.test\r\nSubject: %s\r\n"
-                                           "X-Token: %s\r\n\r\n" % (n, tok, tok)) + ("y" * 1000) + "\r\n"
+                                           "X-Token: %s\r\n\r\n" % (n, tok, tok)) + ("y" * 98 + "\r\n") * 10
                                     s.mail("app@example.test")
                                     s.rcpt("r%d@dest.test" % n)
                                     code, resp = s.data(msg.encode())
