@@ -341,3 +341,66 @@ def make_cert(tmp, cn="mta.kiln.test"):
 def main():
     arm_deadline()
     unittest.main(verbosity=2)
+
+
+# ---------------------------------------------------------------- DNS (dnsmasq)
+
+DNSMASQ = next((p for p in ("/usr/sbin/dnsmasq", "/sbin/dnsmasq") if os.path.exists(p)), None)
+
+
+def free_udp_port(host="127.0.0.1"):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((host, 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Dnsmasq:
+    """dnsmasq serving only what `args` says (MX, A, AAAA records) on 127.0.0.1:port, with
+    everything else under .test answered NXDOMAIN; a child process ended by PID."""
+
+    def __init__(self, records, port=None):
+        if DNSMASQ is None:
+            raise unittest.SkipTest("dnsmasq is not installed (Debian package dnsmasq-base)")
+        self.port = port or free_udp_port()
+        self.args = [DNSMASQ, "--no-daemon", "--no-resolv", "--no-hosts", "--port=%d" % self.port,
+                     "--listen-address=127.0.0.1", "--bind-interfaces", "--local=/test/",
+                     "--local-ttl=30", "--conf-file=/dev/null", "--pid-file="] + list(records)
+        self.proc = None
+
+    def __enter__(self):
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=self.log)
+
+        def answering():
+            if self.proc.poll() is not None:
+                self.log.seek(0)
+                raise AssertionError("dnsmasq exited: %s" % self.log.read().decode(errors="replace"))
+            return self._probe()
+        wait_for(answering, 10, 0.1, "dnsmasq to answer on port %d" % self.port)
+        return self
+
+    def _probe(self):
+        # a minimal DNS query for "probe.test" A; any answer means the server is up
+        q = (b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + b"\x05probe\x04test\x00" + b"\x00\x01\x00\x01")
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(0.3)
+        try:
+            s.sendto(q, ("127.0.0.1", self.port))
+            s.recvfrom(512)
+            return True
+        except OSError:
+            return False
+        finally:
+            s.close()
+
+    def __exit__(self, *exc):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.log.close()
