@@ -1,0 +1,267 @@
+/* tls.c — OpenSSL (3.0) wrapper for STARTTLS on non-blocking sockets, server and client
+ * side. Maps SSL_get_error() onto WANT_READ / WANT_WRITE / EOF / ERROR and keeps a
+ * readable error text per connection, so callers never see OpenSSL's error queue. */
+#include "tls.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "util.h"
+
+struct tls_ctx {
+    SSL_CTX *ssl;
+    bool server;
+};
+
+struct tls_conn {
+    SSL *ssl;
+    bool failed;             /* a fatal error happened: no SSL_shutdown allowed */
+    bool shut;
+    char err[256];
+};
+
+static char *openssl_reason(void)
+{
+    unsigned long e = ERR_get_error();
+    char buf[256];
+    if (e == 0) return util_strdup("unknown OpenSSL error");
+    ERR_error_string_n(e, buf, sizeof buf);
+    ERR_clear_error();
+    return util_strdup(buf);
+}
+
+static SSL_CTX *base_ctx(const SSL_METHOD *method)
+{
+    SSL_CTX *s = SSL_CTX_new(method);
+    if (!s) return NULL;
+    SSL_CTX_set_mode(s, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                            SSL_MODE_RELEASE_BUFFERS);
+    /* SMTP frames its own data, so a TCP close without close_notify is an ordinary EOF. */
+    SSL_CTX_set_options(s, SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF |
+                               SSL_OP_NO_COMPRESSION);
+    return s;
+}
+
+tls_ctx *tls_server_ctx_new(const char *cert_file, const char *key_file, char **err)
+{
+    ERR_clear_error();
+    SSL_CTX *s = base_ctx(TLS_server_method());
+    if (!s) {
+        char *r = openssl_reason();
+        *err = util_asprintf("cannot create TLS context: %s", r);
+        free(r);
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(s, TLS1_2_VERSION);
+    SSL_CTX_set_options(s, SSL_OP_CIPHER_SERVER_PREFERENCE);
+    const char *what = NULL, *file = NULL;
+    if (SSL_CTX_use_certificate_chain_file(s, cert_file) != 1) {
+        what = "cannot load TLS certificate chain (PEM)";
+        file = cert_file;
+    } else if (SSL_CTX_use_PrivateKey_file(s, key_file, SSL_FILETYPE_PEM) != 1) {
+        what = "cannot load TLS private key (PEM)";
+        file = key_file;
+    } else if (SSL_CTX_check_private_key(s) != 1) {
+        what = "TLS private key does not match the certificate";
+        file = key_file;
+    }
+    if (what) {
+        char *r = openssl_reason();
+        *err = util_asprintf("%s: %s: %s", file, what, r);
+        free(r);
+        SSL_CTX_free(s);
+        return NULL;
+    }
+    tls_ctx *ctx = util_calloc(1, sizeof *ctx);
+    ctx->ssl = s;
+    ctx->server = true;
+    return ctx;
+}
+
+tls_ctx *tls_client_ctx_new(bool verify, char **err)
+{
+    ERR_clear_error();
+    SSL_CTX *s = base_ctx(TLS_client_method());
+    if (!s) {
+        char *r = openssl_reason();
+        *err = util_asprintf("cannot create TLS context: %s", r);
+        free(r);
+        return NULL;
+    }
+    if (SSL_CTX_set_default_verify_paths(s) != 1) {
+        char *r = openssl_reason();
+        *err = util_asprintf("cannot load the system CA certificates: %s", r);
+        free(r);
+        SSL_CTX_free(s);
+        return NULL;
+    }
+    SSL_CTX_set_verify(s, verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
+    tls_ctx *ctx = util_calloc(1, sizeof *ctx);
+    ctx->ssl = s;
+    ctx->server = false;
+    return ctx;
+}
+
+void tls_ctx_free(tls_ctx *ctx)
+{
+    if (!ctx) return;
+    SSL_CTX_free(ctx->ssl);      /* SSL objects hold their own reference */
+    free(ctx);
+}
+
+tls_conn *tls_conn_new(tls_ctx *ctx, int fd, const char *server_name)
+{
+    ERR_clear_error();
+    SSL *ssl = SSL_new(ctx->ssl);
+    if (!ssl) util_fatal("SSL_new failed (out of memory)");
+    if (SSL_set_fd(ssl, fd) != 1) util_fatal("SSL_set_fd(%d) failed", fd);
+    if (ctx->server) {
+        SSL_set_accept_state(ssl);
+    } else {
+        SSL_set_connect_state(ssl);
+        if (server_name) {
+            SSL_set_tlsext_host_name(ssl, server_name);
+            SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+            SSL_set1_host(ssl, server_name);
+        }
+    }
+    tls_conn *c = util_calloc(1, sizeof *c);
+    c->ssl = ssl;
+    return c;
+}
+
+/* Maps the result of an SSL_* call. */
+static tls_status map_result(tls_conn *c, int ret, const char *op)
+{
+    int e = SSL_get_error(c->ssl, ret);
+    switch (e) {
+    case SSL_ERROR_WANT_READ:
+        return TLS_WANT_READ;
+    case SSL_ERROR_WANT_WRITE:
+        return TLS_WANT_WRITE;
+    case SSL_ERROR_ZERO_RETURN:
+        return TLS_EOF;
+    case SSL_ERROR_SYSCALL: {
+        int saved = errno;
+        unsigned long q = ERR_peek_error();
+        c->failed = true;
+        if (q == 0 && saved == 0) {
+            snprintf(c->err, sizeof c->err, "%s: connection closed by peer", op);
+            return TLS_EOF;
+        }
+        if (q == 0) {
+            snprintf(c->err, sizeof c->err, "%s: %s", op, strerror(saved));
+            return TLS_ERROR;
+        }
+        break;
+    }
+    default:
+        c->failed = true;
+        break;
+    }
+    char *r = openssl_reason();
+    snprintf(c->err, sizeof c->err, "%s: %s", op, r);
+    free(r);
+    return TLS_ERROR;
+}
+
+tls_status tls_conn_handshake(tls_conn *c)
+{
+    ERR_clear_error();
+    c->err[0] = '\0';
+    int r = SSL_do_handshake(c->ssl);
+    if (r == 1) return TLS_OK;
+    tls_status st = map_result(c, r, "TLS handshake");
+    if (st == TLS_EOF) {
+        /* EOF before the handshake completed is a failed handshake. */
+        if (!c->err[0]) snprintf(c->err, sizeof c->err, "TLS handshake: connection closed by peer");
+        c->failed = true;
+        return TLS_ERROR;
+    }
+    return st;
+}
+
+tls_status tls_conn_read(tls_conn *c, void *buf, size_t cap, size_t *n)
+{
+    *n = 0;
+    ERR_clear_error();
+    c->err[0] = '\0';
+    size_t got = 0;
+    int r = SSL_read_ex(c->ssl, buf, cap, &got);
+    if (r == 1) {
+        *n = got;
+        return TLS_OK;
+    }
+    return map_result(c, r, "TLS read");
+}
+
+tls_status tls_conn_write(tls_conn *c, const void *buf, size_t len, size_t *n)
+{
+    *n = 0;
+    ERR_clear_error();
+    c->err[0] = '\0';
+    size_t put = 0;
+    int r = SSL_write_ex(c->ssl, buf, len, &put);
+    if (r == 1) {
+        *n = put;
+        return TLS_OK;
+    }
+    tls_status st = map_result(c, r, "TLS write");
+    return st == TLS_EOF ? TLS_ERROR : st;
+}
+
+bool tls_conn_pending(const tls_conn *c)
+{
+    return SSL_pending(c->ssl) > 0;
+}
+
+void tls_conn_shutdown(tls_conn *c)
+{
+    if (c->failed || c->shut) return;
+    c->shut = true;
+    ERR_clear_error();
+    SSL_shutdown(c->ssl);
+    ERR_clear_error();
+}
+
+const char *tls_conn_error(const tls_conn *c)
+{
+    return c->err;
+}
+
+const char *tls_conn_version(const tls_conn *c)
+{
+    return SSL_get_version(c->ssl);
+}
+
+const char *tls_conn_cipher(const tls_conn *c)
+{
+    const char *name = SSL_get_cipher_name(c->ssl);
+    return name ? name : "";
+}
+
+bool tls_conn_peer_verified(const tls_conn *c)
+{
+    X509 *peer = SSL_get0_peer_certificate(c->ssl);
+    return peer && SSL_get_verify_result(c->ssl) == X509_V_OK;
+}
+
+const char *tls_conn_verify_error(const tls_conn *c)
+{
+    if (!SSL_get0_peer_certificate(c->ssl)) return "no peer certificate";
+    long r = SSL_get_verify_result(c->ssl);
+    return r == X509_V_OK ? "" : X509_verify_cert_error_string(r);
+}
+
+void tls_conn_free(tls_conn *c)
+{
+    if (!c) return;
+    SSL_free(c->ssl);
+    free(c);
+}

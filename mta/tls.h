@@ -1,0 +1,56 @@
+/* tls.h — TLS over a non-blocking socket with OpenSSL, for both sides of STARTTLS: the
+ * submission server (smtp_server.c) and the outbound SMTP client. A tls_ctx holds the
+ * settings (certificate, verification); a tls_conn wraps one SSL on an already connected,
+ * non-blocking fd. Every operation returns at once: TLS_WANT_READ / TLS_WANT_WRITE say which
+ * readiness of the fd to wait for before calling the same operation again (with the same
+ * arguments for writes). Nothing here touches the event loop. */
+#ifndef KILN_TLS_H
+#define KILN_TLS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct tls_ctx tls_ctx;
+typedef struct tls_conn tls_conn;
+
+typedef enum {
+    TLS_OK = 0,
+    TLS_WANT_READ,           /* call again when the fd is readable */
+    TLS_WANT_WRITE,          /* call again when the fd is writable */
+    TLS_EOF,                 /* the peer closed the connection (close_notify or TCP EOF) */
+    TLS_ERROR,               /* fatal; tls_conn_error() says why; only free the conn */
+} tls_status;
+
+/* Server side: PEM certificate chain and private key files. NULL and *err (malloc'd,
+ * naming the file and OpenSSL's reason) on failure. TLS 1.2 and newer; no renegotiation. */
+tls_ctx *tls_server_ctx_new(const char *cert_file, const char *key_file, char **err);
+/* Client side, trusting the system CA store. verify=true makes the handshake fail unless
+ * the peer's chain and name (tls_conn_new's server_name) verify; with verify=false the
+ * handshake always proceeds and tls_conn_peer_verified() tells the outcome. */
+tls_ctx *tls_client_ctx_new(bool verify, char **err);
+void tls_ctx_free(tls_ctx *ctx);   /* connections made from it stay valid */
+
+/* Wraps fd (connected, non-blocking; not closed by tls_conn_free). server_name: client
+ * side SNI and the name verified; NULL on the server side. Never fails for lack of memory. */
+tls_conn *tls_conn_new(tls_ctx *ctx, int fd, const char *server_name);
+tls_status tls_conn_handshake(tls_conn *c);
+/* Reads up to cap bytes of plaintext: TLS_OK with *n > 0, or another status and *n = 0. */
+tls_status tls_conn_read(tls_conn *c, void *buf, size_t cap, size_t *n);
+/* Writes up to len bytes (partial writes allowed): TLS_OK with *n > 0 written, or another
+ * status and *n = 0. After WANT_*, call again with the same bytes (the buffer may move). */
+tls_status tls_conn_write(tls_conn *c, const void *buf, size_t len, size_t *n);
+/* Plaintext already decrypted and buffered inside OpenSSL (the fd will not signal it). */
+bool tls_conn_pending(const tls_conn *c);
+/* Sends close_notify once (best effort; does not wait for the peer's). */
+void tls_conn_shutdown(tls_conn *c);
+/* Why the last operation failed ("" if it did not). */
+const char *tls_conn_error(const tls_conn *c);
+/* After the handshake: "TLSv1.3", the cipher name, and (client side) whether the peer's
+ * certificate chain and name verified, with OpenSSL's reason if not. */
+const char *tls_conn_version(const tls_conn *c);
+const char *tls_conn_cipher(const tls_conn *c);
+bool tls_conn_peer_verified(const tls_conn *c);
+const char *tls_conn_verify_error(const tls_conn *c);
+void tls_conn_free(tls_conn *c);
+
+#endif
