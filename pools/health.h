@@ -1,0 +1,75 @@
+/* health.h — the circuit breaker of one dedicated IP (SPEC section 3, Failover), pure state
+ * over an injected clock.
+ *
+ * CLOSED: in rotation. A bind failure opens at once. Connect failures count while they run
+ * consecutively and remember the sites they happened at; the circuit opens when there were
+ * at least failures_to_open of them, at at least sites_to_open distinct sites, and for at
+ * least sites_to_open of those sites another IP of the pool reached that site within
+ * peer_success_window_ms (the caller answers that through a callback) — so an outage of
+ * the destinations themselves takes no IP down. A success (or a throttling reply: the site
+ * was reached) resets the count.
+ * OPEN: out of rotation until opened + cool-down. Results of sessions that were already
+ * open change nothing then.
+ * HALF_OPEN (OPEN with the cool-down over; derived from the clock): one probe session may
+ * start; its success closes the circuit and resets the cool-down, its failure re-opens
+ * with the cool-down doubled (at most cooldown_max_ms). The probe slot frees when a result
+ * arrives or when the IP has no open session any more.
+ * Each IP also remembers the sites it reached recently (for its peers' checks). */
+#ifndef KILN_HEALTH_H
+#define KILN_HEALTH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pools.h"
+
+#define HEALTH_MAX_FAILED_SITES 16   /* distinct failed sites remembered in one run */
+
+typedef struct health_site {
+    char *site;
+    int64_t ok_ms;                   /* last success to that site */
+} health_site;
+
+typedef struct health {
+    bool open;                       /* OPEN or HALF_OPEN (by the clock) */
+    int64_t opened_ms;
+    int64_t cooldown_ms;             /* of the current (or next) open period */
+    bool probing;                    /* half-open probe session running */
+    int consecutive;                 /* consecutive connect failures while closed */
+    char *failed[HEALTH_MAX_FAILED_SITES];  /* distinct sites of this run, oldest first */
+    size_t nfailed;
+    health_site *reached;            /* sites reached within the peer window */
+    size_t nreached, areached;
+    char reason[256];                /* why it is open ("" when closed) */
+} health;
+
+/* Asked by health_connect_failed: did another IP of the pool reach `site` since since_ms? */
+typedef bool (*health_peer_fn)(void *ctx, const char *site, int64_t since_ms);
+
+void health_init(health *h, const pools_opts *o);
+void health_free(health *h);
+
+pools_health health_state(const health *h, int64_t now_ms);
+/* A new session may start: closed, or half-open with no probe running. */
+bool health_usable(const health *h, int64_t now_ms);
+/* End of the cool-down while OPEN, else 0. */
+int64_t health_down_until(const health *h);
+const char *health_reason(const health *h);
+const char *health_name(pools_health s);          /* "closed" | "open" | "half-open" */
+
+/* A session of the IP starts: while the circuit is open (only half-open IPs are chosen)
+ * it is the probe. */
+void health_session_started(health *h);
+/* open_sessions: sessions of the IP still open after this one ended. */
+void health_session_ended(health *h, int open_sessions);
+
+/* The site answered (a transaction reply or a throttling reply). */
+void health_ok(health *h, const pools_opts *o, const char *site, int64_t now_ms);
+void health_bind_failed(health *h, const pools_opts *o, int64_t now_ms);
+void health_connect_failed(health *h, const pools_opts *o, const char *site, int64_t now_ms,
+                           health_peer_fn peer, void *ctx);
+/* True if this IP reached `site` at or after since_ms. */
+bool health_reached_since(const health *h, const char *site, int64_t since_ms);
+
+#endif
