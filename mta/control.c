@@ -5,7 +5,9 @@
  * 64 KB), gets one JSON line back per request, and may send more lines until it closes.
  * Requests are answered in order; a suppression change is answered only after its spool
  * batch committed, and the client's later lines wait until then. JSON is parsed and built
- * with jansson; the answers' data objects follow the SES response shapes (SPEC section 5). */
+ * with jansson; the answers' data objects follow the SES response shapes (SPEC section 5).
+ * The dedicated-IP commands (ips, ip.warmup, zone.down, zone.up) read and change the
+ * scheduler's pools state (pools/pools.h); changes are persisted by the scheduler. */
 #include "control.h"
 
 #include <errno.h>
@@ -20,6 +22,7 @@
 #include <unistd.h>
 
 #include "kiln.h"
+#include "pools.h"
 #include "quota.h"
 #include "scheduler.h"
 #include "smtp_server.h"
@@ -494,6 +497,138 @@ static void cmd_reload(control_client *cl)
     log_cmd(cl->ctl, "reload", NULL, NULL);
 }
 
+/* ---- dedicated IPs ---- */
+
+/* The scheduler's pools state, or NULL after replying (no scheduler: kilnd is starting). */
+static pools *take_pools(control_client *cl, const char *cmd)
+{
+    kiln_ctx *ctx = cl->ctl->ctx;
+    pools *p = ctx->sched ? scheduler_pools(ctx->sched) : NULL;
+    if (!p) {
+        const char *e = "the delivery scheduler is not running";
+        reply_error(cl, e);
+        log_cmd(cl->ctl, cmd, NULL, e);
+    }
+    return p;
+}
+
+/* One DedicatedIp object (SES GetDedicatedIps) plus kiln's own fields under "kiln". */
+static json_t *ip_json(const pools_ip_info *in, int64_t now)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "Ip", jstr(in->address));
+    json_object_set_new(o, "PoolName", jstr(in->pool));
+    json_object_set_new(o, "Zone", jstr(in->zone));
+    json_object_set_new(o, "WarmupStatus", jstr(in->warmup_status));
+    json_object_set_new(o, "WarmupPercentage", json_integer(in->warmup_percentage));
+    json_object_set_new(o, "SentLast24Hours", json_integer(in->sent_24h));
+    json_object_set_new(o, "DailyCap", json_integer(in->daily_cap));
+    json_object_set_new(o, "State", jstr(pools_state_name(in->state)));
+    json_t *k = json_object();
+    json_object_set_new(k, "Sessions", json_integer(in->sessions));
+    json_object_set_new(k, "HourlyCap", json_integer(in->hourly_cap));
+    json_object_set_new(k, "Health", json_string(pools_health_name(in->health)));
+    json_object_set_new(k, "DownReason", jstr(in->down_reason ? in->down_reason : ""));
+    if (in->health == POOLS_HEALTH_OPEN && in->down_until_ms > now) {
+        char ts[32];
+        util_iso8601(in->down_until_ms, ts);
+        json_object_set_new(k, "DownUntil", json_string(ts));
+    }
+    json_object_set_new(k, "Ehlo", in->ehlo ? jstr(in->ehlo) : json_null());
+    json_object_set_new(k, "Managed", json_boolean(in->managed));
+    json_object_set_new(o, "kiln", k);
+    return o;
+}
+
+static void cmd_ips(control_client *cl)
+{
+    kiln_ctx *ctx = cl->ctl->ctx;
+    pools *p = take_pools(cl, "ips");
+    if (!p) return;
+    int64_t now = kiln_now_ms(ctx);
+    json_t *arr = json_array();
+    for (size_t i = 0; i < pools_count(p); i++) {
+        pools_ip_info in;
+        pools_info(p, i, now, &in);
+        json_array_append_new(arr, ip_json(&in, now));
+    }
+    json_t *d = json_object();
+    json_object_set_new(d, "DedicatedIps", arr);
+    reply_ok(cl, d);
+    log_cmd(cl->ctl, "ips", NULL, NULL);
+}
+
+static void cmd_ip_warmup(control_client *cl, json_t *args)
+{
+    kiln_ctx *ctx = cl->ctl->ctx;
+    const char *cmd = "ip.warmup";
+    const char *addr = json_string_value(json_object_get(args, "address"));
+    json_t *jp = json_object_get(args, "percent");
+    if (!addr || !*addr) {
+        const char *e = "an IP address is required";
+        reply_error(cl, e);
+        log_cmd(cl->ctl, cmd, NULL, e);
+        return;
+    }
+    if (!json_is_integer(jp) || json_integer_value(jp) < 0 || json_integer_value(jp) > 100) {
+        const char *e = "percent must be an integer from 0 to 100";
+        reply_error(cl, e);
+        log_cmd(cl->ctl, cmd, addr, e);
+        return;
+    }
+    pools *p = take_pools(cl, cmd);
+    if (!p) return;
+    int64_t now = kiln_now_ms(ctx);
+    char *err = NULL;
+    if (pools_set_warmup(p, addr, (int)json_integer_value(jp), now, &err) != 0) {
+        if (!err) err = util_asprintf("cannot set the warm-up of %s", addr);
+        reply_error(cl, err);
+        log_cmd(cl->ctl, cmd, addr, err);
+        free(err);
+        return;
+    }
+    scheduler_pools_changed(ctx->sched);
+    pools_ip_info in;
+    json_t *d = json_object();
+    if (pools_info_by_address(p, addr, now, &in) == 0) {
+        json_object_set_new(d, "Ip", jstr(in.address));
+        json_object_set_new(d, "WarmupStatus", jstr(in.warmup_status));
+        json_object_set_new(d, "WarmupPercentage", json_integer(in.warmup_percentage));
+        json_object_set_new(d, "DailyCap", json_integer(in.daily_cap));
+    }
+    reply_ok(cl, d);
+    log_cmd(cl->ctl, cmd, addr, NULL);
+}
+
+static void cmd_zone(control_client *cl, json_t *args, bool up)
+{
+    kiln_ctx *ctx = cl->ctl->ctx;
+    const char *cmd = up ? "zone.up" : "zone.down";
+    const char *zone = json_string_value(json_object_get(args, "zone"));
+    if (!zone || !*zone) {
+        const char *e = "a zone name is required";
+        reply_error(cl, e);
+        log_cmd(cl->ctl, cmd, NULL, e);
+        return;
+    }
+    pools *p = take_pools(cl, cmd);
+    if (!p) return;
+    char *err = NULL;
+    if (pools_set_zone(p, zone, up, &err) != 0) {
+        if (!err) err = util_asprintf("cannot change zone %s", zone);
+        reply_error(cl, err);
+        log_cmd(cl->ctl, cmd, zone, err);
+        free(err);
+        return;
+    }
+    scheduler_pools_changed(ctx->sched);
+    json_t *d = json_object();
+    json_object_set_new(d, "Zone", jstr(zone));
+    json_object_set_new(d, "State", json_string(up ? "up" : "down"));
+    reply_ok(cl, d);
+    log_cmd(cl->ctl, cmd, zone, NULL);
+}
+
 /* Answers one request line (without its newline). */
 static void client_request(control_client *cl, const char *line, size_t len)
 {
@@ -528,6 +663,10 @@ static void client_request(control_client *cl, const char *line, size_t len)
         else if (strcmp(cmd, "suppression.add") == 0) cmd_suppression_add(cl, args);
         else if (strcmp(cmd, "suppression.remove") == 0) cmd_suppression_remove(cl, args);
         else if (strcmp(cmd, "reload") == 0) cmd_reload(cl);
+        else if (strcmp(cmd, "ips") == 0) cmd_ips(cl);
+        else if (strcmp(cmd, "ip.warmup") == 0) cmd_ip_warmup(cl, args);
+        else if (strcmp(cmd, "zone.down") == 0) cmd_zone(cl, args, false);
+        else if (strcmp(cmd, "zone.up") == 0) cmd_zone(cl, args, true);
         else {
             char *e = util_asprintf("unknown command: %s", cmd);
             reply_error(cl, e);

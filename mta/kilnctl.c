@@ -51,7 +51,14 @@ static const char usage_text[] =
     "  suppression list [--reason R]          account suppression list\n"
     "  suppression add ADDRESS [--reason R]   suppress ADDRESS (R: BOUNCE (default) or COMPLAINT)\n"
     "  suppression remove ADDRESS             take ADDRESS off the suppression list\n"
-    "  reload                                 make kilnd apply its config file again\n";
+    "  reload                                 make kilnd apply its config file again\n"
+    "  ips                                    dedicated IPs: pool, zone, warm-up, usage, state\n"
+    "                                         (SES GetDedicatedIps)\n"
+    "  ip warmup ADDRESS --percent N          set the warm-up percentage of ADDRESS (0..100;\n"
+    "                                         SES PutDedicatedIpWarmupAttributes)\n"
+    "  zone down NAME                         take zone NAME out of rotation: no new sessions\n"
+    "                                         from its IPs, open ones finish and QUIT\n"
+    "  zone up NAME                           put zone NAME back into rotation\n";
 
 static _Noreturn void usage_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static _Noreturn void usage_fail(const char *fmt, ...)
@@ -86,6 +93,7 @@ typedef struct options {
     const char *socket_path;   /* -s */
     bool json;
     const char *reason;        /* --reason */
+    const char *percent;       /* --percent */
     const char *words[4];      /* the command and its positional arguments */
     int nwords;
 } options;
@@ -100,14 +108,18 @@ static void parse_args(int argc, char **argv, options *o)
         } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             fputs(usage_text, stdout);
             exit(0);
-        } else if (strcmp(a, "-c") == 0 || strcmp(a, "-s") == 0 || strcmp(a, "--reason") == 0) {
+        } else if (strcmp(a, "-c") == 0 || strcmp(a, "-s") == 0 || strcmp(a, "--reason") == 0 ||
+                   strcmp(a, "--percent") == 0) {
             if (i + 1 >= argc) usage_fail("%s needs a value", a);
             const char *v = argv[++i];
             if (a[1] == 'c') o->config_file = v;
             else if (a[1] == 's') o->socket_path = v;
-            else o->reason = v;
+            else if (a[2] == 'r') o->reason = v;
+            else o->percent = v;
         } else if (strncmp(a, "--reason=", 9) == 0) {
             o->reason = a + 9;
+        } else if (strncmp(a, "--percent=", 10) == 0) {
+            o->percent = a + 10;
         } else if (a[0] == '-' && a[1] != '\0') {
             usage_fail("unknown option: %s", a);
         } else {
@@ -128,9 +140,23 @@ static json_t *build_request(const options *o, const char **cmd_name)
     const char *sub = o->nwords > 1 ? o->words[1] : NULL;
     const char *cmd = NULL;
     int want = 1;          /* number of words the command takes */
-    bool reason_ok = false;
-    if (strcmp(w0, "status") == 0 || strcmp(w0, "quota") == 0 || strcmp(w0, "reload") == 0) {
+    bool reason_ok = false, percent_ok = false;
+    if (strcmp(w0, "status") == 0 || strcmp(w0, "quota") == 0 || strcmp(w0, "reload") == 0 ||
+        strcmp(w0, "ips") == 0) {
         cmd = w0;
+    } else if (strcmp(w0, "ip") == 0) {
+        if (!sub || strcmp(sub, "warmup") != 0) usage_fail("ip needs warmup ADDRESS --percent N");
+        cmd = "ip.warmup";
+        want = 3;
+        percent_ok = true;
+        if (o->nwords < 3) usage_fail("ip warmup needs an ADDRESS");
+        if (!o->percent) usage_fail("ip warmup needs --percent N (0..100)");
+    } else if (strcmp(w0, "zone") == 0) {
+        if (!sub || (strcmp(sub, "down") != 0 && strcmp(sub, "up") != 0))
+            usage_fail("zone needs down NAME or up NAME");
+        cmd = sub[0] == 'd' ? "zone.down" : "zone.up";
+        want = 3;
+        if (o->nwords < 3) usage_fail("zone %s needs a zone NAME", sub);
     } else if (strcmp(w0, "suppression") == 0) {
         if (!sub) usage_fail("suppression needs list, add or remove");
         if (strcmp(sub, "list") == 0) {
@@ -150,9 +176,20 @@ static json_t *build_request(const options *o, const char **cmd_name)
     }
     if (o->nwords > want) usage_fail("unexpected argument: %s", o->words[want]);
     if (o->reason && !reason_ok) usage_fail("--reason does not apply to %s", o->words[0]);
+    if (o->percent && !percent_ok) usage_fail("--percent does not apply to %s", o->words[0]);
+    long percent = -1;
+    if (o->percent) {
+        char *end = NULL;
+        errno = 0;
+        percent = strtol(o->percent, &end, 10);
+        if (errno || end == o->percent || *end || percent < 0 || percent > 100)
+            usage_fail("--percent must be an integer from 0 to 100, not %s", o->percent);
+    }
 
     json_t *args = json_object();
-    if (want == 3) json_object_set_new(args, "address", json_string(o->words[2]));
+    if (strncmp(cmd, "zone.", 5) == 0) json_object_set_new(args, "zone", json_string(o->words[2]));
+    else if (want == 3) json_object_set_new(args, "address", json_string(o->words[2]));
+    if (percent >= 0) json_object_set_new(args, "percent", json_integer(percent));
     if (o->reason) json_object_set_new(args, "reason", json_string(o->reason));
     json_t *req = json_object();
     json_object_set_new(req, "cmd", json_string(cmd));
@@ -483,6 +520,62 @@ static void print_suppression(json_t *data)
     }
 }
 
+/* A cell of the ips table: integers, with -1 shown as "-". */
+static const char *ips_cell(json_t *v, char *buf, size_t n)
+{
+    if (json_is_integer(v)) {
+        long long x = (long long)json_integer_value(v);
+        if (x < 0) snprintf(buf, n, "-");
+        else snprintf(buf, n, "%lld", x);
+    } else if (json_is_string(v)) {
+        snprintf(buf, n, "%s", json_string_value(v));
+    } else {
+        snprintf(buf, n, "-");
+    }
+    return buf;
+}
+
+static void print_ips(json_t *data)
+{
+    static const char *const head[] = {"IP", "POOL", "ZONE", "WARMUP", "PCT", "SENT24H", "CAP", "STATE"};
+    static const char *const keys[] = {"Ip", "PoolName", "Zone", "WarmupStatus", "WarmupPercentage",
+                                       "SentLast24Hours", "DailyCap", "State"};
+    enum { NCOL = 8 };
+    json_t *list = json_object_get(data, "DedicatedIps");
+    size_t n = json_array_size(list);
+    if (n == 0) {
+        puts("(no dedicated IPs)");
+        return;
+    }
+    int w[NCOL];
+    char buf[256];
+    for (int c = 0; c < NCOL; c++) w[c] = (int)strlen(head[c]);
+    size_t i;
+    json_t *e;
+    json_array_foreach(list, i, e)
+        for (int c = 0; c < NCOL; c++) {
+            int l = (int)strlen(ips_cell(json_object_get(e, keys[c]), buf, sizeof buf));
+            if (l > w[c]) w[c] = l;
+        }
+    for (int c = 0; c < NCOL; c++) printf("%-*s%s", c + 1 < NCOL ? w[c] : 0, head[c],
+                                          c + 1 < NCOL ? "  " : "\n");
+    json_array_foreach(list, i, e)
+        for (int c = 0; c < NCOL; c++)
+            printf("%-*s%s", c + 1 < NCOL ? w[c] : 0,
+                   ips_cell(json_object_get(e, keys[c]), buf, sizeof buf),
+                   c + 1 < NCOL ? "  " : "\n");
+    /* why an IP is out of rotation, under the table */
+    json_array_foreach(list, i, e)
+    {
+        json_t *k = json_object_get(e, "kiln");
+        const char *why = json_string_value(json_object_get(k, "DownReason"));
+        if (!why || !*why) continue;
+        const char *until = json_string_value(json_object_get(k, "DownUntil"));
+        printf("%s: %s%s%s\n", json_string_value(json_object_get(e, "Ip")), why,
+               until ? "; probed again after " : "", until ? until : "");
+    }
+}
+
 static void print_human(const char *cmd, const options *o, json_t *data)
 {
     if (strcmp(cmd, "status") == 0 || strcmp(cmd, "quota") == 0) {
@@ -502,6 +595,21 @@ static void print_human(const char *cmd, const options *o, json_t *data)
             printf("removed %s from the suppression list\n", addr);
         }
         free(addr);
+    } else if (strcmp(cmd, "ips") == 0) {
+        print_ips(data);
+    } else if (strcmp(cmd, "ip.warmup") == 0) {
+        char cap[64];
+        printf("%s: warm-up %lld%% (%s), daily cap %s\n", o->words[2],
+               (long long)json_integer_value(json_object_get(data, "WarmupPercentage")),
+               json_string_value(json_object_get(data, "WarmupStatus"))
+                   ? json_string_value(json_object_get(data, "WarmupStatus"))
+                   : "?",
+               ips_cell(json_object_get(data, "DailyCap"), cap, sizeof cap));
+    } else if (strcmp(cmd, "zone.down") == 0) {
+        printf("zone %s is down: its IPs open no new session; open ones finish and QUIT\n",
+               o->words[2]);
+    } else if (strcmp(cmd, "zone.up") == 0) {
+        printf("zone %s is up: its IPs are back in rotation\n", o->words[2]);
     } else if (strcmp(cmd, "reload") == 0) {
         puts("reloaded");
         size_t i;

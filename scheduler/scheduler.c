@@ -7,15 +7,36 @@
  *     delivered: resolving its next hop, waiting for a connection slot, or in a session).
  *   - sessions: open SMTP client connections, each bound to a source IP of a pool and
  *     connected to one next hop (address, port). An idle session is reused by the next
- *     job for the same hop whose pool contains its IP; it QUITs after SCHED_IDLE_MS.
+ *     job for the same hop whose pool contains its IP, while that IP is active and has
+ *     warm-up headroom; it QUITs after SCHED_IDLE_MS, or after its transaction when its IP
+ *     is draining (released by a reload) or down (circuit open, zone down).
+ *   - the dedicated-IP state (pools/pools.h): warm-up, usage, health, zones, lease and
+ *     release. The scheduler asks it for a source IP per new session, tells it every
+ *     session and outcome, and saves it in the spool (key "pools") at most once a second
+ *     when it changed, and at stop.
  *
  * A job's attempt: load the message from the spool, find the next hop (static route, or
- * MX via mta/dns), pick a source IP of the configuration set's pool (pools/), reuse an
- * idle session or open one within the caps (SCHED_MAX_SESSIONS overall, shaping
- * connections per source IP and hop), run the transaction, and settle every recipient:
- * the spool row and its SES event in the current spool batch (the loop commits it).
- * Connection failures move on to the next MX address; when none is left the recipients
- * are deferred with backoff (scheduler/retry) or, past max_delivery_time, bounced.
+ * MX via mta/dns), reuse an idle session or choose a source IP of the configuration set's
+ * pool with pools_choose (site = next-hop host name, provider by MX suffix) and open one
+ * within the caps (SCHED_MAX_SESSIONS overall, shaping connections per source IP and hop),
+ * run the transaction, and settle every recipient: the spool row and its SES event in the
+ * current spool batch (the loop commits it).
+ *
+ * Warm-up caps count recipients: a session is handed at most the chosen IP's headroom
+ * minus the recipients already handed to that IP's sessions and not yet settled (the
+ * reservation, which keeps concurrent sessions from overshooting a cap before their sends
+ * are recorded); a job with more recipients is split. pools_record_send counts the
+ * recipients the remote accepted, when the transaction ends.
+ *
+ * Failures: a bind failure takes the IP down (pools) and the job at once tries another IP
+ * of the pool (another zone first); a connect failure, timeout or refused greeting tries
+ * one other IP (another zone first) on the same hop, then the next MX address. When the
+ * pool has no usable IP (all down, zone down, none configured) the recipients get a
+ * DeliveryDelay "IPFailure"; when every usable IP is at its cap, the pool's overflow pool
+ * is tried (one hop), else a DeliveryDelay "SendingDeferral". Both retry when the pools
+ * say a retry can succeed (a usage window frees, a cool-down ends), at once when an
+ * operator or a reload changes the pools, and never bounce before max_delivery_time.
+ * Other deferrals use the backoff of scheduler/retry; past max_delivery_time, a bounce.
  *
  * Route hosts that are not IP literals are looked up like a domain (MX, then A/AAAA),
  * as Postfix does for a transport next hop without brackets; a failed lookup of a route
@@ -23,6 +44,7 @@
 #include "scheduler.h"
 
 #include <arpa/inet.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,7 +54,7 @@
 #include "dns.h"
 #include "events.h"
 #include "kiln.h"
-#include "pool.h"
+#include "pools.h"
 #include "retry.h"
 #include "smtp_client.h"
 #include "spool.h"
@@ -45,6 +67,10 @@
 #define SCHED_MAX_HOPS 10           /* MX addresses tried per attempt */
 #define SCHED_DEFAULT_CONNECTIONS 10
 #define SCHED_DEFAULT_MSGS_PER_CONN 100
+#define SCHED_SAVE_INTERVAL 1.0     /* seconds between saves of a changed pools state */
+#define SCHED_CAP_RETRY_MS 60000    /* SendingDeferral retry when the pools name no time */
+#define SCHED_CONNECT_IP_TRIES 2    /* source IPs tried per hop after connect failures */
+#define SCHED_POOLS_KEY "pools"     /* spool kv key of the pools state */
 
 typedef struct sched_rcpt {
     int64_t rowid;
@@ -80,9 +106,18 @@ typedef struct sched_job {
     bool via_route;
     sched_hop *hops;
     size_t nhops, hop_idx;
-    bool waiting;               /* for a connection slot */
-    char *avoid_ip;             /* a source IP that failed to bind */
-    size_t ip_tries;
+    bool waiting;               /* for a connection slot, or for headroom reserved by
+                                   sessions in flight */
+    char *avoid_ip;             /* a source IP that failed (bind or connect) for this hop */
+    char *avoid_zone;           /* its zone: another zone first */
+    bool strict_avoid;          /* after a connect failure: never avoid_ip again on this hop */
+    size_t ip_tries;            /* source IPs tried for the current hop */
+    const char *provider;       /* pools_provider_of the current hop (static string) */
+    pools_ip *res_ip;           /* recipients reserved on this IP (handed to a session) */
+    int64_t res_n;
+    int64_t defer_at_ms;        /* a pools deferral's retry time for this attempt; 0: backoff */
+    bool pool_wait;             /* deferred by the pools (set before settling): retried at
+                                   once when they change, never bounced before expiry */
     bool no_tls;                /* TLS failed with this hop: retry in clear (tls_policy optional) */
     bool no_reuse;              /* a reused connection turned out dead: open a fresh one */
     retry_failure last_fail;
@@ -102,18 +137,22 @@ struct sched_session {
     char *peer;
     int port;
     char *peer_name;
+    pools_ip *ip;               /* its source IP in the pools state */
+    bool started;               /* pools_session_started was called */
     sess_state state;
     sched_job *job;
     int nmsgs;
-    bool retire;                /* its IP left the config: QUIT after the transaction */
+    bool retire;                /* its IP is draining or down: QUIT after the transaction */
     ev_timer idle;
     sched_session *prev, *next;
 };
 
-typedef struct pool_cursor {
-    char *pool;
-    uint64_t cursor;
-} pool_cursor;
+/* Recipients handed to sessions of one IP and not settled yet (IPs with none are not
+ * listed, so a forgotten IP leaves no entry behind). */
+typedef struct ip_reservation {
+    pools_ip *ip;
+    int64_t n;
+} ip_reservation;
 
 struct scheduler {
     kiln_ctx *ctx;
@@ -130,11 +169,13 @@ struct scheduler {
     int nsessions;
     int64_t nqueued, ndeferred;   /* recipients */
 
-    pool_cursor *cursors;
-    size_t ncursors;
+    pools *pools;
+    ip_reservation *res;
+    size_t nres;
 
     ev_timer due_timer;
     ev_timer pump_timer;
+    ev_timer save_timer;
     bool stopping;
     void (*stop_done)(void *arg);
     void *stop_arg;
@@ -169,21 +210,94 @@ static int msgs_per_conn(const config *cfg)
     return n > 0 ? n : SCHED_DEFAULT_MSGS_PER_CONN;
 }
 
-static uint64_t *pool_cursor_of(scheduler *s, const char *pool)
-{
-    for (size_t i = 0; i < s->ncursors; i++)
-        if (strcmp(s->cursors[i].pool, pool) == 0) return &s->cursors[i].cursor;
-    s->cursors = util_realloc(s->cursors, (s->ncursors + 1) * sizeof *s->cursors);
-    s->cursors[s->ncursors].pool = util_strdup(pool);
-    s->cursors[s->ncursors].cursor = 0;
-    return &s->cursors[s->ncursors++].cursor;
-}
-
 static void set_str(char **dst, const char *src)
 {
     char *d = util_strdup(src);
     free(*dst);
     *dst = d;
+}
+
+/* ------------------------------------------------------------------ pools: state, headroom */
+
+/* Saves the pools state in the spool batch if it changed. */
+static void save_pools(scheduler *s)
+{
+    if (!pools_dirty(s->pools)) return;
+    char *json = pools_state_json(s->pools);
+    if (spool_kv_put(s->ctx->spool, SCHED_POOLS_KEY, json) != 0)
+        log_write(lg(s), KLOG_ERROR, "pools.save", "error=%s note=\"kept in memory; saved again at the next change\"",
+                  log_q(lg(s), spool_errmsg(s->ctx->spool)));
+    free(json);
+}
+
+static void on_save(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    save_pools(w->data);
+}
+
+static ip_reservation *reservation_of(const scheduler *s, const pools_ip *ip)
+{
+    for (size_t i = 0; i < s->nres; i++)
+        if (s->res[i].ip == ip) return &s->res[i];
+    return NULL;
+}
+
+static void reserve(scheduler *s, pools_ip *ip, int64_t n)
+{
+    ip_reservation *r = reservation_of(s, ip);
+    if (!r) {
+        s->res = util_realloc(s->res, (s->nres + 1) * sizeof *s->res);
+        r = &s->res[s->nres++];
+        r->ip = ip;
+        r->n = 0;
+    }
+    r->n += n;
+    if (r->n < 0) util_fatal("scheduler: reservation of %s below zero", pools_ip_address(ip));
+    if (r->n == 0) *r = s->res[--s->nres];   /* only IPs with recipients in flight are listed */
+}
+
+/* Gives back what job j reserved (no-op if nothing). */
+static void job_unreserve(scheduler *s, sched_job *j)
+{
+    if (!j->res_ip) return;
+    reserve(s, j->res_ip, -j->res_n);
+    j->res_ip = NULL;
+    j->res_n = 0;
+}
+
+static bool ip_usable(const scheduler *s, const pools_ip *ip, int64_t now)
+{
+    pools_ip_info in;
+    pools_ip_info_of(s->pools, ip, now, &in);
+    return in.state == POOLS_STATE_ACTIVE;
+}
+
+/* Recipients ip may still be handed now for provider: the smallest headroom under its
+ * caps minus what sessions in flight hold. INT64_MAX when no cap applies. */
+static int64_t ip_room(const scheduler *s, const pools_ip *ip, const char *provider, int64_t now)
+{
+    int64_t room = pools_headroom(s->pools, ip, provider, now);
+    if (room < 0) room = INT64_MAX;
+    const ip_reservation *r = reservation_of(s, ip);
+    if (r && room != INT64_MAX) room -= r->n;
+    return room;
+}
+
+/* A drained IP is dropped from the pools once no session uses it any more. */
+static void maybe_forget(scheduler *s, pools_ip *ip)
+{
+    pools_ip_info in;
+    pools_ip_info_of(s->pools, ip, kiln_now_ms(s->ctx), &in);
+    if (in.state != POOLS_STATE_DRAINING) return;
+    for (const sched_session *ss = s->sessions; ss; ss = ss->next)
+        if (ss->ip == ip) return;
+    if (reservation_of(s, ip)) return;   /* a job still holds recipients on it */
+    char *addr = util_strdup(pools_ip_address(ip));
+    pools_forget(s->pools, addr);
+    log_write(lg(s), KLOG_INFO, "pools.forget", "ip=%s reason=\"released and drained\"", addr);
+    free(addr);
 }
 
 /* ------------------------------------------------------------------ jobs: lists and heap */
@@ -330,9 +444,10 @@ static void active_unlink(scheduler *s, sched_job *j)
     s->nactive--;
 }
 
-/* Forgets everything an attempt built (message body, hops, choices). */
-static void job_clear_attempt(sched_job *j)
+/* Forgets everything an attempt built (message body, hops, choices, reservation). */
+static void job_clear_attempt(scheduler *s, sched_job *j)
 {
+    job_unreserve(s, j);
     if (j->loaded) spool_loaded_free(&j->msg);
     j->loaded = false;
     for (size_t i = 0; i < j->nhops; i++) {
@@ -345,21 +460,25 @@ static void job_clear_attempt(sched_job *j)
     free(j->set_name);
     free(j->pool);
     free(j->avoid_ip);
+    free(j->avoid_zone);
     free(j->last_error);
     free(j->last_src);
     free(j->last_peer);
     free(j->addrs);
-    j->set_name = j->pool = j->avoid_ip = j->last_error = j->last_src = j->last_peer = NULL;
+    j->set_name = j->pool = j->avoid_ip = j->avoid_zone = j->last_error = j->last_src =
+        j->last_peer = NULL;
     j->addrs = NULL;
-    j->waiting = j->no_tls = j->no_reuse = false;
+    j->waiting = j->no_tls = j->no_reuse = j->strict_avoid = false;
     j->ip_tries = 0;
+    j->provider = NULL;
+    j->defer_at_ms = 0;
 }
 
 /* The attempt is over: deferred recipients wait in the heap, a job without any is freed. */
 static void job_done(scheduler *s, sched_job *j)
 {
     active_unlink(s, j);
-    job_clear_attempt(j);
+    job_clear_attempt(s, j);
     s->nqueued -= (int64_t)j->nrcpts;
     if (j->nrcpts == 0) {
         job_free(j);
@@ -374,7 +493,7 @@ static void job_done(scheduler *s, sched_job *j)
 static void job_release(scheduler *s, sched_job *j)
 {
     active_unlink(s, j);
-    job_clear_attempt(j);
+    job_clear_attempt(s, j);
     ready_push(s, j);
 }
 
@@ -467,7 +586,16 @@ static void settle(scheduler *s, sched_job *j, outcome *out, const char *src, co
     for (size_t i = 0; i < n; i++) {
         sched_rcpt *r = &j->rcpts[i];
         r->attempts++;
-        if (out[i].cls.verdict == RETRY_DEFER) {
+        if (out[i].cls.verdict != RETRY_DEFER) continue;
+        if (j->pool_wait) {
+            /* a pools deferral: at the time the pools name (else the backoff), but never
+             * past the expiry, so the recipient is not bounced before max_delivery_time */
+            int64_t expiry = j->msg.created_ms + j->max_delivery_ms;
+            if (j->defer_at_ms > 0) next[i] = j->defer_at_ms > now ? j->defer_at_ms : now + 1;
+            else next[i] = now + retry_next_delay_ms(cfg, r->attempts);
+            if (next[i] > expiry) next[i] = expiry;
+            if (next[i] <= now) retry_classify_expired(&out[i].cls);
+        } else {
             next[i] = now + retry_next_delay_ms(cfg, r->attempts);
             if (retry_expired(j->msg.created_ms, next[i], j->max_delivery_ms))
                 retry_classify_expired(&out[i].cls);
@@ -549,9 +677,35 @@ static void job_next_hop(scheduler *s, sched_job *j, retry_failure f, const char
     j->ip_tries = 0;
     j->no_tls = false;
     j->no_reuse = false;
+    j->strict_avoid = false;
     free(j->avoid_ip);
-    j->avoid_ip = NULL;
+    free(j->avoid_zone);
+    j->avoid_ip = j->avoid_zone = NULL;
     job_connect(s, j);
+}
+
+/* The pools cannot give the job an IP now: every recipient is deferred with delay_type
+ * ("IPFailure" or "SendingDeferral") until at_ms (0: the retry backoff), and the job is
+ * tried again at once if an operator or a reload changes the pools. */
+static void job_defer_pools(scheduler *s, sched_job *j, const char *delay_type, const char *text,
+                            int64_t at_ms)
+{
+    outcome *out = util_calloc(j->nrcpts ? j->nrcpts : 1, sizeof *out);
+    for (size_t i = 0; i < j->nrcpts; i++) {
+        if (strcmp(delay_type, "IPFailure") == 0) {
+            retry_classify_failure(RETRY_FAIL_IP, &out[i].cls);
+        } else {
+            out[i].cls.verdict = RETRY_DEFER;
+            out[i].cls.delay_type = delay_type;
+            snprintf(out[i].cls.status, sizeof out[i].cls.status, "4.4.5");
+        }
+        out[i].text = text;
+    }
+    j->defer_at_ms = at_ms;
+    j->pool_wait = true;
+    settle(s, j, out, j->last_src, j->last_peer);
+    free(out);
+    job_done(s, j);
 }
 
 /* ------------------------------------------------------------------ sessions */
@@ -565,21 +719,28 @@ static void session_unlink(scheduler *s, sched_session *ss)
     s->nsessions--;
 }
 
+/* Frees an unlinked session; its IP is told the session ended, and dropped from the pools
+ * if it was released and this was its last session. */
 static void session_free(sched_session *ss)
 {
-    ev_timer_stop(ss->s->ctx->loop, &ss->idle);
+    scheduler *s = ss->s;
+    ev_timer_stop(s->ctx->loop, &ss->idle);
     if (ss->c) smtp_client_free(ss->c);
+    pools_ip *ip = ss->ip;
+    if (ss->started) pools_session_ended(s->pools, ip);
     config_unref(ss->cfg);
     free(ss->src);
     free(ss->peer);
     free(ss->peer_name);
     free(ss);
+    if (ip) maybe_forget(s, ip);
 }
 
 static void check_stop_done(scheduler *s)
 {
     if (s->stopping && !s->stop_reported && s->nsessions == 0) {
         s->stop_reported = true;
+        save_pools(s);
         log_write(lg(s), KLOG_INFO, "scheduler.stop", "result=done");
         if (s->stop_done) s->stop_done(s->stop_arg);
     }
@@ -602,6 +763,24 @@ static void on_idle_timeout(struct ev_loop *loop, ev_timer *w, int revents)
     session_quit(ss);
 }
 
+/* Sessions whose IP is no longer active (released, circuit open, zone down) take no new
+ * transaction: idle ones QUIT now, busy ones after their transaction. */
+static void retire_unusable_sessions(scheduler *s)
+{
+    int64_t now = kiln_now_ms(s->ctx);
+    for (sched_session *ss = s->sessions, *nx; ss; ss = nx) {
+        nx = ss->next;
+        if (ss->retire || ss->state == SESS_QUITTING || ss->state == SESS_DEAD) continue;
+        if (ip_usable(s, ss->ip, now)) continue;
+        ss->retire = true;
+        log_write(lg(s), KLOG_INFO, "sched.session", "session=%s action=retire state=%s reason=%s",
+                  log_q(lg(s), smtp_client_to_text(ss->c)),
+                  ss->state == SESS_IDLE ? "idle" : ss->state == SESS_BUSY ? "busy" : "connecting",
+                  log_q(lg(s), "source IP draining or down: no new transaction"));
+        if (ss->state == SESS_IDLE) session_quit(ss);
+    }
+}
+
 static int count_sessions(const scheduler *s, const char *src, const sched_hop *h)
 {
     int n = 0;
@@ -612,31 +791,71 @@ static int count_sessions(const scheduler *s, const char *src, const sched_hop *
     return n;
 }
 
-static bool session_fits(const scheduler *s, const sched_session *ss, const sched_job *j,
-                         const sched_hop *h)
+/* True if the session's IP belongs to pool now. */
+static bool session_in_pool(const scheduler *s, const sched_session *ss, const char *pool,
+                            int64_t now)
 {
-    return ss->port == h->port && strcmp(ss->peer, h->addr) == 0 &&
-           pool_has_ip(s->ctx->cfg, j->pool, ss->src) && !ss->retire &&
-           (!j->require_tls || smtp_client_tls_active(ss->c));
+    pools_ip_info in;
+    pools_ip_info_of(s->pools, ss->ip, now, &in);
+    return in.pool && strcmp(in.pool, pool) == 0;
 }
 
-static sched_session *find_idle(scheduler *s, const sched_job *j, const sched_hop *h)
+/* The session can take job j (for hop h, from pool): same hop, IP of the pool, active and
+ * with room for at least one recipient, TLS when required. */
+static bool session_fits(const scheduler *s, const sched_session *ss, const sched_job *j,
+                         const char *pool, const sched_hop *h, int64_t now)
+{
+    return ss->port == h->port && strcmp(ss->peer, h->addr) == 0 && !ss->retire &&
+           (!j->require_tls || smtp_client_tls_active(ss->c)) &&
+           session_in_pool(s, ss, pool, now) && ip_usable(s, ss->ip, now) &&
+           ip_room(s, ss->ip, j->provider, now) >= 1;
+}
+
+static sched_session *find_idle(scheduler *s, const sched_job *j, const char *pool,
+                                const sched_hop *h, int64_t now)
 {
     for (sched_session *ss = s->sessions; ss; ss = ss->next)
-        if (ss->state == SESS_IDLE && session_fits(s, ss, j, h)) return ss;
+        if (ss->state == SESS_IDLE && session_fits(s, ss, j, pool, h, now)) return ss;
     return NULL;
+}
+
+/* Reserves up to the IP's room for job j; a job with more recipients is split and the
+ * rest goes back to the ready list (a job of its own). */
+static void job_take(scheduler *s, sched_job *j, pools_ip *ip, int64_t now)
+{
+    job_unreserve(s, j);
+    int64_t room = ip_room(s, ip, j->provider, now);
+    if (room < 1) util_fatal("scheduler: job %s handed to %s without room", j->msg_id,
+                             pools_ip_address(ip));
+    if ((int64_t)j->nrcpts > room) {
+        sched_job *rest = util_calloc(1, sizeof *rest);
+        rest->msg_id = util_strdup(j->msg_id);
+        rest->domain = util_strdup(j->domain);
+        rest->nrcpts = rest->cap = j->nrcpts - (size_t)room;
+        rest->rcpts = util_calloc(rest->cap, sizeof *rest->rcpts);
+        memcpy(rest->rcpts, j->rcpts + room, rest->nrcpts * sizeof *rest->rcpts);
+        j->nrcpts = (size_t)room;
+        log_write(lg(s), KLOG_DEBUG, "sched.pick",
+                  "id=%s domain=%s ip=%s split=%zu+%zu reason=\"warm-up headroom of the IP\"",
+                  log_q(lg(s), j->msg_id), log_q(lg(s), j->domain), pools_ip_address(ip),
+                  j->nrcpts, rest->nrcpts);
+        ready_push(s, rest);   /* still counted in nqueued */
+    }
+    j->res_ip = ip;
+    j->res_n = (int64_t)j->nrcpts;
+    reserve(s, ip, j->res_n);
 }
 
 static void on_client(void *arg, smtp_client *c, const smtp_client_event *ev);
 
-static sched_session *session_open(scheduler *s, sched_job *j, const config_ip *ip,
-                                   const sched_hop *h)
+static sched_session *session_open(scheduler *s, sched_job *j, pools_ip *ip, const sched_hop *h)
 {
     const config *cfg = s->ctx->cfg;
     sched_session *ss = util_calloc(1, sizeof *ss);
     ss->s = s;
     ss->cfg = config_ref(s->ctx->cfg);
-    ss->src = util_strdup(ip->address);
+    ss->ip = ip;
+    ss->src = util_strdup(pools_ip_address(ip));
     ss->peer = util_strdup(h->addr);
     ss->port = h->port;
     ss->peer_name = util_strdup(h->name);
@@ -648,20 +867,22 @@ static sched_session *session_open(scheduler *s, sched_job *j, const config_ip *
     if (s->sessions) s->sessions->prev = ss;
     s->sessions = ss;
     s->nsessions++;
+    pools_session_started(s->pools, ip);
+    ss->started = true;
     smtp_client_opts o;
     memset(&o, 0, sizeof o);
-    o.source_ip = ip->address;
+    o.source_ip = ss->src;
     o.peer_ip = h->addr;
     o.port = h->port;
     o.peer_name = h->name;
-    o.ehlo_name = ip->ehlo ? ip->ehlo : cfg->hostname;
+    o.ehlo_name = pools_ip_ehlo(ip) ? pools_ip_ehlo(ip) : cfg->hostname;
     o.tls = j->no_tls ? NULL : s->tls;
     smtp_client_default_timeouts(&o.timeouts, cfg->connect_timeout_ms);
     ss->c = smtp_client_new(s->ctx->loop, lg(s), &o, on_client, ss);
     return ss;
 }
 
-/* Hands the job's message to a ready session. */
+/* Hands the job's message (its reserved recipients) to a ready session. */
 static void job_send(scheduler *s, sched_job *j, sched_session *ss)
 {
     ev_timer_stop(s->ctx->loop, &ss->idle);
@@ -688,6 +909,7 @@ static void job_send(scheduler *s, sched_job *j, sched_session *ss)
         return;
     }
     /* refused before anything was sent: the session stays usable for others */
+    job_unreserve(s, j);
     ss->job = NULL;
     ss->state = SESS_IDLE;
     log_write(lg(s), KLOG_DEBUG, "sched.pick", "id=%s domain=%s session=%s result=refused reason=%s",
@@ -703,68 +925,164 @@ static void job_send(scheduler *s, sched_job *j, sched_session *ss)
     session_next(ss, false);
 }
 
-/* Finds or opens a connection for the job's current hop, or parks it until one frees up. */
+/* What choosing an IP for a hop came to. */
+typedef enum {
+    PICK_CHOSEN,      /* *ip: open a session from it */
+    PICK_WAIT,        /* usable IPs exist but their connections or headroom are taken by
+                         sessions in flight: park the job */
+    PICK_FAMILY,      /* no IP of the pool has the hop's address family */
+    PICK_NO_OTHER,    /* after a connect failure: no other IP than the one that failed */
+    PICK_POOLS,       /* the pools' verdict (choice): no IP, all down, all at cap */
+} pick_result;
+
+/* Chooses a source IP of pool for the job's current hop with pools_choose, skipping IPs
+ * whose address family differs from the hop's, whose connections to the hop are at the
+ * shaping cap, or whose headroom is all reserved (each skipped IP is avoided in the next
+ * call, so the choice moves on to the others). */
+static pick_result pick_ip(scheduler *s, sched_job *j, const char *pool, const sched_hop *h,
+                           int64_t now, pools_choice *ch)
+{
+    int fam = addr_family(h->addr);
+    int cap = conn_cap(s->ctx->cfg);
+    size_t tries = 2 * pools_count(s->pools) + 2;
+    bool blocked = false, saw_failed = false;
+    char *last = NULL;
+    for (size_t k = 0; k < tries; k++) {
+        pools_choose(s->pools, pool, h->name, j->provider, last ? last : j->avoid_ip,
+                     j->avoid_zone, now, ch);
+        if (ch->verdict != POOLS_CHOSEN) {
+            free(last);
+            if (blocked) return PICK_WAIT;
+            if (k == 0) return PICK_POOLS;
+            return saw_failed ? PICK_NO_OTHER : PICK_FAMILY;
+        }
+        const char *addr = pools_ip_address(ch->ip);
+        if (j->strict_avoid && j->avoid_ip && strcmp(addr, j->avoid_ip) == 0) {
+            saw_failed = true;
+        } else if (addr_family(addr) == fam) {
+            if (ip_room(s, ch->ip, j->provider, now) >= 1 && count_sessions(s, addr, h) < cap) {
+                free(last);
+                return PICK_CHOSEN;
+            }
+            blocked = true;
+        }
+        set_str(&last, addr);
+    }
+    free(last);
+    if (blocked) return PICK_WAIT;
+    return saw_failed ? PICK_NO_OTHER : PICK_FAMILY;
+}
+
+/* Finds or opens a connection for the job's current hop from an IP of pool: an idle
+ * session, else a new one from the IP the pools choose. Returns PICK_CHOSEN when the job
+ * went to a session. */
+static pick_result connect_from(scheduler *s, sched_job *j, const char *pool, const sched_hop *h,
+                                int64_t now, pools_choice *ch)
+{
+    if (!j->no_reuse) {
+        sched_session *idle = find_idle(s, j, pool, h, now);
+        if (idle) {
+            log_write(lg(s), KLOG_DEBUG, "sched.pick",
+                      "id=%s domain=%s ip=%s hop=%s:%d pool=%s reason=\"reuse idle connection\"",
+                      log_q(lg(s), j->msg_id), log_q(lg(s), j->domain), idle->src, h->addr,
+                      h->port, pool);
+            job_take(s, j, idle->ip, now);
+            job_send(s, j, idle);
+            return PICK_CHOSEN;
+        }
+    }
+    pick_result r = pick_ip(s, j, pool, h, now, ch);
+    if (r != PICK_CHOSEN) return r;
+    if (s->nsessions >= SCHED_MAX_SESSIONS) return PICK_WAIT;
+    log_write(lg(s), KLOG_DEBUG, "sched.pick",
+              "id=%s domain=%s ip=%s zone=%s hop=%s:%d mx=%s pool=%s provider=%s reason=\"new connection\"",
+              log_q(lg(s), j->msg_id), log_q(lg(s), j->domain), pools_ip_address(ch->ip),
+              log_q(lg(s), pools_ip_zone(ch->ip)), h->addr, h->port, log_q(lg(s), h->name), pool,
+              j->provider);
+    job_take(s, j, ch->ip, now);
+    session_open(s, j, ch->ip, h);
+    return PICK_CHOSEN;
+}
+
+/* Finds or opens a connection for the job's current hop, parks it until one frees up, or
+ * defers it when the pools have no IP for it. */
 static void job_connect(scheduler *s, sched_job *j)
 {
-    const config *cfg = s->ctx->cfg;
     j->waiting = false;
     if (s->stopping) {
         job_release(s, j);
         return;
     }
+    int64_t now = kiln_now_ms(s->ctx);
     while (j->hop_idx < j->nhops) {
         const sched_hop *h = &j->hops[j->hop_idx];
-        if (!j->no_reuse) {
-            sched_session *idle = find_idle(s, j, h);
-            if (idle) {
-                log_write(lg(s), KLOG_DEBUG, "sched.pick",
-                          "id=%s domain=%s ip=%s hop=%s:%d reason=\"reuse idle connection\"",
-                          log_q(lg(s), j->msg_id), log_q(lg(s), j->domain), idle->src, h->addr,
-                          h->port);
-                job_send(s, j, idle);
-                return;
+        j->provider = pools_provider_of(h->name);
+        pools_choice ch;
+        memset(&ch, 0, sizeof ch);
+        pick_result r = connect_from(s, j, j->pool, h, now, &ch);
+        if (r == PICK_POOLS && ch.verdict == POOLS_ALL_AT_CAP) {
+            /* every usable IP at its cap: the overflow pool, one hop only */
+            const config_pool *cp = config_find_pool(s->ctx->cfg, j->pool);
+            if (cp && cp->overflow && strcmp(cp->overflow, j->pool) != 0 &&
+                config_find_pool(s->ctx->cfg, cp->overflow)) {
+                pools_choice och;
+                memset(&och, 0, sizeof och);
+                pick_result o = connect_from(s, j, cp->overflow, h, now, &och);
+                if (o == PICK_CHOSEN) {
+                    log_write(lg(s), KLOG_DEBUG, "sched.pick",
+                              "id=%s domain=%s pool=%s overflow=%s reason=%s",
+                              log_q(lg(s), j->msg_id), log_q(lg(s), j->domain), j->pool,
+                              cp->overflow, log_q(lg(s), ch.reason));
+                    return;
+                }
+                if (o == PICK_WAIT) r = PICK_WAIT;
+                else if (o == PICK_POOLS && och.retry_at_ms > 0 &&
+                         (ch.retry_at_ms <= 0 || och.retry_at_ms < ch.retry_at_ms))
+                    ch.retry_at_ms = och.retry_at_ms;
             }
         }
-        size_t npool = pool_ip_count(cfg, j->pool);
-        if (npool == 0) {
-            char *t = util_asprintf("no dedicated IP in pool %s", j->pool);
-            log_write(lg(s), KLOG_DEBUG, "sched.pick", "id=%s domain=%s result=defer reason=%s",
-                      log_q(lg(s), j->msg_id), log_q(lg(s), j->domain), log_q(lg(s), t));
-            job_fail_all(s, j, RETRY_FAIL_IP, t);
-            free(t);
+        switch (r) {
+        case PICK_CHOSEN:
             return;
-        }
-        int fam = addr_family(h->addr);
-        const config_ip *pick = NULL;
-        bool family_ok = false;
-        uint64_t *cur = pool_cursor_of(s, j->pool);
-        for (size_t k = 0; k < npool && !pick; k++) {
-            const config_ip *ip = pool_choose_ip(cfg, j->pool, cur, j->avoid_ip);
-            if (addr_family(ip->address) != fam) continue;
-            family_ok = true;
-            if (count_sessions(s, ip->address, h) < conn_cap(cfg)) pick = ip;
-        }
-        if (!family_ok) {
-            char *t = util_asprintf("no IP of pool %s can reach %s (address family)", j->pool, h->addr);
-            j->last_fail = RETRY_FAIL_CONNECT;
-            set_str(&j->last_error, t);
-            free(t);
-            j->hop_idx++;
-            continue;
-        }
-        if (!pick || s->nsessions >= SCHED_MAX_SESSIONS) {
+        case PICK_WAIT:
             j->waiting = true;
             log_write(lg(s), KLOG_DEBUG, "sched.pick",
                       "id=%s domain=%s hop=%s:%d result=wait reason=\"%s\"",
                       log_q(lg(s), j->msg_id), log_q(lg(s), j->domain), h->addr, h->port,
-                      pick ? "session limit reached" : "connection limit per IP and hop reached");
+                      s->nsessions >= SCHED_MAX_SESSIONS
+                          ? "session limit reached"
+                          : "connections or headroom of the pool's IPs taken by sessions in flight");
             return;
+        case PICK_FAMILY: {
+            char *t = util_asprintf("no IP of pool %s can reach %s (address family)", j->pool,
+                                    h->addr);
+            j->hop_idx++;
+            j->ip_tries = 0;
+            j->strict_avoid = false;
+            j->last_fail = RETRY_FAIL_CONNECT;
+            set_str(&j->last_error, t);
+            free(t);
+            continue;
         }
-        log_write(lg(s), KLOG_DEBUG, "sched.pick",
-                  "id=%s domain=%s ip=%s hop=%s:%d mx=%s reason=\"new connection, round-robin in pool %s\"",
-                  log_q(lg(s), j->msg_id), log_q(lg(s), j->domain), pick->address, h->addr,
-                  h->port, log_q(lg(s), h->name), j->pool);
-        session_open(s, j, pick, h);
+        case PICK_NO_OTHER:
+            /* the IP that just failed is the only one: the next hop */
+            j->hop_idx++;
+            j->ip_tries = 0;
+            j->strict_avoid = false;
+            continue;
+        case PICK_POOLS:
+            break;
+        }
+        /* the pools have no IP for this job now */
+        const char *type = ch.verdict == POOLS_ALL_AT_CAP ? "SendingDeferral" : "IPFailure";
+        int64_t at = ch.retry_at_ms;
+        if (ch.verdict == POOLS_ALL_AT_CAP && at <= now) at = now + SCHED_CAP_RETRY_MS;
+        if (ch.verdict != POOLS_ALL_AT_CAP && at <= now) at = 0;   /* the retry backoff */
+        char *t = util_asprintf("%s", ch.reason[0] ? ch.reason : "no usable dedicated IP");
+        log_write(lg(s), KLOG_INFO, "sched.pick", "id=%s domain=%s pool=%s result=defer delay_type=%s reason=%s",
+                  log_q(lg(s), j->msg_id), log_q(lg(s), j->domain), j->pool, type, log_q(lg(s), t));
+        job_defer_pools(s, j, type, t, at);
+        free(t);
         return;
     }
     /* every hop failed */
@@ -778,6 +1096,8 @@ static void session_next(sched_session *ss, bool take_parked)
 {
     scheduler *s = ss->s;
     if (ss->state != SESS_IDLE || ss->job) return;
+    int64_t now = kiln_now_ms(s->ctx);
+    if (!ss->retire && !ip_usable(s, ss->ip, now)) ss->retire = true;
     if (s->stopping || ss->retire || ss->nmsgs >= msgs_per_conn(s->ctx->cfg)) {
         session_quit(ss);
         return;
@@ -787,11 +1107,13 @@ static void session_next(sched_session *ss, bool take_parked)
         if (!j->waiting || j->hop_idx >= j->nhops) continue;
         const sched_hop *jh = &j->hops[j->hop_idx];
         if (jh->port != h.port || strcmp(jh->addr, h.addr) != 0) continue;
-        if (!session_fits(s, ss, j, &h)) continue;
+        if (j->no_reuse) continue;
+        if (!session_fits(s, ss, j, j->pool, &h, now)) continue;
         j->waiting = false;
         log_write(lg(s), KLOG_DEBUG, "sched.pick",
                   "id=%s domain=%s ip=%s hop=%s:%d reason=\"reuse connection after its transaction\"",
                   log_q(lg(s), j->msg_id), log_q(lg(s), j->domain), ss->src, h.addr, h.port);
+        job_take(s, j, ss->ip, now);
         job_send(s, j, ss);
         return;
     }
@@ -812,9 +1134,22 @@ static retry_failure failure_of(smtp_client_status st)
     }
 }
 
+/* A reply that says the site throttles this IP: 421, or a 4xx about rate or reputation. */
+static bool reply_throttles(int code, const char *enhanced, const char *text)
+{
+    if (code == 421) return true;
+    if (code < 400 || code >= 500) return false;
+    retry_class c;
+    retry_classify_reply(code, enhanced, text, &c);
+    if (c.delay_type && strcmp(c.delay_type, "SpamDetected") == 0) return true;
+    return text && (strcasestr(text, "rate") || strcasestr(text, "too many") ||
+                    strcasestr(text, "throttl"));
+}
+
 /* A transaction ended with per-recipient results. */
 static void on_done(scheduler *s, sched_session *ss, sched_job *j, const smtp_client_event *ev)
 {
+    job_unreserve(s, j);
     if (ev->nothing_done) {
         const char *why = ev->nrcpts ? ev->rcpts[0].reply.line : "connection failed";
         if (ss->nmsgs > 1 && !j->no_reuse) {
@@ -829,29 +1164,49 @@ static void on_done(scheduler *s, sched_session *ss, sched_job *j, const smtp_cl
         }
         return;
     }
+    int64_t now = kiln_now_ms(s->ctx);
     outcome *out = util_calloc(j->nrcpts ? j->nrcpts : 1, sizeof *out);
+    unsigned accepted = 0;
+    bool throttled = false;
     for (size_t i = 0; i < j->nrcpts && i < ev->nrcpts; i++) {
         const smtp_client_rcpt_result *r = &ev->rcpts[i];
         out[i].text = r->reply.line;
         if (r->status == SMTP_CLIENT_OK) {
             retry_classify_reply(r->reply.code, r->reply.enhanced, r->reply.text, &out[i].cls);
             out[i].remote = true;
+            if (out[i].cls.verdict == RETRY_DELIVERED) accepted++;
+            if (reply_throttles(r->reply.code, r->reply.enhanced, r->reply.text)) throttled = true;
         } else {
             retry_classify_failure(failure_of(r->status), &out[i].cls);
         }
     }
+    if (accepted) pools_record_send(s->pools, ss->ip, j->provider, accepted, now);
+    pools_record_result(s->pools, ss->ip, ss->peer_name, j->provider,
+                        throttled ? POOLS_RESULT_THROTTLED : POOLS_RESULT_OK, accepted, now);
+    if (throttled)
+        log_write(lg(s), KLOG_INFO, "pools.throttled", "ip=%s site=%s provider=%s id=%s",
+                  ss->src, log_q(lg(s), ss->peer_name), j->provider, log_q(lg(s), j->msg_id));
     settle(s, j, out, ss->src, ss->peer);
     free(out);
     job_done(s, j);
+}
+
+/* After a failure from the session's IP: prefer another IP and another zone. */
+static void job_avoid(sched_job *j, const sched_session *ss)
+{
+    set_str(&j->avoid_ip, ss->src);
+    set_str(&j->avoid_zone, pools_ip_zone(ss->ip));
 }
 
 /* The session ended; a job still attached never got its transaction started. */
 static void on_closed(scheduler *s, sched_session *ss, const smtp_client_event *ev)
 {
     sched_job *j = ss->job;
+    int64_t now = kiln_now_ms(s->ctx);
     session_unlink(s, ss);
     ss->job = NULL;
     if (j) {
+        job_unreserve(s, j);
         const char *err = ev->error ? ev->error : "connection closed";
         set_str(&j->last_src, ss->src);
         set_str(&j->last_peer, ss->peer);
@@ -859,20 +1214,44 @@ static void on_closed(scheduler *s, sched_session *ss, const smtp_client_event *
                   log_q(lg(s), j->msg_id), log_q(lg(s), j->domain),
                   log_q(lg(s), smtp_client_to_text(ss->c)), smtp_client_status_name(ev->status),
                   log_q(lg(s), err));
+        bool throttled = ev->status == SMTP_CLIENT_FAIL_REJECTED && ev->reply &&
+                         reply_throttles(ev->reply->code, ev->reply->enhanced, ev->reply->text);
+        if (ev->status == SMTP_CLIENT_FAIL_BIND) {
+            pools_record_result(s->pools, ss->ip, ss->peer_name, j->provider,
+                                POOLS_RESULT_BIND_FAILED, 0, now);
+            log_write(lg(s), KLOG_WARNING, "pools.ip_failed", "ip=%s zone=%s result=bind_failed error=%s",
+                      ss->src, log_q(lg(s), pools_ip_zone(ss->ip)), log_q(lg(s), err));
+        } else if (ev->status == SMTP_CLIENT_FAIL_CONNECT || ev->status == SMTP_CLIENT_FAIL_IO ||
+                   (ev->status == SMTP_CLIENT_FAIL_REJECTED && !throttled)) {
+            pools_record_result(s->pools, ss->ip, ss->peer_name, j->provider,
+                                POOLS_RESULT_CONNECT_FAILED, 0, now);
+        } else if (throttled) {
+            pools_record_result(s->pools, ss->ip, ss->peer_name, j->provider,
+                                POOLS_RESULT_THROTTLED, 0, now);
+        }
         if (s->stopping) {
             job_release(s, j);
         } else if (ev->status == SMTP_CLIENT_FAIL_BIND) {
-            /* the source IP is unusable: another IP of the pool, same hop */
-            set_str(&j->avoid_ip, ss->src);
+            /* the source IP is unusable (now down): another IP of the pool, same hop */
+            job_avoid(j, ss);
             j->last_fail = RETRY_FAIL_IP;
             set_str(&j->last_error, err);
-            if (++j->ip_tries < pool_ip_count(s->ctx->cfg, j->pool)) job_connect(s, j);
+            if (++j->ip_tries <= pools_count(s->pools)) job_connect(s, j);
             else job_fail_all(s, j, RETRY_FAIL_IP, err);
         } else if (ev->status == SMTP_CLIENT_FAIL_TLS && !j->require_tls && !j->no_tls) {
             /* opportunistic TLS failed: the same hop once more, in clear */
             j->no_tls = true;
             j->no_reuse = true;
             j->last_fail = RETRY_FAIL_TLS;
+            set_str(&j->last_error, err);
+            job_connect(s, j);
+        } else if (!throttled && ev->status != SMTP_CLIENT_FAIL_TLS &&
+                   ++j->ip_tries < SCHED_CONNECT_IP_TRIES) {
+            /* maybe this IP cannot reach the site: once more from another IP (another
+             * zone first), then the next hop */
+            job_avoid(j, ss);
+            j->strict_avoid = true;
+            j->last_fail = failure_of(ev->status);
             set_str(&j->last_error, err);
             job_connect(s, j);
         } else {
@@ -895,6 +1274,14 @@ static void on_client(void *arg, smtp_client *c, const smtp_client_event *ev)
         if (ss->job) {
             sched_job *j = ss->job;
             ss->job = NULL;
+            if (!ip_usable(s, ss->ip, kiln_now_ms(s->ctx))) {
+                /* its IP went down or was released while connecting: no transaction here */
+                ss->retire = true;
+                job_unreserve(s, j);
+                session_quit(ss);
+                job_connect(s, j);
+                break;
+            }
             job_send(s, j, ss);
         } else {
             session_next(ss, true);
@@ -978,6 +1365,7 @@ static void job_start(scheduler *s, sched_job *j)
     kiln_ctx *ctx = s->ctx;
     const config *cfg = ctx->cfg;
     active_link(s, j);
+    j->pool_wait = false;
     if (spool_load_message(ctx->spool, j->msg_id, &j->msg) != 0) {
         /* a recipient without its message breaks the spool's contract */
         log_write(lg(s), KLOG_ERROR, "scheduler.job",
@@ -1161,6 +1549,39 @@ scheduler *scheduler_new(kiln_ctx *ctx)
     s->due_timer.data = s;
     ev_timer_init(&s->pump_timer, on_pump, 0.0, 0.0);
     s->pump_timer.data = s;
+
+    /* the dedicated-IP state: the config's IPs, then what the spool kept of them */
+    int64_t now = kiln_now_ms(ctx);
+    pools_opts po;
+    pools_opts_default(&po);
+    s->pools = pools_new(ctx->cfg, &po, now);
+    char *saved = NULL;
+    if (spool_kv_get(ctx->spool, SCHED_POOLS_KEY, &saved) != 0) {
+        log_write(ctx->log, KLOG_ERROR, "pools.load",
+                  "error=%s note=\"IPs start from the config: new ones at 0 %% warm-up, no usage\"",
+                  log_q(ctx->log, spool_errmsg(ctx->spool)));
+    } else if (saved) {
+        err = NULL;
+        if (pools_state_load(s->pools, saved, now, &err) != 0) {
+            log_write(ctx->log, KLOG_ERROR, "pools.load",
+                      "error=%s note=\"saved state ignored; IPs start from the config\"",
+                      log_q(ctx->log, err ? err : "malformed"));
+            free(err);
+        }
+    }
+    free(saved);
+    for (size_t i = 0; i < pools_count(s->pools); i++) {
+        pools_ip_info in;
+        pools_info(s->pools, i, now, &in);
+        log_write(ctx->log, KLOG_INFO, "pools.ip",
+                  "ip=%s pool=%s zone=%s warmup=%s pct=%d sent_24h=%lld daily_cap=%lld state=%s",
+                  in.address, log_q(ctx->log, in.pool), log_q(ctx->log, in.zone), in.warmup_status,
+                  in.warmup_percentage, (long long)in.sent_24h, (long long)in.daily_cap,
+                  pools_state_name(in.state));
+    }
+    ev_timer_init(&s->save_timer, on_save, SCHED_SAVE_INTERVAL, SCHED_SAVE_INTERVAL);
+    s->save_timer.data = s;
+    ev_timer_start(ctx->loop, &s->save_timer);
     return s;
 }
 
@@ -1169,6 +1590,7 @@ void scheduler_free(scheduler *s)
     if (!s) return;
     ev_timer_stop(s->ctx->loop, &s->due_timer);
     ev_timer_stop(s->ctx->loop, &s->pump_timer);
+    ev_timer_stop(s->ctx->loop, &s->save_timer);
     while (s->sessions) {
         sched_session *ss = s->sessions;
         session_unlink(s, ss);
@@ -1178,7 +1600,7 @@ void scheduler_free(scheduler *s)
     while (s->active_head) {
         sched_job *j = s->active_head;
         active_unlink(s, j);
-        job_clear_attempt(j);
+        job_clear_attempt(s, j);
         job_free(j);
     }
     for (sched_job *j = s->ready_head, *nx; j; j = nx) {
@@ -1187,8 +1609,9 @@ void scheduler_free(scheduler *s)
     }
     for (size_t i = 0; i < s->nheap; i++) job_free(s->heap[i]);
     free(s->heap);
-    for (size_t i = 0; i < s->ncursors; i++) free(s->cursors[i].pool);
-    free(s->cursors);
+    save_pools(s);   /* the daemon flushes the spool after this */
+    pools_free(s->pools);
+    free(s->res);
     if (s->tls) tls_ctx_free(s->tls);
     free(s->dns_error);
     free(s);
@@ -1211,6 +1634,48 @@ void scheduler_message_committed(scheduler *s, const char *msg_id)
                   log_q(lg(s), msg_id), log_q(lg(s), spool_errmsg(s->ctx->spool)));
 }
 
+/* Jobs the pools deferred (no IP, all at cap) are due now: the pools just changed. */
+static void requeue_pool_waiting(scheduler *s)
+{
+    size_t keep = 0, moved = 0;
+    sched_job **old = s->heap;
+    size_t n = s->nheap;
+    s->heap = NULL;
+    s->nheap = s->heap_cap = 0;
+    for (size_t i = 0; i < n; i++) {
+        sched_job *j = old[i];
+        if (j->pool_wait) {
+            s->ndeferred -= (int64_t)j->nrcpts;
+            s->nqueued += (int64_t)j->nrcpts;
+            j->pool_wait = false;
+            ready_push(s, j);
+            moved++;
+        } else {
+            heap_push(s, j);
+            keep++;
+        }
+    }
+    free(old);
+    if (moved)
+        log_write(lg(s), KLOG_INFO, "pools.requeue", "jobs=%zu deferred_left=%zu reason=%s", moved, keep,
+                  log_q(lg(s), "the pools changed: mail waiting for an IP is tried again now"));
+    arm_due_timer(s);
+    schedule_pump(s);
+}
+
+/* "a,b,c" or "-" (malloc'd) for logs. */
+static char *join_addrs(char **v, size_t n)
+{
+    if (n == 0) return util_strdup("-");
+    strbuf sb;
+    strbuf_init(&sb);
+    for (size_t i = 0; i < n; i++) {
+        if (i) strbuf_puts(&sb, ",");
+        strbuf_puts(&sb, v[i]);
+    }
+    return strbuf_steal(&sb);
+}
+
 void scheduler_config_changed(scheduler *s)
 {
     const config *cfg = s->ctx->cfg;
@@ -1222,18 +1687,37 @@ void scheduler_config_changed(scheduler *s)
             free(err);
         }
     }
-    /* connections from IPs that left the config drain: no new work, QUIT when idle */
-    for (sched_session *ss = s->sessions, *nx; ss; ss = nx) {
-        nx = ss->next;
-        bool present = false;
-        for (size_t i = 0; i < cfg->nips && !present; i++)
-            present = strcmp(cfg->ips[i].address, ss->src) == 0;
-        if (present) continue;
-        ss->retire = true;
-        if (ss->state == SESS_IDLE) session_quit(ss);
+    /* lease / release: new IPs start warming up, removed ones drain, moved ones keep their
+     * warm-up */
+    int64_t now = kiln_now_ms(s->ctx);
+    pools_diff d;
+    memset(&d, 0, sizeof d);
+    pools_apply_config(s->pools, cfg, now, &d);
+    char *added = join_addrs(d.added, d.nadded);
+    char *removed = join_addrs(d.removed, d.nremoved);
+    char *moved = join_addrs(d.moved, d.nmoved);
+    log_write(lg(s), KLOG_INFO, "pools.reload", "added=%s removed=%s moved=%s", added, removed, moved);
+    free(added);
+    free(removed);
+    free(moved);
+    /* connections from released IPs drain: no new transaction, QUIT when idle; a released
+     * IP without a session is dropped at once */
+    retire_unusable_sessions(s);
+    for (size_t i = 0; i < d.nremoved; i++) {
+        pools_ip_info in;
+        if (pools_info_by_address(s->pools, d.removed[i], now, &in) != 0) continue;
+        bool used = false;
+        for (const sched_session *ss = s->sessions; ss && !used; ss = ss->next)
+            used = strcmp(ss->src, d.removed[i]) == 0;
+        if (!used) {
+            pools_forget(s->pools, d.removed[i]);
+            log_write(lg(s), KLOG_INFO, "pools.forget", "ip=%s reason=\"released; no open session\"",
+                      d.removed[i]);
+        }
     }
-    arm_due_timer(s);
-    schedule_pump(s);
+    pools_diff_free(&d);
+    save_pools(s);
+    requeue_pool_waiting(s);
 }
 
 void scheduler_stop(scheduler *s, void (*done)(void *arg), void *arg)
@@ -1243,6 +1727,8 @@ void scheduler_stop(scheduler *s, void (*done)(void *arg), void *arg)
     s->stop_arg = arg;
     ev_timer_stop(s->ctx->loop, &s->due_timer);
     ev_timer_stop(s->ctx->loop, &s->pump_timer);
+    ev_timer_stop(s->ctx->loop, &s->save_timer);
+    save_pools(s);
     /* parked jobs never started: they stay queued in the spool */
     for (sched_job *j = s->active_head, *nx; j; j = nx) {
         nx = j->anext;
@@ -1271,4 +1757,17 @@ void scheduler_counts(const scheduler *s, int64_t *queued, int64_t *deferred, in
     if (queued) *queued = s->nqueued;
     if (deferred) *deferred = s->ndeferred;
     if (sessions) *sessions = s->nsessions;
+}
+
+struct pools *scheduler_pools(scheduler *s)
+{
+    return s->pools;
+}
+
+void scheduler_pools_changed(scheduler *s)
+{
+    save_pools(s);
+    if (s->stopping) return;
+    retire_unusable_sessions(s);
+    requeue_pool_waiting(s);
 }

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 struct kiln_ctx;
+struct pools;
 typedef struct scheduler scheduler;
 
 scheduler *scheduler_new(struct kiln_ctx *ctx);
@@ -24,5 +25,12 @@ void scheduler_config_changed(scheduler *s);
 void scheduler_stop(scheduler *s, void (*done)(void *arg), void *arg);
 /* For kilnctl status. */
 void scheduler_counts(const scheduler *s, int64_t *queued, int64_t *deferred, int *sessions);
+/* The dedicated-IP state the scheduler chooses source IPs from (kilnctl ips, ip warmup,
+ * zone down|up). Owned by the scheduler. */
+struct pools *scheduler_pools(scheduler *s);
+/* An operator changed the pools state (warm-up percentage, zone down or up): sessions from
+ * IPs that may no longer be used QUIT after their transaction, mail waiting for an IP is
+ * tried again now, and the state is saved to the spool. */
+void scheduler_pools_changed(scheduler *s);
 
 #endif

@@ -17,6 +17,9 @@
  *                minute, inside a flushed batch
  *   events       the event outbox (AUTOINCREMENT ids: never reused)
  *   suppression  the account-level suppression list, addresses lower-case
+ *   kv           small named values other modules persist (e.g. "pools": the dedicated-IP
+ *                state as JSON); created with IF NOT EXISTS at every open, so a spool
+ *                written before the table existed gets it without a schema version change
  *
  * Read functions may be called from inside the callbacks of other reads (or of the same
  * read): a cached statement that is still stepping is not reused; a fresh one is prepared. */
@@ -73,6 +76,12 @@ static const char spool_schema[] =
     "  reason TEXT NOT NULL,"
     "  updated_ms INTEGER NOT NULL);";
 
+/* Added after version 1 shipped: created at every open, so it needs no version bump. */
+static const char spool_schema_kv[] =
+    "CREATE TABLE IF NOT EXISTS kv ("
+    "  key TEXT PRIMARY KEY NOT NULL,"
+    "  value TEXT NOT NULL);";
+
 /* Every statement, prepared once at open. */
 enum {
     ST_BEGIN,
@@ -96,6 +105,8 @@ enum {
     ST_SUPP_GET,
     ST_SUPP_EACH,
     ST_EACH_EVENT,
+    ST_KV_PUT,
+    ST_KV_GET,
     ST__COUNT
 };
 
@@ -134,6 +145,9 @@ static const char *const spool_sql[ST__COUNT] = {
     [ST_SUPP_EACH] = "SELECT address, reason, updated_ms FROM suppression ORDER BY address",
     [ST_EACH_EVENT] = "SELECT id, config_set, json FROM events WHERE id > ?1 ORDER BY id"
                       " LIMIT ?2",
+    [ST_KV_PUT] = "INSERT INTO kv (key, value) VALUES (?1, ?2)"
+                  " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    [ST_KV_GET] = "SELECT value FROM kv WHERE key = ?1",
 };
 
 typedef struct spool_cb_entry {
@@ -477,6 +491,7 @@ spool *spool_open(const char *dir, bool durable, char **err)
         goto fail;
     }
     if (setup_schema(sp, err) < 0) goto fail;
+    if (exec_sql(sp, spool_schema_kv, "creating the kv table", err) < 0) goto fail;
 
     for (int i = 0; i < ST__COUNT; i++) {
         if (sqlite3_prepare_v3(sp->db, spool_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &sp->st[i],
@@ -660,6 +675,15 @@ int spool_suppression_delete(spool *sp, const char *address, bool *existed)
     return rc;
 }
 
+int spool_kv_put(spool *sp, const char *key, const char *value)
+{
+    if (batch_write(sp) < 0) return -1;
+    sqlite3_stmt *st = sp->st[ST_KV_PUT];
+    bind_str(st, 1, key);
+    bind_str(st, 2, value);
+    return batch_run(sp, st, "store value", key);
+}
+
 /* ---- reads ---- */
 
 int spool_load_message(spool *sp, const char *msg_id, spool_loaded *out)
@@ -817,4 +841,19 @@ int spool_each_event(spool *sp, int64_t after, size_t max, spool_event_cb cb, vo
     while ((rc = sqlite3_step(st)) == SQLITE_ROW)
         cb(arg, sqlite3_column_int64(st, 0), col_text(st, 1), col_text(st, 2));
     return read_end(sp, st, temp, rc, "list events");
+}
+
+int spool_kv_get(spool *sp, const char *key, char **value)
+{
+    *value = NULL;
+    bool temp;
+    sqlite3_stmt *st = stmt_acquire(sp, ST_KV_GET, &temp);
+    if (!st) return -1;
+    bind_str(st, 1, key);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *value = col_strdup(st, 0);
+        rc = SQLITE_DONE;
+    }
+    return read_end(sp, st, temp, rc, "read value");
 }

@@ -78,6 +78,9 @@ int spool_delete_events(spool *sp, int64_t upto);
 /* Suppression list (addresses stored lower-case). reason: "BOUNCE" or "COMPLAINT". */
 int spool_suppression_put(spool *sp, const char *address, const char *reason, int64_t now_ms);
 int spool_suppression_delete(spool *sp, const char *address, bool *existed);
+/* Stores value under key in the small key-value table (replacing an older value); for
+ * state other modules keep across restarts (the scheduler's "pools": JSON text). */
+int spool_kv_put(spool *sp, const char *key, const char *value);
 
 typedef void (*spool_commit_cb)(void *arg, bool ok, const char *err);
 /* Runs cb after the batch holding every write made so far is committed (or failed). */
@@ -126,6 +129,10 @@ int spool_suppression_each(spool *sp, spool_suppression_cb cb, void *arg);
 /* Outbox: up to max events with id > after, in id order. */
 typedef void (*spool_event_cb)(void *arg, int64_t id, const char *set, const char *json);
 int spool_each_event(spool *sp, int64_t after, size_t max, spool_event_cb cb, void *arg);
+
+/* The value stored under key (malloc'd) in *value, or NULL if there is none. 0, or -1 on
+ * a read error (*value NULL). Sees the open batch. */
+int spool_kv_get(spool *sp, const char *key, char **value);
 
 /* Last SQLite error text of this handle (for logs). */
 const char *spool_errmsg(spool *sp);

@@ -1,7 +1,8 @@
 /* test_spool.c — unit tests of the SQLite spool: persistence across reopen, group commit
  * (one batch, callbacks in order, a failed statement fails the whole batch, callbacks that
  * write go to the next batch, a batch never flushed is lost in a crash), deletion of finished
- * messages, the recipient, sends, suppression and event queries, and open errors. */
+ * messages, the recipient, sends, suppression and event queries, the key-value table (also added
+ * to a spool written before it existed), and open errors. */
 #include <check.h>
 #include <errno.h>
 #include <ftw.h>
@@ -843,6 +844,70 @@ START_TEST(test_events_outbox)
 }
 END_TEST
 
+START_TEST(test_kv)
+{
+    char *dir = new_dir();
+    spool *sp = open_ok(dir);
+    char *v = (char *)"sentinel";
+    /* Absent key: NULL, not an error. */
+    ck_assert_int_eq(spool_kv_get(sp, "pools", &v), 0);
+    ck_assert_ptr_null(v);
+
+    ck_assert_int_eq(spool_kv_put(sp, "pools", "{\"ips\":[]}"), 0);
+    ck_assert_int_eq(spool_kv_put(sp, "other", ""), 0);
+    /* Reads see the open batch. */
+    ck_assert_int_eq(spool_kv_get(sp, "pools", &v), 0);
+    ck_assert_str_eq(v, "{\"ips\":[]}");
+    free(v);
+    ck_assert_int_eq(spool_flush(sp), 0);
+
+    /* A later put replaces the value. */
+    ck_assert_int_eq(spool_kv_put(sp, "pools", "{\"ips\":[1]}"), 0);
+    ck_assert_int_eq(spool_flush(sp), 0);
+    spool_close(sp);
+
+    sp = open_ok(dir);
+    ck_assert_int_eq(spool_kv_get(sp, "pools", &v), 0);
+    ck_assert_str_eq(v, "{\"ips\":[1]}");
+    free(v);
+    ck_assert_int_eq(spool_kv_get(sp, "other", &v), 0);
+    ck_assert_str_eq(v, "");
+    free(v);
+    spool_close(sp);
+
+    /* A version-1 spool written before the kv table existed gets it at open and keeps its
+     * messages. */
+    char *db = util_asprintf("%s/kiln.db", dir);
+    sp = open_ok(dir);
+    add_msg(sp, "kept", util_wall_ms(), 1);
+    ck_assert_int_eq(spool_flush(sp), 0);
+    spool_close(sp);
+    sqlite3 *h = NULL;
+    ck_assert_int_eq(sqlite3_open(db, &h), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_exec(h, "DROP TABLE kv", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(h);
+    sp = open_ok(dir);
+    ck_assert(msg_exists(sp, "kept"));
+    ck_assert_int_eq(spool_kv_get(sp, "pools", &v), 0);
+    ck_assert_ptr_null(v);
+    ck_assert_int_eq(spool_kv_put(sp, "pools", "x"), 0);
+    ck_assert_int_eq(spool_flush(sp), 0);
+    ck_assert_int_eq(spool_kv_get(sp, "pools", &v), 0);
+    ck_assert_str_eq(v, "x");
+    free(v);
+    spool_close(sp);
+    ck_assert_int_eq(sqlite3_open(db, &h), SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    ck_assert_int_eq(sqlite3_prepare_v2(h, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+    ck_assert_int_eq(sqlite3_column_int(st, 0), 1);
+    sqlite3_finalize(st);
+    sqlite3_close(h);
+    free(db);
+    free(dir);
+}
+END_TEST
+
 START_TEST(test_open_errors)
 {
     char *dir = new_dir();
@@ -903,6 +968,7 @@ static Suite *spool_suite(void)
     tcase_add_test(tc, test_sends_window_across_reopen);
     tcase_add_test(tc, test_suppression);
     tcase_add_test(tc, test_events_outbox);
+    tcase_add_test(tc, test_kv);
     tcase_add_test(tc, test_open_errors);
     suite_add_tcase(s, tc);
     return s;
