@@ -64,6 +64,7 @@
 #define SCHED_MAX_SESSIONS 100      /* open client connections, all destinations */
 #define SCHED_MAX_ACTIVE 200        /* jobs started and not finished (bodies in memory) */
 #define SCHED_IDLE_MS 5000          /* an unused connection QUITs after this */
+#define SCHED_EVICT_BATCH 16        /* idle connections QUITting at once to make room */
 #define SCHED_MAX_HOPS 10           /* MX addresses tried per attempt */
 #define SCHED_DEFAULT_CONNECTIONS 10
 #define SCHED_DEFAULT_MSGS_PER_CONN 100
@@ -143,6 +144,7 @@ struct sched_session {
     sched_job *job;
     int nmsgs;
     bool retire;                /* its IP is draining or down: QUIT after the transaction */
+    bool evicted;               /* QUIT to free a connection slot for other work */
     ev_timer idle;
     sched_session *prev, *next;
 };
@@ -167,6 +169,7 @@ struct scheduler {
     int nactive;
     sched_session *sessions;
     int nsessions;
+    int nevicting;              /* idle sessions QUITting to make room (see evict_idle) */
     int64_t nqueued, ndeferred;   /* recipients */
 
     pools *pools;
@@ -712,6 +715,7 @@ static void job_defer_pools(scheduler *s, sched_job *j, const char *delay_type, 
 
 static void session_unlink(scheduler *s, sched_session *ss)
 {
+    if (ss->evicted) s->nevicting--;
     if (ss->prev) ss->prev->next = ss->next;
     else s->sessions = ss->next;
     if (ss->next) ss->next->prev = ss->prev;
@@ -761,6 +765,32 @@ static void on_idle_timeout(struct ev_loop *loop, ev_timer *w, int revents)
     log_write(lg(ss->s), KLOG_DEBUG, "sched.session", "session=%s action=quit reason=idle",
               log_q(lg(ss->s), smtp_client_to_text(ss->c)));
     session_quit(ss);
+}
+
+/* At the session limit, connections kept idle for reuse give way to work that needs a new
+ * connection (as Postfix's connection cache does): the idle session closest to its idle
+ * timeout QUITs, and the waiting job is pumped when it has closed. At most
+ * SCHED_EVICT_BATCH are QUITting for that at once, so one burst does not empty the cache. */
+static void evict_idle(scheduler *s)
+{
+    if (s->nevicting >= SCHED_EVICT_BATCH) return;
+    sched_session *victim = NULL;
+    double least = 0;
+    for (sched_session *ss = s->sessions; ss; ss = ss->next) {
+        if (ss->state != SESS_IDLE) continue;
+        double left = ev_timer_remaining(s->ctx->loop, &ss->idle);
+        if (!victim || left < least) {
+            victim = ss;
+            least = left;
+        }
+    }
+    if (!victim) return;
+    victim->evicted = true;
+    s->nevicting++;
+    log_write(lg(s), KLOG_DEBUG, "sched.session", "session=%s action=quit reason=%s",
+              log_q(lg(s), smtp_client_to_text(victim->c)),
+              log_q(lg(s), "session limit reached: idle connection gives way to other work"));
+    session_quit(victim);
 }
 
 /* Sessions whose IP is no longer active (released, circuit open, zone down) take no new
@@ -993,7 +1023,10 @@ static pick_result connect_from(scheduler *s, sched_job *j, const char *pool, co
     }
     pick_result r = pick_ip(s, j, pool, h, now, ch);
     if (r != PICK_CHOSEN) return r;
-    if (s->nsessions >= SCHED_MAX_SESSIONS) return PICK_WAIT;
+    if (s->nsessions >= SCHED_MAX_SESSIONS) {
+        evict_idle(s);
+        return PICK_WAIT;
+    }
     log_write(lg(s), KLOG_DEBUG, "sched.pick",
               "id=%s domain=%s ip=%s zone=%s hop=%s:%d mx=%s pool=%s provider=%s reason=\"new connection\"",
               log_q(lg(s), j->msg_id), log_q(lg(s), j->domain), pools_ip_address(ch->ip),
@@ -1426,7 +1459,9 @@ static void pump(scheduler *s)
          * synchronously), so nx stays valid */
         if (j->waiting) job_connect(s, j);
     }
-    while (s->ready_head && s->nactive < SCHED_MAX_ACTIVE && s->nsessions < SCHED_MAX_SESSIONS) {
+    /* Jobs start even at the session limit: connect_from parks them and evicts idle
+     * connections to make room (bodies in memory stay bounded by SCHED_MAX_ACTIVE). */
+    while (s->ready_head && s->nactive < SCHED_MAX_ACTIVE) {
         sched_job *j = ready_pop(s);
         job_start(s, j);
     }
