@@ -421,3 +421,24 @@ int accept_message(kiln_ctx *ctx, const accept_in *in, accept_done_cb done, void
     spool_on_commit(ctx->spool, on_commit, j);
     return 0;
 }
+
+void accept_reject(kiln_ctx *ctx, const accept_in *in, const char *reason)
+{
+    const config *cfg = ctx->cfg;
+    const config_set *set = in->config_set ? config_find_set(cfg, in->config_set) : NULL;
+    if (!set) return;   /* no configuration set, no destination for the event */
+    int64_t now = kiln_now_ms(ctx);
+    char id[80];
+    accept_new_id(id, now);
+    msg_headers hs;
+    message_parse_headers(in->data, in->data_len, &hs);
+    char *mail = mail_object(cfg, id, now, in->mail_from, in->rcpts, in->nrcpts, &hs, set->name,
+                             in->client_ip);
+    char *ev = events_reject(mail, reason);
+    (void)spool_add_event(ctx->spool, set->name, ev);
+    log_write(ctx->log, KLOG_INFO, "message_rejected", "id=%s set=%s reason=%s", id,
+              log_q(ctx->log, set->name), log_q(ctx->log, reason));
+    free(ev);
+    free(mail);
+    message_headers_free(&hs);
+}

@@ -34,6 +34,13 @@ typedef struct accept_in {
 typedef void (*accept_done_cb)(void *arg, bool ok, const char *id, const char *err);
 int accept_message(struct kiln_ctx *ctx, const accept_in *in, accept_done_cb done, void *arg);
 
+/* SES publishes a Reject event when it took a message's data but refused to send it.
+ * kiln does the same for a message refused at the end of DATA for its content (bare LF,
+ * NUL byte, over-long line, unverified header identity): a new ID, nothing stored, and a
+ * Reject event (reason = the reply text) in the configuration set's outbox, written with
+ * the next group commit. in->config_set NULL or unknown: no event (no destination). */
+void accept_reject(struct kiln_ctx *ctx, const accept_in *in, const char *reason);
+
 /* New SES-style message ID into out: 16 hex ms timestamp, a random UUID, "-000000". */
 void accept_new_id(char out[80], int64_t now_ms);
 

@@ -724,6 +724,43 @@ static void reject_message(smtp_session *s, const char *line)
     reset_transaction(s);
 }
 
+/* A message refused for its content after its data arrived: a Reject event for its
+ * configuration set (the header's when it names a known set, else the default), then the
+ * 5xx reply. */
+static void reject_content(smtp_session *s, const char *line)
+{
+    const config *cfg = s->cfg;
+    const char *data = s->data.buf ? s->data.buf : "";
+    msg_headers hs;
+    message_parse_headers(data, s->data.len, &hs);
+    const char *set = cfg->default_set;
+    const char *hdr = message_header_get(&hs, "X-SES-CONFIGURATION-SET");
+    char *name = NULL;
+    if (hdr) {
+        size_t n = strlen(hdr);
+        while (n && (hdr[n - 1] == ' ' || hdr[n - 1] == '\t')) n--;
+        name = util_strndup(hdr, n);
+        set = config_find_set(cfg, name) ? name : NULL;
+    }
+    accept_in in = {
+        .mail_from = s->mail_from,
+        .rcpts = s->rcpts,
+        .verdicts = s->verdicts,
+        .nrcpts = s->nrcpts,
+        .config_set = set,
+        .client_ip = s->client_ip,
+        .helo = s->helo,
+        .tls = s->tls != NULL,
+        .auth_user = s->auth_user,
+        .data = data,
+        .data_len = s->data.len,
+    };
+    accept_reject(s->ctx, &in, line);
+    free(name);
+    message_headers_free(&hs);
+    reject_message(s, line);
+}
+
 /* The end of DATA: checks, configuration set, then the hand-over to accept.c. */
 static void data_end(smtp_session *s)
 {
@@ -735,15 +772,15 @@ static void data_end(smtp_session *s)
         return;
     }
     if (s->data_flags & SMTP_LINE_BARE_LF) {
-        reject_message(s, REPLY_BARE_LF);
+        reject_content(s, REPLY_BARE_LF);
         return;
     }
     if (s->data_flags & SMTP_LINE_NUL) {
-        reject_message(s, REPLY_NUL);
+        reject_content(s, REPLY_NUL);
         return;
     }
     if (s->data_flags & SMTP_LINE_TOO_LONG) {
-        reject_message(s, REPLY_LONG_LINE);
+        reject_content(s, REPLY_LONG_LINE);
         return;
     }
     const char *data = s->data.buf ? s->data.buf : "";
@@ -753,7 +790,7 @@ static void data_end(smtp_session *s)
     char *r = policy_check_headers(cfg, &hs);
     if (r) {
         message_headers_free(&hs);
-        reject_message(s, r);
+        reject_content(s, r);
         free(r);
         return;
     }

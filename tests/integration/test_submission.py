@@ -84,6 +84,8 @@ class Submission(unittest.TestCase):
                           headers={"From": "Eve <eve@evil.test>", "Sender": "s@example.test"})
         self.assertEqual(code, 554)
         self.assertEqual(text, UNVERIFIED + "eve@evil.test")
+        self.k.wait_events(lambda e: any(x["eventType"] == "Reject" and "eve@evil.test" in x["reject"]["reason"]
+                                         for x in e), what="Reject event for the unverified From:")
         code, text = send(self.k, "a@example.test", ["r@dest.test"],
                           headers={"From": "a@example.test", "Sender": "x@one.test",
                                    "Return-Path": "<y@two.test>"})
@@ -158,6 +160,14 @@ class Submission(unittest.TestCase):
                                b"From: a@example.test\r\n" + bad + b".\r\n", b"QUIT\r\n"])
             final = out[-2]
             self.assertTrue(final.startswith("554 5.6.0"), out)
+        # each content rejection is published as an SES Reject event of the default set
+        evs = self.k.wait_events(lambda e: len([x for x in e if x["eventType"] == "Reject"
+                                                and "5.6.0" in x["reject"]["reason"]]) >= 2,
+                                 what="Reject events for bare LF and NUL")
+        rej = [x for x in evs if x["eventType"] == "Reject" and "5.6.0" in x["reject"]["reason"]]
+        self.assertEqual(rej[0]["mail"]["tags"]["ses:configuration-set"], ["txn"])
+        self.assertEqual(rej[0]["mail"]["destination"], ["r@dest.test"])
+        self.assertRegex(rej[0]["mail"]["messageId"], r"-000000$")
 
     def test_smuggled_lf_dot_lf_is_not_end_of_data(self):
         # "\n.\n" must not end DATA: the text after it stays in the same (rejected) message.
