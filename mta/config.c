@@ -43,6 +43,8 @@
 #define SHORT_DELIVERY_MS (5 * MS_MINUTE)
 #define RECOMMENDED_POOL_IPS 3
 #define NAME_MAX_LEN 64
+#define SET_PRIORITY_MIN (-1000)
+#define SET_PRIORITY_MAX 1000
 
 /* ------------------------------------------------------------------------------------------
  * Pure value parsers
@@ -1474,7 +1476,7 @@ static int set_set_pool(cfgp *p, yaml_node_t *v, config_set *s)
 static int parse_sets(cfgp *p, yaml_node_t *v)
 {
     static const char *const keys[] = {"name", "pool", "tls_policy", "max_delivery_time",
-                                       "events", NULL};
+                                       "events", "priority", NULL};
     config *c = p->cfg;
     size_t n;
     if (as_list(p, v, &n) < 0) return -1;
@@ -1504,6 +1506,10 @@ static int parse_sets(cfgp *p, yaml_node_t *v)
         s->tls_policy = (config_tls_policy)tls;
         FIELD(it, "max_delivery_time", f, set_max_delivery(p, f, s));
         FIELD(it, "events", f, set_events(p, f, s));
+        FIELD(it, "priority", f,
+              as_int32(p, f, SET_PRIORITY_MIN, SET_PRIORITY_MAX,
+                       "a whole number from -1000 to 1000 (higher is served first)",
+                       &s->priority));
         pop(p, m);
     }
     return 0;
@@ -1914,6 +1920,7 @@ static void summary_set(strbuf *sb, const config *c, const config_set *s)
     strbuf_printf(sb, "  %s%s -> pool %s, tls %s, max_delivery_time ", s->name,
                   dflt ? " (default)" : "", s->pool, TLS_NAMES[s->tls_policy]);
     fmt_duration(sb, s->max_delivery_time_ms);
+    strbuf_printf(sb, ", priority %d", s->priority);
     if (s->nevents == 0) strbuf_puts(sb, ", no event destinations");
     for (size_t j = 0; j < s->nevents; j++) {
         const config_event_dest *e = &s->events[j];

@@ -69,6 +69,8 @@ typedef struct config_set {
     int64_t max_delivery_time_ms;   /* default 14h; at most 14h */
     config_event_dest *events;
     size_t nevents;
+    int priority;            /* kiln extension: -1000..1000, default 0; when sets compete for
+                                the same IPs and connections, higher is served first */
 } config_set;
 
 typedef enum { CONFIG_ADVANCE_CALENDAR = 0, CONFIG_ADVANCE_VOLUME = 1 } config_advance;

@@ -10,7 +10,9 @@
  *
  * Schema (PRAGMA user_version 1):
  *   messages     one row per accepted message that still has a non-final recipient
- *   recipients   its recipients (ON DELETE CASCADE with the message)
+ *   recipients   its recipients (ON DELETE CASCADE with the message), with the lower-case
+ *                domain of each address (column `domain`, filled at insert by the SQL
+ *                function kiln_addr_domain this file registers on its connection)
  *   sends        (created_ms, count) per accepted message with quota_count > 0, kept apart
  *                from messages so the rolling 24 h quota survives deletion and restarts;
  *                rows older than 24 h (wall clock) are pruned at open and, at most once a
@@ -20,6 +22,13 @@
  *   kv           small named values other modules persist (e.g. "pools": the dedicated-IP
  *                state as JSON); created with IF NOT EXISTS at every open, so a spool
  *                written before the table existed gets it without a schema version change
+ *
+ * Later additions to version 1 are applied at every open, so older version-1 spools get them
+ * without a version change: the kv table, the recipients.domain column (added with ALTER
+ * TABLE when PRAGMA table_info lacks it, and filled for the rows already there, in one
+ * transaction), and the index recipients_due (state, id, next_attempt_ms), which lets
+ * spool_each_due_rcpt read one page in rowid order as index range reads (QUEUED rows, then
+ * DEFERRED rows whose next_attempt_ms is past) instead of scanning the table.
  *
  * Read functions may be called from inside the callbacks of other reads (or of the same
  * read): a cached statement that is still stepping is not reused; a fresh one is prepared. */
@@ -42,6 +51,12 @@
 #define SPOOL_DAY_MS (24LL * 3600 * 1000)
 #define SPOOL_PRUNE_EVERY_MS (60LL * 1000)
 #define SPOOL_STATE_PENDING "(0, 1)" /* QUEUED, DEFERRED */
+/* spool_each_due_rcpt sorts the due DEFERRED recipients by rowid when there are fewer than
+ * this many (a few milliseconds); with more, it walks recipients_due in rowid order. */
+#define SPOOL_DUE_SORT_MAX 10000
+/* The columns read_rcpt() expects, in its order. */
+#define SPOOL_RCPT_COLUMNS \
+    "id, msg_id, address, state, attempts, next_attempt_ms, last_reply, domain"
 
 static const char spool_schema[] =
     "CREATE TABLE messages ("
@@ -60,7 +75,8 @@ static const char spool_schema[] =
     "  state INTEGER NOT NULL,"
     "  attempts INTEGER NOT NULL DEFAULT 0,"
     "  next_attempt_ms INTEGER NOT NULL DEFAULT 0,"
-    "  last_reply TEXT);"
+    "  last_reply TEXT,"
+    "  domain TEXT NOT NULL DEFAULT '');"
     "CREATE INDEX recipients_msg ON recipients(msg_id);"
     "CREATE INDEX recipients_state ON recipients(state, next_attempt_ms);"
     "CREATE TABLE sends ("
@@ -82,6 +98,10 @@ static const char spool_schema_kv[] =
     "  key TEXT PRIMARY KEY NOT NULL,"
     "  value TEXT NOT NULL);";
 
+/* Added after version 1 shipped, applied at every open (after the domain column exists). */
+static const char spool_schema_due[] =
+    "CREATE INDEX IF NOT EXISTS recipients_due ON recipients(state, id, next_attempt_ms);";
+
 /* Every statement, prepared once at open. */
 enum {
     ST_BEGIN,
@@ -101,6 +121,11 @@ enum {
     ST_PENDING_ALL,
     ST_PENDING_MSG,
     ST_COUNT_RCPTS,
+    ST_DUE_SCAN,
+    ST_DUE_SORT,
+    ST_DUE_PROBE,
+    ST_NEXT_DUE,
+    ST_COUNT_BY,
     ST_SENT_SINCE,
     ST_SUPP_GET,
     ST_SUPP_EACH,
@@ -118,7 +143,8 @@ static const char *const spool_sql[ST__COUNT] = {
                    " mail_json, data, quota_count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     [ST_ADD_SEND] = "INSERT INTO sends (created_ms, count) VALUES (?1, ?2)",
     [ST_PRUNE_SENDS] = "DELETE FROM sends WHERE created_ms < ?1",
-    [ST_ADD_RCPT] = "INSERT INTO recipients (msg_id, address, state) VALUES (?1, ?2, ?3)",
+    [ST_ADD_RCPT] = "INSERT INTO recipients (msg_id, address, state, domain)"
+                    " VALUES (?1, ?2, ?3, kiln_addr_domain(?2))",
     [ST_UPD_RCPT] = "UPDATE recipients SET state = ?2, attempts = ?3, next_attempt_ms = ?4,"
                     " last_reply = ?5 WHERE id = ?1 RETURNING msg_id",
     [ST_GC_MSG] = "DELETE FROM messages WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM"
@@ -131,14 +157,44 @@ static const char *const spool_sql[ST__COUNT] = {
     [ST_SUPP_DEL] = "DELETE FROM suppression WHERE address = ?1",
     [ST_LOAD_MSG] = "SELECT created_ms, config_set, mail_from, client_ip, mail_json, data"
                     " FROM messages WHERE id = ?1",
-    [ST_PENDING_ALL] = "SELECT id, msg_id, address, state, attempts, next_attempt_ms,"
-                       " last_reply FROM recipients WHERE state IN " SPOOL_STATE_PENDING
-                       " ORDER BY id",
-    [ST_PENDING_MSG] = "SELECT id, msg_id, address, state, attempts, next_attempt_ms,"
-                       " last_reply FROM recipients WHERE msg_id = ?1 AND state IN "
+    [ST_PENDING_ALL] = "SELECT " SPOOL_RCPT_COLUMNS " FROM recipients WHERE state IN "
                        SPOOL_STATE_PENDING " ORDER BY id",
+    [ST_PENDING_MSG] = "SELECT " SPOOL_RCPT_COLUMNS " FROM recipients WHERE msg_id = ?1 AND"
+                       " state IN " SPOOL_STATE_PENDING " ORDER BY id",
     [ST_COUNT_RCPTS] = "SELECT state, count(*) FROM recipients WHERE state IN "
                        SPOOL_STATE_PENDING " GROUP BY state",
+    /* One page of due recipients (see spool_each_due_rcpt for the choice between the two).
+     * Each arm picks at most ?3 rowids through an index; the outer query fetches those
+     * rows. The indexes are named so that the plan cannot drift to a table scan.
+     * EXPLAIN QUERY PLAN of DUE_SCAN: "SEARCH recipients USING COVERING INDEX recipients_due
+     * (state=? AND id>?)" for both arms; of DUE_SORT: the same for QUEUED, and "SEARCH
+     * recipients USING COVERING INDEX recipients_state (state=? AND next_attempt_ms<?)" with
+     * a sort of those few for DEFERRED. */
+    [ST_DUE_SCAN] = "SELECT " SPOOL_RCPT_COLUMNS " FROM recipients WHERE id IN ("
+                    " SELECT id FROM (SELECT id FROM recipients INDEXED BY recipients_due"
+                    "  WHERE state = 0 AND id > ?2 ORDER BY id LIMIT ?3)"
+                    " UNION ALL"
+                    " SELECT id FROM (SELECT id FROM recipients INDEXED BY recipients_due"
+                    "  WHERE state = 1 AND id > ?2 AND next_attempt_ms < ?1 ORDER BY id"
+                    "  LIMIT ?3))"
+                    " ORDER BY id LIMIT ?3",
+    [ST_DUE_SORT] = "SELECT " SPOOL_RCPT_COLUMNS " FROM recipients WHERE id IN ("
+                    " SELECT id FROM (SELECT id FROM recipients INDEXED BY recipients_due"
+                    "  WHERE state = 0 AND id > ?2 ORDER BY id LIMIT ?3)"
+                    " UNION ALL"
+                    " SELECT id FROM (SELECT id FROM recipients INDEXED BY recipients_state"
+                    "  WHERE state = 1 AND next_attempt_ms < ?1 AND id > ?2 ORDER BY id"
+                    "  LIMIT ?3))"
+                    " ORDER BY id LIMIT ?3",
+    /* Whether fewer than ?2 DEFERRED recipients are due: reads at most ?2 index entries. */
+    [ST_DUE_PROBE] = "SELECT count(*) FROM (SELECT 1 FROM recipients INDEXED BY"
+                     " recipients_state WHERE state = 1 AND next_attempt_ms < ?1 LIMIT ?2)",
+    [ST_NEXT_DUE] = "SELECT next_attempt_ms FROM recipients WHERE state = 1"
+                    " ORDER BY next_attempt_ms LIMIT 1",
+    [ST_COUNT_BY] = "SELECT m.config_set, r.domain, r.state, count(*) FROM recipients r"
+                    " JOIN messages m ON m.id = r.msg_id WHERE r.state IN "
+                    SPOOL_STATE_PENDING " GROUP BY m.config_set, r.domain, r.state"
+                    " ORDER BY m.config_set, r.domain, r.state",
     [ST_SENT_SINCE] = "SELECT created_ms, sum(count) FROM sends WHERE created_ms >= ?1"
                       " GROUP BY created_ms ORDER BY created_ms",
     [ST_SUPP_GET] = "SELECT reason, updated_ms FROM suppression WHERE address = ?1",
@@ -447,6 +503,64 @@ static int setup_schema(spool *sp, char **err)
     return rc;
 }
 
+/* kiln_addr_domain(address): the lower-case text after the last '@', "" if there is none
+ * (as util_addr_domain, lower-cased). NULL stays NULL. */
+static void sql_addr_domain(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    (void)argc;
+    const unsigned char *a = sqlite3_value_text(argv[0]);
+    if (!a) {
+        sqlite3_result_null(ctx);
+        return;
+    }
+    char *d = util_strdup(util_addr_domain((const char *)a));
+    util_lowercase(d);
+    sqlite3_result_text(ctx, d, -1, free);
+}
+
+/* True if TABLE has a column named COLUMN. */
+static int has_column(spool *sp, const char *table, const char *column, bool *has, char **err)
+{
+    *has = false;
+    char *sql = util_asprintf("PRAGMA table_info(%s)", table);
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(sp->db, sql, -1, &st, NULL);
+    free(sql);
+    if (rc == SQLITE_OK)
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+            if (strcmp(col_text(st, 1), column) == 0) *has = true;
+    if (rc != SQLITE_DONE) {
+        *err = util_asprintf("spool %s: reading the columns of %s: %s", sp->path, table,
+                             sqlite3_errmsg(sp->db));
+        sqlite3_finalize(st);
+        return -1;
+    }
+    sqlite3_finalize(st);
+    return 0;
+}
+
+/* Brings a version-1 spool written by an older kiln up to date (see the top of the file). */
+static int schema_additions(spool *sp, char **err)
+{
+    if (exec_sql(sp, spool_schema_kv, "creating the kv table", err) < 0) return -1;
+    bool has;
+    if (has_column(sp, "recipients", "domain", &has, err) < 0) return -1;
+    if (!has) {
+        int rc = exec_sql(sp,
+                          "BEGIN IMMEDIATE;"
+                          " ALTER TABLE recipients ADD COLUMN domain TEXT NOT NULL DEFAULT '';"
+                          " UPDATE recipients SET domain = kiln_addr_domain(address);"
+                          " COMMIT;",
+                          "adding the domain column to recipients", err);
+        if (rc < 0) {
+            if (!sqlite3_get_autocommit(sp->db))
+                sqlite3_exec(sp->db, "ROLLBACK", NULL, NULL, NULL);
+            return -1;
+        }
+    }
+    return exec_sql(sp, spool_schema_due, "creating the index recipients_due", err);
+}
+
 spool *spool_open(const char *dir, bool durable, char **err)
 {
     *err = NULL;
@@ -490,8 +604,15 @@ spool *spool_open(const char *dir, bool durable, char **err)
         *err = util_asprintf("spool %s: this SQLite does not enforce foreign keys", sp->path);
         goto fail;
     }
+    if (sqlite3_create_function(sp->db, "kiln_addr_domain", 1,
+                                SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS, NULL,
+                                sql_addr_domain, NULL, NULL) != SQLITE_OK) {
+        *err = util_asprintf("spool %s: registering kiln_addr_domain: %s", sp->path,
+                             sqlite3_errmsg(sp->db));
+        goto fail;
+    }
     if (setup_schema(sp, err) < 0) goto fail;
-    if (exec_sql(sp, spool_schema_kv, "creating the kv table", err) < 0) goto fail;
+    if (schema_additions(sp, err) < 0) goto fail;
 
     for (int i = 0; i < ST__COUNT; i++) {
         if (sqlite3_prepare_v3(sp->db, spool_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &sp->st[i],
@@ -736,6 +857,27 @@ static int read_end(spool *sp, sqlite3_stmt *st, bool temp, int rc, const char *
     return rc == SQLITE_DONE ? 0 : -1;
 }
 
+/* Hands the current row (SPOOL_RCPT_COLUMNS) to cb. Copies: the callback may write to the
+ * spool, which can move SQLite's buffers. */
+static void read_rcpt(sqlite3_stmt *st, spool_rcpt_cb cb, void *arg)
+{
+    spool_rcpt r = {
+        .rowid = sqlite3_column_int64(st, 0),
+        .msg_id = col_strdup(st, 1),
+        .address = col_strdup(st, 2),
+        .state = (spool_rcpt_state)sqlite3_column_int(st, 3),
+        .attempts = sqlite3_column_int(st, 4),
+        .next_attempt_ms = sqlite3_column_int64(st, 5),
+        .last_reply = sqlite3_column_type(st, 6) == SQLITE_NULL ? NULL : col_strdup(st, 6),
+        .domain = col_strdup(st, 7),
+    };
+    cb(arg, &r);
+    free(r.msg_id);
+    free(r.address);
+    free(r.last_reply);
+    free(r.domain);
+}
+
 int spool_each_pending_rcpt(spool *sp, const char *msg_id, spool_rcpt_cb cb, void *arg)
 {
     bool temp;
@@ -743,23 +885,76 @@ int spool_each_pending_rcpt(spool *sp, const char *msg_id, spool_rcpt_cb cb, voi
     if (!st) return -1;
     if (msg_id) sqlite3_bind_text(st, 1, msg_id, -1, SQLITE_STATIC);
     int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        /* Copies: the callback may write to the spool, which can move SQLite's buffers. */
-        spool_rcpt r = {
-            .rowid = sqlite3_column_int64(st, 0),
-            .msg_id = col_strdup(st, 1),
-            .address = col_strdup(st, 2),
-            .state = (spool_rcpt_state)sqlite3_column_int(st, 3),
-            .attempts = sqlite3_column_int(st, 4),
-            .next_attempt_ms = sqlite3_column_int64(st, 5),
-            .last_reply = sqlite3_column_type(st, 6) == SQLITE_NULL ? NULL : col_strdup(st, 6),
-        };
-        cb(arg, &r);
-        free(r.msg_id);
-        free(r.address);
-        free(r.last_reply);
-    }
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) read_rcpt(st, cb, arg);
     return read_end(sp, st, temp, rc, "list pending recipients");
+}
+
+/* The page's DEFERRED recipients can be found two ways. Walking recipients_due from
+ * after_rowid in rowid order is cheap per page when many are due, but it passes over every
+ * DEFERRED recipient that is not due yet: with a million retries waiting for later and a
+ * few due, one page reads a million index entries (~80 ms). Reading the due ones from
+ * recipients_state (ordered by next_attempt_ms) and sorting them by rowid costs what there
+ * is to sort. So: a probe of at most SPOOL_DUE_SORT_MAX index entries counts the due ones;
+ * fewer than that are sorted, more are walked. Either way a page reads a bounded range of
+ * an index, never the table. */
+int spool_each_due_rcpt(spool *sp, int64_t due_before_ms, int64_t after_rowid, size_t limit,
+                        spool_rcpt_cb cb, void *arg)
+{
+    if (limit == 0) return 0;
+    bool temp;
+    sqlite3_stmt *st = stmt_acquire(sp, ST_DUE_PROBE, &temp);
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, due_before_ms);
+    sqlite3_bind_int64(st, 2, SPOOL_DUE_SORT_MAX);
+    int rc = sqlite3_step(st);
+    int64_t ndue = 0;
+    if (rc == SQLITE_ROW) {
+        ndue = sqlite3_column_int64(st, 0);
+        rc = SQLITE_DONE;
+    }
+    if (read_end(sp, st, temp, rc, "count due recipients") < 0) return -1;
+
+    st = stmt_acquire(sp, ndue < SPOOL_DUE_SORT_MAX ? ST_DUE_SORT : ST_DUE_SCAN, &temp);
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, due_before_ms);
+    sqlite3_bind_int64(st, 2, after_rowid);
+    sqlite3_bind_int64(st, 3, limit > (size_t)INT64_MAX ? INT64_MAX : (int64_t)limit);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) read_rcpt(st, cb, arg);
+    return read_end(sp, st, temp, rc, "list due recipients");
+}
+
+int spool_next_due_ms(spool *sp, int64_t *next_ms)
+{
+    *next_ms = 0;
+    bool temp;
+    sqlite3_stmt *st = stmt_acquire(sp, ST_NEXT_DUE, &temp);
+    if (!st) return -1;
+    int found = 0;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *next_ms = sqlite3_column_int64(st, 0);
+        found = 1;
+        rc = SQLITE_DONE;
+    }
+    if (read_end(sp, st, temp, rc, "find the next retry") < 0) return -1;
+    return found;
+}
+
+int spool_count_by(spool *sp, spool_count_cb cb, void *arg)
+{
+    bool temp;
+    sqlite3_stmt *st = stmt_acquire(sp, ST_COUNT_BY, &temp);
+    if (!st) return -1;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        /* Copies, as in read_rcpt. */
+        char *set = col_strdup(st, 0), *domain = col_strdup(st, 1);
+        cb(arg, set, domain, (spool_rcpt_state)sqlite3_column_int(st, 2),
+           sqlite3_column_int64(st, 3));
+        free(set);
+        free(domain);
+    }
+    return read_end(sp, st, temp, rc, "count recipients by set and domain");
 }
 
 int spool_count_rcpts(spool *sp, int64_t *queued, int64_t *deferred)

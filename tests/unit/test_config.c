@@ -191,6 +191,7 @@ START_TEST(test_good_file)
     ck_assert_str_eq(txn->pool, "main");
     ck_assert_int_eq(txn->tls_policy, CONFIG_TLS_OPTIONAL);
     ck_assert_int_eq(txn->max_delivery_time_ms, 14 * 3600000LL);
+    ck_assert_int_eq(txn->priority, 0);
     ck_assert_uint_eq(txn->nevents, 2);
     ck_assert_int_eq(txn->events[0].type, CONFIG_EVENT_FILE);
     snprintf(want, sizeof want, "%s/events/txn.jsonl", dir);
@@ -201,6 +202,7 @@ START_TEST(test_good_file)
     ck_assert_ptr_nonnull(news);
     ck_assert_int_eq(news->tls_policy, CONFIG_TLS_REQUIRE);
     ck_assert_int_eq(news->max_delivery_time_ms, 2 * 3600000LL);
+    ck_assert_int_eq(news->priority, -5);
     ck_assert_uint_eq(news->nevents, 0);
     ck_assert_str_eq(c->default_set, "news");
     ck_assert_ptr_null(config_find_set(c, "TXN"));
@@ -268,6 +270,8 @@ START_TEST(test_shipped_default)
     ck_assert_int_eq(config_find_pool(c, "marketing")->scaling, CONFIG_SCALING_MANAGED);
     ck_assert_uint_eq(c->nsets, 2);
     ck_assert_str_eq(c->default_set, "txn");
+    ck_assert_int_eq(config_find_set(c, "txn")->priority, 10);
+    ck_assert_int_eq(config_find_set(c, "marketing")->priority, 0);
     snprintf(want, sizeof want, "%s/spool/events-txn.jsonl", dir);
     ck_assert_str_eq(config_find_set(c, "txn")->events[0].path, want);
     snprintf(want, sizeof want, "%s/spool/events-marketing.jsonl", dir);
@@ -285,6 +289,8 @@ START_TEST(test_full_example)
     ck_assert_uint_eq(c->nauth, 1);
     ck_assert_uint_eq(c->nproviders, 2);
     ck_assert_str_eq(config_find_pool(c, "marketing")->overflow, "transactional");
+    ck_assert_int_eq(config_find_set(c, "txn")->priority, 10);
+    ck_assert_int_eq(config_find_set(c, "marketing")->priority, 0);
     ck_assert_msg(c->nwarnings == 0, "unexpected warning: %s", c->warnings[0]);
     config_unref(c);
 }
@@ -327,6 +333,7 @@ START_TEST(test_defaults_and_paths)
     ck_assert_int_eq(c->connect_timeout_ms, 10000);
     ck_assert_int_eq(c->sets[0].max_delivery_time_ms, 14 * 3600000LL);
     ck_assert_int_eq(c->sets[0].tls_policy, CONFIG_TLS_OPTIONAL);
+    ck_assert_int_eq(c->sets[0].priority, 0);
     ck_assert_int_eq(c->pools[0].scaling, CONFIG_SCALING_STANDARD);
     ck_assert_ptr_null(c->pools[0].overflow);
     ck_assert_int_eq(c->ips[0].warmup, CONFIG_WARMUP_NEW);
@@ -531,6 +538,39 @@ static const bad_case bad_cases[] = {
      "  - name: s\n    pool: p\n    events:\n      - type: webhook\n        url: ftp://x\n",
      NULL, 8, "configuration_sets[0].events[0].url",
      "'ftp://x' is not an http:// or https:// URL"},
+    {"priority above 1000",
+     "server: {hostname: h.test}\npools: [{name: p}]\nconfiguration_sets:\n"
+     "  - name: s\n    pool: p\n    priority: 1001\n",
+     NULL, 6, "configuration_sets[0].priority",
+     "must be a whole number from -1000 to 1000 (higher is served first), not 1001"},
+    {"priority below -1000",
+     "server: {hostname: h.test}\npools: [{name: p}]\nconfiguration_sets:\n"
+     "  - {name: s, pool: p}\n  - {name: t, pool: p, priority: -1001}\n",
+     NULL, 5, "configuration_sets[1].priority",
+     "must be a whole number from -1000 to 1000 (higher is served first), not -1001"},
+    {"priority not a number",
+     "server: {hostname: h.test}\npools: [{name: p}]\nconfiguration_sets:\n"
+     "  - name: s\n    pool: p\n    priority: high\n",
+     NULL, 6, "configuration_sets[0].priority", "'high' is not a whole number"},
+    {"priority as quoted text",
+     "server: {hostname: h.test}\npools: [{name: p}]\nconfiguration_sets:\n"
+     "  - name: s\n    pool: p\n    priority: \"5\"\n",
+     NULL, 6, "configuration_sets[0].priority",
+     "'5' is quoted text; write the number without quotes"},
+    {"priority as a list",
+     "server: {hostname: h.test}\npools: [{name: p}]\nconfiguration_sets:\n"
+     "  - name: s\n    pool: p\n    priority: [1]\n",
+     NULL, 6, "configuration_sets[0].priority", "expected a whole number, got a list"},
+    {"priority fractional",
+     "server: {hostname: h.test}\npools: [{name: p}]\nconfiguration_sets:\n"
+     "  - name: s\n    pool: p\n    priority: 1.5\n",
+     NULL, 6, "configuration_sets[0].priority", "'1.5' is not a whole number"},
+    {"unknown key in a configuration set",
+     "server: {hostname: h.test}\npools: [{name: p}]\nconfiguration_sets:\n"
+     "  - name: s\n    pool: p\n    prio: 1\n",
+     NULL, 6, "configuration_sets[0].prio",
+     "unknown key 'prio'; allowed here: name, pool, tls_policy, max_delivery_time, events, "
+     "priority"},
     {"unknown event type",
      "server: {hostname: h.test}\npools: [{name: p}]\nconfiguration_sets:\n"
      "  - name: s\n    pool: p\n    events: [{type: sns}]\n",
@@ -748,6 +788,38 @@ START_TEST(test_warning_short_delivery_time)
 }
 END_TEST
 
+/* The ends of the priority range are accepted as written; the summary shows each set's. */
+START_TEST(test_priority_bounds)
+{
+    char *err = NULL;
+    config *c = load_text("server: {hostname: h.test}\n"
+                          "zones: [az1, az2, az3]\n"
+                          "ips: [{address: 127.0.0.10, zone: az1, pool: p},\n"
+                          "      {address: 127.0.0.11, zone: az2, pool: p},\n"
+                          "      {address: 127.0.0.12, zone: az3, pool: p}]\n"
+                          "pools: [{name: p}]\n"
+                          "configuration_sets:\n"
+                          "  - {name: hi, pool: p, priority: 1000}\n"
+                          "  - {name: lo, pool: p, priority: -1000}\n"
+                          "  - {name: mid, pool: p}\n"
+                          "default_configuration_set: mid\n",
+                          &err, NULL);
+    ck_assert_msg(c != NULL, "%s", err);
+    ck_assert_int_eq(config_find_set(c, "hi")->priority, 1000);
+    ck_assert_int_eq(config_find_set(c, "lo")->priority, -1000);
+    ck_assert_int_eq(config_find_set(c, "mid")->priority, 0);
+    char *sum = config_summary(c);
+    ck_assert_msg(strstr(sum, "  hi -> pool p, tls optional, max_delivery_time 14h, priority 1000,"),
+                  "%s", sum);
+    ck_assert_msg(strstr(sum, "  lo -> pool p, tls optional, max_delivery_time 14h, priority -1000,"),
+                  "%s", sum);
+    ck_assert_msg(strstr(sum, "  mid (default) -> pool p, tls optional, max_delivery_time 14h, "
+                              "priority 0,"), "%s", sum);
+    free(sum);
+    config_unref(c);
+}
+END_TEST
+
 /* ---- the summary ---- */
 
 START_TEST(test_summary)
@@ -767,9 +839,10 @@ START_TEST(test_summary)
         "IPs per zone:\n  z1: 192.0.2.1 (main, warming up), 192.0.2.4 (bulk, warming up)\n",
         "  z2: 192.0.2.2 (main, warm), 192.0.2.5 (bulk, warming up)\n",
         "configuration sets:\n  txn -> pool main, tls optional, max_delivery_time 14h, "
-        "events: file ",
+        "priority 0, events: file ",
         "webhook https://hooks.good.test/kiln\n",
-        "  news (default) -> pool bulk, tls require, max_delivery_time 2h, no event destinations\n",
+        "  news (default) -> pool bulk, tls require, max_delivery_time 2h, priority -5, no event "
+        "destinations\n",
         "routes:\n  demo.test -> 127.0.0.1:2526\n  other.test -> mx.other.test:2500\n",
     };
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
@@ -981,6 +1054,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_warning_small_pool);
     tcase_add_test(tc, test_warning_one_zone);
     tcase_add_test(tc, test_warning_short_delivery_time);
+    tcase_add_test(tc, test_priority_bounds);
     tcase_add_test(tc, test_summary);
     suite_add_tcase(s, tc);
 

@@ -2,7 +2,9 @@
  * (one batch, callbacks in order, a failed statement fails the whole batch, callbacks that
  * write go to the next batch, a batch never flushed is lost in a crash), deletion of finished
  * messages, the recipient, sends, suppression and event queries, the key-value table (also added
- * to a spool written before it existed), and open errors. */
+ * to a spool written before it existed), paging of due recipients, the next retry time, counts
+ * per configuration set and domain, the domain column (also added to a spool written before it
+ * existed), and open errors. */
 #include <check.h>
 #include <errno.h>
 #include <ftw.h>
@@ -102,6 +104,7 @@ typedef struct rcpt_list {
     int64_t next[64];
     char reply[64][64];
     bool reply_null[64];
+    char domain[64][64];
 } rcpt_list;
 
 static void collect_rcpt(void *arg, const spool_rcpt *r)
@@ -116,6 +119,7 @@ static void collect_rcpt(void *arg, const spool_rcpt *r)
     l->next[l->n] = r->next_attempt_ms;
     l->reply_null[l->n] = r->last_reply == NULL;
     snprintf(l->reply[l->n], sizeof l->reply[0], "%s", r->last_reply ? r->last_reply : "");
+    snprintf(l->domain[l->n], sizeof l->domain[0], "%s", r->domain);
     l->n++;
 }
 
@@ -706,6 +710,376 @@ START_TEST(test_read_callbacks_may_read_and_write)
 }
 END_TEST
 
+/* ---- paging of due recipients, next retry, counts by set and domain ---- */
+
+static rcpt_list *due_page(spool *sp, int64_t due_before, int64_t after, size_t limit)
+{
+    rcpt_list *l = util_calloc(1, sizeof *l);
+    ck_assert_int_eq(spool_each_due_rcpt(sp, due_before, after, limit, collect_rcpt, l), 0);
+    return l;
+}
+
+START_TEST(test_due_pages)
+{
+    char *dir = new_dir();
+    spool *sp = open_ok(dir);
+    int64_t now = util_wall_ms();
+    add_msg(sp, "A", now, 0);
+    add_msg(sp, "B", now, 0);
+    /* rowid order: q1 d_past d_edge q2 done d_future q3 bounced */
+    int64_t q1, dpast, dedge, q2, done, dfut, q3, bounced;
+    ck_assert_int_eq(spool_add_rcpt(sp, "A", "Q1@Example.TEST", SPOOL_RCPT_QUEUED, &q1), 0);
+    ck_assert_int_eq(spool_add_rcpt(sp, "B", "past@x.test", SPOOL_RCPT_QUEUED, &dpast), 0);
+    ck_assert_int_eq(spool_add_rcpt(sp, "A", "edge@x.test", SPOOL_RCPT_QUEUED, &dedge), 0);
+    ck_assert_int_eq(spool_add_rcpt(sp, "B", "\"a@b\"@Quoted.test", SPOOL_RCPT_QUEUED, &q2), 0);
+    ck_assert_int_eq(spool_add_rcpt(sp, "A", "done@x.test", SPOOL_RCPT_QUEUED, &done), 0);
+    ck_assert_int_eq(spool_add_rcpt(sp, "B", "later@x.test", SPOOL_RCPT_QUEUED, &dfut), 0);
+    ck_assert_int_eq(spool_add_rcpt(sp, "A", "postmaster", SPOOL_RCPT_QUEUED, &q3), 0);
+    ck_assert_int_eq(spool_add_rcpt(sp, "B", "gone@x.test", SPOOL_RCPT_QUEUED, &bounced), 0);
+    int64_t due = now + 1000;
+    ck_assert_int_eq(spool_update_rcpt(sp, dpast, SPOOL_RCPT_DEFERRED, 1, due - 1, "421 a"), 0);
+    ck_assert_int_eq(spool_update_rcpt(sp, dedge, SPOOL_RCPT_DEFERRED, 2, due, "421 b"), 0);
+    ck_assert_int_eq(spool_update_rcpt(sp, done, SPOOL_RCPT_DELIVERED, 1, 0, "250"), 0);
+    ck_assert_int_eq(spool_update_rcpt(sp, dfut, SPOOL_RCPT_DEFERRED, 1, due + HOUR_MS, "451"), 0);
+    ck_assert_int_eq(spool_update_rcpt(sp, bounced, SPOOL_RCPT_BOUNCED, 1, 0, "550"), 0);
+    ck_assert_int_eq(spool_flush(sp), 0);
+
+    /* Everything due at once: QUEUED and past DEFERRED in rowid order; a retry time equal to
+     * due_before is not due yet, final ones never are. */
+    rcpt_list *l = due_page(sp, due, 0, 100);
+    ck_assert_uint_eq(l->n, 4);
+    ck_assert_int_eq(l->rowid[0], q1);
+    ck_assert_int_eq(l->rowid[1], dpast);
+    ck_assert_int_eq(l->rowid[2], q2);
+    ck_assert_int_eq(l->rowid[3], q3);
+    /* Every field, and the domain: lower-case, after the last '@', "" without one. */
+    ck_assert_str_eq(l->addr[0], "Q1@Example.TEST");
+    ck_assert_str_eq(l->domain[0], "example.test");
+    ck_assert_str_eq(l->msg[1], "B");
+    ck_assert_int_eq(l->state[1], SPOOL_RCPT_DEFERRED);
+    ck_assert_int_eq(l->attempts[1], 1);
+    ck_assert_int_eq(l->next[1], due - 1);
+    ck_assert_str_eq(l->reply[1], "421 a");
+    ck_assert(l->reply_null[0]);
+    ck_assert_str_eq(l->domain[2], "quoted.test");
+    ck_assert_str_eq(l->domain[3], "");
+    free(l);
+
+    /* Pages of 2, each starting after the last rowid of the one before. */
+    l = due_page(sp, due, 0, 2);
+    ck_assert_uint_eq(l->n, 2);
+    ck_assert_int_eq(l->rowid[0], q1);
+    ck_assert_int_eq(l->rowid[1], dpast);
+    int64_t last = l->rowid[1];
+    free(l);
+    l = due_page(sp, due, last, 2);
+    ck_assert_uint_eq(l->n, 2);
+    ck_assert_int_eq(l->rowid[0], q2);
+    ck_assert_int_eq(l->rowid[1], q3);
+    last = l->rowid[1];
+    free(l);
+    l = due_page(sp, due, last, 2);
+    ck_assert_uint_eq(l->n, 0);
+    free(l);
+
+    /* A later horizon takes in the edge and then the later retry, in rowid order. */
+    l = due_page(sp, due + 1, 0, 100);
+    ck_assert_uint_eq(l->n, 5);
+    ck_assert_int_eq(l->rowid[2], dedge);
+    ck_assert_int_eq(l->attempts[2], 2);
+    free(l);
+    l = due_page(sp, due + HOUR_MS + 1, dpast, 100);
+    ck_assert_uint_eq(l->n, 4);
+    ck_assert_int_eq(l->rowid[0], dedge);
+    ck_assert_int_eq(l->rowid[1], q2);
+    ck_assert_int_eq(l->rowid[2], dfut);
+    ck_assert_int_eq(l->rowid[3], q3);
+    free(l);
+
+    /* limit 0 reads nothing; a recipient added now comes on a later page (the open batch
+     * is visible to reads). */
+    l = due_page(sp, due, 0, 0);
+    ck_assert_uint_eq(l->n, 0);
+    free(l);
+    int64_t q4;
+    ck_assert_int_eq(spool_add_rcpt(sp, "B", "new@x.test", SPOOL_RCPT_QUEUED, &q4), 0);
+    l = due_page(sp, due, q3, 10);
+    ck_assert_uint_eq(l->n, 1);
+    ck_assert_int_eq(l->rowid[0], q4);
+    free(l);
+    ck_assert_int_eq(spool_flush(sp), 0);
+    spool_close(sp);
+    free(dir);
+}
+END_TEST
+
+/* Paging through many recipients visits each due one exactly once, in order, while the
+ * callback settles some of them (as a scheduler would when it hands them over). Run with
+ * few due retries (sorted by rowid) and with more than 10,000 (walked in rowid order). */
+typedef struct sweep {
+    spool *sp;
+    int64_t due, last;
+    size_t seen, settled;
+    bool ordered, all_due;
+} sweep;
+
+static void sweep_rcpt(void *arg, const spool_rcpt *r)
+{
+    sweep *w = arg;
+    if (r->rowid <= w->last) w->ordered = false;
+    w->last = r->rowid;
+    w->seen++;
+    if (r->state != SPOOL_RCPT_QUEUED && !(r->state == SPOOL_RCPT_DEFERRED &&
+                                           r->next_attempt_ms < w->due))
+        w->all_due = false;
+    if (r->rowid % 7 == 0) {
+        ck_assert_int_eq(spool_update_rcpt(w->sp, r->rowid, SPOOL_RCPT_DELIVERED, 1, 0, "250"), 0);
+        w->settled++;
+    }
+}
+
+START_TEST(test_due_sweep)
+{
+    char *dir = new_dir();
+    spool *sp = open_ok(dir);
+    int64_t now = util_wall_ms();
+    enum { PER = 50 };
+    const int NMSG = _i == 0 ? 40 : 640;   /* 1/3 of 32,000 due retries: over 10,000 */
+    size_t want = 0;
+    for (int m = 0; m < NMSG; m++) {
+        char id[16];
+        snprintf(id, sizeof id, "m%d", m);
+        add_msg(sp, id, now, 0);
+        for (int i = 0; i < PER; i++) {
+            char addr[48];
+            snprintf(addr, sizeof addr, "u%d@d%d.test", i, (m * PER + i) % 13);
+            int64_t rowid;
+            ck_assert_int_eq(spool_add_rcpt(sp, id, addr, SPOOL_RCPT_QUEUED, &rowid), 0);
+            /* a third not due (retry in an hour), a third due, a third never tried */
+            if (rowid % 3 == 0)
+                ck_assert_int_eq(spool_update_rcpt(sp, rowid, SPOOL_RCPT_DEFERRED, 1,
+                                                   now + HOUR_MS, "451"), 0);
+            else if (rowid % 3 == 1)
+                ck_assert_int_eq(spool_update_rcpt(sp, rowid, SPOOL_RCPT_DEFERRED, 1, now - 1,
+                                                   "451"), 0);
+            if (rowid % 3 != 0) want++;
+        }
+    }
+    ck_assert_int_eq(spool_flush(sp), 0);
+    sweep w = {.sp = sp, .due = now, .ordered = true, .all_due = true};
+    int pages = 0;
+    for (;;) {
+        size_t before = w.seen;
+        ck_assert_int_eq(spool_each_due_rcpt(sp, now, w.last, 97, sweep_rcpt, &w), 0);
+        size_t got = w.seen - before;
+        ck_assert_uint_le(got, 97);
+        if (got == 0) break;
+        pages++;
+        ck_assert_int_lt(pages, 1000);
+    }
+    ck_assert(w.ordered);
+    ck_assert(w.all_due);
+    ck_assert_uint_eq(w.seen, want);
+    ck_assert_int_eq(pages, (int)((want + 96) / 97));
+    ck_assert_int_eq(spool_flush(sp), 0);
+    int64_t q, d;
+    ck_assert_int_eq(spool_count_rcpts(sp, &q, &d), 0);
+    ck_assert_int_eq(q + d, NMSG * PER - (int64_t)w.settled);
+    spool_close(sp);
+    free(dir);
+}
+END_TEST
+
+START_TEST(test_next_due)
+{
+    char *dir = new_dir();
+    spool *sp = open_ok(dir);
+    int64_t next = -1;
+    ck_assert_int_eq(spool_next_due_ms(sp, &next), 0);   /* empty spool */
+    ck_assert_int_eq(next, 0);
+    int64_t now = util_wall_ms();
+    add_msg(sp, "A", now, 0);
+    int64_t r1, r2, r3;
+    ck_assert_int_eq(spool_add_rcpt(sp, "A", "a@x.test", SPOOL_RCPT_QUEUED, &r1), 0);
+    ck_assert_int_eq(spool_add_rcpt(sp, "A", "b@x.test", SPOOL_RCPT_QUEUED, &r2), 0);
+    ck_assert_int_eq(spool_add_rcpt(sp, "A", "c@x.test", SPOOL_RCPT_QUEUED, &r3), 0);
+    ck_assert_int_eq(spool_next_due_ms(sp, &next), 0);   /* QUEUED ones do not count */
+    ck_assert_int_eq(spool_update_rcpt(sp, r2, SPOOL_RCPT_DEFERRED, 1, now + 5000, "451"), 0);
+    ck_assert_int_eq(spool_update_rcpt(sp, r3, SPOOL_RCPT_DEFERRED, 1, now + 3000, "451"), 0);
+    ck_assert_int_eq(spool_next_due_ms(sp, &next), 1);
+    ck_assert_int_eq(next, now + 3000);
+    ck_assert_int_eq(spool_flush(sp), 0);
+    /* The earliest one settles: the next earliest is reported. */
+    ck_assert_int_eq(spool_update_rcpt(sp, r3, SPOOL_RCPT_BOUNCED, 2, 0, "550"), 0);
+    ck_assert_int_eq(spool_next_due_ms(sp, &next), 1);
+    ck_assert_int_eq(next, now + 5000);
+    ck_assert_int_eq(spool_update_rcpt(sp, r2, SPOOL_RCPT_DELIVERED, 2, 0, "250"), 0);
+    ck_assert_int_eq(spool_next_due_ms(sp, &next), 0);
+    ck_assert_int_eq(next, 0);
+    ck_assert_int_eq(spool_flush(sp), 0);
+    spool_close(sp);
+    free(dir);
+}
+END_TEST
+
+typedef struct count_list {
+    size_t n;
+    char set[16][32];
+    char domain[16][32];
+    spool_rcpt_state state[16];
+    int64_t count[16];
+} count_list;
+
+static void collect_count(void *arg, const char *set, const char *domain, spool_rcpt_state st,
+                          int64_t count)
+{
+    count_list *l = arg;
+    ck_assert_uint_lt(l->n, 16);
+    snprintf(l->set[l->n], sizeof l->set[0], "%s", set);
+    snprintf(l->domain[l->n], sizeof l->domain[0], "%s", domain);
+    l->state[l->n] = st;
+    l->count[l->n] = count;
+    l->n++;
+}
+
+static void add_msg_in_set(spool *sp, const char *id, const char *set)
+{
+    static const char body[] = "Subject: hi\r\n\r\nhello\r\n";
+    spool_message m = make_msg(id, util_wall_ms(), body, sizeof body - 1, 0);
+    m.config_set = set;
+    ck_assert_int_eq(spool_add_message(sp, &m), 0);
+}
+
+START_TEST(test_count_by)
+{
+    char *dir = new_dir();
+    spool *sp = open_ok(dir);
+    count_list l = {0};
+    ck_assert_int_eq(spool_count_by(sp, collect_count, &l), 0);
+    ck_assert_uint_eq(l.n, 0);
+
+    int64_t now = util_wall_ms();
+    add_msg_in_set(sp, "T1", "txn");
+    add_msg_in_set(sp, "T2", "txn");
+    add_msg_in_set(sp, "M1", "marketing");
+    int64_t r;
+    ck_assert_int_eq(spool_add_rcpt(sp, "T1", "a@B.test", SPOOL_RCPT_QUEUED, NULL), 0);
+    ck_assert_int_eq(spool_add_rcpt(sp, "T2", "b@b.test", SPOOL_RCPT_QUEUED, NULL), 0);
+    ck_assert_int_eq(spool_add_rcpt(sp, "T2", "c@b.test", SPOOL_RCPT_QUEUED, &r), 0);
+    ck_assert_int_eq(spool_update_rcpt(sp, r, SPOOL_RCPT_DEFERRED, 1, now + 1000, "451"), 0);
+    ck_assert_int_eq(spool_add_rcpt(sp, "T1", "d@a.test", SPOOL_RCPT_QUEUED, NULL), 0);
+    ck_assert_int_eq(spool_add_rcpt(sp, "T1", "e@a.test", SPOOL_RCPT_DELIVERED, NULL), 0);
+    ck_assert_int_eq(spool_add_rcpt(sp, "M1", "f@b.test", SPOOL_RCPT_QUEUED, NULL), 0);
+    ck_assert_int_eq(spool_add_rcpt(sp, "M1", "g@c.test", SPOOL_RCPT_QUEUED, &r), 0);
+    ck_assert_int_eq(spool_update_rcpt(sp, r, SPOOL_RCPT_BOUNCED, 1, 0, "550"), 0);
+    ck_assert_int_eq(spool_flush(sp), 0);
+
+    ck_assert_int_eq(spool_count_by(sp, collect_count, &l), 0);
+    static const struct { const char *set, *domain; spool_rcpt_state st; int64_t n; } want[] = {
+        {"marketing", "b.test", SPOOL_RCPT_QUEUED, 1},
+        {"txn", "a.test", SPOOL_RCPT_QUEUED, 1},
+        {"txn", "b.test", SPOOL_RCPT_QUEUED, 2},   /* "a@B.test" counts as b.test */
+        {"txn", "b.test", SPOOL_RCPT_DEFERRED, 1},
+    };
+    ck_assert_uint_eq(l.n, sizeof want / sizeof want[0]);
+    for (size_t i = 0; i < l.n; i++) {
+        ck_assert_str_eq(l.set[i], want[i].set);
+        ck_assert_str_eq(l.domain[i], want[i].domain);
+        ck_assert_int_eq(l.state[i], want[i].st);
+        ck_assert_int_eq(l.count[i], want[i].n);
+    }
+    spool_close(sp);
+    free(dir);
+}
+END_TEST
+
+/* 1 if the spool database at DB has an index named NAME. */
+static int has_index(const char *db, const char *name)
+{
+    sqlite3 *h = NULL;
+    ck_assert_int_eq(sqlite3_open(db, &h), SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    ck_assert_int_eq(sqlite3_prepare_v2(h, "SELECT count(*) FROM sqlite_master WHERE type ="
+                                           " 'index' AND name = ?1", -1, &st, NULL), SQLITE_OK);
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+    int n = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(h);
+    return n;
+}
+
+/* A version-1 spool written before recipients had a domain column (and before the index for
+ * paging) gets both at open, with the domain of every recipient already there, and keeps
+ * schema version 1. */
+START_TEST(test_domain_column_added_to_old_spool)
+{
+    char *dir = new_dir();
+    char *db = util_asprintf("%s/kiln.db", dir);
+    spool *sp = open_ok(dir);
+    int64_t now = util_wall_ms();
+    add_msg_in_set(sp, "A", "txn");
+    int64_t r1, r2;
+    ck_assert_int_eq(spool_add_rcpt(sp, "A", "one@Old.TEST", SPOOL_RCPT_QUEUED, &r1), 0);
+    ck_assert_int_eq(spool_add_rcpt(sp, "A", "two@other.test", SPOOL_RCPT_QUEUED, &r2), 0);
+    ck_assert_int_eq(spool_update_rcpt(sp, r2, SPOOL_RCPT_DEFERRED, 3, now - 10, "451"), 0);
+    ck_assert_int_eq(spool_flush(sp), 0);
+    spool_close(sp);
+    ck_assert_int_eq(has_index(db, "recipients_due"), 1);
+
+    /* Make it look as an older kiln left it. */
+    sqlite3 *h = NULL;
+    ck_assert_int_eq(sqlite3_open(db, &h), SQLITE_OK);
+    char *msg = NULL;
+    int rc = sqlite3_exec(h, "DROP INDEX recipients_due;"
+                             " ALTER TABLE recipients DROP COLUMN domain;", NULL, NULL, &msg);
+    ck_assert_msg(rc == SQLITE_OK, "%s", msg ? msg : "?");
+    sqlite3_close(h);
+    ck_assert_int_eq(has_index(db, "recipients_due"), 0);
+
+    sp = open_ok(dir);
+    rcpt_list *l = due_page(sp, now, 0, 10);
+    ck_assert_uint_eq(l->n, 2);
+    ck_assert_int_eq(l->rowid[0], r1);
+    ck_assert_str_eq(l->domain[0], "old.test");
+    ck_assert_int_eq(l->rowid[1], r2);
+    ck_assert_str_eq(l->domain[1], "other.test");
+    ck_assert_int_eq(l->attempts[1], 3);
+    free(l);
+    count_list c = {0};
+    ck_assert_int_eq(spool_count_by(sp, collect_count, &c), 0);
+    ck_assert_uint_eq(c.n, 2);
+    ck_assert_str_eq(c.domain[0], "old.test");
+    ck_assert_str_eq(c.domain[1], "other.test");
+    /* New recipients get theirs at insert. */
+    int64_t r3;
+    ck_assert_int_eq(spool_add_rcpt(sp, "A", "three@New.test", SPOOL_RCPT_QUEUED, &r3), 0);
+    ck_assert_int_eq(spool_flush(sp), 0);
+    rcpt_list *p = pending(sp, "A");
+    ck_assert_uint_eq(p->n, 3);
+    ck_assert_str_eq(p->domain[2], "new.test");
+    free(p);
+    spool_close(sp);
+    ck_assert_int_eq(has_index(db, "recipients_due"), 1);
+
+    /* Opening again changes nothing. */
+    sp = open_ok(dir);
+    l = due_page(sp, now, 0, 10);
+    ck_assert_uint_eq(l->n, 3);
+    free(l);
+    spool_close(sp);
+    ck_assert_int_eq(sqlite3_open(db, &h), SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    ck_assert_int_eq(sqlite3_prepare_v2(h, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+    ck_assert_int_eq(sqlite3_column_int(st, 0), 1);
+    sqlite3_finalize(st);
+    sqlite3_close(h);
+    free(db);
+    free(dir);
+}
+END_TEST
+
 START_TEST(test_sends_window_across_reopen)
 {
     char *dir = new_dir();
@@ -965,6 +1339,11 @@ static Suite *spool_suite(void)
     tcase_add_test(tc, test_update_rcpt_deletes_finished_message);
     tcase_add_test(tc, test_pending_order_filter_and_counts);
     tcase_add_test(tc, test_read_callbacks_may_read_and_write);
+    tcase_add_test(tc, test_due_pages);
+    tcase_add_loop_test(tc, test_due_sweep, 0, 2);
+    tcase_add_test(tc, test_next_due);
+    tcase_add_test(tc, test_count_by);
+    tcase_add_test(tc, test_domain_column_added_to_old_spool);
     tcase_add_test(tc, test_sends_window_across_reopen);
     tcase_add_test(tc, test_suppression);
     tcase_add_test(tc, test_events_outbox);
