@@ -7,7 +7,8 @@
  * batch committed, and the client's later lines wait until then. JSON is parsed and built
  * with jansson; the answers' data objects follow the SES response shapes (SPEC section 5).
  * The dedicated-IP commands (ips, ip.warmup, zone.down, zone.up) read and change the
- * scheduler's pools state (pools/pools.h); changes are persisted by the scheduler. */
+ * scheduler's pools state (pools/pools.h); changes are persisted by the scheduler. queue
+ * and queue.explain read the scheduler's in-memory queue (scheduler_queue/_explain). */
 #include "control.h"
 
 #include <errno.h>
@@ -629,6 +630,115 @@ static void cmd_zone(control_client *cl, json_t *args, bool up)
     log_cmd(cl->ctl, cmd, zone, NULL);
 }
 
+/* ---- the queue ---- */
+
+/* The scheduler, or NULL after replying (kilnd is starting). */
+static scheduler *take_sched(control_client *cl, const char *cmd)
+{
+    scheduler *sc = cl->ctl->ctx->sched;
+    if (!sc) {
+        const char *e = "the delivery scheduler is not running";
+        reply_error(cl, e);
+        log_cmd(cl->ctl, cmd, NULL, e);
+    }
+    return sc;
+}
+
+/* {"Queue": [{"Pool","ConfigurationSet","Domain","State","Recipients"}], "Queued",
+ * "Deferred"}: recipients grouped by pool, set, domain and state (args.domain filters). */
+static void cmd_queue(control_client *cl, json_t *args)
+{
+    const char *cmd = "queue";
+    json_t *jd = json_object_get(args, "domain");
+    if (jd && !json_is_null(jd) && !json_is_string(jd)) {
+        const char *e = "domain must be a string";
+        reply_error(cl, e);
+        log_cmd(cl->ctl, cmd, NULL, e);
+        return;
+    }
+    const char *domain = json_string_value(jd);
+    scheduler *sc = take_sched(cl, cmd);
+    if (!sc) return;
+    scheduler_queue_row *rows = NULL;
+    size_t n = scheduler_queue(sc, domain, &rows);
+    json_t *arr = json_array();
+    int64_t queued = 0, deferred = 0;
+    for (size_t i = 0; i < n; i++) {
+        json_t *o = json_object();
+        json_object_set_new(o, "Pool", jstr(rows[i].pool));
+        json_object_set_new(o, "ConfigurationSet", jstr(rows[i].set));
+        json_object_set_new(o, "Domain", jstr(rows[i].domain));
+        json_object_set_new(o, "State", json_string(rows[i].state));
+        json_object_set_new(o, "Recipients", json_integer(rows[i].recipients));
+        json_array_append_new(arr, o);
+        if (strcmp(rows[i].state, "deferred") == 0) deferred += rows[i].recipients;
+        else queued += rows[i].recipients;
+    }
+    scheduler_queue_free(rows, n);
+    json_t *d = json_object();
+    json_object_set_new(d, "Queue", arr);
+    json_object_set_new(d, "Queued", json_integer(queued));
+    json_object_set_new(d, "Deferred", json_integer(deferred));
+    if (domain && *domain) json_object_set_new(d, "Domain", jstr(domain));
+    reply_ok(cl, d);
+    log_cmd(cl->ctl, cmd, domain, NULL);
+}
+
+/* {"MessageId", "Recipients": [{"Recipient","Domain","ConfigurationSet","Pool","State",
+ * "Reason","Until" (ISO 8601 or null),"Attempts","LastReply" (or null)}]}: what each pending
+ * recipient of message args.id waits for. */
+static void cmd_queue_explain(control_client *cl, json_t *args)
+{
+    const char *cmd = "queue.explain";
+    const char *id = json_string_value(json_object_get(args, "id"));
+    if (!id || !*id) {
+        const char *e = "a message ID is required";
+        reply_error(cl, e);
+        log_cmd(cl->ctl, cmd, NULL, e);
+        return;
+    }
+    scheduler *sc = take_sched(cl, cmd);
+    if (!sc) return;
+    scheduler_explain_row *rows = NULL;
+    size_t n = scheduler_explain(sc, id, &rows);
+    if (n == 0) {
+        scheduler_explain_free(rows, n);
+        char *e = util_asprintf("message %s has no recipient in the queue (unknown, or every "
+                                "recipient delivered or bounced)", id);
+        reply_error(cl, e);
+        log_cmd(cl->ctl, cmd, id, e);
+        free(e);
+        return;
+    }
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++) {
+        const scheduler_explain_row *r = &rows[i];
+        json_t *o = json_object();
+        json_object_set_new(o, "Recipient", jstr(r->recipient));
+        json_object_set_new(o, "Domain", jstr(r->domain));
+        json_object_set_new(o, "ConfigurationSet", jstr(r->set));
+        json_object_set_new(o, "Pool", jstr(r->pool));
+        json_object_set_new(o, "State", json_string(r->state));
+        json_object_set_new(o, "Reason", jstr(r->reason));
+        if (r->until_ms > 0) {
+            char ts[32];
+            util_iso8601(r->until_ms, ts);
+            json_object_set_new(o, "Until", json_string(ts));
+        } else {
+            json_object_set_new(o, "Until", json_null());
+        }
+        json_object_set_new(o, "Attempts", json_integer(r->attempts));
+        json_object_set_new(o, "LastReply", r->last_reply ? jstr(r->last_reply) : json_null());
+        json_array_append_new(arr, o);
+    }
+    scheduler_explain_free(rows, n);
+    json_t *d = json_object();
+    json_object_set_new(d, "MessageId", jstr(id));
+    json_object_set_new(d, "Recipients", arr);
+    reply_ok(cl, d);
+    log_cmd(cl->ctl, cmd, id, NULL);
+}
+
 /* Answers one request line (without its newline). */
 static void client_request(control_client *cl, const char *line, size_t len)
 {
@@ -667,6 +777,8 @@ static void client_request(control_client *cl, const char *line, size_t len)
         else if (strcmp(cmd, "ip.warmup") == 0) cmd_ip_warmup(cl, args);
         else if (strcmp(cmd, "zone.down") == 0) cmd_zone(cl, args, false);
         else if (strcmp(cmd, "zone.up") == 0) cmd_zone(cl, args, true);
+        else if (strcmp(cmd, "queue") == 0) cmd_queue(cl, args);
+        else if (strcmp(cmd, "queue.explain") == 0) cmd_queue_explain(cl, args);
         else {
             char *e = util_asprintf("unknown command: %s", cmd);
             reply_error(cl, e);

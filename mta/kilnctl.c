@@ -58,7 +58,11 @@ static const char usage_text[] =
     "                                         SES PutDedicatedIpWarmupAttributes)\n"
     "  zone down NAME                         take zone NAME out of rotation: no new sessions\n"
     "                                         from its IPs, open ones finish and QUIT\n"
-    "  zone up NAME                           put zone NAME back into rotation\n";
+    "  zone up NAME                           put zone NAME back into rotation\n"
+    "  queue [--domain D]                     queued recipients by pool, configuration set,\n"
+    "                                         domain and state (ready, active, waiting, deferred)\n"
+    "  queue --explain MESSAGE-ID             what each pending recipient of the message waits\n"
+    "                                         for: retry time, IP cap, site shaping, session\n";
 
 static _Noreturn void usage_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static _Noreturn void usage_fail(const char *fmt, ...)
@@ -94,6 +98,8 @@ typedef struct options {
     bool json;
     const char *reason;        /* --reason */
     const char *percent;       /* --percent */
+    const char *domain;        /* --domain */
+    const char *explain;       /* --explain */
     const char *words[4];      /* the command and its positional arguments */
     int nwords;
 } options;
@@ -109,17 +115,24 @@ static void parse_args(int argc, char **argv, options *o)
             fputs(usage_text, stdout);
             exit(0);
         } else if (strcmp(a, "-c") == 0 || strcmp(a, "-s") == 0 || strcmp(a, "--reason") == 0 ||
-                   strcmp(a, "--percent") == 0) {
+                   strcmp(a, "--percent") == 0 || strcmp(a, "--domain") == 0 ||
+                   strcmp(a, "--explain") == 0) {
             if (i + 1 >= argc) usage_fail("%s needs a value", a);
             const char *v = argv[++i];
             if (a[1] == 'c') o->config_file = v;
             else if (a[1] == 's') o->socket_path = v;
             else if (a[2] == 'r') o->reason = v;
-            else o->percent = v;
+            else if (a[2] == 'p') o->percent = v;
+            else if (a[2] == 'd') o->domain = v;
+            else o->explain = v;
         } else if (strncmp(a, "--reason=", 9) == 0) {
             o->reason = a + 9;
         } else if (strncmp(a, "--percent=", 10) == 0) {
             o->percent = a + 10;
+        } else if (strncmp(a, "--domain=", 9) == 0) {
+            o->domain = a + 9;
+        } else if (strncmp(a, "--explain=", 10) == 0) {
+            o->explain = a + 10;
         } else if (a[0] == '-' && a[1] != '\0') {
             usage_fail("unknown option: %s", a);
         } else {
@@ -140,10 +153,15 @@ static json_t *build_request(const options *o, const char **cmd_name)
     const char *sub = o->nwords > 1 ? o->words[1] : NULL;
     const char *cmd = NULL;
     int want = 1;          /* number of words the command takes */
-    bool reason_ok = false, percent_ok = false;
+    bool reason_ok = false, percent_ok = false, queue_opts = false;
     if (strcmp(w0, "status") == 0 || strcmp(w0, "quota") == 0 || strcmp(w0, "reload") == 0 ||
         strcmp(w0, "ips") == 0) {
         cmd = w0;
+    } else if (strcmp(w0, "queue") == 0) {
+        queue_opts = true;
+        if (o->explain && o->domain) usage_fail("queue takes --domain D or --explain MESSAGE-ID, not both");
+        if (o->explain && !*o->explain) usage_fail("--explain needs a MESSAGE-ID");
+        cmd = o->explain ? "queue.explain" : "queue";
     } else if (strcmp(w0, "ip") == 0) {
         if (!sub || strcmp(sub, "warmup") != 0) usage_fail("ip needs warmup ADDRESS --percent N");
         cmd = "ip.warmup";
@@ -177,6 +195,8 @@ static json_t *build_request(const options *o, const char **cmd_name)
     if (o->nwords > want) usage_fail("unexpected argument: %s", o->words[want]);
     if (o->reason && !reason_ok) usage_fail("--reason does not apply to %s", o->words[0]);
     if (o->percent && !percent_ok) usage_fail("--percent does not apply to %s", o->words[0]);
+    if ((o->domain || o->explain) && !queue_opts)
+        usage_fail("%s does not apply to %s", o->domain ? "--domain" : "--explain", o->words[0]);
     long percent = -1;
     if (o->percent) {
         char *end = NULL;
@@ -191,6 +211,8 @@ static json_t *build_request(const options *o, const char **cmd_name)
     else if (want == 3) json_object_set_new(args, "address", json_string(o->words[2]));
     if (percent >= 0) json_object_set_new(args, "percent", json_integer(percent));
     if (o->reason) json_object_set_new(args, "reason", json_string(o->reason));
+    if (queue_opts && o->domain) json_object_set_new(args, "domain", json_string(o->domain));
+    if (queue_opts && o->explain) json_object_set_new(args, "id", json_string(o->explain));
     json_t *req = json_object();
     json_object_set_new(req, "cmd", json_string(cmd));
     json_object_set_new(req, "args", args);
@@ -576,6 +598,76 @@ static void print_ips(json_t *data)
     }
 }
 
+/* The value of key in object o as text ("" if absent); integers printed. */
+static const char *cell(json_t *o, const char *key, char *buf, size_t n)
+{
+    json_t *v = json_object_get(o, key);
+    if (json_is_string(v)) return json_string_value(v);
+    if (json_is_integer(v)) {
+        snprintf(buf, n, "%lld", (long long)json_integer_value(v));
+        return buf;
+    }
+    return "";
+}
+
+static void print_queue(json_t *data)
+{
+    static const char *const head[] = {"POOL", "SET", "DOMAIN", "STATE", "RECIPIENTS"};
+    static const char *const keys[] = {"Pool", "ConfigurationSet", "Domain", "State", "Recipients"};
+    enum { NCOL = 5 };
+    json_t *list = json_object_get(data, "Queue");
+    const char *domain = json_string_value(json_object_get(data, "Domain"));
+    if (json_array_size(list) == 0) {
+        if (domain) printf("(nothing queued for %s)\n", domain);
+        else puts("(the queue is empty)");
+        return;
+    }
+    int w[NCOL];
+    char buf[64];
+    for (int c = 0; c < NCOL; c++) w[c] = (int)strlen(head[c]);
+    size_t i;
+    json_t *e;
+    json_array_foreach(list, i, e)
+        for (int c = 0; c < NCOL; c++) {
+            int l = (int)strlen(cell(e, keys[c], buf, sizeof buf));
+            if (l > w[c]) w[c] = l;
+        }
+    for (int c = 0; c < NCOL; c++)
+        printf("%-*s%s", c + 1 < NCOL ? w[c] : 0, head[c], c + 1 < NCOL ? "  " : "\n");
+    json_array_foreach(list, i, e)
+        for (int c = 0; c < NCOL; c++)
+            printf("%-*s%s", c + 1 < NCOL ? w[c] : 0, cell(e, keys[c], buf, sizeof buf),
+                   c + 1 < NCOL ? "  " : "\n");
+    printf("queued %lld, deferred %lld recipients\n",
+           (long long)json_integer_value(json_object_get(data, "Queued")),
+           (long long)json_integer_value(json_object_get(data, "Deferred")));
+}
+
+static void print_explain(json_t *data)
+{
+    json_t *list = json_object_get(data, "Recipients");
+    size_t n = json_array_size(list);
+    printf("message %s: %zu pending recipient%s\n",
+           json_string_value(json_object_get(data, "MessageId")) ? json_string_value(json_object_get(data, "MessageId")) : "?",
+           n, n == 1 ? "" : "s");
+    size_t i;
+    json_t *e;
+    char buf[64];
+    json_array_foreach(list, i, e)
+    {
+        long long attempts = (long long)json_integer_value(json_object_get(e, "Attempts"));
+        const char *until = json_string_value(json_object_get(e, "Until"));
+        const char *last = json_string_value(json_object_get(e, "LastReply"));
+        printf("%s (set %s, pool %s)\n", cell(e, "Recipient", buf, sizeof buf),
+               cell(e, "ConfigurationSet", buf, sizeof buf), cell(e, "Pool", buf, sizeof buf));
+        printf("  state:      %s%s%s, %lld attempt%s\n", cell(e, "State", buf, sizeof buf),
+               until ? " until " : "", until ? until : "", attempts, attempts == 1 ? "" : "s");
+        const char *reason = cell(e, "Reason", buf, sizeof buf);
+        printf("  waits for:  %s\n", reason);
+        if (last && !strstr(reason, last)) printf("  last reply: %s\n", last);
+    }
+}
+
 static void print_human(const char *cmd, const options *o, json_t *data)
 {
     if (strcmp(cmd, "status") == 0 || strcmp(cmd, "quota") == 0) {
@@ -610,6 +702,10 @@ static void print_human(const char *cmd, const options *o, json_t *data)
                o->words[2]);
     } else if (strcmp(cmd, "zone.up") == 0) {
         printf("zone %s is up: its IPs are back in rotation\n", o->words[2]);
+    } else if (strcmp(cmd, "queue") == 0) {
+        print_queue(data);
+    } else if (strcmp(cmd, "queue.explain") == 0) {
+        print_explain(data);
     } else if (strcmp(cmd, "reload") == 0) {
         puts("reloaded");
         size_t i;

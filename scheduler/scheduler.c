@@ -1,15 +1,39 @@
 /* scheduler.c — the delivery scheduler (see scheduler.h).
  *
  * State, all in memory and rebuilt from the spool at start-up:
- *   - jobs: the non-final recipients of one message for one destination domain. A job is
- *     in exactly one place: the ready FIFO (due now), the timer heap (deferred, ordered by
- *     its earliest next attempt; one ev_timer for the top), or the active list (being
- *     delivered: resolving its next hop, waiting for a connection slot, or in a session).
+ *   - jobs: the non-final recipients of one message for one destination domain, tagged at
+ *     enqueue with the message's configuration set. A job is in exactly one place:
+ *       ready     the FIFO of its configuration set (due now);
+ *       deferred  the timer heap (its earliest next attempt; one ev_timer for the top);
+ *       held      the FIFO of a destination queue (below): not started, no body in memory;
+ *       active    being delivered: resolving its next hop, waiting for a connection slot
+ *                 or a rate token, or in a session (at most SCHED_MAX_ACTIVE: bodies in
+ *                 memory).
+ *   - configuration sets: the ready work is kept per set and served round-robin across
+ *     sets of the same `priority`, higher priorities first, both when jobs start and when
+ *     a connection slot frees up (a waiting job of the highest priority, the set served
+ *     least recently, the job waiting longest); so a large low-priority backlog cannot
+ *     starve a high-priority set that competes with it for the same limits.
+ *   - destination queues (set, pool, site): how many of the set's jobs wait at the site
+ *     (at most SCHED_DEST_WAITING; more are held there, FIFO, and released one by one as
+ *     the waiting ones get connections), and whether every IP of the pool is blocked for
+ *     the site by shaping (throttling backoff) until a time: then its jobs are held until
+ *     that time (one ev_timer) instead of occupying active slots, so a slow or throttling
+ *     site never holds up other sites, sets or IPs. A job whose site is known from an
+ *     earlier attempt is held before it is even loaded.
  *   - sessions: open SMTP client connections, each bound to a source IP of a pool and
- *     connected to one next hop (address, port). An idle session is reused by the next
- *     job for the same hop whose pool contains its IP, while that IP is active and has
- *     warm-up headroom; it QUITs after SCHED_IDLE_MS, or after its transaction when its IP
- *     is draining (released by a reload) or down (circuit open, zone down).
+ *     connected to one next hop (address, port) of one site. An idle session is reused by
+ *     the next job for the same hop and site whose pool contains its IP, while that IP is
+ *     active and has warm-up headroom; it QUITs after SCHED_IDLE_MS, after the site's
+ *     messages_per_connection, or after its transaction when its IP is draining (released
+ *     by a reload) or down (circuit open, zone down).
+ *   - shaping (scheduler/shaping.h): per (source IP, site) connection window with slow
+ *     start, messages per connection, message rate and throttling backoff. A site is the
+ *     sorted set of the domain's MX host names (the route host for routes). Before a new
+ *     connection shaping_may_connect, before each transaction shaping_take_message; every
+ *     outcome is recorded (OK, FAILED: connect failure, timeout, drop; THROTTLED: 421 or a
+ *     4xx about rate, too many connections/messages, throttling, slowing down). An IP
+ *     blocked by shaping for a site makes the job try the pool's other IPs first.
  *   - the dedicated-IP state (pools/pools.h): warm-up, usage, health, zones, lease and
  *     release. The scheduler asks it for a source IP per new session, tells it every
  *     session and outcome, and saves it in the spool (key "pools") at most once a second
@@ -17,10 +41,11 @@
  *
  * A job's attempt: load the message from the spool, find the next hop (static route, or
  * MX via mta/dns), reuse an idle session or choose a source IP of the configuration set's
- * pool with pools_choose (site = next-hop host name, provider by MX suffix) and open one
- * within the caps (SCHED_MAX_SESSIONS overall, shaping connections per source IP and hop),
- * run the transaction, and settle every recipient: the spool row and its SES event in the
- * current spool batch (the loop commits it).
+ * pool with pools_choose (provider by MX suffix) and open one within the caps
+ * (SCHED_MAX_SESSIONS overall, shaping per source IP and site), run the transaction, and
+ * settle every recipient: the spool row and its SES event in the current spool batch (the
+ * loop commits it). Every job keeps the last reason it could not proceed (and until when),
+ * which `kilnctl queue --explain` reports and the debug log shows at each decision.
  *
  * Warm-up caps count recipients: a session is handed at most the chosen IP's headroom
  * minus the recipients already handed to that IP's sessions and not yet settled (the
@@ -44,6 +69,8 @@
 #include "scheduler.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +83,7 @@
 #include "kiln.h"
 #include "pools.h"
 #include "retry.h"
+#include "shaping.h"
 #include "smtp_client.h"
 #include "spool.h"
 #include "tls.h"
@@ -63,21 +91,27 @@
 
 #define SCHED_MAX_SESSIONS 100      /* open client connections, all destinations */
 #define SCHED_MAX_ACTIVE 200        /* jobs started and not finished (bodies in memory) */
+#define SCHED_DEST_WAITING 32       /* jobs of one set waiting at one site; more are held */
+#define SCHED_HOLD_MIN_MS 1000      /* a wait at least this long (backoff) holds the job */
 #define SCHED_IDLE_MS 5000          /* an unused connection QUITs after this */
 #define SCHED_EVICT_BATCH 16        /* idle connections QUITting at once to make room */
 #define SCHED_MAX_HOPS 10           /* MX addresses tried per attempt */
-#define SCHED_DEFAULT_CONNECTIONS 10
-#define SCHED_DEFAULT_MSGS_PER_CONN 100
 #define SCHED_SAVE_INTERVAL 1.0     /* seconds between saves of a changed pools state */
+#define SCHED_GC_TICKS 60           /* save intervals between shaping garbage collections */
+#define SCHED_SHAPING_IDLE_MS (10 * 60 * 1000)   /* shaping entries unused this long go */
 #define SCHED_CAP_RETRY_MS 60000    /* SendingDeferral retry when the pools name no time */
 #define SCHED_CONNECT_IP_TRIES 2    /* source IPs tried per hop after connect failures */
 #define SCHED_POOLS_KEY "pools"     /* spool kv key of the pools state */
+#define SCHED_WHY_LEN 320           /* a job's last reason */
+#define SCHED_PRELOAD_JOBS 512      /* ready jobs keeping the message read at enqueue */
+#define SCHED_PRELOAD_BYTES (64L * 1024 * 1024)   /* and their bodies' total size */
 
 typedef struct sched_rcpt {
     int64_t rowid;
     char *address;
     int attempts;
     int64_t next_attempt_ms;
+    char *last_reply;           /* the reply or failure of its last deferral, or NULL */
 } sched_rcpt;
 
 typedef struct sched_hop {
@@ -87,6 +121,10 @@ typedef struct sched_hop {
 } sched_hop;
 
 typedef struct sched_session sched_session;
+typedef struct sched_set sched_set;
+typedef struct sched_dest sched_dest;
+
+typedef enum { JOB_READY, JOB_DEFERRED, JOB_HELD, JOB_ACTIVE } job_where;
 
 typedef struct sched_job {
     char *msg_id;
@@ -94,21 +132,31 @@ typedef struct sched_job {
     sched_rcpt *rcpts;
     size_t nrcpts, cap;
     int64_t due_ms;
-    struct sched_job *next;     /* ready FIFO */
+    job_where where;
+    sched_set *set;             /* the message's configuration set (its ready queue) */
+    char *site;                 /* shaping site of its last attempt (hint for holding) */
+    struct sched_job *next;     /* ready FIFO of its set, or held FIFO of its destination */
     struct sched_job *aprev, *anext;   /* active list */
+    sched_dest *wdest;          /* waiting at this destination (counted in nwaiting) */
+    sched_dest *rdest;          /* released from this destination's held FIFO and not yet
+                                   through a decision (counted in nreleased) */
+    sched_dest *hdest;          /* held here */
+    uint64_t wait_seq;          /* when it began waiting (FIFO among waiting jobs) */
+    int64_t wait_until_ms;      /* waiting for a rate token until then; 0: for a slot */
+    char why[SCHED_WHY_LEN];    /* the last reason it could not proceed */
+    int64_t why_until_ms;       /* and until when, if known */
 
-    /* while active */
+    /* while active (and, for a few ready jobs, since enqueue: see job_preload) */
     spool_loaded msg;
     bool loaded;
-    char *set_name;
     char *pool;
     bool require_tls;
     int64_t max_delivery_ms;
     bool via_route;
     sched_hop *hops;
     size_t nhops, hop_idx;
-    bool waiting;               /* for a connection slot, or for headroom reserved by
-                                   sessions in flight */
+    char **mx;                  /* the site's host names (shaping provider match) */
+    size_t nmx;
     char *avoid_ip;             /* a source IP that failed (bind or connect) for this hop */
     char *avoid_zone;           /* its zone: another zone first */
     bool strict_avoid;          /* after a connect failure: never avoid_ip again on this hop */
@@ -128,6 +176,37 @@ typedef struct sched_job {
     char **addrs;               /* recipients as handed to the SMTP client */
 } sched_job;
 
+/* The ready work of one configuration set. Never freed while the scheduler lives (jobs
+ * point here); a handful per config. */
+struct sched_set {
+    char *name;
+    int priority;               /* configuration_sets[].priority; higher first */
+    sched_job *head, *tail;
+    size_t njobs;
+    uint64_t start_stamp;       /* when a job of this set last started (round-robin) */
+    uint64_t slot_stamp;        /* when a job of this set last got a connection */
+    sched_set *next;
+};
+
+/* One configuration set's work for one site from one pool. */
+struct sched_dest {
+    struct scheduler *s;
+    char *key;                  /* set '\n' pool '\n' site */
+    uint64_t hash;
+    sched_set *set;
+    char *pool, *site;
+    int nwaiting;               /* active jobs waiting for a connection slot or token here */
+    int nreleased;              /* held jobs released to the ready queue, not yet decided */
+    sched_job *held_head, *held_tail;
+    size_t nheld;
+    int64_t blocked_until_ms;   /* every IP blocked by shaping (backoff) until then */
+    char why[SCHED_WHY_LEN];    /* why it is blocked */
+    ev_timer timer;             /* fires at blocked_until_ms */
+    bool in_refill;             /* on the scheduler's refill list */
+    sched_dest *refill_next;
+    sched_dest *hnext;          /* hash chain */
+};
+
 typedef enum { SESS_CONNECTING, SESS_BUSY, SESS_IDLE, SESS_QUITTING, SESS_DEAD } sess_state;
 
 struct sched_session {
@@ -138,6 +217,8 @@ struct sched_session {
     char *peer;
     int port;
     char *peer_name;
+    char *site;                 /* shaping site */
+    shaping_dest *sd;           /* shaping state of (src, site); one connection counted */
     pools_ip *ip;               /* its source IP in the pools state */
     bool started;               /* pools_session_started was called */
     sess_state state;
@@ -162,7 +243,8 @@ struct scheduler {
     char *dns_error;            /* why dns is NULL */
     tls_ctx *tls;
 
-    sched_job *ready_head, *ready_tail;
+    sched_set *sets;
+    size_t nready;              /* jobs in the sets' ready queues */
     sched_job **heap;
     size_t nheap, heap_cap;
     sched_job *active_head, *active_tail;
@@ -171,7 +253,15 @@ struct scheduler {
     int nsessions;
     int nevicting;              /* idle sessions QUITting to make room (see evict_idle) */
     int64_t nqueued, ndeferred;   /* recipients */
+    uint64_t stamp;             /* round-robin and FIFO sequence */
+    size_t npreload;            /* ready jobs holding their message (job_preload) */
+    size_t preload_bytes;
 
+    sched_dest **dests;         /* hash table of destination queues */
+    size_t ndest_buckets, ndests;
+    sched_dest *refill;         /* destinations whose held jobs may be released */
+
+    shaping *shaping;
     pools *pools;
     ip_reservation *res;
     size_t nres;
@@ -179,19 +269,24 @@ struct scheduler {
     ev_timer due_timer;
     ev_timer pump_timer;
     ev_timer save_timer;
+    ev_timer wake_timer;        /* the earliest rate token a waiting job needs */
+    int64_t wake_at_ms;
+    unsigned ticks;
     bool stopping;
     void (*stop_done)(void *arg);
     void *stop_arg;
     bool stop_reported;
 };
 
-static void job_connect(scheduler *s, sched_job *j);
+static bool job_connect(scheduler *s, sched_job *j);
 static void schedule_pump(scheduler *s);
 static void session_next(sched_session *ss, bool take_parked);
 
 /* ------------------------------------------------------------------ small helpers */
 
 static klog *lg(const scheduler *s) { return s->ctx->log; }
+
+static bool debug_on(const scheduler *s) { return log_enabled(s->ctx->log, KLOG_DEBUG); }
 
 static int addr_family(const char *a)
 {
@@ -201,23 +296,59 @@ static int addr_family(const char *a)
     return 0;
 }
 
-static int conn_cap(const config *cfg)
-{
-    int n = cfg->shaping_default.connections;
-    return n > 0 ? n : SCHED_DEFAULT_CONNECTIONS;
-}
-
-static int msgs_per_conn(const config *cfg)
-{
-    int n = cfg->shaping_default.messages_per_connection;
-    return n > 0 ? n : SCHED_DEFAULT_MSGS_PER_CONN;
-}
-
 static void set_str(char **dst, const char *src)
 {
     char *d = util_strdup(src);
     free(*dst);
     *dst = d;
+}
+
+static void free_strv(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) free(v[i]);
+    free(v);
+}
+
+/* Records why job j could not proceed (and until when, 0 if unknown). */
+static void job_why(sched_job *j, int64_t until_ms, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void job_why(sched_job *j, int64_t until_ms, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(j->why, sizeof j->why, fmt, ap);
+    va_end(ap);
+    j->why_until_ms = until_ms;
+}
+
+/* The configuration set of a job as the config has it now (the default set when its own
+ * is gone, as job_start does), or NULL. */
+static const config_set *set_config(const config *cfg, const char *name)
+{
+    const config_set *cs = config_find_set(cfg, name);
+    if (!cs && cfg->default_set) cs = config_find_set(cfg, cfg->default_set);
+    return cs;
+}
+
+/* A reply that says the site throttles this IP: 421, or a 4xx about rate, too many
+ * connections or messages, throttling, slowing down, or reputation (SpamDetected). */
+static bool reply_throttles(int code, const char *enhanced, const char *text)
+{
+    if (code == 421) return true;
+    if (code < 400 || code >= 500) return false;
+    retry_class c;
+    retry_classify_reply(code, enhanced, text, &c);
+    if (c.delay_type && strcmp(c.delay_type, "SpamDetected") == 0) return true;
+    if (!text) return false;
+    static const char *const phrases[] = {"too many connections", "too many messages",
+                                          "too many concurrent", "too many sessions",
+                                          "throttl", "slow down"};
+    for (size_t i = 0; i < sizeof phrases / sizeof phrases[0]; i++)
+        if (strcasestr(text, phrases[i])) return true;
+    /* "rate" as a word ("rate limit", "sending rate exceeded"), not in "generate" */
+    for (const char *p = text; (p = strcasestr(p, "rate")) != NULL; p += 4)
+        if (p == text || !isalpha((unsigned char)p[-1])) return true;
+    return false;
 }
 
 /* ------------------------------------------------------------------ pools: state, headroom */
@@ -231,13 +362,6 @@ static void save_pools(scheduler *s)
         log_write(lg(s), KLOG_ERROR, "pools.save", "error=%s note=\"kept in memory; saved again at the next change\"",
                   log_q(lg(s), spool_errmsg(s->ctx->spool)));
     free(json);
-}
-
-static void on_save(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    (void)loop;
-    (void)revents;
-    save_pools(w->data);
 }
 
 static ip_reservation *reservation_of(const scheduler *s, const pools_ip *ip)
@@ -303,33 +427,331 @@ static void maybe_forget(scheduler *s, pools_ip *ip)
     free(addr);
 }
 
-/* ------------------------------------------------------------------ jobs: lists and heap */
+/* ------------------------------------------------------------------ configuration sets */
 
-static void job_free(sched_job *j)
+static sched_set *set_get(scheduler *s, const char *name)
 {
-    for (size_t i = 0; i < j->nrcpts; i++) free(j->rcpts[i].address);
-    free(j->rcpts);
-    free(j->msg_id);
-    free(j->domain);
-    free(j);
+    for (sched_set *st = s->sets; st; st = st->next)
+        if (strcmp(st->name, name) == 0) return st;
+    sched_set *st = util_calloc(1, sizeof *st);
+    st->name = util_strdup(name);
+    const config_set *cs = set_config(s->ctx->cfg, name);
+    st->priority = cs ? cs->priority : 0;
+    st->next = s->sets;
+    s->sets = st;
+    return st;
+}
+
+/* After a reload: priorities as the config has them now. */
+static void sets_refresh(scheduler *s)
+{
+    for (sched_set *st = s->sets; st; st = st->next) {
+        const config_set *cs = set_config(s->ctx->cfg, st->name);
+        st->priority = cs ? cs->priority : 0;
+    }
 }
 
 static void ready_push(scheduler *s, sched_job *j)
 {
+    sched_set *st = j->set;
+    j->where = JOB_READY;
     j->next = NULL;
-    if (s->ready_tail) s->ready_tail->next = j;
-    else s->ready_head = j;
-    s->ready_tail = j;
+    if (st->tail) st->tail->next = j;
+    else st->head = j;
+    st->tail = j;
+    st->njobs++;
+    s->nready++;
 }
 
+static void ready_push_front(scheduler *s, sched_job *j)
+{
+    sched_set *st = j->set;
+    j->where = JOB_READY;
+    j->next = st->head;
+    st->head = j;
+    if (!st->tail) st->tail = j;
+    st->njobs++;
+    s->nready++;
+}
+
+/* The next job to start: from the set of the highest priority with ready work, among
+ * those the one whose last start is oldest (round-robin). */
 static sched_job *ready_pop(scheduler *s)
 {
-    sched_job *j = s->ready_head;
-    if (!j) return NULL;
-    s->ready_head = j->next;
-    if (!s->ready_head) s->ready_tail = NULL;
+    sched_set *best = NULL;
+    for (sched_set *st = s->sets; st; st = st->next) {
+        if (!st->head) continue;
+        if (!best || st->priority > best->priority ||
+            (st->priority == best->priority && st->start_stamp < best->start_stamp))
+            best = st;
+    }
+    if (!best) return NULL;
+    sched_job *j = best->head;
+    best->head = j->next;
+    if (!best->head) best->tail = NULL;
+    best->njobs--;
+    s->nready--;
+    best->start_stamp = ++s->stamp;
     j->next = NULL;
     return j;
+}
+
+/* Which of two jobs waiting for a connection slot goes first: higher priority, then the
+ * set served least recently, then the one waiting longest. */
+static bool job_before(const sched_job *a, const sched_job *b)
+{
+    if (a->set->priority != b->set->priority) return a->set->priority > b->set->priority;
+    if (a->set != b->set) {
+        if (a->set->slot_stamp != b->set->slot_stamp)
+            return a->set->slot_stamp < b->set->slot_stamp;
+        return strcmp(a->set->name, b->set->name) < 0;   /* neither served yet */
+    }
+    return a->wait_seq < b->wait_seq;
+}
+
+/* ------------------------------------------------------------------ destination queues */
+
+static uint64_t fnv1a(const char *s)
+{
+    uint64_t h = UINT64_C(1469598103934665603);
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= UINT64_C(1099511628211);
+    }
+    return h;
+}
+
+static char *dest_key(const sched_set *st, const char *pool, const char *site)
+{
+    return util_asprintf("%s\n%s\n%s", st->name, pool, site);
+}
+
+static void dest_on_timer(struct ev_loop *loop, ev_timer *w, int revents);
+
+static sched_dest *dest_find(const scheduler *s, const sched_set *st, const char *pool,
+                             const char *site)
+{
+    if (!s->ndest_buckets) return NULL;
+    char *key = dest_key(st, pool, site);
+    uint64_t h = fnv1a(key);
+    sched_dest *d = s->dests[h & (s->ndest_buckets - 1)];
+    while (d && (d->hash != h || strcmp(d->key, key) != 0)) d = d->hnext;
+    free(key);
+    return d;
+}
+
+static void dest_table_grow(scheduler *s)
+{
+    size_t n = s->ndest_buckets ? s->ndest_buckets * 2 : 64;
+    sched_dest **b = util_calloc(n, sizeof *b);
+    for (size_t i = 0; i < s->ndest_buckets; i++) {
+        for (sched_dest *d = s->dests[i], *nx; d; d = nx) {
+            nx = d->hnext;
+            size_t k = (size_t)(d->hash & (n - 1));
+            d->hnext = b[k];
+            b[k] = d;
+        }
+    }
+    free(s->dests);
+    s->dests = b;
+    s->ndest_buckets = n;
+}
+
+static sched_dest *dest_get(scheduler *s, sched_set *st, const char *pool, const char *site)
+{
+    sched_dest *d = dest_find(s, st, pool, site);
+    if (d) return d;
+    if (s->ndests + 1 > s->ndest_buckets / 4 * 3) dest_table_grow(s);
+    d = util_calloc(1, sizeof *d);
+    d->s = s;
+    d->key = dest_key(st, pool, site);
+    d->hash = fnv1a(d->key);
+    d->set = st;
+    d->pool = util_strdup(pool);
+    d->site = util_strdup(site);
+    ev_timer_init(&d->timer, dest_on_timer, 0.0, 0.0);
+    d->timer.data = d;
+    size_t k = (size_t)(d->hash & (s->ndest_buckets - 1));
+    d->hnext = s->dests[k];
+    s->dests[k] = d;
+    s->ndests++;
+    return d;
+}
+
+static bool dest_blocked(const sched_dest *d, int64_t now)
+{
+    return d->blocked_until_ms > now;
+}
+
+/* The destination's held jobs may be released (done by the pump). */
+static void dest_mark_refill(scheduler *s, sched_dest *d)
+{
+    if (!d->in_refill) {
+        d->in_refill = true;
+        d->refill_next = s->refill;
+        s->refill = d;
+    }
+    schedule_pump(s);
+}
+
+/* Every IP of the pool is blocked for the site until until_ms: hold its jobs until then. */
+static void dest_block(scheduler *s, sched_dest *d, int64_t until_ms, const char *why, int64_t now)
+{
+    d->blocked_until_ms = until_ms;
+    snprintf(d->why, sizeof d->why, "%s", why);
+    ev_timer_stop(s->ctx->loop, &d->timer);
+    int64_t wait = until_ms - now;
+    if (wait < 1) wait = 1;
+    ev_timer_set(&d->timer, (double)wait / 1000.0, 0.0);
+    if (!s->stopping) ev_timer_start(s->ctx->loop, &d->timer);
+}
+
+static void dest_on_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    sched_dest *d = w->data;
+    scheduler *s = d->s;
+    d->blocked_until_ms = 0;
+    if (d->nheld && debug_on(s))
+        log_write(lg(s), KLOG_DEBUG, "sched.release", "set=%s pool=%s site=%s held=%zu reason=%s",
+                  log_q(lg(s), d->set->name), log_q(lg(s), d->pool), log_q(lg(s), d->site),
+                  d->nheld, log_q(lg(s), "shaping backoff of the site is over"));
+    dest_mark_refill(s, d);
+}
+
+/* Moves held jobs of d back to the front of their set's ready queue while the site is
+ * not blocked and fewer than SCHED_DEST_WAITING of them wait or are on their way. */
+static void dest_refill(scheduler *s, sched_dest *d, int64_t now)
+{
+    if (dest_blocked(d, now) || !d->nheld) return;
+    int room = SCHED_DEST_WAITING - d->nwaiting - d->nreleased;
+    if (room <= 0) return;
+    sched_job **take = util_calloc((size_t)room, sizeof *take);
+    int n = 0;
+    while (n < room && d->held_head) {
+        sched_job *j = d->held_head;
+        d->held_head = j->next;
+        if (!d->held_head) d->held_tail = NULL;
+        d->nheld--;
+        j->next = NULL;
+        j->hdest = NULL;
+        j->rdest = d;
+        d->nreleased++;
+        take[n++] = j;
+    }
+    for (int i = n - 1; i >= 0; i--) ready_push_front(s, take[i]);   /* oldest first */
+    free(take);
+    if (n && debug_on(s))
+        log_write(lg(s), KLOG_DEBUG, "sched.release",
+                  "set=%s pool=%s site=%s jobs=%d held=%zu waiting=%d reason=%s",
+                  log_q(lg(s), d->set->name), log_q(lg(s), d->pool), log_q(lg(s), d->site), n,
+                  d->nheld, d->nwaiting, log_q(lg(s), "room among the jobs waiting at the site"));
+}
+
+static void dest_free(scheduler *s, sched_dest *d)
+{
+    ev_timer_stop(s->ctx->loop, &d->timer);
+    free(d->key);
+    free(d->pool);
+    free(d->site);
+    free(d);
+}
+
+/* Once a second: destinations whose held jobs have room are refilled (a safety net: the
+ * events that free room mark them already); with gc, those with nothing held, waiting or
+ * released and no block in force are dropped. */
+static void dests_tick(scheduler *s, int64_t now, bool gc)
+{
+    for (size_t i = 0; i < s->ndest_buckets; i++) {
+        sched_dest **pp = &s->dests[i];
+        while (*pp) {
+            sched_dest *d = *pp;
+            if (d->nheld && !dest_blocked(d, now) &&
+                d->nwaiting + d->nreleased < SCHED_DEST_WAITING)
+                dest_mark_refill(s, d);
+            if (gc && !d->nheld && !d->nwaiting && !d->nreleased && !d->in_refill &&
+                !dest_blocked(d, now)) {
+                *pp = d->hnext;
+                s->ndests--;
+                dest_free(s, d);
+            } else {
+                pp = &d->hnext;
+            }
+        }
+    }
+}
+
+/* A job leaves (or changes) the destination it waits at. */
+static void job_set_waiting(scheduler *s, sched_job *j, sched_dest *d)
+{
+    if (j->wdest == d) return;
+    if (j->wdest) {
+        j->wdest->nwaiting--;
+        dest_mark_refill(s, j->wdest);
+    }
+    j->wdest = d;
+    j->wait_until_ms = 0;
+    if (d) {
+        d->nwaiting++;
+        j->wait_seq = ++s->stamp;
+    }
+}
+
+/* A released job reached a decision (or left): it no longer counts as on its way. */
+static void job_unrelease(scheduler *s, sched_job *j)
+{
+    if (!j->rdest) return;
+    j->rdest->nreleased--;
+    dest_mark_refill(s, j->rdest);
+    j->rdest = NULL;
+}
+
+/* ------------------------------------------------------------------ jobs: lists and heap */
+
+static void job_free(sched_job *j)
+{
+    if (j->loaded) spool_loaded_free(&j->msg);
+    for (size_t i = 0; i < j->nrcpts; i++) {
+        free(j->rcpts[i].address);
+        free(j->rcpts[i].last_reply);
+    }
+    free(j->rcpts);
+    free(j->msg_id);
+    free(j->domain);
+    free(j->site);
+    free(j);
+}
+
+/* The message is read from the spool when it is queued (for its configuration set). A few
+ * ready jobs keep it, within SCHED_PRELOAD_JOBS and SCHED_PRELOAD_BYTES, so that a job
+ * started soon after it was queued, the usual case, does not read it twice. Takes m (the
+ * job owns it, or it is freed). */
+static void job_preload(scheduler *s, sched_job *j, spool_loaded *m)
+{
+    if (j->loaded || s->npreload >= SCHED_PRELOAD_JOBS ||
+        s->preload_bytes + m->data_len > SCHED_PRELOAD_BYTES) {
+        spool_loaded_free(m);
+        return;
+    }
+    j->msg = *m;
+    memset(m, 0, sizeof *m);
+    j->loaded = true;
+    s->npreload++;
+    s->preload_bytes += j->msg.data_len;
+}
+
+/* A preloaded job leaves the ready queue: it now holds its message as an active job
+ * (start), or lets it go (keep = false). */
+static void job_unpreload(scheduler *s, sched_job *j, bool keep)
+{
+    if (j->where != JOB_READY || !j->loaded) return;
+    s->npreload--;
+    s->preload_bytes -= j->msg.data_len;
+    if (!keep) {
+        spool_loaded_free(&j->msg);
+        j->loaded = false;
+    }
 }
 
 static void heap_swap(scheduler *s, size_t a, size_t b)
@@ -345,6 +767,7 @@ static void heap_push(scheduler *s, sched_job *j)
         s->heap_cap = s->heap_cap ? s->heap_cap * 2 : 64;
         s->heap = util_realloc(s->heap, s->heap_cap * sizeof *s->heap);
     }
+    j->where = JOB_DEFERRED;
     size_t i = s->nheap++;
     s->heap[i] = j;
     while (i > 0) {
@@ -429,6 +852,7 @@ static void job_place(scheduler *s, sched_job *j)
 
 static void active_link(scheduler *s, sched_job *j)
 {
+    j->where = JOB_ACTIVE;
     j->anext = NULL;
     j->aprev = s->active_tail;
     if (s->active_tail) s->active_tail->anext = j;
@@ -447,10 +871,13 @@ static void active_unlink(scheduler *s, sched_job *j)
     s->nactive--;
 }
 
-/* Forgets everything an attempt built (message body, hops, choices, reservation). */
+/* Forgets everything an attempt built (message body, hops, choices, reservation, its
+ * place among waiting or released jobs). */
 static void job_clear_attempt(scheduler *s, sched_job *j)
 {
     job_unreserve(s, j);
+    job_set_waiting(s, j, NULL);
+    job_unrelease(s, j);
     if (j->loaded) spool_loaded_free(&j->msg);
     j->loaded = false;
     for (size_t i = 0; i < j->nhops; i++) {
@@ -460,7 +887,9 @@ static void job_clear_attempt(scheduler *s, sched_job *j)
     free(j->hops);
     j->hops = NULL;
     j->nhops = j->hop_idx = 0;
-    free(j->set_name);
+    free_strv(j->mx, j->nmx);
+    j->mx = NULL;
+    j->nmx = 0;
     free(j->pool);
     free(j->avoid_ip);
     free(j->avoid_zone);
@@ -468,10 +897,9 @@ static void job_clear_attempt(scheduler *s, sched_job *j)
     free(j->last_src);
     free(j->last_peer);
     free(j->addrs);
-    j->set_name = j->pool = j->avoid_ip = j->avoid_zone = j->last_error = j->last_src =
-        j->last_peer = NULL;
+    j->pool = j->avoid_ip = j->avoid_zone = j->last_error = j->last_src = j->last_peer = NULL;
     j->addrs = NULL;
-    j->waiting = j->no_tls = j->no_reuse = j->strict_avoid = false;
+    j->no_tls = j->no_reuse = j->strict_avoid = false;
     j->ip_tries = 0;
     j->provider = NULL;
     j->defer_at_ms = 0;
@@ -497,7 +925,28 @@ static void job_release(scheduler *s, sched_job *j)
 {
     active_unlink(s, j);
     job_clear_attempt(s, j);
-    ready_push(s, j);
+    ready_push_front(s, j);
+}
+
+/* Puts a job that is not started (or whose attempt ends here, nothing recorded) in the
+ * held FIFO of d; it keeps counting as queued. */
+static void job_hold(scheduler *s, sched_job *j, sched_dest *d)
+{
+    if (j->where == JOB_ACTIVE) {
+        active_unlink(s, j);
+        job_clear_attempt(s, j);
+        schedule_pump(s);   /* an active slot freed */
+    } else {
+        job_unpreload(s, j, false);
+        job_unrelease(s, j);
+    }
+    j->where = JOB_HELD;
+    j->hdest = d;
+    j->next = NULL;
+    if (d->held_tail) d->held_tail->next = j;
+    else d->held_head = j;
+    d->held_tail = j;
+    d->nheld++;
 }
 
 /* ------------------------------------------------------------------ outcomes */
@@ -522,7 +971,7 @@ static void add_events(scheduler *s, const sched_job *j, const outcome *out, con
     size_t n = j->nrcpts;
     int64_t expiry = j->msg.created_ms + j->max_delivery_ms;
     char *reporting = events_reporting_mta(ctx->cfg);
-    const char *set = j->set_name;
+    const char *set = j->set->name;
     char **list = util_calloc(n ? n : 1, sizeof *list);
     events_rcpt_status *st = util_calloc(n ? n : 1, sizeof *st);
     char **diags = util_calloc(n ? n : 1, sizeof *diags);
@@ -630,6 +1079,7 @@ static void settle(scheduler *s, sched_job *j, outcome *out, const char *src, co
             r->next_attempt_ms = next[i];
             spool_update_rcpt(ctx->spool, r->rowid, SPOOL_RCPT_DEFERRED, r->attempts, next[i],
                               out[i].text);
+            set_str(&r->last_reply, out[i].text);
             char at[32];
             util_iso8601(next[i], at);
             log_write(lg(s), KLOG_INFO, "delivery.defer",
@@ -651,6 +1101,7 @@ static void settle(scheduler *s, sched_job *j, outcome *out, const char *src, co
             j->rcpts[keep++] = j->rcpts[i];
         } else {
             free(j->rcpts[i].address);
+            free(j->rcpts[i].last_reply);
             s->nqueued--;
         }
     }
@@ -707,9 +1158,12 @@ static void job_defer_pools(scheduler *s, sched_job *j, const char *delay_type, 
     j->defer_at_ms = at_ms;
     j->pool_wait = true;
     settle(s, j, out, j->last_src, j->last_peer);
+    job_why(j, j->nrcpts ? job_due(j) : 0, "%s: %s",
+            strcmp(delay_type, "IPFailure") == 0 ? "no usable IP" : "every IP at its cap", text);
     free(out);
     job_done(s, j);
 }
+
 
 /* ------------------------------------------------------------------ sessions */
 
@@ -723,19 +1177,21 @@ static void session_unlink(scheduler *s, sched_session *ss)
     s->nsessions--;
 }
 
-/* Frees an unlinked session; its IP is told the session ended, and dropped from the pools
- * if it was released and this was its last session. */
+/* Frees an unlinked session; its IP and its shaping entry are told the connection ended,
+ * and the IP is dropped from the pools if it was released and this was its last session. */
 static void session_free(sched_session *ss)
 {
     scheduler *s = ss->s;
     ev_timer_stop(s->ctx->loop, &ss->idle);
     if (ss->c) smtp_client_free(ss->c);
+    if (ss->sd) shaping_connection_closed(ss->sd);
     pools_ip *ip = ss->ip;
     if (ss->started) pools_session_ended(s->pools, ip);
     config_unref(ss->cfg);
     free(ss->src);
     free(ss->peer);
     free(ss->peer_name);
+    free(ss->site);
     free(ss);
     if (ip) maybe_forget(s, ip);
 }
@@ -811,16 +1267,6 @@ static void retire_unusable_sessions(scheduler *s)
     }
 }
 
-static int count_sessions(const scheduler *s, const char *src, const sched_hop *h)
-{
-    int n = 0;
-    for (const sched_session *ss = s->sessions; ss; ss = ss->next)
-        if (ss->state != SESS_DEAD && ss->port == h->port && strcmp(ss->src, src) == 0 &&
-            strcmp(ss->peer, h->addr) == 0)
-            n++;
-    return n;
-}
-
 /* True if the session's IP belongs to pool now. */
 static bool session_in_pool(const scheduler *s, const sched_session *ss, const char *pool,
                             int64_t now)
@@ -830,30 +1276,29 @@ static bool session_in_pool(const scheduler *s, const sched_session *ss, const c
     return in.pool && strcmp(in.pool, pool) == 0;
 }
 
-/* The session can take job j (for hop h, from pool): same hop, IP of the pool, active and
- * with room for at least one recipient, TLS when required. */
+/* The session can take job j (for hop h, from pool): same hop and site, messages left
+ * under messages_per_connection, IP of the pool, active and with room for at least one
+ * recipient, TLS when required. */
 static bool session_fits(const scheduler *s, const sched_session *ss, const sched_job *j,
                          const char *pool, const sched_hop *h, int64_t now)
 {
     return ss->port == h->port && strcmp(ss->peer, h->addr) == 0 && !ss->retire &&
+           j->site && strcmp(ss->site, j->site) == 0 &&
+           ss->nmsgs < shaping_messages_per_connection(ss->sd) &&
            (!j->require_tls || smtp_client_tls_active(ss->c)) &&
            session_in_pool(s, ss, pool, now) && ip_usable(s, ss->ip, now) &&
            ip_room(s, ss->ip, j->provider, now) >= 1;
 }
 
-static sched_session *find_idle(scheduler *s, const sched_job *j, const char *pool,
-                                const sched_hop *h, int64_t now)
-{
-    for (sched_session *ss = s->sessions; ss; ss = ss->next)
-        if (ss->state == SESS_IDLE && session_fits(s, ss, j, pool, h, now)) return ss;
-    return NULL;
-}
-
 /* Reserves up to the IP's room for job j; a job with more recipients is split and the
- * rest goes back to the ready list (a job of its own). */
+ * rest goes back to the front of its set's ready queue (a job of its own). The job leaves
+ * the waiting jobs: it has its connection. */
 static void job_take(scheduler *s, sched_job *j, pools_ip *ip, int64_t now)
 {
     job_unreserve(s, j);
+    job_set_waiting(s, j, NULL);
+    job_unrelease(s, j);
+    j->set->slot_stamp = ++s->stamp;
     int64_t room = ip_room(s, ip, j->provider, now);
     if (room < 1) util_fatal("scheduler: job %s handed to %s without room", j->msg_id,
                              pools_ip_address(ip));
@@ -861,6 +1306,8 @@ static void job_take(scheduler *s, sched_job *j, pools_ip *ip, int64_t now)
         sched_job *rest = util_calloc(1, sizeof *rest);
         rest->msg_id = util_strdup(j->msg_id);
         rest->domain = util_strdup(j->domain);
+        rest->set = j->set;
+        rest->site = util_strdup(j->site);
         rest->nrcpts = rest->cap = j->nrcpts - (size_t)room;
         rest->rcpts = util_calloc(rest->cap, sizeof *rest->rcpts);
         memcpy(rest->rcpts, j->rcpts + room, rest->nrcpts * sizeof *rest->rcpts);
@@ -869,7 +1316,10 @@ static void job_take(scheduler *s, sched_job *j, pools_ip *ip, int64_t now)
                   "id=%s domain=%s ip=%s split=%zu+%zu reason=\"warm-up headroom of the IP\"",
                   log_q(lg(s), j->msg_id), log_q(lg(s), j->domain), pools_ip_address(ip),
                   j->nrcpts, rest->nrcpts);
-        ready_push(s, rest);   /* still counted in nqueued */
+        job_why(rest, 0, "split from a job that took the warm-up headroom of %s",
+                pools_ip_address(ip));
+        ready_push_front(s, rest);   /* still counted in nqueued */
+        schedule_pump(s);
     }
     j->res_ip = ip;
     j->res_n = (int64_t)j->nrcpts;
@@ -878,7 +1328,8 @@ static void job_take(scheduler *s, sched_job *j, pools_ip *ip, int64_t now)
 
 static void on_client(void *arg, smtp_client *c, const smtp_client_event *ev);
 
-static sched_session *session_open(scheduler *s, sched_job *j, pools_ip *ip, const sched_hop *h)
+static sched_session *session_open(scheduler *s, sched_job *j, pools_ip *ip, const sched_hop *h,
+                                   shaping_dest *sd)
 {
     const config *cfg = s->ctx->cfg;
     sched_session *ss = util_calloc(1, sizeof *ss);
@@ -889,6 +1340,9 @@ static sched_session *session_open(scheduler *s, sched_job *j, pools_ip *ip, con
     ss->peer = util_strdup(h->addr);
     ss->port = h->port;
     ss->peer_name = util_strdup(h->name);
+    ss->site = util_strdup(j->site);
+    ss->sd = sd;
+    shaping_connection_opened(sd);
     ss->state = SESS_CONNECTING;
     ss->job = j;
     ev_timer_init(&ss->idle, on_idle_timeout, (double)SCHED_IDLE_MS / 1000.0, 0.0);
@@ -909,6 +1363,7 @@ static sched_session *session_open(scheduler *s, sched_job *j, pools_ip *ip, con
     o.tls = j->no_tls ? NULL : s->tls;
     smtp_client_default_timeouts(&o.timeouts, cfg->connect_timeout_ms);
     ss->c = smtp_client_new(s->ctx->loop, lg(s), &o, on_client, ss);
+    job_why(j, 0, "connecting: %s", smtp_client_to_text(ss->c));
     return ss;
 }
 
@@ -936,6 +1391,7 @@ static void job_send(scheduler *s, sched_job *j, sched_session *ss)
         ss->state = SESS_BUSY;
         ss->job = j;
         ss->nmsgs++;
+        job_why(j, 0, "in flight on session %s", smtp_client_to_text(ss->c));
         return;
     }
     /* refused before anything was sent: the session stays usable for others */
@@ -957,94 +1413,252 @@ static void job_send(scheduler *s, sched_job *j, sched_session *ss)
 
 /* What choosing an IP for a hop came to. */
 typedef enum {
-    PICK_CHOSEN,      /* *ip: open a session from it */
-    PICK_WAIT,        /* usable IPs exist but their connections or headroom are taken by
-                         sessions in flight: park the job */
+    PICK_CHOSEN,      /* the job went to a session (new or reused) */
+    PICK_WAIT,        /* usable IPs exist but their connections, headroom, rate or the site's
+                         backoff hold the job: see pick_wait */
     PICK_FAMILY,      /* no IP of the pool has the hop's address family */
     PICK_NO_OTHER,    /* after a connect failure: no other IP than the one that failed */
     PICK_POOLS,       /* the pools' verdict (choice): no IP, all down, all at cap */
 } pick_result;
 
+/* Why a job has to wait, gathered over the IPs tried. */
+typedef struct pick_wait {
+    bool slot;                  /* some IP waits for a connection slot, headroom reserved by
+                                   sessions in flight, or the session limit: retried when
+                                   sessions change */
+    int64_t until;              /* earliest rate token or end of backoff among IPs blocked
+                                   by time; 0: none */
+    char slot_why[SCHED_WHY_LEN];
+    char time_why[SCHED_WHY_LEN];   /* shaping's own words for the earliest timed wait */
+} pick_wait;
+
+static void wait_slot(pick_wait *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void wait_slot(pick_wait *w, const char *fmt, ...)
+{
+    if (!w->slot) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(w->slot_why, sizeof w->slot_why, fmt, ap);
+        va_end(ap);
+    }
+    w->slot = true;
+}
+
+/* A shaping verdict other than OK for one IP. */
+static void wait_shaping(pick_wait *w, shaping_verdict v, int64_t until, const char *reason)
+{
+    if (v == SHAPING_WAIT_CONNECTIONS) {
+        wait_slot(w, "shaping: %s", reason);
+        return;
+    }
+    if (!w->until || until < w->until) {
+        w->until = until;
+        snprintf(w->time_why, sizeof w->time_why, "%s", reason);
+    }
+}
+
+/* The shaping entry of (ip, the job's site). */
+static shaping_dest *job_shaping(scheduler *s, const sched_job *j, const char *ip)
+{
+    return shaping_get(s->shaping, ip, j->site, j->mx, j->nmx);
+}
+
 /* Chooses a source IP of pool for the job's current hop with pools_choose, skipping IPs
- * whose address family differs from the hop's, whose connections to the hop are at the
- * shaping cap, or whose headroom is all reserved (each skipped IP is avoided in the next
- * call, so the choice moves on to the others). */
+ * whose address family differs from the hop's, whose headroom is all reserved, or that
+ * shaping blocks for the site (connection window full, throttling backoff, no rate
+ * token); each skipped IP is avoided in the next call, so the choice moves on to the
+ * pool's other IPs. On PICK_CHOSEN a rate token was taken, ch->ip is the IP and *sd_out
+ * its shaping entry. */
 static pick_result pick_ip(scheduler *s, sched_job *j, const char *pool, const sched_hop *h,
-                           int64_t now, pools_choice *ch)
+                           int64_t now, pools_choice *ch, pick_wait *w, shaping_dest **sd_out)
 {
     int fam = addr_family(h->addr);
-    int cap = conn_cap(s->ctx->cfg);
-    size_t tries = 2 * pools_count(s->pools) + 2;
+    size_t nips = pools_count(s->pools);
+    size_t tries = 3 * nips + 2;
     bool blocked = false, saw_failed = false;
-    char *last = NULL;
-    for (size_t k = 0; k < tries; k++) {
+    const char *last = NULL;   /* addresses are the pools' own: stable during this call */
+    const char **seen = util_calloc(nips + 1, sizeof *seen);
+    size_t nseen = 0;
+    pick_result res = PICK_FAMILY;
+    bool done = false;
+    for (size_t k = 0; k < tries && !done; k++) {
         pools_choose(s->pools, pool, h->name, j->provider, last ? last : j->avoid_ip,
                      j->avoid_zone, now, ch);
         if (ch->verdict != POOLS_CHOSEN) {
-            free(last);
-            if (blocked) return PICK_WAIT;
-            if (k == 0) return PICK_POOLS;
-            return saw_failed ? PICK_NO_OTHER : PICK_FAMILY;
+            if (blocked) res = PICK_WAIT;
+            else if (k == 0) res = PICK_POOLS;
+            else res = saw_failed ? PICK_NO_OTHER : PICK_FAMILY;
+            done = true;
+            break;
         }
         const char *addr = pools_ip_address(ch->ip);
-        if (j->strict_avoid && j->avoid_ip && strcmp(addr, j->avoid_ip) == 0) {
+        bool fresh = true;
+        for (size_t i = 0; i < nseen; i++)
+            if (strcmp(seen[i], addr) == 0) fresh = false;
+        if (fresh && nseen < nips) seen[nseen++] = addr;
+        if (!fresh) {
+            /* pools_choose rotates (weighted round-robin): go on until every IP was seen;
+             * the IP just avoided coming back means there is no other */
+            if (nseen >= nips || (last && strcmp(addr, last) == 0)) break;
+        } else if (j->strict_avoid && j->avoid_ip && strcmp(addr, j->avoid_ip) == 0) {
             saw_failed = true;
         } else if (addr_family(addr) == fam) {
-            if (ip_room(s, ch->ip, j->provider, now) >= 1 && count_sessions(s, addr, h) < cap) {
-                free(last);
-                return PICK_CHOSEN;
+            if (ip_room(s, ch->ip, j->provider, now) < 1) {
+                blocked = true;
+                wait_slot(w, "warm-up headroom of %s taken by sessions in flight", addr);
+            } else {
+                shaping_dest *sd = job_shaping(s, j, addr);
+                char why[256];
+                int64_t until = 0;
+                shaping_verdict v = shaping_may_connect(sd, now, &until, why, sizeof why);
+                if (v == SHAPING_OK && s->nsessions >= SCHED_MAX_SESSIONS) {
+                    /* shaping would allow it, the overall session limit does not */
+                    blocked = true;
+                    wait_slot(w, "session limit of %d connections reached", SCHED_MAX_SESSIONS);
+                    evict_idle(s);
+                    res = PICK_WAIT;
+                    done = true;
+                    break;
+                }
+                if (v == SHAPING_OK) v = shaping_take_message(sd, now, &until, why, sizeof why);
+                if (v == SHAPING_OK) {
+                    *sd_out = sd;
+                    res = PICK_CHOSEN;
+                    done = true;
+                    break;
+                }
+                blocked = true;
+                wait_shaping(w, v, until, why);
+                if (debug_on(s))
+                    log_write(lg(s), KLOG_DEBUG, "sched.skip", "id=%s domain=%s ip=%s site=%s reason=%s",
+                              log_q(lg(s), j->msg_id), log_q(lg(s), j->domain), addr,
+                              log_q(lg(s), j->site), log_q(lg(s), why));
             }
-            blocked = true;
         }
-        set_str(&last, addr);
+        last = addr;
     }
-    free(last);
-    if (blocked) return PICK_WAIT;
-    return saw_failed ? PICK_NO_OTHER : PICK_FAMILY;
+    if (!done) res = blocked ? PICK_WAIT : saw_failed ? PICK_NO_OTHER : PICK_FAMILY;
+    free(seen);
+    return res;
 }
 
 /* Finds or opens a connection for the job's current hop from an IP of pool: an idle
- * session, else a new one from the IP the pools choose. Returns PICK_CHOSEN when the job
- * went to a session. */
+ * session whose (IP, site) has a rate token, else a new one from the IP the pools choose.
+ * Returns PICK_CHOSEN when the job went to a session. */
 static pick_result connect_from(scheduler *s, sched_job *j, const char *pool, const sched_hop *h,
-                                int64_t now, pools_choice *ch)
+                                int64_t now, pools_choice *ch, pick_wait *w)
 {
     if (!j->no_reuse) {
-        sched_session *idle = find_idle(s, j, pool, h, now);
-        if (idle) {
+        for (sched_session *ss = s->sessions; ss; ss = ss->next) {
+            if (ss->state != SESS_IDLE || !session_fits(s, ss, j, pool, h, now)) continue;
+            char why[256];
+            int64_t until = 0;
+            shaping_verdict v = shaping_take_message(ss->sd, now, &until, why, sizeof why);
+            if (v != SHAPING_OK) {
+                wait_shaping(w, v, until, why);
+                continue;
+            }
             log_write(lg(s), KLOG_DEBUG, "sched.pick",
-                      "id=%s domain=%s ip=%s hop=%s:%d pool=%s reason=\"reuse idle connection\"",
-                      log_q(lg(s), j->msg_id), log_q(lg(s), j->domain), idle->src, h->addr,
-                      h->port, pool);
-            job_take(s, j, idle->ip, now);
-            job_send(s, j, idle);
+                      "id=%s domain=%s ip=%s hop=%s:%d site=%s pool=%s reason=\"reuse idle connection\"",
+                      log_q(lg(s), j->msg_id), log_q(lg(s), j->domain), ss->src, h->addr,
+                      h->port, log_q(lg(s), j->site), pool);
+            job_take(s, j, ss->ip, now);
+            job_send(s, j, ss);
             return PICK_CHOSEN;
         }
     }
-    pick_result r = pick_ip(s, j, pool, h, now, ch);
-    if (r != PICK_CHOSEN) return r;
-    if (s->nsessions >= SCHED_MAX_SESSIONS) {
-        evict_idle(s);
-        return PICK_WAIT;
+    shaping_dest *sd = NULL;
+    pick_result r = pick_ip(s, j, pool, h, now, ch, w, &sd);
+    if (r != PICK_CHOSEN) {
+        /* an idle connection that had no rate token also makes the job wait */
+        if (w->until && (r == PICK_FAMILY || r == PICK_NO_OTHER)) r = PICK_WAIT;
+        return r;
     }
     log_write(lg(s), KLOG_DEBUG, "sched.pick",
-              "id=%s domain=%s ip=%s zone=%s hop=%s:%d mx=%s pool=%s provider=%s reason=\"new connection\"",
+              "id=%s domain=%s ip=%s zone=%s hop=%s:%d mx=%s site=%s pool=%s provider=%s reason=\"new connection\"",
               log_q(lg(s), j->msg_id), log_q(lg(s), j->domain), pools_ip_address(ch->ip),
-              log_q(lg(s), pools_ip_zone(ch->ip)), h->addr, h->port, log_q(lg(s), h->name), pool,
-              j->provider);
+              log_q(lg(s), pools_ip_zone(ch->ip)), h->addr, h->port, log_q(lg(s), h->name),
+              log_q(lg(s), j->site), pool, j->provider);
     job_take(s, j, ch->ip, now);
-    session_open(s, j, ch->ip, h);
+    session_open(s, j, ch->ip, h, sd);
     return PICK_CHOSEN;
 }
 
-/* Finds or opens a connection for the job's current hop, parks it until one frees up, or
- * defers it when the pools have no IP for it. */
-static void job_connect(scheduler *s, sched_job *j)
+/* Arms the wake-up timer for a rate token a waiting job needs at at_ms. */
+static void arm_wake(scheduler *s, int64_t at_ms)
 {
-    j->waiting = false;
+    if (s->stopping) return;
+    if (ev_is_active(&s->wake_timer) && s->wake_at_ms <= at_ms) return;
+    int64_t wait = at_ms - kiln_now_ms(s->ctx);
+    if (wait < 1) wait = 1;
+    ev_timer_stop(s->ctx->loop, &s->wake_timer);
+    ev_timer_set(&s->wake_timer, (double)wait / 1000.0, 0.0);
+    ev_timer_start(s->ctx->loop, &s->wake_timer);
+    s->wake_at_ms = at_ms;
+}
+
+static void on_wake(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    scheduler *s = w->data;
+    s->wake_at_ms = 0;
+    schedule_pump(s);
+}
+
+/* The job cannot get a connection now. A wait of SCHED_HOLD_MIN_MS or more on every IP
+ * (throttling backoff) blocks the destination and holds the job there until it ends;
+ * otherwise the job waits among the active jobs (for a slot, or a rate token: the wake
+ * timer), unless SCHED_DEST_WAITING of its set already wait at the site: then it is held
+ * and released when they get connections. Returns true if the job is still waiting. */
+static bool job_wait(scheduler *s, sched_job *j, const sched_hop *h, const pick_wait *w, int64_t now)
+{
+    sched_dest *d = dest_get(s, j->set, j->pool, j->site);
+    if (!w->slot && w->until && w->until - now >= SCHED_HOLD_MIN_MS) {
+        char *why = util_asprintf("shaping: site %s is backing off on every IP of pool %s (%s)",
+                                  j->site, j->pool, w->time_why);
+        dest_block(s, d, w->until, why, now);
+        job_why(j, w->until, "%s", why);
+        log_write(lg(s), KLOG_DEBUG, "sched.hold", "id=%s domain=%s set=%s site=%s until_ms=%lld reason=%s",
+                  log_q(lg(s), j->msg_id), log_q(lg(s), j->domain), log_q(lg(s), j->set->name),
+                  log_q(lg(s), j->site), (long long)(w->until - now), log_q(lg(s), why));
+        job_hold(s, j, d);
+        free(why);
+        return false;
+    }
+    char reason[SCHED_WHY_LEN + 16];
+    if (w->slot) snprintf(reason, sizeof reason, "%s", w->slot_why);
+    else snprintf(reason, sizeof reason, "shaping: %s", w->time_why);
+    if (j->wdest != d && d->nwaiting >= SCHED_DEST_WAITING) {
+        job_why(j, 0, "queued behind %d jobs of set %s waiting for site %s (%s)", d->nwaiting,
+                j->set->name, j->site, reason);
+        if (debug_on(s))
+            log_write(lg(s), KLOG_DEBUG, "sched.hold", "id=%s domain=%s set=%s site=%s reason=%s",
+                      log_q(lg(s), j->msg_id), log_q(lg(s), j->domain), log_q(lg(s), j->set->name),
+                      log_q(lg(s), j->site), log_q(lg(s), j->why));
+        job_hold(s, j, d);
+        return false;
+    }
+    job_unrelease(s, j);
+    job_set_waiting(s, j, d);
+    j->wait_until_ms = !w->slot && w->until > now ? w->until : 0;
+    if (w->until > now) arm_wake(s, w->until);
+    job_why(j, w->slot ? 0 : w->until, "waiting: %s", reason);
+    if (debug_on(s))
+        log_write(lg(s), KLOG_DEBUG, "sched.pick", "id=%s domain=%s hop=%s:%d site=%s result=wait reason=%s",
+                  log_q(lg(s), j->msg_id), log_q(lg(s), j->domain), h->addr, h->port,
+                  log_q(lg(s), j->site), log_q(lg(s), reason));
+    return true;
+}
+
+/* Finds or opens a connection for the job's current hop, parks it until one frees up, or
+ * defers it when the pools have no IP for it. Returns true if the job is (still) waiting;
+ * false when it went to a session, was held, settled or freed. */
+static bool job_connect(scheduler *s, sched_job *j)
+{
     if (s->stopping) {
         job_release(s, j);
-        return;
+        return false;
     }
     int64_t now = kiln_now_ms(s->ctx);
     while (j->hop_idx < j->nhops) {
@@ -1052,7 +1666,9 @@ static void job_connect(scheduler *s, sched_job *j)
         j->provider = pools_provider_of(h->name);
         pools_choice ch;
         memset(&ch, 0, sizeof ch);
-        pick_result r = connect_from(s, j, j->pool, h, now, &ch);
+        pick_wait w;
+        memset(&w, 0, sizeof w);
+        pick_result r = connect_from(s, j, j->pool, h, now, &ch, &w);
         if (r == PICK_POOLS && ch.verdict == POOLS_ALL_AT_CAP) {
             /* every usable IP at its cap: the overflow pool, one hop only */
             const config_pool *cp = config_find_pool(s->ctx->cfg, j->pool);
@@ -1060,13 +1676,13 @@ static void job_connect(scheduler *s, sched_job *j)
                 config_find_pool(s->ctx->cfg, cp->overflow)) {
                 pools_choice och;
                 memset(&och, 0, sizeof och);
-                pick_result o = connect_from(s, j, cp->overflow, h, now, &och);
+                pick_result o = connect_from(s, j, cp->overflow, h, now, &och, &w);
                 if (o == PICK_CHOSEN) {
                     log_write(lg(s), KLOG_DEBUG, "sched.pick",
                               "id=%s domain=%s pool=%s overflow=%s reason=%s",
                               log_q(lg(s), j->msg_id), log_q(lg(s), j->domain), j->pool,
                               cp->overflow, log_q(lg(s), ch.reason));
-                    return;
+                    return false;
                 }
                 if (o == PICK_WAIT) r = PICK_WAIT;
                 else if (o == PICK_POOLS && och.retry_at_ms > 0 &&
@@ -1076,16 +1692,9 @@ static void job_connect(scheduler *s, sched_job *j)
         }
         switch (r) {
         case PICK_CHOSEN:
-            return;
+            return false;
         case PICK_WAIT:
-            j->waiting = true;
-            log_write(lg(s), KLOG_DEBUG, "sched.pick",
-                      "id=%s domain=%s hop=%s:%d result=wait reason=\"%s\"",
-                      log_q(lg(s), j->msg_id), log_q(lg(s), j->domain), h->addr, h->port,
-                      s->nsessions >= SCHED_MAX_SESSIONS
-                          ? "session limit reached"
-                          : "connections or headroom of the pool's IPs taken by sessions in flight");
-            return;
+            return job_wait(s, j, h, &w, now);
         case PICK_FAMILY: {
             char *t = util_asprintf("no IP of pool %s can reach %s (address family)", j->pool,
                                     h->addr);
@@ -1116,39 +1725,65 @@ static void job_connect(scheduler *s, sched_job *j)
                   log_q(lg(s), j->msg_id), log_q(lg(s), j->domain), j->pool, type, log_q(lg(s), t));
         job_defer_pools(s, j, type, t, at);
         free(t);
-        return;
+        return false;
     }
     /* every hop failed */
     job_fail_all(s, j, j->last_error ? j->last_fail : RETRY_FAIL_CONNECT,
                  j->last_error ? j->last_error : "no next hop");
+    return false;
 }
 
-/* A session can take more work: a parked job for its hop (take_parked), else it idles
- * (parked jobs find it through the pump) or QUITs. */
+/* A session can take more work: the first waiting job for its hop and site (highest
+ * priority, the set served least recently, the job waiting longest) when take_parked and
+ * the (IP, site) has a rate token; else it idles (waiting jobs find it through the pump)
+ * or QUITs (messages_per_connection reached, IP retired, site backing off). */
 static void session_next(sched_session *ss, bool take_parked)
 {
     scheduler *s = ss->s;
     if (ss->state != SESS_IDLE || ss->job) return;
     int64_t now = kiln_now_ms(s->ctx);
     if (!ss->retire && !ip_usable(s, ss->ip, now)) ss->retire = true;
-    if (s->stopping || ss->retire || ss->nmsgs >= msgs_per_conn(s->ctx->cfg)) {
+    bool used_up = ss->nmsgs >= shaping_messages_per_connection(ss->sd);
+    if (s->stopping || ss->retire || used_up) {
+        if (used_up && debug_on(s))
+            log_write(lg(s), KLOG_DEBUG, "sched.session", "session=%s action=quit reason=%s",
+                      log_q(lg(s), smtp_client_to_text(ss->c)),
+                      log_q(lg(s), "messages_per_connection reached"));
         session_quit(ss);
         return;
     }
     sched_hop h = {.name = ss->peer_name, .addr = ss->peer, .port = ss->port};
+    sched_job *best = NULL;
     for (sched_job *j = take_parked ? s->active_head : NULL; j; j = j->anext) {
-        if (!j->waiting || j->hop_idx >= j->nhops) continue;
+        if (!j->wdest || j->hop_idx >= j->nhops || j->no_reuse) continue;
+        if (best && !job_before(j, best)) continue;
         const sched_hop *jh = &j->hops[j->hop_idx];
         if (jh->port != h.port || strcmp(jh->addr, h.addr) != 0) continue;
-        if (j->no_reuse) continue;
+        j->provider = pools_provider_of(jh->name);
         if (!session_fits(s, ss, j, j->pool, &h, now)) continue;
-        j->waiting = false;
-        log_write(lg(s), KLOG_DEBUG, "sched.pick",
-                  "id=%s domain=%s ip=%s hop=%s:%d reason=\"reuse connection after its transaction\"",
-                  log_q(lg(s), j->msg_id), log_q(lg(s), j->domain), ss->src, h.addr, h.port);
-        job_take(s, j, ss->ip, now);
-        job_send(s, j, ss);
-        return;
+        best = j;
+    }
+    if (best) {
+        char why[256];
+        int64_t until = 0;
+        shaping_verdict v = shaping_take_message(ss->sd, now, &until, why, sizeof why);
+        if (v == SHAPING_OK) {
+            log_write(lg(s), KLOG_DEBUG, "sched.pick",
+                      "id=%s domain=%s ip=%s hop=%s:%d set=%s priority=%d reason=\"reuse connection after its transaction\"",
+                      log_q(lg(s), best->msg_id), log_q(lg(s), best->domain), ss->src, h.addr,
+                      h.port, log_q(lg(s), best->set->name), best->set->priority);
+            job_take(s, best, ss->ip, now);
+            job_send(s, best, ss);
+            return;
+        }
+        if (v == SHAPING_WAIT_BACKOFF) {
+            log_write(lg(s), KLOG_DEBUG, "sched.session", "session=%s action=quit reason=%s",
+                      log_q(lg(s), smtp_client_to_text(ss->c)), log_q(lg(s), why));
+            session_quit(ss);
+            schedule_pump(s);
+            return;
+        }
+        if (until > now) arm_wake(s, until);
     }
     ev_timer_stop(s->ctx->loop, &ss->idle);
     ev_timer_set(&ss->idle, (double)SCHED_IDLE_MS / 1000.0, 0.0);
@@ -1167,40 +1802,30 @@ static retry_failure failure_of(smtp_client_status st)
     }
 }
 
-/* A reply that says the site throttles this IP: 421, or a 4xx about rate or reputation. */
-static bool reply_throttles(int code, const char *enhanced, const char *text)
-{
-    if (code == 421) return true;
-    if (code < 400 || code >= 500) return false;
-    retry_class c;
-    retry_classify_reply(code, enhanced, text, &c);
-    if (c.delay_type && strcmp(c.delay_type, "SpamDetected") == 0) return true;
-    return text && (strcasestr(text, "rate") || strcasestr(text, "too many") ||
-                    strcasestr(text, "throttl"));
-}
-
 /* A transaction ended with per-recipient results. */
 static void on_done(scheduler *s, sched_session *ss, sched_job *j, const smtp_client_event *ev)
 {
     job_unreserve(s, j);
+    int64_t now = kiln_now_ms(s->ctx);
     if (ev->nothing_done) {
         const char *why = ev->nrcpts ? ev->rcpts[0].reply.line : "connection failed";
         if (ss->nmsgs > 1 && !j->no_reuse) {
-            /* a reused connection died before the transaction began: once more, fresh */
+            /* a reused connection died before the transaction began: once more, fresh
+             * (servers close idle connections; not a failure of the site) */
             log_write(lg(s), KLOG_DEBUG, "sched.pick",
                       "id=%s domain=%s result=retry reason=\"reused connection failed: %s\"",
                       log_q(lg(s), j->msg_id), log_q(lg(s), j->domain), why);
             j->no_reuse = true;
             job_connect(s, j);
         } else {
+            shaping_record(ss->sd, SHAPING_RESULT_FAILED, now);
             job_next_hop(s, j, RETRY_FAIL_CONNECT, why);
         }
         return;
     }
-    int64_t now = kiln_now_ms(s->ctx);
     outcome *out = util_calloc(j->nrcpts ? j->nrcpts : 1, sizeof *out);
     unsigned accepted = 0;
-    bool throttled = false;
+    bool throttled = false, lost = false;
     for (size_t i = 0; i < j->nrcpts && i < ev->nrcpts; i++) {
         const smtp_client_rcpt_result *r = &ev->rcpts[i];
         out[i].text = r->reply.line;
@@ -1211,14 +1836,18 @@ static void on_done(scheduler *s, sched_session *ss, sched_job *j, const smtp_cl
             if (reply_throttles(r->reply.code, r->reply.enhanced, r->reply.text)) throttled = true;
         } else {
             retry_classify_failure(failure_of(r->status), &out[i].cls);
+            lost = true;
         }
     }
     if (accepted) pools_record_send(s->pools, ss->ip, j->provider, accepted, now);
     pools_record_result(s->pools, ss->ip, ss->peer_name, j->provider,
                         throttled ? POOLS_RESULT_THROTTLED : POOLS_RESULT_OK, accepted, now);
+    shaping_record(ss->sd, throttled ? SHAPING_RESULT_THROTTLED
+                           : lost    ? SHAPING_RESULT_FAILED
+                                     : SHAPING_RESULT_OK, now);
     if (throttled)
-        log_write(lg(s), KLOG_INFO, "pools.throttled", "ip=%s site=%s provider=%s id=%s",
-                  ss->src, log_q(lg(s), ss->peer_name), j->provider, log_q(lg(s), j->msg_id));
+        log_write(lg(s), KLOG_INFO, "shaping.throttled", "ip=%s site=%s provider=%s id=%s",
+                  ss->src, log_q(lg(s), ss->site), j->provider, log_q(lg(s), j->msg_id));
     settle(s, j, out, ss->src, ss->peer);
     free(out);
     job_done(s, j);
@@ -1258,9 +1887,14 @@ static void on_closed(scheduler *s, sched_session *ss, const smtp_client_event *
                    (ev->status == SMTP_CLIENT_FAIL_REJECTED && !throttled)) {
             pools_record_result(s->pools, ss->ip, ss->peer_name, j->provider,
                                 POOLS_RESULT_CONNECT_FAILED, 0, now);
+            shaping_record(ss->sd, SHAPING_RESULT_FAILED, now);
         } else if (throttled) {
             pools_record_result(s->pools, ss->ip, ss->peer_name, j->provider,
                                 POOLS_RESULT_THROTTLED, 0, now);
+            shaping_record(ss->sd, SHAPING_RESULT_THROTTLED, now);
+            log_write(lg(s), KLOG_INFO, "shaping.throttled", "ip=%s site=%s provider=%s id=%s reply=%s",
+                      ss->src, log_q(lg(s), ss->site), j->provider, log_q(lg(s), j->msg_id),
+                      log_q(lg(s), err));
         }
         if (s->stopping) {
             job_release(s, j);
@@ -1307,15 +1941,23 @@ static void on_client(void *arg, smtp_client *c, const smtp_client_event *ev)
         if (ss->job) {
             sched_job *j = ss->job;
             ss->job = NULL;
-            if (!ip_usable(s, ss->ip, kiln_now_ms(s->ctx))) {
-                /* its IP went down or was released while connecting: no transaction here */
-                ss->retire = true;
+            int64_t now = kiln_now_ms(s->ctx);
+            shaping_info si;
+            shaping_get_info(ss->sd, now, &si);
+            if (!ip_usable(s, ss->ip, now) || si.backoff_until_ms > now) {
+                /* its IP went down or was released while connecting, or another session
+                 * got the site's throttling reply meanwhile: no transaction here */
+                if (!ip_usable(s, ss->ip, now)) ss->retire = true;
+                log_write(lg(s), KLOG_DEBUG, "sched.session", "session=%s action=quit id=%s reason=%s",
+                          log_q(lg(s), smtp_client_to_text(ss->c)), log_q(lg(s), j->msg_id),
+                          log_q(lg(s), ss->retire ? "source IP draining or down"
+                                                  : "the site is throttling this IP: backing off"));
                 job_unreserve(s, j);
                 session_quit(ss);
                 job_connect(s, j);
                 break;
             }
-            job_send(s, j, ss);
+            job_send(s, j, ss);   /* its rate token was taken when the connection opened */
         } else {
             session_next(ss, true);
         }
@@ -1346,6 +1988,17 @@ static void hops_add(sched_job *j, const char *name, const char *addr, int port)
     j->nhops++;
 }
 
+/* The attempt's shaping site: the given host names (MX hosts, or the route host). */
+static void job_set_site(sched_job *j, char *const *hosts, size_t n)
+{
+    free_strv(j->mx, j->nmx);
+    j->mx = util_calloc(n ? n : 1, sizeof *j->mx);
+    j->nmx = n;
+    for (size_t i = 0; i < n; i++) j->mx[i] = util_strdup(hosts[i]);
+    free(j->site);
+    j->site = shaping_site_key(hosts, n);
+}
+
 static int job_port(const scheduler *s, const sched_job *j)
 {
     const config_route *rt = config_find_route(s->ctx->cfg, j->domain);
@@ -1373,9 +2026,19 @@ static void on_resolved(void *arg, const dns_mx_result *res)
         for (size_t h = 0; h < res->nhosts; h++)
             for (size_t a = 0; a < res->hosts[h].naddrs; a++)
                 hops_add(j, res->hosts[h].name, res->hosts[h].addrs[a], port);
-        log_write(lg(s), KLOG_DEBUG, "sched.pick", "id=%s domain=%s hops=%zu first=%s implicit=%d",
+        if (j->via_route) {
+            const config_route *rt = config_find_route(s->ctx->cfg, j->domain);
+            char *host = rt ? rt->host : j->domain;
+            job_set_site(j, &host, 1);
+        } else {
+            char **names = util_calloc(res->nhosts ? res->nhosts : 1, sizeof *names);
+            for (size_t h = 0; h < res->nhosts; h++) names[h] = res->hosts[h].name;
+            job_set_site(j, names, res->nhosts);
+            free(names);
+        }
+        log_write(lg(s), KLOG_DEBUG, "sched.pick", "id=%s domain=%s hops=%zu first=%s site=%s implicit=%d",
                   log_q(lg(s), j->msg_id), log_q(lg(s), j->domain), j->nhops,
-                  j->nhops ? j->hops[0].addr : "-", res->implicit);
+                  j->nhops ? j->hops[0].addr : "-", log_q(lg(s), j->site), res->implicit);
         job_connect(s, j);
         return;
     }
@@ -1397,23 +2060,23 @@ static void job_start(scheduler *s, sched_job *j)
 {
     kiln_ctx *ctx = s->ctx;
     const config *cfg = ctx->cfg;
+    job_unpreload(s, j, true);
     active_link(s, j);
     j->pool_wait = false;
-    if (spool_load_message(ctx->spool, j->msg_id, &j->msg) != 0) {
+    if (!j->loaded && spool_load_message(ctx->spool, j->msg_id, &j->msg) != 0) {
         /* a recipient without its message breaks the spool's contract */
         log_write(lg(s), KLOG_ERROR, "scheduler.job",
                   "id=%s domain=%s error=\"message missing from the spool; recipients left as they are\" spool_error=%s",
                   log_q(lg(s), j->msg_id), log_q(lg(s), j->domain),
                   log_q(lg(s), spool_errmsg(ctx->spool)));
         active_unlink(s, j);
+        job_clear_attempt(s, j);
         s->nqueued -= (int64_t)j->nrcpts;
         job_free(j);
         return;
     }
     j->loaded = true;
-    const config_set *set = config_find_set(cfg, j->msg.config_set);
-    if (!set && cfg->default_set) set = config_find_set(cfg, cfg->default_set);
-    set_str(&j->set_name, j->msg.config_set);
+    const config_set *set = set_config(cfg, j->msg.config_set);
     j->max_delivery_ms = set ? set->max_delivery_time_ms : 14LL * 3600 * 1000;
     j->require_tls = set && set->tls_policy == CONFIG_TLS_REQUIRE;
     if (!set) {
@@ -1424,14 +2087,18 @@ static void job_start(scheduler *s, sched_job *j)
         return;
     }
     set_str(&j->pool, set->pool);
+    job_why(j, 0, "resolving the next hop of %s", j->domain);
 
     const config_route *rt = config_find_route(cfg, j->domain);
     j->via_route = rt != NULL;
     const char *target = rt ? rt->host : j->domain;
     if (rt && addr_family(rt->host)) {
         hops_add(j, rt->host, rt->host, rt->port);
-        log_write(lg(s), KLOG_DEBUG, "sched.pick", "id=%s domain=%s route=%s:%d",
-                  log_q(lg(s), j->msg_id), log_q(lg(s), j->domain), rt->host, rt->port);
+        char *host = rt->host;
+        job_set_site(j, &host, 1);
+        log_write(lg(s), KLOG_DEBUG, "sched.pick", "id=%s domain=%s route=%s:%d site=%s",
+                  log_q(lg(s), j->msg_id), log_q(lg(s), j->domain), rt->host, rt->port,
+                  log_q(lg(s), j->site));
         job_connect(s, j);
         return;
     }
@@ -1449,20 +2116,103 @@ static void job_start(scheduler *s, sched_job *j)
 
 /* ------------------------------------------------------------------ the pump */
 
+/* A job about to start whose site is known from an earlier attempt is held at once (not
+ * loaded) when the site is blocked for its pool, or when its set already has
+ * SCHED_DEST_WAITING jobs waiting there (or others held before it). */
+static bool job_prehold(scheduler *s, sched_job *j, int64_t now)
+{
+    if (!j->site) return false;
+    const config_set *cs = set_config(s->ctx->cfg, j->set->name);
+    if (!cs) return false;
+    sched_dest *d = dest_find(s, j->set, cs->pool, j->site);
+    if (!d) return false;
+    if (dest_blocked(d, now)) {
+        job_why(j, d->blocked_until_ms, "%s", d->why);
+    } else if (!j->rdest && (d->nheld || d->nwaiting + d->nreleased >= SCHED_DEST_WAITING)) {
+        job_why(j, 0, "queued behind %d jobs of set %s waiting for site %s", d->nwaiting,
+                j->set->name, j->site);
+    } else {
+        return false;
+    }
+    if (debug_on(s))
+        log_write(lg(s), KLOG_DEBUG, "sched.hold", "id=%s domain=%s set=%s site=%s reason=%s",
+                  log_q(lg(s), j->msg_id), log_q(lg(s), j->domain), log_q(lg(s), j->set->name),
+                  log_q(lg(s), j->site), log_q(lg(s), j->why));
+    job_hold(s, j, d);
+    return true;
+}
+
+static int cmp_waiting(const void *a, const void *b)
+{
+    const sched_job *x = *(sched_job *const *)a, *y = *(sched_job *const *)b;
+    if (job_before(x, y)) return -1;
+    if (job_before(y, x)) return 1;
+    return 0;
+}
+
+/* What a waiting job needs, for skipping the others that need the same in one pump. */
+typedef struct wait_key {
+    const char *pool, *addr, *site;
+    int port;
+    bool tls, no_reuse;
+} wait_key;
+
+static wait_key key_of(const sched_job *j)
+{
+    const sched_hop *h = &j->hops[j->hop_idx];
+    return (wait_key){j->pool, h->addr, j->site, h->port, j->require_tls, j->no_reuse};
+}
+
+static bool key_eq(const wait_key *a, const wait_key *b)
+{
+    return a->port == b->port && a->tls == b->tls && a->no_reuse == b->no_reuse &&
+           strcmp(a->pool, b->pool) == 0 && strcmp(a->addr, b->addr) == 0 &&
+           strcmp(a->site, b->site) == 0;
+}
+
 static void pump(scheduler *s)
 {
     if (s->stopping) return;
-    /* parked jobs first: a slot may have freed up */
-    for (sched_job *j = s->active_head, *nx; j; j = nx) {
-        nx = j->anext;
-        /* job_connect changes no job but j (sessions it finds take no parked job
-         * synchronously), so nx stays valid */
-        if (j->waiting) job_connect(s, j);
+    int64_t now = kiln_now_ms(s->ctx);
+    /* destinations whose held jobs may move on */
+    while (s->refill) {
+        sched_dest *d = s->refill;
+        s->refill = d->refill_next;
+        d->in_refill = false;
+        d->refill_next = NULL;
+        dest_refill(s, d, now);
     }
-    /* Jobs start even at the session limit: connect_from parks them and evicts idle
-     * connections to make room (bodies in memory stay bounded by SCHED_MAX_ACTIVE). */
-    while (s->ready_head && s->nactive < SCHED_MAX_ACTIVE) {
+    /* waiting jobs first, in serving order: a slot or a token may have freed up. One job
+     * that keeps waiting stands for the later ones that need the same pool, hop and site. */
+    size_t nw = 0;
+    sched_job **w = NULL;
+    for (sched_job *j = s->active_head; j; j = j->anext)
+        if (j->wdest && j->hop_idx < j->nhops) nw++;
+    if (nw) {
+        w = util_calloc(nw, sizeof *w);
+        size_t k = 0;
+        for (sched_job *j = s->active_head; j; j = j->anext)
+            if (j->wdest && j->hop_idx < j->nhops) w[k++] = j;
+        qsort(w, nw, sizeof *w, cmp_waiting);
+        wait_key *still = util_calloc(nw, sizeof *still);
+        size_t nstill = 0;
+        for (size_t i = 0; i < nw; i++) {
+            /* job_connect changes no job but w[i] (and may free it): the others stay valid */
+            sched_job *j = w[i];
+            wait_key key = key_of(j);
+            bool same = false;
+            for (size_t m = 0; m < nstill && !same; m++) same = key_eq(&still[m], &key);
+            if (same) continue;
+            if (job_connect(s, j)) still[nstill++] = key_of(j);
+        }
+        free(still);
+        free(w);
+    }
+    /* then new work: the highest priority first, round-robin among equal sets; jobs whose
+     * site is known to be busy or blocked are held without being loaded */
+    while (s->nready && s->nactive < SCHED_MAX_ACTIVE) {
         sched_job *j = ready_pop(s);
+        if (job_prehold(s, j, now)) continue;
         job_start(s, j);
     }
 }
@@ -1479,6 +2229,18 @@ static void schedule_pump(scheduler *s)
     if (s->stopping || ev_is_active(&s->pump_timer)) return;
     ev_timer_set(&s->pump_timer, 0.0, 0.0);
     ev_timer_start(s->ctx->loop, &s->pump_timer);
+}
+
+static void on_save(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    scheduler *s = w->data;
+    save_pools(s);
+    int64_t now = kiln_now_ms(s->ctx);
+    bool gc = ++s->ticks % SCHED_GC_TICKS == 0;
+    if (gc) shaping_gc(s->shaping, now, SCHED_SHAPING_IDLE_MS);
+    dests_tick(s, now, gc);
 }
 
 /* ------------------------------------------------------------------ loading from the spool */
@@ -1509,6 +2271,7 @@ static void load_cb(void *arg, const spool_rcpt *r)
     l->r.address = util_strdup(r->address);
     l->r.attempts = r->attempts;
     l->r.next_attempt_ms = r->state == SPOOL_RCPT_QUEUED ? 0 : r->next_attempt_ms;
+    l->r.last_reply = r->state == SPOOL_RCPT_DEFERRED ? util_strdup(r->last_reply) : NULL;
 }
 
 static int cmp_loaded(const void *a, const void *b)
@@ -1521,28 +2284,66 @@ static int cmp_loaded(const void *a, const void *b)
     return x->r.rowid < y->r.rowid ? -1 : x->r.rowid > y->r.rowid;
 }
 
-/* Groups recipients by (message, domain) into jobs placed in the ready list or heap. */
+static void loaded_free(loaded_rcpt *l)
+{
+    free(l->msg_id);
+    free(l->domain);
+    free(l->r.address);
+    free(l->r.last_reply);
+}
+
+/* Groups recipients by (message, domain) into jobs of the message's configuration set,
+ * placed in its ready queue or the heap. */
 static int64_t load_rcpts(scheduler *s, const char *msg_id)
 {
     load_acc a = {0};
     if (spool_each_pending_rcpt(s->ctx->spool, msg_id, load_cb, &a) != 0) {
-        for (size_t i = 0; i < a.n; i++) {
-            free(a.v[i].msg_id);
-            free(a.v[i].domain);
-            free(a.v[i].r.address);
-        }
+        for (size_t i = 0; i < a.n; i++) loaded_free(&a.v[i]);
         free(a.v);
         return -1;
     }
     if (a.n) qsort(a.v, a.n, sizeof *a.v, cmp_loaded);
     sched_job *j = NULL;
+    sched_set *set = NULL;
+    char *set_of = NULL;         /* the message whose set is `set` */
+    spool_loaded m;              /* that message, until a job of it takes it */
+    bool have_m = false, missing = false;
+    int64_t n = 0;
+    memset(&m, 0, sizeof m);
     for (size_t i = 0; i < a.n; i++) {
         loaded_rcpt *l = &a.v[i];
-        if (!j || strcmp(j->msg_id, l->msg_id) != 0 || strcmp(j->domain, l->domain) != 0) {
-            if (j) job_place(s, j);
+        bool new_msg = !set_of || strcmp(set_of, l->msg_id) != 0;
+        if (j && (new_msg || strcmp(j->domain, l->domain) != 0)) {
+            job_place(s, j);
+            if (have_m && j->where == JOB_READY) {
+                job_preload(s, j, &m);
+                have_m = false;
+            }
+            j = NULL;
+        }
+        if (new_msg) {
+            /* a new message: its configuration set */
+            if (have_m) spool_loaded_free(&m);
+            missing = spool_load_message(s->ctx->spool, l->msg_id, &m) != 0;
+            have_m = !missing;
+            if (missing) {
+                log_write(lg(s), KLOG_ERROR, "scheduler.job",
+                          "id=%s error=\"message missing from the spool; recipients left as they are\" spool_error=%s",
+                          log_q(lg(s), l->msg_id), log_q(lg(s), spool_errmsg(s->ctx->spool)));
+            } else {
+                set = set_get(s, m.config_set);
+            }
+            set_str(&set_of, l->msg_id);
+        }
+        if (missing) {
+            loaded_free(l);
+            continue;
+        }
+        if (!j) {
             j = util_calloc(1, sizeof *j);
             j->msg_id = l->msg_id;
             j->domain = l->domain;
+            j->set = set;
         } else {
             free(l->msg_id);
             free(l->domain);
@@ -1552,12 +2353,21 @@ static int64_t load_rcpts(scheduler *s, const char *msg_id)
             j->rcpts = util_realloc(j->rcpts, j->cap * sizeof *j->rcpts);
         }
         j->rcpts[j->nrcpts++] = l->r;
+        n++;
     }
-    if (j) job_place(s, j);
+    if (j) {
+        job_place(s, j);
+        if (have_m && j->where == JOB_READY) {
+            job_preload(s, j, &m);
+            have_m = false;
+        }
+    }
+    if (have_m) spool_loaded_free(&m);
+    free(set_of);
     free(a.v);
     arm_due_timer(s);
     schedule_pump(s);
-    return (int64_t)a.n;
+    return n;
 }
 
 /* ------------------------------------------------------------------ public API */
@@ -1584,6 +2394,10 @@ scheduler *scheduler_new(kiln_ctx *ctx)
     s->due_timer.data = s;
     ev_timer_init(&s->pump_timer, on_pump, 0.0, 0.0);
     s->pump_timer.data = s;
+    ev_timer_init(&s->wake_timer, on_wake, 0.0, 0.0);
+    s->wake_timer.data = s;
+    s->shaping = shaping_new(ctx->cfg, NULL, NULL);
+    dest_table_grow(s);
 
     /* the dedicated-IP state: the config's IPs, then what the spool kept of them */
     int64_t now = kiln_now_ms(ctx);
@@ -1623,9 +2437,11 @@ scheduler *scheduler_new(kiln_ctx *ctx)
 void scheduler_free(scheduler *s)
 {
     if (!s) return;
+    s->stopping = true;   /* nothing below may schedule work */
     ev_timer_stop(s->ctx->loop, &s->due_timer);
     ev_timer_stop(s->ctx->loop, &s->pump_timer);
     ev_timer_stop(s->ctx->loop, &s->save_timer);
+    ev_timer_stop(s->ctx->loop, &s->wake_timer);
     while (s->sessions) {
         sched_session *ss = s->sessions;
         session_unlink(s, ss);
@@ -1638,14 +2454,31 @@ void scheduler_free(scheduler *s)
         job_clear_attempt(s, j);
         job_free(j);
     }
-    for (sched_job *j = s->ready_head, *nx; j; j = nx) {
-        nx = j->next;
-        job_free(j);
+    for (sched_set *st = s->sets, *nst; st; st = nst) {
+        nst = st->next;
+        for (sched_job *j = st->head, *nx; j; j = nx) {
+            nx = j->next;
+            job_free(j);
+        }
+        free(st->name);
+        free(st);
     }
     for (size_t i = 0; i < s->nheap; i++) job_free(s->heap[i]);
     free(s->heap);
+    for (size_t i = 0; i < s->ndest_buckets; i++) {
+        for (sched_dest *d = s->dests[i], *nd; d; d = nd) {
+            nd = d->hnext;
+            for (sched_job *j = d->held_head, *nx; j; j = nx) {
+                nx = j->next;
+                job_free(j);
+            }
+            dest_free(s, d);
+        }
+    }
+    free(s->dests);
     save_pools(s);   /* the daemon flushes the spool after this */
     pools_free(s->pools);
+    shaping_free(s->shaping);
     free(s->res);
     if (s->tls) tls_ctx_free(s->tls);
     free(s->dns_error);
@@ -1669,7 +2502,9 @@ void scheduler_message_committed(scheduler *s, const char *msg_id)
                   log_q(lg(s), msg_id), log_q(lg(s), spool_errmsg(s->ctx->spool)));
 }
 
-/* Jobs the pools deferred (no IP, all at cap) are due now: the pools just changed. */
+/* Jobs the pools deferred (no IP, all at cap) are due now: the pools just changed. So are
+ * sites blocked by shaping (other IPs may serve them now): their held jobs are tried
+ * again, and hold again at once if nothing changed for them. */
 static void requeue_pool_waiting(scheduler *s)
 {
     size_t keep = 0, moved = 0;
@@ -1694,6 +2529,13 @@ static void requeue_pool_waiting(scheduler *s)
     if (moved)
         log_write(lg(s), KLOG_INFO, "pools.requeue", "jobs=%zu deferred_left=%zu reason=%s", moved, keep,
                   log_q(lg(s), "the pools changed: mail waiting for an IP is tried again now"));
+    for (size_t i = 0; i < s->ndest_buckets; i++)
+        for (sched_dest *d = s->dests[i]; d; d = d->hnext) {
+            if (!d->blocked_until_ms) continue;
+            d->blocked_until_ms = 0;
+            ev_timer_stop(s->ctx->loop, &d->timer);
+            dest_mark_refill(s, d);
+        }
     arm_due_timer(s);
     schedule_pump(s);
 }
@@ -1722,6 +2564,8 @@ void scheduler_config_changed(scheduler *s)
             free(err);
         }
     }
+    shaping_config_changed(s->shaping, cfg);
+    sets_refresh(s);
     /* lease / release: new IPs start warming up, removed ones drain, moved ones keep their
      * warm-up */
     int64_t now = kiln_now_ms(s->ctx);
@@ -1763,11 +2607,14 @@ void scheduler_stop(scheduler *s, void (*done)(void *arg), void *arg)
     ev_timer_stop(s->ctx->loop, &s->due_timer);
     ev_timer_stop(s->ctx->loop, &s->pump_timer);
     ev_timer_stop(s->ctx->loop, &s->save_timer);
+    ev_timer_stop(s->ctx->loop, &s->wake_timer);
+    for (size_t i = 0; i < s->ndest_buckets; i++)
+        for (sched_dest *d = s->dests[i]; d; d = d->hnext) ev_timer_stop(s->ctx->loop, &d->timer);
     save_pools(s);
-    /* parked jobs never started: they stay queued in the spool */
+    /* waiting jobs never started their transaction: they stay queued in the spool */
     for (sched_job *j = s->active_head, *nx; j; j = nx) {
         nx = j->anext;
-        if (j->waiting) job_release(s, j);
+        if (j->wdest) job_release(s, j);
     }
     for (sched_session *ss = s->sessions, *nx; ss; ss = nx) {
         nx = ss->next;
@@ -1805,4 +2652,194 @@ void scheduler_pools_changed(scheduler *s)
     if (s->stopping) return;
     retire_unusable_sessions(s);
     requeue_pool_waiting(s);
+}
+
+/* ------------------------------------------------------------------ kilnctl queue */
+
+/* Calls fn for every job the scheduler holds, wherever it is. */
+static void each_job(scheduler *s, void (*fn)(void *arg, scheduler *s, sched_job *j), void *arg)
+{
+    for (sched_set *st = s->sets; st; st = st->next)
+        for (sched_job *j = st->head; j; j = j->next) fn(arg, s, j);
+    for (size_t i = 0; i < s->nheap; i++) fn(arg, s, s->heap[i]);
+    for (sched_job *j = s->active_head; j; j = j->anext) fn(arg, s, j);
+    for (size_t i = 0; i < s->ndest_buckets; i++)
+        for (sched_dest *d = s->dests[i]; d; d = d->hnext)
+            for (sched_job *j = d->held_head; j; j = j->next) fn(arg, s, j);
+}
+
+static const char *job_state(const sched_job *j)
+{
+    switch (j->where) {
+    case JOB_READY: return "ready";
+    case JOB_DEFERRED: return "deferred";
+    case JOB_HELD: return "waiting";
+    case JOB_ACTIVE: return j->wdest ? "waiting" : "active";
+    }
+    return "?";
+}
+
+static const char *job_pool(const scheduler *s, const sched_job *j)
+{
+    if (j->where == JOB_ACTIVE && j->pool) return j->pool;
+    if (j->where == JOB_HELD && j->hdest) return j->hdest->pool;
+    const config_set *cs = set_config(s->ctx->cfg, j->set->name);
+    return cs ? cs->pool : "-";
+}
+
+typedef struct queue_acc {
+    const char *domain;
+    scheduler_queue_row *v;
+    size_t n, cap;
+} queue_acc;
+
+static void queue_cb(void *arg, scheduler *s, sched_job *j)
+{
+    queue_acc *a = arg;
+    if (a->domain && !util_streq_ci(a->domain, j->domain)) return;
+    if (!j->nrcpts) return;
+    if (a->n == a->cap) {
+        a->cap = a->cap ? a->cap * 2 : 32;
+        a->v = util_realloc(a->v, a->cap * sizeof *a->v);
+    }
+    a->v[a->n++] = (scheduler_queue_row){(char *)job_pool(s, j), j->set->name, j->domain,
+                                         job_state(j), (int64_t)j->nrcpts};
+}
+
+static int cmp_row(const void *a, const void *b)
+{
+    const scheduler_queue_row *x = a, *y = b;
+    int c = strcmp(x->pool, y->pool);
+    if (!c) c = strcmp(x->set, y->set);
+    if (!c) c = strcmp(x->domain, y->domain);
+    if (!c) c = strcmp(x->state, y->state);
+    return c;
+}
+
+size_t scheduler_queue(scheduler *s, const char *domain, scheduler_queue_row **rows)
+{
+    queue_acc a = {.domain = domain && *domain ? domain : NULL};
+    each_job(s, queue_cb, &a);
+    if (a.n) qsort(a.v, a.n, sizeof *a.v, cmp_row);
+    /* merge equal groups; the strings become the caller's */
+    size_t m = 0;
+    for (size_t i = 0; i < a.n; i++) {
+        if (m && cmp_row(&a.v[m - 1], &a.v[i]) == 0) {
+            a.v[m - 1].recipients += a.v[i].recipients;
+            continue;
+        }
+        a.v[m++] = a.v[i];
+    }
+    for (size_t i = 0; i < m; i++) {
+        a.v[i].pool = util_strdup(a.v[i].pool);
+        a.v[i].set = util_strdup(a.v[i].set);
+        a.v[i].domain = util_strdup(a.v[i].domain);
+    }
+    *rows = a.v;
+    return m;
+}
+
+void scheduler_queue_free(scheduler_queue_row *rows, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(rows[i].pool);
+        free(rows[i].set);
+        free(rows[i].domain);
+    }
+    free(rows);
+}
+
+typedef struct explain_acc {
+    const char *msg_id;
+    scheduler_explain_row *v;
+    size_t n, cap;
+} explain_acc;
+
+/* What job j waits for now (malloc'd) and until when. */
+static char *job_reason(const scheduler *s, const sched_job *j, int64_t *until)
+{
+    *until = j->why_until_ms;
+    switch (j->where) {
+    case JOB_READY:
+        *until = 0;
+        if (s->nactive >= SCHED_MAX_ACTIVE)
+            return util_asprintf("ready: waiting for a delivery slot (%d jobs active, the limit); "
+                                 "set %s has priority %d",
+                                 s->nactive, j->set->name, j->set->priority);
+        return util_asprintf("ready: starts at the next scheduling pass (set %s, priority %d)",
+                             j->set->name, j->set->priority);
+    case JOB_DEFERRED:
+        *until = j->due_ms;
+        if (j->pool_wait && j->why[0]) return util_strdup(j->why);
+        return util_strdup("deferred: waiting for its retry time after a temporary failure");
+    case JOB_HELD:
+        if (j->hdest && dest_blocked(j->hdest, kiln_now_ms(s->ctx))) {
+            *until = j->hdest->blocked_until_ms;
+            return util_strdup(j->hdest->why);
+        }
+        return util_strdup(j->why[0] ? j->why : "held for its site");
+    case JOB_ACTIVE:
+        for (const sched_session *ss = s->sessions; ss; ss = ss->next)
+            if (ss->job == j)
+                return util_asprintf("%s on session %s",
+                                     ss->state == SESS_CONNECTING ? "connecting" : "in flight",
+                                     smtp_client_to_text(ss->c));
+        return util_strdup(j->why[0] ? j->why : "being scheduled");
+    }
+    return util_strdup("?");
+}
+
+static void explain_cb(void *arg, scheduler *s, sched_job *j)
+{
+    explain_acc *a = arg;
+    if (strcmp(a->msg_id, j->msg_id) != 0) return;
+    int64_t until = 0;
+    char *reason = job_reason(s, j, &until);
+    for (size_t i = 0; i < j->nrcpts; i++) {
+        const sched_rcpt *r = &j->rcpts[i];
+        if (a->n == a->cap) {
+            a->cap = a->cap ? a->cap * 2 : 8;
+            a->v = util_realloc(a->v, a->cap * sizeof *a->v);
+        }
+        scheduler_explain_row *row = &a->v[a->n++];
+        memset(row, 0, sizeof *row);
+        row->recipient = util_strdup(r->address);
+        row->domain = util_strdup(j->domain);
+        row->set = util_strdup(j->set->name);
+        row->pool = util_strdup(job_pool(s, j));
+        row->state = job_state(j);
+        row->reason = util_strdup(reason);
+        row->until_ms = j->where == JOB_DEFERRED ? r->next_attempt_ms : until;
+        row->attempts = r->attempts;
+        row->last_reply = util_strdup(r->last_reply);
+    }
+    free(reason);
+}
+
+static int cmp_explain(const void *a, const void *b)
+{
+    const scheduler_explain_row *x = a, *y = b;
+    return strcmp(x->recipient, y->recipient);
+}
+
+size_t scheduler_explain(scheduler *s, const char *msg_id, scheduler_explain_row **rows)
+{
+    explain_acc a = {.msg_id = msg_id};
+    each_job(s, explain_cb, &a);
+    if (a.n > 1) qsort(a.v, a.n, sizeof *a.v, cmp_explain);
+    *rows = a.v;
+    return a.n;
+}
+
+void scheduler_explain_free(scheduler_explain_row *rows, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(rows[i].recipient);
+        free(rows[i].domain);
+        free(rows[i].set);
+        free(rows[i].pool);
+        free(rows[i].reason);
+        free(rows[i].last_reply);
+    }
+    free(rows);
 }
