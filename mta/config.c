@@ -419,9 +419,7 @@ static void fmt_list(strbuf *sb, char *const *names, size_t n)
     for (size_t i = 0; i < n; i++) strbuf_printf(sb, "%s%s", i ? ", " : "", names[i]);
 }
 
-/* Absolute path for REL against DIR (itself absolute, symlink-free). "." components and
- * repeated slashes go away; leading ".." components climb DIR. */
-static char *resolve_path(const char *dir, const char *rel)
+char *config_resolve_path(const char *dir, const char *rel)
 {
     if (rel[0] == '/') return util_strdup(rel);
     strbuf sb;
@@ -733,7 +731,7 @@ static int as_path(cfgp *p, yaml_node_t *v, char **out)
     if (as_scalar(p, v, "a file path", &s) < 0) return -1;
     if (!*s) return fail(p, v, "must not be empty");
     free(*out);
-    *out = resolve_path(p->cfg->dir, s);
+    *out = config_resolve_path(p->cfg->dir, s);
     return 0;
 }
 
@@ -900,7 +898,7 @@ static int set_log(cfgp *p, yaml_node_t *v)
     if (as_scalar(p, v, "stderr or a file path", &s) < 0) return -1;
     if (!*s) return fail(p, v, "must not be empty (use stderr or a file path)");
     free(p->cfg->log);
-    p->cfg->log = strcmp(s, "stderr") == 0 ? util_strdup(s) : resolve_path(p->cfg->dir, s);
+    p->cfg->log = strcmp(s, "stderr") == 0 ? util_strdup(s) : config_resolve_path(p->cfg->dir, s);
     return 0;
 }
 
@@ -929,8 +927,8 @@ static int parse_server(cfgp *p, yaml_node_t *root)
     FIELD(m, "control_socket", v, as_path(p, v, &c->control_socket));
     FIELD(m, "log", v, set_log(p, v));
     FIELD(m, "log_level", v, set_log_level(p, v));
-    if (!c->spool) c->spool = resolve_path(c->dir, "spool");
-    if (!c->control_socket) c->control_socket = resolve_path(c->spool, "kilnd.sock");
+    if (!c->spool) c->spool = config_resolve_path(c->dir, "spool");
+    if (!c->control_socket) c->control_socket = config_resolve_path(c->spool, "kilnd.sock");
     size_t sun_max = sizeof(((struct sockaddr_un *)0)->sun_path);
     if (strlen(c->control_socket) >= sun_max) {
         yaml_node_t *ck = NULL;
@@ -1773,11 +1771,12 @@ static char *yaml_error(const char *file, const yaml_parser_t *ps)
 }
 
 /* Absolute, symlink-free directory of PATH. */
-static char *config_dir(const char *path, char **err)
+char *config_file_dir(const char *path, char **err)
 {
     char *copy = util_strdup(path);
     char *real = realpath(dirname(copy), NULL);
-    if (!real) *err = util_asprintf("%s: cannot resolve its directory: %s", path, strerror(errno));
+    if (!real && err)
+        *err = util_asprintf("%s: cannot resolve its directory: %s", path, strerror(errno));
     free(copy);
     return real;
 }
@@ -1796,7 +1795,7 @@ config *config_load(const char *path, char **err)
         fclose(f);
         return NULL;
     }
-    char *dir = config_dir(path, err);
+    char *dir = config_file_dir(path, err);
     if (!dir) {
         fclose(f);
         return NULL;

@@ -191,6 +191,13 @@ const config_route *config_find_route(const config *cfg, const char *domain);
 /* True if addr (an IPv4/IPv6 literal) is inside one of submission.trusted_networks. */
 bool config_is_trusted(const config *cfg, const char *addr);
 
+/* Absolute, symlink-free directory of the file at path (malloc'd), or NULL and *err (err may
+ * be NULL). Relative paths in a config are resolved against it. */
+char *config_file_dir(const char *path, char **err);
+/* Absolute path for rel against dir (itself absolute): "." components and repeated slashes
+ * go away, leading ".." components climb dir; an absolute rel is returned as is. Malloc'd. */
+char *config_resolve_path(const char *dir, const char *rel);
+
 /* Pure value parsers, exported for tests. Return 0 on success, -1 on bad input. */
 int config_parse_size(const char *s, int64_t *bytes);        /* "10MB", "512KB", "1GB", "123" (bytes, 2^10 units, B/KB/MB/GB, case-insensitive) */
 int config_parse_duration(const char *s, int64_t *ms);       /* "500ms", "30s", "5m", "14h", "2d" */

@@ -16,7 +16,6 @@
 #include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
-#include <libgen.h>
 #include <limits.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -222,44 +221,6 @@ static json_t *build_request(const options *o, const char **cmd_name)
 
 /* ---- finding the socket ---- */
 
-/* Absolute, symlink-free directory of path, or NULL. */
-static char *file_dir(const char *path)
-{
-    char *copy = util_strdup(path);
-    char *real = realpath(dirname(copy), NULL);
-    free(copy);
-    return real;
-}
-
-/* p against the absolute dir as config.c resolves paths: "." components and repeated
- * slashes go away, leading ".." components climb dir. */
-static char *resolve(const char *dir, const char *p)
-{
-    if (p[0] == '/') return util_strdup(p);
-    strbuf sb;
-    strbuf_init(&sb);
-    strbuf_puts(&sb, dir);
-    bool leading = true;
-    for (const char *s = p;;) {
-        const char *e = strchr(s, '/');
-        size_t n = e ? (size_t)(e - s) : strlen(s);
-        if (n == 0 || (n == 1 && s[0] == '.')) {
-            /* nothing */
-        } else if (leading && n == 2 && s[0] == '.' && s[1] == '.') {
-            char *slash = strrchr(sb.buf, '/');
-            sb.len = slash == sb.buf ? 1 : (size_t)(slash - sb.buf);
-            sb.buf[sb.len] = '\0';
-        } else {
-            leading = false;
-            if (sb.buf[sb.len - 1] != '/') strbuf_puts(&sb, "/");
-            strbuf_append(&sb, s, n);
-        }
-        if (!e) break;
-        s = e + 1;
-    }
-    return strbuf_steal(&sb);
-}
-
 /* Scalar value of key in mapping node, or NULL. */
 static const char *yaml_map_scalar(yaml_document_t *doc, yaml_node_t *map, const char *key,
                                    yaml_node_t **value)
@@ -298,14 +259,14 @@ static char *socket_from_yaml(const char *path)
             yaml_map_scalar(&doc, root, "server", &server);
             const char *sock = yaml_map_scalar(&doc, server, "control_socket", NULL);
             const char *spool = yaml_map_scalar(&doc, server, "spool", NULL);
-            char *dir = file_dir(path);
+            char *dir = config_file_dir(path, NULL);
             if (!dir) {
                 /* unreachable directory: result stays NULL */
             } else if (sock && *sock) {
-                result = resolve(dir, sock);
+                result = config_resolve_path(dir, sock);
             } else {
-                char *sp = resolve(dir, spool && *spool ? spool : "spool");
-                result = resolve(sp, "kilnd.sock");
+                char *sp = config_resolve_path(dir, spool && *spool ? spool : "spool");
+                result = config_resolve_path(sp, "kilnd.sock");
                 free(sp);
             }
             free(dir);
