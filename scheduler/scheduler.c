@@ -3,8 +3,9 @@
  * State, all in memory and rebuilt from the spool at start-up:
  *   - jobs: the non-final recipients of one message for one destination domain, tagged at
  *     enqueue with the message's configuration set. A job is in exactly one place:
- *       ready     the FIFO of its configuration set (due now);
- *       deferred  the timer heap (its earliest next attempt; one ev_timer for the top);
+ *       ready     the FIFO of its configuration set (due now; queue_fair of queue.h);
+ *       deferred  the timer heap (its earliest next attempt; queue_heap of queue.h, one
+ *                 ev_timer for the top);
  *       held      the FIFO of a destination queue (below): not started, no body in memory;
  *       active    being delivered: resolving its next hop, waiting for a connection slot
  *                 or a rate token, or in a session (at most SCHED_MAX_ACTIVE: bodies in
@@ -38,6 +39,17 @@
  *     release. The scheduler asks it for a source IP per new session, tells it every
  *     session and outcome, and saves it in the spool (key "pools") at most once a second
  *     when it changed, and at stop.
+ *
+ * Memory budget (queue_pager of queue.h): at most SCHED_MEM_RCPTS recipients are held in
+ * memory (the environment variable KILN_SCHED_MEM_RCPTS, read once by scheduler_new,
+ * overrides it: a knob for tests and tuning); the others, and deferred recipients not due
+ * within SCHED_HORIZON_MS, stay only in the spool. They are paged in by rowid: forward
+ * from a cursor when fewer than half the budget are in memory, and by sweeps from the
+ * start for deferred ones before they are due (one ev_timer). A committed message is
+ * loaded at once only while the pager is caught up and it fits; otherwise the pager reads
+ * it in rowid order. The rowids in memory are kept in a set, so that no recipient is ever
+ * loaded twice, and pages read only rows known to be committed. While some recipients
+ * are in the spool only, kilnctl status and queue count them from the spool.
  *
  * A job's attempt: load the message from the spool, find the next hop (static route, or
  * MX via mta/dns), reuse an idle session or choose a source IP of the configuration set's
@@ -82,6 +94,7 @@
 #include "events.h"
 #include "kiln.h"
 #include "pools.h"
+#include "queue.h"
 #include "retry.h"
 #include "shaping.h"
 #include "smtp_client.h"
@@ -105,6 +118,12 @@
 #define SCHED_WHY_LEN 320           /* a job's last reason */
 #define SCHED_PRELOAD_JOBS 512      /* ready jobs keeping the message read at enqueue */
 #define SCHED_PRELOAD_BYTES (64L * 1024 * 1024)   /* and their bodies' total size */
+#define SCHED_MEM_RCPTS 200000      /* recipients in memory at most (KILN_SCHED_MEM_RCPTS) */
+#define SCHED_HORIZON_MS (10 * 60 * 1000)   /* deferred ones due later stay in the spool */
+#define SCHED_PAGE_CHUNK 1000       /* rows per spool read while paging in */
+#define SCHED_PAGE_MAX 20000        /* recipients paged in per scheduling pass (the rest at
+                                       the next pass: the loop is never held up long) */
+#define SCHED_PAGE_RETRY_MS 1000    /* paging blocked (budget full, uncommitted batch) */
 
 typedef struct sched_rcpt {
     int64_t rowid;
@@ -135,7 +154,8 @@ typedef struct sched_job {
     job_where where;
     sched_set *set;             /* the message's configuration set (its ready queue) */
     char *site;                 /* shaping site of its last attempt (hint for holding) */
-    struct sched_job *next;     /* ready FIFO of its set, or held FIFO of its destination */
+    queue_link rlink;           /* in the ready queue of its set */
+    struct sched_job *next;     /* held FIFO of its destination */
     struct sched_job *aprev, *anext;   /* active list */
     sched_dest *wdest;          /* waiting at this destination (counted in nwaiting) */
     sched_dest *rdest;          /* released from this destination's held FIFO and not yet
@@ -180,10 +200,7 @@ typedef struct sched_job {
  * point here); a handful per config. */
 struct sched_set {
     char *name;
-    int priority;               /* configuration_sets[].priority; higher first */
-    sched_job *head, *tail;
-    size_t njobs;
-    uint64_t start_stamp;       /* when a job of this set last started (round-robin) */
+    queue_set q;                /* its ready jobs (q.priority: configuration_sets[].priority) */
     uint64_t slot_stamp;        /* when a job of this set last got a connection */
     sched_set *next;
 };
@@ -244,9 +261,12 @@ struct scheduler {
     tls_ctx *tls;
 
     sched_set *sets;
-    size_t nready;              /* jobs in the sets' ready queues */
-    sched_job **heap;
-    size_t nheap, heap_cap;
+    queue_fair ready;           /* the sets' ready jobs (sched_job.rlink) */
+    queue_heap deferred;        /* deferred jobs by due_ms */
+    queue_idset mem;            /* spool rowids of the recipients held in memory */
+    queue_pager pager;          /* which recipients are read from the spool, and when */
+    ev_timer page_timer;        /* a sweep for deferred ones comes due, or a retry */
+    int64_t page_at_ms;         /* when page_timer fires (0: not armed) */
     sched_job *active_head, *active_tail;
     int nactive;
     sched_session *sessions;
@@ -279,6 +299,8 @@ struct scheduler {
 };
 
 static bool job_connect(scheduler *s, sched_job *j);
+static void arm_page_timer(scheduler *s, int64_t now);
+static int64_t page_in(scheduler *s);
 static void schedule_pump(scheduler *s);
 static void session_next(sched_session *ss, bool take_parked);
 
@@ -436,7 +458,7 @@ static sched_set *set_get(scheduler *s, const char *name)
     sched_set *st = util_calloc(1, sizeof *st);
     st->name = util_strdup(name);
     const config_set *cs = set_config(s->ctx->cfg, name);
-    st->priority = cs ? cs->priority : 0;
+    queue_fair_add_set(&s->ready, &st->q, cs ? cs->priority : 0);
     st->next = s->sets;
     s->sets = st;
     return st;
@@ -447,60 +469,35 @@ static void sets_refresh(scheduler *s)
 {
     for (sched_set *st = s->sets; st; st = st->next) {
         const config_set *cs = set_config(s->ctx->cfg, st->name);
-        st->priority = cs ? cs->priority : 0;
+        st->q.priority = cs ? cs->priority : 0;
     }
 }
 
 static void ready_push(scheduler *s, sched_job *j)
 {
-    sched_set *st = j->set;
     j->where = JOB_READY;
-    j->next = NULL;
-    if (st->tail) st->tail->next = j;
-    else st->head = j;
-    st->tail = j;
-    st->njobs++;
-    s->nready++;
+    queue_fair_push(&s->ready, &j->set->q, &j->rlink);
 }
 
 static void ready_push_front(scheduler *s, sched_job *j)
 {
-    sched_set *st = j->set;
     j->where = JOB_READY;
-    j->next = st->head;
-    st->head = j;
-    if (!st->tail) st->tail = j;
-    st->njobs++;
-    s->nready++;
+    queue_fair_push_front(&s->ready, &j->set->q, &j->rlink);
 }
 
 /* The next job to start: from the set of the highest priority with ready work, among
  * those the one whose last start is oldest (round-robin). */
 static sched_job *ready_pop(scheduler *s)
 {
-    sched_set *best = NULL;
-    for (sched_set *st = s->sets; st; st = st->next) {
-        if (!st->head) continue;
-        if (!best || st->priority > best->priority ||
-            (st->priority == best->priority && st->start_stamp < best->start_stamp))
-            best = st;
-    }
-    if (!best) return NULL;
-    sched_job *j = best->head;
-    best->head = j->next;
-    if (!best->head) best->tail = NULL;
-    best->njobs--;
-    s->nready--;
-    best->start_stamp = ++s->stamp;
-    j->next = NULL;
-    return j;
+    queue_link *l = queue_fair_pop(&s->ready, NULL);
+    return l ? QUEUE_ITEM(l, sched_job, rlink) : NULL;
 }
 
 /* Which of two jobs waiting for a connection slot goes first: higher priority, then the
  * set served least recently, then the one waiting longest. */
 static bool job_before(const sched_job *a, const sched_job *b)
 {
-    if (a->set->priority != b->set->priority) return a->set->priority > b->set->priority;
+    if (a->set->q.priority != b->set->q.priority) return a->set->q.priority > b->set->q.priority;
     if (a->set != b->set) {
         if (a->set->slot_stamp != b->set->slot_stamp)
             return a->set->slot_stamp < b->set->slot_stamp;
@@ -723,6 +720,19 @@ static void job_free(sched_job *j)
     free(j);
 }
 
+/* A job leaves memory while its recipients stay pending in the spool (the pager reads
+ * them again later). */
+static void job_forget(scheduler *s, sched_job *j)
+{
+    for (size_t i = 0; i < j->nrcpts; i++) queue_idset_remove(&s->mem, j->rcpts[i].rowid);
+    job_free(j);
+}
+
+static int64_t in_mem(const scheduler *s)
+{
+    return (int64_t)queue_idset_size(&s->mem);
+}
+
 /* The message is read from the spool when it is queued (for its configuration set). A few
  * ready jobs keep it, within SCHED_PRELOAD_JOBS and SCHED_PRELOAD_BYTES, so that a job
  * started soon after it was queued, the usual case, does not read it twice. Takes m (the
@@ -754,53 +764,19 @@ static void job_unpreload(scheduler *s, sched_job *j, bool keep)
     }
 }
 
-static void heap_swap(scheduler *s, size_t a, size_t b)
-{
-    sched_job *t = s->heap[a];
-    s->heap[a] = s->heap[b];
-    s->heap[b] = t;
-}
-
 static void heap_push(scheduler *s, sched_job *j)
 {
-    if (s->nheap == s->heap_cap) {
-        s->heap_cap = s->heap_cap ? s->heap_cap * 2 : 64;
-        s->heap = util_realloc(s->heap, s->heap_cap * sizeof *s->heap);
-    }
     j->where = JOB_DEFERRED;
-    size_t i = s->nheap++;
-    s->heap[i] = j;
-    while (i > 0) {
-        size_t p = (i - 1) / 2;
-        if (s->heap[p]->due_ms <= s->heap[i]->due_ms) break;
-        heap_swap(s, p, i);
-        i = p;
-    }
-}
-
-static sched_job *heap_pop(scheduler *s)
-{
-    if (!s->nheap) return NULL;
-    sched_job *top = s->heap[0];
-    s->heap[0] = s->heap[--s->nheap];
-    size_t i = 0;
-    for (;;) {
-        size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < s->nheap && s->heap[l]->due_ms < s->heap[m]->due_ms) m = l;
-        if (r < s->nheap && s->heap[r]->due_ms < s->heap[m]->due_ms) m = r;
-        if (m == i) break;
-        heap_swap(s, i, m);
-        i = m;
-    }
-    return top;
+    queue_heap_push(&s->deferred, j->due_ms, j);
 }
 
 /* One ev_timer for the earliest deferred job. */
 static void arm_due_timer(scheduler *s)
 {
     ev_timer_stop(s->ctx->loop, &s->due_timer);
-    if (!s->nheap || s->stopping) return;
-    int64_t wait = s->heap[0]->due_ms - kiln_now_ms(s->ctx);
+    int64_t due;
+    if (!queue_heap_peek(&s->deferred, &due) || s->stopping) return;
+    int64_t wait = due - kiln_now_ms(s->ctx);
     if (wait < 0) wait = 0;
     ev_timer_set(&s->due_timer, (double)wait / 1000.0, 0.0);
     ev_timer_start(s->ctx->loop, &s->due_timer);
@@ -812,8 +788,9 @@ static void on_due(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     scheduler *s = w->data;
     int64_t now = kiln_now_ms(s->ctx);
-    while (s->nheap && s->heap[0]->due_ms <= now) {
-        sched_job *j = heap_pop(s);
+    int64_t due;
+    while (queue_heap_peek(&s->deferred, &due) && due <= now) {
+        sched_job *j = queue_heap_pop(&s->deferred);
         s->ndeferred -= (int64_t)j->nrcpts;
         s->nqueued += (int64_t)j->nrcpts;
         ready_push(s, j);
@@ -826,7 +803,7 @@ static void deferred_push(scheduler *s, sched_job *j)
 {
     s->ndeferred += (int64_t)j->nrcpts;
     heap_push(s, j);
-    if (s->heap[0] == j) arm_due_timer(s);
+    if (queue_heap_peek(&s->deferred, NULL) == j) arm_due_timer(s);
 }
 
 /* A job is due when its earliest recipient is. */
@@ -915,7 +892,16 @@ static void job_done(scheduler *s, sched_job *j)
         job_free(j);
     } else {
         j->due_ms = job_due(j);
-        deferred_push(s, j);
+        int64_t now = kiln_now_ms(s->ctx);
+        if (!j->pool_wait && !queue_pager_keep(&s->pager, j->due_ms, now)) {
+            /* not due soon: it waits in the spool only (the pools' deferrals stay, they are
+             * retried at once when the pools change) */
+            queue_pager_evicted(&s->pager, j->due_ms);
+            job_forget(s, j);
+            arm_page_timer(s, now);
+        } else {
+            deferred_push(s, j);
+        }
     }
     schedule_pump(s);
 }
@@ -1100,6 +1086,7 @@ static void settle(scheduler *s, sched_job *j, outcome *out, const char *src, co
         if (out[i].cls.verdict == RETRY_DEFER) {
             j->rcpts[keep++] = j->rcpts[i];
         } else {
+            queue_idset_remove(&s->mem, j->rcpts[i].rowid);
             free(j->rcpts[i].address);
             free(j->rcpts[i].last_reply);
             s->nqueued--;
@@ -1771,7 +1758,7 @@ static void session_next(sched_session *ss, bool take_parked)
             log_write(lg(s), KLOG_DEBUG, "sched.pick",
                       "id=%s domain=%s ip=%s hop=%s:%d set=%s priority=%d reason=\"reuse connection after its transaction\"",
                       log_q(lg(s), best->msg_id), log_q(lg(s), best->domain), ss->src, h.addr,
-                      h.port, log_q(lg(s), best->set->name), best->set->priority);
+                      h.port, log_q(lg(s), best->set->name), best->set->q.priority);
             job_take(s, best, ss->ip, now);
             job_send(s, best, ss);
             return;
@@ -2072,7 +2059,7 @@ static void job_start(scheduler *s, sched_job *j)
         active_unlink(s, j);
         job_clear_attempt(s, j);
         s->nqueued -= (int64_t)j->nrcpts;
-        job_free(j);
+        job_forget(s, j);
         return;
     }
     j->loaded = true;
@@ -2173,6 +2160,7 @@ static bool key_eq(const wait_key *a, const wait_key *b)
 static void pump(scheduler *s)
 {
     if (s->stopping) return;
+    page_in(s);
     int64_t now = kiln_now_ms(s->ctx);
     /* destinations whose held jobs may move on */
     while (s->refill) {
@@ -2210,7 +2198,7 @@ static void pump(scheduler *s)
     }
     /* then new work: the highest priority first, round-robin among equal sets; jobs whose
      * site is known to be busy or blocked are held without being loaded */
-    while (s->nready && s->nactive < SCHED_MAX_ACTIVE) {
+    while (queue_fair_size(&s->ready) && s->nactive < SCHED_MAX_ACTIVE) {
         sched_job *j = ready_pop(s);
         if (job_prehold(s, j, now)) continue;
         job_start(s, j);
@@ -2254,11 +2242,26 @@ typedef struct loaded_rcpt {
 typedef struct load_acc {
     loaded_rcpt *v;
     size_t n, cap;
+    const queue_idset *skip;    /* rows already in memory: passed over */
+    int64_t max_rowid;          /* rows after this are not read (not known committed) */
+    int64_t last_rowid;         /* the last row read or passed over */
+    int64_t min_seen, max_seen; /* rowids of the rows read or passed over */
+    size_t nseen;               /* rows the spool returned */
+    bool past_max;              /* a row after max_rowid came */
 } load_acc;
 
 static void load_cb(void *arg, const spool_rcpt *r)
 {
     load_acc *a = arg;
+    a->nseen++;
+    if (r->rowid > a->max_rowid) {
+        a->past_max = true;
+        return;
+    }
+    a->last_rowid = r->rowid;
+    if (!a->min_seen || r->rowid < a->min_seen) a->min_seen = r->rowid;
+    if (r->rowid > a->max_seen) a->max_seen = r->rowid;
+    if (a->skip && queue_idset_has(a->skip, r->rowid)) return;
     if (a->n == a->cap) {
         a->cap = a->cap ? a->cap * 2 : 64;
         a->v = util_realloc(a->v, a->cap * sizeof *a->v);
@@ -2292,16 +2295,21 @@ static void loaded_free(loaded_rcpt *l)
     free(l->r.last_reply);
 }
 
-/* Groups recipients by (message, domain) into jobs of the message's configuration set,
- * placed in its ready queue or the heap. */
-static int64_t load_rcpts(scheduler *s, const char *msg_id)
+static void load_acc_free(load_acc *a)
 {
-    load_acc a = {0};
-    if (spool_each_pending_rcpt(s->ctx->spool, msg_id, load_cb, &a) != 0) {
-        for (size_t i = 0; i < a.n; i++) loaded_free(&a.v[i]);
-        free(a.v);
-        return -1;
-    }
+    for (size_t i = 0; i < a->n; i++) loaded_free(&a->v[i]);
+    free(a->v);
+    a->v = NULL;
+    a->n = a->cap = 0;
+}
+
+/* Groups the recipients read (a, emptied) by (message, domain) into jobs of the message's
+ * configuration set, placed in its ready queue or the heap. Returns how many. */
+static int64_t place_loaded(scheduler *s, load_acc *acc)
+{
+    load_acc a = *acc;
+    acc->v = NULL;
+    acc->n = acc->cap = 0;
     if (a.n) qsort(a.v, a.n, sizeof *a.v, cmp_loaded);
     sched_job *j = NULL;
     sched_set *set = NULL;
@@ -2352,6 +2360,9 @@ static int64_t load_rcpts(scheduler *s, const char *msg_id)
             j->cap = j->cap ? j->cap * 2 : 4;
             j->rcpts = util_realloc(j->rcpts, j->cap * sizeof *j->rcpts);
         }
+        if (!queue_idset_add(&s->mem, l->r.rowid))
+            util_fatal("scheduler: recipient %lld of message %s loaded twice",
+                       (long long)l->r.rowid, j->msg_id);
         j->rcpts[j->nrcpts++] = l->r;
         n++;
     }
@@ -2365,9 +2376,112 @@ static int64_t load_rcpts(scheduler *s, const char *msg_id)
     if (have_m) spool_loaded_free(&m);
     free(set_of);
     free(a.v);
-    arm_due_timer(s);
-    schedule_pump(s);
+    if (n) {
+        arm_due_timer(s);
+        schedule_pump(s);
+    }
     return n;
+}
+
+/* Reads pages of recipients from the spool while the pager says so (see the file
+ * comment). Returns how many were loaded, or -1 on a read error (retried later). */
+static int64_t page_in(scheduler *s)
+{
+    spool *sp = s->ctx->spool;
+    int64_t now = kiln_now_ms(s->ctx), total = 0;
+    if (s->pager.out_deferred && now >= s->pager.check_ms && in_mem(s) < s->pager.budget) {
+        int64_t next = 0;
+        int r = spool_next_due_ms(sp, &next);
+        if (r >= 0) queue_pager_check(&s->pager, r == 1 ? next : 0, now);
+    }
+    queue_page pg;
+    while (total < SCHED_PAGE_MAX &&
+           queue_pager_plan(&s->pager, in_mem(s), now, spool_has_pending(sp), &pg)) {
+        if (pg.limit > (size_t)(SCHED_PAGE_MAX - total)) pg.limit = (size_t)(SCHED_PAGE_MAX - total);
+        load_acc a = {.skip = &s->mem, .max_rowid = pg.max_rowid, .last_rowid = pg.after_rowid};
+        bool at_end = false;
+        while (a.n < pg.limit) {
+            size_t want = pg.limit - a.n, seen = a.nseen;
+            if (want > SCHED_PAGE_CHUNK) want = SCHED_PAGE_CHUNK;
+            if (spool_each_due_rcpt(sp, pg.due_before_ms, a.last_rowid, want, load_cb, &a) != 0) {
+                log_write(lg(s), KLOG_ERROR, "sched.page",
+                          "error=%s note=\"recipients stay in the spool; paging is tried again\"",
+                          log_q(lg(s), spool_errmsg(sp)));
+                load_acc_free(&a);
+                arm_page_timer(s, now);
+                return -1;
+            }
+            if (a.past_max || a.nseen - seen < want) {
+                at_end = true;
+                break;
+            }
+        }
+        int64_t last = a.last_rowid;
+        int64_t n = place_loaded(s, &a);
+        queue_pager_read(&s->pager, &pg, last, at_end, now);
+        total += n;
+        if (debug_on(s))
+            log_write(lg(s), KLOG_DEBUG, "sched.page",
+                      "kind=%s after=%lld last=%lld loaded=%lld in_memory=%lld budget=%lld end=%s",
+                      pg.sweep ? "sweep" : "forward", (long long)pg.after_rowid, (long long)last,
+                      (long long)n, (long long)in_mem(s), (long long)s->pager.budget,
+                      at_end ? "yes" : "no");
+    }
+    arm_page_timer(s, now);
+    return total;
+}
+
+static void on_page(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    scheduler *s = w->data;
+    s->page_at_ms = 0;
+    page_in(s);
+    schedule_pump(s);
+}
+
+/* One ev_timer: the next sweep for deferred recipients in the spool, or a retry soon when
+ * paging is wanted but was blocked (budget full, nothing committed to read, read error). */
+static void arm_page_timer(scheduler *s, int64_t now)
+{
+    if (s->stopping) return;
+    int64_t at = queue_pager_wake_ms(&s->pager);
+    if ((at && at <= now) || queue_pager_hungry(&s->pager, in_mem(s))) {
+        int64_t retry = now + SCHED_PAGE_RETRY_MS;
+        if (!at || at <= now || retry < at) at = retry;
+    }
+    if (!at) return;   /* a timer still armed only pages in early: harmless */
+    if (ev_is_active(&s->page_timer) && s->page_at_ms <= at) return;
+    ev_timer_stop(s->ctx->loop, &s->page_timer);
+    s->page_at_ms = at;
+    ev_timer_set(&s->page_timer, (double)(at - now) / 1000.0, 0.0);
+    ev_timer_start(s->ctx->loop, &s->page_timer);
+}
+
+/* A committed message: loaded at once when the pager is caught up and it fits, else left
+ * to the pager. */
+static void load_message(scheduler *s, const char *msg_id)
+{
+    load_acc a = {.skip = &s->mem, .max_rowid = INT64_MAX};
+    if (spool_each_pending_rcpt(s->ctx->spool, msg_id, load_cb, &a) != 0) {
+        load_acc_free(&a);
+        log_write(lg(s), KLOG_ERROR, "scheduler.queue",
+                  "id=%s error=%s note=\"recipients stay in the spool and are queued at the next start\"",
+                  log_q(lg(s), msg_id), log_q(lg(s), spool_errmsg(s->ctx->spool)));
+        return;
+    }
+    if (!a.nseen) return;
+    if (queue_pager_direct(&s->pager, in_mem(s), a.n, a.min_seen, a.max_seen)) {
+        place_loaded(s, &a);
+        return;
+    }
+    if (debug_on(s))
+        log_write(lg(s), KLOG_DEBUG, "sched.page", "id=%s recipients=%zu in_memory=%lld budget=%lld reason=%s",
+                  log_q(lg(s), msg_id), a.n, (long long)in_mem(s), (long long)s->pager.budget,
+                  log_q(lg(s), "memory budget: read from the spool in rowid order"));
+    load_acc_free(&a);
+    schedule_pump(s);
 }
 
 /* ------------------------------------------------------------------ public API */
@@ -2376,6 +2490,23 @@ scheduler *scheduler_new(kiln_ctx *ctx)
 {
     scheduler *s = util_calloc(1, sizeof *s);
     s->ctx = ctx;
+    queue_fair_init(&s->ready);
+    queue_heap_init(&s->deferred);
+    queue_idset_init(&s->mem);
+    int64_t budget = SCHED_MEM_RCPTS;
+    const char *env = getenv("KILN_SCHED_MEM_RCPTS");
+    if (env && *env) {
+        char *end = NULL;
+        long long v = strtoll(env, &end, 10);
+        if (*end == '\0' && v > 0) budget = v;
+        else
+            log_write(ctx->log, KLOG_WARNING, "scheduler.memory",
+                      "value=%s note=\"KILN_SCHED_MEM_RCPTS is not a positive number; using %d\"",
+                      log_q(ctx->log, env), SCHED_MEM_RCPTS);
+    }
+    queue_pager_init(&s->pager, budget, SCHED_HORIZON_MS);
+    ev_timer_init(&s->page_timer, on_page, 0.0, 0.0);
+    s->page_timer.data = s;
     char *err = NULL;
     s->dns = dns_new(ctx->loop, ctx->cfg, ctx->log, &err);
     if (!s->dns) {
@@ -2442,6 +2573,7 @@ void scheduler_free(scheduler *s)
     ev_timer_stop(s->ctx->loop, &s->pump_timer);
     ev_timer_stop(s->ctx->loop, &s->save_timer);
     ev_timer_stop(s->ctx->loop, &s->wake_timer);
+    ev_timer_stop(s->ctx->loop, &s->page_timer);
     while (s->sessions) {
         sched_session *ss = s->sessions;
         session_unlink(s, ss);
@@ -2456,15 +2588,17 @@ void scheduler_free(scheduler *s)
     }
     for (sched_set *st = s->sets, *nst; st; st = nst) {
         nst = st->next;
-        for (sched_job *j = st->head, *nx; j; j = nx) {
-            nx = j->next;
-            job_free(j);
+        for (queue_link *l = st->q.head, *nx; l; l = nx) {
+            nx = l->next;
+            job_free(QUEUE_ITEM(l, sched_job, rlink));
         }
         free(st->name);
         free(st);
     }
-    for (size_t i = 0; i < s->nheap; i++) job_free(s->heap[i]);
-    free(s->heap);
+    for (size_t i = 0; i < queue_heap_size(&s->deferred); i++)
+        job_free(queue_heap_at(&s->deferred, i));
+    queue_heap_clear(&s->deferred);
+    queue_idset_clear(&s->mem);
     for (size_t i = 0; i < s->ndest_buckets; i++) {
         for (sched_dest *d = s->dests[i], *nd; d; d = nd) {
             nd = d->hnext;
@@ -2487,45 +2621,42 @@ void scheduler_free(scheduler *s)
 
 int64_t scheduler_recover(scheduler *s)
 {
-    int64_t n = load_rcpts(s, NULL);
-    if (n >= 0)
-        log_write(lg(s), KLOG_INFO, "scheduler.recover", "recipients=%lld queued=%lld deferred=%lld",
-                  (long long)n, (long long)s->nqueued, (long long)s->ndeferred);
+    int64_t n = page_in(s);
+    if (n >= 0) {
+        int64_t q = 0, d = 0;
+        scheduler_counts(s, &q, &d, NULL);
+        log_write(lg(s), KLOG_INFO, "scheduler.recover",
+                  "recipients=%lld queued=%lld deferred=%lld in_memory=%lld memory_budget=%lld",
+                  (long long)n, (long long)q, (long long)d, (long long)in_mem(s),
+                  (long long)s->pager.budget);
+    }
     return n;
 }
 
 void scheduler_message_committed(scheduler *s, const char *msg_id)
 {
-    if (load_rcpts(s, msg_id) < 0)
-        log_write(lg(s), KLOG_ERROR, "scheduler.queue",
-                  "id=%s error=%s note=\"recipients stay in the spool and are queued at the next start\"",
-                  log_q(lg(s), msg_id), log_q(lg(s), spool_errmsg(s->ctx->spool)));
+    load_message(s, msg_id);
 }
 
 /* Jobs the pools deferred (no IP, all at cap) are due now: the pools just changed. So are
  * sites blocked by shaping (other IPs may serve them now): their held jobs are tried
  * again, and hold again at once if nothing changed for them. */
+static bool take_pool_waiting(void *arg, void *item)
+{
+    scheduler *s = arg;
+    sched_job *j = item;
+    if (!j->pool_wait) return false;
+    s->ndeferred -= (int64_t)j->nrcpts;
+    s->nqueued += (int64_t)j->nrcpts;
+    j->pool_wait = false;
+    ready_push(s, j);
+    return true;
+}
+
 static void requeue_pool_waiting(scheduler *s)
 {
-    size_t keep = 0, moved = 0;
-    sched_job **old = s->heap;
-    size_t n = s->nheap;
-    s->heap = NULL;
-    s->nheap = s->heap_cap = 0;
-    for (size_t i = 0; i < n; i++) {
-        sched_job *j = old[i];
-        if (j->pool_wait) {
-            s->ndeferred -= (int64_t)j->nrcpts;
-            s->nqueued += (int64_t)j->nrcpts;
-            j->pool_wait = false;
-            ready_push(s, j);
-            moved++;
-        } else {
-            heap_push(s, j);
-            keep++;
-        }
-    }
-    free(old);
+    size_t moved = queue_heap_remove_if(&s->deferred, take_pool_waiting, s);
+    size_t keep = queue_heap_size(&s->deferred);
     if (moved)
         log_write(lg(s), KLOG_INFO, "pools.requeue", "jobs=%zu deferred_left=%zu reason=%s", moved, keep,
                   log_q(lg(s), "the pools changed: mail waiting for an IP is tried again now"));
@@ -2608,6 +2739,7 @@ void scheduler_stop(scheduler *s, void (*done)(void *arg), void *arg)
     ev_timer_stop(s->ctx->loop, &s->pump_timer);
     ev_timer_stop(s->ctx->loop, &s->save_timer);
     ev_timer_stop(s->ctx->loop, &s->wake_timer);
+    ev_timer_stop(s->ctx->loop, &s->page_timer);
     for (size_t i = 0; i < s->ndest_buckets; i++)
         for (sched_dest *d = s->dests[i]; d; d = d->hnext) ev_timer_stop(s->ctx->loop, &d->timer);
     save_pools(s);
@@ -2636,8 +2768,15 @@ void scheduler_stop(scheduler *s, void (*done)(void *arg), void *arg)
 
 void scheduler_counts(const scheduler *s, int64_t *queued, int64_t *deferred, int *sessions)
 {
-    if (queued) *queued = s->nqueued;
-    if (deferred) *deferred = s->ndeferred;
+    int64_t q = s->nqueued, d = s->ndeferred, sq, sd;
+    /* recipients in the spool only: count them all there */
+    if (queue_pager_outside(&s->pager) && spool_count_rcpts(s->ctx->spool, &sq, &sd) == 0 &&
+        sq + sd != in_mem(s)) {
+        q = sq;
+        d = sd;
+    }
+    if (queued) *queued = q;
+    if (deferred) *deferred = d;
     if (sessions) *sessions = s->nsessions;
 }
 
@@ -2660,8 +2799,9 @@ void scheduler_pools_changed(scheduler *s)
 static void each_job(scheduler *s, void (*fn)(void *arg, scheduler *s, sched_job *j), void *arg)
 {
     for (sched_set *st = s->sets; st; st = st->next)
-        for (sched_job *j = st->head; j; j = j->next) fn(arg, s, j);
-    for (size_t i = 0; i < s->nheap; i++) fn(arg, s, s->heap[i]);
+            for (queue_link *l = st->q.head; l; l = l->next) fn(arg, s, QUEUE_ITEM(l, sched_job, rlink));
+    for (size_t i = 0; i < queue_heap_size(&s->deferred); i++)
+        fn(arg, s, queue_heap_at(&s->deferred, i));
     for (sched_job *j = s->active_head; j; j = j->anext) fn(arg, s, j);
     for (size_t i = 0; i < s->ndest_buckets; i++)
         for (sched_dest *d = s->dests[i]; d; d = d->hnext)
@@ -2716,10 +2856,107 @@ static int cmp_row(const void *a, const void *b)
     return c;
 }
 
+/* Recipients in memory per (set, domain, spool state), for telling those in the spool
+ * only apart. */
+typedef struct mem_tally {
+    const char *set, *domain;
+    int deferred;               /* its spool state: DEFERRED once attempted, else QUEUED */
+    int64_t n;
+} mem_tally;
+
+typedef struct tally_acc {
+    mem_tally *v;
+    size_t n, cap;
+} tally_acc;
+
+static void tally_cb(void *arg, scheduler *s, sched_job *j)
+{
+    (void)s;
+    tally_acc *a = arg;
+    int64_t n[2] = {0, 0};
+    for (size_t i = 0; i < j->nrcpts; i++) n[j->rcpts[i].attempts > 0]++;
+    for (int k = 0; k < 2; k++) {
+        if (!n[k]) continue;
+        if (a->n == a->cap) {
+            a->cap = a->cap ? a->cap * 2 : 32;
+            a->v = util_realloc(a->v, a->cap * sizeof *a->v);
+        }
+        a->v[a->n++] = (mem_tally){j->set->name, j->domain, k, n[k]};
+    }
+}
+
+static int cmp_tally(const void *a, const void *b)
+{
+    const mem_tally *x = a, *y = b;
+    int c = strcmp(x->set, y->set);
+    if (!c) c = strcmp(x->domain, y->domain);
+    if (!c) c = x->deferred - y->deferred;
+    return c;
+}
+
+typedef struct outside_acc {
+    scheduler *s;
+    queue_acc *rows;
+    const mem_tally *tally;
+    size_t ntally;
+    char **owned;               /* strings of the rows added here */
+    size_t nowned;
+} outside_acc;
+
+static void outside_cb(void *arg, const char *set_name, const char *domain,
+                       spool_rcpt_state state, int64_t count)
+{
+    outside_acc *o = arg;
+    queue_acc *a = o->rows;
+    if (a->domain && !util_streq_ci(a->domain, domain)) return;
+    mem_tally key = {set_name, domain, state == SPOOL_RCPT_DEFERRED, 0};
+    const mem_tally *t = bsearch(&key, o->tally, o->ntally, sizeof *o->tally, cmp_tally);
+    int64_t out = count - (t ? t->n : 0);
+    if (out <= 0) return;
+    const config_set *cs = set_config(o->s->ctx->cfg, set_name);
+    o->owned = util_realloc(o->owned, (o->nowned + 3) * sizeof *o->owned);
+    char *pool = o->owned[o->nowned++] = util_strdup(cs ? cs->pool : "-");
+    char *set = o->owned[o->nowned++] = util_strdup(set_name);
+    char *dom = o->owned[o->nowned++] = util_strdup(domain);
+    if (a->n == a->cap) {
+        a->cap = a->cap ? a->cap * 2 : 32;
+        a->v = util_realloc(a->v, a->cap * sizeof *a->v);
+    }
+    a->v[a->n++] = (scheduler_queue_row){pool, set, dom,
+                                         state == SPOOL_RCPT_DEFERRED ? "deferred" : "ready", out};
+}
+
+/* Whether some pending recipients are in the spool only. */
+static bool some_outside(const scheduler *s)
+{
+    int64_t q, d;
+    return queue_pager_outside(&s->pager) && spool_count_rcpts(s->ctx->spool, &q, &d) == 0 &&
+           q + d != in_mem(s);
+}
+
 size_t scheduler_queue(scheduler *s, const char *domain, scheduler_queue_row **rows)
 {
     queue_acc a = {.domain = domain && *domain ? domain : NULL};
     each_job(s, queue_cb, &a);
+    outside_acc o = {.s = s, .rows = &a};
+    if (some_outside(s)) {
+        /* those in the spool only: "ready" (queued) or "deferred" */
+        tally_acc t = {0};
+        each_job(s, tally_cb, &t);
+        if (t.n) qsort(t.v, t.n, sizeof *t.v, cmp_tally);
+        size_t m = 0;
+        for (size_t i = 0; i < t.n; i++) {
+            if (m && cmp_tally(&t.v[m - 1], &t.v[i]) == 0) t.v[m - 1].n += t.v[i].n;
+            else t.v[m++] = t.v[i];
+        }
+        o.tally = t.v;
+        o.ntally = m;
+        if (spool_count_by(s->ctx->spool, outside_cb, &o) != 0)
+            log_write(lg(s), KLOG_ERROR, "scheduler.queue",
+                      "error=%s note=\"recipients in the spool only are not listed\"",
+                      log_q(lg(s), spool_errmsg(s->ctx->spool)));
+        free(t.v);
+    }
     if (a.n) qsort(a.v, a.n, sizeof *a.v, cmp_row);
     /* merge equal groups; the strings become the caller's */
     size_t m = 0;
@@ -2735,6 +2972,7 @@ size_t scheduler_queue(scheduler *s, const char *domain, scheduler_queue_row **r
         a.v[i].set = util_strdup(a.v[i].set);
         a.v[i].domain = util_strdup(a.v[i].domain);
     }
+    free_strv(o.owned, o.nowned);
     *rows = a.v;
     return m;
 }
@@ -2765,9 +3003,9 @@ static char *job_reason(const scheduler *s, const sched_job *j, int64_t *until)
         if (s->nactive >= SCHED_MAX_ACTIVE)
             return util_asprintf("ready: waiting for a delivery slot (%d jobs active, the limit); "
                                  "set %s has priority %d",
-                                 s->nactive, j->set->name, j->set->priority);
+                                 s->nactive, j->set->name, j->set->q.priority);
         return util_asprintf("ready: starts at the next scheduling pass (set %s, priority %d)",
-                             j->set->name, j->set->priority);
+                             j->set->name, j->set->q.priority);
     case JOB_DEFERRED:
         *until = j->due_ms;
         if (j->pool_wait && j->why[0]) return util_strdup(j->why);
@@ -2822,10 +3060,57 @@ static int cmp_explain(const void *a, const void *b)
     return strcmp(x->recipient, y->recipient);
 }
 
+typedef struct explain_out {
+    scheduler *s;
+    explain_acc *a;
+    spool_loaded m;
+    int have_m;                 /* 0 not read yet, 1 read, -1 missing */
+} explain_out;
+
+/* A pending recipient of the message that is in the spool only. */
+static void explain_out_cb(void *arg, const spool_rcpt *r)
+{
+    explain_out *o = arg;
+    scheduler *s = o->s;
+    if (queue_idset_has(&s->mem, r->rowid)) return;
+    if (!o->have_m) o->have_m = spool_load_message(s->ctx->spool, r->msg_id, &o->m) == 0 ? 1 : -1;
+    const char *set = o->have_m > 0 ? o->m.config_set : "-";
+    const config_set *cs = o->have_m > 0 ? set_config(s->ctx->cfg, set) : NULL;
+    explain_acc *a = o->a;
+    if (a->n == a->cap) {
+        a->cap = a->cap ? a->cap * 2 : 8;
+        a->v = util_realloc(a->v, a->cap * sizeof *a->v);
+    }
+    scheduler_explain_row *row = &a->v[a->n++];
+    memset(row, 0, sizeof *row);
+    row->recipient = util_strdup(r->address);
+    row->domain = util_strdup(r->domain);
+    row->set = util_strdup(set);
+    row->pool = util_strdup(cs ? cs->pool : "-");
+    bool deferred = r->state == SPOOL_RCPT_DEFERRED;
+    row->state = deferred ? "deferred" : "ready";
+    row->reason = deferred
+        ? util_strdup("deferred: waiting for its retry time after a temporary failure (kept in "
+                      "the spool until it is due soon)")
+        : util_asprintf("ready: in the spool, read into memory when there is room (memory budget "
+                        "of %lld recipients)", (long long)s->pager.budget);
+    row->until_ms = deferred ? r->next_attempt_ms : 0;
+    row->attempts = r->attempts;
+    row->last_reply = util_strdup(r->last_reply);
+}
+
 size_t scheduler_explain(scheduler *s, const char *msg_id, scheduler_explain_row **rows)
 {
     explain_acc a = {.msg_id = msg_id};
     each_job(s, explain_cb, &a);
+    if (queue_pager_outside(&s->pager)) {
+        explain_out o = {.s = s, .a = &a};
+        if (spool_each_pending_rcpt(s->ctx->spool, msg_id, explain_out_cb, &o) != 0)
+            log_write(lg(s), KLOG_ERROR, "scheduler.explain",
+                      "id=%s error=%s note=\"recipients in the spool only are not listed\"",
+                      log_q(lg(s), msg_id), log_q(lg(s), spool_errmsg(s->ctx->spool)));
+        if (o.have_m > 0) spool_loaded_free(&o.m);
+    }
     if (a.n > 1) qsort(a.v, a.n, sizeof *a.v, cmp_explain);
     *rows = a.v;
     return a.n;

@@ -1,8 +1,8 @@
 /* scheduler.h — the delivery scheduler: keeps queued and deferred recipients in memory
- * (rebuilt from the spool at start-up), groups them by message and destination domain,
- * chooses the next hop (static route, or MX via DNS), opens SMTP client sessions bound to
- * an IP of the configuration set's pool, and records each outcome (delivered, deferred
- * with backoff, bounced) in the spool with its event. */
+ * (read from the spool, within a memory budget: see scheduler.c), groups them by message
+ * and destination domain, chooses the next hop (static route, or MX via DNS), opens SMTP
+ * client sessions bound to an IP of the configuration set's pool, and records each
+ * outcome (delivered, deferred with backoff, bounced) in the spool with its event. */
 #ifndef KILN_SCHEDULER_H
 #define KILN_SCHEDULER_H
 
@@ -15,7 +15,8 @@ typedef struct scheduler scheduler;
 
 scheduler *scheduler_new(struct kiln_ctx *ctx);
 void scheduler_free(scheduler *s);
-/* Loads every non-final recipient from the spool; returns how many, or -1. */
+/* Loads the non-final recipients from the spool, up to the scheduler's memory budget (the
+ * others are paged in later); returns how many it loaded, or -1. */
 int64_t scheduler_recover(scheduler *s);
 /* A message was committed: queue its pending recipients. */
 void scheduler_message_committed(scheduler *s, const char *msg_id);

@@ -1,8 +1,12 @@
 """test_route_delivery.py — delivery over static routes to an SMTP sink we did not write
 (aiosmtpd) on 127.0.0.x: what the sink saw (envelope, body, source IP from the pool), the
 Delivery event, retries after 4xx with DeliveryDelay events, 5xx bounces that suppress
-the address, and expiry of max_delivery_time."""
+the address, and expiry of max_delivery_time; and the scheduler's memory budget
+(KILN_SCHED_MEM_RCPTS=50 with 500 recipients: paged in from the spool, each delivered
+exactly once, counted right by kilnctl while most are in the spool only)."""
+import os
 import re
+import socket
 import unittest
 
 from kilntest import Kiln, Sink, main, send, wait_for
@@ -116,6 +120,60 @@ class RouteDelivery(unittest.TestCase):
                 lst = k.ctl("suppression", "list")["SuppressedDestinationSummaries"]
                 self.assertNotIn("late@dest.test", [x["EmailAddress"] for x in lst])
                 self.assertEqual(sink.messages, [])
+
+    def test_memory_budget_pages_recipients_in_exactly_once(self):
+        """500 recipients with room for 50 in memory. First kilnd's route leads to a
+        listener that never greets, so nothing leaves; it is killed, and a second kilnd on
+        the same spool pages them in and delivers each exactly once (some after a 4xx)."""
+        def rule(addr, n):
+            return "451 4.3.0 try again later" if addr.startswith("r1") and n == 1 else None
+        hole = socket.socket()
+        hole.bind(("127.0.0.25", 0))
+        hole.listen(64)
+        old = os.environ.get("KILN_SCHED_MEM_RCPTS")
+        os.environ["KILN_SCHED_MEM_RCPTS"] = "50"
+        k = None
+        try:
+            with Sink("127.0.0.26", rule=rule) as sink:
+                k = Kiln(routes=[{"domain": "dest.test", "host": "127.0.0.25", "port": hole.getsockname()[1]},
+                                 {"domain": "other.test", "host": "127.0.0.25", "port": hole.getsockname()[1]}])
+                k.start()
+                addrs = []
+                for m in range(20):
+                    batch = ["r%d@%s" % (m * 25 + i, "dest.test" if i % 2 else "other.test")
+                             for i in range(25)]
+                    code, text = send(k, "app@example.test", batch)
+                    self.assertEqual(code, 250, text)
+                    addrs += batch
+                st = k.ctl("status")
+                self.assertEqual((st["Queued"], st["Deferred"]), (500, 0), st)
+                q = k.ctl("queue")
+                self.assertEqual(sum(r["Recipients"] for r in q["Queue"]), 500, q)
+                k.kill9()
+                self.assertEqual(sink.messages, [])
+                for r in k.cfg["routes"]:
+                    r["host"], r["port"] = sink.host, sink.port
+                k.write_config()
+                k.start()
+                wait_for(lambda: sum(len(m["rcpts"]) for m in sink.messages) >= 500, timeout=60,
+                         what="500 recipients delivered")
+                wait_for(lambda: (lambda s: s["Queued"] + s["Deferred"] == 0)(k.ctl("status")),
+                         what="queue to empty")
+                delivered = [r for m in sink.messages for r in m["rcpts"]]
+                self.assertEqual(sorted(delivered), sorted(addrs))   # each exactly once
+                retried = [a for a in addrs if a.startswith("r1")]
+                self.assertTrue(retried)
+                for a in retried:
+                    self.assertEqual(sink.handler.attempts[a], 2, a)
+                self.assertEqual(k.stop(), 0, k.stderr_text()[-4000:])
+        finally:
+            if old is None:
+                os.environ.pop("KILN_SCHED_MEM_RCPTS", None)
+            else:
+                os.environ["KILN_SCHED_MEM_RCPTS"] = old
+            if k:
+                k.cleanup()
+            hole.close()
 
 
 if __name__ == "__main__":
