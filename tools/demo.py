@@ -1,4 +1,5 @@
-"""demo.py — the body of tools/demo.sh (see there). Uses only the shipped conf/kiln.yaml."""
+"""demo.py — the body of tools/demo.sh (see there). Uses only the shipped conf/kiln.yaml;
+prints the events of the batch, `kilnctl quota` and `kilnctl ips`."""
 import json
 import os
 import signal
@@ -80,6 +81,9 @@ def main():
         print("demo: kilnctl quota")
         sys.stdout.flush()
         subprocess.run([os.path.join(TOP, "kilnctl"), "-c", CONF, "quota"], check=True)
+        print("demo: kilnctl ips")
+        sys.stdout.flush()
+        subprocess.run([os.path.join(TOP, "kilnctl"), "-c", CONF, "ips"], check=True)
     finally:
         for p in reversed(procs):
             if p.poll() is None:
