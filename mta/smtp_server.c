@@ -724,24 +724,10 @@ static void reject_message(smtp_session *s, const char *line)
     reset_transaction(s);
 }
 
-/* A message refused for its content after its data arrived: a Reject event for its
- * configuration set (the header's when it names a known set, else the default), then the
- * 5xx reply. */
-static void reject_content(smtp_session *s, const char *line)
+/* The session's transaction as accept.c takes it, for data[0..len) and configuration set. */
+static accept_in session_accept_in(const smtp_session *s, const char *set, const char *data,
+                                   size_t len)
 {
-    const config *cfg = s->cfg;
-    const char *data = s->data.buf ? s->data.buf : "";
-    msg_headers hs;
-    message_parse_headers(data, s->data.len, &hs);
-    const char *set = cfg->default_set;
-    const char *hdr = message_header_get(&hs, "X-SES-CONFIGURATION-SET");
-    char *name = NULL;
-    if (hdr) {
-        size_t n = strlen(hdr);
-        while (n && (hdr[n - 1] == ' ' || hdr[n - 1] == '\t')) n--;
-        name = util_strndup(hdr, n);
-        set = config_find_set(cfg, name) ? name : NULL;
-    }
     accept_in in = {
         .mail_from = s->mail_from,
         .rcpts = s->rcpts,
@@ -753,8 +739,34 @@ static void reject_content(smtp_session *s, const char *line)
         .tls = s->tls != NULL,
         .auth_user = s->auth_user,
         .data = data,
-        .data_len = s->data.len,
+        .data_len = len,
+        .quota_count = s->reserved,
     };
+    return in;
+}
+
+/* The X-SES-CONFIGURATION-SET value without trailing blanks (malloc'd), or NULL if absent. */
+static char *header_set_name(const msg_headers *hs)
+{
+    const char *hdr = message_header_get(hs, "X-SES-CONFIGURATION-SET");
+    if (!hdr) return NULL;
+    size_t n = strlen(hdr);
+    while (n && (hdr[n - 1] == ' ' || hdr[n - 1] == '\t')) n--;
+    return util_strndup(hdr, n);
+}
+
+/* A message refused for its content after its data arrived: a Reject event for its
+ * configuration set (the header's when it names a known set, else the default), then the
+ * 5xx reply. */
+static void reject_content(smtp_session *s, const char *line)
+{
+    const config *cfg = s->cfg;
+    const char *data = s->data.buf ? s->data.buf : "";
+    msg_headers hs;
+    message_parse_headers(data, s->data.len, &hs);
+    char *name = header_set_name(&hs);
+    const char *set = !name ? cfg->default_set : config_find_set(cfg, name) ? name : NULL;
+    accept_in in = session_accept_in(s, set, data, s->data.len);
     accept_reject(s->ctx, &in, line);
     free(name);
     message_headers_free(&hs);
@@ -794,17 +806,14 @@ static void data_end(smtp_session *s)
         free(r);
         return;
     }
-    const char *hdr = message_header_get(&hs, "X-SES-CONFIGURATION-SET");
+    char *name = header_set_name(&hs);
     char *stripped = NULL;
     size_t stripped_len = 0;
     const char *set = cfg->default_set;
-    if (hdr) {
-        size_t n = strlen(hdr);
-        while (n && (hdr[n - 1] == ' ' || hdr[n - 1] == '\t')) n--;
-        char *name = util_strndup(hdr, n);
+    if (name) {
         const config_set *cs = config_find_set(cfg, name);
         if (!cs) {
-            char *shown = smtp_sanitize(name, n, 200);
+            char *shown = smtp_sanitize(name, strlen(name), 200);
             char *line = util_asprintf("554 5.0.0 Configuration set does not exist: %s", shown);
             free(shown);
             free(name);
@@ -824,20 +833,8 @@ static void data_end(smtp_session *s)
         return;
     }
     s->set_name = util_strdup(set);
-    accept_in in = {
-        .mail_from = s->mail_from,
-        .rcpts = s->rcpts,
-        .verdicts = s->verdicts,
-        .nrcpts = s->nrcpts,
-        .config_set = set,
-        .client_ip = s->client_ip,
-        .helo = s->helo,
-        .tls = s->tls != NULL,
-        .auth_user = s->auth_user,
-        .data = stripped ? stripped : data,
-        .data_len = stripped ? stripped_len : len,
-        .quota_count = s->reserved,
-    };
+    accept_in in = session_accept_in(s, set, stripped ? stripped : data,
+                                     stripped ? stripped_len : len);
     s->state = ST_COMMIT;
     s->commit_pending = true;
     ev_timer_stop(s->ctx->loop, &s->timer);
