@@ -8,7 +8,8 @@
  * with jansson; the answers' data objects follow the SES response shapes (SPEC section 5).
  * The dedicated-IP commands (ips, ip.warmup, zone.down, zone.up) read and change the
  * scheduler's pools state (pools/pools.h); changes are persisted by the scheduler. queue
- * and queue.explain read the scheduler's in-memory queue (scheduler_queue/_explain). */
+ * and queue.explain read the scheduler's in-memory queue (scheduler_queue/_explain). stats
+ * reads the spool's send-statistics buckets of the last 14 days (stats.h). */
 #include "control.h"
 
 #include <errno.h>
@@ -28,6 +29,7 @@
 #include "scheduler.h"
 #include "smtp_server.h"
 #include "spool.h"
+#include "stats.h"
 #include "util.h"
 
 #ifndef PACKAGE_VERSION
@@ -363,6 +365,40 @@ static void cmd_suppression_list(control_client *cl, json_t *args)
         free(l.v[i].reason);
     }
     free(l.v);
+}
+
+static void stats_point(void *arg, int64_t bucket_ms, int64_t attempts, int64_t bounces,
+                        int64_t complaints, int64_t rejects)
+{
+    char ts[32];
+    util_iso8601(bucket_ms, ts);
+    json_t *o = json_object();
+    json_object_set_new(o, "Timestamp", json_string(ts));
+    json_object_set_new(o, "DeliveryAttempts", json_integer(attempts));
+    json_object_set_new(o, "Bounces", json_integer(bounces));
+    json_object_set_new(o, "Complaints", json_integer(complaints));
+    json_object_set_new(o, "Rejects", json_integer(rejects));
+    json_array_append_new(arg, o);
+}
+
+/* SES GetSendStatistics: the 15-minute buckets of the last 14 days, oldest first. */
+static void cmd_stats(control_client *cl)
+{
+    kiln_ctx *ctx = cl->ctl->ctx;
+    json_t *arr = json_array();
+    int64_t since = stats_bucket_ms(kiln_now_ms(ctx) - STATS_KEEP_MS);
+    if (spool_stats_each(ctx->spool, since, stats_point, arr) != 0) {
+        char *e = util_asprintf("cannot read the send statistics: %s", spool_errmsg(ctx->spool));
+        reply_error(cl, e);
+        log_cmd(cl->ctl, "stats", NULL, e);
+        free(e);
+        json_decref(arr);
+        return;
+    }
+    json_t *d = json_object();
+    json_object_set_new(d, "SendDataPoints", arr);
+    reply_ok(cl, d);
+    log_cmd(cl->ctl, "stats", NULL, NULL);
 }
 
 static void pending_committed(void *arg, bool ok, const char *err)
@@ -769,6 +805,7 @@ static void client_request(control_client *cl, const char *line, size_t len)
         if (!json_is_object(args)) args = empty;
         if (strcmp(cmd, "status") == 0) cmd_status(cl);
         else if (strcmp(cmd, "quota") == 0) cmd_quota(cl);
+        else if (strcmp(cmd, "stats") == 0) cmd_stats(cl);
         else if (strcmp(cmd, "suppression.list") == 0) cmd_suppression_list(cl, args);
         else if (strcmp(cmd, "suppression.add") == 0) cmd_suppression_add(cl, args);
         else if (strcmp(cmd, "suppression.remove") == 0) cmd_suppression_remove(cl, args);

@@ -19,7 +19,8 @@
 #include "spool.h"
 #include "util.h"
 
-/* How often event outbox rows are appended to their files (one fdatasync per file each time). */
+/* How often event outbox rows are appended to their files (one fdatasync per file each time)
+ * and webhook destinations look for new events. */
 #define DAEMON_EVENTS_INTERVAL 0.1
 /* A graceful stop that has not finished by then ends anyway: in-flight deliveries stay
  * queued in the spool and are retried at the next start. */
@@ -215,6 +216,7 @@ kiln_ctx *daemon_create(const char *config_path, char **err)
         goto fail;
     }
     ctx->events = events_new(ctx->log);
+    events_attach_loop(ctx->events, ctx->loop);
     ctx->sched = scheduler_new(ctx);
     int64_t recovered = scheduler_recover(ctx->sched);
     if (recovered < 0) {

@@ -5,10 +5,13 @@
  * builder parses it again, adds the ses:outgoing-ip tag when the event has one, and wraps
  * it with eventType and the per-type object. Output is one compact line, keys in SES order.
  *
- * The drain appends each row plus "\n" to every file destination of its set, fdatasyncs each
- * touched file once, and only then deletes the rows (a crash may repeat an event, never lose
- * one). Files stay open between drains; a file that was moved away (log rotation) is opened
- * again, and a config change closes them all. */
+ * The drain appends each new row plus "\n" to every file destination of its set, fdatasyncs
+ * each touched file once, and only then records the files' progress (kv "events:files").
+ * Webhook destinations (webhook.c) post the rows of their set at their own pace and record
+ * their own progress; rows are deleted up to the lowest progress of all destinations (a
+ * crash may repeat an event, never lose one). Files stay open between drains; a file that
+ * was moved away (log rotation) is opened again, and a config change closes them all and
+ * builds the webhook destinations again. */
 #include "events.h"
 
 #include <errno.h>
@@ -22,12 +25,13 @@
 
 #include "../scheduler/spool.h"
 #include "log.h"
+#include "stats.h"
 #include "util.h"
+#include "webhook.h"
 
 #define EVENTS_HEADERS_CAP 10240       /* SES truncates the headers list at 10 KB */
 #define EVENTS_DRAIN_BATCH 1000
-#define EVENTS_WEBHOOK_NOTICE \
-    "event destination webhook URL is not supported yet; events go only to file destinations"
+#define EVENTS_FILES_KEY "events:files"
 
 /* ------------------------------------------------------------------ JSON helpers ---- */
 
@@ -461,9 +465,15 @@ typedef struct events_file {
 
 struct events {
     klog *lg;
-    const config *cfg;  /* the config the open files and the webhook notice belong to */
+    struct ev_loop *loop;   /* NULL: webhooks post nothing */
+    const config *cfg;  /* the config the open files and the webhooks belong to */
     events_file *files;
     size_t nfiles;
+    webhook **hooks;
+    size_t nhooks;
+    bool loaded;        /* files_done read from the spool */
+    int64_t files_done; /* every row with id <= this was written to the files */
+    int64_t deleted;    /* rows with id <= this were deleted */
 };
 
 events *events_new(klog *lg)
@@ -491,24 +501,65 @@ static void files_free(events *ev)
     ev->nfiles = 0;
 }
 
+static void hooks_free(events *ev)
+{
+    for (size_t i = 0; i < ev->nhooks; i++) webhook_free(ev->hooks[i]);
+    free(ev->hooks);
+    ev->hooks = NULL;
+    ev->nhooks = 0;
+}
+
 void events_free(events *ev)
 {
     if (!ev) return;
     files_free(ev);
+    hooks_free(ev);
     free(ev);
 }
 
-static void config_changed(events *ev, const config *cfg)
+void events_attach_loop(events *ev, struct ev_loop *loop)
+{
+    ev->loop = loop;
+    ev->cfg = NULL;     /* the next drain builds the webhooks again, now with the loop */
+}
+
+static void config_changed(events *ev, spool *sp, const config *cfg)
 {
     files_free(ev);
+    hooks_free(ev);
     ev->cfg = cfg;
     for (size_t i = 0; i < cfg->nsets; i++)
-        for (size_t j = 0; j < cfg->sets[i].nevents; j++)
-            if (cfg->sets[i].events[j].type == CONFIG_EVENT_WEBHOOK)
-                log_write(ev->lg, KLOG_WARNING, "event_destination_unsupported",
-                          "set=%s url=%s reason=%s", log_q(ev->lg, cfg->sets[i].name),
-                          log_q(ev->lg, cfg->sets[i].events[j].url),
-                          log_q(ev->lg, EVENTS_WEBHOOK_NOTICE));
+        for (size_t j = 0; j < cfg->sets[i].nevents; j++) {
+            const config_event_dest *d = &cfg->sets[i].events[j];
+            if (d->type != CONFIG_EVENT_WEBHOOK) continue;
+            bool dup = false;   /* the same URL twice in a set gets each event once */
+            for (size_t k = 0; k < j; k++)
+                if (cfg->sets[i].events[k].type == CONFIG_EVENT_WEBHOOK &&
+                    strcmp(cfg->sets[i].events[k].url, d->url) == 0)
+                    dup = true;
+            if (dup) continue;
+            ev->hooks = util_realloc(ev->hooks, (ev->nhooks + 1) * sizeof *ev->hooks);
+            ev->hooks[ev->nhooks++] = webhook_new(ev->loop, ev->lg, sp, cfg->sets[i].name, d->url);
+        }
+}
+
+/* Deletes the rows every destination has. */
+static int delete_done(events *ev, spool *sp)
+{
+    int64_t upto = ev->files_done;
+    for (size_t i = 0; i < ev->nhooks; i++) {
+        int64_t a = webhook_acked(ev->hooks[i]);
+        if (a < upto) upto = a;
+    }
+    if (upto <= ev->deleted) return 0;
+    /* counted in the batch that deletes them: each event counts exactly once */
+    if (stats_count_outbox(sp, upto) < 0 || spool_delete_events(sp, upto) < 0) {
+        log_write(ev->lg, KLOG_ERROR, "event_drain_error", "op=delete error=%s",
+                  log_q(ev->lg, spool_errmsg(sp)));
+        return -1;
+    }
+    ev->deleted = upto;
+    return 0;
 }
 
 /* Creates the directories leading to path (mode 0750) where missing. 0 or -1 (errno). */
@@ -660,13 +711,25 @@ static int route_row(events *ev, const config *cfg, const drain_row *r)
 
 int events_drain(events *ev, spool *sp, const config *cfg)
 {
-    if (ev->cfg != cfg) config_changed(ev, cfg);
+    if (!ev->loaded) {
+        char *v = NULL;
+        if (spool_kv_get(sp, EVENTS_FILES_KEY, &v) < 0) {
+            log_write(ev->lg, KLOG_ERROR, "event_drain_error", "op=read error=%s",
+                      log_q(ev->lg, spool_errmsg(sp)));
+            return -1;
+        }
+        ev->files_done = v ? strtoll(v, NULL, 10) : 0;
+        free(v);
+        ev->loaded = true;
+    }
+    if (ev->cfg != cfg) config_changed(ev, sp, cfg);
+    for (size_t i = 0; i < ev->nhooks; i++) webhook_poll(ev->hooks[i]);
     for (size_t i = 0; i < ev->nfiles; i++) {
         ev->files[i].checked = ev->files[i].touched = false;
         strbuf_reset(&ev->files[i].pending);
     }
     int written = 0, rc = 0;
-    int64_t after = 0;
+    int64_t after = ev->files_done;
     bool any = false;
     for (;;) {
         drain_batch b = {NULL, 0, 0};
@@ -702,12 +765,19 @@ int events_drain(events *ev, spool *sp, const config *cfg)
     }
     if (rc != 0) {
         for (size_t i = 0; i < ev->nfiles; i++) strbuf_reset(&ev->files[i].pending);
+        delete_done(ev, sp);
         return -1;
     }
-    if (any && spool_delete_events(sp, after) < 0) {
-        log_write(ev->lg, KLOG_ERROR, "event_drain_error", "op=delete error=%s",
-                  log_q(ev->lg, spool_errmsg(sp)));
-        return -1;
+    if (any) {
+        char v[32];
+        snprintf(v, sizeof v, "%lld", (long long)after);
+        if (spool_kv_put(sp, EVENTS_FILES_KEY, v) < 0) {
+            log_write(ev->lg, KLOG_ERROR, "event_drain_error", "op=save error=%s",
+                      log_q(ev->lg, spool_errmsg(sp)));
+            return -1;
+        }
+        ev->files_done = after;
     }
+    if (delete_done(ev, sp) < 0) return -1;
     return written;
 }

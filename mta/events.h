@@ -4,8 +4,10 @@
  * Events are never written straight to a destination: the code that changes a message's
  * state adds the event to the spool outbox in the same transaction (spool_add_event), and
  * events_drain() later appends outbox rows to each `file` destination of their set, fsyncs
- * each file once per drain, and only then deletes the rows. A crash can repeat an event,
- * never lose one. */
+ * each file once per drain, and hands them to each `webhook` destination (webhook.h); a row
+ * is deleted only once every destination of its set has it (the files' progress is kept
+ * under spool kv key "events:files", each webhook's under "webhook:<set>:<url>"). A crash
+ * can repeat an event, never lose one. */
 #ifndef KILN_EVENTS_H
 #define KILN_EVENTS_H
 
@@ -17,6 +19,7 @@
 
 struct spool;
 struct klog;
+struct ev_loop;
 
 /* ---- the "mail" object, built once at acceptance and stored with the message ---- */
 typedef struct events_mail_in {
@@ -72,10 +75,14 @@ char *events_reporting_mta(const config *cfg);
 typedef struct events events;
 events *events_new(struct klog *lg);
 void events_free(events *ev);
-/* Appends every outbox row to the file destinations of its set under cfg (sets not in cfg:
- * the row is logged and dropped), fdatasyncs each touched file, then deletes the rows (a
- * spool batch; the caller flushes). Returns the number of events written, -1 on I/O error
- * (rows kept for the next drain). */
+/* Lets webhook destinations post on loop (kilnd calls this once after events_new). Without
+ * a loop, webhook destinations post nothing and their rows stay in the outbox. */
+void events_attach_loop(events *ev, struct ev_loop *loop);
+/* Appends every outbox row not yet written to the file destinations of its set under cfg
+ * (sets not in cfg: the row is logged and dropped), fdatasyncs each touched file, lets each
+ * webhook destination take its pending rows (webhook_poll), then deletes the rows every
+ * destination has (a spool batch; the caller flushes). Returns the number of events
+ * written to files, -1 on I/O error (rows kept for the next drain). */
 int events_drain(events *ev, struct spool *sp, const config *cfg);
 
 #endif

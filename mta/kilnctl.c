@@ -47,6 +47,8 @@ static const char usage_text[] =
     "commands:\n"
     "  status                                 uptime, queue sizes, sessions, config file\n"
     "  quota                                  sending quota (SES GetSendQuota)\n"
+    "  stats                                  sends, bounces, complaints, rejects per 15 minutes,\n"
+    "                                         last 14 days (SES GetSendStatistics)\n"
     "  suppression list [--reason R]          account suppression list\n"
     "  suppression add ADDRESS [--reason R]   suppress ADDRESS (R: BOUNCE (default) or COMPLAINT)\n"
     "  suppression remove ADDRESS             take ADDRESS off the suppression list\n"
@@ -154,7 +156,7 @@ static json_t *build_request(const options *o, const char **cmd_name)
     int want = 1;          /* number of words the command takes */
     bool reason_ok = false, percent_ok = false, queue_opts = false;
     if (strcmp(w0, "status") == 0 || strcmp(w0, "quota") == 0 || strcmp(w0, "reload") == 0 ||
-        strcmp(w0, "ips") == 0) {
+        strcmp(w0, "ips") == 0 || strcmp(w0, "stats") == 0) {
         cmd = w0;
     } else if (strcmp(w0, "queue") == 0) {
         queue_opts = true;
@@ -604,6 +606,35 @@ static void print_queue(json_t *data)
            (long long)json_integer_value(json_object_get(data, "Deferred")));
 }
 
+static void print_stats(json_t *data)
+{
+    static const char *const head[] = {"TIMESTAMP", "ATTEMPTS", "BOUNCES", "COMPLAINTS", "REJECTS"};
+    static const char *const keys[] = {"Timestamp", "DeliveryAttempts", "Bounces", "Complaints",
+                                       "Rejects"};
+    enum { NCOL = 5 };
+    json_t *list = json_object_get(data, "SendDataPoints");
+    if (json_array_size(list) == 0) {
+        puts("(no sending in the last 14 days)");
+        return;
+    }
+    int w[NCOL];
+    char buf[64];
+    for (int c = 0; c < NCOL; c++) w[c] = (int)strlen(head[c]);
+    size_t i;
+    json_t *e;
+    json_array_foreach(list, i, e)
+        for (int c = 0; c < NCOL; c++) {
+            int l = (int)strlen(cell(e, keys[c], buf, sizeof buf));
+            if (l > w[c]) w[c] = l;
+        }
+    for (int c = 0; c < NCOL; c++)
+        printf("%-*s%s", c + 1 < NCOL ? w[c] : 0, head[c], c + 1 < NCOL ? "  " : "\n");
+    json_array_foreach(list, i, e)
+        for (int c = 0; c < NCOL; c++)
+            printf("%-*s%s", c + 1 < NCOL ? w[c] : 0, cell(e, keys[c], buf, sizeof buf),
+                   c + 1 < NCOL ? "  " : "\n");
+}
+
 static void print_explain(json_t *data)
 {
     json_t *list = json_object_get(data, "Recipients");
@@ -665,6 +696,8 @@ static void print_human(const char *cmd, const options *o, json_t *data)
         printf("zone %s is up: its IPs are back in rotation\n", o->words[2]);
     } else if (strcmp(cmd, "queue") == 0) {
         print_queue(data);
+    } else if (strcmp(cmd, "stats") == 0) {
+        print_stats(data);
     } else if (strcmp(cmd, "queue.explain") == 0) {
         print_explain(data);
     } else if (strcmp(cmd, "reload") == 0) {

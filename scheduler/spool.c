@@ -22,6 +22,9 @@
  *   kv           small named values other modules persist (e.g. "pools": the dedicated-IP
  *                state as JSON); created with IF NOT EXISTS at every open, so a spool
  *                written before the table existed gets it without a schema version change
+ *   stats        send statistics per 15-minute bucket (SES GetSendStatistics), added to
+ *                with an upsert inside the batch; created like kv; buckets older than
+ *                14 days (wall clock) are pruned together with the sends rows
  *
  * Later additions to version 1 are applied at every open, so older version-1 spools get them
  * without a version change: the kv table, the recipients.domain column (added with ALTER
@@ -50,6 +53,7 @@
 #define SPOOL_SCHEMA_VERSION 1
 #define SPOOL_DAY_MS (24LL * 3600 * 1000)
 #define SPOOL_PRUNE_EVERY_MS (60LL * 1000)
+#define SPOOL_STATS_KEEP_MS (14 * SPOOL_DAY_MS) /* SES shows two weeks of statistics */
 #define SPOOL_STATE_PENDING "(0, 1)" /* QUEUED, DEFERRED */
 /* spool_each_due_rcpt sorts the due DEFERRED recipients by rowid when there are fewer than
  * this many (a few milliseconds); with more, it walks recipients_due in rowid order. */
@@ -98,6 +102,15 @@ static const char spool_schema_kv[] =
     "  key TEXT PRIMARY KEY NOT NULL,"
     "  value TEXT NOT NULL);";
 
+/* Added after version 1 shipped: created at every open, so it needs no version bump. */
+static const char spool_schema_stats[] =
+    "CREATE TABLE IF NOT EXISTS stats ("
+    "  bucket_ms INTEGER PRIMARY KEY,"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  bounces INTEGER NOT NULL DEFAULT 0,"
+    "  complaints INTEGER NOT NULL DEFAULT 0,"
+    "  rejects INTEGER NOT NULL DEFAULT 0);";
+
 /* Added after version 1 shipped, applied at every open (after the domain column exists). */
 static const char spool_schema_due[] =
     "CREATE INDEX IF NOT EXISTS recipients_due ON recipients(state, id, next_attempt_ms);";
@@ -132,6 +145,9 @@ enum {
     ST_EACH_EVENT,
     ST_KV_PUT,
     ST_KV_GET,
+    ST_STATS_ADD,
+    ST_STATS_EACH,
+    ST_PRUNE_STATS,
     ST__COUNT
 };
 
@@ -204,6 +220,15 @@ static const char *const spool_sql[ST__COUNT] = {
     [ST_KV_PUT] = "INSERT INTO kv (key, value) VALUES (?1, ?2)"
                   " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
     [ST_KV_GET] = "SELECT value FROM kv WHERE key = ?1",
+    [ST_STATS_ADD] = "INSERT INTO stats (bucket_ms, attempts, bounces, complaints, rejects)"
+                     " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (bucket_ms) DO UPDATE SET"
+                     " attempts = attempts + excluded.attempts,"
+                     " bounces = bounces + excluded.bounces,"
+                     " complaints = complaints + excluded.complaints,"
+                     " rejects = rejects + excluded.rejects",
+    [ST_STATS_EACH] = "SELECT bucket_ms, attempts, bounces, complaints, rejects FROM stats"
+                      " WHERE bucket_ms >= ?1 ORDER BY bucket_ms",
+    [ST_PRUNE_STATS] = "DELETE FROM stats WHERE bucket_ms < ?1",
 };
 
 typedef struct spool_cb_entry {
@@ -352,14 +377,19 @@ static int batch_run(spool *sp, sqlite3_stmt *st, const char *what, const char *
     return 0;
 }
 
+/* Prunes sends older than 24 h and stats buckets older than 14 days (wall clock). */
 static void prune_sends(spool *sp, int64_t now_wall_ms)
 {
     sqlite3_stmt *st = sp->st[ST_PRUNE_SENDS];
     sqlite3_bind_int64(st, 1, now_wall_ms - SPOOL_DAY_MS);
-    if (sp->in_txn)
-        batch_run(sp, st, "prune sends", NULL);
-    else
-        stmt_run(sp, st, "prune sends", NULL);
+    sqlite3_stmt *st2 = sp->st[ST_PRUNE_STATS];
+    sqlite3_bind_int64(st2, 1, now_wall_ms - SPOOL_STATS_KEEP_MS);
+    if (sp->in_txn) {
+        if (batch_run(sp, st, "prune sends", NULL) == 0)
+            batch_run(sp, st2, "prune stats", NULL);
+    } else if (stmt_run(sp, st, "prune sends", NULL) == 0) {
+        stmt_run(sp, st2, "prune stats", NULL);
+    }
     sp->last_prune_mono = util_mono_ms();
 }
 
@@ -543,6 +573,7 @@ static int has_column(spool *sp, const char *table, const char *column, bool *ha
 static int schema_additions(spool *sp, char **err)
 {
     if (exec_sql(sp, spool_schema_kv, "creating the kv table", err) < 0) return -1;
+    if (exec_sql(sp, spool_schema_stats, "creating the stats table", err) < 0) return -1;
     bool has;
     if (has_column(sp, "recipients", "domain", &has, err) < 0) return -1;
     if (!has) {
@@ -805,6 +836,19 @@ int spool_kv_put(spool *sp, const char *key, const char *value)
     return batch_run(sp, st, "store value", key);
 }
 
+int spool_stats_add(spool *sp, int64_t bucket_ms, int64_t attempts, int64_t bounces,
+                    int64_t complaints, int64_t rejects)
+{
+    if (batch_write(sp) < 0) return -1;
+    sqlite3_stmt *st = sp->st[ST_STATS_ADD];
+    sqlite3_bind_int64(st, 1, bucket_ms);
+    sqlite3_bind_int64(st, 2, attempts);
+    sqlite3_bind_int64(st, 3, bounces);
+    sqlite3_bind_int64(st, 4, complaints);
+    sqlite3_bind_int64(st, 5, rejects);
+    return batch_run(sp, st, "add send statistics", NULL);
+}
+
 /* ---- reads ---- */
 
 int spool_load_message(spool *sp, const char *msg_id, spool_loaded *out)
@@ -1051,4 +1095,18 @@ int spool_kv_get(spool *sp, const char *key, char **value)
         rc = SQLITE_DONE;
     }
     return read_end(sp, st, temp, rc, "read value");
+}
+
+int spool_stats_each(spool *sp, int64_t since_ms, spool_stats_cb cb, void *arg)
+{
+    bool temp;
+    sqlite3_stmt *st = stmt_acquire(sp, ST_STATS_EACH, &temp);
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, since_ms);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        cb(arg, sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1),
+           sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3),
+           sqlite3_column_int64(st, 4));
+    return read_end(sp, st, temp, rc, "list send statistics");
 }

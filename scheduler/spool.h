@@ -82,6 +82,11 @@ int spool_suppression_delete(spool *sp, const char *address, bool *existed);
 /* Stores value under key in the small key-value table (replacing an older value); for
  * state other modules keep across restarts (the scheduler's "pools": JSON text). */
 int spool_kv_put(spool *sp, const char *key, const char *value);
+/* Adds the counts to the send-statistics bucket starting at bucket_ms (created at zero if
+ * absent). Buckets older than 14 days by the wall clock are pruned at open and, at most
+ * once a minute, inside a flushed batch. */
+int spool_stats_add(spool *sp, int64_t bucket_ms, int64_t attempts, int64_t bounces,
+                    int64_t complaints, int64_t rejects);
 
 typedef void (*spool_commit_cb)(void *arg, bool ok, const char *err);
 /* Runs cb after the batch holding every write made so far is committed (or failed). */
@@ -156,6 +161,11 @@ int spool_each_event(spool *sp, int64_t after, size_t max, spool_event_cb cb, vo
 /* The value stored under key (malloc'd) in *value, or NULL if there is none. 0, or -1 on
  * a read error (*value NULL). Sees the open batch. */
 int spool_kv_get(spool *sp, const char *key, char **value);
+
+/* Send-statistics buckets with bucket_ms >= since_ms, oldest first. */
+typedef void (*spool_stats_cb)(void *arg, int64_t bucket_ms, int64_t attempts, int64_t bounces,
+                               int64_t complaints, int64_t rejects);
+int spool_stats_each(spool *sp, int64_t since_ms, spool_stats_cb cb, void *arg);
 
 /* Last SQLite error text of this handle (for logs). */
 const char *spool_errmsg(spool *sp);

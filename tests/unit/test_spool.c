@@ -1,8 +1,9 @@
 /* test_spool.c — unit tests of the SQLite spool: persistence across reopen, group commit
  * (one batch, callbacks in order, a failed statement fails the whole batch, callbacks that
  * write go to the next batch, a batch never flushed is lost in a crash), deletion of finished
- * messages, the recipient, sends, suppression and event queries, the key-value table (also added
- * to a spool written before it existed), paging of due recipients, the next retry time, counts
+ * messages, the recipient, sends, suppression, event and send-statistics queries (stats
+ * buckets add up and are pruned after 14 days), the key-value table (also added to a spool
+ * written before it existed), paging of due recipients, the next retry time, counts
  * per configuration set and domain, the domain column (also added to a spool written before it
  * existed), and open errors. */
 #include <check.h>
@@ -1218,6 +1219,65 @@ START_TEST(test_events_outbox)
 }
 END_TEST
 
+typedef struct stats_list {
+    size_t n;
+    int64_t v[8][5];
+} stats_list;
+
+static void collect_stats(void *arg, int64_t bucket_ms, int64_t attempts, int64_t bounces,
+                          int64_t complaints, int64_t rejects)
+{
+    stats_list *l = arg;
+    ck_assert_uint_lt(l->n, 8);
+    int64_t *r = l->v[l->n++];
+    r[0] = bucket_ms, r[1] = attempts, r[2] = bounces, r[3] = complaints, r[4] = rejects;
+}
+
+/* Counts of one bucket add up (also within one batch), buckets come oldest first from
+ * since_ms on, survive a restart, and buckets older than 14 days are pruned. */
+START_TEST(test_stats_buckets)
+{
+    const int64_t q = 15 * 60 * 1000LL;
+    char *dir = new_dir();
+    spool *sp = open_ok(dir);
+    int64_t now = util_wall_ms() / q * q;
+    ck_assert_int_eq(spool_stats_add(sp, now, 1, 0, 0, 0), 0);
+    ck_assert_int_eq(spool_stats_add(sp, now, 2, 1, 0, 1), 0);   /* same batch: summed */
+    ck_assert_int_eq(spool_stats_add(sp, now - 4 * q, 5, 0, 1, 0), 0);
+    ck_assert_int_eq(spool_stats_add(sp, now - 15 * 24 * HOUR_MS, 9, 9, 9, 9), 0);
+    ck_assert_int_eq(spool_flush(sp), 0);
+    ck_assert_int_eq(spool_stats_add(sp, now, 0, 0, 2, 0), 0);   /* next batch: summed */
+    ck_assert_int_eq(spool_flush(sp), 0);
+
+    stats_list l = {0};
+    ck_assert_int_eq(spool_stats_each(sp, now - 4 * q, collect_stats, &l), 0);
+    ck_assert_uint_eq(l.n, 2);
+    ck_assert_int_eq(l.v[0][0], now - 4 * q);
+    ck_assert_int_eq(l.v[0][1], 5);
+    ck_assert_int_eq(l.v[0][3], 1);
+    ck_assert_int_eq(l.v[1][0], now);
+    ck_assert_int_eq(l.v[1][1], 3);
+    ck_assert_int_eq(l.v[1][2], 1);
+    ck_assert_int_eq(l.v[1][3], 2);
+    ck_assert_int_eq(l.v[1][4], 1);
+    l.n = 0;
+    ck_assert_int_eq(spool_stats_each(sp, now - 3 * q, collect_stats, &l), 0);
+    ck_assert_uint_eq(l.n, 1);
+    spool_close(sp);
+
+    /* After a restart the recent buckets are there; the 15-day-old one was pruned. */
+    sp = open_ok(dir);
+    l.n = 0;
+    ck_assert_int_eq(spool_stats_each(sp, 0, collect_stats, &l), 0);
+    ck_assert_uint_eq(l.n, 2);
+    ck_assert_int_eq(l.v[0][0], now - 4 * q);
+    ck_assert_int_eq(l.v[1][0], now);
+    ck_assert_int_eq(l.v[1][1], 3);
+    spool_close(sp);
+    free(dir);
+}
+END_TEST
+
 START_TEST(test_kv)
 {
     char *dir = new_dir();
@@ -1345,6 +1405,7 @@ static Suite *spool_suite(void)
     tcase_add_test(tc, test_count_by);
     tcase_add_test(tc, test_domain_column_added_to_old_spool);
     tcase_add_test(tc, test_sends_window_across_reopen);
+    tcase_add_test(tc, test_stats_buckets);
     tcase_add_test(tc, test_suppression);
     tcase_add_test(tc, test_events_outbox);
     tcase_add_test(tc, test_kv);
