@@ -13,6 +13,8 @@
  * are a few lines each over formats this file defines, and are exported for tests. */
 #include "config.h"
 
+#include "auth.h"
+
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
@@ -364,12 +366,14 @@ static bool valid_url(const char *s)
 }
 
 /* "$id$rest": what crypt(3) and argon2 produce. */
+/* A complete "$id$..." hash of a method this system's libcrypt implements (argon2, for
+ * one, is not in Debian's libcrypt: such a hash would load and never match). */
 static bool valid_crypt_hash(const char *s)
 {
     if (s[0] != '$' || has_blank_or_control(s)) return false;
     const char *q = s + 1;
     while (isalnum((unsigned char)*q) || *q == '-') q++;
-    return q > s + 1 && *q == '$' && q[1];
+    return q > s + 1 && *q == '$' && q[1] && auth_hash_usable(s);
 }
 
 static bool valid_user(const char *s) { return nonblank_text(s) && strlen(s) <= 255; }
@@ -1044,7 +1048,7 @@ static int set_auth(cfgp *p, yaml_node_t *v)
         FIELD(it, "user", f, as_str(p, f, valid_user, "a user name without blanks", &a->user));
         FIELD(it, "password_hash", f,
               as_str(p, f, valid_crypt_hash,
-                     "a crypt(3) hash (e.g. $y$... from mkpasswd -m yescrypt, or $6$...)",
+                     "a crypt(3) hash (e.g. $y$... from mkpasswd -m yescrypt, or $6$...; argon2 is not in libcrypt)",
                      &a->password_hash));
         if (!a->user) return missing(p, LINE(it), "user", NULL);
         if (!a->password_hash)
