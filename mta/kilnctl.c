@@ -477,6 +477,47 @@ static void print_fields(json_t *data)
     }
 }
 
+/* The text of o[key] for a table cell: strings as they are, integers in decimal (negative
+ * ones as "-" when dash_negative: "no cap" in the ips table), anything else "" or "-". */
+static const char *table_cell(json_t *o, const char *key, bool dash_negative, char *buf,
+                              size_t n)
+{
+    json_t *v = json_object_get(o, key);
+    if (json_is_string(v)) return json_string_value(v);
+    if (json_is_integer(v)) {
+        long long x = (long long)json_integer_value(v);
+        if (x < 0 && dash_negative) return "-";
+        snprintf(buf, n, "%lld", x);
+        return buf;
+    }
+    return dash_negative ? "-" : "";
+}
+
+/* An aligned table of the objects in list: one column per key, under its heading, two
+ * spaces apart, the last column unpadded. The one printer of every kilnctl table. */
+static void print_table(json_t *list, const char *const *head, const char *const *keys,
+                        int ncol, bool dash_negative)
+{
+    int w[16];
+    char buf[256];
+    if (ncol > 16) util_fatal("kilnctl: table of %d columns", ncol);
+    for (int c = 0; c < ncol; c++) w[c] = (int)strlen(head[c]);
+    size_t i;
+    json_t *e;
+    json_array_foreach(list, i, e)
+        for (int c = 0; c < ncol; c++) {
+            int l = (int)strlen(table_cell(e, keys[c], dash_negative, buf, sizeof buf));
+            if (l > w[c]) w[c] = l;
+        }
+    for (int c = 0; c < ncol; c++)
+        printf("%-*s%s", c + 1 < ncol ? w[c] : 0, head[c], c + 1 < ncol ? "  " : "\n");
+    json_array_foreach(list, i, e)
+        for (int c = 0; c < ncol; c++)
+            printf("%-*s%s", c + 1 < ncol ? w[c] : 0,
+                   table_cell(e, keys[c], dash_negative, buf, sizeof buf),
+                   c + 1 < ncol ? "  " : "\n");
+}
+
 static void print_suppression(json_t *data)
 {
     json_t *list = json_object_get(data, "SuppressedDestinationSummaries");
@@ -485,39 +526,9 @@ static void print_suppression(json_t *data)
         puts("(no suppressed addresses)");
         return;
     }
-    int w_email = (int)strlen("EMAIL"), w_reason = (int)strlen("REASON");
-    size_t i;
-    json_t *e;
-    json_array_foreach(list, i, e)
-    {
-        const char *a = json_string_value(json_object_get(e, "EmailAddress"));
-        const char *r = json_string_value(json_object_get(e, "Reason"));
-        if (a && (int)strlen(a) > w_email) w_email = (int)strlen(a);
-        if (r && (int)strlen(r) > w_reason) w_reason = (int)strlen(r);
-    }
-    printf("%-*s  %-*s  %s\n", w_email, "EMAIL", w_reason, "REASON", "UPDATED");
-    json_array_foreach(list, i, e)
-    {
-        const char *a = json_string_value(json_object_get(e, "EmailAddress"));
-        const char *r = json_string_value(json_object_get(e, "Reason"));
-        const char *t = json_string_value(json_object_get(e, "LastUpdateTime"));
-        printf("%-*s  %-*s  %s\n", w_email, a ? a : "", w_reason, r ? r : "", t ? t : "");
-    }
-}
-
-/* A cell of the ips table: integers, with -1 shown as "-". */
-static const char *ips_cell(json_t *v, char *buf, size_t n)
-{
-    if (json_is_integer(v)) {
-        long long x = (long long)json_integer_value(v);
-        if (x < 0) snprintf(buf, n, "-");
-        else snprintf(buf, n, "%lld", x);
-    } else if (json_is_string(v)) {
-        snprintf(buf, n, "%s", json_string_value(v));
-    } else {
-        snprintf(buf, n, "-");
-    }
-    return buf;
+    static const char *const head[] = {"EMAIL", "REASON", "UPDATED"};
+    static const char *const keys[] = {"EmailAddress", "Reason", "LastUpdateTime"};
+    print_table(list, head, keys, 3, false);
 }
 
 static void print_ips(json_t *data)
@@ -532,23 +543,9 @@ static void print_ips(json_t *data)
         puts("(no dedicated IPs)");
         return;
     }
-    int w[NCOL];
-    char buf[256];
-    for (int c = 0; c < NCOL; c++) w[c] = (int)strlen(head[c]);
+    print_table(list, head, keys, NCOL, true);
     size_t i;
     json_t *e;
-    json_array_foreach(list, i, e)
-        for (int c = 0; c < NCOL; c++) {
-            int l = (int)strlen(ips_cell(json_object_get(e, keys[c]), buf, sizeof buf));
-            if (l > w[c]) w[c] = l;
-        }
-    for (int c = 0; c < NCOL; c++) printf("%-*s%s", c + 1 < NCOL ? w[c] : 0, head[c],
-                                          c + 1 < NCOL ? "  " : "\n");
-    json_array_foreach(list, i, e)
-        for (int c = 0; c < NCOL; c++)
-            printf("%-*s%s", c + 1 < NCOL ? w[c] : 0,
-                   ips_cell(json_object_get(e, keys[c]), buf, sizeof buf),
-                   c + 1 < NCOL ? "  " : "\n");
     /* why an IP is out of rotation, under the table */
     json_array_foreach(list, i, e)
     {
@@ -559,18 +556,6 @@ static void print_ips(json_t *data)
         printf("%s: %s%s%s\n", json_string_value(json_object_get(e, "Ip")), why,
                until ? "; probed again after " : "", until ? until : "");
     }
-}
-
-/* The value of key in object o as text ("" if absent); integers printed. */
-static const char *cell(json_t *o, const char *key, char *buf, size_t n)
-{
-    json_t *v = json_object_get(o, key);
-    if (json_is_string(v)) return json_string_value(v);
-    if (json_is_integer(v)) {
-        snprintf(buf, n, "%lld", (long long)json_integer_value(v));
-        return buf;
-    }
-    return "";
 }
 
 static void print_queue(json_t *data)
@@ -585,22 +570,7 @@ static void print_queue(json_t *data)
         else puts("(the queue is empty)");
         return;
     }
-    int w[NCOL];
-    char buf[64];
-    for (int c = 0; c < NCOL; c++) w[c] = (int)strlen(head[c]);
-    size_t i;
-    json_t *e;
-    json_array_foreach(list, i, e)
-        for (int c = 0; c < NCOL; c++) {
-            int l = (int)strlen(cell(e, keys[c], buf, sizeof buf));
-            if (l > w[c]) w[c] = l;
-        }
-    for (int c = 0; c < NCOL; c++)
-        printf("%-*s%s", c + 1 < NCOL ? w[c] : 0, head[c], c + 1 < NCOL ? "  " : "\n");
-    json_array_foreach(list, i, e)
-        for (int c = 0; c < NCOL; c++)
-            printf("%-*s%s", c + 1 < NCOL ? w[c] : 0, cell(e, keys[c], buf, sizeof buf),
-                   c + 1 < NCOL ? "  " : "\n");
+    print_table(list, head, keys, NCOL, false);
     printf("queued %lld, deferred %lld recipients\n",
            (long long)json_integer_value(json_object_get(data, "Queued")),
            (long long)json_integer_value(json_object_get(data, "Deferred")));
@@ -617,22 +587,7 @@ static void print_stats(json_t *data)
         puts("(no sending in the last 14 days)");
         return;
     }
-    int w[NCOL];
-    char buf[64];
-    for (int c = 0; c < NCOL; c++) w[c] = (int)strlen(head[c]);
-    size_t i;
-    json_t *e;
-    json_array_foreach(list, i, e)
-        for (int c = 0; c < NCOL; c++) {
-            int l = (int)strlen(cell(e, keys[c], buf, sizeof buf));
-            if (l > w[c]) w[c] = l;
-        }
-    for (int c = 0; c < NCOL; c++)
-        printf("%-*s%s", c + 1 < NCOL ? w[c] : 0, head[c], c + 1 < NCOL ? "  " : "\n");
-    json_array_foreach(list, i, e)
-        for (int c = 0; c < NCOL; c++)
-            printf("%-*s%s", c + 1 < NCOL ? w[c] : 0, cell(e, keys[c], buf, sizeof buf),
-                   c + 1 < NCOL ? "  " : "\n");
+    print_table(list, head, keys, NCOL, false);
 }
 
 static void print_explain(json_t *data)
@@ -650,11 +605,11 @@ static void print_explain(json_t *data)
         long long attempts = (long long)json_integer_value(json_object_get(e, "Attempts"));
         const char *until = json_string_value(json_object_get(e, "Until"));
         const char *last = json_string_value(json_object_get(e, "LastReply"));
-        printf("%s (set %s, pool %s)\n", cell(e, "Recipient", buf, sizeof buf),
-               cell(e, "ConfigurationSet", buf, sizeof buf), cell(e, "Pool", buf, sizeof buf));
-        printf("  state:      %s%s%s, %lld attempt%s\n", cell(e, "State", buf, sizeof buf),
+        printf("%s (set %s, pool %s)\n", table_cell(e, "Recipient", false, buf, sizeof buf),
+               table_cell(e, "ConfigurationSet", false, buf, sizeof buf), table_cell(e, "Pool", false, buf, sizeof buf));
+        printf("  state:      %s%s%s, %lld attempt%s\n", table_cell(e, "State", false, buf, sizeof buf),
                until ? " until " : "", until ? until : "", attempts, attempts == 1 ? "" : "s");
-        const char *reason = cell(e, "Reason", buf, sizeof buf);
+        const char *reason = table_cell(e, "Reason", false, buf, sizeof buf);
         printf("  waits for:  %s\n", reason);
         if (last && !strstr(reason, last)) printf("  last reply: %s\n", last);
     }
@@ -688,7 +643,7 @@ static void print_human(const char *cmd, const options *o, json_t *data)
                json_string_value(json_object_get(data, "WarmupStatus"))
                    ? json_string_value(json_object_get(data, "WarmupStatus"))
                    : "?",
-               ips_cell(json_object_get(data, "DailyCap"), cap, sizeof cap));
+               table_cell(data, "DailyCap", true, cap, sizeof cap));
     } else if (strcmp(cmd, "zone.down") == 0) {
         printf("zone %s is down: its IPs open no new session; open ones finish and QUIT\n",
                o->words[2]);
