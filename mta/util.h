@@ -48,6 +48,10 @@ bool util_has_suffix_ci(const char *s, const char *suffix);
 void util_lowercase(char *s);
 /* Domain part of an address ("user@Example.TEST" -> "Example.TEST"), or "" if none. */
 const char *util_addr_domain(const char *addr);
+/* Whole-string numbers for command-line options: true and *out set when s is entirely a
+ * finite number (decimal integer) within [lo, hi]. */
+bool util_parse_double(const char *s, double lo, double hi, double *out);
+bool util_parse_ll(const char *s, long long lo, long long hi, long long *out);
 /* Random bytes from OpenSSL's CSPRNG as lowercase hex (2*n chars + NUL into out). */
 void util_random_hex(char *out, size_t nbytes);
 

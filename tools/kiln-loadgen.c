@@ -1169,26 +1169,6 @@ static void usage(FILE *fp)
         fp);
 }
 
-static bool parse_double(const char *s, double lo, double hi, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi) return false;
-    *out = v;
-    return true;
-}
-
-static bool parse_ll(const char *s, long long lo, long long hi, long long *out)
-{
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return false;
-    *out = v;
-    return true;
-}
-
 /* At most one "%d" and no other '%' (the patterns are substituted by hand, not printf). */
 static bool pattern_ok(const char *p)
 {
@@ -1244,21 +1224,21 @@ static int parse_args(int argc, char **argv, lg_opts *o, bool *help)
         switch (ch) {
         case 's': o->server = optarg; break;
         case 'n':
-            if (!parse_ll(optarg, 1, 100000000, &o->n)) bad = "-n wants 1..100000000";
+            if (!util_parse_ll(optarg, 1, 100000000, &o->n)) bad = "-n wants 1..100000000";
             break;
         case 'c':
-            if (!parse_ll(optarg, 1, 10000, &ll)) bad = "-c wants 1..10000";
+            if (!util_parse_ll(optarg, 1, 10000, &ll)) bad = "-c wants 1..10000";
             o->c = (int)ll;
             break;
         case OPT_SIZE:
-            if (!parse_ll(optarg, 1, 1LL << 30, &o->size)) bad = "--size wants bytes >= 1";
+            if (!util_parse_ll(optarg, 1, 1LL << 30, &o->size)) bad = "--size wants bytes >= 1";
             break;
         case OPT_RCPTS:
-            if (!parse_ll(optarg, 1, 1000, &ll)) bad = "--rcpts-per-msg wants 1..1000";
+            if (!util_parse_ll(optarg, 1, 1000, &ll)) bad = "--rcpts-per-msg wants 1..1000";
             o->rcpts = (int)ll;
             break;
         case OPT_DOMAINS:
-            if (!parse_ll(optarg, 1, 1000000, &ll)) bad = "--domains wants 1..1000000";
+            if (!util_parse_ll(optarg, 1, 1000000, &ll)) bad = "--domains wants 1..1000000";
             o->domains = (int)ll;
             break;
         case OPT_DOMAIN_PATTERN:
@@ -1278,7 +1258,7 @@ static int parse_args(int argc, char **argv, lg_opts *o, bool *help)
             if (!*optarg || strpbrk(optarg, "\r\n")) bad = "--set wants a configuration set name";
             break;
         case OPT_RATE:
-            if (!parse_double(optarg, 0.001, 1e7, &o->rate)) bad = "--rate wants messages/s > 0";
+            if (!util_parse_double(optarg, 0.001, 1e7, &o->rate)) bad = "--rate wants messages/s > 0";
             break;
         case OPT_TLS: o->tls = true; break;
         case OPT_JSON: o->json = true; break;
@@ -1287,7 +1267,7 @@ static int parse_args(int argc, char **argv, lg_opts *o, bool *help)
             if (!*optarg || strpbrk(optarg, "\r\n <>@")) bad = "--token-prefix wants a word";
             break;
         case OPT_TIMEOUT:
-            if (!parse_double(optarg, 0.01, 86400, &o->timeout))
+            if (!util_parse_double(optarg, 0.01, 86400, &o->timeout))
                 bad = "--timeout wants seconds > 0";
             break;
         case OPT_BIND: o->bind = optarg; break;

@@ -1238,26 +1238,6 @@ static void usage(FILE *fp)
 }
 
 /* Strict number parsing for options: the whole text must be the number. */
-static bool parse_double(const char *s, double lo, double hi, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi) return false;
-    *out = v;
-    return true;
-}
-
-static bool parse_ll(const char *s, long long lo, long long hi, long long *out)
-{
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return false;
-    *out = v;
-    return true;
-}
-
 enum {
     OPT_HOSTNAME = 256, OPT_STATS_FILE, OPT_STATS_INTERVAL, OPT_TLS_CERT, OPT_TLS_KEY,
     OPT_MAX_SIZE, OPT_TIMEOUT, OPT_RANDOM_DEFER, OPT_RANDOM_REJECT, OPT_RANDOM_DISCONNECT,
@@ -1301,42 +1281,42 @@ static int parse_args(int argc, char **argv, sink_opts *o, bool *help)
         case OPT_HOSTNAME: o->hostname = optarg; break;
         case OPT_STATS_FILE: o->stats_file = optarg; break;
         case OPT_STATS_INTERVAL:
-            if (!parse_double(optarg, 0.001, 86400, &o->stats_interval))
+            if (!util_parse_double(optarg, 0.001, 86400, &o->stats_interval))
                 bad = "--stats-interval wants seconds > 0";
             break;
         case OPT_TLS_CERT: o->tls_cert = optarg; break;
         case OPT_TLS_KEY: o->tls_key = optarg; break;
         case OPT_MAX_SIZE:
-            if (!parse_ll(optarg, 0, (long long)1 << 40, &o->max_size))
+            if (!util_parse_ll(optarg, 0, (long long)1 << 40, &o->max_size))
                 bad = "--max-message-size wants a byte count >= 0";
             break;
         case OPT_TIMEOUT:
-            if (!parse_double(optarg, 0.01, 86400, &o->timeout))
+            if (!util_parse_double(optarg, 0.01, 86400, &o->timeout))
                 bad = "--timeout wants seconds > 0";
             break;
         case OPT_RANDOM_DEFER:
-            if (!parse_double(optarg, 0, 100, &o->random_defer))
+            if (!util_parse_double(optarg, 0, 100, &o->random_defer))
                 bad = "--random-defer wants 0..100";
             break;
         case OPT_RANDOM_REJECT:
-            if (!parse_double(optarg, 0, 100, &o->random_reject))
+            if (!util_parse_double(optarg, 0, 100, &o->random_reject))
                 bad = "--random-reject wants 0..100";
             break;
         case OPT_RANDOM_DISCONNECT:
-            if (!parse_double(optarg, 0, 100, &o->random_disconnect))
+            if (!util_parse_double(optarg, 0, 100, &o->random_disconnect))
                 bad = "--random-disconnect wants 0..100";
             break;
         case OPT_SEED:
-            if (!parse_ll(optarg, 0, INT64_MAX, &ll)) bad = "--seed wants an integer >= 0";
+            if (!util_parse_ll(optarg, 0, INT64_MAX, &ll)) bad = "--seed wants an integer >= 0";
             o->seed = (unsigned long long)ll;
             o->seeded = true;
             break;
         case OPT_DELAY_DATA:
-            if (!parse_ll(optarg, 0, 3600000, &ll)) bad = "--delay-data wants milliseconds";
+            if (!util_parse_ll(optarg, 0, 3600000, &ll)) bad = "--delay-data wants milliseconds";
             o->delay_data_ms = (long)ll;
             break;
         case OPT_MAX_CONN:
-            if (!parse_ll(optarg, 1, 1000000, &ll))
+            if (!util_parse_ll(optarg, 1, 1000000, &ll))
                 bad = "--max-connections-per-client wants a count >= 1";
             o->max_conn_per_client = (int)ll;
             break;
