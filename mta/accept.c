@@ -5,7 +5,7 @@
  * the RFC 3834 auto-reply of ooto@, queued as a new message through normal delivery).
  * After the commit the scheduler is told about queued recipients and the caller's callback
  * gets the message ID; nothing is acknowledged before that. */
-#include "accept.h"
+#include "mta/accept.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -13,13 +13,13 @@
 #include <string.h>
 #include <strings.h>
 
-#include "../scheduler/scheduler.h"
-#include "../scheduler/spool.h"
-#include "events.h"
-#include "kiln.h"
-#include "message.h"
-#include "simulator.h"
-#include "util.h"
+#include "scheduler/scheduler.h"
+#include "store/spool.h"
+#include "mta/events.h"
+#include "base/kiln.h"
+#include "mta/message.h"
+#include "mta/simulator.h"
+#include "base/util.h"
 
 #define DIAG_ON_ACCOUNT_LIST                                                              \
     "Amazon SES did not send the message to this address because it is on the suppression " \

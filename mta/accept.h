@@ -9,7 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "policy.h"
+#include "mta/policy.h"
 
 struct kiln_ctx;
 

@@ -2,7 +2,7 @@
  * EVP_DecodeBlock (with the strict validation and padding arithmetic they leave to the
  * caller), SASL PLAIN and LOGIN response decoding, and password checks with libcrypt's
  * crypt_rn against submission.auth's hashes, compared with CRYPTO_memcmp. */
-#include "auth.h"
+#include "mta/auth.h"
 
 #include <crypt.h>
 #include <limits.h>
@@ -12,7 +12,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
-#include "util.h"
+#include "base/util.h"
 
 char *auth_b64_encode(const void *p, size_t n)
 {

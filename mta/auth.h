@@ -9,7 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "config.h"
+#include "base/config.h"
 
 /* The server's AUTH LOGIN prompts ("Username:" and "Password:" in base64). */
 #define AUTH_LOGIN_PROMPT_USER "334 VXNlcm5hbWU6"

@@ -10,7 +10,7 @@
  * scheduler's pools state (pools/pools.h); changes are persisted by the scheduler. queue
  * and queue.explain read the scheduler's in-memory queue (scheduler_queue/_explain). stats
  * reads the spool's send-statistics buckets of the last 14 days (stats.h). */
-#include "control.h"
+#include "mta/control.h"
 
 #include <errno.h>
 #include <ev.h>
@@ -23,14 +23,14 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "kiln.h"
-#include "pools.h"
-#include "quota.h"
-#include "scheduler.h"
-#include "smtp_server.h"
-#include "spool.h"
-#include "stats.h"
-#include "util.h"
+#include "base/kiln.h"
+#include "pools/pools.h"
+#include "mta/quota.h"
+#include "scheduler/scheduler.h"
+#include "mta/smtp_server.h"
+#include "store/spool.h"
+#include "store/stats.h"
+#include "base/util.h"
 
 #ifndef PACKAGE_VERSION
 #define PACKAGE_VERSION "0.1.0"
@@ -518,7 +518,7 @@ static void cmd_reload(control_client *cl)
 {
     kiln_ctx *ctx = cl->ctl->ctx;
     char *err = NULL;
-    if (kiln_reload(ctx, &err) != 0) {
+    if (ctx->ops->reload(ctx, &err) != 0) {
         if (!err) err = util_strdup("reload failed");
         reply_error(cl, err);
         log_cmd(cl->ctl, "reload", NULL, err);

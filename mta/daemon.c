@@ -2,7 +2,7 @@
  * modules in data-flow order (spool, quota, events, scheduler, submission, control),
  * runs the libev loop with the spool's group commit once per iteration, applies reloads
  * (SIGHUP, kilnctl reload) and stops gracefully on SIGTERM/SIGINT. */
-#include "daemon.h"
+#include "mta/daemon.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -11,13 +11,13 @@
 
 #include <ev.h>
 
-#include "control.h"
-#include "events.h"
-#include "quota.h"
-#include "scheduler.h"
-#include "smtp_server.h"
-#include "spool.h"
-#include "util.h"
+#include "mta/control.h"
+#include "mta/events.h"
+#include "mta/quota.h"
+#include "scheduler/scheduler.h"
+#include "mta/smtp_server.h"
+#include "store/spool.h"
+#include "base/util.h"
 
 /* How often event outbox rows are appended to their files (one fdatasync per file each time)
  * and webhook destinations look for new events. */
@@ -73,13 +73,16 @@ static void daemon_on_events_timer(struct ev_loop *loop, ev_timer *w, int revent
     daemon_drain_events(w->data);
 }
 
+static int daemon_reload(kiln_ctx *ctx, char **err);
+static void daemon_stop(kiln_ctx *ctx);
+
 static void daemon_on_sighup(struct ev_loop *loop, ev_signal *w, int revents)
 {
     (void)loop;
     (void)revents;
     kiln_ctx *ctx = w->data;
     char *err = NULL;
-    if (kiln_reload(ctx, &err) != 0) {
+    if (daemon_reload(ctx, &err) != 0) {
         log_write(ctx->log, KLOG_ERROR, "config.reload", "result=rejected error=%s",
                   log_q(ctx->log, err));
         free(err);
@@ -90,7 +93,7 @@ static void daemon_on_sigterm(struct ev_loop *loop, ev_signal *w, int revents)
 {
     (void)loop;
     (void)revents;
-    kiln_stop(w->data);
+    daemon_stop(w->data);
 }
 
 static void daemon_finish(kiln_ctx *ctx)
@@ -122,7 +125,7 @@ static void daemon_on_stop_deadline(struct ev_loop *loop, ev_timer *w, int reven
     daemon_finish(ctx);
 }
 
-void kiln_stop(kiln_ctx *ctx)
+static void daemon_stop(kiln_ctx *ctx)
 {
     if (ctx->stopping) return;
     ctx->stopping = true;
@@ -158,7 +161,7 @@ static char *daemon_reload_blocker(const config *old, const config *neu)
     return NULL;
 }
 
-int kiln_reload(kiln_ctx *ctx, char **err)
+static int daemon_reload(kiln_ctx *ctx, char **err)
 {
     char *e = NULL;
     config *neu = config_load(ctx->config_path, &e);
@@ -196,6 +199,8 @@ kiln_ctx *daemon_create(const char *config_path, char **err)
     if (!cfg) return NULL;
     kiln_ctx *ctx = util_calloc(1, sizeof *ctx);
     daemon_watchers *dw = util_calloc(1, sizeof *dw);
+    static const kiln_ops daemon_ops = {daemon_reload, daemon_stop};
+    ctx->ops = &daemon_ops;
     ctx->config_path = util_strdup(config_path);
     ctx->cfg = cfg;
     ctx->clock = daemon_wall_clock;

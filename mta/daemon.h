@@ -3,7 +3,7 @@
 #ifndef KILN_DAEMON_H
 #define KILN_DAEMON_H
 
-#include "kiln.h"
+#include "base/kiln.h"
 
 /* Loads the config, opens log and spool, recovers the queue, binds listeners and the
  * control socket. Returns NULL and *err on failure. */

@@ -21,7 +21,7 @@
  * c-ares 1.18's ares_parse_mx_reply does not return TTLs, so answer_min_ttl() walks the
  * answer section by hand (header, questions, resource-record headers; names are skipped
  * with ares_expand_name): a few lines, no DNS library in Debian adds anything here. */
-#include "dns.h"
+#include "mta/dns.h"
 
 #include <arpa/inet.h>
 #include <arpa/nameser.h>
@@ -31,7 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "util.h"
+#include "base/util.h"
 
 #define DNS_TTL_MIN_S 5
 #define DNS_TTL_MAX_S 3600

@@ -12,7 +12,7 @@
  * crash may repeat an event, never lose one). Files stay open between drains; a file that
  * was moved away (log rotation) is opened again, and a config change closes them all and
  * builds the webhook destinations again. */
-#include "events.h"
+#include "mta/events.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -23,11 +23,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../scheduler/spool.h"
-#include "log.h"
-#include "stats.h"
-#include "util.h"
-#include "webhook.h"
+#include "store/spool.h"
+#include "base/log.h"
+#include "store/stats.h"
+#include "base/util.h"
+#include "mta/webhook.h"
 
 #define EVENTS_HEADERS_CAP 10240       /* SES truncates the headers list at 10 KB */
 #define EVENTS_DRAIN_BATCH 1000

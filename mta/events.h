@@ -14,8 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "config.h"
-#include "message.h"
+#include "base/config.h"
+#include "mta/message.h"
 
 struct spool;
 struct klog;

@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
-#include "daemon.h"
+#include "base/config.h"
+#include "mta/daemon.h"
 
 static void kilnd_usage(FILE *fp)
 {

@@ -10,13 +10,13 @@
  * the first empty line, or at the first line that is neither a field ("name:" with a name of
  * printable non-space characters, optionally followed by blanks before the colon — the
  * obsolete form) nor a continuation line (starting with a space or tab) of a field. */
-#include "message.h"
+#include "mta/message.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-#include "util.h"
+#include "base/util.h"
 
 /* ---- lines and field names ---- */
 

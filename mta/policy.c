@@ -12,16 +12,16 @@
  * Rejection texts name the failing addresses; control characters in them become '?' and
  * the line is kept within RFC 5321's 512 octets (addresses that do not fit are summarised
  * as "and others"), so a hostile header cannot break the SMTP reply. */
-#include "policy.h"
+#include "mta/policy.h"
 
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-#include "message.h"
-#include "simulator.h"
-#include "util.h"
+#include "mta/message.h"
+#include "mta/simulator.h"
+#include "base/util.h"
 
 #define POLICY_REPLY_MAX 510                 /* 512 octets minus CRLF */
 #define POLICY_HEADER_ADDRS_MAX 64           /* distinct failing addresses collected */

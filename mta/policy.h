@@ -8,8 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "config.h"
-#include "../scheduler/quota.h"
+#include "base/config.h"
+#include "mta/quota.h"
 
 #define POLICY_REPLY_TOO_MANY_RCPTS "452 4.5.3 Too many recipients"
 #define POLICY_REPLY_TOO_LONG       "552 5.3.4 Message is too long."

@@ -1,7 +1,7 @@
 /* simulator.c — recognises the SES mailbox simulator addresses (SPEC section 2) without any
  * network: the domain must be exactly simulator.amazonses.com and the local part, with an
  * optional "+label" removed, one of the simulator's mailboxes. Case-insensitive. */
-#include "simulator.h"
+#include "mta/simulator.h"
 
 #include <stddef.h>
 #include <string.h>

@@ -11,7 +11,7 @@
  * Re-entrancy rule: callbacks are invoked only from watcher callbacks, never from a public
  * function; after emitting CLOSED nothing touches the session again (the callback may
  * free it). Internal functions return -1 once CLOSED has been emitted. */
-#include "smtp_client.h"
+#include "mta/smtp_client.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -14,9 +14,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "log.h"
-#include "tls.h"
-#include "util.h"
+#include "base/log.h"
+#include "mta/tls.h"
+#include "base/util.h"
 
 struct ev_loop;
 

@@ -4,7 +4,7 @@
  * Hand-written: no Debian library parses the server side of SMTP on plain buffers (libsmtp
  * style libraries are clients); the grammar pieces needed here are small and are tested
  * table by table in tests/unit/test_smtp_parse.c. */
-#include "smtp_parse.h"
+#include "mta/smtp_parse.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>

@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "util.h"
+#include "base/util.h"
 
 /* RFC 5321 4.5.3.1: command lines up to 512 octets including CRLF, text lines up to 1000
  * (998 + CRLF); RFC 4954 4: AUTH command and response lines up to 12288 octets. */

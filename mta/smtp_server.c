@@ -12,7 +12,7 @@
  * of DATA the session stops reading until the spool's group commit has run its callback:
  * nothing is acknowledged before the message is durable. Each session keeps a reference to
  * the config it started with, so a reload never changes the rules mid-session. */
-#include "smtp_server.h"
+#include "mta/smtp_server.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -28,16 +28,16 @@
 
 #include <ev.h>
 
-#include "../scheduler/quota.h"
-#include "../scheduler/spool.h"
-#include "accept.h"
-#include "auth.h"
-#include "kiln.h"
-#include "message.h"
-#include "policy.h"
-#include "smtp_parse.h"
-#include "tls.h"
-#include "util.h"
+#include "mta/quota.h"
+#include "store/spool.h"
+#include "mta/accept.h"
+#include "mta/auth.h"
+#include "base/kiln.h"
+#include "mta/message.h"
+#include "mta/policy.h"
+#include "mta/smtp_parse.h"
+#include "mta/tls.h"
+#include "base/util.h"
 
 /* Limits and timeouts (RFC 5321 4.5.3.2 suggests 5 min for commands, 3 min per DATA block).
  * The timeouts and the session limit can be overridden with -D for tests. */

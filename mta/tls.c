@@ -1,7 +1,7 @@
 /* tls.c — OpenSSL (3.0) wrapper for STARTTLS on non-blocking sockets, server and client
  * side. Maps SSL_get_error() onto WANT_READ / WANT_WRITE / EOF / ERROR and keeps a
  * readable error text per connection, so callers never see OpenSSL's error queue. */
-#include "tls.h"
+#include "mta/tls.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -12,7 +12,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
-#include "util.h"
+#include "base/util.h"
 
 struct tls_ctx {
     SSL_CTX *ssl;

@@ -5,7 +5,7 @@
  * Why no HTTP library: kiln needs exactly one request shape (POST, fixed headers, JSON
  * body) and only the status line of the answer; libcurl's multi interface on libev would
  * be a new dependency larger than this file. The status line is parsed by hand below. */
-#include "webhook.h"
+#include "mta/webhook.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -17,9 +17,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "../scheduler/spool.h"
-#include "log.h"
-#include "util.h"
+#include "store/spool.h"
+#include "base/log.h"
+#include "base/util.h"
 
 #define WEBHOOK_TIMEOUT_S 10.0
 #define WEBHOOK_BACKOFF_FIRST_MS 1000

@@ -1,13 +1,13 @@
 /* health.c — circuit breaker of one dedicated IP (see health.h): closed -> open on a bind
  * failure or on connect failures that peers show are the IP's fault, half-open after the
  * cool-down for one probe, closed again by a success. Pure: state plus the caller's clock. */
-#include "health.h"
+#include "pools/health.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../mta/util.h"
+#include "base/util.h"
 
 void health_init(health *h, const pools_opts *o)
 {

@@ -22,7 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "pools.h"
+#include "pools/pools.h"
 
 #define HEALTH_MAX_FAILED_SITES 16   /* distinct failed sites remembered in one run */
 

@@ -16,7 +16,7 @@
  * The choice among usable IPs is smooth weighted round robin (nginx's algorithm) with the
  * IP's headroom as weight, so it is deterministic and proportional to what each IP may
  * still send. */
-#include "pools.h"
+#include "pools/pools.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -26,9 +26,9 @@
 #include <string.h>
 #include <strings.h>
 
-#include "../mta/util.h"
-#include "health.h"
-#include "warmup.h"
+#include "base/util.h"
+#include "pools/health.h"
+#include "pools/warmup.h"
 
 #define MANAGED_BACKOFF_MS INT64_C(60000)
 #define MANAGED_BACKOFF_MAX_MS INT64_C(900000)

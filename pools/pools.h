@@ -20,7 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "config.h"
+#include "base/config.h"
 
 typedef struct pools pools;
 typedef struct pools_ip pools_ip;

@@ -1,6 +1,6 @@
 /* warmup.c — standard warm-up arithmetic, ramp position and rolling usage windows of a
  * dedicated IP (see warmup.h). Pure: state plus the now_ms the caller passes. */
-#include "warmup.h"
+#include "pools/warmup.h"
 
 #include <math.h>
 #include <string.h>

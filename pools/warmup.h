@@ -20,7 +20,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "config.h"
+#include "base/config.h"
 
 #define WARMUP_MINUTE_MS INT64_C(60000)
 #define WARMUP_HOUR_MS INT64_C(3600000)

@@ -1,11 +1,11 @@
 /* queue.c — the scheduler's pure queue structures: the due-time min-heap and the fair
  * ready queue across configuration sets (see queue.h). */
-#include "queue.h"
+#include "scheduler/queue.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "util.h"
+#include "base/util.h"
 
 /* ------------------------------------------------------------------ heap */
 

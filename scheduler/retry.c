@@ -1,8 +1,8 @@
 /* retry.c — maps SMTP replies and local failures to SES outcomes, and computes backoff and
  * expiry (see retry.h). Table-driven so that every mapping is visible in one place. */
-#include "retry.h"
+#include "scheduler/retry.h"
 
-#include "util.h"
+#include "base/util.h"
 
 #include <ctype.h>
 #include <stdio.h>

@@ -8,7 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "config.h"
+#include "base/config.h"
 
 typedef enum { RETRY_DELIVERED = 0, RETRY_DEFER = 1, RETRY_BOUNCE = 2 } retry_verdict;
 

@@ -78,7 +78,7 @@
  * Route hosts that are not IP literals are looked up like a domain (MX, then A/AAAA),
  * as Postfix does for a transport next hop without brackets; a failed lookup of a route
  * host defers (it is a configuration problem, not the recipient's). */
-#include "scheduler.h"
+#include "scheduler/scheduler.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -89,18 +89,18 @@
 
 #include <ev.h>
 
-#include "config.h"
-#include "dns.h"
-#include "events.h"
-#include "kiln.h"
-#include "pools.h"
-#include "queue.h"
-#include "retry.h"
-#include "shaping.h"
-#include "smtp_client.h"
-#include "spool.h"
-#include "tls.h"
-#include "util.h"
+#include "base/config.h"
+#include "mta/dns.h"
+#include "mta/events.h"
+#include "base/kiln.h"
+#include "pools/pools.h"
+#include "scheduler/queue.h"
+#include "scheduler/retry.h"
+#include "scheduler/shaping.h"
+#include "mta/smtp_client.h"
+#include "store/spool.h"
+#include "mta/tls.h"
+#include "base/util.h"
 
 #define SCHED_MAX_SESSIONS 100      /* open client connections, all destinations */
 #define SCHED_MAX_ACTIVE 200        /* jobs started and not finished (bodies in memory) */

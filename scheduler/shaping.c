@@ -19,7 +19,7 @@
  * by shaping_gc. Calls that carry no clock (shaping_get, connection opened/closed) mark the
  * entry as used "now" for the next gc pass, so a fresh or just-closed entry is never
  * dropped before it has been idle for a whole gc_after_ms. */
-#include "shaping.h"
+#include "scheduler/shaping.h"
 
 #include <limits.h>
 #include <stdarg.h>
@@ -28,7 +28,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "../mta/util.h"
+#include "base/util.h"
 
 #define SHAPING_START_WINDOW 2
 #define SHAPING_BACKOFF_FIRST_MS INT64_C(5000)

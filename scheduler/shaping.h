@@ -23,7 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "config.h"
+#include "base/config.h"
 
 typedef struct shaping shaping;
 typedef struct shaping_dest shaping_dest;   /* one (source IP, site) */

@@ -56,9 +56,9 @@
 #include <ev.h>
 #include <jansson.h>
 
-#include "smtp_parse.h"
-#include "tls.h"
-#include "util.h"
+#include "mta/smtp_parse.h"
+#include "mta/tls.h"
+#include "base/util.h"
 
 #define LG_READ_CHUNK 16384
 #define LG_REPLY_LINE_MAX 4096

@@ -71,10 +71,10 @@
 #include <ev.h>
 #include <jansson.h>
 
-#include "log.h"
-#include "smtp_parse.h"
-#include "tls.h"
-#include "util.h"
+#include "base/log.h"
+#include "mta/smtp_parse.h"
+#include "mta/tls.h"
+#include "base/util.h"
 
 #define SINK_BACKLOG 1024
 #define SINK_READ_CHUNK 16384

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "auth.h"
+#include "mta/auth.h"
 
 /* ---- base64 ---- */
 

@@ -22,8 +22,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "dns.h"
-#include "util.h"
+#include "mta/dns.h"
+#include "base/util.h"
 
 #define DNSMASQ "/usr/sbin/dnsmasq"
 #define GUARD_S 10.0

@@ -13,15 +13,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "accept.h"
-#include "events.h"
-#include "kiln.h"
-#include "log.h"
-#include "message.h"
-#include "scheduler.h"
-#include "spool.h"
-#include "util.h"
-#include "webhook.h"
+#include "mta/accept.h"
+#include "mta/events.h"
+#include "base/kiln.h"
+#include "base/log.h"
+#include "mta/message.h"
+#include "scheduler/scheduler.h"
+#include "store/spool.h"
+#include "base/util.h"
+#include "mta/webhook.h"
 
 #define T0 INT64_C(1700000000123)          /* 2023-11-14T22:13:20.123Z */
 #define T0_ISO "2023-11-14T22:13:20.123Z"

@@ -7,9 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
-#include "health.h"
-#include "pools.h"
+#include "base/config.h"
+#include "pools/health.h"
+#include "pools/pools.h"
 
 #define T0 INT64_C(1700000000000)
 #define SEC INT64_C(1000)

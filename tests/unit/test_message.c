@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "message.h"
+#include "mta/message.h"
 
 #define NO_HEADERS ((size_t)-1)     /* marker: expected header_len is the whole input */
 

@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "message.h"
-#include "policy.h"
+#include "mta/message.h"
+#include "mta/policy.h"
 
 #define T0 INT64_C(1700000000000)
 #define PREFIX "554 5.7.1 Message rejected: Email address is not verified. " \

@@ -7,9 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
-#include "pools.h"
-#include "util.h"
+#include "base/config.h"
+#include "pools/pools.h"
+#include "base/util.h"
 
 #define T0 INT64_C(1700000000000)
 #define SEC INT64_C(1000)

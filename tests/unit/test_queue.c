@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "queue.h"
+#include "scheduler/queue.h"
 
 /* deterministic pseudo-random numbers (xorshift64) */
 static uint64_t rnd_next(uint64_t *st)

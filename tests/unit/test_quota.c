@@ -3,7 +3,7 @@
 #include <check.h>
 #include <stdlib.h>
 
-#include "quota.h"
+#include "mta/quota.h"
 
 #define T0 INT64_C(1700000000000)        /* an arbitrary wall clock reading, 20 s into a minute */
 #define SEC INT64_C(1000)

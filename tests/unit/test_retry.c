@@ -7,10 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
-#include "retry.h"
-#include "smtp_client.h"
-#include "util.h"
+#include "base/config.h"
+#include "scheduler/retry.h"
+#include "mta/smtp_client.h"
+#include "base/util.h"
 
 /* ------------------------------------------------------------------ replies */
 

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "shaping.h"
+#include "scheduler/shaping.h"
 
 #define T0 INT64_C(1700000000000)
 #define SEC INT64_C(1000)

@@ -3,7 +3,7 @@
 #include <check.h>
 #include <stdlib.h>
 
-#include "simulator.h"
+#include "mta/simulator.h"
 
 typedef struct {
     const char *address;

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "smtp_parse.h"
+#include "mta/smtp_parse.h"
 
 /* ---- verbs ---- */
 

@@ -19,8 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "spool.h"
-#include "util.h"
+#include "store/spool.h"
+#include "base/util.h"
 
 #define HOUR_MS (3600LL * 1000)
 

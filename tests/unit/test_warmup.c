@@ -5,9 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
-#include "pools.h"
-#include "warmup.h"
+#include "base/config.h"
+#include "pools/pools.h"
+#include "pools/warmup.h"
 
 #define T0 INT64_C(1700000000000)        /* 20 s into a minute */
 #define SEC INT64_C(1000)

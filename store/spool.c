@@ -35,7 +35,7 @@
  *
  * Read functions may be called from inside the callbacks of other reads (or of the same
  * read): a cached statement that is still stepping is not reused; a fresh one is prepared. */
-#include "spool.h"
+#include "store/spool.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -48,7 +48,7 @@
 
 #include <sqlite3.h>
 
-#include "util.h"
+#include "base/util.h"
 
 #define SPOOL_SCHEMA_VERSION 1
 #define SPOOL_DAY_MS (24LL * 3600 * 1000)

@@ -1,6 +1,6 @@
 /* log.c — logfmt lines (ts=… level=… event=…) to stderr or an appended file.
  * Hand-written: a logfmt writer is one function; no Debian library does just this. */
-#include "log.h"
+#include "base/log.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "util.h"
+#include "base/util.h"
 
 #define LOG_QBUFS 8
 

@@ -1,6 +1,6 @@
 /* util.c — allocation that never returns NULL, strbuf, clocks and small string helpers.
  * Hand-written because they are a few lines each and every module needs them. */
-#include "util.h"
+#include "base/util.h"
 
 #include <ctype.h>
 #include <errno.h>

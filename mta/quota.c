@@ -10,11 +10,11 @@
  * under-counts, so no true 24-hour span can carry more than max_24h_send recipients. That
  * needs 1441 buckets (the current minute plus the 1440 before it). Timestamps in the future
  * (a wall clock stepped back) are counted as if sent now and stay until they expire. */
-#include "quota.h"
+#include "mta/quota.h"
 
 #include <stdlib.h>
 
-#include "../mta/util.h"
+#include "base/util.h"
 
 #define QUOTA_MINUTE_MS 60000
 #define QUOTA_WINDOW_MINUTES 1440                 /* 24 h */

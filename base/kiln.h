@@ -1,13 +1,15 @@
 /* kiln.h — the one context struct kilnd's modules receive (no hidden globals), and the
- * daemon-level operations that several modules trigger (reload, stop). */
+ * daemon-level operations that several modules trigger (reload, stop): those are an ops
+ * struct the daemon wires, so a module below or beside the daemon (control) never calls
+ * up into it. */
 #ifndef KILN_KILN_H
 #define KILN_KILN_H
 
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "config.h"
-#include "log.h"
+#include "base/config.h"
+#include "base/log.h"
 
 struct ev_loop;
 struct spool;
@@ -25,6 +27,7 @@ typedef struct kiln_ctx {
     struct spool *spool;
     struct quota *quota;
     struct events *events;
+    const struct kiln_ops *ops;  /* daemon-level operations, wired by the daemon */
     struct smtp_server *server;
     struct control *control;
     struct scheduler *sched;
@@ -37,10 +40,12 @@ typedef struct kiln_ctx {
 
 static inline int64_t kiln_now_ms(const kiln_ctx *ctx) { return ctx->clock(ctx->clock_arg); }
 
-/* Loads ctx->config_path again; on success swaps it in and tells every module, on failure
- * changes nothing. Returns 0, or -1 with *err (malloc'd) naming the problem. */
-int kiln_reload(kiln_ctx *ctx, char **err);
-/* Begins the graceful stop (SIGTERM): stop accepting, finish open transactions, exit 0. */
-void kiln_stop(kiln_ctx *ctx);
+typedef struct kiln_ops {
+    /* Loads ctx->config_path again; on success swaps it in and tells every module, on
+     * failure changes nothing. Returns 0, or -1 with *err (malloc'd) naming the problem. */
+    int (*reload)(kiln_ctx *ctx, char **err);
+    /* Begins the graceful stop (SIGTERM): stop accepting, finish open transactions, exit 0. */
+    void (*stop)(kiln_ctx *ctx);
+} kiln_ops;
 
 #endif

@@ -1,14 +1,14 @@
 /* stats.c — send statistics (see stats.h): parses events with jansson, floors their time to
  * 15-minute buckets and adds the counts to the spool's stats table in the current batch. */
-#include "stats.h"
+#include "store/stats.h"
 
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
-#include "../scheduler/spool.h"
-#include "util.h"
+#include "store/spool.h"
+#include "base/util.h"
 
 #define STATS_OUTBOX_PAGE 1000
 

@@ -11,9 +11,9 @@
  *
  * The small value parsers (sizes, durations, rates, host:port, CIDR) are hand-written: they
  * are a few lines each over formats this file defines, and are exported for tests. */
-#include "config.h"
+#include "base/config.h"
 
-#include "auth.h"
+#include "mta/auth.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -33,8 +33,8 @@
 
 #include <yaml.h>
 
-#include "log.h"
-#include "util.h"
+#include "base/log.h"
+#include "base/util.h"
 
 #define KB ((int64_t)1 << 10)
 #define MS_SECOND ((int64_t)1000)
