@@ -15,7 +15,7 @@ void health_init(health *h, const pools_opts *o)
     h->cooldown_ms = o->cooldown_ms;
 }
 
-static void clear_failed(health *h)
+static void health_clear_failed(health *h)
 {
     for (size_t i = 0; i < h->nfailed; i++) free(h->failed[i]);
     h->nfailed = 0;
@@ -24,7 +24,7 @@ static void clear_failed(health *h)
 
 void health_free(health *h)
 {
-    clear_failed(h);
+    health_clear_failed(h);
     for (size_t i = 0; i < h->nreached; i++) free(h->reached[i].site);
     free(h->reached);
     memset(h, 0, sizeof *h);
@@ -72,9 +72,9 @@ void health_session_ended(health *h, int open_sessions)
     if (open_sessions <= 0) h->probing = false;
 }
 
-static void open_circuit(health *h, int64_t now_ms, int64_t cooldown_ms)
+static void health_open_circuit(health *h, int64_t now_ms, int64_t cooldown_ms)
 {
-    clear_failed(h);
+    health_clear_failed(h);
     h->open = true;
     h->opened_ms = now_ms;
     h->cooldown_ms = cooldown_ms;
@@ -87,7 +87,7 @@ static void reopen(health *h, const pools_opts *o, int64_t now_ms, const char *w
     int64_t c = h->cooldown_ms * 2;
     if (c > o->cooldown_max_ms) c = o->cooldown_max_ms;
     if (c < o->cooldown_ms) c = o->cooldown_ms;
-    open_circuit(h, now_ms, c);
+    health_open_circuit(h, now_ms, c);
     snprintf(h->reason, sizeof h->reason, "probe failed: %s", what);
 }
 
@@ -135,7 +135,7 @@ void health_ok(health *h, const pools_opts *o, const char *site, int64_t now_ms)
         h->cooldown_ms = o->cooldown_ms;
         h->reason[0] = '\0';
     }
-    clear_failed(h);
+    health_clear_failed(h);
 }
 
 void health_bind_failed(health *h, const pools_opts *o, int64_t now_ms)
@@ -146,11 +146,11 @@ void health_bind_failed(health *h, const pools_opts *o, int64_t now_ms)
         reopen(h, o, now_ms, "bind failed");
         return;
     }
-    open_circuit(h, now_ms, o->cooldown_ms);
+    health_open_circuit(h, now_ms, o->cooldown_ms);
     snprintf(h->reason, sizeof h->reason, "bind failed");
 }
 
-static void add_failed_site(health *h, const char *site)
+static void health_add_failed_site(health *h, const char *site)
 {
     for (size_t i = 0; i < h->nfailed; i++)
         if (strcmp(h->failed[i], site) == 0) return;
@@ -175,7 +175,7 @@ void health_connect_failed(health *h, const pools_opts *o, const char *site, int
         return;
     }
     h->consecutive++;
-    add_failed_site(h, site);
+    health_add_failed_site(h, site);
     if (h->consecutive < o->failures_to_open || (int64_t)h->nfailed < o->sites_to_open) return;
 
     /* Only sites that another IP of the pool reaches lately blame this IP. */
@@ -193,7 +193,7 @@ void health_connect_failed(health *h, const pools_opts *o, const char *site, int
     }
     if ((int64_t)confirmed < o->sites_to_open) return;
     int failures = h->consecutive;
-    open_circuit(h, now_ms, o->cooldown_ms);
+    health_open_circuit(h, now_ms, o->cooldown_ms);
     snprintf(h->reason, sizeof h->reason,
              "%d consecutive connect failures; other IPs of the pool reach %zu of those sites (%s)",
              failures, confirmed, names);

@@ -1,6 +1,6 @@
 /* pools.c — the dedicated-IP state of kiln (see pools.h): the set of leased IPs with their
  * lease/release diff on reload, zones up/down, managed per-provider caps, the choice of a
- * source IP and the persistent state as JSON (jansson). Warm-up arithmetic and usage
+ * source IP. The persistent state as JSON is pools_state.c; warm-up arithmetic and usage
  * windows live in warmup.c, the circuit breaker in health.c. Pure: no I/O, no clock of its
  * own.
  *
@@ -18,61 +18,18 @@
  * still send. */
 #include "pools/pools.h"
 
-#include <jansson.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "base/util.h"
-#include "pools/health.h"
-#include "pools/warmup.h"
+#include "pools/pools_internal.h"
 
 #define MANAGED_BACKOFF_MS INT64_C(60000)
 #define MANAGED_BACKOFF_MAX_MS INT64_C(900000)
 #define UNLIMITED_WEIGHT INT64_C(1000000)   /* SWRR weight of an IP with no cap */
-#define STATE_VERSION 1
-
-typedef struct managed_cap {
-    char *provider;
-    int64_t cap;                 /* recipients per rolling 24 h */
-    int64_t blocked_until_ms;    /* throttled: no new session before */
-    int64_t backoff_ms;          /* length of the last block */
-    warmup_window usage;
-} managed_cap;
-
-struct pools_ip {
-    char *address, *pool, *zone, *ehlo;
-    char zone_reason[96];        /* "zone az2 is down" */
-    bool managed;
-    bool draining;
-    bool cfg_done;               /* its config line says `warmup: done` */
-    int64_t lease_ms;
-    warmup_ramp ramp;
-    warmup_window usage;
-    health h;
-    int sessions;
-    int64_t swrr;                /* smooth weighted round robin: current weight */
-    managed_cap **caps;
-    size_t ncaps;
-};
-
-typedef struct pools_zone {
-    char *name;
-    bool up;
-} pools_zone;
-
-struct pools {
-    pools_opts opts;
-    config_warmup warmup;
-    pools_ip **ips;              /* config order, then draining ones */
-    size_t nips;
-    pools_zone *zones;
-    size_t nzones;
-    bool dirty;
-};
 
 void pools_opts_default(pools_opts *o)
 {
@@ -85,13 +42,13 @@ void pools_opts_default(pools_opts *o)
 
 /* ------------------------------------------------------------------ IPs ---- */
 
-static bool pool_is_managed(const config *cfg, const char *pool)
+static bool pools_pool_is_managed(const config *cfg, const char *pool)
 {
     const config_pool *cp = config_find_pool(cfg, pool);
     return cp && cp->scaling == CONFIG_SCALING_MANAGED;
 }
 
-static void ip_set_config(pools_ip *ip, const config *cfg, const config_ip *c)
+static void pools_ip_set_config(pools_ip *ip, const config *cfg, const config_ip *c)
 {
     free(ip->pool);
     free(ip->zone);
@@ -99,15 +56,15 @@ static void ip_set_config(pools_ip *ip, const config *cfg, const config_ip *c)
     ip->pool = util_strdup(c->pool);
     ip->zone = util_strdup(c->zone);
     ip->ehlo = util_strdup(c->ehlo);
-    ip->managed = pool_is_managed(cfg, c->pool);
+    ip->managed = pools_pool_is_managed(cfg, c->pool);
     snprintf(ip->zone_reason, sizeof ip->zone_reason, "zone %s is down", c->zone);
 }
 
-static pools_ip *ip_new(const pools *p, const config *cfg, const config_ip *c, int64_t now_ms)
+static pools_ip *pools_ip_new(const pools *p, const config *cfg, const config_ip *c, int64_t now_ms)
 {
     pools_ip *ip = util_calloc(1, sizeof *ip);
     ip->address = util_strdup(c->address);
-    ip_set_config(ip, cfg, c);
+    pools_ip_set_config(ip, cfg, c);
     ip->cfg_done = c->warmup == CONFIG_WARMUP_DONE;
     ip->lease_ms = now_ms;
     warmup_ramp_start(&ip->ramp, ip->cfg_done ? 100 : 0, now_ms);
@@ -116,7 +73,7 @@ static pools_ip *ip_new(const pools *p, const config *cfg, const config_ip *c, i
     return ip;
 }
 
-static void caps_free(pools_ip *ip)
+void pools_caps_free(pools_ip *ip)
 {
     for (size_t i = 0; i < ip->ncaps; i++) {
         free(ip->caps[i]->provider);
@@ -127,41 +84,41 @@ static void caps_free(pools_ip *ip)
     ip->ncaps = 0;
 }
 
-static void ip_free(pools_ip *ip)
+static void pools_ip_free(pools_ip *ip)
 {
     free(ip->address);
     free(ip->pool);
     free(ip->zone);
     free(ip->ehlo);
     health_free(&ip->h);
-    caps_free(ip);
+    pools_caps_free(ip);
     free(ip);
 }
 
-static pools_ip *find_ip(const pools *p, const char *address)
+static pools_ip *pools_find_ip(const pools *p, const char *address)
 {
     for (size_t i = 0; i < p->nips; i++)
         if (strcmp(p->ips[i]->address, address) == 0) return p->ips[i];
     return NULL;
 }
 
-static const char *provider_name(const char *provider)
+static const char *pools_provider_name(const char *provider)
 {
     return provider && *provider ? provider : "other";
 }
 
-static managed_cap *find_cap(const pools_ip *ip, const char *provider)
+static managed_cap *pools_find_cap(const pools_ip *ip, const char *provider)
 {
-    provider = provider_name(provider);
+    provider = pools_provider_name(provider);
     for (size_t i = 0; i < ip->ncaps; i++)
         if (strcmp(ip->caps[i]->provider, provider) == 0) return ip->caps[i];
     return NULL;
 }
 
-static managed_cap *add_cap(pools_ip *ip, const char *provider, int64_t cap, int64_t now_ms)
+managed_cap *pools_cap_add(pools_ip *ip, const char *provider, int64_t cap, int64_t now_ms)
 {
     managed_cap *c = util_calloc(1, sizeof *c);
-    c->provider = util_strdup(provider_name(provider));
+    c->provider = util_strdup(pools_provider_name(provider));
     c->cap = cap;
     warmup_window_init(&c->usage, now_ms);
     ip->caps = util_realloc(ip->caps, (ip->ncaps + 1) * sizeof *ip->caps);
@@ -169,13 +126,13 @@ static managed_cap *add_cap(pools_ip *ip, const char *provider, int64_t cap, int
     return c;
 }
 
-static managed_cap *get_cap(const pools *p, pools_ip *ip, const char *provider, int64_t now_ms)
+static managed_cap *pools_get_cap(const pools *p, pools_ip *ip, const char *provider, int64_t now_ms)
 {
-    managed_cap *c = find_cap(ip, provider);
-    return c ? c : add_cap(ip, provider, p->warmup.first_day, now_ms);
+    managed_cap *c = pools_find_cap(ip, provider);
+    return c ? c : pools_cap_add(ip, provider, p->warmup.first_day, now_ms);
 }
 
-static pools_zone *find_zone(const pools *p, const char *zone)
+static pools_zone *pools_find_zone(const pools *p, const char *zone)
 {
     for (size_t i = 0; i < p->nzones; i++)
         if (strcmp(p->zones[i].name, zone) == 0) return &p->zones[i];
@@ -184,13 +141,13 @@ static pools_zone *find_zone(const pools *p, const char *zone)
 
 bool pools_zone_is_up(const pools *p, const char *zone)
 {
-    const pools_zone *z = zone ? find_zone(p, zone) : NULL;
+    const pools_zone *z = zone ? pools_find_zone(p, zone) : NULL;
     return z && z->up;
 }
 
 /* --------------------------------------------------------- new / free ---- */
 
-static void zones_free(pools_zone *z, size_t n)
+static void pools_zones_free(pools_zone *z, size_t n)
 {
     for (size_t i = 0; i < n; i++) free(z[i].name);
     free(z);
@@ -211,15 +168,15 @@ pools *pools_new(const config *cfg, const pools_opts *opts, int64_t now_ms)
 void pools_free(pools *p)
 {
     if (!p) return;
-    for (size_t i = 0; i < p->nips; i++) ip_free(p->ips[i]);
+    for (size_t i = 0; i < p->nips; i++) pools_ip_free(p->ips[i]);
     free(p->ips);
-    zones_free(p->zones, p->nzones);
+    pools_zones_free(p->zones, p->nzones);
     free(p);
 }
 
 /* ---------------------------------------------------- reload: lease/release ---- */
 
-static void diff_push(char ***list, size_t *n, const char *s)
+static void pools_diff_push(char ***list, size_t *n, const char *s)
 {
     *list = util_realloc(*list, (*n + 1) * sizeof **list);
     (*list)[(*n)++] = util_strdup(s);
@@ -233,11 +190,11 @@ void pools_apply_config(pools *p, const config *cfg, int64_t now_ms, pools_diff 
     /* zones: a zone marked down stays down while it exists */
     pools_zone *zones = util_calloc(cfg->nzones, sizeof *zones);
     for (size_t i = 0; i < cfg->nzones; i++) {
-        const pools_zone *old = find_zone(p, cfg->zones[i]);
+        const pools_zone *old = pools_find_zone(p, cfg->zones[i]);
         zones[i].name = util_strdup(cfg->zones[i]);
         zones[i].up = old ? old->up : true;
     }
-    zones_free(p->zones, p->nzones);
+    pools_zones_free(p->zones, p->nzones);
     p->zones = zones;
     p->nzones = cfg->nzones;
 
@@ -256,16 +213,16 @@ void pools_apply_config(pools *p, const config *cfg, int64_t now_ms, pools_diff 
                 kept[j] = true;
             }
         if (!ip) {
-            ip = ip_new(p, cfg, c, now_ms);
-            diff_push(&diff->added, &diff->nadded, ip->address);
+            ip = pools_ip_new(p, cfg, c, now_ms);
+            pools_diff_push(&diff->added, &diff->nadded, ip->address);
         } else {
             if (ip->draining) {
                 ip->draining = false;           /* leased again: back with its old state */
-                diff_push(&diff->added, &diff->nadded, ip->address);
+                pools_diff_push(&diff->added, &diff->nadded, ip->address);
             } else if (strcmp(ip->pool, c->pool) != 0 || strcmp(ip->zone, c->zone) != 0) {
-                diff_push(&diff->moved, &diff->nmoved, ip->address);
+                pools_diff_push(&diff->moved, &diff->nmoved, ip->address);
             }
-            ip_set_config(ip, cfg, c);
+            pools_ip_set_config(ip, cfg, c);
             /* `warmup: done` written on a known IP: the operator declares it warm */
             if (!ip->cfg_done && c->warmup == CONFIG_WARMUP_DONE)
                 warmup_ramp_start(&ip->ramp, 100, now_ms);
@@ -278,7 +235,7 @@ void pools_apply_config(pools *p, const config *cfg, int64_t now_ms, pools_diff 
         pools_ip *ip = p->ips[j];
         if (!ip->draining) {
             ip->draining = true;
-            diff_push(&diff->removed, &diff->nremoved, ip->address);
+            pools_diff_push(&diff->removed, &diff->nremoved, ip->address);
         }
         order[n++] = ip;
     }
@@ -289,7 +246,7 @@ void pools_apply_config(pools *p, const config *cfg, int64_t now_ms, pools_diff 
     p->dirty = true;
 }
 
-static void strv_free(char **v, size_t n)
+static void pools_strv_free(char **v, size_t n)
 {
     for (size_t i = 0; i < n; i++) free(v[i]);
     free(v);
@@ -297,9 +254,9 @@ static void strv_free(char **v, size_t n)
 
 void pools_diff_free(pools_diff *d)
 {
-    strv_free(d->added, d->nadded);
-    strv_free(d->removed, d->nremoved);
-    strv_free(d->moved, d->nmoved);
+    pools_strv_free(d->added, d->nadded);
+    pools_strv_free(d->removed, d->nremoved);
+    pools_strv_free(d->moved, d->nmoved);
     memset(d, 0, sizeof *d);
 }
 
@@ -309,7 +266,7 @@ void pools_forget(pools *p, const char *address)
         pools_ip *ip = p->ips[i];
         if (strcmp(ip->address, address) != 0) continue;
         if (!ip->draining) return;              /* leased again meanwhile: keep it */
-        ip_free(ip);
+        pools_ip_free(ip);
         memmove(&p->ips[i], &p->ips[i + 1], (p->nips - i - 1) * sizeof *p->ips);
         p->nips--;
         p->dirty = true;
@@ -352,13 +309,13 @@ typedef struct limit_view {
     int64_t blocked_until_ms;    /* managed: throttled until (0: not blocked) */
 } limit_view;
 
-static void ip_limits(const pools *p, const pools_ip *ip, const char *provider, int64_t at_ms,
+static void pools_ip_limits(const pools *p, const pools_ip *ip, const char *provider, int64_t at_ms,
                       limit_view *v)
 {
     memset(v, 0, sizeof *v);
     if (ip->managed) {
-        const managed_cap *c = find_cap(ip, provider);
-        v->provider = provider_name(provider);
+        const managed_cap *c = pools_find_cap(ip, provider);
+        v->provider = pools_provider_name(provider);
         v->daily = c ? c->cap : p->warmup.first_day;
         v->win = c ? &c->usage : NULL;
         if (c && c->blocked_until_ms > at_ms) v->blocked_until_ms = c->blocked_until_ms;
@@ -371,7 +328,7 @@ static void ip_limits(const pools *p, const pools_ip *ip, const char *provider, 
 }
 
 /* Recipients that may still go; -1 = no cap. */
-static int64_t view_headroom(const limit_view *v)
+static int64_t pools_view_headroom(const limit_view *v)
 {
     if (v->blocked_until_ms) return 0;
     int64_t h = -1;
@@ -384,7 +341,7 @@ static int64_t view_headroom(const limit_view *v)
 }
 
 /* Earliest time an IP at cap has headroom again (nothing else sent meanwhile). */
-static int64_t view_free_at(const pools *p, const pools_ip *ip, const char *provider,
+static int64_t pools_view_free_at(const pools *p, const pools_ip *ip, const char *provider,
                             const limit_view *v, int64_t now_ms)
 {
     int64_t t = now_ms;
@@ -401,8 +358,8 @@ static int64_t view_free_at(const pools *p, const pools_ip *ip, const char *prov
         int64_t next = warmup_ramp_next_day_ms(&ip->ramp, &p->warmup, now_ms);
         if (next > now_ms && next < t) {
             limit_view later;
-            ip_limits(p, ip, provider, next, &later);
-            if (view_headroom(&later) != 0) t = next;
+            pools_ip_limits(p, ip, provider, next, &later);
+            if (pools_view_headroom(&later) != 0) t = next;
         }
     }
     return t;
@@ -411,12 +368,12 @@ static int64_t view_free_at(const pools *p, const pools_ip *ip, const char *prov
 int64_t pools_headroom(const pools *p, const pools_ip *ip, const char *provider, int64_t now_ms)
 {
     limit_view v;
-    ip_limits(p, ip, provider, now_ms, &v);
-    return view_headroom(&v);
+    pools_ip_limits(p, ip, provider, now_ms, &v);
+    return pools_view_headroom(&v);
 }
 
 /* "127.0.0.13 warm-up 50/50 per 24h" for the cap that blocks. */
-static void describe_cap(const pools_ip *ip, const limit_view *v, int64_t now_ms, strbuf *sb)
+static void pools_describe_cap(const pools_ip *ip, const limit_view *v, int64_t now_ms, strbuf *sb)
 {
     if (v->blocked_until_ms) {
         strbuf_printf(sb, "%s %s throttled, blocked %llds", ip->address, v->provider,
@@ -436,7 +393,7 @@ static void describe_cap(const pools_ip *ip, const limit_view *v, int64_t now_ms
 
 /* --------------------------------------------------------------- choice ---- */
 
-static void set_reason(pools_choice *out, strbuf *sb)
+static void pools_set_reason(pools_choice *out, strbuf *sb)
 {
     if (sb->len < sizeof out->reason) {
         memcpy(out->reason, sb->buf, sb->len + 1);
@@ -446,7 +403,7 @@ static void set_reason(pools_choice *out, strbuf *sb)
     }
 }
 
-static int64_t earliest(int64_t a, int64_t b)
+static int64_t pools_earliest(int64_t a, int64_t b)
 {
     if (a <= 0) return b;
     if (b <= 0) return a;
@@ -480,7 +437,7 @@ void pools_choose(pools *p, const char *pool, const char *site, const char *prov
             down = ip->zone_reason;
         } else if (hs == POOLS_HEALTH_OPEN) {
             int64_t until = health_down_until(&ip->h);
-            retry_down = earliest(retry_down, until);
+            retry_down = pools_earliest(retry_down, until);
             ndown++;
             strbuf_printf(&downs, "%s%s %s, back in %llds", downs.len ? "; " : "", ip->address,
                           health_reason(&ip->h), (long long)((until - now_ms + 999) / 1000));
@@ -494,16 +451,16 @@ void pools_choose(pools *p, const char *pool, const char *site, const char *prov
             continue;
         }
         warmup_window_advance(&ip->usage, now_ms);      /* later reads at now are O(1) */
-        managed_cap *mc = ip->managed ? find_cap(ip, provider) : NULL;
+        managed_cap *mc = ip->managed ? pools_find_cap(ip, provider) : NULL;
         if (mc) warmup_window_advance(&mc->usage, now_ms);
         limit_view v;
-        ip_limits(p, ip, provider, now_ms, &v);
-        int64_t h = view_headroom(&v);
+        pools_ip_limits(p, ip, provider, now_ms, &v);
+        int64_t h = pools_view_headroom(&v);
         if (h == 0) {
             ncap++;
             if (caps.len) strbuf_puts(&caps, ", ");
-            describe_cap(ip, &v, now_ms, &caps);
-            retry_cap = earliest(retry_cap, view_free_at(p, ip, provider, &v, now_ms));
+            pools_describe_cap(ip, &v, now_ms, &caps);
+            retry_cap = pools_earliest(retry_cap, pools_view_free_at(p, ip, provider, &v, now_ms));
             continue;
         }
         bool other_addr = !avoid_addr || strcmp(ip->address, avoid_addr) != 0;
@@ -541,7 +498,7 @@ void pools_choose(pools *p, const char *pool, const char *site, const char *prov
         strbuf_printf(&sb, "%s in %s of pool %s", best->address, best->zone, pool);
         if (best_w >= UNLIMITED_WEIGHT) strbuf_puts(&sb, ", no cap");
         else strbuf_printf(&sb, ", headroom %lld", (long long)best_w);
-        if (best->managed) strbuf_printf(&sb, " for %s", provider_name(provider));
+        if (best->managed) strbuf_printf(&sb, " for %s", pools_provider_name(provider));
         if (health_state(&best->h, now_ms) == POOLS_HEALTH_HALF_OPEN)
             strbuf_puts(&sb, ", probe after cool-down");
         if (best_tier == 0 && avoid_zone) strbuf_printf(&sb, ", outside zone %s", avoid_zone);
@@ -552,13 +509,13 @@ void pools_choose(pools *p, const char *pool, const char *site, const char *prov
         strbuf_printf(&sb, "all %sIPs of pool %s at cap (%s)", ndown ? "usable " : "", pool,
                       caps.buf);
         if (ndown) strbuf_printf(&sb, "; %zu down: %s", ndown, downs.buf);
-        out->retry_at_ms = earliest(retry_cap, retry_down);
+        out->retry_at_ms = pools_earliest(retry_cap, retry_down);
     } else {
         out->verdict = POOLS_ALL_DOWN;
         strbuf_printf(&sb, "all IPs of pool %s unavailable: %s", pool, downs.buf);
         out->retry_at_ms = retry_down;
     }
-    set_reason(out, &sb);
+    pools_set_reason(out, &sb);
     strbuf_free(&sb);
     strbuf_free(&caps);
     strbuf_free(&downs);
@@ -573,7 +530,7 @@ void pools_record_send(pools *p, pools_ip *ip, const char *provider, unsigned n,
 {
     if (n == 0) return;
     warmup_window_add(&ip->usage, n, now_ms);
-    if (ip->managed) warmup_window_add(&get_cap(p, ip, provider, now_ms)->usage, n, now_ms);
+    if (ip->managed) warmup_window_add(&pools_get_cap(p, ip, provider, now_ms)->usage, n, now_ms);
     else warmup_ramp_record(&ip->ramp, &p->warmup, n, now_ms);
     p->dirty = true;
 }
@@ -583,7 +540,7 @@ typedef struct peer_ctx {
     const pools_ip *self;
 } peer_ctx;
 
-static bool peer_reached(void *ctx, const char *site, int64_t since_ms)
+static bool pools_peer_reached(void *ctx, const char *site, int64_t since_ms)
 {
     const peer_ctx *c = ctx;
     for (size_t i = 0; i < c->p->nips; i++) {
@@ -594,9 +551,9 @@ static bool peer_reached(void *ctx, const char *site, int64_t since_ms)
     return false;
 }
 
-static void managed_throttled(pools *p, pools_ip *ip, const char *provider, int64_t now_ms)
+static void pools_managed_throttled(pools *p, pools_ip *ip, const char *provider, int64_t now_ms)
 {
-    managed_cap *c = get_cap(p, ip, provider, now_ms);
+    managed_cap *c = pools_get_cap(p, ip, provider, now_ms);
     if (now_ms < c->blocked_until_ms) return;   /* same episode: sessions already open */
     if (c->backoff_ms > 0 && now_ms < c->blocked_until_ms + c->backoff_ms) {
         c->backoff_ms *= 2;
@@ -618,7 +575,7 @@ void pools_record_result(pools *p, pools_ip *ip, const char *site, const char *p
     case POOLS_RESULT_OK:
         health_ok(&ip->h, &p->opts, site, now_ms);
         if (ip->managed && accepted > 0) {
-            managed_cap *c = get_cap(p, ip, provider, now_ms);
+            managed_cap *c = pools_get_cap(p, ip, provider, now_ms);
             int64_t cap = c->cap + (int64_t)accepted;
             if (cap > p->warmup.target) cap = p->warmup.target;
             if (cap != c->cap) {
@@ -629,14 +586,14 @@ void pools_record_result(pools *p, pools_ip *ip, const char *site, const char *p
         break;
     case POOLS_RESULT_THROTTLED:
         health_ok(&ip->h, &p->opts, site, now_ms);   /* the IP reached the site */
-        if (ip->managed) managed_throttled(p, ip, provider, now_ms);
+        if (ip->managed) pools_managed_throttled(p, ip, provider, now_ms);
         break;
     case POOLS_RESULT_BIND_FAILED:
         health_bind_failed(&ip->h, &p->opts, now_ms);
         break;
     case POOLS_RESULT_CONNECT_FAILED: {
         peer_ctx pc = {p, ip};
-        health_connect_failed(&ip->h, &p->opts, site, now_ms, peer_reached, &pc);
+        health_connect_failed(&ip->h, &p->opts, site, now_ms, pools_peer_reached, &pc);
         break;
     }
     }
@@ -662,7 +619,7 @@ void pools_session_ended(pools *p, pools_ip *ip)
 
 int pools_set_warmup(pools *p, const char *address, int percent, int64_t now_ms, char **err)
 {
-    pools_ip *ip = find_ip(p, address);
+    pools_ip *ip = pools_find_ip(p, address);
     if (!ip) {
         *err = util_asprintf("unknown dedicated IP %s (not in ips: of the config)", address);
         return -1;
@@ -683,7 +640,7 @@ int pools_set_warmup(pools *p, const char *address, int percent, int64_t now_ms,
 
 int pools_set_zone(pools *p, const char *zone, bool up, char **err)
 {
-    pools_zone *z = find_zone(p, zone);
+    pools_zone *z = pools_find_zone(p, zone);
     if (!z) {
         strbuf sb;
         strbuf_init(&sb);
@@ -748,7 +705,7 @@ void pools_info(const pools *p, size_t i, int64_t now_ms, pools_ip_info *out)
 
 int pools_info_by_address(const pools *p, const char *address, int64_t now_ms, pools_ip_info *out)
 {
-    const pools_ip *ip = find_ip(p, address);
+    const pools_ip *ip = pools_find_ip(p, address);
     if (!ip) return -1;
     pools_ip_info_of(p, ip, now_ms, out);
     return 0;
@@ -756,7 +713,7 @@ int pools_info_by_address(const pools *p, const char *address, int64_t now_ms, p
 
 pools_ip *pools_find(const pools *p, const char *address)
 {
-    return find_ip(p, address);
+    return pools_find_ip(p, address);
 }
 
 const char *pools_ip_address(const pools_ip *ip)
@@ -801,240 +758,3 @@ int64_t pools_pacing_cap(const config_warmup *w, int64_t daily_cap)
     return warmup_pacing_cap(w, daily_cap);
 }
 
-/* ------------------------------------------------------------ persistence ---- */
-/* {"version": 1, "zones_down": ["az2"],
- *  "ips": {"127.0.0.10": {"lease_ms": N, "config_done": false,
- *          "warmup": {"done": false, "base_pct": 30.0, "base_ms": N, "qualified": N,
- *                     "eval_day": N, "day_sent": N},
- *          "usage": [[minute, count], ...],
- *          "providers": {"gmail": {"cap": N, "usage": [[minute, count], ...]}}}}}
- * minute = ms since the epoch / 60000. Health is not saved: a restart probes afresh. */
-
-static json_t *usage_json(const warmup_window *w, int64_t now_ms, int64_t *mins, int64_t *counts)
-{
-    json_t *a = json_array();
-    size_t n = warmup_window_live(w, now_ms, mins, counts);
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(a, json_pack("[II]", (json_int_t)mins[i], (json_int_t)counts[i]));
-    return a;
-}
-
-char *pools_state_json(const pools *p)
-{
-    /* "Now" for the windows is the latest minute any of them saw: saving reads no clock. */
-    int64_t *mins = util_calloc(WARMUP_BUCKETS, sizeof *mins);
-    int64_t *counts = util_calloc(WARMUP_BUCKETS, sizeof *counts);
-    json_t *root = json_object();
-    json_object_set_new(root, "version", json_integer(STATE_VERSION));
-    json_t *zd = json_array();
-    for (size_t i = 0; i < p->nzones; i++)
-        if (!p->zones[i].up) json_array_append_new(zd, json_string(p->zones[i].name));
-    json_object_set_new(root, "zones_down", zd);
-    json_t *ips = json_object();
-    for (size_t i = 0; i < p->nips; i++) {
-        const pools_ip *ip = p->ips[i];
-        json_t *o = json_object();
-        json_object_set_new(o, "lease_ms", json_integer(ip->lease_ms));
-        json_object_set_new(o, "config_done", json_boolean(ip->cfg_done));
-        json_object_set_new(o, "warmup",
-                            json_pack("{s:b,s:f,s:I,s:I,s:I,s:I}", "done", ip->ramp.done,
-                                      "base_pct", ip->ramp.base_pct,
-                                      "base_ms", (json_int_t)ip->ramp.base_ms,
-                                      "qualified", (json_int_t)ip->ramp.qualified,
-                                      "eval_day", (json_int_t)ip->ramp.eval_day,
-                                      "day_sent", (json_int_t)ip->ramp.day_sent));
-        json_object_set_new(o, "usage", usage_json(&ip->usage, INT64_MIN, mins, counts));
-        json_t *prov = json_object();
-        for (size_t j = 0; j < ip->ncaps; j++) {
-            const managed_cap *c = ip->caps[j];
-            json_object_set_new(prov, c->provider,
-                                json_pack("{s:I,s:o}", "cap", (json_int_t)c->cap, "usage",
-                                          usage_json(&c->usage, INT64_MIN, mins, counts)));
-        }
-        json_object_set_new(o, "providers", prov);
-        json_object_set_new(ips, ip->address, o);
-    }
-    json_object_set_new(root, "ips", ips);
-    char *s = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(root);
-    free(mins);
-    free(counts);
-    if (!s) util_fatal("pools: cannot encode the IP state as JSON");
-    ((pools *)p)->dirty = false;   /* the save mark: p itself is never a const object */
-    return s;
-}
-
-/* Validates (apply false) or applies (apply true) a parsed state; on validation each
- * problem becomes *err naming the JSON path. */
-typedef struct loader {
-    pools *p;
-    int64_t now_ms;
-    bool apply;
-    char *err;
-} loader;
-
-static bool lfail(loader *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static bool lfail(loader *l, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *m = util_vasprintf(fmt, ap);
-    va_end(ap);
-    l->err = util_asprintf("pools state: %s", m);
-    free(m);
-    return false;
-}
-
-static bool get_int(loader *l, json_t *o, const char *where, const char *key, int64_t min,
-                    int64_t *out)
-{
-    json_t *v = json_object_get(o, key);
-    if (!json_is_integer(v)) return lfail(l, "%s.%s: expected an integer", where, key);
-    if (json_integer_value(v) < min)
-        return lfail(l, "%s.%s: must be at least %lld", where, key, (long long)min);
-    *out = json_integer_value(v);
-    return true;
-}
-
-static bool get_bool(loader *l, json_t *o, const char *where, const char *key, bool *out)
-{
-    json_t *v = json_object_get(o, key);
-    if (!json_is_boolean(v)) return lfail(l, "%s.%s: expected true or false", where, key);
-    *out = json_is_true(v);
-    return true;
-}
-
-/* usage: [[minute, count], ...] into w (when applying) */
-static bool load_usage(loader *l, json_t *a, const char *where, warmup_window *w)
-{
-    if (!json_is_array(a)) return lfail(l, "%s.usage: expected an array", where);
-    if (w) warmup_window_init(w, l->now_ms);
-    size_t i;
-    json_t *e;
-    json_array_foreach(a, i, e) {
-        json_t *m = json_array_get(e, 0), *c = json_array_get(e, 1);
-        if (!json_is_array(e) || json_array_size(e) != 2 || !json_is_integer(m) ||
-            !json_is_integer(c) || json_integer_value(c) < 0)
-            return lfail(l, "%s.usage[%zu]: expected [minute, count]", where, i);
-        if (w) warmup_window_put(w, json_integer_value(m), json_integer_value(c), l->now_ms);
-    }
-    if (w) warmup_window_recompute(w, l->now_ms);
-    return true;
-}
-
-static bool load_ip(loader *l, const char *addr, json_t *o)
-{
-    char where[128];
-    snprintf(where, sizeof where, "ips.%s", addr);
-    if (!json_is_object(o)) return lfail(l, "%s: expected an object", where);
-    int64_t lease = 0;
-    bool cfg_done = false;
-    if (!get_int(l, o, where, "lease_ms", INT64_MIN, &lease) ||
-        !get_bool(l, o, where, "config_done", &cfg_done))
-        return false;
-    json_t *wo = json_object_get(o, "warmup");
-    char wwhere[160];
-    snprintf(wwhere, sizeof wwhere, "%s.warmup", where);
-    if (!json_is_object(wo)) return lfail(l, "%s: expected an object", wwhere);
-    warmup_ramp r;
-    memset(&r, 0, sizeof r);
-    json_t *pct = json_object_get(wo, "base_pct");
-    if (!json_is_number(pct) || !(json_number_value(pct) >= 0) || json_number_value(pct) > 100)
-        return lfail(l, "%s.base_pct: expected a number from 0 to 100", wwhere);
-    r.base_pct = json_number_value(pct);
-    if (!get_bool(l, wo, wwhere, "done", &r.done) ||
-        !get_int(l, wo, wwhere, "base_ms", INT64_MIN, &r.base_ms) ||
-        !get_int(l, wo, wwhere, "qualified", 0, &r.qualified) ||
-        !get_int(l, wo, wwhere, "eval_day", 0, &r.eval_day) ||
-        !get_int(l, wo, wwhere, "day_sent", 0, &r.day_sent))
-        return false;
-    json_t *prov = json_object_get(o, "providers");
-    if (!json_is_object(prov)) return lfail(l, "%s.providers: expected an object", where);
-
-    pools_ip *ip = l->apply ? find_ip(l->p, addr) : NULL;
-    if (l->apply && !ip) return true;           /* released meanwhile: forget its state */
-    if (!load_usage(l, json_object_get(o, "usage"), where, ip ? &ip->usage : NULL))
-        return false;
-    if (ip) {
-        ip->lease_ms = lease;
-        ip->ramp = r;
-        /* `warmup: done` written while kilnd was stopped: the operator declares it warm */
-        if (!cfg_done && ip->cfg_done) warmup_ramp_start(&ip->ramp, 100, l->now_ms);
-        caps_free(ip);
-    }
-    const char *name;
-    json_t *po;
-    json_object_foreach(prov, name, po) {
-        char pwhere[200];
-        snprintf(pwhere, sizeof pwhere, "%s.providers.%s", where, name);
-        if (!json_is_object(po)) return lfail(l, "%s: expected an object", pwhere);
-        int64_t cap;
-        if (!get_int(l, po, pwhere, "cap", 1, &cap)) return false;
-        managed_cap *c = NULL;
-        if (ip) {
-            if (cap < l->p->warmup.first_day) cap = l->p->warmup.first_day;
-            if (cap > l->p->warmup.target) cap = l->p->warmup.target;
-            c = add_cap(ip, name, cap, l->now_ms);
-        }
-        if (!load_usage(l, json_object_get(po, "usage"), pwhere, c ? &c->usage : NULL))
-            return false;
-    }
-    return true;
-}
-
-static bool load_all(loader *l, json_t *root)
-{
-    if (!json_is_object(root)) return lfail(l, "expected a JSON object");
-    int64_t version = 0;
-    if (!get_int(l, root, "state", "version", INT64_MIN, &version)) return false;
-    if (version != STATE_VERSION)
-        return lfail(l, "version %lld is not supported (this kilnd reads version %d)",
-                     (long long)version, STATE_VERSION);
-    json_t *zd = json_object_get(root, "zones_down");
-    if (!json_is_array(zd)) return lfail(l, "zones_down: expected an array of zone names");
-    size_t i;
-    json_t *z;
-    json_array_foreach(zd, i, z)
-        if (!json_is_string(z)) return lfail(l, "zones_down[%zu]: expected a zone name", i);
-    json_t *ips = json_object_get(root, "ips");
-    if (!json_is_object(ips)) return lfail(l, "ips: expected an object");
-    const char *addr;
-    json_t *o;
-    json_object_foreach(ips, addr, o)
-        if (!load_ip(l, addr, o)) return false;
-    if (l->apply) {
-        for (size_t k = 0; k < l->p->nzones; k++) {
-            l->p->zones[k].up = true;
-            json_array_foreach(zd, i, z)
-                if (strcmp(json_string_value(z), l->p->zones[k].name) == 0)
-                    l->p->zones[k].up = false;
-        }
-    }
-    return true;
-}
-
-int pools_state_load(pools *p, const char *json, int64_t now_ms, char **err)
-{
-    json_error_t jerr;
-    json_t *root = json_loads(json ? json : "", JSON_REJECT_DUPLICATES, &jerr);
-    if (!root) {
-        *err = util_asprintf("pools state: not valid JSON (line %d: %s)", jerr.line, jerr.text);
-        return -1;
-    }
-    loader l = {p, now_ms, false, NULL};
-    if (!load_all(&l, root)) {                  /* check everything before changing anything */
-        json_decref(root);
-        *err = l.err;
-        return -1;
-    }
-    l.apply = true;
-    if (!load_all(&l, root)) util_fatal("pools: state validated but failed to apply: %s", l.err);
-    json_decref(root);
-    p->dirty = true;
-    return 0;
-}
-
-bool pools_dirty(const pools *p)
-{
-    return p->dirty;
-}

@@ -115,7 +115,7 @@ static int64_t minute_of(int64_t ms)
     return m;
 }
 
-static size_t slot_of(int64_t minute)
+static size_t warmup_slot_of(int64_t minute)
 {
     int64_t i = minute % WARMUP_BUCKETS;
     if (i < 0) i += WARMUP_BUCKETS;
@@ -124,7 +124,7 @@ static size_t slot_of(int64_t minute)
 
 static int64_t count_at(const warmup_window *w, int64_t minute)
 {
-    size_t s = slot_of(minute);
+    size_t s = warmup_slot_of(minute);
     return w->minute[s] == minute ? w->count[s] : 0;
 }
 
@@ -173,7 +173,7 @@ void warmup_window_add(warmup_window *w, int64_t n, int64_t now_ms)
     if (n <= 0) return;
     warmup_window_advance(w, now_ms);
     int64_t m = w->now_min;                    /* a clock stepped back counts at the latest minute */
-    size_t s = slot_of(m);
+    size_t s = warmup_slot_of(m);
     if (w->minute[s] != m) {           /* the slot's old minute left the window already */
         w->minute[s] = m;
         w->count[s] = 0;
@@ -227,7 +227,7 @@ void warmup_window_put(warmup_window *w, int64_t minute, int64_t n, int64_t now_
     int64_t nm = effective_minute(w, now_ms);
     if (n <= 0 || minute < nm - WARMUP_DAY_MINUTES) return;
     if (minute > nm) minute = nm;
-    size_t s = slot_of(minute);
+    size_t s = warmup_slot_of(minute);
     if (w->minute[s] != minute) {
         w->minute[s] = minute;
         w->count[s] = 0;

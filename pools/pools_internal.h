@@ -1,0 +1,58 @@
+/* pools_internal.h — the structs behind pools.h's opaque types, shared by pools.c (state,
+ * choice, accounting) and pools_state.c (JSON persistence) only: nothing outside pools/
+ * includes this file. */
+#ifndef KILN_POOLS_INTERNAL_H
+#define KILN_POOLS_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "pools/health.h"
+#include "pools/pools.h"
+#include "pools/warmup.h"
+
+typedef struct managed_cap {
+    char *provider;
+    int64_t cap;                 /* recipients per rolling 24 h */
+    int64_t blocked_until_ms;    /* throttled: no new session before */
+    int64_t backoff_ms;          /* length of the last block */
+    warmup_window usage;
+} managed_cap;
+
+struct pools_ip {
+    char *address, *pool, *zone, *ehlo;
+    char zone_reason[96];        /* "zone az2 is down" */
+    bool managed;
+    bool draining;
+    bool cfg_done;               /* its config line says `warmup: done` */
+    int64_t lease_ms;
+    warmup_ramp ramp;
+    warmup_window usage;
+    health h;
+    int sessions;
+    int64_t swrr;                /* smooth weighted round robin: current weight */
+    managed_cap **caps;
+    size_t ncaps;
+};
+
+typedef struct pools_zone {
+    char *name;
+    bool up;
+} pools_zone;
+
+struct pools {
+    pools_opts opts;
+    config_warmup warmup;
+    pools_ip **ips;              /* config order, then draining ones */
+    size_t nips;
+    pools_zone *zones;
+    size_t nzones;
+    bool dirty;
+};
+
+/* Adds a managed cap for provider ("other" when NULL or empty) to ip and returns it. */
+/* Frees every managed cap of ip. */
+void pools_caps_free(pools_ip *ip);
+managed_cap *pools_cap_add(pools_ip *ip, const char *provider, int64_t cap, int64_t now_ms);
+
+#endif
