@@ -1,4 +1,6 @@
 /* config.h — kiln's configuration (SPEC section 1) as a validated, immutable struct.
+ * base/config_value.c holds the value parsers, base/config_yaml.c the YAML walker,
+ * base/config.c the sections, base/config_query.c lookups and the summary.
  * config_load() parses the YAML file with libyaml's node API (line numbers for errors),
  * rejects unknown keys, checks every value and cross-reference, and resolves relative
  * paths against the config file's directory. A loaded config never changes; a reload
@@ -175,9 +177,15 @@ typedef struct config {
     size_t nwarnings;
 } config;
 
+/* True if this system can check password_hash, a "$id$..." string from submission.auth
+ * (mta/auth.h's auth_hash_usable asks libcrypt). The caller hands it in: base/ knows no mta/. */
+typedef bool config_hash_check(const char *password_hash);
+
 /* Parse and validate FILE. On error returns NULL and *err (malloc'd) reads
- * "FILE:LINE: KEY: what is wrong", e.g. "conf/kiln.yaml:12: account.mode: must be sandbox or production". */
-config *config_load(const char *path, char **err);
+ * "FILE:LINE: KEY: what is wrong", e.g. "conf/kiln.yaml:12: account.mode: must be sandbox or production".
+ * hash_usable vets each submission.auth password_hash beyond its "$id$..." shape (NULL: the
+ * shape only); a hash it refuses is an error like any other. */
+config *config_load(const char *path, config_hash_check *hash_usable, char **err);
 config *config_ref(config *cfg);
 void config_unref(config *cfg);
 

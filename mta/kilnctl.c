@@ -30,6 +30,7 @@
 
 #include "base/config.h"
 #include "base/util.h"
+#include "mta/auth.h"
 
 #define KILNCTL_DEFAULT_CONFIG "conf/kiln.yaml"
 #define KILNCTL_TIMEOUT_MS 30000
@@ -287,7 +288,7 @@ static char *find_socket(const options *o, const char *cmd)
     if (o->socket_path) return util_strdup(o->socket_path);
     const char *file = o->config_file ? o->config_file : KILNCTL_DEFAULT_CONFIG;
     char *err = NULL;
-    config *cfg = config_load(file, &err);
+    config *cfg = config_load(file, auth_hash_usable, &err);
     if (cfg) {
         char *s = util_strdup(cfg->control_socket);
         config_unref(cfg);
