@@ -30,6 +30,8 @@
 #define RECOMMENDED_POOL_IPS 3
 #define SET_PRIORITY_MIN (-1000)
 #define SET_PRIORITY_MAX 1000
+#define QUEUE_MEMORY_DEFAULT 200000
+#define QUEUE_MEMORY_MIN 100
 #define WHAT_NAME "a valid name (letters, digits, '-' and '_', at most 64)"
 
 __attribute__((format(printf, 2, 3)))
@@ -385,12 +387,15 @@ static int config_read_retry(config_parser *p, yaml_node_t *v)
 
 static int config_read_delivery(config_parser *p, yaml_node_t *m)
 {
-    static const char *const keys[] = {"remote_port", "retry", "connect_timeout", NULL};
+    static const char *const keys[] = {"remote_port", "retry", "connect_timeout",
+                                       "queue_memory_recipients", NULL};
     config *c = p->cfg;
     if (config_as_map(p, m, keys) <= 0) return p->err ? -1 : 0;
     FIELD(m, "remote_port", v, config_as_int32(p, v, 1, 65535, NULL, &c->remote_port));
     FIELD(m, "retry", v, config_read_retry(p, v));
     FIELD(m, "connect_timeout", v, config_as_duration(p, v, true, &c->connect_timeout_ms));
+    FIELD(m, "queue_memory_recipients", v,
+          config_as_int(p, v, QUEUE_MEMORY_MIN, INT64_MAX, NULL, &c->queue_memory_recipients));
     return 0;
 }
 
@@ -930,6 +935,7 @@ static void config_set_defaults(config *c)
     c->retry_max_interval_ms = MS_HOUR;
     c->retry_factor = 2;
     c->connect_timeout_ms = 10 * MS_SECOND;
+    c->queue_memory_recipients = QUEUE_MEMORY_DEFAULT;
     c->warmup.days = 45;
     c->warmup.first_day = 50;
     c->warmup.target = 50000;

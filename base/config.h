@@ -156,6 +156,9 @@ typedef struct config {
     int64_t retry_max_interval_ms;  /* default 1h */
     double retry_factor;        /* default 2 */
     int64_t connect_timeout_ms; /* default 10s */
+    int64_t queue_memory_recipients;  /* kiln extension: the scheduler's in-memory recipient
+                                         budget (beyond it recipients stay in the spool and are
+                                         paged in); default 200000, at least 100 */
 
     config_route *routes;
     size_t nroutes;

@@ -273,6 +273,7 @@ START_TEST(test_shipped_default)
     ck_assert_str_eq(c->default_set, "txn");
     ck_assert_int_eq(config_find_set(c, "txn")->priority, 10);
     ck_assert_int_eq(config_find_set(c, "marketing")->priority, 0);
+    ck_assert_int_eq(c->queue_memory_recipients, 200000);
     snprintf(want, sizeof want, "%s/spool/events-txn.jsonl", dir);
     ck_assert_str_eq(config_find_set(c, "txn")->events[0].path, want);
     snprintf(want, sizeof want, "%s/spool/events-marketing.jsonl", dir);
@@ -332,6 +333,7 @@ START_TEST(test_defaults_and_paths)
     ck_assert_int_eq(c->retry_max_interval_ms, 3600000);
     ck_assert_double_eq(c->retry_factor, 2);
     ck_assert_int_eq(c->connect_timeout_ms, 10000);
+    ck_assert_int_eq(c->queue_memory_recipients, 200000);
     ck_assert_int_eq(c->sets[0].max_delivery_time_ms, 14 * 3600000LL);
     ck_assert_int_eq(c->sets[0].tls_policy, CONFIG_TLS_OPTIONAL);
     ck_assert_int_eq(c->sets[0].priority, 0);
@@ -592,6 +594,15 @@ static const bad_case bad_cases[] = {
      "a second YAML document starts here"},
     {"port out of range", BASE "delivery: {remote_port: 70000}\n", NULL, 7,
      "delivery.remote_port", "must be between 1 and 65535, not 70000"},
+    {"queue_memory_recipients too small", BASE "delivery: {queue_memory_recipients: 99}\n", NULL,
+     7, "delivery.queue_memory_recipients", "must be at least 100, not 99"},
+    {"queue_memory_recipients not a number",
+     BASE "delivery:\n  queue_memory_recipients: lots\n", NULL, 8,
+     "delivery.queue_memory_recipients", "'lots' is not a whole number"},
+    {"queue_memory_recipients fractional", BASE "delivery: {queue_memory_recipients: 1e6}\n",
+     NULL, 7, "delivery.queue_memory_recipients", "'1e6' is not a whole number"},
+    {"queue_memory_recipients quoted", BASE "delivery: {queue_memory_recipients: \"5000\"}\n",
+     NULL, 7, "delivery.queue_memory_recipients", "write the number without quotes"},
     {"quoted number", BASE "submission: {max_recipients: \"50\"}\n", NULL, 7,
      "submission.max_recipients", "write the number without quotes"},
     {"max_recipients 0", BASE "submission: {max_recipients: 0}\n", NULL, 7,
@@ -728,6 +739,25 @@ START_TEST(test_hash_check_handed_in)
     free(err);
     scratch_close(&s, NULL);
 #undef HASH
+}
+END_TEST
+
+/* delivery.queue_memory_recipients: the scheduler's in-memory budget, a kiln extension. */
+START_TEST(test_queue_memory_recipients)
+{
+    char *err = NULL;
+    config *c = load_text(BASE "delivery: {queue_memory_recipients: 5000}\n", &err, NULL);
+    ck_assert_msg(c != NULL, "%s", err);
+    ck_assert_int_eq(c->queue_memory_recipients, 5000);
+    config_unref(c);
+    c = load_text(BASE "delivery: {queue_memory_recipients: 100}\n", &err, NULL);
+    ck_assert_msg(c != NULL, "%s", err);
+    ck_assert_int_eq(c->queue_memory_recipients, 100);
+    config_unref(c);
+    c = load_text(BASE "delivery: {queue_memory_recipients: 10000000000}\n", &err, NULL);
+    ck_assert_msg(c != NULL, "%s", err);
+    ck_assert_int_eq(c->queue_memory_recipients, 10000000000LL);
+    config_unref(c);
 }
 END_TEST
 
@@ -1104,6 +1134,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_missing_file);
     tcase_add_test(tc, test_tls_files);
     tcase_add_test(tc, test_hash_check_handed_in);
+    tcase_add_test(tc, test_queue_memory_recipients);
     tcase_add_test(tc, test_control_socket_too_long);
     suite_add_tcase(s, tc);
 
