@@ -62,7 +62,7 @@ struct control_client {
     control_pending *pending;  /* a request waiting for its commit, or NULL */
     bool eof;                  /* the peer closed its side: answer what is left, then close */
     bool closing;              /* close once out is written (protocol error) */
-    bool in_process;           /* client_process is on the stack (commit callbacks may
+    bool in_process;           /* control_client_process is on the stack (commit callbacks may
                                   run inside spool_on_commit) */
     control_client *prev, *next;
 };
@@ -75,11 +75,11 @@ struct control {
     control_client *clients;
 };
 
-static void client_process(control_client *cl);
+static void control_client_process(control_client *cl);
 
 /* ---- logging ---- */
 
-static void log_cmd(control *ctl, const char *cmd, const char *address, const char *error)
+static void control_log_cmd(control *ctl, const char *cmd, const char *address, const char *error)
 {
     klog *lg = ctl->ctx->log;
     if (!log_enabled(lg, KLOG_INFO)) return;
@@ -95,7 +95,7 @@ static void log_cmd(control *ctl, const char *cmd, const char *address, const ch
 
 /* ---- client connections ---- */
 
-static void client_close(control_client *cl)
+static void control_client_close(control_client *cl)
 {
     control *ctl = cl->ctl;
     ev_io_stop(ctl->ctx->loop, &cl->rio);
@@ -112,12 +112,12 @@ static void client_close(control_client *cl)
 }
 
 /* Closes the client if nothing is left to do. Returns true if it was closed. */
-static bool client_maybe_close(control_client *cl)
+static bool control_client_maybe_close(control_client *cl)
 {
     if (cl->out.len > 0 || cl->pending) return false;
     if (cl->in.len > 0 && !cl->closing) return false;   /* lines still to answer */
     if (cl->closing || cl->eof) {
-        client_close(cl);
+        control_client_close(cl);
         return true;
     }
     return false;
@@ -125,7 +125,7 @@ static bool client_maybe_close(control_client *cl)
 
 /* Writes as much of out as the socket takes; arms the write watcher for the rest.
  * Returns false if the client was closed. */
-static bool client_flush(control_client *cl)
+static bool control_client_flush(control_client *cl)
 {
     struct ev_loop *loop = cl->ctl->ctx->loop;
     while (cl->out.len > 0) {
@@ -140,16 +140,16 @@ static bool client_flush(control_client *cl)
             return true;
         }
         /* The peer went away: nobody is left to read the answers. */
-        client_close(cl);
+        control_client_close(cl);
         return false;
     }
     ev_io_stop(loop, &cl->wio);
-    return !client_maybe_close(cl);
+    return !control_client_maybe_close(cl);
 }
 
 /* A JSON string for text that should be UTF-8 but may not be (paths, config contents):
  * bytes that do not form UTF-8 become '?'. */
-static json_t *jstr(const char *s)
+static json_t *control_jstr(const char *s)
 {
     json_t *j = json_string(s ? s : "");
     if (j) return j;
@@ -161,7 +161,7 @@ static json_t *jstr(const char *s)
     return j;
 }
 
-static void client_send_json(control_client *cl, json_t *msg)
+static void control_client_send_json(control_client *cl, json_t *msg)
 {
     char *text = json_dumps(msg, JSON_COMPACT | JSON_PRESERVE_ORDER);
     if (!text) util_fatal("control: cannot encode an answer as JSON");
@@ -172,47 +172,47 @@ static void client_send_json(control_client *cl, json_t *msg)
 }
 
 /* Queues {"ok":true,"data":data} (steals data). */
-static void reply_ok(control_client *cl, json_t *data)
+static void control_reply_ok(control_client *cl, json_t *data)
 {
     json_t *msg = json_object();
     json_object_set_new(msg, "ok", json_true());
     json_object_set_new(msg, "data", data ? data : json_object());
-    client_send_json(cl, msg);
+    control_client_send_json(cl, msg);
 }
 
-static void reply_error(control_client *cl, const char *error)
+static void control_reply_error(control_client *cl, const char *error)
 {
     json_t *msg = json_object();
     json_object_set_new(msg, "ok", json_false());
-    json_object_set_new(msg, "error", jstr(error));
-    client_send_json(cl, msg);
+    json_object_set_new(msg, "error", control_jstr(error));
+    control_client_send_json(cl, msg);
 }
 
 /* ---- commands ---- */
 
 /* A number as a JSON integer when integral, else a real. */
-static json_t *number_json(double v)
+static json_t *control_number_json(double v)
 {
     if (isfinite(v) && v == floor(v) && fabs(v) < 9e15) return json_integer((json_int_t)v);
     return json_real(v);
 }
 
 /* The config file as an absolute path (its directory as config.c resolved it). */
-static json_t *config_file_json(const kiln_ctx *ctx)
+static json_t *control_config_file_json(const kiln_ctx *ctx)
 {
     const char *p = ctx->config_path ? ctx->config_path : ctx->cfg->path;
     if (!p) return json_string("");
-    if (p[0] == '/' || !ctx->cfg->dir) return jstr(p);
+    if (p[0] == '/' || !ctx->cfg->dir) return control_jstr(p);
     const char *base = strrchr(p, '/');
     base = base ? base + 1 : p;
     char *abs = util_asprintf("%s%s%s", ctx->cfg->dir,
                               strcmp(ctx->cfg->dir, "/") == 0 ? "" : "/", base);
-    json_t *j = jstr(abs);
+    json_t *j = control_jstr(abs);
     free(abs);
     return j;
 }
 
-static void cmd_status(control_client *cl)
+static void control_cmd_status(control_client *cl)
 {
     kiln_ctx *ctx = cl->ctl->ctx;
     int64_t queued = 0, deferred = 0;
@@ -225,8 +225,8 @@ static void cmd_status(control_client *cl)
         if (spool_count_rcpts(ctx->spool, &queued, &deferred) != 0) {
             char *e = util_asprintf("cannot count queued recipients: %s",
                                     spool_errmsg(ctx->spool));
-            reply_error(cl, e);
-            log_cmd(cl->ctl, "status", NULL, e);
+            control_reply_error(cl, e);
+            control_log_cmd(cl->ctl, "status", NULL, e);
             free(e);
             return;
         }
@@ -241,17 +241,17 @@ static void cmd_status(control_client *cl)
     json_object_set_new(d, "Queued", json_integer(queued));
     json_object_set_new(d, "Deferred", json_integer(deferred));
     json_object_set_new(d, "Sessions", json_integer(sessions));
-    json_object_set_new(d, "ConfigFile", config_file_json(ctx));
+    json_object_set_new(d, "ConfigFile", control_config_file_json(ctx));
     json_object_set_new(d, "Version", json_string(PACKAGE_VERSION));
     json_object_set_new(d, "Mode",
                         json_string(cfg->mode == CONFIG_MODE_PRODUCTION ? "production"
                                                                          : "sandbox"));
-    json_object_set_new(d, "Hostname", jstr(cfg->hostname));
-    reply_ok(cl, d);
-    log_cmd(cl->ctl, "status", NULL, NULL);
+    json_object_set_new(d, "Hostname", control_jstr(cfg->hostname));
+    control_reply_ok(cl, d);
+    control_log_cmd(cl->ctl, "status", NULL, NULL);
 }
 
-static void cmd_quota(control_client *cl)
+static void control_cmd_quota(control_client *cl)
 {
     kiln_ctx *ctx = cl->ctl->ctx;
     int64_t max24 = ctx->cfg->max_24h_send, sent = 0;
@@ -264,14 +264,14 @@ static void cmd_quota(control_client *cl)
     }
     json_t *d = json_object();
     json_object_set_new(d, "Max24HourSend", json_integer(max24 < 0 ? -1 : max24));
-    json_object_set_new(d, "MaxSendRate", number_json(rate < 0 ? -1 : rate));
+    json_object_set_new(d, "MaxSendRate", control_number_json(rate < 0 ? -1 : rate));
     json_object_set_new(d, "SentLast24Hours", json_integer(sent));
-    reply_ok(cl, d);
-    log_cmd(cl->ctl, "quota", NULL, NULL);
+    control_reply_ok(cl, d);
+    control_log_cmd(cl->ctl, "quota", NULL, NULL);
 }
 
 /* "BOUNCE"/"COMPLAINT" in any case -> the canonical name, else NULL. */
-static const char *canonical_reason(const char *r)
+static const char *control_canonical_reason(const char *r)
 {
     if (util_streq_ci(r, "BOUNCE")) return "BOUNCE";
     if (util_streq_ci(r, "COMPLAINT")) return "COMPLAINT";
@@ -280,7 +280,7 @@ static const char *canonical_reason(const char *r)
 
 /* NULL if addr looks like an address (one '@', non-empty parts, no spaces or controls),
  * else the reason (static text). */
-static const char *address_problem(const char *addr)
+static const char *control_address_problem(const char *addr)
 {
     size_t len = strlen(addr);
     if (len == 0) return "is empty";
@@ -308,7 +308,8 @@ typedef struct supp_list {
     const char *filter;
 } supp_list;
 
-static void supp_collect(void *arg, const char *address, const char *reason, int64_t updated_ms)
+static void control_supp_collect(void *arg, const char *address, const char *reason,
+                                 int64_t updated_ms)
 {
     supp_list *l = arg;
     if (l->filter && strcmp(l->filter, reason) != 0) return;
@@ -319,46 +320,46 @@ static void supp_collect(void *arg, const char *address, const char *reason, int
     l->v[l->n++] = (supp_entry){util_strdup(address), util_strdup(reason), updated_ms};
 }
 
-static int supp_cmp(const void *a, const void *b)
+static int control_supp_cmp(const void *a, const void *b)
 {
     return strcmp(((const supp_entry *)a)->address, ((const supp_entry *)b)->address);
 }
 
-static void cmd_suppression_list(control_client *cl, json_t *args)
+static void control_cmd_suppression_list(control_client *cl, json_t *args)
 {
     kiln_ctx *ctx = cl->ctl->ctx;
     supp_list l = {0};
     json_t *jr = json_object_get(args, "reason");
     if (jr && !json_is_null(jr)) {
-        l.filter = json_is_string(jr) ? canonical_reason(json_string_value(jr)) : NULL;
+        l.filter = json_is_string(jr) ? control_canonical_reason(json_string_value(jr)) : NULL;
         if (!l.filter) {
             const char *e = "reason must be BOUNCE or COMPLAINT";
-            reply_error(cl, e);
-            log_cmd(cl->ctl, "suppression.list", NULL, e);
+            control_reply_error(cl, e);
+            control_log_cmd(cl->ctl, "suppression.list", NULL, e);
             return;
         }
     }
-    if (spool_suppression_each(ctx->spool, supp_collect, &l) != 0) {
+    if (spool_suppression_each(ctx->spool, control_supp_collect, &l) != 0) {
         char *e = util_asprintf("cannot read the suppression list: %s", spool_errmsg(ctx->spool));
-        reply_error(cl, e);
-        log_cmd(cl->ctl, "suppression.list", NULL, e);
+        control_reply_error(cl, e);
+        control_log_cmd(cl->ctl, "suppression.list", NULL, e);
         free(e);
     } else {
-        if (l.n > 1) qsort(l.v, l.n, sizeof *l.v, supp_cmp);
+        if (l.n > 1) qsort(l.v, l.n, sizeof *l.v, control_supp_cmp);
         json_t *arr = json_array();
         for (size_t i = 0; i < l.n; i++) {
             char ts[32];
             util_iso8601(l.v[i].updated_ms, ts);
             json_t *o = json_object();
-            json_object_set_new(o, "EmailAddress", jstr(l.v[i].address));
-            json_object_set_new(o, "Reason", jstr(l.v[i].reason));
+            json_object_set_new(o, "EmailAddress", control_jstr(l.v[i].address));
+            json_object_set_new(o, "Reason", control_jstr(l.v[i].reason));
             json_object_set_new(o, "LastUpdateTime", json_string(ts));
             json_array_append_new(arr, o);
         }
         json_t *d = json_object();
         json_object_set_new(d, "SuppressedDestinationSummaries", arr);
-        reply_ok(cl, d);
-        log_cmd(cl->ctl, "suppression.list", NULL, NULL);
+        control_reply_ok(cl, d);
+        control_log_cmd(cl->ctl, "suppression.list", NULL, NULL);
     }
     for (size_t i = 0; i < l.n; i++) {
         free(l.v[i].address);
@@ -367,8 +368,8 @@ static void cmd_suppression_list(control_client *cl, json_t *args)
     free(l.v);
 }
 
-static void stats_point(void *arg, int64_t bucket_ms, int64_t attempts, int64_t bounces,
-                        int64_t complaints, int64_t rejects)
+static void control_stats_point(void *arg, int64_t bucket_ms, int64_t attempts, int64_t bounces,
+                                int64_t complaints, int64_t rejects)
 {
     char ts[32];
     util_iso8601(bucket_ms, ts);
@@ -382,26 +383,26 @@ static void stats_point(void *arg, int64_t bucket_ms, int64_t attempts, int64_t 
 }
 
 /* SES GetSendStatistics: the 15-minute buckets of the last 14 days, oldest first. */
-static void cmd_stats(control_client *cl)
+static void control_cmd_stats(control_client *cl)
 {
     kiln_ctx *ctx = cl->ctl->ctx;
     json_t *arr = json_array();
     int64_t since = stats_bucket_ms(kiln_now_ms(ctx) - STATS_KEEP_MS);
-    if (spool_stats_each(ctx->spool, since, stats_point, arr) != 0) {
+    if (spool_stats_each(ctx->spool, since, control_stats_point, arr) != 0) {
         char *e = util_asprintf("cannot read the send statistics: %s", spool_errmsg(ctx->spool));
-        reply_error(cl, e);
-        log_cmd(cl->ctl, "stats", NULL, e);
+        control_reply_error(cl, e);
+        control_log_cmd(cl->ctl, "stats", NULL, e);
         free(e);
         json_decref(arr);
         return;
     }
     json_t *d = json_object();
     json_object_set_new(d, "SendDataPoints", arr);
-    reply_ok(cl, d);
-    log_cmd(cl->ctl, "stats", NULL, NULL);
+    control_reply_ok(cl, d);
+    control_log_cmd(cl->ctl, "stats", NULL, NULL);
 }
 
-static void pending_committed(void *arg, bool ok, const char *err)
+static void control_pending_committed(void *arg, bool ok, const char *err)
 {
     control_pending *p = arg;
     control_client *cl = p->client;
@@ -410,13 +411,13 @@ static void pending_committed(void *arg, bool ok, const char *err)
                                  err ? err : "the spool commit failed");
     if (cl) {
         cl->pending = NULL;
-        if (ok) reply_ok(cl, NULL);
-        else reply_error(cl, e);
-        log_cmd(cl->ctl, p->cmd, p->address, e);
+        if (ok) control_reply_ok(cl, NULL);
+        else control_reply_error(cl, e);
+        control_log_cmd(cl->ctl, p->cmd, p->address, e);
         /* Answer now; go on with lines that arrived meanwhile in a later loop iteration
-         * (unless this runs inside client_process, whose loop goes on by itself). This
+         * (unless this runs inside control_client_process, whose loop goes on by itself). This
          * runs inside spool_flush: writes made here would wait for the next wake-up. */
-        if (!cl->in_process && client_flush(cl))
+        if (!cl->in_process && control_client_flush(cl))
             ev_idle_start(cl->ctl->ctx->loop, &cl->resume);
     }
     free(e);
@@ -426,32 +427,32 @@ static void pending_committed(void *arg, bool ok, const char *err)
 }
 
 /* Registers the reply to come after the current spool batch commits. */
-static void wait_for_commit(control_client *cl, const char *cmd, const char *address)
+static void control_wait_for_commit(control_client *cl, const char *cmd, const char *address)
 {
     control_pending *p = util_calloc(1, sizeof *p);
     p->client = cl;
     p->cmd = util_strdup(cmd);
     p->address = util_strdup(address);
     cl->pending = p;
-    spool_on_commit(cl->ctl->ctx->spool, pending_committed, p);
+    spool_on_commit(cl->ctl->ctx->spool, control_pending_committed, p);
 }
 
 /* Validates args.address; returns it lower-cased (malloc'd) or NULL after replying. */
-static char *take_address(control_client *cl, const char *cmd, json_t *args)
+static char *control_take_address(control_client *cl, const char *cmd, json_t *args)
 {
     json_t *ja = json_object_get(args, "address");
     if (!json_is_string(ja)) {
         const char *e = "an address is required";
-        reply_error(cl, e);
-        log_cmd(cl->ctl, cmd, NULL, e);
+        control_reply_error(cl, e);
+        control_log_cmd(cl->ctl, cmd, NULL, e);
         return NULL;
     }
     const char *addr = json_string_value(ja);
-    const char *problem = address_problem(addr);
+    const char *problem = control_address_problem(addr);
     if (problem) {
         char *e = util_asprintf("invalid address %s: it %s", addr, problem);
-        reply_error(cl, e);
-        log_cmd(cl->ctl, cmd, addr, e);
+        control_reply_error(cl, e);
+        control_log_cmd(cl->ctl, cmd, addr, e);
         free(e);
         return NULL;
     }
@@ -460,20 +461,20 @@ static char *take_address(control_client *cl, const char *cmd, json_t *args)
     return lower;
 }
 
-static void cmd_suppression_add(control_client *cl, json_t *args)
+static void control_cmd_suppression_add(control_client *cl, json_t *args)
 {
     kiln_ctx *ctx = cl->ctl->ctx;
     const char *cmd = "suppression.add";
-    char *addr = take_address(cl, cmd, args);
+    char *addr = control_take_address(cl, cmd, args);
     if (!addr) return;
     const char *reason = "BOUNCE";
     json_t *jr = json_object_get(args, "reason");
     if (jr && !json_is_null(jr)) {
-        reason = json_is_string(jr) ? canonical_reason(json_string_value(jr)) : NULL;
+        reason = json_is_string(jr) ? control_canonical_reason(json_string_value(jr)) : NULL;
         if (!reason) {
             const char *e = "reason must be BOUNCE or COMPLAINT";
-            reply_error(cl, e);
-            log_cmd(cl->ctl, cmd, addr, e);
+            control_reply_error(cl, e);
+            control_log_cmd(cl->ctl, cmd, addr, e);
             free(addr);
             return;
         }
@@ -481,121 +482,121 @@ static void cmd_suppression_add(control_client *cl, json_t *args)
     if (spool_suppression_put(ctx->spool, addr, reason, kiln_now_ms(ctx)) != 0) {
         char *e = util_asprintf("cannot update the suppression list: %s",
                                 spool_errmsg(ctx->spool));
-        reply_error(cl, e);
-        log_cmd(cl->ctl, cmd, addr, e);
+        control_reply_error(cl, e);
+        control_log_cmd(cl->ctl, cmd, addr, e);
         free(e);
     } else {
-        wait_for_commit(cl, cmd, addr);
+        control_wait_for_commit(cl, cmd, addr);
     }
     free(addr);
 }
 
-static void cmd_suppression_remove(control_client *cl, json_t *args)
+static void control_cmd_suppression_remove(control_client *cl, json_t *args)
 {
     kiln_ctx *ctx = cl->ctl->ctx;
     const char *cmd = "suppression.remove";
-    char *addr = take_address(cl, cmd, args);
+    char *addr = control_take_address(cl, cmd, args);
     if (!addr) return;
     bool existed = false;
     if (spool_suppression_delete(ctx->spool, addr, &existed) != 0) {
         char *e = util_asprintf("cannot update the suppression list: %s",
                                 spool_errmsg(ctx->spool));
-        reply_error(cl, e);
-        log_cmd(cl->ctl, cmd, addr, e);
+        control_reply_error(cl, e);
+        control_log_cmd(cl->ctl, cmd, addr, e);
         free(e);
     } else if (!existed) {
         char *e = util_asprintf("%s is not on the suppression list", addr);
-        reply_error(cl, e);
-        log_cmd(cl->ctl, cmd, addr, e);
+        control_reply_error(cl, e);
+        control_log_cmd(cl->ctl, cmd, addr, e);
         free(e);
     } else {
-        wait_for_commit(cl, cmd, addr);
+        control_wait_for_commit(cl, cmd, addr);
     }
     free(addr);
 }
 
-static void cmd_reload(control_client *cl)
+static void control_cmd_reload(control_client *cl)
 {
     kiln_ctx *ctx = cl->ctl->ctx;
     char *err = NULL;
     if (ctx->ops->reload(ctx, &err) != 0) {
         if (!err) err = util_strdup("reload failed");
-        reply_error(cl, err);
-        log_cmd(cl->ctl, "reload", NULL, err);
+        control_reply_error(cl, err);
+        control_log_cmd(cl->ctl, "reload", NULL, err);
         free(err);
         return;
     }
     json_t *warnings = json_array();
     for (size_t i = 0; i < ctx->cfg->nwarnings; i++)
-        json_array_append_new(warnings, jstr(ctx->cfg->warnings[i]));
+        json_array_append_new(warnings, control_jstr(ctx->cfg->warnings[i]));
     json_t *d = json_object();
     json_object_set_new(d, "warnings", warnings);
-    reply_ok(cl, d);
-    log_cmd(cl->ctl, "reload", NULL, NULL);
+    control_reply_ok(cl, d);
+    control_log_cmd(cl->ctl, "reload", NULL, NULL);
 }
 
 /* ---- dedicated IPs ---- */
 
 /* The scheduler's pools state, or NULL after replying (no scheduler: kilnd is starting). */
-static pools *take_pools(control_client *cl, const char *cmd)
+static pools *control_take_pools(control_client *cl, const char *cmd)
 {
     kiln_ctx *ctx = cl->ctl->ctx;
     pools *p = ctx->sched ? scheduler_pools(ctx->sched) : NULL;
     if (!p) {
         const char *e = "the delivery scheduler is not running";
-        reply_error(cl, e);
-        log_cmd(cl->ctl, cmd, NULL, e);
+        control_reply_error(cl, e);
+        control_log_cmd(cl->ctl, cmd, NULL, e);
     }
     return p;
 }
 
 /* One DedicatedIp object (SES GetDedicatedIps) plus kiln's own fields under "kiln". */
-static json_t *ip_json(const pools_ip_info *in, int64_t now)
+static json_t *control_ip_json(const pools_ip_info *in, int64_t now)
 {
     json_t *o = json_object();
-    json_object_set_new(o, "Ip", jstr(in->address));
-    json_object_set_new(o, "PoolName", jstr(in->pool));
-    json_object_set_new(o, "Zone", jstr(in->zone));
-    json_object_set_new(o, "WarmupStatus", jstr(in->warmup_status));
+    json_object_set_new(o, "Ip", control_jstr(in->address));
+    json_object_set_new(o, "PoolName", control_jstr(in->pool));
+    json_object_set_new(o, "Zone", control_jstr(in->zone));
+    json_object_set_new(o, "WarmupStatus", control_jstr(in->warmup_status));
     json_object_set_new(o, "WarmupPercentage", json_integer(in->warmup_percentage));
     json_object_set_new(o, "SentLast24Hours", json_integer(in->sent_24h));
     json_object_set_new(o, "DailyCap", json_integer(in->daily_cap));
-    json_object_set_new(o, "State", jstr(pools_state_name(in->state)));
+    json_object_set_new(o, "State", control_jstr(pools_state_name(in->state)));
     json_t *k = json_object();
     json_object_set_new(k, "Sessions", json_integer(in->sessions));
     json_object_set_new(k, "HourlyCap", json_integer(in->hourly_cap));
     json_object_set_new(k, "Health", json_string(pools_health_name(in->health)));
-    json_object_set_new(k, "DownReason", jstr(in->down_reason ? in->down_reason : ""));
+    json_object_set_new(k, "DownReason", control_jstr(in->down_reason ? in->down_reason : ""));
     if (in->health == POOLS_HEALTH_OPEN && in->down_until_ms > now) {
         char ts[32];
         util_iso8601(in->down_until_ms, ts);
         json_object_set_new(k, "DownUntil", json_string(ts));
     }
-    json_object_set_new(k, "Ehlo", in->ehlo ? jstr(in->ehlo) : json_null());
+    json_object_set_new(k, "Ehlo", in->ehlo ? control_jstr(in->ehlo) : json_null());
     json_object_set_new(k, "Managed", json_boolean(in->managed));
     json_object_set_new(o, "kiln", k);
     return o;
 }
 
-static void cmd_ips(control_client *cl)
+static void control_cmd_ips(control_client *cl)
 {
     kiln_ctx *ctx = cl->ctl->ctx;
-    pools *p = take_pools(cl, "ips");
+    pools *p = control_take_pools(cl, "ips");
     if (!p) return;
     int64_t now = kiln_now_ms(ctx);
     json_t *arr = json_array();
     for (size_t i = 0; i < pools_count(p); i++) {
         pools_ip_info in;
         pools_info(p, i, now, &in);
-        json_array_append_new(arr, ip_json(&in, now));
+        json_array_append_new(arr, control_ip_json(&in, now));
     }
     json_t *d = json_object();
     json_object_set_new(d, "DedicatedIps", arr);
-    reply_ok(cl, d);
-    log_cmd(cl->ctl, "ips", NULL, NULL);
+    control_reply_ok(cl, d);
+    control_log_cmd(cl->ctl, "ips", NULL, NULL);
 }
 
-static void cmd_ip_warmup(control_client *cl, json_t *args)
+static void control_cmd_ip_warmup(control_client *cl, json_t *args)
 {
     kiln_ctx *ctx = cl->ctl->ctx;
     const char *cmd = "ip.warmup";
@@ -603,24 +604,24 @@ static void cmd_ip_warmup(control_client *cl, json_t *args)
     json_t *jp = json_object_get(args, "percent");
     if (!addr || !*addr) {
         const char *e = "an IP address is required";
-        reply_error(cl, e);
-        log_cmd(cl->ctl, cmd, NULL, e);
+        control_reply_error(cl, e);
+        control_log_cmd(cl->ctl, cmd, NULL, e);
         return;
     }
     if (!json_is_integer(jp) || json_integer_value(jp) < 0 || json_integer_value(jp) > 100) {
         const char *e = "percent must be an integer from 0 to 100";
-        reply_error(cl, e);
-        log_cmd(cl->ctl, cmd, addr, e);
+        control_reply_error(cl, e);
+        control_log_cmd(cl->ctl, cmd, addr, e);
         return;
     }
-    pools *p = take_pools(cl, cmd);
+    pools *p = control_take_pools(cl, cmd);
     if (!p) return;
     int64_t now = kiln_now_ms(ctx);
     char *err = NULL;
     if (pools_set_warmup(p, addr, (int)json_integer_value(jp), now, &err) != 0) {
         if (!err) err = util_asprintf("cannot set the warm-up of %s", addr);
-        reply_error(cl, err);
-        log_cmd(cl->ctl, cmd, addr, err);
+        control_reply_error(cl, err);
+        control_log_cmd(cl->ctl, cmd, addr, err);
         free(err);
         return;
     }
@@ -628,72 +629,72 @@ static void cmd_ip_warmup(control_client *cl, json_t *args)
     pools_ip_info in;
     json_t *d = json_object();
     if (pools_info_by_address(p, addr, now, &in) == 0) {
-        json_object_set_new(d, "Ip", jstr(in.address));
-        json_object_set_new(d, "WarmupStatus", jstr(in.warmup_status));
+        json_object_set_new(d, "Ip", control_jstr(in.address));
+        json_object_set_new(d, "WarmupStatus", control_jstr(in.warmup_status));
         json_object_set_new(d, "WarmupPercentage", json_integer(in.warmup_percentage));
         json_object_set_new(d, "DailyCap", json_integer(in.daily_cap));
     }
-    reply_ok(cl, d);
-    log_cmd(cl->ctl, cmd, addr, NULL);
+    control_reply_ok(cl, d);
+    control_log_cmd(cl->ctl, cmd, addr, NULL);
 }
 
-static void cmd_zone(control_client *cl, json_t *args, bool up)
+static void control_cmd_zone(control_client *cl, json_t *args, bool up)
 {
     kiln_ctx *ctx = cl->ctl->ctx;
     const char *cmd = up ? "zone.up" : "zone.down";
     const char *zone = json_string_value(json_object_get(args, "zone"));
     if (!zone || !*zone) {
         const char *e = "a zone name is required";
-        reply_error(cl, e);
-        log_cmd(cl->ctl, cmd, NULL, e);
+        control_reply_error(cl, e);
+        control_log_cmd(cl->ctl, cmd, NULL, e);
         return;
     }
-    pools *p = take_pools(cl, cmd);
+    pools *p = control_take_pools(cl, cmd);
     if (!p) return;
     char *err = NULL;
     if (pools_set_zone(p, zone, up, &err) != 0) {
         if (!err) err = util_asprintf("cannot change zone %s", zone);
-        reply_error(cl, err);
-        log_cmd(cl->ctl, cmd, zone, err);
+        control_reply_error(cl, err);
+        control_log_cmd(cl->ctl, cmd, zone, err);
         free(err);
         return;
     }
     scheduler_pools_changed(ctx->sched);
     json_t *d = json_object();
-    json_object_set_new(d, "Zone", jstr(zone));
+    json_object_set_new(d, "Zone", control_jstr(zone));
     json_object_set_new(d, "State", json_string(up ? "up" : "down"));
-    reply_ok(cl, d);
-    log_cmd(cl->ctl, cmd, zone, NULL);
+    control_reply_ok(cl, d);
+    control_log_cmd(cl->ctl, cmd, zone, NULL);
 }
 
 /* ---- the queue ---- */
 
 /* The scheduler, or NULL after replying (kilnd is starting). */
-static scheduler *take_sched(control_client *cl, const char *cmd)
+static scheduler *control_take_sched(control_client *cl, const char *cmd)
 {
     scheduler *sc = cl->ctl->ctx->sched;
     if (!sc) {
         const char *e = "the delivery scheduler is not running";
-        reply_error(cl, e);
-        log_cmd(cl->ctl, cmd, NULL, e);
+        control_reply_error(cl, e);
+        control_log_cmd(cl->ctl, cmd, NULL, e);
     }
     return sc;
 }
 
 /* {"Queue": [{"Pool","ConfigurationSet","Domain","State","Recipients"}], "Queued",
  * "Deferred"}: recipients grouped by pool, set, domain and state (args.domain filters). */
-static void cmd_queue(control_client *cl, json_t *args)
+static void control_cmd_queue(control_client *cl, json_t *args)
 {
     const char *cmd = "queue";
     json_t *jd = json_object_get(args, "domain");
     if (jd && !json_is_null(jd) && !json_is_string(jd)) {
         const char *e = "domain must be a string";
-        reply_error(cl, e);
-        log_cmd(cl->ctl, cmd, NULL, e);
+        control_reply_error(cl, e);
+        control_log_cmd(cl->ctl, cmd, NULL, e);
         return;
     }
     const char *domain = json_string_value(jd);
-    scheduler *sc = take_sched(cl, cmd);
+    scheduler *sc = control_take_sched(cl, cmd);
     if (!sc) return;
     scheduler_queue_row *rows = NULL;
     size_t n = scheduler_queue(sc, domain, &rows);
@@ -701,9 +702,9 @@ static void cmd_queue(control_client *cl, json_t *args)
     int64_t queued = 0, deferred = 0;
     for (size_t i = 0; i < n; i++) {
         json_t *o = json_object();
-        json_object_set_new(o, "Pool", jstr(rows[i].pool));
-        json_object_set_new(o, "ConfigurationSet", jstr(rows[i].set));
-        json_object_set_new(o, "Domain", jstr(rows[i].domain));
+        json_object_set_new(o, "Pool", control_jstr(rows[i].pool));
+        json_object_set_new(o, "ConfigurationSet", control_jstr(rows[i].set));
+        json_object_set_new(o, "Domain", control_jstr(rows[i].domain));
         json_object_set_new(o, "State", json_string(rows[i].state));
         json_object_set_new(o, "Recipients", json_integer(rows[i].recipients));
         json_array_append_new(arr, o);
@@ -715,25 +716,25 @@ static void cmd_queue(control_client *cl, json_t *args)
     json_object_set_new(d, "Queue", arr);
     json_object_set_new(d, "Queued", json_integer(queued));
     json_object_set_new(d, "Deferred", json_integer(deferred));
-    if (domain && *domain) json_object_set_new(d, "Domain", jstr(domain));
-    reply_ok(cl, d);
-    log_cmd(cl->ctl, cmd, domain, NULL);
+    if (domain && *domain) json_object_set_new(d, "Domain", control_jstr(domain));
+    control_reply_ok(cl, d);
+    control_log_cmd(cl->ctl, cmd, domain, NULL);
 }
 
 /* {"MessageId", "Recipients": [{"Recipient","Domain","ConfigurationSet","Pool","State",
  * "Reason","Until" (ISO 8601 or null),"Attempts","LastReply" (or null)}]}: what each pending
  * recipient of message args.id waits for. */
-static void cmd_queue_explain(control_client *cl, json_t *args)
+static void control_cmd_queue_explain(control_client *cl, json_t *args)
 {
     const char *cmd = "queue.explain";
     const char *id = json_string_value(json_object_get(args, "id"));
     if (!id || !*id) {
         const char *e = "a message ID is required";
-        reply_error(cl, e);
-        log_cmd(cl->ctl, cmd, NULL, e);
+        control_reply_error(cl, e);
+        control_log_cmd(cl->ctl, cmd, NULL, e);
         return;
     }
-    scheduler *sc = take_sched(cl, cmd);
+    scheduler *sc = control_take_sched(cl, cmd);
     if (!sc) return;
     scheduler_explain_row *rows = NULL;
     size_t n = scheduler_explain(sc, id, &rows);
@@ -741,8 +742,8 @@ static void cmd_queue_explain(control_client *cl, json_t *args)
         scheduler_explain_free(rows, n);
         char *e = util_asprintf("message %s has no recipient in the queue (unknown, or every "
                                 "recipient delivered or bounced)", id);
-        reply_error(cl, e);
-        log_cmd(cl->ctl, cmd, id, e);
+        control_reply_error(cl, e);
+        control_log_cmd(cl->ctl, cmd, id, e);
         free(e);
         return;
     }
@@ -750,12 +751,12 @@ static void cmd_queue_explain(control_client *cl, json_t *args)
     for (size_t i = 0; i < n; i++) {
         const scheduler_explain_row *r = &rows[i];
         json_t *o = json_object();
-        json_object_set_new(o, "Recipient", jstr(r->recipient));
-        json_object_set_new(o, "Domain", jstr(r->domain));
-        json_object_set_new(o, "ConfigurationSet", jstr(r->set));
-        json_object_set_new(o, "Pool", jstr(r->pool));
+        json_object_set_new(o, "Recipient", control_jstr(r->recipient));
+        json_object_set_new(o, "Domain", control_jstr(r->domain));
+        json_object_set_new(o, "ConfigurationSet", control_jstr(r->set));
+        json_object_set_new(o, "Pool", control_jstr(r->pool));
         json_object_set_new(o, "State", json_string(r->state));
-        json_object_set_new(o, "Reason", jstr(r->reason));
+        json_object_set_new(o, "Reason", control_jstr(r->reason));
         if (r->until_ms > 0) {
             char ts[32];
             util_iso8601(r->until_ms, ts);
@@ -764,19 +765,20 @@ static void cmd_queue_explain(control_client *cl, json_t *args)
             json_object_set_new(o, "Until", json_null());
         }
         json_object_set_new(o, "Attempts", json_integer(r->attempts));
-        json_object_set_new(o, "LastReply", r->last_reply ? jstr(r->last_reply) : json_null());
+        json_object_set_new(o, "LastReply",
+                            r->last_reply ? control_jstr(r->last_reply) : json_null());
         json_array_append_new(arr, o);
     }
     scheduler_explain_free(rows, n);
     json_t *d = json_object();
-    json_object_set_new(d, "MessageId", jstr(id));
+    json_object_set_new(d, "MessageId", control_jstr(id));
     json_object_set_new(d, "Recipients", arr);
-    reply_ok(cl, d);
-    log_cmd(cl->ctl, cmd, id, NULL);
+    control_reply_ok(cl, d);
+    control_log_cmd(cl->ctl, cmd, id, NULL);
 }
 
 /* Answers one request line (without its newline). */
-static void client_request(control_client *cl, const char *line, size_t len)
+static void control_client_request(control_client *cl, const char *line, size_t len)
 {
     json_error_t jerr;
     json_t *req = json_loadb(line, len, 0, &jerr);
@@ -784,8 +786,8 @@ static void client_request(control_client *cl, const char *line, size_t len)
         char *e = req ? util_strdup("malformed request: expected a JSON object")
                       : util_asprintf("malformed request: %s (column %d)", jerr.text,
                                       jerr.column);
-        reply_error(cl, e);
-        log_cmd(cl->ctl, "", NULL, e);
+        control_reply_error(cl, e);
+        control_log_cmd(cl->ctl, "", NULL, e);
         free(e);
         json_decref(req);
         return;
@@ -798,28 +800,28 @@ static void client_request(control_client *cl, const char *line, size_t len)
     else if (args && !json_is_object(args) && !json_is_null(args))
         shape_error = "malformed request: \"args\" must be an object";
     if (shape_error) {
-        reply_error(cl, shape_error);
-        log_cmd(cl->ctl, cmd ? cmd : "", NULL, shape_error);
+        control_reply_error(cl, shape_error);
+        control_log_cmd(cl->ctl, cmd ? cmd : "", NULL, shape_error);
     } else {
         json_t *empty = json_object();
         if (!json_is_object(args)) args = empty;
-        if (strcmp(cmd, "status") == 0) cmd_status(cl);
-        else if (strcmp(cmd, "quota") == 0) cmd_quota(cl);
-        else if (strcmp(cmd, "stats") == 0) cmd_stats(cl);
-        else if (strcmp(cmd, "suppression.list") == 0) cmd_suppression_list(cl, args);
-        else if (strcmp(cmd, "suppression.add") == 0) cmd_suppression_add(cl, args);
-        else if (strcmp(cmd, "suppression.remove") == 0) cmd_suppression_remove(cl, args);
-        else if (strcmp(cmd, "reload") == 0) cmd_reload(cl);
-        else if (strcmp(cmd, "ips") == 0) cmd_ips(cl);
-        else if (strcmp(cmd, "ip.warmup") == 0) cmd_ip_warmup(cl, args);
-        else if (strcmp(cmd, "zone.down") == 0) cmd_zone(cl, args, false);
-        else if (strcmp(cmd, "zone.up") == 0) cmd_zone(cl, args, true);
-        else if (strcmp(cmd, "queue") == 0) cmd_queue(cl, args);
-        else if (strcmp(cmd, "queue.explain") == 0) cmd_queue_explain(cl, args);
+        if (strcmp(cmd, "status") == 0) control_cmd_status(cl);
+        else if (strcmp(cmd, "quota") == 0) control_cmd_quota(cl);
+        else if (strcmp(cmd, "stats") == 0) control_cmd_stats(cl);
+        else if (strcmp(cmd, "suppression.list") == 0) control_cmd_suppression_list(cl, args);
+        else if (strcmp(cmd, "suppression.add") == 0) control_cmd_suppression_add(cl, args);
+        else if (strcmp(cmd, "suppression.remove") == 0) control_cmd_suppression_remove(cl, args);
+        else if (strcmp(cmd, "reload") == 0) control_cmd_reload(cl);
+        else if (strcmp(cmd, "ips") == 0) control_cmd_ips(cl);
+        else if (strcmp(cmd, "ip.warmup") == 0) control_cmd_ip_warmup(cl, args);
+        else if (strcmp(cmd, "zone.down") == 0) control_cmd_zone(cl, args, false);
+        else if (strcmp(cmd, "zone.up") == 0) control_cmd_zone(cl, args, true);
+        else if (strcmp(cmd, "queue") == 0) control_cmd_queue(cl, args);
+        else if (strcmp(cmd, "queue.explain") == 0) control_cmd_queue_explain(cl, args);
         else {
             char *e = util_asprintf("unknown command: %s", cmd);
-            reply_error(cl, e);
-            log_cmd(cl->ctl, cmd, NULL, e);
+            control_reply_error(cl, e);
+            control_log_cmd(cl->ctl, cmd, NULL, e);
             free(e);
         }
         json_decref(empty);
@@ -829,7 +831,7 @@ static void client_request(control_client *cl, const char *line, size_t len)
 
 /* Answers every complete line in `in` until one must wait for a commit, then writes.
  * May close the client. */
-static void client_process(control_client *cl)
+static void control_client_process(control_client *cl)
 {
     cl->in_process = true;
     bool partial = false;      /* stopped at a line whose end has not arrived */
@@ -846,8 +848,8 @@ static void client_process(control_client *cl)
             break;
         }
         if (len > CONTROL_MAX_LINE) {
-            reply_error(cl, "request too long (the limit is 64 KB per line)");
-            log_cmd(cl->ctl, "", NULL, "request too long");
+            control_reply_error(cl, "request too long (the limit is 64 KB per line)");
+            control_log_cmd(cl->ctl, "", NULL, "request too long");
             cl->closing = true;
             break;
         }
@@ -856,12 +858,12 @@ static void client_process(control_client *cl)
         size_t l = len;
         while (l > 0 && (line[l - 1] == '\r' || line[l - 1] == ' ' || line[l - 1] == '\t'))
             l--;
-        if (l > 0) client_request(cl, line, l);
+        if (l > 0) control_client_request(cl, line, l);
         free(line);
     }
     if (partial && cl->in.len > CONTROL_MAX_LINE) {
-        reply_error(cl, "request too long (the limit is 64 KB per line)");
-        log_cmd(cl->ctl, "", NULL, "request too long");
+        control_reply_error(cl, "request too long (the limit is 64 KB per line)");
+        control_log_cmd(cl->ctl, "", NULL, "request too long");
         cl->closing = true;
     }
     /* Read on only when the next line can be answered. */
@@ -870,10 +872,10 @@ static void client_process(control_client *cl)
     else
         ev_io_start(cl->ctl->ctx->loop, &cl->rio);
     cl->in_process = false;
-    client_flush(cl);
+    control_client_flush(cl);
 }
 
-static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+static void control_client_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
     (void)revents;
@@ -893,29 +895,29 @@ static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents)
         }
         if (errno == EINTR) continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-        client_close(cl);   /* reset by the peer */
+        control_client_close(cl);   /* reset by the peer */
         return;
     }
-    client_process(cl);
+    control_client_process(cl);
 }
 
-static void client_resume_cb(struct ev_loop *loop, ev_idle *w, int revents)
+static void control_client_resume_cb(struct ev_loop *loop, ev_idle *w, int revents)
 {
     (void)revents;
     ev_idle_stop(loop, w);
-    client_process(w->data);
+    control_client_process(w->data);
 }
 
-static void client_write_cb(struct ev_loop *loop, ev_io *w, int revents)
+static void control_client_write_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
     (void)revents;
     control_client *cl = w->data;
     /* Once the client has read its answers, go on with lines held back meanwhile. */
-    if (client_flush(cl) && cl->out.len == 0 && !cl->pending) client_process(cl);
+    if (control_client_flush(cl) && cl->out.len == 0 && !cl->pending) control_client_process(cl);
 }
 
-static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+static void control_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)revents;
     control *ctl = w->data;
@@ -933,9 +935,9 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         cl->fd = fd;
         strbuf_init(&cl->in);
         strbuf_init(&cl->out);
-        ev_io_init(&cl->rio, client_read_cb, fd, EV_READ);
-        ev_io_init(&cl->wio, client_write_cb, fd, EV_WRITE);
-        ev_idle_init(&cl->resume, client_resume_cb);
+        ev_io_init(&cl->rio, control_client_read_cb, fd, EV_READ);
+        ev_io_init(&cl->wio, control_client_write_cb, fd, EV_WRITE);
+        ev_idle_init(&cl->resume, control_client_resume_cb);
         cl->rio.data = cl;
         cl->wio.data = cl;
         cl->resume.data = cl;
@@ -950,7 +952,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 /* Removes a socket file left by a kilnd that is gone; fails if one still answers on it or
  * if the path is something other than a socket. Returns 0 or -1 with *err. */
-static int clear_stale_socket(const char *path, const struct sockaddr_un *sa, char **err)
+static int control_clear_stale_socket(const char *path, const struct sockaddr_un *sa, char **err)
 {
     struct stat st;
     if (lstat(path, &st) != 0) {
@@ -999,7 +1001,7 @@ control *control_start(kiln_ctx *ctx, char **err)
         return NULL;
     }
     memcpy(sa.sun_path, path, strlen(path) + 1);
-    if (clear_stale_socket(path, &sa, err) != 0) return NULL;
+    if (control_clear_stale_socket(path, &sa, err) != 0) return NULL;
 
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
@@ -1025,7 +1027,7 @@ control *control_start(kiln_ctx *ctx, char **err)
     ctl->ctx = ctx;
     ctl->fd = fd;
     ctl->path = util_strdup(path);
-    ev_io_init(&ctl->aio, accept_cb, fd, EV_READ);
+    ev_io_init(&ctl->aio, control_accept_cb, fd, EV_READ);
     ctl->aio.data = ctl;
     ev_io_start(ctx->loop, &ctl->aio);
     if (ctx->log)
@@ -1036,7 +1038,7 @@ control *control_start(kiln_ctx *ctx, char **err)
 void control_free(control *ctl)
 {
     if (!ctl) return;
-    while (ctl->clients) client_close(ctl->clients);
+    while (ctl->clients) control_client_close(ctl->clients);
     ev_io_stop(ctl->ctx->loop, &ctl->aio);
     close(ctl->fd);
     unlink(ctl->path);
