@@ -1,4 +1,6 @@
 /* config.h — kiln's configuration (SPEC section 1) as a validated, immutable struct.
+ * base/config_value.c holds the value parsers, base/config_yaml.c the YAML walker,
+ * base/config.c the sections, base/config_query.c lookups and the summary.
  * config_load() parses the YAML file with libyaml's node API (line numbers for errors),
  * rejects unknown keys, checks every value and cross-reference, and resolves relative
  * paths against the config file's directory. A loaded config never changes; a reload
@@ -154,6 +156,9 @@ typedef struct config {
     int64_t retry_max_interval_ms;  /* default 1h */
     double retry_factor;        /* default 2 */
     int64_t connect_timeout_ms; /* default 10s */
+    int64_t queue_memory_recipients;  /* kiln extension: the scheduler's in-memory recipient
+                                         budget (beyond it recipients stay in the spool and are
+                                         paged in); default 200000, at least 100 */
 
     config_route *routes;
     size_t nroutes;
@@ -175,9 +180,15 @@ typedef struct config {
     size_t nwarnings;
 } config;
 
+/* True if this system can check password_hash, a "$id$..." string from submission.auth
+ * (mta/auth.h's auth_hash_usable asks libcrypt). The caller hands it in: base/ knows no mta/. */
+typedef bool config_hash_check(const char *password_hash);
+
 /* Parse and validate FILE. On error returns NULL and *err (malloc'd) reads
- * "FILE:LINE: KEY: what is wrong", e.g. "conf/kiln.yaml:12: account.mode: must be sandbox or production". */
-config *config_load(const char *path, char **err);
+ * "FILE:LINE: KEY: what is wrong", e.g. "conf/kiln.yaml:12: account.mode: must be sandbox or production".
+ * hash_usable vets each submission.auth password_hash beyond its "$id$..." shape (NULL: the
+ * shape only); a hash it refuses is an error like any other. */
+config *config_load(const char *path, config_hash_check *hash_usable, char **err);
 config *config_ref(config *cfg);
 void config_unref(config *cfg);
 

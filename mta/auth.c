@@ -26,7 +26,7 @@ char *auth_b64_encode(const void *p, size_t n)
     return out;
 }
 
-static bool b64_char(char c)
+static bool auth_b64_char(char c)
 {
     return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
            c == '+' || c == '/';
@@ -40,7 +40,7 @@ char *auth_b64_decode(const char *b64, size_t *len)
     if (n > 0 && b64[n - 1] == '=') pad++;
     if (n > 1 && b64[n - 2] == '=') pad++;
     for (size_t i = 0; i < n - pad; i++)
-        if (!b64_char(b64[i])) return NULL;
+        if (!auth_b64_char(b64[i])) return NULL;
     /* EVP_DecodeBlock decodes whole quads, padding included, as 3 bytes each. */
     size_t full = n / 4 * 3;
     char *out = util_malloc(full + 1);
@@ -90,7 +90,7 @@ char *auth_decode_login(const char *b64)
 }
 
 /* crypt_rn of pass with setting, compared against want (NULL: compute and fail). */
-static bool crypt_matches(const char *pass, const char *setting, const char *want)
+static bool auth_crypt_matches(const char *pass, const char *setting, const char *want)
 {
     struct crypt_data *data = util_calloc(1, sizeof *data);
     const char *out = crypt_rn(pass, setting, data, (int)sizeof *data);
@@ -112,10 +112,10 @@ bool auth_verify(const config *cfg, const char *user, const char *pass)
         if (!found && strcmp(cfg->auth[i].user, user) == 0) found = &cfg->auth[i];
     if (!found) {
         /* Same work as for a real user (same algorithm and cost as the first one), then no. */
-        crypt_matches(pass, cfg->auth[0].password_hash, NULL);
+        auth_crypt_matches(pass, cfg->auth[0].password_hash, NULL);
         return false;
     }
-    return crypt_matches(pass, found->password_hash, found->password_hash);
+    return auth_crypt_matches(pass, found->password_hash, found->password_hash);
 }
 
 bool auth_hash_usable(const char *password_hash)

@@ -1,21 +1,18 @@
-/* control.c — kilnd's side of the control socket (see control.h for the protocol).
+/* control.c — kilnd's side of the control socket (see control.h for the protocol): the
+ * socket and its line protocol; the commands are control_cmd.c's.
  *
  * A Unix stream socket (mode 0600) at server.control_socket, served on the daemon's libev
  * loop with non-blocking reads and writes: a client sends one JSON object per line (at most
  * 64 KB), gets one JSON line back per request, and may send more lines until it closes.
  * Requests are answered in order; a suppression change is answered only after its spool
  * batch committed, and the client's later lines wait until then. JSON is parsed and built
- * with jansson; the answers' data objects follow the SES response shapes (SPEC section 5).
- * The dedicated-IP commands (ips, ip.warmup, zone.down, zone.up) read and change the
- * scheduler's pools state (pools/pools.h); changes are persisted by the scheduler. queue
- * and queue.explain read the scheduler's in-memory queue (scheduler_queue/_explain). stats
- * reads the spool's send-statistics buckets of the last 14 days (stats.h). */
+ * with jansson. Once 1 MB of answers waits unsent, a client is not read from until it has
+ * read them. */
 #include "mta/control.h"
 
 #include <errno.h>
 #include <ev.h>
 #include <jansson.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -24,62 +21,19 @@
 #include <unistd.h>
 
 #include "base/kiln.h"
-#include "pools/pools.h"
-#include "mta/quota.h"
-#include "scheduler/scheduler.h"
-#include "mta/smtp_server.h"
+#include "mta/control_internal.h"
 #include "store/spool.h"
-#include "store/stats.h"
 #include "base/util.h"
-
-#ifndef PACKAGE_VERSION
-#define PACKAGE_VERSION "0.1.0"
-#endif
 
 #define CONTROL_MAX_LINE (64 * 1024)
 #define CONTROL_READ_CHUNK 4096
 #define CONTROL_MAX_UNSENT (1024 * 1024)   /* answers a client has not read yet: stop reading */
-#define CONTROL_MAX_ADDRESS 254    /* RFC 5321 path limit without the angle brackets */
 
-typedef struct control_client control_client;
-
-/* A spool commit this module waits for. Owned by the spool callback, which frees it; the
- * client may be gone by then (client == NULL). */
-typedef struct control_pending {
-    control_client *client;
-    char *cmd;
-    char *address;
-} control_pending;
-
-struct control_client {
-    control *ctl;
-    int fd;
-    ev_io rio;
-    ev_io wio;
-    ev_idle resume;            /* goes on with queued lines after a commit answered */
-    strbuf in;
-    strbuf out;
-    control_pending *pending;  /* a request waiting for its commit, or NULL */
-    bool eof;                  /* the peer closed its side: answer what is left, then close */
-    bool closing;              /* close once out is written (protocol error) */
-    bool in_process;           /* client_process is on the stack (commit callbacks may
-                                  run inside spool_on_commit) */
-    control_client *prev, *next;
-};
-
-struct control {
-    kiln_ctx *ctx;
-    int fd;
-    char *path;
-    ev_io aio;
-    control_client *clients;
-};
-
-static void client_process(control_client *cl);
+static void control_client_process(control_client *cl);
 
 /* ---- logging ---- */
 
-static void log_cmd(control *ctl, const char *cmd, const char *address, const char *error)
+void control_log_cmd(control *ctl, const char *cmd, const char *address, const char *error)
 {
     klog *lg = ctl->ctx->log;
     if (!log_enabled(lg, KLOG_INFO)) return;
@@ -95,7 +49,7 @@ static void log_cmd(control *ctl, const char *cmd, const char *address, const ch
 
 /* ---- client connections ---- */
 
-static void client_close(control_client *cl)
+static void control_client_close(control_client *cl)
 {
     control *ctl = cl->ctl;
     ev_io_stop(ctl->ctx->loop, &cl->rio);
@@ -112,12 +66,12 @@ static void client_close(control_client *cl)
 }
 
 /* Closes the client if nothing is left to do. Returns true if it was closed. */
-static bool client_maybe_close(control_client *cl)
+static bool control_client_maybe_close(control_client *cl)
 {
     if (cl->out.len > 0 || cl->pending) return false;
     if (cl->in.len > 0 && !cl->closing) return false;   /* lines still to answer */
     if (cl->closing || cl->eof) {
-        client_close(cl);
+        control_client_close(cl);
         return true;
     }
     return false;
@@ -125,7 +79,7 @@ static bool client_maybe_close(control_client *cl)
 
 /* Writes as much of out as the socket takes; arms the write watcher for the rest.
  * Returns false if the client was closed. */
-static bool client_flush(control_client *cl)
+static bool control_client_flush(control_client *cl)
 {
     struct ev_loop *loop = cl->ctl->ctx->loop;
     while (cl->out.len > 0) {
@@ -140,16 +94,16 @@ static bool client_flush(control_client *cl)
             return true;
         }
         /* The peer went away: nobody is left to read the answers. */
-        client_close(cl);
+        control_client_close(cl);
         return false;
     }
     ev_io_stop(loop, &cl->wio);
-    return !client_maybe_close(cl);
+    return !control_client_maybe_close(cl);
 }
 
 /* A JSON string for text that should be UTF-8 but may not be (paths, config contents):
  * bytes that do not form UTF-8 become '?'. */
-static json_t *jstr(const char *s)
+json_t *control_jstr(const char *s)
 {
     json_t *j = json_string(s ? s : "");
     if (j) return j;
@@ -161,7 +115,7 @@ static json_t *jstr(const char *s)
     return j;
 }
 
-static void client_send_json(control_client *cl, json_t *msg)
+static void control_client_send_json(control_client *cl, json_t *msg)
 {
     char *text = json_dumps(msg, JSON_COMPACT | JSON_PRESERVE_ORDER);
     if (!text) util_fatal("control: cannot encode an answer as JSON");
@@ -172,236 +126,23 @@ static void client_send_json(control_client *cl, json_t *msg)
 }
 
 /* Queues {"ok":true,"data":data} (steals data). */
-static void reply_ok(control_client *cl, json_t *data)
+void control_reply_ok(control_client *cl, json_t *data)
 {
     json_t *msg = json_object();
     json_object_set_new(msg, "ok", json_true());
     json_object_set_new(msg, "data", data ? data : json_object());
-    client_send_json(cl, msg);
+    control_client_send_json(cl, msg);
 }
 
-static void reply_error(control_client *cl, const char *error)
+void control_reply_error(control_client *cl, const char *error)
 {
     json_t *msg = json_object();
     json_object_set_new(msg, "ok", json_false());
-    json_object_set_new(msg, "error", jstr(error));
-    client_send_json(cl, msg);
+    json_object_set_new(msg, "error", control_jstr(error));
+    control_client_send_json(cl, msg);
 }
 
-/* ---- commands ---- */
-
-/* A number as a JSON integer when integral, else a real. */
-static json_t *number_json(double v)
-{
-    if (isfinite(v) && v == floor(v) && fabs(v) < 9e15) return json_integer((json_int_t)v);
-    return json_real(v);
-}
-
-/* The config file as an absolute path (its directory as config.c resolved it). */
-static json_t *config_file_json(const kiln_ctx *ctx)
-{
-    const char *p = ctx->config_path ? ctx->config_path : ctx->cfg->path;
-    if (!p) return json_string("");
-    if (p[0] == '/' || !ctx->cfg->dir) return jstr(p);
-    const char *base = strrchr(p, '/');
-    base = base ? base + 1 : p;
-    char *abs = util_asprintf("%s%s%s", ctx->cfg->dir,
-                              strcmp(ctx->cfg->dir, "/") == 0 ? "" : "/", base);
-    json_t *j = jstr(abs);
-    free(abs);
-    return j;
-}
-
-static void cmd_status(control_client *cl)
-{
-    kiln_ctx *ctx = cl->ctl->ctx;
-    int64_t queued = 0, deferred = 0;
-    int sessions = 0;
-    if (ctx->sched) {
-        int sched_sessions = 0;
-        scheduler_counts(ctx->sched, &queued, &deferred, &sched_sessions);
-        sessions += sched_sessions;
-    } else if (ctx->spool) {
-        if (spool_count_rcpts(ctx->spool, &queued, &deferred) != 0) {
-            char *e = util_asprintf("cannot count queued recipients: %s",
-                                    spool_errmsg(ctx->spool));
-            reply_error(cl, e);
-            log_cmd(cl->ctl, "status", NULL, e);
-            free(e);
-            return;
-        }
-    }
-    if (ctx->server) sessions += smtp_server_sessions(ctx->server);
-    int64_t uptime_ms = kiln_now_ms(ctx) - ctx->started_ms;
-    if (uptime_ms < 0) uptime_ms = 0;
-
-    const config *cfg = ctx->cfg;
-    json_t *d = json_object();
-    json_object_set_new(d, "Uptime", json_integer(uptime_ms / 1000));
-    json_object_set_new(d, "Queued", json_integer(queued));
-    json_object_set_new(d, "Deferred", json_integer(deferred));
-    json_object_set_new(d, "Sessions", json_integer(sessions));
-    json_object_set_new(d, "ConfigFile", config_file_json(ctx));
-    json_object_set_new(d, "Version", json_string(PACKAGE_VERSION));
-    json_object_set_new(d, "Mode",
-                        json_string(cfg->mode == CONFIG_MODE_PRODUCTION ? "production"
-                                                                         : "sandbox"));
-    json_object_set_new(d, "Hostname", jstr(cfg->hostname));
-    reply_ok(cl, d);
-    log_cmd(cl->ctl, "status", NULL, NULL);
-}
-
-static void cmd_quota(control_client *cl)
-{
-    kiln_ctx *ctx = cl->ctl->ctx;
-    int64_t max24 = ctx->cfg->max_24h_send, sent = 0;
-    double rate = ctx->cfg->max_send_rate;
-    if (ctx->quota) {
-        int64_t now = kiln_now_ms(ctx);
-        max24 = quota_max_24h(ctx->quota);
-        rate = quota_max_rate(ctx->quota);
-        sent = quota_sent_24h(ctx->quota, now);
-    }
-    json_t *d = json_object();
-    json_object_set_new(d, "Max24HourSend", json_integer(max24 < 0 ? -1 : max24));
-    json_object_set_new(d, "MaxSendRate", number_json(rate < 0 ? -1 : rate));
-    json_object_set_new(d, "SentLast24Hours", json_integer(sent));
-    reply_ok(cl, d);
-    log_cmd(cl->ctl, "quota", NULL, NULL);
-}
-
-/* "BOUNCE"/"COMPLAINT" in any case -> the canonical name, else NULL. */
-static const char *canonical_reason(const char *r)
-{
-    if (util_streq_ci(r, "BOUNCE")) return "BOUNCE";
-    if (util_streq_ci(r, "COMPLAINT")) return "COMPLAINT";
-    return NULL;
-}
-
-/* NULL if addr looks like an address (one '@', non-empty parts, no spaces or controls),
- * else the reason (static text). */
-static const char *address_problem(const char *addr)
-{
-    size_t len = strlen(addr);
-    if (len == 0) return "is empty";
-    if (len > CONTROL_MAX_ADDRESS) return "is longer than 254 characters";
-    const char *at = strchr(addr, '@');
-    if (!at || strchr(at + 1, '@')) return "must contain exactly one @";
-    if (at == addr || at[1] == '\0') return "needs a local part and a domain around the @";
-    for (const char *p = addr; *p; p++) {
-        unsigned char c = (unsigned char)*p;
-        if (c <= 0x20 || c == 0x7f || c == '<' || c == '>')
-            return "must not contain spaces, control characters or angle brackets";
-    }
-    return NULL;
-}
-
-typedef struct supp_entry {
-    char *address;
-    char *reason;
-    int64_t updated_ms;
-} supp_entry;
-
-typedef struct supp_list {
-    supp_entry *v;
-    size_t n, cap;
-    const char *filter;
-} supp_list;
-
-static void supp_collect(void *arg, const char *address, const char *reason, int64_t updated_ms)
-{
-    supp_list *l = arg;
-    if (l->filter && strcmp(l->filter, reason) != 0) return;
-    if (l->n == l->cap) {
-        l->cap = l->cap ? l->cap * 2 : 16;
-        l->v = util_realloc(l->v, l->cap * sizeof *l->v);
-    }
-    l->v[l->n++] = (supp_entry){util_strdup(address), util_strdup(reason), updated_ms};
-}
-
-static int supp_cmp(const void *a, const void *b)
-{
-    return strcmp(((const supp_entry *)a)->address, ((const supp_entry *)b)->address);
-}
-
-static void cmd_suppression_list(control_client *cl, json_t *args)
-{
-    kiln_ctx *ctx = cl->ctl->ctx;
-    supp_list l = {0};
-    json_t *jr = json_object_get(args, "reason");
-    if (jr && !json_is_null(jr)) {
-        l.filter = json_is_string(jr) ? canonical_reason(json_string_value(jr)) : NULL;
-        if (!l.filter) {
-            const char *e = "reason must be BOUNCE or COMPLAINT";
-            reply_error(cl, e);
-            log_cmd(cl->ctl, "suppression.list", NULL, e);
-            return;
-        }
-    }
-    if (spool_suppression_each(ctx->spool, supp_collect, &l) != 0) {
-        char *e = util_asprintf("cannot read the suppression list: %s", spool_errmsg(ctx->spool));
-        reply_error(cl, e);
-        log_cmd(cl->ctl, "suppression.list", NULL, e);
-        free(e);
-    } else {
-        if (l.n > 1) qsort(l.v, l.n, sizeof *l.v, supp_cmp);
-        json_t *arr = json_array();
-        for (size_t i = 0; i < l.n; i++) {
-            char ts[32];
-            util_iso8601(l.v[i].updated_ms, ts);
-            json_t *o = json_object();
-            json_object_set_new(o, "EmailAddress", jstr(l.v[i].address));
-            json_object_set_new(o, "Reason", jstr(l.v[i].reason));
-            json_object_set_new(o, "LastUpdateTime", json_string(ts));
-            json_array_append_new(arr, o);
-        }
-        json_t *d = json_object();
-        json_object_set_new(d, "SuppressedDestinationSummaries", arr);
-        reply_ok(cl, d);
-        log_cmd(cl->ctl, "suppression.list", NULL, NULL);
-    }
-    for (size_t i = 0; i < l.n; i++) {
-        free(l.v[i].address);
-        free(l.v[i].reason);
-    }
-    free(l.v);
-}
-
-static void stats_point(void *arg, int64_t bucket_ms, int64_t attempts, int64_t bounces,
-                        int64_t complaints, int64_t rejects)
-{
-    char ts[32];
-    util_iso8601(bucket_ms, ts);
-    json_t *o = json_object();
-    json_object_set_new(o, "Timestamp", json_string(ts));
-    json_object_set_new(o, "DeliveryAttempts", json_integer(attempts));
-    json_object_set_new(o, "Bounces", json_integer(bounces));
-    json_object_set_new(o, "Complaints", json_integer(complaints));
-    json_object_set_new(o, "Rejects", json_integer(rejects));
-    json_array_append_new(arg, o);
-}
-
-/* SES GetSendStatistics: the 15-minute buckets of the last 14 days, oldest first. */
-static void cmd_stats(control_client *cl)
-{
-    kiln_ctx *ctx = cl->ctl->ctx;
-    json_t *arr = json_array();
-    int64_t since = stats_bucket_ms(kiln_now_ms(ctx) - STATS_KEEP_MS);
-    if (spool_stats_each(ctx->spool, since, stats_point, arr) != 0) {
-        char *e = util_asprintf("cannot read the send statistics: %s", spool_errmsg(ctx->spool));
-        reply_error(cl, e);
-        log_cmd(cl->ctl, "stats", NULL, e);
-        free(e);
-        json_decref(arr);
-        return;
-    }
-    json_t *d = json_object();
-    json_object_set_new(d, "SendDataPoints", arr);
-    reply_ok(cl, d);
-    log_cmd(cl->ctl, "stats", NULL, NULL);
-}
-
-static void pending_committed(void *arg, bool ok, const char *err)
+static void control_pending_committed(void *arg, bool ok, const char *err)
 {
     control_pending *p = arg;
     control_client *cl = p->client;
@@ -410,13 +151,13 @@ static void pending_committed(void *arg, bool ok, const char *err)
                                  err ? err : "the spool commit failed");
     if (cl) {
         cl->pending = NULL;
-        if (ok) reply_ok(cl, NULL);
-        else reply_error(cl, e);
-        log_cmd(cl->ctl, p->cmd, p->address, e);
+        if (ok) control_reply_ok(cl, NULL);
+        else control_reply_error(cl, e);
+        control_log_cmd(cl->ctl, p->cmd, p->address, e);
         /* Answer now; go on with lines that arrived meanwhile in a later loop iteration
-         * (unless this runs inside client_process, whose loop goes on by itself). This
+         * (unless this runs inside control_client_process, whose loop goes on by itself). This
          * runs inside spool_flush: writes made here would wait for the next wake-up. */
-        if (!cl->in_process && client_flush(cl))
+        if (!cl->in_process && control_client_flush(cl))
             ev_idle_start(cl->ctl->ctx->loop, &cl->resume);
     }
     free(e);
@@ -426,357 +167,18 @@ static void pending_committed(void *arg, bool ok, const char *err)
 }
 
 /* Registers the reply to come after the current spool batch commits. */
-static void wait_for_commit(control_client *cl, const char *cmd, const char *address)
+void control_wait_for_commit(control_client *cl, const char *cmd, const char *address)
 {
     control_pending *p = util_calloc(1, sizeof *p);
     p->client = cl;
     p->cmd = util_strdup(cmd);
     p->address = util_strdup(address);
     cl->pending = p;
-    spool_on_commit(cl->ctl->ctx->spool, pending_committed, p);
-}
-
-/* Validates args.address; returns it lower-cased (malloc'd) or NULL after replying. */
-static char *take_address(control_client *cl, const char *cmd, json_t *args)
-{
-    json_t *ja = json_object_get(args, "address");
-    if (!json_is_string(ja)) {
-        const char *e = "an address is required";
-        reply_error(cl, e);
-        log_cmd(cl->ctl, cmd, NULL, e);
-        return NULL;
-    }
-    const char *addr = json_string_value(ja);
-    const char *problem = address_problem(addr);
-    if (problem) {
-        char *e = util_asprintf("invalid address %s: it %s", addr, problem);
-        reply_error(cl, e);
-        log_cmd(cl->ctl, cmd, addr, e);
-        free(e);
-        return NULL;
-    }
-    char *lower = util_strdup(addr);
-    util_lowercase(lower);
-    return lower;
-}
-
-static void cmd_suppression_add(control_client *cl, json_t *args)
-{
-    kiln_ctx *ctx = cl->ctl->ctx;
-    const char *cmd = "suppression.add";
-    char *addr = take_address(cl, cmd, args);
-    if (!addr) return;
-    const char *reason = "BOUNCE";
-    json_t *jr = json_object_get(args, "reason");
-    if (jr && !json_is_null(jr)) {
-        reason = json_is_string(jr) ? canonical_reason(json_string_value(jr)) : NULL;
-        if (!reason) {
-            const char *e = "reason must be BOUNCE or COMPLAINT";
-            reply_error(cl, e);
-            log_cmd(cl->ctl, cmd, addr, e);
-            free(addr);
-            return;
-        }
-    }
-    if (spool_suppression_put(ctx->spool, addr, reason, kiln_now_ms(ctx)) != 0) {
-        char *e = util_asprintf("cannot update the suppression list: %s",
-                                spool_errmsg(ctx->spool));
-        reply_error(cl, e);
-        log_cmd(cl->ctl, cmd, addr, e);
-        free(e);
-    } else {
-        wait_for_commit(cl, cmd, addr);
-    }
-    free(addr);
-}
-
-static void cmd_suppression_remove(control_client *cl, json_t *args)
-{
-    kiln_ctx *ctx = cl->ctl->ctx;
-    const char *cmd = "suppression.remove";
-    char *addr = take_address(cl, cmd, args);
-    if (!addr) return;
-    bool existed = false;
-    if (spool_suppression_delete(ctx->spool, addr, &existed) != 0) {
-        char *e = util_asprintf("cannot update the suppression list: %s",
-                                spool_errmsg(ctx->spool));
-        reply_error(cl, e);
-        log_cmd(cl->ctl, cmd, addr, e);
-        free(e);
-    } else if (!existed) {
-        char *e = util_asprintf("%s is not on the suppression list", addr);
-        reply_error(cl, e);
-        log_cmd(cl->ctl, cmd, addr, e);
-        free(e);
-    } else {
-        wait_for_commit(cl, cmd, addr);
-    }
-    free(addr);
-}
-
-static void cmd_reload(control_client *cl)
-{
-    kiln_ctx *ctx = cl->ctl->ctx;
-    char *err = NULL;
-    if (ctx->ops->reload(ctx, &err) != 0) {
-        if (!err) err = util_strdup("reload failed");
-        reply_error(cl, err);
-        log_cmd(cl->ctl, "reload", NULL, err);
-        free(err);
-        return;
-    }
-    json_t *warnings = json_array();
-    for (size_t i = 0; i < ctx->cfg->nwarnings; i++)
-        json_array_append_new(warnings, jstr(ctx->cfg->warnings[i]));
-    json_t *d = json_object();
-    json_object_set_new(d, "warnings", warnings);
-    reply_ok(cl, d);
-    log_cmd(cl->ctl, "reload", NULL, NULL);
-}
-
-/* ---- dedicated IPs ---- */
-
-/* The scheduler's pools state, or NULL after replying (no scheduler: kilnd is starting). */
-static pools *take_pools(control_client *cl, const char *cmd)
-{
-    kiln_ctx *ctx = cl->ctl->ctx;
-    pools *p = ctx->sched ? scheduler_pools(ctx->sched) : NULL;
-    if (!p) {
-        const char *e = "the delivery scheduler is not running";
-        reply_error(cl, e);
-        log_cmd(cl->ctl, cmd, NULL, e);
-    }
-    return p;
-}
-
-/* One DedicatedIp object (SES GetDedicatedIps) plus kiln's own fields under "kiln". */
-static json_t *ip_json(const pools_ip_info *in, int64_t now)
-{
-    json_t *o = json_object();
-    json_object_set_new(o, "Ip", jstr(in->address));
-    json_object_set_new(o, "PoolName", jstr(in->pool));
-    json_object_set_new(o, "Zone", jstr(in->zone));
-    json_object_set_new(o, "WarmupStatus", jstr(in->warmup_status));
-    json_object_set_new(o, "WarmupPercentage", json_integer(in->warmup_percentage));
-    json_object_set_new(o, "SentLast24Hours", json_integer(in->sent_24h));
-    json_object_set_new(o, "DailyCap", json_integer(in->daily_cap));
-    json_object_set_new(o, "State", jstr(pools_state_name(in->state)));
-    json_t *k = json_object();
-    json_object_set_new(k, "Sessions", json_integer(in->sessions));
-    json_object_set_new(k, "HourlyCap", json_integer(in->hourly_cap));
-    json_object_set_new(k, "Health", json_string(pools_health_name(in->health)));
-    json_object_set_new(k, "DownReason", jstr(in->down_reason ? in->down_reason : ""));
-    if (in->health == POOLS_HEALTH_OPEN && in->down_until_ms > now) {
-        char ts[32];
-        util_iso8601(in->down_until_ms, ts);
-        json_object_set_new(k, "DownUntil", json_string(ts));
-    }
-    json_object_set_new(k, "Ehlo", in->ehlo ? jstr(in->ehlo) : json_null());
-    json_object_set_new(k, "Managed", json_boolean(in->managed));
-    json_object_set_new(o, "kiln", k);
-    return o;
-}
-
-static void cmd_ips(control_client *cl)
-{
-    kiln_ctx *ctx = cl->ctl->ctx;
-    pools *p = take_pools(cl, "ips");
-    if (!p) return;
-    int64_t now = kiln_now_ms(ctx);
-    json_t *arr = json_array();
-    for (size_t i = 0; i < pools_count(p); i++) {
-        pools_ip_info in;
-        pools_info(p, i, now, &in);
-        json_array_append_new(arr, ip_json(&in, now));
-    }
-    json_t *d = json_object();
-    json_object_set_new(d, "DedicatedIps", arr);
-    reply_ok(cl, d);
-    log_cmd(cl->ctl, "ips", NULL, NULL);
-}
-
-static void cmd_ip_warmup(control_client *cl, json_t *args)
-{
-    kiln_ctx *ctx = cl->ctl->ctx;
-    const char *cmd = "ip.warmup";
-    const char *addr = json_string_value(json_object_get(args, "address"));
-    json_t *jp = json_object_get(args, "percent");
-    if (!addr || !*addr) {
-        const char *e = "an IP address is required";
-        reply_error(cl, e);
-        log_cmd(cl->ctl, cmd, NULL, e);
-        return;
-    }
-    if (!json_is_integer(jp) || json_integer_value(jp) < 0 || json_integer_value(jp) > 100) {
-        const char *e = "percent must be an integer from 0 to 100";
-        reply_error(cl, e);
-        log_cmd(cl->ctl, cmd, addr, e);
-        return;
-    }
-    pools *p = take_pools(cl, cmd);
-    if (!p) return;
-    int64_t now = kiln_now_ms(ctx);
-    char *err = NULL;
-    if (pools_set_warmup(p, addr, (int)json_integer_value(jp), now, &err) != 0) {
-        if (!err) err = util_asprintf("cannot set the warm-up of %s", addr);
-        reply_error(cl, err);
-        log_cmd(cl->ctl, cmd, addr, err);
-        free(err);
-        return;
-    }
-    scheduler_pools_changed(ctx->sched);
-    pools_ip_info in;
-    json_t *d = json_object();
-    if (pools_info_by_address(p, addr, now, &in) == 0) {
-        json_object_set_new(d, "Ip", jstr(in.address));
-        json_object_set_new(d, "WarmupStatus", jstr(in.warmup_status));
-        json_object_set_new(d, "WarmupPercentage", json_integer(in.warmup_percentage));
-        json_object_set_new(d, "DailyCap", json_integer(in.daily_cap));
-    }
-    reply_ok(cl, d);
-    log_cmd(cl->ctl, cmd, addr, NULL);
-}
-
-static void cmd_zone(control_client *cl, json_t *args, bool up)
-{
-    kiln_ctx *ctx = cl->ctl->ctx;
-    const char *cmd = up ? "zone.up" : "zone.down";
-    const char *zone = json_string_value(json_object_get(args, "zone"));
-    if (!zone || !*zone) {
-        const char *e = "a zone name is required";
-        reply_error(cl, e);
-        log_cmd(cl->ctl, cmd, NULL, e);
-        return;
-    }
-    pools *p = take_pools(cl, cmd);
-    if (!p) return;
-    char *err = NULL;
-    if (pools_set_zone(p, zone, up, &err) != 0) {
-        if (!err) err = util_asprintf("cannot change zone %s", zone);
-        reply_error(cl, err);
-        log_cmd(cl->ctl, cmd, zone, err);
-        free(err);
-        return;
-    }
-    scheduler_pools_changed(ctx->sched);
-    json_t *d = json_object();
-    json_object_set_new(d, "Zone", jstr(zone));
-    json_object_set_new(d, "State", json_string(up ? "up" : "down"));
-    reply_ok(cl, d);
-    log_cmd(cl->ctl, cmd, zone, NULL);
-}
-
-/* ---- the queue ---- */
-
-/* The scheduler, or NULL after replying (kilnd is starting). */
-static scheduler *take_sched(control_client *cl, const char *cmd)
-{
-    scheduler *sc = cl->ctl->ctx->sched;
-    if (!sc) {
-        const char *e = "the delivery scheduler is not running";
-        reply_error(cl, e);
-        log_cmd(cl->ctl, cmd, NULL, e);
-    }
-    return sc;
-}
-
-/* {"Queue": [{"Pool","ConfigurationSet","Domain","State","Recipients"}], "Queued",
- * "Deferred"}: recipients grouped by pool, set, domain and state (args.domain filters). */
-static void cmd_queue(control_client *cl, json_t *args)
-{
-    const char *cmd = "queue";
-    json_t *jd = json_object_get(args, "domain");
-    if (jd && !json_is_null(jd) && !json_is_string(jd)) {
-        const char *e = "domain must be a string";
-        reply_error(cl, e);
-        log_cmd(cl->ctl, cmd, NULL, e);
-        return;
-    }
-    const char *domain = json_string_value(jd);
-    scheduler *sc = take_sched(cl, cmd);
-    if (!sc) return;
-    scheduler_queue_row *rows = NULL;
-    size_t n = scheduler_queue(sc, domain, &rows);
-    json_t *arr = json_array();
-    int64_t queued = 0, deferred = 0;
-    for (size_t i = 0; i < n; i++) {
-        json_t *o = json_object();
-        json_object_set_new(o, "Pool", jstr(rows[i].pool));
-        json_object_set_new(o, "ConfigurationSet", jstr(rows[i].set));
-        json_object_set_new(o, "Domain", jstr(rows[i].domain));
-        json_object_set_new(o, "State", json_string(rows[i].state));
-        json_object_set_new(o, "Recipients", json_integer(rows[i].recipients));
-        json_array_append_new(arr, o);
-        if (strcmp(rows[i].state, "deferred") == 0) deferred += rows[i].recipients;
-        else queued += rows[i].recipients;
-    }
-    scheduler_queue_free(rows, n);
-    json_t *d = json_object();
-    json_object_set_new(d, "Queue", arr);
-    json_object_set_new(d, "Queued", json_integer(queued));
-    json_object_set_new(d, "Deferred", json_integer(deferred));
-    if (domain && *domain) json_object_set_new(d, "Domain", jstr(domain));
-    reply_ok(cl, d);
-    log_cmd(cl->ctl, cmd, domain, NULL);
-}
-
-/* {"MessageId", "Recipients": [{"Recipient","Domain","ConfigurationSet","Pool","State",
- * "Reason","Until" (ISO 8601 or null),"Attempts","LastReply" (or null)}]}: what each pending
- * recipient of message args.id waits for. */
-static void cmd_queue_explain(control_client *cl, json_t *args)
-{
-    const char *cmd = "queue.explain";
-    const char *id = json_string_value(json_object_get(args, "id"));
-    if (!id || !*id) {
-        const char *e = "a message ID is required";
-        reply_error(cl, e);
-        log_cmd(cl->ctl, cmd, NULL, e);
-        return;
-    }
-    scheduler *sc = take_sched(cl, cmd);
-    if (!sc) return;
-    scheduler_explain_row *rows = NULL;
-    size_t n = scheduler_explain(sc, id, &rows);
-    if (n == 0) {
-        scheduler_explain_free(rows, n);
-        char *e = util_asprintf("message %s has no recipient in the queue (unknown, or every "
-                                "recipient delivered or bounced)", id);
-        reply_error(cl, e);
-        log_cmd(cl->ctl, cmd, id, e);
-        free(e);
-        return;
-    }
-    json_t *arr = json_array();
-    for (size_t i = 0; i < n; i++) {
-        const scheduler_explain_row *r = &rows[i];
-        json_t *o = json_object();
-        json_object_set_new(o, "Recipient", jstr(r->recipient));
-        json_object_set_new(o, "Domain", jstr(r->domain));
-        json_object_set_new(o, "ConfigurationSet", jstr(r->set));
-        json_object_set_new(o, "Pool", jstr(r->pool));
-        json_object_set_new(o, "State", json_string(r->state));
-        json_object_set_new(o, "Reason", jstr(r->reason));
-        if (r->until_ms > 0) {
-            char ts[32];
-            util_iso8601(r->until_ms, ts);
-            json_object_set_new(o, "Until", json_string(ts));
-        } else {
-            json_object_set_new(o, "Until", json_null());
-        }
-        json_object_set_new(o, "Attempts", json_integer(r->attempts));
-        json_object_set_new(o, "LastReply", r->last_reply ? jstr(r->last_reply) : json_null());
-        json_array_append_new(arr, o);
-    }
-    scheduler_explain_free(rows, n);
-    json_t *d = json_object();
-    json_object_set_new(d, "MessageId", jstr(id));
-    json_object_set_new(d, "Recipients", arr);
-    reply_ok(cl, d);
-    log_cmd(cl->ctl, cmd, id, NULL);
+    spool_on_commit(cl->ctl->ctx->spool, control_pending_committed, p);
 }
 
 /* Answers one request line (without its newline). */
-static void client_request(control_client *cl, const char *line, size_t len)
+static void control_client_request(control_client *cl, const char *line, size_t len)
 {
     json_error_t jerr;
     json_t *req = json_loadb(line, len, 0, &jerr);
@@ -784,8 +186,8 @@ static void client_request(control_client *cl, const char *line, size_t len)
         char *e = req ? util_strdup("malformed request: expected a JSON object")
                       : util_asprintf("malformed request: %s (column %d)", jerr.text,
                                       jerr.column);
-        reply_error(cl, e);
-        log_cmd(cl->ctl, "", NULL, e);
+        control_reply_error(cl, e);
+        control_log_cmd(cl->ctl, "", NULL, e);
         free(e);
         json_decref(req);
         return;
@@ -798,30 +200,12 @@ static void client_request(control_client *cl, const char *line, size_t len)
     else if (args && !json_is_object(args) && !json_is_null(args))
         shape_error = "malformed request: \"args\" must be an object";
     if (shape_error) {
-        reply_error(cl, shape_error);
-        log_cmd(cl->ctl, cmd ? cmd : "", NULL, shape_error);
+        control_reply_error(cl, shape_error);
+        control_log_cmd(cl->ctl, cmd ? cmd : "", NULL, shape_error);
     } else {
         json_t *empty = json_object();
         if (!json_is_object(args)) args = empty;
-        if (strcmp(cmd, "status") == 0) cmd_status(cl);
-        else if (strcmp(cmd, "quota") == 0) cmd_quota(cl);
-        else if (strcmp(cmd, "stats") == 0) cmd_stats(cl);
-        else if (strcmp(cmd, "suppression.list") == 0) cmd_suppression_list(cl, args);
-        else if (strcmp(cmd, "suppression.add") == 0) cmd_suppression_add(cl, args);
-        else if (strcmp(cmd, "suppression.remove") == 0) cmd_suppression_remove(cl, args);
-        else if (strcmp(cmd, "reload") == 0) cmd_reload(cl);
-        else if (strcmp(cmd, "ips") == 0) cmd_ips(cl);
-        else if (strcmp(cmd, "ip.warmup") == 0) cmd_ip_warmup(cl, args);
-        else if (strcmp(cmd, "zone.down") == 0) cmd_zone(cl, args, false);
-        else if (strcmp(cmd, "zone.up") == 0) cmd_zone(cl, args, true);
-        else if (strcmp(cmd, "queue") == 0) cmd_queue(cl, args);
-        else if (strcmp(cmd, "queue.explain") == 0) cmd_queue_explain(cl, args);
-        else {
-            char *e = util_asprintf("unknown command: %s", cmd);
-            reply_error(cl, e);
-            log_cmd(cl->ctl, cmd, NULL, e);
-            free(e);
-        }
+        control_cmd_run(cl, cmd, args);
         json_decref(empty);
     }
     json_decref(req);
@@ -829,7 +213,7 @@ static void client_request(control_client *cl, const char *line, size_t len)
 
 /* Answers every complete line in `in` until one must wait for a commit, then writes.
  * May close the client. */
-static void client_process(control_client *cl)
+static void control_client_process(control_client *cl)
 {
     cl->in_process = true;
     bool partial = false;      /* stopped at a line whose end has not arrived */
@@ -846,8 +230,8 @@ static void client_process(control_client *cl)
             break;
         }
         if (len > CONTROL_MAX_LINE) {
-            reply_error(cl, "request too long (the limit is 64 KB per line)");
-            log_cmd(cl->ctl, "", NULL, "request too long");
+            control_reply_error(cl, "request too long (the limit is 64 KB per line)");
+            control_log_cmd(cl->ctl, "", NULL, "request too long");
             cl->closing = true;
             break;
         }
@@ -856,12 +240,12 @@ static void client_process(control_client *cl)
         size_t l = len;
         while (l > 0 && (line[l - 1] == '\r' || line[l - 1] == ' ' || line[l - 1] == '\t'))
             l--;
-        if (l > 0) client_request(cl, line, l);
+        if (l > 0) control_client_request(cl, line, l);
         free(line);
     }
     if (partial && cl->in.len > CONTROL_MAX_LINE) {
-        reply_error(cl, "request too long (the limit is 64 KB per line)");
-        log_cmd(cl->ctl, "", NULL, "request too long");
+        control_reply_error(cl, "request too long (the limit is 64 KB per line)");
+        control_log_cmd(cl->ctl, "", NULL, "request too long");
         cl->closing = true;
     }
     /* Read on only when the next line can be answered. */
@@ -870,10 +254,10 @@ static void client_process(control_client *cl)
     else
         ev_io_start(cl->ctl->ctx->loop, &cl->rio);
     cl->in_process = false;
-    client_flush(cl);
+    control_client_flush(cl);
 }
 
-static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+static void control_client_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
     (void)revents;
@@ -893,29 +277,29 @@ static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents)
         }
         if (errno == EINTR) continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-        client_close(cl);   /* reset by the peer */
+        control_client_close(cl);   /* reset by the peer */
         return;
     }
-    client_process(cl);
+    control_client_process(cl);
 }
 
-static void client_resume_cb(struct ev_loop *loop, ev_idle *w, int revents)
+static void control_client_resume_cb(struct ev_loop *loop, ev_idle *w, int revents)
 {
     (void)revents;
     ev_idle_stop(loop, w);
-    client_process(w->data);
+    control_client_process(w->data);
 }
 
-static void client_write_cb(struct ev_loop *loop, ev_io *w, int revents)
+static void control_client_write_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
     (void)revents;
     control_client *cl = w->data;
     /* Once the client has read its answers, go on with lines held back meanwhile. */
-    if (client_flush(cl) && cl->out.len == 0 && !cl->pending) client_process(cl);
+    if (control_client_flush(cl) && cl->out.len == 0 && !cl->pending) control_client_process(cl);
 }
 
-static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+static void control_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)revents;
     control *ctl = w->data;
@@ -933,9 +317,9 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         cl->fd = fd;
         strbuf_init(&cl->in);
         strbuf_init(&cl->out);
-        ev_io_init(&cl->rio, client_read_cb, fd, EV_READ);
-        ev_io_init(&cl->wio, client_write_cb, fd, EV_WRITE);
-        ev_idle_init(&cl->resume, client_resume_cb);
+        ev_io_init(&cl->rio, control_client_read_cb, fd, EV_READ);
+        ev_io_init(&cl->wio, control_client_write_cb, fd, EV_WRITE);
+        ev_idle_init(&cl->resume, control_client_resume_cb);
         cl->rio.data = cl;
         cl->wio.data = cl;
         cl->resume.data = cl;
@@ -950,7 +334,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 /* Removes a socket file left by a kilnd that is gone; fails if one still answers on it or
  * if the path is something other than a socket. Returns 0 or -1 with *err. */
-static int clear_stale_socket(const char *path, const struct sockaddr_un *sa, char **err)
+static int control_clear_stale_socket(const char *path, const struct sockaddr_un *sa, char **err)
 {
     struct stat st;
     if (lstat(path, &st) != 0) {
@@ -999,7 +383,7 @@ control *control_start(kiln_ctx *ctx, char **err)
         return NULL;
     }
     memcpy(sa.sun_path, path, strlen(path) + 1);
-    if (clear_stale_socket(path, &sa, err) != 0) return NULL;
+    if (control_clear_stale_socket(path, &sa, err) != 0) return NULL;
 
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
@@ -1025,7 +409,7 @@ control *control_start(kiln_ctx *ctx, char **err)
     ctl->ctx = ctx;
     ctl->fd = fd;
     ctl->path = util_strdup(path);
-    ev_io_init(&ctl->aio, accept_cb, fd, EV_READ);
+    ev_io_init(&ctl->aio, control_accept_cb, fd, EV_READ);
     ctl->aio.data = ctl;
     ev_io_start(ctx->loop, &ctl->aio);
     if (ctx->log)
@@ -1036,10 +420,11 @@ control *control_start(kiln_ctx *ctx, char **err)
 void control_free(control *ctl)
 {
     if (!ctl) return;
-    while (ctl->clients) client_close(ctl->clients);
+    while (ctl->clients) control_client_close(ctl->clients);
     ev_io_stop(ctl->ctx->loop, &ctl->aio);
     close(ctl->fd);
     unlink(ctl->path);
     free(ctl->path);
     free(ctl);
 }
+

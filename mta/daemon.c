@@ -11,6 +11,7 @@
 
 #include <ev.h>
 
+#include "mta/auth.h"
 #include "mta/control.h"
 #include "mta/events.h"
 #include "mta/quota.h"
@@ -164,7 +165,7 @@ static char *daemon_reload_blocker(const config *old, const config *neu)
 static int daemon_reload(kiln_ctx *ctx, char **err)
 {
     char *e = NULL;
-    config *neu = config_load(ctx->config_path, &e);
+    config *neu = config_load(ctx->config_path, auth_hash_usable, &e);
     if (!neu) {
         *err = e;
         return -1;
@@ -195,7 +196,7 @@ static void daemon_load_quota(void *arg, int64_t created_ms, unsigned count)
 
 kiln_ctx *daemon_create(const char *config_path, char **err)
 {
-    config *cfg = config_load(config_path, err);
+    config *cfg = config_load(config_path, auth_hash_usable, err);
     if (!cfg) return NULL;
     kiln_ctx *ctx = util_calloc(1, sizeof *ctx);
     daemon_watchers *dw = util_calloc(1, sizeof *dw);

@@ -18,7 +18,7 @@
  * not, is delivered from a zero-delay timer on the loop, never from inside
  * dns_resolve_mx or from inside c-ares, so callbacks may start lookups or free the dns.
  *
- * c-ares 1.18's ares_parse_mx_reply does not return TTLs, so answer_min_ttl() walks the
+ * c-ares 1.18's ares_parse_mx_reply does not return TTLs, so dns_answer_min_ttl() walks the
  * answer section by hand (header, questions, resource-record headers; names are skipped
  * with ares_expand_name): a few lines, no DNS library in Debian adds anything here. */
 #include "mta/dns.h"
@@ -111,28 +111,28 @@ struct dns {
 
 /* ---------- hash table ---------- */
 
-static size_t hash_str(const char *s)
+static size_t dns_hash_str(const char *s)
 {
     size_t h = 1469598103934665603ull;
     for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
     return h;
 }
 
-static void ht_init(htable *t)
+static void dns_ht_init(htable *t)
 {
     t->nb = 64;
     t->b = util_calloc(t->nb, sizeof *t->b);
     t->n = 0;
 }
 
-static hnode *ht_find(const htable *t, const char *key)
+static hnode *dns_ht_find(const htable *t, const char *key)
 {
-    for (hnode *n = t->b[hash_str(key) & (t->nb - 1)]; n; n = n->hnext)
+    for (hnode *n = t->b[dns_hash_str(key) & (t->nb - 1)]; n; n = n->hnext)
         if (strcmp(n->key, key) == 0) return n;
     return NULL;
 }
 
-static void ht_insert(htable *t, hnode *node)
+static void dns_ht_insert(htable *t, hnode *node)
 {
     if (t->n >= t->nb) {
         size_t nb = t->nb * 2;
@@ -140,7 +140,7 @@ static void ht_insert(htable *t, hnode *node)
         for (size_t i = 0; i < t->nb; i++) {
             for (hnode *n = t->b[i], *next; n; n = next) {
                 next = n->hnext;
-                size_t j = hash_str(n->key) & (nb - 1);
+                size_t j = dns_hash_str(n->key) & (nb - 1);
                 n->hnext = b[j];
                 b[j] = n;
             }
@@ -149,15 +149,15 @@ static void ht_insert(htable *t, hnode *node)
         t->b = b;
         t->nb = nb;
     }
-    size_t j = hash_str(node->key) & (t->nb - 1);
+    size_t j = dns_hash_str(node->key) & (t->nb - 1);
     node->hnext = t->b[j];
     t->b[j] = node;
     t->n++;
 }
 
-static void ht_remove(htable *t, hnode *node)
+static void dns_ht_remove(htable *t, hnode *node)
 {
-    for (hnode **p = &t->b[hash_str(node->key) & (t->nb - 1)]; *p; p = &(*p)->hnext) {
+    for (hnode **p = &t->b[dns_hash_str(node->key) & (t->nb - 1)]; *p; p = &(*p)->hnext) {
         if (*p == node) {
             *p = node->hnext;
             t->n--;
@@ -169,7 +169,7 @@ static void ht_remove(htable *t, hnode *node)
 
 /* ---------- results ---------- */
 
-static const char *status_name(dns_status s)
+static const char *dns_status_name(dns_status s)
 {
     switch (s) {
     case DNS_OK: return "ok";
@@ -181,7 +181,7 @@ static const char *status_name(dns_status s)
     return "?";
 }
 
-static void res_clear(dns_mx_result *r)
+static void dns_res_clear(dns_mx_result *r)
 {
     for (size_t i = 0; i < r->nhosts; i++) {
         free(r->hosts[i].name);
@@ -193,7 +193,7 @@ static void res_clear(dns_mx_result *r)
     memset(r, 0, sizeof *r);
 }
 
-static void res_copy(dns_mx_result *dst, const dns_mx_result *src)
+static void dns_res_copy(dns_mx_result *dst, const dns_mx_result *src)
 {
     *dst = *src;
     dst->error = util_strdup(src->error);
@@ -209,16 +209,16 @@ static void res_copy(dns_mx_result *dst, const dns_mx_result *src)
     }
 }
 
-static void res_fail(dns_mx_result *r, dns_status st, char *error)
+static void dns_res_fail(dns_mx_result *r, dns_status st, char *error)
 {
-    res_clear(r);
+    dns_res_clear(r);
     r->status = st;
     r->error = error;
 }
 
 /* ---------- ordering ---------- */
 
-static int cmp_pref(const void *a, const void *b)
+static int dns_cmp_pref(const void *a, const void *b)
 {
     const dns_mx_host *x = a, *y = b;
     return (x->preference > y->preference) - (x->preference < y->preference);
@@ -227,7 +227,7 @@ static int cmp_pref(const void *a, const void *b)
 void dns_order_mx(dns_mx_host *hosts, size_t n, uint32_t (*rnd)(void *arg), void *arg)
 {
     if (n < 2) return;
-    qsort(hosts, n, sizeof *hosts, cmp_pref);
+    qsort(hosts, n, sizeof *hosts, dns_cmp_pref);
     for (size_t start = 0; start < n;) {
         size_t end = start + 1;
         while (end < n && hosts[end].preference == hosts[start].preference) end++;
@@ -252,7 +252,7 @@ static uint32_t dns_rnd(void *arg)
 
 /* ---------- raw answer walking (TTLs) ---------- */
 
-static int skip_name(const unsigned char *p, const unsigned char *abuf, int alen, long *len)
+static int dns_skip_name(const unsigned char *p, const unsigned char *abuf, int alen, long *len)
 {
     char *name = NULL;
     if (ares_expand_name(p, abuf, alen, &name, len) != ARES_SUCCESS) return -1;
@@ -261,19 +261,19 @@ static int skip_name(const unsigned char *p, const unsigned char *abuf, int alen
 }
 
 /* Smallest TTL of the answer records of TYPE, or -1 if none / malformed. */
-static int64_t answer_min_ttl(const unsigned char *abuf, int alen, int type)
+static int64_t dns_answer_min_ttl(const unsigned char *abuf, int alen, int type)
 {
     if (alen < 12) return -1;
     int qd = abuf[4] << 8 | abuf[5], an = abuf[6] << 8 | abuf[7];
     const unsigned char *p = abuf + 12, *end = abuf + alen;
     long len;
     for (int i = 0; i < qd; i++) {
-        if (skip_name(p, abuf, alen, &len) < 0 || end - p < len + 4) return -1;
+        if (dns_skip_name(p, abuf, alen, &len) < 0 || end - p < len + 4) return -1;
         p += len + 4;
     }
     int64_t min = -1;
     for (int i = 0; i < an; i++) {
-        if (skip_name(p, abuf, alen, &len) < 0 || end - p < len + 10) return -1;
+        if (dns_skip_name(p, abuf, alen, &len) < 0 || end - p < len + 10) return -1;
         p += len;
         int rtype = p[0] << 8 | p[1];
         int64_t ttl = (int64_t)((uint32_t)p[4] << 24 | (uint32_t)p[5] << 16 | (uint32_t)p[6] << 8 | p[7]);
@@ -286,14 +286,14 @@ static int64_t answer_min_ttl(const unsigned char *abuf, int alen, int type)
     return min;
 }
 
-static void note_ttl(lookup *l, int64_t ttl)
+static void dns_note_ttl(lookup *l, int64_t ttl)
 {
     if (ttl >= 0 && (l->ttl_s < 0 || ttl < l->ttl_s)) l->ttl_s = ttl;
 }
 
 /* ---------- libev glue ---------- */
 
-static void rearm_timer(dns *d)
+static void dns_rearm_timer(dns *d)
 {
     ev_timer_stop(d->loop, &d->timer);
     if (!d->have_ch) return;
@@ -305,7 +305,7 @@ static void rearm_timer(dns *d)
     ev_timer_start(d->loop, &d->timer);
 }
 
-static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
+static void dns_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
     sockw *s = w->data;
@@ -313,19 +313,19 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
     int fd = w->fd;              /* s may be freed by ares_process_fd */
     ares_process_fd(d->ch, (revents & EV_READ) ? fd : ARES_SOCKET_BAD,
                     (revents & EV_WRITE) ? fd : ARES_SOCKET_BAD);
-    rearm_timer(d);
+    dns_rearm_timer(d);
 }
 
-static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+static void dns_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
     dns *d = w->data;
     ares_process_fd(d->ch, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
-    rearm_timer(d);
+    dns_rearm_timer(d);
 }
 
-static void sock_state_cb(void *data, ares_socket_t fd, int readable, int writable)
+static void dns_sock_state_cb(void *data, ares_socket_t fd, int readable, int writable)
 {
     dns *d = data;
     sockw **pp = &d->socks;
@@ -343,7 +343,7 @@ static void sock_state_cb(void *data, ares_socket_t fd, int readable, int writab
     if (!s) {
         s = util_calloc(1, sizeof *s);
         s->d = d;
-        ev_io_init(&s->io, io_cb, fd, events);
+        ev_io_init(&s->io, dns_io_cb, fd, events);
         s->io.data = s;
         s->next = d->socks;
         d->socks = s;
@@ -356,7 +356,7 @@ static void sock_state_cb(void *data, ares_socket_t fd, int readable, int writab
 
 /* ---------- channel ---------- */
 
-static int make_channel(dns *d, const config *cfg, ares_channel *out, char **err)
+static int dns_make_channel(dns *d, const config *cfg, ares_channel *out, char **err)
 {
     struct ares_addr_port_node *nodes = NULL;
     if (cfg->ndns_servers) nodes = util_calloc(cfg->ndns_servers, sizeof *nodes);
@@ -382,7 +382,7 @@ static int make_channel(dns *d, const config *cfg, ares_channel *out, char **err
     }
     struct ares_options o;
     memset(&o, 0, sizeof o);
-    o.sock_state_cb = sock_state_cb;
+    o.sock_state_cb = dns_sock_state_cb;
     o.sock_state_cb_data = d;
     int64_t t = cfg->dns_timeout_ms > 0 ? cfg->dns_timeout_ms : 2000;
     o.timeout = t > 600000 ? 600000 : (int)t;
@@ -411,19 +411,19 @@ static int make_channel(dns *d, const config *cfg, ares_channel *out, char **err
 
 /* ---------- lookups ---------- */
 
-static void query_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen);
+static void dns_query_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen);
 
-static void issue(lookup *l, const char *name, int type, size_t host)
+static void dns_issue(lookup *l, const char *name, int type, size_t host)
 {
     qctx *q = util_calloc(1, sizeof *q);
     q->l = l;
     q->type = type;
     q->host = host;
     l->pending++;
-    ares_query(l->d->ch, name, ns_c_in, type, query_cb, q);   /* may call back at once */
+    ares_query(l->d->ch, name, ns_c_in, type, dns_query_cb, q);   /* may call back at once */
 }
 
-static void kick(dns *d)
+static void dns_kick(dns *d)
 {
     if (!ev_is_active(&d->kick)) {
         ev_timer_set(&d->kick, 0., 0.);
@@ -431,15 +431,15 @@ static void kick(dns *d)
     }
 }
 
-static void make_ready(dns *d, lookup *l)
+static void dns_make_ready(dns *d, lookup *l)
 {
     l->next = NULL;
     *d->ready_tail = l;
     d->ready_tail = &l->next;
-    kick(d);
+    dns_kick(d);
 }
 
-static void lookup_free(lookup *l)
+static void dns_lookup_free(lookup *l)
 {
     for (waiter *w = l->waiters, *next; w; w = next) {
         next = w->next;
@@ -454,13 +454,14 @@ static void lookup_free(lookup *l)
         }
         free(l->acc);
     }
-    res_clear(&l->res);
+    dns_res_clear(&l->res);
     free(l->tempfail);
     free(l->h.key);
     free(l);
 }
 
-static void log_result(dns *d, const char *domain, const dns_mx_result *r, int64_t ttl_s, bool cached)
+static void dns_log_result(dns *d, const char *domain, const dns_mx_result *r, int64_t ttl_s,
+                           bool cached)
 {
     if (!log_enabled(d->lg, KLOG_DEBUG)) return;
     strbuf sb;
@@ -471,13 +472,13 @@ static void log_result(dns *d, const char *domain, const dns_mx_result *r, int64
             strbuf_printf(&sb, "%c%s", j ? ',' : '=', r->hosts[i].addrs[j]);
     }
     log_write(d->lg, KLOG_DEBUG, "dns.mx", "domain=%s status=%s implicit=%s cached=%s ttl=%lld hosts=%s error=%s",
-              log_q(d->lg, domain), status_name(r->status), r->implicit ? "yes" : "no",
+              log_q(d->lg, domain), dns_status_name(r->status), r->implicit ? "yes" : "no",
               cached ? "yes" : "no", (long long)ttl_s, log_q(d->lg, sb.buf),
               log_q(d->lg, r->error ? r->error : ""));
     strbuf_free(&sb);
 }
 
-static void cache_sweep(dns *d, int64_t now)
+static void dns_cache_sweep(dns *d, int64_t now)
 {
     for (size_t i = 0; i < d->cache.nb; i++) {
         for (hnode **p = &d->cache.b[i]; *p;) {
@@ -485,7 +486,7 @@ static void cache_sweep(dns *d, int64_t now)
             if (c->expires_ms <= now) {
                 *p = c->h.hnext;
                 d->cache.n--;
-                res_clear(&c->res);
+                dns_res_clear(&c->res);
                 free(c->h.key);
                 free(c);
             } else {
@@ -496,30 +497,30 @@ static void cache_sweep(dns *d, int64_t now)
     d->cache_sweep_at = d->cache.n * 2 > 1024 ? d->cache.n * 2 : 1024;
 }
 
-static void cache_put(dns *d, const char *key, const dns_mx_result *r, int64_t ttl_s)
+static void dns_cache_put(dns *d, const char *key, const dns_mx_result *r, int64_t ttl_s)
 {
     int64_t now = util_mono_ms();
-    if (d->cache.n >= d->cache_sweep_at) cache_sweep(d, now);
-    centry *c = (centry *)ht_find(&d->cache, key);
+    if (d->cache.n >= d->cache_sweep_at) dns_cache_sweep(d, now);
+    centry *c = (centry *)dns_ht_find(&d->cache, key);
     if (c) {
-        res_clear(&c->res);
+        dns_res_clear(&c->res);
     } else {
         c = util_calloc(1, sizeof *c);
         c->h.key = util_strdup(key);
-        ht_insert(&d->cache, &c->h);
+        dns_ht_insert(&d->cache, &c->h);
     }
-    res_copy(&c->res, r);
+    dns_res_copy(&c->res, r);
     c->expires_ms = now + ttl_s * 1000;
 }
 
-static void cache_drop(dns *d)
+static void dns_cache_drop(dns *d)
 {
     d->cache_sweep_at = 0;
-    cache_sweep(d, INT64_MAX);
+    dns_cache_sweep(d, INT64_MAX);
 }
 
 /* All queries of l answered: build the final result, cache it, queue it for delivery. */
-static void finish(lookup *l)
+static void dns_finish(lookup *l)
 {
     dns *d = l->d;
     dns_mx_result *r = &l->res;
@@ -551,35 +552,38 @@ static void finish(lookup *l)
         r->nhosts = kept;
         if (kept == 0) {
             if (l->tempfail)
-                res_fail(r, DNS_TEMPFAIL, util_strdup(l->tempfail));
+                dns_res_fail(r, DNS_TEMPFAIL, util_strdup(l->tempfail));
             else if (r->implicit)
-                res_fail(r, DNS_NOHOST, util_asprintf("%s: no MX and no A/AAAA records", l->h.key));
+                dns_res_fail(r, DNS_NOHOST,
+                             util_asprintf("%s: no MX and no A/AAAA records", l->h.key));
             else
-                res_fail(r, DNS_NOHOST, util_asprintf("%s: no address for its MX hosts %s", l->h.key, missing.buf));
+                dns_res_fail(
+                    r, DNS_NOHOST,
+                    util_asprintf("%s: no address for its MX hosts %s", l->h.key, missing.buf));
         }
         strbuf_free(&missing);
     }
     int64_t ttl;
     if (r->status == DNS_OK) {
         ttl = l->ttl_s < DNS_TTL_MIN_S ? DNS_TTL_MIN_S : l->ttl_s > DNS_TTL_MAX_S ? DNS_TTL_MAX_S : l->ttl_s;
-        cache_put(d, l->h.key, r, ttl);
+        dns_cache_put(d, l->h.key, r, ttl);
     } else if (r->status != DNS_TEMPFAIL) {
         ttl = DNS_NEGATIVE_TTL_S;
-        cache_put(d, l->h.key, r, ttl);
+        dns_cache_put(d, l->h.key, r, ttl);
     } else {
         ttl = 0;
     }
-    log_result(d, l->h.key, r, ttl, false);
-    ht_remove(&d->inflight, &l->h);
-    make_ready(d, l);
+    dns_log_result(d, l->h.key, r, ttl, false);
+    dns_ht_remove(&d->inflight, &l->h);
+    dns_make_ready(d, l);
 }
 
-static bool permanent_miss(int status)
+static bool dns_permanent_miss(int status)
 {
     return status == ARES_ENODATA || status == ARES_ENOTFOUND;
 }
 
-static void on_mx(lookup *l, int status, unsigned char *abuf, int alen)
+static void dns_on_mx(lookup *l, int status, unsigned char *abuf, int alen)
 {
     dns_mx_result *r = &l->res;
     struct ares_mx_reply *mx = NULL;
@@ -589,11 +593,12 @@ static void on_mx(lookup *l, int status, unsigned char *abuf, int alen)
             status = ARES_EBADRESP;
     }
     if (status == ARES_ENOTFOUND) {
-        res_fail(r, DNS_NXDOMAIN, util_asprintf("%s: domain does not exist (NXDOMAIN)", l->h.key));
+        dns_res_fail(r, DNS_NXDOMAIN,
+                     util_asprintf("%s: domain does not exist (NXDOMAIN)", l->h.key));
         return;
     }
     if (status == ARES_EBADNAME) {
-        res_fail(r, DNS_NXDOMAIN, util_asprintf("%s: not a valid domain name", l->h.key));
+        dns_res_fail(r, DNS_NXDOMAIN, util_asprintf("%s: not a valid domain name", l->h.key));
         return;
     }
     if (status == ARES_ENODATA) {          /* no MX: the domain itself is the exchanger */
@@ -603,22 +608,24 @@ static void on_mx(lookup *l, int status, unsigned char *abuf, int alen)
         r->hosts = util_calloc(1, sizeof *r->hosts);
         r->hosts[0].name = util_strdup(l->h.key);
         l->acc = util_calloc(1, sizeof *l->acc);
-        issue(l, l->h.key, ns_t_a, 0);
-        issue(l, l->h.key, ns_t_aaaa, 0);
+        dns_issue(l, l->h.key, ns_t_a, 0);
+        dns_issue(l, l->h.key, ns_t_aaaa, 0);
         return;
     }
     if (status != ARES_SUCCESS) {
-        res_fail(r, DNS_TEMPFAIL, util_asprintf("%s: MX lookup failed: %s", l->h.key, ares_strerror(status)));
+        dns_res_fail(r, DNS_TEMPFAIL,
+                     util_asprintf("%s: MX lookup failed: %s", l->h.key, ares_strerror(status)));
         return;
     }
     size_t n = 0;
     for (struct ares_mx_reply *m = mx; m; m = m->next) n++;
     if (n == 1 && mx->priority == 0 && (mx->host[0] == '\0' || strcmp(mx->host, ".") == 0)) {
         ares_free_data(mx);
-        res_fail(r, DNS_NULLMX, util_asprintf("%s: domain accepts no mail (null MX, RFC 7505)", l->h.key));
+        dns_res_fail(r, DNS_NULLMX,
+                     util_asprintf("%s: domain accepts no mail (null MX, RFC 7505)", l->h.key));
         return;
     }
-    note_ttl(l, answer_min_ttl(abuf, alen, ns_t_mx));
+    dns_note_ttl(l, dns_answer_min_ttl(abuf, alen, ns_t_mx));
     r->status = DNS_OK;
     r->hosts = util_calloc(n, sizeof *r->hosts);
     for (struct ares_mx_reply *m = mx; m; m = m->next) {
@@ -640,12 +647,12 @@ static void on_mx(lookup *l, int status, unsigned char *abuf, int alen)
     for (size_t i = 0; i < r->nhosts; i++) {
         const char *name = r->hosts[i].name;
         if (name[0] == '\0' || strcmp(name, ".") == 0) continue;   /* "." among real MX */
-        issue(l, name, ns_t_a, i);
-        issue(l, name, ns_t_aaaa, i);
+        dns_issue(l, name, ns_t_a, i);
+        dns_issue(l, name, ns_t_aaaa, i);
     }
 }
 
-static void on_addr(lookup *l, size_t host, int type, int status, unsigned char *abuf, int alen)
+static void dns_on_addr(lookup *l, size_t host, int type, int status, unsigned char *abuf, int alen)
 {
     addr_acc *a = &l->acc[host];
     const char *name = l->res.hosts[host].name;
@@ -660,7 +667,7 @@ static void on_addr(lookup *l, size_t host, int type, int status, unsigned char 
                 for (int i = 0; i < n; i++) {
                     inet_ntop(AF_INET, &at[i].ipaddr, text, sizeof text);
                     a->v4[a->n4++] = util_strdup(text);
-                    note_ttl(l, at[i].ttl);
+                    dns_note_ttl(l, at[i].ttl);
                 }
             }
         } else {
@@ -671,17 +678,18 @@ static void on_addr(lookup *l, size_t host, int type, int status, unsigned char 
                 for (int i = 0; i < n; i++) {
                     inet_ntop(AF_INET6, &at[i].ip6addr, text, sizeof text);
                     a->v6[a->n6++] = util_strdup(text);
-                    note_ttl(l, at[i].ttl);
+                    dns_note_ttl(l, at[i].ttl);
                 }
             }
         }
     }
-    if (status != ARES_SUCCESS && !permanent_miss(status) && status != ARES_EBADNAME && !l->tempfail)
+    if (status != ARES_SUCCESS && !dns_permanent_miss(status) && status != ARES_EBADNAME &&
+        !l->tempfail)
         l->tempfail = util_asprintf("%s: %s lookup of %s failed: %s", l->h.key,
                                     type == ns_t_a ? "A" : "AAAA", name, ares_strerror(status));
 }
 
-static void query_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
+static void dns_query_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 {
     (void)timeouts;
     qctx *q = arg;
@@ -691,21 +699,21 @@ static void query_cb(void *arg, int status, int timeouts, unsigned char *abuf, i
         return;
     }
     if (q->type == ns_t_mx)
-        on_mx(l, status, abuf, alen);
+        dns_on_mx(l, status, abuf, alen);
     else
-        on_addr(l, q->host, q->type, status, abuf, alen);
+        dns_on_addr(l, q->host, q->type, status, abuf, alen);
     free(q);
-    if (--l->pending == 0) finish(l);
+    if (--l->pending == 0) dns_finish(l);
 }
 
-static void lookup_start(lookup *l)
+static void dns_lookup_start(lookup *l)
 {
     l->ttl_s = -1;
-    issue(l, l->h.key, ns_t_mx, 0);
+    dns_issue(l, l->h.key, ns_t_mx, 0);
 }
 
 /* Back to the state before any query (for a restart on a new channel). */
-static void lookup_reset(lookup *l)
+static void dns_lookup_reset(lookup *l)
 {
     if (l->acc) {
         for (size_t i = 0; i < l->res.nhosts; i++) {
@@ -717,7 +725,7 @@ static void lookup_reset(lookup *l)
         free(l->acc);
         l->acc = NULL;
     }
-    res_clear(&l->res);
+    dns_res_clear(&l->res);
     free(l->tempfail);
     l->tempfail = NULL;
     l->pending = 0;
@@ -725,9 +733,9 @@ static void lookup_reset(lookup *l)
 
 /* ---------- delivery ---------- */
 
-static void destroy(dns *d);
+static void dns_destroy(dns *d);
 
-static void kick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+static void dns_kick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
@@ -745,10 +753,10 @@ static void kick_cb(struct ev_loop *loop, ev_timer *w, int revents)
             wt->cb(wt->arg, &l->res);
             free(wt);
         }
-        lookup_free(l);
+        dns_lookup_free(l);
     }
     d->dispatching = false;
-    if (d->freed) destroy(d);
+    if (d->freed) dns_destroy(d);
 }
 
 void dns_resolve_mx(dns *d, const char *domain, dns_mx_cb cb, void *arg)
@@ -762,7 +770,7 @@ void dns_resolve_mx(dns *d, const char *domain, dns_mx_cb cb, void *arg)
     w->cb = cb;
     w->arg = arg;
 
-    lookup *l = (lookup *)ht_find(&d->inflight, key);
+    lookup *l = (lookup *)dns_ht_find(&d->inflight, key);
     if (l) {                     /* share the running lookup */
         free(key);
         *l->wtail = w;
@@ -777,28 +785,28 @@ void dns_resolve_mx(dns *d, const char *domain, dns_mx_cb cb, void *arg)
     l->ttl_s = -1;
 
     if (key[0] == '\0') {
-        res_fail(&l->res, DNS_NXDOMAIN, util_strdup("empty domain name"));
-        make_ready(d, l);
+        dns_res_fail(&l->res, DNS_NXDOMAIN, util_strdup("empty domain name"));
+        dns_make_ready(d, l);
         return;
     }
-    centry *c = (centry *)ht_find(&d->cache, key);
+    centry *c = (centry *)dns_ht_find(&d->cache, key);
     if (c && c->expires_ms <= util_mono_ms()) {
-        ht_remove(&d->cache, &c->h);
-        res_clear(&c->res);
+        dns_ht_remove(&d->cache, &c->h);
+        dns_res_clear(&c->res);
         free(c->h.key);
         free(c);
         c = NULL;
     }
     if (c) {
-        res_copy(&l->res, &c->res);
+        dns_res_copy(&l->res, &c->res);
         dns_order_mx(l->res.hosts, l->res.nhosts, dns_rnd, d);   /* spread over equal MX */
-        log_result(d, key, &l->res, (c->expires_ms - util_mono_ms()) / 1000, true);
-        make_ready(d, l);
+        dns_log_result(d, key, &l->res, (c->expires_ms - util_mono_ms()) / 1000, true);
+        dns_make_ready(d, l);
         return;
     }
-    ht_insert(&d->inflight, &l->h);
-    lookup_start(l);
-    rearm_timer(d);
+    dns_ht_insert(&d->inflight, &l->h);
+    dns_lookup_start(l);
+    dns_rearm_timer(d);
 }
 
 /* ---------- life cycle ---------- */
@@ -813,18 +821,18 @@ dns *dns_new(struct ev_loop *loop, const config *cfg, klog *lg, char **err)
     dns *d = util_calloc(1, sizeof *d);
     d->loop = loop;
     d->lg = lg;
-    if (make_channel(d, cfg, &d->ch, err) < 0) {
+    if (dns_make_channel(d, cfg, &d->ch, err) < 0) {
         free(d);
         ares_library_cleanup();
         return NULL;
     }
     d->have_ch = true;
-    ev_timer_init(&d->timer, timer_cb, 0., 0.);
+    ev_timer_init(&d->timer, dns_timer_cb, 0., 0.);
     d->timer.data = d;
-    ev_timer_init(&d->kick, kick_cb, 0., 0.);
+    ev_timer_init(&d->kick, dns_kick_cb, 0., 0.);
     d->kick.data = d;
-    ht_init(&d->inflight);
-    ht_init(&d->cache);
+    dns_ht_init(&d->inflight);
+    dns_ht_init(&d->cache);
     d->cache_sweep_at = 1024;
     d->ready_tail = &d->ready;
     char hex[17];
@@ -834,17 +842,17 @@ dns *dns_new(struct ev_loop *loop, const config *cfg, klog *lg, char **err)
 }
 
 /* Ends every running lookup silently: c-ares calls its callbacks with ARES_EDESTRUCTION. */
-static void drop_channel(dns *d)
+static void dns_drop_channel(dns *d)
 {
     if (!d->have_ch) return;
     d->have_ch = false;
-    ares_destroy(d->ch);         /* closes sockets: sock_state_cb stops their watchers */
+    ares_destroy(d->ch);         /* closes sockets: dns_sock_state_cb stops their watchers */
     ev_timer_stop(d->loop, &d->timer);
 }
 
-static void destroy(dns *d)
+static void dns_destroy(dns *d)
 {
-    drop_channel(d);
+    dns_drop_channel(d);
     while (d->socks) {           /* c-ares closed them all; defensive against leaks */
         sockw *s = d->socks;
         d->socks = s->next;
@@ -855,15 +863,15 @@ static void destroy(dns *d)
     for (size_t i = 0; i < d->inflight.nb; i++) {
         for (hnode *n = d->inflight.b[i], *next; n; n = next) {
             next = n->hnext;
-            lookup_free((lookup *)n);
+            dns_lookup_free((lookup *)n);
         }
     }
     free(d->inflight.b);
     for (lookup *l = d->ready, *next; l; l = next) {
         next = l->next;
-        lookup_free(l);
+        dns_lookup_free(l);
     }
-    cache_drop(d);
+    dns_cache_drop(d);
     free(d->cache.b);
     free(d);
     ares_library_cleanup();
@@ -872,22 +880,22 @@ static void destroy(dns *d)
 void dns_free(dns *d)
 {
     if (!d) return;
-    if (d->dispatching) {        /* called from one of our callbacks: finish in kick_cb */
+    if (d->dispatching) {        /* called from one of our callbacks: finish in dns_kick_cb */
         d->freed = true;
-        drop_channel(d);
+        dns_drop_channel(d);
         return;
     }
-    destroy(d);
+    dns_destroy(d);
 }
 
 int dns_reconfigure(dns *d, const config *cfg, char **err)
 {
     ares_channel ch;
-    if (make_channel(d, cfg, &ch, err) < 0) return -1;
-    drop_channel(d);
+    if (dns_make_channel(d, cfg, &ch, err) < 0) return -1;
+    dns_drop_channel(d);
     d->ch = ch;
     d->have_ch = true;
-    cache_drop(d);
+    dns_cache_drop(d);
     /* Restart the running lookups on the new servers; their waiters stay. The
      * inflight table is copied first: a restart can finish a lookup at once. */
     size_t n = 0;
@@ -895,11 +903,11 @@ int dns_reconfigure(dns *d, const config *cfg, char **err)
     for (size_t i = 0; i < d->inflight.nb; i++)
         for (hnode *h = d->inflight.b[i]; h; h = h->hnext) all[n++] = (lookup *)h;
     for (size_t i = 0; i < n; i++) {
-        lookup_reset(all[i]);
-        lookup_start(all[i]);
+        dns_lookup_reset(all[i]);
+        dns_lookup_start(all[i]);
     }
     free(all);
-    rearm_timer(d);
+    dns_rearm_timer(d);
     log_write(d->lg, KLOG_DEBUG, "dns.reconfigure", "servers=%zu timeout_ms=%lld restarted=%zu",
               cfg->ndns_servers, (long long)cfg->dns_timeout_ms, n);
     return 0;

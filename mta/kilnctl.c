@@ -7,7 +7,7 @@
  * default conf/kiln.yaml), loaded with config_load. kilnctl must still reach the daemon while
  * that file is broken (someone is editing it; kilnd keeps running the config it loaded, and
  * `reload` is how the daemon reports what is wrong), so when config_load fails kilnctl reads
- * just server.control_socket and server.spool with libyaml (socket_from_yaml below) and
+ * just server.control_socket and server.spool with libyaml (kilnctl_socket_from_yaml below) and
  * resolves them the way config.c does: relative to the file's directory, default
  * <spool>/kilnd.sock, spool default <dir>/spool. Other commands than reload then print
  * config_load's error as a warning. Only a file that is unreadable or not YAML at all
@@ -30,6 +30,7 @@
 
 #include "base/config.h"
 #include "base/util.h"
+#include "mta/auth.h"
 
 #define KILNCTL_DEFAULT_CONFIG "conf/kiln.yaml"
 #define KILNCTL_TIMEOUT_MS 30000
@@ -65,8 +66,9 @@ static const char usage_text[] =
     "  queue --explain MESSAGE-ID             what each pending recipient of the message waits\n"
     "                                         for: retry time, IP cap, site shaping, session\n";
 
-static _Noreturn void usage_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static _Noreturn void usage_fail(const char *fmt, ...)
+static _Noreturn void kilnctl_usage_fail(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+static _Noreturn void kilnctl_usage_fail(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -79,8 +81,8 @@ static _Noreturn void usage_fail(const char *fmt, ...)
 }
 
 /* Prints the one-line reason of a failure; returns status for the caller to pass on. */
-static int fail(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int fail(int status, const char *fmt, ...)
+static int kilnctl_fail(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int kilnctl_fail(int status, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -105,7 +107,7 @@ typedef struct options {
     int nwords;
 } options;
 
-static void parse_args(int argc, char **argv, options *o)
+static void kilnctl_parse_args(int argc, char **argv, options *o)
 {
     memset(o, 0, sizeof *o);
     for (int i = 1; i < argc; i++) {
@@ -118,7 +120,7 @@ static void parse_args(int argc, char **argv, options *o)
         } else if (strcmp(a, "-c") == 0 || strcmp(a, "-s") == 0 || strcmp(a, "--reason") == 0 ||
                    strcmp(a, "--percent") == 0 || strcmp(a, "--domain") == 0 ||
                    strcmp(a, "--explain") == 0) {
-            if (i + 1 >= argc) usage_fail("%s needs a value", a);
+            if (i + 1 >= argc) kilnctl_usage_fail("%s needs a value", a);
             const char *v = argv[++i];
             if (a[1] == 'c') o->config_file = v;
             else if (a[1] == 's') o->socket_path = v;
@@ -135,20 +137,21 @@ static void parse_args(int argc, char **argv, options *o)
         } else if (strncmp(a, "--explain=", 10) == 0) {
             o->explain = a + 10;
         } else if (a[0] == '-' && a[1] != '\0') {
-            usage_fail("unknown option: %s", a);
+            kilnctl_usage_fail("unknown option: %s", a);
         } else {
             if (o->nwords == (int)(sizeof o->words / sizeof o->words[0]))
-                usage_fail("too many arguments");
+                kilnctl_usage_fail("too many arguments");
             o->words[o->nwords++] = a;
         }
     }
-    if (o->config_file && o->socket_path) usage_fail("give either -c FILE or -s SOCKET, not both");
-    if (o->nwords == 0) usage_fail("no command given");
+    if (o->config_file && o->socket_path)
+        kilnctl_usage_fail("give either -c FILE or -s SOCKET, not both");
+    if (o->nwords == 0) kilnctl_usage_fail("no command given");
 }
 
 /* Checks the command words (exits with the usage text if they are wrong) and builds the
  * request {"cmd":…, "args":{…}}. */
-static json_t *build_request(const options *o, const char **cmd_name)
+static json_t *kilnctl_build_request(const options *o, const char **cmd_name)
 {
     const char *w0 = o->words[0];
     const char *sub = o->nwords > 1 ? o->words[1] : NULL;
@@ -160,24 +163,26 @@ static json_t *build_request(const options *o, const char **cmd_name)
         cmd = w0;
     } else if (strcmp(w0, "queue") == 0) {
         queue_opts = true;
-        if (o->explain && o->domain) usage_fail("queue takes --domain D or --explain MESSAGE-ID, not both");
-        if (o->explain && !*o->explain) usage_fail("--explain needs a MESSAGE-ID");
+        if (o->explain && o->domain)
+            kilnctl_usage_fail("queue takes --domain D or --explain MESSAGE-ID, not both");
+        if (o->explain && !*o->explain) kilnctl_usage_fail("--explain needs a MESSAGE-ID");
         cmd = o->explain ? "queue.explain" : "queue";
     } else if (strcmp(w0, "ip") == 0) {
-        if (!sub || strcmp(sub, "warmup") != 0) usage_fail("ip needs warmup ADDRESS --percent N");
+        if (!sub || strcmp(sub, "warmup") != 0)
+            kilnctl_usage_fail("ip needs warmup ADDRESS --percent N");
         cmd = "ip.warmup";
         want = 3;
         percent_ok = true;
-        if (o->nwords < 3) usage_fail("ip warmup needs an ADDRESS");
-        if (!o->percent) usage_fail("ip warmup needs --percent N (0..100)");
+        if (o->nwords < 3) kilnctl_usage_fail("ip warmup needs an ADDRESS");
+        if (!o->percent) kilnctl_usage_fail("ip warmup needs --percent N (0..100)");
     } else if (strcmp(w0, "zone") == 0) {
         if (!sub || (strcmp(sub, "down") != 0 && strcmp(sub, "up") != 0))
-            usage_fail("zone needs down NAME or up NAME");
+            kilnctl_usage_fail("zone needs down NAME or up NAME");
         cmd = sub[0] == 'd' ? "zone.down" : "zone.up";
         want = 3;
-        if (o->nwords < 3) usage_fail("zone %s needs a zone NAME", sub);
+        if (o->nwords < 3) kilnctl_usage_fail("zone %s needs a zone NAME", sub);
     } else if (strcmp(w0, "suppression") == 0) {
-        if (!sub) usage_fail("suppression needs list, add or remove");
+        if (!sub) kilnctl_usage_fail("suppression needs list, add or remove");
         if (strcmp(sub, "list") == 0) {
             cmd = "suppression.list";
             want = 2;
@@ -186,25 +191,27 @@ static json_t *build_request(const options *o, const char **cmd_name)
             cmd = sub[0] == 'a' ? "suppression.add" : "suppression.remove";
             want = 3;
             reason_ok = sub[0] == 'a';
-            if (o->nwords < 3) usage_fail("suppression %s needs an ADDRESS", sub);
+            if (o->nwords < 3) kilnctl_usage_fail("suppression %s needs an ADDRESS", sub);
         } else {
-            usage_fail("unknown command: suppression %s", sub);
+            kilnctl_usage_fail("unknown command: suppression %s", sub);
         }
     } else {
-        usage_fail("unknown command: %s", w0);
+        kilnctl_usage_fail("unknown command: %s", w0);
     }
-    if (o->nwords > want) usage_fail("unexpected argument: %s", o->words[want]);
-    if (o->reason && !reason_ok) usage_fail("--reason does not apply to %s", o->words[0]);
-    if (o->percent && !percent_ok) usage_fail("--percent does not apply to %s", o->words[0]);
+    if (o->nwords > want) kilnctl_usage_fail("unexpected argument: %s", o->words[want]);
+    if (o->reason && !reason_ok) kilnctl_usage_fail("--reason does not apply to %s", o->words[0]);
+    if (o->percent && !percent_ok)
+        kilnctl_usage_fail("--percent does not apply to %s", o->words[0]);
     if ((o->domain || o->explain) && !queue_opts)
-        usage_fail("%s does not apply to %s", o->domain ? "--domain" : "--explain", o->words[0]);
+        kilnctl_usage_fail("%s does not apply to %s", o->domain ? "--domain" : "--explain",
+                           o->words[0]);
     long percent = -1;
     if (o->percent) {
         char *end = NULL;
         errno = 0;
         percent = strtol(o->percent, &end, 10);
         if (errno || end == o->percent || *end || percent < 0 || percent > 100)
-            usage_fail("--percent must be an integer from 0 to 100, not %s", o->percent);
+            kilnctl_usage_fail("--percent must be an integer from 0 to 100, not %s", o->percent);
     }
 
     json_t *args = json_object();
@@ -224,8 +231,8 @@ static json_t *build_request(const options *o, const char **cmd_name)
 /* ---- finding the socket ---- */
 
 /* Scalar value of key in mapping node, or NULL. */
-static const char *yaml_map_scalar(yaml_document_t *doc, yaml_node_t *map, const char *key,
-                                   yaml_node_t **value)
+static const char *kilnctl_yaml_map_scalar(yaml_document_t *doc, yaml_node_t *map, const char *key,
+                                           yaml_node_t **value)
 {
     if (!map || map->type != YAML_MAPPING_NODE) return NULL;
     for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
@@ -242,7 +249,7 @@ static const char *yaml_map_scalar(yaml_document_t *doc, yaml_node_t *map, const
 
 /* The control socket named by a config file that config_load rejected: only
  * server.control_socket and server.spool are read. NULL if the file is not readable YAML. */
-static char *socket_from_yaml(const char *path)
+static char *kilnctl_socket_from_yaml(const char *path)
 {
     FILE *fp = fopen(path, "rb");
     if (!fp) return NULL;
@@ -258,9 +265,9 @@ static char *socket_from_yaml(const char *path)
         yaml_node_t *root = yaml_document_get_root_node(&doc);
         if (root && root->type == YAML_MAPPING_NODE) {
             yaml_node_t *server = NULL;
-            yaml_map_scalar(&doc, root, "server", &server);
-            const char *sock = yaml_map_scalar(&doc, server, "control_socket", NULL);
-            const char *spool = yaml_map_scalar(&doc, server, "spool", NULL);
+            kilnctl_yaml_map_scalar(&doc, root, "server", &server);
+            const char *sock = kilnctl_yaml_map_scalar(&doc, server, "control_socket", NULL);
+            const char *spool = kilnctl_yaml_map_scalar(&doc, server, "spool", NULL);
             char *dir = config_file_dir(path, NULL);
             if (!dir) {
                 /* unreachable directory: result stays NULL */
@@ -281,20 +288,21 @@ static char *socket_from_yaml(const char *path)
 }
 
 /* The socket path (malloc'd), or NULL after printing why not. A config file that
- * config_load rejects but that is still readable YAML gives its socket via socket_from_yaml. */
-static char *find_socket(const options *o, const char *cmd)
+ * config_load rejects but that is still readable YAML gives its socket via
+ * kilnctl_socket_from_yaml. */
+static char *kilnctl_find_socket(const options *o, const char *cmd)
 {
     if (o->socket_path) return util_strdup(o->socket_path);
     const char *file = o->config_file ? o->config_file : KILNCTL_DEFAULT_CONFIG;
     char *err = NULL;
-    config *cfg = config_load(file, &err);
+    config *cfg = config_load(file, auth_hash_usable, &err);
     if (cfg) {
         char *s = util_strdup(cfg->control_socket);
         config_unref(cfg);
         return s;
     }
     /* The daemon runs the config it loaded before the file was broken: still reach it. */
-    char *s = socket_from_yaml(file);
+    char *s = kilnctl_socket_from_yaml(file);
     if (s) {
         /* reload: kilnd itself answers with what is wrong; other commands: say it here. */
         if (strcmp(cmd, "reload") != 0)
@@ -303,7 +311,7 @@ static char *find_socket(const options *o, const char *cmd)
         free(err);
         return s;
     }
-    fail(EXIT_USAGE, "cannot read %s: %s", file, err ? err : "invalid configuration");
+    kilnctl_fail(EXIT_USAGE, "cannot read %s: %s", file, err ? err : "invalid configuration");
     free(err);
     return NULL;
 }
@@ -311,24 +319,25 @@ static char *find_socket(const options *o, const char *cmd)
 /* ---- talking to kilnd ---- */
 
 /* A connected socket, or -1 after printing why not. */
-static int connect_socket(const char *path)
+static int kilnctl_connect_socket(const char *path)
 {
     struct sockaddr_un sa;
     memset(&sa, 0, sizeof sa);
     sa.sun_family = AF_UNIX;
     if (strlen(path) >= sizeof sa.sun_path) {
-        fail(EXIT_USAGE, "cannot connect to %s: %s (is kilnd running?)", path,
-             strerror(ENAMETOOLONG));
+        kilnctl_fail(EXIT_USAGE, "cannot connect to %s: %s (is kilnd running?)", path,
+                     strerror(ENAMETOOLONG));
         return -1;
     }
     memcpy(sa.sun_path, path, strlen(path) + 1);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        fail(EXIT_USAGE, "cannot create a socket: %s", strerror(errno));
+        kilnctl_fail(EXIT_USAGE, "cannot create a socket: %s", strerror(errno));
         return -1;
     }
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-        fail(EXIT_USAGE, "cannot connect to %s: %s (is kilnd running?)", path, strerror(errno));
+        kilnctl_fail(EXIT_USAGE, "cannot connect to %s: %s (is kilnd running?)", path,
+                     strerror(errno));
         close(fd);
         return -1;
     }
@@ -336,13 +345,13 @@ static int connect_socket(const char *path)
 }
 
 /* 0, or -1 after printing why. */
-static int send_all(int fd, const char *path, const char *buf, size_t len)
+static int kilnctl_send_all(int fd, const char *path, const char *buf, size_t len)
 {
     while (len > 0) {
         ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) {
-            fail(EXIT_REFUSED, "cannot send the request to %s: %s", path, strerror(errno));
+            kilnctl_fail(EXIT_REFUSED, "cannot send the request to %s: %s", path, strerror(errno));
             return -1;
         }
         buf += n;
@@ -353,7 +362,7 @@ static int send_all(int fd, const char *path, const char *buf, size_t len)
 
 /* Reads one line (the answer) within the deadline; returns it malloc'd without the newline,
  * or NULL after printing why not. */
-static char *read_answer(int fd, const char *path)
+static char *kilnctl_read_answer(int fd, const char *path)
 {
     strbuf sb;
     strbuf_init(&sb);
@@ -367,15 +376,16 @@ static char *read_answer(int fd, const char *path)
         }
         int64_t left = deadline - util_mono_ms();
         if (left <= 0) {
-            fail(EXIT_REFUSED, "kilnd did not answer on %s within %d s", path,
-                 KILNCTL_TIMEOUT_MS / 1000);
+            kilnctl_fail(EXIT_REFUSED, "kilnd did not answer on %s within %d s", path,
+                         KILNCTL_TIMEOUT_MS / 1000);
             break;
         }
         struct pollfd pfd = {.fd = fd, .events = POLLIN};
         int pr = poll(&pfd, 1, (int)left);
         if (pr < 0 && errno == EINTR) continue;
         if (pr < 0) {
-            fail(EXIT_REFUSED, "waiting for kilnd's answer on %s: %s", path, strerror(errno));
+            kilnctl_fail(EXIT_REFUSED, "waiting for kilnd's answer on %s: %s", path,
+                         strerror(errno));
             break;
         }
         if (pr == 0) continue;
@@ -383,17 +393,17 @@ static char *read_answer(int fd, const char *path)
         ssize_t n = recv(fd, sb.buf + sb.len, 4096, 0);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) {
-            fail(EXIT_REFUSED, "reading kilnd's answer on %s: %s", path, strerror(errno));
+            kilnctl_fail(EXIT_REFUSED, "reading kilnd's answer on %s: %s", path, strerror(errno));
             break;
         }
         if (n == 0) {
-            fail(EXIT_REFUSED, "kilnd closed the connection on %s without answering", path);
+            kilnctl_fail(EXIT_REFUSED, "kilnd closed the connection on %s without answering", path);
             break;
         }
         sb.len += (size_t)n;
         sb.buf[sb.len] = '\0';
         if (sb.len > KILNCTL_MAX_ANSWER) {
-            fail(EXIT_REFUSED, "kilnd's answer on %s is too long", path);
+            kilnctl_fail(EXIT_REFUSED, "kilnd's answer on %s is too long", path);
             break;
         }
     }
@@ -402,20 +412,21 @@ static char *read_answer(int fd, const char *path)
 }
 
 /* Sends the request and returns the answer object, or NULL after printing why (*status). */
-static json_t *exchange(const char *path, json_t *req, int *status)
+static json_t *kilnctl_exchange(const char *path, json_t *req, int *status)
 {
     *status = EXIT_REFUSED;
     char *text = json_dumps(req, JSON_COMPACT | JSON_PRESERVE_ORDER);
     if (!text) util_fatal("kilnctl: cannot encode the request");
-    int fd = connect_socket(path);
+    int fd = kilnctl_connect_socket(path);
     if (fd < 0) {
         free(text);
         *status = EXIT_USAGE;
         return NULL;
     }
     char *line = NULL;
-    if (send_all(fd, path, text, strlen(text)) == 0 && send_all(fd, path, "\n", 1) == 0)
-        line = read_answer(fd, path);
+    if (kilnctl_send_all(fd, path, text, strlen(text)) == 0 &&
+        kilnctl_send_all(fd, path, "\n", 1) == 0)
+        line = kilnctl_read_answer(fd, path);
     free(text);
     close(fd);
     if (!line) return NULL;
@@ -423,7 +434,7 @@ static json_t *exchange(const char *path, json_t *req, int *status)
     json_t *ans = json_loads(line, 0, &jerr);
     free(line);
     if (!json_is_object(ans)) {
-        fail(EXIT_REFUSED, "malformed answer from kilnd on %s", path);
+        kilnctl_fail(EXIT_REFUSED, "malformed answer from kilnd on %s", path);
         json_decref(ans);
         return NULL;
     }
@@ -432,7 +443,7 @@ static json_t *exchange(const char *path, json_t *req, int *status)
 
 /* ---- printing ---- */
 
-static void print_duration(long long s)
+static void kilnctl_print_duration(long long s)
 {
     long long d = s / 86400, h = s % 86400 / 3600, m = s % 3600 / 60, sec = s % 60;
     if (d) printf("%lldd%lldh%lldm%llds", d, h, m, sec);
@@ -441,7 +452,7 @@ static void print_duration(long long s)
     else printf("%llds", sec);
 }
 
-static void print_scalar(json_t *v)
+static void kilnctl_print_scalar(json_t *v)
 {
     if (json_is_string(v)) fputs(json_string_value(v), stdout);
     else if (json_is_integer(v)) printf("%lld", (long long)json_integer_value(v));
@@ -457,7 +468,7 @@ static void print_scalar(json_t *v)
 }
 
 /* "Key: value" lines, values aligned, in the daemon's order. */
-static void print_fields(json_t *data)
+static void kilnctl_print_fields(json_t *data)
 {
     size_t width = 0;
     const char *key;
@@ -467,20 +478,20 @@ static void print_fields(json_t *data)
     {
         printf("%s:%*s", key, (int)(width - strlen(key) + 1), "");
         if (strcmp(key, "Uptime") == 0 && json_is_integer(v))
-            print_duration((long long)json_integer_value(v));
+            kilnctl_print_duration((long long)json_integer_value(v));
         else if ((strcmp(key, "Max24HourSend") == 0 || strcmp(key, "MaxSendRate") == 0) &&
                  json_is_number(v) && json_number_value(v) < 0)
             fputs("unlimited", stdout);
         else
-            print_scalar(v);
+            kilnctl_print_scalar(v);
         fputs("\n", stdout);
     }
 }
 
 /* The text of o[key] for a table cell: strings as they are, integers in decimal (negative
  * ones as "-" when dash_negative: "no cap" in the ips table), anything else "" or "-". */
-static const char *table_cell(json_t *o, const char *key, bool dash_negative, char *buf,
-                              size_t n)
+static const char *kilnctl_table_cell(json_t *o, const char *key, bool dash_negative, char *buf,
+                                      size_t n)
 {
     json_t *v = json_object_get(o, key);
     if (json_is_string(v)) return json_string_value(v);
@@ -495,8 +506,8 @@ static const char *table_cell(json_t *o, const char *key, bool dash_negative, ch
 
 /* An aligned table of the objects in list: one column per key, under its heading, two
  * spaces apart, the last column unpadded. The one printer of every kilnctl table. */
-static void print_table(json_t *list, const char *const *head, const char *const *keys,
-                        int ncol, bool dash_negative)
+static void kilnctl_print_table(json_t *list, const char *const *head, const char *const *keys,
+                                int ncol, bool dash_negative)
 {
     int w[16];
     char buf[256];
@@ -506,7 +517,7 @@ static void print_table(json_t *list, const char *const *head, const char *const
     json_t *e;
     json_array_foreach(list, i, e)
         for (int c = 0; c < ncol; c++) {
-            int l = (int)strlen(table_cell(e, keys[c], dash_negative, buf, sizeof buf));
+            int l = (int)strlen(kilnctl_table_cell(e, keys[c], dash_negative, buf, sizeof buf));
             if (l > w[c]) w[c] = l;
         }
     for (int c = 0; c < ncol; c++)
@@ -514,11 +525,11 @@ static void print_table(json_t *list, const char *const *head, const char *const
     json_array_foreach(list, i, e)
         for (int c = 0; c < ncol; c++)
             printf("%-*s%s", c + 1 < ncol ? w[c] : 0,
-                   table_cell(e, keys[c], dash_negative, buf, sizeof buf),
+                   kilnctl_table_cell(e, keys[c], dash_negative, buf, sizeof buf),
                    c + 1 < ncol ? "  " : "\n");
 }
 
-static void print_suppression(json_t *data)
+static void kilnctl_print_suppression(json_t *data)
 {
     json_t *list = json_object_get(data, "SuppressedDestinationSummaries");
     size_t n = json_array_size(list);
@@ -528,10 +539,10 @@ static void print_suppression(json_t *data)
     }
     static const char *const head[] = {"EMAIL", "REASON", "UPDATED"};
     static const char *const keys[] = {"EmailAddress", "Reason", "LastUpdateTime"};
-    print_table(list, head, keys, 3, false);
+    kilnctl_print_table(list, head, keys, 3, false);
 }
 
-static void print_ips(json_t *data)
+static void kilnctl_print_ips(json_t *data)
 {
     static const char *const head[] = {"IP", "POOL", "ZONE", "WARMUP", "PCT", "SENT24H", "CAP", "STATE"};
     static const char *const keys[] = {"Ip", "PoolName", "Zone", "WarmupStatus", "WarmupPercentage",
@@ -543,7 +554,7 @@ static void print_ips(json_t *data)
         puts("(no dedicated IPs)");
         return;
     }
-    print_table(list, head, keys, NCOL, true);
+    kilnctl_print_table(list, head, keys, NCOL, true);
     size_t i;
     json_t *e;
     /* why an IP is out of rotation, under the table */
@@ -558,7 +569,7 @@ static void print_ips(json_t *data)
     }
 }
 
-static void print_queue(json_t *data)
+static void kilnctl_print_queue(json_t *data)
 {
     static const char *const head[] = {"POOL", "SET", "DOMAIN", "STATE", "RECIPIENTS"};
     static const char *const keys[] = {"Pool", "ConfigurationSet", "Domain", "State", "Recipients"};
@@ -570,13 +581,13 @@ static void print_queue(json_t *data)
         else puts("(the queue is empty)");
         return;
     }
-    print_table(list, head, keys, NCOL, false);
+    kilnctl_print_table(list, head, keys, NCOL, false);
     printf("queued %lld, deferred %lld recipients\n",
            (long long)json_integer_value(json_object_get(data, "Queued")),
            (long long)json_integer_value(json_object_get(data, "Deferred")));
 }
 
-static void print_stats(json_t *data)
+static void kilnctl_print_stats(json_t *data)
 {
     static const char *const head[] = {"TIMESTAMP", "ATTEMPTS", "BOUNCES", "COMPLAINTS", "REJECTS"};
     static const char *const keys[] = {"Timestamp", "DeliveryAttempts", "Bounces", "Complaints",
@@ -587,10 +598,10 @@ static void print_stats(json_t *data)
         puts("(no sending in the last 14 days)");
         return;
     }
-    print_table(list, head, keys, NCOL, false);
+    kilnctl_print_table(list, head, keys, NCOL, false);
 }
 
-static void print_explain(json_t *data)
+static void kilnctl_print_explain(json_t *data)
 {
     json_t *list = json_object_get(data, "Recipients");
     size_t n = json_array_size(list);
@@ -605,22 +616,24 @@ static void print_explain(json_t *data)
         long long attempts = (long long)json_integer_value(json_object_get(e, "Attempts"));
         const char *until = json_string_value(json_object_get(e, "Until"));
         const char *last = json_string_value(json_object_get(e, "LastReply"));
-        printf("%s (set %s, pool %s)\n", table_cell(e, "Recipient", false, buf, sizeof buf),
-               table_cell(e, "ConfigurationSet", false, buf, sizeof buf), table_cell(e, "Pool", false, buf, sizeof buf));
-        printf("  state:      %s%s%s, %lld attempt%s\n", table_cell(e, "State", false, buf, sizeof buf),
-               until ? " until " : "", until ? until : "", attempts, attempts == 1 ? "" : "s");
-        const char *reason = table_cell(e, "Reason", false, buf, sizeof buf);
+        printf("%s (set %s, pool %s)\n", kilnctl_table_cell(e, "Recipient", false, buf, sizeof buf),
+               kilnctl_table_cell(e, "ConfigurationSet", false, buf, sizeof buf),
+               kilnctl_table_cell(e, "Pool", false, buf, sizeof buf));
+        printf("  state:      %s%s%s, %lld attempt%s\n",
+               kilnctl_table_cell(e, "State", false, buf, sizeof buf), until ? " until " : "",
+               until ? until : "", attempts, attempts == 1 ? "" : "s");
+        const char *reason = kilnctl_table_cell(e, "Reason", false, buf, sizeof buf);
         printf("  waits for:  %s\n", reason);
         if (last && !strstr(reason, last)) printf("  last reply: %s\n", last);
     }
 }
 
-static void print_human(const char *cmd, const options *o, json_t *data)
+static void kilnctl_print_human(const char *cmd, const options *o, json_t *data)
 {
     if (strcmp(cmd, "status") == 0 || strcmp(cmd, "quota") == 0) {
-        print_fields(data);
+        kilnctl_print_fields(data);
     } else if (strcmp(cmd, "suppression.list") == 0) {
-        print_suppression(data);
+        kilnctl_print_suppression(data);
     } else if (strcmp(cmd, "suppression.add") == 0 || strcmp(cmd, "suppression.remove") == 0) {
         /* kilnd keeps addresses lower-case: show the entry as it is now stored. */
         char *addr = util_strdup(o->words[2]);
@@ -635,7 +648,7 @@ static void print_human(const char *cmd, const options *o, json_t *data)
         }
         free(addr);
     } else if (strcmp(cmd, "ips") == 0) {
-        print_ips(data);
+        kilnctl_print_ips(data);
     } else if (strcmp(cmd, "ip.warmup") == 0) {
         char cap[64];
         printf("%s: warm-up %lld%% (%s), daily cap %s\n", o->words[2],
@@ -643,18 +656,18 @@ static void print_human(const char *cmd, const options *o, json_t *data)
                json_string_value(json_object_get(data, "WarmupStatus"))
                    ? json_string_value(json_object_get(data, "WarmupStatus"))
                    : "?",
-               table_cell(data, "DailyCap", true, cap, sizeof cap));
+               kilnctl_table_cell(data, "DailyCap", true, cap, sizeof cap));
     } else if (strcmp(cmd, "zone.down") == 0) {
         printf("zone %s is down: its IPs open no new session; open ones finish and QUIT\n",
                o->words[2]);
     } else if (strcmp(cmd, "zone.up") == 0) {
         printf("zone %s is up: its IPs are back in rotation\n", o->words[2]);
     } else if (strcmp(cmd, "queue") == 0) {
-        print_queue(data);
+        kilnctl_print_queue(data);
     } else if (strcmp(cmd, "stats") == 0) {
-        print_stats(data);
+        kilnctl_print_stats(data);
     } else if (strcmp(cmd, "queue.explain") == 0) {
-        print_explain(data);
+        kilnctl_print_explain(data);
     } else if (strcmp(cmd, "reload") == 0) {
         puts("reloaded");
         size_t i;
@@ -668,23 +681,23 @@ static void print_human(const char *cmd, const options *o, json_t *data)
 int main(int argc, char **argv)
 {
     options o;
-    parse_args(argc, argv, &o);
+    kilnctl_parse_args(argc, argv, &o);
     const char *cmd;
-    json_t *req = build_request(&o, &cmd);
-    char *path = find_socket(&o, cmd);
+    json_t *req = kilnctl_build_request(&o, &cmd);
+    char *path = kilnctl_find_socket(&o, cmd);
     if (!path) {
         json_decref(req);
         return EXIT_USAGE;
     }
     int status;
-    json_t *ans = exchange(path, req, &status);
+    json_t *ans = kilnctl_exchange(path, req, &status);
     json_decref(req);
     free(path);
     if (!ans) return status;
 
     if (!json_is_true(json_object_get(ans, "ok"))) {
         const char *e = json_string_value(json_object_get(ans, "error"));
-        fail(EXIT_REFUSED, "%s", e ? e : "kilnd refused the request");
+        kilnctl_fail(EXIT_REFUSED, "%s", e ? e : "kilnd refused the request");
         json_decref(ans);
         return EXIT_REFUSED;
     }
@@ -697,11 +710,11 @@ int main(int argc, char **argv)
         puts(out);
         free(out);
     } else {
-        print_human(cmd, &o, data);
+        kilnctl_print_human(cmd, &o, data);
     }
     json_decref(empty);
     json_decref(ans);
     if (fflush(stdout) != 0)
-        return fail(EXIT_REFUSED, "cannot write the output: %s", strerror(errno));
+        return kilnctl_fail(EXIT_REFUSED, "cannot write the output: %s", strerror(errno));
     return 0;
 }

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "base/config.h"
+#include "mta/auth.h"
 #include "mta/daemon.h"
 
 static void kilnd_usage(FILE *fp)
@@ -43,7 +44,7 @@ int main(int argc, char **argv)
     }
     char *err = NULL;
     if (check_only) {
-        config *cfg = config_load(path, &err);
+        config *cfg = config_load(path, auth_hash_usable, &err);
         if (!cfg) {
             fprintf(stderr, "kilnd: %s\n", err);
             free(err);

@@ -22,7 +22,7 @@
 
 /* The line starting at pos: *content_end is where its text ends (before CRLF or LF),
  * the return value where the next line starts. */
-static size_t line_next(const char *data, size_t len, size_t pos, size_t *content_end)
+static size_t message_line_next(const char *data, size_t len, size_t pos, size_t *content_end)
 {
     const char *lf = memchr(data + pos, '\n', len - pos);
     if (!lf) {
@@ -36,7 +36,7 @@ static size_t line_next(const char *data, size_t len, size_t pos, size_t *conten
 
 /* If the line [p, p+n) starts a field, returns the length of its name and sets *colon to
  * the colon's offset; otherwise returns 0. */
-static size_t field_name(const char *p, size_t n, size_t *colon)
+static size_t message_field_name(const char *p, size_t n, size_t *colon)
 {
     size_t i = 0;
     while (i < n && p[i] > ' ' && p[i] < 127 && p[i] != ':') i++;
@@ -48,7 +48,7 @@ static size_t field_name(const char *p, size_t n, size_t *colon)
     return name_len;
 }
 
-static bool is_wsp(char c)
+static bool message_is_wsp(char c)
 {
     return c == ' ' || c == '\t';
 }
@@ -66,16 +66,16 @@ int message_parse_headers(const char *data, size_t len, msg_headers *out)
     bool open = false;                    /* a field is being collected in `value` */
 
     while (pos < len) {
-        size_t end, next = line_next(data, len, pos, &end);
+        size_t end, next = message_line_next(data, len, pos, &end);
         const char *line = data + pos;
         size_t n = end - pos;
-        if (n > 0 && is_wsp(line[0]) && open) {
+        if (n > 0 && message_is_wsp(line[0]) && open) {
             /* Continuation: unfolding removes only the line break, keeping the blank. */
             strbuf_append(&value, line, n);
             pos = next;
             continue;
         }
-        size_t colon = 0, name_len = field_name(line, n, &colon);
+        size_t colon = 0, name_len = message_field_name(line, n, &colon);
         if (open) {
             out->h[out->n - 1].value = strbuf_steal(&value);
             open = false;
@@ -93,7 +93,7 @@ int message_parse_headers(const char *data, size_t len, msg_headers *out)
         out->h[out->n].value = NULL;
         out->n++;
         size_t v = colon + 1;
-        while (v < n && is_wsp(line[v])) v++;
+        while (v < n && message_is_wsp(line[v])) v++;
         strbuf_append(&value, line + v, n - v);
         open = true;
         pos = next;
@@ -104,7 +104,7 @@ int message_parse_headers(const char *data, size_t len, msg_headers *out)
     for (size_t i = 0; i < out->n; i++) {
         char *v = out->h[i].value;
         size_t skip = 0;
-        while (is_wsp(v[skip])) skip++;
+        while (message_is_wsp(v[skip])) skip++;
         if (skip) memmove(v, v + skip, strlen(v + skip) + 1);
     }
     strbuf_free(&value);
@@ -141,15 +141,15 @@ char *message_remove_header(const char *data, size_t len, const char *name, size
     bool open = false, dropping = false;
 
     while (pos < len) {
-        size_t end, next = line_next(data, len, pos, &end);
+        size_t end, next = message_line_next(data, len, pos, &end);
         const char *line = data + pos;
         size_t n = end - pos;
-        if (n > 0 && is_wsp(line[0]) && open) {
+        if (n > 0 && message_is_wsp(line[0]) && open) {
             if (!dropping) strbuf_append(&out, line, next - pos);
             pos = next;
             continue;
         }
-        size_t colon = 0, name_len = field_name(line, n, &colon);
+        size_t colon = 0, name_len = message_field_name(line, n, &colon);
         if (name_len == 0) break;         /* end of the header section: the rest is copied */
         open = true;
         dropping = name_len == name_want && strncasecmp(line, name, name_len) == 0;
@@ -175,20 +175,20 @@ typedef struct {
     size_t n;
 } token;
 
-static bool is_special(char c)
+static bool message_is_special(char c)
 {
     return c == '<' || c == '>' || c == ',' || c == ':' || c == ';' || c == '@';
 }
 
-static bool is_atom_char(char c)
+static bool message_is_atom_char(char c)
 {
-    return !is_special(c) && c != '(' && c != ')' && c != '"' && c != '[' && c != ']' &&
+    return !message_is_special(c) && c != '(' && c != ')' && c != '"' && c != '[' && c != ']' &&
            c != ' ' && c != '\t' && c != '\r' && c != '\n';
 }
 
 /* Next token of s from *pos; false at the end. A quoted string, comment or domain literal
  * that is never closed runs to the end of the value (one linear pass, whatever the input). */
-static bool next_token(const char *s, size_t *pos, token *t)
+static bool message_next_token(const char *s, size_t *pos, token *t)
 {
     size_t i = *pos;
     if (!s[i]) return false;
@@ -218,7 +218,7 @@ static bool next_token(const char *s, size_t *pos, token *t)
         i++;
         while (s[i] && s[i] != close) i += (s[i] == '\\' && s[i + 1]) ? 2 : 1;
         if (s[i]) i++;
-    } else if (is_special(c)) {
+    } else if (message_is_special(c)) {
         t->kind = TOK_SPECIAL;
         i++;
     } else if (c == ')' || c == ']') {
@@ -226,7 +226,7 @@ static bool next_token(const char *s, size_t *pos, token *t)
         i++;
     } else {
         t->kind = TOK_WORD;
-        while (s[i] && is_atom_char(s[i])) i++;
+        while (s[i] && message_is_atom_char(s[i])) i++;
     }
     t->n = (size_t)(s + i - t->p);
     *pos = i;
@@ -238,7 +238,7 @@ typedef struct {
     size_t n, cap;
 } addr_vec;
 
-static void addr_push(addr_vec *a, strbuf *sb)
+static void message_addr_push(addr_vec *a, strbuf *sb)
 {
     if (sb->len == 0) return;
     if (a->n == a->cap) {
@@ -257,7 +257,7 @@ typedef struct {
     bool had_angle;       /* an angle-addr was found: bare is a display name */
 } item;
 
-static void item_reset(item *it)
+static void message_item_reset(item *it)
 {
     strbuf_reset(&it->bare);
     it->bare_at = it->bare_gap = it->bare_pending_gap = it->had_angle = false;
@@ -265,11 +265,11 @@ static void item_reset(item *it)
 
 /* Ends the item: without an angle-addr, its bare text is an address if it has an '@', or
  * if it is a single word (a local-part-only address); a phrase of several words is not. */
-static void item_finish(item *it, addr_vec *out)
+static void message_item_finish(item *it, addr_vec *out)
 {
     if (!it->had_angle && it->bare.len > 0 && (it->bare_at || !it->bare_gap))
-        addr_push(out, &it->bare);
-    item_reset(it);
+        message_addr_push(out, &it->bare);
+    message_item_reset(it);
 }
 
 size_t message_parse_addresses(const char *value, char ***out)
@@ -277,14 +277,14 @@ size_t message_parse_addresses(const char *value, char ***out)
     addr_vec addrs = {0};
     item it;
     strbuf_init(&it.bare);
-    item_reset(&it);
+    message_item_reset(&it);
     strbuf angle;
     strbuf_init(&angle);
     bool in_group = false;
     size_t pos = 0;
     token t;
 
-    while (next_token(value, &pos, &t)) {
+    while (message_next_token(value, &pos, &t)) {
         if (t.kind == TOK_GAP) {
             if (it.bare.len > 0) it.bare_pending_gap = true;
             continue;
@@ -293,7 +293,7 @@ size_t message_parse_addresses(const char *value, char ***out)
             /* angle-addr: everything up to '>', blanks and comments dropped; an obsolete
              * source route ("@a,@b:") before the addr-spec is skipped. */
             strbuf_reset(&angle);
-            while (next_token(value, &pos, &t)) {
+            while (message_next_token(value, &pos, &t)) {
                 if (t.kind == TOK_GAP) continue;
                 if (t.kind == TOK_SPECIAL && t.p[0] == '>') break;
                 if (t.kind == TOK_SPECIAL && t.p[0] == ':') {
@@ -303,21 +303,21 @@ size_t message_parse_addresses(const char *value, char ***out)
                 strbuf_append(&angle, t.p, t.n);
             }
             it.had_angle = true;
-            addr_push(&addrs, &angle);
+            message_addr_push(&addrs, &angle);
             continue;
         }
         if (t.kind == TOK_SPECIAL && t.p[0] == ',') {
-            item_finish(&it, &addrs);
+            message_item_finish(&it, &addrs);
             continue;
         }
         if (t.kind == TOK_SPECIAL && t.p[0] == ':' && !in_group && !it.had_angle) {
             /* "display-name:" opens a group; the name is not an address. */
-            item_reset(&it);
+            message_item_reset(&it);
             in_group = true;
             continue;
         }
         if (t.kind == TOK_SPECIAL && t.p[0] == ';') {
-            item_finish(&it, &addrs);
+            message_item_finish(&it, &addrs);
             in_group = false;
             continue;
         }
@@ -329,7 +329,7 @@ size_t message_parse_addresses(const char *value, char ***out)
         if (t.kind == TOK_SPECIAL && t.p[0] == '@') it.bare_at = true;
         strbuf_append(&it.bare, t.p, t.n);
     }
-    item_finish(&it, &addrs);
+    message_item_finish(&it, &addrs);
     strbuf_free(&it.bare);
     strbuf_free(&angle);
     *out = addrs.v;

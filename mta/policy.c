@@ -54,7 +54,7 @@ bool policy_identity_verified(const config *cfg, const char *addr)
     return policy_addr_in_list(cfg->identities, cfg->nidentities, addr);
 }
 
-static void append_sanitized(strbuf *sb, const char *s, size_t max)
+static void policy_append_sanitized(strbuf *sb, const char *s, size_t max)
 {
     size_t n = strlen(s);
     bool cut = n > max;
@@ -68,7 +68,8 @@ static void append_sanitized(strbuf *sb, const char *s, size_t max)
 }
 
 /* The 554 line naming addrs; `others` says more failing addresses exist beyond them. */
-static char *unverified_reply(const config *cfg, char *const *addrs, size_t n, bool others)
+static char *policy_build_unverified_reply(const config *cfg, char *const *addrs, size_t n,
+                                           bool others)
 {
     static const char tail[] = " and others";
     strbuf sb;
@@ -77,15 +78,15 @@ static char *unverified_reply(const config *cfg, char *const *addrs, size_t n, b
                      "The following identities failed the check in region ");
     char *region = util_strdup(cfg->region && *cfg->region ? cfg->region : "local");
     for (char *p = region; *p; p++) *p = (char)toupper((unsigned char)*p);
-    append_sanitized(&sb, region, 64);
+    policy_append_sanitized(&sb, region, 64);
     free(region);
     strbuf_puts(&sb, ": ");
     size_t limit = POLICY_REPLY_MAX - (sizeof tail - 1);   /* room kept for the tail */
     size_t i = 0;
-    if (n > 0) append_sanitized(&sb, addrs[i++], limit - sb.len);   /* always named */
+    if (n > 0) policy_append_sanitized(&sb, addrs[i++], limit - sb.len);   /* always named */
     for (; i < n && sb.len + 2 + strlen(addrs[i]) <= limit; i++) {
         strbuf_puts(&sb, ", ");
-        append_sanitized(&sb, addrs[i], limit - sb.len);
+        policy_append_sanitized(&sb, addrs[i], limit - sb.len);
     }
     if (i < n || others) strbuf_puts(&sb, tail);
     return strbuf_steal(&sb);
@@ -93,10 +94,10 @@ static char *unverified_reply(const config *cfg, char *const *addrs, size_t n, b
 
 char *policy_unverified_reply(const config *cfg, char *const *addrs, size_t n)
 {
-    return unverified_reply(cfg, addrs, n, false);
+    return policy_build_unverified_reply(cfg, addrs, n, false);
 }
 
-static bool recipient_verified(const config *cfg, const char *rcpt)
+static bool policy_recipient_verified(const config *cfg, const char *rcpt)
 {
     return policy_addr_in_list(cfg->verified_recipients, cfg->nverified_recipients, rcpt) ||
            policy_addr_in_list(cfg->identities, cfg->nidentities, rcpt);
@@ -114,7 +115,8 @@ policy_rcpt_verdict policy_check_rcpt(const policy_rcpt_in *in, const char **rep
         return POLICY_RCPT_REJECT;
     }
     bool simulator = simulator_classify(in->rcpt) != SIMULATOR_NONE;
-    if (cfg->mode == CONFIG_MODE_SANDBOX && !simulator && !recipient_verified(cfg, in->rcpt)) {
+    if (cfg->mode == CONFIG_MODE_SANDBOX && !simulator &&
+        !policy_recipient_verified(cfg, in->rcpt)) {
         char *const one[] = {(char *)in->rcpt};
         *reply = policy_unverified_reply(cfg, one, 1);
         *reply_owned = true;
@@ -146,7 +148,7 @@ char *policy_check_mail_from(const config *cfg, const char *mail_from)
 
 /* Adds addr to the distinct failing addresses (case-insensitive); *others is set when the
  * list is full and a new one turns up. */
-static void add_failing(char **failing, size_t *n, bool *others, const char *addr)
+static void policy_add_failing(char **failing, size_t *n, bool *others, const char *addr)
 {
     for (size_t i = 0; i < *n; i++)
         if (strcasecmp(failing[i], addr) == 0) return;
@@ -157,7 +159,7 @@ static void add_failing(char **failing, size_t *n, bool *others, const char *add
     failing[(*n)++] = util_strdup(addr);
 }
 
-static bool is_blank(const char *s)
+static bool policy_is_blank(const char *s)
 {
     for (; *s; s++)
         if (*s != ' ' && *s != '\t' && *s != '\r' && *s != '\n') return false;
@@ -177,15 +179,15 @@ char *policy_check_headers(const config *cfg, const struct msg_headers *hs)
         size_t n = message_parse_addresses(hs->h[i].value, &addrs);
         for (size_t j = 0; j < n; j++)
             if (!policy_identity_verified(cfg, addrs[j]))
-                add_failing(failing, &nfailing, &others, addrs[j]);
+                policy_add_failing(failing, &nfailing, &others, addrs[j]);
         /* A From: or Sender: that names no address (a bare phrase, an unclosed quote) is
          * not a verified identity either; it is named as written. Return-Path: <> is fine. */
-        if (n == 0 && sender_field && !is_blank(hs->h[i].value))
-            add_failing(failing, &nfailing, &others, hs->h[i].value);
+        if (n == 0 && sender_field && !policy_is_blank(hs->h[i].value))
+            policy_add_failing(failing, &nfailing, &others, hs->h[i].value);
         message_addresses_free(addrs, n);
     }
     if (nfailing == 0) return NULL;
-    char *reply = unverified_reply(cfg, failing, nfailing, others);
+    char *reply = policy_build_unverified_reply(cfg, failing, nfailing, others);
     for (size_t i = 0; i < nfailing; i++) free(failing[i]);
     return reply;
 }

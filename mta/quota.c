@@ -31,14 +31,14 @@ struct quota {
     int64_t pending;                 /* reserved by open transactions, not yet committed */
 };
 
-static int64_t minute_of(int64_t ms)
+static int64_t quota_minute_of(int64_t ms)
 {
     int64_t m = ms / QUOTA_MINUTE_MS;
     if (ms % QUOTA_MINUTE_MS != 0 && ms < 0) m--;   /* floor for clocks before the epoch */
     return m;
 }
 
-static size_t bucket_of(int64_t minute)
+static size_t quota_bucket_of(int64_t minute)
 {
     int64_t i = minute % QUOTA_BUCKETS;
     if (i < 0) i += QUOTA_BUCKETS;
@@ -46,21 +46,21 @@ static size_t bucket_of(int64_t minute)
 }
 
 /* True while a bucket for `minute` still counts at `now_min` (future minutes count too). */
-static bool in_window(int64_t minute, int64_t now_min)
+static bool quota_in_window(int64_t minute, int64_t now_min)
 {
     return minute >= now_min - QUOTA_WINDOW_MINUTES;
 }
 
-static double capacity(const quota *q)
+static double quota_capacity(const quota *q)
 {
     return q->max_rate > 1.0 ? q->max_rate : 1.0;
 }
 
-static void refill(quota *q, int64_t now_ms)
+static void quota_refill(quota *q, int64_t now_ms)
 {
     if (q->max_rate >= 0 && now_ms > q->refilled_ms) {
         q->tokens += (double)(now_ms - q->refilled_ms) * q->max_rate / 1000.0;
-        if (q->tokens > capacity(q)) q->tokens = capacity(q);
+        if (q->tokens > quota_capacity(q)) q->tokens = quota_capacity(q);
     }
     /* A clock that went backwards refills nothing and continues from its new reading. */
     q->refilled_ms = now_ms;
@@ -70,11 +70,11 @@ static void refill(quota *q, int64_t now_ms)
  * the window map to distinct slots; only after the clock stepped back can a slot hold a
  * different live (future) minute, and then the two share it under the later minute, which
  * keeps them counted a little longer, never shorter. */
-static void window_add(quota *q, int64_t m, int64_t n, int64_t now_min)
+static void quota_window_add(quota *q, int64_t m, int64_t n, int64_t now_min)
 {
     if (m > now_min) m = now_min;
-    size_t i = bucket_of(m);
-    if (q->count[i] == 0 || !in_window(q->minute[i], now_min)) {
+    size_t i = quota_bucket_of(m);
+    if (q->count[i] == 0 || !quota_in_window(q->minute[i], now_min)) {
         q->minute[i] = m;
         q->count[i] = 0;
     } else if (q->minute[i] < m) {
@@ -88,7 +88,7 @@ quota *quota_new(double max_rate, int64_t max_24h, int64_t now_ms)
     quota *q = util_calloc(1, sizeof *q);
     q->max_rate = max_rate < 0 ? -1 : max_rate;
     q->max_24h = max_24h < 0 ? -1 : max_24h;
-    q->tokens = capacity(q);
+    q->tokens = quota_capacity(q);
     q->refilled_ms = now_ms;
     return q;
 }
@@ -101,16 +101,16 @@ void quota_free(quota *q)
 void quota_set_limits(quota *q, double max_rate, int64_t max_24h, int64_t now_ms)
 {
     bool was_unlimited = q->max_rate < 0;
-    refill(q, now_ms);                      /* tokens earned under the old rate are kept */
+    quota_refill(q, now_ms);                      /* tokens earned under the old rate are kept */
     q->max_rate = max_rate < 0 ? -1 : max_rate;
     q->max_24h = max_24h < 0 ? -1 : max_24h;
-    if (was_unlimited || q->tokens > capacity(q)) q->tokens = capacity(q);
+    if (was_unlimited || q->tokens > quota_capacity(q)) q->tokens = quota_capacity(q);
 }
 
 bool quota_rate_available(quota *q, int64_t now_ms)
 {
     if (q->max_rate < 0) return true;
-    refill(q, now_ms);
+    quota_refill(q, now_ms);
     return q->tokens + QUOTA_EPSILON >= 1.0;
 }
 
@@ -145,22 +145,22 @@ void quota_daily_commit(quota *q, unsigned n, int64_t now_ms)
         util_fatal("quota: committing %u recipients but only %lld are reserved", n,
                    (long long)q->pending);
     q->pending -= n;
-    if (n > 0) window_add(q, minute_of(now_ms), n, minute_of(now_ms));
+    if (n > 0) quota_window_add(q, quota_minute_of(now_ms), n, quota_minute_of(now_ms));
 }
 
 void quota_daily_load(quota *q, int64_t at_ms, unsigned n, int64_t now_ms)
 {
-    int64_t now_min = minute_of(now_ms), m = minute_of(at_ms);
-    if (n == 0 || !in_window(m, now_min)) return;
-    window_add(q, m, n, now_min);
+    int64_t now_min = quota_minute_of(now_ms), m = quota_minute_of(at_ms);
+    if (n == 0 || !quota_in_window(m, now_min)) return;
+    quota_window_add(q, m, n, now_min);
 }
 
 int64_t quota_sent_24h(quota *q, int64_t now_ms)
 {
-    int64_t now_min = minute_of(now_ms), sum = 0;
+    int64_t now_min = quota_minute_of(now_ms), sum = 0;
     for (size_t i = 0; i < QUOTA_BUCKETS; i++) {
         if (q->count[i] == 0) continue;
-        if (in_window(q->minute[i], now_min)) sum += q->count[i];
+        if (quota_in_window(q->minute[i], now_min)) sum += q->count[i];
         else q->count[i] = 0;               /* expired: free the slot */
     }
     return sum;

@@ -146,12 +146,12 @@ int64_t webhook_backoff_ms(int failures)
 
 /* ----------------------------------------------------------------------- progress ---- */
 
-static int64_t now_ms(const webhook *w)
+static int64_t webhook_now_ms(const webhook *w)
 {
     return (int64_t)(ev_now(w->loop) * 1000.0);
 }
 
-static void save_acked(webhook *w, int64_t acked)
+static void webhook_save_acked(webhook *w, int64_t acked)
 {
     if (acked <= w->acked) return;
     w->acked = acked;
@@ -170,7 +170,7 @@ typedef struct scan_ctx {
     int64_t backlog;       /* count mode: rows of the set */
 } scan_ctx;
 
-static void scan_row(void *arg, int64_t id, const char *set, const char *json)
+static void webhook_scan_row(void *arg, int64_t id, const char *set, const char *json)
 {
     scan_ctx *c = arg;
     webhook *w = c->w;
@@ -186,11 +186,11 @@ static void scan_row(void *arg, int64_t id, const char *set, const char *json)
 
 /* Fills the window with the next events of the set after `scanned`; with none pending,
  * everything scanned counts as acknowledged. */
-static void refill(webhook *w)
+static void webhook_refill(webhook *w)
 {
     while (w->qlen < WEBHOOK_WINDOW) {
         scan_ctx c = {w, w->scanned, 0, false, 0};
-        if (spool_each_event(w->sp, w->scanned, WEBHOOK_SCAN_BATCH, scan_row, &c) < 0) {
+        if (spool_each_event(w->sp, w->scanned, WEBHOOK_SCAN_BATCH, webhook_scan_row, &c) < 0) {
             log_write(w->lg, KLOG_ERROR, "webhook_error", "set=%s url=%s op=read error=%s",
                       log_q(w->lg, w->set), log_q(w->lg, w->url),
                       log_q(w->lg, spool_errmsg(w->sp)));
@@ -199,10 +199,10 @@ static void refill(webhook *w)
         w->scanned = c.last;
         if (c.rows < WEBHOOK_SCAN_BATCH) break;
     }
-    save_acked(w, w->qlen ? w->q[w->qhead].id - 1 : w->scanned);
+    webhook_save_acked(w, w->qlen ? w->q[w->qhead].id - 1 : w->scanned);
 }
 
-static void count_row(void *arg, int64_t id, const char *set, const char *json)
+static void webhook_count_row(void *arg, int64_t id, const char *set, const char *json)
 {
     (void)json;
     scan_ctx *c = arg;
@@ -212,12 +212,13 @@ static void count_row(void *arg, int64_t id, const char *set, const char *json)
 }
 
 /* Outbox rows of the set not yet acknowledged (read once a minute while failing). */
-static int64_t backlog(webhook *w)
+static int64_t webhook_count_backlog(webhook *w)
 {
     scan_ctx c = {w, w->acked, 0, false, 0};
     for (;;) {
         c.rows = 0;
-        if (spool_each_event(w->sp, c.last, WEBHOOK_SCAN_BATCH, count_row, &c) < 0) return -1;
+        if (spool_each_event(w->sp, c.last, WEBHOOK_SCAN_BATCH, webhook_count_row, &c) < 0)
+            return -1;
         if (c.rows < WEBHOOK_SCAN_BATCH) break;
     }
     return c.backlog;
@@ -225,7 +226,7 @@ static int64_t backlog(webhook *w)
 
 /* --------------------------------------------------------------------- the client ---- */
 
-static void conn_close(webhook *w)
+static void webhook_conn_close(webhook *w)
 {
     if (w->fd >= 0) {
         ev_io_stop(w->loop, &w->io);
@@ -239,13 +240,13 @@ static void conn_close(webhook *w)
     w->state = WH_IDLE;
 }
 
-static void start_post(webhook *w);
+static void webhook_start_post(webhook *w);
 
-static void attempt_failed(webhook *w, const char *why)
+static void webhook_attempt_failed(webhook *w, const char *why)
 {
-    conn_close(w);
+    webhook_conn_close(w);
     w->failures++;
-    int64_t now = now_ms(w);
+    int64_t now = webhook_now_ms(w);
     int64_t wait = webhook_backoff_ms(w->failures);
     w->next_try_ms = now + wait;
     log_write(w->lg, w->failures == 1 ? KLOG_WARNING : KLOG_DEBUG, "webhook_failed",
@@ -257,9 +258,9 @@ static void attempt_failed(webhook *w, const char *why)
     w->last_error = util_strdup(why);
 }
 
-static void attempt_done(webhook *w)
+static void webhook_attempt_done(webhook *w)
 {
-    conn_close(w);
+    webhook_conn_close(w);
     if (w->failures > 0)
         log_write(w->lg, KLOG_INFO, "webhook_recovered", "set=%s url=%s failures=%d",
                   log_q(w->lg, w->set), log_q(w->lg, w->url), w->failures);
@@ -271,20 +272,20 @@ static void attempt_done(webhook *w)
     e->json = NULL;
     w->qhead = (w->qhead + 1) % WEBHOOK_WINDOW;
     w->qlen--;
-    save_acked(w, w->qlen ? w->q[w->qhead].id - 1 : id);
-    if (w->qlen == 0) refill(w);
-    if (w->qlen > 0) start_post(w);
+    webhook_save_acked(w, w->qlen ? w->q[w->qhead].id - 1 : id);
+    if (w->qlen == 0) webhook_refill(w);
+    if (w->qlen > 0) webhook_start_post(w);
 }
 
-static void on_timeout(struct ev_loop *loop, ev_timer *t, int revents)
+static void webhook_on_timeout(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop;
     (void)revents;
     webhook *w = t->data;
-    attempt_failed(w, "no answer within 10s");
+    webhook_attempt_failed(w, "no answer within 10s");
 }
 
-static void on_io(struct ev_loop *loop, ev_io *io, int revents)
+static void webhook_on_io(struct ev_loop *loop, ev_io *io, int revents)
 {
     (void)loop;
     (void)revents;
@@ -295,7 +296,7 @@ static void on_io(struct ev_loop *loop, ev_io *io, int revents)
         if (getsockopt(w->fd, SOL_SOCKET, SO_ERROR, &soerr, &l) != 0) soerr = errno;
         if (soerr != 0) {
             char *why = util_asprintf("connect: %s", strerror(soerr));
-            attempt_failed(w, why);
+            webhook_attempt_failed(w, why);
             free(why);
             return;
         }
@@ -309,7 +310,7 @@ static void on_io(struct ev_loop *loop, ev_io *io, int revents)
             if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
             if (n <= 0) {
                 char *why = util_asprintf("send: %s", strerror(n < 0 ? errno : EIO));
-                attempt_failed(w, why);
+                webhook_attempt_failed(w, why);
                 free(why);
                 return;
             }
@@ -326,7 +327,7 @@ static void on_io(struct ev_loop *loop, ev_io *io, int revents)
     if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) return;
     if (n < 0) {
         char *why = util_asprintf("recv: %s", strerror(errno));
-        attempt_failed(w, why);
+        webhook_attempt_failed(w, why);
         free(why);
         return;
     }
@@ -336,24 +337,24 @@ static void on_io(struct ev_loop *loop, ev_io *io, int revents)
     if (!eof && !headers_end && w->in.len < WEBHOOK_MAX_RESPONSE) return;
     int code = w->in.len ? webhook_response_status(w->in.buf, w->in.len) : -1;
     if (code >= 200 && code <= 299) {
-        attempt_done(w);
+        webhook_attempt_done(w);
     } else if (code > 0) {
         char *why = util_asprintf("HTTP status %d", code);
-        attempt_failed(w, why);
+        webhook_attempt_failed(w, why);
         free(why);
     } else {
-        attempt_failed(w, w->in.len ? "the answer is not an HTTP/1.x response"
-                                    : "connection closed without an answer");
+        webhook_attempt_failed(w, w->in.len ? "the answer is not an HTTP/1.x response"
+                                            : "connection closed without an answer");
     }
 }
 
-static void start_post(webhook *w)
+static void webhook_start_post(webhook *w)
 {
     const webhook_event *e = &w->q[w->qhead];
     w->fd = socket(w->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (w->fd < 0) {
         char *why = util_asprintf("socket: %s", strerror(errno));
-        attempt_failed(w, why);
+        webhook_attempt_failed(w, why);
         free(why);
         return;
     }
@@ -371,7 +372,7 @@ static void start_post(webhook *w)
     ev_timer_start(w->loop, &w->timeout);
     if (connect(w->fd, (struct sockaddr *)&w->addr, w->addrlen) != 0 && errno != EINPROGRESS) {
         char *why = util_asprintf("connect: %s", strerror(errno));
-        attempt_failed(w, why);
+        webhook_attempt_failed(w, why);
         free(why);
         return;
     }
@@ -394,9 +395,9 @@ webhook *webhook_new(struct ev_loop *loop, klog *lg, spool *sp, const char *set,
     strbuf_init(&w->out);
     strbuf_init(&w->in);
     if (loop) {
-        ev_init(&w->io, on_io);
+        ev_init(&w->io, webhook_on_io);
         w->io.data = w;
-        ev_init(&w->timeout, on_timeout);
+        ev_init(&w->timeout, webhook_on_timeout);
         w->timeout.data = w;
     }
 
@@ -439,7 +440,7 @@ webhook *webhook_new(struct ev_loop *loop, klog *lg, spool *sp, const char *set,
 void webhook_free(webhook *w)
 {
     if (!w) return;
-    if (w->loop) conn_close(w);
+    if (w->loop) webhook_conn_close(w);
     for (size_t i = 0; i < w->qlen; i++) free(w->q[(w->qhead + i) % WEBHOOK_WINDOW].json);
     strbuf_free(&w->out);
     strbuf_free(&w->in);
@@ -457,22 +458,22 @@ void webhook_poll(webhook *w)
 {
     if (!w->loop || w->unusable) {
         /* Nothing can be posted: still hold only this set's rows, not everyone's. */
-        if (w->qlen == 0) refill(w);
+        if (w->qlen == 0) webhook_refill(w);
         return;
     }
-    int64_t now = now_ms(w);
+    int64_t now = webhook_now_ms(w);
     if (w->failures > 0) {
         if (now - w->warned_ms >= WEBHOOK_WARN_EVERY_MS) {
             w->warned_ms = now;
             log_write(w->lg, KLOG_WARNING, "webhook_backlog",
-                      "set=%s url=%s backlog=%lld failures=%d error=%s",
-                      log_q(w->lg, w->set), log_q(w->lg, w->url), (long long)backlog(w),
-                      w->failures, log_q(w->lg, w->last_error));
+                      "set=%s url=%s backlog=%lld failures=%d error=%s", log_q(w->lg, w->set),
+                      log_q(w->lg, w->url), (long long)webhook_count_backlog(w), w->failures,
+                      log_q(w->lg, w->last_error));
         }
     }
     if (w->state != WH_IDLE || (w->failures > 0 && now < w->next_try_ms)) return;
-    if (w->qlen == 0) refill(w);
-    if (w->qlen > 0) start_post(w);
+    if (w->qlen == 0) webhook_refill(w);
+    if (w->qlen > 0) webhook_start_post(w);
 }
 
 int64_t webhook_acked(const webhook *w)

@@ -58,7 +58,7 @@
 /* spool_each_due_rcpt sorts the due DEFERRED recipients by rowid when there are fewer than
  * this many (a few milliseconds); with more, it walks recipients_due in rowid order. */
 #define SPOOL_DUE_SORT_MAX 10000
-/* The columns read_rcpt() expects, in its order. */
+/* The columns spool_read_rcpt() expects, in its order. */
 #define SPOOL_RCPT_COLUMNS \
     "id, msg_id, address, state, attempts, next_attempt_ms, last_reply, domain"
 
@@ -254,21 +254,21 @@ struct spool {
 
 /* ---- errors ---- */
 
-static void set_last_err(spool *sp, char *msg)
+static void spool_set_last_err(spool *sp, char *msg)
 {
     free(sp->last_err);
     sp->last_err = msg;
 }
 
 /* "spool PATH: WHAT KEY: sqlite text" recorded as the handle's last error. */
-static void note_error(spool *sp, const char *what, const char *key)
+static void spool_note_error(spool *sp, const char *what, const char *key)
 {
-    set_last_err(sp, util_asprintf("spool %s: %s%s%s: %s", sp->path, what, key ? " " : "",
-                                   key ? key : "", sqlite3_errmsg(sp->db)));
+    spool_set_last_err(sp, util_asprintf("spool %s: %s%s%s: %s", sp->path, what, key ? " " : "",
+                                         key ? key : "", sqlite3_errmsg(sp->db)));
 }
 
-/* Marks the batch failed with the text just recorded by note_error (the first wins). */
-static void fail_batch(spool *sp)
+/* Marks the batch failed with the text just recorded by spool_note_error (the first wins). */
+static void spool_fail_batch(spool *sp)
 {
     if (!sp->failed) sp->batch_err = util_strdup(sp->last_err);
     sp->failed = true;
@@ -281,21 +281,21 @@ const char *spool_errmsg(spool *sp)
 
 /* ---- statements ---- */
 
-static void stmt_done(sqlite3_stmt *st)
+static void spool_stmt_done(sqlite3_stmt *st)
 {
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
 }
 
 /* The cached statement, or a fresh one if the cached one is still stepping (a read called
- * from inside another read's callback). *temp tells stmt_release to finalize it. */
-static sqlite3_stmt *stmt_acquire(spool *sp, int which, bool *temp)
+ * from inside another read's callback). *temp tells spool_stmt_release to finalize it. */
+static sqlite3_stmt *spool_stmt_acquire(spool *sp, int which, bool *temp)
 {
     *temp = false;
     if (!sqlite3_stmt_busy(sp->st[which])) return sp->st[which];
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(sp->db, spool_sql[which], -1, &st, NULL) != SQLITE_OK) {
-        note_error(sp, "prepare", spool_sql[which]);
+        spool_note_error(sp, "prepare", spool_sql[which]);
         sqlite3_finalize(st);
         return NULL;
     }
@@ -303,64 +303,65 @@ static sqlite3_stmt *stmt_acquire(spool *sp, int which, bool *temp)
     return st;
 }
 
-static void stmt_release(sqlite3_stmt *st, bool temp)
+static void spool_stmt_release(sqlite3_stmt *st, bool temp)
 {
     if (temp)
         sqlite3_finalize(st);
     else
-        stmt_done(st);
+        spool_stmt_done(st);
 }
 
 /* Steps a statement to completion. 0, or -1 with the error noted. Leaves st reset. */
-static int stmt_run(spool *sp, sqlite3_stmt *st, const char *what, const char *key)
+static int spool_stmt_run(spool *sp, sqlite3_stmt *st, const char *what, const char *key)
 {
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW)
         ;
     if (rc != SQLITE_DONE) {
-        note_error(sp, what, key);
-        stmt_done(st);
+        spool_note_error(sp, what, key);
+        spool_stmt_done(st);
         return -1;
     }
-    stmt_done(st);
+    spool_stmt_done(st);
     return 0;
 }
 
-static void bind_str(sqlite3_stmt *st, int i, const char *s)
+static void spool_bind_str(sqlite3_stmt *st, int i, const char *s)
 {
     sqlite3_bind_text(st, i, s ? s : "", -1, SQLITE_STATIC);
 }
 
 /* Column text, never NULL; valid until the statement steps again. */
-static const char *col_text(sqlite3_stmt *st, int i)
+static const char *spool_col_text(sqlite3_stmt *st, int i)
 {
     const unsigned char *s = sqlite3_column_text(st, i);
     return s ? (const char *)s : "";
 }
 
-static char *col_strdup(sqlite3_stmt *st, int i)
+static char *spool_col_strdup(sqlite3_stmt *st, int i)
 {
-    return util_strdup(col_text(st, i));
+    return util_strdup(spool_col_text(st, i));
 }
 
 /* ---- the batch ---- */
 
 /* Called by every write before its statement: opens the batch's transaction if needed.
  * 0, or -1 if the batch has failed (the write must not run). */
-static int batch_write(spool *sp)
+static int spool_batch_write(spool *sp)
 {
     sp->dirty = true;
     if (sp->failed) return -1;
     if (sp->in_txn) {
         if (!sqlite3_get_autocommit(sp->db)) return 0;
         /* SQLite rolled the transaction back on its own (I/O error, disk full in a read). */
-        set_last_err(sp, util_asprintf("spool %s: the open batch was rolled back by SQLite: %s",
-                                       sp->path, sqlite3_errmsg(sp->db)));
-        fail_batch(sp);
+        spool_set_last_err(sp,
+                           util_asprintf("spool %s: the open batch was rolled back by SQLite: %s",
+                                         sp->path, sqlite3_errmsg(sp->db)));
+        spool_fail_batch(sp);
         return -1;
     }
-    if (stmt_run(sp, sp->st[ST_BEGIN], "begin batch", NULL) < 0) {
-        fail_batch(sp);
+    if (spool_stmt_run(sp, sp->st[ST_BEGIN], "begin batch", NULL) < 0) {
+        spool_fail_batch(sp);
         return -1;
     }
     sp->in_txn = true;
@@ -368,27 +369,27 @@ static int batch_write(spool *sp)
 }
 
 /* Runs a write statement inside the batch; a failure fails the batch. */
-static int batch_run(spool *sp, sqlite3_stmt *st, const char *what, const char *key)
+static int spool_batch_run(spool *sp, sqlite3_stmt *st, const char *what, const char *key)
 {
-    if (stmt_run(sp, st, what, key) < 0) {
-        fail_batch(sp);
+    if (spool_stmt_run(sp, st, what, key) < 0) {
+        spool_fail_batch(sp);
         return -1;
     }
     return 0;
 }
 
 /* Prunes sends older than 24 h and stats buckets older than 14 days (wall clock). */
-static void prune_sends(spool *sp, int64_t now_wall_ms)
+static void spool_prune_sends(spool *sp, int64_t now_wall_ms)
 {
     sqlite3_stmt *st = sp->st[ST_PRUNE_SENDS];
     sqlite3_bind_int64(st, 1, now_wall_ms - SPOOL_DAY_MS);
     sqlite3_stmt *st2 = sp->st[ST_PRUNE_STATS];
     sqlite3_bind_int64(st2, 1, now_wall_ms - SPOOL_STATS_KEEP_MS);
     if (sp->in_txn) {
-        if (batch_run(sp, st, "prune sends", NULL) == 0)
-            batch_run(sp, st2, "prune stats", NULL);
-    } else if (stmt_run(sp, st, "prune sends", NULL) == 0) {
-        stmt_run(sp, st2, "prune stats", NULL);
+        if (spool_batch_run(sp, st, "prune sends", NULL) == 0)
+            spool_batch_run(sp, st2, "prune stats", NULL);
+    } else if (spool_stmt_run(sp, st, "prune sends", NULL) == 0) {
+        spool_stmt_run(sp, st2, "prune stats", NULL);
     }
     sp->last_prune_mono = util_mono_ms();
 }
@@ -414,23 +415,25 @@ int spool_flush(spool *sp)
     bool ok = !sp->failed;
     if (sp->in_txn) {
         if (ok && sqlite3_get_autocommit(sp->db)) {
-            set_last_err(sp, util_asprintf("spool %s: the open batch was rolled back by "
-                                           "SQLite: %s", sp->path, sqlite3_errmsg(sp->db)));
-            fail_batch(sp);
+            spool_set_last_err(sp, util_asprintf("spool %s: the open batch was rolled back by "
+                                                 "SQLite: %s",
+                                                 sp->path, sqlite3_errmsg(sp->db)));
+            spool_fail_batch(sp);
             ok = false;
         }
         if (ok && util_mono_ms() - sp->last_prune_mono >= SPOOL_PRUNE_EVERY_MS) {
-            prune_sends(sp, util_wall_ms());
+            spool_prune_sends(sp, util_wall_ms());
             ok = !sp->failed;
         }
-        if (ok && stmt_run(sp, sp->st[ST_COMMIT], "commit", NULL) < 0) {
-            fail_batch(sp);
+        if (ok && spool_stmt_run(sp, sp->st[ST_COMMIT], "commit", NULL) < 0) {
+            spool_fail_batch(sp);
             ok = false;
         }
         if (!ok && !sqlite3_get_autocommit(sp->db)) {
             /* Errors of the rollback itself are only noted: the batch is reported failed. */
             char *keep = util_strdup(sp->last_err);
-            if (stmt_run(sp, sp->st[ST_ROLLBACK], "rollback", NULL) == 0) set_last_err(sp, keep);
+            if (spool_stmt_run(sp, sp->st[ST_ROLLBACK], "rollback", NULL) == 0)
+                spool_set_last_err(sp, keep);
             else free(keep);
         }
     }
@@ -453,7 +456,7 @@ int spool_flush(spool *sp)
 /* ---- open / close ---- */
 
 /* mkdir -p with mode 0700 for the directories it creates. 0, or -1 with errno set. */
-static int make_dirs(const char *dir)
+static int spool_make_dirs(const char *dir)
 {
     struct stat sb;
     if (stat(dir, &sb) == 0) {
@@ -483,7 +486,7 @@ static int make_dirs(const char *dir)
     return 0;
 }
 
-static int exec_sql(spool *sp, const char *sql, const char *what, char **err)
+static int spool_exec_sql(spool *sp, const char *sql, const char *what, char **err)
 {
     char *msg = NULL;
     if (sqlite3_exec(sp->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
@@ -496,7 +499,7 @@ static int exec_sql(spool *sp, const char *sql, const char *what, char **err)
 }
 
 /* Single-value PRAGMA query ("PRAGMA journal_mode=WAL" -> "wal"). */
-static int pragma_text(spool *sp, const char *sql, char *out, size_t outsz, char **err)
+static int spool_pragma_text(spool *sp, const char *sql, char *out, size_t outsz, char **err)
 {
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_prepare_v2(sp->db, sql, -1, &st, NULL);
@@ -512,10 +515,10 @@ static int pragma_text(spool *sp, const char *sql, char *out, size_t outsz, char
     return 0;
 }
 
-static int setup_schema(spool *sp, char **err)
+static int spool_setup_schema(spool *sp, char **err)
 {
     char v[32];
-    if (pragma_text(sp, "PRAGMA user_version", v, sizeof v, err) < 0) return -1;
+    if (spool_pragma_text(sp, "PRAGMA user_version", v, sizeof v, err) < 0) return -1;
     long ver = strtol(v, NULL, 10);
     if (ver == SPOOL_SCHEMA_VERSION) return 0;
     if (ver > SPOOL_SCHEMA_VERSION || ver < 0) {
@@ -526,7 +529,7 @@ static int setup_schema(spool *sp, char **err)
     }
     char *sql = util_asprintf("BEGIN IMMEDIATE; %s PRAGMA user_version = %d; COMMIT;",
                               spool_schema, SPOOL_SCHEMA_VERSION);
-    int rc = exec_sql(sp, sql, "creating the schema", err);
+    int rc = spool_exec_sql(sp, sql, "creating the schema", err);
     free(sql);
     if (rc < 0 && !sqlite3_get_autocommit(sp->db))
         sqlite3_exec(sp->db, "ROLLBACK", NULL, NULL, NULL);
@@ -535,7 +538,7 @@ static int setup_schema(spool *sp, char **err)
 
 /* kiln_addr_domain(address): the lower-case text after the last '@', "" if there is none
  * (as util_addr_domain, lower-cased). NULL stays NULL. */
-static void sql_addr_domain(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+static void spool_sql_addr_domain(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 {
     (void)argc;
     const unsigned char *a = sqlite3_value_text(argv[0]);
@@ -549,7 +552,7 @@ static void sql_addr_domain(sqlite3_context *ctx, int argc, sqlite3_value **argv
 }
 
 /* True if TABLE has a column named COLUMN. */
-static int has_column(spool *sp, const char *table, const char *column, bool *has, char **err)
+static int spool_has_column(spool *sp, const char *table, const char *column, bool *has, char **err)
 {
     *has = false;
     char *sql = util_asprintf("PRAGMA table_info(%s)", table);
@@ -558,7 +561,7 @@ static int has_column(spool *sp, const char *table, const char *column, bool *ha
     free(sql);
     if (rc == SQLITE_OK)
         while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-            if (strcmp(col_text(st, 1), column) == 0) *has = true;
+            if (strcmp(spool_col_text(st, 1), column) == 0) *has = true;
     if (rc != SQLITE_DONE) {
         *err = util_asprintf("spool %s: reading the columns of %s: %s", sp->path, table,
                              sqlite3_errmsg(sp->db));
@@ -570,32 +573,33 @@ static int has_column(spool *sp, const char *table, const char *column, bool *ha
 }
 
 /* Brings a version-1 spool written by an older kiln up to date (see the top of the file). */
-static int schema_additions(spool *sp, char **err)
+static int spool_schema_additions(spool *sp, char **err)
 {
-    if (exec_sql(sp, spool_schema_kv, "creating the kv table", err) < 0) return -1;
-    if (exec_sql(sp, spool_schema_stats, "creating the stats table", err) < 0) return -1;
+    if (spool_exec_sql(sp, spool_schema_kv, "creating the kv table", err) < 0) return -1;
+    if (spool_exec_sql(sp, spool_schema_stats, "creating the stats table", err) < 0) return -1;
     bool has;
-    if (has_column(sp, "recipients", "domain", &has, err) < 0) return -1;
+    if (spool_has_column(sp, "recipients", "domain", &has, err) < 0) return -1;
     if (!has) {
-        int rc = exec_sql(sp,
-                          "BEGIN IMMEDIATE;"
-                          " ALTER TABLE recipients ADD COLUMN domain TEXT NOT NULL DEFAULT '';"
-                          " UPDATE recipients SET domain = kiln_addr_domain(address);"
-                          " COMMIT;",
-                          "adding the domain column to recipients", err);
+        int rc =
+            spool_exec_sql(sp,
+                           "BEGIN IMMEDIATE;"
+                           " ALTER TABLE recipients ADD COLUMN domain TEXT NOT NULL DEFAULT '';"
+                           " UPDATE recipients SET domain = kiln_addr_domain(address);"
+                           " COMMIT;",
+                           "adding the domain column to recipients", err);
         if (rc < 0) {
             if (!sqlite3_get_autocommit(sp->db))
                 sqlite3_exec(sp->db, "ROLLBACK", NULL, NULL, NULL);
             return -1;
         }
     }
-    return exec_sql(sp, spool_schema_due, "creating the index recipients_due", err);
+    return spool_exec_sql(sp, spool_schema_due, "creating the index recipients_due", err);
 }
 
 spool *spool_open(const char *dir, bool durable, char **err)
 {
     *err = NULL;
-    if (make_dirs(dir) < 0) {
+    if (spool_make_dirs(dir) < 0) {
         *err = util_asprintf("spool directory %s: %s", dir, strerror(errno));
         return NULL;
     }
@@ -619,31 +623,32 @@ spool *spool_open(const char *dir, bool durable, char **err)
     if (stat(sp->path, &sb) == 0 && (sb.st_mode & 077)) chmod(sp->path, sb.st_mode & 0700);
 
     char mode[32];
-    if (pragma_text(sp, "PRAGMA journal_mode = WAL", mode, sizeof mode, err) < 0) goto fail;
+    if (spool_pragma_text(sp, "PRAGMA journal_mode = WAL", mode, sizeof mode, err) < 0) goto fail;
     if (strcmp(mode, "wal") != 0) {
         *err = util_asprintf("spool %s: cannot use WAL journal mode (got %s)", sp->path, mode);
         goto fail;
     }
-    if (exec_sql(sp, durable ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = OFF",
-                 "setting synchronous", err) < 0 ||
-        exec_sql(sp, "PRAGMA foreign_keys = ON", "enabling foreign keys", err) < 0 ||
-        exec_sql(sp, "PRAGMA journal_size_limit = 67108864", "limiting the WAL size", err) < 0)
+    if (spool_exec_sql(sp, durable ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = OFF",
+                       "setting synchronous", err) < 0 ||
+        spool_exec_sql(sp, "PRAGMA foreign_keys = ON", "enabling foreign keys", err) < 0 ||
+        spool_exec_sql(sp, "PRAGMA journal_size_limit = 67108864", "limiting the WAL size", err) <
+            0)
         goto fail;
     char fk[8];
-    if (pragma_text(sp, "PRAGMA foreign_keys", fk, sizeof fk, err) < 0) goto fail;
+    if (spool_pragma_text(sp, "PRAGMA foreign_keys", fk, sizeof fk, err) < 0) goto fail;
     if (strcmp(fk, "1") != 0) {
         *err = util_asprintf("spool %s: this SQLite does not enforce foreign keys", sp->path);
         goto fail;
     }
     if (sqlite3_create_function(sp->db, "kiln_addr_domain", 1,
                                 SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS, NULL,
-                                sql_addr_domain, NULL, NULL) != SQLITE_OK) {
+                                spool_sql_addr_domain, NULL, NULL) != SQLITE_OK) {
         *err = util_asprintf("spool %s: registering kiln_addr_domain: %s", sp->path,
                              sqlite3_errmsg(sp->db));
         goto fail;
     }
-    if (setup_schema(sp, err) < 0) goto fail;
-    if (schema_additions(sp, err) < 0) goto fail;
+    if (spool_setup_schema(sp, err) < 0) goto fail;
+    if (spool_schema_additions(sp, err) < 0) goto fail;
 
     for (int i = 0; i < ST__COUNT; i++) {
         if (sqlite3_prepare_v3(sp->db, spool_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &sp->st[i],
@@ -654,7 +659,7 @@ spool *spool_open(const char *dir, bool durable, char **err)
         }
     }
 
-    prune_sends(sp, util_wall_ms());
+    spool_prune_sends(sp, util_wall_ms());
     if (sp->last_err) {
         *err = util_strdup(sp->last_err);
         goto fail;
@@ -690,26 +695,26 @@ int spool_add_message(spool *sp, const spool_message *m)
     size_t idlen = strnlen(m->id, sizeof m->id);
     if (idlen == sizeof m->id || idlen == 0)
         util_fatal("spool_add_message: message id is empty or not NUL-terminated");
-    if (batch_write(sp) < 0) return -1;
+    if (spool_batch_write(sp) < 0) return -1;
 
     sqlite3_stmt *st = sp->st[ST_ADD_MSG];
     sqlite3_bind_text(st, 1, m->id, (int)idlen, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, m->created_ms);
-    bind_str(st, 3, m->config_set);
-    bind_str(st, 4, m->mail_from);
-    bind_str(st, 5, m->client_ip);
-    bind_str(st, 6, m->mail_json);
+    spool_bind_str(st, 3, m->config_set);
+    spool_bind_str(st, 4, m->mail_from);
+    spool_bind_str(st, 5, m->client_ip);
+    spool_bind_str(st, 6, m->mail_json);
     /* A non-NULL pointer so that an empty message is an empty blob, not NULL. */
     sqlite3_bind_blob64(st, 7, m->data ? m->data : "", m->data ? m->data_len : 0,
                         SQLITE_STATIC);
     sqlite3_bind_int64(st, 8, m->quota_count);
-    if (batch_run(sp, st, "add message", m->id) < 0) return -1;
+    if (spool_batch_run(sp, st, "add message", m->id) < 0) return -1;
 
     if (m->quota_count > 0) {
         st = sp->st[ST_ADD_SEND];
         sqlite3_bind_int64(st, 1, m->created_ms);
         sqlite3_bind_int64(st, 2, m->quota_count);
-        if (batch_run(sp, st, "record send of", m->id) < 0) return -1;
+        if (spool_batch_run(sp, st, "record send of", m->id) < 0) return -1;
     }
     return 0;
 }
@@ -718,27 +723,27 @@ int spool_add_rcpt(spool *sp, const char *msg_id, const char *address, spool_rcp
                    int64_t *rowid)
 {
     if (rowid) *rowid = 0;
-    if (batch_write(sp) < 0) return -1;
+    if (spool_batch_write(sp) < 0) return -1;
     sqlite3_stmt *st = sp->st[ST_ADD_RCPT];
-    bind_str(st, 1, msg_id);
-    bind_str(st, 2, address);
+    spool_bind_str(st, 1, msg_id);
+    spool_bind_str(st, 2, address);
     sqlite3_bind_int(st, 3, (int)st_);
-    if (batch_run(sp, st, "add recipient to", msg_id) < 0) return -1;
+    if (spool_batch_run(sp, st, "add recipient to", msg_id) < 0) return -1;
     if (rowid) *rowid = sqlite3_last_insert_rowid(sp->db);
     return 0;
 }
 
-static int gc_message(spool *sp, const char *msg_id)
+static int spool_gc_message(spool *sp, const char *msg_id)
 {
     sqlite3_stmt *st = sp->st[ST_GC_MSG];
-    bind_str(st, 1, msg_id);
-    return batch_run(sp, st, "delete finished message", msg_id);
+    spool_bind_str(st, 1, msg_id);
+    return spool_batch_run(sp, st, "delete finished message", msg_id);
 }
 
 int spool_message_gc(spool *sp, const char *msg_id)
 {
-    if (batch_write(sp) < 0) return -1;
-    return gc_message(sp, msg_id);
+    if (spool_batch_write(sp) < 0) return -1;
+    return spool_gc_message(sp, msg_id);
 }
 
 int spool_update_rcpt(spool *sp, int64_t rowid, spool_rcpt_state state, int attempts,
@@ -746,7 +751,7 @@ int spool_update_rcpt(spool *sp, int64_t rowid, spool_rcpt_state state, int atte
 {
     char key[32];
     snprintf(key, sizeof key, "%" PRId64, rowid);
-    if (batch_write(sp) < 0) return -1;
+    if (spool_batch_write(sp) < 0) return -1;
 
     sqlite3_stmt *st = sp->st[ST_UPD_RCPT];
     sqlite3_bind_int64(st, 1, rowid);
@@ -761,54 +766,55 @@ int spool_update_rcpt(spool *sp, int64_t rowid, spool_rcpt_state state, int atte
     char *msg_id = NULL;
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-        if (!msg_id) msg_id = col_strdup(st, 0);
+        if (!msg_id) msg_id = spool_col_strdup(st, 0);
     if (rc != SQLITE_DONE) {
-        note_error(sp, "update recipient", key);
-        stmt_done(st);
-        fail_batch(sp);
+        spool_note_error(sp, "update recipient", key);
+        spool_stmt_done(st);
+        spool_fail_batch(sp);
         free(msg_id);
         return -1;
     }
-    stmt_done(st);
+    spool_stmt_done(st);
     if (!msg_id) {
-        set_last_err(sp, util_asprintf("spool %s: update recipient %s: no such recipient",
-                                       sp->path, key));
-        fail_batch(sp);
+        spool_set_last_err(
+            sp, util_asprintf("spool %s: update recipient %s: no such recipient", sp->path, key));
+        spool_fail_batch(sp);
         return -1;
     }
     rc = 0;
-    if (state == SPOOL_RCPT_DELIVERED || state == SPOOL_RCPT_BOUNCED) rc = gc_message(sp, msg_id);
+    if (state == SPOOL_RCPT_DELIVERED || state == SPOOL_RCPT_BOUNCED)
+        rc = spool_gc_message(sp, msg_id);
     free(msg_id);
     return rc;
 }
 
 int spool_add_event(spool *sp, const char *set, const char *json)
 {
-    if (batch_write(sp) < 0) return -1;
+    if (spool_batch_write(sp) < 0) return -1;
     sqlite3_stmt *st = sp->st[ST_ADD_EVENT];
-    bind_str(st, 1, set);
-    bind_str(st, 2, json);
-    return batch_run(sp, st, "add event for set", set);
+    spool_bind_str(st, 1, set);
+    spool_bind_str(st, 2, json);
+    return spool_batch_run(sp, st, "add event for set", set);
 }
 
 int spool_delete_events(spool *sp, int64_t upto)
 {
-    if (batch_write(sp) < 0) return -1;
+    if (spool_batch_write(sp) < 0) return -1;
     sqlite3_stmt *st = sp->st[ST_DEL_EVENTS];
     sqlite3_bind_int64(st, 1, upto);
-    return batch_run(sp, st, "delete events", NULL);
+    return spool_batch_run(sp, st, "delete events", NULL);
 }
 
 int spool_suppression_put(spool *sp, const char *address, const char *reason, int64_t now_ms)
 {
-    if (batch_write(sp) < 0) return -1;
+    if (spool_batch_write(sp) < 0) return -1;
     char *lc = util_strdup(address ? address : "");
     util_lowercase(lc);
     sqlite3_stmt *st = sp->st[ST_SUPP_PUT];
     sqlite3_bind_text(st, 1, lc, -1, SQLITE_STATIC);
-    bind_str(st, 2, reason);
+    spool_bind_str(st, 2, reason);
     sqlite3_bind_int64(st, 3, now_ms);
-    int rc = batch_run(sp, st, "suppress", lc);
+    int rc = spool_batch_run(sp, st, "suppress", lc);
     free(lc);
     return rc;
 }
@@ -816,12 +822,12 @@ int spool_suppression_put(spool *sp, const char *address, const char *reason, in
 int spool_suppression_delete(spool *sp, const char *address, bool *existed)
 {
     if (existed) *existed = false;
-    if (batch_write(sp) < 0) return -1;
+    if (spool_batch_write(sp) < 0) return -1;
     char *lc = util_strdup(address ? address : "");
     util_lowercase(lc);
     sqlite3_stmt *st = sp->st[ST_SUPP_DEL];
     sqlite3_bind_text(st, 1, lc, -1, SQLITE_STATIC);
-    int rc = batch_run(sp, st, "unsuppress", lc);
+    int rc = spool_batch_run(sp, st, "unsuppress", lc);
     if (rc == 0 && existed) *existed = sqlite3_changes(sp->db) > 0;
     free(lc);
     return rc;
@@ -829,24 +835,24 @@ int spool_suppression_delete(spool *sp, const char *address, bool *existed)
 
 int spool_kv_put(spool *sp, const char *key, const char *value)
 {
-    if (batch_write(sp) < 0) return -1;
+    if (spool_batch_write(sp) < 0) return -1;
     sqlite3_stmt *st = sp->st[ST_KV_PUT];
-    bind_str(st, 1, key);
-    bind_str(st, 2, value);
-    return batch_run(sp, st, "store value", key);
+    spool_bind_str(st, 1, key);
+    spool_bind_str(st, 2, value);
+    return spool_batch_run(sp, st, "store value", key);
 }
 
 int spool_stats_add(spool *sp, int64_t bucket_ms, int64_t attempts, int64_t bounces,
                     int64_t complaints, int64_t rejects)
 {
-    if (batch_write(sp) < 0) return -1;
+    if (spool_batch_write(sp) < 0) return -1;
     sqlite3_stmt *st = sp->st[ST_STATS_ADD];
     sqlite3_bind_int64(st, 1, bucket_ms);
     sqlite3_bind_int64(st, 2, attempts);
     sqlite3_bind_int64(st, 3, bounces);
     sqlite3_bind_int64(st, 4, complaints);
     sqlite3_bind_int64(st, 5, rejects);
-    return batch_run(sp, st, "add send statistics", NULL);
+    return spool_batch_run(sp, st, "add send statistics", NULL);
 }
 
 /* ---- reads ---- */
@@ -857,28 +863,28 @@ int spool_load_message(spool *sp, const char *msg_id, spool_loaded *out)
     size_t idlen = strlen(msg_id);
     if (idlen >= sizeof out->id) return -1;
     bool temp;
-    sqlite3_stmt *st = stmt_acquire(sp, ST_LOAD_MSG, &temp);
+    sqlite3_stmt *st = spool_stmt_acquire(sp, ST_LOAD_MSG, &temp);
     if (!st) return -1;
     sqlite3_bind_text(st, 1, msg_id, (int)idlen, SQLITE_STATIC);
     int rc = sqlite3_step(st);
     if (rc != SQLITE_ROW) {
-        if (rc != SQLITE_DONE) note_error(sp, "load message", msg_id);
-        stmt_release(st, temp);
+        if (rc != SQLITE_DONE) spool_note_error(sp, "load message", msg_id);
+        spool_stmt_release(st, temp);
         return -1;
     }
     memcpy(out->id, msg_id, idlen + 1);
     out->created_ms = sqlite3_column_int64(st, 0);
-    out->config_set = col_strdup(st, 1);
-    out->mail_from = col_strdup(st, 2);
-    out->client_ip = col_strdup(st, 3);
-    out->mail_json = col_strdup(st, 4);
+    out->config_set = spool_col_strdup(st, 1);
+    out->mail_from = spool_col_strdup(st, 2);
+    out->client_ip = spool_col_strdup(st, 3);
+    out->mail_json = spool_col_strdup(st, 4);
     const void *blob = sqlite3_column_blob(st, 5);
     size_t n = (size_t)sqlite3_column_bytes(st, 5);
     out->data = util_malloc(n + 1);
     if (n) memcpy(out->data, blob, n);
     out->data[n] = '\0';
     out->data_len = n;
-    stmt_release(st, temp);
+    spool_stmt_release(st, temp);
     return 0;
 }
 
@@ -894,26 +900,26 @@ void spool_loaded_free(spool_loaded *m)
 }
 
 /* Finishes a read loop: 0 if it ended with DONE, else -1 with the error noted. */
-static int read_end(spool *sp, sqlite3_stmt *st, bool temp, int rc, const char *what)
+static int spool_read_end(spool *sp, sqlite3_stmt *st, bool temp, int rc, const char *what)
 {
-    if (rc != SQLITE_DONE) note_error(sp, what, NULL);
-    stmt_release(st, temp);
+    if (rc != SQLITE_DONE) spool_note_error(sp, what, NULL);
+    spool_stmt_release(st, temp);
     return rc == SQLITE_DONE ? 0 : -1;
 }
 
 /* Hands the current row (SPOOL_RCPT_COLUMNS) to cb. Copies: the callback may write to the
  * spool, which can move SQLite's buffers. */
-static void read_rcpt(sqlite3_stmt *st, spool_rcpt_cb cb, void *arg)
+static void spool_read_rcpt(sqlite3_stmt *st, spool_rcpt_cb cb, void *arg)
 {
     spool_rcpt r = {
         .rowid = sqlite3_column_int64(st, 0),
-        .msg_id = col_strdup(st, 1),
-        .address = col_strdup(st, 2),
+        .msg_id = spool_col_strdup(st, 1),
+        .address = spool_col_strdup(st, 2),
         .state = (spool_rcpt_state)sqlite3_column_int(st, 3),
         .attempts = sqlite3_column_int(st, 4),
         .next_attempt_ms = sqlite3_column_int64(st, 5),
-        .last_reply = sqlite3_column_type(st, 6) == SQLITE_NULL ? NULL : col_strdup(st, 6),
-        .domain = col_strdup(st, 7),
+        .last_reply = sqlite3_column_type(st, 6) == SQLITE_NULL ? NULL : spool_col_strdup(st, 6),
+        .domain = spool_col_strdup(st, 7),
     };
     cb(arg, &r);
     free(r.msg_id);
@@ -925,12 +931,12 @@ static void read_rcpt(sqlite3_stmt *st, spool_rcpt_cb cb, void *arg)
 int spool_each_pending_rcpt(spool *sp, const char *msg_id, spool_rcpt_cb cb, void *arg)
 {
     bool temp;
-    sqlite3_stmt *st = stmt_acquire(sp, msg_id ? ST_PENDING_MSG : ST_PENDING_ALL, &temp);
+    sqlite3_stmt *st = spool_stmt_acquire(sp, msg_id ? ST_PENDING_MSG : ST_PENDING_ALL, &temp);
     if (!st) return -1;
     if (msg_id) sqlite3_bind_text(st, 1, msg_id, -1, SQLITE_STATIC);
     int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) read_rcpt(st, cb, arg);
-    return read_end(sp, st, temp, rc, "list pending recipients");
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) spool_read_rcpt(st, cb, arg);
+    return spool_read_end(sp, st, temp, rc, "list pending recipients");
 }
 
 /* The page's DEFERRED recipients can be found two ways. Walking recipients_due from
@@ -946,7 +952,7 @@ int spool_each_due_rcpt(spool *sp, int64_t due_before_ms, int64_t after_rowid, s
 {
     if (limit == 0) return 0;
     bool temp;
-    sqlite3_stmt *st = stmt_acquire(sp, ST_DUE_PROBE, &temp);
+    sqlite3_stmt *st = spool_stmt_acquire(sp, ST_DUE_PROBE, &temp);
     if (!st) return -1;
     sqlite3_bind_int64(st, 1, due_before_ms);
     sqlite3_bind_int64(st, 2, SPOOL_DUE_SORT_MAX);
@@ -956,22 +962,22 @@ int spool_each_due_rcpt(spool *sp, int64_t due_before_ms, int64_t after_rowid, s
         ndue = sqlite3_column_int64(st, 0);
         rc = SQLITE_DONE;
     }
-    if (read_end(sp, st, temp, rc, "count due recipients") < 0) return -1;
+    if (spool_read_end(sp, st, temp, rc, "count due recipients") < 0) return -1;
 
-    st = stmt_acquire(sp, ndue < SPOOL_DUE_SORT_MAX ? ST_DUE_SORT : ST_DUE_SCAN, &temp);
+    st = spool_stmt_acquire(sp, ndue < SPOOL_DUE_SORT_MAX ? ST_DUE_SORT : ST_DUE_SCAN, &temp);
     if (!st) return -1;
     sqlite3_bind_int64(st, 1, due_before_ms);
     sqlite3_bind_int64(st, 2, after_rowid);
     sqlite3_bind_int64(st, 3, limit > (size_t)INT64_MAX ? INT64_MAX : (int64_t)limit);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) read_rcpt(st, cb, arg);
-    return read_end(sp, st, temp, rc, "list due recipients");
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) spool_read_rcpt(st, cb, arg);
+    return spool_read_end(sp, st, temp, rc, "list due recipients");
 }
 
 int spool_next_due_ms(spool *sp, int64_t *next_ms)
 {
     *next_ms = 0;
     bool temp;
-    sqlite3_stmt *st = stmt_acquire(sp, ST_NEXT_DUE, &temp);
+    sqlite3_stmt *st = spool_stmt_acquire(sp, ST_NEXT_DUE, &temp);
     if (!st) return -1;
     int found = 0;
     int rc = sqlite3_step(st);
@@ -980,32 +986,32 @@ int spool_next_due_ms(spool *sp, int64_t *next_ms)
         found = 1;
         rc = SQLITE_DONE;
     }
-    if (read_end(sp, st, temp, rc, "find the next retry") < 0) return -1;
+    if (spool_read_end(sp, st, temp, rc, "find the next retry") < 0) return -1;
     return found;
 }
 
 int spool_count_by(spool *sp, spool_count_cb cb, void *arg)
 {
     bool temp;
-    sqlite3_stmt *st = stmt_acquire(sp, ST_COUNT_BY, &temp);
+    sqlite3_stmt *st = spool_stmt_acquire(sp, ST_COUNT_BY, &temp);
     if (!st) return -1;
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        /* Copies, as in read_rcpt. */
-        char *set = col_strdup(st, 0), *domain = col_strdup(st, 1);
+        /* Copies, as in spool_read_rcpt. */
+        char *set = spool_col_strdup(st, 0), *domain = spool_col_strdup(st, 1);
         cb(arg, set, domain, (spool_rcpt_state)sqlite3_column_int(st, 2),
            sqlite3_column_int64(st, 3));
         free(set);
         free(domain);
     }
-    return read_end(sp, st, temp, rc, "count recipients by set and domain");
+    return spool_read_end(sp, st, temp, rc, "count recipients by set and domain");
 }
 
 int spool_count_rcpts(spool *sp, int64_t *queued, int64_t *deferred)
 {
     int64_t q = 0, d = 0;
     bool temp;
-    sqlite3_stmt *st = stmt_acquire(sp, ST_COUNT_RCPTS, &temp);
+    sqlite3_stmt *st = spool_stmt_acquire(sp, ST_COUNT_RCPTS, &temp);
     if (!st) return -1;
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -1016,13 +1022,13 @@ int spool_count_rcpts(spool *sp, int64_t *queued, int64_t *deferred)
     }
     if (queued) *queued = q;
     if (deferred) *deferred = d;
-    return read_end(sp, st, temp, rc, "count recipients");
+    return spool_read_end(sp, st, temp, rc, "count recipients");
 }
 
 int spool_each_sent_since(spool *sp, int64_t since_ms, spool_sent_cb cb, void *arg)
 {
     bool temp;
-    sqlite3_stmt *st = stmt_acquire(sp, ST_SENT_SINCE, &temp);
+    sqlite3_stmt *st = spool_stmt_acquire(sp, ST_SENT_SINCE, &temp);
     if (!st) return -1;
     sqlite3_bind_int64(st, 1, since_ms);
     int rc;
@@ -1030,7 +1036,7 @@ int spool_each_sent_since(spool *sp, int64_t since_ms, spool_sent_cb cb, void *a
         int64_t n = sqlite3_column_int64(st, 1);
         cb(arg, sqlite3_column_int64(st, 0), n > (int64_t)UINT_MAX ? UINT_MAX : (unsigned)n);
     }
-    return read_end(sp, st, temp, rc, "list sends");
+    return spool_read_end(sp, st, temp, rc, "list sends");
 }
 
 int spool_suppression_get(spool *sp, const char *address, bool *found, char **reason,
@@ -1040,7 +1046,7 @@ int spool_suppression_get(spool *sp, const char *address, bool *found, char **re
     if (reason) *reason = NULL;
     if (updated_ms) *updated_ms = 0;
     bool temp;
-    sqlite3_stmt *st = stmt_acquire(sp, ST_SUPP_GET, &temp);
+    sqlite3_stmt *st = spool_stmt_acquire(sp, ST_SUPP_GET, &temp);
     if (!st) return -1;
     char *lc = util_strdup(address ? address : "");
     util_lowercase(lc);
@@ -1048,11 +1054,11 @@ int spool_suppression_get(spool *sp, const char *address, bool *found, char **re
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
         *found = true;
-        if (reason) *reason = col_strdup(st, 0);
+        if (reason) *reason = spool_col_strdup(st, 0);
         if (updated_ms) *updated_ms = sqlite3_column_int64(st, 1);
         rc = SQLITE_DONE;
     }
-    rc = read_end(sp, st, temp, rc, "look up suppression");
+    rc = spool_read_end(sp, st, temp, rc, "look up suppression");
     free(lc);
     return rc;
 }
@@ -1060,47 +1066,47 @@ int spool_suppression_get(spool *sp, const char *address, bool *found, char **re
 int spool_suppression_each(spool *sp, spool_suppression_cb cb, void *arg)
 {
     bool temp;
-    sqlite3_stmt *st = stmt_acquire(sp, ST_SUPP_EACH, &temp);
+    sqlite3_stmt *st = spool_stmt_acquire(sp, ST_SUPP_EACH, &temp);
     if (!st) return -1;
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-        cb(arg, col_text(st, 0), col_text(st, 1), sqlite3_column_int64(st, 2));
-    return read_end(sp, st, temp, rc, "list suppression");
+        cb(arg, spool_col_text(st, 0), spool_col_text(st, 1), sqlite3_column_int64(st, 2));
+    return spool_read_end(sp, st, temp, rc, "list suppression");
 }
 
 int spool_each_event(spool *sp, int64_t after, size_t max, spool_event_cb cb, void *arg)
 {
     if (max == 0) return 0;
     bool temp;
-    sqlite3_stmt *st = stmt_acquire(sp, ST_EACH_EVENT, &temp);
+    sqlite3_stmt *st = spool_stmt_acquire(sp, ST_EACH_EVENT, &temp);
     if (!st) return -1;
     sqlite3_bind_int64(st, 1, after);
     sqlite3_bind_int64(st, 2, max > (size_t)INT64_MAX ? INT64_MAX : (int64_t)max);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-        cb(arg, sqlite3_column_int64(st, 0), col_text(st, 1), col_text(st, 2));
-    return read_end(sp, st, temp, rc, "list events");
+        cb(arg, sqlite3_column_int64(st, 0), spool_col_text(st, 1), spool_col_text(st, 2));
+    return spool_read_end(sp, st, temp, rc, "list events");
 }
 
 int spool_kv_get(spool *sp, const char *key, char **value)
 {
     *value = NULL;
     bool temp;
-    sqlite3_stmt *st = stmt_acquire(sp, ST_KV_GET, &temp);
+    sqlite3_stmt *st = spool_stmt_acquire(sp, ST_KV_GET, &temp);
     if (!st) return -1;
-    bind_str(st, 1, key);
+    spool_bind_str(st, 1, key);
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
-        *value = col_strdup(st, 0);
+        *value = spool_col_strdup(st, 0);
         rc = SQLITE_DONE;
     }
-    return read_end(sp, st, temp, rc, "read value");
+    return spool_read_end(sp, st, temp, rc, "read value");
 }
 
 int spool_stats_each(spool *sp, int64_t since_ms, spool_stats_cb cb, void *arg)
 {
     bool temp;
-    sqlite3_stmt *st = stmt_acquire(sp, ST_STATS_EACH, &temp);
+    sqlite3_stmt *st = spool_stmt_acquire(sp, ST_STATS_EACH, &temp);
     if (!st) return -1;
     sqlite3_bind_int64(st, 1, since_ms);
     int rc;
@@ -1108,5 +1114,5 @@ int spool_stats_each(spool *sp, int64_t since_ms, spool_stats_cb cb, void *arg)
         cb(arg, sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1),
            sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3),
            sqlite3_column_int64(st, 4));
-    return read_end(sp, st, temp, rc, "list send statistics");
+    return spool_read_end(sp, st, temp, rc, "list send statistics");
 }

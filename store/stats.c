@@ -20,7 +20,7 @@ int64_t stats_bucket_ms(int64_t ms)
 }
 
 /* "YYYY-MM-DDTHH:MM:SS[.fff]Z" (what util_iso8601 writes) -> ms; false if it is not that. */
-static bool parse_time(const char *s, int64_t *ms)
+static bool stats_parse_time(const char *s, int64_t *ms)
 {
     if (!s) return false;
     int y, mo, d, h, mi, sec, n = 0;
@@ -49,7 +49,7 @@ static bool parse_time(const char *s, int64_t *ms)
     return true;
 }
 
-static const char *str_at(json_t *obj, const char *key)
+static const char *stats_str_at(json_t *obj, const char *key)
 {
     return json_string_value(json_object_get(obj, key));
 }
@@ -62,9 +62,9 @@ bool stats_parse_event(const char *json, stats_counts *out)
         json_decref(ev);
         return false;
     }
-    const char *type = str_at(ev, "eventType");
+    const char *type = stats_str_at(ev, "eventType");
     json_t *mail = json_object_get(ev, "mail");
-    const char *when = str_at(mail, "timestamp");
+    const char *when = stats_str_at(mail, "timestamp");
     bool counts = true;
     if (!type) {
         counts = false;
@@ -75,16 +75,16 @@ bool stats_parse_event(const char *json, stats_counts *out)
     } else if (strcmp(type, "Bounce") == 0) {
         json_t *b = json_object_get(ev, "bounce");
         out->bounces = (int64_t)json_array_size(json_object_get(b, "bouncedRecipients"));
-        if (str_at(b, "timestamp")) when = str_at(b, "timestamp");
+        if (stats_str_at(b, "timestamp")) when = stats_str_at(b, "timestamp");
     } else if (strcmp(type, "Complaint") == 0) {
         json_t *c = json_object_get(ev, "complaint");
         out->complaints = (int64_t)json_array_size(json_object_get(c, "complainedRecipients"));
-        if (str_at(c, "timestamp")) when = str_at(c, "timestamp");
+        if (stats_str_at(c, "timestamp")) when = stats_str_at(c, "timestamp");
     } else {
         counts = false;
     }
     int64_t ms = 0;
-    if (counts && !parse_time(when, &ms)) counts = false;
+    if (counts && !stats_parse_time(when, &ms)) counts = false;
     if (counts && out->attempts + out->bounces + out->complaints + out->rejects == 0)
         counts = false;
     json_decref(ev);
@@ -110,7 +110,7 @@ typedef struct outbox_page {
     size_t n;
 } outbox_page;
 
-static void count_row(void *arg, int64_t id, const char *set, const char *json)
+static void stats_count_row(void *arg, int64_t id, const char *set, const char *json)
 {
     (void)set;
     outbox_page *p = arg;
@@ -124,7 +124,7 @@ int stats_count_outbox(spool *sp, int64_t upto)
     outbox_page p = {sp, upto, 0, 0};
     for (;;) {
         p.n = 0;
-        if (spool_each_event(sp, p.last, STATS_OUTBOX_PAGE, count_row, &p) < 0) return -1;
+        if (spool_each_event(sp, p.last, STATS_OUTBOX_PAGE, stats_count_row, &p) < 0) return -1;
         if (p.n < STATS_OUTBOX_PAGE || p.last >= upto) return 0;
     }
 }

@@ -1,4 +1,4 @@
-/* test_config.c — unit tests for mta/config.c: the good fixture and the shipped configs load
+/* test_config.c — unit tests for base/config*.c: the good fixture and the shipped configs load
  * with the exact values; every kind of mistake is reported with the right line and key path;
  * warnings; the value parsers (table-driven, with rejects); trusted networks; the summary. */
 #include <check.h>
@@ -12,6 +12,7 @@
 #include "base/config.h"
 #include "base/log.h"
 #include "base/util.h"
+#include "mta/auth.h"
 
 #define FIXTURES KILN_SRCDIR "/tests/unit/config"
 
@@ -59,7 +60,7 @@ static config *load_text(const char *yaml, char **err, char file[96])
 {
     scratch s;
     scratch_open(&s, yaml);
-    config *c = config_load(s.file, err);
+    config *c = config_load(s.file, auth_hash_usable, err);
     if (file) memcpy(file, s.file, sizeof s.file);
     scratch_close(&s, NULL);
     return c;
@@ -86,7 +87,7 @@ static bool has_warning(const config *c, const char *fragment)
 START_TEST(test_good_file)
 {
     char *err = NULL;
-    config *c = config_load(FIXTURES "/good.yaml", &err);
+    config *c = config_load(FIXTURES "/good.yaml", auth_hash_usable, &err);
     ck_assert_msg(c != NULL, "good.yaml: %s", err);
     ck_assert_ptr_null(err);
     char dir[PATH_MAX], parent[PATH_MAX];
@@ -237,7 +238,7 @@ END_TEST
 START_TEST(test_shipped_default)
 {
     char *err = NULL;
-    config *c = config_load(KILN_SRCDIR "/conf/kiln.yaml", &err);
+    config *c = config_load(KILN_SRCDIR "/conf/kiln.yaml", auth_hash_usable, &err);
     ck_assert_msg(c != NULL, "conf/kiln.yaml: %s", err);
     char dir[PATH_MAX], want[PATH_MAX + 64];
     ck_assert(realpath(KILN_SRCDIR "/conf", dir) != NULL);
@@ -272,6 +273,7 @@ START_TEST(test_shipped_default)
     ck_assert_str_eq(c->default_set, "txn");
     ck_assert_int_eq(config_find_set(c, "txn")->priority, 10);
     ck_assert_int_eq(config_find_set(c, "marketing")->priority, 0);
+    ck_assert_int_eq(c->queue_memory_recipients, 200000);
     snprintf(want, sizeof want, "%s/spool/events-txn.jsonl", dir);
     ck_assert_str_eq(config_find_set(c, "txn")->events[0].path, want);
     snprintf(want, sizeof want, "%s/spool/events-marketing.jsonl", dir);
@@ -284,7 +286,7 @@ END_TEST
 START_TEST(test_full_example)
 {
     char *err = NULL;
-    config *c = config_load(KILN_SRCDIR "/conf/examples/full.yaml", &err);
+    config *c = config_load(KILN_SRCDIR "/conf/examples/full.yaml", auth_hash_usable, &err);
     ck_assert_msg(c != NULL, "conf/examples/full.yaml: %s", err);
     ck_assert_uint_eq(c->nauth, 1);
     ck_assert_uint_eq(c->nproviders, 2);
@@ -302,7 +304,7 @@ START_TEST(test_defaults_and_paths)
     scratch s;
     scratch_open(&s, BASE);
     char *err = NULL;
-    config *c = config_load(s.file, &err);
+    config *c = config_load(s.file, auth_hash_usable, &err);
     ck_assert_msg(c != NULL, "%s", err);
     char want[PATH_MAX + 64];
     ck_assert_str_eq(c->dir, s.real);
@@ -331,6 +333,7 @@ START_TEST(test_defaults_and_paths)
     ck_assert_int_eq(c->retry_max_interval_ms, 3600000);
     ck_assert_double_eq(c->retry_factor, 2);
     ck_assert_int_eq(c->connect_timeout_ms, 10000);
+    ck_assert_int_eq(c->queue_memory_recipients, 200000);
     ck_assert_int_eq(c->sets[0].max_delivery_time_ms, 14 * 3600000LL);
     ck_assert_int_eq(c->sets[0].tls_policy, CONFIG_TLS_OPTIONAL);
     ck_assert_int_eq(c->sets[0].priority, 0);
@@ -357,7 +360,7 @@ START_TEST(test_defaults_and_paths)
                   "pools: [{name: p}]\n"
                   "configuration_sets: [{name: s, pool: p}]\n"
                   "default_configuration_set: s\n");
-    c = config_load(s.file, &err);
+    c = config_load(s.file, auth_hash_usable, &err);
     ck_assert_msg(c != NULL, "%s", err);
     snprintf(want, sizeof want, "%s/a/b", s.real);
     ck_assert_str_eq(c->spool, want);
@@ -375,7 +378,7 @@ END_TEST
 START_TEST(test_refcount)
 {
     char *err = NULL;
-    config *c = config_load(FIXTURES "/good.yaml", &err);
+    config *c = config_load(FIXTURES "/good.yaml", auth_hash_usable, &err);
     ck_assert_ptr_nonnull(c);
     ck_assert_ptr_eq(config_ref(c), c);
     ck_assert_int_eq(c->refs, 2);
@@ -391,13 +394,13 @@ END_TEST
 START_TEST(test_missing_file)
 {
     char *err = NULL;
-    config *c = config_load("/nonexistent/kiln.yaml", &err);
+    config *c = config_load("/nonexistent/kiln.yaml", auth_hash_usable, &err);
     ck_assert_ptr_null(c);
     ck_assert_msg(strstr(err, "/nonexistent/kiln.yaml: cannot open: No such file") == err,
                   "%s", err);
     free(err);
 
-    c = config_load(FIXTURES, &err);
+    c = config_load(FIXTURES, auth_hash_usable, &err);
     ck_assert_ptr_null(c);
     ck_assert_str_eq(err, FIXTURES ": is a directory, not a config file");
     free(err);
@@ -591,6 +594,15 @@ static const bad_case bad_cases[] = {
      "a second YAML document starts here"},
     {"port out of range", BASE "delivery: {remote_port: 70000}\n", NULL, 7,
      "delivery.remote_port", "must be between 1 and 65535, not 70000"},
+    {"queue_memory_recipients too small", BASE "delivery: {queue_memory_recipients: 99}\n", NULL,
+     7, "delivery.queue_memory_recipients", "must be at least 100, not 99"},
+    {"queue_memory_recipients not a number",
+     BASE "delivery:\n  queue_memory_recipients: lots\n", NULL, 8,
+     "delivery.queue_memory_recipients", "'lots' is not a whole number"},
+    {"queue_memory_recipients fractional", BASE "delivery: {queue_memory_recipients: 1e6}\n",
+     NULL, 7, "delivery.queue_memory_recipients", "'1e6' is not a whole number"},
+    {"queue_memory_recipients quoted", BASE "delivery: {queue_memory_recipients: \"5000\"}\n",
+     NULL, 7, "delivery.queue_memory_recipients", "write the number without quotes"},
     {"quoted number", BASE "submission: {max_recipients: \"50\"}\n", NULL, 7,
      "submission.max_recipients", "write the number without quotes"},
     {"max_recipients 0", BASE "submission: {max_recipients: 0}\n", NULL, 7,
@@ -661,7 +673,7 @@ START_TEST(test_bad)
         c = load_text(bc->yaml, &err, file);
     } else {
         snprintf(file, sizeof file, "%s/%s", FIXTURES, bc->file);
-        c = config_load(file, &err);
+        c = config_load(file, auth_hash_usable, &err);
     }
     ck_assert_msg(c == NULL, "%s: loaded but should fail", bc->name);
     ck_assert_ptr_nonnull(err);
@@ -673,6 +685,79 @@ START_TEST(test_bad)
     ck_assert_msg(strstr(err + strlen(prefix), bc->fragment) != NULL,
                   "%s:\n  error:    %s\n  expected to contain: %s", bc->name, err, bc->fragment);
     free(err);
+}
+END_TEST
+
+/* The password hash check is the caller's: config_load asks it for every hash of the right
+ * shape, and with none (NULL) checks the shape only. */
+static int hash_calls;
+static bool hash_refuse_all(const char *hash)
+{
+    (void)hash;
+    hash_calls++;
+    return false;
+}
+
+START_TEST(test_hash_check_handed_in)
+{
+#define HASH "$6$saltsalt$TVLlQcbpFVof5W3Yz4DTP6gRstiNuHwwTt6GLc1E5n0U0aDehy0S5knV8wiOQSpT0Y77vwPZN.Pq.H91p5hVO1"
+    static const char yaml[] = BASE "submission:\n  auth:\n"
+                                    "    - {user: app, password_hash: \"" HASH "\"}\n";
+    char *err = NULL;
+    char file[96];
+    hash_calls = 0;
+    config *c = load_text(yaml, &err, file);
+    ck_assert_ptr_nonnull(c);   /* load_text hands in auth_hash_usable: a SHA-512 hash is fine */
+    config_unref(c);
+
+    scratch s;
+    scratch_open(&s, yaml);
+    c = config_load(s.file, hash_refuse_all, &err);
+    ck_assert_ptr_null(c);
+    ck_assert_int_eq(hash_calls, 1);
+    char want[300];
+    snprintf(want, sizeof want, "%s:9: submission.auth[0].password_hash: '" HASH "' is not a "
+             "crypt(3) hash", s.file);
+    ck_assert_msg(strncmp(err, want, strlen(want)) == 0, "%s", err);
+    free(err);
+    err = NULL;
+    c = config_load(s.file, NULL, &err);
+    ck_assert_msg(c != NULL, "%s", err);
+    ck_assert_str_eq(c->auth[0].password_hash, HASH);
+    config_unref(c);
+    scratch_close(&s, NULL);
+    /* Without a check an argon2 hash of the right shape loads; auth_hash_usable refuses it. */
+    static const char argon[] = BASE "submission:\n  auth:\n    - {user: app, password_hash: "
+                                     "\"$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA\"}\n";
+    scratch_open(&s, argon);
+    c = config_load(s.file, NULL, &err);
+    ck_assert_msg(c != NULL, "%s", err);
+    config_unref(c);
+    c = config_load(s.file, auth_hash_usable, &err);
+    ck_assert_ptr_null(c);
+    ck_assert_ptr_nonnull(strstr(err, "argon2 is not in libcrypt"));
+    free(err);
+    scratch_close(&s, NULL);
+#undef HASH
+}
+END_TEST
+
+/* delivery.queue_memory_recipients: the scheduler's in-memory budget, a kiln extension. */
+START_TEST(test_queue_memory_recipients)
+{
+    char *err = NULL;
+    config *c = load_text(BASE "delivery: {queue_memory_recipients: 5000}\n", &err, NULL);
+    ck_assert_msg(c != NULL, "%s", err);
+    ck_assert_int_eq(c->queue_memory_recipients, 5000);
+    config_unref(c);
+    c = load_text(BASE "delivery: {queue_memory_recipients: 100}\n", &err, NULL);
+    ck_assert_msg(c != NULL, "%s", err);
+    ck_assert_int_eq(c->queue_memory_recipients, 100);
+    config_unref(c);
+    c = load_text(BASE "delivery: {queue_memory_recipients: 10000000000}\n", &err, NULL);
+    ck_assert_msg(c != NULL, "%s", err);
+    ck_assert_int_eq(c->queue_memory_recipients, 10000000000LL);
+    config_unref(c);
 }
 END_TEST
 
@@ -688,7 +773,7 @@ START_TEST(test_tls_files)
                      "configuration_sets: [{name: s, pool: p}]\n"
                      "default_configuration_set: s\n");
     char *err = NULL;
-    config *c = config_load(s.file, &err);
+    config *c = config_load(s.file, auth_hash_usable, &err);
     ck_assert_ptr_null(c);
     char want[PATH_MAX + 200];
     snprintf(want, sizeof want, "%s:3: submission.tls.cert: cannot read %s/cert.pem: ", s.file,
@@ -697,7 +782,7 @@ START_TEST(test_tls_files)
     free(err);
 
     scratch_write(&s, "cert.pem", "test certificate placeholder\n");
-    c = config_load(s.file, &err);
+    c = config_load(s.file, auth_hash_usable, &err);
     ck_assert_ptr_null(c);
     snprintf(want, sizeof want, "%s:3: submission.tls.key: cannot read %s/key.pem: ", s.file,
              s.real);
@@ -705,7 +790,7 @@ START_TEST(test_tls_files)
     free(err);
 
     scratch_write(&s, "key.pem", "test key placeholder\n");
-    c = config_load(s.file, &err);
+    c = config_load(s.file, auth_hash_usable, &err);
     ck_assert_msg(c != NULL, "%s", err);
     snprintf(want, sizeof want, "%s/cert.pem", s.real);
     ck_assert_str_eq(c->tls_cert, want);
@@ -830,7 +915,7 @@ END_TEST
 START_TEST(test_summary)
 {
     char *err = NULL;
-    config *c = config_load(FIXTURES "/good.yaml", &err);
+    config *c = config_load(FIXTURES "/good.yaml", auth_hash_usable, &err);
     ck_assert_ptr_nonnull(c);
     char *s = config_summary(c);
     static const char *const parts[] = {
@@ -1048,6 +1133,8 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_refcount);
     tcase_add_test(tc, test_missing_file);
     tcase_add_test(tc, test_tls_files);
+    tcase_add_test(tc, test_hash_check_handed_in);
+    tcase_add_test(tc, test_queue_memory_recipients);
     tcase_add_test(tc, test_control_socket_too_long);
     suite_add_tcase(s, tc);
 

@@ -1,0 +1,143 @@
+/* config_internal.h — what base/config*.c share and nothing else includes: units, the value
+ * checks and formatters of config_value.c, the YAML walker of config_yaml.c (its parse state,
+ * key paths, errors and typed node readers), and the bits of config.c and config_query.c
+ * that the other one needs. The public API is config.h. */
+#ifndef KILN_CONFIG_INTERNAL_H
+#define KILN_CONFIG_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <yaml.h>
+
+#include "base/config.h"
+#include "base/util.h"
+
+#define KB ((int64_t)1 << 10)
+#define MS_SECOND ((int64_t)1000)
+#define MS_MINUTE (60 * MS_SECOND)
+#define MS_HOUR (60 * MS_MINUTE)
+#define MS_DAY (24 * MS_HOUR)
+
+/* ---- config_value.c: checks and formatters beyond the parsers config.h exports ---- */
+
+/* Whole decimal number with optional leading '-'; nothing else. 0, or -1. */
+int config_parse_int(const char *s, int64_t *out);
+/* Decimal number "-?D+(.D+)?" (no exponent, no inf/nan, no hex). 0, or -1. */
+int config_parse_decimal(const char *s, double *out);
+/* strict: host bits beyond the prefix make the network invalid; otherwise they are cleared. */
+int config_cidr_parse(const char *s, config_cidr *c, bool strict);
+bool config_cidr_match(const config_cidr *c, int family, const unsigned char *addr);
+void config_cidr_to_text(const config_cidr *c, strbuf *sb);
+
+bool config_is_ip(const char *s);            /* an IPv4 or IPv6 literal */
+bool config_valid_hostname(const char *s);   /* a DNS name (not a broken dotted quad) */
+bool config_valid_next_hop(const char *s);   /* an IP literal or a DNS name */
+bool config_valid_name(const char *s);       /* zone, pool, set, provider: [A-Za-z0-9_-]{1,64} */
+bool config_valid_identity(const char *s);   /* a domain or an address */
+bool config_valid_url(const char *s);        /* http:// or https:// and a host */
+bool config_valid_crypt_hash(const char *s); /* the "$id$rest" shape only */
+bool config_valid_user(const char *s);       /* no blanks, at most 255 bytes */
+
+/* The notation of the file: 90s -> "90s", 14 * 3600000 -> "14h", 10 << 20 -> "10MB". */
+void config_fmt_duration(strbuf *sb, int64_t ms);
+void config_fmt_size(strbuf *sb, int64_t b);
+void config_fmt_rate(strbuf *sb, const config_rate *r);
+void config_fmt_hostport(strbuf *sb, const char *host, int port);
+void config_fmt_list(strbuf *sb, char *const *names, size_t n);
+
+/* ---- config_yaml.c: the walker ---- */
+
+typedef struct config_parser {
+    const char *file;        /* as given, for messages */
+    yaml_document_t *doc;
+    config *cfg;
+    strbuf path;             /* key path of the node being read */
+    char *err;               /* first error */
+    config_hash_check *hash_usable;  /* the caller's password hash check, or NULL */
+} config_parser;
+
+#define LINE(n) ((int)(n)->start_mark.line + 1)
+
+/* Reads the one YAML document of F (opened from PATH) into *DOC: 0, or -1 and *err
+ * ("FILE:LINE: YAML syntax error: ..."; a second document is an error too). */
+int config_yaml_read(const char *path, FILE *f, yaml_document_t *doc, char **err);
+
+/* Record "FILE:LINE: KEY.PATH: message" unless an error is recorded already; return -1. */
+__attribute__((format(printf, 3, 4)))
+int config_fail_at(config_parser *p, int line, const char *fmt, ...);
+__attribute__((format(printf, 3, 4)))
+int config_fail(config_parser *p, const yaml_node_t *n, const char *fmt, ...);
+/* Error for a required KEY missing from the map reported at LINE. */
+int config_missing(config_parser *p, int line, const char *key, const char *hint);
+int config_line_of(yaml_node_t *n, int fallback);    /* N's line, or FALLBACK for no node */
+
+/* The key path: push returns a mark that pop goes back to. */
+size_t config_push_key(config_parser *p, const char *key);
+size_t config_push_index(config_parser *p, size_t i);
+void config_pop(config_parser *p, size_t mark);
+
+const char *config_sval(const yaml_node_t *n);       /* a scalar's text */
+bool config_is_null(const yaml_node_t *n);           /* "", ~, null (plain) */
+const char *config_kind(const yaml_node_t *n);       /* "a map", "a list", ... for messages */
+/* The value of KEY in MAP (NULL map or key absent: NULL); *keyn gets the key node. */
+yaml_node_t *config_lookup(config_parser *p, yaml_node_t *map, const char *key,
+                           yaml_node_t **keyn);
+/* Every key of MAP is a name listed in ALLOWED (NULL-terminated), and none repeats. */
+int config_check_keys(config_parser *p, yaml_node_t *map, const char *const *allowed);
+/* 1: V is a map (with its keys checked when ALLOWED); 0: V is empty (treated as {}); -1. */
+int config_as_map(config_parser *p, yaml_node_t *v, const char *const *allowed);
+/* Number of items of list V (empty value: 0 items), or -1. */
+int config_as_list(config_parser *p, yaml_node_t *v, size_t *n);
+yaml_node_t *config_item(config_parser *p, yaml_node_t *list, size_t i);
+
+/* Typed readers: 0 and *out set, or -1 with the error recorded. */
+int config_as_scalar(config_parser *p, yaml_node_t *v, const char *what, const char **s);
+/* Copy of a text value, checked by OK (NULL: any text). */
+int config_as_str(config_parser *p, yaml_node_t *v, bool (*ok)(const char *), const char *what,
+                  char **out);
+int config_as_path(config_parser *p, yaml_node_t *v, char **out);   /* resolved, absolute */
+/* Whole number in [min, max]; RANGE describes the range for the message (NULL: generated). */
+int config_as_int(config_parser *p, yaml_node_t *v, int64_t min, int64_t max, const char *range,
+                  int64_t *out);
+int config_as_int32(config_parser *p, yaml_node_t *v, int min, int max, const char *range,
+                    int *out);
+int config_as_decimal(config_parser *p, yaml_node_t *v, double *out);
+int config_as_size(config_parser *p, yaml_node_t *v, int64_t *out);
+/* Duration; POSITIVE: zero is rejected. */
+int config_as_duration(config_parser *p, yaml_node_t *v, bool positive, int64_t *out);
+int config_as_rate(config_parser *p, yaml_node_t *v, config_rate *out);
+/* Index of V in NAMES (NULL-terminated). */
+int config_as_enum(config_parser *p, yaml_node_t *v, const char *const *names, int *out);
+/* A list of names (zones, mx_suffix...) into a fresh char* array. CHECK validates each;
+ * LOWER lower-cases; UNIQUE rejects repeats. */
+int config_as_strv(config_parser *p, yaml_node_t *v, bool (*check)(const char *),
+                   const char *what, bool lower, bool unique, char ***out, size_t *nout);
+
+/* Runs BODY (an int expression, -1 on error) with V bound to MAP's value for KEY and the key
+ * path extended by KEY; skipped when the key is absent. Returns -1 from the caller on error. */
+#define FIELD(map, key, v, body)                                                              \
+    do {                                                                                      \
+        yaml_node_t *v = config_lookup(p, (map), (key), NULL);                                \
+        if (v) {                                                                              \
+            size_t mark_ = config_push_key(p, (key));                                         \
+            if ((body) < 0) return -1;                                                        \
+            config_pop(p, mark_);                                                             \
+        }                                                                                     \
+    } while (0)
+
+/* ---- config.c ---- */
+
+extern const char *const config_mode_names[];      /* by config_mode */
+extern const char *const config_scaling_names[];   /* by config_scaling */
+extern const char *const config_tls_names[];       /* by config_tls_policy */
+extern const char *const config_advance_names[];   /* by config_advance */
+int config_pool_index(const config *c, const char *name);   /* index in c->pools, or -1 */
+
+/* ---- config_query.c ---- */
+
+void config_free(config *c);   /* everything config_load allocated, whatever it got to */
+
+#endif

@@ -1,0 +1,611 @@
+/* control_cmd.c — the control socket's commands (protocol in control.h; the socket is
+ * control.c's): status, quota, stats, suppression.list/.add/.remove, reload, the
+ * dedicated-IP commands ips, ip.warmup, zone.down and zone.up, and queue / queue.explain.
+ *
+ * Every command answers its request exactly once, through control_reply_ok or
+ * control_reply_error (a suppression change after its spool commit, through
+ * control_wait_for_commit), and logs one control.cmd line. The answers' data objects follow
+ * the SES response shapes (SPEC section 5). The dedicated-IP commands read and change the
+ * scheduler's pools state (pools/pools.h); changes are persisted by the scheduler. queue
+ * and queue.explain read the scheduler's in-memory queue (scheduler_queue/_explain). stats
+ * reads the spool's send-statistics buckets of the last 14 days (stats.h). */
+#include "mta/control_internal.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/kiln.h"
+#include "pools/pools.h"
+#include "mta/quota.h"
+#include "scheduler/scheduler.h"
+#include "mta/smtp_server.h"
+#include "store/spool.h"
+#include "store/stats.h"
+#include "base/util.h"
+
+#ifndef PACKAGE_VERSION
+#define PACKAGE_VERSION "0.1.0"
+#endif
+
+#define CONTROL_MAX_ADDRESS 254    /* RFC 5321 path limit without the angle brackets */
+
+/* ---- commands ---- */
+
+/* A number as a JSON integer when integral, else a real. */
+static json_t *control_number_json(double v)
+{
+    if (isfinite(v) && v == floor(v) && fabs(v) < 9e15) return json_integer((json_int_t)v);
+    return json_real(v);
+}
+
+/* The config file as an absolute path (its directory as config.c resolved it). */
+static json_t *control_config_file_json(const kiln_ctx *ctx)
+{
+    const char *p = ctx->config_path ? ctx->config_path : ctx->cfg->path;
+    if (!p) return json_string("");
+    if (p[0] == '/' || !ctx->cfg->dir) return control_jstr(p);
+    const char *base = strrchr(p, '/');
+    base = base ? base + 1 : p;
+    char *abs = util_asprintf("%s%s%s", ctx->cfg->dir,
+                              strcmp(ctx->cfg->dir, "/") == 0 ? "" : "/", base);
+    json_t *j = control_jstr(abs);
+    free(abs);
+    return j;
+}
+
+static void control_cmd_status(control_client *cl)
+{
+    kiln_ctx *ctx = cl->ctl->ctx;
+    int64_t queued = 0, deferred = 0;
+    int sessions = 0;
+    if (ctx->sched) {
+        int sched_sessions = 0;
+        scheduler_counts(ctx->sched, &queued, &deferred, &sched_sessions);
+        sessions += sched_sessions;
+    } else if (ctx->spool) {
+        if (spool_count_rcpts(ctx->spool, &queued, &deferred) != 0) {
+            char *e = util_asprintf("cannot count queued recipients: %s",
+                                    spool_errmsg(ctx->spool));
+            control_reply_error(cl, e);
+            control_log_cmd(cl->ctl, "status", NULL, e);
+            free(e);
+            return;
+        }
+    }
+    if (ctx->server) sessions += smtp_server_sessions(ctx->server);
+    int64_t uptime_ms = kiln_now_ms(ctx) - ctx->started_ms;
+    if (uptime_ms < 0) uptime_ms = 0;
+
+    const config *cfg = ctx->cfg;
+    json_t *d = json_object();
+    json_object_set_new(d, "Uptime", json_integer(uptime_ms / 1000));
+    json_object_set_new(d, "Queued", json_integer(queued));
+    json_object_set_new(d, "Deferred", json_integer(deferred));
+    json_object_set_new(d, "Sessions", json_integer(sessions));
+    json_object_set_new(d, "ConfigFile", control_config_file_json(ctx));
+    json_object_set_new(d, "Version", json_string(PACKAGE_VERSION));
+    json_object_set_new(d, "Mode",
+                        json_string(cfg->mode == CONFIG_MODE_PRODUCTION ? "production"
+                                                                         : "sandbox"));
+    json_object_set_new(d, "Hostname", control_jstr(cfg->hostname));
+    control_reply_ok(cl, d);
+    control_log_cmd(cl->ctl, "status", NULL, NULL);
+}
+
+static void control_cmd_quota(control_client *cl)
+{
+    kiln_ctx *ctx = cl->ctl->ctx;
+    int64_t max24 = ctx->cfg->max_24h_send, sent = 0;
+    double rate = ctx->cfg->max_send_rate;
+    if (ctx->quota) {
+        int64_t now = kiln_now_ms(ctx);
+        max24 = quota_max_24h(ctx->quota);
+        rate = quota_max_rate(ctx->quota);
+        sent = quota_sent_24h(ctx->quota, now);
+    }
+    json_t *d = json_object();
+    json_object_set_new(d, "Max24HourSend", json_integer(max24 < 0 ? -1 : max24));
+    json_object_set_new(d, "MaxSendRate", control_number_json(rate < 0 ? -1 : rate));
+    json_object_set_new(d, "SentLast24Hours", json_integer(sent));
+    control_reply_ok(cl, d);
+    control_log_cmd(cl->ctl, "quota", NULL, NULL);
+}
+
+/* "BOUNCE"/"COMPLAINT" in any case -> the canonical name, else NULL. */
+static const char *control_canonical_reason(const char *r)
+{
+    if (util_streq_ci(r, "BOUNCE")) return "BOUNCE";
+    if (util_streq_ci(r, "COMPLAINT")) return "COMPLAINT";
+    return NULL;
+}
+
+/* NULL if addr looks like an address (one '@', non-empty parts, no spaces or controls),
+ * else the reason (static text). */
+static const char *control_address_problem(const char *addr)
+{
+    size_t len = strlen(addr);
+    if (len == 0) return "is empty";
+    if (len > CONTROL_MAX_ADDRESS) return "is longer than 254 characters";
+    const char *at = strchr(addr, '@');
+    if (!at || strchr(at + 1, '@')) return "must contain exactly one @";
+    if (at == addr || at[1] == '\0') return "needs a local part and a domain around the @";
+    for (const char *p = addr; *p; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c <= 0x20 || c == 0x7f || c == '<' || c == '>')
+            return "must not contain spaces, control characters or angle brackets";
+    }
+    return NULL;
+}
+
+typedef struct supp_entry {
+    char *address;
+    char *reason;
+    int64_t updated_ms;
+} supp_entry;
+
+typedef struct supp_list {
+    supp_entry *v;
+    size_t n, cap;
+    const char *filter;
+} supp_list;
+
+static void control_supp_collect(void *arg, const char *address, const char *reason,
+                                 int64_t updated_ms)
+{
+    supp_list *l = arg;
+    if (l->filter && strcmp(l->filter, reason) != 0) return;
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 16;
+        l->v = util_realloc(l->v, l->cap * sizeof *l->v);
+    }
+    l->v[l->n++] = (supp_entry){util_strdup(address), util_strdup(reason), updated_ms};
+}
+
+static int control_supp_cmp(const void *a, const void *b)
+{
+    return strcmp(((const supp_entry *)a)->address, ((const supp_entry *)b)->address);
+}
+
+static void control_cmd_suppression_list(control_client *cl, json_t *args)
+{
+    kiln_ctx *ctx = cl->ctl->ctx;
+    supp_list l = {0};
+    json_t *jr = json_object_get(args, "reason");
+    if (jr && !json_is_null(jr)) {
+        l.filter = json_is_string(jr) ? control_canonical_reason(json_string_value(jr)) : NULL;
+        if (!l.filter) {
+            const char *e = "reason must be BOUNCE or COMPLAINT";
+            control_reply_error(cl, e);
+            control_log_cmd(cl->ctl, "suppression.list", NULL, e);
+            return;
+        }
+    }
+    if (spool_suppression_each(ctx->spool, control_supp_collect, &l) != 0) {
+        char *e = util_asprintf("cannot read the suppression list: %s", spool_errmsg(ctx->spool));
+        control_reply_error(cl, e);
+        control_log_cmd(cl->ctl, "suppression.list", NULL, e);
+        free(e);
+    } else {
+        if (l.n > 1) qsort(l.v, l.n, sizeof *l.v, control_supp_cmp);
+        json_t *arr = json_array();
+        for (size_t i = 0; i < l.n; i++) {
+            char ts[32];
+            util_iso8601(l.v[i].updated_ms, ts);
+            json_t *o = json_object();
+            json_object_set_new(o, "EmailAddress", control_jstr(l.v[i].address));
+            json_object_set_new(o, "Reason", control_jstr(l.v[i].reason));
+            json_object_set_new(o, "LastUpdateTime", json_string(ts));
+            json_array_append_new(arr, o);
+        }
+        json_t *d = json_object();
+        json_object_set_new(d, "SuppressedDestinationSummaries", arr);
+        control_reply_ok(cl, d);
+        control_log_cmd(cl->ctl, "suppression.list", NULL, NULL);
+    }
+    for (size_t i = 0; i < l.n; i++) {
+        free(l.v[i].address);
+        free(l.v[i].reason);
+    }
+    free(l.v);
+}
+
+static void control_stats_point(void *arg, int64_t bucket_ms, int64_t attempts, int64_t bounces,
+                                int64_t complaints, int64_t rejects)
+{
+    char ts[32];
+    util_iso8601(bucket_ms, ts);
+    json_t *o = json_object();
+    json_object_set_new(o, "Timestamp", json_string(ts));
+    json_object_set_new(o, "DeliveryAttempts", json_integer(attempts));
+    json_object_set_new(o, "Bounces", json_integer(bounces));
+    json_object_set_new(o, "Complaints", json_integer(complaints));
+    json_object_set_new(o, "Rejects", json_integer(rejects));
+    json_array_append_new(arg, o);
+}
+
+/* SES GetSendStatistics: the 15-minute buckets of the last 14 days, oldest first. */
+static void control_cmd_stats(control_client *cl)
+{
+    kiln_ctx *ctx = cl->ctl->ctx;
+    json_t *arr = json_array();
+    int64_t since = stats_bucket_ms(kiln_now_ms(ctx) - STATS_KEEP_MS);
+    if (spool_stats_each(ctx->spool, since, control_stats_point, arr) != 0) {
+        char *e = util_asprintf("cannot read the send statistics: %s", spool_errmsg(ctx->spool));
+        control_reply_error(cl, e);
+        control_log_cmd(cl->ctl, "stats", NULL, e);
+        free(e);
+        json_decref(arr);
+        return;
+    }
+    json_t *d = json_object();
+    json_object_set_new(d, "SendDataPoints", arr);
+    control_reply_ok(cl, d);
+    control_log_cmd(cl->ctl, "stats", NULL, NULL);
+}
+
+/* Validates args.address; returns it lower-cased (malloc'd) or NULL after replying. */
+static char *control_take_address(control_client *cl, const char *cmd, json_t *args)
+{
+    json_t *ja = json_object_get(args, "address");
+    if (!json_is_string(ja)) {
+        const char *e = "an address is required";
+        control_reply_error(cl, e);
+        control_log_cmd(cl->ctl, cmd, NULL, e);
+        return NULL;
+    }
+    const char *addr = json_string_value(ja);
+    const char *problem = control_address_problem(addr);
+    if (problem) {
+        char *e = util_asprintf("invalid address %s: it %s", addr, problem);
+        control_reply_error(cl, e);
+        control_log_cmd(cl->ctl, cmd, addr, e);
+        free(e);
+        return NULL;
+    }
+    char *lower = util_strdup(addr);
+    util_lowercase(lower);
+    return lower;
+}
+
+static void control_cmd_suppression_add(control_client *cl, json_t *args)
+{
+    kiln_ctx *ctx = cl->ctl->ctx;
+    const char *cmd = "suppression.add";
+    char *addr = control_take_address(cl, cmd, args);
+    if (!addr) return;
+    const char *reason = "BOUNCE";
+    json_t *jr = json_object_get(args, "reason");
+    if (jr && !json_is_null(jr)) {
+        reason = json_is_string(jr) ? control_canonical_reason(json_string_value(jr)) : NULL;
+        if (!reason) {
+            const char *e = "reason must be BOUNCE or COMPLAINT";
+            control_reply_error(cl, e);
+            control_log_cmd(cl->ctl, cmd, addr, e);
+            free(addr);
+            return;
+        }
+    }
+    if (spool_suppression_put(ctx->spool, addr, reason, kiln_now_ms(ctx)) != 0) {
+        char *e = util_asprintf("cannot update the suppression list: %s",
+                                spool_errmsg(ctx->spool));
+        control_reply_error(cl, e);
+        control_log_cmd(cl->ctl, cmd, addr, e);
+        free(e);
+    } else {
+        control_wait_for_commit(cl, cmd, addr);
+    }
+    free(addr);
+}
+
+static void control_cmd_suppression_remove(control_client *cl, json_t *args)
+{
+    kiln_ctx *ctx = cl->ctl->ctx;
+    const char *cmd = "suppression.remove";
+    char *addr = control_take_address(cl, cmd, args);
+    if (!addr) return;
+    bool existed = false;
+    if (spool_suppression_delete(ctx->spool, addr, &existed) != 0) {
+        char *e = util_asprintf("cannot update the suppression list: %s",
+                                spool_errmsg(ctx->spool));
+        control_reply_error(cl, e);
+        control_log_cmd(cl->ctl, cmd, addr, e);
+        free(e);
+    } else if (!existed) {
+        char *e = util_asprintf("%s is not on the suppression list", addr);
+        control_reply_error(cl, e);
+        control_log_cmd(cl->ctl, cmd, addr, e);
+        free(e);
+    } else {
+        control_wait_for_commit(cl, cmd, addr);
+    }
+    free(addr);
+}
+
+static void control_cmd_reload(control_client *cl)
+{
+    kiln_ctx *ctx = cl->ctl->ctx;
+    char *err = NULL;
+    if (ctx->ops->reload(ctx, &err) != 0) {
+        if (!err) err = util_strdup("reload failed");
+        control_reply_error(cl, err);
+        control_log_cmd(cl->ctl, "reload", NULL, err);
+        free(err);
+        return;
+    }
+    json_t *warnings = json_array();
+    for (size_t i = 0; i < ctx->cfg->nwarnings; i++)
+        json_array_append_new(warnings, control_jstr(ctx->cfg->warnings[i]));
+    json_t *d = json_object();
+    json_object_set_new(d, "warnings", warnings);
+    control_reply_ok(cl, d);
+    control_log_cmd(cl->ctl, "reload", NULL, NULL);
+}
+
+/* ---- dedicated IPs ---- */
+
+/* The scheduler's pools state, or NULL after replying (no scheduler: kilnd is starting). */
+static pools *control_take_pools(control_client *cl, const char *cmd)
+{
+    kiln_ctx *ctx = cl->ctl->ctx;
+    pools *p = ctx->sched ? scheduler_pools(ctx->sched) : NULL;
+    if (!p) {
+        const char *e = "the delivery scheduler is not running";
+        control_reply_error(cl, e);
+        control_log_cmd(cl->ctl, cmd, NULL, e);
+    }
+    return p;
+}
+
+/* One DedicatedIp object (SES GetDedicatedIps) plus kiln's own fields under "kiln". */
+static json_t *control_ip_json(const pools_ip_info *in, int64_t now)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "Ip", control_jstr(in->address));
+    json_object_set_new(o, "PoolName", control_jstr(in->pool));
+    json_object_set_new(o, "Zone", control_jstr(in->zone));
+    json_object_set_new(o, "WarmupStatus", control_jstr(in->warmup_status));
+    json_object_set_new(o, "WarmupPercentage", json_integer(in->warmup_percentage));
+    json_object_set_new(o, "SentLast24Hours", json_integer(in->sent_24h));
+    json_object_set_new(o, "DailyCap", json_integer(in->daily_cap));
+    json_object_set_new(o, "State", control_jstr(pools_state_name(in->state)));
+    json_t *k = json_object();
+    json_object_set_new(k, "Sessions", json_integer(in->sessions));
+    json_object_set_new(k, "HourlyCap", json_integer(in->hourly_cap));
+    json_object_set_new(k, "Health", json_string(pools_health_name(in->health)));
+    json_object_set_new(k, "DownReason", control_jstr(in->down_reason ? in->down_reason : ""));
+    if (in->health == POOLS_HEALTH_OPEN && in->down_until_ms > now) {
+        char ts[32];
+        util_iso8601(in->down_until_ms, ts);
+        json_object_set_new(k, "DownUntil", json_string(ts));
+    }
+    json_object_set_new(k, "Ehlo", in->ehlo ? control_jstr(in->ehlo) : json_null());
+    json_object_set_new(k, "Managed", json_boolean(in->managed));
+    json_object_set_new(o, "kiln", k);
+    return o;
+}
+
+static void control_cmd_ips(control_client *cl)
+{
+    kiln_ctx *ctx = cl->ctl->ctx;
+    pools *p = control_take_pools(cl, "ips");
+    if (!p) return;
+    int64_t now = kiln_now_ms(ctx);
+    json_t *arr = json_array();
+    for (size_t i = 0; i < pools_count(p); i++) {
+        pools_ip_info in;
+        pools_info(p, i, now, &in);
+        json_array_append_new(arr, control_ip_json(&in, now));
+    }
+    json_t *d = json_object();
+    json_object_set_new(d, "DedicatedIps", arr);
+    control_reply_ok(cl, d);
+    control_log_cmd(cl->ctl, "ips", NULL, NULL);
+}
+
+static void control_cmd_ip_warmup(control_client *cl, json_t *args)
+{
+    kiln_ctx *ctx = cl->ctl->ctx;
+    const char *cmd = "ip.warmup";
+    const char *addr = json_string_value(json_object_get(args, "address"));
+    json_t *jp = json_object_get(args, "percent");
+    if (!addr || !*addr) {
+        const char *e = "an IP address is required";
+        control_reply_error(cl, e);
+        control_log_cmd(cl->ctl, cmd, NULL, e);
+        return;
+    }
+    if (!json_is_integer(jp) || json_integer_value(jp) < 0 || json_integer_value(jp) > 100) {
+        const char *e = "percent must be an integer from 0 to 100";
+        control_reply_error(cl, e);
+        control_log_cmd(cl->ctl, cmd, addr, e);
+        return;
+    }
+    pools *p = control_take_pools(cl, cmd);
+    if (!p) return;
+    int64_t now = kiln_now_ms(ctx);
+    char *err = NULL;
+    if (pools_set_warmup(p, addr, (int)json_integer_value(jp), now, &err) != 0) {
+        if (!err) err = util_asprintf("cannot set the warm-up of %s", addr);
+        control_reply_error(cl, err);
+        control_log_cmd(cl->ctl, cmd, addr, err);
+        free(err);
+        return;
+    }
+    scheduler_pools_changed(ctx->sched);
+    pools_ip_info in;
+    json_t *d = json_object();
+    if (pools_info_by_address(p, addr, now, &in) == 0) {
+        json_object_set_new(d, "Ip", control_jstr(in.address));
+        json_object_set_new(d, "WarmupStatus", control_jstr(in.warmup_status));
+        json_object_set_new(d, "WarmupPercentage", json_integer(in.warmup_percentage));
+        json_object_set_new(d, "DailyCap", json_integer(in.daily_cap));
+    }
+    control_reply_ok(cl, d);
+    control_log_cmd(cl->ctl, cmd, addr, NULL);
+}
+
+static void control_cmd_zone(control_client *cl, json_t *args, bool up)
+{
+    kiln_ctx *ctx = cl->ctl->ctx;
+    const char *cmd = up ? "zone.up" : "zone.down";
+    const char *zone = json_string_value(json_object_get(args, "zone"));
+    if (!zone || !*zone) {
+        const char *e = "a zone name is required";
+        control_reply_error(cl, e);
+        control_log_cmd(cl->ctl, cmd, NULL, e);
+        return;
+    }
+    pools *p = control_take_pools(cl, cmd);
+    if (!p) return;
+    char *err = NULL;
+    if (pools_set_zone(p, zone, up, &err) != 0) {
+        if (!err) err = util_asprintf("cannot change zone %s", zone);
+        control_reply_error(cl, err);
+        control_log_cmd(cl->ctl, cmd, zone, err);
+        free(err);
+        return;
+    }
+    scheduler_pools_changed(ctx->sched);
+    json_t *d = json_object();
+    json_object_set_new(d, "Zone", control_jstr(zone));
+    json_object_set_new(d, "State", json_string(up ? "up" : "down"));
+    control_reply_ok(cl, d);
+    control_log_cmd(cl->ctl, cmd, zone, NULL);
+}
+
+/* ---- the queue ---- */
+
+/* The scheduler, or NULL after replying (kilnd is starting). */
+static scheduler *control_take_sched(control_client *cl, const char *cmd)
+{
+    scheduler *sc = cl->ctl->ctx->sched;
+    if (!sc) {
+        const char *e = "the delivery scheduler is not running";
+        control_reply_error(cl, e);
+        control_log_cmd(cl->ctl, cmd, NULL, e);
+    }
+    return sc;
+}
+
+/* {"Queue": [{"Pool","ConfigurationSet","Domain","State","Recipients"}], "Queued",
+ * "Deferred"}: recipients grouped by pool, set, domain and state (args.domain filters). */
+static void control_cmd_queue(control_client *cl, json_t *args)
+{
+    const char *cmd = "queue";
+    json_t *jd = json_object_get(args, "domain");
+    if (jd && !json_is_null(jd) && !json_is_string(jd)) {
+        const char *e = "domain must be a string";
+        control_reply_error(cl, e);
+        control_log_cmd(cl->ctl, cmd, NULL, e);
+        return;
+    }
+    const char *domain = json_string_value(jd);
+    scheduler *sc = control_take_sched(cl, cmd);
+    if (!sc) return;
+    scheduler_queue_row *rows = NULL;
+    size_t n = scheduler_queue(sc, domain, &rows);
+    json_t *arr = json_array();
+    int64_t queued = 0, deferred = 0;
+    for (size_t i = 0; i < n; i++) {
+        json_t *o = json_object();
+        json_object_set_new(o, "Pool", control_jstr(rows[i].pool));
+        json_object_set_new(o, "ConfigurationSet", control_jstr(rows[i].set));
+        json_object_set_new(o, "Domain", control_jstr(rows[i].domain));
+        json_object_set_new(o, "State", json_string(rows[i].state));
+        json_object_set_new(o, "Recipients", json_integer(rows[i].recipients));
+        json_array_append_new(arr, o);
+        if (strcmp(rows[i].state, "deferred") == 0) deferred += rows[i].recipients;
+        else queued += rows[i].recipients;
+    }
+    scheduler_queue_free(rows, n);
+    json_t *d = json_object();
+    json_object_set_new(d, "Queue", arr);
+    json_object_set_new(d, "Queued", json_integer(queued));
+    json_object_set_new(d, "Deferred", json_integer(deferred));
+    if (domain && *domain) json_object_set_new(d, "Domain", control_jstr(domain));
+    control_reply_ok(cl, d);
+    control_log_cmd(cl->ctl, cmd, domain, NULL);
+}
+
+/* {"MessageId", "Recipients": [{"Recipient","Domain","ConfigurationSet","Pool","State",
+ * "Reason","Until" (ISO 8601 or null),"Attempts","LastReply" (or null)}]}: what each pending
+ * recipient of message args.id waits for. */
+static void control_cmd_queue_explain(control_client *cl, json_t *args)
+{
+    const char *cmd = "queue.explain";
+    const char *id = json_string_value(json_object_get(args, "id"));
+    if (!id || !*id) {
+        const char *e = "a message ID is required";
+        control_reply_error(cl, e);
+        control_log_cmd(cl->ctl, cmd, NULL, e);
+        return;
+    }
+    scheduler *sc = control_take_sched(cl, cmd);
+    if (!sc) return;
+    scheduler_explain_row *rows = NULL;
+    size_t n = scheduler_explain(sc, id, &rows);
+    if (n == 0) {
+        scheduler_explain_free(rows, n);
+        char *e = util_asprintf("message %s has no recipient in the queue (unknown, or every "
+                                "recipient delivered or bounced)", id);
+        control_reply_error(cl, e);
+        control_log_cmd(cl->ctl, cmd, id, e);
+        free(e);
+        return;
+    }
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++) {
+        const scheduler_explain_row *r = &rows[i];
+        json_t *o = json_object();
+        json_object_set_new(o, "Recipient", control_jstr(r->recipient));
+        json_object_set_new(o, "Domain", control_jstr(r->domain));
+        json_object_set_new(o, "ConfigurationSet", control_jstr(r->set));
+        json_object_set_new(o, "Pool", control_jstr(r->pool));
+        json_object_set_new(o, "State", json_string(r->state));
+        json_object_set_new(o, "Reason", control_jstr(r->reason));
+        if (r->until_ms > 0) {
+            char ts[32];
+            util_iso8601(r->until_ms, ts);
+            json_object_set_new(o, "Until", json_string(ts));
+        } else {
+            json_object_set_new(o, "Until", json_null());
+        }
+        json_object_set_new(o, "Attempts", json_integer(r->attempts));
+        json_object_set_new(o, "LastReply",
+                            r->last_reply ? control_jstr(r->last_reply) : json_null());
+        json_array_append_new(arr, o);
+    }
+    scheduler_explain_free(rows, n);
+    json_t *d = json_object();
+    json_object_set_new(d, "MessageId", control_jstr(id));
+    json_object_set_new(d, "Recipients", arr);
+    control_reply_ok(cl, d);
+    control_log_cmd(cl->ctl, cmd, id, NULL);
+}
+
+/* ---- dispatch ---- */
+
+void control_cmd_run(control_client *cl, const char *cmd, json_t *args)
+{
+    if (strcmp(cmd, "status") == 0) control_cmd_status(cl);
+    else if (strcmp(cmd, "quota") == 0) control_cmd_quota(cl);
+    else if (strcmp(cmd, "stats") == 0) control_cmd_stats(cl);
+    else if (strcmp(cmd, "suppression.list") == 0) control_cmd_suppression_list(cl, args);
+    else if (strcmp(cmd, "suppression.add") == 0) control_cmd_suppression_add(cl, args);
+    else if (strcmp(cmd, "suppression.remove") == 0) control_cmd_suppression_remove(cl, args);
+    else if (strcmp(cmd, "reload") == 0) control_cmd_reload(cl);
+    else if (strcmp(cmd, "ips") == 0) control_cmd_ips(cl);
+    else if (strcmp(cmd, "ip.warmup") == 0) control_cmd_ip_warmup(cl, args);
+    else if (strcmp(cmd, "zone.down") == 0) control_cmd_zone(cl, args, false);
+    else if (strcmp(cmd, "zone.up") == 0) control_cmd_zone(cl, args, true);
+    else if (strcmp(cmd, "queue") == 0) control_cmd_queue(cl, args);
+    else if (strcmp(cmd, "queue.explain") == 0) control_cmd_queue_explain(cl, args);
+    else {
+        char *e = util_asprintf("unknown command: %s", cmd);
+        control_reply_error(cl, e);
+        control_log_cmd(cl->ctl, cmd, NULL, e);
+        free(e);
+    }
+}

@@ -1,0 +1,70 @@
+/* control_internal.h — what mta/control.c (the socket and its line protocol) and
+ * mta/control_cmd.c (the commands) share; nothing else includes it. */
+#ifndef KILN_CONTROL_INTERNAL_H
+#define KILN_CONTROL_INTERNAL_H
+
+#include <ev.h>
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "base/kiln.h"
+#include "base/util.h"
+#include "mta/control.h"
+
+typedef struct control_client control_client;
+
+/* A spool commit this module waits for. Owned by the spool callback, which frees it; the
+ * client may be gone by then (client == NULL). */
+typedef struct control_pending {
+    control_client *client;
+    char *cmd;
+    char *address;
+} control_pending;
+
+struct control_client {
+    control *ctl;
+    int fd;
+    ev_io rio;
+    ev_io wio;
+    ev_idle resume;            /* goes on with queued lines after a commit answered */
+    strbuf in;
+    strbuf out;
+    control_pending *pending;  /* a request waiting for its commit, or NULL */
+    bool eof;                  /* the peer closed its side: answer what is left, then close */
+    bool closing;              /* close once out is written (protocol error) */
+    bool in_process;           /* control_client_process is on the stack (commit callbacks may
+                                  run inside spool_on_commit) */
+    control_client *prev, *next;
+};
+
+struct control {
+    kiln_ctx *ctx;
+    int fd;
+    char *path;
+    ev_io aio;
+    control_client *clients;
+};
+
+/* ---- control.c: answering, for the commands ---- */
+
+/* One control.cmd log line (at info): the command, the address or name it was about, and
+ * the error, if any. */
+void control_log_cmd(control *ctl, const char *cmd, const char *address, const char *error);
+/* A JSON string for text that should be UTF-8 but may not be (paths, config contents):
+ * bytes that do not form UTF-8 become '?'. */
+json_t *control_jstr(const char *s);
+/* Queues {"ok":true,"data":data} (steals data; NULL: {}). */
+void control_reply_ok(control_client *cl, json_t *data);
+/* Queues {"ok":false,"error":error}. */
+void control_reply_error(control_client *cl, const char *error);
+/* Registers the reply to come after the current spool batch commits: {"ok":true} then, or
+ * the commit's error; the client's later lines wait until then. */
+void control_wait_for_commit(control_client *cl, const char *cmd, const char *address);
+
+/* ---- control_cmd.c ---- */
+
+/* Runs command CMD with ARGS (an object) for the client: answers it (now, or after a spool
+ * commit) and logs it; an unknown command is answered with an error. */
+void control_cmd_run(control_client *cl, const char *cmd, json_t *args);
+
+#endif
