@@ -33,8 +33,9 @@
  * spool_each_due_rcpt read one page in rowid order as index range reads (QUEUED rows, then
  * DEFERRED rows whose next_attempt_ms is past) instead of scanning the table.
  *
- * Read functions may be called from inside the callbacks of other reads (or of the same
- * read): a cached statement that is still stepping is not reused; a fresh one is prepared. */
+ * Read functions (spool_read.c) may be called from inside the callbacks of other reads (or
+ * of the same read): a cached statement that is still stepping is not reused; a fresh one is
+ * prepared. */
 #include "store/spool.h"
 
 #include <errno.h>
@@ -49,19 +50,13 @@
 #include <sqlite3.h>
 
 #include "base/util.h"
+#include "store/spool_internal.h"
 
 #define SPOOL_SCHEMA_VERSION 1
 #define SPOOL_DAY_MS (24LL * 3600 * 1000)
 #define SPOOL_PRUNE_EVERY_MS (60LL * 1000)
 #define SPOOL_STATS_KEEP_MS (14 * SPOOL_DAY_MS) /* SES shows two weeks of statistics */
 #define SPOOL_STATE_PENDING "(0, 1)" /* QUEUED, DEFERRED */
-/* spool_each_due_rcpt sorts the due DEFERRED recipients by rowid when there are fewer than
- * this many (a few milliseconds); with more, it walks recipients_due in rowid order. */
-#define SPOOL_DUE_SORT_MAX 10000
-/* The columns spool_read_rcpt() expects, in its order. */
-#define SPOOL_RCPT_COLUMNS \
-    "id, msg_id, address, state, attempts, next_attempt_ms, last_reply, domain"
-
 static const char spool_schema[] =
     "CREATE TABLE messages ("
     "  id TEXT PRIMARY KEY NOT NULL,"
@@ -114,42 +109,6 @@ static const char spool_schema_stats[] =
 /* Added after version 1 shipped, applied at every open (after the domain column exists). */
 static const char spool_schema_due[] =
     "CREATE INDEX IF NOT EXISTS recipients_due ON recipients(state, id, next_attempt_ms);";
-
-/* Every statement, prepared once at open. */
-enum {
-    ST_BEGIN,
-    ST_COMMIT,
-    ST_ROLLBACK,
-    ST_ADD_MSG,
-    ST_ADD_SEND,
-    ST_PRUNE_SENDS,
-    ST_ADD_RCPT,
-    ST_UPD_RCPT,
-    ST_GC_MSG,
-    ST_ADD_EVENT,
-    ST_DEL_EVENTS,
-    ST_SUPP_PUT,
-    ST_SUPP_DEL,
-    ST_LOAD_MSG,
-    ST_PENDING_ALL,
-    ST_PENDING_MSG,
-    ST_COUNT_RCPTS,
-    ST_DUE_SCAN,
-    ST_DUE_SORT,
-    ST_DUE_PROBE,
-    ST_NEXT_DUE,
-    ST_COUNT_BY,
-    ST_SENT_SINCE,
-    ST_SUPP_GET,
-    ST_SUPP_EACH,
-    ST_EACH_EVENT,
-    ST_KV_PUT,
-    ST_KV_GET,
-    ST_STATS_ADD,
-    ST_STATS_EACH,
-    ST_PRUNE_STATS,
-    ST__COUNT
-};
 
 static const char *const spool_sql[ST__COUNT] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
@@ -231,27 +190,6 @@ static const char *const spool_sql[ST__COUNT] = {
     [ST_PRUNE_STATS] = "DELETE FROM stats WHERE bucket_ms < ?1",
 };
 
-typedef struct spool_cb_entry {
-    spool_commit_cb cb;
-    void *arg;
-} spool_cb_entry;
-
-struct spool {
-    sqlite3 *db;
-    char *path;                   /* DIR/kiln.db, for error texts */
-    sqlite3_stmt *st[ST__COUNT];
-    /* the batch */
-    bool dirty;                   /* a write was attempted since the last flush */
-    bool in_txn;                  /* BEGIN IMMEDIATE succeeded */
-    bool failed;                  /* a statement of the batch failed */
-    char *batch_err;              /* first failure's text */
-    spool_cb_entry *cbs;
-    size_t ncbs, capcbs;
-    /* housekeeping */
-    int64_t last_prune_mono;
-    char *last_err;               /* last error text of any operation */
-};
-
 /* ---- errors ---- */
 
 static void spool_set_last_err(spool *sp, char *msg)
@@ -261,7 +199,7 @@ static void spool_set_last_err(spool *sp, char *msg)
 }
 
 /* "spool PATH: WHAT KEY: sqlite text" recorded as the handle's last error. */
-static void spool_note_error(spool *sp, const char *what, const char *key)
+void spool_note_error(spool *sp, const char *what, const char *key)
 {
     spool_set_last_err(sp, util_asprintf("spool %s: %s%s%s: %s", sp->path, what, key ? " " : "",
                                          key ? key : "", sqlite3_errmsg(sp->db)));
@@ -289,7 +227,7 @@ static void spool_stmt_done(sqlite3_stmt *st)
 
 /* The cached statement, or a fresh one if the cached one is still stepping (a read called
  * from inside another read's callback). *temp tells spool_stmt_release to finalize it. */
-static sqlite3_stmt *spool_stmt_acquire(spool *sp, int which, bool *temp)
+sqlite3_stmt *spool_stmt_acquire(spool *sp, int which, bool *temp)
 {
     *temp = false;
     if (!sqlite3_stmt_busy(sp->st[which])) return sp->st[which];
@@ -303,7 +241,7 @@ static sqlite3_stmt *spool_stmt_acquire(spool *sp, int which, bool *temp)
     return st;
 }
 
-static void spool_stmt_release(sqlite3_stmt *st, bool temp)
+void spool_stmt_release(sqlite3_stmt *st, bool temp)
 {
     if (temp)
         sqlite3_finalize(st);
@@ -326,19 +264,19 @@ static int spool_stmt_run(spool *sp, sqlite3_stmt *st, const char *what, const c
     return 0;
 }
 
-static void spool_bind_str(sqlite3_stmt *st, int i, const char *s)
+void spool_bind_str(sqlite3_stmt *st, int i, const char *s)
 {
     sqlite3_bind_text(st, i, s ? s : "", -1, SQLITE_STATIC);
 }
 
 /* Column text, never NULL; valid until the statement steps again. */
-static const char *spool_col_text(sqlite3_stmt *st, int i)
+const char *spool_col_text(sqlite3_stmt *st, int i)
 {
     const unsigned char *s = sqlite3_column_text(st, i);
     return s ? (const char *)s : "";
 }
 
-static char *spool_col_strdup(sqlite3_stmt *st, int i)
+char *spool_col_strdup(sqlite3_stmt *st, int i)
 {
     return util_strdup(spool_col_text(st, i));
 }
@@ -853,266 +791,4 @@ int spool_stats_add(spool *sp, int64_t bucket_ms, int64_t attempts, int64_t boun
     sqlite3_bind_int64(st, 4, complaints);
     sqlite3_bind_int64(st, 5, rejects);
     return spool_batch_run(sp, st, "add send statistics", NULL);
-}
-
-/* ---- reads ---- */
-
-int spool_load_message(spool *sp, const char *msg_id, spool_loaded *out)
-{
-    memset(out, 0, sizeof *out);
-    size_t idlen = strlen(msg_id);
-    if (idlen >= sizeof out->id) return -1;
-    bool temp;
-    sqlite3_stmt *st = spool_stmt_acquire(sp, ST_LOAD_MSG, &temp);
-    if (!st) return -1;
-    sqlite3_bind_text(st, 1, msg_id, (int)idlen, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    if (rc != SQLITE_ROW) {
-        if (rc != SQLITE_DONE) spool_note_error(sp, "load message", msg_id);
-        spool_stmt_release(st, temp);
-        return -1;
-    }
-    memcpy(out->id, msg_id, idlen + 1);
-    out->created_ms = sqlite3_column_int64(st, 0);
-    out->config_set = spool_col_strdup(st, 1);
-    out->mail_from = spool_col_strdup(st, 2);
-    out->client_ip = spool_col_strdup(st, 3);
-    out->mail_json = spool_col_strdup(st, 4);
-    const void *blob = sqlite3_column_blob(st, 5);
-    size_t n = (size_t)sqlite3_column_bytes(st, 5);
-    out->data = util_malloc(n + 1);
-    if (n) memcpy(out->data, blob, n);
-    out->data[n] = '\0';
-    out->data_len = n;
-    spool_stmt_release(st, temp);
-    return 0;
-}
-
-void spool_loaded_free(spool_loaded *m)
-{
-    if (!m) return;
-    free(m->config_set);
-    free(m->mail_from);
-    free(m->client_ip);
-    free(m->mail_json);
-    free(m->data);
-    memset(m, 0, sizeof *m);
-}
-
-/* Finishes a read loop: 0 if it ended with DONE, else -1 with the error noted. */
-static int spool_read_end(spool *sp, sqlite3_stmt *st, bool temp, int rc, const char *what)
-{
-    if (rc != SQLITE_DONE) spool_note_error(sp, what, NULL);
-    spool_stmt_release(st, temp);
-    return rc == SQLITE_DONE ? 0 : -1;
-}
-
-/* Hands the current row (SPOOL_RCPT_COLUMNS) to cb. Copies: the callback may write to the
- * spool, which can move SQLite's buffers. */
-static void spool_read_rcpt(sqlite3_stmt *st, spool_rcpt_cb cb, void *arg)
-{
-    spool_rcpt r = {
-        .rowid = sqlite3_column_int64(st, 0),
-        .msg_id = spool_col_strdup(st, 1),
-        .address = spool_col_strdup(st, 2),
-        .state = (spool_rcpt_state)sqlite3_column_int(st, 3),
-        .attempts = sqlite3_column_int(st, 4),
-        .next_attempt_ms = sqlite3_column_int64(st, 5),
-        .last_reply = sqlite3_column_type(st, 6) == SQLITE_NULL ? NULL : spool_col_strdup(st, 6),
-        .domain = spool_col_strdup(st, 7),
-    };
-    cb(arg, &r);
-    free(r.msg_id);
-    free(r.address);
-    free(r.last_reply);
-    free(r.domain);
-}
-
-int spool_each_pending_rcpt(spool *sp, const char *msg_id, spool_rcpt_cb cb, void *arg)
-{
-    bool temp;
-    sqlite3_stmt *st = spool_stmt_acquire(sp, msg_id ? ST_PENDING_MSG : ST_PENDING_ALL, &temp);
-    if (!st) return -1;
-    if (msg_id) sqlite3_bind_text(st, 1, msg_id, -1, SQLITE_STATIC);
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) spool_read_rcpt(st, cb, arg);
-    return spool_read_end(sp, st, temp, rc, "list pending recipients");
-}
-
-/* The page's DEFERRED recipients can be found two ways. Walking recipients_due from
- * after_rowid in rowid order is cheap per page when many are due, but it passes over every
- * DEFERRED recipient that is not due yet: with a million retries waiting for later and a
- * few due, one page reads a million index entries (~80 ms). Reading the due ones from
- * recipients_state (ordered by next_attempt_ms) and sorting them by rowid costs what there
- * is to sort. So: a probe of at most SPOOL_DUE_SORT_MAX index entries counts the due ones;
- * fewer than that are sorted, more are walked. Either way a page reads a bounded range of
- * an index, never the table. */
-int spool_each_due_rcpt(spool *sp, int64_t due_before_ms, int64_t after_rowid, size_t limit,
-                        spool_rcpt_cb cb, void *arg)
-{
-    if (limit == 0) return 0;
-    bool temp;
-    sqlite3_stmt *st = spool_stmt_acquire(sp, ST_DUE_PROBE, &temp);
-    if (!st) return -1;
-    sqlite3_bind_int64(st, 1, due_before_ms);
-    sqlite3_bind_int64(st, 2, SPOOL_DUE_SORT_MAX);
-    int rc = sqlite3_step(st);
-    int64_t ndue = 0;
-    if (rc == SQLITE_ROW) {
-        ndue = sqlite3_column_int64(st, 0);
-        rc = SQLITE_DONE;
-    }
-    if (spool_read_end(sp, st, temp, rc, "count due recipients") < 0) return -1;
-
-    st = spool_stmt_acquire(sp, ndue < SPOOL_DUE_SORT_MAX ? ST_DUE_SORT : ST_DUE_SCAN, &temp);
-    if (!st) return -1;
-    sqlite3_bind_int64(st, 1, due_before_ms);
-    sqlite3_bind_int64(st, 2, after_rowid);
-    sqlite3_bind_int64(st, 3, limit > (size_t)INT64_MAX ? INT64_MAX : (int64_t)limit);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) spool_read_rcpt(st, cb, arg);
-    return spool_read_end(sp, st, temp, rc, "list due recipients");
-}
-
-int spool_next_due_ms(spool *sp, int64_t *next_ms)
-{
-    *next_ms = 0;
-    bool temp;
-    sqlite3_stmt *st = spool_stmt_acquire(sp, ST_NEXT_DUE, &temp);
-    if (!st) return -1;
-    int found = 0;
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        *next_ms = sqlite3_column_int64(st, 0);
-        found = 1;
-        rc = SQLITE_DONE;
-    }
-    if (spool_read_end(sp, st, temp, rc, "find the next retry") < 0) return -1;
-    return found;
-}
-
-int spool_count_by(spool *sp, spool_count_cb cb, void *arg)
-{
-    bool temp;
-    sqlite3_stmt *st = spool_stmt_acquire(sp, ST_COUNT_BY, &temp);
-    if (!st) return -1;
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        /* Copies, as in spool_read_rcpt. */
-        char *set = spool_col_strdup(st, 0), *domain = spool_col_strdup(st, 1);
-        cb(arg, set, domain, (spool_rcpt_state)sqlite3_column_int(st, 2),
-           sqlite3_column_int64(st, 3));
-        free(set);
-        free(domain);
-    }
-    return spool_read_end(sp, st, temp, rc, "count recipients by set and domain");
-}
-
-int spool_count_rcpts(spool *sp, int64_t *queued, int64_t *deferred)
-{
-    int64_t q = 0, d = 0;
-    bool temp;
-    sqlite3_stmt *st = spool_stmt_acquire(sp, ST_COUNT_RCPTS, &temp);
-    if (!st) return -1;
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        int state = sqlite3_column_int(st, 0);
-        int64_t n = sqlite3_column_int64(st, 1);
-        if (state == SPOOL_RCPT_QUEUED) q = n;
-        else if (state == SPOOL_RCPT_DEFERRED) d = n;
-    }
-    if (queued) *queued = q;
-    if (deferred) *deferred = d;
-    return spool_read_end(sp, st, temp, rc, "count recipients");
-}
-
-int spool_each_sent_since(spool *sp, int64_t since_ms, spool_sent_cb cb, void *arg)
-{
-    bool temp;
-    sqlite3_stmt *st = spool_stmt_acquire(sp, ST_SENT_SINCE, &temp);
-    if (!st) return -1;
-    sqlite3_bind_int64(st, 1, since_ms);
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        int64_t n = sqlite3_column_int64(st, 1);
-        cb(arg, sqlite3_column_int64(st, 0), n > (int64_t)UINT_MAX ? UINT_MAX : (unsigned)n);
-    }
-    return spool_read_end(sp, st, temp, rc, "list sends");
-}
-
-int spool_suppression_get(spool *sp, const char *address, bool *found, char **reason,
-                          int64_t *updated_ms)
-{
-    *found = false;
-    if (reason) *reason = NULL;
-    if (updated_ms) *updated_ms = 0;
-    bool temp;
-    sqlite3_stmt *st = spool_stmt_acquire(sp, ST_SUPP_GET, &temp);
-    if (!st) return -1;
-    char *lc = util_strdup(address ? address : "");
-    util_lowercase(lc);
-    sqlite3_bind_text(st, 1, lc, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        *found = true;
-        if (reason) *reason = spool_col_strdup(st, 0);
-        if (updated_ms) *updated_ms = sqlite3_column_int64(st, 1);
-        rc = SQLITE_DONE;
-    }
-    rc = spool_read_end(sp, st, temp, rc, "look up suppression");
-    free(lc);
-    return rc;
-}
-
-int spool_suppression_each(spool *sp, spool_suppression_cb cb, void *arg)
-{
-    bool temp;
-    sqlite3_stmt *st = spool_stmt_acquire(sp, ST_SUPP_EACH, &temp);
-    if (!st) return -1;
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-        cb(arg, spool_col_text(st, 0), spool_col_text(st, 1), sqlite3_column_int64(st, 2));
-    return spool_read_end(sp, st, temp, rc, "list suppression");
-}
-
-int spool_each_event(spool *sp, int64_t after, size_t max, spool_event_cb cb, void *arg)
-{
-    if (max == 0) return 0;
-    bool temp;
-    sqlite3_stmt *st = spool_stmt_acquire(sp, ST_EACH_EVENT, &temp);
-    if (!st) return -1;
-    sqlite3_bind_int64(st, 1, after);
-    sqlite3_bind_int64(st, 2, max > (size_t)INT64_MAX ? INT64_MAX : (int64_t)max);
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-        cb(arg, sqlite3_column_int64(st, 0), spool_col_text(st, 1), spool_col_text(st, 2));
-    return spool_read_end(sp, st, temp, rc, "list events");
-}
-
-int spool_kv_get(spool *sp, const char *key, char **value)
-{
-    *value = NULL;
-    bool temp;
-    sqlite3_stmt *st = spool_stmt_acquire(sp, ST_KV_GET, &temp);
-    if (!st) return -1;
-    spool_bind_str(st, 1, key);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        *value = spool_col_strdup(st, 0);
-        rc = SQLITE_DONE;
-    }
-    return spool_read_end(sp, st, temp, rc, "read value");
-}
-
-int spool_stats_each(spool *sp, int64_t since_ms, spool_stats_cb cb, void *arg)
-{
-    bool temp;
-    sqlite3_stmt *st = spool_stmt_acquire(sp, ST_STATS_EACH, &temp);
-    if (!st) return -1;
-    sqlite3_bind_int64(st, 1, since_ms);
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-        cb(arg, sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1),
-           sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3),
-           sqlite3_column_int64(st, 4));
-    return spool_read_end(sp, st, temp, rc, "list send statistics");
 }

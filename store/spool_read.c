@@ -1,0 +1,276 @@
+/* spool_read.c — the spool's reads (see spool.h): a stored message, pending and due
+ * recipients in rowid pages, counts, the 24 h send history, the suppression list, the event
+ * outbox, kv values and send statistics. Every read runs on the one connection outside or
+ * inside the open batch (so it sees the batch's own writes) and may be called from inside
+ * another read's callback. */
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "base/util.h"
+#include "store/spool.h"
+#include "store/spool_internal.h"
+
+int spool_load_message(spool *sp, const char *msg_id, spool_loaded *out)
+{
+    memset(out, 0, sizeof *out);
+    size_t idlen = strlen(msg_id);
+    if (idlen >= sizeof out->id) return -1;
+    bool temp;
+    sqlite3_stmt *st = spool_stmt_acquire(sp, ST_LOAD_MSG, &temp);
+    if (!st) return -1;
+    sqlite3_bind_text(st, 1, msg_id, (int)idlen, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        if (rc != SQLITE_DONE) spool_note_error(sp, "load message", msg_id);
+        spool_stmt_release(st, temp);
+        return -1;
+    }
+    memcpy(out->id, msg_id, idlen + 1);
+    out->created_ms = sqlite3_column_int64(st, 0);
+    out->config_set = spool_col_strdup(st, 1);
+    out->mail_from = spool_col_strdup(st, 2);
+    out->client_ip = spool_col_strdup(st, 3);
+    out->mail_json = spool_col_strdup(st, 4);
+    const void *blob = sqlite3_column_blob(st, 5);
+    size_t n = (size_t)sqlite3_column_bytes(st, 5);
+    out->data = util_malloc(n + 1);
+    if (n) memcpy(out->data, blob, n);
+    out->data[n] = '\0';
+    out->data_len = n;
+    spool_stmt_release(st, temp);
+    return 0;
+}
+
+void spool_loaded_free(spool_loaded *m)
+{
+    if (!m) return;
+    free(m->config_set);
+    free(m->mail_from);
+    free(m->client_ip);
+    free(m->mail_json);
+    free(m->data);
+    memset(m, 0, sizeof *m);
+}
+
+/* Finishes a read loop: 0 if it ended with DONE, else -1 with the error noted. */
+static int spool_read_end(spool *sp, sqlite3_stmt *st, bool temp, int rc, const char *what)
+{
+    if (rc != SQLITE_DONE) spool_note_error(sp, what, NULL);
+    spool_stmt_release(st, temp);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* Hands the current row (SPOOL_RCPT_COLUMNS) to cb. Copies: the callback may write to the
+ * spool, which can move SQLite's buffers. */
+static void spool_read_rcpt(sqlite3_stmt *st, spool_rcpt_cb cb, void *arg)
+{
+    spool_rcpt r = {
+        .rowid = sqlite3_column_int64(st, 0),
+        .msg_id = spool_col_strdup(st, 1),
+        .address = spool_col_strdup(st, 2),
+        .state = (spool_rcpt_state)sqlite3_column_int(st, 3),
+        .attempts = sqlite3_column_int(st, 4),
+        .next_attempt_ms = sqlite3_column_int64(st, 5),
+        .last_reply = sqlite3_column_type(st, 6) == SQLITE_NULL ? NULL : spool_col_strdup(st, 6),
+        .domain = spool_col_strdup(st, 7),
+    };
+    cb(arg, &r);
+    free(r.msg_id);
+    free(r.address);
+    free(r.last_reply);
+    free(r.domain);
+}
+
+int spool_each_pending_rcpt(spool *sp, const char *msg_id, spool_rcpt_cb cb, void *arg)
+{
+    bool temp;
+    sqlite3_stmt *st = spool_stmt_acquire(sp, msg_id ? ST_PENDING_MSG : ST_PENDING_ALL, &temp);
+    if (!st) return -1;
+    if (msg_id) sqlite3_bind_text(st, 1, msg_id, -1, SQLITE_STATIC);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) spool_read_rcpt(st, cb, arg);
+    return spool_read_end(sp, st, temp, rc, "list pending recipients");
+}
+
+/* The page's DEFERRED recipients can be found two ways. Walking recipients_due from
+ * after_rowid in rowid order is cheap per page when many are due, but it passes over every
+ * DEFERRED recipient that is not due yet: with a million retries waiting for later and a
+ * few due, one page reads a million index entries (~80 ms). Reading the due ones from
+ * recipients_state (ordered by next_attempt_ms) and sorting them by rowid costs what there
+ * is to sort. So: a probe of at most SPOOL_DUE_SORT_MAX index entries counts the due ones;
+ * fewer than that are sorted, more are walked. Either way a page reads a bounded range of
+ * an index, never the table. */
+int spool_each_due_rcpt(spool *sp, int64_t due_before_ms, int64_t after_rowid, size_t limit,
+                        spool_rcpt_cb cb, void *arg)
+{
+    if (limit == 0) return 0;
+    bool temp;
+    sqlite3_stmt *st = spool_stmt_acquire(sp, ST_DUE_PROBE, &temp);
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, due_before_ms);
+    sqlite3_bind_int64(st, 2, SPOOL_DUE_SORT_MAX);
+    int rc = sqlite3_step(st);
+    int64_t ndue = 0;
+    if (rc == SQLITE_ROW) {
+        ndue = sqlite3_column_int64(st, 0);
+        rc = SQLITE_DONE;
+    }
+    if (spool_read_end(sp, st, temp, rc, "count due recipients") < 0) return -1;
+
+    st = spool_stmt_acquire(sp, ndue < SPOOL_DUE_SORT_MAX ? ST_DUE_SORT : ST_DUE_SCAN, &temp);
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, due_before_ms);
+    sqlite3_bind_int64(st, 2, after_rowid);
+    sqlite3_bind_int64(st, 3, limit > (size_t)INT64_MAX ? INT64_MAX : (int64_t)limit);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) spool_read_rcpt(st, cb, arg);
+    return spool_read_end(sp, st, temp, rc, "list due recipients");
+}
+
+int spool_next_due_ms(spool *sp, int64_t *next_ms)
+{
+    *next_ms = 0;
+    bool temp;
+    sqlite3_stmt *st = spool_stmt_acquire(sp, ST_NEXT_DUE, &temp);
+    if (!st) return -1;
+    int found = 0;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *next_ms = sqlite3_column_int64(st, 0);
+        found = 1;
+        rc = SQLITE_DONE;
+    }
+    if (spool_read_end(sp, st, temp, rc, "find the next retry") < 0) return -1;
+    return found;
+}
+
+int spool_count_by(spool *sp, spool_count_cb cb, void *arg)
+{
+    bool temp;
+    sqlite3_stmt *st = spool_stmt_acquire(sp, ST_COUNT_BY, &temp);
+    if (!st) return -1;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        /* Copies, as in spool_read_rcpt. */
+        char *set = spool_col_strdup(st, 0), *domain = spool_col_strdup(st, 1);
+        cb(arg, set, domain, (spool_rcpt_state)sqlite3_column_int(st, 2),
+           sqlite3_column_int64(st, 3));
+        free(set);
+        free(domain);
+    }
+    return spool_read_end(sp, st, temp, rc, "count recipients by set and domain");
+}
+
+int spool_count_rcpts(spool *sp, int64_t *queued, int64_t *deferred)
+{
+    int64_t q = 0, d = 0;
+    bool temp;
+    sqlite3_stmt *st = spool_stmt_acquire(sp, ST_COUNT_RCPTS, &temp);
+    if (!st) return -1;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int state = sqlite3_column_int(st, 0);
+        int64_t n = sqlite3_column_int64(st, 1);
+        if (state == SPOOL_RCPT_QUEUED) q = n;
+        else if (state == SPOOL_RCPT_DEFERRED) d = n;
+    }
+    if (queued) *queued = q;
+    if (deferred) *deferred = d;
+    return spool_read_end(sp, st, temp, rc, "count recipients");
+}
+
+int spool_each_sent_since(spool *sp, int64_t since_ms, spool_sent_cb cb, void *arg)
+{
+    bool temp;
+    sqlite3_stmt *st = spool_stmt_acquire(sp, ST_SENT_SINCE, &temp);
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, since_ms);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t n = sqlite3_column_int64(st, 1);
+        cb(arg, sqlite3_column_int64(st, 0), n > (int64_t)UINT_MAX ? UINT_MAX : (unsigned)n);
+    }
+    return spool_read_end(sp, st, temp, rc, "list sends");
+}
+
+int spool_suppression_get(spool *sp, const char *address, bool *found, char **reason,
+                          int64_t *updated_ms)
+{
+    *found = false;
+    if (reason) *reason = NULL;
+    if (updated_ms) *updated_ms = 0;
+    bool temp;
+    sqlite3_stmt *st = spool_stmt_acquire(sp, ST_SUPP_GET, &temp);
+    if (!st) return -1;
+    char *lc = util_strdup(address ? address : "");
+    util_lowercase(lc);
+    sqlite3_bind_text(st, 1, lc, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *found = true;
+        if (reason) *reason = spool_col_strdup(st, 0);
+        if (updated_ms) *updated_ms = sqlite3_column_int64(st, 1);
+        rc = SQLITE_DONE;
+    }
+    rc = spool_read_end(sp, st, temp, rc, "look up suppression");
+    free(lc);
+    return rc;
+}
+
+int spool_suppression_each(spool *sp, spool_suppression_cb cb, void *arg)
+{
+    bool temp;
+    sqlite3_stmt *st = spool_stmt_acquire(sp, ST_SUPP_EACH, &temp);
+    if (!st) return -1;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        cb(arg, spool_col_text(st, 0), spool_col_text(st, 1), sqlite3_column_int64(st, 2));
+    return spool_read_end(sp, st, temp, rc, "list suppression");
+}
+
+int spool_each_event(spool *sp, int64_t after, size_t max, spool_event_cb cb, void *arg)
+{
+    if (max == 0) return 0;
+    bool temp;
+    sqlite3_stmt *st = spool_stmt_acquire(sp, ST_EACH_EVENT, &temp);
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, after);
+    sqlite3_bind_int64(st, 2, max > (size_t)INT64_MAX ? INT64_MAX : (int64_t)max);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        cb(arg, sqlite3_column_int64(st, 0), spool_col_text(st, 1), spool_col_text(st, 2));
+    return spool_read_end(sp, st, temp, rc, "list events");
+}
+
+int spool_kv_get(spool *sp, const char *key, char **value)
+{
+    *value = NULL;
+    bool temp;
+    sqlite3_stmt *st = spool_stmt_acquire(sp, ST_KV_GET, &temp);
+    if (!st) return -1;
+    spool_bind_str(st, 1, key);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *value = spool_col_strdup(st, 0);
+        rc = SQLITE_DONE;
+    }
+    return spool_read_end(sp, st, temp, rc, "read value");
+}
+
+int spool_stats_each(spool *sp, int64_t since_ms, spool_stats_cb cb, void *arg)
+{
+    bool temp;
+    sqlite3_stmt *st = spool_stmt_acquire(sp, ST_STATS_EACH, &temp);
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, since_ms);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        cb(arg, sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1),
+           sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3),
+           sqlite3_column_int64(st, 4));
+    return spool_read_end(sp, st, temp, rc, "list send statistics");
+}
