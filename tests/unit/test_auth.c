@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "mta/auth.h"
+#include "tests/unit/testlib.h"
 
 /* ---- base64 ---- */
 
@@ -261,11 +262,4 @@ static Suite *auth_suite(void)
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(auth_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+TESTLIB_SUITES(auth_suite);

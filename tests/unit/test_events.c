@@ -22,6 +22,7 @@
 #include "store/spool.h"
 #include "base/util.h"
 #include "mta/webhook.h"
+#include "tests/unit/testlib.h"
 
 #define T0 INT64_C(1700000000123)          /* 2023-11-14T22:13:20.123Z */
 #define T0_ISO "2023-11-14T22:13:20.123Z"
@@ -1329,11 +1330,4 @@ static Suite *events_suite(void)
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(events_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+TESTLIB_SUITES(events_suite);

@@ -10,6 +10,7 @@
 #include "base/config.h"
 #include "pools/health.h"
 #include "pools/pools.h"
+#include "tests/unit/testlib.h"
 
 #define T0 INT64_C(1700000000000)
 #define SEC INT64_C(1000)
@@ -340,11 +341,4 @@ static Suite *health_suite(void)
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(health_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+TESTLIB_SUITES(health_suite);

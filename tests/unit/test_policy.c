@@ -8,6 +8,7 @@
 
 #include "mta/message.h"
 #include "mta/policy.h"
+#include "tests/unit/testlib.h"
 
 #define T0 INT64_C(1700000000000)
 #define PREFIX "554 5.7.1 Message rejected: Email address is not verified. " \
@@ -424,11 +425,4 @@ static Suite *policy_suite(void)
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(policy_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+TESTLIB_SUITES(policy_suite);

@@ -10,6 +10,7 @@
 #include "base/config.h"
 #include "pools/pools.h"
 #include "base/util.h"
+#include "tests/unit/testlib.h"
 
 #define T0 INT64_C(1700000000000)
 #define SEC INT64_C(1000)
@@ -761,11 +762,4 @@ static Suite *pools_suite(void)
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(pools_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+TESTLIB_SUITES(pools_suite);

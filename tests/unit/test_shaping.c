@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "scheduler/shaping.h"
+#include "tests/unit/testlib.h"
 
 #define T0 INT64_C(1700000000000)
 #define SEC INT64_C(1000)
@@ -867,11 +868,4 @@ static Suite *shaping_suite(void)
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(shaping_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+TESTLIB_SUITES(shaping_suite);

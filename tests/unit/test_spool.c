@@ -21,6 +21,7 @@
 
 #include "store/spool.h"
 #include "base/util.h"
+#include "tests/unit/testlib.h"
 
 #define HOUR_MS (3600LL * 1000)
 
@@ -1414,11 +1415,4 @@ static Suite *spool_suite(void)
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(spool_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+TESTLIB_SUITES(spool_suite);

@@ -8,6 +8,7 @@
 #include "base/config.h"
 #include "pools/pools.h"
 #include "pools/warmup.h"
+#include "tests/unit/testlib.h"
 
 #define T0 INT64_C(1700000000000)        /* 20 s into a minute */
 #define SEC INT64_C(1000)
@@ -386,11 +387,4 @@ static Suite *warmup_suite(void)
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(warmup_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+TESTLIB_SUITES(warmup_suite);

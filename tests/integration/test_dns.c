@@ -24,6 +24,7 @@
 
 #include "mta/dns.h"
 #include "base/util.h"
+#include "tests/unit/testlib.h"
 
 #define DNSMASQ "/usr/sbin/dnsmasq"
 #define GUARD_S 10.0
@@ -786,6 +787,8 @@ END_TEST
 
 static Suite *dns_suite(void)
 {
+    if (access(DNSMASQ, X_OK) != 0)
+        fprintf(stderr, "test_dns: %s not installed: the dnsmasq test case is skipped\n", DNSMASQ);
     Suite *s = suite_create("dns");
     TCase *pure = tcase_create("order");
     tcase_add_test(pure, test_order_table);
@@ -815,13 +818,4 @@ static Suite *dns_suite(void)
     return s;
 }
 
-int main(void)
-{
-    if (access(DNSMASQ, X_OK) != 0)
-        fprintf(stderr, "test_dns: %s not installed: the dnsmasq test case is skipped\n", DNSMASQ);
-    SRunner *sr = srunner_create(dns_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
-}
+TESTLIB_SUITES(dns_suite);
