@@ -144,32 +144,32 @@ END_TEST
 
 /* ------------------------------------------------------------------ backoff and expiry */
 
-static config backoff_cfg(int64_t first, int64_t max, double factor)
+static config *backoff_cfg(int64_t first, int64_t max, double factor)
 {
-    config c;
-    memset(&c, 0, sizeof c);
-    c.retry_first_ms = first;
-    c.retry_max_interval_ms = max;
-    c.retry_factor = factor;
+    config *c = testlib_config_new();
+    testlib_config_set_retry(c, first, max, factor);
     return c;
 }
 
 START_TEST(test_backoff_sequence)
 {
-    config c = backoff_cfg(60000, 3600000, 2);
+    config *c = backoff_cfg(60000, 3600000, 2);
     static const int64_t want_s[] = {60, 120, 240, 480, 960, 1920, 3600, 3600, 3600};
     for (int a = 1; a <= 9; a++)
-        ck_assert_int_eq(retry_next_delay_ms(&c, a), want_s[a - 1] * 1000);
-    ck_assert_int_eq(retry_next_delay_ms(&c, 0), 60000);
-    ck_assert_int_eq(retry_next_delay_ms(&c, -3), 60000);
-    ck_assert_int_eq(retry_next_delay_ms(&c, 100000), 3600000);
+        ck_assert_int_eq(retry_next_delay_ms(c, a), want_s[a - 1] * 1000);
+    ck_assert_int_eq(retry_next_delay_ms(c, 0), 60000);
+    ck_assert_int_eq(retry_next_delay_ms(c, -3), 60000);
+    ck_assert_int_eq(retry_next_delay_ms(c, 100000), 3600000);
 
-    config f15 = backoff_cfg(1000, 10000, 1.5);
+    config *f15 = backoff_cfg(1000, 10000, 1.5);
     static const int64_t want15[] = {1000, 1500, 2250, 3375, 5062, 7593, 10000, 10000};
-    for (int a = 1; a <= 8; a++) ck_assert_int_eq(retry_next_delay_ms(&f15, a), want15[a - 1]);
+    for (int a = 1; a <= 8; a++) ck_assert_int_eq(retry_next_delay_ms(f15, a), want15[a - 1]);
 
-    config flat = backoff_cfg(5000, 3600000, 1);
-    ck_assert_int_eq(retry_next_delay_ms(&flat, 50), 5000);
+    config *flat = backoff_cfg(5000, 3600000, 1);
+    ck_assert_int_eq(retry_next_delay_ms(flat, 50), 5000);
+    config_unref(c);
+    config_unref(f15);
+    config_unref(flat);
 }
 END_TEST
 
@@ -177,7 +177,7 @@ START_TEST(test_retry_schedule_with_clock)
 {
     /* a recipient that fails every time: attempts at 0, 60 s, 180 s, ..., then every hour,
      * until the next attempt would fall after created + 14 h: then it bounces */
-    config c = backoff_cfg(60000, 3600000, 2);
+    config *c = backoff_cfg(60000, 3600000, 2);
     const int64_t created = 1700000000000LL;
     const int64_t max_time = 14LL * 3600 * 1000;
     int64_t now = created;
@@ -186,7 +186,7 @@ START_TEST(test_retry_schedule_with_clock)
     for (;;) {
         ck_assert_int_lt(attempts, 64);
         times[attempts++] = now - created;
-        int64_t next = now + retry_next_delay_ms(&c, attempts);
+        int64_t next = now + retry_next_delay_ms(c, attempts);
         if (retry_expired(created, next, max_time)) break;
         now = next;   /* the injected clock jumps to the retry */
     }
@@ -197,6 +197,7 @@ START_TEST(test_retry_schedule_with_clock)
     ck_assert_int_eq(times[7], 7380000);
     ck_assert_int_eq(times[18], 46980000);
     ck_assert_int_le(times[18], max_time);
+    config_unref(c);
 }
 END_TEST
 
