@@ -19,6 +19,10 @@
 
 static int run_argc;
 static char **run_argv;
+static char *run_root;           /* parent of every testlib_tmpdir of this run */
+static pid_t run_root_owner;
+
+static void run_root_make(const char *argv0);
 
 bool testlib_flag(const char *name)
 {
@@ -31,6 +35,7 @@ int main(int argc, char **argv)
 {
     run_argc = argc;
     run_argv = argv;
+    run_root_make(argv[0]);
     if (!testlib_suites[0]) {
         fprintf(stderr, "%s: no suites listed (TESTLIB_SUITES)\n", argv[0]);
         return EXIT_FAILURE;
@@ -226,16 +231,39 @@ static void tmpdirs_at_exit(void)
     pid_t self = getpid();
     for (size_t i = 0; i < ntmpdirs; i++)
         if (tmpdirs[i].owner == self) testlib_rmtree(tmpdirs[i].path);
+    /* A failed check ends Check's child with _exit (no atexit): what it made is still under
+     * the run's root, which the main process removes last. */
+    if (run_root && run_root_owner == self) testlib_rmtree(run_root);
 }
 
-const char *testlib_tmpdir(const char *tag)
+static void tmpdirs_register_exit(void)
 {
     static bool registered;
     if (!registered) {
         atexit(tmpdirs_at_exit);
         registered = true;
     }
-    char *path = util_asprintf("/tmp/kiln-test-%s-XXXXXX", tag);
+}
+
+/* /tmp/kiln-test-<program>-XXXXXX, made by main() before any test runs. */
+static void run_root_make(const char *argv0)
+{
+    const char *base = strrchr(argv0, '/');
+    base = base ? base + 1 : argv0;
+    run_root = util_asprintf("/tmp/kiln-test-%s-XXXXXX", *base ? base : "run");
+    if (!mkdtemp(run_root)) {
+        fprintf(stderr, "testlib: mkdtemp %s: %s\n", run_root, strerror(errno));
+        exit(EXIT_FAILURE);
+    }
+    run_root_owner = getpid();
+    tmpdirs_register_exit();
+}
+
+const char *testlib_tmpdir(const char *tag)
+{
+    tmpdirs_register_exit();
+    char *path = run_root ? util_asprintf("%s/%s-XXXXXX", run_root, tag)
+                          : util_asprintf("/tmp/kiln-test-%s-XXXXXX", tag);
     if (!mkdtemp(path)) {
         fprintf(stderr, "testlib: mkdtemp %s: %s\n", path, strerror(errno));
         exit(EXIT_FAILURE);

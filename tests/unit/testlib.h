@@ -12,9 +12,11 @@
  *    one and a module that keeps a pointer into a freed config shows up under ASan. The
  *    file-derived paths (path, dir, spool, control_socket) stay NULL. Adders copy their
  *    arguments; fields without an adder are plain assignments on the returned struct.
- *  - scratch directories: testlib_tmpdir() makes /tmp/kiln-test-<tag>-XXXXXX and removes
- *    it, with everything in it, when asked or when the process that made it exits (a Check
- *    child never removes its parent's directories).
+ *  - scratch directories: testlib_tmpdir() makes a fresh <tag>-XXXXXX under this run's
+ *    /tmp/kiln-test-<program>-XXXXXX and removes it, with everything in it, when asked or
+ *    when the process that made it exits (a Check child never removes its parent's
+ *    directories); the main process removes the run's directory last, so nothing is left
+ *    even when a failed check ended a child with _exit.
  */
 #ifndef KILN_TESTLIB_H
 #define KILN_TESTLIB_H
@@ -62,8 +64,8 @@ void testlib_config_add_dns_server(config *c, const char *host, int port);
 
 /* ---- scratch directories and files ---- */
 
-/* A fresh /tmp/kiln-test-<tag>-XXXXXX (the process exits if it cannot be made). The string
- * belongs to testlib and stays valid until testlib_tmpdir_remove(). */
+/* A fresh directory <run root>/<tag>-XXXXXX (the process exits if it cannot be made). The
+ * string belongs to testlib and stays valid until testlib_tmpdir_remove(). */
 const char *testlib_tmpdir(const char *tag);
 /* Removes dir (made by testlib_tmpdir) with its content and forgets it. */
 void testlib_tmpdir_remove(const char *dir);
