@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "mta/auth.h"
+#include "tests/unit/testlib.h"
 
 /* ---- base64 ---- */
 
@@ -179,23 +180,22 @@ START_TEST(test_verify)
 {
     char *yes = make_hash("$y$", "correct horse");
     char *sha = make_hash("$6$", "s3cret\xc3\xa4");
-    config_auth_user users[] = {
-        {"app", yes}, {"legacy", sha}, {"broken", "not-a-crypt-hash"},
-    };
-    config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.auth = users;
-    cfg.nauth = 3;
+    config *cfg = testlib_config_new();
+    testlib_config_add_auth_user(cfg, "app", yes);
+    testlib_config_add_auth_user(cfg, "legacy", sha);
+    testlib_config_add_auth_user(cfg, "broken", "not-a-crypt-hash");
     for (size_t i = 0; i < sizeof verify_cases / sizeof verify_cases[0]; i++) {
         const verify_case *c = &verify_cases[i];
-        ck_assert_msg(auth_verify(&cfg, c->user, c->pass) == c->ok, "user '%s' pass '%s': want %s",
+        ck_assert_msg(auth_verify(cfg, c->user, c->pass) == c->ok, "user '%s' pass '%s': want %s",
                       c->user, c->pass, c->ok ? "accepted" : "refused");
     }
-    ck_assert(!auth_verify(&cfg, NULL, "x"));
-    ck_assert(!auth_verify(&cfg, "app", NULL));
+    ck_assert(!auth_verify(cfg, NULL, "x"));
+    ck_assert(!auth_verify(cfg, "app", NULL));
     /* No users configured: nobody gets in. */
-    cfg.nauth = 0;
-    ck_assert(!auth_verify(&cfg, "app", "correct horse"));
+    cfg->nauth = 0;
+    ck_assert(!auth_verify(cfg, "app", "correct horse"));
+    cfg->nauth = 3;
+    config_unref(cfg);
     free(yes);
     free(sha);
 }
@@ -204,14 +204,12 @@ END_TEST
 START_TEST(test_verify_plain_end_to_end)
 {
     char *hash = make_hash("$y$", "secret");
-    config_auth_user users[] = {{"app", hash}};
-    config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.auth = users;
-    cfg.nauth = 1;
+    config *cfg = testlib_config_new();
+    testlib_config_add_auth_user(cfg, "app", hash);
     char *user = NULL, *pass = NULL;
     ck_assert_int_eq(auth_decode_plain("AGFwcABzZWNyZXQ=", &user, &pass), 0);
-    ck_assert(auth_verify(&cfg, user, pass));
+    ck_assert(auth_verify(cfg, user, pass));
+    config_unref(cfg);
     free(user);
     free(pass);
     free(hash);
@@ -261,11 +259,4 @@ static Suite *auth_suite(void)
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(auth_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+TESTLIB_SUITES(auth_suite);

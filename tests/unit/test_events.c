@@ -5,7 +5,6 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +21,7 @@
 #include "store/spool.h"
 #include "base/util.h"
 #include "mta/webhook.h"
+#include "tests/unit/testlib.h"
 
 #define T0 INT64_C(1700000000123)          /* 2023-11-14T22:13:20.123Z */
 #define T0_ISO "2023-11-14T22:13:20.123Z"
@@ -460,10 +460,11 @@ END_TEST
 
 START_TEST(test_reporting_mta)
 {
-    config cfg = {.hostname = "mta.example.test"};
-    char *s = events_reporting_mta(&cfg);
+    config *c = testlib_config_new();       /* hostname mta.example.test */
+    char *s = events_reporting_mta(c);
     ck_assert_str_eq(s, "dsn; mta.example.test");
     free(s);
+    config_unref(c);
 }
 END_TEST
 
@@ -482,44 +483,29 @@ END_TEST
 
 /* ------------------------------------------------------------- spool fixtures ---- */
 
-static char rootdir[64];       /* per test case, made and removed by the parent process */
-static char tmpdir[96];        /* per test, inside rootdir */
+static const char *rootdir;     /* per test case, made and removed by the parent process */
+static char *tmpdir;            /* per test, inside rootdir */
 static spool *sp;
 static klog *lg;
 static char logpath[128];
-static config cfg;
-static config_set sets[3];
-static config_event_dest txn_dests[2];
-static config_event_dest other_dests[1];
-static config_event_dest broken_dests[1];
+static config *cfg;
 static char pathbuf[3][160];
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st, (void)flag, (void)ftw;
-    return remove(path);
-}
 
 /* The parent makes and removes the root, so a test that fails mid-way leaves nothing. */
 static void root_setup(void)
 {
-    snprintf(rootdir, sizeof rootdir, "/tmp/kiln-test-events-XXXXXX");
-    if (!mkdtemp(rootdir)) {
-        perror("mkdtemp");
-        exit(EXIT_FAILURE);
-    }
+    rootdir = testlib_tmpdir("events");
 }
 
 static void root_teardown(void)
 {
-    nftw(rootdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    testlib_tmpdir_remove(rootdir);
 }
 
 static void fixture_setup(void)
 {
     umask(022);
-    snprintf(tmpdir, sizeof tmpdir, "%s/t-XXXXXX", rootdir);
-    ck_assert_msg(mkdtemp(tmpdir) != NULL, "mkdtemp: %s", strerror(errno));
+    tmpdir = testlib_subdir(rootdir, "t-");
     char *err = NULL;
     sp = spool_open(tmpdir, false, &err);
     ck_assert_msg(sp != NULL, "spool_open: %s", err ? err : "?");
@@ -531,20 +517,16 @@ static void fixture_setup(void)
     snprintf(pathbuf[1], sizeof pathbuf[1], "%s/all.jsonl", tmpdir);
     snprintf(pathbuf[2], sizeof pathbuf[2], "%s/a-directory", tmpdir);
     ck_assert_int_eq(mkdir(pathbuf[2], 0755), 0);
-    txn_dests[0] = (config_event_dest){.type = CONFIG_EVENT_FILE, .path = pathbuf[0]};
-    txn_dests[1] = (config_event_dest){.type = CONFIG_EVENT_FILE, .path = pathbuf[1]};
-    other_dests[0] = (config_event_dest){.type = CONFIG_EVENT_WEBHOOK,
-                                         .url = "http://127.0.0.1:9000/kiln"};
-    broken_dests[0] = (config_event_dest){.type = CONFIG_EVENT_FILE, .path = pathbuf[2]};
-    sets[0] = (config_set){.name = "txn", .pool = "transactional", .events = txn_dests,
-                           .nevents = 2};
-    sets[1] = (config_set){.name = "other", .pool = "transactional", .events = other_dests,
-                           .nevents = 1};
-    sets[2] = (config_set){.name = "broken", .pool = "transactional", .events = broken_dests,
-                           .nevents = 1};
-    cfg = (config){.refs = 1, .hostname = "mta.example.test", .region = "local",
-                   .sets = sets, .nsets = 3, .default_set = "txn",
-                   .suppression_reasons = CONFIG_SUPPRESS_BOUNCE | CONFIG_SUPPRESS_COMPLAINT};
+    /* hostname mta.example.test, region local, both suppression reasons */
+    cfg = testlib_config_new();
+    config_set *set = testlib_config_add_set(cfg, "txn", "transactional");
+    testlib_config_add_event_file(set, pathbuf[0]);
+    testlib_config_add_event_file(set, pathbuf[1]);
+    set = testlib_config_add_set(cfg, "other", "transactional");
+    testlib_config_add_event_webhook(set, "http://127.0.0.1:9000/kiln");
+    set = testlib_config_add_set(cfg, "broken", "transactional");
+    testlib_config_add_event_file(set, pathbuf[2]);
+    testlib_config_set_default_set(cfg, "txn");
     nsched_calls = 0;
 }
 
@@ -552,20 +534,9 @@ static void fixture_teardown(void)
 {
     spool_close(sp);
     log_close(lg);
-    nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    strbuf sb;
-    strbuf_init(&sb);
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0) strbuf_append(&sb, buf, n);
-    fclose(f);
-    return strbuf_steal(&sb);
+    config_unref(cfg);
+    testlib_rmtree(tmpdir);
+    free(tmpdir);
 }
 
 static size_t count_substr(const char *s, const char *sub)
@@ -623,14 +594,14 @@ START_TEST(test_drain_files)
     add_events("txn", 3, "a");
     add_events("gone", 1, "b");     /* set no longer configured: dropped */
     add_events("other", 1, "c");    /* webhook only: nothing to write */
-    ck_assert_int_eq(events_drain(ev, sp, &cfg), 3);
+    ck_assert_int_eq(events_drain(ev, sp, cfg), 3);
     ck_assert_int_eq(spool_flush(sp), 0);
 
     const char *want = "{\"eventType\":\"Send\",\"n\":\"a-0\"}\n"
                        "{\"eventType\":\"Send\",\"n\":\"a-1\"}\n"
                        "{\"eventType\":\"Send\",\"n\":\"a-2\"}\n";
     for (int i = 0; i < 2; i++) {
-        char *got = slurp(pathbuf[i]);
+        char *got = testlib_read_file(pathbuf[i], NULL);
         ck_assert_msg(got != NULL, "%s was not created", pathbuf[i]);
         ck_assert_str_eq(got, want);
         free(got);
@@ -648,11 +619,11 @@ START_TEST(test_drain_files)
     outbox_free(&o);
 
     /* Nothing new: nothing written. More rows: appended. */
-    ck_assert_int_eq(events_drain(ev, sp, &cfg), 0);
+    ck_assert_int_eq(events_drain(ev, sp, cfg), 0);
     add_events("txn", 1, "d");
-    ck_assert_int_eq(events_drain(ev, sp, &cfg), 1);
+    ck_assert_int_eq(events_drain(ev, sp, cfg), 1);
     ck_assert_int_eq(spool_flush(sp), 0);
-    char *got = slurp(pathbuf[0]);
+    char *got = testlib_read_file(pathbuf[0], NULL);
     ck_assert_uint_eq(count_substr(got, "\n"), 4);
     ck_assert_msg(strstr(got, "\"d-0\"}\n") != NULL, "appended line missing: %s", got);
     free(got);
@@ -662,17 +633,17 @@ START_TEST(test_drain_files)
     snprintf(moved, sizeof moved, "%s.1", pathbuf[0]);
     ck_assert_int_eq(rename(pathbuf[0], moved), 0);
     add_events("txn", 1, "e");
-    ck_assert_int_eq(events_drain(ev, sp, &cfg), 1);
+    ck_assert_int_eq(events_drain(ev, sp, cfg), 1);
     ck_assert_int_eq(spool_flush(sp), 0);
-    got = slurp(pathbuf[0]);
+    got = testlib_read_file(pathbuf[0], NULL);
     ck_assert_str_eq(got, "{\"eventType\":\"Send\",\"n\":\"e-0\"}\n");
     free(got);
-    got = slurp(moved);
+    got = testlib_read_file(moved, NULL);
     ck_assert_uint_eq(count_substr(got, "\n"), 4);
     free(got);
     events_free(ev);
 
-    char *log = slurp(logpath);
+    char *log = testlib_read_file(logpath, NULL);
     ck_assert_uint_eq(count_substr(log, "not supported yet"), 0);
     ck_assert_msg(strstr(log, "event_dropped") && strstr(log, "set=\"gone\""),
                   "dropped row not logged: %s", log);
@@ -686,30 +657,29 @@ START_TEST(test_drain_config_change)
      * nothing more. */
     events *ev = events_new(lg);
     add_events("txn", 1, "a");
-    ck_assert_int_eq(events_drain(ev, sp, &cfg), 1);
+    ck_assert_int_eq(events_drain(ev, sp, cfg), 1);
     ck_assert_int_eq(spool_flush(sp), 0);
 
     char newpath[200];
     snprintf(newpath, sizeof newpath, "%s/reloaded.jsonl", tmpdir);
-    config_event_dest dests[] = {{.type = CONFIG_EVENT_FILE, .path = newpath}};
-    config_set nsets[] = {sets[0], sets[1]};
-    nsets[0].events = dests;
-    nsets[0].nevents = 1;
-    config cfg2 = cfg;
-    cfg2.sets = nsets;
-    cfg2.nsets = 2;
+    config *cfg2 = testlib_config_new();
+    testlib_config_add_event_file(testlib_config_add_set(cfg2, "txn", "transactional"), newpath);
+    testlib_config_add_event_webhook(testlib_config_add_set(cfg2, "other", "transactional"),
+                                     "http://127.0.0.1:9000/kiln");
+    testlib_config_set_default_set(cfg2, "txn");
     add_events("txn", 1, "b");
-    ck_assert_int_eq(events_drain(ev, sp, &cfg2), 1);
+    ck_assert_int_eq(events_drain(ev, sp, cfg2), 1);
     ck_assert_int_eq(spool_flush(sp), 0);
     events_free(ev);
+    config_unref(cfg2);
 
-    char *got = slurp(newpath);
+    char *got = testlib_read_file(newpath, NULL);
     ck_assert_str_eq(got, "{\"eventType\":\"Send\",\"n\":\"b-0\"}\n");
     free(got);
-    got = slurp(pathbuf[0]);
+    got = testlib_read_file(pathbuf[0], NULL);
     ck_assert_str_eq(got, "{\"eventType\":\"Send\",\"n\":\"a-0\"}\n");
     free(got);
-    char *log = slurp(logpath);
+    char *log = testlib_read_file(logpath, NULL);
     ck_assert_uint_eq(count_substr(log, "not supported yet"), 0);
     free(log);
 }
@@ -725,9 +695,9 @@ START_TEST(test_drain_many)
         free(j);
     }
     ck_assert_int_eq(spool_flush(sp), 0);
-    ck_assert_int_eq(events_drain(ev, sp, &cfg), 2500);
+    ck_assert_int_eq(events_drain(ev, sp, cfg), 2500);
     ck_assert_int_eq(spool_flush(sp), 0);
-    char *got = slurp(pathbuf[1]);
+    char *got = testlib_read_file(pathbuf[1], NULL);
     ck_assert_uint_eq(count_substr(got, "\n"), 2500);
     ck_assert_msg(strncmp(got, "{\"i\":0}\n{\"i\":1}\n", 16) == 0, "order: %.40s", got);
     ck_assert_msg(strstr(got, "{\"i\":2499}\n") != NULL, "last row missing");
@@ -740,13 +710,13 @@ START_TEST(test_drain_write_error_keeps_rows)
 {
     events *ev = events_new(lg);
     add_events("broken", 2, "x");
-    ck_assert_int_eq(events_drain(ev, sp, &cfg), -1);
+    ck_assert_int_eq(events_drain(ev, sp, cfg), -1);
     ck_assert_int_eq(spool_flush(sp), 0);
     outbox o;
     outbox_read(&o);
     ck_assert_uint_eq(o.n, 2);
     outbox_free(&o);
-    char *log = slurp(logpath);
+    char *log = testlib_read_file(logpath, NULL);
     ck_assert_msg(strstr(log, "event_file_error") && strstr(log, "a-directory"),
                   "write error not logged: %s", log);
     free(log);
@@ -780,7 +750,7 @@ static int64_t fixed_clock(void *arg)
 static kiln_ctx make_ctx(void)
 {
     kiln_ctx ctx = {0};
-    ctx.cfg = &cfg;
+    ctx.cfg = cfg;
     ctx.log = lg;
     ctx.spool = sp;
     static int sched_handle;
@@ -1209,10 +1179,10 @@ START_TEST(test_accept_then_drain)
     done_rec d;
     do_accept("bounces@example.test", rcpts, v, 1, plain_msg, 0, &d);
     events *ev = events_new(lg);
-    ck_assert_int_eq(events_drain(ev, sp, &cfg), 2);
+    ck_assert_int_eq(events_drain(ev, sp, cfg), 2);
     ck_assert_int_eq(spool_flush(sp), 0);
     events_free(ev);
-    char *got = slurp(pathbuf[0]);
+    char *got = testlib_read_file(pathbuf[0], NULL);
     char *line2 = strchr(got, '\n') + 1;
     char *line1 = util_strndup(got, (size_t)(line2 - got - 1));
     json_t *send = parse(line1);
@@ -1329,11 +1299,4 @@ static Suite *events_suite(void)
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(events_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+TESTLIB_SUITES(events_suite);

@@ -10,6 +10,7 @@
 #include "base/config.h"
 #include "pools/health.h"
 #include "pools/pools.h"
+#include "tests/unit/testlib.h"
 
 #define T0 INT64_C(1700000000000)
 #define SEC INT64_C(1000)
@@ -29,16 +30,15 @@ static config_ip ips[] = {
 
 static pools *make(int64_t now)
 {
-    static config c;
-    memset(&c, 0, sizeof c);
-    c.zones = zones;
-    c.nzones = 3;
-    c.pools = cfg_pools;
-    c.npools = 2;
-    c.ips = ips;
-    c.nips = 4;
-    c.warmup = (config_warmup){45, 50, 50000, CONFIG_ADVANCE_CALENDAR, 4};
-    return pools_new(&c, NULL, now);            /* default opts: 60 s, 10 min, 3 failures, 2 sites */
+    config *c = testlib_config_new();       /* warm-up: 45 days, 50 -> 50000, calendar, 4 */
+    for (size_t i = 0; i < 3; i++) testlib_config_add_zone(c, zones[i]);
+    for (size_t i = 0; i < 2; i++)
+        testlib_config_add_pool(c, cfg_pools[i].name, cfg_pools[i].scaling);
+    for (size_t i = 0; i < 4; i++)
+        testlib_config_add_ip(c, ips[i].address, ips[i].zone, ips[i].pool, ips[i].warmup);
+    pools *p = pools_new(c, NULL, now);     /* default opts: 60 s, 10 min, 3 failures, 2 sites */
+    config_unref(c);                        /* pools copies what it keeps */
+    return p;
 }
 
 static pools_ip_info info(pools *p, const char *addr, int64_t now)
@@ -340,11 +340,4 @@ static Suite *health_suite(void)
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(health_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+TESTLIB_SUITES(health_suite);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "mta/message.h"
+#include "tests/unit/testlib.h"
 
 #define NO_HEADERS ((size_t)-1)     /* marker: expected header_len is the whole input */
 
@@ -297,11 +298,4 @@ static Suite *message_suite(void)
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(message_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+TESTLIB_SUITES(message_suite);

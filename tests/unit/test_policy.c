@@ -8,6 +8,8 @@
 
 #include "mta/message.h"
 #include "mta/policy.h"
+#include "base/util.h"
+#include "tests/unit/testlib.h"
 
 #define T0 INT64_C(1700000000000)
 #define PREFIX "554 5.7.1 Message rejected: Email address is not verified. " \
@@ -16,20 +18,14 @@
 static char *identities[] = {"example.test", "ops@other.test"};
 static char *verified_rcpts[] = {"friends.test", "pal@elsewhere.test"};
 
-static config make_config(config_mode mode)
+static config *make_config(config_mode mode)
 {
-    config c;
-    memset(&c, 0, sizeof c);
-    c.region = "local";
-    c.hostname = "mta.example.test";
-    c.mode = mode;
-    c.max_recipients = 50;
-    c.max_send_rate = -1;
-    c.max_24h_send = -1;
-    c.identities = identities;
-    c.nidentities = 2;
-    c.verified_recipients = verified_rcpts;
-    c.nverified_recipients = 2;
+    config *c = testlib_config_new();       /* region "local", hostname mta.example.test, */
+    c->mode = mode;                         /* max_recipients 50 */
+    c->max_send_rate = -1;
+    c->max_24h_send = -1;
+    for (size_t i = 0; i < 2; i++) testlib_config_add_identity(c, identities[i]);
+    for (size_t i = 0; i < 2; i++) testlib_config_add_verified_recipient(c, verified_rcpts[i]);
     return c;
 }
 
@@ -64,8 +60,9 @@ START_TEST(test_addr_in_list)
     const list_case *c = &list_cases[_i];
     ck_assert_msg(policy_addr_in_list(identities, 2, c->addr) == c->in, "'%s': want %s",
                   c->addr, c->in ? "covered" : "not covered");
-    config cfg = make_config(CONFIG_MODE_PRODUCTION);
-    ck_assert(policy_identity_verified(&cfg, c->addr) == c->in);
+    config *cfg = make_config(CONFIG_MODE_PRODUCTION);
+    ck_assert(policy_identity_verified(cfg, c->addr) == c->in);
+    config_unref(cfg);
 }
 END_TEST
 
@@ -79,24 +76,26 @@ END_TEST
 
 START_TEST(test_unverified_reply_text)
 {
-    config cfg = make_config(CONFIG_MODE_PRODUCTION);
+    config *cfg = make_config(CONFIG_MODE_PRODUCTION);
     char *addrs[] = {"a@x.test", "b@y.test"};
-    char *r = policy_unverified_reply(&cfg, addrs, 2);
+    char *r = policy_unverified_reply(cfg, addrs, 2);
     ck_assert_str_eq(r, "554 5.7.1 Message rejected: Email address is not verified. The following "
                         "identities failed the check in region LOCAL: a@x.test, b@y.test");
     free(r);
-    cfg.region = "eu-west-1";
-    r = policy_unverified_reply(&cfg, addrs, 1);
+    free(cfg->region);
+    cfg->region = util_strdup("eu-west-1");
+    r = policy_unverified_reply(cfg, addrs, 1);
     ck_assert_str_eq(r, PREFIX "EU-WEST-1: a@x.test");
     free(r);
+    config_unref(cfg);
 }
 END_TEST
 
 START_TEST(test_unverified_reply_sanitized_and_bounded)
 {
-    config cfg = make_config(CONFIG_MODE_PRODUCTION);
+    config *cfg = make_config(CONFIG_MODE_PRODUCTION);
     char *evil[] = {"a\r\n250 ok\tb@x.test"};
-    char *r = policy_unverified_reply(&cfg, evil, 1);
+    char *r = policy_unverified_reply(cfg, evil, 1);
     ck_assert_str_eq(r, PREFIX "LOCAL: a??250 ok?b@x.test");
     free(r);
 
@@ -106,7 +105,7 @@ START_TEST(test_unverified_reply_sanitized_and_bounded)
         many[i] = malloc(64);
         snprintf(many[i], 64, "someone-with-a-long-name-%03d@unverified.example.invalid", i);
     }
-    r = policy_unverified_reply(&cfg, many, 100);
+    r = policy_unverified_reply(cfg, many, 100);
     ck_assert_uint_le(strlen(r), 510);
     const char *start = PREFIX "LOCAL: someone-with-a-long-name-000@unverified.example.invalid, ";
     ck_assert(strncmp(r, start, strlen(start)) == 0);
@@ -119,11 +118,12 @@ START_TEST(test_unverified_reply_sanitized_and_bounded)
     memset(huge, 'x', sizeof huge - 1);
     huge[sizeof huge - 1] = '\0';
     char *one[] = {huge};
-    r = policy_unverified_reply(&cfg, one, 1);
+    r = policy_unverified_reply(cfg, one, 1);
     ck_assert_uint_le(strlen(r), 510);
     ck_assert(strstr(r, "LOCAL: xxxx") != NULL);
     free(r);
     for (int i = 0; i < 100; i++) free(many[i]);
+    config_unref(cfg);
 }
 END_TEST
 
@@ -131,18 +131,19 @@ END_TEST
 
 START_TEST(test_mail_from)
 {
-    config cfg = make_config(CONFIG_MODE_PRODUCTION);
-    ck_assert_ptr_null(policy_check_mail_from(&cfg, ""));
-    ck_assert_ptr_null(policy_check_mail_from(&cfg, NULL));
-    ck_assert_ptr_null(policy_check_mail_from(&cfg, "app@example.test"));
-    ck_assert_ptr_null(policy_check_mail_from(&cfg, "bounces@mail.example.test"));
-    ck_assert_ptr_null(policy_check_mail_from(&cfg, "Ops@OTHER.test"));
-    char *r = policy_check_mail_from(&cfg, "spoof@bank.test");
+    config *cfg = make_config(CONFIG_MODE_PRODUCTION);
+    ck_assert_ptr_null(policy_check_mail_from(cfg, ""));
+    ck_assert_ptr_null(policy_check_mail_from(cfg, NULL));
+    ck_assert_ptr_null(policy_check_mail_from(cfg, "app@example.test"));
+    ck_assert_ptr_null(policy_check_mail_from(cfg, "bounces@mail.example.test"));
+    ck_assert_ptr_null(policy_check_mail_from(cfg, "Ops@OTHER.test"));
+    char *r = policy_check_mail_from(cfg, "spoof@bank.test");
     ck_assert_str_eq(r, PREFIX "LOCAL: spoof@bank.test");
     free(r);
-    r = policy_check_mail_from(&cfg, "dev@other.test");
+    r = policy_check_mail_from(cfg, "dev@other.test");
     ck_assert_str_eq(r, PREFIX "LOCAL: dev@other.test");
     free(r);
+    config_unref(cfg);
 }
 END_TEST
 
@@ -180,10 +181,10 @@ static const hdr_case hdr_cases[] = {
 START_TEST(test_check_headers)
 {
     const hdr_case *c = &hdr_cases[_i];
-    config cfg = make_config(CONFIG_MODE_PRODUCTION);
+    config *cfg = make_config(CONFIG_MODE_PRODUCTION);
     msg_headers hs;
     message_parse_headers(c->msg, strlen(c->msg), &hs);
-    char *r = policy_check_headers(&cfg, &hs);
+    char *r = policy_check_headers(cfg, &hs);
     if (!c->want) {
         ck_assert_msg(r == NULL, "%s: rejected with '%s'", c->label, r);
     } else {
@@ -194,13 +195,14 @@ START_TEST(test_check_headers)
     }
     free(r);
     message_headers_free(&hs);
+    config_unref(cfg);
 }
 END_TEST
 
 START_TEST(test_check_headers_many_addresses)
 {
     /* 1000 From addresses, 200 distinct: one bounded line naming the first ones. */
-    config cfg = make_config(CONFIG_MODE_PRODUCTION);
+    config *cfg = make_config(CONFIG_MODE_PRODUCTION);
     size_t cap = 64 * 1024, len = 0;
     char *msg = malloc(cap);
     len += (size_t)snprintf(msg + len, cap - len, "From: ");
@@ -209,7 +211,7 @@ START_TEST(test_check_headers_many_addresses)
     len += (size_t)snprintf(msg + len, cap - len, "\r\n\r\n");
     msg_headers hs;
     message_parse_headers(msg, len, &hs);
-    char *r = policy_check_headers(&cfg, &hs);
+    char *r = policy_check_headers(cfg, &hs);
     ck_assert_ptr_nonnull(r);
     ck_assert_uint_le(strlen(r), 510);
     const char *start = PREFIX "LOCAL: u0@z.test, u1@z.test, u2@z.test, ";
@@ -218,13 +220,14 @@ START_TEST(test_check_headers_many_addresses)
     free(r);
     message_headers_free(&hs);
     free(msg);
+    config_unref(cfg);
 }
 END_TEST
 
 /* ---- RCPT ---- */
 
 typedef struct {
-    config cfg;
+    config *cfg;
     quota *q;
     int64_t now;
     size_t accepted;
@@ -234,8 +237,8 @@ static rcpt_fixture fixture(config_mode mode, double rate, int64_t max24h)
 {
     rcpt_fixture f;
     f.cfg = make_config(mode);
-    f.cfg.max_send_rate = rate;
-    f.cfg.max_24h_send = max24h;
+    f.cfg->max_send_rate = rate;
+    f.cfg->max_24h_send = max24h;
     f.q = quota_new(rate, max24h, T0);
     f.now = T0;
     f.accepted = 0;
@@ -246,7 +249,7 @@ static rcpt_fixture fixture(config_mode mode, double rate, int64_t max24h)
 static policy_rcpt_verdict rcpt(rcpt_fixture *f, const char *addr, bool suppressed,
                                 char **reply_out)
 {
-    policy_rcpt_in in = {.cfg = &f->cfg, .q = f->q, .now_ms = f->now,
+    policy_rcpt_in in = {.cfg = f->cfg, .q = f->q, .now_ms = f->now,
                          .accepted_so_far = f->accepted, .rcpt = addr, .suppressed = suppressed};
     const char *reply = "unset";
     bool owned = true;
@@ -275,7 +278,7 @@ static void expect_reject(rcpt_fixture *f, const char *addr, bool suppressed, co
 START_TEST(test_rcpt_max_recipients)
 {
     rcpt_fixture f = fixture(CONFIG_MODE_SANDBOX, 1, 10);
-    f.cfg.max_recipients = 2;
+    f.cfg->max_recipients = 2;
     f.accepted = 2;
     /* Checked first: even an unverified sandbox recipient gets 452, and nothing is taken. */
     expect_reject(&f, "stranger@nowhere.test", false, POLICY_REPLY_TOO_MANY_RCPTS);
@@ -285,6 +288,7 @@ START_TEST(test_rcpt_max_recipients)
     f.accepted = 1;
     ck_assert_int_eq(rcpt(&f, "a@example.test", false, NULL), POLICY_RCPT_ACCEPT);
     quota_free(f.q);
+    config_unref(f.cfg);
 }
 END_TEST
 
@@ -310,6 +314,7 @@ START_TEST(test_rcpt_sandbox)
                   PREFIX "LOCAL: nobody@simulator.amazonses.com");
     ck_assert_int_eq(quota_pending(f.q), 5);
     quota_free(f.q);
+    config_unref(f.cfg);
 }
 END_TEST
 
@@ -321,6 +326,7 @@ START_TEST(test_rcpt_production)
     ck_assert_int_eq(rcpt(&f, "ooto@simulator.amazonses.com", false, NULL), POLICY_RCPT_SIMULATOR);
     ck_assert_int_eq(quota_pending(f.q), 2);
     quota_free(f.q);
+    config_unref(f.cfg);
 }
 END_TEST
 
@@ -343,6 +349,7 @@ START_TEST(test_rcpt_rate)
     expect_reject(&f, "d@nowhere.test", false, POLICY_REPLY_RATE);
     ck_assert_int_eq(quota_pending(f.q), 2);
     quota_free(f.q);
+    config_unref(f.cfg);
 }
 END_TEST
 
@@ -369,6 +376,7 @@ START_TEST(test_rcpt_daily_quota)
     f.now += 1000;
     expect_reject(&f, "c@nowhere.test", false, POLICY_REPLY_QUOTA);
     quota_free(f.q);
+    config_unref(f.cfg);
 }
 END_TEST
 
@@ -379,6 +387,7 @@ START_TEST(test_rcpt_zero_quota_simulator_only)
     ck_assert_int_eq(rcpt(&f, "success@simulator.amazonses.com", false, NULL),
                      POLICY_RCPT_SIMULATOR);
     quota_free(f.q);
+    config_unref(f.cfg);
 }
 END_TEST
 
@@ -393,6 +402,7 @@ START_TEST(test_rcpt_suppressed)
     ck_assert_int_eq(quota_pending(f.q), 1);
     expect_reject(&f, "old2@friends.test", true, POLICY_REPLY_RATE);
     quota_free(f.q);
+    config_unref(f.cfg);
 }
 END_TEST
 
@@ -424,11 +434,4 @@ static Suite *policy_suite(void)
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(policy_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+TESTLIB_SUITES(policy_suite);

@@ -10,6 +10,7 @@
 #include "base/config.h"
 #include "pools/pools.h"
 #include "base/util.h"
+#include "tests/unit/testlib.h"
 
 #define T0 INT64_C(1700000000000)
 #define SEC INT64_C(1000)
@@ -28,48 +29,16 @@ static const char *const ZONES3[] = {"az1", "az2", "az3", NULL};
 
 static config *build(const ipspec *ips, const char *const *zones, int pacing)
 {
-    config *c = util_calloc(1, sizeof *c);
-    for (const char *const *z = zones; *z; z++) c->nzones++;
-    c->zones = util_calloc(c->nzones, sizeof *c->zones);
-    for (size_t i = 0; i < c->nzones; i++) c->zones[i] = util_strdup(zones[i]);
-    static const struct {
-        const char *name;
-        config_scaling scaling;
-    } pools_def[] = {{"transactional", CONFIG_SCALING_STANDARD},
-                     {"marketing", CONFIG_SCALING_MANAGED},
-                     {"empty", CONFIG_SCALING_STANDARD}};
-    c->npools = 3;
-    c->pools = util_calloc(c->npools, sizeof *c->pools);
-    for (size_t i = 0; i < c->npools; i++) {
-        c->pools[i].name = util_strdup(pools_def[i].name);
-        c->pools[i].scaling = pools_def[i].scaling;
-    }
-    for (const ipspec *s = ips; s->addr; s++) c->nips++;
-    c->ips = util_calloc(c->nips, sizeof *c->ips);
-    for (size_t i = 0; i < c->nips; i++) {
-        c->ips[i].address = util_strdup(ips[i].addr);
-        c->ips[i].zone = util_strdup(ips[i].zone);
-        c->ips[i].pool = util_strdup(ips[i].pool);
-        c->ips[i].warmup = ips[i].done ? CONFIG_WARMUP_DONE : CONFIG_WARMUP_NEW;
-    }
-    c->warmup = (config_warmup){45, 50, 50000, CONFIG_ADVANCE_CALENDAR, pacing};
+    config *c = testlib_config_new();
+    for (const char *const *z = zones; *z; z++) testlib_config_add_zone(c, *z);
+    testlib_config_add_pool(c, "transactional", CONFIG_SCALING_STANDARD);
+    testlib_config_add_pool(c, "marketing", CONFIG_SCALING_MANAGED);
+    testlib_config_add_pool(c, "empty", CONFIG_SCALING_STANDARD);
+    for (const ipspec *s = ips; s->addr; s++)
+        testlib_config_add_ip(c, s->addr, s->zone, s->pool,
+                              s->done ? CONFIG_WARMUP_DONE : CONFIG_WARMUP_NEW);
+    c->warmup.pacing = pacing;       /* the rest of warmup: 45 days, 50 -> 50000, calendar */
     return c;
-}
-
-static void unbuild(config *c)
-{
-    for (size_t i = 0; i < c->nzones; i++) free(c->zones[i]);
-    for (size_t i = 0; i < c->npools; i++) free(c->pools[i].name);
-    for (size_t i = 0; i < c->nips; i++) {
-        free(c->ips[i].address);
-        free(c->ips[i].zone);
-        free(c->ips[i].pool);
-        free(c->ips[i].ehlo);
-    }
-    free(c->zones);
-    free(c->pools);
-    free(c->ips);
-    free(c);
 }
 
 /* pools_new from a config that is freed at once: pools must have copied what it keeps */
@@ -77,7 +46,7 @@ static pools *make(const ipspec *ips, const char *const *zones, int pacing, int6
 {
     config *c = build(ips, zones, pacing);
     pools *p = pools_new(c, NULL, now);
-    unbuild(c);
+    config_unref(c);
     return p;
 }
 
@@ -86,7 +55,7 @@ static void apply(pools *p, const ipspec *ips, const char *const *zones, int64_t
 {
     config *c = build(ips, zones, 0);
     pools_apply_config(p, c, now, d);
-    unbuild(c);
+    config_unref(c);
 }
 
 static pools_ip_info info(pools *p, const char *addr, int64_t now)
@@ -687,7 +656,7 @@ START_TEST(test_ip_accessors)
     config *c = build(mixed, ZONES3, 0);
     c->ips[0].ehlo = util_strdup("o10.example.test");
     pools *p = pools_new(c, NULL, T0);
-    unbuild(c);
+    config_unref(c);
     pools_ip *ip = pools_find(p, "127.0.0.10");
     ck_assert_str_eq(pools_ip_address(ip), "127.0.0.10");
     ck_assert_str_eq(pools_ip_zone(ip), "az1");
@@ -761,11 +730,4 @@ static Suite *pools_suite(void)
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(pools_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+TESTLIB_SUITES(pools_suite);

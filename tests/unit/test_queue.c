@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "scheduler/queue.h"
+#include "tests/unit/testlib.h"
 
 /* deterministic pseudo-random numbers (xorshift64) */
 static uint64_t rnd_next(uint64_t *st)
@@ -658,11 +659,4 @@ static Suite *queue_suite(void)
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(queue_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+TESTLIB_SUITES(queue_suite);

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "mta/quota.h"
+#include "tests/unit/testlib.h"
 
 #define T0 INT64_C(1700000000000)        /* an arbitrary wall clock reading, 20 s into a minute */
 #define SEC INT64_C(1000)
@@ -309,11 +310,4 @@ static Suite *quota_suite(void)
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(quota_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+TESTLIB_SUITES(quota_suite);

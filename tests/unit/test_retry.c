@@ -1,8 +1,8 @@
 /* test_retry.c — scheduler/retry.c: what every SMTP reply and local failure means for a
  * recipient (delivered / deferred with its SES delayType / bounced with its SES
  * bounceType and subtype, suppression), the backoff sequence, and the max_delivery_time
- * boundary. Also the reply parser and DATA encoder of mta/smtp_client.c, which turn the
- * bytes on the wire into what retry.c classifies. Table-driven. */
+ * boundary, and real replies from the wire (parsed by mta/smtp_client.c, whose own tests
+ * are in test_smtp_client.c) through the classifier. Table-driven. */
 #include <check.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +11,7 @@
 #include "scheduler/retry.h"
 #include "mta/smtp_client.h"
 #include "base/util.h"
+#include "tests/unit/testlib.h"
 
 /* ------------------------------------------------------------------ replies */
 
@@ -143,32 +144,32 @@ END_TEST
 
 /* ------------------------------------------------------------------ backoff and expiry */
 
-static config backoff_cfg(int64_t first, int64_t max, double factor)
+static config *backoff_cfg(int64_t first, int64_t max, double factor)
 {
-    config c;
-    memset(&c, 0, sizeof c);
-    c.retry_first_ms = first;
-    c.retry_max_interval_ms = max;
-    c.retry_factor = factor;
+    config *c = testlib_config_new();
+    testlib_config_set_retry(c, first, max, factor);
     return c;
 }
 
 START_TEST(test_backoff_sequence)
 {
-    config c = backoff_cfg(60000, 3600000, 2);
+    config *c = backoff_cfg(60000, 3600000, 2);
     static const int64_t want_s[] = {60, 120, 240, 480, 960, 1920, 3600, 3600, 3600};
     for (int a = 1; a <= 9; a++)
-        ck_assert_int_eq(retry_next_delay_ms(&c, a), want_s[a - 1] * 1000);
-    ck_assert_int_eq(retry_next_delay_ms(&c, 0), 60000);
-    ck_assert_int_eq(retry_next_delay_ms(&c, -3), 60000);
-    ck_assert_int_eq(retry_next_delay_ms(&c, 100000), 3600000);
+        ck_assert_int_eq(retry_next_delay_ms(c, a), want_s[a - 1] * 1000);
+    ck_assert_int_eq(retry_next_delay_ms(c, 0), 60000);
+    ck_assert_int_eq(retry_next_delay_ms(c, -3), 60000);
+    ck_assert_int_eq(retry_next_delay_ms(c, 100000), 3600000);
 
-    config f15 = backoff_cfg(1000, 10000, 1.5);
+    config *f15 = backoff_cfg(1000, 10000, 1.5);
     static const int64_t want15[] = {1000, 1500, 2250, 3375, 5062, 7593, 10000, 10000};
-    for (int a = 1; a <= 8; a++) ck_assert_int_eq(retry_next_delay_ms(&f15, a), want15[a - 1]);
+    for (int a = 1; a <= 8; a++) ck_assert_int_eq(retry_next_delay_ms(f15, a), want15[a - 1]);
 
-    config flat = backoff_cfg(5000, 3600000, 1);
-    ck_assert_int_eq(retry_next_delay_ms(&flat, 50), 5000);
+    config *flat = backoff_cfg(5000, 3600000, 1);
+    ck_assert_int_eq(retry_next_delay_ms(flat, 50), 5000);
+    config_unref(c);
+    config_unref(f15);
+    config_unref(flat);
 }
 END_TEST
 
@@ -176,7 +177,7 @@ START_TEST(test_retry_schedule_with_clock)
 {
     /* a recipient that fails every time: attempts at 0, 60 s, 180 s, ..., then every hour,
      * until the next attempt would fall after created + 14 h: then it bounces */
-    config c = backoff_cfg(60000, 3600000, 2);
+    config *c = backoff_cfg(60000, 3600000, 2);
     const int64_t created = 1700000000000LL;
     const int64_t max_time = 14LL * 3600 * 1000;
     int64_t now = created;
@@ -185,7 +186,7 @@ START_TEST(test_retry_schedule_with_clock)
     for (;;) {
         ck_assert_int_lt(attempts, 64);
         times[attempts++] = now - created;
-        int64_t next = now + retry_next_delay_ms(&c, attempts);
+        int64_t next = now + retry_next_delay_ms(c, attempts);
         if (retry_expired(created, next, max_time)) break;
         now = next;   /* the injected clock jumps to the retry */
     }
@@ -196,6 +197,7 @@ START_TEST(test_retry_schedule_with_clock)
     ck_assert_int_eq(times[7], 7380000);
     ck_assert_int_eq(times[18], 46980000);
     ck_assert_int_le(times[18], max_time);
+    config_unref(c);
 }
 END_TEST
 
@@ -214,76 +216,6 @@ START_TEST(test_expiry_boundary)
 END_TEST
 
 /* ------------------------------------------------------------------ the wire */
-
-static const struct {
-    const char *wire;
-    int rc;             /* parse result */
-    size_t used;        /* bytes consumed when rc == 1 (0: the whole input) */
-    int code;
-    const char *enhanced;
-    const char *text;
-    const char *line;
-} parse_cases[] = {
-    {"250 2.0.0 Ok: queued as 42\r\n", 1, 0, 250, "2.0.0", "Ok: queued as 42", "250 2.0.0 Ok: queued as 42"},
-    {"220 mx.example.test ESMTP\r\n", 1, 0, 220, "", "mx.example.test ESMTP", "220 mx.example.test ESMTP"},
-    {"250\r\n", 1, 0, 250, "", "", "250"},
-    {"354 End data with <CR><LF>.<CR><LF>\n", 1, 0, 354, "", "End data with <CR><LF>.<CR><LF>", "354 End data with <CR><LF>.<CR><LF>"},
-    {"550-5.1.1 The email account that you tried to reach does not exist.\r\n"
-     "550-5.1.1 Please try double-checking the recipient's email address.\r\n"
-     "550 5.1.1 https://support.example.test/mail\r\n", 1, 0, 550, "5.1.1",
-     "The email account that you tried to reach does not exist.\n"
-     "Please try double-checking the recipient's email address.\n"
-     "https://support.example.test/mail",
-     "550 5.1.1 The email account that you tried to reach does not exist. "
-     "Please try double-checking the recipient's email address. https://support.example.test/mail"},
-    {"250-mx.example.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250 8BITMIME\r\n", 1, 0, 250, "",
-     "mx.example.test\nPIPELINING\nSIZE 1000\n8BITMIME", "250 mx.example.test PIPELINING SIZE 1000 8BITMIME"},
-    /* the enhanced code must match the reply's class */
-    {"451 5.1.1 odd\r\n", 1, 0, 451, "", "5.1.1 odd", "451 5.1.1 odd"},
-    {"452 4.5.3 Too many recipients\r\n250 2.1.5 Ok\r\n", 1, 31, 452, "4.5.3", "Too many recipients", "452 4.5.3 Too many recipients"},
-    /* incomplete */
-    {"250 2.0.0 Ok", 0, 0, 0, NULL, NULL, NULL},
-    {"250-first\r\n250-second\r\n", 0, 0, 0, NULL, NULL, NULL},
-    {"", 0, 0, 0, NULL, NULL, NULL},
-    /* not SMTP */
-    {"HTTP/1.1 400 Bad Request\r\n", -1, 0, 0, NULL, NULL, NULL},
-    {"25 short\r\n", -1, 0, 0, NULL, NULL, NULL},
-    {"250x no separator\r\n", -1, 0, 0, NULL, NULL, NULL},
-    {"650 bad class\r\n", -1, 0, 0, NULL, NULL, NULL},
-};
-
-START_TEST(test_parse_reply)
-{
-    int i = _i;
-    const char *w = parse_cases[i].wire;
-    smtp_client_reply r;
-    size_t used = 0;
-    int rc = smtp_client_parse_reply(w, strlen(w), &r, &used);
-    ck_assert_msg(rc == parse_cases[i].rc, "case %d: rc %d", i, rc);
-    if (rc != 1) return;
-    ck_assert_uint_eq(used, parse_cases[i].used ? parse_cases[i].used : strlen(w));
-    ck_assert_int_eq(r.code, parse_cases[i].code);
-    ck_assert_str_eq(r.enhanced, parse_cases[i].enhanced);
-    ck_assert_str_eq(r.text, parse_cases[i].text);
-    ck_assert_str_eq(r.line, parse_cases[i].line);
-    smtp_client_reply_free(&r);
-}
-END_TEST
-
-START_TEST(test_parse_reply_too_long)
-{
-    /* a peer that never ends its reply cannot make kiln buffer without limit */
-    size_t n = 70 * 1024;
-    char *w = util_malloc(n + 1);
-    memcpy(w, "250-", 4);
-    memset(w + 4, 'x', n - 4);
-    w[n] = '\0';
-    smtp_client_reply r;
-    size_t used;
-    ck_assert_int_eq(smtp_client_parse_reply(w, n, &r, &used), -1);
-    free(w);
-}
-END_TEST
 
 START_TEST(test_wire_to_outcome)
 {
@@ -312,40 +244,6 @@ START_TEST(test_wire_to_outcome)
 }
 END_TEST
 
-static const struct {
-    const char *in;
-    const char *out;
-} encode_cases[] = {
-    {"Subject: x\r\n\r\nbody\r\n", "Subject: x\r\n\r\nbody\r\n.\r\n"},
-    {"a\r\n.b\r\n", "a\r\n..b\r\n.\r\n"},
-    {".\r\n", "..\r\n.\r\n"},
-    {"a\r\n.\r\nb", "a\r\n..\r\nb\r\n.\r\n"},
-    {"no final line end", "no final line end\r\n.\r\n"},
-    {"bare\nlf\n.dot\n", "bare\r\nlf\r\n..dot\r\n.\r\n"},
-    {"bare\rcr", "bare\r\ncr\r\n.\r\n"},
-    {"", ".\r\n"},
-    {"x.y\r\n..z\r\n", "x.y\r\n...z\r\n.\r\n"},
-};
-
-START_TEST(test_encode_data)
-{
-    int i = _i;
-    strbuf sb;
-    strbuf_init(&sb);
-    smtp_client_encode_data(encode_cases[i].in, strlen(encode_cases[i].in), &sb);
-    ck_assert_str_eq(sb.buf, encode_cases[i].out);
-    strbuf_free(&sb);
-}
-END_TEST
-
-START_TEST(test_has_8bit)
-{
-    ck_assert(!smtp_client_has_8bit("plain ascii\r\n", 13));
-    ck_assert(smtp_client_has_8bit("caf\xc3\xa9\r\n", 7));
-    ck_assert(!smtp_client_has_8bit("", 0));
-}
-END_TEST
-
 static Suite *retry_suite(void)
 {
     Suite *s = suite_create("retry");
@@ -363,20 +261,9 @@ static Suite *retry_suite(void)
     suite_add_tcase(s, tc);
 
     tc = tcase_create("wire");
-    tcase_add_loop_test(tc, test_parse_reply, 0, sizeof parse_cases / sizeof parse_cases[0]);
-    tcase_add_test(tc, test_parse_reply_too_long);
     tcase_add_test(tc, test_wire_to_outcome);
-    tcase_add_loop_test(tc, test_encode_data, 0, sizeof encode_cases / sizeof encode_cases[0]);
-    tcase_add_test(tc, test_has_8bit);
     suite_add_tcase(s, tc);
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(retry_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+TESTLIB_SUITES(retry_suite);

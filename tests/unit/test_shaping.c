@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "scheduler/shaping.h"
+#include "tests/unit/testlib.h"
 
 #define T0 INT64_C(1700000000000)
 #define SEC INT64_C(1000)
@@ -25,14 +26,14 @@ static char *both_sfx[] = {"google.com"};        /* a later provider that never 
 
 #define UNSET_RATE {-1, 0}
 
-static void make_config(config *c, config_provider *prov, size_t nprov)
+static config *make_config(config_provider *prov, size_t nprov)
 {
-    memset(c, 0, sizeof *c);
-    c->shaping_default.connections = 10;
-    c->shaping_default.messages_per_connection = 100;
-    c->shaping_default.rate = (config_rate){50, 1000};
-    c->providers = prov;
-    c->nproviders = nprov;
+    config *c = testlib_config_new();
+    testlib_config_set_shaping_default(c, 10, 100, (config_rate){50, 1000});
+    for (size_t i = 0; i < nprov; i++)
+        testlib_config_add_provider(c, prov[i].name, prov[i].mx_suffix, prov[i].nmx_suffix,
+                                    prov[i].limits);
+    return c;
 }
 
 /* default 10/100/50 per s; gmail: connections 20; slow: rate 10/m; few: 5 messages per
@@ -60,10 +61,12 @@ static uint32_t rnd_fixed(void *arg)
 #define RND_HIGH UINT32_MAX          /* jitter factor 1.2 */
 #define RND_MID (UINT32_MAX / 2)     /* jitter factor 1.0 (rounded to the ms) */
 
-static shaping *new_std(config *c, fixed_rnd *r)
+static shaping *new_std(fixed_rnd *r)
 {
-    make_config(c, std_providers, sizeof std_providers / sizeof std_providers[0]);
-    return shaping_new(c, r ? rnd_fixed : NULL, r);
+    config *c = make_config(std_providers, sizeof std_providers / sizeof std_providers[0]);
+    shaping *sh = shaping_new(c, r ? rnd_fixed : NULL, r);
+    config_unref(c);                 /* shaping copies what it keeps */
+    return sh;
 }
 
 /* Entry for one site given as a NULL-terminated host list. */
@@ -134,8 +137,7 @@ END_TEST
 
 START_TEST(test_site_shared_by_domains)
 {
-    config c;
-    shaping *sh = new_std(&c, NULL);
+    shaping *sh = new_std(NULL);
     /* a.test and b.test both use the same two MX hosts, listed differently */
     char *a_mx[] = {"mx1.hoster.test", "mx2.hoster.test", NULL};
     char *b_mx[] = {"MX2.Hoster.Test.", "mx1.hoster.test", NULL};
@@ -162,8 +164,7 @@ END_TEST
 
 START_TEST(test_many_entries_stay_distinct)
 {
-    config c;
-    shaping *sh = new_std(&c, NULL);
+    shaping *sh = new_std(NULL);
     enum { N = 500 };
     shaping_dest *d[N];
     char name[64];
@@ -216,8 +217,7 @@ static const limits_case limits_cases[] = {
 START_TEST(test_limits_table)
 {
     const limits_case *lc = &limits_cases[_i];
-    config c;
-    shaping *sh = new_std(&c, NULL);
+    shaping *sh = new_std(NULL);
     size_t n = 0;
     while (n < 4 && lc->hosts[n]) n++;
     char *key = shaping_site_key((char *const *)lc->hosts, n);
@@ -241,8 +241,7 @@ END_TEST
 START_TEST(test_site_key_without_hosts)
 {
     /* a caller that passes only the key (e.g. after a restart) still gets the provider */
-    config c;
-    shaping *sh = new_std(&c, NULL);
+    shaping *sh = new_std(NULL);
     shaping_dest *d = shaping_get(sh, IP1, "alt1.aspmx.l.google.com,aspmx.l.google.com", NULL, 0);
     ck_assert_str_eq(info_of(d, T0).provider, "gmail");
     ck_assert_int_eq(info_of(d, T0).connections_limit, 20);
@@ -252,12 +251,11 @@ END_TEST
 
 START_TEST(test_unlimited_limits)
 {
-    config c;
-    make_config(&c, NULL, 0);
-    c.shaping_default.connections = -1;
-    c.shaping_default.messages_per_connection = -1;
-    c.shaping_default.rate = (config_rate){-1, 1000};
-    shaping *sh = shaping_new(&c, NULL, NULL);
+    config *c = make_config(NULL, 0);
+    c->shaping_default.connections = -1;
+    c->shaping_default.messages_per_connection = -1;
+    c->shaping_default.rate = (config_rate){-1, 1000};
+    shaping *sh = shaping_new(c, NULL, NULL);
     char *mx[] = {"mx.example.test", NULL};
     shaping_dest *d = get_site(sh, IP1, mx);
     shaping_info i = info_of(d, T0);
@@ -276,6 +274,7 @@ START_TEST(test_unlimited_limits)
     ck_assert_int_eq(open_all(d, T0), 1000);
     close_n(d, 1002);
     shaping_free(sh);
+    config_unref(c);
 }
 END_TEST
 
@@ -319,10 +318,9 @@ static const rate_case rate_cases[] = {
 START_TEST(test_rate_table)
 {
     const rate_case *rc = &rate_cases[_i];
-    config c;
-    make_config(&c, NULL, 0);
-    c.shaping_default.rate = rc->rate;
-    shaping *sh = shaping_new(&c, NULL, NULL);
+    config *c = make_config(NULL, 0);
+    c->shaping_default.rate = rc->rate;
+    shaping *sh = shaping_new(c, NULL, NULL);
     char *mx[] = {"mx1.a.test", NULL};
     shaping_dest *d = get_site(sh, IP1, mx);
     int64_t at = -1;
@@ -340,14 +338,14 @@ START_TEST(test_rate_table)
                           rc->name, s, (long long)(at - T0), (long long)st->retry_at);
     }
     shaping_free(sh);
+    config_unref(c);
 }
 END_TEST
 
 START_TEST(test_rate_reason_and_retry_is_honest)
 {
-    config c;
-    make_config(&c, NULL, 0);
-    shaping *sh = shaping_new(&c, NULL, NULL);
+    config *c = make_config(NULL, 0);
+    shaping *sh = shaping_new(c, NULL, NULL);
     char *mx[] = {"mx1.a.test", NULL};
     shaping_dest *d = get_site(sh, IP1, mx);
     char why[256];
@@ -365,14 +363,14 @@ START_TEST(test_rate_reason_and_retry_is_honest)
     ck_assert_int_eq(shaping_take_message(d, T0 + 20, &at, tiny, sizeof tiny), SHAPING_WAIT_RATE);
     ck_assert_str_eq(tiny, "rate 50");
     shaping_free(sh);
+    config_unref(c);
 }
 END_TEST
 
 START_TEST(test_rate_clock_backwards)
 {
-    config c;
-    make_config(&c, NULL, 0);
-    shaping *sh = shaping_new(&c, NULL, NULL);
+    config *c = make_config(NULL, 0);
+    shaping *sh = shaping_new(c, NULL, NULL);
     char *mx[] = {"mx1.a.test", NULL};
     shaping_dest *d = get_site(sh, IP1, mx);
     int64_t at;
@@ -383,6 +381,7 @@ START_TEST(test_rate_clock_backwards)
     ck_assert_int_eq(at, T0 - SEC + 20);
     ck_assert_int_eq(shaping_take_message(d, T0 - SEC + 20, &at, NULL, 0), SHAPING_OK);
     shaping_free(sh);
+    config_unref(c);
 }
 END_TEST
 
@@ -390,10 +389,9 @@ END_TEST
 
 START_TEST(test_window_slow_start)
 {
-    config c;
-    make_config(&c, NULL, 0);
-    c.shaping_default.connections = 5;
-    shaping *sh = shaping_new(&c, NULL, NULL);
+    config *c = make_config(NULL, 0);
+    c->shaping_default.connections = 5;
+    shaping *sh = shaping_new(c, NULL, NULL);
     char *mx[] = {"mx.example.test", NULL};
     shaping_dest *d = get_site(sh, IP1, mx);
     ck_assert_int_eq(info_of(d, T0).window, 2);
@@ -408,15 +406,15 @@ START_TEST(test_window_slow_start)
     ck_assert_int_eq(info_of(d, T0).open, 5);
     close_n(d, 5);
     shaping_free(sh);
+    config_unref(c);
 }
 END_TEST
 
 START_TEST(test_window_starts_at_limit_one)
 {
-    config c;
-    make_config(&c, NULL, 0);
-    c.shaping_default.connections = 1;
-    shaping *sh = shaping_new(&c, NULL, NULL);
+    config *c = make_config(NULL, 0);
+    c->shaping_default.connections = 1;
+    shaping *sh = shaping_new(c, NULL, NULL);
     char *mx[] = {"mx.example.test", NULL};
     shaping_dest *d = get_site(sh, IP1, mx);
     ck_assert_int_eq(info_of(d, T0).window, 1);
@@ -426,13 +424,13 @@ START_TEST(test_window_starts_at_limit_one)
     ck_assert_int_eq(open_all(d, T0), 0);
     close_n(d, 1);
     shaping_free(sh);
+    config_unref(c);
 }
 END_TEST
 
 START_TEST(test_window_failed_halves)
 {
-    config c;
-    shaping *sh = new_std(&c, NULL);
+    shaping *sh = new_std(NULL);
     char *mx[] = {"mx.example.test", NULL};
     shaping_dest *d = get_site(sh, IP1, mx);
     for (int k = 0; k < 8; k++) shaping_record(d, SHAPING_RESULT_OK, T0);
@@ -455,8 +453,7 @@ END_TEST
 
 START_TEST(test_connections_vs_window_and_reason)
 {
-    config c;
-    shaping *sh = new_std(&c, NULL);
+    shaping *sh = new_std(NULL);
     char *mx[] = {"mx.gmail.test", NULL};
     shaping_dest *d = get_site(sh, IP1, mx);
     char why[256];
@@ -494,9 +491,8 @@ START_TEST(test_throttle_backoff_jitter_bounds)
         int64_t want_ms;
     } cases[] = {{RND_LOW, 4000}, {RND_MID, 5000}, {RND_HIGH, 6000}};
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
-        config c;
         fixed_rnd r = {cases[k].rnd, 0};
-        shaping *sh = new_std(&c, &r);
+        shaping *sh = new_std(&r);
         char *mx[] = {"mx.example.test", NULL};
         shaping_dest *d = get_site(sh, IP1, mx);
         for (int j = 0; j < 5; j++) shaping_record(d, SHAPING_RESULT_OK, T0);
@@ -513,9 +509,8 @@ END_TEST
 
 START_TEST(test_throttle_blocks_until_end)
 {
-    config c;
     fixed_rnd r = {RND_MID, 0};
-    shaping *sh = new_std(&c, &r);
+    shaping *sh = new_std(&r);
     char *mx[] = {"mx.gmail.test", NULL};
     shaping_dest *d = get_site(sh, IP1, mx);
     char why[256];
@@ -545,9 +540,8 @@ END_TEST
 
 START_TEST(test_throttle_doubles_caps_and_resets)
 {
-    config c;
     fixed_rnd r = {RND_MID, 0};
-    shaping *sh = new_std(&c, &r);
+    shaping *sh = new_std(&r);
     char *mx[] = {"mx.example.test", NULL};
     shaping_dest *d = get_site(sh, IP1, mx);
     static const int64_t want[] = {5000, 10000, 20000, 40000, 80000, 160000, 320000,
@@ -580,8 +574,7 @@ END_TEST
 
 START_TEST(test_throttle_default_prng_within_bounds)
 {
-    config c;
-    shaping *sh = new_std(&c, NULL);
+    shaping *sh = new_std(NULL);
     char *mx[] = {"mx.example.test", NULL};
     shaping_dest *d = get_site(sh, IP1, mx);
     int64_t lo = INT64_MAX, hi = 0;
@@ -604,9 +597,8 @@ END_TEST
 
 START_TEST(test_throttle_isolated)
 {
-    config c;
     fixed_rnd r = {RND_MID, 0};
-    shaping *sh = new_std(&c, &r);
+    shaping *sh = new_std(&r);
     char *a_mx[] = {"mx.a.test", NULL};
     char *b_mx[] = {"mx.b.test", NULL};
     shaping_dest *ip1_a = get_site(sh, IP1, a_mx);
@@ -631,8 +623,7 @@ END_TEST
 
 START_TEST(test_messages_per_connection)
 {
-    config c;
-    shaping *sh = new_std(&c, NULL);
+    shaping *sh = new_std(NULL);
     char *def_mx[] = {"mx.example.test", NULL};
     char *few_mx[] = {"in.few.test", NULL};
     char *g_mx[] = {"aspmx.l.google.com", NULL};
@@ -648,9 +639,8 @@ END_TEST
 
 START_TEST(test_config_changed_keeps_state)
 {
-    config c;
     fixed_rnd r = {RND_MID, 0};
-    shaping *sh = new_std(&c, &r);
+    shaping *sh = new_std(&r);
     char *mx[] = {"mx.gmail.test", NULL};
     char *other_mx[] = {"mx.example.test", NULL};
     shaping_dest *d = get_site(sh, IP1, mx);
@@ -666,10 +656,9 @@ START_TEST(test_config_changed_keeps_state)
     /* reload: gmail down to 4 connections and 100/s; default messages_per_connection 7 */
     static char *g2_sfx[] = {"gmail.test"};
     config_provider p2[] = {{"gmail2", g2_sfx, 1, {4, -1, {100, 1000}}}};
-    config c2;
-    make_config(&c2, p2, 1);
-    c2.shaping_default.messages_per_connection = 7;
-    shaping_config_changed(sh, &c2);
+    config *c2 = make_config(p2, 1);
+    c2->shaping_default.messages_per_connection = 7;
+    shaping_config_changed(sh, c2);
 
     shaping_info i = info_of(d, T0);
     ck_assert_str_eq(i.provider, "gmail2");
@@ -691,50 +680,51 @@ START_TEST(test_config_changed_keeps_state)
     ck_assert_int_eq(shaping_may_connect(o, T0 + 1, &at, NULL, 0), SHAPING_WAIT_BACKOFF);
 
     /* a raised limit does not jump the window; it grows again by slow start */
-    config c3;
-    make_config(&c3, p2, 1);
     p2[0].limits.connections = 30;
-    shaping_config_changed(sh, &c3);
+    config *c3 = make_config(p2, 1);
+    shaping_config_changed(sh, c3);
     ck_assert_int_eq(info_of(d, T0).window, 4);
     shaping_record(d, SHAPING_RESULT_OK, T0);
     ck_assert_int_eq(info_of(d, T0).window, 5);
     shaping_free(sh);
+    config_unref(c2);
+    config_unref(c3);
 }
 END_TEST
 
 START_TEST(test_config_changed_rate_limit_added_and_removed)
 {
-    config c;
-    make_config(&c, NULL, 0);
-    c.shaping_default.rate = (config_rate){-1, 1000};
-    shaping *sh = shaping_new(&c, NULL, NULL);
+    config *c = make_config(NULL, 0);
+    c->shaping_default.rate = (config_rate){-1, 1000};
+    shaping *sh = shaping_new(c, NULL, NULL);
     char *mx[] = {"mx.example.test", NULL};
     shaping_dest *d = get_site(sh, IP1, mx);
     int64_t at;
     for (int k = 0; k < 500; k++)
         ck_assert_int_eq(shaping_take_message(d, T0, &at, NULL, 0), SHAPING_OK);
     /* a new rate limit starts with a full bucket */
-    config c2;
-    make_config(&c2, NULL, 0);
-    c2.shaping_default.rate = (config_rate){2, 1000};
-    shaping_config_changed(sh, &c2);
+    config *c2 = make_config(NULL, 0);
+    c2->shaping_default.rate = (config_rate){2, 1000};
+    shaping_config_changed(sh, c2);
     ck_assert_int_eq(shaping_take_message(d, T0 + 1, &at, NULL, 0), SHAPING_OK);
     ck_assert_int_eq(shaping_take_message(d, T0 + 1, &at, NULL, 0), SHAPING_OK);
     ck_assert_int_eq(shaping_take_message(d, T0 + 1, &at, NULL, 0), SHAPING_WAIT_RATE);
     ck_assert_int_eq(at, T0 + 501);
     /* the same rate per minute: the half token already earned carries over */
-    config c3;
-    make_config(&c3, NULL, 0);
-    c3.shaping_default.rate = (config_rate){2, 60000};
+    config *c3 = make_config(NULL, 0);
+    c3->shaping_default.rate = (config_rate){2, 60000};
     ck_assert_int_eq(shaping_take_message(d, T0 + 251, &at, NULL, 0), SHAPING_WAIT_RATE);
-    shaping_config_changed(sh, &c3);
+    shaping_config_changed(sh, c3);
     ck_assert_int_eq(shaping_take_message(d, T0 + 251, &at, NULL, 0), SHAPING_WAIT_RATE);
     ck_assert_int_eq(at, T0 + 251 + 15000);
     /* removing the limit lets everything through */
-    shaping_config_changed(sh, &c);
+    shaping_config_changed(sh, c);
     for (int k = 0; k < 500; k++)
         ck_assert_int_eq(shaping_take_message(d, T0 + 251, &at, NULL, 0), SHAPING_OK);
     shaping_free(sh);
+    config_unref(c);
+    config_unref(c2);
+    config_unref(c3);
 }
 END_TEST
 
@@ -742,9 +732,8 @@ END_TEST
 
 START_TEST(test_gc_drops_only_idle)
 {
-    config c;
     fixed_rnd r = {RND_MID, 0};
-    shaping *sh = new_std(&c, &r);
+    shaping *sh = new_std(&r);
     const int64_t after = 10 * MIN;
     char *idle_mx[] = {"mx.idle.test", NULL};
     char *open_mx[] = {"mx.open.test", NULL};
@@ -804,9 +793,8 @@ END_TEST
 
 START_TEST(test_gc_keeps_backoff_in_force)
 {
-    config c;
     fixed_rnd r = {RND_HIGH, 0};
-    shaping *sh = new_std(&c, &r);
+    shaping *sh = new_std(&r);
     char *mx[] = {"mx.example.test", NULL};
     shaping_dest *d = get_site(sh, IP1, mx);
     shaping_gc(sh, T0, SEC);
@@ -867,11 +855,4 @@ static Suite *shaping_suite(void)
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(shaping_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+TESTLIB_SUITES(shaping_suite);

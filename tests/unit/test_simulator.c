@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "mta/simulator.h"
+#include "tests/unit/testlib.h"
 
 typedef struct {
     const char *address;
@@ -69,11 +70,4 @@ static Suite *simulator_suite(void)
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(simulator_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+TESTLIB_SUITES(simulator_suite);

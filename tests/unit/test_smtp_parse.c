@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "mta/smtp_parse.h"
+#include "tests/unit/testlib.h"
 
 /* ---- verbs ---- */
 
@@ -426,11 +427,4 @@ static Suite *smtp_parse_suite(void)
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(smtp_parse_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+TESTLIB_SUITES(smtp_parse_suite);

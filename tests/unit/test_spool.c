@@ -8,7 +8,6 @@
  * existed), and open errors. */
 #include <check.h>
 #include <errno.h>
-#include <ftw.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -21,36 +20,28 @@
 
 #include "store/spool.h"
 #include "base/util.h"
+#include "tests/unit/testlib.h"
 
 #define HOUR_MS (3600LL * 1000)
 
 /* Base scratch directory of one test case, made and removed by the unchecked fixture (which
  * runs in the parent process, so it is removed even when a test fails). */
-static char base_dir[64];
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb, (void)flag, (void)ftw;
-    return remove(path);
-}
+static const char *base_dir;
 
 static void base_setup(void)
 {
-    snprintf(base_dir, sizeof base_dir, "/tmp/kiln-spool-test-XXXXXX");
-    if (!mkdtemp(base_dir)) util_fatal("mkdtemp: %s", strerror(errno));
+    base_dir = testlib_tmpdir("spool");
 }
 
 static void base_teardown(void)
 {
-    nftw(base_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    testlib_tmpdir_remove(base_dir);
 }
 
 /* A fresh directory for one spool (malloc'd). */
 static char *new_dir(void)
 {
-    char *d = util_asprintf("%s/s-XXXXXX", base_dir);
-    ck_assert_ptr_nonnull(mkdtemp(d));
-    return d;
+    return testlib_subdir(base_dir, "s-");
 }
 
 static spool *open_ok(const char *dir)
@@ -1414,11 +1405,4 @@ static Suite *spool_suite(void)
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(spool_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+TESTLIB_SUITES(spool_suite);

@@ -8,6 +8,7 @@
 #include "base/config.h"
 #include "pools/pools.h"
 #include "pools/warmup.h"
+#include "tests/unit/testlib.h"
 
 #define T0 INT64_C(1700000000000)        /* 20 s into a minute */
 #define SEC INT64_C(1000)
@@ -28,20 +29,24 @@ static config_ip one_ip[] = {
     {.address = "127.0.0.20", .zone = "az2", .pool = "marketing"},
 };
 
-static config make_cfg(config_advance advance, int pacing)
+static config *make_cfg_ips(config_advance advance, int pacing, const config_ip *ips,
+                            size_t nips)
 {
-    config c;
-    memset(&c, 0, sizeof c);
-    c.zones = zones;
-    c.nzones = 3;
-    c.pools = cfg_pools;
-    c.npools = 2;
-    c.ips = one_ip;
-    c.nips = 2;
-    c.warmup = SES;
-    c.warmup.advance = advance;
-    c.warmup.pacing = pacing;
+    config *c = testlib_config_new();
+    for (size_t i = 0; i < 3; i++) testlib_config_add_zone(c, zones[i]);
+    for (size_t i = 0; i < 2; i++)
+        testlib_config_add_pool(c, cfg_pools[i].name, cfg_pools[i].scaling);
+    for (size_t i = 0; i < nips; i++)
+        testlib_config_add_ip(c, ips[i].address, ips[i].zone, ips[i].pool, ips[i].warmup);
+    c->warmup = SES;
+    c->warmup.advance = advance;
+    c->warmup.pacing = pacing;
     return c;
+}
+
+static config *make_cfg(config_advance advance, int pacing)
+{
+    return make_cfg_ips(advance, pacing, one_ip, 2);
 }
 
 static pools_ip_info info_at(pools *p, int64_t now)
@@ -110,8 +115,8 @@ END_TEST
 
 START_TEST(test_calendar_days)
 {
-    config c = make_cfg(CONFIG_ADVANCE_CALENDAR, 4);
-    pools *p = pools_new(&c, NULL, T0);
+    config *c = make_cfg(CONFIG_ADVANCE_CALENDAR, 4);
+    pools *p = pools_new(c, NULL, T0);
     pools_ip_info in = info_at(p, T0);
     ck_assert_str_eq(in.warmup_status, "IN_PROGRESS");
     ck_assert_int_eq(in.warmup_percentage, 0);
@@ -140,6 +145,7 @@ START_TEST(test_calendar_days)
     pools_ip *ip = pools_find(p, "127.0.0.10");
     ck_assert_int_eq(pools_headroom(p, ip, NULL, T0 + 45 * DAY), -1);
     pools_free(p);
+    config_unref(c);
 }
 END_TEST
 
@@ -147,15 +153,14 @@ START_TEST(test_leased_warm)
 {
     config_ip warm[] = {{.address = "127.0.0.10", .zone = "az1", .pool = "transactional",
                          .warmup = CONFIG_WARMUP_DONE}};
-    config c = make_cfg(CONFIG_ADVANCE_CALENDAR, 4);
-    c.ips = warm;
-    c.nips = 1;
-    pools *p = pools_new(&c, NULL, T0);
+    config *c = make_cfg_ips(CONFIG_ADVANCE_CALENDAR, 4, warm, 1);
+    pools *p = pools_new(c, NULL, T0);
     pools_ip_info in = info_at(p, T0);
     ck_assert_str_eq(in.warmup_status, "DONE");
     ck_assert_int_eq(in.warmup_percentage, 100);
     ck_assert_int_eq(in.daily_cap, -1);
     pools_free(p);
+    config_unref(c);
 }
 END_TEST
 
@@ -163,8 +168,8 @@ END_TEST
 
 START_TEST(test_volume_days)
 {
-    config c = make_cfg(CONFIG_ADVANCE_VOLUME, 0);
-    pools *p = pools_new(&c, NULL, T0);
+    config *c = make_cfg(CONFIG_ADVANCE_VOLUME, 0);
+    pools *p = pools_new(c, NULL, T0);
     pools_ip *ip = pools_find(p, "127.0.0.10");
 
     /* an idle IP does not advance */
@@ -195,28 +200,31 @@ START_TEST(test_volume_days)
     ck_assert_int_eq(in.daily_cap, 67);
 
     /* the same sends with calendar advance would be at day 10 */
-    config cal = make_cfg(CONFIG_ADVANCE_CALENDAR, 0);
-    pools *q = pools_new(&cal, NULL, T0);
+    config *cal = make_cfg(CONFIG_ADVANCE_CALENDAR, 0);
+    pools *q = pools_new(cal, NULL, T0);
     ck_assert_int_eq(info_at(q, T0 + 10 * DAY).warmup_percentage, 22);
     pools_free(q);
     pools_free(p);
+    config_unref(c);
+    config_unref(cal);
 }
 END_TEST
 
 START_TEST(test_volume_survives_save)
 {
     /* the half-day counter is part of the saved state */
-    config c = make_cfg(CONFIG_ADVANCE_VOLUME, 0);
-    pools *p = pools_new(&c, NULL, T0);
+    config *c = make_cfg(CONFIG_ADVANCE_VOLUME, 0);
+    pools *p = pools_new(c, NULL, T0);
     pools_record_send(p, pools_find(p, "127.0.0.10"), NULL, 30, T0 + HOUR);
     char *js = pools_state_json(p);
     pools_free(p);
-    pools *q = pools_new(&c, NULL, T0 + 2 * HOUR);
+    pools *q = pools_new(c, NULL, T0 + 2 * HOUR);
     char *err = NULL;
     ck_assert_int_eq(pools_state_load(q, js, T0 + 2 * HOUR, &err), 0);
     free(js);
     ck_assert_int_eq(info_at(q, T0 + DAY + HOUR).warmup_percentage, 2);
     pools_free(q);
+    config_unref(c);
 }
 END_TEST
 
@@ -224,8 +232,8 @@ END_TEST
 
 START_TEST(test_set_warmup)
 {
-    config c = make_cfg(CONFIG_ADVANCE_CALENDAR, 4);
-    pools *p = pools_new(&c, NULL, T0);
+    config *c = make_cfg(CONFIG_ADVANCE_CALENDAR, 4);
+    pools *p = pools_new(c, NULL, T0);
     char *err = NULL;
     ck_assert_int_eq(pools_set_warmup(p, "127.0.0.10", 30, T0 + HOUR, &err), 0);
     pools_ip_info in = info_at(p, T0 + HOUR);
@@ -256,6 +264,7 @@ START_TEST(test_set_warmup)
     free(err);
     ck_assert_int_eq(info_at(p, T0 + 3 * HOUR).daily_cap, 50);   /* unchanged */
     pools_free(p);
+    config_unref(c);
 }
 END_TEST
 
@@ -263,8 +272,8 @@ END_TEST
 
 START_TEST(test_pacing_hour)
 {
-    config c = make_cfg(CONFIG_ADVANCE_CALENDAR, 4);
-    pools *p = pools_new(&c, NULL, T0);
+    config *c = make_cfg(CONFIG_ADVANCE_CALENDAR, 4);
+    pools *p = pools_new(c, NULL, T0);
     pools_choice ch;
     for (int i = 0; i < 9; i++) {
         pools_choose(p, "transactional", "mx.example.test", "other", NULL, NULL, T0 + i * SEC, &ch);
@@ -286,6 +295,7 @@ START_TEST(test_pacing_hour)
     /* the day still counts them */
     ck_assert_int_eq(info_at(p, free_at).sent_24h, 9);
     pools_free(p);
+    config_unref(c);
 }
 END_TEST
 
@@ -293,8 +303,8 @@ END_TEST
 
 START_TEST(test_day_window)
 {
-    config c = make_cfg(CONFIG_ADVANCE_CALENDAR, 0);
-    pools *p = pools_new(&c, NULL, T0);
+    config *c = make_cfg(CONFIG_ADVANCE_CALENDAR, 0);
+    pools *p = pools_new(c, NULL, T0);
     pools_ip *ip = pools_find(p, "127.0.0.10");
     pools_record_send(p, ip, NULL, 50, T0);
     pools_choice ch;
@@ -319,6 +329,7 @@ START_TEST(test_day_window)
     ck_assert_int_eq(ch.verdict, POOLS_ALL_AT_CAP);
     ck_assert_int_eq(ch.retry_at_ms, gone + DAY);       /* next ramp day: 32 % gives 463 */
     pools_free(p);
+    config_unref(c);
 }
 END_TEST
 
@@ -386,11 +397,4 @@ static Suite *warmup_suite(void)
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(warmup_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+TESTLIB_SUITES(warmup_suite);

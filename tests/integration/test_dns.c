@@ -24,6 +24,7 @@
 
 #include "mta/dns.h"
 #include "base/util.h"
+#include "tests/unit/testlib.h"
 
 #define DNSMASQ "/usr/sbin/dnsmasq"
 #define GUARD_S 10.0
@@ -268,8 +269,7 @@ typedef struct test_env {
     struct ev_loop *loop;
     ev_timer guard;
     bool timed_out;
-    config cfg;
-    config_hostport hp;
+    config *cfg;
     dns *d;
 } test_env;
 
@@ -287,13 +287,11 @@ static void env_init(test_env *e, int port, int64_t timeout_ms)
     ck_assert_ptr_nonnull(e->loop);
     ev_timer_init(&e->guard, guard_cb, GUARD_S, 0.);
     e->guard.data = e;
-    e->hp.host = "127.0.0.1";
-    e->hp.port = port;
-    e->cfg.dns_servers = &e->hp;
-    e->cfg.ndns_servers = 1;
-    e->cfg.dns_timeout_ms = timeout_ms;
+    e->cfg = testlib_config_new();
+    testlib_config_add_dns_server(e->cfg, "127.0.0.1", port);
+    e->cfg->dns_timeout_ms = timeout_ms;
     char *err = NULL;
-    e->d = dns_new(e->loop, &e->cfg, NULL, &err);
+    e->d = dns_new(e->loop, e->cfg, NULL, &err);
     ck_assert_msg(e->d != NULL, "dns_new: %s", err ? err : "?");
 }
 
@@ -302,6 +300,7 @@ static void env_free(test_env *e)
     dns_free(e->d);
     ev_timer_stop(e->loop, &e->guard);
     ev_loop_destroy(e->loop);
+    config_unref(e->cfg);
 }
 
 /* What a callback saw, copied out. */
@@ -561,17 +560,15 @@ END_TEST
 START_TEST(test_debug_log_line)
 {
     NEED_DNSMASQ();
-    char path[] = "/tmp/kiln-test-dns-log-XXXXXX";
-    int fd = mkstemp(path);
-    ck_assert_int_ge(fd, 0);
-    close(fd);
+    const char *dir = testlib_tmpdir("dns-log");
+    char *path = util_asprintf("%s/kiln.log", dir);
     char *err = NULL;
     klog *lg = log_open(path, KLOG_DEBUG, &err);
     ck_assert_ptr_nonnull(lg);
     test_env e;
     env_init(&e, shared_dm.port, 2000);
     dns_free(e.d);
-    e.d = dns_new(e.loop, &e.cfg, lg, &err);
+    e.d = dns_new(e.loop, e.cfg, lg, &err);
     ck_assert_ptr_nonnull(e.d);
     got g;
     resolve(&e, &g, "two.test");
@@ -581,16 +578,14 @@ START_TEST(test_debug_log_line)
     env_free(&e);
     log_close(lg);
 
-    FILE *f = fopen(path, "r");
-    ck_assert_ptr_nonnull(f);
-    char buf[8192];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    buf[n] = '\0';
-    fclose(f);
-    unlink(path);
+    char *buf = testlib_read_file(path, NULL);
+    ck_assert_ptr_nonnull(buf);
+    free(path);
+    testlib_tmpdir_remove(dir);
     ck_assert_msg(strstr(buf, "event=dns.mx domain=\"two.test\" status=ok") != NULL, "log: %s", buf);
     ck_assert_msg(strstr(buf, "mx1.two.test/10=127.0.0.21") != NULL, "log: %s", buf);
     ck_assert_msg(strstr(buf, "event=dns.mx domain=\"nullmx.test\" status=nullmx") != NULL, "log: %s", buf);
+    free(buf);
 }
 END_TEST
 
@@ -606,12 +601,11 @@ START_TEST(test_reconfigure)
     int pending = 0;
     got g;
     start(&e, &g, &pending, "two.test");
-    config cfg2 = e.cfg;
-    config_hostport hp2 = {"127.0.0.1", shared_dm.port};
-    cfg2.dns_servers = &hp2;
-    cfg2.dns_timeout_ms = 500;
+    config *cfg2 = testlib_config_new();
+    testlib_config_add_dns_server(cfg2, "127.0.0.1", shared_dm.port);
+    cfg2->dns_timeout_ms = 500;
     char *err = NULL;
-    ck_assert_int_eq(dns_reconfigure(e.d, &cfg2, &err), 0);
+    ck_assert_int_eq(dns_reconfigure(e.d, cfg2, &err), 0);
     run(&e);
     ck_assert(g.called);
     ck_assert_int_eq(g.status, DNS_OK);
@@ -619,18 +613,21 @@ START_TEST(test_reconfigure)
     got_clear(&g);
 
     /* Back to the silent server: the cache was dropped, so the answer is a timeout. */
-    e.cfg.dns_timeout_ms = 300;
-    ck_assert_int_eq(dns_reconfigure(e.d, &e.cfg, &err), 0);
+    e.cfg->dns_timeout_ms = 300;
+    ck_assert_int_eq(dns_reconfigure(e.d, e.cfg, &err), 0);
     resolve(&e, &g, "two.test");
     ck_assert_int_eq(g.status, DNS_TEMPFAIL);
     got_clear(&g);
 
     /* A bad server list is refused and changes nothing. */
-    config_hostport bad = {"dns.example", 53};
-    cfg2.dns_servers = &bad;
-    ck_assert_int_eq(dns_reconfigure(e.d, &cfg2, &err), -1);
+    config *bad = testlib_config_new();
+    testlib_config_add_dns_server(bad, "dns.example", 53);
+    bad->dns_timeout_ms = 500;
+    ck_assert_int_eq(dns_reconfigure(e.d, bad, &err), -1);
     ck_assert_ptr_nonnull(strstr(err, "dns.example is not an IPv4 or IPv6 address"));
     free(err);
+    config_unref(cfg2);
+    config_unref(bad);
     env_free(&e);
     close(sfd);
 }
@@ -764,28 +761,29 @@ END_TEST
 START_TEST(test_bad_server_rejected)
 {
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-    config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    config_hostport hp = {"resolver.example", 53};
-    cfg.dns_servers = &hp;
-    cfg.ndns_servers = 1;
-    cfg.dns_timeout_ms = 2000;
+    config *cfg = testlib_config_new();
+    testlib_config_add_dns_server(cfg, "resolver.example", 53);
+    cfg->dns_timeout_ms = 2000;
     char *err = NULL;
-    ck_assert_ptr_null(dns_new(loop, &cfg, NULL, &err));
+    ck_assert_ptr_null(dns_new(loop, cfg, NULL, &err));
     ck_assert_str_eq(err, "dns.servers: resolver.example is not an IPv4 or IPv6 address");
     free(err);
     /* IPv6 literals are accepted. */
-    config_hostport hp6 = {"::1", 5353};
-    cfg.dns_servers = &hp6;
-    dns *d = dns_new(loop, &cfg, NULL, &err);
+    config *cfg6 = testlib_config_new();
+    testlib_config_add_dns_server(cfg6, "::1", 5353);
+    dns *d = dns_new(loop, cfg6, NULL, &err);
     ck_assert_ptr_nonnull(d);
     dns_free(d);
+    config_unref(cfg);
+    config_unref(cfg6);
     ev_loop_destroy(loop);
 }
 END_TEST
 
 static Suite *dns_suite(void)
 {
+    if (access(DNSMASQ, X_OK) != 0)
+        fprintf(stderr, "test_dns: %s not installed: the dnsmasq test case is skipped\n", DNSMASQ);
     Suite *s = suite_create("dns");
     TCase *pure = tcase_create("order");
     tcase_add_test(pure, test_order_table);
@@ -815,13 +813,4 @@ static Suite *dns_suite(void)
     return s;
 }
 
-int main(void)
-{
-    if (access(DNSMASQ, X_OK) != 0)
-        fprintf(stderr, "test_dns: %s not installed: the dnsmasq test case is skipped\n", DNSMASQ);
-    SRunner *sr = srunner_create(dns_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
-}
+TESTLIB_SUITES(dns_suite);

@@ -1,0 +1,79 @@
+/* testlib.h — what every kiln Check program shares (tests/unit/libtestlib.a):
+ *
+ *  - the runner: a test file lists its suites with TESTLIB_SUITES(a_suite, b_suite) and
+ *    testlib's main() runs them all in one SRunner with CK_NORMAL output, so Check's summary
+ *    line ("100%: Checks: N, Failures: 0, Errors: 0") is printed once per program (the
+ *    Makefile's check-local adds those up); the exit status is non-zero when any check
+ *    failed. Command-line flags (e.g. --regen of the golden tests) are read with
+ *    testlib_flag().
+ *  - config fixtures: testlib_config_new() returns what config_load() gives for a minimal
+ *    file (`server: {hostname: mta.example.test}`): every default of SPEC section 1, refs 1,
+ *    every string and array on the heap, so that config_unref() releases it like a loaded
+ *    one and a module that keeps a pointer into a freed config shows up under ASan. The
+ *    file-derived paths (path, dir, spool, control_socket) stay NULL. Adders copy their
+ *    arguments; fields without an adder are plain assignments on the returned struct.
+ *  - scratch directories: testlib_tmpdir() makes a fresh <tag>-XXXXXX under this run's
+ *    /tmp/kiln-test-<program>-XXXXXX and removes it, with everything in it, when asked or
+ *    when the process that made it exits (a Check child never removes its parent's
+ *    directories); the main process removes the run's directory last, so nothing is left
+ *    even when a failed check ended a child with _exit.
+ */
+#ifndef KILN_TESTLIB_H
+#define KILN_TESTLIB_H
+
+#include <check.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/config.h"
+
+/* ---- the runner ---- */
+
+typedef Suite *(*testlib_suite_fn)(void);
+/* NULL-terminated; defined by each test program through TESTLIB_SUITES. */
+extern const testlib_suite_fn testlib_suites[];
+#define TESTLIB_SUITES(...) const testlib_suite_fn testlib_suites[] = {__VA_ARGS__, NULL}
+
+/* True if the program was started with this exact argument (e.g. "--regen"). */
+bool testlib_flag(const char *name);
+
+/* ---- config fixtures ---- */
+
+config *testlib_config_new(void);
+void testlib_config_add_zone(config *c, const char *zone);
+config_pool *testlib_config_add_pool(config *c, const char *name, config_scaling scaling);
+config_ip *testlib_config_add_ip(config *c, const char *address, const char *zone,
+                                 const char *pool, config_warmup_state warmup);
+/* The returned set stays valid until the next testlib_config_add_set on c. */
+config_set *testlib_config_add_set(config *c, const char *name, const char *pool);
+void testlib_config_add_event_file(config_set *s, const char *path);
+void testlib_config_add_event_webhook(config_set *s, const char *url);
+void testlib_config_set_default_set(config *c, const char *name);
+void testlib_config_set_retry(config *c, int64_t first_ms, int64_t max_interval_ms,
+                              double factor);
+void testlib_config_set_shaping_default(config *c, int connections,
+                                        int messages_per_connection, config_rate rate);
+config_provider *testlib_config_add_provider(config *c, const char *name,
+                                             char *const *mx_suffix, size_t nmx_suffix,
+                                             config_shaping_limits limits);
+void testlib_config_add_identity(config *c, const char *identity);
+void testlib_config_add_verified_recipient(config *c, const char *recipient);
+void testlib_config_add_auth_user(config *c, const char *user, const char *password_hash);
+void testlib_config_add_dns_server(config *c, const char *host, int port);
+
+/* ---- scratch directories and files ---- */
+
+/* A fresh directory <run root>/<tag>-XXXXXX (the process exits if it cannot be made). The
+ * string belongs to testlib and stays valid until testlib_tmpdir_remove(). */
+const char *testlib_tmpdir(const char *tag);
+/* Removes dir (made by testlib_tmpdir) with its content and forgets it. */
+void testlib_tmpdir_remove(const char *dir);
+/* A fresh directory <parent>/<prefix>XXXXXX (malloc'd; a failed check if it cannot be made). */
+char *testlib_subdir(const char *parent, const char *prefix);
+/* rm -r: 0, or -1 if something could not be removed (a missing path is not an error). */
+int testlib_rmtree(const char *path);
+/* The whole file as a NUL-terminated string (malloc'd, *len set if len), or NULL. */
+char *testlib_read_file(const char *path, size_t *len);
+
+#endif
