@@ -13,12 +13,13 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "mta/auth.h"
+#include "tests/unit/testlib.h"
 
 #define FIXTURES KILN_SRCDIR "/tests/unit/config"
 
 /* ---- helpers ---- */
 
-/* A scratch directory under /tmp holding kiln.yaml with TEXT. */
+/* A scratch directory (testlib_tmpdir) holding kiln.yaml with TEXT. */
 typedef struct scratch {
     char dir[64];
     char file[96];
@@ -37,22 +38,17 @@ static void scratch_write(scratch *s, const char *name, const char *text)
 
 static void scratch_open(scratch *s, const char *yaml)
 {
-    snprintf(s->dir, sizeof s->dir, "/tmp/kiln-test-config-XXXXXX");
-    ck_assert_msg(mkdtemp(s->dir) != NULL, "mkdtemp failed");
+    const char *dir = testlib_tmpdir("config");
+    ck_assert_msg(strlen(dir) < sizeof s->dir, "scratch path too long: %s", dir);
+    memcpy(s->dir, dir, strlen(dir) + 1);
     ck_assert(realpath(s->dir, s->real) != NULL);
     snprintf(s->file, sizeof s->file, "%s/kiln.yaml", s->dir);
     scratch_write(s, "kiln.yaml", yaml);
 }
 
-static void scratch_close(scratch *s, const char *const *extra)
+static void scratch_close(scratch *s)
 {
-    char path[192];
-    for (; extra && *extra; extra++) {
-        snprintf(path, sizeof path, "%s/%s", s->dir, *extra);
-        unlink(path);
-    }
-    unlink(s->file);
-    rmdir(s->dir);
+    testlib_tmpdir_remove(s->dir);
 }
 
 /* Loads YAML from a scratch file (removed again before returning); FILE gets its path. */
@@ -62,7 +58,7 @@ static config *load_text(const char *yaml, char **err, char file[96])
     scratch_open(&s, yaml);
     config *c = config_load(s.file, auth_hash_usable, err);
     if (file) memcpy(file, s.file, sizeof s.file);
-    scratch_close(&s, NULL);
+    scratch_close(&s);
     return c;
 }
 
@@ -371,7 +367,7 @@ START_TEST(test_defaults_and_paths)
     snprintf(want, sizeof want, "%s/ctl.sock", parent[0] ? parent : "");
     ck_assert_str_eq(c->control_socket, want);
     config_unref(c);
-    scratch_close(&s, NULL);
+    scratch_close(&s);
 }
 END_TEST
 
@@ -725,7 +721,7 @@ START_TEST(test_hash_check_handed_in)
     ck_assert_msg(c != NULL, "%s", err);
     ck_assert_str_eq(c->auth[0].password_hash, HASH);
     config_unref(c);
-    scratch_close(&s, NULL);
+    scratch_close(&s);
     /* Without a check an argon2 hash of the right shape loads; auth_hash_usable refuses it. */
     static const char argon[] = BASE "submission:\n  auth:\n    - {user: app, password_hash: "
                                      "\"$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA\"}\n";
@@ -737,7 +733,7 @@ START_TEST(test_hash_check_handed_in)
     ck_assert_ptr_null(c);
     ck_assert_ptr_nonnull(strstr(err, "argon2 is not in libcrypt"));
     free(err);
-    scratch_close(&s, NULL);
+    scratch_close(&s);
 #undef HASH
 }
 END_TEST
@@ -764,7 +760,6 @@ END_TEST
 /* TLS files must exist and are stored as absolute paths. */
 START_TEST(test_tls_files)
 {
-    static const char *const files[] = {"cert.pem", "key.pem", NULL};
     scratch s;
     scratch_open(&s, "server: {hostname: h.test}\n"
                      "submission:\n"
@@ -797,7 +792,7 @@ START_TEST(test_tls_files)
     snprintf(want, sizeof want, "%s/key.pem", s.real);
     ck_assert_str_eq(c->tls_key, want);
     config_unref(c);
-    scratch_close(&s, files);
+    scratch_close(&s);
 }
 END_TEST
 
@@ -1161,11 +1156,4 @@ static Suite *config_suite(void)
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(config_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+TESTLIB_SUITES(config_suite);

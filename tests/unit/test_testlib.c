@@ -36,7 +36,7 @@ START_TEST(test_config_defaults_match_config_load)
           "default_configuration_set: s\n", f);
     ck_assert_int_eq(fclose(f), 0);
     char *err = NULL;
-    config *want = config_load(path, &err);
+    config *want = config_load(path, NULL, &err);
     ck_assert_msg(want != NULL, "config_load: %s", err ? err : "?");
     config *got = testlib_config_new();
     for (int i = 1; i <= 3; i++) {
