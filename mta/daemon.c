@@ -12,6 +12,7 @@
 #include <ev.h>
 
 #include "mta/control.h"
+#include "mta/delivery.h"
 #include "mta/events.h"
 #include "mta/quota.h"
 #include "scheduler/scheduler.h"
@@ -222,7 +223,10 @@ kiln_ctx *daemon_create(const char *config_path, char **err)
     }
     ctx->events = events_new(ctx->log);
     events_attach_loop(ctx->events, ctx->loop);
-    ctx->sched = scheduler_new(ctx);
+    /* the scheduler (a data structure) and its executor (delivery sessions) */
+    ctx->sched = scheduler_new(ctx, &(scheduler_options){.mem_rcpts = SCHEDULER_MEM_RCPTS_DEFAULT});
+    ctx->delivery = delivery_new(ctx, ctx->sched);
+    scheduler_set_exec(ctx->sched, &delivery_exec_ops, ctx->delivery);
     int64_t recovered = scheduler_recover(ctx->sched);
     if (recovered < 0) {
         *err = util_asprintf("spool %s: cannot recover the queue: %s", cfg->spool,
@@ -284,6 +288,7 @@ void daemon_destroy(kiln_ctx *ctx)
     }
     if (ctx->control) control_free(ctx->control);
     if (ctx->server) smtp_server_free(ctx->server);
+    if (ctx->delivery) delivery_free(ctx->delivery);   /* its sessions end before the scheduler */
     if (ctx->sched) scheduler_free(ctx->sched);
     if (ctx->spool) spool_flush(ctx->spool);
     if (ctx->events) events_free(ctx->events);
