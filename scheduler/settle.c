@@ -8,7 +8,12 @@
  * pools deferral (no IP, all at cap) is never bounced before the expiry itself; recipients
  * with a final outcome leave the job and memory; events are grouped as SES does (one
  * Delivery for the delivered, one Bounce per type/subtype, one DeliveryDelay per delay
- * type). mta/accept.c settles simulator outcomes itself: see its comment. */
+ * type).
+ *
+ * mta/accept.c settles simulator and suppression outcomes itself, at acceptance: those
+ * recipients are inserted already final (no spool row to update, no attempt, no backoff,
+ * no job), with one event per recipient carrying the simulator's own response, complaint
+ * and auto-reply; what the two share is the event builders of store/event.h. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
