@@ -1,7 +1,8 @@
 /* daemon.c — kilnd's life cycle: builds the one kiln_ctx from a config file, starts the
- * modules in data-flow order (spool, quota, events, scheduler, submission, control),
- * runs the libev loop with the spool's group commit once per iteration, applies reloads
- * (SIGHUP, kilnctl reload) and stops gracefully on SIGTERM/SIGINT. */
+ * modules in data-flow order (spool, quota, events, scheduler and its delivery executor,
+ * submission, control), runs the libev loop with the spool's group commit once per
+ * iteration, applies reloads (SIGHUP, kilnctl reload) and stops gracefully on
+ * SIGTERM/SIGINT. */
 #include "mta/daemon.h"
 
 #include <errno.h>
