@@ -17,6 +17,7 @@ struct quota;
 struct smtp_server;
 struct control;
 struct scheduler;
+struct delivery;
 struct events;
 
 typedef struct kiln_ctx {
@@ -31,6 +32,7 @@ typedef struct kiln_ctx {
     struct smtp_server *server;
     struct control *control;
     struct scheduler *sched;
+    struct delivery *delivery;   /* the scheduler's executor: delivery sessions */
     int64_t started_ms;          /* wall clock at start */
     bool stopping;
     /* Clock: wall milliseconds. Defaults to util_wall_ms; tests inject their own. */

@@ -1,7 +1,8 @@
 /* daemon.c — kilnd's life cycle: builds the one kiln_ctx from a config file, starts the
- * modules in data-flow order (spool, quota, events, scheduler, submission, control),
- * runs the libev loop with the spool's group commit once per iteration, applies reloads
- * (SIGHUP, kilnctl reload) and stops gracefully on SIGTERM/SIGINT. */
+ * modules in data-flow order (spool, quota, events, scheduler and its delivery executor,
+ * submission, control), runs the libev loop with the spool's group commit once per
+ * iteration, applies reloads (SIGHUP, kilnctl reload) and stops gracefully on
+ * SIGTERM/SIGINT. */
 #include "mta/daemon.h"
 
 #include <errno.h>
@@ -13,6 +14,7 @@
 
 #include "mta/auth.h"
 #include "mta/control.h"
+#include "mta/delivery.h"
 #include "mta/events.h"
 #include "mta/quota.h"
 #include "scheduler/scheduler.h"
@@ -223,7 +225,10 @@ kiln_ctx *daemon_create(const char *config_path, char **err)
     }
     ctx->events = events_new(ctx->log);
     events_attach_loop(ctx->events, ctx->loop);
-    ctx->sched = scheduler_new(ctx);
+    /* the scheduler (a data structure) and its executor (delivery sessions) */
+    ctx->sched = scheduler_new(ctx, &(scheduler_options){.mem_rcpts = cfg->queue_memory_recipients});
+    ctx->delivery = delivery_new(ctx, ctx->sched);
+    scheduler_set_exec(ctx->sched, &delivery_exec_ops, ctx->delivery);
     int64_t recovered = scheduler_recover(ctx->sched);
     if (recovered < 0) {
         *err = util_asprintf("spool %s: cannot recover the queue: %s", cfg->spool,
@@ -285,6 +290,7 @@ void daemon_destroy(kiln_ctx *ctx)
     }
     if (ctx->control) control_free(ctx->control);
     if (ctx->server) smtp_server_free(ctx->server);
+    if (ctx->delivery) delivery_free(ctx->delivery);   /* its sessions end before the scheduler */
     if (ctx->sched) scheduler_free(ctx->sched);
     if (ctx->spool) spool_flush(ctx->spool);
     if (ctx->events) events_free(ctx->events);

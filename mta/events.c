@@ -1,9 +1,6 @@
-/* events.c — SES event-publishing JSON (SPEC section 4) built with jansson, and the drain
- * that appends outbox rows to each configuration set's `file` destinations.
- *
- * The mail object is built once at acceptance and stored with the message; each event
- * builder parses it again, adds the ses:outgoing-ip tag when the event has one, and wraps
- * it with eventType and the per-type object. Output is one compact line, keys in SES order.
+/* events.c — the SES mail object (built once at acceptance and stored with the message;
+ * the event records built from it are store/event.c's), and the drain that appends outbox
+ * rows to each configuration set's `file` destinations.
  *
  * The drain appends each new row plus "\n" to every file destination of its set, fdatasyncs
  * each touched file once, and only then records the files' progress (kv "events:files").
@@ -23,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "store/event.h"
 #include "store/spool.h"
 #include "base/log.h"
 #include "store/stats.h"
@@ -33,106 +31,6 @@
 #define EVENTS_DRAIN_BATCH 1000
 #define EVENTS_FILES_KEY "events:files"
 
-/* ------------------------------------------------------------------ JSON helpers ---- */
-
-/* Length of the valid UTF-8 sequence at p (n bytes left), or 0 if the bytes are not one. */
-static size_t utf8_seq_len(const unsigned char *p, size_t n)
-{
-    unsigned c = p[0], cp, min;
-    size_t len;
-    if (c < 0x80) return 1;
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2, cp = c & 0x1f, min = 0x80;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3, cp = c & 0x0f, min = 0x800;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4, cp = c & 0x07, min = 0x10000;
-    } else {
-        return 0;
-    }
-    if (n < len) return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xc0) != 0x80) return 0;
-        cp = (cp << 6) | (p[i] & 0x3f);
-    }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-    return len;
-}
-
-/* A JSON string for s. JSON needs UTF-8 while headers may carry raw 8-bit bytes of any
- * charset: bytes that are not valid UTF-8 become U+FFFD. */
-static json_t *jstr(const char *s)
-{
-    if (!s) s = "";
-    json_t *j = json_string(s);
-    if (j) return j;
-    strbuf sb;
-    strbuf_init(&sb);
-    const unsigned char *p = (const unsigned char *)s;
-    size_t n = strlen(s);
-    while (n) {
-        size_t l = utf8_seq_len(p, n);
-        if (l) {
-            strbuf_append(&sb, p, l);
-            p += l, n -= l;
-        } else {
-            strbuf_puts(&sb, "\xef\xbf\xbd");
-            p++, n--;
-        }
-    }
-    j = json_string(sb.buf ? sb.buf : "");
-    strbuf_free(&sb);
-    if (!j) util_fatal("events: cannot make a JSON string (out of memory)");
-    return j;
-}
-
-static void jset(json_t *obj, const char *key, json_t *val)
-{
-    if (!val || json_object_set_new(obj, key, val) != 0)
-        util_fatal("events: cannot set JSON key %s (out of memory)", key);
-}
-
-static void jappend(json_t *arr, json_t *val)
-{
-    if (!val || json_array_append_new(arr, val) != 0)
-        util_fatal("events: cannot append to a JSON array (out of memory)");
-}
-
-static json_t *jobj(void)
-{
-    json_t *o = json_object();
-    if (!o) util_fatal("events: cannot make a JSON object (out of memory)");
-    return o;
-}
-
-static json_t *jarr(void)
-{
-    json_t *a = json_array();
-    if (!a) util_fatal("events: cannot make a JSON array (out of memory)");
-    return a;
-}
-
-static json_t *jint(int64_t v)
-{
-    json_t *j = json_integer((json_int_t)v);
-    if (!j) util_fatal("events: cannot make a JSON integer (out of memory)");
-    return j;
-}
-
-static json_t *jtime(int64_t ms)
-{
-    char ts[32];
-    util_iso8601(ms, ts);
-    return jstr(ts);
-}
-
-static json_t *jstr_array(char *const *v, size_t n)
-{
-    json_t *a = jarr();
-    for (size_t i = 0; i < n; i++) jappend(a, jstr(v[i]));
-    return a;
-}
-
 /* ------------------------------------------------------------------- mail object ---- */
 
 static void append_entry(json_t *arr, const char *start, const char *end)
@@ -141,7 +39,7 @@ static void append_entry(json_t *arr, const char *start, const char *end)
     while (end > start && (end[-1] == ' ' || end[-1] == '\t')) end--;
     if (end == start) return;
     char *s = util_strndup(start, (size_t)(end - start));
-    jappend(arr, jstr(s));
+    event_jappend(arr, event_jstr(s));
     free(s);
 }
 
@@ -189,10 +87,10 @@ static void add_address_entries(json_t *arr, const char *value)
 static void add_common_list(json_t *common, const char *key, const msg_headers *hs,
                             const char *name)
 {
-    json_t *arr = jarr();
+    json_t *arr = event_jarr();
     for (size_t i = 0; i < hs->n; i++)
         if (util_streq_ci(hs->h[i].name, name)) add_address_entries(arr, hs->h[i].value);
-    if (json_array_size(arr) > 0) jset(common, key, arr);
+    if (json_array_size(arr) > 0) event_jset(common, key, arr);
     else json_decref(arr);
 }
 
@@ -200,7 +98,7 @@ static void add_common_value(json_t *common, const char *key, const msg_headers 
                              const char *name)
 {
     const char *v = message_header_get(hs, name);
-    if (v) jset(common, key, jstr(v));
+    if (v) event_jset(common, key, event_jstr(v));
 }
 
 /* Lower-case domain of the first From: address, else of the envelope sender; NULL if none. */
@@ -219,25 +117,19 @@ static char *from_domain(const msg_headers *hs, const char *source)
     return dom;
 }
 
-static json_t *tag(const char *value)
-{
-    json_t *a = jarr();
-    jappend(a, jstr(value));
-    return a;
-}
 
 char *events_mail_json(const events_mail_in *in)
 {
     static const msg_headers no_headers = {NULL, 0, 0};
     const msg_headers *hs = in->headers ? in->headers : &no_headers;
-    json_t *mail = jobj();
-    jset(mail, "timestamp", jtime(in->timestamp_ms));
-    jset(mail, "messageId", jstr(in->message_id));
-    jset(mail, "source", jstr(in->source));
-    jset(mail, "sendingAccountId", jstr(in->sending_account_id));
-    jset(mail, "destination", jstr_array(in->destination, in->ndestination));
+    json_t *mail = event_jobj();
+    event_jset(mail, "timestamp", event_jtime(in->timestamp_ms));
+    event_jset(mail, "messageId", event_jstr(in->message_id));
+    event_jset(mail, "source", event_jstr(in->source));
+    event_jset(mail, "sendingAccountId", event_jstr(in->sending_account_id));
+    event_jset(mail, "destination", event_jstr_array(in->destination, in->ndestination));
 
-    json_t *headers = jarr();
+    json_t *headers = event_jarr();
     size_t total = 0;
     bool truncated = false;
     for (size_t i = 0; i < hs->n; i++) {
@@ -247,208 +139,36 @@ char *events_mail_json(const events_mail_in *in)
             break;
         }
         total += sz;
-        json_t *h = jobj();
-        jset(h, "name", jstr(hs->h[i].name));
-        jset(h, "value", jstr(hs->h[i].value));
-        jappend(headers, h);
+        json_t *h = event_jobj();
+        event_jset(h, "name", event_jstr(hs->h[i].name));
+        event_jset(h, "value", event_jstr(hs->h[i].value));
+        event_jappend(headers, h);
     }
-    jset(mail, "headersTruncated", json_boolean(truncated));
-    jset(mail, "headers", headers);
+    event_jset(mail, "headersTruncated", json_boolean(truncated));
+    event_jset(mail, "headers", headers);
 
-    json_t *common = jobj();
+    json_t *common = event_jobj();
     add_common_list(common, "from", hs, "From");
     add_common_list(common, "to", hs, "To");
     add_common_list(common, "cc", hs, "Cc");
     add_common_value(common, "messageId", hs, "Message-ID");
     add_common_value(common, "subject", hs, "Subject");
     add_common_value(common, "date", hs, "Date");
-    jset(mail, "commonHeaders", common);
+    event_jset(mail, "commonHeaders", common);
 
-    json_t *tags = jobj();
-    jset(tags, "ses:configuration-set", tag(in->config_set));
-    jset(tags, "ses:source-ip", tag(in->source_ip));
+    json_t *tags = event_jobj();
+    event_jset(tags, "ses:configuration-set", event_tag(in->config_set));
+    event_jset(tags, "ses:source-ip", event_tag(in->source_ip));
     char *dom = from_domain(hs, in->source);
-    if (dom) jset(tags, "ses:from-domain", tag(dom));
+    if (dom) event_jset(tags, "ses:from-domain", event_tag(dom));
     free(dom);
-    jset(tags, "ses:caller-identity", tag("kiln"));
-    jset(mail, "tags", tags);
+    event_jset(tags, "ses:caller-identity", event_tag("kiln"));
+    event_jset(mail, "tags", tags);
 
     char *s = json_dumps(mail, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(mail);
     if (!s) util_fatal("events: cannot encode the mail object of %s", in->message_id);
     return s;
-}
-
-/* ------------------------------------------------------------------------ events ---- */
-
-typedef struct event_base {
-    json_t *mail;
-    char *error;        /* the stored mail object could not be read: said under "kiln" */
-} event_base;
-
-/* The stored mail object, with the ses:outgoing-ip tag when outgoing_ip is set. A stored
- * object that does not parse (a damaged spool row) must not stop the event: the mail object
- * is then empty and the event says why under "kiln" (SPEC: kiln may add its own fields). */
-static event_base load_mail(const char *mail_json, const char *outgoing_ip)
-{
-    event_base b = {NULL, NULL};
-    json_error_t jerr;
-    memset(&jerr, 0, sizeof jerr);
-    b.mail = json_loads(mail_json ? mail_json : "", JSON_REJECT_DUPLICATES, &jerr);
-    if (!json_is_object(b.mail)) {
-        b.error = util_asprintf("the stored mail object is not a JSON object: %s",
-                                jerr.text[0] ? jerr.text : "wrong type");
-        json_decref(b.mail);
-        b.mail = jobj();
-    }
-    if (outgoing_ip) {
-        json_t *tags = json_object_get(b.mail, "tags");
-        if (!json_is_object(tags)) {
-            tags = jobj();
-            jset(b.mail, "tags", tags);
-        }
-        jset(tags, "ses:outgoing-ip", tag(outgoing_ip));
-    }
-    return b;
-}
-
-static char *finish(event_base b, const char *type, const char *key, json_t *body)
-{
-    json_t *ev = jobj();
-    jset(ev, "eventType", jstr(type));
-    jset(ev, "mail", b.mail);
-    jset(ev, key, body);
-    if (b.error) {
-        json_t *k = jobj();
-        jset(k, "error", jstr(b.error));
-        jset(ev, "kiln", k);
-        free(b.error);
-    }
-    char *s = json_dumps(ev, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(ev);
-    if (!s) util_fatal("events: cannot encode a %s event", type);
-    return s;
-}
-
-/* SES-style feedback ID: 16 hex digits of the time, a random UUID v4, "-000000". */
-static json_t *feedback_id(int64_t ts_ms)
-{
-    char r[33], out[80];
-    util_random_hex(r, 16);
-    r[12] = '4';
-    r[16] = "89ab"[(unsigned char)r[16] & 3];
-    snprintf(out, sizeof out, "%016llx-%.8s-%.4s-%.4s-%.4s-%.12s-000000",
-             (unsigned long long)ts_ms, r, r + 8, r + 12, r + 16, r + 20);
-    return jstr(out);
-}
-
-static void set_opt(json_t *obj, const char *key, const char *v)
-{
-    if (v) jset(obj, key, jstr(v));
-}
-
-char *events_send(const char *mail_json)
-{
-    return finish(load_mail(mail_json, NULL), "Send", "send", jobj());
-}
-
-char *events_reject(const char *mail_json, const char *reason)
-{
-    json_t *body = jobj();
-    jset(body, "reason", jstr(reason));
-    return finish(load_mail(mail_json, NULL), "Reject", "reject", body);
-}
-
-char *events_delivery(const char *mail_json, const char *outgoing_ip, int64_t ts_ms,
-                      int64_t processing_ms, char *const *rcpts, size_t nrcpts,
-                      const char *smtp_response, const char *reporting_mta,
-                      const char *remote_mta_ip)
-{
-    event_base b = load_mail(mail_json, outgoing_ip);
-    json_t *body = jobj();
-    jset(body, "timestamp", jtime(ts_ms));
-    jset(body, "processingTimeMillis", jint(processing_ms));
-    jset(body, "recipients", jstr_array(rcpts, nrcpts));
-    set_opt(body, "smtpResponse", smtp_response);
-    set_opt(body, "reportingMTA", reporting_mta);
-    set_opt(body, "remoteMtaIp", remote_mta_ip);
-    return finish(b, "Delivery", "delivery", body);
-}
-
-char *events_bounce(const char *mail_json, const char *outgoing_ip, int64_t ts_ms,
-                    const char *bounce_type, const char *bounce_subtype,
-                    const events_rcpt_status *rcpts, size_t nrcpts,
-                    const char *reporting_mta, const char *remote_mta_ip)
-{
-    event_base b = load_mail(mail_json, outgoing_ip);
-    json_t *body = jobj();
-    jset(body, "bounceType", jstr(bounce_type));
-    jset(body, "bounceSubType", jstr(bounce_subtype));
-    json_t *list = jarr();
-    for (size_t i = 0; i < nrcpts; i++) {
-        json_t *r = jobj();
-        jset(r, "emailAddress", jstr(rcpts[i].email));
-        jset(r, "action", jstr(rcpts[i].action ? rcpts[i].action : "failed"));
-        set_opt(r, "status", rcpts[i].status);
-        set_opt(r, "diagnosticCode", rcpts[i].diagnostic);
-        jappend(list, r);
-    }
-    jset(body, "bouncedRecipients", list);
-    jset(body, "timestamp", jtime(ts_ms));
-    jset(body, "feedbackId", feedback_id(ts_ms));
-    set_opt(body, "reportingMTA", reporting_mta);
-    set_opt(body, "remoteMtaIp", remote_mta_ip);
-    return finish(b, "Bounce", "bounce", body);
-}
-
-char *events_delay(const char *mail_json, const char *outgoing_ip, int64_t ts_ms,
-                   const char *delay_type, int64_t expiration_ms,
-                   const events_rcpt_status *rcpts, size_t nrcpts,
-                   const char *reporting_mta, const char *remote_mta_ip)
-{
-    event_base b = load_mail(mail_json, outgoing_ip);
-    json_t *body = jobj();
-    jset(body, "timestamp", jtime(ts_ms));
-    jset(body, "delayType", jstr(delay_type));
-    jset(body, "expirationTime", jtime(expiration_ms));
-    json_t *list = jarr();
-    for (size_t i = 0; i < nrcpts; i++) {
-        json_t *r = jobj();
-        jset(r, "emailAddress", jstr(rcpts[i].email));
-        set_opt(r, "status", rcpts[i].status);
-        set_opt(r, "diagnosticCode", rcpts[i].diagnostic);
-        jappend(list, r);
-    }
-    jset(body, "delayedRecipients", list);
-    set_opt(body, "reportingMTA", reporting_mta);
-    set_opt(body, "remoteMtaIp", remote_mta_ip);
-    return finish(b, "DeliveryDelay", "deliveryDelay", body);
-}
-
-char *events_complaint(const char *mail_json, int64_t ts_ms, char *const *rcpts, size_t nrcpts,
-                       const char *feedback_type, const char *user_agent)
-{
-    event_base b = load_mail(mail_json, NULL);
-    json_t *body = jobj();
-    json_t *list = jarr();
-    for (size_t i = 0; i < nrcpts; i++) {
-        json_t *r = jobj();
-        jset(r, "emailAddress", jstr(rcpts[i]));
-        jappend(list, r);
-    }
-    jset(body, "complainedRecipients", list);
-    jset(body, "timestamp", jtime(ts_ms));
-    jset(body, "feedbackId", feedback_id(ts_ms));
-    jset(body, "complaintSubType", json_null());
-    set_opt(body, "complaintFeedbackType", feedback_type);
-    set_opt(body, "userAgent", user_agent);
-    jset(body, "arrivalDate", jtime(ts_ms));
-    return finish(b, "Complaint", "complaint", body);
-}
-
-char *events_reporting_mta(const config *cfg)
-{
-    return util_asprintf("dsn; %s", cfg->hostname);
 }
 
 /* ------------------------------------------------------------------ destinations ---- */

@@ -1,5 +1,7 @@
-/* events.h — SES event-publishing JSON (SPEC section 4) built with jansson, and the
- * delivery of events to the configuration set's destinations.
+/* events.h — the SES mail object (SPEC section 4) built with jansson at acceptance, and the
+ * delivery of events to the configuration set's destinations. The event records built from
+ * a stored mail object (send, reject, delivery, bounce, delay, complaint) are store/event.h's;
+ * it is included here so that callers of either need one include.
  *
  * Events are never written straight to a destination: the code that changes a message's
  * state adds the event to the spool outbox in the same transaction (spool_add_event), and
@@ -16,6 +18,7 @@
 
 #include "base/config.h"
 #include "mta/message.h"
+#include "store/event.h"
 
 struct spool;
 struct klog;
@@ -38,38 +41,6 @@ typedef struct events_mail_in {
  * commonHeaders{from,to,cc?,messageId,subject,date}, tags{ses:configuration-set,
  * ses:source-ip, ses:from-domain, ses:caller-identity}. */
 char *events_mail_json(const events_mail_in *in);
-
-/* ---- one event (malloc'd JSON text, one line, no trailing newline) ----
- * mail_json is the stored mail object; outgoing_ip (may be NULL) is added as the
- * ses:outgoing-ip tag. Timestamps are ISO 8601 with milliseconds, UTC. */
-char *events_send(const char *mail_json);
-char *events_reject(const char *mail_json, const char *reason);
-
-char *events_delivery(const char *mail_json, const char *outgoing_ip, int64_t ts_ms,
-                      int64_t processing_ms, char *const *rcpts, size_t nrcpts,
-                      const char *smtp_response, const char *reporting_mta,
-                      const char *remote_mta_ip);
-
-typedef struct events_rcpt_status {
-    const char *email;
-    const char *action;             /* bounce only: "failed" */
-    const char *status;             /* "5.1.1", "4.4.7" … */
-    const char *diagnostic;         /* remote reply or kiln's text; may be NULL */
-} events_rcpt_status;
-
-char *events_bounce(const char *mail_json, const char *outgoing_ip, int64_t ts_ms,
-                    const char *bounce_type, const char *bounce_subtype,
-                    const events_rcpt_status *rcpts, size_t nrcpts,
-                    const char *reporting_mta, const char *remote_mta_ip);
-char *events_delay(const char *mail_json, const char *outgoing_ip, int64_t ts_ms,
-                   const char *delay_type, int64_t expiration_ms,
-                   const events_rcpt_status *rcpts, size_t nrcpts,
-                   const char *reporting_mta, const char *remote_mta_ip);
-char *events_complaint(const char *mail_json, int64_t ts_ms, char *const *rcpts, size_t nrcpts,
-                       const char *feedback_type, const char *user_agent);
-
-/* "dsn; <hostname>" (malloc'd). */
-char *events_reporting_mta(const config *cfg);
 
 /* ---- destinations ---- */
 typedef struct events events;

@@ -1,19 +1,56 @@
 /* scheduler.h — the delivery scheduler: keeps queued and deferred recipients in memory
  * (read from the spool, within a memory budget: see scheduler.c), groups them by message
- * and destination domain, chooses the next hop (static route, or MX via DNS), opens SMTP
- * client sessions bound to an IP of the configuration set's pool, and records each
- * outcome (delivered, deferred with backoff, bounced) in the spool with its event. */
+ * and destination domain into jobs, serves the configuration sets by priority, holds
+ * work per destination, and hands jobs to a delivery executor (mta/delivery.c: next hop,
+ * source IP, SMTP session) through the ops below; the executor reports each outcome
+ * (delivered, deferred with backoff, bounced) back (scheduler/job.h), which the scheduler
+ * records in the spool with its event. */
 #ifndef KILN_SCHEDULER_H
 #define KILN_SCHEDULER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 struct kiln_ctx;
 struct pools;
+struct sched_job;
 typedef struct scheduler scheduler;
 
-scheduler *scheduler_new(struct kiln_ctx *ctx);
+/* Recipients held in memory at most (the others are paged in from the spool). */
+#define SCHEDULER_MEM_RCPTS_DEFAULT 200000
+
+typedef struct scheduler_options {
+    int64_t mem_rcpts;          /* memory budget in recipients; <= 0: the default */
+} scheduler_options;
+
+/* The delivery executor the scheduler hands jobs to (wired by the daemon; a fake one in
+ * the unit tests). arg is the executor's own. Every op is called from the loop. */
+typedef struct scheduler_exec_ops {
+    /* An active job (message loaded) begins its attempt: see scheduler/job.h. */
+    void (*start)(void *arg, struct sched_job *j);
+    /* The pump: active jobs waiting for a connection slot or rate token may proceed. */
+    void (*retry_waiting)(void *arg);
+    /* The config was replaced (before the scheduler looks at it). */
+    void (*config_changed)(void *arg);
+    /* The pools state changed: sessions from IPs no longer usable take no new work. */
+    void (*pools_changed)(void *arg);
+    /* Whether a session uses source IP addr (a released IP is forgotten once none does). */
+    bool (*ip_in_use)(void *arg, const char *addr);
+    /* The graceful stop began: waiting jobs are released already; drop connections that
+     * have no transaction yet (releasing their jobs), QUIT idle ones. */
+    void (*stop)(void *arg);
+    /* Open sessions (kilnctl status; the stop completes at 0). */
+    int (*sessions)(void *arg);
+    /* For explain: what active job j is doing on which session (malloc'd), or NULL. */
+    char *(*job_reason)(void *arg, const struct sched_job *j);
+} scheduler_exec_ops;
+
+/* opts may be NULL (defaults). */
+scheduler *scheduler_new(struct kiln_ctx *ctx, const scheduler_options *opts);
+/* Wires the executor (before scheduler_recover; ops must outlive the scheduler). */
+void scheduler_set_exec(scheduler *s, const scheduler_exec_ops *ops, void *arg);
+/* The executor is freed first (its sessions end; pending lookups are dropped). */
 void scheduler_free(scheduler *s);
 /* Loads the non-final recipients from the spool, up to the scheduler's memory budget (the
  * others are paged in later); returns how many it loaded, or -1. */

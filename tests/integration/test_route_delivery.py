@@ -2,9 +2,8 @@
 (aiosmtpd) on 127.0.0.x: what the sink saw (envelope, body, source IP from the pool), the
 Delivery event, retries after 4xx with DeliveryDelay events, 5xx bounces that suppress
 the address, and expiry of max_delivery_time; and the scheduler's memory budget
-(KILN_SCHED_MEM_RCPTS=50 with 500 recipients: paged in from the spool, each delivered
+(delivery.queue_memory_recipients: 100 with 500 recipients: paged in from the spool, each delivered
 exactly once, counted right by kilnctl while most are in the spool only)."""
-import os
 import re
 import socket
 import unittest
@@ -122,7 +121,7 @@ class RouteDelivery(unittest.TestCase):
                 self.assertEqual(sink.messages, [])
 
     def test_memory_budget_pages_recipients_in_exactly_once(self):
-        """500 recipients with room for 50 in memory. First kilnd's route leads to a
+        """500 recipients with room for 100 in memory. First kilnd's route leads to a
         listener that never greets, so nothing leaves; it is killed, and a second kilnd on
         the same spool pages them in and delivers each exactly once (some after a 4xx)."""
         def rule(addr, n):
@@ -130,13 +129,13 @@ class RouteDelivery(unittest.TestCase):
         hole = socket.socket()
         hole.bind(("127.0.0.25", 0))
         hole.listen(64)
-        old = os.environ.get("KILN_SCHED_MEM_RCPTS")
-        os.environ["KILN_SCHED_MEM_RCPTS"] = "50"
         k = None
         try:
             with Sink("127.0.0.26", rule=rule) as sink:
                 k = Kiln(routes=[{"domain": "dest.test", "host": "127.0.0.25", "port": hole.getsockname()[1]},
                                  {"domain": "other.test", "host": "127.0.0.25", "port": hole.getsockname()[1]}])
+                k.cfg["delivery"]["queue_memory_recipients"] = 100
+                k.write_config()
                 k.start()
                 addrs = []
                 for m in range(20):
@@ -167,10 +166,6 @@ class RouteDelivery(unittest.TestCase):
                     self.assertEqual(sink.handler.attempts[a], 2, a)
                 self.assertEqual(k.stop(), 0, k.stderr_text()[-4000:])
         finally:
-            if old is None:
-                os.environ.pop("KILN_SCHED_MEM_RCPTS", None)
-            else:
-                os.environ["KILN_SCHED_MEM_RCPTS"] = old
             if k:
                 k.cleanup()
             hole.close()

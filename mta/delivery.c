@@ -1,0 +1,747 @@
+/* delivery.c — the delivery executor's jobs (see delivery.h): the next hop of a job
+ * (static route, or MX via mta/dns), the choice of a connection for it (an idle session
+ * of the right hop, site and pool, else a source IP from pools_choose within warm-up
+ * headroom, shaping and the session limit; the overflow pool when every IP is at its
+ * cap), its wait when none is free, and the scheduler's executor ops.
+ *
+ * Promises: every job the scheduler starts ends its attempt through the scheduler's API
+ * exactly once (scheduler/job.h), or waits for a connection (offered again at each pump
+ * in serving order); nothing blocks; every decision is logged at debug level with its
+ * reason (the same reasons kilnctl queue --explain shows). Route hosts that are not IP
+ * literals are looked up like a domain (MX, then A/AAAA), as Postfix does for a transport
+ * next hop without brackets; a failed lookup of a route host defers (a configuration
+ * problem, not the recipient's). Sessions are delivery_session.c's.
+ *
+ * Shaping (scheduler/shaping.h): per (source IP, site) connection window with slow start,
+ * messages per connection, message rate and throttling backoff. A site is the sorted set
+ * of the domain's MX host names (the route host for routes). Before a new connection
+ * shaping_may_connect, before each transaction shaping_take_message; an IP blocked by
+ * shaping for a site makes the job try the pool's other IPs first, and a backoff on every
+ * IP holds the job at its destination queue (the scheduler's) until it ends.
+ *
+ * Warm-up caps count recipients: a session is handed at most the chosen IP's headroom
+ * minus the recipients already reserved on it (scheduler/ipstate.c); a job with more
+ * recipients is split. When the pool has no usable IP (all down, zone down, none
+ * configured) the recipients get a DeliveryDelay "IPFailure"; when every usable IP is at
+ * its cap, the pool's overflow pool is tried (one hop), else a DeliveryDelay
+ * "SendingDeferral". Both retry when the pools say a retry can succeed, at once when an
+ * operator or a reload changes the pools, and never bounce before max_delivery_time. */
+#include "mta/delivery.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <ev.h>
+
+#include "base/config.h"
+#include "base/kiln.h"
+#include "base/util.h"
+#include "mta/delivery_int.h"
+#include "mta/dns.h"
+#include "mta/smtp_client.h"
+#include "mta/tls.h"
+#include "pools/pools.h"
+#include "scheduler/job.h"
+#include "scheduler/retry.h"
+#include "scheduler/shaping.h"
+#include "store/spool.h"
+
+static int delivery_addr_family(const char *a)
+{
+    unsigned char buf[16];
+    if (inet_pton(AF_INET, a, buf) == 1) return AF_INET;
+    if (inet_pton(AF_INET6, a, buf) == 1) return AF_INET6;
+    return 0;
+}
+
+
+/* A failure of this hop: remember it and try the next one. */
+void delivery_next_hop(delivery *dl, sched_job *j, retry_failure f, const char *text)
+{
+    j->last_fail = f;
+    sched_set_str(&j->last_error, text);
+    j->hop_idx++;
+    j->ip_tries = 0;
+    j->no_tls = false;
+    j->no_reuse = false;
+    j->strict_avoid = false;
+    free(j->avoid_ip);
+    free(j->avoid_zone);
+    j->avoid_ip = j->avoid_zone = NULL;
+    delivery_job_connect(dl, j);
+}
+
+/* Reserves up to the IP's room for job j; a job with more recipients is split and the
+ * rest goes back to the front of its set's ready queue (a job of its own). The job leaves
+ * the waiting jobs: it has its connection. */
+void delivery_job_take(delivery *dl, sched_job *j, pools_ip *ip, int64_t now)
+{
+    sched_job_unreserve(dl->s, j);
+    sched_job_connected(dl->s, j);
+    int64_t room = sched_ip_room(dl->s, ip, j->provider, now);
+    if (room < 1) {
+        char jt[SCHED_TEXT_LEN];
+        util_fatal("delivery: job %s handed to %s without room",
+                   sched_job_to_text(j, jt, sizeof jt), sched_ip_to_text(ip));
+    }
+    if ((int64_t)j->nrcpts > room) {
+        sched_job *rest = sched_job_split(dl->s, j, (size_t)room);
+        log_write(delivery_lg(dl), KLOG_DEBUG, "sched.pick",
+                  "id=%s domain=%s ip=%s split=%zu+%zu reason=\"warm-up headroom of the IP\"",
+                  log_q(delivery_lg(dl), j->msg_id), log_q(delivery_lg(dl), j->domain),
+                  sched_ip_to_text(ip), j->nrcpts, rest->nrcpts);
+        sched_job_why(rest, 0, "split from a job that took the warm-up headroom of %s",
+                      sched_ip_to_text(ip));
+    }
+    j->res_ip = ip;
+    j->res_n = (int64_t)j->nrcpts;
+    sched_reserve(dl->s, ip, j->res_n);
+}
+
+/* Hands the job's message (its reserved recipients) to a ready session. */
+void delivery_job_send(delivery *dl, sched_job *j, delivery_session *ss)
+{
+    ev_timer_stop(dl->ctx->loop, &ss->idle);
+    sched_set_str(&j->last_src, ss->src);
+    sched_set_str(&j->last_peer, ss->peer);
+    free(j->addrs);
+    j->addrs = util_calloc(j->nrcpts ? j->nrcpts : 1, sizeof *j->addrs);
+    for (size_t i = 0; i < j->nrcpts; i++) j->addrs[i] = j->rcpts[i].address;
+    smtp_client_msg m = {
+        .id = j->msg_id,
+        .mail_from = j->msg.mail_from,
+        .rcpts = j->addrs,
+        .nrcpts = j->nrcpts,
+        .data = j->msg.data,
+        .data_len = j->msg.data_len,
+        .require_tls = j->require_tls,
+    };
+    smtp_client_status why = SMTP_CLIENT_OK;
+    char *err = NULL;
+    if (smtp_client_send(ss->c, &m, &why, &err) == 0) {
+        ss->state = SESS_BUSY;
+        ss->job = j;
+        ss->nmsgs++;
+        sched_job_why(j, 0, "in flight on session %s", delivery_session_to_text(ss));
+        return;
+    }
+    /* refused before anything was sent: the session stays usable for others */
+    sched_job_unreserve(dl->s, j);
+    ss->job = NULL;
+    ss->state = SESS_IDLE;
+    log_write(delivery_lg(dl), KLOG_DEBUG, "sched.pick", "id=%s domain=%s session=%s result=refused reason=%s",
+              log_q(delivery_lg(dl), j->msg_id), log_q(delivery_lg(dl), j->domain),
+              log_q(delivery_lg(dl), delivery_session_to_text(ss)), log_q(delivery_lg(dl), err));
+    if (why == SMTP_CLIENT_FAIL_TOO_BIG) {
+        sched_job_fail_all(dl->s, j, RETRY_FAIL_TOO_BIG, err);
+    } else {
+        /* TLS required and this hop has none: maybe the next MX does */
+        delivery_next_hop(dl, j, RETRY_FAIL_TLS_REQUIRED, err);
+    }
+    free(err);
+    delivery_session_next(ss, false);
+}
+
+/* What choosing an IP for a hop came to. */
+typedef enum {
+    PICK_CHOSEN,      /* the job went to a session (new or reused) */
+    PICK_WAIT,        /* usable IPs exist but their connections, headroom, rate or the site's
+                         backoff hold the job: see delivery_wait */
+    PICK_FAMILY,      /* no IP of the pool has the hop's address family */
+    PICK_NO_OTHER,    /* after a connect failure: no other IP than the one that failed */
+    PICK_POOLS,       /* the pools' verdict (choice): no IP, all down, all at cap */
+} delivery_pick;
+
+/* Why a job has to wait, gathered over the IPs tried. */
+typedef struct delivery_wait {
+    bool slot;                  /* some IP waits for a connection slot, headroom reserved by
+                                   sessions in flight, or the session limit: retried when
+                                   sessions change */
+    int64_t until;              /* earliest rate token or end of backoff among IPs blocked
+                                   by time; 0: none */
+    char slot_why[SCHED_WHY_LEN];
+    char time_why[SCHED_WHY_LEN];   /* shaping's own words for the earliest timed wait */
+} delivery_wait;
+
+static void delivery_wait_slot(delivery_wait *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void delivery_wait_slot(delivery_wait *w, const char *fmt, ...)
+{
+    if (!w->slot) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(w->slot_why, sizeof w->slot_why, fmt, ap);
+        va_end(ap);
+    }
+    w->slot = true;
+}
+
+/* A shaping verdict other than OK for one IP. */
+static void delivery_wait_shaping(delivery_wait *w, shaping_verdict v, int64_t until, const char *reason)
+{
+    if (v == SHAPING_WAIT_CONNECTIONS) {
+        delivery_wait_slot(w, "shaping: %s", reason);
+        return;
+    }
+    if (!w->until || until < w->until) {
+        w->until = until;
+        snprintf(w->time_why, sizeof w->time_why, "%s", reason);
+    }
+}
+
+/* The shaping entry of (ip, the job's site). */
+static shaping_dest *delivery_job_shaping(delivery *dl, const sched_job *j, const char *ip)
+{
+    return shaping_get(dl->shaping, ip, j->site, j->mx, j->nmx);
+}
+
+/* Chooses a source IP of pool for the job's current hop with pools_choose, skipping IPs
+ * whose address family differs from the hop's, whose headroom is all reserved, or that
+ * shaping blocks for the site (connection window full, throttling backoff, no rate
+ * token); each skipped IP is avoided in the next call, so the choice moves on to the
+ * pool's other IPs. On PICK_CHOSEN a rate token was taken, ch->ip is the IP and *sd_out
+ * its shaping entry. */
+static delivery_pick delivery_pick_ip(delivery *dl, sched_job *j, const char *pool, const sched_hop *h,
+                           int64_t now, pools_choice *ch, delivery_wait *w, shaping_dest **sd_out)
+{
+    int fam = delivery_addr_family(h->addr);
+    size_t nips = pools_count(dl->pools);
+    size_t tries = 3 * nips + 2;
+    bool blocked = false, saw_failed = false;
+    const char *last = NULL;   /* addresses are the pools' own: stable during this call */
+    const char **seen = util_calloc(nips + 1, sizeof *seen);
+    size_t nseen = 0;
+    delivery_pick res = PICK_FAMILY;
+    bool done = false;
+    for (size_t k = 0; k < tries && !done; k++) {
+        pools_choose(dl->pools, pool, h->name, j->provider, last ? last : j->avoid_ip,
+                     j->avoid_zone, now, ch);
+        if (ch->verdict != POOLS_CHOSEN) {
+            if (blocked) res = PICK_WAIT;
+            else if (k == 0) res = PICK_POOLS;
+            else res = saw_failed ? PICK_NO_OTHER : PICK_FAMILY;
+            done = true;
+            break;
+        }
+        const char *addr = sched_ip_to_text(ch->ip);
+        bool fresh = true;
+        for (size_t i = 0; i < nseen; i++)
+            if (strcmp(seen[i], addr) == 0) fresh = false;
+        if (fresh && nseen < nips) seen[nseen++] = addr;
+        if (!fresh) {
+            /* pools_choose rotates (weighted round-robin): go on until every IP was seen;
+             * the IP just avoided coming back means there is no other */
+            if (nseen >= nips || (last && strcmp(addr, last) == 0)) break;
+        } else if (j->strict_avoid && j->avoid_ip && strcmp(addr, j->avoid_ip) == 0) {
+            saw_failed = true;
+        } else if (delivery_addr_family(addr) == fam) {
+            if (sched_ip_room(dl->s, ch->ip, j->provider, now) < 1) {
+                blocked = true;
+                delivery_wait_slot(w, "warm-up headroom of %s taken by sessions in flight", addr);
+            } else {
+                shaping_dest *sd = delivery_job_shaping(dl, j, addr);
+                char why[256];
+                int64_t until = 0;
+                shaping_verdict v = shaping_may_connect(sd, now, &until, why, sizeof why);
+                if (v == SHAPING_OK && dl->nsessions >= DELIVERY_MAX_SESSIONS) {
+                    /* shaping would allow it, the overall session limit does not */
+                    blocked = true;
+                    delivery_wait_slot(w, "session limit of %d connections reached", DELIVERY_MAX_SESSIONS);
+                    delivery_evict_idle(dl);
+                    res = PICK_WAIT;
+                    done = true;
+                    break;
+                }
+                if (v == SHAPING_OK) v = shaping_take_message(sd, now, &until, why, sizeof why);
+                if (v == SHAPING_OK) {
+                    *sd_out = sd;
+                    res = PICK_CHOSEN;
+                    done = true;
+                    break;
+                }
+                blocked = true;
+                delivery_wait_shaping(w, v, until, why);
+                if (delivery_debug(dl))
+                    log_write(delivery_lg(dl), KLOG_DEBUG, "sched.skip", "id=%s domain=%s ip=%s site=%s reason=%s",
+                              log_q(delivery_lg(dl), j->msg_id), log_q(delivery_lg(dl), j->domain), addr,
+                              log_q(delivery_lg(dl), sched_site_to_text(j->site)), log_q(delivery_lg(dl), why));
+            }
+        }
+        last = addr;
+    }
+    if (!done) res = blocked ? PICK_WAIT : saw_failed ? PICK_NO_OTHER : PICK_FAMILY;
+    free(seen);
+    return res;
+}
+
+/* Finds or opens a connection for the job's current hop from an IP of pool: an idle
+ * session whose (IP, site) has a rate token, else a new one from the IP the pools choose.
+ * Returns PICK_CHOSEN when the job went to a session. */
+static delivery_pick delivery_connect_from(delivery *dl, sched_job *j, const char *pool, const sched_hop *h,
+                                int64_t now, pools_choice *ch, delivery_wait *w)
+{
+    if (!j->no_reuse) {
+        for (delivery_session *ss = dl->sessions; ss; ss = ss->next) {
+            if (ss->state != SESS_IDLE || !delivery_session_fits(dl, ss, j, pool, h, now)) continue;
+            char why[256];
+            int64_t until = 0;
+            shaping_verdict v = shaping_take_message(ss->sd, now, &until, why, sizeof why);
+            if (v != SHAPING_OK) {
+                delivery_wait_shaping(w, v, until, why);
+                continue;
+            }
+            log_write(delivery_lg(dl), KLOG_DEBUG, "sched.pick",
+                      "id=%s domain=%s ip=%s hop=%s:%d site=%s pool=%s reason=\"reuse idle connection\"",
+                      log_q(delivery_lg(dl), j->msg_id), log_q(delivery_lg(dl), j->domain), ss->src, h->addr,
+                      h->port, log_q(delivery_lg(dl), sched_site_to_text(j->site)), pool);
+            delivery_job_take(dl, j, ss->ip, now);
+            delivery_job_send(dl, j, ss);
+            return PICK_CHOSEN;
+        }
+    }
+    shaping_dest *sd = NULL;
+    delivery_pick r = delivery_pick_ip(dl, j, pool, h, now, ch, w, &sd);
+    if (r != PICK_CHOSEN) {
+        /* an idle connection that had no rate token also makes the job wait */
+        if (w->until && (r == PICK_FAMILY || r == PICK_NO_OTHER)) r = PICK_WAIT;
+        return r;
+    }
+    log_write(delivery_lg(dl), KLOG_DEBUG, "sched.pick",
+              "id=%s domain=%s ip=%s zone=%s hop=%s:%d mx=%s site=%s pool=%s provider=%s reason=\"new connection\"",
+              log_q(delivery_lg(dl), j->msg_id), log_q(delivery_lg(dl), j->domain), sched_ip_to_text(ch->ip),
+              log_q(delivery_lg(dl), pools_ip_zone(ch->ip)), h->addr, h->port, log_q(delivery_lg(dl), h->name),
+              log_q(delivery_lg(dl), sched_site_to_text(j->site)), pool, j->provider);
+    delivery_job_take(dl, j, ch->ip, now);
+    delivery_session_open(dl, j, ch->ip, h, sd);
+    return PICK_CHOSEN;
+}
+
+/* The job cannot get a connection now. A wait of DELIVERY_HOLD_MIN_MS or more on every IP
+ * (throttling backoff) blocks the destination and holds the job there until it ends;
+ * otherwise the job waits among the active jobs (for a slot, or a rate token: the wake
+ * timer), unless SCHED_DEST_WAITING of its set already wait at the site: then it is held
+ * and released when they get connections. Returns true if the job is still waiting. */
+static bool delivery_job_wait(delivery *dl, sched_job *j, const sched_hop *h, const delivery_wait *w, int64_t now)
+{
+    sched_dest *d = sched_dest_get(dl->s, j->set, j->pool, j->site);
+    if (!w->slot && w->until && w->until - now >= DELIVERY_HOLD_MIN_MS) {
+        char *why = util_asprintf("shaping: site %s is backing off on every IP of pool %s (%s)",
+                                  j->site, j->pool, w->time_why);
+        sched_dest_block(dl->s, d, w->until, why, now);
+        sched_job_why(j, w->until, "%s", why);
+        log_write(delivery_lg(dl), KLOG_DEBUG, "sched.hold", "id=%s domain=%s set=%s site=%s until_ms=%lld reason=%s",
+                  log_q(delivery_lg(dl), j->msg_id), log_q(delivery_lg(dl), j->domain), log_q(delivery_lg(dl), j->set->name),
+                  log_q(delivery_lg(dl), sched_site_to_text(j->site)), (long long)(w->until - now), log_q(delivery_lg(dl), why));
+        sched_job_hold(dl->s, j, d);
+        free(why);
+        return false;
+    }
+    char reason[SCHED_WHY_LEN + 16];
+    if (w->slot) snprintf(reason, sizeof reason, "%s", w->slot_why);
+    else snprintf(reason, sizeof reason, "shaping: %s", w->time_why);
+    if (j->wdest != d && d->nwaiting >= SCHED_DEST_WAITING) {
+        sched_job_why(j, 0, "queued behind %d jobs of set %s waiting for site %s (%s)", d->nwaiting,
+                j->set->name, j->site, reason);
+        if (delivery_debug(dl))
+            log_write(delivery_lg(dl), KLOG_DEBUG, "sched.hold", "id=%s domain=%s set=%s site=%s reason=%s",
+                      log_q(delivery_lg(dl), j->msg_id), log_q(delivery_lg(dl), j->domain), log_q(delivery_lg(dl), j->set->name),
+                      log_q(delivery_lg(dl), sched_site_to_text(j->site)), log_q(delivery_lg(dl), j->why));
+        sched_job_hold(dl->s, j, d);
+        return false;
+    }
+    sched_job_unrelease(dl->s, j);
+    sched_job_set_waiting(dl->s, j, d);
+    j->wait_until_ms = !w->slot && w->until > now ? w->until : 0;
+    if (w->until > now) sched_wake_at(dl->s, w->until);
+    sched_job_why(j, w->slot ? 0 : w->until, "waiting: %s", reason);
+    if (delivery_debug(dl))
+        log_write(delivery_lg(dl), KLOG_DEBUG, "sched.pick", "id=%s domain=%s hop=%s:%d site=%s result=wait reason=%s",
+                  log_q(delivery_lg(dl), j->msg_id), log_q(delivery_lg(dl), j->domain), h->addr, h->port,
+                  log_q(delivery_lg(dl), sched_site_to_text(j->site)), log_q(delivery_lg(dl), reason));
+    return true;
+}
+
+/* Finds or opens a connection for the job's current hop, parks it until one frees up, or
+ * defers it when the pools have no IP for it. Returns true if the job is (still) waiting;
+ * false when it went to a session, was held, settled or freed. */
+bool delivery_job_connect(delivery *dl, sched_job *j)
+{
+    if (sched_stopping(dl->s)) {
+        sched_job_release(dl->s, j);
+        return false;
+    }
+    int64_t now = kiln_now_ms(dl->ctx);
+    while (j->hop_idx < j->nhops) {
+        const sched_hop *h = &j->hops[j->hop_idx];
+        j->provider = pools_provider_of(h->name);
+        pools_choice ch;
+        memset(&ch, 0, sizeof ch);
+        delivery_wait w;
+        memset(&w, 0, sizeof w);
+        delivery_pick r = delivery_connect_from(dl, j, j->pool, h, now, &ch, &w);
+        if (r == PICK_POOLS && ch.verdict == POOLS_ALL_AT_CAP) {
+            /* every usable IP at its cap: the overflow pool, one hop only */
+            const config_pool *cp = config_find_pool(dl->ctx->cfg, j->pool);
+            if (cp && cp->overflow && strcmp(cp->overflow, j->pool) != 0 &&
+                config_find_pool(dl->ctx->cfg, cp->overflow)) {
+                pools_choice och;
+                memset(&och, 0, sizeof och);
+                delivery_pick o = delivery_connect_from(dl, j, cp->overflow, h, now, &och, &w);
+                if (o == PICK_CHOSEN) {
+                    log_write(delivery_lg(dl), KLOG_DEBUG, "sched.pick",
+                              "id=%s domain=%s pool=%s overflow=%s reason=%s",
+                              log_q(delivery_lg(dl), j->msg_id), log_q(delivery_lg(dl), j->domain), j->pool,
+                              cp->overflow, log_q(delivery_lg(dl), ch.reason));
+                    return false;
+                }
+                if (o == PICK_WAIT) r = PICK_WAIT;
+                else if (o == PICK_POOLS && och.retry_at_ms > 0 &&
+                         (ch.retry_at_ms <= 0 || och.retry_at_ms < ch.retry_at_ms))
+                    ch.retry_at_ms = och.retry_at_ms;
+            }
+        }
+        switch (r) {
+        case PICK_CHOSEN:
+            return false;
+        case PICK_WAIT:
+            return delivery_job_wait(dl, j, h, &w, now);
+        case PICK_FAMILY: {
+            char *t = util_asprintf("no IP of pool %s can reach %s (address family)", j->pool,
+                                    h->addr);
+            j->hop_idx++;
+            j->ip_tries = 0;
+            j->strict_avoid = false;
+            j->last_fail = RETRY_FAIL_CONNECT;
+            sched_set_str(&j->last_error, t);
+            free(t);
+            continue;
+        }
+        case PICK_NO_OTHER:
+            /* the IP that just failed is the only one: the next hop */
+            j->hop_idx++;
+            j->ip_tries = 0;
+            j->strict_avoid = false;
+            continue;
+        case PICK_POOLS:
+            break;
+        }
+        /* the pools have no IP for this job now */
+        const char *type = ch.verdict == POOLS_ALL_AT_CAP ? "SendingDeferral" : "IPFailure";
+        int64_t at = ch.retry_at_ms;
+        if (ch.verdict == POOLS_ALL_AT_CAP && at <= now) at = now + DELIVERY_CAP_RETRY_MS;
+        if (ch.verdict != POOLS_ALL_AT_CAP && at <= now) at = 0;   /* the retry backoff */
+        char *t = util_asprintf("%s", ch.reason[0] ? ch.reason : "no usable dedicated IP");
+        log_write(delivery_lg(dl), KLOG_INFO, "sched.pick", "id=%s domain=%s pool=%s result=defer delay_type=%s reason=%s",
+                  log_q(delivery_lg(dl), j->msg_id), log_q(delivery_lg(dl), j->domain), j->pool, type, log_q(delivery_lg(dl), t));
+        sched_job_defer_pools(dl->s, j, type, t, at);
+        free(t);
+        return false;
+    }
+    /* every hop failed */
+    sched_job_fail_all(dl->s, j, j->last_error ? j->last_fail : RETRY_FAIL_CONNECT,
+                 j->last_error ? j->last_error : "no next hop");
+    return false;
+}
+
+/* ------------------------------------------------------------------ starting a job */
+
+static void delivery_hops_add(sched_job *j, const char *name, const char *addr, int port)
+{
+    if (j->nhops >= DELIVERY_MAX_HOPS) return;
+    j->hops = util_realloc(j->hops, (j->nhops + 1) * sizeof *j->hops);
+    j->hops[j->nhops].name = util_strdup(name);
+    j->hops[j->nhops].addr = util_strdup(addr);
+    j->hops[j->nhops].port = port;
+    j->nhops++;
+}
+
+/* The attempt's shaping site: the given host names (MX hosts, or the route host). */
+static void delivery_job_set_site(sched_job *j, char *const *hosts, size_t n)
+{
+    sched_free_strv(j->mx, j->nmx);
+    j->mx = util_calloc(n ? n : 1, sizeof *j->mx);
+    j->nmx = n;
+    for (size_t i = 0; i < n; i++) j->mx[i] = util_strdup(hosts[i]);
+    free(j->site);
+    j->site = shaping_site_key(hosts, n);
+}
+
+static int delivery_job_port(const delivery *dl, const sched_job *j)
+{
+    const config_route *rt = config_find_route(dl->ctx->cfg, j->domain);
+    return rt ? rt->port : dl->ctx->cfg->remote_port;
+}
+
+typedef struct delivery_mx_wait {
+    delivery *dl;
+    sched_job *j;
+} delivery_mx_wait;
+
+static void delivery_on_resolved(void *arg, const dns_mx_result *res)
+{
+    delivery_mx_wait *w = arg;
+    delivery *dl = w->dl;
+    sched_job *j = w->j;
+    free(w);
+    if (sched_stopping(dl->s)) {
+        sched_job_release(dl->s, j);
+        sched_check_stop(dl->s);
+        return;
+    }
+    if (res->status == DNS_OK) {
+        int port = delivery_job_port(dl, j);
+        for (size_t h = 0; h < res->nhosts; h++)
+            for (size_t a = 0; a < res->hosts[h].naddrs; a++)
+                delivery_hops_add(j, res->hosts[h].name, res->hosts[h].addrs[a], port);
+        if (j->via_route) {
+            const config_route *rt = config_find_route(dl->ctx->cfg, j->domain);
+            char *host = rt ? rt->host : j->domain;
+            delivery_job_set_site(j, &host, 1);
+        } else {
+            char **names = util_calloc(res->nhosts ? res->nhosts : 1, sizeof *names);
+            for (size_t h = 0; h < res->nhosts; h++) names[h] = res->hosts[h].name;
+            delivery_job_set_site(j, names, res->nhosts);
+            free(names);
+        }
+        log_write(delivery_lg(dl), KLOG_DEBUG, "sched.pick", "id=%s domain=%s hops=%zu first=%s site=%s implicit=%d",
+                  log_q(delivery_lg(dl), j->msg_id), log_q(delivery_lg(dl), j->domain), j->nhops,
+                  j->nhops ? j->hops[0].addr : "-", log_q(delivery_lg(dl), sched_site_to_text(j->site)), res->implicit);
+        delivery_job_connect(dl, j);
+        return;
+    }
+    const char *why = res->error ? res->error : "no usable answer";
+    char *t = j->via_route
+                  ? util_asprintf("DNS lookup of the route host for %s failed: %s", j->domain, why)
+                  : util_asprintf("DNS lookup for %s failed: %s", j->domain, why);
+    retry_failure f = RETRY_FAIL_DNS_TEMP;
+    if (!j->via_route) {
+        if (res->status == DNS_NXDOMAIN) f = RETRY_FAIL_DNS_NXDOMAIN;
+        else if (res->status == DNS_NULLMX) f = RETRY_FAIL_DNS_NULLMX;
+        else if (res->status == DNS_NOHOST) f = RETRY_FAIL_DNS_NOHOST;
+    }
+    sched_job_fail_all(dl->s, j, f, t);
+    free(t);
+}
+
+/* The scheduler's start op: the job is active with its message loaded. Its configuration
+ * set decides the pool and TLS policy; the next hop is a route (an IP literal at once, a
+ * host name looked up like a domain) or the domain's MX. */
+static void delivery_job_start(delivery *dl, sched_job *j)
+{
+    kiln_ctx *ctx = dl->ctx;
+    const config *cfg = ctx->cfg;
+    const config_set *set = sched_set_config(cfg, j->msg.config_set);
+    j->max_delivery_ms = set ? set->max_delivery_time_ms : 14LL * 3600 * 1000;
+    j->require_tls = set && set->tls_policy == CONFIG_TLS_REQUIRE;
+    if (!set) {
+        char *t = util_asprintf("configuration set %s no longer exists and there is no default set",
+                                j->msg.config_set);
+        sched_job_fail_all(dl->s, j, RETRY_FAIL_INTERNAL, t);
+        free(t);
+        return;
+    }
+    sched_set_str(&j->pool, set->pool);
+    sched_job_why(j, 0, "resolving the next hop of %s", j->domain);
+
+    const config_route *rt = config_find_route(cfg, j->domain);
+    j->via_route = rt != NULL;
+    const char *target = rt ? rt->host : j->domain;
+    if (rt && delivery_addr_family(rt->host)) {
+        delivery_hops_add(j, rt->host, rt->host, rt->port);
+        char *host = rt->host;
+        delivery_job_set_site(j, &host, 1);
+        log_write(delivery_lg(dl), KLOG_DEBUG, "sched.pick", "id=%s domain=%s route=%s:%d site=%s",
+                  log_q(delivery_lg(dl), j->msg_id), log_q(delivery_lg(dl), j->domain), rt->host, rt->port,
+                  log_q(delivery_lg(dl), sched_site_to_text(j->site)));
+        delivery_job_connect(dl, j);
+        return;
+    }
+    if (!dl->dns) {
+        char *t = util_asprintf("no DNS resolver: %s", dl->dns_error ? dl->dns_error : "not configured");
+        sched_job_fail_all(dl->s, j, RETRY_FAIL_DNS_TEMP, t);
+        free(t);
+        return;
+    }
+    delivery_mx_wait *w = util_calloc(1, sizeof *w);
+    w->dl = dl;
+    w->j = j;
+    dns_resolve_mx(dl->dns, target, delivery_on_resolved, w);
+}
+
+
+static int delivery_cmp_waiting(const void *a, const void *b)
+{
+    const sched_job *x = *(sched_job *const *)a, *y = *(sched_job *const *)b;
+    if (sched_job_before(x, y)) return -1;
+    if (sched_job_before(y, x)) return 1;
+    return 0;
+}
+
+/* What a waiting job needs, for skipping the others that need the same in one pump. */
+typedef struct delivery_wait_key {
+    const char *pool, *addr, *site;
+    int port;
+    bool tls, no_reuse;
+} delivery_wait_key;
+
+static delivery_wait_key delivery_key_of(const sched_job *j)
+{
+    const sched_hop *h = &j->hops[j->hop_idx];
+    return (delivery_wait_key){j->pool, h->addr, j->site, h->port, j->require_tls, j->no_reuse};
+}
+
+static bool delivery_key_eq(const delivery_wait_key *a, const delivery_wait_key *b)
+{
+    return a->port == b->port && a->tls == b->tls && a->no_reuse == b->no_reuse &&
+           strcmp(a->pool, b->pool) == 0 && strcmp(a->addr, b->addr) == 0 &&
+           strcmp(a->site, b->site) == 0;
+}
+
+/* The pump: waiting jobs first, in serving order: a slot or a token may have freed up.
+ * One job that keeps waiting stands for the later ones that need the same pool, hop and
+ * site. */
+static void delivery_retry_waiting(void *arg)
+{
+    delivery *dl = arg;
+    size_t nw = 0;
+    sched_job **w = NULL;
+    for (sched_job *j = sched_active_first(dl->s); j; j = j->anext)
+        if (j->wdest && j->hop_idx < j->nhops) nw++;
+    if (!nw) return;
+    w = util_calloc(nw, sizeof *w);
+    size_t k = 0;
+    for (sched_job *j = sched_active_first(dl->s); j; j = j->anext)
+        if (j->wdest && j->hop_idx < j->nhops) w[k++] = j;
+    qsort(w, nw, sizeof *w, delivery_cmp_waiting);
+    delivery_wait_key *still = util_calloc(nw, sizeof *still);
+    size_t nstill = 0;
+    for (size_t i = 0; i < nw; i++) {
+        /* job_connect changes no job but w[i] (and may free it): the others stay valid */
+        sched_job *j = w[i];
+        delivery_wait_key key = delivery_key_of(j);
+        bool same = false;
+        for (size_t m = 0; m < nstill && !same; m++) same = delivery_key_eq(&still[m], &key);
+        if (same) continue;
+        if (delivery_job_connect(dl, j)) still[nstill++] = delivery_key_of(j);
+    }
+    free(still);
+    free(w);
+}
+
+/* ------------------------------------------------------------------ executor ops */
+
+static void delivery_start(void *arg, sched_job *j)
+{
+    delivery_job_start(arg, j);
+}
+
+static void delivery_config_changed(void *arg)
+{
+    delivery *dl = arg;
+    if (!dl->dns) return;
+    char *err = NULL;
+    if (dns_reconfigure(dl->dns, dl->ctx->cfg, &err) != 0) {
+        log_write(delivery_lg(dl), KLOG_ERROR, "scheduler.dns", "error=%s note=\"previous DNS settings kept\"",
+                  log_q(delivery_lg(dl), err));
+        free(err);
+    }
+}
+
+static void delivery_pools_changed(void *arg)
+{
+    delivery_retire_unusable(arg);
+}
+
+static bool delivery_ip_in_use(void *arg, const char *addr)
+{
+    const delivery *dl = arg;
+    for (const delivery_session *ss = dl->sessions; ss; ss = ss->next)
+        if (strcmp(ss->src, addr) == 0) return true;
+    return false;
+}
+
+static void delivery_stop(void *arg)
+{
+    delivery *dl = arg;
+    for (delivery_session *ss = dl->sessions, *nx; ss; ss = nx) {
+        nx = ss->next;
+        if (ss->state == SESS_CONNECTING) {
+            /* no transaction yet: drop the connection, the job stays queued */
+            sched_job *j = ss->job;
+            ss->job = NULL;
+            delivery_session_unlink(dl, ss);
+            delivery_session_free(ss);
+            if (j) sched_job_release(dl->s, j);
+        } else if (ss->state == SESS_IDLE) {
+            delivery_session_quit(ss);
+        }
+        /* busy sessions QUIT after their transaction (delivery_session_next) */
+    }
+}
+
+static int delivery_sessions(void *arg)
+{
+    const delivery *dl = arg;
+    return dl->nsessions;
+}
+
+static char *delivery_job_reason(void *arg, const sched_job *j)
+{
+    const delivery *dl = arg;
+    for (const delivery_session *ss = dl->sessions; ss; ss = ss->next)
+        if (ss->job == j)
+            return util_asprintf("%s on session %s",
+                                 ss->state == SESS_CONNECTING ? "connecting" : "in flight",
+                                 delivery_session_to_text(ss));
+    return NULL;
+}
+
+const scheduler_exec_ops delivery_exec_ops = {
+    .start = delivery_start,
+    .retry_waiting = delivery_retry_waiting,
+    .config_changed = delivery_config_changed,
+    .pools_changed = delivery_pools_changed,
+    .ip_in_use = delivery_ip_in_use,
+    .stop = delivery_stop,
+    .sessions = delivery_sessions,
+    .job_reason = delivery_job_reason,
+};
+
+delivery *delivery_new(kiln_ctx *ctx, scheduler *s)
+{
+    delivery *dl = util_calloc(1, sizeof *dl);
+    dl->ctx = ctx;
+    dl->s = s;
+    dl->pools = scheduler_pools(s);
+    dl->shaping = sched_shaping(s);
+    char *err = NULL;
+    dl->dns = dns_new(ctx->loop, ctx->cfg, ctx->log, &err);
+    if (!dl->dns) {
+        log_write(ctx->log, KLOG_ERROR, "scheduler.dns",
+                  "error=%s note=\"domains without a static route are deferred\"", log_q(ctx->log, err));
+        dl->dns_error = err;
+    }
+    err = NULL;
+    dl->tls = tls_client_ctx_new(false, &err);
+    if (!dl->tls) {
+        log_write(ctx->log, KLOG_WARNING, "scheduler.tls",
+                  "error=%s note=\"outbound STARTTLS disabled\"", log_q(ctx->log, err));
+        free(err);
+    }
+    return dl;
+}
+
+void delivery_free(delivery *dl)
+{
+    if (!dl) return;
+    while (dl->sessions) {
+        delivery_session *ss = dl->sessions;
+        delivery_session_unlink(dl, ss);
+        delivery_session_free(ss);
+    }
+    if (dl->dns) dns_free(dl->dns);   /* pending lookups are dropped without callbacks */
+    if (dl->tls) tls_ctx_free(dl->tls);
+    free(dl->dns_error);
+    free(dl);
+}

@@ -1,0 +1,25 @@
+/* delivery.h — delivery sessions: the executor the scheduler hands its jobs to (see
+ * scheduler/job.h for the contract). For each job it finds the next hop (static route,
+ * or MX via mta/dns), reuses an idle connection or chooses a source IP of the
+ * configuration set's pool (pools_choose, shaping, warm-up headroom) and opens an SMTP
+ * client session (mta/smtp_client, STARTTLS with its own TLS client context), and reports
+ * each outcome back to the scheduler. It owns dns, the TLS client context and the
+ * sessions (the connection cache). */
+#ifndef KILN_DELIVERY_H
+#define KILN_DELIVERY_H
+
+#include "scheduler/scheduler.h"
+
+struct kiln_ctx;
+typedef struct delivery delivery;
+
+/* The executor of scheduler s (which must outlive it): the daemon wires it with
+ * scheduler_set_exec(s, &delivery_exec_ops, d). DNS or TLS set-up failures are logged;
+ * domains without a static route are then deferred, or STARTTLS is off. */
+delivery *delivery_new(struct kiln_ctx *ctx, scheduler *s);
+/* Before scheduler_free: open sessions end at once, pending lookups are dropped. */
+void delivery_free(delivery *d);
+
+extern const scheduler_exec_ops delivery_exec_ops;
+
+#endif

@@ -1,0 +1,91 @@
+/* delivery_int.h — what mta/delivery.c (jobs: hops, IP choice, waiting) and
+ * mta/delivery_session.c (sessions: the connection cache, smtp_client callbacks) share.
+ * Nothing else includes it. */
+#ifndef KILN_DELIVERY_INT_H
+#define KILN_DELIVERY_INT_H
+
+#include <ev.h>
+
+#include "base/kiln.h"
+#include "mta/delivery.h"
+#include "mta/dns.h"
+#include "mta/smtp_client.h"
+#include "mta/tls.h"
+#include "scheduler/job.h"
+
+#define DELIVERY_MAX_SESSIONS 100   /* open client connections, all destinations */
+#define DELIVERY_HOLD_MIN_MS 1000   /* a wait at least this long (backoff) holds the job */
+#define DELIVERY_IDLE_MS 5000       /* an unused connection QUITs after this */
+#define DELIVERY_EVICT_BATCH 16     /* idle connections QUITting at once to make room */
+#define DELIVERY_MAX_HOPS 10        /* MX addresses tried per attempt */
+#define DELIVERY_CAP_RETRY_MS 60000 /* SendingDeferral retry when the pools name no time */
+#define DELIVERY_CONNECT_IP_TRIES 2 /* source IPs tried per hop after connect failures */
+
+typedef struct delivery_session delivery_session;
+
+struct delivery {
+    kiln_ctx *ctx;
+    scheduler *s;
+    pools *pools;               /* the scheduler's (scheduler_pools) */
+    shaping *shaping;           /* the scheduler's (sched_shaping) */
+    dns *dns;
+    char *dns_error;            /* why dns is NULL */
+    tls_ctx *tls;
+    delivery_session *sessions;
+    int nsessions;
+    int nevicting;              /* idle sessions QUITting to make room (delivery_evict_idle) */
+};
+
+typedef enum { SESS_CONNECTING, SESS_BUSY, SESS_IDLE, SESS_QUITTING, SESS_DEAD } sess_state;
+
+struct delivery_session {
+    delivery *dl;
+    smtp_client *c;
+    config *cfg;                /* the config it started under */
+    char *src;
+    char *peer;
+    int port;
+    char *peer_name;
+    char *site;                 /* shaping site */
+    shaping_dest *sd;           /* shaping state of (src, site); one connection counted */
+    pools_ip *ip;               /* its source IP in the pools state */
+    bool started;               /* pools_session_started was called */
+    sess_state state;
+    sched_job *job;
+    int nmsgs;
+    bool retire;                /* its IP is draining or down: QUIT after the transaction */
+    bool evicted;               /* QUIT to free a connection slot for other work */
+    ev_timer idle;
+    delivery_session *prev, *next;
+};
+
+static inline klog *delivery_lg(const delivery *dl) { return dl->ctx->log; }
+static inline bool delivery_debug(const delivery *dl)
+{
+    return log_enabled(dl->ctx->log, KLOG_DEBUG);
+}
+/* "<src> -> <peer>:<port> …" as the SMTP client describes itself. */
+static inline const char *delivery_session_to_text(const delivery_session *ss)
+{
+    return smtp_client_to_text(ss->c);
+}
+
+/* delivery.c */
+void delivery_next_hop(delivery *dl, sched_job *j, retry_failure f, const char *text);
+void delivery_job_take(delivery *dl, sched_job *j, pools_ip *ip, int64_t now);
+void delivery_job_send(delivery *dl, sched_job *j, delivery_session *ss);
+bool delivery_job_connect(delivery *dl, sched_job *j);
+
+/* delivery_session.c */
+void delivery_session_unlink(delivery *dl, delivery_session *ss);
+void delivery_session_free(delivery_session *ss);
+void delivery_session_quit(delivery_session *ss);
+void delivery_evict_idle(delivery *dl);
+void delivery_retire_unusable(delivery *dl);
+bool delivery_session_fits(const delivery *dl, const delivery_session *ss, const sched_job *j,
+                           const char *pool, const sched_hop *h, int64_t now);
+delivery_session *delivery_session_open(delivery *dl, sched_job *j, pools_ip *ip,
+                                        const sched_hop *h, shaping_dest *sd);
+void delivery_session_next(delivery_session *ss, bool take_parked);
+
+#endif

@@ -1,0 +1,217 @@
+/* settle.c — what an attempt came to, recorded: one outcome per recipient becomes its
+ * spool row (delivered, bounced, or deferred with its next attempt by the backoff of
+ * scheduler/retry), a suppression entry when a bounce says so, one log line, and the SES
+ * events (store/event.h) in the spool outbox — all in the current spool batch, which the
+ * loop commits.
+ *
+ * Promises: a deferral past max_delivery_time becomes a Transient bounce, except that a
+ * pools deferral (no IP, all at cap) is never bounced before the expiry itself; recipients
+ * with a final outcome leave the job and memory; events are grouped as SES does (one
+ * Delivery for the delivered, one Bounce per type/subtype, one DeliveryDelay per delay
+ * type).
+ *
+ * mta/accept.c settles simulator and suppression outcomes itself, at acceptance: those
+ * recipients are inserted already final (no spool row to update, no attempt, no backoff,
+ * no job), with one event per recipient carrying the simulator's own response, complaint
+ * and auto-reply; what the two share is the event builders of store/event.h. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/util.h"
+#include "scheduler/internal.h"
+#include "store/event.h"
+#include "store/spool.h"
+
+static char *settle_diagnostic(const sched_outcome *o)
+{
+    return o->remote ? util_asprintf("smtp; %s", o->text) : util_strdup(o->text);
+}
+
+/* The SES events of one attempt, in the spool batch: one Delivery event for the recipients
+ * delivered, one Bounce event per bounce type/subtype, one DeliveryDelay per delay type. */
+static void settle_events(scheduler *s, const sched_job *j, const sched_outcome *out, const char *src,
+                       const char *peer, int64_t now)
+{
+    kiln_ctx *ctx = s->ctx;
+    size_t n = j->nrcpts;
+    int64_t expiry = j->msg.created_ms + j->max_delivery_ms;
+    char *reporting = events_reporting_mta(ctx->cfg);
+    const char *set = j->set->name;
+    char **list = util_calloc(n ? n : 1, sizeof *list);
+    events_rcpt_status *st = util_calloc(n ? n : 1, sizeof *st);
+    char **diags = util_calloc(n ? n : 1, sizeof *diags);
+    bool *done = util_calloc(n ? n : 1, sizeof *done);
+    size_t nl = 0;
+    const char *smtp_response = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (out[i].cls.verdict != RETRY_DELIVERED) continue;
+        list[nl++] = j->rcpts[i].address;
+        if (!smtp_response) smtp_response = out[i].text;
+    }
+    if (nl) {
+        char *ev = events_delivery(j->msg.mail_json, src, now, now - j->msg.created_ms, list, nl,
+                                   smtp_response, reporting, peer);
+        spool_add_event(ctx->spool, set, ev);
+        free(ev);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (done[i] || out[i].cls.verdict == RETRY_DELIVERED) continue;
+        const retry_class *c = &out[i].cls;
+        size_t ns = 0;
+        for (size_t k = i; k < n; k++) {
+            const retry_class *d = &out[k].cls;
+            if (done[k] || d->verdict != c->verdict) continue;
+            if (c->verdict == RETRY_BOUNCE && (strcmp(d->bounce_type, c->bounce_type) != 0 ||
+                                               strcmp(d->bounce_subtype, c->bounce_subtype) != 0))
+                continue;
+            if (c->verdict == RETRY_DEFER && strcmp(d->delay_type, c->delay_type) != 0) continue;
+            done[k] = true;
+            diags[ns] = settle_diagnostic(&out[k]);
+            st[ns].email = j->rcpts[k].address;
+            st[ns].action = c->verdict == RETRY_BOUNCE ? "failed" : NULL;
+            st[ns].status = d->status;
+            st[ns].diagnostic = diags[ns];
+            ns++;
+        }
+        char *ev = c->verdict == RETRY_BOUNCE
+                       ? events_bounce(j->msg.mail_json, src, now, c->bounce_type,
+                                       c->bounce_subtype, st, ns, reporting, peer)
+                       : events_delay(j->msg.mail_json, src, now, c->delay_type, expiry, st, ns,
+                                      reporting, peer);
+        spool_add_event(ctx->spool, set, ev);
+        free(ev);
+        for (size_t k = 0; k < ns; k++) free(diags[k]);
+    }
+    free(list);
+    free(st);
+    free(diags);
+    free(done);
+    free(reporting);
+}
+
+/* Records one outcome per recipient (a deferral past max_delivery_time becomes a Transient
+ * bounce): spool rows, suppression, events, logs. Final recipients leave the job. */
+void sched_settle(scheduler *s, sched_job *j, sched_outcome *out, const char *src, const char *peer)
+{
+    kiln_ctx *ctx = s->ctx;
+    const config *cfg = ctx->cfg;
+    int64_t now = kiln_now_ms(ctx);
+    size_t n = j->nrcpts;
+
+    /* decide */
+    int64_t *next = util_calloc(n ? n : 1, sizeof *next);
+    for (size_t i = 0; i < n; i++) {
+        sched_rcpt *r = &j->rcpts[i];
+        r->attempts++;
+        if (out[i].cls.verdict != RETRY_DEFER) continue;
+        if (j->pool_wait) {
+            /* a pools deferral: at the time the pools name (else the backoff), but never
+             * past the expiry, so the recipient is not bounced before max_delivery_time */
+            int64_t expiry = j->msg.created_ms + j->max_delivery_ms;
+            if (j->defer_at_ms > 0) next[i] = j->defer_at_ms > now ? j->defer_at_ms : now + 1;
+            else next[i] = now + retry_next_delay_ms(cfg, r->attempts);
+            if (next[i] > expiry) next[i] = expiry;
+            if (next[i] <= now) retry_classify_expired(&out[i].cls);
+        } else {
+            next[i] = now + retry_next_delay_ms(cfg, r->attempts);
+            if (retry_expired(j->msg.created_ms, next[i], j->max_delivery_ms))
+                retry_classify_expired(&out[i].cls);
+        }
+    }
+
+    /* spool rows and logs */
+    for (size_t i = 0; i < n; i++) {
+        sched_rcpt *r = &j->rcpts[i];
+        const retry_class *c = &out[i].cls;
+        switch (c->verdict) {
+        case RETRY_DELIVERED:
+            spool_update_rcpt(ctx->spool, r->rowid, SPOOL_RCPT_DELIVERED, r->attempts, 0, out[i].text);
+            log_write(sched_lg(s), KLOG_INFO, "delivery.ok", "id=%s rcpt=%s ip=%s hop=%s reply=%s",
+                      log_q(sched_lg(s), j->msg_id), log_q(sched_lg(s), r->address), src ? src : "-",
+                      peer ? peer : "-", log_q(sched_lg(s), out[i].text));
+            break;
+        case RETRY_BOUNCE:
+            spool_update_rcpt(ctx->spool, r->rowid, SPOOL_RCPT_BOUNCED, r->attempts, 0, out[i].text);
+            if (c->suppress && (cfg->suppression_reasons & CONFIG_SUPPRESS_BOUNCE))
+                spool_suppression_put(ctx->spool, r->address, "BOUNCE", now);
+            log_write(sched_lg(s), KLOG_INFO, "delivery.bounce",
+                      "id=%s rcpt=%s ip=%s hop=%s type=%s subtype=%s status=%s attempts=%d reply=%s",
+                      log_q(sched_lg(s), j->msg_id), log_q(sched_lg(s), r->address), src ? src : "-",
+                      peer ? peer : "-", c->bounce_type, c->bounce_subtype, c->status, r->attempts,
+                      log_q(sched_lg(s), out[i].text));
+            break;
+        case RETRY_DEFER: {
+            r->next_attempt_ms = next[i];
+            spool_update_rcpt(ctx->spool, r->rowid, SPOOL_RCPT_DEFERRED, r->attempts, next[i],
+                              out[i].text);
+            sched_set_str(&r->last_reply, out[i].text);
+            char at[32];
+            util_iso8601(next[i], at);
+            log_write(sched_lg(s), KLOG_INFO, "delivery.defer",
+                      "id=%s rcpt=%s ip=%s hop=%s delay_type=%s status=%s attempts=%d next=%s reply=%s",
+                      log_q(sched_lg(s), j->msg_id), log_q(sched_lg(s), r->address), src ? src : "-",
+                      peer ? peer : "-", c->delay_type, c->status, r->attempts, at,
+                      log_q(sched_lg(s), out[i].text));
+            break;
+        }
+        }
+    }
+
+    settle_events(s, j, out, src, peer, now);
+
+    /* final recipients leave the job */
+    size_t keep = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (out[i].cls.verdict == RETRY_DEFER) {
+            j->rcpts[keep++] = j->rcpts[i];
+        } else {
+            queue_idset_remove(&s->mem, j->rcpts[i].rowid);
+            free(j->rcpts[i].address);
+            free(j->rcpts[i].last_reply);
+            s->nqueued--;
+        }
+    }
+    j->nrcpts = keep;
+    free(next);
+}
+
+/* Every recipient of the job gets the same local outcome; the attempt ends. */
+void sched_job_fail_all(scheduler *s, sched_job *j, retry_failure f, const char *text)
+{
+    sched_outcome *out = util_calloc(j->nrcpts ? j->nrcpts : 1, sizeof *out);
+    for (size_t i = 0; i < j->nrcpts; i++) {
+        retry_classify_failure(f, &out[i].cls);
+        out[i].text = text;
+    }
+    sched_settle(s, j, out, j->last_src, j->last_peer);
+    free(out);
+    sched_job_done(s, j);
+}
+
+
+/* The pools cannot give the job an IP now: every recipient is deferred with delay_type
+ * ("IPFailure" or "SendingDeferral") until at_ms (0: the retry backoff), and the job is
+ * tried again at once if an operator or a reload changes the pools. */
+void sched_job_defer_pools(scheduler *s, sched_job *j, const char *delay_type, const char *text,
+                            int64_t at_ms)
+{
+    sched_outcome *out = util_calloc(j->nrcpts ? j->nrcpts : 1, sizeof *out);
+    for (size_t i = 0; i < j->nrcpts; i++) {
+        if (strcmp(delay_type, "IPFailure") == 0) {
+            retry_classify_failure(RETRY_FAIL_IP, &out[i].cls);
+        } else {
+            out[i].cls.verdict = RETRY_DEFER;
+            out[i].cls.delay_type = delay_type;
+            snprintf(out[i].cls.status, sizeof out[i].cls.status, "4.4.5");
+        }
+        out[i].text = text;
+    }
+    j->defer_at_ms = at_ms;
+    j->pool_wait = true;
+    sched_settle(s, j, out, j->last_src, j->last_peer);
+    sched_job_why(j, j->nrcpts ? sched_job_due(j) : 0, "%s: %s",
+            strcmp(delay_type, "IPFailure") == 0 ? "no usable IP" : "every IP at its cap", text);
+    free(out);
+    sched_job_done(s, j);
+}

@@ -1,0 +1,533 @@
+/* test_scheduler.c — the scheduler as a data structure (scheduler/scheduler.c and its
+ * load.c, settle.c), driven over a real temporary spool with a fake clock and a fake
+ * delivery executor wired through scheduler_exec_ops: committed messages reach the
+ * executor as jobs per (message, domain); a deferral comes back at its retry time and not
+ * before; a higher-priority set starts before a lower one's backlog; sets of equal
+ * priority alternate; settling writes the recipients' rows and the Delivery, Bounce and
+ * DeliveryDelay events; a graceful stop waits for the executor's sessions. */
+#include <check.h>
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <ev.h>
+
+#include "base/config.h"
+#include "base/kiln.h"
+#include "base/log.h"
+#include "base/util.h"
+#include "scheduler/job.h"
+#include "scheduler/retry.h"
+#include "scheduler/scheduler.h"
+#include "store/spool.h"
+#include "tests/unit/testlib.h"
+
+#define T0 INT64_C(1700000000000)
+#define RETRY_MS 300                /* retry_first_ms: short, the loop runs in real time */
+#define MAX_STARTS 64
+
+/* ------------------------------------------------------------------ fixtures */
+
+static const char *tmpdir;
+static char logpath[128];
+static spool *sp;
+static klog *lg;
+static config *cfg;
+static struct ev_loop *loop;
+static kiln_ctx ctx;
+static scheduler *sched;
+static int64_t fake_now;
+
+static int64_t fake_clock(void *arg)
+{
+    (void)arg;
+    return fake_now;
+}
+
+/* The fake executor: records the jobs it is handed, in order, and keeps them until the
+ * test ends their attempt; "sessions" are the jobs it calls in flight. */
+typedef struct fake_exec {
+    sched_job *started[MAX_STARTS];
+    char set_of[MAX_STARTS][32];
+    char msg_of[MAX_STARTS][80];
+    size_t nstarted;
+    int sessions;
+    int stops;
+    int config_changes;
+} fake_exec;
+static fake_exec fx;
+
+static void fx_start(void *arg, sched_job *j)
+{
+    fake_exec *f = arg;
+    ck_assert_uint_lt(f->nstarted, MAX_STARTS);
+    /* the attempt fields an executor fills (mta/delivery.c does the same) */
+    const config_set *cs = sched_set_config(ctx.cfg, j->msg.config_set);
+    j->max_delivery_ms = cs ? cs->max_delivery_time_ms : 0;
+    snprintf(f->set_of[f->nstarted], sizeof f->set_of[0], "%s", j->set->name);
+    snprintf(f->msg_of[f->nstarted], sizeof f->msg_of[0], "%s", j->msg_id);
+    f->started[f->nstarted++] = j;
+}
+static void fx_retry_waiting(void *arg) { (void)arg; }
+static void fx_config_changed(void *arg) { ((fake_exec *)arg)->config_changes++; }
+static void fx_pools_changed(void *arg) { (void)arg; }
+static bool fx_ip_in_use(void *arg, const char *addr) { (void)arg, (void)addr; return false; }
+static void fx_stop(void *arg) { ((fake_exec *)arg)->stops++; }
+static int fx_sessions(void *arg) { return ((fake_exec *)arg)->sessions; }
+static char *fx_job_reason(void *arg, const sched_job *j) { (void)arg, (void)j; return NULL; }
+
+static const scheduler_exec_ops fx_ops = {
+    .start = fx_start,
+    .retry_waiting = fx_retry_waiting,
+    .config_changed = fx_config_changed,
+    .pools_changed = fx_pools_changed,
+    .ip_in_use = fx_ip_in_use,
+    .stop = fx_stop,
+    .sessions = fx_sessions,
+    .job_reason = fx_job_reason,
+};
+
+static void fixture_setup(void)
+{
+    tmpdir = testlib_tmpdir("sched");
+    char *err = NULL;
+    sp = spool_open(tmpdir, false, &err);
+    ck_assert_msg(sp != NULL, "spool_open: %s", err ? err : "?");
+    snprintf(logpath, sizeof logpath, "%s/kiln.log", tmpdir);
+    lg = log_open(logpath, KLOG_DEBUG, &err);
+    ck_assert_msg(lg != NULL, "log_open: %s", err ? err : "?");
+    const int64_t day = 14LL * 3600 * 1000;
+    cfg = testlib_config_new();
+    testlib_config_add_set(cfg, "txn", "p")->max_delivery_time_ms = day;
+    testlib_config_add_set(cfg, "bulk", "p")->max_delivery_time_ms = day;
+    config_set *urgent = testlib_config_add_set(cfg, "urgent", "p");
+    urgent->max_delivery_time_ms = day;
+    urgent->priority = 10;
+    testlib_config_add_set(cfg, "short", "p")->max_delivery_time_ms = 100;
+    testlib_config_set_default_set(cfg, "txn");
+    testlib_config_set_retry(cfg, RETRY_MS, 3600 * 1000, 2);
+    cfg->remote_port = 25;
+    cfg->connect_timeout_ms = 10000;
+    cfg->suppression_reasons = CONFIG_SUPPRESS_BOUNCE;
+    loop = ev_loop_new(EVFLAG_AUTO);
+    ck_assert_ptr_nonnull(loop);
+    fake_now = T0;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.loop = loop;
+    ctx.cfg = cfg;
+    ctx.log = lg;
+    ctx.spool = sp;
+    ctx.clock = fake_clock;
+    memset(&fx, 0, sizeof fx);
+    sched = scheduler_new(&ctx, &(scheduler_options){.mem_rcpts = 1000});
+    ctx.sched = sched;
+    scheduler_set_exec(sched, &fx_ops, &fx);
+    ck_assert_int_eq(scheduler_recover(sched), 0);
+}
+
+static void fixture_teardown(void)
+{
+    scheduler_free(sched);
+    spool_close(sp);
+    ev_loop_destroy(loop);
+    log_close(lg);
+    config_unref(cfg);
+    testlib_tmpdir_remove(tmpdir);
+}
+
+/* Runs the loop (real time, the fake clock stands still) until *count reaches want or
+ * ms pass. */
+static void drive_until(const size_t *count, size_t want, int ms)
+{
+    struct timespec ts = {0, 2 * 1000 * 1000};
+    for (int waited = 0; waited < ms; waited += 2) {
+        ev_run(loop, EVRUN_NOWAIT);
+        if (count && *count >= want) return;
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* A message of set with the given recipients, committed, and the scheduler told. */
+static void commit_message(const char *id, const char *set, const char *const *rcpts, size_t n)
+{
+    static const char data[] = "Subject: t\r\n\r\nhello\r\n";
+    char mail[256];
+    snprintf(mail, sizeof mail, "{\"timestamp\":\"2023-11-14T22:13:20.000Z\",\"messageId\":\"%s\","
+             "\"source\":\"app@example.test\",\"destination\":[]}", id);
+    spool_message m = {.created_ms = fake_now, .config_set = set,
+                       .mail_from = "app@example.test", .client_ip = "192.0.2.1",
+                       .mail_json = mail, .data = data,
+                       .data_len = sizeof data - 1, .quota_count = (unsigned)n};
+    snprintf(m.id, sizeof m.id, "%s", id);
+    ck_assert_int_eq(spool_add_message(sp, &m), 0);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_int_eq(spool_add_rcpt(sp, id, rcpts[i], SPOOL_RCPT_QUEUED, NULL), 0);
+    ck_assert_int_eq(spool_flush(sp), 0);
+    scheduler_message_committed(sched, id);
+}
+
+static sched_outcome reply(int code, const char *enhanced, const char *line)
+{
+    sched_outcome o;
+    memset(&o, 0, sizeof o);
+    retry_classify_reply(code, enhanced, line, &o.cls);
+    o.text = line;
+    o.remote = true;
+    return o;
+}
+
+/* Pending recipients of a message as the spool has them. */
+typedef struct pend {
+    char addr[8][64];
+    spool_rcpt_state state[8];
+    int attempts[8];
+    int64_t next[8];
+    size_t n;
+} pend;
+
+static void pend_cb(void *arg, const spool_rcpt *r)
+{
+    pend *p = arg;
+    ck_assert_uint_lt(p->n, 8);
+    snprintf(p->addr[p->n], sizeof p->addr[0], "%s", r->address);
+    p->state[p->n] = r->state;
+    p->attempts[p->n] = r->attempts;
+    p->next[p->n] = r->next_attempt_ms;
+    p->n++;
+}
+
+static pend pending_of(const char *id)
+{
+    pend p;
+    memset(&p, 0, sizeof p);
+    ck_assert_int_eq(spool_each_pending_rcpt(sp, id, pend_cb, &p), 0);
+    return p;
+}
+
+typedef struct evlist {
+    json_t *ev[16];
+    char set[16][32];
+    size_t n;
+} evlist;
+
+static void outbox_cb(void *arg, int64_t id, const char *set, const char *json)
+{
+    (void)id;
+    evlist *l = arg;
+    ck_assert_uint_lt(l->n, 16);
+    json_error_t e;
+    l->ev[l->n] = json_loads(json, 0, &e);
+    ck_assert_msg(l->ev[l->n] != NULL, "event is not JSON: %s", json);
+    snprintf(l->set[l->n], sizeof l->set[0], "%s", set);
+    l->n++;
+}
+
+static json_t *event_of_type(const evlist *l, const char *type)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        const char *t = json_string_value(json_object_get(l->ev[i], "eventType"));
+        if (t && strcmp(t, type) == 0) return l->ev[i];
+    }
+    return NULL;
+}
+
+static void evlist_free(evlist *l)
+{
+    for (size_t i = 0; i < l->n; i++) json_decref(l->ev[i]);
+}
+
+/* ------------------------------------------------------------------ tests */
+
+/* A committed message reaches the executor as one job per destination domain, active,
+ * with its message loaded and all its recipients; the counts show them queued. */
+START_TEST(committed_messages_reach_the_executor)
+{
+    const char *rcpts[] = {"a1@one.example", "b@two.example", "a2@ONE.example"};
+    commit_message("m-1", "txn", rcpts, 3);
+    int64_t q = -1, d = -1;
+    scheduler_counts(sched, &q, &d, NULL);
+    ck_assert_int_eq(q, 3);
+    ck_assert_int_eq(d, 0);
+    ck_assert_uint_eq(fx.nstarted, 0);   /* started by the pump, not inside the call */
+    drive_until(&fx.nstarted, 2, 1000);
+    drive_until(NULL, 0, 20);            /* and nothing more comes */
+    ck_assert_uint_eq(fx.nstarted, 2);
+    size_t one = 0, two = 0;
+    for (size_t i = 0; i < 2; i++) {
+        sched_job *j = fx.started[i];
+        ck_assert_str_eq(j->msg_id, "m-1");
+        ck_assert_int_eq(j->where, JOB_ACTIVE);
+        ck_assert(j->loaded);
+        ck_assert_str_eq(j->msg.mail_from, "app@example.test");
+        ck_assert_str_eq(j->set->name, "txn");
+        if (strcmp(j->domain, "one.example") == 0) {
+            one++;
+            ck_assert_uint_eq(j->nrcpts, 2);
+            ck_assert_str_eq(j->rcpts[0].address, "a1@one.example");
+            ck_assert_str_eq(j->rcpts[1].address, "a2@ONE.example");
+        } else {
+            two++;
+            ck_assert_str_eq(j->domain, "two.example");
+            ck_assert_uint_eq(j->nrcpts, 1);
+        }
+    }
+    ck_assert_uint_eq(one, 1);
+    ck_assert_uint_eq(two, 1);
+    char buf[SCHED_TEXT_LEN];
+    ck_assert_ptr_nonnull(strstr(sched_job_to_text(fx.started[0], buf, sizeof buf), "m-1"));
+}
+END_TEST
+
+/* A deferred recipient is written DEFERRED with its retry time, is not handed out again
+ * before that time, and is handed out again once the clock reaches it. */
+START_TEST(deferral_comes_back_at_its_retry_time)
+{
+    const char *rcpts[] = {"x@later.example"};
+    commit_message("m-2", "txn", rcpts, 1);
+    drive_until(&fx.nstarted, 1, 1000);
+    ck_assert_uint_eq(fx.nstarted, 1);
+    sched_job *j = fx.started[0];
+    sched_outcome out = reply(451, "4.3.0", "451 4.3.0 try again later");
+    sched_settle(sched, j, &out, "192.0.2.10", "198.51.100.7");
+    sched_job_done(sched, j);
+
+    pend p = pending_of("m-2");
+    ck_assert_uint_eq(p.n, 1);
+    ck_assert_int_eq(p.state[0], SPOOL_RCPT_DEFERRED);
+    ck_assert_int_eq(p.attempts[0], 1);
+    ck_assert_int_eq(p.next[0], T0 + RETRY_MS);
+    int64_t q = -1, d = -1;
+    scheduler_counts(sched, &q, &d, NULL);
+    ck_assert_int_eq(q, 0);
+    ck_assert_int_eq(d, 1);
+
+    /* the loop runs past RETRY_MS of real time, but the clock says it is not due yet */
+    drive_until(&fx.nstarted, 2, 3 * RETRY_MS);
+    ck_assert_uint_eq(fx.nstarted, 1);
+    fake_now = T0 + RETRY_MS - 1;
+    drive_until(&fx.nstarted, 2, 2 * RETRY_MS);
+    ck_assert_uint_eq(fx.nstarted, 1);
+    /* now it is */
+    fake_now = T0 + RETRY_MS;
+    drive_until(&fx.nstarted, 2, 4 * RETRY_MS);
+    ck_assert_uint_eq(fx.nstarted, 2);
+    ck_assert_str_eq(fx.started[1]->msg_id, "m-2");
+    ck_assert_int_eq(fx.started[1]->rcpts[0].attempts, 1);
+    ck_assert_str_eq(fx.started[1]->rcpts[0].last_reply, "451 4.3.0 try again later");
+}
+END_TEST
+
+/* With a backlog of a low-priority set queued first, the jobs of a higher-priority set
+ * committed after it start first. */
+START_TEST(higher_priority_starts_before_a_backlog)
+{
+    const char *r[] = {"u@dest.example"};
+    char id[32];
+    for (int i = 0; i < 6; i++) {
+        snprintf(id, sizeof id, "bulk-%d", i);
+        commit_message(id, "bulk", r, 1);
+    }
+    for (int i = 0; i < 2; i++) {
+        snprintf(id, sizeof id, "urgent-%d", i);
+        commit_message(id, "urgent", r, 1);
+    }
+    drive_until(&fx.nstarted, 8, 1000);
+    ck_assert_uint_eq(fx.nstarted, 8);
+    ck_assert_str_eq(fx.set_of[0], "urgent");
+    ck_assert_str_eq(fx.set_of[1], "urgent");
+    ck_assert_str_eq(fx.msg_of[0], "urgent-0");   /* FIFO within a set */
+    ck_assert_str_eq(fx.msg_of[1], "urgent-1");
+    for (size_t i = 2; i < 8; i++) ck_assert_str_eq(fx.set_of[i], "bulk");
+}
+END_TEST
+
+/* Two sets of equal priority alternate, whichever was queued first. */
+START_TEST(equal_priority_sets_alternate)
+{
+    const char *r[] = {"u@dest.example"};
+    char id[32];
+    for (int i = 0; i < 4; i++) {
+        snprintf(id, sizeof id, "txn-%d", i);
+        commit_message(id, "txn", r, 1);
+    }
+    for (int i = 0; i < 4; i++) {
+        snprintf(id, sizeof id, "bulk-%d", i);
+        commit_message(id, "bulk", r, 1);
+    }
+    drive_until(&fx.nstarted, 8, 1000);
+    ck_assert_uint_eq(fx.nstarted, 8);
+    for (size_t i = 1; i < 8; i++)
+        ck_assert_msg(strcmp(fx.set_of[i], fx.set_of[i - 1]) != 0,
+                      "start %zu and %zu both from set %s", i - 1, i, fx.set_of[i]);
+}
+END_TEST
+
+/* One attempt with a delivery, a bounce and a deferral: the delivered and bounced rows
+ * become final, the deferred one waits, the bounced address is suppressed, and the outbox
+ * holds one Delivery, one Bounce and one DeliveryDelay event of the message's set with
+ * the right recipients, outgoing IP and remote MTA. */
+START_TEST(settle_writes_rows_and_events)
+{
+    const char *rcpts[] = {"ok@dest.example", "gone@dest.example", "slow@dest.example"};
+    commit_message("m-3", "txn", rcpts, 3);
+    drive_until(&fx.nstarted, 1, 1000);
+    ck_assert_uint_eq(fx.nstarted, 1);
+    sched_job *j = fx.started[0];
+    ck_assert_uint_eq(j->nrcpts, 3);
+    sched_outcome out[3] = {
+        reply(250, "2.0.0", "250 2.0.0 ok"),
+        reply(550, "5.1.1", "550 5.1.1 no such user"),
+        reply(451, "4.7.1", "451 4.7.1 greylisted"),
+    };
+    sched_settle(sched, j, out, "192.0.2.10", "198.51.100.7");
+    ck_assert_uint_eq(j->nrcpts, 1);   /* the final ones left the job */
+    ck_assert_str_eq(j->rcpts[0].address, "slow@dest.example");
+    sched_job_done(sched, j);
+
+    pend p = pending_of("m-3");
+    ck_assert_uint_eq(p.n, 1);
+    ck_assert_str_eq(p.addr[0], "slow@dest.example");
+    ck_assert_int_eq(p.state[0], SPOOL_RCPT_DEFERRED);
+    bool found = false;
+    char *reason = NULL;
+    ck_assert_int_eq(spool_suppression_get(sp, "gone@dest.example", &found, &reason, NULL), 0);
+    ck_assert(found);
+    free(reason);
+
+    evlist l;
+    memset(&l, 0, sizeof l);
+    ck_assert_int_eq(spool_each_event(sp, 0, 16, outbox_cb, &l), 0);
+    ck_assert_uint_eq(l.n, 3);
+    for (size_t i = 0; i < l.n; i++) ck_assert_str_eq(l.set[i], "txn");
+    json_t *dv = event_of_type(&l, "Delivery");
+    json_t *bo = event_of_type(&l, "Bounce");
+    json_t *dl = event_of_type(&l, "DeliveryDelay");
+    ck_assert_ptr_nonnull(dv);
+    ck_assert_ptr_nonnull(bo);
+    ck_assert_ptr_nonnull(dl);
+    json_t *dvr = json_object_get(json_object_get(dv, "delivery"), "recipients");
+    ck_assert_uint_eq(json_array_size(dvr), 1);
+    ck_assert_str_eq(json_string_value(json_array_get(dvr, 0)), "ok@dest.example");
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(dv, "delivery"),
+                                                       "remoteMtaIp")), "198.51.100.7");
+    json_t *tags = json_object_get(json_object_get(dv, "mail"), "tags");
+    ck_assert_str_eq(json_string_value(json_array_get(json_object_get(tags, "ses:outgoing-ip"), 0)),
+                     "192.0.2.10");
+    json_t *bounce = json_object_get(bo, "bounce");
+    ck_assert_str_eq(json_string_value(json_object_get(bounce, "bounceType")), "Permanent");
+    json_t *bor = json_object_get(bounce, "bouncedRecipients");
+    ck_assert_uint_eq(json_array_size(bor), 1);
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(bor, 0), "emailAddress")),
+                     "gone@dest.example");
+    json_t *dly = json_object_get(dl, "deliveryDelay");
+    json_t *dlr = json_object_get(dly, "delayedRecipients");
+    ck_assert_uint_eq(json_array_size(dlr), 1);
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(dlr, 0), "emailAddress")),
+                     "slow@dest.example");
+    evlist_free(&l);
+}
+END_TEST
+
+/* A deferral that would come after max_delivery_time is a Transient bounce instead. */
+START_TEST(deferral_past_expiry_bounces)
+{
+    const char *rcpts[] = {"late@dest.example"};
+    commit_message("m-4", "short", rcpts, 1);   /* max_delivery_time 100 ms < RETRY_MS */
+    drive_until(&fx.nstarted, 1, 1000);
+    ck_assert_uint_eq(fx.nstarted, 1);
+    sched_job *j = fx.started[0];
+    sched_outcome out = reply(451, "4.3.0", "451 4.3.0 try again later");
+    sched_settle(sched, j, &out, NULL, NULL);
+    ck_assert_uint_eq(j->nrcpts, 0);
+    sched_job_done(sched, j);
+    ck_assert_uint_eq(pending_of("m-4").n, 0);
+    evlist l;
+    memset(&l, 0, sizeof l);
+    ck_assert_int_eq(spool_each_event(sp, 0, 16, outbox_cb, &l), 0);
+    ck_assert_uint_eq(l.n, 1);
+    json_t *bo = event_of_type(&l, "Bounce");
+    ck_assert_ptr_nonnull(bo);
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(bo, "bounce"), "bounceType")),
+                     "Transient");
+    evlist_free(&l);
+    int64_t q = -1, d = -1;
+    scheduler_counts(sched, &q, &d, NULL);
+    ck_assert_int_eq(q + d, 0);
+}
+END_TEST
+
+static int stop_calls;
+static void on_stopped(void *arg)
+{
+    (void)arg;
+    stop_calls++;
+}
+
+/* A graceful stop tells the executor, starts nothing new, and completes only when the
+ * executor's last session is gone; the recipient it finished is recorded. */
+START_TEST(stop_waits_for_in_flight_jobs)
+{
+    const char *rcpts[] = {"a@dest.example"};
+    commit_message("m-5", "txn", rcpts, 1);
+    drive_until(&fx.nstarted, 1, 1000);
+    ck_assert_uint_eq(fx.nstarted, 1);
+    fx.sessions = 1;                     /* the job is in a transaction */
+    stop_calls = 0;
+    scheduler_stop(sched, on_stopped, NULL);
+    ck_assert_int_eq(fx.stops, 1);
+    ck_assert_int_eq(stop_calls, 0);
+    /* new work is not started while stopping */
+    const char *more[] = {"b@dest.example"};
+    commit_message("m-6", "txn", more, 1);
+    drive_until(&fx.nstarted, 2, 100);
+    ck_assert_uint_eq(fx.nstarted, 1);
+    ck_assert_int_eq(stop_calls, 0);
+    /* the transaction ends, then the session */
+    sched_job *j = fx.started[0];
+    sched_outcome out = reply(250, "2.0.0", "250 2.0.0 ok");
+    sched_settle(sched, j, &out, "192.0.2.10", "198.51.100.7");
+    sched_job_done(sched, j);
+    sched_check_stop(sched);
+    ck_assert_int_eq(stop_calls, 0);     /* a session is still open */
+    fx.sessions = 0;
+    sched_check_stop(sched);
+    ck_assert_int_eq(stop_calls, 1);
+    sched_check_stop(sched);
+    ck_assert_int_eq(stop_calls, 1);     /* reported once */
+    ck_assert_uint_eq(pending_of("m-5").n, 0);
+    ck_assert_uint_eq(pending_of("m-6").n, 1);   /* stays queued in the spool */
+}
+END_TEST
+
+/* A reload reaches the executor (DNS settings) through its op. */
+START_TEST(config_change_reaches_the_executor)
+{
+    scheduler_config_changed(sched);
+    ck_assert_int_eq(fx.config_changes, 1);
+}
+END_TEST
+
+static Suite *scheduler_suite(void)
+{
+    Suite *s = suite_create("scheduler");
+    TCase *tc = tcase_create("scheduler");
+    tcase_add_checked_fixture(tc, fixture_setup, fixture_teardown);
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, committed_messages_reach_the_executor);
+    tcase_add_test(tc, deferral_comes_back_at_its_retry_time);
+    tcase_add_test(tc, higher_priority_starts_before_a_backlog);
+    tcase_add_test(tc, equal_priority_sets_alternate);
+    tcase_add_test(tc, settle_writes_rows_and_events);
+    tcase_add_test(tc, deferral_past_expiry_bounces);
+    tcase_add_test(tc, stop_waits_for_in_flight_jobs);
+    tcase_add_test(tc, config_change_reaches_the_executor);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+TESTLIB_SUITES(scheduler_suite);
