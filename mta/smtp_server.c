@@ -32,6 +32,7 @@
 #include "store/spool.h"
 #include "mta/accept.h"
 #include "mta/auth.h"
+#include "mta/conn.h"
 #include "base/kiln.h"
 #include "mta/message.h"
 #include "mta/policy.h"
@@ -161,10 +162,7 @@ struct smtp_session {
     config *cfg;              /* the config this session started with (a reference) */
     smtp_session *prev, *next;
     uint64_t id;
-    int fd;
-    ev_io io;
-    int io_events;
-    ev_timer timer;
+    conn conn;                /* socket, TLS, buffers and the session timer */
     session_state state;
     int64_t started_ms;
     char client_ip[INET6_ADDRSTRLEN];
@@ -174,10 +172,6 @@ struct smtp_session {
 
     char *helo;               /* EHLO/HELO argument; NULL before */
     bool esmtp;
-    tls_conn *tls;
-    bool tls_read_wants_write;
-    bool tls_write_wants_read;
-    int hs_events;            /* handshake wants EV_READ or EV_WRITE */
     char *auth_user;          /* after a successful AUTH */
     auth_mech auth_mech;
     char *auth_login_user;    /* AUTH LOGIN: username received, password expected */
@@ -195,11 +189,8 @@ struct smtp_session {
     char *set_name;           /* configuration set of the message being committed */
     bool commit_pending;
 
-    strbuf in;
     smtp_linereader lr;
     bool discard_input;       /* STARTTLS: drop pipelined plaintext */
-    strbuf out;
-    size_t out_off;
     int errors;
     unsigned accepted;        /* messages accepted in this session */
     bool dead;                /* close at the end of the current callback */
@@ -209,7 +200,6 @@ struct smtp_session {
 
 static void session_close(smtp_session *s);
 static void session_run(smtp_session *s);
-static void on_session_io(struct ev_loop *loop, ev_io *w, int revents);
 
 /* ---- helpers ---- */
 
@@ -222,13 +212,13 @@ static bool in_transaction(const smtp_session *s)
 static bool auth_offered(const smtp_session *s)
 {
     if (s->cfg->nauth == 0) return false;
-    if (s->tls) return true;
+    if (conn_tls(&s->conn)) return true;
     return !s->cfg->tls_cert && s->loopback;
 }
 
 static void reply(smtp_session *s, const char *line)
 {
-    smtp_reply_line(&s->out, line);
+    smtp_reply_line(&s->conn.out, line);
 }
 
 static void kill_session(smtp_session *s, const char *reason)
@@ -240,8 +230,7 @@ static void kill_session(smtp_session *s, const char *reason)
 static void set_timer(smtp_session *s, double seconds)
 {
     if (!s->srv) return;
-    s->timer.repeat = seconds;
-    ev_timer_again(s->ctx->loop, &s->timer);
+    conn_timer_set(&s->conn, seconds);
 }
 
 /* Stop reading; write what is pending; close once written (or after the linger time). */
@@ -328,7 +317,7 @@ static void cmd_helo(smtp_session *s, const smtp_cmd *c, bool ehlo)
     s->state = ST_READY;
     const config *cfg = s->cfg;
     if (!ehlo) {
-        smtp_reply_printf(&s->out, "250 %s", cfg->hostname);
+        smtp_reply_printf(&s->conn.out, "250 %s", cfg->hostname);
         return;
     }
     char size[40];
@@ -340,9 +329,9 @@ static void cmd_helo(smtp_session *s, const smtp_cmd *c, bool ehlo)
     lines[n++] = size;
     lines[n++] = "8BITMIME";
     lines[n++] = "ENHANCEDSTATUSCODES";
-    if (s->srv->tls && !s->tls) lines[n++] = "STARTTLS";
+    if (s->srv->tls && !conn_tls(&s->conn)) lines[n++] = "STARTTLS";
     if (auth_offered(s)) lines[n++] = "AUTH PLAIN LOGIN";
-    smtp_reply_multi(&s->out, 250, lines, n);
+    smtp_reply_multi(&s->conn.out, 250, lines, n);
 }
 
 static void cmd_mail(smtp_session *s, const smtp_cmd *c)
@@ -484,7 +473,7 @@ static void cmd_starttls(smtp_session *s, const smtp_cmd *c)
         error_reply(s, REPLY_NO_STARTTLS);
         return;
     }
-    if (s->tls) {
+    if (conn_tls(&s->conn)) {
         error_reply(s, REPLY_TLS_ACTIVE);
         return;
     }
@@ -736,7 +725,7 @@ static accept_in session_accept_in(const smtp_session *s, const char *set, const
         .config_set = set,
         .client_ip = s->client_ip,
         .helo = s->helo,
-        .tls = s->tls != NULL,
+        .tls = conn_tls(&s->conn) != NULL,
         .auth_user = s->auth_user,
         .data = data,
         .data_len = len,
@@ -837,7 +826,7 @@ static void data_end(smtp_session *s)
                                      stripped ? stripped_len : len);
     s->state = ST_COMMIT;
     s->commit_pending = true;
-    ev_timer_stop(s->ctx->loop, &s->timer);
+    conn_timer_stop(&s->conn);
     int rc = accept_message(s->ctx, &in, on_accepted, s);
     free(stripped);
     if (rc != 0) {
@@ -876,7 +865,7 @@ static void data_line(smtp_session *s, const smtp_line *line)
     }
 }
 
-/* ---- input and output ---- */
+/* ---- input and output (the socket and TLS mechanics are mta/conn.c's) ---- */
 
 static bool processing_input(const smtp_session *s)
 {
@@ -886,12 +875,13 @@ static bool processing_input(const smtp_session *s)
 
 static void process_input(smtp_session *s)
 {
+    strbuf *in = &s->conn.in;
     size_t pos = 0;
     while (processing_input(s)) {
         size_t max = s->state == ST_DATA ? SMTP_TEXT_LINE_MAX : SMTP_AUTH_LINE_MAX;
         smtp_line line;
         size_t discard;
-        smtp_line_status st = smtp_line_next(&s->lr, s->in.buf + pos, s->in.len - pos, max,
+        smtp_line_status st = smtp_line_next(&s->lr, in->buf + pos, in->len - pos, max,
                                              &line, &discard);
         if (st == SMTP_LINE_MORE) {
             pos += discard;
@@ -907,18 +897,18 @@ static void process_input(smtp_session *s)
         }
         if (s->discard_input) {
             s->discard_input = false;
-            pos = s->in.len;
+            pos = in->len;
             s->lr = (smtp_linereader){0};
         }
     }
-    strbuf_consume(&s->in, pos);
-    if (s->out.len - s->out_off > SMTP_SERVER_OUT_MAX)
+    strbuf_consume(in, pos);
+    if (conn_out_pending(&s->conn) > SMTP_SERVER_OUT_MAX)
         kill_session(s, "client not reading replies");
 }
 
 static bool reading_allowed(const smtp_session *s)
 {
-    return processing_input(s) && s->out.len - s->out_off < SMTP_SERVER_OUT_PAUSE;
+    return processing_input(s) && conn_out_pending(&s->conn) < SMTP_SERVER_OUT_PAUSE;
 }
 
 /* EOF from the client: an unfinished message is dropped; replies already due are still
@@ -931,136 +921,70 @@ static void peer_closed(smtp_session *s)
     start_closing(s, why);
 }
 
+static void log_tls_error(smtp_session *s)
+{
+    log_write(s->ctx->log, KLOG_INFO, "smtp.tls_error", "session=%llu client=%s error=%s",
+              (unsigned long long)s->id, s->client_ip, log_q(s->ctx->log, conn_error(&s->conn)));
+}
+
 /* Reads what the socket has (bounded per event), handling lines as they come. */
 static void read_input(smtp_session *s)
 {
     for (int k = 0; k < SMTP_SERVER_READS_PER_EVENT && reading_allowed(s); k++) {
-        strbuf_reserve(&s->in, SMTP_SERVER_READ_CHUNK);
-        char *dst = s->in.buf + s->in.len;
-        size_t got = 0;
-        if (s->tls) {
-            s->tls_read_wants_write = false;
-            tls_status st = tls_conn_read(s->tls, dst, SMTP_SERVER_READ_CHUNK, &got);
-            if (st == TLS_WANT_READ) return;
-            if (st == TLS_WANT_WRITE) {
-                s->tls_read_wants_write = true;
-                return;
-            }
-            if (st == TLS_EOF) {
-                peer_closed(s);
-                return;
-            }
-            if (st == TLS_ERROR) {
-                log_write(s->ctx->log, KLOG_INFO, "smtp.tls_error",
-                          "session=%llu client=%s error=%s",
-                          (unsigned long long)s->id, s->client_ip,
-                          log_q(s->ctx->log, tls_conn_error(s->tls)));
+        switch (conn_read(&s->conn, NULL)) {
+        case CONN_OK: break;
+        case CONN_AGAIN: return;
+        case CONN_EOF:
+            peer_closed(s);
+            return;
+        case CONN_ERROR:
+            if (conn_tls(&s->conn)) {
+                log_tls_error(s);
                 kill_session(s, "TLS error");
-                return;
+            } else {
+                kill_session(s, "read error");
             }
-        } else {
-            ssize_t r = recv(s->fd, dst, SMTP_SERVER_READ_CHUNK, 0);
-            if (r < 0) {
-                if (errno == EINTR) continue;
-                if (errno != EAGAIN && errno != EWOULDBLOCK) kill_session(s, "read error");
-                return;
-            }
-            if (r == 0) {
-                peer_closed(s);
-                return;
-            }
-            got = (size_t)r;
+            return;
         }
-        s->in.len += got;
-        s->in.buf[s->in.len] = '\0';
         set_timer(s, s->state == ST_DATA ? SMTP_SERVER_DATA_TIMEOUT : SMTP_SERVER_COMMAND_TIMEOUT);
         process_input(s);
     }
     /* Still readable (or plaintext buffered inside OpenSSL): come back in the next loop pass. */
-    if (reading_allowed(s) && s->srv) ev_feed_event(s->ctx->loop, &s->io, EV_READ);
+    if (reading_allowed(s) && s->srv) conn_feed(&s->conn, EV_READ);
 }
 
 static void flush_output(smtp_session *s)
 {
-    s->tls_write_wants_read = false;
-    while (!s->dead && s->out_off < s->out.len) {
-        const char *p = s->out.buf + s->out_off;
-        size_t n = s->out.len - s->out_off, put = 0;
-        if (s->tls) {
-            tls_status st = tls_conn_write(s->tls, p, n, &put);
-            if (st == TLS_WANT_WRITE) break;
-            if (st == TLS_WANT_READ) {
-                s->tls_write_wants_read = true;
-                break;
-            }
-            if (st != TLS_OK) {
-                kill_session(s, "TLS write error");
-                break;
-            }
-        } else {
-            ssize_t r = send(s->fd, p, n, MSG_NOSIGNAL);
-            if (r < 0) {
-                if (errno == EINTR) continue;
-                if (errno != EAGAIN && errno != EWOULDBLOCK) kill_session(s, "write error");
-                break;
-            }
-            put = (size_t)r;
-        }
-        s->out_off += put;
-    }
-    if (s->out_off == s->out.len) {
-        strbuf_reset(&s->out);
-        s->out_off = 0;
-    } else if (s->out_off > SMTP_SERVER_OUT_PAUSE) {
-        strbuf_consume(&s->out, s->out_off);
-        s->out_off = 0;
-    }
+    if (!s->dead && conn_flush(&s->conn, NULL) == CONN_ERROR)
+        kill_session(s, conn_tls(&s->conn) ? "TLS write error" : "write error");
 }
 
 static void update_io(smtp_session *s)
 {
     if (!s->srv || s->closed) return;
-    int ev = 0;
-    if (s->state == ST_TLS_HANDSHAKE) {
-        ev = s->hs_events;
-    } else {
-        if (s->out_off < s->out.len) ev |= s->tls_write_wants_read ? EV_READ : EV_WRITE;
-        if (reading_allowed(s)) ev |= s->tls_read_wants_write ? EV_WRITE : EV_READ;
-    }
-    if (ev == s->io_events) return;
-    ev_io_stop(s->ctx->loop, &s->io);
-    s->io_events = ev;
-    if (ev) {
-        ev_io_set(&s->io, s->fd, ev);
-        ev_io_start(s->ctx->loop, &s->io);
-    }
+    conn_update(&s->conn, reading_allowed(s));
 }
 
 static void tls_step(smtp_session *s)
 {
     if (s->state == ST_TLS_WAIT) {
-        if (s->out_off < s->out.len) return;     /* the 220 must leave in plaintext first */
-        s->tls = tls_conn_new(s->srv->tls, s->fd, NULL);
+        if (conn_out_pending(&s->conn)) return;  /* the 220 must leave in plaintext first */
+        conn_starttls(&s->conn, s->srv->tls, NULL);
         s->state = ST_TLS_HANDSHAKE;
-        s->hs_events = EV_READ;
     }
-    tls_status st = tls_conn_handshake(s->tls);
-    switch (st) {
-    case TLS_OK:
+    switch (conn_handshake(&s->conn)) {
+    case CONN_OK:
         s->state = ST_GREET;
         s->lr = (smtp_linereader){0};
-        strbuf_reset(&s->in);
+        strbuf_reset(&s->conn.in);
         log_write(s->ctx->log, KLOG_INFO, "smtp.tls", "session=%llu client=%s version=%s cipher=%s",
-                  (unsigned long long)s->id, s->client_ip, tls_conn_version(s->tls),
-                  tls_conn_cipher(s->tls));
+                  (unsigned long long)s->id, s->client_ip, tls_conn_version(conn_tls(&s->conn)),
+                  tls_conn_cipher(conn_tls(&s->conn)));
         set_timer(s, SMTP_SERVER_COMMAND_TIMEOUT);
         break;
-    case TLS_WANT_READ: s->hs_events = EV_READ; break;
-    case TLS_WANT_WRITE: s->hs_events = EV_WRITE; break;
+    case CONN_AGAIN: break;
     default:
-        log_write(s->ctx->log, KLOG_INFO, "smtp.tls_error", "session=%llu client=%s error=%s",
-                  (unsigned long long)s->id, s->client_ip,
-                  log_q(s->ctx->log, tls_conn_error(s->tls)));
+        log_tls_error(s);
         kill_session(s, "TLS handshake failed");
         break;
     }
@@ -1074,11 +998,11 @@ static void session_run(smtp_session *s)
     if (!s->dead) process_input(s);
     if (!s->dead) read_input(s);
     if (!s->dead) flush_output(s);
-    if (!s->dead && s->state == ST_TLS_WAIT && s->out_off == s->out.len) {
+    if (!s->dead && s->state == ST_TLS_WAIT && !conn_out_pending(&s->conn)) {
         tls_step(s);
         if (!s->dead && s->state == ST_GREET) read_input(s);
     }
-    if (!s->dead && s->state == ST_CLOSING && s->out_off == s->out.len) s->dead = true;
+    if (!s->dead && s->state == ST_CLOSING && !conn_out_pending(&s->conn)) s->dead = true;
     if (s->dead) {
         session_close(s);
         return;
@@ -1086,19 +1010,15 @@ static void session_run(smtp_session *s)
     update_io(s);
 }
 
-static void on_session_io(struct ev_loop *loop, ev_io *w, int revents)
+static void on_session_io(void *arg, int revents)
 {
-    (void)loop;
     (void)revents;
-    session_run(w->data);
+    session_run(arg);
 }
 
-static void on_session_timer(struct ev_loop *loop, ev_timer *w, int revents)
+static void on_session_timer(void *arg)
 {
-    (void)loop;
-    (void)revents;
-    smtp_session *s = w->data;
-    ev_timer_stop(s->ctx->loop, &s->timer);
+    smtp_session *s = arg;
     if (s->state == ST_CLOSING) {
         kill_session(s, s->close_reason ? s->close_reason : "closing");
     } else if (s->state == ST_TLS_HANDSHAKE || s->state == ST_TLS_WAIT) {
@@ -1108,11 +1028,13 @@ static void on_session_timer(struct ev_loop *loop, ev_timer *w, int revents)
     } else {
         const char *why = s->state == ST_DATA ? "timeout in DATA" : "timeout";
         reset_transaction(s);
-        smtp_reply_printf(&s->out, REPLY_TIMEOUT_FMT, s->cfg->hostname);
+        smtp_reply_printf(&s->conn.out, REPLY_TIMEOUT_FMT, s->cfg->hostname);
         start_closing(s, why);
     }
     session_run(s);
 }
+
+static const conn_ops session_conn_ops = {.on_io = on_session_io, .on_timeout = on_session_timer};
 
 /* ---- commit callback ---- */
 
@@ -1131,7 +1053,7 @@ static void on_accepted(void *arg, bool ok, const char *id, const char *err)
                   "session=%llu id=%s from=%s rcpts=%zu set=%s client=%s auth=%s tls=%s%s",
                   (unsigned long long)s->id, id, log_q(lg, s->mail_from), s->nrcpts,
                   log_q(lg, s->set_name), s->client_ip, log_q(lg, s->auth_user ? s->auth_user : ""),
-                  s->tls ? "yes" : "no", s->closed ? " note=\"client already gone\"" : "");
+                  conn_tls(&s->conn) ? "yes" : "no", s->closed ? " note=\"client already gone\"" : "");
     } else {
         quota_daily_release(ctx->quota, s->reserved);
         log_write(lg, KLOG_ERROR, "smtp.reject",
@@ -1145,13 +1067,13 @@ static void on_accepted(void *arg, bool ok, const char *id, const char *err)
         session_free(s);
         return;
     }
-    if (ok) smtp_reply_printf(&s->out, "250 2.0.0 Ok %s", id);
+    if (ok) smtp_reply_printf(&s->conn.out, "250 2.0.0 Ok %s", id);
     else reply(s, REPLY_STORE_FAILED);
     s->state = ST_READY;
     check_shutdown(s);
     if (s->state != ST_CLOSING) set_timer(s, SMTP_SERVER_COMMAND_TIMEOUT);
     /* Resume from the loop, not from inside the spool's flush. */
-    ev_feed_event(ctx->loop, &s->io, EV_READ | EV_WRITE);
+    conn_feed(&s->conn, EV_READ | EV_WRITE);
 }
 
 /* ---- session life cycle ---- */
@@ -1175,8 +1097,7 @@ static void session_free(smtp_session *s)
     free(s->helo);
     free(s->auth_user);
     free(s->auth_login_user);
-    strbuf_free(&s->in);
-    strbuf_free(&s->out);
+    conn_free(&s->conn);
     config_unref(s->cfg);
     free(s);
     if (srv) server_check_done(srv);
@@ -1192,50 +1113,18 @@ static void session_close(smtp_session *s)
               (unsigned long long)s->id, s->client_ip,
               log_q(ctx->log, s->close_reason ? s->close_reason : "closed"), s->accepted,
               state_names[s->state], (long long)(kiln_now_ms(ctx) - s->started_ms));
-    ev_io_stop(ctx->loop, &s->io);
-    ev_timer_stop(ctx->loop, &s->timer);
-    if (s->tls) {
-        if (s->state == ST_CLOSING) tls_conn_shutdown(s->tls);
-        tls_conn_free(s->tls);
-        s->tls = NULL;
-    }
-    close(s->fd);
-    s->fd = -1;
+    conn_close(&s->conn, s->state == ST_CLOSING);
     s->closed = true;
     if (s->commit_pending) return;     /* on_accepted frees it */
     session_free(s);
 }
 
-static void peer_address(const struct sockaddr_storage *ss, char ip[INET6_ADDRSTRLEN], int *port,
-                         bool *loopback)
-{
-    if (ss->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)ss;
-        *port = ntohs(a6->sin6_port);
-        if (IN6_IS_ADDR_V4MAPPED(&a6->sin6_addr)) {
-            struct in_addr a4;
-            memcpy(&a4, a6->sin6_addr.s6_addr + 12, 4);
-            inet_ntop(AF_INET, &a4, ip, INET6_ADDRSTRLEN);
-            *loopback = a6->sin6_addr.s6_addr[12] == 127;
-        } else {
-            inet_ntop(AF_INET6, &a6->sin6_addr, ip, INET6_ADDRSTRLEN);
-            *loopback = IN6_IS_ADDR_LOOPBACK(&a6->sin6_addr);
-        }
-    } else {
-        const struct sockaddr_in *a4 = (const struct sockaddr_in *)ss;
-        *port = ntohs(a4->sin_port);
-        inet_ntop(AF_INET, &a4->sin_addr, ip, INET6_ADDRSTRLEN);
-        *loopback = (ntohl(a4->sin_addr.s_addr) >> 24) == 127;
-    }
-}
-
-static void session_new(smtp_server *srv, int fd, const struct sockaddr_storage *ss)
+static void session_new(smtp_server *srv, int fd, const conn_peer *peer)
 {
     kiln_ctx *ctx = srv->ctx;
-    char ip[INET6_ADDRSTRLEN];
-    int port;
-    bool loopback;
-    peer_address(ss, ip, &port, &loopback);
+    const char *ip = peer->ip;
+    int port = peer->port;
+    bool loopback = peer->loopback;
     uint64_t id = ++srv->next_id;
     if (srv->nsessions >= SMTP_SERVER_MAX_SESSIONS) {
         static const char msg[] = REPLY_TOO_MANY_CONNECTIONS "\r\n";
@@ -1255,28 +1144,23 @@ static void session_new(smtp_server *srv, int fd, const struct sockaddr_storage 
     s->ctx = ctx;
     s->cfg = config_ref(ctx->cfg);
     s->id = id;
-    s->fd = fd;
+    conn_init(&s->conn, ctx->loop, &session_conn_ops, s);
+    conn_attach(&s->conn, fd);
     memcpy(s->client_ip, ip, sizeof s->client_ip);
     s->client_port = port;
     s->loopback = loopback;
     s->trusted = config_is_trusted(s->cfg, ip);
     s->started_ms = kiln_now_ms(ctx);
     s->state = ST_GREET;
-    strbuf_init(&s->in);
-    strbuf_init(&s->out);
     strbuf_init(&s->data);
     s->next = srv->sessions;
     if (srv->sessions) srv->sessions->prev = s;
     srv->sessions = s;
     srv->nsessions++;
 
-    ev_io_init(&s->io, on_session_io, fd, EV_READ);
-    s->io.data = s;
-    ev_init(&s->timer, on_session_timer);
-    s->timer.data = s;
     log_write(ctx->log, KLOG_INFO, "smtp.connect", "session=%llu client=%s port=%d trusted=%s",
               (unsigned long long)id, ip, port, s->trusted ? "yes" : "no");
-    smtp_reply_printf(&s->out, "220 %s ESMTP kiln", s->cfg->hostname);
+    smtp_reply_printf(&s->conn.out, "220 %s ESMTP kiln", s->cfg->hostname);
     set_timer(s, SMTP_SERVER_COMMAND_TIMEOUT);
     session_run(s);
 }
@@ -1309,11 +1193,10 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
     smtp_listener *l = w->data;
     smtp_server *srv = l->srv;
     for (int k = 0; k < SMTP_SERVER_ACCEPTS_PER_EVENT && srv->accepting; k++) {
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof ss;
-        int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        conn_peer peer;
+        int fd = conn_accept(l->fd, &peer);
         if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO) continue;
+            if (errno == EINTR) continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) return;
             log_write(srv->ctx->log, KLOG_WARNING, "smtp.accept_error", "listen=%s error=%s",
                       l->name, log_q(srv->ctx->log, strerror(errno)));
@@ -1323,59 +1206,29 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
             ev_timer_start(srv->ctx->loop, &srv->backoff);
             return;
         }
-        session_new(srv, fd, &ss);
+        session_new(srv, fd, &peer);
     }
+}
+
+static void listener_add(void *arg, int fd, const char *name)
+{
+    smtp_server *srv = arg;
+    srv->listeners = util_realloc(srv->listeners, (srv->nlisteners + 1) * sizeof *srv->listeners);
+    smtp_listener *l = &srv->listeners[srv->nlisteners++];
+    memset(l, 0, sizeof *l);
+    l->fd = fd;
+    l->srv = srv;
+    snprintf(l->name, sizeof l->name, "%s", name);
 }
 
 static int listen_on(smtp_server *srv, const config_hostport *hp, char **err)
 {
-    char port[16];
+    char port[16], *why = NULL;
     snprintf(port, sizeof port, "%d", hp->port);
-    struct addrinfo hints = {0}, *res = NULL;
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    int gai = getaddrinfo(hp->host, port, &hints, &res);
-    if (gai != 0) {
-        *err = util_asprintf("submission.listen %s:%d: cannot resolve: %s", hp->host, hp->port,
-                             gai_strerror(gai));
-        return -1;
-    }
-    int rc = 0;
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0) {
-            *err = util_asprintf("submission.listen %s:%d: socket: %s", hp->host, hp->port,
-                                 strerror(errno));
-            rc = -1;
-            break;
-        }
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (ai->ai_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, SMTP_SERVER_BACKLOG) != 0) {
-            *err = util_asprintf("submission.listen %s:%d: cannot listen: %s", hp->host, hp->port,
-                                 strerror(errno));
-            close(fd);
-            rc = -1;
-            break;
-        }
-        srv->listeners =
-            util_realloc(srv->listeners, (srv->nlisteners + 1) * sizeof *srv->listeners);
-        smtp_listener *l = &srv->listeners[srv->nlisteners++];
-        memset(l, 0, sizeof *l);
-        l->fd = fd;
-        l->srv = srv;
-        char ip[INET6_ADDRSTRLEN] = "?";
-        if (ai->ai_family == AF_INET6)
-            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr, ip, sizeof ip);
-        else
-            inet_ntop(AF_INET, &((struct sockaddr_in *)ai->ai_addr)->sin_addr, ip, sizeof ip);
-        snprintf(l->name, sizeof l->name, ai->ai_family == AF_INET6 ? "[%s]:%d" : "%s:%d", ip,
-                 hp->port);
-    }
-    freeaddrinfo(res);
-    return rc;
+    if (conn_listen(hp->host, port, SMTP_SERVER_BACKLOG, listener_add, srv, &why) == 0) return 0;
+    *err = util_asprintf("submission.listen %s:%d: %s", hp->host, hp->port, why);
+    free(why);
+    return -1;
 }
 
 static void on_done_idle(struct ev_loop *loop, ev_idle *w, int revents)

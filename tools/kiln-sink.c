@@ -72,6 +72,7 @@
 #include <jansson.h>
 
 #include "base/log.h"
+#include "mta/conn.h"
 #include "mta/smtp_parse.h"
 #include "mta/tls.h"
 #include "base/util.h"
@@ -200,23 +201,16 @@ struct sink_session {
     sink_listener *l;
     sink_client *c;
     uint64_t id;
-    int fd;
-    ev_io io;
-    int io_events;
-    ev_timer timer;                      /* idle / linger / handshake timeout */
+    conn conn;                           /* socket, TLS, buffers; its timer: idle / linger /
+                                            handshake timeout */
     ev_timer hold;                       /* delayed reply */
     sink_state state;
     hold_kind hold_kind;
     char *held_reply;
-    tls_conn *tls;
-    bool tls_read_wants_write, tls_write_wants_read;
-    int hs_events;
     bool in_mail;                        /* MAIL accepted */
     unsigned nrcpts;                     /* recipients accepted in this transaction */
     uint64_t data_bytes;
     uint64_t messages;                   /* messages accepted in this session */
-    strbuf in, out;
-    size_t out_off;
     smtp_linereader lr;
     bool discard_input;
     bool dead;
@@ -277,13 +271,12 @@ static void count_add(sink_counts *n, uint64_t msgs, uint64_t rcpts, uint64_t by
 
 static void reply(sink_session *s, const char *line)
 {
-    smtp_reply_line(&s->out, line);
+    smtp_reply_line(&s->conn.out, line);
 }
 
 static void set_timer(sink_session *s, double seconds)
 {
-    s->timer.repeat = seconds;
-    ev_timer_again(s->sk->loop, &s->timer);
+    conn_timer_set(&s->conn, seconds);
 }
 
 static void kill_session(sink_session *s, const char *reason)
@@ -446,7 +439,7 @@ static void cmd_ehlo(sink_session *s, const smtp_cmd *c, bool ehlo)
     }
     reset_transaction(s);
     if (!ehlo) {
-        smtp_reply_printf(&s->out, "250 %s", s->sk->o.hostname);
+        smtp_reply_printf(&s->conn.out, "250 %s", s->sk->o.hostname);
         return;
     }
     char size[48];
@@ -458,8 +451,8 @@ static void cmd_ehlo(sink_session *s, const smtp_cmd *c, bool ehlo)
     lines[n++] = size;
     lines[n++] = "8BITMIME";
     lines[n++] = "ENHANCEDSTATUSCODES";
-    if (s->sk->tls && !s->tls) lines[n++] = "STARTTLS";
-    smtp_reply_multi(&s->out, 250, lines, n);
+    if (s->sk->tls && !conn_tls(&s->conn)) lines[n++] = "STARTTLS";
+    smtp_reply_multi(&s->conn.out, 250, lines, n);
 }
 
 static void cmd_mail(sink_session *s, const smtp_cmd *c)
@@ -561,7 +554,7 @@ static void cmd_data(sink_session *s, const smtp_cmd *c)
 
 static void cmd_starttls(sink_session *s, const smtp_cmd *c)
 {
-    if (!s->sk->tls || s->tls) {
+    if (!s->sk->tls || conn_tls(&s->conn)) {
         error_reply(s, REPLY_NO_STARTTLS);
         return;
     }
@@ -622,7 +615,7 @@ static void message_accepted(sink_session *s)
     count_add(&s->c->n, 1, r, b);
     count_add(&s->l->n, 1, r, b);
     s->messages++;
-    smtp_reply_printf(&s->out, "250 2.0.0 Ok: queued as S%llxM%llu", (unsigned long long)s->id,
+    smtp_reply_printf(&s->conn.out, "250 2.0.0 Ok: queued as S%llxM%llu", (unsigned long long)s->id,
                       (unsigned long long)s->messages);
     reset_transaction(s);
 }
@@ -657,7 +650,7 @@ static void on_hold(struct ev_loop *loop, ev_timer *w, int revents)
     session_run(s);
 }
 
-/* ---- input and output ---- */
+/* ---- input and output (the socket and TLS mechanics are mta/conn.c's) ---- */
 
 static bool processing_input(const sink_session *s)
 {
@@ -666,12 +659,13 @@ static bool processing_input(const sink_session *s)
 
 static void process_input(sink_session *s)
 {
+    strbuf *in = &s->conn.in;
     size_t pos = 0;
     while (processing_input(s)) {
         bool data = s->state == SS_DATA;
         smtp_line line;
         size_t discard;
-        smtp_line_status st = smtp_line_next(&s->lr, s->in.buf + pos, s->in.len - pos,
+        smtp_line_status st = smtp_line_next(&s->lr, in->buf + pos, in->len - pos,
                                              data ? SINK_DATA_LINE_MAX : SMTP_AUTH_LINE_MAX,
                                              &line, &discard);
         if (st == SMTP_LINE_MORE) {
@@ -693,16 +687,16 @@ static void process_input(sink_session *s)
         }
         if (s->discard_input) {
             s->discard_input = false;
-            pos = s->in.len;
+            pos = in->len;
             s->lr = (smtp_linereader){0};
         }
     }
-    strbuf_consume(&s->in, pos);
+    strbuf_consume(in, pos);
 }
 
 static bool reading_allowed(const sink_session *s)
 {
-    return (processing_input(s) && s->out.len - s->out_off < SINK_OUT_PAUSE) ||
+    return (processing_input(s) && conn_out_pending(&s->conn) < SINK_OUT_PAUSE) ||
            (!s->dead && s->state == SS_LINGER);
 }
 
@@ -717,131 +711,54 @@ static void read_input(sink_session *s)
 {
     for (int k = 0; k < SINK_READS_PER_EVENT && reading_allowed(s); k++) {
         if (s->state == SS_LINGER) {     /* discard what the client still sends */
-            char junk[4096];
-            ssize_t r = recv(s->fd, junk, sizeof junk, 0);
-            if (r < 0 && errno == EINTR) continue;
-            if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
-            if (r <= 0) {
+            conn_status st = conn_discard(&s->conn);
+            if (st == CONN_AGAIN) return;
+            if (st != CONN_OK) {
                 kill_session(s, s->close_reason);
                 return;
             }
             continue;
         }
-        strbuf_reserve(&s->in, SINK_READ_CHUNK);
-        char *dst = s->in.buf + s->in.len;
-        size_t got = 0;
-        if (s->tls) {
-            s->tls_read_wants_write = false;
-            tls_status st = tls_conn_read(s->tls, dst, SINK_READ_CHUNK, &got);
-            if (st == TLS_WANT_READ) return;
-            if (st == TLS_WANT_WRITE) {
-                s->tls_read_wants_write = true;
-                return;
-            }
-            if (st == TLS_EOF) {
-                peer_closed(s);
-                return;
-            }
-            if (st == TLS_ERROR) {
-                kill_session(s, "TLS error");
-                return;
-            }
-        } else {
-            ssize_t r = recv(s->fd, dst, SINK_READ_CHUNK, 0);
-            if (r < 0) {
-                if (errno == EINTR) continue;
-                if (errno != EAGAIN && errno != EWOULDBLOCK) kill_session(s, "read error");
-                return;
-            }
-            if (r == 0) {
-                peer_closed(s);
-                return;
-            }
-            got = (size_t)r;
+        switch (conn_read(&s->conn, NULL)) {
+        case CONN_OK: break;
+        case CONN_AGAIN: return;
+        case CONN_EOF:
+            peer_closed(s);
+            return;
+        case CONN_ERROR:
+            kill_session(s, conn_tls(&s->conn) ? "TLS error" : "read error");
+            return;
         }
-        s->in.len += got;
-        s->in.buf[s->in.len] = '\0';
         set_timer(s, s->sk->o.timeout);
         process_input(s);
     }
-    if (reading_allowed(s)) ev_feed_event(s->sk->loop, &s->io, EV_READ);
+    if (reading_allowed(s)) conn_feed(&s->conn, EV_READ);
 }
 
 static void flush_output(sink_session *s)
 {
-    s->tls_write_wants_read = false;
-    while (!s->dead && s->out_off < s->out.len) {
-        const char *p = s->out.buf + s->out_off;
-        size_t n = s->out.len - s->out_off, put = 0;
-        if (s->tls) {
-            tls_status st = tls_conn_write(s->tls, p, n, &put);
-            if (st == TLS_WANT_WRITE) break;
-            if (st == TLS_WANT_READ) {
-                s->tls_write_wants_read = true;
-                break;
-            }
-            if (st != TLS_OK) {
-                kill_session(s, "TLS write error");
-                break;
-            }
-        } else {
-            ssize_t r = send(s->fd, p, n, MSG_NOSIGNAL);
-            if (r < 0) {
-                if (errno == EINTR) continue;
-                if (errno != EAGAIN && errno != EWOULDBLOCK) kill_session(s, "write error");
-                break;
-            }
-            put = (size_t)r;
-        }
-        s->out_off += put;
-    }
-    if (s->out_off == s->out.len) {
-        strbuf_reset(&s->out);
-        s->out_off = 0;
-    } else if (s->out_off > SINK_OUT_PAUSE) {
-        strbuf_consume(&s->out, s->out_off);
-        s->out_off = 0;
-    }
-}
-
-static void update_io(sink_session *s)
-{
-    int ev = 0;
-    if (s->state == SS_TLS_HANDSHAKE) {
-        ev = s->hs_events;
-    } else {
-        if (s->out_off < s->out.len) ev |= s->tls_write_wants_read ? EV_READ : EV_WRITE;
-        if (reading_allowed(s)) ev |= s->tls_read_wants_write ? EV_WRITE : EV_READ;
-    }
-    if (ev == s->io_events) return;
-    ev_io_stop(s->sk->loop, &s->io);
-    s->io_events = ev;
-    if (ev) {
-        ev_io_set(&s->io, s->fd, ev);
-        ev_io_start(s->sk->loop, &s->io);
-    }
+    if (!s->dead && conn_flush(&s->conn, NULL) == CONN_ERROR)
+        kill_session(s, conn_tls(&s->conn) ? "TLS write error" : "write error");
 }
 
 static void tls_step(sink_session *s)
 {
     if (s->state == SS_TLS_WAIT) {
-        if (s->out_off < s->out.len) return;     /* the 220 leaves in plaintext first */
-        s->tls = tls_conn_new(s->sk->tls, s->fd, NULL);
+        if (conn_out_pending(&s->conn)) return;     /* the 220 leaves in plaintext first */
+        conn_starttls(&s->conn, s->sk->tls, NULL);
         s->state = SS_TLS_HANDSHAKE;
-        s->hs_events = EV_READ;
     }
-    switch (tls_conn_handshake(s->tls)) {
-    case TLS_OK:
+    switch (conn_handshake(&s->conn)) {
+    case CONN_OK:
         s->state = SS_CMD;
         s->lr = (smtp_linereader){0};
-        strbuf_reset(&s->in);
+        strbuf_reset(&s->conn.in);
         set_timer(s, s->sk->o.timeout);
         break;
-    case TLS_WANT_READ: s->hs_events = EV_READ; break;
-    case TLS_WANT_WRITE: s->hs_events = EV_WRITE; break;
+    case CONN_AGAIN: break;
     default:
         log_write(s->sk->log, KLOG_DEBUG, "sink.tls_error", "session=%llu client=%s error=%s",
-                  (unsigned long long)s->id, s->c->ip, log_q(s->sk->log, tls_conn_error(s->tls)));
+                  (unsigned long long)s->id, s->c->ip, log_q(s->sk->log, conn_error(&s->conn)));
         kill_session(s, "TLS handshake failed");
         break;
     }
@@ -852,8 +769,7 @@ static void tls_step(sink_session *s)
  * reply the client has not read yet. */
 static void start_linger(sink_session *s)
 {
-    if (s->tls) tls_conn_shutdown(s->tls);
-    shutdown(s->fd, SHUT_WR);
+    conn_shutdown_write(&s->conn);
     s->state = SS_LINGER;
     set_timer(s, SINK_LINGER);
 }
@@ -865,11 +781,11 @@ static void session_run(sink_session *s)
     if (!s->dead) process_input(s);
     if (!s->dead) read_input(s);
     if (!s->dead) flush_output(s);
-    if (!s->dead && s->state == SS_TLS_WAIT && s->out_off == s->out.len) {
+    if (!s->dead && s->state == SS_TLS_WAIT && !conn_out_pending(&s->conn)) {
         tls_step(s);
         if (!s->dead && s->state == SS_CMD) read_input(s);
     }
-    if (!s->dead && s->state == SS_CLOSING && s->out_off == s->out.len) {
+    if (!s->dead && s->state == SS_CLOSING && !conn_out_pending(&s->conn)) {
         start_linger(s);
         read_input(s);
     }
@@ -877,22 +793,18 @@ static void session_run(sink_session *s)
         session_close(s);
         return;
     }
-    update_io(s);
+    conn_update(&s->conn, reading_allowed(s));
 }
 
-static void on_session_io(struct ev_loop *loop, ev_io *w, int revents)
+static void on_session_io(void *arg, int revents)
 {
-    (void)loop;
     (void)revents;
-    session_run(w->data);
+    session_run(arg);
 }
 
-static void on_session_timer(struct ev_loop *loop, ev_timer *w, int revents)
+static void on_session_timer(void *arg)
 {
-    (void)loop;
-    (void)revents;
-    sink_session *s = w->data;
-    ev_timer_stop(s->sk->loop, &s->timer);
+    sink_session *s = arg;
     if (s->state == SS_CLOSING || s->state == SS_LINGER) {
         kill_session(s, s->close_reason ? s->close_reason : "closing");
     } else if (s->state == SS_TLS_WAIT || s->state == SS_TLS_HANDSHAKE) {
@@ -902,11 +814,13 @@ static void on_session_timer(struct ev_loop *loop, ev_timer *w, int revents)
         return;
     } else {
         reset_transaction(s);
-        smtp_reply_printf(&s->out, "421 4.4.2 %s Error: timeout exceeded", s->sk->o.hostname);
+        smtp_reply_printf(&s->conn.out, "421 4.4.2 %s Error: timeout exceeded", s->sk->o.hostname);
         start_closing(s, "timeout");
     }
     session_run(s);
 }
+
+static const conn_ops session_conn_ops = {.on_io = on_session_io, .on_timeout = on_session_timer};
 
 /* ---- session life cycle ---- */
 
@@ -918,44 +832,21 @@ static void session_close(sink_session *s)
               (unsigned long long)s->id, s->c->ip, s->l->name,
               log_q(sk->log, s->close_reason ? s->close_reason : "closed"),
               (unsigned long long)s->messages, (long long)(util_mono_ms() - s->started_ms));
-    ev_io_stop(sk->loop, &s->io);
-    ev_timer_stop(sk->loop, &s->timer);
     ev_timer_stop(sk->loop, &s->hold);
-    if (s->tls) tls_conn_free(s->tls);
-    close(s->fd);
+    conn_free(&s->conn);
     if (s->prev) s->prev->next = s->next;
     else sk->sessions = s->next;
     if (s->next) s->next->prev = s->prev;
     sk->nsessions--;
     s->c->current--;
     free(s->held_reply);
-    strbuf_free(&s->in);
-    strbuf_free(&s->out);
     free(s);
 }
 
-/* The client's address as text; IPv4-mapped IPv6 addresses become plain IPv4. */
-static void peer_ip(const struct sockaddr_storage *ss, char ip[INET6_ADDRSTRLEN])
-{
-    if (ss->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)ss;
-        if (IN6_IS_ADDR_V4MAPPED(&a6->sin6_addr)) {
-            struct in_addr a4;
-            memcpy(&a4, a6->sin6_addr.s6_addr + 12, 4);
-            inet_ntop(AF_INET, &a4, ip, INET6_ADDRSTRLEN);
-        } else {
-            inet_ntop(AF_INET6, &a6->sin6_addr, ip, INET6_ADDRSTRLEN);
-        }
-    } else {
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, ip, INET6_ADDRSTRLEN);
-    }
-}
-
-static void session_new(sink_listener *l, int fd, const struct sockaddr_storage *ss)
+static void session_new(sink_listener *l, int fd, const conn_peer *peer)
 {
     sink *sk = l->sk;
-    char ip[INET6_ADDRSTRLEN];
-    peer_ip(ss, ip);
+    const char *ip = peer->ip;
     sink_client *c = client_get(sk, ip);
     if (sk->o.max_conn_per_client > 0 && c->current >= sk->o.max_conn_per_client) {
         static const char msg[] = REPLY_TOO_MANY_CONN "\r\n";
@@ -976,11 +867,10 @@ static void session_new(sink_listener *l, int fd, const struct sockaddr_storage 
     s->l = l;
     s->c = c;
     s->id = ++sk->next_id;
-    s->fd = fd;
     s->state = SS_CMD;
     s->started_ms = util_mono_ms();
-    strbuf_init(&s->in);
-    strbuf_init(&s->out);
+    conn_init(&s->conn, sk->loop, &session_conn_ops, s);
+    conn_attach(&s->conn, fd);
     s->next = sk->sessions;
     if (sk->sessions) sk->sessions->prev = s;
     sk->sessions = s;
@@ -990,15 +880,11 @@ static void session_new(sink_listener *l, int fd, const struct sockaddr_storage 
     c->n.connections++;
     l->n.connections++;
     sk->total.connections++;
-    ev_io_init(&s->io, on_session_io, fd, EV_READ);
-    s->io.data = s;
-    ev_init(&s->timer, on_session_timer);
-    s->timer.data = s;
     ev_init(&s->hold, on_hold);
     s->hold.data = s;
     log_write(sk->log, KLOG_DEBUG, "sink.connect", "session=%llu client=%s listener=%s",
               (unsigned long long)s->id, ip, l->name);
-    smtp_reply_printf(&s->out, "220 %s ESMTP kiln-sink", sk->o.hostname);
+    smtp_reply_printf(&s->conn.out, "220 %s ESMTP kiln-sink", sk->o.hostname);
     set_timer(s, sk->o.timeout);
     session_run(s);
 }
@@ -1029,11 +915,10 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
     sink_listener *l = w->data;
     sink *sk = l->sk;
     for (int k = 0; k < SINK_ACCEPTS_PER_EVENT && !sk->stopping; k++) {
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof ss;
-        int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        conn_peer peer;
+        int fd = conn_accept(l->fd, &peer);
         if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO) continue;
+            if (errno == EINTR) continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) return;
             log_write(sk->log, KLOG_WARNING, "sink.accept_error", "listener=%s error=%s",
                       l->name, log_q(sk->log, strerror(errno)));
@@ -1042,7 +927,7 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
             ev_timer_start(sk->loop, &sk->backoff);
             return;
         }
-        session_new(l, fd, &ss);
+        session_new(l, fd, &peer);
     }
 }
 
@@ -1075,6 +960,17 @@ static bool split_hostport(const char *spec, char *host, size_t hostcap, char *p
     return true;
 }
 
+static void listener_add(void *arg, int fd, const char *name)
+{
+    sink *sk = arg;
+    sk->listeners = util_realloc(sk->listeners, (sk->nlisteners + 1) * sizeof *sk->listeners);
+    sink_listener *l = &sk->listeners[sk->nlisteners++];
+    memset(l, 0, sizeof *l);
+    l->fd = fd;
+    l->sk = sk;
+    snprintf(l->name, sizeof l->name, "%s", name);
+}
+
 static int listen_on(sink *sk, const char *spec, char **err)
 {
     char host[256], port[16];
@@ -1082,47 +978,11 @@ static int listen_on(sink *sk, const char *spec, char **err)
         *err = util_asprintf("-l %s: expected HOST:PORT or [IPV6]:PORT", spec);
         return -1;
     }
-    struct addrinfo hints = {0}, *res = NULL;
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    int gai = getaddrinfo(host, port, &hints, &res);
-    if (gai != 0) {
-        *err = util_asprintf("-l %s: cannot resolve: %s", spec, gai_strerror(gai));
-        return -1;
-    }
-    int rc = 0;
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0) {
-            *err = util_asprintf("-l %s: socket: %s", spec, strerror(errno));
-            rc = -1;
-            break;
-        }
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (ai->ai_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, SINK_BACKLOG) != 0) {
-            *err = util_asprintf("-l %s: cannot listen: %s", spec, strerror(errno));
-            close(fd);
-            rc = -1;
-            break;
-        }
-        sk->listeners = util_realloc(sk->listeners, (sk->nlisteners + 1) * sizeof *sk->listeners);
-        sink_listener *l = &sk->listeners[sk->nlisteners++];
-        memset(l, 0, sizeof *l);
-        l->fd = fd;
-        l->sk = sk;
-        char ip[INET6_ADDRSTRLEN] = "?";
-        if (ai->ai_family == AF_INET6)
-            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr, ip, sizeof ip);
-        else
-            inet_ntop(AF_INET, &((struct sockaddr_in *)ai->ai_addr)->sin_addr, ip, sizeof ip);
-        snprintf(l->name, sizeof l->name, ai->ai_family == AF_INET6 ? "[%s]:%s" : "%s:%s", ip,
-                 port);
-    }
-    freeaddrinfo(res);
-    return rc;
+    char *why = NULL;
+    if (conn_listen(host, port, SINK_BACKLOG, listener_add, sk, &why) == 0) return 0;
+    *err = util_asprintf("-l %s: %s", spec, why);
+    free(why);
+    return -1;
 }
 
 /* ---- signals, start and stop ---- */
