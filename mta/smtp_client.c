@@ -26,8 +26,9 @@
 
 #include <ev.h>
 
+#include "mta/conn.h"
+
 #define REPLY_MAX (64 * 1024)
-#define READ_CHUNK 16384
 
 typedef enum {
     ST_CONNECT,
@@ -66,16 +67,12 @@ struct smtp_client {
     smtp_client_timeouts to;
     tls_ctx *tls_ctx;
 
-    int fd;
-    ev_io rio, wio;
-    ev_timer tmo;
+    conn conn;                   /* socket, TLS layer, buffers, the reply/step timer */
     ev_timer later;              /* reports a failure found inside smtp_client_new */
     smtp_client_status later_status;
     char *later_error;
 
-    tls_conn *ssl;
-    bool tls;
-    strbuf in, out;
+    bool tls;                    /* the TLS handshake finished */
     client_state state;
     bool quit_wanted;
 
@@ -270,26 +267,13 @@ const char *smtp_client_status_name(smtp_client_status st)
 
 static void timer_set(smtp_client *c, int64_t ms)
 {
-    ev_timer_stop(c->loop, &c->tmo);
-    ev_timer_set(&c->tmo, (double)ms / 1000.0, 0.0);
-    ev_timer_start(c->loop, &c->tmo);
+    conn_timer_set(&c->conn, (double)ms / 1000.0);
 }
 
 static void close_socket(smtp_client *c)
 {
-    ev_io_stop(c->loop, &c->rio);
-    ev_io_stop(c->loop, &c->wio);
-    ev_timer_stop(c->loop, &c->tmo);
     ev_timer_stop(c->loop, &c->later);
-    if (c->ssl) {
-        if (c->state == ST_QUIT) tls_conn_shutdown(c->ssl);
-        tls_conn_free(c->ssl);
-        c->ssl = NULL;
-    }
-    if (c->fd >= 0) {
-        close(c->fd);
-        c->fd = -1;
-    }
+    conn_close(&c->conn, c->state == ST_QUIT);
 }
 
 static void free_txn(smtp_client *c)
@@ -334,7 +318,7 @@ static int finish_txn(smtp_client *c, bool usable, bool nothing_done)
     memset(&c->msg, 0, sizeof c->msg);
     if (usable) {
         c->state = ST_IDLE;
-        ev_timer_stop(c->loop, &c->tmo);
+        conn_timer_stop(&c->conn);
     }
     c->cb(c->arg, c, &ev);
     for (size_t i = 0; i < n; i++) smtp_client_reply_free(&res[i].reply);
@@ -395,54 +379,26 @@ static void out_printf(smtp_client *c, const char *fmt, ...)
     va_start(ap, fmt);
     char *s = util_vasprintf(fmt, ap);
     va_end(ap);
-    strbuf_puts(&c->out, s);
+    strbuf_puts(&c->conn.out, s);
     free(s);
 }
 
-/* Writes are always started from the loop (ev_io), never synchronously. */
+/* Writes are always started from the loop (ev_io), never synchronously: this only arms the
+ * watcher (input is always wanted once connected). */
 static void want_write(smtp_client *c)
 {
-    if (c->out.len && !ev_is_active(&c->wio)) ev_io_start(c->loop, &c->wio);
+    conn_update(&c->conn, true);
 }
 
 static int write_out(smtp_client *c)
 {
-    bool progress = false;
-    while (c->out.len) {
-        ssize_t n;
-        if (c->ssl) {
-            size_t w = 0;
-            tls_status ts = tls_conn_write(c->ssl, c->out.buf, c->out.len, &w);
-            if (ts == TLS_WANT_WRITE) {
-                ev_io_start(c->loop, &c->wio);
-                break;
-            }
-            if (ts == TLS_WANT_READ) {
-                /* the read watcher is always on and writes again after reading */
-                ev_io_stop(c->loop, &c->wio);
-                break;
-            }
-            if (ts != TLS_OK)
-                return failf(c, SMTP_CLIENT_FAIL_IO, "write to %s failed in %s: %s", c->peer,
-                             state_names[c->state], tls_conn_error(c->ssl));
-            n = (ssize_t)w;
-        } else {
-            n = send(c->fd, c->out.buf, c->out.len, MSG_NOSIGNAL);
-            if (n < 0) {
-                if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
-                    ev_io_start(c->loop, &c->wio);
-                    break;
-                }
-                return failf(c, SMTP_CLIENT_FAIL_IO, "write to %s failed in %s: %s", c->peer,
-                             state_names[c->state], strerror(errno));
-            }
-        }
-        strbuf_consume(&c->out, (size_t)n);
-        progress = true;
-    }
-    if (!c->out.len) ev_io_stop(c->loop, &c->wio);
-    if (progress && c->state == ST_BODY)
-        timer_set(c, c->out.len ? c->to.data_block_ms : c->to.data_term_ms);
+    size_t put = 0;
+    if (conn_flush(&c->conn, &put) == CONN_ERROR)
+        return failf(c, SMTP_CLIENT_FAIL_IO, "write to %s failed in %s: %s", c->peer,
+                     state_names[c->state], conn_error(&c->conn));
+    conn_update(&c->conn, true);
+    if (put && c->state == ST_BODY)
+        timer_set(c, conn_out_pending(&c->conn) ? c->to.data_block_ms : c->to.data_term_ms);
     return 0;
 }
 
@@ -492,7 +448,7 @@ static void parse_ehlo(smtp_client *c, const smtp_client_reply *r)
 static int become_ready(smtp_client *c)
 {
     c->state = ST_IDLE;
-    ev_timer_stop(c->loop, &c->tmo);
+    conn_timer_stop(&c->conn);
     log_write(c->log, KLOG_DEBUG, "smtp_client.ready",
               "session=%s esmtp=%d tls=%d pipelining=%d size=%lld 8bitmime=%d",
               log_q(c->log, c->desc), c->esmtp, c->tls, c->cap_pipelining,
@@ -510,9 +466,9 @@ static int start_handshake(smtp_client *c)
     unsigned char tmp[16];
     bool named = c->peer_name && inet_pton(AF_INET, c->peer_name, tmp) != 1 &&
                  inet_pton(AF_INET6, c->peer_name, tmp) != 1;
-    c->ssl = tls_conn_new(c->tls_ctx, c->fd, named ? c->peer_name : NULL);
+    conn_starttls(&c->conn, c->tls_ctx, named ? c->peer_name : NULL);
     /* nothing the server sent in clear after its 220 may count once TLS is up */
-    strbuf_reset(&c->in);
+    strbuf_reset(&c->conn.in);
     c->state = ST_HANDSHAKE;
     timer_set(c, c->to.mail_ms);
     return 0;
@@ -520,26 +476,22 @@ static int start_handshake(smtp_client *c)
 
 static int do_handshake(smtp_client *c)
 {
-    tls_status ts = tls_conn_handshake(c->ssl);
-    if (ts == TLS_OK) {
+    conn_status st = conn_handshake(&c->conn);
+    if (st == CONN_OK) {
+        const tls_conn *t = conn_tls(&c->conn);
         c->tls = true;
-        ev_io_stop(c->loop, &c->wio);
         log_write(c->log, KLOG_DEBUG, "smtp_client.tls",
                   "session=%s version=%s cipher=%s verified=%d verify_error=%s",
-                  log_q(c->log, c->desc), tls_conn_version(c->ssl), tls_conn_cipher(c->ssl),
-                  tls_conn_peer_verified(c->ssl), log_q(c->log, tls_conn_verify_error(c->ssl)));
+                  log_q(c->log, c->desc), tls_conn_version(t), tls_conn_cipher(t),
+                  tls_conn_peer_verified(t), log_q(c->log, tls_conn_verify_error(t)));
         return send_ehlo(c);
     }
-    if (ts == TLS_WANT_READ) {
-        ev_io_stop(c->loop, &c->wio);
-        return 0;
-    }
-    if (ts == TLS_WANT_WRITE) {
-        ev_io_start(c->loop, &c->wio);
+    if (st == CONN_AGAIN) {
+        conn_update(&c->conn, true);
         return 0;
     }
     return failf(c, SMTP_CLIENT_FAIL_TLS, "TLS handshake with %s failed: %s", c->peer,
-                 tls_conn_error(c->ssl));
+                 conn_error(&c->conn));
 }
 
 static int go_quit(smtp_client *c)
@@ -681,7 +633,7 @@ static int on_reply(smtp_client *c, const smtp_client_reply *r)
         return on_txn_reply(c, r);
     case ST_DATA:
         if (r->code / 100 == 3) {
-            smtp_client_encode_data(c->msg.data, c->msg.data_len, &c->out);
+            smtp_client_encode_data(c->msg.data, c->msg.data_len, &c->conn.out);
             c->state = ST_BODY;
             timer_set(c, c->to.data_block_ms);
             want_write(c);
@@ -689,7 +641,8 @@ static int on_reply(smtp_client *c, const smtp_client_reply *r)
         }
         return answer_accepted(c, r);
     case ST_BODY:
-        if (c->out.len) return failf(c, SMTP_CLIENT_FAIL_IO, "%s answered before the end of data: %s",
+        if (conn_out_pending(&c->conn))
+            return failf(c, SMTP_CLIENT_FAIL_IO, "%s answered before the end of data: %s",
                                      c->peer, r->line);
         return answer_accepted(c, r);
     case ST_IDLE:
@@ -704,47 +657,27 @@ static int on_reply(smtp_client *c, const smtp_client_reply *r)
 
 static int read_in(smtp_client *c)
 {
+    strbuf *in = &c->conn.in;
     for (;;) {
-        strbuf_reserve(&c->in, READ_CHUNK);
-        ssize_t n;
-        if (c->ssl) {
-            size_t got = 0;
-            tls_status ts = tls_conn_read(c->ssl, c->in.buf + c->in.len, READ_CHUNK, &got);
-            if (ts == TLS_WANT_READ) break;
-            if (ts == TLS_WANT_WRITE) {
-                ev_io_start(c->loop, &c->wio);
-                break;
-            }
-            if (ts == TLS_EOF)
-                return failf(c, SMTP_CLIENT_FAIL_IO, "lost connection with %s in %s", c->peer,
-                             state_names[c->state]);
-            if (ts != TLS_OK)
-                return failf(c, SMTP_CLIENT_FAIL_IO, "read from %s failed in %s: %s", c->peer,
-                             state_names[c->state], tls_conn_error(c->ssl));
-            n = (ssize_t)got;
-        } else {
-            n = recv(c->fd, c->in.buf + c->in.len, READ_CHUNK, 0);
-            if (n < 0) {
-                if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) break;
-                return failf(c, SMTP_CLIENT_FAIL_IO, "read from %s failed in %s: %s", c->peer,
-                             state_names[c->state], strerror(errno));
-            }
-            if (n == 0)
-                return failf(c, SMTP_CLIENT_FAIL_IO, "lost connection with %s in %s", c->peer,
-                             state_names[c->state]);
-        }
-        c->in.len += (size_t)n;
-        c->in.buf[c->in.len] = '\0';
+        size_t n = 0;
+        conn_status st = conn_read(&c->conn, &n);
+        if (st == CONN_AGAIN) break;
+        if (st == CONN_EOF)
+            return failf(c, SMTP_CLIENT_FAIL_IO, "lost connection with %s in %s", c->peer,
+                         state_names[c->state]);
+        if (st == CONN_ERROR)
+            return failf(c, SMTP_CLIENT_FAIL_IO, "read from %s failed in %s: %s", c->peer,
+                         state_names[c->state], conn_error(&c->conn));
         /* replies */
         for (;;) {
             smtp_client_reply r;
             size_t used;
-            int pr = smtp_client_parse_reply(c->in.buf, c->in.len, &r, &used);
+            int pr = smtp_client_parse_reply(in->buf, in->len, &r, &used);
             if (pr == 0) break;
             if (pr < 0)
                 return failf(c, SMTP_CLIENT_FAIL_IO, "%s sent something that is not an SMTP reply in %s",
                              c->peer, state_names[c->state]);
-            strbuf_consume(&c->in, used);
+            strbuf_consume(in, used);
             client_state before = c->state;
             int rc = on_reply(c, &r);
             smtp_client_reply_free(&r);
@@ -752,46 +685,30 @@ static int read_in(smtp_client *c)
             /* the TLS handshake starts on raw bytes: stop reading through the old layer */
             if (c->state == ST_HANDSHAKE && before == ST_STARTTLS) return do_handshake(c);
         }
-        if (c->ssl && !tls_conn_pending(c->ssl) && n < READ_CHUNK) break;
+        if (conn_tls(&c->conn) && !conn_read_pending(&c->conn) && n < CONN_READ_CHUNK) break;
     }
     return 0;
 }
 
 static int connect_done(smtp_client *c)
 {
-    int err = 0;
-    socklen_t len = sizeof err;
-    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+    int err = conn_connected(&c->conn);
     if (err)
         return failf(c, SMTP_CLIENT_FAIL_CONNECT, "connect to %s port %d%s%s failed: %s",
                      c->peer, c->port, c->src ? " from " : "", c->src ? c->src : "",
                      strerror(err));
-    ev_io_stop(c->loop, &c->wio);
-    ev_io_start(c->loop, &c->rio);
+    conn_update(&c->conn, true);
     c->state = ST_GREETING;
     timer_set(c, c->to.greeting_ms);
     log_write(c->log, KLOG_DEBUG, "smtp_client.connected", "session=%s", log_q(c->log, c->desc));
     return 0;
 }
 
-static void on_read(struct ev_loop *loop, ev_io *w, int revents)
+/* Readable: replies; then what they queued is written. Writable: queued output; then a TLS
+ * read that had to wait for writability goes on. */
+static void on_io(void *arg, int revents)
 {
-    (void)loop;
-    (void)revents;
-    smtp_client *c = w->data;
-    if (c->state == ST_HANDSHAKE) {
-        do_handshake(c);
-        return;
-    }
-    if (read_in(c) < 0) return;
-    if (c->out.len && c->state != ST_HANDSHAKE) write_out(c);
-}
-
-static void on_write(struct ev_loop *loop, ev_io *w, int revents)
-{
-    (void)loop;
-    (void)revents;
-    smtp_client *c = w->data;
+    smtp_client *c = arg;
     if (c->state == ST_CONNECT) {
         connect_done(c);
         return;
@@ -800,16 +717,22 @@ static void on_write(struct ev_loop *loop, ev_io *w, int revents)
         do_handshake(c);
         return;
     }
-    if (write_out(c) < 0) return;
-    /* a TLS read that wanted to write can go on now */
-    if (c->ssl && c->state != ST_CLOSED && tls_conn_pending(c->ssl)) read_in(c);
+    if (revents & EV_READ) {
+        if (read_in(c) < 0) return;
+        if (conn_out_pending(&c->conn) && c->state != ST_HANDSHAKE && write_out(c) < 0) return;
+    }
+    if ((revents & EV_WRITE) && c->state != ST_HANDSHAKE) {
+        bool read_waits = c->conn.read_wants_write;
+        if (write_out(c) < 0) return;
+        if (conn_tls(&c->conn) && (read_waits || conn_read_pending(&c->conn)) && read_in(c) < 0)
+            return;
+    }
+    conn_update(&c->conn, true);
 }
 
-static void on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+static void on_timeout(void *arg)
 {
-    (void)loop;
-    (void)revents;
-    smtp_client *c = w->data;
+    smtp_client *c = arg;
     if (c->state == ST_CONNECT) {
         failf(c, SMTP_CLIENT_FAIL_CONNECT, "connect to %s port %d%s%s timed out", c->peer, c->port,
               c->src ? " from " : "", c->src ? c->src : "");
@@ -823,7 +746,7 @@ static void on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
         failf(c, SMTP_CLIENT_FAIL_TLS, "timeout in TLS handshake with %s", c->peer);
         return;
     }
-    if (c->state == ST_BODY && c->out.len) {
+    if (c->state == ST_BODY && conn_out_pending(&c->conn)) {
         failf(c, SMTP_CLIENT_FAIL_IO, "timeout sending message data to %s", c->peer);
         return;
     }
@@ -847,6 +770,8 @@ static void on_later(struct ev_loop *loop, ev_timer *w, int revents)
     emit_closed(c, c->later_status, e, NULL);
     free(e);
 }
+
+static const conn_ops client_conn_ops = {.on_io = on_io, .on_timeout = on_timeout};
 
 /* ------------------------------------------------------------------ public API */
 
@@ -892,26 +817,24 @@ static int start_connect(smtp_client *c, char **err, smtp_client_status *st)
             return -1;
         }
     }
-    c->fd = socket(peer.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (c->fd < 0) {
-        *st = SMTP_CLIENT_FAIL_CONNECT;
-        *err = util_asprintf("socket for %s: %s", c->peer, strerror(errno));
+    conn_step step;
+    if (conn_connect(&c->conn, (struct sockaddr *)&peer, plen, (struct sockaddr *)&src, slen,
+                     false, &step) != 0) {
+        const char *why = strerror(conn_errno(&c->conn));
+        if (step == CONN_STEP_SOCKET) {
+            *st = SMTP_CLIENT_FAIL_CONNECT;
+            *err = util_asprintf("socket for %s: %s", c->peer, why);
+        } else if (step == CONN_STEP_BIND) {
+            *st = SMTP_CLIENT_FAIL_BIND;
+            *err = util_asprintf("bind to source address %s failed: %s", c->src, why);
+        } else {
+            *st = SMTP_CLIENT_FAIL_CONNECT;
+            *err = util_asprintf("connect to %s port %d%s%s failed: %s", c->peer, c->port,
+                                 c->src ? " from " : "", c->src ? c->src : "", why);
+        }
         return -1;
     }
-    if (c->src && bind(c->fd, (struct sockaddr *)&src, slen) < 0) {
-        *st = SMTP_CLIENT_FAIL_BIND;
-        *err = util_asprintf("bind to source address %s failed: %s", c->src, strerror(errno));
-        return -1;
-    }
-    if (connect(c->fd, (struct sockaddr *)&peer, plen) < 0 && errno != EINPROGRESS) {
-        *st = SMTP_CLIENT_FAIL_CONNECT;
-        *err = util_asprintf("connect to %s port %d%s%s failed: %s", c->peer, c->port,
-                             c->src ? " from " : "", c->src ? c->src : "", strerror(errno));
-        return -1;
-    }
-    ev_io_set(&c->rio, c->fd, EV_READ);
-    ev_io_set(&c->wio, c->fd, EV_WRITE);
-    ev_io_start(c->loop, &c->wio);
+    conn_update(&c->conn, true);
     timer_set(c, c->to.connect_ms);
     return 0;
 }
@@ -931,17 +854,10 @@ smtp_client *smtp_client_new(struct ev_loop *loop, klog *lg, const smtp_client_o
     c->port = opts->port;
     c->to = opts->timeouts;
     c->tls_ctx = opts->tls;
-    c->fd = -1;
     c->desc = util_asprintf("%s->%s:%d%s%s%s", c->src ? c->src : "*", c->peer, c->port,
                             c->peer_name ? " (" : "", c->peer_name ? c->peer_name : "",
                             c->peer_name ? ")" : "");
-    strbuf_init(&c->in);
-    strbuf_init(&c->out);
-    ev_io_init(&c->rio, on_read, -1, EV_READ);
-    ev_io_init(&c->wio, on_write, -1, EV_WRITE);
-    c->rio.data = c->wio.data = c;
-    ev_timer_init(&c->tmo, on_timeout, 0.0, 0.0);
-    c->tmo.data = c;
+    conn_init(&c->conn, loop, &client_conn_ops, c);
     ev_timer_init(&c->later, on_later, 0.0, 0.0);
     c->later.data = c;
     c->state = ST_CONNECT;
@@ -949,7 +865,7 @@ smtp_client *smtp_client_new(struct ev_loop *loop, klog *lg, const smtp_client_o
     smtp_client_status st = SMTP_CLIENT_OK;
     if (start_connect(c, &err, &st) < 0) {
         /* reported from the loop, like every other outcome */
-        ev_timer_stop(c->loop, &c->tmo);
+        conn_timer_stop(&c->conn);
         c->later_status = st;
         c->later_error = err;
         ev_timer_start(c->loop, &c->later);
@@ -1016,8 +932,7 @@ void smtp_client_free(smtp_client *c)
     if (!c) return;
     close_socket(c);
     free_txn(c);
-    strbuf_free(&c->in);
-    strbuf_free(&c->out);
+    conn_free(&c->conn);
     free(c->later_error);
     free(c->src);
     free(c->peer);
