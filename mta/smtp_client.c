@@ -206,6 +206,37 @@ static void reply_copy(smtp_client_reply *dst, const smtp_client_reply *src)
     dst->line = util_strdup(src->line);
 }
 
+void smtp_client_parse_ehlo(const smtp_client_reply *r, smtp_client_caps *out)
+{
+    memset(out, 0, sizeof *out);
+    const char *p = r->text;
+    bool first = true;
+    while (p) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        if (!first) {
+            char kw[64];
+            size_t k = 0;
+            while (k < n && k < sizeof kw - 1 && p[k] != ' ' && p[k] != '=') {
+                kw[k] = p[k];
+                k++;
+            }
+            kw[k] = '\0';
+            if (strcasecmp(kw, "PIPELINING") == 0) out->pipelining = true;
+            else if (strcasecmp(kw, "STARTTLS") == 0) out->starttls = true;
+            else if (strcasecmp(kw, "8BITMIME") == 0) out->eightbitmime = true;
+            else if (strcasecmp(kw, "SIZE") == 0) {
+                long long v = 0;
+                if (k < n) sscanf(p + k + 1, "%lld", &v);
+                out->size = true;
+                out->size_max = v > 0 ? v : 0;
+            }
+        }
+        first = false;
+        p = nl ? nl + 1 : NULL;
+    }
+}
+
 void smtp_client_encode_data(const char *data, size_t len, strbuf *out)
 {
     strbuf_reserve(out, len + len / 64 + 8);
@@ -417,32 +448,13 @@ static int send_ehlo(smtp_client *c)
 
 static void parse_ehlo(smtp_client *c, const smtp_client_reply *r)
 {
+    smtp_client_caps caps;
+    smtp_client_parse_ehlo(r, &caps);
     c->esmtp = true;
-    const char *p = r->text;
-    bool first = true;
-    while (p) {
-        const char *nl = strchr(p, '\n');
-        size_t n = nl ? (size_t)(nl - p) : strlen(p);
-        if (!first) {
-            char kw[64];
-            size_t k = 0;
-            while (k < n && k < sizeof kw - 1 && p[k] != ' ' && p[k] != '=') {
-                kw[k] = p[k];
-                k++;
-            }
-            kw[k] = '\0';
-            if (strcasecmp(kw, "PIPELINING") == 0) c->cap_pipelining = true;
-            else if (strcasecmp(kw, "STARTTLS") == 0) c->cap_starttls = true;
-            else if (strcasecmp(kw, "8BITMIME") == 0) c->cap_8bitmime = true;
-            else if (strcasecmp(kw, "SIZE") == 0) {
-                long long v = 0;
-                if (k < n) sscanf(p + k + 1, "%lld", &v);
-                c->cap_size = v > 0 ? v : 0;
-            }
-        }
-        first = false;
-        p = nl ? nl + 1 : NULL;
-    }
+    c->cap_pipelining = caps.pipelining;
+    c->cap_starttls = caps.starttls;
+    c->cap_8bitmime = caps.eightbitmime;
+    c->cap_size = caps.size_max;
 }
 
 static int become_ready(smtp_client *c)
