@@ -93,7 +93,7 @@ struct smtp_client {
 
 /* ------------------------------------------------------------------ pure helpers */
 
-static bool is_enhanced_at(const char *s, size_t n, size_t *elen)
+static bool smtp_client_is_enhanced_at(const char *s, size_t n, size_t *elen)
 {
     /* d.ddd.ddd followed by a space or the end */
     size_t i = 0;
@@ -153,7 +153,7 @@ int smtp_client_parse_reply(const char *buf, size_t len, smtp_client_reply *out,
         const char *t = buf + pos + (ll > 3 ? 4 : 3);
         size_t tl = ll > 3 ? ll - 4 : 0;
         size_t elen;
-        if (first && is_enhanced_at(t, tl, &elen) && elen < sizeof out->enhanced &&
+        if (first && smtp_client_is_enhanced_at(t, tl, &elen) && elen < sizeof out->enhanced &&
             t[0] - '0' == out->code / 100) {
             memcpy(out->enhanced, t, elen);
             out->enhanced[elen] = '\0';
@@ -192,14 +192,14 @@ void smtp_client_reply_free(smtp_client_reply *r)
     r->text = r->line = NULL;
 }
 
-static void reply_local(smtp_client_reply *r, const char *text)
+static void smtp_client_reply_local(smtp_client_reply *r, const char *text)
 {
     memset(r, 0, sizeof *r);
     r->text = util_strdup(text);
     r->line = util_strdup(text);
 }
 
-static void reply_copy(smtp_client_reply *dst, const smtp_client_reply *src)
+static void smtp_client_reply_copy(smtp_client_reply *dst, const smtp_client_reply *src)
 {
     *dst = *src;
     dst->text = util_strdup(src->text);
@@ -296,18 +296,18 @@ const char *smtp_client_status_name(smtp_client_status st)
 
 /* ------------------------------------------------------------------ session plumbing */
 
-static void timer_set(smtp_client *c, int64_t ms)
+static void smtp_client_timer_set(smtp_client *c, int64_t ms)
 {
     conn_timer_set(&c->conn, (double)ms / 1000.0);
 }
 
-static void close_socket(smtp_client *c)
+static void smtp_client_close_socket(smtp_client *c)
 {
     ev_timer_stop(c->loop, &c->later);
     conn_close(&c->conn, c->state == ST_QUIT);
 }
 
-static void free_txn(smtp_client *c)
+static void smtp_client_free_txn(smtp_client *c)
 {
     for (size_t i = 0; i < c->msg.nrcpts && c->res; i++) smtp_client_reply_free(&c->res[i].reply);
     free(c->res);
@@ -318,10 +318,10 @@ static void free_txn(smtp_client *c)
     memset(&c->msg, 0, sizeof c->msg);
 }
 
-static int emit_closed(smtp_client *c, smtp_client_status st, const char *error,
+static int smtp_client_emit_closed(smtp_client *c, smtp_client_status st, const char *error,
                        const smtp_client_reply *reply)
 {
-    close_socket(c);
+    smtp_client_close_socket(c);
     c->state = ST_CLOSED;
     smtp_client_event ev = {.type = SMTP_CLIENT_EV_CLOSED, .status = st, .error = error,
                             .reply = reply};
@@ -331,11 +331,11 @@ static int emit_closed(smtp_client *c, smtp_client_status st, const char *error,
     return -1;
 }
 
-static int go_quit(smtp_client *c);
-static int write_out(smtp_client *c);
+static int smtp_client_go_quit(smtp_client *c);
+static int smtp_client_write_out(smtp_client *c);
 
 /* Ends the transaction: DONE to the caller; then CLOSED if the session died, QUIT if asked. */
-static int finish_txn(smtp_client *c, bool usable, bool nothing_done)
+static int smtp_client_finish_txn(smtp_client *c, bool usable, bool nothing_done)
 {
     smtp_client_event ev = {.type = SMTP_CLIENT_EV_DONE, .rcpts = c->res,
                             .nrcpts = c->msg.nrcpts, .usable = usable,
@@ -355,12 +355,12 @@ static int finish_txn(smtp_client *c, bool usable, bool nothing_done)
     for (size_t i = 0; i < n; i++) smtp_client_reply_free(&res[i].reply);
     free(res);
     free(cmds);
-    if (c->state == ST_IDLE && c->quit_wanted) return go_quit(c);
+    if (c->state == ST_IDLE && c->quit_wanted) return smtp_client_go_quit(c);
     return 0;
 }
 
 /* The connection is unusable: report what that means for the current phase. */
-static int fail(smtp_client *c, smtp_client_status st, const char *error)
+static int smtp_client_fail(smtp_client *c, smtp_client_status st, const char *error)
 {
     switch (c->state) {
     case ST_TXN:
@@ -374,37 +374,37 @@ static int fail(smtp_client *c, smtp_client_status st, const char *error)
             if (r->status == SMTP_CLIENT_OK && r->reply.code / 100 != 2) continue;
             smtp_client_reply_free(&r->reply);
             r->status = SMTP_CLIENT_FAIL_IO;
-            reply_local(&r->reply, error);
+            smtp_client_reply_local(&r->reply, error);
         }
-        close_socket(c);
+        smtp_client_close_socket(c);
         c->state = ST_CLOSED;
-        finish_txn(c, false, nothing_done);
-        return emit_closed(c, st, error, NULL);
+        smtp_client_finish_txn(c, false, nothing_done);
+        return smtp_client_emit_closed(c, st, error, NULL);
     }
     case ST_IDLE:
     case ST_QUIT:
-        return emit_closed(c, st == SMTP_CLIENT_FAIL_IO && c->state == ST_QUIT ? SMTP_CLIENT_OK : st,
+        return smtp_client_emit_closed(c, st == SMTP_CLIENT_FAIL_IO && c->state == ST_QUIT ? SMTP_CLIENT_OK : st,
                            error, NULL);
     default:
-        return emit_closed(c, st, error, NULL);
+        return smtp_client_emit_closed(c, st, error, NULL);
     }
 }
 
-static int failf(smtp_client *c, smtp_client_status st, const char *fmt, ...)
+static int smtp_client_failf(smtp_client *c, smtp_client_status st, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-static int failf(smtp_client *c, smtp_client_status st, const char *fmt, ...)
+static int smtp_client_failf(smtp_client *c, smtp_client_status st, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
     char *msg = util_vasprintf(fmt, ap);
     va_end(ap);
-    int rc = fail(c, st, msg);
+    int rc = smtp_client_fail(c, st, msg);
     free(msg);
     return rc;
 }
 
-static void out_printf(smtp_client *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void out_printf(smtp_client *c, const char *fmt, ...)
+static void smtp_client_out_printf(smtp_client *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void smtp_client_out_printf(smtp_client *c, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -416,37 +416,37 @@ static void out_printf(smtp_client *c, const char *fmt, ...)
 
 /* Writes are always started from the loop (ev_io), never synchronously: this only arms the
  * watcher (input is always wanted once connected). */
-static void want_write(smtp_client *c)
+static void smtp_client_want_write(smtp_client *c)
 {
     conn_update(&c->conn, true);
 }
 
-static int write_out(smtp_client *c)
+static int smtp_client_write_out(smtp_client *c)
 {
     size_t put = 0;
     if (conn_flush(&c->conn, &put) == CONN_ERROR)
-        return failf(c, SMTP_CLIENT_FAIL_IO, "write to %s failed in %s: %s", c->peer,
+        return smtp_client_failf(c, SMTP_CLIENT_FAIL_IO, "write to %s failed in %s: %s", c->peer,
                      state_names[c->state], conn_error(&c->conn));
     conn_update(&c->conn, true);
     if (put && c->state == ST_BODY)
-        timer_set(c, conn_out_pending(&c->conn) ? c->to.data_block_ms : c->to.data_term_ms);
+        smtp_client_timer_set(c, conn_out_pending(&c->conn) ? c->to.data_block_ms : c->to.data_term_ms);
     return 0;
 }
 
 /* ------------------------------------------------------------------ protocol steps */
 
-static int send_ehlo(smtp_client *c)
+static int smtp_client_send_ehlo(smtp_client *c)
 {
     c->esmtp = c->cap_pipelining = c->cap_starttls = c->cap_8bitmime = false;
     c->cap_size = 0;
-    out_printf(c, "EHLO %s\r\n", c->ehlo);
+    smtp_client_out_printf(c, "EHLO %s\r\n", c->ehlo);
     c->state = ST_EHLO;
-    timer_set(c, c->to.mail_ms);
-    want_write(c);
+    smtp_client_timer_set(c, c->to.mail_ms);
+    smtp_client_want_write(c);
     return 0;
 }
 
-static void parse_ehlo(smtp_client *c, const smtp_client_reply *r)
+static void smtp_client_caps_from_ehlo(smtp_client *c, const smtp_client_reply *r)
 {
     smtp_client_caps caps;
     smtp_client_parse_ehlo(r, &caps);
@@ -457,7 +457,7 @@ static void parse_ehlo(smtp_client *c, const smtp_client_reply *r)
     c->cap_size = caps.size_max;
 }
 
-static int become_ready(smtp_client *c)
+static int smtp_client_become_ready(smtp_client *c)
 {
     c->state = ST_IDLE;
     conn_timer_stop(&c->conn);
@@ -465,14 +465,14 @@ static int become_ready(smtp_client *c)
               "session=%s esmtp=%d tls=%d pipelining=%d size=%lld 8bitmime=%d",
               log_q(c->log, c->desc), c->esmtp, c->tls, c->cap_pipelining,
               (long long)c->cap_size, c->cap_8bitmime);
-    if (c->quit_wanted) return go_quit(c);
+    if (c->quit_wanted) return smtp_client_go_quit(c);
     smtp_client_event ev = {.type = SMTP_CLIENT_EV_READY};
     c->cb(c->arg, c, &ev);
-    if (c->state == ST_IDLE && c->quit_wanted) return go_quit(c);
+    if (c->state == ST_IDLE && c->quit_wanted) return smtp_client_go_quit(c);
     return 0;
 }
 
-static int start_handshake(smtp_client *c)
+static int smtp_client_start_handshake(smtp_client *c)
 {
     /* SNI with the MX name; an IP literal (static route) is no server name */
     unsigned char tmp[16];
@@ -482,11 +482,11 @@ static int start_handshake(smtp_client *c)
     /* nothing the server sent in clear after its 220 may count once TLS is up */
     strbuf_reset(&c->conn.in);
     c->state = ST_HANDSHAKE;
-    timer_set(c, c->to.mail_ms);
+    smtp_client_timer_set(c, c->to.mail_ms);
     return 0;
 }
 
-static int do_handshake(smtp_client *c)
+static int smtp_client_do_handshake(smtp_client *c)
 {
     conn_status st = conn_handshake(&c->conn);
     if (st == CONN_OK) {
@@ -496,55 +496,55 @@ static int do_handshake(smtp_client *c)
                   "session=%s version=%s cipher=%s verified=%d verify_error=%s",
                   log_q(c->log, c->desc), tls_conn_version(t), tls_conn_cipher(t),
                   tls_conn_peer_verified(t), log_q(c->log, tls_conn_verify_error(t)));
-        return send_ehlo(c);
+        return smtp_client_send_ehlo(c);
     }
     if (st == CONN_AGAIN) {
         conn_update(&c->conn, true);
         return 0;
     }
-    return failf(c, SMTP_CLIENT_FAIL_TLS, "TLS handshake with %s failed: %s", c->peer,
+    return smtp_client_failf(c, SMTP_CLIENT_FAIL_TLS, "TLS handshake with %s failed: %s", c->peer,
                  conn_error(&c->conn));
 }
 
-static int go_quit(smtp_client *c)
+static int smtp_client_go_quit(smtp_client *c)
 {
     c->quit_wanted = false;
-    out_printf(c, "QUIT\r\n");
+    smtp_client_out_printf(c, "QUIT\r\n");
     c->state = ST_QUIT;
-    timer_set(c, c->to.quit_ms);
-    want_write(c);
+    smtp_client_timer_set(c, c->to.quit_ms);
+    smtp_client_want_write(c);
     return 0;
 }
 
 /* Queues the next commands of the transaction: all of them when pipelining, else one. */
-static void txn_send_more(smtp_client *c)
+static void smtp_client_txn_send_more(smtp_client *c)
 {
     size_t limit = c->cap_pipelining ? c->ncmds : c->nreplied + 1;
     for (; c->nsent < c->ncmds && c->nsent < limit; c->nsent++) {
         size_t k = c->nsent;
         switch (c->cmds[k]) {
         case CMD_RSET:
-            out_printf(c, "RSET\r\n");
+            smtp_client_out_printf(c, "RSET\r\n");
             break;
         case CMD_MAIL: {
-            out_printf(c, "MAIL FROM:<%s>", c->msg.mail_from);
-            if (c->cap_size) out_printf(c, " SIZE=%zu", c->msg.data_len);
+            smtp_client_out_printf(c, "MAIL FROM:<%s>", c->msg.mail_from);
+            if (c->cap_size) smtp_client_out_printf(c, " SIZE=%zu", c->msg.data_len);
             if (c->cap_8bitmime && smtp_client_has_8bit(c->msg.data, c->msg.data_len))
-                out_printf(c, " BODY=8BITMIME");
-            out_printf(c, "\r\n");
+                smtp_client_out_printf(c, " BODY=8BITMIME");
+            smtp_client_out_printf(c, "\r\n");
             break;
         }
         case CMD_RCPT: {
             size_t i = k - (c->ncmds - c->msg.nrcpts);
-            out_printf(c, "RCPT TO:<%s>\r\n", c->msg.rcpts[i]);
+            smtp_client_out_printf(c, "RCPT TO:<%s>\r\n", c->msg.rcpts[i]);
             break;
         }
         }
     }
-    want_write(c);
+    smtp_client_want_write(c);
 }
 
-static int on_txn_reply(smtp_client *c, const smtp_client_reply *r)
+static int smtp_client_on_txn_reply(smtp_client *c, const smtp_client_reply *r)
 {
     size_t k = c->nreplied++;
     size_t first_rcpt = c->ncmds - c->msg.nrcpts;
@@ -552,7 +552,7 @@ static int on_txn_reply(smtp_client *c, const smtp_client_reply *r)
     case CMD_RSET:
         if (r->code / 100 != 2) {
             c->nreplied--;
-            return failf(c, SMTP_CLIENT_FAIL_IO, "%s answered RSET with: %s", c->peer, r->line);
+            return smtp_client_failf(c, SMTP_CLIENT_FAIL_IO, "%s answered RSET with: %s", c->peer, r->line);
         }
         break;
     case CMD_MAIL:
@@ -562,112 +562,112 @@ static int on_txn_reply(smtp_client *c, const smtp_client_reply *r)
             /* the refusal of MAIL is every recipient's answer */
             for (size_t i = 0; i < c->msg.nrcpts; i++) {
                 smtp_client_reply_free(&c->res[i].reply);
-                reply_copy(&c->res[i].reply, r);
+                smtp_client_reply_copy(&c->res[i].reply, r);
                 c->res[i].status = SMTP_CLIENT_OK;
             }
-            if (!c->cap_pipelining) return finish_txn(c, true, false);
+            if (!c->cap_pipelining) return smtp_client_finish_txn(c, true, false);
         }
         break;
     case CMD_RCPT:
         if (c->mail_ok) {
             smtp_client_rcpt_result *res = &c->res[k - first_rcpt];
             smtp_client_reply_free(&res->reply);
-            reply_copy(&res->reply, r);
+            smtp_client_reply_copy(&res->reply, r);
             res->status = SMTP_CLIENT_OK;
             if (r->code / 100 == 2) c->naccepted++;
         }
         break;
     }
     if (c->nreplied < c->ncmds) {
-        txn_send_more(c);
-        timer_set(c, c->cmds[c->nreplied] == CMD_RCPT ? c->to.rcpt_ms : c->to.mail_ms);
+        smtp_client_txn_send_more(c);
+        smtp_client_timer_set(c, c->cmds[c->nreplied] == CMD_RCPT ? c->to.rcpt_ms : c->to.mail_ms);
         return 0;
     }
-    if (!c->mail_ok || c->naccepted == 0) return finish_txn(c, true, false);
-    out_printf(c, "DATA\r\n");
+    if (!c->mail_ok || c->naccepted == 0) return smtp_client_finish_txn(c, true, false);
+    smtp_client_out_printf(c, "DATA\r\n");
     c->state = ST_DATA;
-    timer_set(c, c->to.data_init_ms);
-    want_write(c);
+    smtp_client_timer_set(c, c->to.data_init_ms);
+    smtp_client_want_write(c);
     return 0;
 }
 
 /* A reply ends DATA (not 354) or the message: it is every accepted recipient's answer. */
-static int answer_accepted(smtp_client *c, const smtp_client_reply *r)
+static int smtp_client_answer_accepted(smtp_client *c, const smtp_client_reply *r)
 {
     for (size_t i = 0; i < c->msg.nrcpts; i++) {
         smtp_client_rcpt_result *res = &c->res[i];
         if (res->status != SMTP_CLIENT_OK || res->reply.code / 100 != 2) continue;
         smtp_client_reply_free(&res->reply);
-        reply_copy(&res->reply, r);
+        smtp_client_reply_copy(&res->reply, r);
     }
-    return finish_txn(c, true, false);
+    return smtp_client_finish_txn(c, true, false);
 }
 
-static int on_reply(smtp_client *c, const smtp_client_reply *r)
+static int smtp_client_on_reply(smtp_client *c, const smtp_client_reply *r)
 {
     log_write(c->log, KLOG_DEBUG, "smtp_client.reply", "session=%s state=%s reply=%s",
               log_q(c->log, c->desc), log_q(c->log, state_names[c->state]),
               log_q(c->log, r->line));
     switch (c->state) {
     case ST_GREETING:
-        if (r->code / 100 != 2) return emit_closed(c, SMTP_CLIENT_FAIL_REJECTED, r->line, r);
-        return send_ehlo(c);
+        if (r->code / 100 != 2) return smtp_client_emit_closed(c, SMTP_CLIENT_FAIL_REJECTED, r->line, r);
+        return smtp_client_send_ehlo(c);
     case ST_EHLO:
         if (r->code / 100 == 2) {
-            parse_ehlo(c, r);
+            smtp_client_caps_from_ehlo(c, r);
             if (c->cap_starttls && c->tls_ctx && !c->tls) {
-                out_printf(c, "STARTTLS\r\n");
+                smtp_client_out_printf(c, "STARTTLS\r\n");
                 c->state = ST_STARTTLS;
-                timer_set(c, c->to.mail_ms);
-                want_write(c);
+                smtp_client_timer_set(c, c->to.mail_ms);
+                smtp_client_want_write(c);
                 return 0;
             }
-            return become_ready(c);
+            return smtp_client_become_ready(c);
         }
         if (r->code / 100 == 5 && !c->tls) {
-            out_printf(c, "HELO %s\r\n", c->ehlo);
+            smtp_client_out_printf(c, "HELO %s\r\n", c->ehlo);
             c->state = ST_HELO;
-            timer_set(c, c->to.mail_ms);
-            want_write(c);
+            smtp_client_timer_set(c, c->to.mail_ms);
+            smtp_client_want_write(c);
             return 0;
         }
-        return emit_closed(c, SMTP_CLIENT_FAIL_REJECTED, r->line, r);
+        return smtp_client_emit_closed(c, SMTP_CLIENT_FAIL_REJECTED, r->line, r);
     case ST_HELO:
-        if (r->code / 100 != 2) return emit_closed(c, SMTP_CLIENT_FAIL_REJECTED, r->line, r);
+        if (r->code / 100 != 2) return smtp_client_emit_closed(c, SMTP_CLIENT_FAIL_REJECTED, r->line, r);
         c->esmtp = false;
-        return become_ready(c);
+        return smtp_client_become_ready(c);
     case ST_STARTTLS:
-        if (r->code / 100 == 2) return start_handshake(c);
+        if (r->code / 100 == 2) return smtp_client_start_handshake(c);
         /* STARTTLS refused: go on in clear (a message requiring TLS is refused at send) */
         c->cap_starttls = false;
-        return become_ready(c);
+        return smtp_client_become_ready(c);
     case ST_TXN:
-        return on_txn_reply(c, r);
+        return smtp_client_on_txn_reply(c, r);
     case ST_DATA:
         if (r->code / 100 == 3) {
             smtp_client_encode_data(c->msg.data, c->msg.data_len, &c->conn.out);
             c->state = ST_BODY;
-            timer_set(c, c->to.data_block_ms);
-            want_write(c);
+            smtp_client_timer_set(c, c->to.data_block_ms);
+            smtp_client_want_write(c);
             return 0;
         }
-        return answer_accepted(c, r);
+        return smtp_client_answer_accepted(c, r);
     case ST_BODY:
         if (conn_out_pending(&c->conn))
-            return failf(c, SMTP_CLIENT_FAIL_IO, "%s answered before the end of data: %s",
+            return smtp_client_failf(c, SMTP_CLIENT_FAIL_IO, "%s answered before the end of data: %s",
                                      c->peer, r->line);
-        return answer_accepted(c, r);
+        return smtp_client_answer_accepted(c, r);
     case ST_IDLE:
-        return failf(c, SMTP_CLIENT_FAIL_IO, "%s ended the idle session: %s", c->peer, r->line);
+        return smtp_client_failf(c, SMTP_CLIENT_FAIL_IO, "%s ended the idle session: %s", c->peer, r->line);
     case ST_QUIT:
-        return emit_closed(c, SMTP_CLIENT_OK, NULL, NULL);
+        return smtp_client_emit_closed(c, SMTP_CLIENT_OK, NULL, NULL);
     default:
-        return failf(c, SMTP_CLIENT_FAIL_IO, "unexpected reply from %s in %s: %s", c->peer,
+        return smtp_client_failf(c, SMTP_CLIENT_FAIL_IO, "unexpected reply from %s in %s: %s", c->peer,
                      state_names[c->state], r->line);
     }
 }
 
-static int read_in(smtp_client *c)
+static int smtp_client_read_in(smtp_client *c)
 {
     strbuf *in = &c->conn.in;
     for (;;) {
@@ -675,10 +675,10 @@ static int read_in(smtp_client *c)
         conn_status st = conn_read(&c->conn, &n);
         if (st == CONN_AGAIN) break;
         if (st == CONN_EOF)
-            return failf(c, SMTP_CLIENT_FAIL_IO, "lost connection with %s in %s", c->peer,
+            return smtp_client_failf(c, SMTP_CLIENT_FAIL_IO, "lost connection with %s in %s", c->peer,
                          state_names[c->state]);
         if (st == CONN_ERROR)
-            return failf(c, SMTP_CLIENT_FAIL_IO, "read from %s failed in %s: %s", c->peer,
+            return smtp_client_failf(c, SMTP_CLIENT_FAIL_IO, "read from %s failed in %s: %s", c->peer,
                          state_names[c->state], conn_error(&c->conn));
         /* replies */
         for (;;) {
@@ -687,79 +687,79 @@ static int read_in(smtp_client *c)
             int pr = smtp_client_parse_reply(in->buf, in->len, &r, &used);
             if (pr == 0) break;
             if (pr < 0)
-                return failf(c, SMTP_CLIENT_FAIL_IO, "%s sent something that is not an SMTP reply in %s",
+                return smtp_client_failf(c, SMTP_CLIENT_FAIL_IO, "%s sent something that is not an SMTP reply in %s",
                              c->peer, state_names[c->state]);
             strbuf_consume(in, used);
             client_state before = c->state;
-            int rc = on_reply(c, &r);
+            int rc = smtp_client_on_reply(c, &r);
             smtp_client_reply_free(&r);
             if (rc < 0) return -1;
             /* the TLS handshake starts on raw bytes: stop reading through the old layer */
-            if (c->state == ST_HANDSHAKE && before == ST_STARTTLS) return do_handshake(c);
+            if (c->state == ST_HANDSHAKE && before == ST_STARTTLS) return smtp_client_do_handshake(c);
         }
         if (conn_tls(&c->conn) && !conn_read_pending(&c->conn) && n < CONN_READ_CHUNK) break;
     }
     return 0;
 }
 
-static int connect_done(smtp_client *c)
+static int smtp_client_connect_done(smtp_client *c)
 {
     int err = conn_connected(&c->conn);
     if (err)
-        return failf(c, SMTP_CLIENT_FAIL_CONNECT, "connect to %s port %d%s%s failed: %s",
+        return smtp_client_failf(c, SMTP_CLIENT_FAIL_CONNECT, "connect to %s port %d%s%s failed: %s",
                      c->peer, c->port, c->src ? " from " : "", c->src ? c->src : "",
                      strerror(err));
     conn_update(&c->conn, true);
     c->state = ST_GREETING;
-    timer_set(c, c->to.greeting_ms);
+    smtp_client_timer_set(c, c->to.greeting_ms);
     log_write(c->log, KLOG_DEBUG, "smtp_client.connected", "session=%s", log_q(c->log, c->desc));
     return 0;
 }
 
 /* Readable: replies; then what they queued is written. Writable: queued output; then a TLS
  * read that had to wait for writability goes on. */
-static void on_io(void *arg, int revents)
+static void smtp_client_on_io(void *arg, int revents)
 {
     smtp_client *c = arg;
     if (c->state == ST_CONNECT) {
-        connect_done(c);
+        smtp_client_connect_done(c);
         return;
     }
     if (c->state == ST_HANDSHAKE) {
-        do_handshake(c);
+        smtp_client_do_handshake(c);
         return;
     }
     if (revents & EV_READ) {
-        if (read_in(c) < 0) return;
-        if (conn_out_pending(&c->conn) && c->state != ST_HANDSHAKE && write_out(c) < 0) return;
+        if (smtp_client_read_in(c) < 0) return;
+        if (conn_out_pending(&c->conn) && c->state != ST_HANDSHAKE && smtp_client_write_out(c) < 0) return;
     }
     if ((revents & EV_WRITE) && c->state != ST_HANDSHAKE) {
         bool read_waits = c->conn.read_wants_write;
-        if (write_out(c) < 0) return;
-        if (conn_tls(&c->conn) && (read_waits || conn_read_pending(&c->conn)) && read_in(c) < 0)
+        if (smtp_client_write_out(c) < 0) return;
+        if (conn_tls(&c->conn) && (read_waits || conn_read_pending(&c->conn)) && smtp_client_read_in(c) < 0)
             return;
     }
     conn_update(&c->conn, true);
 }
 
-static void on_timeout(void *arg)
+static void smtp_client_on_timeout(void *arg)
 {
     smtp_client *c = arg;
     if (c->state == ST_CONNECT) {
-        failf(c, SMTP_CLIENT_FAIL_CONNECT, "connect to %s port %d%s%s timed out", c->peer, c->port,
+        smtp_client_failf(c, SMTP_CLIENT_FAIL_CONNECT, "connect to %s port %d%s%s timed out", c->peer, c->port,
               c->src ? " from " : "", c->src ? c->src : "");
         return;
     }
     if (c->state == ST_QUIT) {
-        emit_closed(c, SMTP_CLIENT_OK, NULL, NULL);
+        smtp_client_emit_closed(c, SMTP_CLIENT_OK, NULL, NULL);
         return;
     }
     if (c->state == ST_HANDSHAKE) {
-        failf(c, SMTP_CLIENT_FAIL_TLS, "timeout in TLS handshake with %s", c->peer);
+        smtp_client_failf(c, SMTP_CLIENT_FAIL_TLS, "timeout in TLS handshake with %s", c->peer);
         return;
     }
     if (c->state == ST_BODY && conn_out_pending(&c->conn)) {
-        failf(c, SMTP_CLIENT_FAIL_IO, "timeout sending message data to %s", c->peer);
+        smtp_client_failf(c, SMTP_CLIENT_FAIL_IO, "timeout sending message data to %s", c->peer);
         return;
     }
     static const char *const waiting_for[] = {
@@ -769,25 +769,25 @@ static void on_timeout(void *arg)
     };
     const char *what = c->state < sizeof waiting_for / sizeof waiting_for[0] && waiting_for[c->state]
                            ? waiting_for[c->state] : state_names[c->state];
-    failf(c, SMTP_CLIENT_FAIL_IO, "timeout waiting for %s from %s", what, c->peer);
+    smtp_client_failf(c, SMTP_CLIENT_FAIL_IO, "timeout waiting for %s from %s", what, c->peer);
 }
 
-static void on_later(struct ev_loop *loop, ev_timer *w, int revents)
+static void smtp_client_on_later(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
     smtp_client *c = w->data;
     char *e = c->later_error;
     c->later_error = NULL;
-    emit_closed(c, c->later_status, e, NULL);
+    smtp_client_emit_closed(c, c->later_status, e, NULL);
     free(e);
 }
 
-static const conn_ops client_conn_ops = {.on_io = on_io, .on_timeout = on_timeout};
+static const conn_ops client_conn_ops = {.on_io = smtp_client_on_io, .on_timeout = smtp_client_on_timeout};
 
 /* ------------------------------------------------------------------ public API */
 
-static int start_connect(smtp_client *c, char **err, smtp_client_status *st)
+static int smtp_client_start_connect(smtp_client *c, char **err, smtp_client_status *st)
 {
     struct sockaddr_storage peer, src;
     socklen_t plen, slen = 0;
@@ -847,7 +847,7 @@ static int start_connect(smtp_client *c, char **err, smtp_client_status *st)
         return -1;
     }
     conn_update(&c->conn, true);
-    timer_set(c, c->to.connect_ms);
+    smtp_client_timer_set(c, c->to.connect_ms);
     return 0;
 }
 
@@ -870,12 +870,12 @@ smtp_client *smtp_client_new(struct ev_loop *loop, klog *lg, const smtp_client_o
                             c->peer_name ? " (" : "", c->peer_name ? c->peer_name : "",
                             c->peer_name ? ")" : "");
     conn_init(&c->conn, loop, &client_conn_ops, c);
-    ev_timer_init(&c->later, on_later, 0.0, 0.0);
+    ev_timer_init(&c->later, smtp_client_on_later, 0.0, 0.0);
     c->later.data = c;
     c->state = ST_CONNECT;
     char *err = NULL;
     smtp_client_status st = SMTP_CLIENT_OK;
-    if (start_connect(c, &err, &st) < 0) {
+    if (smtp_client_start_connect(c, &err, &st) < 0) {
         /* reported from the loop, like every other outcome */
         conn_timer_stop(&c->conn);
         c->later_status = st;
@@ -910,7 +910,7 @@ int smtp_client_send(smtp_client *c, const smtp_client_msg *m, smtp_client_statu
     c->res = util_calloc(m->nrcpts ? m->nrcpts : 1, sizeof *c->res);
     for (size_t i = 0; i < m->nrcpts; i++) {
         c->res[i].status = SMTP_CLIENT_FAIL_IO;
-        reply_local(&c->res[i].reply, "no reply");
+        smtp_client_reply_local(&c->res[i].reply, "no reply");
     }
     c->ncmds = m->nrcpts + 1 + (c->ntxn > 0 ? 1 : 0);
     c->cmds = util_calloc(c->ncmds, sizeof *c->cmds);
@@ -922,8 +922,8 @@ int smtp_client_send(smtp_client *c, const smtp_client_msg *m, smtp_client_statu
     c->mail_replied = c->mail_ok = false;
     c->ntxn++;
     c->state = ST_TXN;
-    txn_send_more(c);
-    timer_set(c, c->cmds[0] == CMD_RCPT ? c->to.rcpt_ms : c->to.mail_ms);
+    smtp_client_txn_send_more(c);
+    smtp_client_timer_set(c, c->cmds[0] == CMD_RCPT ? c->to.rcpt_ms : c->to.mail_ms);
     log_write(c->log, KLOG_DEBUG, "smtp_client.send", "session=%s id=%s rcpts=%zu size=%zu",
               log_q(c->log, c->desc), log_q(c->log, m->id), m->nrcpts, m->data_len);
     return 0;
@@ -933,7 +933,7 @@ void smtp_client_quit(smtp_client *c)
 {
     if (c->state == ST_CLOSED || c->state == ST_QUIT) return;
     if (c->state == ST_IDLE) {
-        go_quit(c);
+        smtp_client_go_quit(c);
         return;
     }
     c->quit_wanted = true;
@@ -942,8 +942,8 @@ void smtp_client_quit(smtp_client *c)
 void smtp_client_free(smtp_client *c)
 {
     if (!c) return;
-    close_socket(c);
-    free_txn(c);
+    smtp_client_close_socket(c);
+    smtp_client_free_txn(c);
     conn_free(&c->conn);
     free(c->later_error);
     free(c->src);

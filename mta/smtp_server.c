@@ -198,60 +198,60 @@ struct smtp_session {
     const char *close_reason;
 };
 
-static void session_close(smtp_session *s);
-static void session_run(smtp_session *s);
+static void smtp_server_session_close(smtp_session *s);
+static void smtp_server_session_run(smtp_session *s);
 
 /* ---- helpers ---- */
 
-static bool in_transaction(const smtp_session *s)
+static bool smtp_server_in_transaction(const smtp_session *s)
 {
     return s->state == ST_MAIL || s->state == ST_RCPT || s->state == ST_DATA ||
            s->state == ST_COMMIT;
 }
 
-static bool auth_offered(const smtp_session *s)
+static bool smtp_server_auth_offered(const smtp_session *s)
 {
     if (s->cfg->nauth == 0) return false;
     if (conn_tls(&s->conn)) return true;
     return !s->cfg->tls_cert && s->loopback;
 }
 
-static void reply(smtp_session *s, const char *line)
+static void smtp_server_reply(smtp_session *s, const char *line)
 {
     smtp_reply_line(&s->conn.out, line);
 }
 
-static void kill_session(smtp_session *s, const char *reason)
+static void smtp_server_kill_session(smtp_session *s, const char *reason)
 {
     if (!s->dead) s->close_reason = reason;
     s->dead = true;
 }
 
-static void set_timer(smtp_session *s, double seconds)
+static void smtp_server_set_timer(smtp_session *s, double seconds)
 {
     if (!s->srv) return;
     conn_timer_set(&s->conn, seconds);
 }
 
 /* Stop reading; write what is pending; close once written (or after the linger time). */
-static void start_closing(smtp_session *s, const char *reason)
+static void smtp_server_start_closing(smtp_session *s, const char *reason)
 {
     if (s->state == ST_CLOSING) return;
     s->state = ST_CLOSING;
     s->close_reason = reason;
-    set_timer(s, SMTP_SERVER_LINGER);
+    smtp_server_set_timer(s, SMTP_SERVER_LINGER);
 }
 
-static void error_reply(smtp_session *s, const char *line)
+static void smtp_server_error_reply(smtp_session *s, const char *line)
 {
-    reply(s, line);
+    smtp_server_reply(s, line);
     if (++s->errors >= SMTP_SERVER_MAX_ERRORS) {
-        reply(s, REPLY_TOO_MANY_ERRORS);
-        start_closing(s, "too many errors");
+        smtp_server_reply(s, REPLY_TOO_MANY_ERRORS);
+        smtp_server_start_closing(s, "too many errors");
     }
 }
 
-static void free_transaction(smtp_session *s, bool release)
+static void smtp_server_free_transaction(smtp_session *s, bool release)
 {
     if (release && s->reserved) quota_daily_release(s->ctx->quota, s->reserved);
     s->reserved = 0;
@@ -271,13 +271,13 @@ static void free_transaction(smtp_session *s, bool release)
 }
 
 /* Ends the transaction (RSET, EHLO, rejection, abort): reservations go back to the quota. */
-static void reset_transaction(smtp_session *s)
+static void smtp_server_reset_transaction(smtp_session *s)
 {
-    free_transaction(s, true);
-    if (in_transaction(s) || s->state == ST_AUTH) s->state = ST_READY;
+    smtp_server_free_transaction(s, true);
+    if (smtp_server_in_transaction(s) || s->state == ST_AUTH) s->state = ST_READY;
 }
 
-static void log_reject(smtp_session *s, const char *stage, const char *from, const char *rcpt,
+static void smtp_server_log_reject(smtp_session *s, const char *stage, const char *from, const char *rcpt,
                        const char *line)
 {
     klog *lg = s->ctx->log;
@@ -290,27 +290,27 @@ static void log_reject(smtp_session *s, const char *stage, const char *from, con
 
 /* After each command and each transaction end: during a graceful stop a session that is
  * not inside a transaction gets 421 and is closed. */
-static void check_shutdown(smtp_session *s)
+static void smtp_server_check_shutdown(smtp_session *s)
 {
     if (!s->srv || !s->srv->shutting_down) return;
     if (s->state == ST_GREET || s->state == ST_READY || s->state == ST_AUTH) {
-        reply(s, REPLY_SHUTDOWN);
-        start_closing(s, "shutdown");
+        smtp_server_reply(s, REPLY_SHUTDOWN);
+        smtp_server_start_closing(s, "shutdown");
     }
 }
 
 /* ---- commands ---- */
 
-static void cmd_helo(smtp_session *s, const smtp_cmd *c, bool ehlo)
+static void smtp_server_cmd_helo(smtp_session *s, const smtp_cmd *c, bool ehlo)
 {
     char *arg = util_strndup(c->arg, c->arg_len);
     if (!smtp_helo_valid(arg)) {
         free(arg);
-        error_reply(s, ehlo ? "501 5.5.4 Syntax: EHLO hostname"
+        smtp_server_error_reply(s, ehlo ? "501 5.5.4 Syntax: EHLO hostname"
                             : "501 5.5.4 Syntax: HELO hostname");
         return;
     }
-    reset_transaction(s);
+    smtp_server_reset_transaction(s);
     free(s->helo);
     s->helo = arg;
     s->esmtp = ehlo;
@@ -330,18 +330,18 @@ static void cmd_helo(smtp_session *s, const smtp_cmd *c, bool ehlo)
     lines[n++] = "8BITMIME";
     lines[n++] = "ENHANCEDSTATUSCODES";
     if (s->srv->tls && !conn_tls(&s->conn)) lines[n++] = "STARTTLS";
-    if (auth_offered(s)) lines[n++] = "AUTH PLAIN LOGIN";
+    if (smtp_server_auth_offered(s)) lines[n++] = "AUTH PLAIN LOGIN";
     smtp_reply_multi(&s->conn.out, 250, lines, n);
 }
 
-static void cmd_mail(smtp_session *s, const smtp_cmd *c)
+static void smtp_server_cmd_mail(smtp_session *s, const smtp_cmd *c)
 {
     if (s->state == ST_GREET) {
-        error_reply(s, REPLY_NEED_HELO);
+        smtp_server_error_reply(s, REPLY_NEED_HELO);
         return;
     }
-    if (in_transaction(s)) {
-        error_reply(s, REPLY_NESTED_MAIL);
+    if (smtp_server_in_transaction(s)) {
+        smtp_server_error_reply(s, REPLY_NESTED_MAIL);
         return;
     }
     const config *cfg = s->cfg;
@@ -351,43 +351,43 @@ static void cmd_mail(smtp_session *s, const smtp_cmd *c)
     int rc = smtp_parse_mail(arg, &p, bad);
     free(arg);
     if (rc != 0) {
-        error_reply(s, bad);
+        smtp_server_error_reply(s, bad);
         return;
     }
     if (!s->trusted && cfg->nauth > 0 && !s->auth_user) {
-        log_reject(s, "mail", p.addr, NULL, POLICY_REPLY_AUTH_REQUIRED);
-        error_reply(s, POLICY_REPLY_AUTH_REQUIRED);
+        smtp_server_log_reject(s, "mail", p.addr, NULL, POLICY_REPLY_AUTH_REQUIRED);
+        smtp_server_error_reply(s, POLICY_REPLY_AUTH_REQUIRED);
         return;
     }
     if (!s->trusted && cfg->nauth == 0) {
-        log_reject(s, "mail", p.addr, NULL, REPLY_RELAY_DENIED);
-        error_reply(s, REPLY_RELAY_DENIED);
+        smtp_server_log_reject(s, "mail", p.addr, NULL, REPLY_RELAY_DENIED);
+        smtp_server_error_reply(s, REPLY_RELAY_DENIED);
         return;
     }
     if (p.has_size && p.size > cfg->max_message_size) {
-        log_reject(s, "mail", p.addr, NULL, POLICY_REPLY_TOO_LONG);
-        reply(s, POLICY_REPLY_TOO_LONG);
+        smtp_server_log_reject(s, "mail", p.addr, NULL, POLICY_REPLY_TOO_LONG);
+        smtp_server_reply(s, POLICY_REPLY_TOO_LONG);
         return;
     }
     char *r = policy_check_mail_from(cfg, p.addr);
     if (r) {
         s->mail_from = util_strdup(p.addr);     /* for the log line only */
-        log_reject(s, "mail", p.addr, NULL, r);
+        smtp_server_log_reject(s, "mail", p.addr, NULL, r);
         free(s->mail_from);
         s->mail_from = NULL;
-        reply(s, r);
+        smtp_server_reply(s, r);
         free(r);
         return;
     }
     s->mail_from = util_strdup(p.addr);
     s->state = ST_MAIL;
-    reply(s, REPLY_MAIL_OK);
+    smtp_server_reply(s, REPLY_MAIL_OK);
 }
 
-static void cmd_rcpt(smtp_session *s, const smtp_cmd *c)
+static void smtp_server_cmd_rcpt(smtp_session *s, const smtp_cmd *c)
 {
     if (s->state != ST_MAIL && s->state != ST_RCPT) {
-        error_reply(s, REPLY_NEED_MAIL);
+        smtp_server_error_reply(s, REPLY_NEED_MAIL);
         return;
     }
     char *arg = util_strndup(c->arg, c->arg_len);
@@ -396,12 +396,12 @@ static void cmd_rcpt(smtp_session *s, const smtp_cmd *c)
     int rc = smtp_parse_rcpt(arg, &p, bad);
     free(arg);
     if (rc != 0) {
-        error_reply(s, bad);
+        smtp_server_error_reply(s, bad);
         return;
     }
     for (size_t i = 0; i < s->nrcpts; i++) {
         if (strcasecmp(s->rcpts[i], p.addr) == 0) {    /* the same recipient once */
-            reply(s, REPLY_RCPT_OK);
+            smtp_server_reply(s, REPLY_RCPT_OK);
             return;
         }
     }
@@ -410,7 +410,7 @@ static void cmd_rcpt(smtp_session *s, const smtp_cmd *c)
     if (spool_suppression_get(ctx->spool, p.addr, &suppressed, NULL, NULL) != 0) {
         log_write(ctx->log, KLOG_ERROR, "smtp.error", "session=%llu stage=rcpt error=%s",
                   (unsigned long long)s->id, log_q(ctx->log, spool_errmsg(ctx->spool)));
-        reply(s, REPLY_SUPPRESSION_ERROR);
+        smtp_server_reply(s, REPLY_SUPPRESSION_ERROR);
         return;
     }
     policy_rcpt_in in = {
@@ -425,8 +425,8 @@ static void cmd_rcpt(smtp_session *s, const smtp_cmd *c)
     bool owned = false;
     policy_rcpt_verdict v = policy_check_rcpt(&in, &r, &owned);
     if (v == POLICY_RCPT_REJECT) {
-        log_reject(s, "rcpt", NULL, p.addr, r);
-        reply(s, r);
+        smtp_server_log_reject(s, "rcpt", NULL, p.addr, r);
+        smtp_server_reply(s, r);
         if (owned) free((char *)r);
         return;
     }
@@ -440,22 +440,22 @@ static void cmd_rcpt(smtp_session *s, const smtp_cmd *c)
     s->nrcpts++;
     if (v == POLICY_RCPT_ACCEPT || v == POLICY_RCPT_SUPPRESSED) s->reserved++;
     s->state = ST_RCPT;
-    reply(s, REPLY_RCPT_OK);
+    smtp_server_reply(s, REPLY_RCPT_OK);
 }
 
-static void cmd_data(smtp_session *s, const smtp_cmd *c)
+static void smtp_server_cmd_data(smtp_session *s, const smtp_cmd *c)
 {
     if (s->state != ST_MAIL && s->state != ST_RCPT) {
-        error_reply(s, REPLY_NEED_MAIL);
+        smtp_server_error_reply(s, REPLY_NEED_MAIL);
         return;
     }
     if (c->arg_len) {
-        error_reply(s, "501 5.5.4 Syntax: DATA");
+        smtp_server_error_reply(s, "501 5.5.4 Syntax: DATA");
         return;
     }
     if (s->nrcpts == 0) {
-        log_reject(s, "data", NULL, NULL, REPLY_NO_VALID_RCPTS);
-        reply(s, REPLY_NO_VALID_RCPTS);
+        smtp_server_log_reject(s, "data", NULL, NULL, REPLY_NO_VALID_RCPTS);
+        smtp_server_reply(s, REPLY_NO_VALID_RCPTS);
         return;
     }
     strbuf_free(&s->data);
@@ -463,38 +463,38 @@ static void cmd_data(smtp_session *s, const smtp_cmd *c)
     s->data_flags = 0;
     s->data_prev_crlf = true;
     s->state = ST_DATA;
-    reply(s, REPLY_DATA_GO);
-    set_timer(s, SMTP_SERVER_DATA_TIMEOUT);
+    smtp_server_reply(s, REPLY_DATA_GO);
+    smtp_server_set_timer(s, SMTP_SERVER_DATA_TIMEOUT);
 }
 
-static void cmd_starttls(smtp_session *s, const smtp_cmd *c)
+static void smtp_server_cmd_starttls(smtp_session *s, const smtp_cmd *c)
 {
     if (!s->srv->tls) {
-        error_reply(s, REPLY_NO_STARTTLS);
+        smtp_server_error_reply(s, REPLY_NO_STARTTLS);
         return;
     }
     if (conn_tls(&s->conn)) {
-        error_reply(s, REPLY_TLS_ACTIVE);
+        smtp_server_error_reply(s, REPLY_TLS_ACTIVE);
         return;
     }
     if (c->arg_len) {
-        error_reply(s, "501 5.5.4 Syntax: STARTTLS");
+        smtp_server_error_reply(s, "501 5.5.4 Syntax: STARTTLS");
         return;
     }
     /* RFC 3207 4.2: forget everything learnt before TLS. */
-    reset_transaction(s);
+    smtp_server_reset_transaction(s);
     free(s->helo);
     s->helo = NULL;
     s->esmtp = false;
-    reply(s, REPLY_STARTTLS_GO);
+    smtp_server_reply(s, REPLY_STARTTLS_GO);
     s->state = ST_TLS_WAIT;
     s->discard_input = true;       /* pipelined plaintext after STARTTLS is an injection */
-    set_timer(s, SMTP_SERVER_TLS_TIMEOUT);
+    smtp_server_set_timer(s, SMTP_SERVER_TLS_TIMEOUT);
 }
 
 /* ---- AUTH (RFC 4954; PLAIN RFC 4616, LOGIN) ---- */
 
-static void auth_finish(smtp_session *s, const char *user, const char *pass)
+static void smtp_server_auth_finish(smtp_session *s, const char *user, const char *pass)
 {
     klog *lg = s->ctx->log;
     const char *mech = s->auth_mech == AUTH_MECH_PLAIN ? "PLAIN" : "LOGIN";
@@ -503,17 +503,17 @@ static void auth_finish(smtp_session *s, const char *user, const char *pass)
         s->auth_user = util_strdup(user);
         log_write(lg, KLOG_INFO, "smtp.auth", "session=%llu client=%s mech=%s user=%s result=ok",
                   (unsigned long long)s->id, s->client_ip, mech, log_q(lg, user));
-        reply(s, REPLY_AUTH_OK);
+        smtp_server_reply(s, REPLY_AUTH_OK);
     } else {
         log_write(lg, KLOG_WARNING, "smtp.auth",
                   "session=%llu client=%s mech=%s user=%s result=failed",
                   (unsigned long long)s->id, s->client_ip, mech, log_q(lg, user));
-        error_reply(s, REPLY_AUTH_FAILED);
+        smtp_server_error_reply(s, REPLY_AUTH_FAILED);
     }
 }
 
 /* Leaves an unfinished AUTH exchange. */
-static void auth_abort(smtp_session *s)
+static void smtp_server_auth_abort(smtp_session *s)
 {
     if (s->auth_login_user) explicit_bzero(s->auth_login_user, strlen(s->auth_login_user));
     free(s->auth_login_user);
@@ -523,13 +523,13 @@ static void auth_abort(smtp_session *s)
 
 /* Bad base64 is a 501 (RFC 4954 4); well-formed base64 that is no usable answer (empty
  * name, NUL bytes, authzid of another user) is a failed authentication. */
-static void auth_bad_response(smtp_session *s, const char *b64)
+static void smtp_server_auth_bad_response(smtp_session *s, const char *b64)
 {
     size_t n;
     char *raw = auth_b64_decode(b64, &n);
     s->state = ST_READY;
     if (!raw) {
-        error_reply(s, REPLY_AUTH_DECODE);
+        smtp_server_error_reply(s, REPLY_AUTH_DECODE);
         return;
     }
     explicit_bzero(raw, n);
@@ -538,77 +538,77 @@ static void auth_bad_response(smtp_session *s, const char *b64)
               "session=%llu client=%s mech=%s result=failed reason=\"malformed response\"",
               (unsigned long long)s->id, s->client_ip,
               s->auth_mech == AUTH_MECH_PLAIN ? "PLAIN" : "LOGIN");
-    error_reply(s, REPLY_AUTH_FAILED);
+    smtp_server_error_reply(s, REPLY_AUTH_FAILED);
 }
 
 /* A PLAIN response (base64 "authzid NUL authcid NUL passwd"). */
-static void auth_plain_response(smtp_session *s, const char *b64)
+static void smtp_server_auth_plain_response(smtp_session *s, const char *b64)
 {
     char *user = NULL, *pass = NULL;
     if (auth_decode_plain(b64, &user, &pass) != 0) {
-        auth_bad_response(s, b64);
+        smtp_server_auth_bad_response(s, b64);
         return;
     }
-    auth_finish(s, user, pass);
+    smtp_server_auth_finish(s, user, pass);
     free(user);
     explicit_bzero(pass, strlen(pass));
     free(pass);
 }
 
 /* A LOGIN response: the username, then the password. */
-static void auth_login_response(smtp_session *s, const char *b64)
+static void smtp_server_auth_login_response(smtp_session *s, const char *b64)
 {
     char *text = auth_decode_login(b64);
     if (!text) {
-        auth_abort(s);
-        auth_bad_response(s, b64);
+        smtp_server_auth_abort(s);
+        smtp_server_auth_bad_response(s, b64);
         return;
     }
     if (!s->auth_login_user) {
         s->auth_login_user = text;
         s->state = ST_AUTH;
-        reply(s, AUTH_LOGIN_PROMPT_PASS);
+        smtp_server_reply(s, AUTH_LOGIN_PROMPT_PASS);
         return;
     }
     char *user = s->auth_login_user;
     s->auth_login_user = NULL;
-    auth_finish(s, user, text);
+    smtp_server_auth_finish(s, user, text);
     free(user);
     explicit_bzero(text, strlen(text));
     free(text);
 }
 
-static void auth_continue(smtp_session *s, const char *line)
+static void smtp_server_auth_continue(smtp_session *s, const char *line)
 {
     if (strcmp(line, "*") == 0) {
-        auth_abort(s);
-        error_reply(s, REPLY_AUTH_CANCELLED);
+        smtp_server_auth_abort(s);
+        smtp_server_error_reply(s, REPLY_AUTH_CANCELLED);
         return;
     }
-    if (s->auth_mech == AUTH_MECH_PLAIN) auth_plain_response(s, line);
-    else auth_login_response(s, line);
+    if (s->auth_mech == AUTH_MECH_PLAIN) smtp_server_auth_plain_response(s, line);
+    else smtp_server_auth_login_response(s, line);
 }
 
-static void cmd_auth(smtp_session *s, const smtp_cmd *c)
+static void smtp_server_cmd_auth(smtp_session *s, const smtp_cmd *c)
 {
     if (s->cfg->nauth == 0) {
-        error_reply(s, REPLY_AUTH_UNAVAILABLE);
+        smtp_server_error_reply(s, REPLY_AUTH_UNAVAILABLE);
         return;
     }
     if (s->state == ST_GREET || !s->esmtp) {
-        error_reply(s, REPLY_NEED_EHLO);
+        smtp_server_error_reply(s, REPLY_NEED_EHLO);
         return;
     }
     if (s->auth_user) {
-        error_reply(s, REPLY_AUTH_TWICE);
+        smtp_server_error_reply(s, REPLY_AUTH_TWICE);
         return;
     }
-    if (in_transaction(s)) {
-        error_reply(s, REPLY_AUTH_IN_TXN);
+    if (smtp_server_in_transaction(s)) {
+        smtp_server_error_reply(s, REPLY_AUTH_IN_TXN);
         return;
     }
-    if (!auth_offered(s)) {
-        error_reply(s, REPLY_AUTH_NEEDS_TLS);
+    if (!smtp_server_auth_offered(s)) {
+        smtp_server_error_reply(s, REPLY_AUTH_NEEDS_TLS);
         return;
     }
     char *arg = util_strndup(c->arg, c->arg_len);
@@ -620,46 +620,46 @@ static void cmd_auth(smtp_session *s, const smtp_cmd *c)
         while (*initial == ' ') initial++;
         if (!*initial || strchr(initial, ' ')) {
             free(arg);
-            error_reply(s, "501 5.5.4 Syntax: AUTH mechanism [initial-response]");
+            smtp_server_error_reply(s, "501 5.5.4 Syntax: AUTH mechanism [initial-response]");
             return;
         }
     }
-    auth_abort(s);                     /* no half-finished LOGIN is carried over */
+    smtp_server_auth_abort(s);                     /* no half-finished LOGIN is carried over */
     if (strcasecmp(arg, "PLAIN") == 0) {
         s->auth_mech = AUTH_MECH_PLAIN;
         if (!initial) {
             s->state = ST_AUTH;
-            reply(s, "334 ");
+            smtp_server_reply(s, "334 ");
         } else {
             /* "=" is an empty initial response (RFC 4954 4). */
-            auth_plain_response(s, strcmp(initial, "=") == 0 ? "" : initial);
+            smtp_server_auth_plain_response(s, strcmp(initial, "=") == 0 ? "" : initial);
         }
     } else if (strcasecmp(arg, "LOGIN") == 0) {
         s->auth_mech = AUTH_MECH_LOGIN;
         if (!initial) {
             s->state = ST_AUTH;
-            reply(s, AUTH_LOGIN_PROMPT_USER);
+            smtp_server_reply(s, AUTH_LOGIN_PROMPT_USER);
         } else {
-            auth_login_response(s, strcmp(initial, "=") == 0 ? "" : initial);
+            smtp_server_auth_login_response(s, strcmp(initial, "=") == 0 ? "" : initial);
         }
     } else {
-        error_reply(s, REPLY_AUTH_MECH);
+        smtp_server_error_reply(s, REPLY_AUTH_MECH);
     }
     free(arg);
 }
 
-static void command_line(smtp_session *s, const smtp_line *line)
+static void smtp_server_command_line(smtp_session *s, const smtp_line *line)
 {
     if (line->flags & (SMTP_LINE_TOO_LONG | SMTP_LINE_NUL)) {
-        if (s->state == ST_AUTH) auth_abort(s);
-        error_reply(s, line->flags & SMTP_LINE_TOO_LONG ? REPLY_LINE_TOO_LONG
+        if (s->state == ST_AUTH) smtp_server_auth_abort(s);
+        smtp_server_error_reply(s, line->flags & SMTP_LINE_TOO_LONG ? REPLY_LINE_TOO_LONG
                                                         : REPLY_NUL_IN_COMMAND);
         return;
     }
     /* Bare LF ends a command line too (as Postfix's default "normalize"); only DATA is strict. */
     char *text = util_strndup(line->text, line->len);
     if (s->state == ST_AUTH) {
-        auth_continue(s, text);
+        smtp_server_auth_continue(s, text);
         explicit_bzero(text, line->len);
         free(text);
         return;
@@ -667,36 +667,36 @@ static void command_line(smtp_session *s, const smtp_line *line)
     smtp_cmd c;
     smtp_parse_command(text, line->len, &c);
     if (line->len + 2 > SMTP_COMMAND_LINE_MAX && c.verb != SMTP_CMD_AUTH) {
-        error_reply(s, REPLY_LINE_TOO_LONG);
+        smtp_server_error_reply(s, REPLY_LINE_TOO_LONG);
         free(text);
         return;
     }
     switch (c.verb) {
-    case SMTP_CMD_HELO: cmd_helo(s, &c, false); break;
-    case SMTP_CMD_EHLO: cmd_helo(s, &c, true); break;
-    case SMTP_CMD_MAIL: cmd_mail(s, &c); break;
-    case SMTP_CMD_RCPT: cmd_rcpt(s, &c); break;
-    case SMTP_CMD_DATA: cmd_data(s, &c); break;
-    case SMTP_CMD_STARTTLS: cmd_starttls(s, &c); break;
-    case SMTP_CMD_AUTH: cmd_auth(s, &c); break;
+    case SMTP_CMD_HELO: smtp_server_cmd_helo(s, &c, false); break;
+    case SMTP_CMD_EHLO: smtp_server_cmd_helo(s, &c, true); break;
+    case SMTP_CMD_MAIL: smtp_server_cmd_mail(s, &c); break;
+    case SMTP_CMD_RCPT: smtp_server_cmd_rcpt(s, &c); break;
+    case SMTP_CMD_DATA: smtp_server_cmd_data(s, &c); break;
+    case SMTP_CMD_STARTTLS: smtp_server_cmd_starttls(s, &c); break;
+    case SMTP_CMD_AUTH: smtp_server_cmd_auth(s, &c); break;
     case SMTP_CMD_RSET:
         if (c.arg_len) {
-            error_reply(s, "501 5.5.4 Syntax: RSET");
+            smtp_server_error_reply(s, "501 5.5.4 Syntax: RSET");
             break;
         }
-        reset_transaction(s);
-        reply(s, REPLY_OK);
+        smtp_server_reset_transaction(s);
+        smtp_server_reply(s, REPLY_OK);
         break;
-    case SMTP_CMD_NOOP: reply(s, REPLY_OK); break;
+    case SMTP_CMD_NOOP: smtp_server_reply(s, REPLY_OK); break;
     case SMTP_CMD_QUIT:
-        reset_transaction(s);
-        reply(s, REPLY_BYE);
-        start_closing(s, "quit");
+        smtp_server_reset_transaction(s);
+        smtp_server_reply(s, REPLY_BYE);
+        smtp_server_start_closing(s, "quit");
         break;
-    case SMTP_CMD_VRFY: reply(s, REPLY_VRFY); break;
-    case SMTP_CMD_EXPN: error_reply(s, REPLY_EXPN); break;
-    case SMTP_CMD_HELP: reply(s, REPLY_HELP); break;
-    case SMTP_CMD_UNKNOWN: error_reply(s, REPLY_UNRECOGNIZED); break;
+    case SMTP_CMD_VRFY: smtp_server_reply(s, REPLY_VRFY); break;
+    case SMTP_CMD_EXPN: smtp_server_error_reply(s, REPLY_EXPN); break;
+    case SMTP_CMD_HELP: smtp_server_reply(s, REPLY_HELP); break;
+    case SMTP_CMD_UNKNOWN: smtp_server_error_reply(s, REPLY_UNRECOGNIZED); break;
     }
     if (c.verb == SMTP_CMD_AUTH) explicit_bzero(text, line->len);
     free(text);
@@ -704,17 +704,17 @@ static void command_line(smtp_session *s, const smtp_line *line)
 
 /* ---- DATA ---- */
 
-static void on_accepted(void *arg, bool ok, const char *id, const char *err);
+static void smtp_server_on_accepted(void *arg, bool ok, const char *id, const char *err);
 
-static void reject_message(smtp_session *s, const char *line)
+static void smtp_server_reject_message(smtp_session *s, const char *line)
 {
-    log_reject(s, "data", NULL, NULL, line);
-    reply(s, line);
-    reset_transaction(s);
+    smtp_server_log_reject(s, "data", NULL, NULL, line);
+    smtp_server_reply(s, line);
+    smtp_server_reset_transaction(s);
 }
 
 /* The session's transaction as accept.c takes it, for data[0..len) and configuration set. */
-static accept_in session_accept_in(const smtp_session *s, const char *set, const char *data,
+static accept_in smtp_server_session_accept_in(const smtp_session *s, const char *set, const char *data,
                                    size_t len)
 {
     accept_in in = {
@@ -735,7 +735,7 @@ static accept_in session_accept_in(const smtp_session *s, const char *set, const
 }
 
 /* The X-SES-CONFIGURATION-SET value without trailing blanks (malloc'd), or NULL if absent. */
-static char *header_set_name(const msg_headers *hs)
+static char *smtp_server_header_set_name(const msg_headers *hs)
 {
     const char *hdr = message_header_get(hs, "X-SES-CONFIGURATION-SET");
     if (!hdr) return NULL;
@@ -747,41 +747,41 @@ static char *header_set_name(const msg_headers *hs)
 /* A message refused for its content after its data arrived: a Reject event for its
  * configuration set (the header's when it names a known set, else the default), then the
  * 5xx reply. */
-static void reject_content(smtp_session *s, const char *line)
+static void smtp_server_reject_content(smtp_session *s, const char *line)
 {
     const config *cfg = s->cfg;
     const char *data = s->data.buf ? s->data.buf : "";
     msg_headers hs;
     message_parse_headers(data, s->data.len, &hs);
-    char *name = header_set_name(&hs);
+    char *name = smtp_server_header_set_name(&hs);
     const char *set = !name ? cfg->default_set : config_find_set(cfg, name) ? name : NULL;
-    accept_in in = session_accept_in(s, set, data, s->data.len);
+    accept_in in = smtp_server_session_accept_in(s, set, data, s->data.len);
     accept_reject(s->ctx, &in, line);
     free(name);
     message_headers_free(&hs);
-    reject_message(s, line);
+    smtp_server_reject_message(s, line);
 }
 
 /* The end of DATA: checks, configuration set, then the hand-over to accept.c. */
-static void data_end(smtp_session *s)
+static void smtp_server_data_end(smtp_session *s)
 {
     const config *cfg = s->cfg;
     s->state = ST_READY;          /* until the hand-over below */
-    set_timer(s, SMTP_SERVER_COMMAND_TIMEOUT);
+    smtp_server_set_timer(s, SMTP_SERVER_COMMAND_TIMEOUT);
     if (s->data_size > cfg->max_message_size) {
-        reject_message(s, POLICY_REPLY_TOO_LONG);
+        smtp_server_reject_message(s, POLICY_REPLY_TOO_LONG);
         return;
     }
     if (s->data_flags & SMTP_LINE_BARE_LF) {
-        reject_content(s, REPLY_BARE_LF);
+        smtp_server_reject_content(s, REPLY_BARE_LF);
         return;
     }
     if (s->data_flags & SMTP_LINE_NUL) {
-        reject_content(s, REPLY_NUL);
+        smtp_server_reject_content(s, REPLY_NUL);
         return;
     }
     if (s->data_flags & SMTP_LINE_TOO_LONG) {
-        reject_content(s, REPLY_LONG_LINE);
+        smtp_server_reject_content(s, REPLY_LONG_LINE);
         return;
     }
     const char *data = s->data.buf ? s->data.buf : "";
@@ -791,11 +791,11 @@ static void data_end(smtp_session *s)
     char *r = policy_check_headers(cfg, &hs);
     if (r) {
         message_headers_free(&hs);
-        reject_content(s, r);
+        smtp_server_reject_content(s, r);
         free(r);
         return;
     }
-    char *name = header_set_name(&hs);
+    char *name = smtp_server_header_set_name(&hs);
     char *stripped = NULL;
     size_t stripped_len = 0;
     const char *set = cfg->default_set;
@@ -807,7 +807,7 @@ static void data_end(smtp_session *s)
             free(shown);
             free(name);
             message_headers_free(&hs);
-            reject_message(s, line);
+            smtp_server_reject_message(s, line);
             free(line);
             return;
         }
@@ -818,36 +818,36 @@ static void data_end(smtp_session *s)
     message_headers_free(&hs);
     if (!set) {
         free(stripped);
-        reject_message(s, REPLY_NO_SET);
+        smtp_server_reject_message(s, REPLY_NO_SET);
         return;
     }
     s->set_name = util_strdup(set);
-    accept_in in = session_accept_in(s, set, stripped ? stripped : data,
+    accept_in in = smtp_server_session_accept_in(s, set, stripped ? stripped : data,
                                      stripped ? stripped_len : len);
     s->state = ST_COMMIT;
     s->commit_pending = true;
     conn_timer_stop(&s->conn);
-    int rc = accept_message(s->ctx, &in, on_accepted, s);
+    int rc = accept_message(s->ctx, &in, smtp_server_on_accepted, s);
     free(stripped);
     if (rc != 0) {
         s->commit_pending = false;
         s->state = ST_READY;
-        set_timer(s, SMTP_SERVER_COMMAND_TIMEOUT);
+        smtp_server_set_timer(s, SMTP_SERVER_COMMAND_TIMEOUT);
         log_write(s->ctx->log, KLOG_ERROR, "smtp.error",
                   "session=%llu client=%s stage=data error=\"message could not be queued\"",
                   (unsigned long long)s->id, s->client_ip);
-        reject_message(s, REPLY_STORE_FAILED);
+        smtp_server_reject_message(s, REPLY_STORE_FAILED);
         return;
     }
     /* The message is copied into the spool batch: its buffer can go. */
     strbuf_free(&s->data);
 }
 
-static void data_line(smtp_session *s, const smtp_line *line)
+static void smtp_server_data_line(smtp_session *s, const smtp_line *line)
 {
     /* The end is "." + CRLF after a CRLF: never LF.LF or CRLF.LF (SMTP smuggling). */
     if (line->len == 1 && line->text[0] == '.' && line->flags == 0 && s->data_prev_crlf) {
-        data_end(s);
+        smtp_server_data_end(s);
         return;
     }
     s->data_prev_crlf = !(line->flags & SMTP_LINE_BARE_LF);
@@ -867,17 +867,17 @@ static void data_line(smtp_session *s, const smtp_line *line)
 
 /* ---- input and output (the socket and TLS mechanics are mta/conn.c's) ---- */
 
-static bool processing_input(const smtp_session *s)
+static bool smtp_server_processing_input(const smtp_session *s)
 {
     return !s->dead && s->state != ST_COMMIT && s->state != ST_CLOSING &&
            s->state != ST_TLS_WAIT && s->state != ST_TLS_HANDSHAKE;
 }
 
-static void process_input(smtp_session *s)
+static void smtp_server_process_input(smtp_session *s)
 {
     strbuf *in = &s->conn.in;
     size_t pos = 0;
-    while (processing_input(s)) {
+    while (smtp_server_processing_input(s)) {
         size_t max = s->state == ST_DATA ? SMTP_TEXT_LINE_MAX : SMTP_AUTH_LINE_MAX;
         smtp_line line;
         size_t discard;
@@ -890,10 +890,10 @@ static void process_input(smtp_session *s)
         }
         pos += line.consumed;
         if (s->state == ST_DATA) {
-            data_line(s, &line);
+            smtp_server_data_line(s, &line);
         } else {
-            command_line(s, &line);
-            check_shutdown(s);
+            smtp_server_command_line(s, &line);
+            smtp_server_check_shutdown(s);
         }
         if (s->discard_input) {
             s->discard_input = false;
@@ -903,69 +903,69 @@ static void process_input(smtp_session *s)
     }
     strbuf_consume(in, pos);
     if (conn_out_pending(&s->conn) > SMTP_SERVER_OUT_MAX)
-        kill_session(s, "client not reading replies");
+        smtp_server_kill_session(s, "client not reading replies");
 }
 
-static bool reading_allowed(const smtp_session *s)
+static bool smtp_server_reading_allowed(const smtp_session *s)
 {
-    return processing_input(s) && conn_out_pending(&s->conn) < SMTP_SERVER_OUT_PAUSE;
+    return smtp_server_processing_input(s) && conn_out_pending(&s->conn) < SMTP_SERVER_OUT_PAUSE;
 }
 
 /* EOF from the client: an unfinished message is dropped; replies already due are still
  * written (a client may half-close after its last command) before the close. */
-static void peer_closed(smtp_session *s)
+static void smtp_server_peer_closed(smtp_session *s)
 {
     const char *why = "client closed the connection";
     if (s->state == ST_DATA) why = "client closed the connection in DATA";
-    reset_transaction(s);
-    start_closing(s, why);
+    smtp_server_reset_transaction(s);
+    smtp_server_start_closing(s, why);
 }
 
-static void log_tls_error(smtp_session *s)
+static void smtp_server_log_tls_error(smtp_session *s)
 {
     log_write(s->ctx->log, KLOG_INFO, "smtp.tls_error", "session=%llu client=%s error=%s",
               (unsigned long long)s->id, s->client_ip, log_q(s->ctx->log, conn_error(&s->conn)));
 }
 
 /* Reads what the socket has (bounded per event), handling lines as they come. */
-static void read_input(smtp_session *s)
+static void smtp_server_read_input(smtp_session *s)
 {
-    for (int k = 0; k < SMTP_SERVER_READS_PER_EVENT && reading_allowed(s); k++) {
+    for (int k = 0; k < SMTP_SERVER_READS_PER_EVENT && smtp_server_reading_allowed(s); k++) {
         switch (conn_read(&s->conn, NULL)) {
         case CONN_OK: break;
         case CONN_AGAIN: return;
         case CONN_EOF:
-            peer_closed(s);
+            smtp_server_peer_closed(s);
             return;
         case CONN_ERROR:
             if (conn_tls(&s->conn)) {
-                log_tls_error(s);
-                kill_session(s, "TLS error");
+                smtp_server_log_tls_error(s);
+                smtp_server_kill_session(s, "TLS error");
             } else {
-                kill_session(s, "read error");
+                smtp_server_kill_session(s, "read error");
             }
             return;
         }
-        set_timer(s, s->state == ST_DATA ? SMTP_SERVER_DATA_TIMEOUT : SMTP_SERVER_COMMAND_TIMEOUT);
-        process_input(s);
+        smtp_server_set_timer(s, s->state == ST_DATA ? SMTP_SERVER_DATA_TIMEOUT : SMTP_SERVER_COMMAND_TIMEOUT);
+        smtp_server_process_input(s);
     }
     /* Still readable (or plaintext buffered inside OpenSSL): come back in the next loop pass. */
-    if (reading_allowed(s) && s->srv) conn_feed(&s->conn, EV_READ);
+    if (smtp_server_reading_allowed(s) && s->srv) conn_feed(&s->conn, EV_READ);
 }
 
-static void flush_output(smtp_session *s)
+static void smtp_server_flush_output(smtp_session *s)
 {
     if (!s->dead && conn_flush(&s->conn, NULL) == CONN_ERROR)
-        kill_session(s, conn_tls(&s->conn) ? "TLS write error" : "write error");
+        smtp_server_kill_session(s, conn_tls(&s->conn) ? "TLS write error" : "write error");
 }
 
-static void update_io(smtp_session *s)
+static void smtp_server_update_io(smtp_session *s)
 {
     if (!s->srv || s->closed) return;
-    conn_update(&s->conn, reading_allowed(s));
+    conn_update(&s->conn, smtp_server_reading_allowed(s));
 }
 
-static void tls_step(smtp_session *s)
+static void smtp_server_tls_step(smtp_session *s)
 {
     if (s->state == ST_TLS_WAIT) {
         if (conn_out_pending(&s->conn)) return;  /* the 220 must leave in plaintext first */
@@ -980,67 +980,67 @@ static void tls_step(smtp_session *s)
         log_write(s->ctx->log, KLOG_INFO, "smtp.tls", "session=%llu client=%s version=%s cipher=%s",
                   (unsigned long long)s->id, s->client_ip, tls_conn_version(conn_tls(&s->conn)),
                   tls_conn_cipher(conn_tls(&s->conn)));
-        set_timer(s, SMTP_SERVER_COMMAND_TIMEOUT);
+        smtp_server_set_timer(s, SMTP_SERVER_COMMAND_TIMEOUT);
         break;
     case CONN_AGAIN: break;
     default:
-        log_tls_error(s);
-        kill_session(s, "TLS handshake failed");
+        smtp_server_log_tls_error(s);
+        smtp_server_kill_session(s, "TLS handshake failed");
         break;
     }
 }
 
 /* One pass: write, TLS steps, buffered lines, new input, write again. */
-static void session_run(smtp_session *s)
+static void smtp_server_session_run(smtp_session *s)
 {
-    flush_output(s);
-    if (!s->dead && (s->state == ST_TLS_WAIT || s->state == ST_TLS_HANDSHAKE)) tls_step(s);
-    if (!s->dead) process_input(s);
-    if (!s->dead) read_input(s);
-    if (!s->dead) flush_output(s);
+    smtp_server_flush_output(s);
+    if (!s->dead && (s->state == ST_TLS_WAIT || s->state == ST_TLS_HANDSHAKE)) smtp_server_tls_step(s);
+    if (!s->dead) smtp_server_process_input(s);
+    if (!s->dead) smtp_server_read_input(s);
+    if (!s->dead) smtp_server_flush_output(s);
     if (!s->dead && s->state == ST_TLS_WAIT && !conn_out_pending(&s->conn)) {
-        tls_step(s);
-        if (!s->dead && s->state == ST_GREET) read_input(s);
+        smtp_server_tls_step(s);
+        if (!s->dead && s->state == ST_GREET) smtp_server_read_input(s);
     }
     if (!s->dead && s->state == ST_CLOSING && !conn_out_pending(&s->conn)) s->dead = true;
     if (s->dead) {
-        session_close(s);
+        smtp_server_session_close(s);
         return;
     }
-    update_io(s);
+    smtp_server_update_io(s);
 }
 
-static void on_session_io(void *arg, int revents)
+static void smtp_server_on_session_io(void *arg, int revents)
 {
     (void)revents;
-    session_run(arg);
+    smtp_server_session_run(arg);
 }
 
-static void on_session_timer(void *arg)
+static void smtp_server_on_session_timer(void *arg)
 {
     smtp_session *s = arg;
     if (s->state == ST_CLOSING) {
-        kill_session(s, s->close_reason ? s->close_reason : "closing");
+        smtp_server_kill_session(s, s->close_reason ? s->close_reason : "closing");
     } else if (s->state == ST_TLS_HANDSHAKE || s->state == ST_TLS_WAIT) {
-        kill_session(s, "timeout in TLS handshake");
+        smtp_server_kill_session(s, "timeout in TLS handshake");
     } else if (s->state == ST_COMMIT) {
         return;                   /* not the client's time: the commit callback will come */
     } else {
         const char *why = s->state == ST_DATA ? "timeout in DATA" : "timeout";
-        reset_transaction(s);
+        smtp_server_reset_transaction(s);
         smtp_reply_printf(&s->conn.out, REPLY_TIMEOUT_FMT, s->cfg->hostname);
-        start_closing(s, why);
+        smtp_server_start_closing(s, why);
     }
-    session_run(s);
+    smtp_server_session_run(s);
 }
 
-static const conn_ops session_conn_ops = {.on_io = on_session_io, .on_timeout = on_session_timer};
+static const conn_ops session_conn_ops = {.on_io = smtp_server_on_session_io, .on_timeout = smtp_server_on_session_timer};
 
 /* ---- commit callback ---- */
 
-static void session_free(smtp_session *s);
+static void smtp_server_session_free(smtp_session *s);
 
-static void on_accepted(void *arg, bool ok, const char *id, const char *err)
+static void smtp_server_on_accepted(void *arg, bool ok, const char *id, const char *err)
 {
     smtp_session *s = arg;
     kiln_ctx *ctx = s->ctx;
@@ -1062,29 +1062,29 @@ static void on_accepted(void *arg, bool ok, const char *id, const char *err)
                   log_q(lg, err ? err : "spool commit failed"), log_q(lg, REPLY_STORE_FAILED));
     }
     s->reserved = 0;
-    free_transaction(s, false);
+    smtp_server_free_transaction(s, false);
     if (s->closed || !s->srv) {
-        session_free(s);
+        smtp_server_session_free(s);
         return;
     }
     if (ok) smtp_reply_printf(&s->conn.out, "250 2.0.0 Ok %s", id);
-    else reply(s, REPLY_STORE_FAILED);
+    else smtp_server_reply(s, REPLY_STORE_FAILED);
     s->state = ST_READY;
-    check_shutdown(s);
-    if (s->state != ST_CLOSING) set_timer(s, SMTP_SERVER_COMMAND_TIMEOUT);
+    smtp_server_check_shutdown(s);
+    if (s->state != ST_CLOSING) smtp_server_set_timer(s, SMTP_SERVER_COMMAND_TIMEOUT);
     /* Resume from the loop, not from inside the spool's flush. */
     conn_feed(&s->conn, EV_READ | EV_WRITE);
 }
 
 /* ---- session life cycle ---- */
 
-static void server_check_done(smtp_server *srv)
+static void smtp_server_check_done(smtp_server *srv)
 {
     if (srv->shutting_down && srv->nsessions == 0 && !srv->done_called)
         ev_idle_start(srv->ctx->loop, &srv->done_idle);
 }
 
-static void session_free(smtp_session *s)
+static void smtp_server_session_free(smtp_session *s)
 {
     smtp_server *srv = s->srv;
     if (srv) {
@@ -1093,18 +1093,18 @@ static void session_free(smtp_session *s)
         if (s->next) s->next->prev = s->prev;
         srv->nsessions--;
     }
-    free_transaction(s, true);
+    smtp_server_free_transaction(s, true);
     free(s->helo);
     free(s->auth_user);
     free(s->auth_login_user);
     conn_free(&s->conn);
     config_unref(s->cfg);
     free(s);
-    if (srv) server_check_done(srv);
+    if (srv) smtp_server_check_done(srv);
 }
 
 /* Closes the connection now; the session itself lives on while a commit is pending. */
-static void session_close(smtp_session *s)
+static void smtp_server_session_close(smtp_session *s)
 {
     if (s->closed) return;
     kiln_ctx *ctx = s->ctx;
@@ -1115,11 +1115,11 @@ static void session_close(smtp_session *s)
               state_names[s->state], (long long)(kiln_now_ms(ctx) - s->started_ms));
     conn_close(&s->conn, s->state == ST_CLOSING);
     s->closed = true;
-    if (s->commit_pending) return;     /* on_accepted frees it */
-    session_free(s);
+    if (s->commit_pending) return;     /* smtp_server_on_accepted frees it */
+    smtp_server_session_free(s);
 }
 
-static void session_new(smtp_server *srv, int fd, const conn_peer *peer)
+static void smtp_server_session_new(smtp_server *srv, int fd, const conn_peer *peer)
 {
     kiln_ctx *ctx = srv->ctx;
     const char *ip = peer->ip;
@@ -1161,32 +1161,32 @@ static void session_new(smtp_server *srv, int fd, const conn_peer *peer)
     log_write(ctx->log, KLOG_INFO, "smtp.connect", "session=%llu client=%s port=%d trusted=%s",
               (unsigned long long)id, ip, port, s->trusted ? "yes" : "no");
     smtp_reply_printf(&s->conn.out, "220 %s ESMTP kiln", s->cfg->hostname);
-    set_timer(s, SMTP_SERVER_COMMAND_TIMEOUT);
-    session_run(s);
+    smtp_server_set_timer(s, SMTP_SERVER_COMMAND_TIMEOUT);
+    smtp_server_session_run(s);
 }
 
 /* ---- listeners ---- */
 
-static void listeners_stop(smtp_server *srv)
+static void smtp_server_listeners_stop(smtp_server *srv)
 {
     for (size_t i = 0; i < srv->nlisteners; i++) ev_io_stop(srv->ctx->loop, &srv->listeners[i].io);
 }
 
-static void listeners_start(smtp_server *srv)
+static void smtp_server_listeners_start(smtp_server *srv)
 {
     for (size_t i = 0; i < srv->nlisteners; i++)
         if (srv->listeners[i].fd >= 0) ev_io_start(srv->ctx->loop, &srv->listeners[i].io);
 }
 
-static void on_backoff(struct ev_loop *loop, ev_timer *w, int revents)
+static void smtp_server_on_backoff(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
     smtp_server *srv = w->data;
-    if (srv->accepting) listeners_start(srv);
+    if (srv->accepting) smtp_server_listeners_start(srv);
 }
 
-static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
+static void smtp_server_on_accept(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
     (void)revents;
@@ -1201,16 +1201,16 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
             log_write(srv->ctx->log, KLOG_WARNING, "smtp.accept_error", "listen=%s error=%s",
                       l->name, log_q(srv->ctx->log, strerror(errno)));
             /* Out of descriptors or memory: pause all listeners briefly instead of spinning. */
-            listeners_stop(srv);
+            smtp_server_listeners_stop(srv);
             ev_timer_set(&srv->backoff, SMTP_SERVER_ACCEPT_BACKOFF, 0);
             ev_timer_start(srv->ctx->loop, &srv->backoff);
             return;
         }
-        session_new(srv, fd, &peer);
+        smtp_server_session_new(srv, fd, &peer);
     }
 }
 
-static void listener_add(void *arg, int fd, const char *name)
+static void smtp_server_listener_add(void *arg, int fd, const char *name)
 {
     smtp_server *srv = arg;
     srv->listeners = util_realloc(srv->listeners, (srv->nlisteners + 1) * sizeof *srv->listeners);
@@ -1221,17 +1221,17 @@ static void listener_add(void *arg, int fd, const char *name)
     snprintf(l->name, sizeof l->name, "%s", name);
 }
 
-static int listen_on(smtp_server *srv, const config_hostport *hp, char **err)
+static int smtp_server_listen_on(smtp_server *srv, const config_hostport *hp, char **err)
 {
     char port[16], *why = NULL;
     snprintf(port, sizeof port, "%d", hp->port);
-    if (conn_listen(hp->host, port, SMTP_SERVER_BACKLOG, listener_add, srv, &why) == 0) return 0;
+    if (conn_listen(hp->host, port, SMTP_SERVER_BACKLOG, smtp_server_listener_add, srv, &why) == 0) return 0;
     *err = util_asprintf("submission.listen %s:%d: %s", hp->host, hp->port, why);
     free(why);
     return -1;
 }
 
-static void on_done_idle(struct ev_loop *loop, ev_idle *w, int revents)
+static void smtp_server_on_done_idle(struct ev_loop *loop, ev_idle *w, int revents)
 {
     (void)revents;
     smtp_server *srv = w->data;
@@ -1242,9 +1242,9 @@ static void on_done_idle(struct ev_loop *loop, ev_idle *w, int revents)
     if (srv->done) srv->done(srv->done_arg);
 }
 
-static void close_listeners(smtp_server *srv)
+static void smtp_server_close_listeners(smtp_server *srv)
 {
-    listeners_stop(srv);
+    smtp_server_listeners_stop(srv);
     for (size_t i = 0; i < srv->nlisteners; i++) {
         if (srv->listeners[i].fd >= 0) close(srv->listeners[i].fd);
         srv->listeners[i].fd = -1;
@@ -1256,9 +1256,9 @@ smtp_server *smtp_server_start(kiln_ctx *ctx, char **err)
     const config *cfg = ctx->cfg;
     smtp_server *srv = util_calloc(1, sizeof *srv);
     srv->ctx = ctx;
-    ev_init(&srv->backoff, on_backoff);
+    ev_init(&srv->backoff, smtp_server_on_backoff);
     srv->backoff.data = srv;
-    ev_idle_init(&srv->done_idle, on_done_idle);
+    ev_idle_init(&srv->done_idle, smtp_server_on_done_idle);
     srv->done_idle.data = srv;
     if (cfg->tls_cert) {
         srv->tls = tls_server_ctx_new(cfg->tls_cert, cfg->tls_key, err);
@@ -1271,7 +1271,7 @@ smtp_server *smtp_server_start(kiln_ctx *ctx, char **err)
         }
     }
     for (size_t i = 0; i < cfg->nlisten; i++) {
-        if (listen_on(srv, &cfg->listen[i], err) != 0) {
+        if (smtp_server_listen_on(srv, &cfg->listen[i], err) != 0) {
             smtp_server_free(srv);
             return NULL;
         }
@@ -1279,12 +1279,12 @@ smtp_server *smtp_server_start(kiln_ctx *ctx, char **err)
     srv->accepting = true;
     for (size_t i = 0; i < srv->nlisteners; i++) {
         smtp_listener *l = &srv->listeners[i];
-        ev_io_init(&l->io, on_accept, l->fd, EV_READ);
+        ev_io_init(&l->io, smtp_server_on_accept, l->fd, EV_READ);
         l->io.data = l;
         log_write(ctx->log, KLOG_INFO, "smtp.listen", "address=%s tls=%s auth=%s", l->name,
                   srv->tls ? "starttls" : "none", cfg->nauth ? "yes" : "no");
     }
-    listeners_start(srv);
+    smtp_server_listeners_start(srv);
     return srv;
 }
 
@@ -1293,7 +1293,7 @@ void smtp_server_stop_accepting(smtp_server *srv)
     if (!srv) return;
     srv->accepting = false;
     ev_timer_stop(srv->ctx->loop, &srv->backoff);
-    close_listeners(srv);
+    smtp_server_close_listeners(srv);
 }
 
 void smtp_server_shutdown(smtp_server *srv, void (*done)(void *arg), void *arg)
@@ -1309,14 +1309,14 @@ void smtp_server_shutdown(smtp_server *srv, void (*done)(void *arg), void *arg)
         next = s->next;
         if (s->closed) continue;
         if (s->state == ST_TLS_WAIT || s->state == ST_TLS_HANDSHAKE) {
-            kill_session(s, "shutdown");
-            session_close(s);
+            smtp_server_kill_session(s, "shutdown");
+            smtp_server_session_close(s);
             continue;
         }
-        check_shutdown(s);
-        if (s->state == ST_CLOSING) session_run(s);
+        smtp_server_check_shutdown(s);
+        if (s->state == ST_CLOSING) smtp_server_session_run(s);
     }
-    server_check_done(srv);
+    smtp_server_check_done(srv);
 }
 
 int smtp_server_sessions(const smtp_server *srv)
@@ -1329,17 +1329,17 @@ void smtp_server_free(smtp_server *srv)
     if (!srv) return;
     struct ev_loop *loop = srv->ctx->loop;
     srv->done_called = true;          /* no done() from a freed server */
-    close_listeners(srv);
+    smtp_server_close_listeners(srv);
     ev_timer_stop(loop, &srv->backoff);
     smtp_session *next;
     for (smtp_session *s = srv->sessions; s; s = next) {
         next = s->next;
         if (!s->closed) {
             s->close_reason = "server stopped";
-            session_close(s);        /* frees it unless a commit is pending */
+            smtp_server_session_close(s);        /* frees it unless a commit is pending */
         }
     }
-    /* Sessions left wait for their commit callback: detach them; on_accepted frees them. */
+    /* Sessions left wait for their commit callback: detach them; smtp_server_on_accepted frees them. */
     for (smtp_session *s = srv->sessions; s; s = next) {
         next = s->next;
         s->srv = NULL;

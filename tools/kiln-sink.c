@@ -219,8 +219,8 @@ struct sink_session {
     const char *close_reason;
 };
 
-static void session_run(sink_session *s);
-static void session_close(sink_session *s);
+static void sink_session_run(sink_session *s);
+static void sink_session_close(sink_session *s);
 
 /* ---- small helpers ---- */
 
@@ -250,7 +250,7 @@ static unsigned sink_hash(const char *s)
     return h % SINK_CLIENT_BUCKETS;
 }
 
-static sink_client *client_get(sink *sk, const char *ip)
+static sink_client *sink_client_get(sink *sk, const char *ip)
 {
     unsigned h = sink_hash(ip);
     for (sink_client *c = sk->clients[h]; c; c = c->next)
@@ -262,47 +262,47 @@ static sink_client *client_get(sink *sk, const char *ip)
     return c;
 }
 
-static void count_add(sink_counts *n, uint64_t msgs, uint64_t rcpts, uint64_t bytes)
+static void sink_count_add(sink_counts *n, uint64_t msgs, uint64_t rcpts, uint64_t bytes)
 {
     n->messages += msgs;
     n->recipients += rcpts;
     n->bytes += bytes;
 }
 
-static void reply(sink_session *s, const char *line)
+static void sink_reply(sink_session *s, const char *line)
 {
     smtp_reply_line(&s->conn.out, line);
 }
 
-static void set_timer(sink_session *s, double seconds)
+static void sink_set_timer(sink_session *s, double seconds)
 {
     conn_timer_set(&s->conn, seconds);
 }
 
-static void kill_session(sink_session *s, const char *reason)
+static void sink_kill_session(sink_session *s, const char *reason)
 {
     if (!s->dead) s->close_reason = reason;
     s->dead = true;
 }
 
-static void start_closing(sink_session *s, const char *reason)
+static void sink_start_closing(sink_session *s, const char *reason)
 {
     if (s->state == SS_CLOSING || s->state == SS_LINGER) return;
     s->state = SS_CLOSING;
     s->close_reason = reason;
-    set_timer(s, SINK_LINGER);
+    sink_set_timer(s, SINK_LINGER);
 }
 
-static void error_reply(sink_session *s, const char *line)
+static void sink_error_reply(sink_session *s, const char *line)
 {
-    reply(s, line);
+    sink_reply(s, line);
     if (++s->errors >= SINK_MAX_ERRORS) {
-        reply(s, REPLY_TOO_MANY_ERRORS);
-        start_closing(s, "too many errors");
+        sink_reply(s, REPLY_TOO_MANY_ERRORS);
+        sink_start_closing(s, "too many errors");
     }
 }
 
-static void reset_transaction(sink_session *s)
+static void sink_reset_transaction(sink_session *s)
 {
     s->in_mail = false;
     s->nrcpts = 0;
@@ -311,14 +311,14 @@ static void reset_transaction(sink_session *s)
 
 /* ---- statistics ---- */
 
-static json_t *counts_json(const sink_counts *n)
+static json_t *sink_counts_json(const sink_counts *n)
 {
     return json_pack("{s:I, s:I, s:I, s:I}", "connections", (json_int_t)n->connections,
                      "messages", (json_int_t)n->messages, "recipients",
                      (json_int_t)n->recipients, "bytes", (json_int_t)n->bytes);
 }
 
-static json_t *stats_json(sink *sk)
+static json_t *sink_stats_json(sink *sk)
 {
     json_t *root = json_object();
     json_object_set_new(root, "messages", json_integer((json_int_t)sk->total.messages));
@@ -331,7 +331,7 @@ static json_t *stats_json(sink *sk)
     json_t *by_client = json_object(), *maxc = json_object();
     for (size_t h = 0; h < SINK_CLIENT_BUCKETS; h++) {
         for (sink_client *c = sk->clients[h]; c; c = c->next) {
-            json_t *o = counts_json(&c->n);
+            json_t *o = sink_counts_json(&c->n);
             json_object_set_new(o, "rejected_connections",
                                 json_integer((json_int_t)c->rejected_connections));
             json_object_set_new(by_client, c->ip, o);
@@ -342,7 +342,7 @@ static json_t *stats_json(sink *sk)
     json_t *by_listener = json_object();
     for (size_t i = 0; i < sk->nlisteners; i++)
         json_object_set_new(by_listener, sk->listeners[i].name,
-                            counts_json(&sk->listeners[i].n));
+                            sink_counts_json(&sk->listeners[i].n));
     json_object_set_new(root, "by_listener", by_listener);
     json_t *faults = json_object();
     for (int f = 0; f < F_COUNT; f++)
@@ -353,9 +353,9 @@ static json_t *stats_json(sink *sk)
 }
 
 /* Writes the stats: to --stats-file through a temporary file and rename(2), else to stdout. */
-static void stats_write(sink *sk)
+static void sink_stats_write(sink *sk)
 {
-    json_t *root = stats_json(sk);
+    json_t *root = sink_stats_json(sk);
     char *text = json_dumps(root, JSON_SORT_KEYS | JSON_COMPACT | JSON_REAL_PRECISION(6));
     json_decref(root);
     if (!text) util_fatal("kiln-sink: cannot encode the stats as JSON");
@@ -386,7 +386,7 @@ static void stats_write(sink *sk)
 /* ---- faults ---- */
 
 /* The fault named by the local part of rcpt, if any; *delay_ms for "delay<N>". */
-static int local_part_fault(const char *rcpt, long *delay_ms)
+static int sink_local_part_fault(const char *rcpt, long *delay_ms)
 {
     static const struct {
         const char *prefix;
@@ -419,7 +419,7 @@ static int local_part_fault(const char *rcpt, long *delay_ms)
 }
 
 /* Puts the session on hold: its reply `line` goes out after ms milliseconds. */
-static void hold_reply(sink_session *s, hold_kind kind, const char *line, long ms)
+static void sink_hold_reply(sink_session *s, hold_kind kind, const char *line, long ms)
 {
     s->state = SS_HOLD;
     s->hold_kind = kind;
@@ -430,14 +430,14 @@ static void hold_reply(sink_session *s, hold_kind kind, const char *line, long m
 
 /* ---- commands ---- */
 
-static void cmd_ehlo(sink_session *s, const smtp_cmd *c, bool ehlo)
+static void sink_cmd_ehlo(sink_session *s, const smtp_cmd *c, bool ehlo)
 {
     if (c->arg_len == 0) {
-        error_reply(s, ehlo ? "501 5.5.4 Syntax: EHLO hostname"
+        sink_error_reply(s, ehlo ? "501 5.5.4 Syntax: EHLO hostname"
                             : "501 5.5.4 Syntax: HELO hostname");
         return;
     }
-    reset_transaction(s);
+    sink_reset_transaction(s);
     if (!ehlo) {
         smtp_reply_printf(&s->conn.out, "250 %s", s->sk->o.hostname);
         return;
@@ -455,10 +455,10 @@ static void cmd_ehlo(sink_session *s, const smtp_cmd *c, bool ehlo)
     smtp_reply_multi(&s->conn.out, 250, lines, n);
 }
 
-static void cmd_mail(sink_session *s, const smtp_cmd *c)
+static void sink_cmd_mail(sink_session *s, const smtp_cmd *c)
 {
     if (s->in_mail) {
-        error_reply(s, REPLY_NESTED_MAIL);
+        sink_error_reply(s, REPLY_NESTED_MAIL);
         return;
     }
     char *arg = util_strndup(c->arg, c->arg_len);
@@ -467,23 +467,23 @@ static void cmd_mail(sink_session *s, const smtp_cmd *c)
     int rc = smtp_parse_mail(arg, &p, bad);
     free(arg);
     if (rc != 0) {
-        error_reply(s, bad);
+        sink_error_reply(s, bad);
         return;
     }
     if (p.has_size && s->sk->o.max_size > 0 && p.size > s->sk->o.max_size) {
-        reply(s, REPLY_TOO_BIG);
+        sink_reply(s, REPLY_TOO_BIG);
         return;
     }
     s->in_mail = true;
     s->nrcpts = 0;
-    reply(s, REPLY_MAIL_OK);
+    sink_reply(s, REPLY_MAIL_OK);
 }
 
-static void cmd_rcpt(sink_session *s, const smtp_cmd *c)
+static void sink_cmd_rcpt(sink_session *s, const smtp_cmd *c)
 {
     sink *sk = s->sk;
     if (!s->in_mail) {
-        error_reply(s, REPLY_NEED_MAIL);
+        sink_error_reply(s, REPLY_NEED_MAIL);
         return;
     }
     char *arg = util_strndup(c->arg, c->arg_len);
@@ -492,11 +492,11 @@ static void cmd_rcpt(sink_session *s, const smtp_cmd *c)
     int rc = smtp_parse_rcpt(arg, &p, bad);
     free(arg);
     if (rc != 0) {
-        error_reply(s, bad);
+        sink_error_reply(s, bad);
         return;
     }
     long delay_ms = 0;
-    int f = local_part_fault(p.addr, &delay_ms);
+    int f = sink_local_part_fault(p.addr, &delay_ms);
     if (f < 0) {
         if (sink_chance(sk, sk->o.random_disconnect)) f = F_RANDOM_DISCONNECT;
         else if (sink_chance(sk, sk->o.random_defer)) f = F_RANDOM_DEFER;
@@ -506,162 +506,162 @@ static void cmd_rcpt(sink_session *s, const smtp_cmd *c)
     switch (f) {
     case F_DEFER:
     case F_RANDOM_DEFER:
-        reply(s, REPLY_DEFER);
+        sink_reply(s, REPLY_DEFER);
         return;
     case F_REJECT:
     case F_RANDOM_REJECT:
-        reply(s, REPLY_REJECT);
+        sink_reply(s, REPLY_REJECT);
         return;
     case F_THROTTLE:
-        reset_transaction(s);
-        reply(s, REPLY_THROTTLE);
-        start_closing(s, "fault throttle");
+        sink_reset_transaction(s);
+        sink_reply(s, REPLY_THROTTLE);
+        sink_start_closing(s, "fault throttle");
         return;
     case F_DISCONNECT:
     case F_RANDOM_DISCONNECT:
-        reset_transaction(s);
-        kill_session(s, "fault disconnect");
+        sink_reset_transaction(s);
+        sink_kill_session(s, "fault disconnect");
         return;
     case F_DELAY:
         s->nrcpts++;
-        hold_reply(s, HOLD_RCPT, REPLY_RCPT_OK, delay_ms);
+        sink_hold_reply(s, HOLD_RCPT, REPLY_RCPT_OK, delay_ms);
         return;
     default:
         s->nrcpts++;
-        reply(s, REPLY_RCPT_OK);
+        sink_reply(s, REPLY_RCPT_OK);
         return;
     }
 }
 
-static void cmd_data(sink_session *s, const smtp_cmd *c)
+static void sink_cmd_data(sink_session *s, const smtp_cmd *c)
 {
     if (!s->in_mail) {
-        error_reply(s, REPLY_NEED_MAIL);
+        sink_error_reply(s, REPLY_NEED_MAIL);
         return;
     }
     if (c->arg_len) {
-        error_reply(s, "501 5.5.4 Syntax: DATA");
+        sink_error_reply(s, "501 5.5.4 Syntax: DATA");
         return;
     }
     if (s->nrcpts == 0) {
-        reply(s, REPLY_NO_RCPTS);
+        sink_reply(s, REPLY_NO_RCPTS);
         return;
     }
     s->data_bytes = 0;
     s->state = SS_DATA;
-    reply(s, REPLY_DATA_GO);
+    sink_reply(s, REPLY_DATA_GO);
 }
 
-static void cmd_starttls(sink_session *s, const smtp_cmd *c)
+static void sink_cmd_starttls(sink_session *s, const smtp_cmd *c)
 {
     if (!s->sk->tls || conn_tls(&s->conn)) {
-        error_reply(s, REPLY_NO_STARTTLS);
+        sink_error_reply(s, REPLY_NO_STARTTLS);
         return;
     }
     if (c->arg_len) {
-        error_reply(s, "501 5.5.4 Syntax: STARTTLS");
+        sink_error_reply(s, "501 5.5.4 Syntax: STARTTLS");
         return;
     }
-    reset_transaction(s);
-    reply(s, REPLY_TLS_GO);
+    sink_reset_transaction(s);
+    sink_reply(s, REPLY_TLS_GO);
     s->state = SS_TLS_WAIT;
     s->discard_input = true;             /* pipelined plaintext after STARTTLS is dropped */
-    set_timer(s, SINK_TLS_TIMEOUT);
+    sink_set_timer(s, SINK_TLS_TIMEOUT);
 }
 
-static void command_line(sink_session *s, const smtp_line *line)
+static void sink_command_line(sink_session *s, const smtp_line *line)
 {
     if (line->flags & SMTP_LINE_TOO_LONG) {
-        error_reply(s, REPLY_LINE_TOO_LONG);
+        sink_error_reply(s, REPLY_LINE_TOO_LONG);
         return;
     }
     smtp_cmd c;
     smtp_parse_command(line->text, line->len, &c);
     switch (c.verb) {
-    case SMTP_CMD_HELO: cmd_ehlo(s, &c, false); break;
-    case SMTP_CMD_EHLO: cmd_ehlo(s, &c, true); break;
-    case SMTP_CMD_MAIL: cmd_mail(s, &c); break;
-    case SMTP_CMD_RCPT: cmd_rcpt(s, &c); break;
-    case SMTP_CMD_DATA: cmd_data(s, &c); break;
-    case SMTP_CMD_STARTTLS: cmd_starttls(s, &c); break;
+    case SMTP_CMD_HELO: sink_cmd_ehlo(s, &c, false); break;
+    case SMTP_CMD_EHLO: sink_cmd_ehlo(s, &c, true); break;
+    case SMTP_CMD_MAIL: sink_cmd_mail(s, &c); break;
+    case SMTP_CMD_RCPT: sink_cmd_rcpt(s, &c); break;
+    case SMTP_CMD_DATA: sink_cmd_data(s, &c); break;
+    case SMTP_CMD_STARTTLS: sink_cmd_starttls(s, &c); break;
     case SMTP_CMD_RSET:
-        reset_transaction(s);
-        reply(s, REPLY_OK);
+        sink_reset_transaction(s);
+        sink_reply(s, REPLY_OK);
         break;
-    case SMTP_CMD_NOOP: reply(s, REPLY_OK); break;
+    case SMTP_CMD_NOOP: sink_reply(s, REPLY_OK); break;
     case SMTP_CMD_QUIT:
-        reset_transaction(s);
-        reply(s, REPLY_BYE);
-        start_closing(s, "quit");
+        sink_reset_transaction(s);
+        sink_reply(s, REPLY_BYE);
+        sink_start_closing(s, "quit");
         break;
-    case SMTP_CMD_VRFY: reply(s, "252 2.1.5 Cannot VRFY user"); break;
+    case SMTP_CMD_VRFY: sink_reply(s, "252 2.1.5 Cannot VRFY user"); break;
     case SMTP_CMD_HELP:
-        reply(s, "214 2.0.0 kiln-sink: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT STARTTLS");
+        sink_reply(s, "214 2.0.0 kiln-sink: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT STARTTLS");
         break;
     case SMTP_CMD_EXPN:
-    case SMTP_CMD_AUTH: error_reply(s, REPLY_NOT_IMPL); break;
-    case SMTP_CMD_UNKNOWN: error_reply(s, REPLY_UNKNOWN); break;
+    case SMTP_CMD_AUTH: sink_error_reply(s, REPLY_NOT_IMPL); break;
+    case SMTP_CMD_UNKNOWN: sink_error_reply(s, REPLY_UNKNOWN); break;
     }
 }
 
 /* ---- DATA ---- */
 
 /* The 250 at the end of DATA: only now does the message count. */
-static void message_accepted(sink_session *s)
+static void sink_message_accepted(sink_session *s)
 {
     sink *sk = s->sk;
     uint64_t r = s->nrcpts, b = s->data_bytes;
-    count_add(&sk->total, 1, r, b);
-    count_add(&s->c->n, 1, r, b);
-    count_add(&s->l->n, 1, r, b);
+    sink_count_add(&sk->total, 1, r, b);
+    sink_count_add(&s->c->n, 1, r, b);
+    sink_count_add(&s->l->n, 1, r, b);
     s->messages++;
     smtp_reply_printf(&s->conn.out, "250 2.0.0 Ok: queued as S%llxM%llu", (unsigned long long)s->id,
                       (unsigned long long)s->messages);
-    reset_transaction(s);
+    sink_reset_transaction(s);
 }
 
-static void data_end(sink_session *s)
+static void sink_data_end(sink_session *s)
 {
     sink *sk = s->sk;
     s->state = SS_CMD;
     if (sk->o.max_size > 0 && s->data_bytes > (uint64_t)sk->o.max_size) {
-        reply(s, REPLY_TOO_BIG);
-        reset_transaction(s);
+        sink_reply(s, REPLY_TOO_BIG);
+        sink_reset_transaction(s);
         return;
     }
     if (sk->o.delay_data_ms > 0) {
         sk->faults[F_DELAY_DATA]++;
-        hold_reply(s, HOLD_DATA, "", sk->o.delay_data_ms);
+        sink_hold_reply(s, HOLD_DATA, "", sk->o.delay_data_ms);
         return;
     }
-    message_accepted(s);
+    sink_message_accepted(s);
 }
 
-static void on_hold(struct ev_loop *loop, ev_timer *w, int revents)
+static void sink_on_hold(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
     sink_session *s = w->data;
     s->state = SS_CMD;
-    if (s->hold_kind == HOLD_DATA) message_accepted(s);
-    else reply(s, s->held_reply);
+    if (s->hold_kind == HOLD_DATA) sink_message_accepted(s);
+    else sink_reply(s, s->held_reply);
     free(s->held_reply);
     s->held_reply = NULL;
-    session_run(s);
+    sink_session_run(s);
 }
 
 /* ---- input and output (the socket and TLS mechanics are mta/conn.c's) ---- */
 
-static bool processing_input(const sink_session *s)
+static bool sink_processing_input(const sink_session *s)
 {
     return !s->dead && (s->state == SS_CMD || s->state == SS_DATA);
 }
 
-static void process_input(sink_session *s)
+static void sink_process_input(sink_session *s)
 {
     strbuf *in = &s->conn.in;
     size_t pos = 0;
-    while (processing_input(s)) {
+    while (sink_processing_input(s)) {
         bool data = s->state == SS_DATA;
         smtp_line line;
         size_t discard;
@@ -676,9 +676,9 @@ static void process_input(sink_session *s)
         }
         pos += line.consumed;
         if (!data) {
-            command_line(s, &line);
+            sink_command_line(s, &line);
         } else if (line.len == 1 && line.text[0] == '.' && !(line.flags & SMTP_LINE_TOO_LONG)) {
-            data_end(s);
+            sink_data_end(s);
         } else if (line.flags & SMTP_LINE_TOO_LONG) {
             s->data_bytes += line.consumed;
         } else {
@@ -694,27 +694,27 @@ static void process_input(sink_session *s)
     strbuf_consume(in, pos);
 }
 
-static bool reading_allowed(const sink_session *s)
+static bool sink_reading_allowed(const sink_session *s)
 {
-    return (processing_input(s) && conn_out_pending(&s->conn) < SINK_OUT_PAUSE) ||
+    return (sink_processing_input(s) && conn_out_pending(&s->conn) < SINK_OUT_PAUSE) ||
            (!s->dead && s->state == SS_LINGER);
 }
 
-static void peer_closed(sink_session *s)
+static void sink_peer_closed(sink_session *s)
 {
-    reset_transaction(s);
-    if (s->state == SS_LINGER) kill_session(s, s->close_reason);
-    else start_closing(s, "client closed the connection");
+    sink_reset_transaction(s);
+    if (s->state == SS_LINGER) sink_kill_session(s, s->close_reason);
+    else sink_start_closing(s, "client closed the connection");
 }
 
-static void read_input(sink_session *s)
+static void sink_read_input(sink_session *s)
 {
-    for (int k = 0; k < SINK_READS_PER_EVENT && reading_allowed(s); k++) {
+    for (int k = 0; k < SINK_READS_PER_EVENT && sink_reading_allowed(s); k++) {
         if (s->state == SS_LINGER) {     /* discard what the client still sends */
             conn_status st = conn_discard(&s->conn);
             if (st == CONN_AGAIN) return;
             if (st != CONN_OK) {
-                kill_session(s, s->close_reason);
+                sink_kill_session(s, s->close_reason);
                 return;
             }
             continue;
@@ -723,25 +723,25 @@ static void read_input(sink_session *s)
         case CONN_OK: break;
         case CONN_AGAIN: return;
         case CONN_EOF:
-            peer_closed(s);
+            sink_peer_closed(s);
             return;
         case CONN_ERROR:
-            kill_session(s, conn_tls(&s->conn) ? "TLS error" : "read error");
+            sink_kill_session(s, conn_tls(&s->conn) ? "TLS error" : "read error");
             return;
         }
-        set_timer(s, s->sk->o.timeout);
-        process_input(s);
+        sink_set_timer(s, s->sk->o.timeout);
+        sink_process_input(s);
     }
-    if (reading_allowed(s)) conn_feed(&s->conn, EV_READ);
+    if (sink_reading_allowed(s)) conn_feed(&s->conn, EV_READ);
 }
 
-static void flush_output(sink_session *s)
+static void sink_flush_output(sink_session *s)
 {
     if (!s->dead && conn_flush(&s->conn, NULL) == CONN_ERROR)
-        kill_session(s, conn_tls(&s->conn) ? "TLS write error" : "write error");
+        sink_kill_session(s, conn_tls(&s->conn) ? "TLS write error" : "write error");
 }
 
-static void tls_step(sink_session *s)
+static void sink_tls_step(sink_session *s)
 {
     if (s->state == SS_TLS_WAIT) {
         if (conn_out_pending(&s->conn)) return;     /* the 220 leaves in plaintext first */
@@ -753,13 +753,13 @@ static void tls_step(sink_session *s)
         s->state = SS_CMD;
         s->lr = (smtp_linereader){0};
         strbuf_reset(&s->conn.in);
-        set_timer(s, s->sk->o.timeout);
+        sink_set_timer(s, s->sk->o.timeout);
         break;
     case CONN_AGAIN: break;
     default:
         log_write(s->sk->log, KLOG_DEBUG, "sink.tls_error", "session=%llu client=%s error=%s",
                   (unsigned long long)s->id, s->c->ip, log_q(s->sk->log, conn_error(&s->conn)));
-        kill_session(s, "TLS handshake failed");
+        sink_kill_session(s, "TLS handshake failed");
         break;
     }
 }
@@ -767,64 +767,64 @@ static void tls_step(sink_session *s)
 /* After the last reply is written: shut the write side and read until the client closes,
  * so that unread pipelined commands do not turn our close into a reset that destroys the
  * reply the client has not read yet. */
-static void start_linger(sink_session *s)
+static void sink_start_linger(sink_session *s)
 {
     conn_shutdown_write(&s->conn);
     s->state = SS_LINGER;
-    set_timer(s, SINK_LINGER);
+    sink_set_timer(s, SINK_LINGER);
 }
 
-static void session_run(sink_session *s)
+static void sink_session_run(sink_session *s)
 {
-    flush_output(s);
-    if (!s->dead && (s->state == SS_TLS_WAIT || s->state == SS_TLS_HANDSHAKE)) tls_step(s);
-    if (!s->dead) process_input(s);
-    if (!s->dead) read_input(s);
-    if (!s->dead) flush_output(s);
+    sink_flush_output(s);
+    if (!s->dead && (s->state == SS_TLS_WAIT || s->state == SS_TLS_HANDSHAKE)) sink_tls_step(s);
+    if (!s->dead) sink_process_input(s);
+    if (!s->dead) sink_read_input(s);
+    if (!s->dead) sink_flush_output(s);
     if (!s->dead && s->state == SS_TLS_WAIT && !conn_out_pending(&s->conn)) {
-        tls_step(s);
-        if (!s->dead && s->state == SS_CMD) read_input(s);
+        sink_tls_step(s);
+        if (!s->dead && s->state == SS_CMD) sink_read_input(s);
     }
     if (!s->dead && s->state == SS_CLOSING && !conn_out_pending(&s->conn)) {
-        start_linger(s);
-        read_input(s);
+        sink_start_linger(s);
+        sink_read_input(s);
     }
     if (s->dead) {
-        session_close(s);
+        sink_session_close(s);
         return;
     }
-    conn_update(&s->conn, reading_allowed(s));
+    conn_update(&s->conn, sink_reading_allowed(s));
 }
 
-static void on_session_io(void *arg, int revents)
+static void sink_on_session_io(void *arg, int revents)
 {
     (void)revents;
-    session_run(arg);
+    sink_session_run(arg);
 }
 
-static void on_session_timer(void *arg)
+static void sink_on_session_timer(void *arg)
 {
     sink_session *s = arg;
     if (s->state == SS_CLOSING || s->state == SS_LINGER) {
-        kill_session(s, s->close_reason ? s->close_reason : "closing");
+        sink_kill_session(s, s->close_reason ? s->close_reason : "closing");
     } else if (s->state == SS_TLS_WAIT || s->state == SS_TLS_HANDSHAKE) {
-        kill_session(s, "timeout in TLS handshake");
+        sink_kill_session(s, "timeout in TLS handshake");
     } else if (s->state == SS_HOLD) {
-        set_timer(s, s->sk->o.timeout);  /* our own delay, not the client's */
+        sink_set_timer(s, s->sk->o.timeout);  /* our own delay, not the client's */
         return;
     } else {
-        reset_transaction(s);
+        sink_reset_transaction(s);
         smtp_reply_printf(&s->conn.out, "421 4.4.2 %s Error: timeout exceeded", s->sk->o.hostname);
-        start_closing(s, "timeout");
+        sink_start_closing(s, "timeout");
     }
-    session_run(s);
+    sink_session_run(s);
 }
 
-static const conn_ops session_conn_ops = {.on_io = on_session_io, .on_timeout = on_session_timer};
+static const conn_ops session_conn_ops = {.on_io = sink_on_session_io, .on_timeout = sink_on_session_timer};
 
 /* ---- session life cycle ---- */
 
-static void session_close(sink_session *s)
+static void sink_session_close(sink_session *s)
 {
     sink *sk = s->sk;
     log_write(sk->log, KLOG_DEBUG, "sink.close",
@@ -843,11 +843,11 @@ static void session_close(sink_session *s)
     free(s);
 }
 
-static void session_new(sink_listener *l, int fd, const conn_peer *peer)
+static void sink_session_new(sink_listener *l, int fd, const conn_peer *peer)
 {
     sink *sk = l->sk;
     const char *ip = peer->ip;
-    sink_client *c = client_get(sk, ip);
+    sink_client *c = sink_client_get(sk, ip);
     if (sk->o.max_conn_per_client > 0 && c->current >= sk->o.max_conn_per_client) {
         static const char msg[] = REPLY_TOO_MANY_CONN "\r\n";
         ssize_t r = send(fd, msg, sizeof msg - 1, MSG_NOSIGNAL);
@@ -880,18 +880,18 @@ static void session_new(sink_listener *l, int fd, const conn_peer *peer)
     c->n.connections++;
     l->n.connections++;
     sk->total.connections++;
-    ev_init(&s->hold, on_hold);
+    ev_init(&s->hold, sink_on_hold);
     s->hold.data = s;
     log_write(sk->log, KLOG_DEBUG, "sink.connect", "session=%llu client=%s listener=%s",
               (unsigned long long)s->id, ip, l->name);
     smtp_reply_printf(&s->conn.out, "220 %s ESMTP kiln-sink", sk->o.hostname);
-    set_timer(s, sk->o.timeout);
-    session_run(s);
+    sink_set_timer(s, sk->o.timeout);
+    sink_session_run(s);
 }
 
 /* ---- listeners ---- */
 
-static void listeners_set(sink *sk, bool on)
+static void sink_listeners_set(sink *sk, bool on)
 {
     for (size_t i = 0; i < sk->nlisteners; i++) {
         if (sk->listeners[i].fd < 0) continue;
@@ -900,15 +900,15 @@ static void listeners_set(sink *sk, bool on)
     }
 }
 
-static void on_backoff(struct ev_loop *loop, ev_timer *w, int revents)
+static void sink_on_backoff(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
     sink *sk = w->data;
-    if (!sk->stopping) listeners_set(sk, true);
+    if (!sk->stopping) sink_listeners_set(sk, true);
 }
 
-static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
+static void sink_on_accept(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
     (void)revents;
@@ -922,17 +922,17 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
             if (errno == EAGAIN || errno == EWOULDBLOCK) return;
             log_write(sk->log, KLOG_WARNING, "sink.accept_error", "listener=%s error=%s",
                       l->name, log_q(sk->log, strerror(errno)));
-            listeners_set(sk, false);
+            sink_listeners_set(sk, false);
             ev_timer_set(&sk->backoff, SINK_ACCEPT_BACKOFF, 0);
             ev_timer_start(sk->loop, &sk->backoff);
             return;
         }
-        session_new(l, fd, &peer);
+        sink_session_new(l, fd, &peer);
     }
 }
 
 /* "host:port" or "[v6]:port" into host and port; false if malformed. */
-static bool split_hostport(const char *spec, char *host, size_t hostcap, char *port,
+static bool sink_split_hostport(const char *spec, char *host, size_t hostcap, char *port,
                            size_t portcap)
 {
     const char *colon;
@@ -960,7 +960,7 @@ static bool split_hostport(const char *spec, char *host, size_t hostcap, char *p
     return true;
 }
 
-static void listener_add(void *arg, int fd, const char *name)
+static void sink_listener_add(void *arg, int fd, const char *name)
 {
     sink *sk = arg;
     sk->listeners = util_realloc(sk->listeners, (sk->nlisteners + 1) * sizeof *sk->listeners);
@@ -971,15 +971,15 @@ static void listener_add(void *arg, int fd, const char *name)
     snprintf(l->name, sizeof l->name, "%s", name);
 }
 
-static int listen_on(sink *sk, const char *spec, char **err)
+static int sink_listen_on(sink *sk, const char *spec, char **err)
 {
     char host[256], port[16];
-    if (!split_hostport(spec, host, sizeof host, port, sizeof port)) {
+    if (!sink_split_hostport(spec, host, sizeof host, port, sizeof port)) {
         *err = util_asprintf("-l %s: expected HOST:PORT or [IPV6]:PORT", spec);
         return -1;
     }
     char *why = NULL;
-    if (conn_listen(host, port, SINK_BACKLOG, listener_add, sk, &why) == 0) return 0;
+    if (conn_listen(host, port, SINK_BACKLOG, sink_listener_add, sk, &why) == 0) return 0;
     *err = util_asprintf("-l %s: %s", spec, why);
     free(why);
     return -1;
@@ -991,7 +991,7 @@ static void sink_stop(sink *sk)
 {
     if (sk->stopping) return;
     sk->stopping = true;
-    listeners_set(sk, false);
+    sink_listeners_set(sk, false);
     ev_timer_stop(sk->loop, &sk->backoff);
     for (size_t i = 0; i < sk->nlisteners; i++) {
         if (sk->listeners[i].fd >= 0) close(sk->listeners[i].fd);
@@ -1001,13 +1001,13 @@ static void sink_stop(sink *sk)
     while (sk->sessions) {
         sink_session *s = sk->sessions;
         if (s->state == SS_CMD || s->state == SS_DATA || s->state == SS_HOLD) {
-            reply(s, REPLY_SHUTDOWN);
-            flush_output(s);
+            sink_reply(s, REPLY_SHUTDOWN);
+            sink_flush_output(s);
         }
-        kill_session(s, "shutdown");
-        session_close(s);
+        sink_kill_session(s, "shutdown");
+        sink_session_close(s);
     }
-    stats_write(sk);
+    sink_stats_write(sk);
     log_write(sk->log, KLOG_INFO, "sink.stop", "messages=%llu recipients=%llu connections=%llu",
               (unsigned long long)sk->total.messages, (unsigned long long)sk->total.recipients,
               (unsigned long long)sk->total.connections);
@@ -1018,25 +1018,25 @@ static void sink_stop(sink *sk)
     ev_break(sk->loop, EVBREAK_ALL);
 }
 
-static void on_sigusr1(struct ev_loop *loop, ev_signal *w, int revents)
+static void sink_on_sigusr1(struct ev_loop *loop, ev_signal *w, int revents)
 {
     (void)loop;
     (void)revents;
-    stats_write(w->data);
+    sink_stats_write(w->data);
 }
 
-static void on_sigterm(struct ev_loop *loop, ev_signal *w, int revents)
+static void sink_on_sigterm(struct ev_loop *loop, ev_signal *w, int revents)
 {
     (void)loop;
     (void)revents;
     sink_stop(w->data);
 }
 
-static void on_stats_timer(struct ev_loop *loop, ev_timer *w, int revents)
+static void sink_on_stats_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
-    stats_write(w->data);
+    sink_stats_write(w->data);
 }
 
 static void sink_free(sink *sk)
@@ -1058,7 +1058,7 @@ static void sink_free(sink *sk)
 
 /* ---- command line ---- */
 
-static void usage(FILE *fp)
+static void sink_usage(FILE *fp)
 {
     fputs(
         "usage: kiln-sink -l HOST:PORT [-l HOST:PORT ...] [options]\n"
@@ -1105,7 +1105,7 @@ enum {
 };
 
 /* Returns 0, or 2 after printing why the command line is wrong. */
-static int parse_args(int argc, char **argv, sink_opts *o, bool *help)
+static int sink_parse_args(int argc, char **argv, sink_opts *o, bool *help)
 {
     static const struct option longopts[] = {
         {"listen", required_argument, NULL, 'l'},
@@ -1183,7 +1183,7 @@ static int parse_args(int argc, char **argv, sink_opts *o, bool *help)
         case 'v': o->verbose = true; break;
         case 'h': *help = true; return 0;
         default:
-            usage(stderr);
+            sink_usage(stderr);
             return 2;
         }
         if (bad) {
@@ -1197,7 +1197,7 @@ static int parse_args(int argc, char **argv, sink_opts *o, bool *help)
     }
     if (o->nlisten == 0) {
         fprintf(stderr, "kiln-sink: give at least one -l HOST:PORT\n");
-        usage(stderr);
+        sink_usage(stderr);
         return 2;
     }
     if (!o->tls_cert != !o->tls_key) {
@@ -1211,9 +1211,9 @@ int main(int argc, char **argv)
 {
     sink *sk = util_calloc(1, sizeof *sk);
     bool help = false;
-    int rc = parse_args(argc, argv, &sk->o, &help);
+    int rc = sink_parse_args(argc, argv, &sk->o, &help);
     if (rc != 0 || help) {
-        if (help) usage(stdout);
+        if (help) sink_usage(stdout);
         free(sk->o.listen);
         free(sk);
         return rc;
@@ -1237,7 +1237,7 @@ int main(int argc, char **argv)
         if (!sk->tls) rc = 1;
     }
     for (size_t i = 0; rc == 0 && i < sk->o.nlisten; i++)
-        if (listen_on(sk, sk->o.listen[i], &err) != 0) rc = 1;
+        if (sink_listen_on(sk, sk->o.listen[i], &err) != 0) rc = 1;
     if (rc != 0) {
         fprintf(stderr, "kiln-sink: %s\n", err);
         free(err);
@@ -1245,21 +1245,21 @@ int main(int argc, char **argv)
         free(sk);
         return 1;
     }
-    ev_init(&sk->backoff, on_backoff);
+    ev_init(&sk->backoff, sink_on_backoff);
     sk->backoff.data = sk;
     for (size_t i = 0; i < sk->nlisteners; i++) {
-        ev_io_init(&sk->listeners[i].io, on_accept, sk->listeners[i].fd, EV_READ);
+        ev_io_init(&sk->listeners[i].io, sink_on_accept, sk->listeners[i].fd, EV_READ);
         sk->listeners[i].io.data = &sk->listeners[i];
     }
-    listeners_set(sk, true);
-    ev_signal_init(&sk->sigusr1, on_sigusr1, SIGUSR1);
-    ev_signal_init(&sk->sigterm, on_sigterm, SIGTERM);
-    ev_signal_init(&sk->sigint, on_sigterm, SIGINT);
+    sink_listeners_set(sk, true);
+    ev_signal_init(&sk->sigusr1, sink_on_sigusr1, SIGUSR1);
+    ev_signal_init(&sk->sigterm, sink_on_sigterm, SIGTERM);
+    ev_signal_init(&sk->sigint, sink_on_sigterm, SIGINT);
     sk->sigusr1.data = sk->sigterm.data = sk->sigint.data = sk;
     ev_signal_start(sk->loop, &sk->sigusr1);
     ev_signal_start(sk->loop, &sk->sigterm);
     ev_signal_start(sk->loop, &sk->sigint);
-    ev_timer_init(&sk->stats_timer, on_stats_timer, sk->o.stats_interval, sk->o.stats_interval);
+    ev_timer_init(&sk->stats_timer, sink_on_stats_timer, sk->o.stats_interval, sk->o.stats_interval);
     sk->stats_timer.data = sk;
     if (sk->o.stats_interval > 0) ev_timer_start(sk->loop, &sk->stats_timer);
     for (size_t i = 0; i < sk->nlisteners; i++)
