@@ -10,6 +10,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -321,8 +322,83 @@ void conn_free(conn *c)
 
 /* ---- listening sockets ---- */
 
-int conn_listen(const char *host, const char *port, int backlog,
-                void (*add)(void *arg, int fd, const char *name), void *arg, char **err)
+static void conn_peer_from(const struct sockaddr_storage *ss, conn_peer *p)
+{
+    if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)ss;
+        p->port = ntohs(a6->sin6_port);
+        if (IN6_IS_ADDR_V4MAPPED(&a6->sin6_addr)) {
+            struct in_addr a4;
+            memcpy(&a4, a6->sin6_addr.s6_addr + 12, 4);
+            inet_ntop(AF_INET, &a4, p->ip, sizeof p->ip);
+            p->loopback = a6->sin6_addr.s6_addr[12] == 127;
+        } else {
+            inet_ntop(AF_INET6, &a6->sin6_addr, p->ip, sizeof p->ip);
+            p->loopback = IN6_IS_ADDR_LOOPBACK(&a6->sin6_addr);
+        }
+    } else {
+        const struct sockaddr_in *a4 = (const struct sockaddr_in *)ss;
+        p->port = ntohs(a4->sin_port);
+        inet_ntop(AF_INET, &a4->sin_addr, p->ip, sizeof p->ip);
+        p->loopback = (ntohl(a4->sin_addr.s_addr) >> 24) == 127;
+    }
+}
+
+static void conn_acceptor_pause(conn_acceptor *a)
+{
+    for (size_t i = 0; i < a->n; i++) ev_io_stop(a->loop, &a->v[i].io);
+}
+
+static void conn_acceptor_on_backoff(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    conn_acceptor *a = w->data;
+    if (a->on) conn_acceptor_start(a);
+}
+
+static void conn_acceptor_on_io(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    conn_listener *l = (conn_listener *)w;
+    conn_acceptor *a = w->data;
+    size_t index = (size_t)(l - a->v);
+    for (int k = 0; k < a->per_event && a->on; k++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+            a->ops->on_error(a->arg, index, errno);
+            /* Out of descriptors or memory: pause all listeners briefly instead of spinning. */
+            conn_acceptor_pause(a);
+            ev_timer_set(&a->backoff, a->backoff_s, 0);
+            ev_timer_start(a->loop, &a->backoff);
+            return;
+        }
+        conn_peer peer;
+        conn_peer_from(&ss, &peer);
+        a->ops->on_accept(a->arg, index, fd, &peer);
+    }
+}
+
+void conn_acceptor_init(conn_acceptor *a, struct ev_loop *loop, int per_event, double backoff_s,
+                        const conn_acceptor_ops *ops, void *arg)
+{
+    memset(a, 0, sizeof *a);
+    a->loop = loop;
+    a->ops = ops;
+    a->arg = arg;
+    a->per_event = per_event;
+    a->backoff_s = backoff_s;
+    ev_init(&a->backoff, conn_acceptor_on_backoff);
+    a->backoff.data = a;
+}
+
+int conn_acceptor_listen(conn_acceptor *a, const char *host, const char *port, int backlog,
+                         char **err)
 {
     struct addrinfo hints = {0}, *res = NULL;
     hints.ai_family = AF_UNSPEC;
@@ -350,49 +426,49 @@ int conn_listen(const char *host, const char *port, int backlog,
             rc = -1;
             break;
         }
-        char ip[INET6_ADDRSTRLEN] = "?", name[INET6_ADDRSTRLEN + 16];
+        a->v = util_realloc(a->v, (a->n + 1) * sizeof *a->v);
+        conn_listener *l = &a->v[a->n++];
+        memset(l, 0, sizeof *l);
+        l->fd = fd;
+        char ip[INET6_ADDRSTRLEN] = "?";
         if (ai->ai_family == AF_INET6)
             inet_ntop(AF_INET6, &((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr, ip, sizeof ip);
         else
             inet_ntop(AF_INET, &((struct sockaddr_in *)ai->ai_addr)->sin_addr, ip, sizeof ip);
-        snprintf(name, sizeof name, ai->ai_family == AF_INET6 ? "[%s]:%s" : "%s:%s", ip, port);
-        add(arg, fd, name);
+        snprintf(l->name, sizeof l->name, ai->ai_family == AF_INET6 ? "[%s]:%s" : "%s:%s", ip,
+                 port);
     }
     freeaddrinfo(res);
     return rc;
 }
 
-static void conn_peer_from(const struct sockaddr_storage *ss, conn_peer *p)
+void conn_acceptor_start(conn_acceptor *a)
 {
-    if (ss->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)ss;
-        p->port = ntohs(a6->sin6_port);
-        if (IN6_IS_ADDR_V4MAPPED(&a6->sin6_addr)) {
-            struct in_addr a4;
-            memcpy(&a4, a6->sin6_addr.s6_addr + 12, 4);
-            inet_ntop(AF_INET, &a4, p->ip, sizeof p->ip);
-            p->loopback = a6->sin6_addr.s6_addr[12] == 127;
-        } else {
-            inet_ntop(AF_INET6, &a6->sin6_addr, p->ip, sizeof p->ip);
-            p->loopback = IN6_IS_ADDR_LOOPBACK(&a6->sin6_addr);
-        }
-    } else {
-        const struct sockaddr_in *a4 = (const struct sockaddr_in *)ss;
-        p->port = ntohs(a4->sin_port);
-        inet_ntop(AF_INET, &a4->sin_addr, p->ip, sizeof p->ip);
-        p->loopback = (ntohl(a4->sin_addr.s_addr) >> 24) == 127;
+    a->on = true;
+    for (size_t i = 0; i < a->n; i++) {
+        conn_listener *l = &a->v[i];
+        if (l->fd < 0 || ev_is_active(&l->io)) continue;
+        ev_io_init(&l->io, conn_acceptor_on_io, l->fd, EV_READ);
+        l->io.data = a;
+        ev_io_start(a->loop, &l->io);
     }
 }
 
-int conn_accept(int listen_fd, conn_peer *peer)
+void conn_acceptor_close(conn_acceptor *a)
 {
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    int fd = accept4(listen_fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0) {
-        if (errno == ECONNABORTED || errno == EPROTO) errno = EINTR;
-        return -1;
+    a->on = false;
+    ev_timer_stop(a->loop, &a->backoff);
+    conn_acceptor_pause(a);
+    for (size_t i = 0; i < a->n; i++) {
+        if (a->v[i].fd >= 0) close(a->v[i].fd);
+        a->v[i].fd = -1;
     }
-    conn_peer_from(&ss, peer);
-    return fd;
+}
+
+void conn_acceptor_free(conn_acceptor *a)
+{
+    conn_acceptor_close(a);
+    free(a->v);
+    a->v = NULL;
+    a->n = 0;
 }

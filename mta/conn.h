@@ -143,20 +143,58 @@ static inline bool conn_is_open(const conn *c) { return c->fd >= 0; }
 static inline int conn_fd(const conn *c) { return c->fd; }
 
 /* ---- listening sockets (server side) ---- */
-/* Opens a non-blocking listening socket (SO_REUSEADDR, IPV6_V6ONLY) on every address
- * host:port resolves to and calls add(arg, fd, name) for each, name being "1.2.3.4:25" or
- * "[::1]:25". Returns 0, or -1 with *err ("cannot resolve: ...", "socket: ...", "cannot
- * listen: ...", for the caller to prefix); sockets already handed to add stay open. */
-int conn_listen(const char *host, const char *port, int backlog,
-                void (*add)(void *arg, int fd, const char *name), void *arg, char **err);
-
 typedef struct conn_peer {
     char ip[46];             /* INET6_ADDRSTRLEN; IPv4-mapped IPv6 shown as IPv4 */
     int port;
     bool loopback;
 } conn_peer;
-/* accept4() of one connection, non-blocking and close-on-exec: its fd and *peer, or -1
- * with errno; errno EINTR, ECONNABORTED and EPROTO are turned into EINTR (try again). */
-int conn_accept(int listen_fd, conn_peer *peer);
+
+#define CONN_NAME_MAX 64
+
+typedef struct conn_listener {
+    ev_io io;                /* first: the watcher is the listener */
+    int fd;                  /* -1 once closed */
+    char name[CONN_NAME_MAX];   /* "1.2.3.4:25" or "[::1]:25" */
+} conn_listener;
+
+typedef struct conn_acceptor_ops {
+    /* A new connection on listener v[index]: fd (non-blocking, close-on-exec) is the
+     * callee's to keep or close. */
+    void (*on_accept)(void *arg, size_t index, int fd, const conn_peer *peer);
+    /* accept() failed for a reason that does not pass by itself (EMFILE, ENOMEM, ...):
+     * err is its errno; every listener pauses for the back-off time after this call. */
+    void (*on_error)(void *arg, size_t index, int err);
+} conn_acceptor_ops;
+
+/* The listening sockets of one server, accepting on the loop: at most per_event
+ * connections per readiness event and listener (fairness), a pause of backoff_s seconds
+ * after a lasting accept error instead of a busy loop. Callbacks run only from the loop. */
+typedef struct conn_acceptor {
+    conn_listener *v;        /* every address listened on, in order; names stay after close */
+    size_t n;
+    /* the rest is the acceptor's own */
+    struct ev_loop *loop;
+    const conn_acceptor_ops *ops;
+    void *arg;
+    int per_event;
+    double backoff_s;
+    ev_timer backoff;
+    bool on;
+} conn_acceptor;
+
+void conn_acceptor_init(conn_acceptor *a, struct ev_loop *loop, int per_event, double backoff_s,
+                        const conn_acceptor_ops *ops, void *arg);
+/* Opens a non-blocking listening socket (SO_REUSEADDR, IPV6_V6ONLY) on every address
+ * host:port resolves to (numeric port). Returns 0, or -1 with *err ("cannot resolve: ...",
+ * "socket: ...", "cannot listen: ...", for the caller to prefix); sockets opened before the
+ * failure stay in v. Call before conn_acceptor_start(). */
+int conn_acceptor_listen(conn_acceptor *a, const char *host, const char *port, int backlog,
+                         char **err);
+/* Starts accepting on every open listener. */
+void conn_acceptor_start(conn_acceptor *a);
+/* Stops accepting for good: watchers and back-off stopped, sockets closed (v and the names
+ * stay). */
+void conn_acceptor_close(conn_acceptor *a);
+void conn_acceptor_free(conn_acceptor *a);
 
 #endif

@@ -16,7 +16,6 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -132,19 +131,9 @@ typedef enum { AUTH_MECH_PLAIN, AUTH_MECH_LOGIN } auth_mech;
 
 typedef struct smtp_session smtp_session;
 
-typedef struct smtp_listener {
-    ev_io io;
-    int fd;
-    char name[INET6_ADDRSTRLEN + 16];
-    struct smtp_server *srv;
-} smtp_listener;
-
 struct smtp_server {
     kiln_ctx *ctx;
-    smtp_listener *listeners;
-    size_t nlisteners;
-    bool accepting;
-    ev_timer backoff;         /* restarts accepting after EMFILE & co */
+    conn_acceptor acceptor;   /* the listening sockets */
     tls_ctx *tls;
     smtp_session *sessions;   /* doubly linked */
     int nsessions;
@@ -1167,65 +1156,29 @@ static void smtp_server_session_new(smtp_server *srv, int fd, const conn_peer *p
 
 /* ---- listeners ---- */
 
-static void smtp_server_listeners_stop(smtp_server *srv)
+static void smtp_server_on_accept(void *arg, size_t index, int fd, const conn_peer *peer)
 {
-    for (size_t i = 0; i < srv->nlisteners; i++) ev_io_stop(srv->ctx->loop, &srv->listeners[i].io);
+    (void)index;
+    smtp_server_session_new(arg, fd, peer);
 }
 
-static void smtp_server_listeners_start(smtp_server *srv)
-{
-    for (size_t i = 0; i < srv->nlisteners; i++)
-        if (srv->listeners[i].fd >= 0) ev_io_start(srv->ctx->loop, &srv->listeners[i].io);
-}
-
-static void smtp_server_on_backoff(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    (void)loop;
-    (void)revents;
-    smtp_server *srv = w->data;
-    if (srv->accepting) smtp_server_listeners_start(srv);
-}
-
-static void smtp_server_on_accept(struct ev_loop *loop, ev_io *w, int revents)
-{
-    (void)loop;
-    (void)revents;
-    smtp_listener *l = w->data;
-    smtp_server *srv = l->srv;
-    for (int k = 0; k < SMTP_SERVER_ACCEPTS_PER_EVENT && srv->accepting; k++) {
-        conn_peer peer;
-        int fd = conn_accept(l->fd, &peer);
-        if (fd < 0) {
-            if (errno == EINTR) continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-            log_write(srv->ctx->log, KLOG_WARNING, "smtp.accept_error", "listen=%s error=%s",
-                      l->name, log_q(srv->ctx->log, strerror(errno)));
-            /* Out of descriptors or memory: pause all listeners briefly instead of spinning. */
-            smtp_server_listeners_stop(srv);
-            ev_timer_set(&srv->backoff, SMTP_SERVER_ACCEPT_BACKOFF, 0);
-            ev_timer_start(srv->ctx->loop, &srv->backoff);
-            return;
-        }
-        smtp_server_session_new(srv, fd, &peer);
-    }
-}
-
-static void smtp_server_listener_add(void *arg, int fd, const char *name)
+static void smtp_server_on_accept_error(void *arg, size_t index, int err)
 {
     smtp_server *srv = arg;
-    srv->listeners = util_realloc(srv->listeners, (srv->nlisteners + 1) * sizeof *srv->listeners);
-    smtp_listener *l = &srv->listeners[srv->nlisteners++];
-    memset(l, 0, sizeof *l);
-    l->fd = fd;
-    l->srv = srv;
-    snprintf(l->name, sizeof l->name, "%s", name);
+    log_write(srv->ctx->log, KLOG_WARNING, "smtp.accept_error", "listen=%s error=%s",
+              srv->acceptor.v[index].name, log_q(srv->ctx->log, strerror(err)));
 }
+
+static const conn_acceptor_ops smtp_server_acceptor_ops = {
+    .on_accept = smtp_server_on_accept, .on_error = smtp_server_on_accept_error,
+};
 
 static int smtp_server_listen_on(smtp_server *srv, const config_hostport *hp, char **err)
 {
     char port[16], *why = NULL;
     snprintf(port, sizeof port, "%d", hp->port);
-    if (conn_listen(hp->host, port, SMTP_SERVER_BACKLOG, smtp_server_listener_add, srv, &why) == 0) return 0;
+    if (conn_acceptor_listen(&srv->acceptor, hp->host, port, SMTP_SERVER_BACKLOG, &why) == 0)
+        return 0;
     *err = util_asprintf("submission.listen %s:%d: %s", hp->host, hp->port, why);
     free(why);
     return -1;
@@ -1242,22 +1195,13 @@ static void smtp_server_on_done_idle(struct ev_loop *loop, ev_idle *w, int reven
     if (srv->done) srv->done(srv->done_arg);
 }
 
-static void smtp_server_close_listeners(smtp_server *srv)
-{
-    smtp_server_listeners_stop(srv);
-    for (size_t i = 0; i < srv->nlisteners; i++) {
-        if (srv->listeners[i].fd >= 0) close(srv->listeners[i].fd);
-        srv->listeners[i].fd = -1;
-    }
-}
-
 smtp_server *smtp_server_start(kiln_ctx *ctx, char **err)
 {
     const config *cfg = ctx->cfg;
     smtp_server *srv = util_calloc(1, sizeof *srv);
     srv->ctx = ctx;
-    ev_init(&srv->backoff, smtp_server_on_backoff);
-    srv->backoff.data = srv;
+    conn_acceptor_init(&srv->acceptor, ctx->loop, SMTP_SERVER_ACCEPTS_PER_EVENT,
+                       SMTP_SERVER_ACCEPT_BACKOFF, &smtp_server_acceptor_ops, srv);
     ev_idle_init(&srv->done_idle, smtp_server_on_done_idle);
     srv->done_idle.data = srv;
     if (cfg->tls_cert) {
@@ -1276,24 +1220,18 @@ smtp_server *smtp_server_start(kiln_ctx *ctx, char **err)
             return NULL;
         }
     }
-    srv->accepting = true;
-    for (size_t i = 0; i < srv->nlisteners; i++) {
-        smtp_listener *l = &srv->listeners[i];
-        ev_io_init(&l->io, smtp_server_on_accept, l->fd, EV_READ);
-        l->io.data = l;
-        log_write(ctx->log, KLOG_INFO, "smtp.listen", "address=%s tls=%s auth=%s", l->name,
-                  srv->tls ? "starttls" : "none", cfg->nauth ? "yes" : "no");
-    }
-    smtp_server_listeners_start(srv);
+    for (size_t i = 0; i < srv->acceptor.n; i++)
+        log_write(ctx->log, KLOG_INFO, "smtp.listen", "address=%s tls=%s auth=%s",
+                  srv->acceptor.v[i].name, srv->tls ? "starttls" : "none",
+                  cfg->nauth ? "yes" : "no");
+    conn_acceptor_start(&srv->acceptor);
     return srv;
 }
 
 void smtp_server_stop_accepting(smtp_server *srv)
 {
     if (!srv) return;
-    srv->accepting = false;
-    ev_timer_stop(srv->ctx->loop, &srv->backoff);
-    smtp_server_close_listeners(srv);
+    conn_acceptor_close(&srv->acceptor);
 }
 
 void smtp_server_shutdown(smtp_server *srv, void (*done)(void *arg), void *arg)
@@ -1329,8 +1267,7 @@ void smtp_server_free(smtp_server *srv)
     if (!srv) return;
     struct ev_loop *loop = srv->ctx->loop;
     srv->done_called = true;          /* no done() from a freed server */
-    smtp_server_close_listeners(srv);
-    ev_timer_stop(loop, &srv->backoff);
+    conn_acceptor_close(&srv->acceptor);
     smtp_session *next;
     for (smtp_session *s = srv->sessions; s; s = next) {
         next = s->next;
@@ -1346,7 +1283,7 @@ void smtp_server_free(smtp_server *srv)
         s->prev = s->next = NULL;
     }
     ev_idle_stop(loop, &srv->done_idle);
-    free(srv->listeners);
+    conn_acceptor_free(&srv->acceptor);
     tls_ctx_free(srv->tls);
     free(srv);
 }

@@ -56,7 +56,6 @@
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -135,14 +134,6 @@ typedef struct sink_client {
 
 typedef struct sink sink;
 
-typedef struct sink_listener {
-    ev_io io;
-    int fd;
-    char name[INET6_ADDRSTRLEN + 16];
-    sink_counts n;
-    sink *sk;
-} sink_listener;
-
 typedef struct sink_opts {
     char **listen;
     size_t nlisten;
@@ -167,9 +158,8 @@ struct sink {
     klog *log;
     sink_opts o;
     tls_ctx *tls;
-    sink_listener *listeners;
-    size_t nlisteners;
-    ev_timer backoff;
+    conn_acceptor acceptor;              /* the listeners (-l) */
+    sink_counts *by_listener;            /* one per acceptor.v[i] */
     sink_client *clients[SINK_CLIENT_BUCKETS];
     sink_session *sessions;              /* doubly linked */
     int nsessions;
@@ -198,7 +188,7 @@ typedef enum { HOLD_RCPT, HOLD_DATA } hold_kind;
 struct sink_session {
     sink *sk;
     sink_session *prev, *next;
-    sink_listener *l;
+    size_t li;                           /* its listener: acceptor.v[li] */
     sink_client *c;
     uint64_t id;
     conn conn;                           /* socket, TLS, buffers; its timer: idle / linger /
@@ -340,9 +330,9 @@ static json_t *sink_stats_json(sink *sk)
     }
     json_object_set_new(root, "by_client", by_client);
     json_t *by_listener = json_object();
-    for (size_t i = 0; i < sk->nlisteners; i++)
-        json_object_set_new(by_listener, sk->listeners[i].name,
-                            sink_counts_json(&sk->listeners[i].n));
+    for (size_t i = 0; i < sk->acceptor.n; i++)
+        json_object_set_new(by_listener, sk->acceptor.v[i].name,
+                            sink_counts_json(&sk->by_listener[i]));
     json_object_set_new(root, "by_listener", by_listener);
     json_t *faults = json_object();
     for (int f = 0; f < F_COUNT; f++)
@@ -613,7 +603,7 @@ static void sink_message_accepted(sink_session *s)
     uint64_t r = s->nrcpts, b = s->data_bytes;
     sink_count_add(&sk->total, 1, r, b);
     sink_count_add(&s->c->n, 1, r, b);
-    sink_count_add(&s->l->n, 1, r, b);
+    sink_count_add(&sk->by_listener[s->li], 1, r, b);
     s->messages++;
     smtp_reply_printf(&s->conn.out, "250 2.0.0 Ok: queued as S%llxM%llu", (unsigned long long)s->id,
                       (unsigned long long)s->messages);
@@ -829,7 +819,7 @@ static void sink_session_close(sink_session *s)
     sink *sk = s->sk;
     log_write(sk->log, KLOG_DEBUG, "sink.close",
               "session=%llu client=%s listener=%s reason=%s messages=%llu duration_ms=%lld",
-              (unsigned long long)s->id, s->c->ip, s->l->name,
+              (unsigned long long)s->id, s->c->ip, sk->acceptor.v[s->li].name,
               log_q(sk->log, s->close_reason ? s->close_reason : "closed"),
               (unsigned long long)s->messages, (long long)(util_mono_ms() - s->started_ms));
     ev_timer_stop(sk->loop, &s->hold);
@@ -843,9 +833,9 @@ static void sink_session_close(sink_session *s)
     free(s);
 }
 
-static void sink_session_new(sink_listener *l, int fd, const conn_peer *peer)
+static void sink_session_new(sink *sk, size_t li, int fd, const conn_peer *peer)
 {
-    sink *sk = l->sk;
+    const char *lname = sk->acceptor.v[li].name;
     const char *ip = peer->ip;
     sink_client *c = sink_client_get(sk, ip);
     if (sk->o.max_conn_per_client > 0 && c->current >= sk->o.max_conn_per_client) {
@@ -857,14 +847,14 @@ static void sink_session_new(sink_listener *l, int fd, const conn_peer *peer)
         c->rejected_connections++;
         sk->faults[F_TOO_MANY_CONNECTIONS]++;
         log_write(sk->log, KLOG_DEBUG, "sink.refuse", "client=%s listener=%s open=%d", ip,
-                  l->name, c->current);
+                  lname, c->current);
         return;
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     sink_session *s = util_calloc(1, sizeof *s);
     s->sk = sk;
-    s->l = l;
+    s->li = li;
     s->c = c;
     s->id = ++sk->next_id;
     s->state = SS_CMD;
@@ -878,12 +868,12 @@ static void sink_session_new(sink_listener *l, int fd, const conn_peer *peer)
     c->current++;
     if (c->current > c->max_concurrent) c->max_concurrent = c->current;
     c->n.connections++;
-    l->n.connections++;
+    sk->by_listener[li].connections++;
     sk->total.connections++;
     ev_init(&s->hold, sink_on_hold);
     s->hold.data = s;
     log_write(sk->log, KLOG_DEBUG, "sink.connect", "session=%llu client=%s listener=%s",
-              (unsigned long long)s->id, ip, l->name);
+              (unsigned long long)s->id, ip, lname);
     smtp_reply_printf(&s->conn.out, "220 %s ESMTP kiln-sink", sk->o.hostname);
     sink_set_timer(s, sk->o.timeout);
     sink_session_run(s);
@@ -891,45 +881,21 @@ static void sink_session_new(sink_listener *l, int fd, const conn_peer *peer)
 
 /* ---- listeners ---- */
 
-static void sink_listeners_set(sink *sk, bool on)
+static void sink_on_accept(void *arg, size_t index, int fd, const conn_peer *peer)
 {
-    for (size_t i = 0; i < sk->nlisteners; i++) {
-        if (sk->listeners[i].fd < 0) continue;
-        if (on) ev_io_start(sk->loop, &sk->listeners[i].io);
-        else ev_io_stop(sk->loop, &sk->listeners[i].io);
-    }
+    sink_session_new(arg, index, fd, peer);
 }
 
-static void sink_on_backoff(struct ev_loop *loop, ev_timer *w, int revents)
+static void sink_on_accept_error(void *arg, size_t index, int err)
 {
-    (void)loop;
-    (void)revents;
-    sink *sk = w->data;
-    if (!sk->stopping) sink_listeners_set(sk, true);
+    sink *sk = arg;
+    log_write(sk->log, KLOG_WARNING, "sink.accept_error", "listener=%s error=%s",
+              sk->acceptor.v[index].name, log_q(sk->log, strerror(err)));
 }
 
-static void sink_on_accept(struct ev_loop *loop, ev_io *w, int revents)
-{
-    (void)loop;
-    (void)revents;
-    sink_listener *l = w->data;
-    sink *sk = l->sk;
-    for (int k = 0; k < SINK_ACCEPTS_PER_EVENT && !sk->stopping; k++) {
-        conn_peer peer;
-        int fd = conn_accept(l->fd, &peer);
-        if (fd < 0) {
-            if (errno == EINTR) continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-            log_write(sk->log, KLOG_WARNING, "sink.accept_error", "listener=%s error=%s",
-                      l->name, log_q(sk->log, strerror(errno)));
-            sink_listeners_set(sk, false);
-            ev_timer_set(&sk->backoff, SINK_ACCEPT_BACKOFF, 0);
-            ev_timer_start(sk->loop, &sk->backoff);
-            return;
-        }
-        sink_session_new(l, fd, &peer);
-    }
-}
+static const conn_acceptor_ops sink_acceptor_ops = {
+    .on_accept = sink_on_accept, .on_error = sink_on_accept_error,
+};
 
 /* "host:port" or "[v6]:port" into host and port; false if malformed. */
 static bool sink_split_hostport(const char *spec, char *host, size_t hostcap, char *port,
@@ -960,17 +926,6 @@ static bool sink_split_hostport(const char *spec, char *host, size_t hostcap, ch
     return true;
 }
 
-static void sink_listener_add(void *arg, int fd, const char *name)
-{
-    sink *sk = arg;
-    sk->listeners = util_realloc(sk->listeners, (sk->nlisteners + 1) * sizeof *sk->listeners);
-    sink_listener *l = &sk->listeners[sk->nlisteners++];
-    memset(l, 0, sizeof *l);
-    l->fd = fd;
-    l->sk = sk;
-    snprintf(l->name, sizeof l->name, "%s", name);
-}
-
 static int sink_listen_on(sink *sk, const char *spec, char **err)
 {
     char host[256], port[16];
@@ -979,7 +934,7 @@ static int sink_listen_on(sink *sk, const char *spec, char **err)
         return -1;
     }
     char *why = NULL;
-    if (conn_listen(host, port, SINK_BACKLOG, sink_listener_add, sk, &why) == 0) return 0;
+    if (conn_acceptor_listen(&sk->acceptor, host, port, SINK_BACKLOG, &why) == 0) return 0;
     *err = util_asprintf("-l %s: %s", spec, why);
     free(why);
     return -1;
@@ -991,12 +946,7 @@ static void sink_stop(sink *sk)
 {
     if (sk->stopping) return;
     sk->stopping = true;
-    sink_listeners_set(sk, false);
-    ev_timer_stop(sk->loop, &sk->backoff);
-    for (size_t i = 0; i < sk->nlisteners; i++) {
-        if (sk->listeners[i].fd >= 0) close(sk->listeners[i].fd);
-        sk->listeners[i].fd = -1;
-    }
+    conn_acceptor_close(&sk->acceptor);
     /* Sessions end now: a best-effort 421 (a sink holds nothing worth waiting for). */
     while (sk->sessions) {
         sink_session *s = sk->sessions;
@@ -1041,9 +991,8 @@ static void sink_on_stats_timer(struct ev_loop *loop, ev_timer *w, int revents)
 
 static void sink_free(sink *sk)
 {
-    for (size_t i = 0; i < sk->nlisteners; i++)
-        if (sk->listeners[i].fd >= 0) close(sk->listeners[i].fd);
-    free(sk->listeners);
+    conn_acceptor_free(&sk->acceptor);
+    free(sk->by_listener);
     for (size_t h = 0; h < SINK_CLIENT_BUCKETS; h++) {
         sink_client *next;
         for (sink_client *c = sk->clients[h]; c; c = next) {
@@ -1229,6 +1178,8 @@ int main(int argc, char **argv)
         return 1;
     }
     sk->loop = ev_default_loop(EVFLAG_AUTO);
+    conn_acceptor_init(&sk->acceptor, sk->loop, SINK_ACCEPTS_PER_EVENT, SINK_ACCEPT_BACKOFF,
+                       &sink_acceptor_ops, sk);
     sk->started_ms = util_mono_ms();
     sk->rng = sk->o.seeded ? sk->o.seed
                            : ((uint64_t)util_wall_ms() << 20) ^ (uint64_t)getpid();
@@ -1245,13 +1196,8 @@ int main(int argc, char **argv)
         free(sk);
         return 1;
     }
-    ev_init(&sk->backoff, sink_on_backoff);
-    sk->backoff.data = sk;
-    for (size_t i = 0; i < sk->nlisteners; i++) {
-        ev_io_init(&sk->listeners[i].io, sink_on_accept, sk->listeners[i].fd, EV_READ);
-        sk->listeners[i].io.data = &sk->listeners[i];
-    }
-    sink_listeners_set(sk, true);
+    sk->by_listener = util_calloc(sk->acceptor.n, sizeof *sk->by_listener);
+    conn_acceptor_start(&sk->acceptor);
     ev_signal_init(&sk->sigusr1, sink_on_sigusr1, SIGUSR1);
     ev_signal_init(&sk->sigterm, sink_on_sigterm, SIGTERM);
     ev_signal_init(&sk->sigint, sink_on_sigterm, SIGINT);
@@ -1262,10 +1208,10 @@ int main(int argc, char **argv)
     ev_timer_init(&sk->stats_timer, sink_on_stats_timer, sk->o.stats_interval, sk->o.stats_interval);
     sk->stats_timer.data = sk;
     if (sk->o.stats_interval > 0) ev_timer_start(sk->loop, &sk->stats_timer);
-    for (size_t i = 0; i < sk->nlisteners; i++)
-        log_write(sk->log, KLOG_INFO, "sink.listen", "address=%s tls=%s", sk->listeners[i].name,
+    for (size_t i = 0; i < sk->acceptor.n; i++)
+        log_write(sk->log, KLOG_INFO, "sink.listen", "address=%s tls=%s", sk->acceptor.v[i].name,
                   sk->tls ? "starttls" : "none");
-    log_write(sk->log, KLOG_INFO, "sink.ready", "listeners=%zu pid=%ld", sk->nlisteners,
+    log_write(sk->log, KLOG_INFO, "sink.ready", "listeners=%zu pid=%ld", sk->acceptor.n,
               (long)getpid());
     ev_run(sk->loop, 0);
     sink_free(sk);
