@@ -52,11 +52,7 @@
  * -v (a log line per session on stderr), -h (usage). Start-up logs "event=sink.ready" on
  * stderr once every listener is open. Everything lives in one `sink` context struct; no
  * globals. */
-#include <arpa/inet.h>
 #include <errno.h>
-#include <getopt.h>
-#include <math.h>
-#include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
 #include <stdio.h>
@@ -64,17 +60,16 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <ev.h>
-#include <jansson.h>
 
 #include "base/log.h"
+#include "base/util.h"
 #include "mta/conn.h"
 #include "mta/smtp_parse.h"
 #include "mta/tls.h"
-#include "base/util.h"
+#include "tools/sink.h"
 
 #define SINK_BACKLOG 1024
 #define SINK_READ_CHUNK 16384
@@ -86,8 +81,6 @@
 #define SINK_MAX_ERRORS 20
 #define SINK_LINGER 2.0                  /* s, to let the client read the last reply */
 #define SINK_TLS_TIMEOUT 10.0
-#define SINK_CLIENT_BUCKETS 4096
-#define SINK_DEFAULT_MAX_SIZE (50LL * 1024 * 1024)
 
 #define REPLY_DEFER "451 4.3.0 Temporary failure (kiln-sink)"
 #define REPLY_REJECT "550 5.1.1 Mailbox unknown (kiln-sink)"
@@ -109,105 +102,6 @@
 #define REPLY_NO_STARTTLS "502 5.5.1 STARTTLS not available"
 #define REPLY_TLS_GO "220 2.0.0 Ready to start TLS"
 #define REPLY_NOT_IMPL "502 5.5.1 Command not implemented"
-
-typedef enum {
-    F_DEFER, F_REJECT, F_THROTTLE, F_DISCONNECT, F_DELAY, F_RANDOM_DEFER, F_RANDOM_REJECT,
-    F_RANDOM_DISCONNECT, F_DELAY_DATA, F_TOO_MANY_CONNECTIONS, F_COUNT
-} sink_fault;
-
-static const char *const fault_names[F_COUNT] = {
-    "defer", "reject", "throttle", "disconnect", "delay", "random_defer", "random_reject",
-    "random_disconnect", "delay_data", "too_many_connections",
-};
-
-typedef struct sink_counts {
-    uint64_t connections, messages, recipients, bytes;
-} sink_counts;
-
-typedef struct sink_client {
-    struct sink_client *next;            /* hash chain */
-    char ip[INET6_ADDRSTRLEN];
-    sink_counts n;
-    uint64_t rejected_connections;
-    int current, max_concurrent;
-} sink_client;
-
-typedef struct sink sink;
-
-typedef struct sink_opts {
-    char **listen;
-    size_t nlisten;
-    const char *hostname;
-    const char *stats_file;
-    double stats_interval;
-    const char *tls_cert, *tls_key;
-    long long max_size;                  /* 0: no limit */
-    double random_defer, random_reject, random_disconnect;
-    unsigned long long seed;
-    bool seeded;
-    long delay_data_ms;
-    int max_conn_per_client;             /* 0: no limit */
-    double timeout;
-    bool verbose;
-} sink_opts;
-
-typedef struct sink_session sink_session;
-
-struct sink {
-    struct ev_loop *loop;
-    klog *log;
-    sink_opts o;
-    tls_ctx *tls;
-    conn_acceptor acceptor;              /* the listeners (-l) */
-    sink_counts *by_listener;            /* one per acceptor.v[i] */
-    sink_client *clients[SINK_CLIENT_BUCKETS];
-    sink_session *sessions;              /* doubly linked */
-    int nsessions;
-    uint64_t next_id;
-    sink_counts total;
-    uint64_t faults[F_COUNT];
-    uint64_t rng;
-    int64_t started_ms;
-    ev_signal sigusr1, sigterm, sigint;
-    ev_timer stats_timer;
-    bool stopping;
-};
-
-typedef enum {
-    SS_CMD,             /* reading commands (greeted or not; no transaction or MAIL/RCPT) */
-    SS_DATA,            /* reading the message */
-    SS_HOLD,            /* a delayed reply is pending: input waits */
-    SS_TLS_WAIT,        /* "220 Ready to start TLS" being written */
-    SS_TLS_HANDSHAKE,
-    SS_CLOSING,         /* writing the last replies */
-    SS_LINGER,          /* write side shut; reading until the client closes */
-} sink_state;
-
-typedef enum { HOLD_RCPT, HOLD_DATA } hold_kind;
-
-struct sink_session {
-    sink *sk;
-    sink_session *prev, *next;
-    size_t li;                           /* its listener: acceptor.v[li] */
-    sink_client *c;
-    uint64_t id;
-    conn conn;                           /* socket, TLS, buffers; its timer: idle / linger /
-                                            handshake timeout */
-    ev_timer hold;                       /* delayed reply */
-    sink_state state;
-    hold_kind hold_kind;
-    char *held_reply;
-    bool in_mail;                        /* MAIL accepted */
-    unsigned nrcpts;                     /* recipients accepted in this transaction */
-    uint64_t data_bytes;
-    uint64_t messages;                   /* messages accepted in this session */
-    smtp_linereader lr;
-    bool discard_input;
-    bool dead;
-    int errors;
-    int64_t started_ms;
-    const char *close_reason;
-};
 
 static void sink_session_run(sink_session *s);
 static void sink_session_close(sink_session *s);
@@ -231,32 +125,6 @@ static bool sink_chance(sink *sk, double pct)
     if (pct >= 100) return true;
     double u = (double)(sink_rand(sk) >> 11) * (1.0 / 9007199254740992.0);
     return u * 100.0 < pct;
-}
-
-static unsigned sink_hash(const char *s)
-{
-    unsigned h = 2166136261u;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
-    return h % SINK_CLIENT_BUCKETS;
-}
-
-static sink_client *sink_client_get(sink *sk, const char *ip)
-{
-    unsigned h = sink_hash(ip);
-    for (sink_client *c = sk->clients[h]; c; c = c->next)
-        if (strcmp(c->ip, ip) == 0) return c;
-    sink_client *c = util_calloc(1, sizeof *c);
-    snprintf(c->ip, sizeof c->ip, "%s", ip);
-    c->next = sk->clients[h];
-    sk->clients[h] = c;
-    return c;
-}
-
-static void sink_count_add(sink_counts *n, uint64_t msgs, uint64_t rcpts, uint64_t bytes)
-{
-    n->messages += msgs;
-    n->recipients += rcpts;
-    n->bytes += bytes;
 }
 
 static void sink_reply(sink_session *s, const char *line)
@@ -297,80 +165,6 @@ static void sink_reset_transaction(sink_session *s)
     s->in_mail = false;
     s->nrcpts = 0;
     s->data_bytes = 0;
-}
-
-/* ---- statistics ---- */
-
-static json_t *sink_counts_json(const sink_counts *n)
-{
-    return json_pack("{s:I, s:I, s:I, s:I}", "connections", (json_int_t)n->connections,
-                     "messages", (json_int_t)n->messages, "recipients",
-                     (json_int_t)n->recipients, "bytes", (json_int_t)n->bytes);
-}
-
-static json_t *sink_stats_json(sink *sk)
-{
-    json_t *root = json_object();
-    json_object_set_new(root, "messages", json_integer((json_int_t)sk->total.messages));
-    json_object_set_new(root, "recipients", json_integer((json_int_t)sk->total.recipients));
-    json_object_set_new(root, "connections", json_integer((json_int_t)sk->total.connections));
-    json_object_set_new(root, "bytes", json_integer((json_int_t)sk->total.bytes));
-    json_object_set_new(root, "current_connections", json_integer(sk->nsessions));
-    json_object_set_new(root, "uptime_s",
-                        json_real((double)(util_mono_ms() - sk->started_ms) / 1000.0));
-    json_t *by_client = json_object(), *maxc = json_object();
-    for (size_t h = 0; h < SINK_CLIENT_BUCKETS; h++) {
-        for (sink_client *c = sk->clients[h]; c; c = c->next) {
-            json_t *o = sink_counts_json(&c->n);
-            json_object_set_new(o, "rejected_connections",
-                                json_integer((json_int_t)c->rejected_connections));
-            json_object_set_new(by_client, c->ip, o);
-            json_object_set_new(maxc, c->ip, json_integer(c->max_concurrent));
-        }
-    }
-    json_object_set_new(root, "by_client", by_client);
-    json_t *by_listener = json_object();
-    for (size_t i = 0; i < sk->acceptor.n; i++)
-        json_object_set_new(by_listener, sk->acceptor.v[i].name,
-                            sink_counts_json(&sk->by_listener[i]));
-    json_object_set_new(root, "by_listener", by_listener);
-    json_t *faults = json_object();
-    for (int f = 0; f < F_COUNT; f++)
-        json_object_set_new(faults, fault_names[f], json_integer((json_int_t)sk->faults[f]));
-    json_object_set_new(root, "faults", faults);
-    json_object_set_new(root, "max_concurrent_by_client", maxc);
-    return root;
-}
-
-/* Writes the stats: to --stats-file through a temporary file and rename(2), else to stdout. */
-static void sink_stats_write(sink *sk)
-{
-    json_t *root = sink_stats_json(sk);
-    char *text = json_dumps(root, JSON_SORT_KEYS | JSON_COMPACT | JSON_REAL_PRECISION(6));
-    json_decref(root);
-    if (!text) util_fatal("kiln-sink: cannot encode the stats as JSON");
-    if (!sk->o.stats_file) {
-        fputs(text, stdout);
-        fputc('\n', stdout);
-        fflush(stdout);
-        free(text);
-        return;
-    }
-    char *tmp = util_asprintf("%s.tmp.%ld", sk->o.stats_file, (long)getpid());
-    FILE *fp = fopen(tmp, "w");
-    bool ok = fp != NULL;
-    if (ok) {
-        ok = fputs(text, fp) >= 0 && fputc('\n', fp) != EOF;
-        ok = (fclose(fp) == 0) && ok;
-    }
-    if (ok && rename(tmp, sk->o.stats_file) != 0) ok = false;
-    if (!ok) {
-        log_write(sk->log, KLOG_ERROR, "sink.stats", "file=%s error=%s",
-                  log_q(sk->log, sk->o.stats_file), log_q(sk->log, strerror(errno)));
-        unlink(tmp);
-    }
-    free(tmp);
-    free(text);
 }
 
 /* ---- faults ---- */
@@ -1005,156 +799,6 @@ static void sink_free(sink *sk)
     log_close(sk->log);
 }
 
-/* ---- command line ---- */
-
-static void sink_usage(FILE *fp)
-{
-    fputs(
-        "usage: kiln-sink -l HOST:PORT [-l HOST:PORT ...] [options]\n"
-        "A fast SMTP sink: accepts and discards mail, counts per client IP, injects faults.\n"
-        "\n"
-        "  -l, --listen HOST:PORT        listen here (IPv4 or [IPv6]:PORT); repeatable\n"
-        "      --hostname NAME           name in the greeting and EHLO (sink.kiln.test)\n"
-        "      --stats-file FILE         write the JSON stats here (temp file + rename);\n"
-        "                                default: one JSON line on stdout\n"
-        "      --stats-interval S        also write the stats every S seconds\n"
-        "      --tls-cert FILE           PEM certificate chain: offer STARTTLS\n"
-        "      --tls-key FILE            PEM private key for --tls-cert\n"
-        "      --max-message-size N      SIZE advertised and enforced (bytes; 0 = no\n"
-        "                                limit; default 52428800)\n"
-        "      --timeout S               idle session timeout in seconds (300)\n"
-        "  -v, --verbose                 log every session on stderr\n"
-        "  -h, --help                    this text\n"
-        "\n"
-        "Faults by recipient local part (case-insensitive prefix):\n"
-        "  defer...      451 4.3.0 Temporary failure (kiln-sink)\n"
-        "  reject...     550 5.1.1 Mailbox unknown (kiln-sink)\n"
-        "  throttle...   421 4.7.0 Too many messages, slow down (kiln-sink), then close\n"
-        "  disconnect... close the connection without a reply\n"
-        "  delay<N>...   reply 250 to the RCPT after N milliseconds\n"
-        "Faults by option:\n"
-        "      --random-defer P          P percent of RCPTs get the defer reply\n"
-        "      --random-reject P         P percent of RCPTs get the reject reply\n"
-        "      --random-disconnect P     P percent of RCPTs drop the connection\n"
-        "      --seed N                  seed of the random faults (repeatable runs)\n"
-        "      --delay-data MS           delay the reply to the final \".\" by MS ms\n"
-        "      --max-connections-per-client N\n"
-        "                                more connections from one IP get\n"
-        "                                421 4.7.0 Too many connections from your IP\n"
-        "\n"
-        "Signals: SIGUSR1 writes the stats; SIGTERM/SIGINT write them and exit 0.\n",
-        fp);
-}
-
-/* Strict number parsing for options: the whole text must be the number. */
-enum {
-    OPT_HOSTNAME = 256, OPT_STATS_FILE, OPT_STATS_INTERVAL, OPT_TLS_CERT, OPT_TLS_KEY,
-    OPT_MAX_SIZE, OPT_TIMEOUT, OPT_RANDOM_DEFER, OPT_RANDOM_REJECT, OPT_RANDOM_DISCONNECT,
-    OPT_SEED, OPT_DELAY_DATA, OPT_MAX_CONN,
-};
-
-/* Returns 0, or 2 after printing why the command line is wrong. */
-static int sink_parse_args(int argc, char **argv, sink_opts *o, bool *help)
-{
-    static const struct option longopts[] = {
-        {"listen", required_argument, NULL, 'l'},
-        {"hostname", required_argument, NULL, OPT_HOSTNAME},
-        {"stats-file", required_argument, NULL, OPT_STATS_FILE},
-        {"stats-interval", required_argument, NULL, OPT_STATS_INTERVAL},
-        {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
-        {"tls-key", required_argument, NULL, OPT_TLS_KEY},
-        {"max-message-size", required_argument, NULL, OPT_MAX_SIZE},
-        {"timeout", required_argument, NULL, OPT_TIMEOUT},
-        {"random-defer", required_argument, NULL, OPT_RANDOM_DEFER},
-        {"random-reject", required_argument, NULL, OPT_RANDOM_REJECT},
-        {"random-disconnect", required_argument, NULL, OPT_RANDOM_DISCONNECT},
-        {"seed", required_argument, NULL, OPT_SEED},
-        {"delay-data", required_argument, NULL, OPT_DELAY_DATA},
-        {"max-connections-per-client", required_argument, NULL, OPT_MAX_CONN},
-        {"verbose", no_argument, NULL, 'v'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    o->hostname = "sink.kiln.test";
-    o->max_size = SINK_DEFAULT_MAX_SIZE;
-    o->timeout = 300;
-    int ch;
-    long long ll;
-    while ((ch = getopt_long(argc, argv, "l:vh", longopts, NULL)) != -1) {
-        const char *bad = NULL;
-        switch (ch) {
-        case 'l':
-            o->listen = util_realloc(o->listen, (o->nlisten + 1) * sizeof *o->listen);
-            o->listen[o->nlisten++] = optarg;
-            break;
-        case OPT_HOSTNAME: o->hostname = optarg; break;
-        case OPT_STATS_FILE: o->stats_file = optarg; break;
-        case OPT_STATS_INTERVAL:
-            if (!util_parse_double(optarg, 0.001, 86400, &o->stats_interval))
-                bad = "--stats-interval wants seconds > 0";
-            break;
-        case OPT_TLS_CERT: o->tls_cert = optarg; break;
-        case OPT_TLS_KEY: o->tls_key = optarg; break;
-        case OPT_MAX_SIZE:
-            if (!util_parse_ll(optarg, 0, (long long)1 << 40, &o->max_size))
-                bad = "--max-message-size wants a byte count >= 0";
-            break;
-        case OPT_TIMEOUT:
-            if (!util_parse_double(optarg, 0.01, 86400, &o->timeout))
-                bad = "--timeout wants seconds > 0";
-            break;
-        case OPT_RANDOM_DEFER:
-            if (!util_parse_double(optarg, 0, 100, &o->random_defer))
-                bad = "--random-defer wants 0..100";
-            break;
-        case OPT_RANDOM_REJECT:
-            if (!util_parse_double(optarg, 0, 100, &o->random_reject))
-                bad = "--random-reject wants 0..100";
-            break;
-        case OPT_RANDOM_DISCONNECT:
-            if (!util_parse_double(optarg, 0, 100, &o->random_disconnect))
-                bad = "--random-disconnect wants 0..100";
-            break;
-        case OPT_SEED:
-            if (!util_parse_ll(optarg, 0, INT64_MAX, &ll)) bad = "--seed wants an integer >= 0";
-            o->seed = (unsigned long long)ll;
-            o->seeded = true;
-            break;
-        case OPT_DELAY_DATA:
-            if (!util_parse_ll(optarg, 0, 3600000, &ll)) bad = "--delay-data wants milliseconds";
-            o->delay_data_ms = (long)ll;
-            break;
-        case OPT_MAX_CONN:
-            if (!util_parse_ll(optarg, 1, 1000000, &ll))
-                bad = "--max-connections-per-client wants a count >= 1";
-            o->max_conn_per_client = (int)ll;
-            break;
-        case 'v': o->verbose = true; break;
-        case 'h': *help = true; return 0;
-        default:
-            sink_usage(stderr);
-            return 2;
-        }
-        if (bad) {
-            fprintf(stderr, "kiln-sink: %s (got '%s')\n", bad, optarg);
-            return 2;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "kiln-sink: unexpected argument '%s'\n", argv[optind]);
-        return 2;
-    }
-    if (o->nlisten == 0) {
-        fprintf(stderr, "kiln-sink: give at least one -l HOST:PORT\n");
-        sink_usage(stderr);
-        return 2;
-    }
-    if (!o->tls_cert != !o->tls_key) {
-        fprintf(stderr, "kiln-sink: --tls-cert and --tls-key go together\n");
-        return 2;
-    }
-    return 0;
-}
 
 int main(int argc, char **argv)
 {
