@@ -1,9 +1,10 @@
 /* conn.h — one non-blocking connection on a libev loop, shared by every SMTP speaker in
  * kiln: the submission server (smtp_server.c), the delivery client (smtp_client.c),
- * kiln-sink and kiln-loadgen. A conn owns the socket, one ev_io whose interest it keeps in
- * step with what is pending, one ev_timer, an input buffer, an output buffer and, after
- * conn_starttls(), a TLS layer (mta/tls.h) on the same fd — server or client side, so a
- * STARTTLS upgrade in the middle of a session is one call plus conn_handshake() steps.
+ * kiln-sink and kiln-loadgen; plus conn_acceptor, the listening side of the two servers.
+ * A conn owns the socket, one ev_io whose interest it keeps in step with what is pending,
+ * one ev_timer, an input buffer, an output buffer and, after conn_starttls(), a TLS layer
+ * (mta/tls.h) on the same fd — server or client side, so a STARTTLS upgrade in the middle
+ * of a session is one call plus conn_handshake() steps.
  *
  * The split of work: the conn does the I/O mechanics (recv/send or SSL_read/SSL_write,
  * EINTR, EAGAIN, TLS want-read/want-write crossing over, the handshake, the buffers and
@@ -11,7 +12,9 @@
  * machine and the policy (how many reads per event, when to stop reading for back-pressure,
  * what an error means). The owner's step function runs from the conn's ev_io callback and
  * calls conn_flush(), conn_read(), conn_handshake() in the order its protocol needs, then
- * conn_update() to say whether it wants input.
+ * conn_update() to say whether it wants input. "Flush, then act" (the 220 before a TLS
+ * handshake, the last reply before a close) is conn_flush() == CONN_OK, or
+ * conn_out_pending() == 0 on a later pass, checked by the owner in that same step.
  *
  * Promises:
  *   - Nothing blocks: every conn_* call returns at once; CONN_AGAIN means "wait for the loop".
@@ -22,8 +25,10 @@
  *   - The timer is stopped before on_timeout runs (one-shot; re-arm it to repeat).
  *   - EOF and errors are reported as a status, never acted on: the conn stays open until
  *     the owner calls conn_close(). conn_errno()/conn_error() say what failed.
- *   - conn_read() and conn_flush() touch the socket at most once per call plus EINTR
- *     retries; bytes read are appended to `in` (NUL-terminated), never copied twice.
+ *   - No hidden batching: conn_read() is one recv()/SSL_read() (EINTR retried) of up to
+ *     CONN_READ_CHUNK bytes, appended to `in` (kept NUL-terminated) without a copy;
+ *     conn_flush() writes until `out` is empty or the socket is full. How many reads an
+ *     event gets, and when reading pauses for back-pressure, is the owner's policy.
  *   - conn_close() stops both watchers, frees the TLS layer, closes the fd and empties the
  *     buffers (keeping their memory, so a conn can be reconnected); conn_free() releases
  *     the memory too. Both are idempotent.
@@ -118,6 +123,9 @@ void conn_starttls(conn *c, tls_ctx *ctx, const char *server_name);
  * OpenSSL asked for), ERROR (conn_error() has OpenSSL's reason). */
 conn_status conn_handshake(conn *c);
 static inline tls_conn *conn_tls(const conn *c) { return c->tls; }
+/* TLS: the last conn_read() could not go on before the fd is writable (conn_update() then
+ * waits for writability on the read side: retry the read when it comes). */
+static inline bool conn_read_wants_write(const conn *c) { return c->read_wants_write; }
 static inline bool conn_handshaking(const conn *c) { return c->tls && !c->tls_up; }
 
 /* ---- the watcher and the timer ---- */

@@ -6,7 +6,9 @@
  * same code serves pipelined (all of MAIL and RCPT in one write) and lock-step servers.
  * The reply parser and the DATA encoder are written by hand: they are a few dozen lines of
  * RFC 5321 framing, and no library offers a client-side SMTP engine that fits an external
- * event loop. TLS is mta/tls.c (OpenSSL) on the same non-blocking socket.
+ * event loop; the reply and EHLO parsers are exported and kiln-loadgen uses them too. The
+ * socket, the buffers, STARTTLS (mta/tls.c) and the step timer are one mta/conn: this file
+ * is only the protocol.
  *
  * Re-entrancy rule: callbacks are invoked only from watcher callbacks, never from a public
  * function; after emitting CLOSED nothing touches the session again (the callback may
@@ -733,7 +735,7 @@ static void smtp_client_on_io(void *arg, int revents)
         if (conn_out_pending(&c->conn) && c->state != ST_HANDSHAKE && smtp_client_write_out(c) < 0) return;
     }
     if ((revents & EV_WRITE) && c->state != ST_HANDSHAKE) {
-        bool read_waits = c->conn.read_wants_write;
+        bool read_waits = conn_read_wants_write(&c->conn);
         if (smtp_client_write_out(c) < 0) return;
         if (conn_tls(&c->conn) && (read_waits || conn_read_pending(&c->conn)) && smtp_client_read_in(c) < 0)
             return;
@@ -782,7 +784,9 @@ static void smtp_client_on_later(struct ev_loop *loop, ev_timer *w, int revents)
     free(e);
 }
 
-static const conn_ops client_conn_ops = {.on_io = smtp_client_on_io, .on_timeout = smtp_client_on_timeout};
+static const conn_ops smtp_client_conn_ops = {
+    .on_io = smtp_client_on_io, .on_timeout = smtp_client_on_timeout,
+};
 
 /* ------------------------------------------------------------------ public API */
 
@@ -868,7 +872,7 @@ smtp_client *smtp_client_new(struct ev_loop *loop, klog *lg, const smtp_client_o
     c->desc = util_asprintf("%s->%s:%d%s%s%s", c->src ? c->src : "*", c->peer, c->port,
                             c->peer_name ? " (" : "", c->peer_name ? c->peer_name : "",
                             c->peer_name ? ")" : "");
-    conn_init(&c->conn, loop, &client_conn_ops, c);
+    conn_init(&c->conn, loop, &smtp_client_conn_ops, c);
     ev_timer_init(&c->later, smtp_client_on_later, 0.0, 0.0);
     c->later.data = c;
     c->state = ST_CONNECT;

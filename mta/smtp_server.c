@@ -251,7 +251,9 @@ static void smtp_server_on_session_timer(void *arg)
     smtp_server_session_run(s);
 }
 
-static const conn_ops session_conn_ops = {.on_io = smtp_server_on_session_io, .on_timeout = smtp_server_on_session_timer};
+static const conn_ops smtp_server_session_conn_ops = {
+    .on_io = smtp_server_on_session_io, .on_timeout = smtp_server_on_session_timer,
+};
 
 /* ---- commit callback ---- */
 
@@ -361,7 +363,7 @@ static void smtp_server_session_new(smtp_server *srv, int fd, const conn_peer *p
     s->ctx = ctx;
     s->cfg = config_ref(ctx->cfg);
     s->id = id;
-    conn_init(&s->conn, ctx->loop, &session_conn_ops, s);
+    conn_init(&s->conn, ctx->loop, &smtp_server_session_conn_ops, s);
     conn_attach(&s->conn, fd);
     memcpy(s->client_ip, ip, sizeof s->client_ip);
     s->client_port = port;

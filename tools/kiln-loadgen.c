@@ -36,7 +36,13 @@
  * connect), --bind IP (source address), --helo NAME (loadgen.kiln.test), -h (usage).
  * SIGINT/SIGTERM stop handing out messages; those in flight finish and the report follows.
  * Exit status: 0 when the run finished (rejections and errors included), 1 on bad usage
- * or when no message got any answer from the server (nothing could be sent). */
+ * or when no message got any answer from the server (nothing could be sent).
+ *
+ * Files: this one (connections, transactions, message composition, rate, main),
+ * loadgen_report.c (tallies and the report), loadgen_args.c (command line, -s/--bind
+ * resolution), loadgen.h (the shared types). Sockets, TLS, buffers and timers are mta/conn;
+ * replies and EHLO extensions are parsed by smtp_client's parsers, as kilnd's delivery
+ * does. */
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
@@ -693,7 +699,9 @@ static void loadgen_on_timeout(void *arg)
     loadgen_conn_fail(c, c->state == CS_CONNECTING ? "connect: timeout" : "timeout", true);
 }
 
-static const conn_ops loadgen_conn_ops = {.on_io = loadgen_on_io, .on_timeout = loadgen_on_timeout};
+static const conn_ops loadgen_conn_ops = {
+    .on_io = loadgen_on_io, .on_timeout = loadgen_on_timeout,
+};
 
 /* ---- connect, fail, retry ---- */
 

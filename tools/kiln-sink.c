@@ -51,7 +51,12 @@
  * enforced, 0 = no limit; default 50 MB), --timeout S (idle session timeout, default 300),
  * -v (a log line per session on stderr), -h (usage). Start-up logs "event=sink.ready" on
  * stderr once every listener is open. Everything lives in one `sink` context struct; no
- * globals. */
+ * globals.
+ *
+ * Files: this one (sessions, SMTP commands, faults, start and stop), sink_stats.c (the
+ * counters and the stats file), sink_args.c (the command line), sink.h (the shared types).
+ * Sockets, TLS, buffers and timers are mta/conn (the same layer as kilnd's submission
+ * server); lines and commands are parsed by mta/smtp_parse. */
 #include <errno.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -604,7 +609,9 @@ static void sink_on_session_timer(void *arg)
     sink_session_run(s);
 }
 
-static const conn_ops session_conn_ops = {.on_io = sink_on_session_io, .on_timeout = sink_on_session_timer};
+static const conn_ops sink_session_conn_ops = {
+    .on_io = sink_on_session_io, .on_timeout = sink_on_session_timer,
+};
 
 /* ---- session life cycle ---- */
 
@@ -653,7 +660,7 @@ static void sink_session_new(sink *sk, size_t li, int fd, const conn_peer *peer)
     s->id = ++sk->next_id;
     s->state = SS_CMD;
     s->started_ms = util_mono_ms();
-    conn_init(&s->conn, sk->loop, &session_conn_ops, s);
+    conn_init(&s->conn, sk->loop, &sink_session_conn_ops, s);
     conn_attach(&s->conn, fd);
     s->next = sk->sessions;
     if (sk->sessions) sk->sessions->prev = s;
