@@ -29,9 +29,9 @@
  *     CONN_READ_CHUNK bytes, appended to `in` (kept NUL-terminated) without a copy;
  *     conn_flush() writes until `out` is empty or the socket is full. How many reads an
  *     event gets, and when reading pauses for back-pressure, is the owner's policy.
- *   - conn_close() stops both watchers, frees the TLS layer, closes the fd and empties the
- *     buffers (keeping their memory, so a conn can be reconnected); conn_free() releases
- *     the memory too. Both are idempotent.
+ *   - conn_close() stops the watcher and the timer, frees the TLS layer, closes the fd and
+ *     empties the buffers (keeping their memory, so a conn can be reconnected); conn_free()
+ *     releases the memory too. Both are idempotent.
  * Allocation failure is fatal (util.h); nothing here returns NULL. */
 #ifndef KILN_CONN_H
 #define KILN_CONN_H
@@ -143,8 +143,8 @@ void conn_timer_stop(conn *c);
 int conn_errno(const conn *c);
 /* The last failure as text: strerror, OpenSSL's reason, or "connection closed by peer". */
 const char *conn_error(const conn *c);
-/* Stops the watchers, sends close_notify first if tls_notify and TLS is up, frees the TLS
- * layer, closes the fd, empties the buffers. */
+/* Stops the watcher and the timer, sends close_notify first if tls_notify (and a TLS layer
+ * exists), frees the TLS layer, closes the fd, empties the buffers. */
 void conn_close(conn *c, bool tls_notify);
 void conn_free(conn *c);
 static inline bool conn_is_open(const conn *c) { return c->fd >= 0; }
