@@ -117,11 +117,10 @@ static bool smtp_client_is_enhanced_at(const char *s, size_t n, size_t *elen)
     return true;
 }
 
-int smtp_client_parse_reply(const char *buf, size_t len, smtp_client_reply *out, size_t *used)
+int smtp_client_scan_reply(const char *buf, size_t len, int *code, size_t *used)
 {
-    /* First pass: find the last line and check the framing. */
+    /* Find the last line and check the framing. */
     size_t pos = 0;
-    size_t end = 0;
     for (;;) {
         const char *nl = memchr(buf + pos, '\n', len - pos);
         if (!nl) return len > REPLY_MAX ? -1 : 0;
@@ -134,14 +133,22 @@ int smtp_client_parse_reply(const char *buf, size_t len, smtp_client_reply *out,
         if (ll > 3 && l[3] != '-' && l[3] != ' ') return -1;
         pos = (size_t)(nl - buf) + 1;
         if (pos > REPLY_MAX) return -1;
-        if (ll == 3 || l[3] == ' ') {
-            end = pos;
-            break;
-        }
+        if (ll == 3 || l[3] == ' ') break;
     }
+    *code = (buf[0] - '0') * 100 + (buf[1] - '0') * 10 + (buf[2] - '0');
+    *used = pos;
+    return 1;
+}
+
+int smtp_client_parse_reply(const char *buf, size_t len, smtp_client_reply *out, size_t *used)
+{
+    int code;
+    size_t end, pos;
+    int rc = smtp_client_scan_reply(buf, len, &code, &end);
+    if (rc <= 0) return rc;
 
     memset(out, 0, sizeof *out);
-    out->code = (buf[0] - '0') * 100 + (buf[1] - '0') * 10 + (buf[2] - '0');
+    out->code = code;
     strbuf text, line;
     strbuf_init(&text);
     strbuf_init(&line);

@@ -472,11 +472,11 @@ static void loadgen_txn_reply(lg_conn *c, int code)
     loadgen_set_timer(c, lg->o.timeout);
 }
 
-/* One complete reply. */
-static void loadgen_handle_reply(lg_conn *c, const smtp_client_reply *r)
+/* One complete reply: its code, and its text (the reply at the front of the input, `len`
+ * bytes) for the EHLO extensions. */
+static void loadgen_handle_reply(lg_conn *c, int code, const char *reply, size_t len)
 {
     loadgen *lg = c->lg;
-    int code = r->code;
     char key[64];
     switch (c->state) {
     case CS_GREETING:
@@ -498,8 +498,13 @@ static void loadgen_handle_reply(lg_conn *c, const smtp_client_reply *r)
             loadgen_set_timer(c, lg->o.timeout);
             return;
         }
+        smtp_client_reply r;
+        size_t used;
         smtp_client_caps caps;
-        smtp_client_parse_ehlo(r, &caps);
+        if (smtp_client_parse_reply(reply, len, &r, &used) != 1)
+            util_fatal("kiln-loadgen: a scanned reply does not parse");
+        smtp_client_parse_ehlo(&r, &caps);
+        smtp_client_reply_free(&r);
         c->pipelining = caps.pipelining;
         c->starttls = caps.starttls;
         c->size_ext = caps.size;
@@ -556,26 +561,26 @@ static void loadgen_handle_reply(lg_conn *c, const smtp_client_reply *r)
 }
 
 /* Handles the complete replies in the input (smtp_client's parser: multi-line replies,
- * CRLF or bare LF, at most 64 KiB each). Stops when a reply closed the connection or
- * started the TLS handshake (whose bytes are not SMTP replies). */
+ * CRLF or bare LF, at most 64 KiB each; only the EHLO reply is copied out of the buffer).
+ * Stops when a reply closed the connection or started the TLS handshake (whose bytes are
+ * not SMTP replies). */
 static void loadgen_process_input(lg_conn *c)
 {
     strbuf *in = &c->conn.in;
     size_t pos = 0;
     while (conn_is_open(&c->conn)) {
-        smtp_client_reply r;
+        int code;
         size_t used;
-        int pr = smtp_client_parse_reply(in->buf + pos, in->len - pos, &r, &used);
+        int pr = smtp_client_scan_reply(in->buf + pos, in->len - pos, &code, &used);
         if (pr == 0) break;
-        if (pr < 0 || r.code < 200) {
-            if (pr > 0) smtp_client_reply_free(&r);
+        if (pr < 0 || code < 200) {
             loadgen_conn_fail(c, "protocol error: malformed reply", true);
             return;
         }
+        const char *reply = in->buf + pos;
         pos += used;
         conn_state before = c->state;
-        loadgen_handle_reply(c, &r);
-        smtp_client_reply_free(&r);
+        loadgen_handle_reply(c, code, reply, used);
         if (!conn_is_open(&c->conn)) return;
         if (before != CS_TLS_HANDSHAKE && c->state == CS_TLS_HANDSHAKE) {
             strbuf_reset(in);

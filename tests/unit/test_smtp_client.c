@@ -1,7 +1,8 @@
 /* test_smtp_client.c — smtp_client_parse_ehlo(), the EHLO extension reader that kilnd's
  * delivery and kiln-loadgen share, table by table on replies parsed by
  * smtp_client_parse_reply(): keywords are case-insensitive and end at a space or '=', the
- * first line (the server's name) is never an extension, SIZE with and without a limit. */
+ * first line (the server's name) is never an extension, SIZE with and without a limit; and
+ * smtp_client_scan_reply(), kiln-loadgen's allocation-free framing, against the full parser. */
 #include <check.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,12 +46,39 @@ START_TEST(test_parse_ehlo)
 }
 END_TEST
 
+/* scan_reply frames exactly as parse_reply does, without building the texts. */
+static const char *const scan_cases[] = {
+    "250 ok\r\n", "250-a\r\n250 b\r\nNEXT", "354 go\n", "221\r\n", "250-a\r\n",
+    "250-a\r\n25", "", "25", "abc\r\n", "250-a\r\n250x\r\n", "2500 x\r\n",
+};
+
+START_TEST(test_scan_matches_parse)
+{
+    const char *buf = scan_cases[_i];
+    size_t len = strlen(buf), pused = 0, sused = 0;
+    smtp_client_reply r;
+    int code = -1;
+    int prc = smtp_client_parse_reply(buf, len, &r, &pused);
+    int src = smtp_client_scan_reply(buf, len, &code, &sused);
+    ck_assert_int_eq(src, prc);
+    if (prc == 1) {
+        ck_assert_int_eq(code, r.code);
+        ck_assert_uint_eq(sused, pused);
+        smtp_client_reply_free(&r);
+    }
+}
+END_TEST
+
 static Suite *smtp_client_suite(void)
 {
     Suite *s = suite_create("smtp_client");
     TCase *tc = tcase_create("ehlo");
     tcase_add_loop_test(tc, test_parse_ehlo, 0, (int)(sizeof ehlo_cases / sizeof ehlo_cases[0]));
     suite_add_tcase(s, tc);
+    TCase *scan = tcase_create("scan");
+    tcase_add_loop_test(scan, test_scan_matches_parse, 0,
+                        (int)(sizeof scan_cases / sizeof scan_cases[0]));
+    suite_add_tcase(s, scan);
     return s;
 }
 
