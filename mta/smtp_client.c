@@ -6,7 +6,9 @@
  * same code serves pipelined (all of MAIL and RCPT in one write) and lock-step servers.
  * The reply parser and the DATA encoder are written by hand: they are a few dozen lines of
  * RFC 5321 framing, and no library offers a client-side SMTP engine that fits an external
- * event loop. TLS is mta/tls.c (OpenSSL) on the same non-blocking socket.
+ * event loop; the reply and EHLO parsers are exported and kiln-loadgen uses them too. The
+ * socket, the buffers, STARTTLS (mta/tls.c) and the step timer are one mta/conn: this file
+ * is only the protocol.
  *
  * Re-entrancy rule: callbacks are invoked only from watcher callbacks, never from a public
  * function; after emitting CLOSED nothing touches the session again (the callback may
@@ -15,7 +17,6 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,8 +27,9 @@
 
 #include <ev.h>
 
+#include "mta/conn.h"
+
 #define REPLY_MAX (64 * 1024)
-#define READ_CHUNK 16384
 
 typedef enum {
     ST_CONNECT,
@@ -66,16 +68,12 @@ struct smtp_client {
     smtp_client_timeouts to;
     tls_ctx *tls_ctx;
 
-    int fd;
-    ev_io rio, wio;
-    ev_timer tmo;
+    conn conn;                   /* socket, TLS layer, buffers, the reply/step timer */
     ev_timer later;              /* reports a failure found inside smtp_client_new */
     smtp_client_status later_status;
     char *later_error;
 
-    tls_conn *ssl;
-    bool tls;
-    strbuf in, out;
+    bool tls;                    /* the TLS handshake finished */
     client_state state;
     bool quit_wanted;
 
@@ -96,7 +94,7 @@ struct smtp_client {
 
 /* ------------------------------------------------------------------ pure helpers */
 
-static bool is_enhanced_at(const char *s, size_t n, size_t *elen)
+static bool smtp_client_is_enhanced_at(const char *s, size_t n, size_t *elen)
 {
     /* d.ddd.ddd followed by a space or the end */
     size_t i = 0;
@@ -119,11 +117,10 @@ static bool is_enhanced_at(const char *s, size_t n, size_t *elen)
     return true;
 }
 
-int smtp_client_parse_reply(const char *buf, size_t len, smtp_client_reply *out, size_t *used)
+int smtp_client_scan_reply(const char *buf, size_t len, int *code, size_t *used)
 {
-    /* First pass: find the last line and check the framing. */
+    /* Find the last line and check the framing. */
     size_t pos = 0;
-    size_t end = 0;
     for (;;) {
         const char *nl = memchr(buf + pos, '\n', len - pos);
         if (!nl) return len > REPLY_MAX ? -1 : 0;
@@ -136,14 +133,22 @@ int smtp_client_parse_reply(const char *buf, size_t len, smtp_client_reply *out,
         if (ll > 3 && l[3] != '-' && l[3] != ' ') return -1;
         pos = (size_t)(nl - buf) + 1;
         if (pos > REPLY_MAX) return -1;
-        if (ll == 3 || l[3] == ' ') {
-            end = pos;
-            break;
-        }
+        if (ll == 3 || l[3] == ' ') break;
     }
+    *code = (buf[0] - '0') * 100 + (buf[1] - '0') * 10 + (buf[2] - '0');
+    *used = pos;
+    return 1;
+}
+
+int smtp_client_parse_reply(const char *buf, size_t len, smtp_client_reply *out, size_t *used)
+{
+    int code;
+    size_t end, pos;
+    int rc = smtp_client_scan_reply(buf, len, &code, &end);
+    if (rc <= 0) return rc;
 
     memset(out, 0, sizeof *out);
-    out->code = (buf[0] - '0') * 100 + (buf[1] - '0') * 10 + (buf[2] - '0');
+    out->code = code;
     strbuf text, line;
     strbuf_init(&text);
     strbuf_init(&line);
@@ -156,7 +161,7 @@ int smtp_client_parse_reply(const char *buf, size_t len, smtp_client_reply *out,
         const char *t = buf + pos + (ll > 3 ? 4 : 3);
         size_t tl = ll > 3 ? ll - 4 : 0;
         size_t elen;
-        if (first && is_enhanced_at(t, tl, &elen) && elen < sizeof out->enhanced &&
+        if (first && smtp_client_is_enhanced_at(t, tl, &elen) && elen < sizeof out->enhanced &&
             t[0] - '0' == out->code / 100) {
             memcpy(out->enhanced, t, elen);
             out->enhanced[elen] = '\0';
@@ -195,18 +200,49 @@ void smtp_client_reply_free(smtp_client_reply *r)
     r->text = r->line = NULL;
 }
 
-static void reply_local(smtp_client_reply *r, const char *text)
+static void smtp_client_reply_local(smtp_client_reply *r, const char *text)
 {
     memset(r, 0, sizeof *r);
     r->text = util_strdup(text);
     r->line = util_strdup(text);
 }
 
-static void reply_copy(smtp_client_reply *dst, const smtp_client_reply *src)
+static void smtp_client_reply_copy(smtp_client_reply *dst, const smtp_client_reply *src)
 {
     *dst = *src;
     dst->text = util_strdup(src->text);
     dst->line = util_strdup(src->line);
+}
+
+void smtp_client_parse_ehlo(const smtp_client_reply *r, smtp_client_caps *out)
+{
+    memset(out, 0, sizeof *out);
+    const char *p = r->text;
+    bool first = true;
+    while (p) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        if (!first) {
+            char kw[64];
+            size_t k = 0;
+            while (k < n && k < sizeof kw - 1 && p[k] != ' ' && p[k] != '=') {
+                kw[k] = p[k];
+                k++;
+            }
+            kw[k] = '\0';
+            if (strcasecmp(kw, "PIPELINING") == 0) out->pipelining = true;
+            else if (strcasecmp(kw, "STARTTLS") == 0) out->starttls = true;
+            else if (strcasecmp(kw, "8BITMIME") == 0) out->eightbitmime = true;
+            else if (strcasecmp(kw, "SIZE") == 0) {
+                long long v = 0;
+                if (k < n) sscanf(p + k + 1, "%lld", &v);
+                out->size = true;
+                out->size_max = v > 0 ? v : 0;
+            }
+        }
+        first = false;
+        p = nl ? nl + 1 : NULL;
+    }
 }
 
 void smtp_client_encode_data(const char *data, size_t len, strbuf *out)
@@ -268,31 +304,18 @@ const char *smtp_client_status_name(smtp_client_status st)
 
 /* ------------------------------------------------------------------ session plumbing */
 
-static void timer_set(smtp_client *c, int64_t ms)
+static void smtp_client_timer_set(smtp_client *c, int64_t ms)
 {
-    ev_timer_stop(c->loop, &c->tmo);
-    ev_timer_set(&c->tmo, (double)ms / 1000.0, 0.0);
-    ev_timer_start(c->loop, &c->tmo);
+    conn_timer_set(&c->conn, (double)ms / 1000.0);
 }
 
-static void close_socket(smtp_client *c)
+static void smtp_client_close_socket(smtp_client *c)
 {
-    ev_io_stop(c->loop, &c->rio);
-    ev_io_stop(c->loop, &c->wio);
-    ev_timer_stop(c->loop, &c->tmo);
     ev_timer_stop(c->loop, &c->later);
-    if (c->ssl) {
-        if (c->state == ST_QUIT) tls_conn_shutdown(c->ssl);
-        tls_conn_free(c->ssl);
-        c->ssl = NULL;
-    }
-    if (c->fd >= 0) {
-        close(c->fd);
-        c->fd = -1;
-    }
+    conn_close(&c->conn, c->state == ST_QUIT);
 }
 
-static void free_txn(smtp_client *c)
+static void smtp_client_free_txn(smtp_client *c)
 {
     for (size_t i = 0; i < c->msg.nrcpts && c->res; i++) smtp_client_reply_free(&c->res[i].reply);
     free(c->res);
@@ -303,10 +326,10 @@ static void free_txn(smtp_client *c)
     memset(&c->msg, 0, sizeof c->msg);
 }
 
-static int emit_closed(smtp_client *c, smtp_client_status st, const char *error,
+static int smtp_client_emit_closed(smtp_client *c, smtp_client_status st, const char *error,
                        const smtp_client_reply *reply)
 {
-    close_socket(c);
+    smtp_client_close_socket(c);
     c->state = ST_CLOSED;
     smtp_client_event ev = {.type = SMTP_CLIENT_EV_CLOSED, .status = st, .error = error,
                             .reply = reply};
@@ -316,11 +339,11 @@ static int emit_closed(smtp_client *c, smtp_client_status st, const char *error,
     return -1;
 }
 
-static int go_quit(smtp_client *c);
-static int write_out(smtp_client *c);
+static int smtp_client_go_quit(smtp_client *c);
+static int smtp_client_write_out(smtp_client *c);
 
 /* Ends the transaction: DONE to the caller; then CLOSED if the session died, QUIT if asked. */
-static int finish_txn(smtp_client *c, bool usable, bool nothing_done)
+static int smtp_client_finish_txn(smtp_client *c, bool usable, bool nothing_done)
 {
     smtp_client_event ev = {.type = SMTP_CLIENT_EV_DONE, .rcpts = c->res,
                             .nrcpts = c->msg.nrcpts, .usable = usable,
@@ -334,18 +357,18 @@ static int finish_txn(smtp_client *c, bool usable, bool nothing_done)
     memset(&c->msg, 0, sizeof c->msg);
     if (usable) {
         c->state = ST_IDLE;
-        ev_timer_stop(c->loop, &c->tmo);
+        conn_timer_stop(&c->conn);
     }
     c->cb(c->arg, c, &ev);
     for (size_t i = 0; i < n; i++) smtp_client_reply_free(&res[i].reply);
     free(res);
     free(cmds);
-    if (c->state == ST_IDLE && c->quit_wanted) return go_quit(c);
+    if (c->state == ST_IDLE && c->quit_wanted) return smtp_client_go_quit(c);
     return 0;
 }
 
 /* The connection is unusable: report what that means for the current phase. */
-static int fail(smtp_client *c, smtp_client_status st, const char *error)
+static int smtp_client_fail(smtp_client *c, smtp_client_status st, const char *error)
 {
     switch (c->state) {
     case ST_TXN:
@@ -359,228 +382,177 @@ static int fail(smtp_client *c, smtp_client_status st, const char *error)
             if (r->status == SMTP_CLIENT_OK && r->reply.code / 100 != 2) continue;
             smtp_client_reply_free(&r->reply);
             r->status = SMTP_CLIENT_FAIL_IO;
-            reply_local(&r->reply, error);
+            smtp_client_reply_local(&r->reply, error);
         }
-        close_socket(c);
+        smtp_client_close_socket(c);
         c->state = ST_CLOSED;
-        finish_txn(c, false, nothing_done);
-        return emit_closed(c, st, error, NULL);
+        smtp_client_finish_txn(c, false, nothing_done);
+        return smtp_client_emit_closed(c, st, error, NULL);
     }
     case ST_IDLE:
     case ST_QUIT:
-        return emit_closed(c, st == SMTP_CLIENT_FAIL_IO && c->state == ST_QUIT ? SMTP_CLIENT_OK : st,
+        return smtp_client_emit_closed(c, st == SMTP_CLIENT_FAIL_IO && c->state == ST_QUIT ? SMTP_CLIENT_OK : st,
                            error, NULL);
     default:
-        return emit_closed(c, st, error, NULL);
+        return smtp_client_emit_closed(c, st, error, NULL);
     }
 }
 
-static int failf(smtp_client *c, smtp_client_status st, const char *fmt, ...)
+static int smtp_client_failf(smtp_client *c, smtp_client_status st, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-static int failf(smtp_client *c, smtp_client_status st, const char *fmt, ...)
+static int smtp_client_failf(smtp_client *c, smtp_client_status st, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
     char *msg = util_vasprintf(fmt, ap);
     va_end(ap);
-    int rc = fail(c, st, msg);
+    int rc = smtp_client_fail(c, st, msg);
     free(msg);
     return rc;
 }
 
-static void out_printf(smtp_client *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void out_printf(smtp_client *c, const char *fmt, ...)
+static void smtp_client_out_printf(smtp_client *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void smtp_client_out_printf(smtp_client *c, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
     char *s = util_vasprintf(fmt, ap);
     va_end(ap);
-    strbuf_puts(&c->out, s);
+    strbuf_puts(&c->conn.out, s);
     free(s);
 }
 
-/* Writes are always started from the loop (ev_io), never synchronously. */
-static void want_write(smtp_client *c)
+/* Writes are always started from the loop (ev_io), never synchronously: this only arms the
+ * watcher (input is always wanted once connected). */
+static void smtp_client_want_write(smtp_client *c)
 {
-    if (c->out.len && !ev_is_active(&c->wio)) ev_io_start(c->loop, &c->wio);
+    conn_update(&c->conn, true);
 }
 
-static int write_out(smtp_client *c)
+static int smtp_client_write_out(smtp_client *c)
 {
-    bool progress = false;
-    while (c->out.len) {
-        ssize_t n;
-        if (c->ssl) {
-            size_t w = 0;
-            tls_status ts = tls_conn_write(c->ssl, c->out.buf, c->out.len, &w);
-            if (ts == TLS_WANT_WRITE) {
-                ev_io_start(c->loop, &c->wio);
-                break;
-            }
-            if (ts == TLS_WANT_READ) {
-                /* the read watcher is always on and writes again after reading */
-                ev_io_stop(c->loop, &c->wio);
-                break;
-            }
-            if (ts != TLS_OK)
-                return failf(c, SMTP_CLIENT_FAIL_IO, "write to %s failed in %s: %s", c->peer,
-                             state_names[c->state], tls_conn_error(c->ssl));
-            n = (ssize_t)w;
-        } else {
-            n = send(c->fd, c->out.buf, c->out.len, MSG_NOSIGNAL);
-            if (n < 0) {
-                if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
-                    ev_io_start(c->loop, &c->wio);
-                    break;
-                }
-                return failf(c, SMTP_CLIENT_FAIL_IO, "write to %s failed in %s: %s", c->peer,
-                             state_names[c->state], strerror(errno));
-            }
-        }
-        strbuf_consume(&c->out, (size_t)n);
-        progress = true;
-    }
-    if (!c->out.len) ev_io_stop(c->loop, &c->wio);
-    if (progress && c->state == ST_BODY)
-        timer_set(c, c->out.len ? c->to.data_block_ms : c->to.data_term_ms);
+    size_t put = 0;
+    if (conn_flush(&c->conn, &put) == CONN_ERROR)
+        return smtp_client_failf(c, SMTP_CLIENT_FAIL_IO, "write to %s failed in %s: %s", c->peer,
+                     state_names[c->state], conn_error(&c->conn));
+    conn_update(&c->conn, true);
+    if (put && c->state == ST_BODY)
+        smtp_client_timer_set(c, conn_out_pending(&c->conn) ? c->to.data_block_ms : c->to.data_term_ms);
     return 0;
 }
 
 /* ------------------------------------------------------------------ protocol steps */
 
-static int send_ehlo(smtp_client *c)
+static int smtp_client_send_ehlo(smtp_client *c)
 {
     c->esmtp = c->cap_pipelining = c->cap_starttls = c->cap_8bitmime = false;
     c->cap_size = 0;
-    out_printf(c, "EHLO %s\r\n", c->ehlo);
+    smtp_client_out_printf(c, "EHLO %s\r\n", c->ehlo);
     c->state = ST_EHLO;
-    timer_set(c, c->to.mail_ms);
-    want_write(c);
+    smtp_client_timer_set(c, c->to.mail_ms);
+    smtp_client_want_write(c);
     return 0;
 }
 
-static void parse_ehlo(smtp_client *c, const smtp_client_reply *r)
+static void smtp_client_caps_from_ehlo(smtp_client *c, const smtp_client_reply *r)
 {
+    smtp_client_caps caps;
+    smtp_client_parse_ehlo(r, &caps);
     c->esmtp = true;
-    const char *p = r->text;
-    bool first = true;
-    while (p) {
-        const char *nl = strchr(p, '\n');
-        size_t n = nl ? (size_t)(nl - p) : strlen(p);
-        if (!first) {
-            char kw[64];
-            size_t k = 0;
-            while (k < n && k < sizeof kw - 1 && p[k] != ' ' && p[k] != '=') {
-                kw[k] = p[k];
-                k++;
-            }
-            kw[k] = '\0';
-            if (strcasecmp(kw, "PIPELINING") == 0) c->cap_pipelining = true;
-            else if (strcasecmp(kw, "STARTTLS") == 0) c->cap_starttls = true;
-            else if (strcasecmp(kw, "8BITMIME") == 0) c->cap_8bitmime = true;
-            else if (strcasecmp(kw, "SIZE") == 0) {
-                long long v = 0;
-                if (k < n) sscanf(p + k + 1, "%lld", &v);
-                c->cap_size = v > 0 ? v : 0;
-            }
-        }
-        first = false;
-        p = nl ? nl + 1 : NULL;
-    }
+    c->cap_pipelining = caps.pipelining;
+    c->cap_starttls = caps.starttls;
+    c->cap_8bitmime = caps.eightbitmime;
+    c->cap_size = caps.size_max;
 }
 
-static int become_ready(smtp_client *c)
+static int smtp_client_become_ready(smtp_client *c)
 {
     c->state = ST_IDLE;
-    ev_timer_stop(c->loop, &c->tmo);
+    conn_timer_stop(&c->conn);
     log_write(c->log, KLOG_DEBUG, "smtp_client.ready",
               "session=%s esmtp=%d tls=%d pipelining=%d size=%lld 8bitmime=%d",
               log_q(c->log, c->desc), c->esmtp, c->tls, c->cap_pipelining,
               (long long)c->cap_size, c->cap_8bitmime);
-    if (c->quit_wanted) return go_quit(c);
+    if (c->quit_wanted) return smtp_client_go_quit(c);
     smtp_client_event ev = {.type = SMTP_CLIENT_EV_READY};
     c->cb(c->arg, c, &ev);
-    if (c->state == ST_IDLE && c->quit_wanted) return go_quit(c);
+    if (c->state == ST_IDLE && c->quit_wanted) return smtp_client_go_quit(c);
     return 0;
 }
 
-static int start_handshake(smtp_client *c)
+static int smtp_client_start_handshake(smtp_client *c)
 {
     /* SNI with the MX name; an IP literal (static route) is no server name */
     unsigned char tmp[16];
     bool named = c->peer_name && inet_pton(AF_INET, c->peer_name, tmp) != 1 &&
                  inet_pton(AF_INET6, c->peer_name, tmp) != 1;
-    c->ssl = tls_conn_new(c->tls_ctx, c->fd, named ? c->peer_name : NULL);
+    conn_starttls(&c->conn, c->tls_ctx, named ? c->peer_name : NULL);
     /* nothing the server sent in clear after its 220 may count once TLS is up */
-    strbuf_reset(&c->in);
+    strbuf_reset(&c->conn.in);
     c->state = ST_HANDSHAKE;
-    timer_set(c, c->to.mail_ms);
+    smtp_client_timer_set(c, c->to.mail_ms);
     return 0;
 }
 
-static int do_handshake(smtp_client *c)
+static int smtp_client_do_handshake(smtp_client *c)
 {
-    tls_status ts = tls_conn_handshake(c->ssl);
-    if (ts == TLS_OK) {
+    conn_status st = conn_handshake(&c->conn);
+    if (st == CONN_OK) {
+        const tls_conn *t = conn_tls(&c->conn);
         c->tls = true;
-        ev_io_stop(c->loop, &c->wio);
         log_write(c->log, KLOG_DEBUG, "smtp_client.tls",
                   "session=%s version=%s cipher=%s verified=%d verify_error=%s",
-                  log_q(c->log, c->desc), tls_conn_version(c->ssl), tls_conn_cipher(c->ssl),
-                  tls_conn_peer_verified(c->ssl), log_q(c->log, tls_conn_verify_error(c->ssl)));
-        return send_ehlo(c);
+                  log_q(c->log, c->desc), tls_conn_version(t), tls_conn_cipher(t),
+                  tls_conn_peer_verified(t), log_q(c->log, tls_conn_verify_error(t)));
+        return smtp_client_send_ehlo(c);
     }
-    if (ts == TLS_WANT_READ) {
-        ev_io_stop(c->loop, &c->wio);
+    if (st == CONN_AGAIN) {
+        conn_update(&c->conn, true);
         return 0;
     }
-    if (ts == TLS_WANT_WRITE) {
-        ev_io_start(c->loop, &c->wio);
-        return 0;
-    }
-    return failf(c, SMTP_CLIENT_FAIL_TLS, "TLS handshake with %s failed: %s", c->peer,
-                 tls_conn_error(c->ssl));
+    return smtp_client_failf(c, SMTP_CLIENT_FAIL_TLS, "TLS handshake with %s failed: %s", c->peer,
+                 conn_error(&c->conn));
 }
 
-static int go_quit(smtp_client *c)
+static int smtp_client_go_quit(smtp_client *c)
 {
     c->quit_wanted = false;
-    out_printf(c, "QUIT\r\n");
+    smtp_client_out_printf(c, "QUIT\r\n");
     c->state = ST_QUIT;
-    timer_set(c, c->to.quit_ms);
-    want_write(c);
+    smtp_client_timer_set(c, c->to.quit_ms);
+    smtp_client_want_write(c);
     return 0;
 }
 
 /* Queues the next commands of the transaction: all of them when pipelining, else one. */
-static void txn_send_more(smtp_client *c)
+static void smtp_client_txn_send_more(smtp_client *c)
 {
     size_t limit = c->cap_pipelining ? c->ncmds : c->nreplied + 1;
     for (; c->nsent < c->ncmds && c->nsent < limit; c->nsent++) {
         size_t k = c->nsent;
         switch (c->cmds[k]) {
         case CMD_RSET:
-            out_printf(c, "RSET\r\n");
+            smtp_client_out_printf(c, "RSET\r\n");
             break;
         case CMD_MAIL: {
-            out_printf(c, "MAIL FROM:<%s>", c->msg.mail_from);
-            if (c->cap_size) out_printf(c, " SIZE=%zu", c->msg.data_len);
+            smtp_client_out_printf(c, "MAIL FROM:<%s>", c->msg.mail_from);
+            if (c->cap_size) smtp_client_out_printf(c, " SIZE=%zu", c->msg.data_len);
             if (c->cap_8bitmime && smtp_client_has_8bit(c->msg.data, c->msg.data_len))
-                out_printf(c, " BODY=8BITMIME");
-            out_printf(c, "\r\n");
+                smtp_client_out_printf(c, " BODY=8BITMIME");
+            smtp_client_out_printf(c, "\r\n");
             break;
         }
         case CMD_RCPT: {
             size_t i = k - (c->ncmds - c->msg.nrcpts);
-            out_printf(c, "RCPT TO:<%s>\r\n", c->msg.rcpts[i]);
+            smtp_client_out_printf(c, "RCPT TO:<%s>\r\n", c->msg.rcpts[i]);
             break;
         }
         }
     }
-    want_write(c);
+    smtp_client_want_write(c);
 }
 
-static int on_txn_reply(smtp_client *c, const smtp_client_reply *r)
+static int smtp_client_on_txn_reply(smtp_client *c, const smtp_client_reply *r)
 {
     size_t k = c->nreplied++;
     size_t first_rcpt = c->ncmds - c->msg.nrcpts;
@@ -588,7 +560,7 @@ static int on_txn_reply(smtp_client *c, const smtp_client_reply *r)
     case CMD_RSET:
         if (r->code / 100 != 2) {
             c->nreplied--;
-            return failf(c, SMTP_CLIENT_FAIL_IO, "%s answered RSET with: %s", c->peer, r->line);
+            return smtp_client_failf(c, SMTP_CLIENT_FAIL_IO, "%s answered RSET with: %s", c->peer, r->line);
         }
         break;
     case CMD_MAIL:
@@ -598,233 +570,204 @@ static int on_txn_reply(smtp_client *c, const smtp_client_reply *r)
             /* the refusal of MAIL is every recipient's answer */
             for (size_t i = 0; i < c->msg.nrcpts; i++) {
                 smtp_client_reply_free(&c->res[i].reply);
-                reply_copy(&c->res[i].reply, r);
+                smtp_client_reply_copy(&c->res[i].reply, r);
                 c->res[i].status = SMTP_CLIENT_OK;
             }
-            if (!c->cap_pipelining) return finish_txn(c, true, false);
+            if (!c->cap_pipelining) return smtp_client_finish_txn(c, true, false);
         }
         break;
     case CMD_RCPT:
         if (c->mail_ok) {
             smtp_client_rcpt_result *res = &c->res[k - first_rcpt];
             smtp_client_reply_free(&res->reply);
-            reply_copy(&res->reply, r);
+            smtp_client_reply_copy(&res->reply, r);
             res->status = SMTP_CLIENT_OK;
             if (r->code / 100 == 2) c->naccepted++;
         }
         break;
     }
     if (c->nreplied < c->ncmds) {
-        txn_send_more(c);
-        timer_set(c, c->cmds[c->nreplied] == CMD_RCPT ? c->to.rcpt_ms : c->to.mail_ms);
+        smtp_client_txn_send_more(c);
+        smtp_client_timer_set(c, c->cmds[c->nreplied] == CMD_RCPT ? c->to.rcpt_ms : c->to.mail_ms);
         return 0;
     }
-    if (!c->mail_ok || c->naccepted == 0) return finish_txn(c, true, false);
-    out_printf(c, "DATA\r\n");
+    if (!c->mail_ok || c->naccepted == 0) return smtp_client_finish_txn(c, true, false);
+    smtp_client_out_printf(c, "DATA\r\n");
     c->state = ST_DATA;
-    timer_set(c, c->to.data_init_ms);
-    want_write(c);
+    smtp_client_timer_set(c, c->to.data_init_ms);
+    smtp_client_want_write(c);
     return 0;
 }
 
 /* A reply ends DATA (not 354) or the message: it is every accepted recipient's answer. */
-static int answer_accepted(smtp_client *c, const smtp_client_reply *r)
+static int smtp_client_answer_accepted(smtp_client *c, const smtp_client_reply *r)
 {
     for (size_t i = 0; i < c->msg.nrcpts; i++) {
         smtp_client_rcpt_result *res = &c->res[i];
         if (res->status != SMTP_CLIENT_OK || res->reply.code / 100 != 2) continue;
         smtp_client_reply_free(&res->reply);
-        reply_copy(&res->reply, r);
+        smtp_client_reply_copy(&res->reply, r);
     }
-    return finish_txn(c, true, false);
+    return smtp_client_finish_txn(c, true, false);
 }
 
-static int on_reply(smtp_client *c, const smtp_client_reply *r)
+static int smtp_client_on_reply(smtp_client *c, const smtp_client_reply *r)
 {
     log_write(c->log, KLOG_DEBUG, "smtp_client.reply", "session=%s state=%s reply=%s",
               log_q(c->log, c->desc), log_q(c->log, state_names[c->state]),
               log_q(c->log, r->line));
     switch (c->state) {
     case ST_GREETING:
-        if (r->code / 100 != 2) return emit_closed(c, SMTP_CLIENT_FAIL_REJECTED, r->line, r);
-        return send_ehlo(c);
+        if (r->code / 100 != 2) return smtp_client_emit_closed(c, SMTP_CLIENT_FAIL_REJECTED, r->line, r);
+        return smtp_client_send_ehlo(c);
     case ST_EHLO:
         if (r->code / 100 == 2) {
-            parse_ehlo(c, r);
+            smtp_client_caps_from_ehlo(c, r);
             if (c->cap_starttls && c->tls_ctx && !c->tls) {
-                out_printf(c, "STARTTLS\r\n");
+                smtp_client_out_printf(c, "STARTTLS\r\n");
                 c->state = ST_STARTTLS;
-                timer_set(c, c->to.mail_ms);
-                want_write(c);
+                smtp_client_timer_set(c, c->to.mail_ms);
+                smtp_client_want_write(c);
                 return 0;
             }
-            return become_ready(c);
+            return smtp_client_become_ready(c);
         }
         if (r->code / 100 == 5 && !c->tls) {
-            out_printf(c, "HELO %s\r\n", c->ehlo);
+            smtp_client_out_printf(c, "HELO %s\r\n", c->ehlo);
             c->state = ST_HELO;
-            timer_set(c, c->to.mail_ms);
-            want_write(c);
+            smtp_client_timer_set(c, c->to.mail_ms);
+            smtp_client_want_write(c);
             return 0;
         }
-        return emit_closed(c, SMTP_CLIENT_FAIL_REJECTED, r->line, r);
+        return smtp_client_emit_closed(c, SMTP_CLIENT_FAIL_REJECTED, r->line, r);
     case ST_HELO:
-        if (r->code / 100 != 2) return emit_closed(c, SMTP_CLIENT_FAIL_REJECTED, r->line, r);
+        if (r->code / 100 != 2) return smtp_client_emit_closed(c, SMTP_CLIENT_FAIL_REJECTED, r->line, r);
         c->esmtp = false;
-        return become_ready(c);
+        return smtp_client_become_ready(c);
     case ST_STARTTLS:
-        if (r->code / 100 == 2) return start_handshake(c);
+        if (r->code / 100 == 2) return smtp_client_start_handshake(c);
         /* STARTTLS refused: go on in clear (a message requiring TLS is refused at send) */
         c->cap_starttls = false;
-        return become_ready(c);
+        return smtp_client_become_ready(c);
     case ST_TXN:
-        return on_txn_reply(c, r);
+        return smtp_client_on_txn_reply(c, r);
     case ST_DATA:
         if (r->code / 100 == 3) {
-            smtp_client_encode_data(c->msg.data, c->msg.data_len, &c->out);
+            smtp_client_encode_data(c->msg.data, c->msg.data_len, &c->conn.out);
             c->state = ST_BODY;
-            timer_set(c, c->to.data_block_ms);
-            want_write(c);
+            smtp_client_timer_set(c, c->to.data_block_ms);
+            smtp_client_want_write(c);
             return 0;
         }
-        return answer_accepted(c, r);
+        return smtp_client_answer_accepted(c, r);
     case ST_BODY:
-        if (c->out.len) return failf(c, SMTP_CLIENT_FAIL_IO, "%s answered before the end of data: %s",
+        if (conn_out_pending(&c->conn))
+            return smtp_client_failf(c, SMTP_CLIENT_FAIL_IO, "%s answered before the end of data: %s",
                                      c->peer, r->line);
-        return answer_accepted(c, r);
+        return smtp_client_answer_accepted(c, r);
     case ST_IDLE:
-        return failf(c, SMTP_CLIENT_FAIL_IO, "%s ended the idle session: %s", c->peer, r->line);
+        return smtp_client_failf(c, SMTP_CLIENT_FAIL_IO, "%s ended the idle session: %s", c->peer, r->line);
     case ST_QUIT:
-        return emit_closed(c, SMTP_CLIENT_OK, NULL, NULL);
+        return smtp_client_emit_closed(c, SMTP_CLIENT_OK, NULL, NULL);
     default:
-        return failf(c, SMTP_CLIENT_FAIL_IO, "unexpected reply from %s in %s: %s", c->peer,
+        return smtp_client_failf(c, SMTP_CLIENT_FAIL_IO, "unexpected reply from %s in %s: %s", c->peer,
                      state_names[c->state], r->line);
     }
 }
 
-static int read_in(smtp_client *c)
+static int smtp_client_read_in(smtp_client *c)
 {
+    strbuf *in = &c->conn.in;
     for (;;) {
-        strbuf_reserve(&c->in, READ_CHUNK);
-        ssize_t n;
-        if (c->ssl) {
-            size_t got = 0;
-            tls_status ts = tls_conn_read(c->ssl, c->in.buf + c->in.len, READ_CHUNK, &got);
-            if (ts == TLS_WANT_READ) break;
-            if (ts == TLS_WANT_WRITE) {
-                ev_io_start(c->loop, &c->wio);
-                break;
-            }
-            if (ts == TLS_EOF)
-                return failf(c, SMTP_CLIENT_FAIL_IO, "lost connection with %s in %s", c->peer,
-                             state_names[c->state]);
-            if (ts != TLS_OK)
-                return failf(c, SMTP_CLIENT_FAIL_IO, "read from %s failed in %s: %s", c->peer,
-                             state_names[c->state], tls_conn_error(c->ssl));
-            n = (ssize_t)got;
-        } else {
-            n = recv(c->fd, c->in.buf + c->in.len, READ_CHUNK, 0);
-            if (n < 0) {
-                if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) break;
-                return failf(c, SMTP_CLIENT_FAIL_IO, "read from %s failed in %s: %s", c->peer,
-                             state_names[c->state], strerror(errno));
-            }
-            if (n == 0)
-                return failf(c, SMTP_CLIENT_FAIL_IO, "lost connection with %s in %s", c->peer,
-                             state_names[c->state]);
-        }
-        c->in.len += (size_t)n;
-        c->in.buf[c->in.len] = '\0';
+        size_t n = 0;
+        conn_status st = conn_read(&c->conn, &n);
+        if (st == CONN_AGAIN) break;
+        if (st == CONN_EOF)
+            return smtp_client_failf(c, SMTP_CLIENT_FAIL_IO, "lost connection with %s in %s", c->peer,
+                         state_names[c->state]);
+        if (st == CONN_ERROR)
+            return smtp_client_failf(c, SMTP_CLIENT_FAIL_IO, "read from %s failed in %s: %s", c->peer,
+                         state_names[c->state], conn_error(&c->conn));
         /* replies */
         for (;;) {
             smtp_client_reply r;
             size_t used;
-            int pr = smtp_client_parse_reply(c->in.buf, c->in.len, &r, &used);
+            int pr = smtp_client_parse_reply(in->buf, in->len, &r, &used);
             if (pr == 0) break;
             if (pr < 0)
-                return failf(c, SMTP_CLIENT_FAIL_IO, "%s sent something that is not an SMTP reply in %s",
+                return smtp_client_failf(c, SMTP_CLIENT_FAIL_IO, "%s sent something that is not an SMTP reply in %s",
                              c->peer, state_names[c->state]);
-            strbuf_consume(&c->in, used);
+            strbuf_consume(in, used);
             client_state before = c->state;
-            int rc = on_reply(c, &r);
+            int rc = smtp_client_on_reply(c, &r);
             smtp_client_reply_free(&r);
             if (rc < 0) return -1;
             /* the TLS handshake starts on raw bytes: stop reading through the old layer */
-            if (c->state == ST_HANDSHAKE && before == ST_STARTTLS) return do_handshake(c);
+            if (c->state == ST_HANDSHAKE && before == ST_STARTTLS) return smtp_client_do_handshake(c);
         }
-        if (c->ssl && !tls_conn_pending(c->ssl) && n < READ_CHUNK) break;
+        if (conn_tls(&c->conn) && !conn_read_pending(&c->conn) && n < CONN_READ_CHUNK) break;
     }
     return 0;
 }
 
-static int connect_done(smtp_client *c)
+static int smtp_client_connect_done(smtp_client *c)
 {
-    int err = 0;
-    socklen_t len = sizeof err;
-    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+    int err = conn_connected(&c->conn);
     if (err)
-        return failf(c, SMTP_CLIENT_FAIL_CONNECT, "connect to %s port %d%s%s failed: %s",
+        return smtp_client_failf(c, SMTP_CLIENT_FAIL_CONNECT, "connect to %s port %d%s%s failed: %s",
                      c->peer, c->port, c->src ? " from " : "", c->src ? c->src : "",
                      strerror(err));
-    ev_io_stop(c->loop, &c->wio);
-    ev_io_start(c->loop, &c->rio);
+    conn_update(&c->conn, true);
     c->state = ST_GREETING;
-    timer_set(c, c->to.greeting_ms);
+    smtp_client_timer_set(c, c->to.greeting_ms);
     log_write(c->log, KLOG_DEBUG, "smtp_client.connected", "session=%s", log_q(c->log, c->desc));
     return 0;
 }
 
-static void on_read(struct ev_loop *loop, ev_io *w, int revents)
+/* Readable: replies; then what they queued is written. Writable: queued output; then a TLS
+ * read that had to wait for writability goes on. */
+static void smtp_client_on_io(void *arg, int revents)
 {
-    (void)loop;
-    (void)revents;
-    smtp_client *c = w->data;
-    if (c->state == ST_HANDSHAKE) {
-        do_handshake(c);
-        return;
-    }
-    if (read_in(c) < 0) return;
-    if (c->out.len && c->state != ST_HANDSHAKE) write_out(c);
-}
-
-static void on_write(struct ev_loop *loop, ev_io *w, int revents)
-{
-    (void)loop;
-    (void)revents;
-    smtp_client *c = w->data;
+    smtp_client *c = arg;
     if (c->state == ST_CONNECT) {
-        connect_done(c);
+        smtp_client_connect_done(c);
         return;
     }
     if (c->state == ST_HANDSHAKE) {
-        do_handshake(c);
+        smtp_client_do_handshake(c);
         return;
     }
-    if (write_out(c) < 0) return;
-    /* a TLS read that wanted to write can go on now */
-    if (c->ssl && c->state != ST_CLOSED && tls_conn_pending(c->ssl)) read_in(c);
+    if (revents & EV_READ) {
+        if (smtp_client_read_in(c) < 0) return;
+        if (conn_out_pending(&c->conn) && c->state != ST_HANDSHAKE && smtp_client_write_out(c) < 0) return;
+    }
+    if ((revents & EV_WRITE) && c->state != ST_HANDSHAKE) {
+        bool read_waits = conn_read_wants_write(&c->conn);
+        if (smtp_client_write_out(c) < 0) return;
+        if (conn_tls(&c->conn) && (read_waits || conn_read_pending(&c->conn)) && smtp_client_read_in(c) < 0)
+            return;
+    }
+    conn_update(&c->conn, true);
 }
 
-static void on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+static void smtp_client_on_timeout(void *arg)
 {
-    (void)loop;
-    (void)revents;
-    smtp_client *c = w->data;
+    smtp_client *c = arg;
     if (c->state == ST_CONNECT) {
-        failf(c, SMTP_CLIENT_FAIL_CONNECT, "connect to %s port %d%s%s timed out", c->peer, c->port,
+        smtp_client_failf(c, SMTP_CLIENT_FAIL_CONNECT, "connect to %s port %d%s%s timed out", c->peer, c->port,
               c->src ? " from " : "", c->src ? c->src : "");
         return;
     }
     if (c->state == ST_QUIT) {
-        emit_closed(c, SMTP_CLIENT_OK, NULL, NULL);
+        smtp_client_emit_closed(c, SMTP_CLIENT_OK, NULL, NULL);
         return;
     }
     if (c->state == ST_HANDSHAKE) {
-        failf(c, SMTP_CLIENT_FAIL_TLS, "timeout in TLS handshake with %s", c->peer);
+        smtp_client_failf(c, SMTP_CLIENT_FAIL_TLS, "timeout in TLS handshake with %s", c->peer);
         return;
     }
-    if (c->state == ST_BODY && c->out.len) {
-        failf(c, SMTP_CLIENT_FAIL_IO, "timeout sending message data to %s", c->peer);
+    if (c->state == ST_BODY && conn_out_pending(&c->conn)) {
+        smtp_client_failf(c, SMTP_CLIENT_FAIL_IO, "timeout sending message data to %s", c->peer);
         return;
     }
     static const char *const waiting_for[] = {
@@ -834,23 +777,27 @@ static void on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
     };
     const char *what = c->state < sizeof waiting_for / sizeof waiting_for[0] && waiting_for[c->state]
                            ? waiting_for[c->state] : state_names[c->state];
-    failf(c, SMTP_CLIENT_FAIL_IO, "timeout waiting for %s from %s", what, c->peer);
+    smtp_client_failf(c, SMTP_CLIENT_FAIL_IO, "timeout waiting for %s from %s", what, c->peer);
 }
 
-static void on_later(struct ev_loop *loop, ev_timer *w, int revents)
+static void smtp_client_on_later(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
     smtp_client *c = w->data;
     char *e = c->later_error;
     c->later_error = NULL;
-    emit_closed(c, c->later_status, e, NULL);
+    smtp_client_emit_closed(c, c->later_status, e, NULL);
     free(e);
 }
 
+static const conn_ops smtp_client_conn_ops = {
+    .on_io = smtp_client_on_io, .on_timeout = smtp_client_on_timeout,
+};
+
 /* ------------------------------------------------------------------ public API */
 
-static int start_connect(smtp_client *c, char **err, smtp_client_status *st)
+static int smtp_client_start_connect(smtp_client *c, char **err, smtp_client_status *st)
 {
     struct sockaddr_storage peer, src;
     socklen_t plen, slen = 0;
@@ -892,27 +839,25 @@ static int start_connect(smtp_client *c, char **err, smtp_client_status *st)
             return -1;
         }
     }
-    c->fd = socket(peer.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (c->fd < 0) {
-        *st = SMTP_CLIENT_FAIL_CONNECT;
-        *err = util_asprintf("socket for %s: %s", c->peer, strerror(errno));
+    conn_step step;
+    if (conn_connect(&c->conn, (struct sockaddr *)&peer, plen, (struct sockaddr *)&src, slen,
+                     false, &step) != 0) {
+        const char *why = strerror(conn_errno(&c->conn));
+        if (step == CONN_STEP_SOCKET) {
+            *st = SMTP_CLIENT_FAIL_CONNECT;
+            *err = util_asprintf("socket for %s: %s", c->peer, why);
+        } else if (step == CONN_STEP_BIND) {
+            *st = SMTP_CLIENT_FAIL_BIND;
+            *err = util_asprintf("bind to source address %s failed: %s", c->src, why);
+        } else {
+            *st = SMTP_CLIENT_FAIL_CONNECT;
+            *err = util_asprintf("connect to %s port %d%s%s failed: %s", c->peer, c->port,
+                                 c->src ? " from " : "", c->src ? c->src : "", why);
+        }
         return -1;
     }
-    if (c->src && bind(c->fd, (struct sockaddr *)&src, slen) < 0) {
-        *st = SMTP_CLIENT_FAIL_BIND;
-        *err = util_asprintf("bind to source address %s failed: %s", c->src, strerror(errno));
-        return -1;
-    }
-    if (connect(c->fd, (struct sockaddr *)&peer, plen) < 0 && errno != EINPROGRESS) {
-        *st = SMTP_CLIENT_FAIL_CONNECT;
-        *err = util_asprintf("connect to %s port %d%s%s failed: %s", c->peer, c->port,
-                             c->src ? " from " : "", c->src ? c->src : "", strerror(errno));
-        return -1;
-    }
-    ev_io_set(&c->rio, c->fd, EV_READ);
-    ev_io_set(&c->wio, c->fd, EV_WRITE);
-    ev_io_start(c->loop, &c->wio);
-    timer_set(c, c->to.connect_ms);
+    conn_update(&c->conn, true);
+    smtp_client_timer_set(c, c->to.connect_ms);
     return 0;
 }
 
@@ -931,25 +876,18 @@ smtp_client *smtp_client_new(struct ev_loop *loop, klog *lg, const smtp_client_o
     c->port = opts->port;
     c->to = opts->timeouts;
     c->tls_ctx = opts->tls;
-    c->fd = -1;
     c->desc = util_asprintf("%s->%s:%d%s%s%s", c->src ? c->src : "*", c->peer, c->port,
                             c->peer_name ? " (" : "", c->peer_name ? c->peer_name : "",
                             c->peer_name ? ")" : "");
-    strbuf_init(&c->in);
-    strbuf_init(&c->out);
-    ev_io_init(&c->rio, on_read, -1, EV_READ);
-    ev_io_init(&c->wio, on_write, -1, EV_WRITE);
-    c->rio.data = c->wio.data = c;
-    ev_timer_init(&c->tmo, on_timeout, 0.0, 0.0);
-    c->tmo.data = c;
-    ev_timer_init(&c->later, on_later, 0.0, 0.0);
+    conn_init(&c->conn, loop, &smtp_client_conn_ops, c);
+    ev_timer_init(&c->later, smtp_client_on_later, 0.0, 0.0);
     c->later.data = c;
     c->state = ST_CONNECT;
     char *err = NULL;
     smtp_client_status st = SMTP_CLIENT_OK;
-    if (start_connect(c, &err, &st) < 0) {
+    if (smtp_client_start_connect(c, &err, &st) < 0) {
         /* reported from the loop, like every other outcome */
-        ev_timer_stop(c->loop, &c->tmo);
+        conn_timer_stop(&c->conn);
         c->later_status = st;
         c->later_error = err;
         ev_timer_start(c->loop, &c->later);
@@ -982,7 +920,7 @@ int smtp_client_send(smtp_client *c, const smtp_client_msg *m, smtp_client_statu
     c->res = util_calloc(m->nrcpts ? m->nrcpts : 1, sizeof *c->res);
     for (size_t i = 0; i < m->nrcpts; i++) {
         c->res[i].status = SMTP_CLIENT_FAIL_IO;
-        reply_local(&c->res[i].reply, "no reply");
+        smtp_client_reply_local(&c->res[i].reply, "no reply");
     }
     c->ncmds = m->nrcpts + 1 + (c->ntxn > 0 ? 1 : 0);
     c->cmds = util_calloc(c->ncmds, sizeof *c->cmds);
@@ -994,8 +932,8 @@ int smtp_client_send(smtp_client *c, const smtp_client_msg *m, smtp_client_statu
     c->mail_replied = c->mail_ok = false;
     c->ntxn++;
     c->state = ST_TXN;
-    txn_send_more(c);
-    timer_set(c, c->cmds[0] == CMD_RCPT ? c->to.rcpt_ms : c->to.mail_ms);
+    smtp_client_txn_send_more(c);
+    smtp_client_timer_set(c, c->cmds[0] == CMD_RCPT ? c->to.rcpt_ms : c->to.mail_ms);
     log_write(c->log, KLOG_DEBUG, "smtp_client.send", "session=%s id=%s rcpts=%zu size=%zu",
               log_q(c->log, c->desc), log_q(c->log, m->id), m->nrcpts, m->data_len);
     return 0;
@@ -1005,7 +943,7 @@ void smtp_client_quit(smtp_client *c)
 {
     if (c->state == ST_CLOSED || c->state == ST_QUIT) return;
     if (c->state == ST_IDLE) {
-        go_quit(c);
+        smtp_client_go_quit(c);
         return;
     }
     c->quit_wanted = true;
@@ -1014,10 +952,9 @@ void smtp_client_quit(smtp_client *c)
 void smtp_client_free(smtp_client *c)
 {
     if (!c) return;
-    close_socket(c);
-    free_txn(c);
-    strbuf_free(&c->in);
-    strbuf_free(&c->out);
+    smtp_client_close_socket(c);
+    smtp_client_free_txn(c);
+    conn_free(&c->conn);
     free(c->later_error);
     free(c->src);
     free(c->peer);

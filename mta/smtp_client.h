@@ -55,7 +55,21 @@ typedef struct smtp_client_reply {
  * *out (free with smtp_client_reply_free) and *used; 0 if more bytes are needed; -1 if the
  * bytes are not an SMTP reply (or one longer than 64 KiB). Accepts CRLF or bare LF. */
 int smtp_client_parse_reply(const char *buf, size_t len, smtp_client_reply *out, size_t *used);
+/* The framing half of smtp_client_parse_reply, without copying anything: the same 1 / 0 / -1
+ * with the reply's *code (its first line's) and *used. For callers that need only codes. */
+int smtp_client_scan_reply(const char *buf, size_t len, int *code, size_t *used);
 void smtp_client_reply_free(smtp_client_reply *r);
+
+/* The extensions a 2xx EHLO reply announces (every line after the first; keywords are
+ * case-insensitive and end at a space or '='). */
+typedef struct smtp_client_caps {
+    bool pipelining;
+    bool starttls;
+    bool eightbitmime;
+    bool size;               /* SIZE announced */
+    int64_t size_max;        /* its limit; 0 when none was given (or 0) */
+} smtp_client_caps;
+void smtp_client_parse_ehlo(const smtp_client_reply *r, smtp_client_caps *out);
 
 /* ---- DATA encoding ---- */
 /* Appends data as sent after "354": every line end made CRLF, lines starting with "."

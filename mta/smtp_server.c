@@ -1,10 +1,8 @@
-/* smtp_server.c — the submission listener (SPEC section 2) on libev: one ev_io per listening
- * socket and, per client, a session that is an explicit state machine
- *
- *   GREET --EHLO/HELO--> READY --MAIL--> MAIL --RCPT--> RCPT --DATA--> DATA --"."--> COMMIT
- *     ^                    ^  \--AUTH--> AUTH (334 exchange) --/                      |
- *     |                    +------------- 250 Ok ID / 4xx / 5xx ----------------------+
- *     +-- TLS_HANDSHAKE <-- TLS_WAIT <-- STARTTLS           QUIT / 421 --> CLOSING
+/* smtp_server.c — the submission listener (SPEC section 2) on libev: the listening sockets
+ * (a conn_acceptor) and, per client, a session that is an explicit state machine (see
+ * smtp_session.h; its commands, AUTH and DATA reader are in smtp_commands.c). This file is
+ * the session's I/O side and life cycle: socket and TLS through mta/conn, timeouts, STARTTLS,
+ * the commit callback, close.
  *
  * Input is split into lines by smtp_parse; every complete line in the buffer is handled
  * in order (PIPELINING) and replies are collected in an output buffer that is written when
@@ -13,16 +11,15 @@
  * nothing is acknowledged before the message is durable. Each session keeps a reference to
  * the config it started with, so a reload never changes the rules mid-session. */
 #include "mta/smtp_server.h"
+#include "mta/smtp_session.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -30,868 +27,78 @@
 
 #include "mta/quota.h"
 #include "store/spool.h"
-#include "mta/accept.h"
-#include "mta/auth.h"
+#include "mta/conn.h"
 #include "base/kiln.h"
-#include "mta/message.h"
 #include "mta/policy.h"
 #include "mta/smtp_parse.h"
 #include "mta/tls.h"
 #include "base/util.h"
 
-/* Limits and timeouts (RFC 5321 4.5.3.2 suggests 5 min for commands, 3 min per DATA block).
- * The timeouts and the session limit can be overridden with -D for tests. */
+/* Limits (the linger time and the session limit can be overridden with -D for tests). */
 #ifndef SMTP_SERVER_MAX_SESSIONS
 #define SMTP_SERVER_MAX_SESSIONS 1000
-#endif
-#ifndef SMTP_SERVER_COMMAND_TIMEOUT
-#define SMTP_SERVER_COMMAND_TIMEOUT 300.0   /* s, waiting for a command */
-#endif
-#ifndef SMTP_SERVER_DATA_TIMEOUT
-#define SMTP_SERVER_DATA_TIMEOUT 180.0      /* s, between two reads of message data */
-#endif
-#ifndef SMTP_SERVER_TLS_TIMEOUT
-#define SMTP_SERVER_TLS_TIMEOUT 10.0        /* s, to finish the TLS handshake */
 #endif
 #ifndef SMTP_SERVER_LINGER
 #define SMTP_SERVER_LINGER 10.0             /* s, to deliver the last reply before closing */
 #endif
-#define SMTP_SERVER_MAX_ERRORS 10           /* protocol errors before 421 */
 #define SMTP_SERVER_OUT_MAX (64 * 1024)     /* unread replies before the client is dropped */
 #define SMTP_SERVER_OUT_PAUSE (16 * 1024)   /* unread replies that pause reading */
-#define SMTP_SERVER_READ_CHUNK 16384
 #define SMTP_SERVER_READS_PER_EVENT 16      /* fairness between sessions */
 #define SMTP_SERVER_ACCEPTS_PER_EVENT 64
 #define SMTP_SERVER_ACCEPT_BACKOFF 0.1      /* s, after EMFILE and the like */
 #define SMTP_SERVER_BACKLOG 511
 
 #define REPLY_TIMEOUT_FMT "421 4.4.2 %s Error: timeout exceeded"
-#define REPLY_TOO_MANY_ERRORS "421 4.7.0 Too many errors"
 #define REPLY_TOO_MANY_CONNECTIONS "421 4.7.0 Too many connections"
-#define REPLY_SHUTDOWN "421 4.3.2 Service shutting down"
-#define REPLY_UNRECOGNIZED "500 5.5.2 Command unrecognized"
-#define REPLY_LINE_TOO_LONG "500 5.5.2 Line too long"
-#define REPLY_NUL_IN_COMMAND "500 5.5.2 Syntax error: NUL byte in command"
-#define REPLY_NEED_HELO "503 5.5.1 Bad sequence of commands: send EHLO or HELO first"
-#define REPLY_NEED_EHLO "503 5.5.1 Bad sequence of commands: send EHLO first"
-#define REPLY_NEED_MAIL "503 5.5.1 Bad sequence of commands: send MAIL first"
-#define REPLY_NESTED_MAIL "503 5.5.1 Bad sequence of commands: nested MAIL command"
-#define REPLY_NO_VALID_RCPTS "554 5.5.1 No valid recipients"
-#define REPLY_RELAY_DENIED \
-    "554 5.7.1 Relay access denied: client is not in submission.trusted_networks"
-#define REPLY_SUPPRESSION_ERROR "451 4.3.0 Temporary failure: could not read the suppression list"
-#define REPLY_STORE_FAILED "451 4.3.0 Temporary failure: could not store message"
-#define REPLY_DATA_GO "354 End data with <CR><LF>.<CR><LF>"
-#define REPLY_BARE_LF "554 5.6.0 Message rejected: bare LF in message"
-#define REPLY_NUL "554 5.6.0 Message rejected: NUL byte in message"
-#define REPLY_LONG_LINE "554 5.6.0 Message rejected: line longer than 998 characters"
-#define REPLY_NO_SET \
-    "554 5.3.5 Message rejected: no X-SES-CONFIGURATION-SET header and no default_configuration_set"
-#define REPLY_STARTTLS_GO "220 2.0.0 Ready to start TLS"
-#define REPLY_NO_STARTTLS "502 5.5.1 STARTTLS not available"
-#define REPLY_TLS_ACTIVE "503 5.5.1 Bad sequence of commands: TLS already active"
-#define REPLY_AUTH_OK "235 2.7.0 Authentication successful"
-#define REPLY_AUTH_FAILED "535 5.7.8 Authentication credentials invalid"
-#define REPLY_AUTH_CANCELLED "501 5.7.0 Authentication cancelled"
-#define REPLY_AUTH_DECODE "501 5.5.2 Cannot decode response"
-#define REPLY_AUTH_MECH "504 5.5.4 Unrecognized authentication type"
-#define REPLY_AUTH_NEEDS_TLS "538 5.7.11 Encryption required for requested authentication mechanism"
-#define REPLY_AUTH_UNAVAILABLE "502 5.5.1 AUTH not available"
-#define REPLY_AUTH_TWICE "503 5.5.1 Bad sequence of commands: already authenticated"
-#define REPLY_AUTH_IN_TXN \
-    "503 5.5.1 Bad sequence of commands: AUTH not allowed during a mail transaction"
-#define REPLY_OK "250 2.0.0 Ok"
-#define REPLY_MAIL_OK "250 2.1.0 Ok"
-#define REPLY_RCPT_OK "250 2.1.5 Ok"
-#define REPLY_BYE "221 2.0.0 Bye"
-#define REPLY_VRFY "252 2.1.5 Cannot VRFY user"
-#define REPLY_EXPN "502 5.5.1 EXPN not available"
-#define REPLY_HELP \
-    "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS AUTH"
-
-typedef enum {
-    ST_GREET,           /* connected (or TLS just started): EHLO/HELO expected */
-    ST_READY,           /* greeted, no transaction */
-    ST_AUTH,            /* inside an AUTH exchange: the next line is a SASL response */
-    ST_MAIL,            /* MAIL accepted, no recipient yet */
-    ST_RCPT,            /* at least one recipient accepted */
-    ST_DATA,            /* reading the message */
-    ST_COMMIT,          /* message handed to accept.c; waiting for the commit callback */
-    ST_TLS_WAIT,        /* "220 Ready to start TLS" still being written */
-    ST_TLS_HANDSHAKE,
-    ST_CLOSING,         /* last replies being written; then the connection is closed */
-} session_state;
 
 static const char *const state_names[] = {
     "greet", "ready", "auth", "mail", "rcpt", "data", "commit", "tls_wait", "tls_handshake",
     "closing",
 };
 
-typedef enum { AUTH_MECH_PLAIN, AUTH_MECH_LOGIN } auth_mech;
+static void smtp_server_session_close(smtp_session *s);
+static void smtp_server_session_run(smtp_session *s);
 
-typedef struct smtp_session smtp_session;
+/* ---- session helpers ---- */
 
-typedef struct smtp_listener {
-    ev_io io;
-    int fd;
-    char name[INET6_ADDRSTRLEN + 16];
-    struct smtp_server *srv;
-} smtp_listener;
-
-struct smtp_server {
-    kiln_ctx *ctx;
-    smtp_listener *listeners;
-    size_t nlisteners;
-    bool accepting;
-    ev_timer backoff;         /* restarts accepting after EMFILE & co */
-    tls_ctx *tls;
-    smtp_session *sessions;   /* doubly linked */
-    int nsessions;
-    uint64_t next_id;
-    bool shutting_down;
-    bool done_called;
-    void (*done)(void *arg);
-    void *done_arg;
-    ev_idle done_idle;        /* calls done() from the loop, never re-entrantly */
-};
-
-struct smtp_session {
-    smtp_server *srv;         /* NULL once orphaned by smtp_server_free */
-    kiln_ctx *ctx;
-    config *cfg;              /* the config this session started with (a reference) */
-    smtp_session *prev, *next;
-    uint64_t id;
-    int fd;
-    ev_io io;
-    int io_events;
-    ev_timer timer;
-    session_state state;
-    int64_t started_ms;
-    char client_ip[INET6_ADDRSTRLEN];
-    int client_port;
-    bool loopback;
-    bool trusted;
-
-    char *helo;               /* EHLO/HELO argument; NULL before */
-    bool esmtp;
-    tls_conn *tls;
-    bool tls_read_wants_write;
-    bool tls_write_wants_read;
-    int hs_events;            /* handshake wants EV_READ or EV_WRITE */
-    char *auth_user;          /* after a successful AUTH */
-    auth_mech auth_mech;
-    char *auth_login_user;    /* AUTH LOGIN: username received, password expected */
-
-    /* the mail transaction */
-    char *mail_from;
-    char **rcpts;
-    policy_rcpt_verdict *verdicts;
-    size_t nrcpts, rcpts_cap;
-    unsigned reserved;        /* 24 h quota reservations held (ACCEPT and SUPPRESSED) */
-    strbuf data;
-    int64_t data_size;        /* octets received (unstuffed, CRLF lines), stored or not */
-    unsigned data_flags;      /* SMTP_LINE_* seen in the message */
-    bool data_prev_crlf;      /* the previous data line ended with CRLF */
-    char *set_name;           /* configuration set of the message being committed */
-    bool commit_pending;
-
-    strbuf in;
-    smtp_linereader lr;
-    bool discard_input;       /* STARTTLS: drop pipelined plaintext */
-    strbuf out;
-    size_t out_off;
-    int errors;
-    unsigned accepted;        /* messages accepted in this session */
-    bool dead;                /* close at the end of the current callback */
-    bool closed;              /* fd closed; only waiting for the commit callback */
-    const char *close_reason;
-};
-
-static void session_close(smtp_session *s);
-static void session_run(smtp_session *s);
-static void on_session_io(struct ev_loop *loop, ev_io *w, int revents);
-
-/* ---- helpers ---- */
-
-static bool in_transaction(const smtp_session *s)
-{
-    return s->state == ST_MAIL || s->state == ST_RCPT || s->state == ST_DATA ||
-           s->state == ST_COMMIT;
-}
-
-static bool auth_offered(const smtp_session *s)
-{
-    if (s->cfg->nauth == 0) return false;
-    if (s->tls) return true;
-    return !s->cfg->tls_cert && s->loopback;
-}
-
-static void reply(smtp_session *s, const char *line)
-{
-    smtp_reply_line(&s->out, line);
-}
-
-static void kill_session(smtp_session *s, const char *reason)
+void smtp_server_kill_session(smtp_session *s, const char *reason)
 {
     if (!s->dead) s->close_reason = reason;
     s->dead = true;
 }
 
-static void set_timer(smtp_session *s, double seconds)
+void smtp_server_set_timer(smtp_session *s, double seconds)
 {
     if (!s->srv) return;
-    s->timer.repeat = seconds;
-    ev_timer_again(s->ctx->loop, &s->timer);
+    conn_timer_set(&s->conn, seconds);
 }
 
 /* Stop reading; write what is pending; close once written (or after the linger time). */
-static void start_closing(smtp_session *s, const char *reason)
+void smtp_server_start_closing(smtp_session *s, const char *reason)
 {
     if (s->state == ST_CLOSING) return;
     s->state = ST_CLOSING;
     s->close_reason = reason;
-    set_timer(s, SMTP_SERVER_LINGER);
+    smtp_server_set_timer(s, SMTP_SERVER_LINGER);
 }
 
-static void error_reply(smtp_session *s, const char *line)
-{
-    reply(s, line);
-    if (++s->errors >= SMTP_SERVER_MAX_ERRORS) {
-        reply(s, REPLY_TOO_MANY_ERRORS);
-        start_closing(s, "too many errors");
-    }
-}
+/* ---- input and output (the socket and TLS mechanics are mta/conn.c's) ---- */
 
-static void free_transaction(smtp_session *s, bool release)
-{
-    if (release && s->reserved) quota_daily_release(s->ctx->quota, s->reserved);
-    s->reserved = 0;
-    free(s->mail_from);
-    s->mail_from = NULL;
-    for (size_t i = 0; i < s->nrcpts; i++) free(s->rcpts[i]);
-    free(s->rcpts);
-    free(s->verdicts);
-    s->rcpts = NULL;
-    s->verdicts = NULL;
-    s->nrcpts = s->rcpts_cap = 0;
-    strbuf_free(&s->data);
-    s->data_size = 0;
-    s->data_flags = 0;
-    free(s->set_name);
-    s->set_name = NULL;
-}
-
-/* Ends the transaction (RSET, EHLO, rejection, abort): reservations go back to the quota. */
-static void reset_transaction(smtp_session *s)
-{
-    free_transaction(s, true);
-    if (in_transaction(s) || s->state == ST_AUTH) s->state = ST_READY;
-}
-
-static void log_reject(smtp_session *s, const char *stage, const char *from, const char *rcpt,
-                       const char *line)
-{
-    klog *lg = s->ctx->log;
-    if (!from) from = s->mail_from ? s->mail_from : "";
-    log_write(lg, KLOG_INFO, "smtp.reject",
-              "session=%llu client=%s stage=%s from=%s%s%s reply=%s", (unsigned long long)s->id,
-              s->client_ip, stage, log_q(lg, from),
-              rcpt ? " rcpt=" : "", rcpt ? log_q(lg, rcpt) : "", log_q(lg, line));
-}
-
-/* After each command and each transaction end: during a graceful stop a session that is
- * not inside a transaction gets 421 and is closed. */
-static void check_shutdown(smtp_session *s)
-{
-    if (!s->srv || !s->srv->shutting_down) return;
-    if (s->state == ST_GREET || s->state == ST_READY || s->state == ST_AUTH) {
-        reply(s, REPLY_SHUTDOWN);
-        start_closing(s, "shutdown");
-    }
-}
-
-/* ---- commands ---- */
-
-static void cmd_helo(smtp_session *s, const smtp_cmd *c, bool ehlo)
-{
-    char *arg = util_strndup(c->arg, c->arg_len);
-    if (!smtp_helo_valid(arg)) {
-        free(arg);
-        error_reply(s, ehlo ? "501 5.5.4 Syntax: EHLO hostname"
-                            : "501 5.5.4 Syntax: HELO hostname");
-        return;
-    }
-    reset_transaction(s);
-    free(s->helo);
-    s->helo = arg;
-    s->esmtp = ehlo;
-    s->state = ST_READY;
-    const config *cfg = s->cfg;
-    if (!ehlo) {
-        smtp_reply_printf(&s->out, "250 %s", cfg->hostname);
-        return;
-    }
-    char size[40];
-    snprintf(size, sizeof size, "SIZE %lld", (long long)cfg->max_message_size);
-    const char *lines[8];
-    size_t n = 0;
-    lines[n++] = cfg->hostname;
-    lines[n++] = "PIPELINING";
-    lines[n++] = size;
-    lines[n++] = "8BITMIME";
-    lines[n++] = "ENHANCEDSTATUSCODES";
-    if (s->srv->tls && !s->tls) lines[n++] = "STARTTLS";
-    if (auth_offered(s)) lines[n++] = "AUTH PLAIN LOGIN";
-    smtp_reply_multi(&s->out, 250, lines, n);
-}
-
-static void cmd_mail(smtp_session *s, const smtp_cmd *c)
-{
-    if (s->state == ST_GREET) {
-        error_reply(s, REPLY_NEED_HELO);
-        return;
-    }
-    if (in_transaction(s)) {
-        error_reply(s, REPLY_NESTED_MAIL);
-        return;
-    }
-    const config *cfg = s->cfg;
-    char *arg = util_strndup(c->arg, c->arg_len);
-    smtp_path p;
-    char bad[SMTP_REPLY_MAX];
-    int rc = smtp_parse_mail(arg, &p, bad);
-    free(arg);
-    if (rc != 0) {
-        error_reply(s, bad);
-        return;
-    }
-    if (!s->trusted && cfg->nauth > 0 && !s->auth_user) {
-        log_reject(s, "mail", p.addr, NULL, POLICY_REPLY_AUTH_REQUIRED);
-        error_reply(s, POLICY_REPLY_AUTH_REQUIRED);
-        return;
-    }
-    if (!s->trusted && cfg->nauth == 0) {
-        log_reject(s, "mail", p.addr, NULL, REPLY_RELAY_DENIED);
-        error_reply(s, REPLY_RELAY_DENIED);
-        return;
-    }
-    if (p.has_size && p.size > cfg->max_message_size) {
-        log_reject(s, "mail", p.addr, NULL, POLICY_REPLY_TOO_LONG);
-        reply(s, POLICY_REPLY_TOO_LONG);
-        return;
-    }
-    char *r = policy_check_mail_from(cfg, p.addr);
-    if (r) {
-        s->mail_from = util_strdup(p.addr);     /* for the log line only */
-        log_reject(s, "mail", p.addr, NULL, r);
-        free(s->mail_from);
-        s->mail_from = NULL;
-        reply(s, r);
-        free(r);
-        return;
-    }
-    s->mail_from = util_strdup(p.addr);
-    s->state = ST_MAIL;
-    reply(s, REPLY_MAIL_OK);
-}
-
-static void cmd_rcpt(smtp_session *s, const smtp_cmd *c)
-{
-    if (s->state != ST_MAIL && s->state != ST_RCPT) {
-        error_reply(s, REPLY_NEED_MAIL);
-        return;
-    }
-    char *arg = util_strndup(c->arg, c->arg_len);
-    smtp_path p;
-    char bad[SMTP_REPLY_MAX];
-    int rc = smtp_parse_rcpt(arg, &p, bad);
-    free(arg);
-    if (rc != 0) {
-        error_reply(s, bad);
-        return;
-    }
-    for (size_t i = 0; i < s->nrcpts; i++) {
-        if (strcasecmp(s->rcpts[i], p.addr) == 0) {    /* the same recipient once */
-            reply(s, REPLY_RCPT_OK);
-            return;
-        }
-    }
-    kiln_ctx *ctx = s->ctx;
-    bool suppressed = false;
-    if (spool_suppression_get(ctx->spool, p.addr, &suppressed, NULL, NULL) != 0) {
-        log_write(ctx->log, KLOG_ERROR, "smtp.error", "session=%llu stage=rcpt error=%s",
-                  (unsigned long long)s->id, log_q(ctx->log, spool_errmsg(ctx->spool)));
-        reply(s, REPLY_SUPPRESSION_ERROR);
-        return;
-    }
-    policy_rcpt_in in = {
-        .cfg = s->cfg,
-        .q = ctx->quota,
-        .now_ms = kiln_now_ms(ctx),
-        .accepted_so_far = s->nrcpts,
-        .rcpt = p.addr,
-        .suppressed = suppressed,
-    };
-    const char *r = NULL;
-    bool owned = false;
-    policy_rcpt_verdict v = policy_check_rcpt(&in, &r, &owned);
-    if (v == POLICY_RCPT_REJECT) {
-        log_reject(s, "rcpt", NULL, p.addr, r);
-        reply(s, r);
-        if (owned) free((char *)r);
-        return;
-    }
-    if (s->nrcpts == s->rcpts_cap) {
-        s->rcpts_cap = s->rcpts_cap ? 2 * s->rcpts_cap : 8;
-        s->rcpts = util_realloc(s->rcpts, s->rcpts_cap * sizeof *s->rcpts);
-        s->verdicts = util_realloc(s->verdicts, s->rcpts_cap * sizeof *s->verdicts);
-    }
-    s->rcpts[s->nrcpts] = util_strdup(p.addr);
-    s->verdicts[s->nrcpts] = v;
-    s->nrcpts++;
-    if (v == POLICY_RCPT_ACCEPT || v == POLICY_RCPT_SUPPRESSED) s->reserved++;
-    s->state = ST_RCPT;
-    reply(s, REPLY_RCPT_OK);
-}
-
-static void cmd_data(smtp_session *s, const smtp_cmd *c)
-{
-    if (s->state != ST_MAIL && s->state != ST_RCPT) {
-        error_reply(s, REPLY_NEED_MAIL);
-        return;
-    }
-    if (c->arg_len) {
-        error_reply(s, "501 5.5.4 Syntax: DATA");
-        return;
-    }
-    if (s->nrcpts == 0) {
-        log_reject(s, "data", NULL, NULL, REPLY_NO_VALID_RCPTS);
-        reply(s, REPLY_NO_VALID_RCPTS);
-        return;
-    }
-    strbuf_free(&s->data);
-    s->data_size = 0;
-    s->data_flags = 0;
-    s->data_prev_crlf = true;
-    s->state = ST_DATA;
-    reply(s, REPLY_DATA_GO);
-    set_timer(s, SMTP_SERVER_DATA_TIMEOUT);
-}
-
-static void cmd_starttls(smtp_session *s, const smtp_cmd *c)
-{
-    if (!s->srv->tls) {
-        error_reply(s, REPLY_NO_STARTTLS);
-        return;
-    }
-    if (s->tls) {
-        error_reply(s, REPLY_TLS_ACTIVE);
-        return;
-    }
-    if (c->arg_len) {
-        error_reply(s, "501 5.5.4 Syntax: STARTTLS");
-        return;
-    }
-    /* RFC 3207 4.2: forget everything learnt before TLS. */
-    reset_transaction(s);
-    free(s->helo);
-    s->helo = NULL;
-    s->esmtp = false;
-    reply(s, REPLY_STARTTLS_GO);
-    s->state = ST_TLS_WAIT;
-    s->discard_input = true;       /* pipelined plaintext after STARTTLS is an injection */
-    set_timer(s, SMTP_SERVER_TLS_TIMEOUT);
-}
-
-/* ---- AUTH (RFC 4954; PLAIN RFC 4616, LOGIN) ---- */
-
-static void auth_finish(smtp_session *s, const char *user, const char *pass)
-{
-    klog *lg = s->ctx->log;
-    const char *mech = s->auth_mech == AUTH_MECH_PLAIN ? "PLAIN" : "LOGIN";
-    s->state = ST_READY;
-    if (auth_verify(s->cfg, user, pass)) {
-        s->auth_user = util_strdup(user);
-        log_write(lg, KLOG_INFO, "smtp.auth", "session=%llu client=%s mech=%s user=%s result=ok",
-                  (unsigned long long)s->id, s->client_ip, mech, log_q(lg, user));
-        reply(s, REPLY_AUTH_OK);
-    } else {
-        log_write(lg, KLOG_WARNING, "smtp.auth",
-                  "session=%llu client=%s mech=%s user=%s result=failed",
-                  (unsigned long long)s->id, s->client_ip, mech, log_q(lg, user));
-        error_reply(s, REPLY_AUTH_FAILED);
-    }
-}
-
-/* Leaves an unfinished AUTH exchange. */
-static void auth_abort(smtp_session *s)
-{
-    if (s->auth_login_user) explicit_bzero(s->auth_login_user, strlen(s->auth_login_user));
-    free(s->auth_login_user);
-    s->auth_login_user = NULL;
-    s->state = ST_READY;
-}
-
-/* Bad base64 is a 501 (RFC 4954 4); well-formed base64 that is no usable answer (empty
- * name, NUL bytes, authzid of another user) is a failed authentication. */
-static void auth_bad_response(smtp_session *s, const char *b64)
-{
-    size_t n;
-    char *raw = auth_b64_decode(b64, &n);
-    s->state = ST_READY;
-    if (!raw) {
-        error_reply(s, REPLY_AUTH_DECODE);
-        return;
-    }
-    explicit_bzero(raw, n);
-    free(raw);
-    log_write(s->ctx->log, KLOG_WARNING, "smtp.auth",
-              "session=%llu client=%s mech=%s result=failed reason=\"malformed response\"",
-              (unsigned long long)s->id, s->client_ip,
-              s->auth_mech == AUTH_MECH_PLAIN ? "PLAIN" : "LOGIN");
-    error_reply(s, REPLY_AUTH_FAILED);
-}
-
-/* A PLAIN response (base64 "authzid NUL authcid NUL passwd"). */
-static void auth_plain_response(smtp_session *s, const char *b64)
-{
-    char *user = NULL, *pass = NULL;
-    if (auth_decode_plain(b64, &user, &pass) != 0) {
-        auth_bad_response(s, b64);
-        return;
-    }
-    auth_finish(s, user, pass);
-    free(user);
-    explicit_bzero(pass, strlen(pass));
-    free(pass);
-}
-
-/* A LOGIN response: the username, then the password. */
-static void auth_login_response(smtp_session *s, const char *b64)
-{
-    char *text = auth_decode_login(b64);
-    if (!text) {
-        auth_abort(s);
-        auth_bad_response(s, b64);
-        return;
-    }
-    if (!s->auth_login_user) {
-        s->auth_login_user = text;
-        s->state = ST_AUTH;
-        reply(s, AUTH_LOGIN_PROMPT_PASS);
-        return;
-    }
-    char *user = s->auth_login_user;
-    s->auth_login_user = NULL;
-    auth_finish(s, user, text);
-    free(user);
-    explicit_bzero(text, strlen(text));
-    free(text);
-}
-
-static void auth_continue(smtp_session *s, const char *line)
-{
-    if (strcmp(line, "*") == 0) {
-        auth_abort(s);
-        error_reply(s, REPLY_AUTH_CANCELLED);
-        return;
-    }
-    if (s->auth_mech == AUTH_MECH_PLAIN) auth_plain_response(s, line);
-    else auth_login_response(s, line);
-}
-
-static void cmd_auth(smtp_session *s, const smtp_cmd *c)
-{
-    if (s->cfg->nauth == 0) {
-        error_reply(s, REPLY_AUTH_UNAVAILABLE);
-        return;
-    }
-    if (s->state == ST_GREET || !s->esmtp) {
-        error_reply(s, REPLY_NEED_EHLO);
-        return;
-    }
-    if (s->auth_user) {
-        error_reply(s, REPLY_AUTH_TWICE);
-        return;
-    }
-    if (in_transaction(s)) {
-        error_reply(s, REPLY_AUTH_IN_TXN);
-        return;
-    }
-    if (!auth_offered(s)) {
-        error_reply(s, REPLY_AUTH_NEEDS_TLS);
-        return;
-    }
-    char *arg = util_strndup(c->arg, c->arg_len);
-    char *sp = strchr(arg, ' ');
-    const char *initial = NULL;
-    if (sp) {
-        *sp = '\0';
-        initial = sp + 1;
-        while (*initial == ' ') initial++;
-        if (!*initial || strchr(initial, ' ')) {
-            free(arg);
-            error_reply(s, "501 5.5.4 Syntax: AUTH mechanism [initial-response]");
-            return;
-        }
-    }
-    auth_abort(s);                     /* no half-finished LOGIN is carried over */
-    if (strcasecmp(arg, "PLAIN") == 0) {
-        s->auth_mech = AUTH_MECH_PLAIN;
-        if (!initial) {
-            s->state = ST_AUTH;
-            reply(s, "334 ");
-        } else {
-            /* "=" is an empty initial response (RFC 4954 4). */
-            auth_plain_response(s, strcmp(initial, "=") == 0 ? "" : initial);
-        }
-    } else if (strcasecmp(arg, "LOGIN") == 0) {
-        s->auth_mech = AUTH_MECH_LOGIN;
-        if (!initial) {
-            s->state = ST_AUTH;
-            reply(s, AUTH_LOGIN_PROMPT_USER);
-        } else {
-            auth_login_response(s, strcmp(initial, "=") == 0 ? "" : initial);
-        }
-    } else {
-        error_reply(s, REPLY_AUTH_MECH);
-    }
-    free(arg);
-}
-
-static void command_line(smtp_session *s, const smtp_line *line)
-{
-    if (line->flags & (SMTP_LINE_TOO_LONG | SMTP_LINE_NUL)) {
-        if (s->state == ST_AUTH) auth_abort(s);
-        error_reply(s, line->flags & SMTP_LINE_TOO_LONG ? REPLY_LINE_TOO_LONG
-                                                        : REPLY_NUL_IN_COMMAND);
-        return;
-    }
-    /* Bare LF ends a command line too (as Postfix's default "normalize"); only DATA is strict. */
-    char *text = util_strndup(line->text, line->len);
-    if (s->state == ST_AUTH) {
-        auth_continue(s, text);
-        explicit_bzero(text, line->len);
-        free(text);
-        return;
-    }
-    smtp_cmd c;
-    smtp_parse_command(text, line->len, &c);
-    if (line->len + 2 > SMTP_COMMAND_LINE_MAX && c.verb != SMTP_CMD_AUTH) {
-        error_reply(s, REPLY_LINE_TOO_LONG);
-        free(text);
-        return;
-    }
-    switch (c.verb) {
-    case SMTP_CMD_HELO: cmd_helo(s, &c, false); break;
-    case SMTP_CMD_EHLO: cmd_helo(s, &c, true); break;
-    case SMTP_CMD_MAIL: cmd_mail(s, &c); break;
-    case SMTP_CMD_RCPT: cmd_rcpt(s, &c); break;
-    case SMTP_CMD_DATA: cmd_data(s, &c); break;
-    case SMTP_CMD_STARTTLS: cmd_starttls(s, &c); break;
-    case SMTP_CMD_AUTH: cmd_auth(s, &c); break;
-    case SMTP_CMD_RSET:
-        if (c.arg_len) {
-            error_reply(s, "501 5.5.4 Syntax: RSET");
-            break;
-        }
-        reset_transaction(s);
-        reply(s, REPLY_OK);
-        break;
-    case SMTP_CMD_NOOP: reply(s, REPLY_OK); break;
-    case SMTP_CMD_QUIT:
-        reset_transaction(s);
-        reply(s, REPLY_BYE);
-        start_closing(s, "quit");
-        break;
-    case SMTP_CMD_VRFY: reply(s, REPLY_VRFY); break;
-    case SMTP_CMD_EXPN: error_reply(s, REPLY_EXPN); break;
-    case SMTP_CMD_HELP: reply(s, REPLY_HELP); break;
-    case SMTP_CMD_UNKNOWN: error_reply(s, REPLY_UNRECOGNIZED); break;
-    }
-    if (c.verb == SMTP_CMD_AUTH) explicit_bzero(text, line->len);
-    free(text);
-}
-
-/* ---- DATA ---- */
-
-static void on_accepted(void *arg, bool ok, const char *id, const char *err);
-
-static void reject_message(smtp_session *s, const char *line)
-{
-    log_reject(s, "data", NULL, NULL, line);
-    reply(s, line);
-    reset_transaction(s);
-}
-
-/* The session's transaction as accept.c takes it, for data[0..len) and configuration set. */
-static accept_in session_accept_in(const smtp_session *s, const char *set, const char *data,
-                                   size_t len)
-{
-    accept_in in = {
-        .mail_from = s->mail_from,
-        .rcpts = s->rcpts,
-        .verdicts = s->verdicts,
-        .nrcpts = s->nrcpts,
-        .config_set = set,
-        .client_ip = s->client_ip,
-        .helo = s->helo,
-        .tls = s->tls != NULL,
-        .auth_user = s->auth_user,
-        .data = data,
-        .data_len = len,
-        .quota_count = s->reserved,
-    };
-    return in;
-}
-
-/* The X-SES-CONFIGURATION-SET value without trailing blanks (malloc'd), or NULL if absent. */
-static char *header_set_name(const msg_headers *hs)
-{
-    const char *hdr = message_header_get(hs, "X-SES-CONFIGURATION-SET");
-    if (!hdr) return NULL;
-    size_t n = strlen(hdr);
-    while (n && (hdr[n - 1] == ' ' || hdr[n - 1] == '\t')) n--;
-    return util_strndup(hdr, n);
-}
-
-/* A message refused for its content after its data arrived: a Reject event for its
- * configuration set (the header's when it names a known set, else the default), then the
- * 5xx reply. */
-static void reject_content(smtp_session *s, const char *line)
-{
-    const config *cfg = s->cfg;
-    const char *data = s->data.buf ? s->data.buf : "";
-    msg_headers hs;
-    message_parse_headers(data, s->data.len, &hs);
-    char *name = header_set_name(&hs);
-    const char *set = !name ? cfg->default_set : config_find_set(cfg, name) ? name : NULL;
-    accept_in in = session_accept_in(s, set, data, s->data.len);
-    accept_reject(s->ctx, &in, line);
-    free(name);
-    message_headers_free(&hs);
-    reject_message(s, line);
-}
-
-/* The end of DATA: checks, configuration set, then the hand-over to accept.c. */
-static void data_end(smtp_session *s)
-{
-    const config *cfg = s->cfg;
-    s->state = ST_READY;          /* until the hand-over below */
-    set_timer(s, SMTP_SERVER_COMMAND_TIMEOUT);
-    if (s->data_size > cfg->max_message_size) {
-        reject_message(s, POLICY_REPLY_TOO_LONG);
-        return;
-    }
-    if (s->data_flags & SMTP_LINE_BARE_LF) {
-        reject_content(s, REPLY_BARE_LF);
-        return;
-    }
-    if (s->data_flags & SMTP_LINE_NUL) {
-        reject_content(s, REPLY_NUL);
-        return;
-    }
-    if (s->data_flags & SMTP_LINE_TOO_LONG) {
-        reject_content(s, REPLY_LONG_LINE);
-        return;
-    }
-    const char *data = s->data.buf ? s->data.buf : "";
-    size_t len = s->data.len;
-    msg_headers hs;
-    message_parse_headers(data, len, &hs);
-    char *r = policy_check_headers(cfg, &hs);
-    if (r) {
-        message_headers_free(&hs);
-        reject_content(s, r);
-        free(r);
-        return;
-    }
-    char *name = header_set_name(&hs);
-    char *stripped = NULL;
-    size_t stripped_len = 0;
-    const char *set = cfg->default_set;
-    if (name) {
-        const config_set *cs = config_find_set(cfg, name);
-        if (!cs) {
-            char *shown = smtp_sanitize(name, strlen(name), 200);
-            char *line = util_asprintf("554 5.0.0 Configuration set does not exist: %s", shown);
-            free(shown);
-            free(name);
-            message_headers_free(&hs);
-            reject_message(s, line);
-            free(line);
-            return;
-        }
-        free(name);
-        set = cs->name;
-        stripped = message_remove_header(data, len, "X-SES-CONFIGURATION-SET", &stripped_len);
-    }
-    message_headers_free(&hs);
-    if (!set) {
-        free(stripped);
-        reject_message(s, REPLY_NO_SET);
-        return;
-    }
-    s->set_name = util_strdup(set);
-    accept_in in = session_accept_in(s, set, stripped ? stripped : data,
-                                     stripped ? stripped_len : len);
-    s->state = ST_COMMIT;
-    s->commit_pending = true;
-    ev_timer_stop(s->ctx->loop, &s->timer);
-    int rc = accept_message(s->ctx, &in, on_accepted, s);
-    free(stripped);
-    if (rc != 0) {
-        s->commit_pending = false;
-        s->state = ST_READY;
-        set_timer(s, SMTP_SERVER_COMMAND_TIMEOUT);
-        log_write(s->ctx->log, KLOG_ERROR, "smtp.error",
-                  "session=%llu client=%s stage=data error=\"message could not be queued\"",
-                  (unsigned long long)s->id, s->client_ip);
-        reject_message(s, REPLY_STORE_FAILED);
-        return;
-    }
-    /* The message is copied into the spool batch: its buffer can go. */
-    strbuf_free(&s->data);
-}
-
-static void data_line(smtp_session *s, const smtp_line *line)
-{
-    /* The end is "." + CRLF after a CRLF: never LF.LF or CRLF.LF (SMTP smuggling). */
-    if (line->len == 1 && line->text[0] == '.' && line->flags == 0 && s->data_prev_crlf) {
-        data_end(s);
-        return;
-    }
-    s->data_prev_crlf = !(line->flags & SMTP_LINE_BARE_LF);
-    s->data_flags |= line->flags;
-    const char *t = line->text;
-    size_t n = line->len;
-    if (n && t[0] == '.') {       /* dot-unstuffing (RFC 5321 4.5.2) */
-        t++;
-        n--;
-    }
-    s->data_size += (int64_t)n + 2;
-    if (s->data_size <= s->cfg->max_message_size && !(line->flags & SMTP_LINE_TOO_LONG)) {
-        strbuf_append(&s->data, t, n);
-        strbuf_append(&s->data, "\r\n", 2);
-    }
-}
-
-/* ---- input and output ---- */
-
-static bool processing_input(const smtp_session *s)
+static bool smtp_server_processing_input(const smtp_session *s)
 {
     return !s->dead && s->state != ST_COMMIT && s->state != ST_CLOSING &&
            s->state != ST_TLS_WAIT && s->state != ST_TLS_HANDSHAKE;
 }
 
-static void process_input(smtp_session *s)
+static void smtp_server_process_input(smtp_session *s)
 {
+    strbuf *in = &s->conn.in;
     size_t pos = 0;
-    while (processing_input(s)) {
+    while (smtp_server_processing_input(s)) {
         size_t max = s->state == ST_DATA ? SMTP_TEXT_LINE_MAX : SMTP_AUTH_LINE_MAX;
         smtp_line line;
         size_t discard;
-        smtp_line_status st = smtp_line_next(&s->lr, s->in.buf + pos, s->in.len - pos, max,
+        smtp_line_status st = smtp_line_next(&s->lr, in->buf + pos, in->len - pos, max,
                                              &line, &discard);
         if (st == SMTP_LINE_MORE) {
             pos += discard;
@@ -900,225 +107,159 @@ static void process_input(smtp_session *s)
         }
         pos += line.consumed;
         if (s->state == ST_DATA) {
-            data_line(s, &line);
+            smtp_server_data_line(s, &line);
         } else {
-            command_line(s, &line);
-            check_shutdown(s);
+            smtp_server_command_line(s, &line);
+            smtp_server_check_shutdown(s);
         }
         if (s->discard_input) {
             s->discard_input = false;
-            pos = s->in.len;
+            pos = in->len;
             s->lr = (smtp_linereader){0};
         }
     }
-    strbuf_consume(&s->in, pos);
-    if (s->out.len - s->out_off > SMTP_SERVER_OUT_MAX)
-        kill_session(s, "client not reading replies");
+    strbuf_consume(in, pos);
+    if (conn_out_pending(&s->conn) > SMTP_SERVER_OUT_MAX)
+        smtp_server_kill_session(s, "client not reading replies");
 }
 
-static bool reading_allowed(const smtp_session *s)
+static bool smtp_server_reading_allowed(const smtp_session *s)
 {
-    return processing_input(s) && s->out.len - s->out_off < SMTP_SERVER_OUT_PAUSE;
+    return smtp_server_processing_input(s) && conn_out_pending(&s->conn) < SMTP_SERVER_OUT_PAUSE;
 }
 
 /* EOF from the client: an unfinished message is dropped; replies already due are still
  * written (a client may half-close after its last command) before the close. */
-static void peer_closed(smtp_session *s)
+static void smtp_server_peer_closed(smtp_session *s)
 {
     const char *why = "client closed the connection";
     if (s->state == ST_DATA) why = "client closed the connection in DATA";
-    reset_transaction(s);
-    start_closing(s, why);
+    smtp_server_reset_transaction(s);
+    smtp_server_start_closing(s, why);
+}
+
+static void smtp_server_log_tls_error(smtp_session *s)
+{
+    log_write(s->ctx->log, KLOG_INFO, "smtp.tls_error", "session=%llu client=%s error=%s",
+              (unsigned long long)s->id, s->client_ip, log_q(s->ctx->log, conn_error(&s->conn)));
 }
 
 /* Reads what the socket has (bounded per event), handling lines as they come. */
-static void read_input(smtp_session *s)
+static void smtp_server_read_input(smtp_session *s)
 {
-    for (int k = 0; k < SMTP_SERVER_READS_PER_EVENT && reading_allowed(s); k++) {
-        strbuf_reserve(&s->in, SMTP_SERVER_READ_CHUNK);
-        char *dst = s->in.buf + s->in.len;
-        size_t got = 0;
-        if (s->tls) {
-            s->tls_read_wants_write = false;
-            tls_status st = tls_conn_read(s->tls, dst, SMTP_SERVER_READ_CHUNK, &got);
-            if (st == TLS_WANT_READ) return;
-            if (st == TLS_WANT_WRITE) {
-                s->tls_read_wants_write = true;
-                return;
+    for (int k = 0; k < SMTP_SERVER_READS_PER_EVENT && smtp_server_reading_allowed(s); k++) {
+        switch (conn_read(&s->conn, NULL)) {
+        case CONN_OK: break;
+        case CONN_AGAIN: return;
+        case CONN_EOF:
+            smtp_server_peer_closed(s);
+            return;
+        case CONN_ERROR:
+            if (conn_tls(&s->conn)) {
+                smtp_server_log_tls_error(s);
+                smtp_server_kill_session(s, "TLS error");
+            } else {
+                smtp_server_kill_session(s, "read error");
             }
-            if (st == TLS_EOF) {
-                peer_closed(s);
-                return;
-            }
-            if (st == TLS_ERROR) {
-                log_write(s->ctx->log, KLOG_INFO, "smtp.tls_error",
-                          "session=%llu client=%s error=%s",
-                          (unsigned long long)s->id, s->client_ip,
-                          log_q(s->ctx->log, tls_conn_error(s->tls)));
-                kill_session(s, "TLS error");
-                return;
-            }
-        } else {
-            ssize_t r = recv(s->fd, dst, SMTP_SERVER_READ_CHUNK, 0);
-            if (r < 0) {
-                if (errno == EINTR) continue;
-                if (errno != EAGAIN && errno != EWOULDBLOCK) kill_session(s, "read error");
-                return;
-            }
-            if (r == 0) {
-                peer_closed(s);
-                return;
-            }
-            got = (size_t)r;
+            return;
         }
-        s->in.len += got;
-        s->in.buf[s->in.len] = '\0';
-        set_timer(s, s->state == ST_DATA ? SMTP_SERVER_DATA_TIMEOUT : SMTP_SERVER_COMMAND_TIMEOUT);
-        process_input(s);
+        smtp_server_set_timer(s, s->state == ST_DATA ? SMTP_SERVER_DATA_TIMEOUT : SMTP_SERVER_COMMAND_TIMEOUT);
+        smtp_server_process_input(s);
     }
     /* Still readable (or plaintext buffered inside OpenSSL): come back in the next loop pass. */
-    if (reading_allowed(s) && s->srv) ev_feed_event(s->ctx->loop, &s->io, EV_READ);
+    if (smtp_server_reading_allowed(s) && s->srv) conn_feed(&s->conn, EV_READ);
 }
 
-static void flush_output(smtp_session *s)
+static void smtp_server_flush_output(smtp_session *s)
 {
-    s->tls_write_wants_read = false;
-    while (!s->dead && s->out_off < s->out.len) {
-        const char *p = s->out.buf + s->out_off;
-        size_t n = s->out.len - s->out_off, put = 0;
-        if (s->tls) {
-            tls_status st = tls_conn_write(s->tls, p, n, &put);
-            if (st == TLS_WANT_WRITE) break;
-            if (st == TLS_WANT_READ) {
-                s->tls_write_wants_read = true;
-                break;
-            }
-            if (st != TLS_OK) {
-                kill_session(s, "TLS write error");
-                break;
-            }
-        } else {
-            ssize_t r = send(s->fd, p, n, MSG_NOSIGNAL);
-            if (r < 0) {
-                if (errno == EINTR) continue;
-                if (errno != EAGAIN && errno != EWOULDBLOCK) kill_session(s, "write error");
-                break;
-            }
-            put = (size_t)r;
-        }
-        s->out_off += put;
-    }
-    if (s->out_off == s->out.len) {
-        strbuf_reset(&s->out);
-        s->out_off = 0;
-    } else if (s->out_off > SMTP_SERVER_OUT_PAUSE) {
-        strbuf_consume(&s->out, s->out_off);
-        s->out_off = 0;
-    }
+    if (!s->dead && conn_flush(&s->conn, NULL) == CONN_ERROR)
+        smtp_server_kill_session(s, conn_tls(&s->conn) ? "TLS write error" : "write error");
 }
 
-static void update_io(smtp_session *s)
+static void smtp_server_update_io(smtp_session *s)
 {
     if (!s->srv || s->closed) return;
-    int ev = 0;
-    if (s->state == ST_TLS_HANDSHAKE) {
-        ev = s->hs_events;
-    } else {
-        if (s->out_off < s->out.len) ev |= s->tls_write_wants_read ? EV_READ : EV_WRITE;
-        if (reading_allowed(s)) ev |= s->tls_read_wants_write ? EV_WRITE : EV_READ;
-    }
-    if (ev == s->io_events) return;
-    ev_io_stop(s->ctx->loop, &s->io);
-    s->io_events = ev;
-    if (ev) {
-        ev_io_set(&s->io, s->fd, ev);
-        ev_io_start(s->ctx->loop, &s->io);
-    }
+    conn_update(&s->conn, smtp_server_reading_allowed(s));
 }
 
-static void tls_step(smtp_session *s)
+static void smtp_server_tls_step(smtp_session *s)
 {
     if (s->state == ST_TLS_WAIT) {
-        if (s->out_off < s->out.len) return;     /* the 220 must leave in plaintext first */
-        s->tls = tls_conn_new(s->srv->tls, s->fd, NULL);
+        if (conn_out_pending(&s->conn)) return;  /* the 220 must leave in plaintext first */
+        conn_starttls(&s->conn, s->srv->tls, NULL);
         s->state = ST_TLS_HANDSHAKE;
-        s->hs_events = EV_READ;
     }
-    tls_status st = tls_conn_handshake(s->tls);
-    switch (st) {
-    case TLS_OK:
+    switch (conn_handshake(&s->conn)) {
+    case CONN_OK:
         s->state = ST_GREET;
         s->lr = (smtp_linereader){0};
-        strbuf_reset(&s->in);
+        strbuf_reset(&s->conn.in);
         log_write(s->ctx->log, KLOG_INFO, "smtp.tls", "session=%llu client=%s version=%s cipher=%s",
-                  (unsigned long long)s->id, s->client_ip, tls_conn_version(s->tls),
-                  tls_conn_cipher(s->tls));
-        set_timer(s, SMTP_SERVER_COMMAND_TIMEOUT);
+                  (unsigned long long)s->id, s->client_ip, tls_conn_version(conn_tls(&s->conn)),
+                  tls_conn_cipher(conn_tls(&s->conn)));
+        smtp_server_set_timer(s, SMTP_SERVER_COMMAND_TIMEOUT);
         break;
-    case TLS_WANT_READ: s->hs_events = EV_READ; break;
-    case TLS_WANT_WRITE: s->hs_events = EV_WRITE; break;
+    case CONN_AGAIN: break;
     default:
-        log_write(s->ctx->log, KLOG_INFO, "smtp.tls_error", "session=%llu client=%s error=%s",
-                  (unsigned long long)s->id, s->client_ip,
-                  log_q(s->ctx->log, tls_conn_error(s->tls)));
-        kill_session(s, "TLS handshake failed");
+        smtp_server_log_tls_error(s);
+        smtp_server_kill_session(s, "TLS handshake failed");
         break;
     }
 }
 
 /* One pass: write, TLS steps, buffered lines, new input, write again. */
-static void session_run(smtp_session *s)
+static void smtp_server_session_run(smtp_session *s)
 {
-    flush_output(s);
-    if (!s->dead && (s->state == ST_TLS_WAIT || s->state == ST_TLS_HANDSHAKE)) tls_step(s);
-    if (!s->dead) process_input(s);
-    if (!s->dead) read_input(s);
-    if (!s->dead) flush_output(s);
-    if (!s->dead && s->state == ST_TLS_WAIT && s->out_off == s->out.len) {
-        tls_step(s);
-        if (!s->dead && s->state == ST_GREET) read_input(s);
+    smtp_server_flush_output(s);
+    if (!s->dead && (s->state == ST_TLS_WAIT || s->state == ST_TLS_HANDSHAKE)) smtp_server_tls_step(s);
+    if (!s->dead) smtp_server_process_input(s);
+    if (!s->dead) smtp_server_read_input(s);
+    if (!s->dead) smtp_server_flush_output(s);
+    if (!s->dead && s->state == ST_TLS_WAIT && !conn_out_pending(&s->conn)) {
+        smtp_server_tls_step(s);
+        if (!s->dead && s->state == ST_GREET) smtp_server_read_input(s);
     }
-    if (!s->dead && s->state == ST_CLOSING && s->out_off == s->out.len) s->dead = true;
+    if (!s->dead && s->state == ST_CLOSING && !conn_out_pending(&s->conn)) s->dead = true;
     if (s->dead) {
-        session_close(s);
+        smtp_server_session_close(s);
         return;
     }
-    update_io(s);
+    smtp_server_update_io(s);
 }
 
-static void on_session_io(struct ev_loop *loop, ev_io *w, int revents)
+static void smtp_server_on_session_io(void *arg, int revents)
 {
-    (void)loop;
     (void)revents;
-    session_run(w->data);
+    smtp_server_session_run(arg);
 }
 
-static void on_session_timer(struct ev_loop *loop, ev_timer *w, int revents)
+static void smtp_server_on_session_timer(void *arg)
 {
-    (void)loop;
-    (void)revents;
-    smtp_session *s = w->data;
-    ev_timer_stop(s->ctx->loop, &s->timer);
+    smtp_session *s = arg;
     if (s->state == ST_CLOSING) {
-        kill_session(s, s->close_reason ? s->close_reason : "closing");
+        smtp_server_kill_session(s, s->close_reason ? s->close_reason : "closing");
     } else if (s->state == ST_TLS_HANDSHAKE || s->state == ST_TLS_WAIT) {
-        kill_session(s, "timeout in TLS handshake");
+        smtp_server_kill_session(s, "timeout in TLS handshake");
     } else if (s->state == ST_COMMIT) {
         return;                   /* not the client's time: the commit callback will come */
     } else {
         const char *why = s->state == ST_DATA ? "timeout in DATA" : "timeout";
-        reset_transaction(s);
-        smtp_reply_printf(&s->out, REPLY_TIMEOUT_FMT, s->cfg->hostname);
-        start_closing(s, why);
+        smtp_server_reset_transaction(s);
+        smtp_reply_printf(&s->conn.out, REPLY_TIMEOUT_FMT, s->cfg->hostname);
+        smtp_server_start_closing(s, why);
     }
-    session_run(s);
+    smtp_server_session_run(s);
 }
+
+static const conn_ops smtp_server_session_conn_ops = {
+    .on_io = smtp_server_on_session_io, .on_timeout = smtp_server_on_session_timer,
+};
 
 /* ---- commit callback ---- */
 
-static void session_free(smtp_session *s);
+static void smtp_server_session_free(smtp_session *s);
 
-static void on_accepted(void *arg, bool ok, const char *id, const char *err)
+void smtp_server_on_accepted(void *arg, bool ok, const char *id, const char *err)
 {
     smtp_session *s = arg;
     kiln_ctx *ctx = s->ctx;
@@ -1131,7 +272,7 @@ static void on_accepted(void *arg, bool ok, const char *id, const char *err)
                   "session=%llu id=%s from=%s rcpts=%zu set=%s client=%s auth=%s tls=%s%s",
                   (unsigned long long)s->id, id, log_q(lg, s->mail_from), s->nrcpts,
                   log_q(lg, s->set_name), s->client_ip, log_q(lg, s->auth_user ? s->auth_user : ""),
-                  s->tls ? "yes" : "no", s->closed ? " note=\"client already gone\"" : "");
+                  conn_tls(&s->conn) ? "yes" : "no", s->closed ? " note=\"client already gone\"" : "");
     } else {
         quota_daily_release(ctx->quota, s->reserved);
         log_write(lg, KLOG_ERROR, "smtp.reject",
@@ -1140,29 +281,29 @@ static void on_accepted(void *arg, bool ok, const char *id, const char *err)
                   log_q(lg, err ? err : "spool commit failed"), log_q(lg, REPLY_STORE_FAILED));
     }
     s->reserved = 0;
-    free_transaction(s, false);
+    smtp_server_free_transaction(s, false);
     if (s->closed || !s->srv) {
-        session_free(s);
+        smtp_server_session_free(s);
         return;
     }
-    if (ok) smtp_reply_printf(&s->out, "250 2.0.0 Ok %s", id);
-    else reply(s, REPLY_STORE_FAILED);
+    if (ok) smtp_reply_printf(&s->conn.out, "250 2.0.0 Ok %s", id);
+    else smtp_server_reply(s, REPLY_STORE_FAILED);
     s->state = ST_READY;
-    check_shutdown(s);
-    if (s->state != ST_CLOSING) set_timer(s, SMTP_SERVER_COMMAND_TIMEOUT);
+    smtp_server_check_shutdown(s);
+    if (s->state != ST_CLOSING) smtp_server_set_timer(s, SMTP_SERVER_COMMAND_TIMEOUT);
     /* Resume from the loop, not from inside the spool's flush. */
-    ev_feed_event(ctx->loop, &s->io, EV_READ | EV_WRITE);
+    conn_feed(&s->conn, EV_READ | EV_WRITE);
 }
 
 /* ---- session life cycle ---- */
 
-static void server_check_done(smtp_server *srv)
+static void smtp_server_check_done(smtp_server *srv)
 {
     if (srv->shutting_down && srv->nsessions == 0 && !srv->done_called)
         ev_idle_start(srv->ctx->loop, &srv->done_idle);
 }
 
-static void session_free(smtp_session *s)
+static void smtp_server_session_free(smtp_session *s)
 {
     smtp_server *srv = s->srv;
     if (srv) {
@@ -1171,19 +312,18 @@ static void session_free(smtp_session *s)
         if (s->next) s->next->prev = s->prev;
         srv->nsessions--;
     }
-    free_transaction(s, true);
+    smtp_server_free_transaction(s, true);
     free(s->helo);
     free(s->auth_user);
     free(s->auth_login_user);
-    strbuf_free(&s->in);
-    strbuf_free(&s->out);
+    conn_free(&s->conn);
     config_unref(s->cfg);
     free(s);
-    if (srv) server_check_done(srv);
+    if (srv) smtp_server_check_done(srv);
 }
 
 /* Closes the connection now; the session itself lives on while a commit is pending. */
-static void session_close(smtp_session *s)
+static void smtp_server_session_close(smtp_session *s)
 {
     if (s->closed) return;
     kiln_ctx *ctx = s->ctx;
@@ -1192,50 +332,18 @@ static void session_close(smtp_session *s)
               (unsigned long long)s->id, s->client_ip,
               log_q(ctx->log, s->close_reason ? s->close_reason : "closed"), s->accepted,
               state_names[s->state], (long long)(kiln_now_ms(ctx) - s->started_ms));
-    ev_io_stop(ctx->loop, &s->io);
-    ev_timer_stop(ctx->loop, &s->timer);
-    if (s->tls) {
-        if (s->state == ST_CLOSING) tls_conn_shutdown(s->tls);
-        tls_conn_free(s->tls);
-        s->tls = NULL;
-    }
-    close(s->fd);
-    s->fd = -1;
+    conn_close(&s->conn, s->state == ST_CLOSING);
     s->closed = true;
-    if (s->commit_pending) return;     /* on_accepted frees it */
-    session_free(s);
+    if (s->commit_pending) return;     /* smtp_server_on_accepted frees it */
+    smtp_server_session_free(s);
 }
 
-static void peer_address(const struct sockaddr_storage *ss, char ip[INET6_ADDRSTRLEN], int *port,
-                         bool *loopback)
-{
-    if (ss->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)ss;
-        *port = ntohs(a6->sin6_port);
-        if (IN6_IS_ADDR_V4MAPPED(&a6->sin6_addr)) {
-            struct in_addr a4;
-            memcpy(&a4, a6->sin6_addr.s6_addr + 12, 4);
-            inet_ntop(AF_INET, &a4, ip, INET6_ADDRSTRLEN);
-            *loopback = a6->sin6_addr.s6_addr[12] == 127;
-        } else {
-            inet_ntop(AF_INET6, &a6->sin6_addr, ip, INET6_ADDRSTRLEN);
-            *loopback = IN6_IS_ADDR_LOOPBACK(&a6->sin6_addr);
-        }
-    } else {
-        const struct sockaddr_in *a4 = (const struct sockaddr_in *)ss;
-        *port = ntohs(a4->sin_port);
-        inet_ntop(AF_INET, &a4->sin_addr, ip, INET6_ADDRSTRLEN);
-        *loopback = (ntohl(a4->sin_addr.s_addr) >> 24) == 127;
-    }
-}
-
-static void session_new(smtp_server *srv, int fd, const struct sockaddr_storage *ss)
+static void smtp_server_session_new(smtp_server *srv, int fd, const conn_peer *peer)
 {
     kiln_ctx *ctx = srv->ctx;
-    char ip[INET6_ADDRSTRLEN];
-    int port;
-    bool loopback;
-    peer_address(ss, ip, &port, &loopback);
+    const char *ip = peer->ip;
+    int port = peer->port;
+    bool loopback = peer->loopback;
     uint64_t id = ++srv->next_id;
     if (srv->nsessions >= SMTP_SERVER_MAX_SESSIONS) {
         static const char msg[] = REPLY_TOO_MANY_CONNECTIONS "\r\n";
@@ -1255,130 +363,58 @@ static void session_new(smtp_server *srv, int fd, const struct sockaddr_storage 
     s->ctx = ctx;
     s->cfg = config_ref(ctx->cfg);
     s->id = id;
-    s->fd = fd;
+    conn_init(&s->conn, ctx->loop, &smtp_server_session_conn_ops, s);
+    conn_attach(&s->conn, fd);
     memcpy(s->client_ip, ip, sizeof s->client_ip);
     s->client_port = port;
     s->loopback = loopback;
     s->trusted = config_is_trusted(s->cfg, ip);
     s->started_ms = kiln_now_ms(ctx);
     s->state = ST_GREET;
-    strbuf_init(&s->in);
-    strbuf_init(&s->out);
     strbuf_init(&s->data);
     s->next = srv->sessions;
     if (srv->sessions) srv->sessions->prev = s;
     srv->sessions = s;
     srv->nsessions++;
 
-    ev_io_init(&s->io, on_session_io, fd, EV_READ);
-    s->io.data = s;
-    ev_init(&s->timer, on_session_timer);
-    s->timer.data = s;
     log_write(ctx->log, KLOG_INFO, "smtp.connect", "session=%llu client=%s port=%d trusted=%s",
               (unsigned long long)id, ip, port, s->trusted ? "yes" : "no");
-    smtp_reply_printf(&s->out, "220 %s ESMTP kiln", s->cfg->hostname);
-    set_timer(s, SMTP_SERVER_COMMAND_TIMEOUT);
-    session_run(s);
+    smtp_reply_printf(&s->conn.out, "220 %s ESMTP kiln", s->cfg->hostname);
+    smtp_server_set_timer(s, SMTP_SERVER_COMMAND_TIMEOUT);
+    smtp_server_session_run(s);
 }
 
 /* ---- listeners ---- */
 
-static void listeners_stop(smtp_server *srv)
+static void smtp_server_on_accept(void *arg, size_t index, int fd, const conn_peer *peer)
 {
-    for (size_t i = 0; i < srv->nlisteners; i++) ev_io_stop(srv->ctx->loop, &srv->listeners[i].io);
+    (void)index;
+    smtp_server_session_new(arg, fd, peer);
 }
 
-static void listeners_start(smtp_server *srv)
+static void smtp_server_on_accept_error(void *arg, size_t index, int err)
 {
-    for (size_t i = 0; i < srv->nlisteners; i++)
-        if (srv->listeners[i].fd >= 0) ev_io_start(srv->ctx->loop, &srv->listeners[i].io);
+    smtp_server *srv = arg;
+    log_write(srv->ctx->log, KLOG_WARNING, "smtp.accept_error", "listen=%s error=%s",
+              srv->acceptor.v[index].name, log_q(srv->ctx->log, strerror(err)));
 }
 
-static void on_backoff(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    (void)loop;
-    (void)revents;
-    smtp_server *srv = w->data;
-    if (srv->accepting) listeners_start(srv);
-}
+static const conn_acceptor_ops smtp_server_acceptor_ops = {
+    .on_accept = smtp_server_on_accept, .on_error = smtp_server_on_accept_error,
+};
 
-static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
+static int smtp_server_listen_on(smtp_server *srv, const config_hostport *hp, char **err)
 {
-    (void)loop;
-    (void)revents;
-    smtp_listener *l = w->data;
-    smtp_server *srv = l->srv;
-    for (int k = 0; k < SMTP_SERVER_ACCEPTS_PER_EVENT && srv->accepting; k++) {
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof ss;
-        int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO) continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-            log_write(srv->ctx->log, KLOG_WARNING, "smtp.accept_error", "listen=%s error=%s",
-                      l->name, log_q(srv->ctx->log, strerror(errno)));
-            /* Out of descriptors or memory: pause all listeners briefly instead of spinning. */
-            listeners_stop(srv);
-            ev_timer_set(&srv->backoff, SMTP_SERVER_ACCEPT_BACKOFF, 0);
-            ev_timer_start(srv->ctx->loop, &srv->backoff);
-            return;
-        }
-        session_new(srv, fd, &ss);
-    }
-}
-
-static int listen_on(smtp_server *srv, const config_hostport *hp, char **err)
-{
-    char port[16];
+    char port[16], *why = NULL;
     snprintf(port, sizeof port, "%d", hp->port);
-    struct addrinfo hints = {0}, *res = NULL;
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    int gai = getaddrinfo(hp->host, port, &hints, &res);
-    if (gai != 0) {
-        *err = util_asprintf("submission.listen %s:%d: cannot resolve: %s", hp->host, hp->port,
-                             gai_strerror(gai));
-        return -1;
-    }
-    int rc = 0;
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0) {
-            *err = util_asprintf("submission.listen %s:%d: socket: %s", hp->host, hp->port,
-                                 strerror(errno));
-            rc = -1;
-            break;
-        }
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (ai->ai_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, SMTP_SERVER_BACKLOG) != 0) {
-            *err = util_asprintf("submission.listen %s:%d: cannot listen: %s", hp->host, hp->port,
-                                 strerror(errno));
-            close(fd);
-            rc = -1;
-            break;
-        }
-        srv->listeners =
-            util_realloc(srv->listeners, (srv->nlisteners + 1) * sizeof *srv->listeners);
-        smtp_listener *l = &srv->listeners[srv->nlisteners++];
-        memset(l, 0, sizeof *l);
-        l->fd = fd;
-        l->srv = srv;
-        char ip[INET6_ADDRSTRLEN] = "?";
-        if (ai->ai_family == AF_INET6)
-            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr, ip, sizeof ip);
-        else
-            inet_ntop(AF_INET, &((struct sockaddr_in *)ai->ai_addr)->sin_addr, ip, sizeof ip);
-        snprintf(l->name, sizeof l->name, ai->ai_family == AF_INET6 ? "[%s]:%d" : "%s:%d", ip,
-                 hp->port);
-    }
-    freeaddrinfo(res);
-    return rc;
+    if (conn_acceptor_listen(&srv->acceptor, hp->host, port, SMTP_SERVER_BACKLOG, &why) == 0)
+        return 0;
+    *err = util_asprintf("submission.listen %s:%d: %s", hp->host, hp->port, why);
+    free(why);
+    return -1;
 }
 
-static void on_done_idle(struct ev_loop *loop, ev_idle *w, int revents)
+static void smtp_server_on_done_idle(struct ev_loop *loop, ev_idle *w, int revents)
 {
     (void)revents;
     smtp_server *srv = w->data;
@@ -1389,23 +425,14 @@ static void on_done_idle(struct ev_loop *loop, ev_idle *w, int revents)
     if (srv->done) srv->done(srv->done_arg);
 }
 
-static void close_listeners(smtp_server *srv)
-{
-    listeners_stop(srv);
-    for (size_t i = 0; i < srv->nlisteners; i++) {
-        if (srv->listeners[i].fd >= 0) close(srv->listeners[i].fd);
-        srv->listeners[i].fd = -1;
-    }
-}
-
 smtp_server *smtp_server_start(kiln_ctx *ctx, char **err)
 {
     const config *cfg = ctx->cfg;
     smtp_server *srv = util_calloc(1, sizeof *srv);
     srv->ctx = ctx;
-    ev_init(&srv->backoff, on_backoff);
-    srv->backoff.data = srv;
-    ev_idle_init(&srv->done_idle, on_done_idle);
+    conn_acceptor_init(&srv->acceptor, ctx->loop, SMTP_SERVER_ACCEPTS_PER_EVENT,
+                       SMTP_SERVER_ACCEPT_BACKOFF, &smtp_server_acceptor_ops, srv);
+    ev_idle_init(&srv->done_idle, smtp_server_on_done_idle);
     srv->done_idle.data = srv;
     if (cfg->tls_cert) {
         srv->tls = tls_server_ctx_new(cfg->tls_cert, cfg->tls_key, err);
@@ -1418,29 +445,23 @@ smtp_server *smtp_server_start(kiln_ctx *ctx, char **err)
         }
     }
     for (size_t i = 0; i < cfg->nlisten; i++) {
-        if (listen_on(srv, &cfg->listen[i], err) != 0) {
+        if (smtp_server_listen_on(srv, &cfg->listen[i], err) != 0) {
             smtp_server_free(srv);
             return NULL;
         }
     }
-    srv->accepting = true;
-    for (size_t i = 0; i < srv->nlisteners; i++) {
-        smtp_listener *l = &srv->listeners[i];
-        ev_io_init(&l->io, on_accept, l->fd, EV_READ);
-        l->io.data = l;
-        log_write(ctx->log, KLOG_INFO, "smtp.listen", "address=%s tls=%s auth=%s", l->name,
-                  srv->tls ? "starttls" : "none", cfg->nauth ? "yes" : "no");
-    }
-    listeners_start(srv);
+    for (size_t i = 0; i < srv->acceptor.n; i++)
+        log_write(ctx->log, KLOG_INFO, "smtp.listen", "address=%s tls=%s auth=%s",
+                  srv->acceptor.v[i].name, srv->tls ? "starttls" : "none",
+                  cfg->nauth ? "yes" : "no");
+    conn_acceptor_start(&srv->acceptor);
     return srv;
 }
 
 void smtp_server_stop_accepting(smtp_server *srv)
 {
     if (!srv) return;
-    srv->accepting = false;
-    ev_timer_stop(srv->ctx->loop, &srv->backoff);
-    close_listeners(srv);
+    conn_acceptor_close(&srv->acceptor);
 }
 
 void smtp_server_shutdown(smtp_server *srv, void (*done)(void *arg), void *arg)
@@ -1456,14 +477,14 @@ void smtp_server_shutdown(smtp_server *srv, void (*done)(void *arg), void *arg)
         next = s->next;
         if (s->closed) continue;
         if (s->state == ST_TLS_WAIT || s->state == ST_TLS_HANDSHAKE) {
-            kill_session(s, "shutdown");
-            session_close(s);
+            smtp_server_kill_session(s, "shutdown");
+            smtp_server_session_close(s);
             continue;
         }
-        check_shutdown(s);
-        if (s->state == ST_CLOSING) session_run(s);
+        smtp_server_check_shutdown(s);
+        if (s->state == ST_CLOSING) smtp_server_session_run(s);
     }
-    server_check_done(srv);
+    smtp_server_check_done(srv);
 }
 
 int smtp_server_sessions(const smtp_server *srv)
@@ -1476,24 +497,23 @@ void smtp_server_free(smtp_server *srv)
     if (!srv) return;
     struct ev_loop *loop = srv->ctx->loop;
     srv->done_called = true;          /* no done() from a freed server */
-    close_listeners(srv);
-    ev_timer_stop(loop, &srv->backoff);
+    conn_acceptor_close(&srv->acceptor);
     smtp_session *next;
     for (smtp_session *s = srv->sessions; s; s = next) {
         next = s->next;
         if (!s->closed) {
             s->close_reason = "server stopped";
-            session_close(s);        /* frees it unless a commit is pending */
+            smtp_server_session_close(s);        /* frees it unless a commit is pending */
         }
     }
-    /* Sessions left wait for their commit callback: detach them; on_accepted frees them. */
+    /* Sessions left wait for their commit callback: detach them; smtp_server_on_accepted frees them. */
     for (smtp_session *s = srv->sessions; s; s = next) {
         next = s->next;
         s->srv = NULL;
         s->prev = s->next = NULL;
     }
     ev_idle_stop(loop, &srv->done_idle);
-    free(srv->listeners);
+    conn_acceptor_free(&srv->acceptor);
     tls_ctx_free(srv->tls);
     free(srv);
 }

@@ -4,7 +4,9 @@
  *
  * Why no HTTP library: kiln needs exactly one request shape (POST, fixed headers, JSON
  * body) and only the status line of the answer; libcurl's multi interface on libev would
- * be a new dependency larger than this file. The status line is parsed by hand below. */
+ * be a new dependency larger than this file. The status line is parsed by hand below.
+ * The socket, buffers and the 10 s attempt timer are one mta/conn (plain TCP: https URLs
+ * are refused as unusable). */
 #include "mta/webhook.h"
 
 #include <arpa/inet.h>
@@ -14,9 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
+#include "mta/conn.h"
 #include "store/spool.h"
 #include "base/log.h"
 #include "base/util.h"
@@ -53,11 +54,7 @@ struct webhook {
     size_t qhead, qlen;
 
     webhook_state state;
-    int fd;
-    ev_io io;
-    ev_timer timeout;
-    strbuf out, in;
-    size_t out_off;
+    conn conn;              /* the request's connection; its timer bounds the attempt */
 
     int failures;           /* consecutive failures; 0 = healthy */
     int64_t next_try_ms;    /* loop time (ms) before which no new attempt starts */
@@ -217,8 +214,7 @@ static int64_t webhook_count_backlog(webhook *w)
     scan_ctx c = {w, w->acked, 0, false, 0};
     for (;;) {
         c.rows = 0;
-        if (spool_each_event(w->sp, c.last, WEBHOOK_SCAN_BATCH, webhook_count_row, &c) < 0)
-            return -1;
+        if (spool_each_event(w->sp, c.last, WEBHOOK_SCAN_BATCH, webhook_count_row, &c) < 0) return -1;
         if (c.rows < WEBHOOK_SCAN_BATCH) break;
     }
     return c.backlog;
@@ -228,15 +224,7 @@ static int64_t webhook_count_backlog(webhook *w)
 
 static void webhook_conn_close(webhook *w)
 {
-    if (w->fd >= 0) {
-        ev_io_stop(w->loop, &w->io);
-        close(w->fd);
-        w->fd = -1;
-    }
-    ev_timer_stop(w->loop, &w->timeout);
-    strbuf_reset(&w->out);
-    strbuf_reset(&w->in);
-    w->out_off = 0;
+    conn_close(&w->conn, false);
     w->state = WH_IDLE;
 }
 
@@ -277,65 +265,51 @@ static void webhook_attempt_done(webhook *w)
     if (w->qlen > 0) webhook_start_post(w);
 }
 
-static void webhook_on_timeout(struct ev_loop *loop, ev_timer *t, int revents)
+static void webhook_on_timeout(void *arg)
 {
-    (void)loop;
-    (void)revents;
-    webhook *w = t->data;
-    webhook_attempt_failed(w, "no answer within 10s");
+    webhook_attempt_failed(arg, "no answer within 10s");
 }
 
-static void webhook_on_io(struct ev_loop *loop, ev_io *io, int revents)
+static void webhook_failed_errno(webhook *w, const char *op, int err)
 {
-    (void)loop;
+    char *why = util_asprintf("%s: %s", op, strerror(err));
+    webhook_attempt_failed(w, why);
+    free(why);
+}
+
+static void webhook_on_io(void *arg, int revents)
+{
     (void)revents;
-    webhook *w = io->data;
+    webhook *w = arg;
     if (w->state == WH_CONNECTING) {
-        int soerr = 0;
-        socklen_t l = sizeof soerr;
-        if (getsockopt(w->fd, SOL_SOCKET, SO_ERROR, &soerr, &l) != 0) soerr = errno;
+        int soerr = conn_connected(&w->conn);
         if (soerr != 0) {
-            char *why = util_asprintf("connect: %s", strerror(soerr));
-            webhook_attempt_failed(w, why);
-            free(why);
+            webhook_failed_errno(w, "connect", soerr);
             return;
         }
         w->state = WH_SENDING;
     }
     if (w->state == WH_SENDING) {
-        while (w->out_off < w->out.len) {
-            ssize_t n = send(w->fd, w->out.buf + w->out_off, w->out.len - w->out_off,
-                             MSG_NOSIGNAL);
-            if (n < 0 && errno == EINTR) continue;
-            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
-            if (n <= 0) {
-                char *why = util_asprintf("send: %s", strerror(n < 0 ? errno : EIO));
-                webhook_attempt_failed(w, why);
-                free(why);
-                return;
-            }
-            w->out_off += (size_t)n;
+        conn_status st = conn_flush(&w->conn, NULL);
+        if (st == CONN_ERROR) {
+            webhook_failed_errno(w, "send", conn_errno(&w->conn));
+            return;
         }
-        w->state = WH_READING;
-        ev_io_stop(w->loop, &w->io);
-        ev_io_set(&w->io, w->fd, EV_READ);
-        ev_io_start(w->loop, &w->io);
+        if (st == CONN_OK) w->state = WH_READING;
+        conn_update(&w->conn, w->state == WH_READING);
         return;
     }
-    char buf[4096];
-    ssize_t n = recv(w->fd, buf, sizeof buf, 0);
-    if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) return;
-    if (n < 0) {
-        char *why = util_asprintf("recv: %s", strerror(errno));
-        webhook_attempt_failed(w, why);
-        free(why);
+    conn_status st = conn_read(&w->conn, NULL);
+    if (st == CONN_AGAIN) return;
+    if (st == CONN_ERROR) {
+        webhook_failed_errno(w, "recv", conn_errno(&w->conn));
         return;
     }
-    if (n > 0) strbuf_append(&w->in, buf, (size_t)n);
-    bool eof = n == 0;
-    bool headers_end = w->in.len && memmem(w->in.buf, w->in.len, "\r\n\r\n", 4) != NULL;
-    if (!eof && !headers_end && w->in.len < WEBHOOK_MAX_RESPONSE) return;
-    int code = w->in.len ? webhook_response_status(w->in.buf, w->in.len) : -1;
+    const strbuf *in = &w->conn.in;
+    bool eof = st == CONN_EOF;
+    bool headers_end = in->len && memmem(in->buf, in->len, "\r\n\r\n", 4) != NULL;
+    if (!eof && !headers_end && in->len < WEBHOOK_MAX_RESPONSE) return;
+    int code = in->len ? webhook_response_status(in->buf, in->len) : -1;
     if (code >= 200 && code <= 299) {
         webhook_attempt_done(w);
     } else if (code > 0) {
@@ -343,41 +317,35 @@ static void webhook_on_io(struct ev_loop *loop, ev_io *io, int revents)
         webhook_attempt_failed(w, why);
         free(why);
     } else {
-        webhook_attempt_failed(w, w->in.len ? "the answer is not an HTTP/1.x response"
-                                            : "connection closed without an answer");
+        webhook_attempt_failed(w, in->len ? "the answer is not an HTTP/1.x response"
+                                          : "connection closed without an answer");
     }
 }
+
+static const conn_ops webhook_conn_ops = {.on_io = webhook_on_io, .on_timeout = webhook_on_timeout};
 
 static void webhook_start_post(webhook *w)
 {
     const webhook_event *e = &w->q[w->qhead];
-    w->fd = socket(w->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (w->fd < 0) {
-        char *why = util_asprintf("socket: %s", strerror(errno));
-        webhook_attempt_failed(w, why);
-        free(why);
-        return;
-    }
-    strbuf_reset(&w->out);
+    strbuf *out = &w->conn.out;
+    strbuf_reset(out);
     bool v6 = w->addr.ss_family == AF_INET6;
-    strbuf_printf(&w->out,
+    strbuf_printf(out,
                   "POST %s HTTP/1.1\r\nHost: %s%s%s:%d\r\nUser-Agent: kiln\r\n"
                   "Content-Type: application/json\r\nContent-Length: %zu\r\n"
                   "Connection: close\r\n\r\n",
                   w->path, v6 ? "[" : "", w->host, v6 ? "]" : "", w->port, strlen(e->json));
-    strbuf_puts(&w->out, e->json);
-    w->out_off = 0;
+    strbuf_puts(out, e->json);
     w->state = WH_CONNECTING;
-    ev_timer_set(&w->timeout, WEBHOOK_TIMEOUT_S, 0);
-    ev_timer_start(w->loop, &w->timeout);
-    if (connect(w->fd, (struct sockaddr *)&w->addr, w->addrlen) != 0 && errno != EINPROGRESS) {
-        char *why = util_asprintf("connect: %s", strerror(errno));
-        webhook_attempt_failed(w, why);
-        free(why);
+    conn_timer_set(&w->conn, WEBHOOK_TIMEOUT_S);
+    conn_step step;
+    if (conn_connect(&w->conn, (struct sockaddr *)&w->addr, w->addrlen, NULL, 0, false,
+                     &step) != 0) {
+        webhook_failed_errno(w, step == CONN_STEP_SOCKET ? "socket" : "connect",
+                             conn_errno(&w->conn));
         return;
     }
-    ev_io_set(&w->io, w->fd, EV_WRITE);
-    ev_io_start(w->loop, &w->io);
+    conn_update(&w->conn, false);
 }
 
 /* --------------------------------------------------------------------- public API ---- */
@@ -391,15 +359,7 @@ webhook *webhook_new(struct ev_loop *loop, klog *lg, spool *sp, const char *set,
     w->set = util_strdup(set);
     w->url = util_strdup(url);
     w->key = util_asprintf("webhook:%s:%s", set, url);
-    w->fd = -1;
-    strbuf_init(&w->out);
-    strbuf_init(&w->in);
-    if (loop) {
-        ev_init(&w->io, webhook_on_io);
-        w->io.data = w;
-        ev_init(&w->timeout, webhook_on_timeout);
-        w->timeout.data = w;
-    }
+    conn_init(&w->conn, loop, &webhook_conn_ops, w);   /* nothing starts without a loop */
 
     char *v = NULL;
     if (spool_kv_get(sp, w->key, &v) == 0 && v) w->acked = strtoll(v, NULL, 10);
@@ -442,8 +402,8 @@ void webhook_free(webhook *w)
     if (!w) return;
     if (w->loop) webhook_conn_close(w);
     for (size_t i = 0; i < w->qlen; i++) free(w->q[(w->qhead + i) % WEBHOOK_WINDOW].json);
-    strbuf_free(&w->out);
-    strbuf_free(&w->in);
+    strbuf_free(&w->conn.in);           /* never opened without a loop: no conn_free */
+    strbuf_free(&w->conn.out);
     free(w->set);
     free(w->url);
     free(w->key);
@@ -466,9 +426,9 @@ void webhook_poll(webhook *w)
         if (now - w->warned_ms >= WEBHOOK_WARN_EVERY_MS) {
             w->warned_ms = now;
             log_write(w->lg, KLOG_WARNING, "webhook_backlog",
-                      "set=%s url=%s backlog=%lld failures=%d error=%s", log_q(w->lg, w->set),
-                      log_q(w->lg, w->url), (long long)webhook_count_backlog(w), w->failures,
-                      log_q(w->lg, w->last_error));
+                      "set=%s url=%s backlog=%lld failures=%d error=%s",
+                      log_q(w->lg, w->set), log_q(w->lg, w->url), (long long)webhook_count_backlog(w),
+                      w->failures, log_q(w->lg, w->last_error));
         }
     }
     if (w->state != WH_IDLE || (w->failures > 0 && now < w->next_try_ms)) return;

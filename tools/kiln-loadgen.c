@@ -36,32 +36,30 @@
  * connect), --bind IP (source address), --helo NAME (loadgen.kiln.test), -h (usage).
  * SIGINT/SIGTERM stop handing out messages; those in flight finish and the report follows.
  * Exit status: 0 when the run finished (rejections and errors included), 1 on bad usage
- * or when no message got any answer from the server (nothing could be sent). */
-#include <arpa/inet.h>
+ * or when no message got any answer from the server (nothing could be sent).
+ *
+ * Files: this one (connections, transactions, message composition, rate, main),
+ * loadgen_report.c (tallies and the report), loadgen_args.c (command line, -s/--bind
+ * resolution), loadgen.h (the shared types). Sockets, TLS, buffers and timers are mta/conn;
+ * replies and EHLO extensions are parsed by smtp_client's parsers, as kilnd's delivery
+ * does. */
 #include <errno.h>
-#include <getopt.h>
 #include <math.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <ev.h>
-#include <jansson.h>
 
+#include "base/util.h"
+#include "mta/conn.h"
+#include "mta/smtp_client.h"
 #include "mta/smtp_parse.h"
 #include "mta/tls.h"
-#include "base/util.h"
+#include "tools/loadgen.h"
 
-#define LG_READ_CHUNK 16384
-#define LG_REPLY_LINE_MAX 4096
 #define LG_MAX_FAILS 10              /* consecutive failures before a connection gives up */
 #define LG_MAX_FAILS_UNGREETED 3     /* the same while no connection was ever greeted */
 #define LG_BACKOFF_MAX 2.0           /* s */
@@ -69,159 +67,17 @@
 #define LG_LINE 76                   /* body line length without CRLF */
 #define LG_POOL_LINES 64             /* distinct body lines, cycled */
 
-typedef struct lg_count {
-    char *key;
-    uint64_t n;
-} lg_count;
-
-/* A small map from a text key ("rcpt 451", "connection closed") to a count. */
-typedef struct lg_tally {
-    lg_count *v;
-    size_t n, cap;
-} lg_tally;
-
-typedef struct lg_opts {
-    const char *server;
-    long long n;
-    int c;
-    long long size;
-    int rcpts;
-    int domains;
-    const char *domain_pattern;
-    const char *local_part;
-    const char *from;
-    const char *set;
-    double rate;                     /* 0: unlimited */
-    bool tls;
-    bool json;
-    const char *token_prefix;
-    double timeout;
-    const char *bind;
-    const char *helo;
-} lg_opts;
-
-typedef enum {
-    CS_RETRY,            /* waiting for the retry timer to (re)connect */
-    CS_CONNECTING,
-    CS_GREETING,
-    CS_EHLO,
-    CS_HELO,
-    CS_STARTTLS,
-    CS_TLS_HANDSHAKE,
-    CS_IDLE,             /* greeted, no message in progress */
-    CS_WAIT_TOKEN,       /* idle, waiting for the rate limiter */
-    CS_TXN,              /* MAIL/RCPT/DATA replies expected */
-    CS_BODY,             /* message sent, the final reply expected */
-    CS_QUIT,
-    CS_DONE,
-} conn_state;
-
-typedef enum { STAGE_RSET, STAGE_MAIL, STAGE_RCPT, STAGE_DATA, STAGE_DOT } lg_stage;
 static const char *const stage_names[] = {"rset", "mail", "rcpt", "data", "dot"};
 
-typedef struct loadgen loadgen;
-
-typedef struct lg_conn {
-    loadgen *lg;
-    int idx;
-    int fd;
-    ev_io io;
-    int io_events;
-    ev_timer timer;                  /* reply / write / connect timeout */
-    ev_timer retry;
-    conn_state state;
-    tls_conn *tls;
-    bool tls_read_wants_write, tls_write_wants_read;
-    int hs_events;
-    bool pipelining, starttls, size_ext;
-    strbuf in, out;
-    size_t out_off;
-    smtp_linereader lr;
-    char reply_first[160];           /* first line of the reply being read */
-    bool reply_started;
-    int fails;                       /* consecutive failures */
-    bool hopeless;                   /* a failure that retrying cannot fix */
-    bool has_token;
-    /* the message in progress */
-    bool msg_open;
-    int64_t msg;
-    bool need_rset;                  /* a transaction may be left open on the server */
-    lg_stage *stages;                /* commands of this transaction, in order */
-    size_t nstages, next_send, next_reply;
-    bool mail_ok;
-    unsigned rcpt_ok;
-    char fail_key[64];               /* the first refusal of this message */
-    int64_t t_mail_us;
-} lg_conn;
-
-struct loadgen {
-    struct ev_loop *loop;
-    lg_opts o;
-    tls_ctx *tls;
-    struct sockaddr_storage addr;
-    socklen_t addr_len;
-    char host[256];
-    struct sockaddr_storage bind_addr;
-    socklen_t bind_len;
-    lg_conn *conns;
-    int live;                        /* connections not DONE */
-    int64_t next_msg;                /* next message number to hand out */
-    uint64_t accepted, rejected, errors, rcpts_ok, rcpts_rejected;
-    int64_t *lat_us;
-    size_t nlat;
-    lg_tally rejected_by, errors_by, conn_errors;
-    int64_t t_start_us, t_end_us;
-    char run_id[17];
-    char *pool;                      /* LG_POOL_LINES body lines of LG_LINE chars + CRLF */
-    strbuf msgbuf;                   /* scratch: the message being composed */
-    double tokens, burst;
-    int64_t refill_us;
-    ev_timer rate_timer;
-    int rate_cursor;
-    ev_signal sigint, sigterm;
-    bool interrupted;
-    bool ever_greeted;               /* some connection got a 220 greeting */
-};
-
-static void conn_run(lg_conn *c);
-static void conn_fail(lg_conn *c, const char *key, bool count_failure);
-static void conn_idle(lg_conn *c);
-static void start_connect(lg_conn *c);
+static void loadgen_conn_run(lg_conn *c);
+static void loadgen_conn_fail(lg_conn *c, const char *key, bool count_failure);
+static void loadgen_conn_idle(lg_conn *c);
+static void loadgen_start_connect(lg_conn *c);
 
 /* ---- small helpers ---- */
 
-static int64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static void tally_add(lg_tally *t, const char *key, uint64_t n)
-{
-    for (size_t i = 0; i < t->n; i++) {
-        if (strcmp(t->v[i].key, key) == 0) {
-            t->v[i].n += n;
-            return;
-        }
-    }
-    if (t->n == t->cap) {
-        t->cap = t->cap ? 2 * t->cap : 8;
-        t->v = util_realloc(t->v, t->cap * sizeof *t->v);
-    }
-    t->v[t->n].key = util_strdup(key);
-    t->v[t->n].n = n;
-    t->n++;
-}
-
-static void tally_free(lg_tally *t)
-{
-    for (size_t i = 0; i < t->n; i++) free(t->v[i].key);
-    free(t->v);
-}
-
 /* pattern with its first "%d" replaced by n (the rest is literal). */
-static void append_pattern(strbuf *sb, const char *pattern, long long n)
+static void loadgen_append_pattern(strbuf *sb, const char *pattern, long long n)
 {
     const char *p = strstr(pattern, "%d");
     if (!p) {
@@ -234,26 +90,25 @@ static void append_pattern(strbuf *sb, const char *pattern, long long n)
 }
 
 /* Recipient k (0-based) of message msg. */
-static void append_rcpt(loadgen *lg, strbuf *sb, int64_t msg, int k)
+static void loadgen_append_rcpt(loadgen *lg, strbuf *sb, int64_t msg, int k)
 {
     long long idx = (long long)msg * lg->o.rcpts + k;
-    append_pattern(sb, lg->o.local_part, idx);
+    loadgen_append_pattern(sb, lg->o.local_part, idx);
     strbuf_puts(sb, "@");
-    append_pattern(sb, lg->o.domain_pattern, idx % lg->o.domains);
+    loadgen_append_pattern(sb, lg->o.domain_pattern, idx % lg->o.domains);
 }
 
-static void set_timer(lg_conn *c, double s)
+static void loadgen_set_timer(lg_conn *c, double s)
 {
-    c->timer.repeat = s;
-    ev_timer_again(c->lg->loop, &c->timer);
+    conn_timer_set(&c->conn, s);
 }
 
-static void stop_timer(lg_conn *c)
+static void loadgen_stop_timer(lg_conn *c)
 {
-    ev_timer_stop(c->lg->loop, &c->timer);
+    conn_timer_stop(&c->conn);
 }
 
-static bool messages_left(const loadgen *lg)
+static bool loadgen_messages_left(const loadgen *lg)
 {
     return lg->next_msg < lg->o.n && !lg->interrupted;
 }
@@ -262,7 +117,7 @@ static bool messages_left(const loadgen *lg)
 
 /* Builds the distinct body lines once: readable text, and every 8th line starting with
  * a dot so that the receiver's unstuffing is exercised. */
-static void pool_init(loadgen *lg)
+static void loadgen_pool_init(loadgen *lg)
 {
     lg->pool = util_malloc((size_t)LG_POOL_LINES * (LG_LINE + 2));
     for (int i = 0; i < LG_POOL_LINES; i++) {
@@ -278,7 +133,7 @@ static void pool_init(loadgen *lg)
 }
 
 /* Appends `len` bytes of body made of lines of at most 998 characters, each with CRLF. */
-static void append_body(loadgen *lg, strbuf *sb, long long len)
+static void loadgen_append_body(loadgen *lg, strbuf *sb, long long len)
 {
     const long long full = LG_LINE + 2;
     if (len <= 0) return;
@@ -302,7 +157,7 @@ static void append_body(loadgen *lg, strbuf *sb, long long len)
 }
 
 /* The whole message for number msg into lg->msgbuf (unstuffed, CRLF lines). */
-static void compose(loadgen *lg, int64_t msg)
+static void loadgen_compose(loadgen *lg, int64_t msg)
 {
     strbuf *sb = &lg->msgbuf;
     strbuf_reset(sb);
@@ -311,7 +166,7 @@ static void compose(loadgen *lg, int64_t msg)
     strbuf_printf(sb, "From: <%s>\r\nTo: ", lg->o.from);
     for (int k = 0; k < lg->o.rcpts; k++) {
         strbuf_puts(sb, k ? ",\r\n <" : "<");
-        append_rcpt(lg, sb, msg, k);
+        loadgen_append_rcpt(lg, sb, msg, k);
         strbuf_puts(sb, ">");
     }
     const char *dom = util_addr_domain(lg->o.from);
@@ -324,11 +179,11 @@ static void compose(loadgen *lg, int64_t msg)
                   *dom ? dom : "loadgen.kiln.test", lg->o.token_prefix, (long long)msg);
     if (lg->o.set) strbuf_printf(sb, "X-SES-CONFIGURATION-SET: %s\r\n", lg->o.set);
     strbuf_puts(sb, "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n");
-    append_body(lg, sb, lg->o.size - (long long)sb->len);
+    loadgen_append_body(lg, sb, lg->o.size - (long long)sb->len);
 }
 
 /* Appends msgbuf to out with dot-stuffing (RFC 5321 4.5.2) and the final ".". */
-static void append_stuffed(strbuf *out, const strbuf *msg)
+static void loadgen_append_stuffed(strbuf *out, const strbuf *msg)
 {
     const char *p = msg->buf, *end = msg->buf + msg->len;
     strbuf_reserve(out, msg->len + msg->len / 40 + 8);
@@ -345,73 +200,73 @@ static void append_stuffed(strbuf *out, const strbuf *msg)
 
 /* ---- outcomes ---- */
 
-static void msg_finish(lg_conn *c, int outcome, const char *key)
+static void loadgen_msg_finish(lg_conn *c, int outcome, const char *key)
 {
     loadgen *lg = c->lg;
     if (!c->msg_open) return;
     c->msg_open = false;
     if (outcome == 0) {
         lg->accepted++;
-        lg->lat_us[lg->nlat++] = now_us() - c->t_mail_us;
+        lg->lat_us[lg->nlat++] = loadgen_now_us() - c->t_mail_us;
     } else if (outcome == 1) {
         lg->rejected++;
-        tally_add(&lg->rejected_by, key, 1);
+        loadgen_tally_add(&lg->rejected_by, key, 1);
     } else {
         lg->errors++;
-        tally_add(&lg->errors_by, key, 1);
+        loadgen_tally_add(&lg->errors_by, key, 1);
     }
     if (outcome != 2) c->fails = 0;    /* the server answered: this connection works */
-    lg->t_end_us = now_us();
+    lg->t_end_us = loadgen_now_us();
 }
 
 /* ---- the run: scheduling connections and messages ---- */
 
-static void check_end(loadgen *lg)
+static void loadgen_check_end(loadgen *lg)
 {
     if (lg->live == 0) ev_break(lg->loop, EVBREAK_ALL);
 }
 
-static void conn_close(lg_conn *c);
+static void loadgen_conn_close(lg_conn *c);
 
-static void conn_done(lg_conn *c)
+static void loadgen_conn_done(lg_conn *c)
 {
     if (c->state == CS_DONE) return;
     ev_timer_stop(c->lg->loop, &c->retry);
-    conn_close(c);
+    loadgen_conn_close(c);
     c->state = CS_DONE;
     c->lg->live--;
-    check_end(c->lg);
+    loadgen_check_end(c->lg);
 }
 
 /* Lets a connection changed from outside its own I/O callback write and re-arm. */
-static void conn_kick(lg_conn *c)
+static void loadgen_conn_kick(lg_conn *c)
 {
-    if (c->fd >= 0) ev_feed_event(c->lg->loop, &c->io, EV_WRITE);
+    if (conn_is_open(&c->conn)) conn_feed(&c->conn, EV_WRITE);
 }
 
 /* No messages left to hand out: idle connections say QUIT, waiting ones stop. */
-static void wind_down(loadgen *lg)
+static void loadgen_wind_down(loadgen *lg)
 {
     for (int i = 0; i < lg->o.c; i++) {
         lg_conn *c = &lg->conns[i];
         if (c->state == CS_RETRY) {
-            conn_done(c);
+            loadgen_conn_done(c);
         } else if (c->state == CS_IDLE || c->state == CS_WAIT_TOKEN) {
-            conn_idle(c);
-            conn_kick(c);
+            loadgen_conn_idle(c);
+            loadgen_conn_kick(c);
         }
     }
 }
 
-static void refill(loadgen *lg)
+static void loadgen_refill(loadgen *lg)
 {
-    int64_t t = now_us();
+    int64_t t = loadgen_now_us();
     lg->tokens += (double)(t - lg->refill_us) / 1e6 * lg->o.rate;
     if (lg->tokens > lg->burst) lg->tokens = lg->burst;
     lg->refill_us = t;
 }
 
-static void arm_rate_timer(loadgen *lg)
+static void loadgen_arm_rate_timer(loadgen *lg)
 {
     if (ev_is_active(&lg->rate_timer)) return;
     double wait = (1.0 - lg->tokens) / lg->o.rate;
@@ -420,19 +275,19 @@ static void arm_rate_timer(loadgen *lg)
 }
 
 /* Hands the waiting connections their tokens, in turn. */
-static void on_rate_timer(struct ev_loop *loop, ev_timer *w, int revents)
+static void loadgen_on_rate_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
     loadgen *lg = w->data;
-    refill(lg);
+    loadgen_refill(lg);
     bool waiting = false;
     int start = lg->rate_cursor;
     for (int k = 0; k < lg->o.c; k++) {
         int i = (start + k) % lg->o.c;
         lg_conn *c = &lg->conns[i];
         if (c->state != CS_WAIT_TOKEN) continue;
-        if (messages_left(lg)) {
+        if (loadgen_messages_left(lg)) {
             if (lg->tokens < 1.0) {
                 waiting = true;
                 continue;
@@ -441,17 +296,17 @@ static void on_rate_timer(struct ev_loop *loop, ev_timer *w, int revents)
             c->has_token = true;
             lg->rate_cursor = (i + 1) % lg->o.c;
         }
-        conn_idle(c);            /* starts the message, or says QUIT when none is left */
-        conn_kick(c);
+        loadgen_conn_idle(c);            /* starts the message, or says QUIT when none is left */
+        loadgen_conn_kick(c);
     }
-    if (waiting) arm_rate_timer(lg);
+    if (waiting) loadgen_arm_rate_timer(lg);
 }
 
 /* Appends command i of the transaction to the output. */
-static void send_command(lg_conn *c, size_t i)
+static void loadgen_send_command(lg_conn *c, size_t i)
 {
     loadgen *lg = c->lg;
-    strbuf *out = &c->out;
+    strbuf *out = &c->conn.out;
     switch (c->stages[i]) {
     case STAGE_RSET: strbuf_puts(out, "RSET\r\n"); break;
     case STAGE_MAIL:
@@ -462,7 +317,7 @@ static void send_command(lg_conn *c, size_t i)
     case STAGE_RCPT: {
         size_t k = i - (c->stages[0] == STAGE_RSET ? 2 : 1);
         strbuf_puts(out, "RCPT TO:<");
-        append_rcpt(lg, out, c->msg, (int)k);
+        loadgen_append_rcpt(lg, out, c->msg, (int)k);
         strbuf_puts(out, ">\r\n");
         break;
     }
@@ -472,7 +327,7 @@ static void send_command(lg_conn *c, size_t i)
     c->next_send = i + 1;
 }
 
-static void start_message(lg_conn *c, int64_t msg)
+static void loadgen_start_message(lg_conn *c, int64_t msg)
 {
     loadgen *lg = c->lg;
     c->msg = msg;
@@ -487,71 +342,71 @@ static void start_message(lg_conn *c, int64_t msg)
     for (int k = 0; k < lg->o.rcpts; k++) c->stages[c->nstages++] = STAGE_RCPT;
     c->stages[c->nstages++] = STAGE_DATA;
     c->state = CS_TXN;
-    c->t_mail_us = now_us();
+    c->t_mail_us = loadgen_now_us();
     if (c->pipelining) {
-        while (c->next_send < c->nstages) send_command(c, c->next_send);
+        while (c->next_send < c->nstages) loadgen_send_command(c, c->next_send);
     } else {
-        send_command(c, 0);
+        loadgen_send_command(c, 0);
     }
-    set_timer(c, lg->o.timeout);
+    loadgen_set_timer(c, lg->o.timeout);
 }
 
 /* A greeted connection without a message: start the next one, wait for a token, or QUIT. */
-static void conn_idle(lg_conn *c)
+static void loadgen_conn_idle(lg_conn *c)
 {
     loadgen *lg = c->lg;
     c->state = CS_IDLE;
-    stop_timer(c);
-    if (!messages_left(lg)) {
+    loadgen_stop_timer(c);
+    if (!loadgen_messages_left(lg)) {
         c->has_token = false;
-        strbuf_puts(&c->out, "QUIT\r\n");
+        strbuf_puts(&c->conn.out, "QUIT\r\n");
         c->state = CS_QUIT;
-        set_timer(c, lg->o.timeout < LG_QUIT_TIMEOUT ? lg->o.timeout : LG_QUIT_TIMEOUT);
+        loadgen_set_timer(c, lg->o.timeout < LG_QUIT_TIMEOUT ? lg->o.timeout : LG_QUIT_TIMEOUT);
         return;
     }
     if (lg->o.rate > 0 && !c->has_token) {
-        refill(lg);
+        loadgen_refill(lg);
         if (lg->tokens >= 1.0) {
             lg->tokens -= 1.0;
         } else {
             c->state = CS_WAIT_TOKEN;
-            arm_rate_timer(lg);
+            loadgen_arm_rate_timer(lg);
             return;
         }
     }
     c->has_token = false;
-    start_message(c, lg->next_msg++);
-    if (!messages_left(lg)) wind_down(lg);
+    loadgen_start_message(c, lg->next_msg++);
+    if (!loadgen_messages_left(lg)) loadgen_wind_down(lg);
 }
 
 /* ---- replies ---- */
 
-static void fail_once(lg_conn *c, lg_stage st, int code)
+static void loadgen_fail_once(lg_conn *c, lg_stage st, int code)
 {
     if (!c->fail_key[0]) snprintf(c->fail_key, sizeof c->fail_key, "%s %d", stage_names[st], code);
 }
 
 /* The transaction is over (all expected replies read, or nothing more will be sent). */
-static void txn_over(lg_conn *c)
+static void loadgen_txn_over(lg_conn *c)
 {
-    if (c->msg_open) msg_finish(c, 1, c->fail_key[0] ? c->fail_key : "rejected");
-    conn_idle(c);
+    if (c->msg_open) loadgen_msg_finish(c, 1, c->fail_key[0] ? c->fail_key : "rejected");
+    loadgen_conn_idle(c);
 }
 
-static void txn_reply(lg_conn *c, int code)
+static void loadgen_txn_reply(lg_conn *c, int code)
 {
     loadgen *lg = c->lg;
     if (c->next_reply >= c->next_send) {
-        conn_fail(c, "protocol error: unexpected reply", true);
+        loadgen_conn_fail(c, "protocol error: unexpected reply", true);
         return;
     }
     lg_stage st = c->stages[c->next_reply++];
     bool ok = code >= 200 && code < 300;
     if (code == 421) {
         /* The server is closing the connection: this message ends here. */
-        fail_once(c, st, code);
-        msg_finish(c, 1, c->fail_key);
-        conn_fail(c, "closed after 421", false);
+        loadgen_fail_once(c, st, code);
+        loadgen_msg_finish(c, 1, c->fail_key);
+        loadgen_conn_fail(c, "closed after 421", false);
         return;
     }
     switch (st) {
@@ -559,9 +414,9 @@ static void txn_reply(lg_conn *c, int code)
     case STAGE_MAIL:
         c->mail_ok = ok;
         if (!ok) {
-            fail_once(c, st, code);
+            loadgen_fail_once(c, st, code);
             if (!c->pipelining) {
-                txn_over(c);
+                loadgen_txn_over(c);
                 return;
             }
         }
@@ -573,12 +428,12 @@ static void txn_reply(lg_conn *c, int code)
             lg->rcpts_ok++;
         } else {
             lg->rcpts_rejected++;
-            if (c->rcpt_ok == 0) fail_once(c, st, code);
+            if (c->rcpt_ok == 0) loadgen_fail_once(c, st, code);
         }
         if (!c->pipelining && c->next_send == c->next_reply && c->next_send < c->nstages &&
             c->stages[c->next_send] == STAGE_DATA && c->rcpt_ok == 0) {
             c->need_rset = true;     /* MAIL accepted, no recipient: the transaction is open */
-            txn_over(c);
+            loadgen_txn_over(c);
             return;
         }
         break;
@@ -586,45 +441,40 @@ static void txn_reply(lg_conn *c, int code)
         if (code == 354) {
             if (c->rcpt_ok > 0 && c->mail_ok) {
                 c->fail_key[0] = '\0';
-                compose(lg, c->msg);
-                append_stuffed(&c->out, &lg->msgbuf);
+                loadgen_compose(lg, c->msg);
+                loadgen_append_stuffed(&c->conn.out, &lg->msgbuf);
             } else {
-                strbuf_puts(&c->out, ".\r\n");   /* nothing to say: end the data at once */
+                strbuf_puts(&c->conn.out, ".\r\n");   /* nothing to say: end the data at once */
             }
             c->stages[c->nstages++] = STAGE_DOT;
             c->next_send = c->nstages;
             c->state = CS_BODY;
-            set_timer(c, lg->o.timeout);
+            loadgen_set_timer(c, lg->o.timeout);
             return;
         }
         if (c->mail_ok) {
             c->need_rset = true;
-            if (c->rcpt_ok > 0) fail_once(c, st, code);
+            if (c->rcpt_ok > 0) loadgen_fail_once(c, st, code);
         }
-        txn_over(c);
+        loadgen_txn_over(c);
         return;
     case STAGE_DOT:
         if (ok && c->rcpt_ok > 0 && c->mail_ok) {
-            msg_finish(c, 0, NULL);
+            loadgen_msg_finish(c, 0, NULL);
         } else {
-            if (c->rcpt_ok > 0 && c->mail_ok) fail_once(c, st, code);
+            if (c->rcpt_ok > 0 && c->mail_ok) loadgen_fail_once(c, st, code);
         }
-        txn_over(c);
+        loadgen_txn_over(c);
         return;
     }
     /* Without pipelining the next command goes out once the previous one is answered. */
-    if (c->next_send == c->next_reply && c->next_send < c->nstages) send_command(c, c->next_send);
-    set_timer(c, lg->o.timeout);
+    if (c->next_send == c->next_reply && c->next_send < c->nstages) loadgen_send_command(c, c->next_send);
+    loadgen_set_timer(c, lg->o.timeout);
 }
 
-static bool ext_is(const char *text, const char *name)
-{
-    size_t n = strlen(name);
-    return strncasecmp(text, name, n) == 0 && (text[n] == '\0' || text[n] == ' ');
-}
-
-/* One complete reply (its code; reply_first holds the first line). */
-static void handle_reply(lg_conn *c, int code)
+/* One complete reply: its code, and its text (the reply at the front of the input, `len`
+ * bytes) for the EHLO extensions. */
+static void loadgen_handle_reply(lg_conn *c, int code, const char *reply, size_t len)
 {
     loadgen *lg = c->lg;
     char key[64];
@@ -632,373 +482,260 @@ static void handle_reply(lg_conn *c, int code)
     case CS_GREETING:
         if (code != 220) {
             snprintf(key, sizeof key, "greeting %d", code);
-            conn_fail(c, key, true);
+            loadgen_conn_fail(c, key, true);
             return;
         }
         lg->ever_greeted = true;
-        strbuf_printf(&c->out, "EHLO %s\r\n", lg->o.helo);
+        strbuf_printf(&c->conn.out, "EHLO %s\r\n", lg->o.helo);
         c->pipelining = c->starttls = c->size_ext = false;
         c->state = CS_EHLO;
-        set_timer(c, lg->o.timeout);
+        loadgen_set_timer(c, lg->o.timeout);
         return;
     case CS_EHLO:
         if (code != 250) {
-            strbuf_printf(&c->out, "HELO %s\r\n", lg->o.helo);
+            strbuf_printf(&c->conn.out, "HELO %s\r\n", lg->o.helo);
             c->state = CS_HELO;
-            set_timer(c, lg->o.timeout);
+            loadgen_set_timer(c, lg->o.timeout);
             return;
         }
-        if (lg->o.tls && !c->tls) {
+        smtp_client_reply r;
+        size_t used;
+        smtp_client_caps caps;
+        if (smtp_client_parse_reply(reply, len, &r, &used) != 1)
+            util_fatal("kiln-loadgen: a scanned reply does not parse");
+        smtp_client_parse_ehlo(&r, &caps);
+        smtp_client_reply_free(&r);
+        c->pipelining = caps.pipelining;
+        c->starttls = caps.starttls;
+        c->size_ext = caps.size;
+        if (lg->o.tls && !conn_tls(&c->conn)) {
             if (!c->starttls) {
                 c->hopeless = true;          /* it will not change: give up at once */
-                conn_fail(c, "server does not offer STARTTLS", true);
+                loadgen_conn_fail(c, "server does not offer STARTTLS", true);
                 return;
             }
-            strbuf_puts(&c->out, "STARTTLS\r\n");
+            strbuf_puts(&c->conn.out, "STARTTLS\r\n");
             c->state = CS_STARTTLS;
-            set_timer(c, lg->o.timeout);
+            loadgen_set_timer(c, lg->o.timeout);
             return;
         }
-        conn_idle(c);
+        loadgen_conn_idle(c);
         return;
     case CS_HELO:
         if (code != 250) {
             snprintf(key, sizeof key, "helo %d", code);
-            conn_fail(c, key, true);
+            loadgen_conn_fail(c, key, true);
             return;
         }
         if (lg->o.tls) {
             c->hopeless = true;
-            conn_fail(c, "server does not offer STARTTLS", true);
+            loadgen_conn_fail(c, "server does not offer STARTTLS", true);
             return;
         }
-        conn_idle(c);
+        loadgen_conn_idle(c);
         return;
     case CS_STARTTLS:
         if (code != 220) {
             snprintf(key, sizeof key, "starttls %d", code);
-            conn_fail(c, key, true);
+            loadgen_conn_fail(c, key, true);
             return;
         }
-        strbuf_reset(&c->in);
-        c->lr = (smtp_linereader){0};
-        c->tls = tls_conn_new(lg->tls, c->fd, lg->host);
+        strbuf_reset(&c->conn.in);
+        conn_starttls(&c->conn, lg->tls, lg->host);
         c->state = CS_TLS_HANDSHAKE;
-        c->hs_events = EV_WRITE;
-        set_timer(c, lg->o.timeout);
+        loadgen_set_timer(c, lg->o.timeout);
         return;
     case CS_TXN:
     case CS_BODY:
-        txn_reply(c, code);
+        loadgen_txn_reply(c, code);
         return;
     case CS_QUIT:
-        conn_done(c);
+        loadgen_conn_done(c);
         return;
     default:
         /* Unsolicited (a 421 on an idle connection): the server is closing it. */
         snprintf(key, sizeof key, "unsolicited %d", code);
-        conn_fail(c, key, code != 421);
+        loadgen_conn_fail(c, key, code != 421);
         return;
     }
 }
 
-/* Handles one reply line; false when the connection was closed or reset by it. */
-static bool reply_line(lg_conn *c, const char *t, size_t len)
+/* Handles the complete replies in the input (smtp_client's parser: multi-line replies,
+ * CRLF or bare LF, at most 64 KiB each; only the EHLO reply is copied out of the buffer).
+ * Stops when a reply closed the connection or started the TLS handshake (whose bytes are
+ * not SMTP replies). */
+static void loadgen_process_input(lg_conn *c)
 {
-    if (len < 3 || t[0] < '2' || t[0] > '5' || t[1] < '0' || t[1] > '9' || t[2] < '0' ||
-        t[2] > '9' || (len > 3 && t[3] != ' ' && t[3] != '-')) {
-        conn_fail(c, "protocol error: malformed reply", true);
-        return false;
-    }
-    int code = (t[0] - '0') * 100 + (t[1] - '0') * 10 + (t[2] - '0');
-    if (!c->reply_started) {
-        size_t n = len < sizeof c->reply_first - 1 ? len : sizeof c->reply_first - 1;
-        memcpy(c->reply_first, t, n);
-        c->reply_first[n] = '\0';
-        c->reply_started = true;
-    }
-    if (c->state == CS_EHLO && len > 4) {
-        char ext[64];
-        size_t n = len - 4 < sizeof ext - 1 ? len - 4 : sizeof ext - 1;
-        memcpy(ext, t + 4, n);
-        ext[n] = '\0';
-        if (ext_is(ext, "PIPELINING")) c->pipelining = true;
-        else if (ext_is(ext, "STARTTLS")) c->starttls = true;
-        else if (ext_is(ext, "SIZE")) c->size_ext = true;
-    }
-    if (len > 3 && t[3] == '-') return true;
-    c->reply_started = false;
-    conn_state before = c->state;
-    int fd = c->fd;
-    handle_reply(c, code);
-    /* stop here when the reply closed the connection or started the TLS handshake */
-    return c->fd == fd && c->fd >= 0 &&
-           !(before != CS_TLS_HANDSHAKE && c->state == CS_TLS_HANDSHAKE);
-}
-
-static void process_input(lg_conn *c)
-{
+    strbuf *in = &c->conn.in;
     size_t pos = 0;
-    while (c->fd >= 0) {
-        smtp_line line;
-        size_t discard;
-        smtp_line_status st = smtp_line_next(&c->lr, c->in.buf + pos, c->in.len - pos,
-                                             LG_REPLY_LINE_MAX, &line, &discard);
-        if (st == SMTP_LINE_MORE) {
-            if (discard) {
-                conn_fail(c, "protocol error: reply line too long", true);
-                return;
-            }
-            break;
-        }
-        pos += line.consumed;
-        if (line.flags & SMTP_LINE_TOO_LONG) {
-            conn_fail(c, "protocol error: reply line too long", true);
+    while (conn_is_open(&c->conn)) {
+        int code;
+        size_t used;
+        int pr = smtp_client_scan_reply(in->buf + pos, in->len - pos, &code, &used);
+        if (pr == 0) break;
+        if (pr < 0 || code < 200) {
+            loadgen_conn_fail(c, "protocol error: malformed reply", true);
             return;
         }
-        if (!reply_line(c, line.text, line.len)) {
-            if (c->state == CS_TLS_HANDSHAKE) strbuf_reset(&c->in);
+        const char *reply = in->buf + pos;
+        pos += used;
+        conn_state before = c->state;
+        loadgen_handle_reply(c, code, reply, used);
+        if (!conn_is_open(&c->conn)) return;
+        if (before != CS_TLS_HANDSHAKE && c->state == CS_TLS_HANDSHAKE) {
+            strbuf_reset(in);
             return;
         }
     }
-    if (c->fd >= 0) strbuf_consume(&c->in, pos);
+    if (conn_is_open(&c->conn)) strbuf_consume(in, pos);
 }
 
-/* ---- socket I/O ---- */
+/* ---- socket I/O (the mechanics are mta/conn.c's) ---- */
 
-static bool conn_reading(const lg_conn *c)
+static bool loadgen_conn_reading(const lg_conn *c)
 {
-    return c->fd >= 0 && c->state != CS_CONNECTING && c->state != CS_TLS_HANDSHAKE &&
-           c->state != CS_RETRY && c->state != CS_DONE;
+    return conn_is_open(&c->conn) && c->state != CS_CONNECTING &&
+           c->state != CS_TLS_HANDSHAKE && c->state != CS_RETRY && c->state != CS_DONE;
 }
 
-static void eof_or_error(lg_conn *c, const char *what)
+static void loadgen_eof_or_error(lg_conn *c, const char *what)
 {
     if (c->state == CS_QUIT) {
-        conn_done(c);
+        loadgen_conn_done(c);
         return;
     }
-    conn_fail(c, what, true);
+    loadgen_conn_fail(c, what, true);
 }
 
-static void read_input(lg_conn *c)
+/* The failure kind of a read or write error, for the report. */
+static const char *loadgen_io_error_kind(const lg_conn *c, bool writing)
 {
-    for (int k = 0; k < 16 && conn_reading(c); k++) {
-        strbuf_reserve(&c->in, LG_READ_CHUNK);
-        char *dst = c->in.buf + c->in.len;
-        size_t got = 0;
-        if (c->tls) {
-            c->tls_read_wants_write = false;
-            tls_status st = tls_conn_read(c->tls, dst, LG_READ_CHUNK, &got);
-            if (st == TLS_WANT_READ) return;
-            if (st == TLS_WANT_WRITE) {
-                c->tls_read_wants_write = true;
-                return;
-            }
-            if (st == TLS_EOF) {
-                eof_or_error(c, "connection closed");
-                return;
-            }
-            if (st == TLS_ERROR) {
-                eof_or_error(c, "tls error");
-                return;
-            }
-        } else {
-            ssize_t r = recv(c->fd, dst, LG_READ_CHUNK, 0);
-            if (r < 0) {
-                if (errno == EINTR) continue;
-                if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-                eof_or_error(c, errno == ECONNRESET ? "connection reset" : "read error");
-                return;
-            }
-            if (r == 0) {
-                eof_or_error(c, "connection closed");
-                return;
-            }
-            got = (size_t)r;
+    int e = conn_errno(&c->conn);
+    if (conn_tls(&c->conn)) return "tls error";
+    if (e == ECONNRESET || (writing && e == EPIPE)) return "connection reset";
+    return writing ? "write error" : "read error";
+}
+
+static void loadgen_read_input(lg_conn *c)
+{
+    for (int k = 0; k < 16 && loadgen_conn_reading(c); k++) {
+        switch (conn_read(&c->conn, NULL)) {
+        case CONN_OK: break;
+        case CONN_AGAIN: return;
+        case CONN_EOF:
+            loadgen_eof_or_error(c, "connection closed");
+            return;
+        case CONN_ERROR:
+            loadgen_eof_or_error(c, loadgen_io_error_kind(c, false));
+            return;
         }
-        c->in.len += got;
-        c->in.buf[c->in.len] = '\0';
-        process_input(c);
+        loadgen_process_input(c);
     }
 }
 
-static void flush_output(lg_conn *c)
+static void loadgen_flush_output(lg_conn *c)
 {
-    c->tls_write_wants_read = false;
-    while (c->fd >= 0 && c->out_off < c->out.len) {
-        const char *p = c->out.buf + c->out_off;
-        size_t n = c->out.len - c->out_off, put = 0;
-        if (c->tls) {
-            tls_status st = tls_conn_write(c->tls, p, n, &put);
-            if (st == TLS_WANT_WRITE) break;
-            if (st == TLS_WANT_READ) {
-                c->tls_write_wants_read = true;
-                break;
-            }
-            if (st != TLS_OK) {
-                eof_or_error(c, "tls error");
-                return;
-            }
-        } else {
-            ssize_t r = send(c->fd, p, n, MSG_NOSIGNAL);
-            if (r < 0) {
-                if (errno == EINTR) continue;
-                if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-                eof_or_error(c, errno == EPIPE || errno == ECONNRESET ? "connection reset"
-                                                                      : "write error");
-                return;
-            }
-            put = (size_t)r;
-        }
-        c->out_off += put;
-    }
-    if (c->out_off == c->out.len) {
-        strbuf_reset(&c->out);
-        c->out_off = 0;
-    } else if (c->out_off > 65536) {
-        strbuf_consume(&c->out, c->out_off);
-        c->out_off = 0;
-    }
+    if (conn_is_open(&c->conn) && conn_flush(&c->conn, NULL) == CONN_ERROR)
+        loadgen_eof_or_error(c, loadgen_io_error_kind(c, true));
 }
 
-static void update_io(lg_conn *c)
+static void loadgen_tls_step(lg_conn *c)
 {
-    int ev = 0;
-    if (c->fd >= 0) {
-        if (c->state == CS_CONNECTING) {
-            ev = EV_WRITE;
-        } else if (c->state == CS_TLS_HANDSHAKE) {
-            ev = c->hs_events;
-        } else if (c->state != CS_RETRY && c->state != CS_DONE) {
-            if (c->out_off < c->out.len) ev |= c->tls_write_wants_read ? EV_READ : EV_WRITE;
-            if (conn_reading(c)) ev |= c->tls_read_wants_write ? EV_WRITE : EV_READ;
-        }
-    }
-    if (ev == c->io_events) return;
-    ev_io_stop(c->lg->loop, &c->io);
-    c->io_events = ev;
-    if (ev) {
-        ev_io_set(&c->io, c->fd, ev);
-        ev_io_start(c->lg->loop, &c->io);
-    }
-}
-
-static void tls_step(lg_conn *c)
-{
-    switch (tls_conn_handshake(c->tls)) {
-    case TLS_OK:
-        strbuf_printf(&c->out, "EHLO %s\r\n", c->lg->o.helo);
+    switch (conn_handshake(&c->conn)) {
+    case CONN_OK:
+        strbuf_printf(&c->conn.out, "EHLO %s\r\n", c->lg->o.helo);
         c->pipelining = c->starttls = c->size_ext = false;
         c->state = CS_EHLO;
-        set_timer(c, c->lg->o.timeout);
+        loadgen_set_timer(c, c->lg->o.timeout);
         break;
-    case TLS_WANT_READ: c->hs_events = EV_READ; break;
-    case TLS_WANT_WRITE: c->hs_events = EV_WRITE; break;
+    case CONN_AGAIN: break;
     default: {
         char key[200];
-        snprintf(key, sizeof key, "tls handshake: %s", tls_conn_error(c->tls));
-        conn_fail(c, key, true);
+        snprintf(key, sizeof key, "tls handshake: %s", conn_error(&c->conn));
+        loadgen_conn_fail(c, key, true);
         break;
     }
     }
 }
 
-static void connect_done(lg_conn *c)
+static void loadgen_connect_done(lg_conn *c)
 {
-    int err = 0;
-    socklen_t el = sizeof err;
-    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0) err = errno;
+    int err = conn_connected(&c->conn);
     if (err) {
         char key[128];
         snprintf(key, sizeof key, "connect: %s", strerror(err));
-        conn_fail(c, key, true);
+        loadgen_conn_fail(c, key, true);
         return;
     }
     c->state = CS_GREETING;
-    set_timer(c, c->lg->o.timeout);
+    loadgen_set_timer(c, c->lg->o.timeout);
 }
 
-static void conn_run(lg_conn *c)
+static void loadgen_conn_run(lg_conn *c)
 {
-    if (c->fd < 0) return;
+    if (!conn_is_open(&c->conn)) return;
     if (c->state == CS_CONNECTING) {
-        connect_done(c);
-        if (c->fd < 0) return;
+        loadgen_connect_done(c);
+        if (!conn_is_open(&c->conn)) return;
     }
-    flush_output(c);
-    if (c->fd >= 0 && c->state == CS_TLS_HANDSHAKE) tls_step(c);
-    if (c->fd >= 0 && c->state != CS_TLS_HANDSHAKE) read_input(c);
-    if (c->fd >= 0 && c->state == CS_TLS_HANDSHAKE) tls_step(c);
-    if (c->fd >= 0) flush_output(c);
+    loadgen_flush_output(c);
+    if (conn_is_open(&c->conn) && c->state == CS_TLS_HANDSHAKE) loadgen_tls_step(c);
+    if (conn_is_open(&c->conn) && c->state != CS_TLS_HANDSHAKE) loadgen_read_input(c);
+    if (conn_is_open(&c->conn) && c->state == CS_TLS_HANDSHAKE) loadgen_tls_step(c);
+    if (conn_is_open(&c->conn)) loadgen_flush_output(c);
     /* plaintext already decrypted inside OpenSSL will not wake the fd */
-    if (c->fd >= 0 && c->tls && conn_reading(c) && tls_conn_pending(c->tls))
-        ev_feed_event(c->lg->loop, &c->io, EV_READ);
-    update_io(c);
+    if (loadgen_conn_reading(c) && conn_read_pending(&c->conn)) conn_feed(&c->conn, EV_READ);
+    conn_update(&c->conn, loadgen_conn_reading(c));
 }
 
-static void on_io(struct ev_loop *loop, ev_io *w, int revents)
+static void loadgen_on_io(void *arg, int revents)
 {
-    (void)loop;
     (void)revents;
-    conn_run(w->data);
+    loadgen_conn_run(arg);
 }
 
-static void on_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+static void loadgen_on_timeout(void *arg)
 {
-    (void)loop;
-    (void)revents;
-    lg_conn *c = w->data;
-    stop_timer(c);
+    lg_conn *c = arg;
     if (c->state == CS_QUIT) {
-        conn_done(c);
+        loadgen_conn_done(c);
         return;
     }
-    conn_fail(c, c->state == CS_CONNECTING ? "connect: timeout" : "timeout", true);
+    loadgen_conn_fail(c, c->state == CS_CONNECTING ? "connect: timeout" : "timeout", true);
 }
+
+static const conn_ops loadgen_conn_ops = {
+    .on_io = loadgen_on_io, .on_timeout = loadgen_on_timeout,
+};
 
 /* ---- connect, fail, retry ---- */
 
-static void conn_close(lg_conn *c)
+static void loadgen_conn_close(lg_conn *c)
 {
-    ev_io_stop(c->lg->loop, &c->io);
-    c->io_events = 0;
-    stop_timer(c);
-    if (c->tls) {
-        tls_conn_free(c->tls);
-        c->tls = NULL;
-    }
-    if (c->fd >= 0) close(c->fd);
-    c->fd = -1;
-    strbuf_reset(&c->in);
-    strbuf_reset(&c->out);
-    c->out_off = 0;
-    c->lr = (smtp_linereader){0};
-    c->reply_started = false;
+    conn_close(&c->conn, false);
     c->need_rset = false;
-    c->tls_read_wants_write = c->tls_write_wants_read = false;
 }
 
 /* The connection broke (or the server ended it): the message in progress ends as an error
  * (or was already counted), then reconnect, with backoff after repeated failures. */
-static void conn_fail(lg_conn *c, const char *key, bool count_failure)
+static void loadgen_conn_fail(lg_conn *c, const char *key, bool count_failure)
 {
     loadgen *lg = c->lg;
-    if (c->msg_open) msg_finish(c, 2, key);
-    else if (count_failure) tally_add(&lg->conn_errors, key, 1);
+    if (c->msg_open) loadgen_msg_finish(c, 2, key);
+    else if (count_failure) loadgen_tally_add(&lg->conn_errors, key, 1);
     if (c->has_token) {                  /* unused: give it back */
         lg->tokens += 1.0;
         c->has_token = false;
     }
-    conn_close(c);
+    loadgen_conn_close(c);
     if (count_failure) c->fails++;
     /* A server that never greeted anyone is not worth ten tries per connection. */
     int max_fails = lg->ever_greeted ? LG_MAX_FAILS : LG_MAX_FAILS_UNGREETED;
-    if (!messages_left(lg) || c->fails >= max_fails || c->hopeless) {
-        if (messages_left(lg))
+    if (!loadgen_messages_left(lg) || c->fails >= max_fails || c->hopeless) {
+        if (loadgen_messages_left(lg))
             fprintf(stderr, "kiln-loadgen: connection %d gives up after %d failure(s) "
                     "(last: %s)\n", c->idx, c->fails, key);
-        conn_done(c);
+        loadgen_conn_done(c);
         return;
     }
     double delay = 0;
@@ -1011,363 +748,59 @@ static void conn_fail(lg_conn *c, const char *key, bool count_failure)
     ev_timer_start(lg->loop, &c->retry);
 }
 
-static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
+static void loadgen_on_retry(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
     lg_conn *c = w->data;
-    if (!messages_left(c->lg)) {
-        conn_done(c);
+    if (!loadgen_messages_left(c->lg)) {
+        loadgen_conn_done(c);
         return;
     }
-    start_connect(c);
+    loadgen_start_connect(c);
 }
 
-static void start_connect(lg_conn *c)
+static void loadgen_start_connect(lg_conn *c)
 {
     loadgen *lg = c->lg;
     char key[128];
-    c->fd = socket(lg->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (c->fd < 0) {
-        snprintf(key, sizeof key, "socket: %s", strerror(errno));
-        conn_fail(c, key, true);
-        return;
-    }
-    int one = 1;
-    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (lg->bind_len && bind(c->fd, (struct sockaddr *)&lg->bind_addr, lg->bind_len) != 0) {
-        snprintf(key, sizeof key, "bind %s: %s", lg->o.bind, strerror(errno));
-        conn_fail(c, key, true);
-        return;
-    }
+    conn_step step;
     c->state = CS_CONNECTING;
-    if (connect(c->fd, (struct sockaddr *)&lg->addr, lg->addr_len) != 0 && errno != EINPROGRESS) {
-        snprintf(key, sizeof key, "connect: %s", strerror(errno));
-        conn_fail(c, key, true);
+    if (conn_connect(&c->conn, (struct sockaddr *)&lg->addr, lg->addr_len,
+                     (struct sockaddr *)&lg->bind_addr, lg->bind_len, true, &step) != 0) {
+        const char *why = strerror(conn_errno(&c->conn));
+        if (step == CONN_STEP_SOCKET) snprintf(key, sizeof key, "socket: %s", why);
+        else if (step == CONN_STEP_BIND) snprintf(key, sizeof key, "bind %s: %s", lg->o.bind, why);
+        else snprintf(key, sizeof key, "connect: %s", why);
+        loadgen_conn_fail(c, key, true);
         return;
     }
-    set_timer(c, lg->o.timeout);
-    update_io(c);
+    loadgen_set_timer(c, lg->o.timeout);
+    conn_update(&c->conn, false);
 }
 
-/* ---- report ---- */
 
-static int cmp_i64(const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
-}
-
-/* Nearest-rank percentile of the sorted latencies, in ms. */
-static double pct_ms(const loadgen *lg, double p)
-{
-    if (lg->nlat == 0) return 0;
-    size_t rank = (size_t)ceil(p / 100.0 * (double)lg->nlat);
-    if (rank < 1) rank = 1;
-    if (rank > lg->nlat) rank = lg->nlat;
-    return (double)lg->lat_us[rank - 1] / 1000.0;
-}
-
-static json_t *tally_json(const lg_tally *t)
-{
-    json_t *o = json_object();
-    for (size_t i = 0; i < t->n; i++)
-        json_object_set_new(o, t->v[i].key, json_integer((json_int_t)t->v[i].n));
-    return o;
-}
-
-static void print_tally(const char *title, const lg_tally *t)
-{
-    if (t->n == 0) return;
-    printf("%s", title);
-    for (size_t i = 0; i < t->n; i++)
-        printf("%s%s: %llu", i ? ", " : " ", t->v[i].key, (unsigned long long)t->v[i].n);
-    printf("\n");
-}
-
-static void report(loadgen *lg)
-{
-    qsort(lg->lat_us, lg->nlat, sizeof *lg->lat_us, cmp_i64);
-    int64_t end = lg->t_end_us > lg->t_start_us ? lg->t_end_us : now_us();
-    double elapsed = (double)(end - lg->t_start_us) / 1e6;
-    double rate = elapsed > 0 ? (double)lg->accepted / elapsed : 0;
-    long long not_sent = lg->o.n - lg->next_msg;
-    double lmax = lg->nlat ? (double)lg->lat_us[lg->nlat - 1] / 1000.0 : 0;
-    if (lg->o.json) {
-        json_t *root = json_pack(
-            "{s:s, s:I, s:i, s:I, s:i, s:I, s:I, s:I, s:I, s:f, s:f, s:{s:f, s:f, s:f, s:f}, "
-            "s:I, s:I}",
-            "server", lg->o.server, "messages", (json_int_t)lg->o.n, "connections", lg->o.c,
-            "size", (json_int_t)lg->o.size, "rcpts_per_msg", lg->o.rcpts,
-            "accepted", (json_int_t)lg->accepted, "rejected", (json_int_t)lg->rejected,
-            "errors", (json_int_t)lg->errors, "not_sent", (json_int_t)not_sent,
-            "elapsed_s", elapsed, "accepted_per_s", rate,
-            "latency_ms", "p50", pct_ms(lg, 50), "p90", pct_ms(lg, 90), "p99", pct_ms(lg, 99),
-            "max", lmax,
-            "recipients_accepted", (json_int_t)lg->rcpts_ok,
-            "recipients_rejected", (json_int_t)lg->rcpts_rejected);
-        if (!root) util_fatal("kiln-loadgen: cannot build the JSON report");
-        json_object_set_new(root, "rejected_by_code", tally_json(&lg->rejected_by));
-        json_object_set_new(root, "errors_by_kind", tally_json(&lg->errors_by));
-        json_object_set_new(root, "connection_errors", tally_json(&lg->conn_errors));
-        json_object_set_new(root, "interrupted", json_boolean(lg->interrupted));
-        char *text =
-            json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
-        json_decref(root);
-        if (!text) util_fatal("kiln-loadgen: cannot encode the JSON report");
-        puts(text);
-        free(text);
-    } else {
-        printf("kiln-loadgen: %lld messages to %s over %d connections, %lld bytes, %d "
-               "recipient(s) each%s\n",
-               lg->o.n, lg->o.server, lg->o.c, lg->o.size, lg->o.rcpts,
-               lg->interrupted ? " (interrupted)" : "");
-        printf("messages accepted: %llu (rejected %llu, errors %llu, not sent %lld)\n",
-               (unsigned long long)lg->accepted, (unsigned long long)lg->rejected,
-               (unsigned long long)lg->errors, not_sent);
-        printf("accepted msgs/s: %.1f (%.3f s)\n", rate, elapsed);
-        printf("latency ms: p50 %.2f  p90 %.2f  p99 %.2f  max %.2f\n", pct_ms(lg, 50),
-               pct_ms(lg, 90), pct_ms(lg, 99), lmax);
-        printf("recipients: %llu accepted, %llu rejected\n", (unsigned long long)lg->rcpts_ok,
-               (unsigned long long)lg->rcpts_rejected);
-        print_tally("rejected by reply code:", &lg->rejected_by);
-        print_tally("errors:", &lg->errors_by);
-        print_tally("connection errors:", &lg->conn_errors);
-    }
-    fflush(stdout);
-}
-
-/* ---- command line ---- */
-
-static void usage(FILE *fp)
-{
-    fputs(
-        "usage: kiln-loadgen -s HOST:PORT -n N -c M [options]\n"
-        "Injects N messages over M parallel SMTP connections and reports the results.\n"
-        "\n"
-        "  -s, --server HOST:PORT     SMTP server ([IPv6]:PORT for IPv6)\n"
-        "  -n, --messages N           messages to send (default 1000)\n"
-        "  -c, --connections M        parallel connections (default 10)\n"
-        "      --size BYTES           message size, headers included (default 1024)\n"
-        "      --rcpts-per-msg R      recipients per message (default 1)\n"
-        "      --domains D            spread recipients over D domains (default 1)\n"
-        "      --domain-pattern P     recipient domain; %d becomes 0..D-1 (default d%d.test)\n"
-        "      --local-part L         recipient local part; %d becomes the recipient\n"
-        "                             number (default user%d)\n"
-        "      --from ADDR            envelope and From: sender (loadgen@example.test)\n"
-        "      --set NAME             add X-SES-CONFIGURATION-SET: NAME\n"
-        "      --rate R               at most R messages per second in total\n"
-        "      --tls                  STARTTLS on every connection (no verification)\n"
-        "      --json                 print the report as JSON\n"
-        "      --token-prefix P       X-Loadgen-Token: P-<n> (default loadgen)\n"
-        "      --timeout S            seconds to wait for a reply, write or connect (30)\n"
-        "      --bind IP              source address of the connections\n"
-        "      --helo NAME            EHLO name (default loadgen.kiln.test)\n"
-        "  -h, --help                 this text\n"
-        "Exit status 0 when the run finished (rejections included), 1 on bad usage or\n"
-        "when no message got an answer from the server.\n",
-        fp);
-}
-
-/* At most one "%d" and no other '%' (the patterns are substituted by hand, not printf). */
-static bool pattern_ok(const char *p)
-{
-    const char *d = strstr(p, "%d");
-    for (const char *q = p; *q; q++)
-        if (*q == '%' && q != d) return false;
-    return *p != '\0';
-}
-
-enum {
-    OPT_SIZE = 256, OPT_RCPTS, OPT_DOMAINS, OPT_DOMAIN_PATTERN, OPT_LOCAL_PART, OPT_FROM,
-    OPT_SET, OPT_RATE, OPT_TLS, OPT_JSON, OPT_TOKEN, OPT_TIMEOUT, OPT_BIND, OPT_HELO,
-};
-
-static int parse_args(int argc, char **argv, lg_opts *o, bool *help)
-{
-    static const struct option longopts[] = {
-        {"server", required_argument, NULL, 's'},
-        {"messages", required_argument, NULL, 'n'},
-        {"connections", required_argument, NULL, 'c'},
-        {"size", required_argument, NULL, OPT_SIZE},
-        {"rcpts-per-msg", required_argument, NULL, OPT_RCPTS},
-        {"domains", required_argument, NULL, OPT_DOMAINS},
-        {"domain-pattern", required_argument, NULL, OPT_DOMAIN_PATTERN},
-        {"local-part", required_argument, NULL, OPT_LOCAL_PART},
-        {"from", required_argument, NULL, OPT_FROM},
-        {"set", required_argument, NULL, OPT_SET},
-        {"rate", required_argument, NULL, OPT_RATE},
-        {"tls", no_argument, NULL, OPT_TLS},
-        {"json", no_argument, NULL, OPT_JSON},
-        {"token-prefix", required_argument, NULL, OPT_TOKEN},
-        {"timeout", required_argument, NULL, OPT_TIMEOUT},
-        {"bind", required_argument, NULL, OPT_BIND},
-        {"helo", required_argument, NULL, OPT_HELO},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    o->n = 1000;
-    o->c = 10;
-    o->size = 1024;
-    o->rcpts = 1;
-    o->domains = 1;
-    o->domain_pattern = "d%d.test";
-    o->local_part = "user%d";
-    o->from = "loadgen@example.test";
-    o->token_prefix = "loadgen";
-    o->timeout = 30;
-    o->helo = "loadgen.kiln.test";
-    int ch;
-    long long ll;
-    while ((ch = getopt_long(argc, argv, "s:n:c:h", longopts, NULL)) != -1) {
-        const char *bad = NULL;
-        switch (ch) {
-        case 's': o->server = optarg; break;
-        case 'n':
-            if (!util_parse_ll(optarg, 1, 100000000, &o->n)) bad = "-n wants 1..100000000";
-            break;
-        case 'c':
-            if (!util_parse_ll(optarg, 1, 10000, &ll)) bad = "-c wants 1..10000";
-            o->c = (int)ll;
-            break;
-        case OPT_SIZE:
-            if (!util_parse_ll(optarg, 1, 1LL << 30, &o->size)) bad = "--size wants bytes >= 1";
-            break;
-        case OPT_RCPTS:
-            if (!util_parse_ll(optarg, 1, 1000, &ll)) bad = "--rcpts-per-msg wants 1..1000";
-            o->rcpts = (int)ll;
-            break;
-        case OPT_DOMAINS:
-            if (!util_parse_ll(optarg, 1, 1000000, &ll)) bad = "--domains wants 1..1000000";
-            o->domains = (int)ll;
-            break;
-        case OPT_DOMAIN_PATTERN:
-            o->domain_pattern = optarg;
-            if (!pattern_ok(optarg)) bad = "--domain-pattern takes at most one %d and no other %";
-            break;
-        case OPT_LOCAL_PART:
-            o->local_part = optarg;
-            if (!pattern_ok(optarg)) bad = "--local-part takes at most one %d and no other %";
-            break;
-        case OPT_FROM:
-            o->from = optarg;
-            if (!smtp_addr_valid(optarg)) bad = "--from wants an address local@domain";
-            break;
-        case OPT_SET:
-            o->set = optarg;
-            if (!*optarg || strpbrk(optarg, "\r\n")) bad = "--set wants a configuration set name";
-            break;
-        case OPT_RATE:
-            if (!util_parse_double(optarg, 0.001, 1e7, &o->rate)) bad = "--rate wants messages/s > 0";
-            break;
-        case OPT_TLS: o->tls = true; break;
-        case OPT_JSON: o->json = true; break;
-        case OPT_TOKEN:
-            o->token_prefix = optarg;
-            if (!*optarg || strpbrk(optarg, "\r\n <>@")) bad = "--token-prefix wants a word";
-            break;
-        case OPT_TIMEOUT:
-            if (!util_parse_double(optarg, 0.01, 86400, &o->timeout))
-                bad = "--timeout wants seconds > 0";
-            break;
-        case OPT_BIND: o->bind = optarg; break;
-        case OPT_HELO:
-            o->helo = optarg;
-            if (!smtp_helo_valid(optarg)) bad = "--helo wants a host name";
-            break;
-        case 'h': *help = true; return 0;
-        default:
-            usage(stderr);
-            return 1;
-        }
-        if (bad) {
-            fprintf(stderr, "kiln-loadgen: %s (got '%s')\n", bad, optarg);
-            return 1;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "kiln-loadgen: unexpected argument '%s'\n", argv[optind]);
-        return 1;
-    }
-    if (!o->server) {
-        fprintf(stderr, "kiln-loadgen: -s HOST:PORT is required\n");
-        usage(stderr);
-        return 1;
-    }
-    return 0;
-}
-
-/* Resolves -s and --bind into socket addresses. */
-static int resolve(loadgen *lg)
-{
-    const char *spec = lg->o.server;
-    const char *h = spec, *colon;
-    size_t hl;
-    if (spec[0] == '[') {
-        const char *rb = strchr(spec, ']');
-        if (!rb || rb[1] != ':') goto bad;
-        h = spec + 1;
-        hl = (size_t)(rb - h);
-        colon = rb + 1;
-    } else {
-        colon = strrchr(spec, ':');
-        if (!colon) goto bad;
-        hl = (size_t)(colon - spec);
-    }
-    if (hl == 0 || hl >= sizeof lg->host || !colon[1]) goto bad;
-    memcpy(lg->host, h, hl);
-    lg->host[hl] = '\0';
-    struct addrinfo hints = {0}, *res = NULL;
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_NUMERICSERV;
-    int gai = getaddrinfo(lg->host, colon + 1, &hints, &res);
-    if (gai != 0) {
-        fprintf(stderr, "kiln-loadgen: -s %s: %s\n", spec, gai_strerror(gai));
-        return -1;
-    }
-    memcpy(&lg->addr, res->ai_addr, res->ai_addrlen);
-    lg->addr_len = res->ai_addrlen;
-    freeaddrinfo(res);
-    if (lg->o.bind) {
-        hints.ai_family = lg->addr.ss_family;
-        hints.ai_flags = AI_NUMERICHOST | AI_PASSIVE | AI_NUMERICSERV;
-        gai = getaddrinfo(lg->o.bind, "0", &hints, &res);
-        if (gai != 0) {
-            fprintf(stderr, "kiln-loadgen: --bind %s: %s\n", lg->o.bind, gai_strerror(gai));
-            return -1;
-        }
-        memcpy(&lg->bind_addr, res->ai_addr, res->ai_addrlen);
-        lg->bind_len = res->ai_addrlen;
-        freeaddrinfo(res);
-    }
-    return 0;
-bad:
-    fprintf(stderr, "kiln-loadgen: -s wants HOST:PORT or [IPV6]:PORT (got '%s')\n", spec);
-    return -1;
-}
-
-static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
+static void loadgen_on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
     (void)loop;
     (void)revents;
     loadgen *lg = w->data;
     if (lg->interrupted) return;
     lg->interrupted = true;              /* no new messages; those in flight finish */
-    wind_down(lg);
+    loadgen_wind_down(lg);
 }
 
 int main(int argc, char **argv)
 {
     loadgen *lg = util_calloc(1, sizeof *lg);
     bool help = false;
-    int rc = parse_args(argc, argv, &lg->o, &help);
+    int rc = loadgen_parse_args(argc, argv, &lg->o, &help);
     if (rc != 0 || help) {
-        if (help) usage(stdout);
+        if (help) loadgen_usage(stdout);
         free(lg);
         return rc;
     }
-    if (resolve(lg) != 0) {
+    if (loadgen_resolve(lg) != 0) {
         free(lg);
         return 1;
     }
@@ -1384,51 +817,44 @@ int main(int argc, char **argv)
     }
     lg->loop = ev_default_loop(EVFLAG_AUTO);
     util_random_hex(lg->run_id, 8);
-    pool_init(lg);
+    loadgen_pool_init(lg);
     strbuf_init(&lg->msgbuf);
     lg->lat_us = util_calloc((size_t)lg->o.n, sizeof *lg->lat_us);
     if (lg->o.rate > 0) {
         lg->burst = lg->o.rate / 50.0 > 1.0 ? lg->o.rate / 50.0 : 1.0;
         lg->tokens = 1.0;
-        lg->refill_us = now_us();
+        lg->refill_us = loadgen_now_us();
     }
-    ev_init(&lg->rate_timer, on_rate_timer);
+    ev_init(&lg->rate_timer, loadgen_on_rate_timer);
     lg->rate_timer.data = lg;
-    ev_signal_init(&lg->sigint, on_signal, SIGINT);
-    ev_signal_init(&lg->sigterm, on_signal, SIGTERM);
+    ev_signal_init(&lg->sigint, loadgen_on_signal, SIGINT);
+    ev_signal_init(&lg->sigterm, loadgen_on_signal, SIGTERM);
     lg->sigint.data = lg->sigterm.data = lg;
     ev_signal_start(lg->loop, &lg->sigint);
     ev_signal_start(lg->loop, &lg->sigterm);
     lg->conns = util_calloc((size_t)lg->o.c, sizeof *lg->conns);
     lg->live = lg->o.c;
-    lg->t_start_us = now_us();
+    lg->t_start_us = loadgen_now_us();
     for (int i = 0; i < lg->o.c; i++) {
         lg_conn *c = &lg->conns[i];
         c->lg = lg;
         c->idx = i;
-        c->fd = -1;
         c->stages = util_calloc((size_t)lg->o.rcpts + 4, sizeof *c->stages);
-        strbuf_init(&c->in);
-        strbuf_init(&c->out);
-        ev_init(&c->io, on_io);
-        c->io.data = c;
-        ev_init(&c->timer, on_timeout);
-        c->timer.data = c;
-        ev_init(&c->retry, on_retry);
+        conn_init(&c->conn, lg->loop, &loadgen_conn_ops, c);
+        ev_init(&c->retry, loadgen_on_retry);
         c->retry.data = c;
         c->state = CS_RETRY;
         ev_timer_set(&c->retry, 0, 0);
         ev_timer_start(lg->loop, &c->retry);
     }
     ev_run(lg->loop, 0);
-    report(lg);
+    loadgen_report(lg);
     int status = lg->accepted + lg->rejected > 0 ? 0 : 1;
     for (int i = 0; i < lg->o.c; i++) {
         lg_conn *c = &lg->conns[i];
-        conn_close(c);
+        loadgen_conn_close(c);
         ev_timer_stop(lg->loop, &c->retry);
-        strbuf_free(&c->in);
-        strbuf_free(&c->out);
+        conn_free(&c->conn);
         free(c->stages);
     }
     ev_timer_stop(lg->loop, &lg->rate_timer);
@@ -1439,9 +865,9 @@ int main(int argc, char **argv)
     free(lg->lat_us);
     free(lg->pool);
     strbuf_free(&lg->msgbuf);
-    tally_free(&lg->rejected_by);
-    tally_free(&lg->errors_by);
-    tally_free(&lg->conn_errors);
+    loadgen_tally_free(&lg->rejected_by);
+    loadgen_tally_free(&lg->errors_by);
+    loadgen_tally_free(&lg->conn_errors);
     tls_ctx_free(lg->tls);
     free(lg);
     return status;

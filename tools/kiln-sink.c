@@ -51,13 +51,13 @@
  * enforced, 0 = no limit; default 50 MB), --timeout S (idle session timeout, default 300),
  * -v (a log line per session on stderr), -h (usage). Start-up logs "event=sink.ready" on
  * stderr once every listener is open. Everything lives in one `sink` context struct; no
- * globals. */
-#include <arpa/inet.h>
+ * globals.
+ *
+ * Files: this one (sessions, SMTP commands, faults, start and stop), sink_stats.c (the
+ * counters and the stats file), sink_args.c (the command line), sink.h (the shared types).
+ * Sockets, TLS, buffers and timers are mta/conn (the same layer as kilnd's submission
+ * server); lines and commands are parsed by mta/smtp_parse. */
 #include <errno.h>
-#include <getopt.h>
-#include <math.h>
-#include <netdb.h>
-#include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
 #include <stdio.h>
@@ -65,16 +65,16 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <ev.h>
-#include <jansson.h>
 
 #include "base/log.h"
+#include "base/util.h"
+#include "mta/conn.h"
 #include "mta/smtp_parse.h"
 #include "mta/tls.h"
-#include "base/util.h"
+#include "tools/sink.h"
 
 #define SINK_BACKLOG 1024
 #define SINK_READ_CHUNK 16384
@@ -86,8 +86,6 @@
 #define SINK_MAX_ERRORS 20
 #define SINK_LINGER 2.0                  /* s, to let the client read the last reply */
 #define SINK_TLS_TIMEOUT 10.0
-#define SINK_CLIENT_BUCKETS 4096
-#define SINK_DEFAULT_MAX_SIZE (50LL * 1024 * 1024)
 
 #define REPLY_DEFER "451 4.3.0 Temporary failure (kiln-sink)"
 #define REPLY_REJECT "550 5.1.1 Mailbox unknown (kiln-sink)"
@@ -110,123 +108,8 @@
 #define REPLY_TLS_GO "220 2.0.0 Ready to start TLS"
 #define REPLY_NOT_IMPL "502 5.5.1 Command not implemented"
 
-typedef enum {
-    F_DEFER, F_REJECT, F_THROTTLE, F_DISCONNECT, F_DELAY, F_RANDOM_DEFER, F_RANDOM_REJECT,
-    F_RANDOM_DISCONNECT, F_DELAY_DATA, F_TOO_MANY_CONNECTIONS, F_COUNT
-} sink_fault;
-
-static const char *const fault_names[F_COUNT] = {
-    "defer", "reject", "throttle", "disconnect", "delay", "random_defer", "random_reject",
-    "random_disconnect", "delay_data", "too_many_connections",
-};
-
-typedef struct sink_counts {
-    uint64_t connections, messages, recipients, bytes;
-} sink_counts;
-
-typedef struct sink_client {
-    struct sink_client *next;            /* hash chain */
-    char ip[INET6_ADDRSTRLEN];
-    sink_counts n;
-    uint64_t rejected_connections;
-    int current, max_concurrent;
-} sink_client;
-
-typedef struct sink sink;
-
-typedef struct sink_listener {
-    ev_io io;
-    int fd;
-    char name[INET6_ADDRSTRLEN + 16];
-    sink_counts n;
-    sink *sk;
-} sink_listener;
-
-typedef struct sink_opts {
-    char **listen;
-    size_t nlisten;
-    const char *hostname;
-    const char *stats_file;
-    double stats_interval;
-    const char *tls_cert, *tls_key;
-    long long max_size;                  /* 0: no limit */
-    double random_defer, random_reject, random_disconnect;
-    unsigned long long seed;
-    bool seeded;
-    long delay_data_ms;
-    int max_conn_per_client;             /* 0: no limit */
-    double timeout;
-    bool verbose;
-} sink_opts;
-
-typedef struct sink_session sink_session;
-
-struct sink {
-    struct ev_loop *loop;
-    klog *log;
-    sink_opts o;
-    tls_ctx *tls;
-    sink_listener *listeners;
-    size_t nlisteners;
-    ev_timer backoff;
-    sink_client *clients[SINK_CLIENT_BUCKETS];
-    sink_session *sessions;              /* doubly linked */
-    int nsessions;
-    uint64_t next_id;
-    sink_counts total;
-    uint64_t faults[F_COUNT];
-    uint64_t rng;
-    int64_t started_ms;
-    ev_signal sigusr1, sigterm, sigint;
-    ev_timer stats_timer;
-    bool stopping;
-};
-
-typedef enum {
-    SS_CMD,             /* reading commands (greeted or not; no transaction or MAIL/RCPT) */
-    SS_DATA,            /* reading the message */
-    SS_HOLD,            /* a delayed reply is pending: input waits */
-    SS_TLS_WAIT,        /* "220 Ready to start TLS" being written */
-    SS_TLS_HANDSHAKE,
-    SS_CLOSING,         /* writing the last replies */
-    SS_LINGER,          /* write side shut; reading until the client closes */
-} sink_state;
-
-typedef enum { HOLD_RCPT, HOLD_DATA } hold_kind;
-
-struct sink_session {
-    sink *sk;
-    sink_session *prev, *next;
-    sink_listener *l;
-    sink_client *c;
-    uint64_t id;
-    int fd;
-    ev_io io;
-    int io_events;
-    ev_timer timer;                      /* idle / linger / handshake timeout */
-    ev_timer hold;                       /* delayed reply */
-    sink_state state;
-    hold_kind hold_kind;
-    char *held_reply;
-    tls_conn *tls;
-    bool tls_read_wants_write, tls_write_wants_read;
-    int hs_events;
-    bool in_mail;                        /* MAIL accepted */
-    unsigned nrcpts;                     /* recipients accepted in this transaction */
-    uint64_t data_bytes;
-    uint64_t messages;                   /* messages accepted in this session */
-    strbuf in, out;
-    size_t out_off;
-    smtp_linereader lr;
-    bool discard_input;
-    bool dead;
-    int errors;
-    int64_t started_ms;
-    const char *close_reason;
-};
-
-static void session_run(sink_session *s);
-static void session_close(sink_session *s);
+static void sink_session_run(sink_session *s);
+static void sink_session_close(sink_session *s);
 
 /* ---- small helpers ---- */
 
@@ -249,151 +132,50 @@ static bool sink_chance(sink *sk, double pct)
     return u * 100.0 < pct;
 }
 
-static unsigned sink_hash(const char *s)
+static void sink_reply(sink_session *s, const char *line)
 {
-    unsigned h = 2166136261u;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
-    return h % SINK_CLIENT_BUCKETS;
+    smtp_reply_line(&s->conn.out, line);
 }
 
-static sink_client *client_get(sink *sk, const char *ip)
+static void sink_set_timer(sink_session *s, double seconds)
 {
-    unsigned h = sink_hash(ip);
-    for (sink_client *c = sk->clients[h]; c; c = c->next)
-        if (strcmp(c->ip, ip) == 0) return c;
-    sink_client *c = util_calloc(1, sizeof *c);
-    snprintf(c->ip, sizeof c->ip, "%s", ip);
-    c->next = sk->clients[h];
-    sk->clients[h] = c;
-    return c;
+    conn_timer_set(&s->conn, seconds);
 }
 
-static void count_add(sink_counts *n, uint64_t msgs, uint64_t rcpts, uint64_t bytes)
-{
-    n->messages += msgs;
-    n->recipients += rcpts;
-    n->bytes += bytes;
-}
-
-static void reply(sink_session *s, const char *line)
-{
-    smtp_reply_line(&s->out, line);
-}
-
-static void set_timer(sink_session *s, double seconds)
-{
-    s->timer.repeat = seconds;
-    ev_timer_again(s->sk->loop, &s->timer);
-}
-
-static void kill_session(sink_session *s, const char *reason)
+static void sink_kill_session(sink_session *s, const char *reason)
 {
     if (!s->dead) s->close_reason = reason;
     s->dead = true;
 }
 
-static void start_closing(sink_session *s, const char *reason)
+static void sink_start_closing(sink_session *s, const char *reason)
 {
     if (s->state == SS_CLOSING || s->state == SS_LINGER) return;
     s->state = SS_CLOSING;
     s->close_reason = reason;
-    set_timer(s, SINK_LINGER);
+    sink_set_timer(s, SINK_LINGER);
 }
 
-static void error_reply(sink_session *s, const char *line)
+static void sink_error_reply(sink_session *s, const char *line)
 {
-    reply(s, line);
+    sink_reply(s, line);
     if (++s->errors >= SINK_MAX_ERRORS) {
-        reply(s, REPLY_TOO_MANY_ERRORS);
-        start_closing(s, "too many errors");
+        sink_reply(s, REPLY_TOO_MANY_ERRORS);
+        sink_start_closing(s, "too many errors");
     }
 }
 
-static void reset_transaction(sink_session *s)
+static void sink_reset_transaction(sink_session *s)
 {
     s->in_mail = false;
     s->nrcpts = 0;
     s->data_bytes = 0;
 }
 
-/* ---- statistics ---- */
-
-static json_t *counts_json(const sink_counts *n)
-{
-    return json_pack("{s:I, s:I, s:I, s:I}", "connections", (json_int_t)n->connections,
-                     "messages", (json_int_t)n->messages, "recipients",
-                     (json_int_t)n->recipients, "bytes", (json_int_t)n->bytes);
-}
-
-static json_t *stats_json(sink *sk)
-{
-    json_t *root = json_object();
-    json_object_set_new(root, "messages", json_integer((json_int_t)sk->total.messages));
-    json_object_set_new(root, "recipients", json_integer((json_int_t)sk->total.recipients));
-    json_object_set_new(root, "connections", json_integer((json_int_t)sk->total.connections));
-    json_object_set_new(root, "bytes", json_integer((json_int_t)sk->total.bytes));
-    json_object_set_new(root, "current_connections", json_integer(sk->nsessions));
-    json_object_set_new(root, "uptime_s",
-                        json_real((double)(util_mono_ms() - sk->started_ms) / 1000.0));
-    json_t *by_client = json_object(), *maxc = json_object();
-    for (size_t h = 0; h < SINK_CLIENT_BUCKETS; h++) {
-        for (sink_client *c = sk->clients[h]; c; c = c->next) {
-            json_t *o = counts_json(&c->n);
-            json_object_set_new(o, "rejected_connections",
-                                json_integer((json_int_t)c->rejected_connections));
-            json_object_set_new(by_client, c->ip, o);
-            json_object_set_new(maxc, c->ip, json_integer(c->max_concurrent));
-        }
-    }
-    json_object_set_new(root, "by_client", by_client);
-    json_t *by_listener = json_object();
-    for (size_t i = 0; i < sk->nlisteners; i++)
-        json_object_set_new(by_listener, sk->listeners[i].name,
-                            counts_json(&sk->listeners[i].n));
-    json_object_set_new(root, "by_listener", by_listener);
-    json_t *faults = json_object();
-    for (int f = 0; f < F_COUNT; f++)
-        json_object_set_new(faults, fault_names[f], json_integer((json_int_t)sk->faults[f]));
-    json_object_set_new(root, "faults", faults);
-    json_object_set_new(root, "max_concurrent_by_client", maxc);
-    return root;
-}
-
-/* Writes the stats: to --stats-file through a temporary file and rename(2), else to stdout. */
-static void stats_write(sink *sk)
-{
-    json_t *root = stats_json(sk);
-    char *text = json_dumps(root, JSON_SORT_KEYS | JSON_COMPACT | JSON_REAL_PRECISION(6));
-    json_decref(root);
-    if (!text) util_fatal("kiln-sink: cannot encode the stats as JSON");
-    if (!sk->o.stats_file) {
-        fputs(text, stdout);
-        fputc('\n', stdout);
-        fflush(stdout);
-        free(text);
-        return;
-    }
-    char *tmp = util_asprintf("%s.tmp.%ld", sk->o.stats_file, (long)getpid());
-    FILE *fp = fopen(tmp, "w");
-    bool ok = fp != NULL;
-    if (ok) {
-        ok = fputs(text, fp) >= 0 && fputc('\n', fp) != EOF;
-        ok = (fclose(fp) == 0) && ok;
-    }
-    if (ok && rename(tmp, sk->o.stats_file) != 0) ok = false;
-    if (!ok) {
-        log_write(sk->log, KLOG_ERROR, "sink.stats", "file=%s error=%s",
-                  log_q(sk->log, sk->o.stats_file), log_q(sk->log, strerror(errno)));
-        unlink(tmp);
-    }
-    free(tmp);
-    free(text);
-}
-
 /* ---- faults ---- */
 
 /* The fault named by the local part of rcpt, if any; *delay_ms for "delay<N>". */
-static int local_part_fault(const char *rcpt, long *delay_ms)
+static int sink_local_part_fault(const char *rcpt, long *delay_ms)
 {
     static const struct {
         const char *prefix;
@@ -426,7 +208,7 @@ static int local_part_fault(const char *rcpt, long *delay_ms)
 }
 
 /* Puts the session on hold: its reply `line` goes out after ms milliseconds. */
-static void hold_reply(sink_session *s, hold_kind kind, const char *line, long ms)
+static void sink_hold_reply(sink_session *s, hold_kind kind, const char *line, long ms)
 {
     s->state = SS_HOLD;
     s->hold_kind = kind;
@@ -437,16 +219,16 @@ static void hold_reply(sink_session *s, hold_kind kind, const char *line, long m
 
 /* ---- commands ---- */
 
-static void cmd_ehlo(sink_session *s, const smtp_cmd *c, bool ehlo)
+static void sink_cmd_ehlo(sink_session *s, const smtp_cmd *c, bool ehlo)
 {
     if (c->arg_len == 0) {
-        error_reply(s, ehlo ? "501 5.5.4 Syntax: EHLO hostname"
+        sink_error_reply(s, ehlo ? "501 5.5.4 Syntax: EHLO hostname"
                             : "501 5.5.4 Syntax: HELO hostname");
         return;
     }
-    reset_transaction(s);
+    sink_reset_transaction(s);
     if (!ehlo) {
-        smtp_reply_printf(&s->out, "250 %s", s->sk->o.hostname);
+        smtp_reply_printf(&s->conn.out, "250 %s", s->sk->o.hostname);
         return;
     }
     char size[48];
@@ -458,14 +240,14 @@ static void cmd_ehlo(sink_session *s, const smtp_cmd *c, bool ehlo)
     lines[n++] = size;
     lines[n++] = "8BITMIME";
     lines[n++] = "ENHANCEDSTATUSCODES";
-    if (s->sk->tls && !s->tls) lines[n++] = "STARTTLS";
-    smtp_reply_multi(&s->out, 250, lines, n);
+    if (s->sk->tls && !conn_tls(&s->conn)) lines[n++] = "STARTTLS";
+    smtp_reply_multi(&s->conn.out, 250, lines, n);
 }
 
-static void cmd_mail(sink_session *s, const smtp_cmd *c)
+static void sink_cmd_mail(sink_session *s, const smtp_cmd *c)
 {
     if (s->in_mail) {
-        error_reply(s, REPLY_NESTED_MAIL);
+        sink_error_reply(s, REPLY_NESTED_MAIL);
         return;
     }
     char *arg = util_strndup(c->arg, c->arg_len);
@@ -474,23 +256,23 @@ static void cmd_mail(sink_session *s, const smtp_cmd *c)
     int rc = smtp_parse_mail(arg, &p, bad);
     free(arg);
     if (rc != 0) {
-        error_reply(s, bad);
+        sink_error_reply(s, bad);
         return;
     }
     if (p.has_size && s->sk->o.max_size > 0 && p.size > s->sk->o.max_size) {
-        reply(s, REPLY_TOO_BIG);
+        sink_reply(s, REPLY_TOO_BIG);
         return;
     }
     s->in_mail = true;
     s->nrcpts = 0;
-    reply(s, REPLY_MAIL_OK);
+    sink_reply(s, REPLY_MAIL_OK);
 }
 
-static void cmd_rcpt(sink_session *s, const smtp_cmd *c)
+static void sink_cmd_rcpt(sink_session *s, const smtp_cmd *c)
 {
     sink *sk = s->sk;
     if (!s->in_mail) {
-        error_reply(s, REPLY_NEED_MAIL);
+        sink_error_reply(s, REPLY_NEED_MAIL);
         return;
     }
     char *arg = util_strndup(c->arg, c->arg_len);
@@ -499,11 +281,11 @@ static void cmd_rcpt(sink_session *s, const smtp_cmd *c)
     int rc = smtp_parse_rcpt(arg, &p, bad);
     free(arg);
     if (rc != 0) {
-        error_reply(s, bad);
+        sink_error_reply(s, bad);
         return;
     }
     long delay_ms = 0;
-    int f = local_part_fault(p.addr, &delay_ms);
+    int f = sink_local_part_fault(p.addr, &delay_ms);
     if (f < 0) {
         if (sink_chance(sk, sk->o.random_disconnect)) f = F_RANDOM_DISCONNECT;
         else if (sink_chance(sk, sk->o.random_defer)) f = F_RANDOM_DEFER;
@@ -513,165 +295,166 @@ static void cmd_rcpt(sink_session *s, const smtp_cmd *c)
     switch (f) {
     case F_DEFER:
     case F_RANDOM_DEFER:
-        reply(s, REPLY_DEFER);
+        sink_reply(s, REPLY_DEFER);
         return;
     case F_REJECT:
     case F_RANDOM_REJECT:
-        reply(s, REPLY_REJECT);
+        sink_reply(s, REPLY_REJECT);
         return;
     case F_THROTTLE:
-        reset_transaction(s);
-        reply(s, REPLY_THROTTLE);
-        start_closing(s, "fault throttle");
+        sink_reset_transaction(s);
+        sink_reply(s, REPLY_THROTTLE);
+        sink_start_closing(s, "fault throttle");
         return;
     case F_DISCONNECT:
     case F_RANDOM_DISCONNECT:
-        reset_transaction(s);
-        kill_session(s, "fault disconnect");
+        sink_reset_transaction(s);
+        sink_kill_session(s, "fault disconnect");
         return;
     case F_DELAY:
         s->nrcpts++;
-        hold_reply(s, HOLD_RCPT, REPLY_RCPT_OK, delay_ms);
+        sink_hold_reply(s, HOLD_RCPT, REPLY_RCPT_OK, delay_ms);
         return;
     default:
         s->nrcpts++;
-        reply(s, REPLY_RCPT_OK);
+        sink_reply(s, REPLY_RCPT_OK);
         return;
     }
 }
 
-static void cmd_data(sink_session *s, const smtp_cmd *c)
+static void sink_cmd_data(sink_session *s, const smtp_cmd *c)
 {
     if (!s->in_mail) {
-        error_reply(s, REPLY_NEED_MAIL);
+        sink_error_reply(s, REPLY_NEED_MAIL);
         return;
     }
     if (c->arg_len) {
-        error_reply(s, "501 5.5.4 Syntax: DATA");
+        sink_error_reply(s, "501 5.5.4 Syntax: DATA");
         return;
     }
     if (s->nrcpts == 0) {
-        reply(s, REPLY_NO_RCPTS);
+        sink_reply(s, REPLY_NO_RCPTS);
         return;
     }
     s->data_bytes = 0;
     s->state = SS_DATA;
-    reply(s, REPLY_DATA_GO);
+    sink_reply(s, REPLY_DATA_GO);
 }
 
-static void cmd_starttls(sink_session *s, const smtp_cmd *c)
+static void sink_cmd_starttls(sink_session *s, const smtp_cmd *c)
 {
-    if (!s->sk->tls || s->tls) {
-        error_reply(s, REPLY_NO_STARTTLS);
+    if (!s->sk->tls || conn_tls(&s->conn)) {
+        sink_error_reply(s, REPLY_NO_STARTTLS);
         return;
     }
     if (c->arg_len) {
-        error_reply(s, "501 5.5.4 Syntax: STARTTLS");
+        sink_error_reply(s, "501 5.5.4 Syntax: STARTTLS");
         return;
     }
-    reset_transaction(s);
-    reply(s, REPLY_TLS_GO);
+    sink_reset_transaction(s);
+    sink_reply(s, REPLY_TLS_GO);
     s->state = SS_TLS_WAIT;
     s->discard_input = true;             /* pipelined plaintext after STARTTLS is dropped */
-    set_timer(s, SINK_TLS_TIMEOUT);
+    sink_set_timer(s, SINK_TLS_TIMEOUT);
 }
 
-static void command_line(sink_session *s, const smtp_line *line)
+static void sink_command_line(sink_session *s, const smtp_line *line)
 {
     if (line->flags & SMTP_LINE_TOO_LONG) {
-        error_reply(s, REPLY_LINE_TOO_LONG);
+        sink_error_reply(s, REPLY_LINE_TOO_LONG);
         return;
     }
     smtp_cmd c;
     smtp_parse_command(line->text, line->len, &c);
     switch (c.verb) {
-    case SMTP_CMD_HELO: cmd_ehlo(s, &c, false); break;
-    case SMTP_CMD_EHLO: cmd_ehlo(s, &c, true); break;
-    case SMTP_CMD_MAIL: cmd_mail(s, &c); break;
-    case SMTP_CMD_RCPT: cmd_rcpt(s, &c); break;
-    case SMTP_CMD_DATA: cmd_data(s, &c); break;
-    case SMTP_CMD_STARTTLS: cmd_starttls(s, &c); break;
+    case SMTP_CMD_HELO: sink_cmd_ehlo(s, &c, false); break;
+    case SMTP_CMD_EHLO: sink_cmd_ehlo(s, &c, true); break;
+    case SMTP_CMD_MAIL: sink_cmd_mail(s, &c); break;
+    case SMTP_CMD_RCPT: sink_cmd_rcpt(s, &c); break;
+    case SMTP_CMD_DATA: sink_cmd_data(s, &c); break;
+    case SMTP_CMD_STARTTLS: sink_cmd_starttls(s, &c); break;
     case SMTP_CMD_RSET:
-        reset_transaction(s);
-        reply(s, REPLY_OK);
+        sink_reset_transaction(s);
+        sink_reply(s, REPLY_OK);
         break;
-    case SMTP_CMD_NOOP: reply(s, REPLY_OK); break;
+    case SMTP_CMD_NOOP: sink_reply(s, REPLY_OK); break;
     case SMTP_CMD_QUIT:
-        reset_transaction(s);
-        reply(s, REPLY_BYE);
-        start_closing(s, "quit");
+        sink_reset_transaction(s);
+        sink_reply(s, REPLY_BYE);
+        sink_start_closing(s, "quit");
         break;
-    case SMTP_CMD_VRFY: reply(s, "252 2.1.5 Cannot VRFY user"); break;
+    case SMTP_CMD_VRFY: sink_reply(s, "252 2.1.5 Cannot VRFY user"); break;
     case SMTP_CMD_HELP:
-        reply(s, "214 2.0.0 kiln-sink: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT STARTTLS");
+        sink_reply(s, "214 2.0.0 kiln-sink: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT STARTTLS");
         break;
     case SMTP_CMD_EXPN:
-    case SMTP_CMD_AUTH: error_reply(s, REPLY_NOT_IMPL); break;
-    case SMTP_CMD_UNKNOWN: error_reply(s, REPLY_UNKNOWN); break;
+    case SMTP_CMD_AUTH: sink_error_reply(s, REPLY_NOT_IMPL); break;
+    case SMTP_CMD_UNKNOWN: sink_error_reply(s, REPLY_UNKNOWN); break;
     }
 }
 
 /* ---- DATA ---- */
 
 /* The 250 at the end of DATA: only now does the message count. */
-static void message_accepted(sink_session *s)
+static void sink_message_accepted(sink_session *s)
 {
     sink *sk = s->sk;
     uint64_t r = s->nrcpts, b = s->data_bytes;
-    count_add(&sk->total, 1, r, b);
-    count_add(&s->c->n, 1, r, b);
-    count_add(&s->l->n, 1, r, b);
+    sink_count_add(&sk->total, 1, r, b);
+    sink_count_add(&s->c->n, 1, r, b);
+    sink_count_add(&sk->by_listener[s->li], 1, r, b);
     s->messages++;
-    smtp_reply_printf(&s->out, "250 2.0.0 Ok: queued as S%llxM%llu", (unsigned long long)s->id,
+    smtp_reply_printf(&s->conn.out, "250 2.0.0 Ok: queued as S%llxM%llu", (unsigned long long)s->id,
                       (unsigned long long)s->messages);
-    reset_transaction(s);
+    sink_reset_transaction(s);
 }
 
-static void data_end(sink_session *s)
+static void sink_data_end(sink_session *s)
 {
     sink *sk = s->sk;
     s->state = SS_CMD;
     if (sk->o.max_size > 0 && s->data_bytes > (uint64_t)sk->o.max_size) {
-        reply(s, REPLY_TOO_BIG);
-        reset_transaction(s);
+        sink_reply(s, REPLY_TOO_BIG);
+        sink_reset_transaction(s);
         return;
     }
     if (sk->o.delay_data_ms > 0) {
         sk->faults[F_DELAY_DATA]++;
-        hold_reply(s, HOLD_DATA, "", sk->o.delay_data_ms);
+        sink_hold_reply(s, HOLD_DATA, "", sk->o.delay_data_ms);
         return;
     }
-    message_accepted(s);
+    sink_message_accepted(s);
 }
 
-static void on_hold(struct ev_loop *loop, ev_timer *w, int revents)
+static void sink_on_hold(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
     sink_session *s = w->data;
     s->state = SS_CMD;
-    if (s->hold_kind == HOLD_DATA) message_accepted(s);
-    else reply(s, s->held_reply);
+    if (s->hold_kind == HOLD_DATA) sink_message_accepted(s);
+    else sink_reply(s, s->held_reply);
     free(s->held_reply);
     s->held_reply = NULL;
-    session_run(s);
+    sink_session_run(s);
 }
 
-/* ---- input and output ---- */
+/* ---- input and output (the socket and TLS mechanics are mta/conn.c's) ---- */
 
-static bool processing_input(const sink_session *s)
+static bool sink_processing_input(const sink_session *s)
 {
     return !s->dead && (s->state == SS_CMD || s->state == SS_DATA);
 }
 
-static void process_input(sink_session *s)
+static void sink_process_input(sink_session *s)
 {
+    strbuf *in = &s->conn.in;
     size_t pos = 0;
-    while (processing_input(s)) {
+    while (sink_processing_input(s)) {
         bool data = s->state == SS_DATA;
         smtp_line line;
         size_t discard;
-        smtp_line_status st = smtp_line_next(&s->lr, s->in.buf + pos, s->in.len - pos,
+        smtp_line_status st = smtp_line_next(&s->lr, in->buf + pos, in->len - pos,
                                              data ? SINK_DATA_LINE_MAX : SMTP_AUTH_LINE_MAX,
                                              &line, &discard);
         if (st == SMTP_LINE_MORE) {
@@ -682,9 +465,9 @@ static void process_input(sink_session *s)
         }
         pos += line.consumed;
         if (!data) {
-            command_line(s, &line);
+            sink_command_line(s, &line);
         } else if (line.len == 1 && line.text[0] == '.' && !(line.flags & SMTP_LINE_TOO_LONG)) {
-            data_end(s);
+            sink_data_end(s);
         } else if (line.flags & SMTP_LINE_TOO_LONG) {
             s->data_bytes += line.consumed;
         } else {
@@ -693,156 +476,79 @@ static void process_input(sink_session *s)
         }
         if (s->discard_input) {
             s->discard_input = false;
-            pos = s->in.len;
+            pos = in->len;
             s->lr = (smtp_linereader){0};
         }
     }
-    strbuf_consume(&s->in, pos);
+    strbuf_consume(in, pos);
 }
 
-static bool reading_allowed(const sink_session *s)
+static bool sink_reading_allowed(const sink_session *s)
 {
-    return (processing_input(s) && s->out.len - s->out_off < SINK_OUT_PAUSE) ||
+    return (sink_processing_input(s) && conn_out_pending(&s->conn) < SINK_OUT_PAUSE) ||
            (!s->dead && s->state == SS_LINGER);
 }
 
-static void peer_closed(sink_session *s)
+static void sink_peer_closed(sink_session *s)
 {
-    reset_transaction(s);
-    if (s->state == SS_LINGER) kill_session(s, s->close_reason);
-    else start_closing(s, "client closed the connection");
+    sink_reset_transaction(s);
+    if (s->state == SS_LINGER) sink_kill_session(s, s->close_reason);
+    else sink_start_closing(s, "client closed the connection");
 }
 
-static void read_input(sink_session *s)
+static void sink_read_input(sink_session *s)
 {
-    for (int k = 0; k < SINK_READS_PER_EVENT && reading_allowed(s); k++) {
+    for (int k = 0; k < SINK_READS_PER_EVENT && sink_reading_allowed(s); k++) {
         if (s->state == SS_LINGER) {     /* discard what the client still sends */
-            char junk[4096];
-            ssize_t r = recv(s->fd, junk, sizeof junk, 0);
-            if (r < 0 && errno == EINTR) continue;
-            if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
-            if (r <= 0) {
-                kill_session(s, s->close_reason);
+            conn_status st = conn_discard(&s->conn);
+            if (st == CONN_AGAIN) return;
+            if (st != CONN_OK) {
+                sink_kill_session(s, s->close_reason);
                 return;
             }
             continue;
         }
-        strbuf_reserve(&s->in, SINK_READ_CHUNK);
-        char *dst = s->in.buf + s->in.len;
-        size_t got = 0;
-        if (s->tls) {
-            s->tls_read_wants_write = false;
-            tls_status st = tls_conn_read(s->tls, dst, SINK_READ_CHUNK, &got);
-            if (st == TLS_WANT_READ) return;
-            if (st == TLS_WANT_WRITE) {
-                s->tls_read_wants_write = true;
-                return;
-            }
-            if (st == TLS_EOF) {
-                peer_closed(s);
-                return;
-            }
-            if (st == TLS_ERROR) {
-                kill_session(s, "TLS error");
-                return;
-            }
-        } else {
-            ssize_t r = recv(s->fd, dst, SINK_READ_CHUNK, 0);
-            if (r < 0) {
-                if (errno == EINTR) continue;
-                if (errno != EAGAIN && errno != EWOULDBLOCK) kill_session(s, "read error");
-                return;
-            }
-            if (r == 0) {
-                peer_closed(s);
-                return;
-            }
-            got = (size_t)r;
+        switch (conn_read(&s->conn, NULL)) {
+        case CONN_OK: break;
+        case CONN_AGAIN: return;
+        case CONN_EOF:
+            sink_peer_closed(s);
+            return;
+        case CONN_ERROR:
+            sink_kill_session(s, conn_tls(&s->conn) ? "TLS error" : "read error");
+            return;
         }
-        s->in.len += got;
-        s->in.buf[s->in.len] = '\0';
-        set_timer(s, s->sk->o.timeout);
-        process_input(s);
+        sink_set_timer(s, s->sk->o.timeout);
+        sink_process_input(s);
     }
-    if (reading_allowed(s)) ev_feed_event(s->sk->loop, &s->io, EV_READ);
+    if (sink_reading_allowed(s)) conn_feed(&s->conn, EV_READ);
 }
 
-static void flush_output(sink_session *s)
+static void sink_flush_output(sink_session *s)
 {
-    s->tls_write_wants_read = false;
-    while (!s->dead && s->out_off < s->out.len) {
-        const char *p = s->out.buf + s->out_off;
-        size_t n = s->out.len - s->out_off, put = 0;
-        if (s->tls) {
-            tls_status st = tls_conn_write(s->tls, p, n, &put);
-            if (st == TLS_WANT_WRITE) break;
-            if (st == TLS_WANT_READ) {
-                s->tls_write_wants_read = true;
-                break;
-            }
-            if (st != TLS_OK) {
-                kill_session(s, "TLS write error");
-                break;
-            }
-        } else {
-            ssize_t r = send(s->fd, p, n, MSG_NOSIGNAL);
-            if (r < 0) {
-                if (errno == EINTR) continue;
-                if (errno != EAGAIN && errno != EWOULDBLOCK) kill_session(s, "write error");
-                break;
-            }
-            put = (size_t)r;
-        }
-        s->out_off += put;
-    }
-    if (s->out_off == s->out.len) {
-        strbuf_reset(&s->out);
-        s->out_off = 0;
-    } else if (s->out_off > SINK_OUT_PAUSE) {
-        strbuf_consume(&s->out, s->out_off);
-        s->out_off = 0;
-    }
+    if (!s->dead && conn_flush(&s->conn, NULL) == CONN_ERROR)
+        sink_kill_session(s, conn_tls(&s->conn) ? "TLS write error" : "write error");
 }
 
-static void update_io(sink_session *s)
-{
-    int ev = 0;
-    if (s->state == SS_TLS_HANDSHAKE) {
-        ev = s->hs_events;
-    } else {
-        if (s->out_off < s->out.len) ev |= s->tls_write_wants_read ? EV_READ : EV_WRITE;
-        if (reading_allowed(s)) ev |= s->tls_read_wants_write ? EV_WRITE : EV_READ;
-    }
-    if (ev == s->io_events) return;
-    ev_io_stop(s->sk->loop, &s->io);
-    s->io_events = ev;
-    if (ev) {
-        ev_io_set(&s->io, s->fd, ev);
-        ev_io_start(s->sk->loop, &s->io);
-    }
-}
-
-static void tls_step(sink_session *s)
+static void sink_tls_step(sink_session *s)
 {
     if (s->state == SS_TLS_WAIT) {
-        if (s->out_off < s->out.len) return;     /* the 220 leaves in plaintext first */
-        s->tls = tls_conn_new(s->sk->tls, s->fd, NULL);
+        if (conn_out_pending(&s->conn)) return;     /* the 220 leaves in plaintext first */
+        conn_starttls(&s->conn, s->sk->tls, NULL);
         s->state = SS_TLS_HANDSHAKE;
-        s->hs_events = EV_READ;
     }
-    switch (tls_conn_handshake(s->tls)) {
-    case TLS_OK:
+    switch (conn_handshake(&s->conn)) {
+    case CONN_OK:
         s->state = SS_CMD;
         s->lr = (smtp_linereader){0};
-        strbuf_reset(&s->in);
-        set_timer(s, s->sk->o.timeout);
+        strbuf_reset(&s->conn.in);
+        sink_set_timer(s, s->sk->o.timeout);
         break;
-    case TLS_WANT_READ: s->hs_events = EV_READ; break;
-    case TLS_WANT_WRITE: s->hs_events = EV_WRITE; break;
+    case CONN_AGAIN: break;
     default:
         log_write(s->sk->log, KLOG_DEBUG, "sink.tls_error", "session=%llu client=%s error=%s",
-                  (unsigned long long)s->id, s->c->ip, log_q(s->sk->log, tls_conn_error(s->tls)));
-        kill_session(s, "TLS handshake failed");
+                  (unsigned long long)s->id, s->c->ip, log_q(s->sk->log, conn_error(&s->conn)));
+        sink_kill_session(s, "TLS handshake failed");
         break;
     }
 }
@@ -850,113 +556,89 @@ static void tls_step(sink_session *s)
 /* After the last reply is written: shut the write side and read until the client closes,
  * so that unread pipelined commands do not turn our close into a reset that destroys the
  * reply the client has not read yet. */
-static void start_linger(sink_session *s)
+static void sink_start_linger(sink_session *s)
 {
-    if (s->tls) tls_conn_shutdown(s->tls);
-    shutdown(s->fd, SHUT_WR);
+    conn_shutdown_write(&s->conn);
     s->state = SS_LINGER;
-    set_timer(s, SINK_LINGER);
+    sink_set_timer(s, SINK_LINGER);
 }
 
-static void session_run(sink_session *s)
+static void sink_session_run(sink_session *s)
 {
-    flush_output(s);
-    if (!s->dead && (s->state == SS_TLS_WAIT || s->state == SS_TLS_HANDSHAKE)) tls_step(s);
-    if (!s->dead) process_input(s);
-    if (!s->dead) read_input(s);
-    if (!s->dead) flush_output(s);
-    if (!s->dead && s->state == SS_TLS_WAIT && s->out_off == s->out.len) {
-        tls_step(s);
-        if (!s->dead && s->state == SS_CMD) read_input(s);
+    sink_flush_output(s);
+    if (!s->dead && (s->state == SS_TLS_WAIT || s->state == SS_TLS_HANDSHAKE)) sink_tls_step(s);
+    if (!s->dead) sink_process_input(s);
+    if (!s->dead) sink_read_input(s);
+    if (!s->dead) sink_flush_output(s);
+    if (!s->dead && s->state == SS_TLS_WAIT && !conn_out_pending(&s->conn)) {
+        sink_tls_step(s);
+        if (!s->dead && s->state == SS_CMD) sink_read_input(s);
     }
-    if (!s->dead && s->state == SS_CLOSING && s->out_off == s->out.len) {
-        start_linger(s);
-        read_input(s);
+    if (!s->dead && s->state == SS_CLOSING && !conn_out_pending(&s->conn)) {
+        sink_start_linger(s);
+        sink_read_input(s);
     }
     if (s->dead) {
-        session_close(s);
+        sink_session_close(s);
         return;
     }
-    update_io(s);
+    conn_update(&s->conn, sink_reading_allowed(s));
 }
 
-static void on_session_io(struct ev_loop *loop, ev_io *w, int revents)
+static void sink_on_session_io(void *arg, int revents)
 {
-    (void)loop;
     (void)revents;
-    session_run(w->data);
+    sink_session_run(arg);
 }
 
-static void on_session_timer(struct ev_loop *loop, ev_timer *w, int revents)
+static void sink_on_session_timer(void *arg)
 {
-    (void)loop;
-    (void)revents;
-    sink_session *s = w->data;
-    ev_timer_stop(s->sk->loop, &s->timer);
+    sink_session *s = arg;
     if (s->state == SS_CLOSING || s->state == SS_LINGER) {
-        kill_session(s, s->close_reason ? s->close_reason : "closing");
+        sink_kill_session(s, s->close_reason ? s->close_reason : "closing");
     } else if (s->state == SS_TLS_WAIT || s->state == SS_TLS_HANDSHAKE) {
-        kill_session(s, "timeout in TLS handshake");
+        sink_kill_session(s, "timeout in TLS handshake");
     } else if (s->state == SS_HOLD) {
-        set_timer(s, s->sk->o.timeout);  /* our own delay, not the client's */
+        sink_set_timer(s, s->sk->o.timeout);  /* our own delay, not the client's */
         return;
     } else {
-        reset_transaction(s);
-        smtp_reply_printf(&s->out, "421 4.4.2 %s Error: timeout exceeded", s->sk->o.hostname);
-        start_closing(s, "timeout");
+        sink_reset_transaction(s);
+        smtp_reply_printf(&s->conn.out, "421 4.4.2 %s Error: timeout exceeded", s->sk->o.hostname);
+        sink_start_closing(s, "timeout");
     }
-    session_run(s);
+    sink_session_run(s);
 }
+
+static const conn_ops sink_session_conn_ops = {
+    .on_io = sink_on_session_io, .on_timeout = sink_on_session_timer,
+};
 
 /* ---- session life cycle ---- */
 
-static void session_close(sink_session *s)
+static void sink_session_close(sink_session *s)
 {
     sink *sk = s->sk;
     log_write(sk->log, KLOG_DEBUG, "sink.close",
               "session=%llu client=%s listener=%s reason=%s messages=%llu duration_ms=%lld",
-              (unsigned long long)s->id, s->c->ip, s->l->name,
+              (unsigned long long)s->id, s->c->ip, sk->acceptor.v[s->li].name,
               log_q(sk->log, s->close_reason ? s->close_reason : "closed"),
               (unsigned long long)s->messages, (long long)(util_mono_ms() - s->started_ms));
-    ev_io_stop(sk->loop, &s->io);
-    ev_timer_stop(sk->loop, &s->timer);
     ev_timer_stop(sk->loop, &s->hold);
-    if (s->tls) tls_conn_free(s->tls);
-    close(s->fd);
+    conn_free(&s->conn);
     if (s->prev) s->prev->next = s->next;
     else sk->sessions = s->next;
     if (s->next) s->next->prev = s->prev;
     sk->nsessions--;
     s->c->current--;
     free(s->held_reply);
-    strbuf_free(&s->in);
-    strbuf_free(&s->out);
     free(s);
 }
 
-/* The client's address as text; IPv4-mapped IPv6 addresses become plain IPv4. */
-static void peer_ip(const struct sockaddr_storage *ss, char ip[INET6_ADDRSTRLEN])
+static void sink_session_new(sink *sk, size_t li, int fd, const conn_peer *peer)
 {
-    if (ss->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)ss;
-        if (IN6_IS_ADDR_V4MAPPED(&a6->sin6_addr)) {
-            struct in_addr a4;
-            memcpy(&a4, a6->sin6_addr.s6_addr + 12, 4);
-            inet_ntop(AF_INET, &a4, ip, INET6_ADDRSTRLEN);
-        } else {
-            inet_ntop(AF_INET6, &a6->sin6_addr, ip, INET6_ADDRSTRLEN);
-        }
-    } else {
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, ip, INET6_ADDRSTRLEN);
-    }
-}
-
-static void session_new(sink_listener *l, int fd, const struct sockaddr_storage *ss)
-{
-    sink *sk = l->sk;
-    char ip[INET6_ADDRSTRLEN];
-    peer_ip(ss, ip);
-    sink_client *c = client_get(sk, ip);
+    const char *lname = sk->acceptor.v[li].name;
+    const char *ip = peer->ip;
+    sink_client *c = sink_client_get(sk, ip);
     if (sk->o.max_conn_per_client > 0 && c->current >= sk->o.max_conn_per_client) {
         static const char msg[] = REPLY_TOO_MANY_CONN "\r\n";
         ssize_t r = send(fd, msg, sizeof msg - 1, MSG_NOSIGNAL);
@@ -966,21 +648,20 @@ static void session_new(sink_listener *l, int fd, const struct sockaddr_storage 
         c->rejected_connections++;
         sk->faults[F_TOO_MANY_CONNECTIONS]++;
         log_write(sk->log, KLOG_DEBUG, "sink.refuse", "client=%s listener=%s open=%d", ip,
-                  l->name, c->current);
+                  lname, c->current);
         return;
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     sink_session *s = util_calloc(1, sizeof *s);
     s->sk = sk;
-    s->l = l;
+    s->li = li;
     s->c = c;
     s->id = ++sk->next_id;
-    s->fd = fd;
     s->state = SS_CMD;
     s->started_ms = util_mono_ms();
-    strbuf_init(&s->in);
-    strbuf_init(&s->out);
+    conn_init(&s->conn, sk->loop, &sink_session_conn_ops, s);
+    conn_attach(&s->conn, fd);
     s->next = sk->sessions;
     if (sk->sessions) sk->sessions->prev = s;
     sk->sessions = s;
@@ -988,66 +669,37 @@ static void session_new(sink_listener *l, int fd, const struct sockaddr_storage 
     c->current++;
     if (c->current > c->max_concurrent) c->max_concurrent = c->current;
     c->n.connections++;
-    l->n.connections++;
+    sk->by_listener[li].connections++;
     sk->total.connections++;
-    ev_io_init(&s->io, on_session_io, fd, EV_READ);
-    s->io.data = s;
-    ev_init(&s->timer, on_session_timer);
-    s->timer.data = s;
-    ev_init(&s->hold, on_hold);
+    ev_init(&s->hold, sink_on_hold);
     s->hold.data = s;
     log_write(sk->log, KLOG_DEBUG, "sink.connect", "session=%llu client=%s listener=%s",
-              (unsigned long long)s->id, ip, l->name);
-    smtp_reply_printf(&s->out, "220 %s ESMTP kiln-sink", sk->o.hostname);
-    set_timer(s, sk->o.timeout);
-    session_run(s);
+              (unsigned long long)s->id, ip, lname);
+    smtp_reply_printf(&s->conn.out, "220 %s ESMTP kiln-sink", sk->o.hostname);
+    sink_set_timer(s, sk->o.timeout);
+    sink_session_run(s);
 }
 
 /* ---- listeners ---- */
 
-static void listeners_set(sink *sk, bool on)
+static void sink_on_accept(void *arg, size_t index, int fd, const conn_peer *peer)
 {
-    for (size_t i = 0; i < sk->nlisteners; i++) {
-        if (sk->listeners[i].fd < 0) continue;
-        if (on) ev_io_start(sk->loop, &sk->listeners[i].io);
-        else ev_io_stop(sk->loop, &sk->listeners[i].io);
-    }
+    sink_session_new(arg, index, fd, peer);
 }
 
-static void on_backoff(struct ev_loop *loop, ev_timer *w, int revents)
+static void sink_on_accept_error(void *arg, size_t index, int err)
 {
-    (void)loop;
-    (void)revents;
-    sink *sk = w->data;
-    if (!sk->stopping) listeners_set(sk, true);
+    sink *sk = arg;
+    log_write(sk->log, KLOG_WARNING, "sink.accept_error", "listener=%s error=%s",
+              sk->acceptor.v[index].name, log_q(sk->log, strerror(err)));
 }
 
-static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
-{
-    (void)loop;
-    (void)revents;
-    sink_listener *l = w->data;
-    sink *sk = l->sk;
-    for (int k = 0; k < SINK_ACCEPTS_PER_EVENT && !sk->stopping; k++) {
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof ss;
-        int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO) continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-            log_write(sk->log, KLOG_WARNING, "sink.accept_error", "listener=%s error=%s",
-                      l->name, log_q(sk->log, strerror(errno)));
-            listeners_set(sk, false);
-            ev_timer_set(&sk->backoff, SINK_ACCEPT_BACKOFF, 0);
-            ev_timer_start(sk->loop, &sk->backoff);
-            return;
-        }
-        session_new(l, fd, &ss);
-    }
-}
+static const conn_acceptor_ops sink_acceptor_ops = {
+    .on_accept = sink_on_accept, .on_error = sink_on_accept_error,
+};
 
 /* "host:port" or "[v6]:port" into host and port; false if malformed. */
-static bool split_hostport(const char *spec, char *host, size_t hostcap, char *port,
+static bool sink_split_hostport(const char *spec, char *host, size_t hostcap, char *port,
                            size_t portcap)
 {
     const char *colon;
@@ -1075,54 +727,18 @@ static bool split_hostport(const char *spec, char *host, size_t hostcap, char *p
     return true;
 }
 
-static int listen_on(sink *sk, const char *spec, char **err)
+static int sink_listen_on(sink *sk, const char *spec, char **err)
 {
     char host[256], port[16];
-    if (!split_hostport(spec, host, sizeof host, port, sizeof port)) {
+    if (!sink_split_hostport(spec, host, sizeof host, port, sizeof port)) {
         *err = util_asprintf("-l %s: expected HOST:PORT or [IPV6]:PORT", spec);
         return -1;
     }
-    struct addrinfo hints = {0}, *res = NULL;
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    int gai = getaddrinfo(host, port, &hints, &res);
-    if (gai != 0) {
-        *err = util_asprintf("-l %s: cannot resolve: %s", spec, gai_strerror(gai));
-        return -1;
-    }
-    int rc = 0;
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0) {
-            *err = util_asprintf("-l %s: socket: %s", spec, strerror(errno));
-            rc = -1;
-            break;
-        }
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (ai->ai_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, SINK_BACKLOG) != 0) {
-            *err = util_asprintf("-l %s: cannot listen: %s", spec, strerror(errno));
-            close(fd);
-            rc = -1;
-            break;
-        }
-        sk->listeners = util_realloc(sk->listeners, (sk->nlisteners + 1) * sizeof *sk->listeners);
-        sink_listener *l = &sk->listeners[sk->nlisteners++];
-        memset(l, 0, sizeof *l);
-        l->fd = fd;
-        l->sk = sk;
-        char ip[INET6_ADDRSTRLEN] = "?";
-        if (ai->ai_family == AF_INET6)
-            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr, ip, sizeof ip);
-        else
-            inet_ntop(AF_INET, &((struct sockaddr_in *)ai->ai_addr)->sin_addr, ip, sizeof ip);
-        snprintf(l->name, sizeof l->name, ai->ai_family == AF_INET6 ? "[%s]:%s" : "%s:%s", ip,
-                 port);
-    }
-    freeaddrinfo(res);
-    return rc;
+    char *why = NULL;
+    if (conn_acceptor_listen(&sk->acceptor, host, port, SINK_BACKLOG, &why) == 0) return 0;
+    *err = util_asprintf("-l %s: %s", spec, why);
+    free(why);
+    return -1;
 }
 
 /* ---- signals, start and stop ---- */
@@ -1131,23 +747,18 @@ static void sink_stop(sink *sk)
 {
     if (sk->stopping) return;
     sk->stopping = true;
-    listeners_set(sk, false);
-    ev_timer_stop(sk->loop, &sk->backoff);
-    for (size_t i = 0; i < sk->nlisteners; i++) {
-        if (sk->listeners[i].fd >= 0) close(sk->listeners[i].fd);
-        sk->listeners[i].fd = -1;
-    }
+    conn_acceptor_close(&sk->acceptor);
     /* Sessions end now: a best-effort 421 (a sink holds nothing worth waiting for). */
     while (sk->sessions) {
         sink_session *s = sk->sessions;
         if (s->state == SS_CMD || s->state == SS_DATA || s->state == SS_HOLD) {
-            reply(s, REPLY_SHUTDOWN);
-            flush_output(s);
+            sink_reply(s, REPLY_SHUTDOWN);
+            sink_flush_output(s);
         }
-        kill_session(s, "shutdown");
-        session_close(s);
+        sink_kill_session(s, "shutdown");
+        sink_session_close(s);
     }
-    stats_write(sk);
+    sink_stats_write(sk);
     log_write(sk->log, KLOG_INFO, "sink.stop", "messages=%llu recipients=%llu connections=%llu",
               (unsigned long long)sk->total.messages, (unsigned long long)sk->total.recipients,
               (unsigned long long)sk->total.connections);
@@ -1158,32 +769,31 @@ static void sink_stop(sink *sk)
     ev_break(sk->loop, EVBREAK_ALL);
 }
 
-static void on_sigusr1(struct ev_loop *loop, ev_signal *w, int revents)
+static void sink_on_sigusr1(struct ev_loop *loop, ev_signal *w, int revents)
 {
     (void)loop;
     (void)revents;
-    stats_write(w->data);
+    sink_stats_write(w->data);
 }
 
-static void on_sigterm(struct ev_loop *loop, ev_signal *w, int revents)
+static void sink_on_sigterm(struct ev_loop *loop, ev_signal *w, int revents)
 {
     (void)loop;
     (void)revents;
     sink_stop(w->data);
 }
 
-static void on_stats_timer(struct ev_loop *loop, ev_timer *w, int revents)
+static void sink_on_stats_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
-    stats_write(w->data);
+    sink_stats_write(w->data);
 }
 
 static void sink_free(sink *sk)
 {
-    for (size_t i = 0; i < sk->nlisteners; i++)
-        if (sk->listeners[i].fd >= 0) close(sk->listeners[i].fd);
-    free(sk->listeners);
+    conn_acceptor_free(&sk->acceptor);
+    free(sk->by_listener);
     for (size_t h = 0; h < SINK_CLIENT_BUCKETS; h++) {
         sink_client *next;
         for (sink_client *c = sk->clients[h]; c; c = next) {
@@ -1196,164 +806,14 @@ static void sink_free(sink *sk)
     log_close(sk->log);
 }
 
-/* ---- command line ---- */
-
-static void usage(FILE *fp)
-{
-    fputs(
-        "usage: kiln-sink -l HOST:PORT [-l HOST:PORT ...] [options]\n"
-        "A fast SMTP sink: accepts and discards mail, counts per client IP, injects faults.\n"
-        "\n"
-        "  -l, --listen HOST:PORT        listen here (IPv4 or [IPv6]:PORT); repeatable\n"
-        "      --hostname NAME           name in the greeting and EHLO (sink.kiln.test)\n"
-        "      --stats-file FILE         write the JSON stats here (temp file + rename);\n"
-        "                                default: one JSON line on stdout\n"
-        "      --stats-interval S        also write the stats every S seconds\n"
-        "      --tls-cert FILE           PEM certificate chain: offer STARTTLS\n"
-        "      --tls-key FILE            PEM private key for --tls-cert\n"
-        "      --max-message-size N      SIZE advertised and enforced (bytes; 0 = no\n"
-        "                                limit; default 52428800)\n"
-        "      --timeout S               idle session timeout in seconds (300)\n"
-        "  -v, --verbose                 log every session on stderr\n"
-        "  -h, --help                    this text\n"
-        "\n"
-        "Faults by recipient local part (case-insensitive prefix):\n"
-        "  defer...      451 4.3.0 Temporary failure (kiln-sink)\n"
-        "  reject...     550 5.1.1 Mailbox unknown (kiln-sink)\n"
-        "  throttle...   421 4.7.0 Too many messages, slow down (kiln-sink), then close\n"
-        "  disconnect... close the connection without a reply\n"
-        "  delay<N>...   reply 250 to the RCPT after N milliseconds\n"
-        "Faults by option:\n"
-        "      --random-defer P          P percent of RCPTs get the defer reply\n"
-        "      --random-reject P         P percent of RCPTs get the reject reply\n"
-        "      --random-disconnect P     P percent of RCPTs drop the connection\n"
-        "      --seed N                  seed of the random faults (repeatable runs)\n"
-        "      --delay-data MS           delay the reply to the final \".\" by MS ms\n"
-        "      --max-connections-per-client N\n"
-        "                                more connections from one IP get\n"
-        "                                421 4.7.0 Too many connections from your IP\n"
-        "\n"
-        "Signals: SIGUSR1 writes the stats; SIGTERM/SIGINT write them and exit 0.\n",
-        fp);
-}
-
-/* Strict number parsing for options: the whole text must be the number. */
-enum {
-    OPT_HOSTNAME = 256, OPT_STATS_FILE, OPT_STATS_INTERVAL, OPT_TLS_CERT, OPT_TLS_KEY,
-    OPT_MAX_SIZE, OPT_TIMEOUT, OPT_RANDOM_DEFER, OPT_RANDOM_REJECT, OPT_RANDOM_DISCONNECT,
-    OPT_SEED, OPT_DELAY_DATA, OPT_MAX_CONN,
-};
-
-/* Returns 0, or 2 after printing why the command line is wrong. */
-static int parse_args(int argc, char **argv, sink_opts *o, bool *help)
-{
-    static const struct option longopts[] = {
-        {"listen", required_argument, NULL, 'l'},
-        {"hostname", required_argument, NULL, OPT_HOSTNAME},
-        {"stats-file", required_argument, NULL, OPT_STATS_FILE},
-        {"stats-interval", required_argument, NULL, OPT_STATS_INTERVAL},
-        {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
-        {"tls-key", required_argument, NULL, OPT_TLS_KEY},
-        {"max-message-size", required_argument, NULL, OPT_MAX_SIZE},
-        {"timeout", required_argument, NULL, OPT_TIMEOUT},
-        {"random-defer", required_argument, NULL, OPT_RANDOM_DEFER},
-        {"random-reject", required_argument, NULL, OPT_RANDOM_REJECT},
-        {"random-disconnect", required_argument, NULL, OPT_RANDOM_DISCONNECT},
-        {"seed", required_argument, NULL, OPT_SEED},
-        {"delay-data", required_argument, NULL, OPT_DELAY_DATA},
-        {"max-connections-per-client", required_argument, NULL, OPT_MAX_CONN},
-        {"verbose", no_argument, NULL, 'v'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    o->hostname = "sink.kiln.test";
-    o->max_size = SINK_DEFAULT_MAX_SIZE;
-    o->timeout = 300;
-    int ch;
-    long long ll;
-    while ((ch = getopt_long(argc, argv, "l:vh", longopts, NULL)) != -1) {
-        const char *bad = NULL;
-        switch (ch) {
-        case 'l':
-            o->listen = util_realloc(o->listen, (o->nlisten + 1) * sizeof *o->listen);
-            o->listen[o->nlisten++] = optarg;
-            break;
-        case OPT_HOSTNAME: o->hostname = optarg; break;
-        case OPT_STATS_FILE: o->stats_file = optarg; break;
-        case OPT_STATS_INTERVAL:
-            if (!util_parse_double(optarg, 0.001, 86400, &o->stats_interval))
-                bad = "--stats-interval wants seconds > 0";
-            break;
-        case OPT_TLS_CERT: o->tls_cert = optarg; break;
-        case OPT_TLS_KEY: o->tls_key = optarg; break;
-        case OPT_MAX_SIZE:
-            if (!util_parse_ll(optarg, 0, (long long)1 << 40, &o->max_size))
-                bad = "--max-message-size wants a byte count >= 0";
-            break;
-        case OPT_TIMEOUT:
-            if (!util_parse_double(optarg, 0.01, 86400, &o->timeout))
-                bad = "--timeout wants seconds > 0";
-            break;
-        case OPT_RANDOM_DEFER:
-            if (!util_parse_double(optarg, 0, 100, &o->random_defer))
-                bad = "--random-defer wants 0..100";
-            break;
-        case OPT_RANDOM_REJECT:
-            if (!util_parse_double(optarg, 0, 100, &o->random_reject))
-                bad = "--random-reject wants 0..100";
-            break;
-        case OPT_RANDOM_DISCONNECT:
-            if (!util_parse_double(optarg, 0, 100, &o->random_disconnect))
-                bad = "--random-disconnect wants 0..100";
-            break;
-        case OPT_SEED:
-            if (!util_parse_ll(optarg, 0, INT64_MAX, &ll)) bad = "--seed wants an integer >= 0";
-            o->seed = (unsigned long long)ll;
-            o->seeded = true;
-            break;
-        case OPT_DELAY_DATA:
-            if (!util_parse_ll(optarg, 0, 3600000, &ll)) bad = "--delay-data wants milliseconds";
-            o->delay_data_ms = (long)ll;
-            break;
-        case OPT_MAX_CONN:
-            if (!util_parse_ll(optarg, 1, 1000000, &ll))
-                bad = "--max-connections-per-client wants a count >= 1";
-            o->max_conn_per_client = (int)ll;
-            break;
-        case 'v': o->verbose = true; break;
-        case 'h': *help = true; return 0;
-        default:
-            usage(stderr);
-            return 2;
-        }
-        if (bad) {
-            fprintf(stderr, "kiln-sink: %s (got '%s')\n", bad, optarg);
-            return 2;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "kiln-sink: unexpected argument '%s'\n", argv[optind]);
-        return 2;
-    }
-    if (o->nlisten == 0) {
-        fprintf(stderr, "kiln-sink: give at least one -l HOST:PORT\n");
-        usage(stderr);
-        return 2;
-    }
-    if (!o->tls_cert != !o->tls_key) {
-        fprintf(stderr, "kiln-sink: --tls-cert and --tls-key go together\n");
-        return 2;
-    }
-    return 0;
-}
 
 int main(int argc, char **argv)
 {
     sink *sk = util_calloc(1, sizeof *sk);
     bool help = false;
-    int rc = parse_args(argc, argv, &sk->o, &help);
+    int rc = sink_parse_args(argc, argv, &sk->o, &help);
     if (rc != 0 || help) {
-        if (help) usage(stdout);
+        if (help) sink_usage(stdout);
         free(sk->o.listen);
         free(sk);
         return rc;
@@ -1369,6 +829,8 @@ int main(int argc, char **argv)
         return 1;
     }
     sk->loop = ev_default_loop(EVFLAG_AUTO);
+    conn_acceptor_init(&sk->acceptor, sk->loop, SINK_ACCEPTS_PER_EVENT, SINK_ACCEPT_BACKOFF,
+                       &sink_acceptor_ops, sk);
     sk->started_ms = util_mono_ms();
     sk->rng = sk->o.seeded ? sk->o.seed
                            : ((uint64_t)util_wall_ms() << 20) ^ (uint64_t)getpid();
@@ -1377,7 +839,7 @@ int main(int argc, char **argv)
         if (!sk->tls) rc = 1;
     }
     for (size_t i = 0; rc == 0 && i < sk->o.nlisten; i++)
-        if (listen_on(sk, sk->o.listen[i], &err) != 0) rc = 1;
+        if (sink_listen_on(sk, sk->o.listen[i], &err) != 0) rc = 1;
     if (rc != 0) {
         fprintf(stderr, "kiln-sink: %s\n", err);
         free(err);
@@ -1385,27 +847,22 @@ int main(int argc, char **argv)
         free(sk);
         return 1;
     }
-    ev_init(&sk->backoff, on_backoff);
-    sk->backoff.data = sk;
-    for (size_t i = 0; i < sk->nlisteners; i++) {
-        ev_io_init(&sk->listeners[i].io, on_accept, sk->listeners[i].fd, EV_READ);
-        sk->listeners[i].io.data = &sk->listeners[i];
-    }
-    listeners_set(sk, true);
-    ev_signal_init(&sk->sigusr1, on_sigusr1, SIGUSR1);
-    ev_signal_init(&sk->sigterm, on_sigterm, SIGTERM);
-    ev_signal_init(&sk->sigint, on_sigterm, SIGINT);
+    sk->by_listener = util_calloc(sk->acceptor.n, sizeof *sk->by_listener);
+    conn_acceptor_start(&sk->acceptor);
+    ev_signal_init(&sk->sigusr1, sink_on_sigusr1, SIGUSR1);
+    ev_signal_init(&sk->sigterm, sink_on_sigterm, SIGTERM);
+    ev_signal_init(&sk->sigint, sink_on_sigterm, SIGINT);
     sk->sigusr1.data = sk->sigterm.data = sk->sigint.data = sk;
     ev_signal_start(sk->loop, &sk->sigusr1);
     ev_signal_start(sk->loop, &sk->sigterm);
     ev_signal_start(sk->loop, &sk->sigint);
-    ev_timer_init(&sk->stats_timer, on_stats_timer, sk->o.stats_interval, sk->o.stats_interval);
+    ev_timer_init(&sk->stats_timer, sink_on_stats_timer, sk->o.stats_interval, sk->o.stats_interval);
     sk->stats_timer.data = sk;
     if (sk->o.stats_interval > 0) ev_timer_start(sk->loop, &sk->stats_timer);
-    for (size_t i = 0; i < sk->nlisteners; i++)
-        log_write(sk->log, KLOG_INFO, "sink.listen", "address=%s tls=%s", sk->listeners[i].name,
+    for (size_t i = 0; i < sk->acceptor.n; i++)
+        log_write(sk->log, KLOG_INFO, "sink.listen", "address=%s tls=%s", sk->acceptor.v[i].name,
                   sk->tls ? "starttls" : "none");
-    log_write(sk->log, KLOG_INFO, "sink.ready", "listeners=%zu pid=%ld", sk->nlisteners,
+    log_write(sk->log, KLOG_INFO, "sink.ready", "listeners=%zu pid=%ld", sk->acceptor.n,
               (long)getpid());
     ev_run(sk->loop, 0);
     sink_free(sk);

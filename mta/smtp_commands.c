@@ -1,0 +1,701 @@
+/* smtp_commands.c — the commands of a submission session (EHLO/HELO, MAIL, RCPT, DATA,
+ * RSET, NOOP, QUIT, VRFY, EXPN, HELP, STARTTLS), AUTH PLAIN/LOGIN (RFC 4954) and the DATA
+ * reader with its end-of-message checks and the hand-over to accept.c. Pure session logic:
+ * each function changes the session (smtp_session.h) and queues replies; it never touches
+ * the socket, so pipelined commands are answered in order by whatever the I/O side writes
+ * next. Policy (identity, sandbox, quotas, suppression) is mta/policy.c's; persistence is
+ * accept.c's, whose commit callback is smtp_server_on_accepted in smtp_server.c. */
+#include "mta/smtp_session.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "mta/accept.h"
+#include "mta/auth.h"
+#include "mta/message.h"
+#include "mta/quota.h"
+#include "store/spool.h"
+
+#define REPLY_TOO_MANY_ERRORS "421 4.7.0 Too many errors"
+#define REPLY_SHUTDOWN "421 4.3.2 Service shutting down"
+#define REPLY_UNRECOGNIZED "500 5.5.2 Command unrecognized"
+#define REPLY_LINE_TOO_LONG "500 5.5.2 Line too long"
+#define REPLY_NUL_IN_COMMAND "500 5.5.2 Syntax error: NUL byte in command"
+#define REPLY_NEED_HELO "503 5.5.1 Bad sequence of commands: send EHLO or HELO first"
+#define REPLY_NEED_EHLO "503 5.5.1 Bad sequence of commands: send EHLO first"
+#define REPLY_NEED_MAIL "503 5.5.1 Bad sequence of commands: send MAIL first"
+#define REPLY_NESTED_MAIL "503 5.5.1 Bad sequence of commands: nested MAIL command"
+#define REPLY_NO_VALID_RCPTS "554 5.5.1 No valid recipients"
+#define REPLY_RELAY_DENIED \
+    "554 5.7.1 Relay access denied: client is not in submission.trusted_networks"
+#define REPLY_SUPPRESSION_ERROR "451 4.3.0 Temporary failure: could not read the suppression list"
+#define REPLY_DATA_GO "354 End data with <CR><LF>.<CR><LF>"
+#define REPLY_BARE_LF "554 5.6.0 Message rejected: bare LF in message"
+#define REPLY_NUL "554 5.6.0 Message rejected: NUL byte in message"
+#define REPLY_LONG_LINE "554 5.6.0 Message rejected: line longer than 998 characters"
+#define REPLY_NO_SET \
+    "554 5.3.5 Message rejected: no X-SES-CONFIGURATION-SET header and no default_configuration_set"
+#define REPLY_STARTTLS_GO "220 2.0.0 Ready to start TLS"
+#define REPLY_NO_STARTTLS "502 5.5.1 STARTTLS not available"
+#define REPLY_TLS_ACTIVE "503 5.5.1 Bad sequence of commands: TLS already active"
+#define REPLY_AUTH_OK "235 2.7.0 Authentication successful"
+#define REPLY_AUTH_FAILED "535 5.7.8 Authentication credentials invalid"
+#define REPLY_AUTH_CANCELLED "501 5.7.0 Authentication cancelled"
+#define REPLY_AUTH_DECODE "501 5.5.2 Cannot decode response"
+#define REPLY_AUTH_MECH "504 5.5.4 Unrecognized authentication type"
+#define REPLY_AUTH_NEEDS_TLS "538 5.7.11 Encryption required for requested authentication mechanism"
+#define REPLY_AUTH_UNAVAILABLE "502 5.5.1 AUTH not available"
+#define REPLY_AUTH_TWICE "503 5.5.1 Bad sequence of commands: already authenticated"
+#define REPLY_AUTH_IN_TXN \
+    "503 5.5.1 Bad sequence of commands: AUTH not allowed during a mail transaction"
+#define REPLY_OK "250 2.0.0 Ok"
+#define REPLY_MAIL_OK "250 2.1.0 Ok"
+#define REPLY_RCPT_OK "250 2.1.5 Ok"
+#define REPLY_BYE "221 2.0.0 Bye"
+#define REPLY_VRFY "252 2.1.5 Cannot VRFY user"
+#define REPLY_EXPN "502 5.5.1 EXPN not available"
+#define REPLY_HELP \
+    "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS AUTH"
+
+/* ---- helpers ---- */
+
+static bool smtp_server_in_transaction(const smtp_session *s)
+{
+    return s->state == ST_MAIL || s->state == ST_RCPT || s->state == ST_DATA ||
+           s->state == ST_COMMIT;
+}
+
+static bool smtp_server_auth_offered(const smtp_session *s)
+{
+    if (s->cfg->nauth == 0) return false;
+    if (conn_tls(&s->conn)) return true;
+    return !s->cfg->tls_cert && s->loopback;
+}
+
+void smtp_server_reply(smtp_session *s, const char *line)
+{
+    smtp_reply_line(&s->conn.out, line);
+}
+
+static void smtp_server_error_reply(smtp_session *s, const char *line)
+{
+    smtp_server_reply(s, line);
+    if (++s->errors >= SMTP_SERVER_MAX_ERRORS) {
+        smtp_server_reply(s, REPLY_TOO_MANY_ERRORS);
+        smtp_server_start_closing(s, "too many errors");
+    }
+}
+
+void smtp_server_free_transaction(smtp_session *s, bool release)
+{
+    if (release && s->reserved) quota_daily_release(s->ctx->quota, s->reserved);
+    s->reserved = 0;
+    free(s->mail_from);
+    s->mail_from = NULL;
+    for (size_t i = 0; i < s->nrcpts; i++) free(s->rcpts[i]);
+    free(s->rcpts);
+    free(s->verdicts);
+    s->rcpts = NULL;
+    s->verdicts = NULL;
+    s->nrcpts = s->rcpts_cap = 0;
+    strbuf_free(&s->data);
+    s->data_size = 0;
+    s->data_flags = 0;
+    free(s->set_name);
+    s->set_name = NULL;
+}
+
+/* Ends the transaction (RSET, EHLO, rejection, abort): reservations go back to the quota. */
+void smtp_server_reset_transaction(smtp_session *s)
+{
+    smtp_server_free_transaction(s, true);
+    if (smtp_server_in_transaction(s) || s->state == ST_AUTH) s->state = ST_READY;
+}
+
+static void smtp_server_log_reject(smtp_session *s, const char *stage, const char *from, const char *rcpt,
+                       const char *line)
+{
+    klog *lg = s->ctx->log;
+    if (!from) from = s->mail_from ? s->mail_from : "";
+    log_write(lg, KLOG_INFO, "smtp.reject",
+              "session=%llu client=%s stage=%s from=%s%s%s reply=%s", (unsigned long long)s->id,
+              s->client_ip, stage, log_q(lg, from),
+              rcpt ? " rcpt=" : "", rcpt ? log_q(lg, rcpt) : "", log_q(lg, line));
+}
+
+/* After each command and each transaction end: during a graceful stop a session that is
+ * not inside a transaction gets 421 and is closed. */
+void smtp_server_check_shutdown(smtp_session *s)
+{
+    if (!s->srv || !s->srv->shutting_down) return;
+    if (s->state == ST_GREET || s->state == ST_READY || s->state == ST_AUTH) {
+        smtp_server_reply(s, REPLY_SHUTDOWN);
+        smtp_server_start_closing(s, "shutdown");
+    }
+}
+
+/* ---- commands ---- */
+
+static void smtp_server_cmd_helo(smtp_session *s, const smtp_cmd *c, bool ehlo)
+{
+    char *arg = util_strndup(c->arg, c->arg_len);
+    if (!smtp_helo_valid(arg)) {
+        free(arg);
+        smtp_server_error_reply(s, ehlo ? "501 5.5.4 Syntax: EHLO hostname"
+                            : "501 5.5.4 Syntax: HELO hostname");
+        return;
+    }
+    smtp_server_reset_transaction(s);
+    free(s->helo);
+    s->helo = arg;
+    s->esmtp = ehlo;
+    s->state = ST_READY;
+    const config *cfg = s->cfg;
+    if (!ehlo) {
+        smtp_reply_printf(&s->conn.out, "250 %s", cfg->hostname);
+        return;
+    }
+    char size[40];
+    snprintf(size, sizeof size, "SIZE %lld", (long long)cfg->max_message_size);
+    const char *lines[8];
+    size_t n = 0;
+    lines[n++] = cfg->hostname;
+    lines[n++] = "PIPELINING";
+    lines[n++] = size;
+    lines[n++] = "8BITMIME";
+    lines[n++] = "ENHANCEDSTATUSCODES";
+    if (s->srv->tls && !conn_tls(&s->conn)) lines[n++] = "STARTTLS";
+    if (smtp_server_auth_offered(s)) lines[n++] = "AUTH PLAIN LOGIN";
+    smtp_reply_multi(&s->conn.out, 250, lines, n);
+}
+
+static void smtp_server_cmd_mail(smtp_session *s, const smtp_cmd *c)
+{
+    if (s->state == ST_GREET) {
+        smtp_server_error_reply(s, REPLY_NEED_HELO);
+        return;
+    }
+    if (smtp_server_in_transaction(s)) {
+        smtp_server_error_reply(s, REPLY_NESTED_MAIL);
+        return;
+    }
+    const config *cfg = s->cfg;
+    char *arg = util_strndup(c->arg, c->arg_len);
+    smtp_path p;
+    char bad[SMTP_REPLY_MAX];
+    int rc = smtp_parse_mail(arg, &p, bad);
+    free(arg);
+    if (rc != 0) {
+        smtp_server_error_reply(s, bad);
+        return;
+    }
+    if (!s->trusted && cfg->nauth > 0 && !s->auth_user) {
+        smtp_server_log_reject(s, "mail", p.addr, NULL, POLICY_REPLY_AUTH_REQUIRED);
+        smtp_server_error_reply(s, POLICY_REPLY_AUTH_REQUIRED);
+        return;
+    }
+    if (!s->trusted && cfg->nauth == 0) {
+        smtp_server_log_reject(s, "mail", p.addr, NULL, REPLY_RELAY_DENIED);
+        smtp_server_error_reply(s, REPLY_RELAY_DENIED);
+        return;
+    }
+    if (p.has_size && p.size > cfg->max_message_size) {
+        smtp_server_log_reject(s, "mail", p.addr, NULL, POLICY_REPLY_TOO_LONG);
+        smtp_server_reply(s, POLICY_REPLY_TOO_LONG);
+        return;
+    }
+    char *r = policy_check_mail_from(cfg, p.addr);
+    if (r) {
+        s->mail_from = util_strdup(p.addr);     /* for the log line only */
+        smtp_server_log_reject(s, "mail", p.addr, NULL, r);
+        free(s->mail_from);
+        s->mail_from = NULL;
+        smtp_server_reply(s, r);
+        free(r);
+        return;
+    }
+    s->mail_from = util_strdup(p.addr);
+    s->state = ST_MAIL;
+    smtp_server_reply(s, REPLY_MAIL_OK);
+}
+
+static void smtp_server_cmd_rcpt(smtp_session *s, const smtp_cmd *c)
+{
+    if (s->state != ST_MAIL && s->state != ST_RCPT) {
+        smtp_server_error_reply(s, REPLY_NEED_MAIL);
+        return;
+    }
+    char *arg = util_strndup(c->arg, c->arg_len);
+    smtp_path p;
+    char bad[SMTP_REPLY_MAX];
+    int rc = smtp_parse_rcpt(arg, &p, bad);
+    free(arg);
+    if (rc != 0) {
+        smtp_server_error_reply(s, bad);
+        return;
+    }
+    for (size_t i = 0; i < s->nrcpts; i++) {
+        if (strcasecmp(s->rcpts[i], p.addr) == 0) {    /* the same recipient once */
+            smtp_server_reply(s, REPLY_RCPT_OK);
+            return;
+        }
+    }
+    kiln_ctx *ctx = s->ctx;
+    bool suppressed = false;
+    if (spool_suppression_get(ctx->spool, p.addr, &suppressed, NULL, NULL) != 0) {
+        log_write(ctx->log, KLOG_ERROR, "smtp.error", "session=%llu stage=rcpt error=%s",
+                  (unsigned long long)s->id, log_q(ctx->log, spool_errmsg(ctx->spool)));
+        smtp_server_reply(s, REPLY_SUPPRESSION_ERROR);
+        return;
+    }
+    policy_rcpt_in in = {
+        .cfg = s->cfg,
+        .q = ctx->quota,
+        .now_ms = kiln_now_ms(ctx),
+        .accepted_so_far = s->nrcpts,
+        .rcpt = p.addr,
+        .suppressed = suppressed,
+    };
+    const char *r = NULL;
+    bool owned = false;
+    policy_rcpt_verdict v = policy_check_rcpt(&in, &r, &owned);
+    if (v == POLICY_RCPT_REJECT) {
+        smtp_server_log_reject(s, "rcpt", NULL, p.addr, r);
+        smtp_server_reply(s, r);
+        if (owned) free((char *)r);
+        return;
+    }
+    if (s->nrcpts == s->rcpts_cap) {
+        s->rcpts_cap = s->rcpts_cap ? 2 * s->rcpts_cap : 8;
+        s->rcpts = util_realloc(s->rcpts, s->rcpts_cap * sizeof *s->rcpts);
+        s->verdicts = util_realloc(s->verdicts, s->rcpts_cap * sizeof *s->verdicts);
+    }
+    s->rcpts[s->nrcpts] = util_strdup(p.addr);
+    s->verdicts[s->nrcpts] = v;
+    s->nrcpts++;
+    if (v == POLICY_RCPT_ACCEPT || v == POLICY_RCPT_SUPPRESSED) s->reserved++;
+    s->state = ST_RCPT;
+    smtp_server_reply(s, REPLY_RCPT_OK);
+}
+
+static void smtp_server_cmd_data(smtp_session *s, const smtp_cmd *c)
+{
+    if (s->state != ST_MAIL && s->state != ST_RCPT) {
+        smtp_server_error_reply(s, REPLY_NEED_MAIL);
+        return;
+    }
+    if (c->arg_len) {
+        smtp_server_error_reply(s, "501 5.5.4 Syntax: DATA");
+        return;
+    }
+    if (s->nrcpts == 0) {
+        smtp_server_log_reject(s, "data", NULL, NULL, REPLY_NO_VALID_RCPTS);
+        smtp_server_reply(s, REPLY_NO_VALID_RCPTS);
+        return;
+    }
+    strbuf_free(&s->data);
+    s->data_size = 0;
+    s->data_flags = 0;
+    s->data_prev_crlf = true;
+    s->state = ST_DATA;
+    smtp_server_reply(s, REPLY_DATA_GO);
+    smtp_server_set_timer(s, SMTP_SERVER_DATA_TIMEOUT);
+}
+
+static void smtp_server_cmd_starttls(smtp_session *s, const smtp_cmd *c)
+{
+    if (!s->srv->tls) {
+        smtp_server_error_reply(s, REPLY_NO_STARTTLS);
+        return;
+    }
+    if (conn_tls(&s->conn)) {
+        smtp_server_error_reply(s, REPLY_TLS_ACTIVE);
+        return;
+    }
+    if (c->arg_len) {
+        smtp_server_error_reply(s, "501 5.5.4 Syntax: STARTTLS");
+        return;
+    }
+    /* RFC 3207 4.2: forget everything learnt before TLS. */
+    smtp_server_reset_transaction(s);
+    free(s->helo);
+    s->helo = NULL;
+    s->esmtp = false;
+    smtp_server_reply(s, REPLY_STARTTLS_GO);
+    s->state = ST_TLS_WAIT;
+    s->discard_input = true;       /* pipelined plaintext after STARTTLS is an injection */
+    smtp_server_set_timer(s, SMTP_SERVER_TLS_TIMEOUT);
+}
+
+/* ---- AUTH (RFC 4954; PLAIN RFC 4616, LOGIN) ---- */
+
+static void smtp_server_auth_finish(smtp_session *s, const char *user, const char *pass)
+{
+    klog *lg = s->ctx->log;
+    const char *mech = s->auth_mech == AUTH_MECH_PLAIN ? "PLAIN" : "LOGIN";
+    s->state = ST_READY;
+    if (auth_verify(s->cfg, user, pass)) {
+        s->auth_user = util_strdup(user);
+        log_write(lg, KLOG_INFO, "smtp.auth", "session=%llu client=%s mech=%s user=%s result=ok",
+                  (unsigned long long)s->id, s->client_ip, mech, log_q(lg, user));
+        smtp_server_reply(s, REPLY_AUTH_OK);
+    } else {
+        log_write(lg, KLOG_WARNING, "smtp.auth",
+                  "session=%llu client=%s mech=%s user=%s result=failed",
+                  (unsigned long long)s->id, s->client_ip, mech, log_q(lg, user));
+        smtp_server_error_reply(s, REPLY_AUTH_FAILED);
+    }
+}
+
+/* Leaves an unfinished AUTH exchange. */
+static void smtp_server_auth_abort(smtp_session *s)
+{
+    if (s->auth_login_user) explicit_bzero(s->auth_login_user, strlen(s->auth_login_user));
+    free(s->auth_login_user);
+    s->auth_login_user = NULL;
+    s->state = ST_READY;
+}
+
+/* Bad base64 is a 501 (RFC 4954 4); well-formed base64 that is no usable answer (empty
+ * name, NUL bytes, authzid of another user) is a failed authentication. */
+static void smtp_server_auth_bad_response(smtp_session *s, const char *b64)
+{
+    size_t n;
+    char *raw = auth_b64_decode(b64, &n);
+    s->state = ST_READY;
+    if (!raw) {
+        smtp_server_error_reply(s, REPLY_AUTH_DECODE);
+        return;
+    }
+    explicit_bzero(raw, n);
+    free(raw);
+    log_write(s->ctx->log, KLOG_WARNING, "smtp.auth",
+              "session=%llu client=%s mech=%s result=failed reason=\"malformed response\"",
+              (unsigned long long)s->id, s->client_ip,
+              s->auth_mech == AUTH_MECH_PLAIN ? "PLAIN" : "LOGIN");
+    smtp_server_error_reply(s, REPLY_AUTH_FAILED);
+}
+
+/* A PLAIN response (base64 "authzid NUL authcid NUL passwd"). */
+static void smtp_server_auth_plain_response(smtp_session *s, const char *b64)
+{
+    char *user = NULL, *pass = NULL;
+    if (auth_decode_plain(b64, &user, &pass) != 0) {
+        smtp_server_auth_bad_response(s, b64);
+        return;
+    }
+    smtp_server_auth_finish(s, user, pass);
+    free(user);
+    explicit_bzero(pass, strlen(pass));
+    free(pass);
+}
+
+/* A LOGIN response: the username, then the password. */
+static void smtp_server_auth_login_response(smtp_session *s, const char *b64)
+{
+    char *text = auth_decode_login(b64);
+    if (!text) {
+        smtp_server_auth_abort(s);
+        smtp_server_auth_bad_response(s, b64);
+        return;
+    }
+    if (!s->auth_login_user) {
+        s->auth_login_user = text;
+        s->state = ST_AUTH;
+        smtp_server_reply(s, AUTH_LOGIN_PROMPT_PASS);
+        return;
+    }
+    char *user = s->auth_login_user;
+    s->auth_login_user = NULL;
+    smtp_server_auth_finish(s, user, text);
+    free(user);
+    explicit_bzero(text, strlen(text));
+    free(text);
+}
+
+static void smtp_server_auth_continue(smtp_session *s, const char *line)
+{
+    if (strcmp(line, "*") == 0) {
+        smtp_server_auth_abort(s);
+        smtp_server_error_reply(s, REPLY_AUTH_CANCELLED);
+        return;
+    }
+    if (s->auth_mech == AUTH_MECH_PLAIN) smtp_server_auth_plain_response(s, line);
+    else smtp_server_auth_login_response(s, line);
+}
+
+static void smtp_server_cmd_auth(smtp_session *s, const smtp_cmd *c)
+{
+    if (s->cfg->nauth == 0) {
+        smtp_server_error_reply(s, REPLY_AUTH_UNAVAILABLE);
+        return;
+    }
+    if (s->state == ST_GREET || !s->esmtp) {
+        smtp_server_error_reply(s, REPLY_NEED_EHLO);
+        return;
+    }
+    if (s->auth_user) {
+        smtp_server_error_reply(s, REPLY_AUTH_TWICE);
+        return;
+    }
+    if (smtp_server_in_transaction(s)) {
+        smtp_server_error_reply(s, REPLY_AUTH_IN_TXN);
+        return;
+    }
+    if (!smtp_server_auth_offered(s)) {
+        smtp_server_error_reply(s, REPLY_AUTH_NEEDS_TLS);
+        return;
+    }
+    char *arg = util_strndup(c->arg, c->arg_len);
+    char *sp = strchr(arg, ' ');
+    const char *initial = NULL;
+    if (sp) {
+        *sp = '\0';
+        initial = sp + 1;
+        while (*initial == ' ') initial++;
+        if (!*initial || strchr(initial, ' ')) {
+            free(arg);
+            smtp_server_error_reply(s, "501 5.5.4 Syntax: AUTH mechanism [initial-response]");
+            return;
+        }
+    }
+    smtp_server_auth_abort(s);                     /* no half-finished LOGIN is carried over */
+    if (strcasecmp(arg, "PLAIN") == 0) {
+        s->auth_mech = AUTH_MECH_PLAIN;
+        if (!initial) {
+            s->state = ST_AUTH;
+            smtp_server_reply(s, "334 ");
+        } else {
+            /* "=" is an empty initial response (RFC 4954 4). */
+            smtp_server_auth_plain_response(s, strcmp(initial, "=") == 0 ? "" : initial);
+        }
+    } else if (strcasecmp(arg, "LOGIN") == 0) {
+        s->auth_mech = AUTH_MECH_LOGIN;
+        if (!initial) {
+            s->state = ST_AUTH;
+            smtp_server_reply(s, AUTH_LOGIN_PROMPT_USER);
+        } else {
+            smtp_server_auth_login_response(s, strcmp(initial, "=") == 0 ? "" : initial);
+        }
+    } else {
+        smtp_server_error_reply(s, REPLY_AUTH_MECH);
+    }
+    free(arg);
+}
+
+void smtp_server_command_line(smtp_session *s, const smtp_line *line)
+{
+    if (line->flags & (SMTP_LINE_TOO_LONG | SMTP_LINE_NUL)) {
+        if (s->state == ST_AUTH) smtp_server_auth_abort(s);
+        smtp_server_error_reply(s, line->flags & SMTP_LINE_TOO_LONG ? REPLY_LINE_TOO_LONG
+                                                        : REPLY_NUL_IN_COMMAND);
+        return;
+    }
+    /* Bare LF ends a command line too (as Postfix's default "normalize"); only DATA is strict. */
+    char *text = util_strndup(line->text, line->len);
+    if (s->state == ST_AUTH) {
+        smtp_server_auth_continue(s, text);
+        explicit_bzero(text, line->len);
+        free(text);
+        return;
+    }
+    smtp_cmd c;
+    smtp_parse_command(text, line->len, &c);
+    if (line->len + 2 > SMTP_COMMAND_LINE_MAX && c.verb != SMTP_CMD_AUTH) {
+        smtp_server_error_reply(s, REPLY_LINE_TOO_LONG);
+        free(text);
+        return;
+    }
+    switch (c.verb) {
+    case SMTP_CMD_HELO: smtp_server_cmd_helo(s, &c, false); break;
+    case SMTP_CMD_EHLO: smtp_server_cmd_helo(s, &c, true); break;
+    case SMTP_CMD_MAIL: smtp_server_cmd_mail(s, &c); break;
+    case SMTP_CMD_RCPT: smtp_server_cmd_rcpt(s, &c); break;
+    case SMTP_CMD_DATA: smtp_server_cmd_data(s, &c); break;
+    case SMTP_CMD_STARTTLS: smtp_server_cmd_starttls(s, &c); break;
+    case SMTP_CMD_AUTH: smtp_server_cmd_auth(s, &c); break;
+    case SMTP_CMD_RSET:
+        if (c.arg_len) {
+            smtp_server_error_reply(s, "501 5.5.4 Syntax: RSET");
+            break;
+        }
+        smtp_server_reset_transaction(s);
+        smtp_server_reply(s, REPLY_OK);
+        break;
+    case SMTP_CMD_NOOP: smtp_server_reply(s, REPLY_OK); break;
+    case SMTP_CMD_QUIT:
+        smtp_server_reset_transaction(s);
+        smtp_server_reply(s, REPLY_BYE);
+        smtp_server_start_closing(s, "quit");
+        break;
+    case SMTP_CMD_VRFY: smtp_server_reply(s, REPLY_VRFY); break;
+    case SMTP_CMD_EXPN: smtp_server_error_reply(s, REPLY_EXPN); break;
+    case SMTP_CMD_HELP: smtp_server_reply(s, REPLY_HELP); break;
+    case SMTP_CMD_UNKNOWN: smtp_server_error_reply(s, REPLY_UNRECOGNIZED); break;
+    }
+    if (c.verb == SMTP_CMD_AUTH) explicit_bzero(text, line->len);
+    free(text);
+}
+
+/* ---- DATA ---- */
+
+static void smtp_server_reject_message(smtp_session *s, const char *line)
+{
+    smtp_server_log_reject(s, "data", NULL, NULL, line);
+    smtp_server_reply(s, line);
+    smtp_server_reset_transaction(s);
+}
+
+/* The session's transaction as accept.c takes it, for data[0..len) and configuration set. */
+static accept_in smtp_server_session_accept_in(const smtp_session *s, const char *set, const char *data,
+                                   size_t len)
+{
+    accept_in in = {
+        .mail_from = s->mail_from,
+        .rcpts = s->rcpts,
+        .verdicts = s->verdicts,
+        .nrcpts = s->nrcpts,
+        .config_set = set,
+        .client_ip = s->client_ip,
+        .helo = s->helo,
+        .tls = conn_tls(&s->conn) != NULL,
+        .auth_user = s->auth_user,
+        .data = data,
+        .data_len = len,
+        .quota_count = s->reserved,
+    };
+    return in;
+}
+
+/* The X-SES-CONFIGURATION-SET value without trailing blanks (malloc'd), or NULL if absent. */
+static char *smtp_server_header_set_name(const msg_headers *hs)
+{
+    const char *hdr = message_header_get(hs, "X-SES-CONFIGURATION-SET");
+    if (!hdr) return NULL;
+    size_t n = strlen(hdr);
+    while (n && (hdr[n - 1] == ' ' || hdr[n - 1] == '\t')) n--;
+    return util_strndup(hdr, n);
+}
+
+/* A message refused for its content after its data arrived: a Reject event for its
+ * configuration set (the header's when it names a known set, else the default), then the
+ * 5xx reply. */
+static void smtp_server_reject_content(smtp_session *s, const char *line)
+{
+    const config *cfg = s->cfg;
+    const char *data = s->data.buf ? s->data.buf : "";
+    msg_headers hs;
+    message_parse_headers(data, s->data.len, &hs);
+    char *name = smtp_server_header_set_name(&hs);
+    const char *set = !name ? cfg->default_set : config_find_set(cfg, name) ? name : NULL;
+    accept_in in = smtp_server_session_accept_in(s, set, data, s->data.len);
+    accept_reject(s->ctx, &in, line);
+    free(name);
+    message_headers_free(&hs);
+    smtp_server_reject_message(s, line);
+}
+
+/* The end of DATA: checks, configuration set, then the hand-over to accept.c. */
+static void smtp_server_data_end(smtp_session *s)
+{
+    const config *cfg = s->cfg;
+    s->state = ST_READY;          /* until the hand-over below */
+    smtp_server_set_timer(s, SMTP_SERVER_COMMAND_TIMEOUT);
+    if (s->data_size > cfg->max_message_size) {
+        smtp_server_reject_message(s, POLICY_REPLY_TOO_LONG);
+        return;
+    }
+    if (s->data_flags & SMTP_LINE_BARE_LF) {
+        smtp_server_reject_content(s, REPLY_BARE_LF);
+        return;
+    }
+    if (s->data_flags & SMTP_LINE_NUL) {
+        smtp_server_reject_content(s, REPLY_NUL);
+        return;
+    }
+    if (s->data_flags & SMTP_LINE_TOO_LONG) {
+        smtp_server_reject_content(s, REPLY_LONG_LINE);
+        return;
+    }
+    const char *data = s->data.buf ? s->data.buf : "";
+    size_t len = s->data.len;
+    msg_headers hs;
+    message_parse_headers(data, len, &hs);
+    char *r = policy_check_headers(cfg, &hs);
+    if (r) {
+        message_headers_free(&hs);
+        smtp_server_reject_content(s, r);
+        free(r);
+        return;
+    }
+    char *name = smtp_server_header_set_name(&hs);
+    char *stripped = NULL;
+    size_t stripped_len = 0;
+    const char *set = cfg->default_set;
+    if (name) {
+        const config_set *cs = config_find_set(cfg, name);
+        if (!cs) {
+            char *shown = smtp_sanitize(name, strlen(name), 200);
+            char *line = util_asprintf("554 5.0.0 Configuration set does not exist: %s", shown);
+            free(shown);
+            free(name);
+            message_headers_free(&hs);
+            smtp_server_reject_message(s, line);
+            free(line);
+            return;
+        }
+        free(name);
+        set = cs->name;
+        stripped = message_remove_header(data, len, "X-SES-CONFIGURATION-SET", &stripped_len);
+    }
+    message_headers_free(&hs);
+    if (!set) {
+        free(stripped);
+        smtp_server_reject_message(s, REPLY_NO_SET);
+        return;
+    }
+    s->set_name = util_strdup(set);
+    accept_in in = smtp_server_session_accept_in(s, set, stripped ? stripped : data,
+                                     stripped ? stripped_len : len);
+    s->state = ST_COMMIT;
+    s->commit_pending = true;
+    conn_timer_stop(&s->conn);
+    int rc = accept_message(s->ctx, &in, smtp_server_on_accepted, s);
+    free(stripped);
+    if (rc != 0) {
+        s->commit_pending = false;
+        s->state = ST_READY;
+        smtp_server_set_timer(s, SMTP_SERVER_COMMAND_TIMEOUT);
+        log_write(s->ctx->log, KLOG_ERROR, "smtp.error",
+                  "session=%llu client=%s stage=data error=\"message could not be queued\"",
+                  (unsigned long long)s->id, s->client_ip);
+        smtp_server_reject_message(s, REPLY_STORE_FAILED);
+        return;
+    }
+    /* The message is copied into the spool batch: its buffer can go. */
+    strbuf_free(&s->data);
+}
+
+void smtp_server_data_line(smtp_session *s, const smtp_line *line)
+{
+    /* The end is "." + CRLF after a CRLF: never LF.LF or CRLF.LF (SMTP smuggling). */
+    if (line->len == 1 && line->text[0] == '.' && line->flags == 0 && s->data_prev_crlf) {
+        smtp_server_data_end(s);
+        return;
+    }
+    s->data_prev_crlf = !(line->flags & SMTP_LINE_BARE_LF);
+    s->data_flags |= line->flags;
+    const char *t = line->text;
+    size_t n = line->len;
+    if (n && t[0] == '.') {       /* dot-unstuffing (RFC 5321 4.5.2) */
+        t++;
+        n--;
+    }
+    s->data_size += (int64_t)n + 2;
+    if (s->data_size <= s->cfg->max_message_size && !(line->flags & SMTP_LINE_TOO_LONG)) {
+        strbuf_append(&s->data, t, n);
+        strbuf_append(&s->data, "\r\n", 2);
+    }
+}

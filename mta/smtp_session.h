@@ -1,0 +1,141 @@
+/* smtp_session.h — one submission session, private to the submission server: the session
+ * state machine's states and data, shared by mta/smtp_server.c (listeners, socket and TLS
+ * I/O through mta/conn, life cycle, the commit callback) and mta/smtp_commands.c (the SMTP
+ * commands, AUTH and the DATA reader). Nothing outside those two files includes it.
+ *
+ *   GREET --EHLO/HELO--> READY --MAIL--> MAIL --RCPT--> RCPT --DATA--> DATA --"."--> COMMIT
+ *     ^                    ^  \--AUTH--> AUTH (334 exchange) --/                      |
+ *     |                    +------------- 250 Ok ID / 4xx / 5xx ----------------------+
+ *     +-- TLS_HANDSHAKE <-- TLS_WAIT <-- STARTTLS           QUIT / 421 --> CLOSING
+ *
+ * Commands only change the session and queue replies in its conn's output buffer; the
+ * I/O side decides when they are written. */
+#ifndef KILN_SMTP_SESSION_H
+#define KILN_SMTP_SESSION_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <ev.h>
+
+#include "base/config.h"
+#include "base/kiln.h"
+#include "base/util.h"
+#include "mta/conn.h"
+#include "mta/policy.h"
+#include "mta/smtp_parse.h"
+#include "mta/smtp_server.h"
+#include "mta/tls.h"
+
+/* Session timeouts (RFC 5321 4.5.3.2 suggests 5 min for commands, 3 min per DATA block);
+ * they can be overridden with -D for tests. */
+#ifndef SMTP_SERVER_COMMAND_TIMEOUT
+#define SMTP_SERVER_COMMAND_TIMEOUT 300.0   /* s, waiting for a command */
+#endif
+#ifndef SMTP_SERVER_DATA_TIMEOUT
+#define SMTP_SERVER_DATA_TIMEOUT 180.0      /* s, between two reads of message data */
+#endif
+#ifndef SMTP_SERVER_TLS_TIMEOUT
+#define SMTP_SERVER_TLS_TIMEOUT 10.0        /* s, to finish the TLS handshake */
+#endif
+#define SMTP_SERVER_MAX_ERRORS 10           /* protocol errors before 421 */
+
+#define REPLY_STORE_FAILED "451 4.3.0 Temporary failure: could not store message"
+
+typedef enum {
+    ST_GREET,           /* connected (or TLS just started): EHLO/HELO expected */
+    ST_READY,           /* greeted, no transaction */
+    ST_AUTH,            /* inside an AUTH exchange: the next line is a SASL response */
+    ST_MAIL,            /* MAIL accepted, no recipient yet */
+    ST_RCPT,            /* at least one recipient accepted */
+    ST_DATA,            /* reading the message */
+    ST_COMMIT,          /* message handed to accept.c; waiting for the commit callback */
+    ST_TLS_WAIT,        /* "220 Ready to start TLS" still being written */
+    ST_TLS_HANDSHAKE,
+    ST_CLOSING,         /* last replies being written; then the connection is closed */
+} session_state;
+
+typedef enum { AUTH_MECH_PLAIN, AUTH_MECH_LOGIN } auth_mech;
+
+typedef struct smtp_session smtp_session;
+
+struct smtp_server {
+    kiln_ctx *ctx;
+    conn_acceptor acceptor;   /* the listening sockets */
+    tls_ctx *tls;
+    smtp_session *sessions;   /* doubly linked */
+    int nsessions;
+    uint64_t next_id;
+    bool shutting_down;
+    bool done_called;
+    void (*done)(void *arg);
+    void *done_arg;
+    ev_idle done_idle;        /* calls done() from the loop, never re-entrantly */
+};
+
+struct smtp_session {
+    smtp_server *srv;         /* NULL once orphaned by smtp_server_free */
+    kiln_ctx *ctx;
+    config *cfg;              /* the config this session started with (a reference) */
+    smtp_session *prev, *next;
+    uint64_t id;
+    conn conn;                /* socket, TLS, buffers and the session timer */
+    session_state state;
+    int64_t started_ms;
+    char client_ip[INET6_ADDRSTRLEN];
+    int client_port;
+    bool loopback;
+    bool trusted;
+
+    char *helo;               /* EHLO/HELO argument; NULL before */
+    bool esmtp;
+    char *auth_user;          /* after a successful AUTH */
+    auth_mech auth_mech;
+    char *auth_login_user;    /* AUTH LOGIN: username received, password expected */
+
+    /* the mail transaction */
+    char *mail_from;
+    char **rcpts;
+    policy_rcpt_verdict *verdicts;
+    size_t nrcpts, rcpts_cap;
+    unsigned reserved;        /* 24 h quota reservations held (ACCEPT and SUPPRESSED) */
+    strbuf data;
+    int64_t data_size;        /* octets received (unstuffed, CRLF lines), stored or not */
+    unsigned data_flags;      /* SMTP_LINE_* seen in the message */
+    bool data_prev_crlf;      /* the previous data line ended with CRLF */
+    char *set_name;           /* configuration set of the message being committed */
+    bool commit_pending;
+
+    smtp_linereader lr;
+    bool discard_input;       /* STARTTLS: drop pipelined plaintext */
+    int errors;
+    unsigned accepted;        /* messages accepted in this session */
+    bool dead;                /* close at the end of the current callback */
+    bool closed;              /* fd closed; only waiting for the commit callback */
+    const char *close_reason;
+};
+
+/* smtp_server.c: the session's life cycle */
+/* Closes the session at the end of the current callback. */
+void smtp_server_kill_session(smtp_session *s, const char *reason);
+/* (Re)arms the session's timeout. */
+void smtp_server_set_timer(smtp_session *s, double seconds);
+/* Stop reading; write what is pending; close once written (or after the linger time). */
+void smtp_server_start_closing(smtp_session *s, const char *reason);
+/* The spool's commit callback of accept_message(). */
+void smtp_server_on_accepted(void *arg, bool ok, const char *id, const char *err);
+
+/* smtp_commands.c: commands, AUTH and DATA */
+void smtp_server_reply(smtp_session *s, const char *line);
+/* Drops the transaction; release: its quota reservations go back. */
+void smtp_server_free_transaction(smtp_session *s, bool release);
+/* Ends the transaction (RSET, EHLO, rejection, abort): reservations go back to the quota. */
+void smtp_server_reset_transaction(smtp_session *s);
+/* During a graceful stop a session outside a transaction gets 421 and is closed. */
+void smtp_server_check_shutdown(smtp_session *s);
+/* One line of input: a command (or SASL response), or a line of the message in DATA. */
+void smtp_server_command_line(smtp_session *s, const smtp_line *line);
+void smtp_server_data_line(smtp_session *s, const smtp_line *line);
+
+#endif

@@ -1,0 +1,120 @@
+/* loadgen_report.c — kiln-loadgen's tallies (text key -> count: rejections by stage and
+ * code, errors by kind, connection errors) and the end-of-run report: accepted messages per
+ * second and latency percentiles (nearest rank, MAIL sent to the final 250), as text or as
+ * JSON (jansson) with --json. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "tools/loadgen.h"
+
+void loadgen_tally_add(lg_tally *t, const char *key, uint64_t n)
+{
+    for (size_t i = 0; i < t->n; i++) {
+        if (strcmp(t->v[i].key, key) == 0) {
+            t->v[i].n += n;
+            return;
+        }
+    }
+    if (t->n == t->cap) {
+        t->cap = t->cap ? 2 * t->cap : 8;
+        t->v = util_realloc(t->v, t->cap * sizeof *t->v);
+    }
+    t->v[t->n].key = util_strdup(key);
+    t->v[t->n].n = n;
+    t->n++;
+}
+
+void loadgen_tally_free(lg_tally *t)
+{
+    for (size_t i = 0; i < t->n; i++) free(t->v[i].key);
+    free(t->v);
+}
+
+static int loadgen_cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Nearest-rank percentile of the sorted latencies, in ms. */
+static double loadgen_pct_ms(const loadgen *lg, double p)
+{
+    if (lg->nlat == 0) return 0;
+    size_t rank = (size_t)ceil(p / 100.0 * (double)lg->nlat);
+    if (rank < 1) rank = 1;
+    if (rank > lg->nlat) rank = lg->nlat;
+    return (double)lg->lat_us[rank - 1] / 1000.0;
+}
+
+static json_t *loadgen_tally_json(const lg_tally *t)
+{
+    json_t *o = json_object();
+    for (size_t i = 0; i < t->n; i++)
+        json_object_set_new(o, t->v[i].key, json_integer((json_int_t)t->v[i].n));
+    return o;
+}
+
+static void loadgen_print_tally(const char *title, const lg_tally *t)
+{
+    if (t->n == 0) return;
+    printf("%s", title);
+    for (size_t i = 0; i < t->n; i++)
+        printf("%s%s: %llu", i ? ", " : " ", t->v[i].key, (unsigned long long)t->v[i].n);
+    printf("\n");
+}
+
+void loadgen_report(loadgen *lg)
+{
+    qsort(lg->lat_us, lg->nlat, sizeof *lg->lat_us, loadgen_cmp_i64);
+    int64_t end = lg->t_end_us > lg->t_start_us ? lg->t_end_us : loadgen_now_us();
+    double elapsed = (double)(end - lg->t_start_us) / 1e6;
+    double rate = elapsed > 0 ? (double)lg->accepted / elapsed : 0;
+    long long not_sent = lg->o.n - lg->next_msg;
+    double lmax = lg->nlat ? (double)lg->lat_us[lg->nlat - 1] / 1000.0 : 0;
+    if (lg->o.json) {
+        json_t *root = json_pack(
+            "{s:s, s:I, s:i, s:I, s:i, s:I, s:I, s:I, s:I, s:f, s:f, s:{s:f, s:f, s:f, s:f}, "
+            "s:I, s:I}",
+            "server", lg->o.server, "messages", (json_int_t)lg->o.n, "connections", lg->o.c,
+            "size", (json_int_t)lg->o.size, "rcpts_per_msg", lg->o.rcpts,
+            "accepted", (json_int_t)lg->accepted, "rejected", (json_int_t)lg->rejected,
+            "errors", (json_int_t)lg->errors, "not_sent", (json_int_t)not_sent,
+            "elapsed_s", elapsed, "accepted_per_s", rate,
+            "latency_ms", "p50", loadgen_pct_ms(lg, 50), "p90", loadgen_pct_ms(lg, 90), "p99", loadgen_pct_ms(lg, 99),
+            "max", lmax,
+            "recipients_accepted", (json_int_t)lg->rcpts_ok,
+            "recipients_rejected", (json_int_t)lg->rcpts_rejected);
+        if (!root) util_fatal("kiln-loadgen: cannot build the JSON report");
+        json_object_set_new(root, "rejected_by_code", loadgen_tally_json(&lg->rejected_by));
+        json_object_set_new(root, "errors_by_kind", loadgen_tally_json(&lg->errors_by));
+        json_object_set_new(root, "connection_errors", loadgen_tally_json(&lg->conn_errors));
+        json_object_set_new(root, "interrupted", json_boolean(lg->interrupted));
+        char *text =
+            json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
+        json_decref(root);
+        if (!text) util_fatal("kiln-loadgen: cannot encode the JSON report");
+        puts(text);
+        free(text);
+    } else {
+        printf("kiln-loadgen: %lld messages to %s over %d connections, %lld bytes, %d "
+               "recipient(s) each%s\n",
+               lg->o.n, lg->o.server, lg->o.c, lg->o.size, lg->o.rcpts,
+               lg->interrupted ? " (interrupted)" : "");
+        printf("messages accepted: %llu (rejected %llu, errors %llu, not sent %lld)\n",
+               (unsigned long long)lg->accepted, (unsigned long long)lg->rejected,
+               (unsigned long long)lg->errors, not_sent);
+        printf("accepted msgs/s: %.1f (%.3f s)\n", rate, elapsed);
+        printf("latency ms: p50 %.2f  p90 %.2f  p99 %.2f  max %.2f\n", loadgen_pct_ms(lg, 50),
+               loadgen_pct_ms(lg, 90), loadgen_pct_ms(lg, 99), lmax);
+        printf("recipients: %llu accepted, %llu rejected\n", (unsigned long long)lg->rcpts_ok,
+               (unsigned long long)lg->rcpts_rejected);
+        loadgen_print_tally("rejected by reply code:", &lg->rejected_by);
+        loadgen_print_tally("errors:", &lg->errors_by);
+        loadgen_print_tally("connection errors:", &lg->conn_errors);
+    }
+    fflush(stdout);
+}

@@ -1,0 +1,129 @@
+/* sink.h — kiln-sink's types, shared by its files: kiln-sink.c (sessions, SMTP, fault
+ * injection, start and stop), sink_stats.c (per-client and per-listener counts and the JSON
+ * stats file) and sink_args.c (the command line). Private to kiln-sink. */
+#ifndef KILN_SINK_H
+#define KILN_SINK_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <ev.h>
+
+#include "base/log.h"
+#include "base/util.h"
+#include "mta/conn.h"
+#include "mta/smtp_parse.h"
+#include "mta/tls.h"
+
+#define SINK_CLIENT_BUCKETS 4096
+#define SINK_DEFAULT_MAX_SIZE (50LL * 1024 * 1024)
+
+typedef enum {
+    F_DEFER, F_REJECT, F_THROTTLE, F_DISCONNECT, F_DELAY, F_RANDOM_DEFER, F_RANDOM_REJECT,
+    F_RANDOM_DISCONNECT, F_DELAY_DATA, F_TOO_MANY_CONNECTIONS, F_COUNT
+} sink_fault;
+
+typedef struct sink_counts {
+    uint64_t connections, messages, recipients, bytes;
+} sink_counts;
+
+typedef struct sink_client {
+    struct sink_client *next;            /* hash chain */
+    char ip[INET6_ADDRSTRLEN];
+    sink_counts n;
+    uint64_t rejected_connections;
+    int current, max_concurrent;
+} sink_client;
+
+typedef struct sink sink;
+
+typedef struct sink_opts {
+    char **listen;
+    size_t nlisten;
+    const char *hostname;
+    const char *stats_file;
+    double stats_interval;
+    const char *tls_cert, *tls_key;
+    long long max_size;                  /* 0: no limit */
+    double random_defer, random_reject, random_disconnect;
+    unsigned long long seed;
+    bool seeded;
+    long delay_data_ms;
+    int max_conn_per_client;             /* 0: no limit */
+    double timeout;
+    bool verbose;
+} sink_opts;
+
+typedef struct sink_session sink_session;
+
+struct sink {
+    struct ev_loop *loop;
+    klog *log;
+    sink_opts o;
+    tls_ctx *tls;
+    conn_acceptor acceptor;              /* the listeners (-l) */
+    sink_counts *by_listener;            /* one per acceptor.v[i] */
+    sink_client *clients[SINK_CLIENT_BUCKETS];
+    sink_session *sessions;              /* doubly linked */
+    int nsessions;
+    uint64_t next_id;
+    sink_counts total;
+    uint64_t faults[F_COUNT];
+    uint64_t rng;
+    int64_t started_ms;
+    ev_signal sigusr1, sigterm, sigint;
+    ev_timer stats_timer;
+    bool stopping;
+};
+
+typedef enum {
+    SS_CMD,             /* reading commands (greeted or not; no transaction or MAIL/RCPT) */
+    SS_DATA,            /* reading the message */
+    SS_HOLD,            /* a delayed reply is pending: input waits */
+    SS_TLS_WAIT,        /* "220 Ready to start TLS" being written */
+    SS_TLS_HANDSHAKE,
+    SS_CLOSING,         /* writing the last replies */
+    SS_LINGER,          /* write side shut; reading until the client closes */
+} sink_state;
+
+typedef enum { HOLD_RCPT, HOLD_DATA } hold_kind;
+
+struct sink_session {
+    sink *sk;
+    sink_session *prev, *next;
+    size_t li;                           /* its listener: acceptor.v[li] */
+    sink_client *c;
+    uint64_t id;
+    conn conn;                           /* socket, TLS, buffers; its timer: idle / linger /
+                                            handshake timeout */
+    ev_timer hold;                       /* delayed reply */
+    sink_state state;
+    hold_kind hold_kind;
+    char *held_reply;
+    bool in_mail;                        /* MAIL accepted */
+    unsigned nrcpts;                     /* recipients accepted in this transaction */
+    uint64_t data_bytes;
+    uint64_t messages;                   /* messages accepted in this session */
+    smtp_linereader lr;
+    bool discard_input;
+    bool dead;
+    int errors;
+    int64_t started_ms;
+    const char *close_reason;
+};
+
+/* sink_stats.c */
+/* The counters of client IP ip (created at first sight). */
+sink_client *sink_client_get(sink *sk, const char *ip);
+void sink_count_add(sink_counts *n, uint64_t msgs, uint64_t rcpts, uint64_t bytes);
+/* Writes the stats: to --stats-file through a temporary file and rename(2), else to stdout. */
+void sink_stats_write(sink *sk);
+
+/* sink_args.c */
+void sink_usage(FILE *fp);
+/* Returns 0, or 2 after printing why the command line is wrong. */
+int sink_parse_args(int argc, char **argv, sink_opts *o, bool *help);
+
+#endif
