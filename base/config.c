@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -216,7 +217,8 @@ static int config_read_password_hash(config_parser *p, yaml_node_t *v, char **ou
 
 static int config_read_auth(config_parser *p, yaml_node_t *v)
 {
-    static const char *const keys[] = {"user", "password_hash", NULL};
+    static const char *const keys[] = {"user", "password_hash", "identities",
+                                       "configuration_sets", NULL};
     config *c = p->cfg;
     size_t n;
     if (config_as_list(p, v, &n) < 0) return -1;
@@ -231,6 +233,14 @@ static int config_read_auth(config_parser *p, yaml_node_t *v)
         FIELD(it, "user", f,
               config_as_str(p, f, config_valid_user, "a user name without blanks", &a->user));
         FIELD(it, "password_hash", f, config_read_password_hash(p, f, &a->password_hash));
+        FIELD(it, "identities", f,
+              (a->scoped_identities = true,
+               config_as_strv(p, f, config_valid_identity, "a domain or an address (e.g. example.com, ops@example.com)", true, true,
+                              &a->identities, &a->nidentities)));
+        FIELD(it, "configuration_sets", f,
+              (a->scoped_sets = true,
+               config_as_strv(p, f, config_valid_name, "a configuration set name", false, true,
+                              &a->configuration_sets, &a->nconfiguration_sets)));
         if (!a->user) return config_missing(p, LINE(it), "user", NULL);
         if (!a->password_hash)
             return config_missing(p, LINE(it), "password_hash", "(a crypt(3) hash, e.g. $y$...)");
@@ -242,6 +252,74 @@ static int config_read_auth(config_parser *p, yaml_node_t *v)
             }
         config_pop(p, m);
     }
+    return 0;
+}
+
+/* True if identity (a domain or an address) is covered by one of list: equal to it, or an
+ * address or subdomain under one of its domains (as mta/policy.c matches senders). */
+static bool config_identity_covered(char *const *list, size_t n, const char *identity)
+{
+    const char *at = strrchr(identity, '@');
+    const char *domain = at ? at + 1 : identity;
+    size_t dlen = strlen(domain);
+    for (size_t i = 0; i < n; i++) {
+        const char *e = list[i];
+        if (strchr(e, '@')) {
+            if (strcasecmp(e, identity) == 0) return true;
+            continue;
+        }
+        size_t elen = strlen(e);
+        if (dlen == elen && strcasecmp(domain, e) == 0) return true;
+        if (dlen > elen && domain[dlen - elen - 1] == '.' && strcasecmp(domain + dlen - elen, e) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* After account and configuration_sets are read: every identity in a submission.auth scope
+ * is covered by account.identities and every configuration set in one exists. */
+static int config_check_auth_scope(config_parser *p, yaml_node_t *root)
+{
+    config *c = p->cfg;
+    yaml_node_t *sub = config_lookup(p, root, "submission", NULL);
+    yaml_node_t *list = sub && sub->type == YAML_MAPPING_NODE ? config_lookup(p, sub, "auth", NULL) : NULL;
+    if (!list || list->type != YAML_SEQUENCE_NODE) return 0;
+    for (size_t i = 0; i < c->nauth; i++) {
+        const config_auth_user *a = &c->auth[i];
+        yaml_node_t *it = config_item(p, list, i);
+        size_t m = config_push_key(p, "submission");
+        config_push_key(p, "auth");
+        config_push_index(p, i);
+        yaml_node_t *ids = config_lookup(p, it, "identities", NULL);
+        for (size_t j = 0; j < a->nidentities; j++) {
+            if (config_identity_covered(c->identities, c->nidentities, a->identities[j])) continue;
+            config_push_key(p, "identities");
+            config_push_index(p, j);
+            return config_fail(p, config_item(p, ids, j),
+                               "'%s' is not one of account.identities nor under one of its "
+                               "domains (verify it there first)", a->identities[j]);
+        }
+        yaml_node_t *sets = config_lookup(p, it, "configuration_sets", NULL);
+        for (size_t j = 0; j < a->nconfiguration_sets; j++) {
+            if (config_find_set(c, a->configuration_sets[j])) continue;
+            config_push_key(p, "configuration_sets");
+            config_push_index(p, j);
+            return config_fail(p, config_item(p, sets, j), "unknown configuration set '%s'",
+                               a->configuration_sets[j]);
+        }
+        config_pop(p, m);
+    }
+    return 0;
+}
+
+/* submission.auth_failures: {max, window} */
+static int config_read_auth_failures(config_parser *p, yaml_node_t *v)
+{
+    static const char *const keys[] = {"max", "window", NULL};
+    config *c = p->cfg;
+    if (config_as_map(p, v, keys) <= 0) return p->err ? -1 : 0;
+    FIELD(v, "max", f, config_as_int32(p, f, 1, 1000000, NULL, &c->auth_failures_max));
+    FIELD(v, "window", f, config_as_duration(p, f, true, &c->auth_failures_window_ms));
     return 0;
 }
 
@@ -280,7 +358,8 @@ static int config_read_trusted(config_parser *p, yaml_node_t *v)
 static int config_read_submission(config_parser *p, yaml_node_t *m)
 {
     static const char *const keys[] = {"listen", "tls", "auth", "trusted_networks",
-                                       "max_message_size", "max_recipients", NULL};
+                                       "max_message_size", "max_recipients",
+                                       "auth_failures", NULL};
     config *c = p->cfg;
     if (config_as_map(p, m, keys) <= 0) return p->err ? -1 : 0;
     FIELD(m, "listen", v, config_read_listen(p, v));
@@ -289,6 +368,7 @@ static int config_read_submission(config_parser *p, yaml_node_t *m)
     FIELD(m, "trusted_networks", v, config_read_trusted(p, v));
     FIELD(m, "max_message_size", v, config_as_size(p, v, &c->max_message_size));
     FIELD(m, "max_recipients", v, config_as_int32(p, v, 1, INT_MAX, NULL, &c->max_recipients));
+    FIELD(m, "auth_failures", v, config_read_auth_failures(p, v));
     return 0;
 }
 
@@ -914,6 +994,7 @@ static int config_read_root(config_parser *p, yaml_node_t *root)
     FIELD(root, "ips", v, config_read_ips(p, v));
     FIELD(root, "configuration_sets", v, config_read_sets(p, v));
     if (config_read_default_set(p, root) < 0) return -1;
+    if (config_check_auth_scope(p, root) < 0) return -1;
     FIELD(root, "warmup", v, config_read_warmup(p, v));
     FIELD(root, "shaping", v, config_read_shaping(p, v));
     return 0;
@@ -926,6 +1007,8 @@ static void config_set_defaults(config *c)
     c->dns_timeout_ms = 2 * MS_SECOND;
     c->max_message_size = 10 * KB * KB;
     c->max_recipients = 50;
+    c->auth_failures_max = 10;
+    c->auth_failures_window_ms = 5 * MS_MINUTE;
     c->mode = CONFIG_MODE_SANDBOX;
     c->max_24h_send = 200;
     c->max_send_rate = 1;

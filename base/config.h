@@ -27,6 +27,15 @@ typedef struct config_cidr {
 typedef struct config_auth_user {
     char *user;
     char *password_hash;     /* crypt(3) string: $y$…, $6$…, $5$…, $2b$… */
+    /* Authorization scope (absent = everything, as before): identities this user may send
+     * as (lower-case domains or addresses, each covered by account.identities) and the
+     * configuration sets it may use (each one of configuration_sets). */
+    bool scoped_identities;
+    char **identities;
+    size_t nidentities;
+    bool scoped_sets;
+    char **configuration_sets;
+    size_t nconfiguration_sets;
 } config_auth_user;
 
 typedef struct config_route {
@@ -137,6 +146,8 @@ typedef struct config {
     size_t nauth;
     config_cidr *trusted;
     size_t ntrusted;
+    int auth_failures_max;          /* failed AUTHs per client in the window; default 10 */
+    int64_t auth_failures_window_ms;  /* default 5m */
     int64_t max_message_size;   /* bytes; default 10MB */
     int max_recipients;         /* default 50 */
 

@@ -43,6 +43,8 @@ void config_free(config *c)
     for (size_t i = 0; i < c->nauth; i++) {
         free(c->auth[i].user);
         free(c->auth[i].password_hash);
+        config_free_strv(c->auth[i].identities, c->auth[i].nidentities);
+        config_free_strv(c->auth[i].configuration_sets, c->auth[i].nconfiguration_sets);
     }
     free(c->auth);
     free(c->trusted);

@@ -45,7 +45,7 @@ void accept_new_id(char out[80], int64_t now_ms)
 }
 
 /* sendingAccountId: 12 decimal digits, stable for a hostname (FNV-1a, mod 10^12). */
-static void sending_account_id(const char *hostname, char out[16])
+void accept_sending_account_id(const char *hostname, char out[16])
 {
     uint64_t h = UINT64_C(14695981039346656037);
     for (const unsigned char *p = (const unsigned char *)hostname; *p; p++) {
@@ -156,7 +156,7 @@ static char *mail_object(const config *cfg, const char *id, int64_t now, const c
                          const char *set, const char *client_ip)
 {
     char acct[16];
-    sending_account_id(cfg->hostname, acct);
+    accept_sending_account_id(cfg->hostname, acct);
     events_mail_in mi = {
         .message_id = id,
         .timestamp_ms = now,

@@ -40,6 +40,9 @@ int accept_message(struct kiln_ctx *ctx, const accept_in *in, accept_done_cb don
  * Reject event (reason = the reply text) in the configuration set's outbox, written with
  * the next group commit. in->config_set NULL or unknown: no event (no destination). */
 void accept_reject(struct kiln_ctx *ctx, const accept_in *in, const char *reason);
+/* The event's sendingAccountId for hostname: 12 decimal digits (also the account in the
+ * ARNs of the per-user authorization replies). */
+void accept_sending_account_id(const char *hostname, char out[16]);
 
 /* New SES-style message ID into out: 16 hex ms timestamp, a random UUID, "-000000". */
 void accept_new_id(char out[80], int64_t now_ms);

@@ -89,8 +89,23 @@ char *auth_decode_login(const char *b64)
     return raw;
 }
 
-/* crypt_rn of pass with setting, compared against want (NULL: compute and fail). */
-static bool auth_crypt_matches(const char *pass, const char *setting, const char *want)
+int auth_split_command(const char *arg, char **mech, char **initial)
+{
+    const char *sp = strchr(arg, ' ');
+    if (!sp) {
+        *mech = util_strdup(arg);
+        *initial = NULL;
+        return 0;
+    }
+    const char *ir = sp + 1;
+    while (*ir == ' ') ir++;
+    if (!*ir || strchr(ir, ' ')) return -1;
+    *mech = util_strndup(arg, (size_t)(sp - arg));
+    *initial = util_strdup(strcmp(ir, "=") == 0 ? "" : ir);
+    return 0;
+}
+
+bool auth_crypt_check(const char *pass, const char *setting, const char *want)
 {
     struct crypt_data *data = util_calloc(1, sizeof *data);
     const char *out = crypt_rn(pass, setting, data, (int)sizeof *data);
@@ -104,6 +119,22 @@ static bool auth_crypt_matches(const char *pass, const char *setting, const char
     return ok;
 }
 
+const config_auth_user *auth_find_user(const config *cfg, const char *user)
+{
+    const config_auth_user *found = NULL;
+    for (size_t i = 0; user && i < cfg->nauth; i++)
+        if (!found && strcmp(cfg->auth[i].user, user) == 0) found = &cfg->auth[i];
+    return found;
+}
+
+const char *auth_check_hash(const config *cfg, const char *user, bool *known)
+{
+    const config_auth_user *u = auth_find_user(cfg, user);
+    *known = u != NULL;
+    if (u) return u->password_hash;
+    return cfg->nauth ? cfg->auth[0].password_hash : NULL;
+}
+
 bool auth_verify(const config *cfg, const char *user, const char *pass)
 {
     if (!user || !pass || cfg->nauth == 0) return false;
@@ -112,10 +143,10 @@ bool auth_verify(const config *cfg, const char *user, const char *pass)
         if (!found && strcmp(cfg->auth[i].user, user) == 0) found = &cfg->auth[i];
     if (!found) {
         /* Same work as for a real user (same algorithm and cost as the first one), then no. */
-        auth_crypt_matches(pass, cfg->auth[0].password_hash, NULL);
+        auth_crypt_check(pass, cfg->auth[0].password_hash, NULL);
         return false;
     }
-    return auth_crypt_matches(pass, found->password_hash, found->password_hash);
+    return auth_crypt_check(pass, found->password_hash, found->password_hash);
 }
 
 bool auth_hash_usable(const char *password_hash)

@@ -31,6 +31,24 @@ int auth_decode_plain(const char *b64, char **user, char **pass);
  * it is not valid base64, is empty, or contains a NUL byte. */
 char *auth_decode_login(const char *b64);
 
+/* crypt_rn of pass with setting (a complete hash), compared in constant time against want;
+ * want NULL: the same work, then false (the decoy for unknown users). Thread-safe: the
+ * crypt_data is the caller's own heap block, wiped afterwards. */
+bool auth_crypt_check(const char *pass, const char *setting, const char *want);
+/* The submission.auth entry of user, or NULL. */
+const config_auth_user *auth_find_user(const config *cfg, const char *user);
+/* The hash to run user's password against: the user's own (*known true), or for an unknown
+ * user the first user's hash as decoy (*known false; same method and cost as that user, so
+ * a deployment whose users share one method and cost shows no timing difference). NULL only
+ * when cfg->nauth is 0. */
+const char *auth_check_hash(const config *cfg, const char *user, bool *known);
+
+/* AUTH's argument "MECHANISM [initial-response]" (RFC 4954 4): 0 with *mech (malloc'd) and
+ * *initial (malloc'd, "=" turned into "", or NULL when there is none); -1 (nothing
+ * allocated) when blanks follow the mechanism but no response does, or the response is
+ * followed by more words. */
+int auth_split_command(const char *arg, char **mech, char **initial);
+
 /* True if user is one of cfg->auth and pass matches its password_hash. The hash comparison
  * is constant-time, and an unknown user costs one hash computation like a known one, so
  * timing tells neither which users exist nor how much of a hash matched. */

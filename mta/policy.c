@@ -191,3 +191,66 @@ char *policy_check_headers(const config *cfg, const struct msg_headers *hs)
     for (size_t i = 0; i < nfailing; i++) free(failing[i]);
     return reply;
 }
+
+/* ---- per-user authorization scope ---- */
+
+char *policy_scope_reply(const config *cfg, const char *user, const char *account_id,
+                         const char *kind, const char *name)
+{
+    strbuf sb;
+    strbuf_init(&sb);
+    strbuf_puts(&sb, "554 5.7.1 Message rejected: User '");
+    policy_append_sanitized(&sb, user, 64);
+    strbuf_puts(&sb, "' is not authorized to perform 'ses:SendRawEmail' on resource 'arn:aws:ses:");
+    policy_append_sanitized(&sb, cfg->region && *cfg->region ? cfg->region : "local", 64);
+    strbuf_puts(&sb, ":");
+    policy_append_sanitized(&sb, account_id, 16);
+    strbuf_puts(&sb, ":");
+    strbuf_puts(&sb, kind);
+    strbuf_puts(&sb, "/");
+    size_t room = POLICY_REPLY_MAX - 1 > sb.len ? POLICY_REPLY_MAX - 1 - sb.len : 4;
+    policy_append_sanitized(&sb, name, room);
+    strbuf_puts(&sb, "'");
+    return strbuf_steal(&sb);
+}
+
+bool policy_user_may_send_as(const config_auth_user *u, const char *addr)
+{
+    if (!u || !u->scoped_identities) return true;
+    return policy_addr_in_list(u->identities, u->nidentities, addr);
+}
+
+bool policy_user_may_use_set(const config_auth_user *u, const char *set)
+{
+    if (!u || !u->scoped_sets) return true;
+    for (size_t i = 0; i < u->nconfiguration_sets; i++)
+        if (set && strcmp(u->configuration_sets[i], set) == 0) return true;
+    return false;
+}
+
+char *policy_check_mail_from_scope(const config *cfg, const config_auth_user *u,
+                                   const char *account_id, const char *mail_from)
+{
+    if (!mail_from || !*mail_from || policy_user_may_send_as(u, mail_from)) return NULL;
+    return policy_scope_reply(cfg, u->user, account_id, "identity", mail_from);
+}
+
+char *policy_check_headers_scope(const config *cfg, const config_auth_user *u,
+                                 const char *account_id, const struct msg_headers *hs)
+{
+    if (!u || !u->scoped_identities) return NULL;
+    char *reply = NULL;
+    for (size_t i = 0; i < hs->n && !reply; i++) {
+        const char *name = hs->h[i].name;
+        if (strcasecmp(name, "From") != 0 && strcasecmp(name, "Sender") != 0 &&
+            strcasecmp(name, "Return-Path") != 0)
+            continue;
+        char **addrs = NULL;
+        size_t n = message_parse_addresses(hs->h[i].value, &addrs);
+        for (size_t j = 0; j < n && !reply; j++)
+            if (!policy_user_may_send_as(u, addrs[j]))
+                reply = policy_scope_reply(cfg, u->user, account_id, "identity", addrs[j]);
+        message_addresses_free(addrs, n);
+    }
+    return reply;
+}

@@ -57,4 +57,22 @@ char *policy_check_mail_from(const config *cfg, const char *mail_from);
 struct msg_headers;
 char *policy_check_headers(const config *cfg, const struct msg_headers *hs);
 
+/* ---- per-user authorization scope (submission.auth identities / configuration_sets) ----
+ * u is the authenticated user's entry (NULL: not authenticated, no scope). */
+
+/* "554 5.7.1 Message rejected: User 'USER' is not authorized to perform 'ses:SendRawEmail'
+ * on resource 'arn:aws:ses:REGION:ACCOUNT:KIND/NAME'" (malloc'd; KIND is "identity" or
+ * "configuration-set"; control characters become '?', the line stays within 512 octets). */
+char *policy_scope_reply(const config *cfg, const char *user, const char *account_id,
+                         const char *kind, const char *name);
+bool policy_user_may_send_as(const config_auth_user *u, const char *addr);
+bool policy_user_may_use_set(const config_auth_user *u, const char *set);
+/* MAIL FROM outside u's identities: the malloc'd 554 naming it, else NULL (<> is fine). */
+char *policy_check_mail_from_scope(const config *cfg, const config_auth_user *u,
+                                   const char *account_id, const char *mail_from);
+/* The first From:/Sender:/Return-Path: address outside u's identities: the malloc'd 554
+ * naming it, else NULL. */
+char *policy_check_headers_scope(const config *cfg, const config_auth_user *u,
+                                 const char *account_id, const struct msg_headers *hs);
+
 #endif

@@ -48,6 +48,8 @@
 #define REPLY_AUTH_NEEDS_TLS "538 5.7.11 Encryption required for requested authentication mechanism"
 #define REPLY_AUTH_UNAVAILABLE "502 5.5.1 AUTH not available"
 #define REPLY_AUTH_TWICE "503 5.5.1 Bad sequence of commands: already authenticated"
+#define REPLY_AUTH_BUSY "454 4.7.0 Temporary authentication failure"
+#define REPLY_AUTH_BLOCKED "454 4.7.0 Too many failed authentications, try later"
 #define REPLY_AUTH_IN_TXN \
     "503 5.5.1 Bad sequence of commands: AUTH not allowed during a mail transaction"
 #define REPLY_OK "250 2.0.0 Ok"
@@ -216,6 +218,15 @@ static void smtp_server_cmd_mail(smtp_session *s, const smtp_cmd *c)
         free(r);
         return;
     }
+    char acct[16];
+    accept_sending_account_id(cfg->hostname, acct);
+    r = policy_check_mail_from_scope(cfg, s->auth_entry, acct, p.addr);
+    if (r) {
+        smtp_server_log_reject(s, "mail", p.addr, NULL, r);
+        smtp_server_reply(s, r);
+        free(r);
+        return;
+    }
     s->mail_from = util_strdup(p.addr);
     s->state = ST_MAIL;
     smtp_server_reply(s, REPLY_MAIL_OK);
@@ -331,22 +342,111 @@ static void smtp_server_cmd_starttls(smtp_session *s, const smtp_cmd *c)
 
 /* ---- AUTH (RFC 4954; PLAIN RFC 4616, LOGIN) ---- */
 
+static const char *smtp_server_auth_mech_name(const smtp_session *s)
+{
+    return s->auth_mech == AUTH_MECH_PLAIN ? "PLAIN" : "LOGIN";
+}
+
+/* Input resumes after ST_AUTH_WAIT: from the loop, with the command timeout armed again. */
+static void smtp_server_auth_resume(smtp_session *s)
+{
+    smtp_server_check_shutdown(s);
+    if (s->state != ST_CLOSING) smtp_server_set_timer(s, SMTP_SERVER_COMMAND_TIMEOUT);
+    conn_feed(&s->conn, EV_READ | EV_WRITE);
+}
+
+static void smtp_server_auth_on_delay(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    smtp_session *s = w->data;
+    s->state = ST_READY;
+    smtp_server_error_reply(s, REPLY_AUTH_FAILED);
+    smtp_server_auth_resume(s);
+}
+
+/* A failed authentication: counted for the client, answered 535 once SMTP_SERVER_AUTH_FAIL_DELAY
+ * has passed since the response arrived (so the crypt time does not show either). */
+static void smtp_server_auth_fail_later(smtp_session *s)
+{
+    const config *cfg = s->cfg;
+    int n = 0;
+    if (s->srv)
+        n = auth_fail_record(s->srv->auth_fail, s->client_ip, cfg->auth_failures_window_ms,
+                             kiln_now_ms(s->ctx));
+    if (n == cfg->auth_failures_max)
+        log_write(s->ctx->log, KLOG_WARNING, "smtp.auth_blocked",
+                  "session=%llu client=%s failures=%d window_ms=%lld",
+                  (unsigned long long)s->id, s->client_ip, n,
+                  (long long)cfg->auth_failures_window_ms);
+    double delay = s->auth_started + SMTP_SERVER_AUTH_FAIL_DELAY - ev_now(s->ctx->loop);
+    if (delay < 0) delay = 0;
+    s->state = ST_AUTH_WAIT;
+    ev_timer_set(&s->auth_delay, delay, 0.);
+    ev_timer_start(s->ctx->loop, &s->auth_delay);
+}
+
+/* The pool's answer, on the loop thread (never after the session ended: release cancels). */
+static void smtp_server_auth_checked(void *arg, bool ok)
+{
+    smtp_session *s = arg;
+    klog *lg = s->ctx->log;
+    char *user = s->auth_pending_user;
+    s->auth_pending_user = NULL;
+    s->auth_job = NULL;
+    if (ok) {
+        s->auth_user = user;
+        s->auth_entry = auth_find_user(s->cfg, user);
+        log_write(lg, KLOG_INFO, "smtp.auth", "session=%llu client=%s mech=%s user=%s result=ok",
+                  (unsigned long long)s->id, s->client_ip, smtp_server_auth_mech_name(s),
+                  log_q(lg, user));
+        s->state = ST_READY;
+        smtp_server_reply(s, REPLY_AUTH_OK);
+        smtp_server_auth_resume(s);
+        return;
+    }
+    log_write(lg, KLOG_WARNING, "smtp.auth", "session=%llu client=%s mech=%s user=%s result=failed",
+              (unsigned long long)s->id, s->client_ip, smtp_server_auth_mech_name(s),
+              log_q(lg, user));
+    free(user);
+    smtp_server_auth_fail_later(s);
+}
+
+/* A complete response: the password check goes to the pool; the session waits. */
 static void smtp_server_auth_finish(smtp_session *s, const char *user, const char *pass)
 {
-    klog *lg = s->ctx->log;
-    const char *mech = s->auth_mech == AUTH_MECH_PLAIN ? "PLAIN" : "LOGIN";
-    s->state = ST_READY;
-    if (auth_verify(s->cfg, user, pass)) {
-        s->auth_user = util_strdup(user);
-        log_write(lg, KLOG_INFO, "smtp.auth", "session=%llu client=%s mech=%s user=%s result=ok",
-                  (unsigned long long)s->id, s->client_ip, mech, log_q(lg, user));
-        smtp_server_reply(s, REPLY_AUTH_OK);
-    } else {
-        log_write(lg, KLOG_WARNING, "smtp.auth",
-                  "session=%llu client=%s mech=%s user=%s result=failed",
-                  (unsigned long long)s->id, s->client_ip, mech, log_q(lg, user));
-        smtp_server_error_reply(s, REPLY_AUTH_FAILED);
+    bool known = false;
+    const char *hash = auth_check_hash(s->cfg, user, &known);
+    s->auth_started = ev_now(s->ctx->loop);
+    auth_job *j = s->srv && hash ? auth_pool_submit(s->srv->auth_pool, pass, hash, known,
+                                                    smtp_server_auth_checked, s)
+                                 : NULL;
+    if (!j) {
+        log_write(s->ctx->log, KLOG_WARNING, "smtp.auth",
+                  "session=%llu client=%s mech=%s result=busy reason=\"check queue full\"",
+                  (unsigned long long)s->id, s->client_ip, smtp_server_auth_mech_name(s));
+        s->state = ST_READY;
+        smtp_server_error_reply(s, REPLY_AUTH_BUSY);
+        return;
     }
+    s->auth_job = j;
+    s->auth_pending_user = util_strdup(user);
+    s->state = ST_AUTH_WAIT;
+}
+
+void smtp_server_auth_init(smtp_session *s)
+{
+    ev_timer_init(&s->auth_delay, smtp_server_auth_on_delay, 0., 0.);
+    s->auth_delay.data = s;
+}
+
+void smtp_server_auth_release(smtp_session *s)
+{
+    if (s->auth_job && s->srv) auth_pool_cancel(s->srv->auth_pool, s->auth_job);
+    s->auth_job = NULL;
+    ev_timer_stop(s->ctx->loop, &s->auth_delay);
+    free(s->auth_pending_user);
+    s->auth_pending_user = NULL;
 }
 
 /* Leaves an unfinished AUTH exchange. */
@@ -373,9 +473,9 @@ static void smtp_server_auth_bad_response(smtp_session *s, const char *b64)
     free(raw);
     log_write(s->ctx->log, KLOG_WARNING, "smtp.auth",
               "session=%llu client=%s mech=%s result=failed reason=\"malformed response\"",
-              (unsigned long long)s->id, s->client_ip,
-              s->auth_mech == AUTH_MECH_PLAIN ? "PLAIN" : "LOGIN");
-    smtp_server_error_reply(s, REPLY_AUTH_FAILED);
+              (unsigned long long)s->id, s->client_ip, smtp_server_auth_mech_name(s));
+    s->auth_started = ev_now(s->ctx->loop);
+    smtp_server_auth_fail_later(s);
 }
 
 /* A PLAIN response (base64 "authzid NUL authcid NUL passwd"). */
@@ -448,18 +548,22 @@ static void smtp_server_cmd_auth(smtp_session *s, const smtp_cmd *c)
         smtp_server_error_reply(s, REPLY_AUTH_NEEDS_TLS);
         return;
     }
-    char *arg = util_strndup(c->arg, c->arg_len);
-    char *sp = strchr(arg, ' ');
-    const char *initial = NULL;
-    if (sp) {
-        *sp = '\0';
-        initial = sp + 1;
-        while (*initial == ' ') initial++;
-        if (!*initial || strchr(initial, ' ')) {
-            free(arg);
-            smtp_server_error_reply(s, "501 5.5.4 Syntax: AUTH mechanism [initial-response]");
-            return;
-        }
+    if (s->srv && auth_fail_blocked(s->srv->auth_fail, s->client_ip, s->cfg->auth_failures_max,
+                                    s->cfg->auth_failures_window_ms, kiln_now_ms(s->ctx))) {
+        log_write(s->ctx->log, KLOG_WARNING, "smtp.auth",
+                  "session=%llu client=%s result=blocked reason=\"too many failures\"",
+                  (unsigned long long)s->id, s->client_ip);
+        smtp_server_error_reply(s, REPLY_AUTH_BLOCKED);
+        return;
+    }
+    char *raw = util_strndup(c->arg, c->arg_len);
+    char *arg = NULL, *initial = NULL;
+    int split = auth_split_command(raw, &arg, &initial);
+    explicit_bzero(raw, c->arg_len);
+    free(raw);
+    if (split != 0) {
+        smtp_server_error_reply(s, "501 5.5.4 Syntax: AUTH mechanism [initial-response]");
+        return;
     }
     smtp_server_auth_abort(s);                     /* no half-finished LOGIN is carried over */
     if (strcasecmp(arg, "PLAIN") == 0) {
@@ -469,7 +573,7 @@ static void smtp_server_cmd_auth(smtp_session *s, const smtp_cmd *c)
             smtp_server_reply(s, "334 ");
         } else {
             /* "=" is an empty initial response (RFC 4954 4). */
-            smtp_server_auth_plain_response(s, strcmp(initial, "=") == 0 ? "" : initial);
+            smtp_server_auth_plain_response(s, initial);
         }
     } else if (strcasecmp(arg, "LOGIN") == 0) {
         s->auth_mech = AUTH_MECH_LOGIN;
@@ -477,12 +581,16 @@ static void smtp_server_cmd_auth(smtp_session *s, const smtp_cmd *c)
             s->state = ST_AUTH;
             smtp_server_reply(s, AUTH_LOGIN_PROMPT_USER);
         } else {
-            smtp_server_auth_login_response(s, strcmp(initial, "=") == 0 ? "" : initial);
+            smtp_server_auth_login_response(s, initial);
         }
     } else {
         smtp_server_error_reply(s, REPLY_AUTH_MECH);
     }
     free(arg);
+    if (initial) {
+        explicit_bzero(initial, strlen(initial));
+        free(initial);
+    }
 }
 
 void smtp_server_command_line(smtp_session *s, const smtp_line *line)
@@ -590,6 +698,9 @@ static void smtp_server_reject_content(smtp_session *s, const char *line)
     message_parse_headers(data, s->data.len, &hs);
     char *name = smtp_server_header_set_name(&hs);
     const char *set = !name ? cfg->default_set : config_find_set(cfg, name) ? name : NULL;
+    /* An authenticated user's events only go to a set it may use. */
+    if (!policy_user_may_use_set(s->auth_entry, set))
+        set = policy_user_may_use_set(s->auth_entry, cfg->default_set) ? cfg->default_set : NULL;
     accept_in in = smtp_server_session_accept_in(s, set, data, s->data.len);
     accept_reject(s->ctx, &in, line);
     free(name);
@@ -623,7 +734,10 @@ static void smtp_server_data_end(smtp_session *s)
     size_t len = s->data.len;
     msg_headers hs;
     message_parse_headers(data, len, &hs);
+    char acct[16];
+    accept_sending_account_id(cfg->hostname, acct);
     char *r = policy_check_headers(cfg, &hs);
+    if (!r) r = policy_check_headers_scope(cfg, s->auth_entry, acct, &hs);
     if (r) {
         message_headers_free(&hs);
         smtp_server_reject_content(s, r);
@@ -654,6 +768,13 @@ static void smtp_server_data_end(smtp_session *s)
     if (!set) {
         free(stripped);
         smtp_server_reject_message(s, REPLY_NO_SET);
+        return;
+    }
+    if (!policy_user_may_use_set(s->auth_entry, set)) {
+        char *line = policy_scope_reply(cfg, s->auth_user, acct, "configuration-set", set);
+        free(stripped);
+        smtp_server_reject_content(s, line);
+        free(line);
         return;
     }
     s->set_name = util_strdup(set);

@@ -53,7 +53,7 @@
 
 static const char *const state_names[] = {
     "greet", "ready", "auth", "mail", "rcpt", "data", "commit", "tls_wait", "tls_handshake",
-    "closing",
+    "closing", "auth_wait",
 };
 
 static void smtp_server_session_close(smtp_session *s);
@@ -87,7 +87,7 @@ void smtp_server_start_closing(smtp_session *s, const char *reason)
 static bool smtp_server_processing_input(const smtp_session *s)
 {
     return !s->dead && s->state != ST_COMMIT && s->state != ST_CLOSING &&
-           s->state != ST_TLS_WAIT && s->state != ST_TLS_HANDSHAKE;
+           s->state != ST_TLS_WAIT && s->state != ST_TLS_HANDSHAKE && s->state != ST_AUTH_WAIT;
 }
 
 static void smtp_server_process_input(smtp_session *s)
@@ -240,8 +240,8 @@ static void smtp_server_on_session_timer(void *arg)
         smtp_server_kill_session(s, s->close_reason ? s->close_reason : "closing");
     } else if (s->state == ST_TLS_HANDSHAKE || s->state == ST_TLS_WAIT) {
         smtp_server_kill_session(s, "timeout in TLS handshake");
-    } else if (s->state == ST_COMMIT) {
-        return;                   /* not the client's time: the commit callback will come */
+    } else if (s->state == ST_COMMIT || s->state == ST_AUTH_WAIT) {
+        return;                   /* not the client's time: the commit/AUTH result will come */
     } else {
         const char *why = s->state == ST_DATA ? "timeout in DATA" : "timeout";
         smtp_server_reset_transaction(s);
@@ -313,6 +313,7 @@ static void smtp_server_session_free(smtp_session *s)
         srv->nsessions--;
     }
     smtp_server_free_transaction(s, true);
+    smtp_server_auth_release(s);
     free(s->helo);
     free(s->auth_user);
     free(s->auth_login_user);
@@ -372,6 +373,7 @@ static void smtp_server_session_new(smtp_server *srv, int fd, const conn_peer *p
     s->started_ms = kiln_now_ms(ctx);
     s->state = ST_GREET;
     strbuf_init(&s->data);
+    smtp_server_auth_init(s);
     s->next = srv->sessions;
     if (srv->sessions) srv->sessions->prev = s;
     srv->sessions = s;
@@ -444,6 +446,12 @@ smtp_server *smtp_server_start(kiln_ctx *ctx, char **err)
             return NULL;
         }
     }
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    int nthreads = ncpu < SMTP_SERVER_AUTH_THREADS_MIN   ? SMTP_SERVER_AUTH_THREADS_MIN
+                   : ncpu > SMTP_SERVER_AUTH_THREADS_MAX ? SMTP_SERVER_AUTH_THREADS_MAX
+                                                         : (int)ncpu;
+    srv->auth_pool = auth_pool_new(ctx->loop, nthreads, SMTP_SERVER_AUTH_QUEUE_MAX);
+    srv->auth_fail = auth_fail_new();
     for (size_t i = 0; i < cfg->nlisten; i++) {
         if (smtp_server_listen_on(srv, &cfg->listen[i], err) != 0) {
             smtp_server_free(srv);
@@ -515,5 +523,7 @@ void smtp_server_free(smtp_server *srv)
     ev_idle_stop(loop, &srv->done_idle);
     conn_acceptor_free(&srv->acceptor);
     tls_ctx_free(srv->tls);
+    auth_pool_free(srv->auth_pool);      /* after the sessions: none is waiting any more */
+    auth_fail_free(srv->auth_fail);
     free(srv);
 }

@@ -8,6 +8,9 @@
  *     |                    +------------- 250 Ok ID / 4xx / 5xx ----------------------+
  *     +-- TLS_HANDSHAKE <-- TLS_WAIT <-- STARTTLS           QUIT / 421 --> CLOSING
  *
+ *   AUTH's last response --> AUTH_WAIT (password checked by the auth pool; a failure then
+ *   waits out its delay) --> READY with 235, 535 or 454; nothing is read meanwhile.
+ *
  * Commands only change the session and queue replies in its conn's output buffer; the
  * I/O side decides when they are written. */
 #ifndef KILN_SMTP_SESSION_H
@@ -22,6 +25,8 @@
 #include "base/config.h"
 #include "base/kiln.h"
 #include "base/util.h"
+#include "mta/auth_fail.h"
+#include "mta/auth_pool.h"
 #include "mta/conn.h"
 #include "mta/policy.h"
 #include "mta/smtp_parse.h"
@@ -40,6 +45,11 @@
 #define SMTP_SERVER_TLS_TIMEOUT 10.0        /* s, to finish the TLS handshake */
 #endif
 #define SMTP_SERVER_MAX_ERRORS 10           /* protocol errors before 421 */
+/* AUTH off the loop: worker threads and waiting checks (a session has at most one). */
+#define SMTP_SERVER_AUTH_THREADS_MIN 2
+#define SMTP_SERVER_AUTH_THREADS_MAX 4
+#define SMTP_SERVER_AUTH_QUEUE_MAX 128
+#define SMTP_SERVER_AUTH_FAIL_DELAY 1.0     /* s from the response to the 535 */
 
 #define REPLY_STORE_FAILED "451 4.3.0 Temporary failure: could not store message"
 
@@ -54,6 +64,7 @@ typedef enum {
     ST_TLS_WAIT,        /* "220 Ready to start TLS" still being written */
     ST_TLS_HANDSHAKE,
     ST_CLOSING,         /* last replies being written; then the connection is closed */
+    ST_AUTH_WAIT,       /* password check queued/running, or a failure's delay: no reading */
 } session_state;
 
 typedef enum { AUTH_MECH_PLAIN, AUTH_MECH_LOGIN } auth_mech;
@@ -72,6 +83,8 @@ struct smtp_server {
     void (*done)(void *arg);
     void *done_arg;
     ev_idle done_idle;        /* calls done() from the loop, never re-entrantly */
+    auth_pool *auth_pool;     /* password checks off the loop */
+    auth_fail *auth_fail;     /* failed AUTHs per client (submission.auth_failures) */
 };
 
 struct smtp_session {
@@ -93,6 +106,11 @@ struct smtp_session {
     char *auth_user;          /* after a successful AUTH */
     auth_mech auth_mech;
     char *auth_login_user;    /* AUTH LOGIN: username received, password expected */
+    const config_auth_user *auth_entry;  /* auth_user's entry in cfg (its scope) */
+    auth_job *auth_job;       /* the password check in the pool (ST_AUTH_WAIT), or NULL */
+    char *auth_pending_user;  /* the user name being checked */
+    ev_tstamp auth_started;   /* when the last response arrived (loop time) */
+    ev_timer auth_delay;      /* a failure's 535 is held until auth_started + 1 s */
 
     /* the mail transaction */
     char *mail_from;
@@ -137,5 +155,8 @@ void smtp_server_check_shutdown(smtp_session *s);
 /* One line of input: a command (or SASL response), or a line of the message in DATA. */
 void smtp_server_command_line(smtp_session *s, const smtp_line *line);
 void smtp_server_data_line(smtp_session *s, const smtp_line *line);
+/* Session start and end: the AUTH delay timer; a pending password check is cancelled. */
+void smtp_server_auth_init(smtp_session *s);
+void smtp_server_auth_release(smtp_session *s);
 
 #endif
