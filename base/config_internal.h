@@ -136,6 +136,12 @@ extern const char *const config_tls_names[];       /* by config_tls_policy */
 extern const char *const config_advance_names[];   /* by config_advance */
 int config_pool_index(const config *c, const char *name);   /* index in c->pools, or -1 */
 
+/* ---- config_auth.c ---- */
+
+/* After account and configuration_sets are read: submission.auth scopes name verified
+ * identities and existing sets. 0, or -1 with the error recorded. */
+int config_check_auth_scope(config_parser *p, yaml_node_t *root);
+
 /* ---- config_query.c ---- */
 
 void config_free(config *c);   /* everything config_load allocated, whatever it got to */
