@@ -350,6 +350,20 @@ START_TEST(test_config_scope_errors)
 }
 END_TEST
 
+START_TEST(test_full_example_documents_the_keys)
+{
+    char *err = NULL;
+    config *c = config_load(KILN_SRCDIR "/conf/examples/full.yaml", NULL, &err);
+    ck_assert_msg(c != NULL, "%s", err ? err : "");
+    ck_assert_int_eq(c->auth_failures_max, 10);
+    ck_assert_int_eq(c->auth_failures_window_ms, 300000);
+    ck_assert(c->auth[0].scoped_identities);
+    ck_assert(c->auth[0].scoped_sets);
+    ck_assert_uint_eq(c->auth[0].nconfiguration_sets, 2);
+    config_unref(c);
+}
+END_TEST
+
 static Suite *auth_pool_suite(void)
 {
     Suite *s = suite_create("auth_pool");
@@ -368,6 +382,7 @@ static Suite *auth_pool_suite(void)
     tcase_add_test(sc, test_scope_checks);
     tcase_add_test(sc, test_config_scope_ok);
     tcase_add_test(sc, test_config_scope_errors);
+    tcase_add_test(sc, test_full_example_documents_the_keys);
     suite_add_tcase(s, sc);
     return s;
 }
