@@ -280,7 +280,13 @@ static int config_read_trusted(config_parser *p, yaml_node_t *v)
 static int config_read_submission(config_parser *p, yaml_node_t *m)
 {
     static const char *const keys[] = {"listen", "tls", "auth", "trusted_networks",
-                                       "max_message_size", "max_recipients", NULL};
+                                       "max_message_size", "max_recipients",
+                                       "max_sessions", "reserved_sessions",
+                                       "max_sessions_per_client",
+                                       "max_connection_rate_per_client",
+                                       "limit_trusted_clients", "session_deadline",
+                                       "min_data_rate", "min_data_rate_window",
+                                       "max_junk_commands", NULL};
     config *c = p->cfg;
     if (config_as_map(p, m, keys) <= 0) return p->err ? -1 : 0;
     FIELD(m, "listen", v, config_read_listen(p, v));
@@ -289,6 +295,7 @@ static int config_read_submission(config_parser *p, yaml_node_t *m)
     FIELD(m, "trusted_networks", v, config_read_trusted(p, v));
     FIELD(m, "max_message_size", v, config_as_size(p, v, &c->max_message_size));
     FIELD(m, "max_recipients", v, config_as_int32(p, v, 1, INT_MAX, NULL, &c->max_recipients));
+    if (config_read_submission_limits(p, m) < 0) return -1;
     return 0;
 }
 
@@ -926,6 +933,7 @@ static void config_set_defaults(config *c)
     c->dns_timeout_ms = 2 * MS_SECOND;
     c->max_message_size = 10 * KB * KB;
     c->max_recipients = 50;
+    config_limits_defaults(c);
     c->mode = CONFIG_MODE_SANDBOX;
     c->max_24h_send = 200;
     c->max_send_rate = 1;

@@ -136,6 +136,12 @@ extern const char *const config_tls_names[];       /* by config_tls_policy */
 extern const char *const config_advance_names[];   /* by config_advance */
 int config_pool_index(const config *c, const char *name);   /* index in c->pools, or -1 */
 
+/* ---- config_limits.c ---- */
+
+/* The submission limits' defaults, and their keys read from the submission map M. */
+void config_limits_defaults(config *c);
+int config_read_submission_limits(config_parser *p, yaml_node_t *m);
+
 /* ---- config_query.c ---- */
 
 void config_free(config *c);   /* everything config_load allocated, whatever it got to */
