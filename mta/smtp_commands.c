@@ -263,6 +263,10 @@ static void smtp_server_cmd_rcpt(smtp_session *s, const smtp_cmd *c)
     policy_rcpt_verdict v = policy_check_rcpt(&in, &r, &owned);
     if (v == POLICY_RCPT_REJECT) {
         smtp_server_log_reject(s, "rcpt", NULL, p.addr, r);
+        if (smtp_server_junk(s)) {
+            if (owned) free((char *)r);
+            return;
+        }
         smtp_server_reply(s, r);
         if (owned) free((char *)r);
         return;
@@ -299,6 +303,7 @@ static void smtp_server_cmd_data(smtp_session *s, const smtp_cmd *c)
     s->data_size = 0;
     s->data_flags = 0;
     s->data_prev_crlf = true;
+    s->data_started_ms = kiln_now_ms(s->ctx);
     s->state = ST_DATA;
     smtp_server_reply(s, REPLY_DATA_GO);
     smtp_server_set_timer(s, SMTP_SERVER_DATA_TIMEOUT);
@@ -338,6 +343,7 @@ static void smtp_server_auth_finish(smtp_session *s, const char *user, const cha
     s->state = ST_READY;
     if (auth_verify(s->cfg, user, pass)) {
         s->auth_user = util_strdup(user);
+        smtp_server_session_authenticated(s);
         log_write(lg, KLOG_INFO, "smtp.auth", "session=%llu client=%s mech=%s user=%s result=ok",
                   (unsigned long long)s->id, s->client_ip, mech, log_q(lg, user));
         smtp_server_reply(s, REPLY_AUTH_OK);
@@ -505,6 +511,11 @@ void smtp_server_command_line(smtp_session *s, const smtp_line *line)
     smtp_parse_command(text, line->len, &c);
     if (line->len + 2 > SMTP_COMMAND_LINE_MAX && c.verb != SMTP_CMD_AUTH) {
         smtp_server_error_reply(s, REPLY_LINE_TOO_LONG);
+        free(text);
+        return;
+    }
+    if ((c.verb == SMTP_CMD_NOOP || c.verb == SMTP_CMD_RSET || c.verb == SMTP_CMD_VRFY ||
+         c.verb == SMTP_CMD_UNKNOWN) && smtp_server_junk(s)) {
         free(text);
         return;
     }
