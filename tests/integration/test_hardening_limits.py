@@ -190,6 +190,34 @@ class SessionLimits(unittest.TestCase):
                     x.close()
             self.assertIn("limit=reserved_sessions", k.log())
 
+    def test_authenticated_session_leaves_the_untrusted_share(self):
+        """A remote application that authenticates no longer holds an untrusted slot: with
+        4 untrusted slots, after its AUTH an attacker still gets exactly 4 sessions (3 if
+        the authenticated one still counted), and the 5th is refused."""
+        import base64
+        import crypt
+        h = crypt.crypt("s3cret", crypt.mksalt(crypt.METHOD_SHA512))
+        with limits_kiln(max_sessions=6, reserved_sessions=2, max_sessions_per_client=-1,
+                         max_connection_rate_per_client=-1,
+                         auth=[{"user": "app", "password_hash": h}]) as k:
+            app, greet = connect(k, "127.0.0.90")      # untrusted address, authenticates
+            self.assertTrue(greet.startswith("220 "), greet)
+            self.assertIn("AUTH PLAIN", command(app, "EHLO app.test"))
+            token = base64.b64encode(b"\0app\0s3cret").decode()
+            self.assertTrue(command(app, "AUTH PLAIN " + token).startswith("235 "))
+            held = []
+            for _ in range(4):
+                s, greet = connect(k, "127.0.0.66")
+                self.assertTrue(greet.startswith("220 "), greet)
+                held.append(s)
+            s, greet = connect(k, "127.0.0.66")
+            self.assertEqual(greet, "421 4.7.0 Too many connections\r\n")
+            s.close()
+            # the authenticated application still works in its session
+            self.assertTrue(command(app, "MAIL FROM:<app@example.test>").startswith("250"))
+            for x in held + [app]:
+                x.close()
+
 
 class SessionBehaviour(unittest.TestCase):
     def test_session_deadline(self):
