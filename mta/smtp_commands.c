@@ -4,7 +4,9 @@
  * each function changes the session (smtp_session.h) and queues replies; it never touches
  * the socket, so pipelined commands are answered in order by whatever the I/O side writes
  * next. Policy (identity, sandbox, quotas, suppression) is mta/policy.c's; persistence is
- * accept.c's, whose commit callback is smtp_server_on_accepted in smtp_server.c. */
+ * accept.c's, whose commit callback is smtp_server_on_accepted in smtp_server.c. NOOP, RSET,
+ * VRFY, unknown commands and rejected RCPTs are junk (smtp_server_junk: too many end the
+ * session with a 421). */
 #include "mta/smtp_session.h"
 
 #include <stdio.h>

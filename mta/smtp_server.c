@@ -54,6 +54,7 @@
 #define SMTP_SERVER_READS_PER_EVENT 16      /* fairness between sessions */
 #define SMTP_SERVER_ACCEPTS_PER_EVENT 64
 #define SMTP_SERVER_ACCEPT_BACKOFF 0.1      /* s, after EMFILE and the like */
+#define SMTP_SERVER_ACCEPT_QUIET_MS 5000    /* without such failures: the episode is over */
 #define SMTP_SERVER_BACKLOG 511
 
 #define REPLY_TIMEOUT_FMT "421 4.4.2 %s Error: timeout exceeded"
@@ -532,7 +533,7 @@ static void smtp_server_on_accept(void *arg, size_t index, int fd, const conn_pe
 {
     (void)index;
     smtp_server *srv = arg;
-    if (srv->accept_trouble) {
+    if (srv->accept_trouble && kiln_now_ms(srv->ctx) - srv->accept_trouble_ms >= SMTP_SERVER_ACCEPT_QUIET_MS) {
         srv->accept_trouble = false;
         log_write(srv->ctx->log, KLOG_WARNING, "smtp.accept_error", "result=end sessions=%d",
                   srv->nsessions);
@@ -542,11 +543,13 @@ static void smtp_server_on_accept(void *arg, size_t index, int fd, const conn_pe
 
 /* accept() failed (the acceptor pauses and retries on its own): out of descriptors or
  * memory is a local condition that lasts, logged once when it begins and once when a
- * connection is accepted again; anything else is logged each time. */
+ * connection is accepted SMTP_SERVER_ACCEPT_QUIET_MS after the last failure; anything else
+ * is logged each time. */
 static void smtp_server_on_accept_error(void *arg, size_t index, int err)
 {
     smtp_server *srv = arg;
     bool lasting = err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
+    if (lasting) srv->accept_trouble_ms = kiln_now_ms(srv->ctx);
     if (lasting && srv->accept_trouble) return;
     if (lasting) srv->accept_trouble = true;
     log_write(srv->ctx->log, lasting ? KLOG_ERROR : KLOG_WARNING, "smtp.accept_error",

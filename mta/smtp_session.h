@@ -78,7 +78,8 @@ struct smtp_server {
     smtp_limits_caps caps;
     config *caps_cfg;         /* the config the caps were derived from (a reference) */
     int64_t nofile;           /* RLIMIT_NOFILE (soft) at start */
-    bool accept_trouble;      /* accept() is failing (EMFILE...): logged once until it works */
+    bool accept_trouble;      /* accept() is failing (EMFILE...): logged once an episode */
+    int64_t accept_trouble_ms;   /* its last failure; it ends 5 s after, at an accept */
 };
 
 struct smtp_session {
