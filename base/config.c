@@ -301,7 +301,12 @@ static int config_read_submission(config_parser *p, yaml_node_t *m)
 {
     static const char *const keys[] = {"listen", "tls", "auth", "trusted_networks",
                                        "max_message_size", "max_recipients",
-                                       "auth_failures", NULL};
+                                       "auth_failures", "max_sessions", "reserved_sessions",
+                                       "max_sessions_per_client",
+                                       "max_connection_rate_per_client",
+                                       "limit_trusted_clients", "session_deadline",
+                                       "min_data_rate", "min_data_rate_window",
+                                       "max_junk_commands", NULL};
     config *c = p->cfg;
     if (config_as_map(p, m, keys) <= 0) return p->err ? -1 : 0;
     FIELD(m, "listen", v, config_read_listen(p, v));
@@ -311,6 +316,7 @@ static int config_read_submission(config_parser *p, yaml_node_t *m)
     FIELD(m, "max_message_size", v, config_as_size(p, v, &c->max_message_size));
     FIELD(m, "max_recipients", v, config_as_int32(p, v, 1, INT_MAX, NULL, &c->max_recipients));
     FIELD(m, "auth_failures", v, config_read_auth_failures(p, v));
+    if (config_read_submission_limits(p, m) < 0) return -1;
     return 0;
 }
 
@@ -951,6 +957,7 @@ static void config_set_defaults(config *c)
     c->max_recipients = 50;
     c->auth_failures_max = 10;
     c->auth_failures_window_ms = 5 * MS_MINUTE;
+    config_limits_defaults(c);
     c->mode = CONFIG_MODE_SANDBOX;
     c->max_24h_send = 200;
     c->max_send_rate = 1;

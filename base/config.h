@@ -150,6 +150,19 @@ typedef struct config {
     int64_t auth_failures_window_ms;  /* default 5m */
     int64_t max_message_size;   /* bytes; default 10MB */
     int max_recipients;         /* default 50 */
+    /* submission limits against one client starving the others (base/config_limits.c;
+     * enforced by mta/smtp_limits.c and the session) */
+    int max_sessions;           /* 0 = auto (the default): min(1000, RLIMIT_NOFILE - 164) */
+    int reserved_sessions;      /* of max_sessions kept for trusted and authenticated clients;
+                                   -1 = auto (the default): max_sessions / 5 */
+    int max_sessions_per_client;        /* per client IP; default 50; -1 = unlimited */
+    config_rate max_connection_rate_per_client; /* per client IP; default 100/m; -1 = none */
+    bool limit_trusted_clients; /* default false: trusted_networks are exempt from the two above */
+    int64_t session_deadline_ms;        /* whole session; default 1h; 0 = none */
+    int64_t min_data_rate;      /* bytes/s in DATA; default 500; 0 = none */
+    int64_t min_data_rate_window_ms;    /* judged after this much of DATA; default 30s */
+    int max_junk_commands;      /* NOOP/RSET/VRFY/unknown/rejected RCPT between two accepted
+                                   messages; default 100; -1 = unlimited */
 
     /* account */
     config_mode mode;           /* default sandbox */
@@ -226,5 +239,6 @@ int config_parse_duration(const char *s, int64_t *ms);       /* "500ms", "30s", 
 int config_parse_rate(const char *s, config_rate *rate);     /* "50/s", "10/m", "1000/h", "-1" */
 int config_parse_hostport(const char *s, int default_port, config_hostport *hp);  /* "127.0.0.1:5353", "[::1]:25", "host" */
 int config_parse_cidr(const char *s, config_cidr *c);        /* "127.0.0.0/8", "::1/128", "10.0.0.1" */
+int config_parse_byte_rate(const char *s, int64_t *bytes_per_s);  /* "500", "2KB", "2KB/s" (bytes per second) */
 
 #endif

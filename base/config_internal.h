@@ -142,6 +142,12 @@ int config_pool_index(const config *c, const char *name);   /* index in c->pools
  * identities and existing sets. 0, or -1 with the error recorded. */
 int config_check_auth_scope(config_parser *p, yaml_node_t *root);
 
+/* ---- config_limits.c ---- */
+
+/* The submission limits' defaults, and their keys read from the submission map M. */
+void config_limits_defaults(config *c);
+int config_read_submission_limits(config_parser *p, yaml_node_t *m);
+
 /* ---- config_query.c ---- */
 
 void config_free(config *c);   /* everything config_load allocated, whatever it got to */

@@ -7,7 +7,8 @@
  * Requests are answered in order; a suppression change is answered only after its spool
  * batch committed, and the client's later lines wait until then. JSON is parsed and built
  * with jansson. Once 1 MB of answers waits unsent, a client is not read from until it has
- * read them. */
+ * read them. When accept() runs out of descriptors (EMFILE, ENFILE...) the listener pauses
+ * for 0.1 s instead of spinning, and the episode is logged once. */
 #include "mta/control.h"
 
 #include <errno.h>
@@ -28,6 +29,8 @@
 #define CONTROL_MAX_LINE (64 * 1024)
 #define CONTROL_READ_CHUNK 4096
 #define CONTROL_MAX_UNSENT (1024 * 1024)   /* answers a client has not read yet: stop reading */
+#define CONTROL_ACCEPT_BACKOFF 0.1           /* s, pause after accept() ran out of descriptors */
+#define CONTROL_ACCEPT_QUIET 5.0             /* s without such failures that end the episode */
 
 static void control_client_process(control_client *cl);
 
@@ -299,6 +302,14 @@ static void control_client_write_cb(struct ev_loop *loop, ev_io *w, int revents)
     if (control_client_flush(cl) && cl->out.len == 0 && !cl->pending) control_client_process(cl);
 }
 
+/* The pause after accept() ran out of descriptors is over: listen again. */
+static void control_accept_resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    control *ctl = w->data;
+    ev_io_start(loop, &ctl->aio);
+}
+
 static void control_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)revents;
@@ -306,11 +317,26 @@ static void control_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
     for (;;) {
         int fd = accept4(ctl->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED) continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK && ctl->ctx->log)
-                log_write(ctl->ctx->log, KLOG_WARNING, "control.accept_failed", "error=%s",
-                          log_q(ctl->ctx->log, strerror(errno)));
+            int e = errno;
+            if (e == EINTR || e == ECONNABORTED) continue;
+            if (e == EAGAIN || e == EWOULDBLOCK) return;
+            bool lasting = e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM;
+            if (ctl->ctx->log && !(lasting && ctl->accept_trouble))
+                log_write(ctl->ctx->log, KLOG_WARNING, "control.accept_failed", "error=%s%s",
+                          log_q(ctl->ctx->log, strerror(e)), lasting ? " result=begin" : "");
+            if (lasting) {
+                /* the pending connection stays ready: without a pause the loop would spin */
+                ctl->accept_trouble = true;
+                ctl->accept_trouble_last = ev_now(loop);
+                ev_io_stop(loop, &ctl->aio);
+                ev_timer_set(&ctl->accept_backoff, CONTROL_ACCEPT_BACKOFF, 0);
+                ev_timer_start(loop, &ctl->accept_backoff);
+            }
             return;
+        }
+        if (ctl->accept_trouble && ev_now(loop) - ctl->accept_trouble_last >= CONTROL_ACCEPT_QUIET) {
+            if (ctl->ctx->log) log_write(ctl->ctx->log, KLOG_INFO, "control.accept_failed", "result=end");
+            ctl->accept_trouble = false;
         }
         control_client *cl = util_calloc(1, sizeof *cl);
         cl->ctl = ctl;
@@ -410,6 +436,8 @@ control *control_start(kiln_ctx *ctx, char **err)
     ctl->fd = fd;
     ctl->path = util_strdup(path);
     ev_io_init(&ctl->aio, control_accept_cb, fd, EV_READ);
+    ev_init(&ctl->accept_backoff, control_accept_resume_cb);
+    ctl->accept_backoff.data = ctl;
     ctl->aio.data = ctl;
     ev_io_start(ctx->loop, &ctl->aio);
     if (ctx->log)
@@ -422,6 +450,7 @@ void control_free(control *ctl)
     if (!ctl) return;
     while (ctl->clients) control_client_close(ctl->clients);
     ev_io_stop(ctl->ctx->loop, &ctl->aio);
+    ev_timer_stop(ctl->ctx->loop, &ctl->accept_backoff);
     close(ctl->fd);
     unlink(ctl->path);
     free(ctl->path);

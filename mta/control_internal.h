@@ -43,6 +43,10 @@ struct control {
     char *path;
     ev_io aio;
     control_client *clients;
+    /* accept() out of descriptors (EMFILE...): the listener pauses, logged once an episode */
+    ev_timer accept_backoff;
+    bool accept_trouble;
+    ev_tstamp accept_trouble_last;   /* its last failure; it ends after 5 s without one */
 };
 
 /* ---- control.c: answering, for the commands ---- */

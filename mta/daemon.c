@@ -16,6 +16,7 @@
 #include "mta/control.h"
 #include "mta/delivery.h"
 #include "mta/events.h"
+#include "mta/fdlimit.h"
 #include "mta/quota.h"
 #include "scheduler/scheduler.h"
 #include "mta/smtp_server.h"
@@ -214,6 +215,17 @@ kiln_ctx *daemon_create(const char *config_path, char **err)
     for (size_t i = 0; i < cfg->nwarnings; i++)
         log_write(ctx->log, KLOG_WARNING, "config.warning", "msg=%s", log_q(ctx->log, cfg->warnings[i]));
 
+    {   /* the session caps are derived from the descriptor limit (mta/smtp_limits.h) */
+        int64_t before, after;
+        char *why = NULL;
+        if (fdlimit_raise(&before, &after, &why) != 0)
+            log_write(ctx->log, KLOG_WARNING, "kilnd.fd_limit", "nofile=%lld error=%s",
+                      (long long)before, log_q(ctx->log, why));
+        else
+            log_write(ctx->log, KLOG_INFO, "kilnd.fd_limit", "nofile=%lld raised_from=%lld",
+                      (long long)after, (long long)before);
+        free(why);
+    }
     ctx->spool = spool_open(cfg->spool, true, err);
     if (!ctx->spool) goto fail;
     int64_t now = kiln_now_ms(ctx);

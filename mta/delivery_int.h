@@ -34,7 +34,13 @@ struct delivery {
     delivery_session *sessions;
     int nsessions;
     int nevicting;              /* idle sessions QUITting to make room (delivery_evict_idle) */
+    /* out of local resources (EMFILE/ENFILE...): one episode is logged once, at its start,
+     * and once more when a connection opens DELIVERY_LOCAL_QUIET_MS after its last failure */
+    bool local_failure;         /* an episode is under way */
+    unsigned local_deferred;    /* jobs deferred in this episode */
+    int64_t local_last_ms;      /* its last failure */
 };
+#define DELIVERY_LOCAL_QUIET_MS 5000
 
 typedef enum { SESS_CONNECTING, SESS_BUSY, SESS_IDLE, SESS_QUITTING, SESS_DEAD } sess_state;
 

@@ -11,7 +11,10 @@
  * connection in shaping and in the pools while it lives, and records every result in
  * both. A connect failure, timeout or refused greeting tries one other IP (another zone
  * first) on the same hop, then the next MX address; a bind failure takes the IP down and
- * tries another IP of the pool; failed opportunistic TLS retries the hop in clear. */
+ * tries another IP of the pool; failed opportunistic TLS retries the hop in clear. kiln's
+ * own lack of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM opening a connection) is no
+ * result of anybody's: the job is deferred (InternalFailure), pools and shaping hear
+ * nothing, and the episode is logged once when it begins and once when it ends. */
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -287,6 +290,7 @@ static retry_failure delivery_failure_of(smtp_client_status st)
     case SMTP_CLIENT_FAIL_TLS: return RETRY_FAIL_TLS;
     case SMTP_CLIENT_FAIL_TLS_REQUIRED: return RETRY_FAIL_TLS_REQUIRED;
     case SMTP_CLIENT_FAIL_TOO_BIG: return RETRY_FAIL_TOO_BIG;
+    case SMTP_CLIENT_FAIL_LOCAL: return RETRY_FAIL_INTERNAL;
     default: return RETRY_FAIL_CONNECT;
     }
 }
@@ -349,6 +353,36 @@ static void delivery_job_avoid(sched_job *j, const delivery_session *ss)
     sched_set_str(&j->avoid_zone, pools_ip_zone(ss->ip));
 }
 
+/* kiln ran out of its own resources (file descriptors, socket buffers) opening a
+ * connection: the job's recipients are deferred as InternalFailure; neither the source IP
+ * (pools) nor the site (shaping) hears of it. Logged once per episode. */
+static void delivery_local_failure(delivery *dl, sched_job *j, const char *err)
+{
+    if (!dl->local_failure) {
+        dl->local_failure = true;
+        dl->local_deferred = 0;
+        log_write(delivery_lg(dl), KLOG_ERROR, "delivery.local_failure",
+                  "result=begin error=%s note=%s", log_q(delivery_lg(dl), err),
+                  log_q(delivery_lg(dl), "kiln is out of file descriptors or buffers: "
+                                         "recipients are deferred (InternalFailure), no IP is blamed"));
+    }
+    dl->local_deferred++;
+    dl->local_last_ms = kiln_now_ms(dl->ctx);
+    sched_job_fail_all(dl->s, j, RETRY_FAIL_INTERNAL, err);
+    delivery_evict_idle(dl);      /* an idle cached connection gives its descriptor back */
+}
+
+/* A connection opened: a local failure episode is over once failures have stopped for
+ * DELIVERY_LOCAL_QUIET_MS (connections keep opening between failures under pressure). */
+static void delivery_local_recovered(delivery *dl)
+{
+    if (!dl->local_failure) return;
+    if (kiln_now_ms(dl->ctx) - dl->local_last_ms < DELIVERY_LOCAL_QUIET_MS) return;
+    dl->local_failure = false;
+    log_write(delivery_lg(dl), KLOG_WARNING, "delivery.local_failure", "result=end deferred_jobs=%u",
+              dl->local_deferred);
+}
+
 /* The session ended; a job still attached never got its transaction started. */
 static void delivery_on_closed(delivery *dl, delivery_session *ss, const smtp_client_event *ev)
 {
@@ -387,6 +421,8 @@ static void delivery_on_closed(delivery *dl, delivery_session *ss, const smtp_cl
         }
         if (sched_stopping(dl->s)) {
             sched_job_release(dl->s, j);
+        } else if (ev->status == SMTP_CLIENT_FAIL_LOCAL) {
+            delivery_local_failure(dl, j, err);
         } else if (ev->status == SMTP_CLIENT_FAIL_BIND) {
             /* the source IP is unusable (now down): another IP of the pool, same hop */
             delivery_job_avoid(j, ss);
@@ -426,6 +462,7 @@ static void delivery_on_client(void *arg, smtp_client *c, const smtp_client_even
     delivery *dl = ss->dl;
     switch (ev->type) {
     case SMTP_CLIENT_EV_READY:
+        delivery_local_recovered(dl);
         ss->state = SESS_IDLE;
         if (ss->job) {
             sched_job *j = ss->job;

@@ -298,6 +298,7 @@ const char *smtp_client_status_name(smtp_client_status st)
     case SMTP_CLIENT_FAIL_IO: return "io";
     case SMTP_CLIENT_FAIL_TLS_REQUIRED: return "tls-required";
     case SMTP_CLIENT_FAIL_TOO_BIG: return "too-big";
+    case SMTP_CLIENT_FAIL_LOCAL: return "local";
     }
     return "unknown";
 }
@@ -842,8 +843,15 @@ static int smtp_client_start_connect(smtp_client *c, char **err, smtp_client_sta
     conn_step step;
     if (conn_connect(&c->conn, (struct sockaddr *)&peer, plen, (struct sockaddr *)&src, slen,
                      false, &step) != 0) {
-        const char *why = strerror(conn_errno(&c->conn));
-        if (step == CONN_STEP_SOCKET) {
+        int e = conn_errno(&c->conn);
+        const char *why = strerror(e);
+        if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
+            /* out of descriptors or buffers here: a local failure, whatever the step */
+            *st = SMTP_CLIENT_FAIL_LOCAL;
+            *err = util_asprintf("%s for %s%s%s: %s", step == CONN_STEP_SOCKET ? "socket"
+                                 : step == CONN_STEP_BIND ? "bind" : "connect",
+                                 c->peer, c->src ? " from " : "", c->src ? c->src : "", why);
+        } else if (step == CONN_STEP_SOCKET) {
             *st = SMTP_CLIENT_FAIL_CONNECT;
             *err = util_asprintf("socket for %s: %s", c->peer, why);
         } else if (step == CONN_STEP_BIND) {

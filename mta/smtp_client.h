@@ -90,6 +90,8 @@ typedef enum {
     SMTP_CLIENT_FAIL_IO,         /* lost connection, reply timeout, not an SMTP reply */
     SMTP_CLIENT_FAIL_TLS_REQUIRED, /* smtp_client_send: message requires TLS, session has none */
     SMTP_CLIENT_FAIL_TOO_BIG,    /* smtp_client_send: message larger than the server's SIZE */
+    SMTP_CLIENT_FAIL_LOCAL,      /* kiln's own resources ran out (EMFILE, ENFILE, ENOBUFS, ENOMEM
+                                    from socket/bind/connect): neither the IP's nor the peer's fault */
 } smtp_client_status;
 
 const char *smtp_client_status_name(smtp_client_status st);

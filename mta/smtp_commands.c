@@ -4,7 +4,9 @@
  * each function changes the session (smtp_session.h) and queues replies; it never touches
  * the socket, so pipelined commands are answered in order by whatever the I/O side writes
  * next. Policy (identity, sandbox, quotas, suppression) is mta/policy.c's; persistence is
- * accept.c's, whose commit callback is smtp_server_on_accepted in smtp_server.c. */
+ * accept.c's, whose commit callback is smtp_server_on_accepted in smtp_server.c. NOOP, RSET,
+ * VRFY, unknown commands and rejected RCPTs are junk (smtp_server_junk: too many end the
+ * session with a 421). */
 #include "mta/smtp_session.h"
 
 #include <stdio.h>
@@ -274,6 +276,10 @@ static void smtp_server_cmd_rcpt(smtp_session *s, const smtp_cmd *c)
     policy_rcpt_verdict v = policy_check_rcpt(&in, &r, &owned);
     if (v == POLICY_RCPT_REJECT) {
         smtp_server_log_reject(s, "rcpt", NULL, p.addr, r);
+        if (smtp_server_junk(s)) {
+            if (owned) free((char *)r);
+            return;
+        }
         smtp_server_reply(s, r);
         if (owned) free((char *)r);
         return;
@@ -310,6 +316,7 @@ static void smtp_server_cmd_data(smtp_session *s, const smtp_cmd *c)
     s->data_size = 0;
     s->data_flags = 0;
     s->data_prev_crlf = true;
+    s->data_started_ms = kiln_now_ms(s->ctx);
     s->state = ST_DATA;
     smtp_server_reply(s, REPLY_DATA_GO);
     smtp_server_set_timer(s, SMTP_SERVER_DATA_TIMEOUT);
@@ -397,6 +404,7 @@ static void smtp_server_auth_checked(void *arg, bool ok)
     if (ok) {
         s->auth_user = user;
         s->auth_entry = auth_find_user(s->cfg, user);
+        smtp_server_session_authenticated(s);   /* leaves the untrusted share */
         log_write(lg, KLOG_INFO, "smtp.auth", "session=%llu client=%s mech=%s user=%s result=ok",
                   (unsigned long long)s->id, s->client_ip, smtp_server_auth_mech_name(s),
                   log_q(lg, user));
@@ -613,6 +621,11 @@ void smtp_server_command_line(smtp_session *s, const smtp_line *line)
     smtp_parse_command(text, line->len, &c);
     if (line->len + 2 > SMTP_COMMAND_LINE_MAX && c.verb != SMTP_CMD_AUTH) {
         smtp_server_error_reply(s, REPLY_LINE_TOO_LONG);
+        free(text);
+        return;
+    }
+    if ((c.verb == SMTP_CMD_NOOP || c.verb == SMTP_CMD_RSET || c.verb == SMTP_CMD_VRFY ||
+         c.verb == SMTP_CMD_UNKNOWN) && smtp_server_junk(s)) {
         free(text);
         return;
     }

@@ -9,7 +9,16 @@
  * no complete line is left or a reply needs a round trip (354, the end of DATA). At the end
  * of DATA the session stops reading until the spool's group commit has run its callback:
  * nothing is acknowledged before the message is durable. Each session keeps a reference to
- * the config it started with, so a reload never changes the rules mid-session. */
+ * the config it started with, so a reload never changes the rules mid-session.
+ *
+ * Limits (issue items 4 and 8): every connection is admitted by mta/smtp_limits (session
+ * caps derived from RLIMIT_NOFILE, the reserved share for trusted and authenticated
+ * clients, per-client sessions and connection rate; trusted clients are exempt from the
+ * per-client ones unless submission.limit_trusted_clients) or refused with a 421 and
+ * closed; a session ends with a 421 at its deadline, when its DATA arrives slower than
+ * submission.min_data_rate (judged after min_data_rate_window; nothing is stored) and after
+ * too many junk commands. accept() failing for lack of descriptors is logged once per
+ * episode (the acceptor backs off on its own). */
 #include "mta/smtp_server.h"
 #include "mta/smtp_session.h"
 
@@ -20,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -34,10 +44,8 @@
 #include "mta/tls.h"
 #include "base/util.h"
 
-/* Limits (the linger time and the session limit can be overridden with -D for tests). */
-#ifndef SMTP_SERVER_MAX_SESSIONS
-#define SMTP_SERVER_MAX_SESSIONS 1000
-#endif
+/* Limits (the linger time can be overridden with -D for tests; the session caps are
+ * submission.max_sessions and friends, see smtp_limits.h). */
 #ifndef SMTP_SERVER_LINGER
 #define SMTP_SERVER_LINGER 10.0             /* s, to deliver the last reply before closing */
 #endif
@@ -46,10 +54,16 @@
 #define SMTP_SERVER_READS_PER_EVENT 16      /* fairness between sessions */
 #define SMTP_SERVER_ACCEPTS_PER_EVENT 64
 #define SMTP_SERVER_ACCEPT_BACKOFF 0.1      /* s, after EMFILE and the like */
+#define SMTP_SERVER_ACCEPT_QUIET_MS 5000    /* without such failures: the episode is over */
 #define SMTP_SERVER_BACKLOG 511
 
 #define REPLY_TIMEOUT_FMT "421 4.4.2 %s Error: timeout exceeded"
 #define REPLY_TOO_MANY_CONNECTIONS "421 4.7.0 Too many connections"
+#define REPLY_TOO_MANY_FROM_HOST "421 4.7.0 Too many connections from your host, try later"
+#define REPLY_RATE_EXCEEDED "421 4.7.0 Connection rate limit exceeded"
+#define REPLY_DEADLINE "421 4.4.2 Session time limit exceeded"
+#define REPLY_DATA_RATE "421 4.4.2 Transfer rate too low"
+#define REPLY_JUNK "421 4.7.0 Too many junk commands"
 
 static const char *const state_names[] = {
     "greet", "ready", "auth", "mail", "rcpt", "data", "commit", "tls_wait", "tls_handshake",
@@ -70,7 +84,69 @@ void smtp_server_kill_session(smtp_session *s, const char *reason)
 void smtp_server_set_timer(smtp_session *s, double seconds)
 {
     if (!s->srv) return;
+    if (s->state != ST_CLOSING) {
+        /* the session deadline, and in DATA the end of the rate window, come first */
+        int64_t now = kiln_now_ms(s->ctx);
+        int64_t until = s->deadline_ms;
+        if (s->state == ST_DATA && s->cfg->min_data_rate > 0) {
+            int64_t w = s->data_started_ms + s->cfg->min_data_rate_window_ms;
+            if (w > now && (!until || w < until)) until = w;
+        }
+        if (until) {
+            double left = (double)(until - now) / 1000.0;
+            if (left < 0.001) left = 0.001;
+            if (left < seconds) seconds = left;
+        }
+    }
     conn_timer_set(&s->conn, seconds);
+}
+
+/* ---- limits: deadline, DATA rate, junk commands, privilege ---- */
+
+/* The session is past its deadline (closing sessions are not judged any more). */
+static bool smtp_server_past_deadline(const smtp_session *s)
+{
+    return s->deadline_ms && kiln_now_ms(s->ctx) >= s->deadline_ms;
+}
+
+/* In DATA after the rate window: fewer than min_data_rate bytes per second so far. The
+ * bytes counted are the message's plus whatever waits in the input buffer. */
+static bool smtp_server_data_too_slow(const smtp_session *s)
+{
+    const config *cfg = s->cfg;
+    if (s->state != ST_DATA || cfg->min_data_rate <= 0) return false;
+    int64_t elapsed = kiln_now_ms(s->ctx) - s->data_started_ms;
+    if (elapsed < cfg->min_data_rate_window_ms) return false;
+    double got = (double)s->data_size + (double)s->conn.in.len;
+    return got * 1000.0 < (double)cfg->min_data_rate * (double)elapsed;
+}
+
+/* Ends the session with a 421 for a limit: the transaction (an unfinished message too) is
+ * dropped; nothing was acknowledged for it. */
+static void smtp_server_limit_close(smtp_session *s, const char *reply, const char *why)
+{
+    log_write(s->ctx->log, KLOG_WARNING, "smtp.limit",
+              "session=%llu client=%s limit=%s state=%s reply=%s", (unsigned long long)s->id,
+              s->client_ip, why, state_names[s->state], log_q(s->ctx->log, reply));
+    smtp_server_reset_transaction(s);
+    s->discard_input = true;
+    smtp_server_reply(s, reply);
+    smtp_server_start_closing(s, why);
+}
+
+bool smtp_server_junk(smtp_session *s)
+{
+    int max = s->cfg->max_junk_commands;
+    if (max < 0 || ++s->junk <= max) return false;
+    smtp_server_limit_close(s, REPLY_JUNK, "max_junk_commands");
+    return true;
+}
+
+void smtp_server_session_authenticated(smtp_session *s)
+{
+    if (s->privileged || !s->limits_counted || !s->srv) return;
+    smtp_limits_promote(s->srv->limits);
+    s->privileged = true;
 }
 
 /* Stop reading; write what is pending; close once written (or after the linger time). */
@@ -163,6 +239,10 @@ static void smtp_server_read_input(smtp_session *s)
             }
             return;
         }
+        if (smtp_server_data_too_slow(s)) {
+            smtp_server_limit_close(s, REPLY_DATA_RATE, "min_data_rate");
+            return;
+        }
         smtp_server_set_timer(s, s->state == ST_DATA ? SMTP_SERVER_DATA_TIMEOUT : SMTP_SERVER_COMMAND_TIMEOUT);
         smtp_server_process_input(s);
     }
@@ -236,7 +316,21 @@ static void smtp_server_on_session_io(void *arg, int revents)
 static void smtp_server_on_session_timer(void *arg)
 {
     smtp_session *s = arg;
-    if (s->state == ST_CLOSING) {
+    if (s->state != ST_CLOSING && s->state != ST_COMMIT && s->state != ST_TLS_WAIT &&
+        s->state != ST_TLS_HANDSHAKE && smtp_server_past_deadline(s)) {
+        smtp_server_limit_close(s, REPLY_DEADLINE, "session_deadline");
+    } else if (smtp_server_data_too_slow(s)) {
+        smtp_server_limit_close(s, REPLY_DATA_RATE, "min_data_rate");
+    } else if (s->state == ST_DATA && s->cfg->min_data_rate > 0 &&
+               kiln_now_ms(s->ctx) - s->data_started_ms <
+                   s->cfg->min_data_rate_window_ms + (int64_t)(SMTP_SERVER_DATA_TIMEOUT * 1000)) {
+        /* the rate window ended and the rate is fine: the DATA timeout runs on */
+        smtp_server_set_timer(s, SMTP_SERVER_DATA_TIMEOUT);
+        return;
+    } else if ((s->state == ST_TLS_HANDSHAKE || s->state == ST_TLS_WAIT) &&
+               smtp_server_past_deadline(s)) {
+        smtp_server_kill_session(s, "session_deadline");
+    } else if (s->state == ST_CLOSING) {
         smtp_server_kill_session(s, s->close_reason ? s->close_reason : "closing");
     } else if (s->state == ST_TLS_HANDSHAKE || s->state == ST_TLS_WAIT) {
         smtp_server_kill_session(s, "timeout in TLS handshake");
@@ -268,6 +362,7 @@ void smtp_server_on_accepted(void *arg, bool ok, const char *id, const char *err
     if (ok) {
         quota_daily_commit(ctx->quota, s->reserved, kiln_now_ms(ctx));
         s->accepted++;
+        s->junk = 0;              /* junk is counted between accepted messages */
         log_write(lg, KLOG_INFO, "smtp.accept",
                   "session=%llu id=%s from=%s rcpts=%zu set=%s client=%s auth=%s tls=%s%s",
                   (unsigned long long)s->id, id, log_q(lg, s->mail_from), s->nrcpts,
@@ -335,8 +430,50 @@ static void smtp_server_session_close(smtp_session *s)
               state_names[s->state], (long long)(kiln_now_ms(ctx) - s->started_ms));
     conn_close(&s->conn, s->state == ST_CLOSING);
     s->closed = true;
+    if (s->limits_counted && s->srv) {
+        smtp_limits_release(s->srv->limits, s->client_ip, s->privileged, s->limits_tracked);
+        s->limits_counted = false;
+    }
     if (s->commit_pending) return;     /* smtp_server_on_accepted frees it */
     smtp_server_session_free(s);
+}
+
+/* The caps follow the current config (a reload may change them): derived again when it
+ * changed, with a warning for every value lowered to fit the descriptor limit. */
+static void smtp_server_refresh_caps(smtp_server *srv)
+{
+    kiln_ctx *ctx = srv->ctx;
+    if (srv->caps_cfg == ctx->cfg) return;
+    char *warn = NULL;
+    smtp_limits_derive(ctx->cfg, srv->nofile, &srv->caps, &warn);
+    if (warn) log_write(ctx->log, KLOG_WARNING, "smtp.limits", "warning=%s", log_q(ctx->log, warn));
+    free(warn);
+    log_write(ctx->log, KLOG_INFO, "smtp.limits",
+              "nofile=%lld max_sessions=%d reserved_sessions=%d max_sessions_per_client=%d",
+              (long long)srv->nofile, srv->caps.max_sessions, srv->caps.reserved, srv->caps.per_client);
+    config_unref(srv->caps_cfg);
+    srv->caps_cfg = config_ref(ctx->cfg);
+}
+
+/* Refuses a connection at the door: a 421 written straight to the new socket, then close. */
+static void smtp_server_refuse(smtp_server *srv, int fd, uint64_t id, const char *ip,
+                               smtp_limits_verdict v)
+{
+    const char *reply = v == SMTP_LIMITS_PER_CLIENT ? REPLY_TOO_MANY_FROM_HOST
+                        : v == SMTP_LIMITS_RATE     ? REPLY_RATE_EXCEEDED
+                                                    : REPLY_TOO_MANY_CONNECTIONS;
+    char msg[128];
+    int n = snprintf(msg, sizeof msg, "%s\r\n", reply);
+    ssize_t r = send(fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    (void)r;
+    close(fd);
+    klog *lg = srv->ctx->log;
+    log_write(lg, KLOG_WARNING, "smtp.close",
+              "session=%llu client=%s reason=\"refused at connect\" limit=%s sessions=%d "
+              "unprivileged=%d max_sessions=%d reserved_sessions=%d reply=%s",
+              (unsigned long long)id, ip, smtp_limits_verdict_name(v),
+              smtp_limits_sessions(srv->limits), smtp_limits_unprivileged(srv->limits),
+              srv->caps.max_sessions, srv->caps.reserved, log_q(lg, reply));
 }
 
 static void smtp_server_session_new(smtp_server *srv, int fd, const conn_peer *peer)
@@ -346,14 +483,16 @@ static void smtp_server_session_new(smtp_server *srv, int fd, const conn_peer *p
     int port = peer->port;
     bool loopback = peer->loopback;
     uint64_t id = ++srv->next_id;
-    if (srv->nsessions >= SMTP_SERVER_MAX_SESSIONS) {
-        static const char msg[] = REPLY_TOO_MANY_CONNECTIONS "\r\n";
-        ssize_t r = send(fd, msg, sizeof msg - 1, MSG_NOSIGNAL);
-        (void)r;
-        close(fd);
-        log_write(ctx->log, KLOG_WARNING, "smtp.close",
-                  "session=%llu client=%s reason=\"too many connections\" limit=%d",
-                  (unsigned long long)id, ip, SMTP_SERVER_MAX_SESSIONS);
+    smtp_server_refresh_caps(srv);
+    const config *cur = ctx->cfg;
+    bool trusted = config_is_trusted(cur, ip);
+    bool tracked = false;
+    smtp_limits_verdict v = smtp_limits_admit(srv->limits, ip, trusted,
+                                              trusted && !cur->limit_trusted_clients, &srv->caps,
+                                              &cur->max_connection_rate_per_client,
+                                              kiln_now_ms(ctx), &tracked);
+    if (v != SMTP_LIMITS_OK) {
+        smtp_server_refuse(srv, fd, id, ip, v);
         return;
     }
     int one = 1;
@@ -371,6 +510,10 @@ static void smtp_server_session_new(smtp_server *srv, int fd, const conn_peer *p
     s->loopback = loopback;
     s->trusted = config_is_trusted(s->cfg, ip);
     s->started_ms = kiln_now_ms(ctx);
+    s->limits_counted = true;
+    s->limits_tracked = tracked;
+    s->privileged = trusted;
+    if (s->cfg->session_deadline_ms > 0) s->deadline_ms = s->started_ms + s->cfg->session_deadline_ms;
     s->state = ST_GREET;
     strbuf_init(&s->data);
     smtp_server_auth_init(s);
@@ -391,14 +534,29 @@ static void smtp_server_session_new(smtp_server *srv, int fd, const conn_peer *p
 static void smtp_server_on_accept(void *arg, size_t index, int fd, const conn_peer *peer)
 {
     (void)index;
-    smtp_server_session_new(arg, fd, peer);
+    smtp_server *srv = arg;
+    if (srv->accept_trouble && kiln_now_ms(srv->ctx) - srv->accept_trouble_ms >= SMTP_SERVER_ACCEPT_QUIET_MS) {
+        srv->accept_trouble = false;
+        log_write(srv->ctx->log, KLOG_WARNING, "smtp.accept_error", "result=end sessions=%d",
+                  srv->nsessions);
+    }
+    smtp_server_session_new(srv, fd, peer);
 }
 
+/* accept() failed (the acceptor pauses and retries on its own): out of descriptors or
+ * memory is a local condition that lasts, logged once when it begins and once when a
+ * connection is accepted SMTP_SERVER_ACCEPT_QUIET_MS after the last failure; anything else
+ * is logged each time. */
 static void smtp_server_on_accept_error(void *arg, size_t index, int err)
 {
     smtp_server *srv = arg;
-    log_write(srv->ctx->log, KLOG_WARNING, "smtp.accept_error", "listen=%s error=%s",
-              srv->acceptor.v[index].name, log_q(srv->ctx->log, strerror(err)));
+    bool lasting = err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
+    if (lasting) srv->accept_trouble_ms = kiln_now_ms(srv->ctx);
+    if (lasting && srv->accept_trouble) return;
+    if (lasting) srv->accept_trouble = true;
+    log_write(srv->ctx->log, lasting ? KLOG_ERROR : KLOG_WARNING, "smtp.accept_error",
+              "listen=%s error=%s%s sessions=%d", srv->acceptor.v[index].name,
+              log_q(srv->ctx->log, strerror(err)), lasting ? " result=begin" : "", srv->nsessions);
 }
 
 static const conn_acceptor_ops smtp_server_acceptor_ops = {
@@ -436,12 +594,19 @@ smtp_server *smtp_server_start(kiln_ctx *ctx, char **err)
                        SMTP_SERVER_ACCEPT_BACKOFF, &smtp_server_acceptor_ops, srv);
     ev_idle_init(&srv->done_idle, smtp_server_on_done_idle);
     srv->done_idle.data = srv;
+    srv->limits = smtp_limits_new();
+    struct rlimit rl;
+    srv->nofile = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY
+                      ? (int64_t)rl.rlim_cur : (int64_t)1 << 30;
+    smtp_server_refresh_caps(srv);
     if (cfg->tls_cert) {
         srv->tls = tls_server_ctx_new(cfg->tls_cert, cfg->tls_key, err);
         if (!srv->tls) {
             char *e = *err;
             *err = util_asprintf("submission.tls: %s", e);
             free(e);
+            smtp_limits_free(srv->limits);
+            config_unref(srv->caps_cfg);
             free(srv);
             return NULL;
         }
@@ -525,5 +690,7 @@ void smtp_server_free(smtp_server *srv)
     tls_ctx_free(srv->tls);
     auth_pool_free(srv->auth_pool);      /* after the sessions: none is waiting any more */
     auth_fail_free(srv->auth_fail);
+    smtp_limits_free(srv->limits);
+    config_unref(srv->caps_cfg);
     free(srv);
 }

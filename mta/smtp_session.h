@@ -29,6 +29,7 @@
 #include "mta/auth_pool.h"
 #include "mta/conn.h"
 #include "mta/policy.h"
+#include "mta/smtp_limits.h"
 #include "mta/smtp_parse.h"
 #include "mta/smtp_server.h"
 #include "mta/tls.h"
@@ -85,6 +86,13 @@ struct smtp_server {
     ev_idle done_idle;        /* calls done() from the loop, never re-entrantly */
     auth_pool *auth_pool;     /* password checks off the loop */
     auth_fail *auth_fail;     /* failed AUTHs per client (submission.auth_failures) */
+    /* admission (mta/smtp_limits.h): caps derived from the descriptor limit and caps_cfg */
+    smtp_limits *limits;
+    smtp_limits_caps caps;
+    config *caps_cfg;         /* the config the caps were derived from (a reference) */
+    int64_t nofile;           /* RLIMIT_NOFILE (soft) at start */
+    bool accept_trouble;      /* accept() is failing (EMFILE...): logged once an episode */
+    int64_t accept_trouble_ms;   /* its last failure; it ends 5 s after, at an accept */
 };
 
 struct smtp_session {
@@ -132,6 +140,13 @@ struct smtp_session {
     bool dead;                /* close at the end of the current callback */
     bool closed;              /* fd closed; only waiting for the commit callback */
     const char *close_reason;
+    /* limits (issue item 4): admission counts, deadline, DATA rate, junk commands */
+    bool limits_counted;      /* counted in srv->limits until the connection closes */
+    bool limits_tracked;      /* has a per-client entry there */
+    bool privileged;          /* trusted or authenticated: may use the reserved share */
+    int64_t deadline_ms;      /* the session ends with 421 at this time; 0: never */
+    int64_t data_started_ms;  /* when the 354 was given */
+    int junk;                 /* junk commands since the last accepted message */
 };
 
 /* smtp_server.c: the session's life cycle */
@@ -143,6 +158,11 @@ void smtp_server_set_timer(smtp_session *s, double seconds);
 void smtp_server_start_closing(smtp_session *s, const char *reason);
 /* The spool's commit callback of accept_message(). */
 void smtp_server_on_accepted(void *arg, bool ok, const char *id, const char *err);
+/* A junk command (NOOP, RSET, VRFY, unknown, rejected RCPT): true if it was one too many,
+ * in which case "421 4.7.0 Too many junk commands" is queued and the session closes. */
+bool smtp_server_junk(smtp_session *s);
+/* AUTH succeeded: the session leaves the unprivileged share of the sessions. */
+void smtp_server_session_authenticated(smtp_session *s);
 
 /* smtp_commands.c: commands, AUTH and DATA */
 void smtp_server_reply(smtp_session *s, const char *line);

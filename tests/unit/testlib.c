@@ -89,6 +89,16 @@ config *testlib_config_new(void)
     c->warmup = (config_warmup){.days = 45, .first_day = 50, .target = 50000,
                                 .advance = CONFIG_ADVANCE_CALENDAR, .pacing = 4};
     c->shaping_default = (config_shaping_limits){10, 100, {50, 1000}};
+    /* submission limits: config_limits_defaults() in base/config_limits.c */
+    c->max_sessions = 0;
+    c->reserved_sessions = -1;
+    c->max_sessions_per_client = 50;
+    c->max_connection_rate_per_client = (config_rate){100, 60000};
+    c->limit_trusted_clients = false;
+    c->session_deadline_ms = 3600 * 1000;
+    c->min_data_rate = 500;
+    c->min_data_rate_window_ms = 30 * 1000;
+    c->max_junk_commands = 100;
     return c;
 }
 
