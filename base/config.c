@@ -277,10 +277,41 @@ static int config_read_trusted(config_parser *p, yaml_node_t *v)
     return 0;
 }
 
+/* submission.max_inflight_bytes: a size, at least 1MB and at least max_message_size (read
+ * before it in config_read_submission). */
+static int config_read_inflight(config_parser *p, yaml_node_t *v)
+{
+    int64_t x;
+    if (config_as_size(p, v, &x) < 0) return -1;
+    if (x < KB * KB) return config_fail(p, v, "must be at least 1MB, not %s", config_sval(v));
+    if (x < p->cfg->max_message_size)
+        return config_fail(p, v,
+                           "must be at least submission.max_message_size (%lld bytes), or no "
+                           "message of the largest size could ever be accepted",
+                           (long long)p->cfg->max_message_size);
+    p->cfg->max_inflight_bytes = x;
+    return 0;
+}
+
+/* The default budget of in-flight message bytes: a quarter of physical memory, at least
+ * 256MB and at most 4GB, and never below 4 x max_message_size (so that a few maximal
+ * messages always fit). */
+int64_t config_default_inflight_bytes(int64_t max_message_size)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    int64_t phys = pages > 0 && page > 0 ? (int64_t)pages * page : 0;
+    int64_t x = phys / 4;
+    if (x < 256 * KB * KB) x = 256 * KB * KB;
+    if (x > 4 * KB * KB * KB) x = 4 * KB * KB * KB;
+    if (max_message_size > 0 && x / 4 < max_message_size) x = 4 * max_message_size;
+    return x;
+}
+
 static int config_read_submission(config_parser *p, yaml_node_t *m)
 {
     static const char *const keys[] = {"listen", "tls", "auth", "trusted_networks",
-                                       "max_message_size", "max_recipients", NULL};
+                                       "max_message_size", "max_recipients",
+                                       "max_inflight_bytes", NULL};
     config *c = p->cfg;
     if (config_as_map(p, m, keys) <= 0) return p->err ? -1 : 0;
     FIELD(m, "listen", v, config_read_listen(p, v));
@@ -289,6 +320,7 @@ static int config_read_submission(config_parser *p, yaml_node_t *m)
     FIELD(m, "trusted_networks", v, config_read_trusted(p, v));
     FIELD(m, "max_message_size", v, config_as_size(p, v, &c->max_message_size));
     FIELD(m, "max_recipients", v, config_as_int32(p, v, 1, INT_MAX, NULL, &c->max_recipients));
+    FIELD(m, "max_inflight_bytes", v, config_read_inflight(p, v));
     return 0;
 }
 
@@ -949,6 +981,8 @@ static void config_set_defaults(config *c)
 
 static void config_set_string_defaults(config *c)
 {
+    if (c->max_inflight_bytes == 0)       /* depends on max_message_size: set after reading */
+        c->max_inflight_bytes = config_default_inflight_bytes(c->max_message_size);
     if (!c->region) c->region = util_strdup("local");
     if (!c->log) c->log = util_strdup("stderr");
     if (c->nlisten == 0) {

@@ -139,6 +139,8 @@ typedef struct config {
     size_t ntrusted;
     int64_t max_message_size;   /* bytes; default 10MB */
     int max_recipients;         /* default 50 */
+    int64_t max_inflight_bytes; /* message bytes held in memory by all sessions together;
+                                   default config_default_inflight_bytes() */
 
     /* account */
     config_mode mode;           /* default sandbox */
@@ -201,6 +203,9 @@ const config_pool *config_find_pool(const config *cfg, const char *name);
 const config_route *config_find_route(const config *cfg, const char *domain);
 /* True if addr (an IPv4/IPv6 literal) is inside one of submission.trusted_networks. */
 bool config_is_trusted(const config *cfg, const char *addr);
+/* Default of submission.max_inflight_bytes: a quarter of physical memory, at least 256MB,
+ * at most 4GB, and never below 4 x max_message_size. */
+int64_t config_default_inflight_bytes(int64_t max_message_size);
 
 /* Absolute, symlink-free directory of the file at path (malloc'd), or NULL and *err (err may
  * be NULL). Relative paths in a config are resolved against it. */
