@@ -99,8 +99,9 @@ static void smtp_server_process_input(smtp_session *s)
         size_t max = s->state == ST_DATA ? SMTP_TEXT_LINE_MAX : SMTP_AUTH_LINE_MAX;
         smtp_line line;
         size_t discard;
-        smtp_line_status st = smtp_line_next(&s->lr, in->buf + pos, in->len - pos, max,
-                                             &line, &discard);
+        /* An empty strbuf has no buffer: NULL + 0 is undefined, so pass NULL itself. */
+        smtp_line_status st = smtp_line_next(&s->lr, in->buf ? in->buf + pos : NULL,
+                                             in->len - pos, max, &line, &discard);
         if (st == SMTP_LINE_MORE) {
             pos += discard;
             if (discard) continue;
