@@ -293,20 +293,6 @@ static int config_read_inflight(config_parser *p, yaml_node_t *v)
     return 0;
 }
 
-/* The default budget of in-flight message bytes: a quarter of physical memory, at least
- * 256MB and at most 4GB, and never below 4 x max_message_size (so that a few maximal
- * messages always fit). */
-int64_t config_default_inflight_bytes(int64_t max_message_size)
-{
-    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
-    int64_t phys = pages > 0 && page > 0 ? (int64_t)pages * page : 0;
-    int64_t x = phys / 4;
-    if (x < 256 * KB * KB) x = 256 * KB * KB;
-    if (x > 4 * KB * KB * KB) x = 4 * KB * KB * KB;
-    if (max_message_size > 0 && x / 4 < max_message_size) x = 4 * max_message_size;
-    return x;
-}
-
 static int config_read_submission(config_parser *p, yaml_node_t *m)
 {
     static const char *const keys[] = {"listen", "tls", "auth", "trusted_networks",
