@@ -297,6 +297,22 @@ static int config_read_trusted(config_parser *p, yaml_node_t *v)
     return 0;
 }
 
+/* submission.max_inflight_bytes: a size, at least 1MB and at least max_message_size (read
+ * before it in config_read_submission). */
+static int config_read_inflight(config_parser *p, yaml_node_t *v)
+{
+    int64_t x;
+    if (config_as_size(p, v, &x) < 0) return -1;
+    if (x < KB * KB) return config_fail(p, v, "must be at least 1MB, not %s", config_sval(v));
+    if (x < p->cfg->max_message_size)
+        return config_fail(p, v,
+                           "must be at least submission.max_message_size (%lld bytes), or no "
+                           "message of the largest size could ever be accepted",
+                           (long long)p->cfg->max_message_size);
+    p->cfg->max_inflight_bytes = x;
+    return 0;
+}
+
 static int config_read_submission(config_parser *p, yaml_node_t *m)
 {
     static const char *const keys[] = {"listen", "tls", "auth", "trusted_networks",
@@ -306,7 +322,7 @@ static int config_read_submission(config_parser *p, yaml_node_t *m)
                                        "max_connection_rate_per_client",
                                        "limit_trusted_clients", "session_deadline",
                                        "min_data_rate", "min_data_rate_window",
-                                       "max_junk_commands", NULL};
+                                       "max_junk_commands", "max_inflight_bytes", NULL};
     config *c = p->cfg;
     if (config_as_map(p, m, keys) <= 0) return p->err ? -1 : 0;
     FIELD(m, "listen", v, config_read_listen(p, v));
@@ -317,6 +333,7 @@ static int config_read_submission(config_parser *p, yaml_node_t *m)
     FIELD(m, "max_recipients", v, config_as_int32(p, v, 1, INT_MAX, NULL, &c->max_recipients));
     FIELD(m, "auth_failures", v, config_read_auth_failures(p, v));
     if (config_read_submission_limits(p, m) < 0) return -1;
+    FIELD(m, "max_inflight_bytes", v, config_read_inflight(p, v));
     return 0;
 }
 
@@ -981,6 +998,8 @@ static void config_set_defaults(config *c)
 
 static void config_set_string_defaults(config *c)
 {
+    if (c->max_inflight_bytes == 0)       /* depends on max_message_size: set after reading */
+        c->max_inflight_bytes = config_default_inflight_bytes(c->max_message_size);
     if (!c->region) c->region = util_strdup("local");
     if (!c->log) c->log = util_strdup("stderr");
     if (c->nlisten == 0) {

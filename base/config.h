@@ -163,6 +163,8 @@ typedef struct config {
     int64_t min_data_rate_window_ms;    /* judged after this much of DATA; default 30s */
     int max_junk_commands;      /* NOOP/RSET/VRFY/unknown/rejected RCPT between two accepted
                                    messages; default 100; -1 = unlimited */
+    int64_t max_inflight_bytes; /* message bytes held in memory by all sessions together;
+                                   default config_default_inflight_bytes() */
 
     /* account */
     config_mode mode;           /* default sandbox */
@@ -225,6 +227,9 @@ const config_pool *config_find_pool(const config *cfg, const char *name);
 const config_route *config_find_route(const config *cfg, const char *domain);
 /* True if addr (an IPv4/IPv6 literal) is inside one of submission.trusted_networks. */
 bool config_is_trusted(const config *cfg, const char *addr);
+/* Default of submission.max_inflight_bytes: a quarter of physical memory, at least 256MB,
+ * at most 4GB, and never below 4 x max_message_size. */
+int64_t config_default_inflight_bytes(int64_t max_message_size);
 
 /* Absolute, symlink-free directory of the file at path (malloc'd), or NULL and *err (err may
  * be NULL). Relative paths in a config are resolved against it. */

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "base/log.h"
 
@@ -275,4 +276,18 @@ char *config_summary(const config *cfg)
     strbuf_puts(&sb, "\n");
     for (size_t i = 0; i < c->nwarnings; i++) strbuf_printf(&sb, "warning: %s\n", c->warnings[i]);
     return strbuf_steal(&sb);
+}
+
+/* The default budget of in-flight message bytes: a quarter of physical memory, at least
+ * 256MB and at most 4GB, and never below 4 x max_message_size (so that a few maximal
+ * messages always fit). */
+int64_t config_default_inflight_bytes(int64_t max_message_size)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    int64_t phys = pages > 0 && page > 0 ? (int64_t)pages * page : 0;
+    int64_t x = phys / 4;
+    if (x < 256 * KB * KB) x = 256 * KB * KB;
+    if (x > 4 * KB * KB * KB) x = 4 * KB * KB * KB;
+    if (max_message_size > 0 && x / 4 < max_message_size) x = 4 * max_message_size;
+    return x;
 }

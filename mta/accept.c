@@ -113,40 +113,63 @@ static size_t header_insert_pos(const char *data, size_t len, const msg_headers 
     return hl;
 }
 
-/* The message as stored: Received: first, then data, with Message-ID: <id@host> added to
- * the header section when the message has none. */
-static char *build_stored(const config *cfg, const accept_in *in, const char *id, int64_t now,
-                          size_t *out_len)
+/* Turns msg (the message as received) into the message as stored, in place: Received:
+ * first, then the message, with Message-ID: <id@host> added to the header section when it
+ * has none. The buffer grows by exactly the bytes added (one realloc, no second copy). */
+static void build_stored_in(const config *cfg, const accept_in *in, const char *id,
+                            int64_t now, strbuf *msg)
 {
     msg_headers hs;
-    message_parse_headers(in->data, in->data_len, &hs);
-    strbuf sb;
-    strbuf_init(&sb);
-    strbuf_reserve(&sb, in->data_len + 512);
+    message_parse_headers(msg->buf ? msg->buf : "", msg->len, &hs);
+    strbuf pre, mid;
+    strbuf_init(&pre);
+    strbuf_init(&mid);
 
     char date[40];
     util_rfc5322_date(now, date);
     const char *proto = in->tls ? (in->auth_user ? "ESMTPSA" : "ESMTPS")
                                 : (in->auth_user ? "ESMTPA" : "ESMTP");
-    strbuf_puts(&sb, "Received: from ");
-    put_clean(&sb, in->helo && *in->helo ? in->helo : "unknown");
-    strbuf_puts(&sb, " (unknown [");
-    put_clean(&sb, in->client_ip ? in->client_ip : "");
-    strbuf_printf(&sb, "])\r\n\tby %s (kiln) with %s id %s;\r\n\t%s\r\n", cfg->hostname, proto,
+    strbuf_puts(&pre, "Received: from ");
+    put_clean(&pre, in->helo && *in->helo ? in->helo : "unknown");
+    strbuf_puts(&pre, " (unknown [");
+    put_clean(&pre, in->client_ip ? in->client_ip : "");
+    strbuf_printf(&pre, "])\r\n\tby %s (kiln) with %s id %s;\r\n\t%s\r\n", cfg->hostname, proto,
                   id, date);
 
-    if (message_header_get(&hs, "Message-ID")) {
-        strbuf_append(&sb, in->data, in->data_len);
-    } else {
+    size_t pos = 0;
+    if (!message_header_get(&hs, "Message-ID")) {
         bool before, after;
-        size_t pos = header_insert_pos(in->data, in->data_len, &hs, &before, &after);
-        strbuf_append(&sb, in->data, pos);
-        if (before) strbuf_puts(&sb, "\r\n");
-        strbuf_printf(&sb, "Message-ID: <%s@%s>\r\n", id, cfg->hostname);
-        if (after) strbuf_puts(&sb, "\r\n");
-        strbuf_append(&sb, in->data + pos, in->data_len - pos);
+        pos = header_insert_pos(msg->buf ? msg->buf : "", msg->len, &hs, &before, &after);
+        if (before) strbuf_puts(&mid, "\r\n");
+        strbuf_printf(&mid, "Message-ID: <%s@%s>\r\n", id, cfg->hostname);
+        if (after) strbuf_puts(&mid, "\r\n");
     }
     message_headers_free(&hs);
+
+    size_t len = msg->len, add = pre.len + mid.len;
+    if (len + add + 1 > msg->cap) {
+        msg->buf = util_realloc(msg->buf, len + add + 1);
+        msg->cap = len + add + 1;
+    }
+    char *b = msg->buf;
+    memmove(b + add + pos, b + pos, len - pos);          /* after the insertion point */
+    memmove(b + pre.len, b, pos);                         /* before it */
+    memcpy(b, pre.buf, pre.len);
+    if (mid.len) memcpy(b + pre.len + pos, mid.buf, mid.len);
+    msg->len = len + add;
+    b[msg->len] = '\0';
+    strbuf_free(&pre);
+    strbuf_free(&mid);
+}
+
+/* The same for a message the caller keeps: a copy is built. */
+static char *build_stored(const config *cfg, const accept_in *in, const char *id, int64_t now,
+                          size_t *out_len)
+{
+    strbuf sb;
+    strbuf_init(&sb);
+    strbuf_append(&sb, in->data, in->data_len);
+    build_stored_in(cfg, in, id, now, &sb);
     *out_len = sb.len;
     return strbuf_steal(&sb);
 }
@@ -387,7 +410,14 @@ int accept_message(kiln_ctx *ctx, const accept_in *in, accept_done_cb done, void
     accept_new_id(j->id, now);
 
     size_t len;
-    char *data = build_stored(cfg, in, j->id, now, &len);
+    char *data;
+    if (in->take) {
+        build_stored_in(cfg, in, j->id, now, in->take);
+        len = in->take->len;
+        data = strbuf_steal(in->take);
+    } else {
+        data = build_stored(cfg, in, j->id, now, &len);
+    }
     j->size = len;
     msg_headers hs;
     message_parse_headers(data, len, &hs);

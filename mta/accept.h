@@ -26,6 +26,9 @@ typedef struct accept_in {
     const char *data;               /* the message, CRLF lines, not dot-stuffed, without
                                        X-SES-CONFIGURATION-SET */
     size_t data_len;
+    struct strbuf *take;            /* if set, the buffer holding data: accept_message builds
+                                       the stored message in it (no copy) and frees it; it is
+                                       empty on return */
     unsigned quota_count;           /* recipients reserved against max_24h_send */
 } accept_in;
 

@@ -120,7 +120,7 @@ static char *from_domain(const msg_headers *hs, const char *source)
 
 char *events_mail_json(const events_mail_in *in)
 {
-    static const msg_headers no_headers = {NULL, 0, 0};
+    static const msg_headers no_headers = {0};
     const msg_headers *hs = in->headers ? in->headers : &no_headers;
     json_t *mail = event_jobj();
     event_jset(mail, "timestamp", event_jtime(in->timestamp_ms));

@@ -60,6 +60,9 @@ int message_parse_headers(const char *data, size_t len, msg_headers *out)
     out->h = NULL;
     out->n = 0;
     out->header_len = len;
+    out->ended_by_body_line = false;
+    out->over_limit = 0;
+    out->nreceived = out->nfrom = 0;
     size_t cap = 0, pos = 0;
     strbuf value;
     strbuf_init(&value);
@@ -69,6 +72,17 @@ int message_parse_headers(const char *data, size_t len, msg_headers *out)
         size_t end, next = message_line_next(data, len, pos, &end);
         const char *line = data + pos;
         size_t n = end - pos;
+        if (next > MESSAGE_MAX_HEADER_BYTES) {
+            /* This line would take the section over the limit (whatever it is: a section
+             * that has not ended by now is too large). */
+            if (open) {
+                out->h[out->n - 1].value = strbuf_steal(&value);
+                open = false;
+            }
+            out->over_limit |= MSG_HDR_TOO_LARGE;
+            out->header_len = pos;
+            break;
+        }
         if (n > 0 && message_is_wsp(line[0]) && open) {
             /* Continuation: unfolding removes only the line break, keeping the blank. */
             strbuf_append(&value, line, n);
@@ -83,6 +97,12 @@ int message_parse_headers(const char *data, size_t len, msg_headers *out)
         if (name_len == 0) {
             /* The empty line belongs to the header section; any other line is body. */
             out->header_len = n == 0 ? next : pos;
+            out->ended_by_body_line = n != 0;
+            break;
+        }
+        if (out->n == MESSAGE_MAX_FIELDS) {
+            out->over_limit |= MSG_HDR_TOO_MANY_FIELDS;
+            out->header_len = pos;
             break;
         }
         if (out->n == cap) {
@@ -91,6 +111,8 @@ int message_parse_headers(const char *data, size_t len, msg_headers *out)
         }
         out->h[out->n].name = util_strndup(line, name_len);
         out->h[out->n].value = NULL;
+        if (strcasecmp(out->h[out->n].name, "Received") == 0) out->nreceived++;
+        if (strcasecmp(out->h[out->n].name, "From") == 0) out->nfrom++;
         out->n++;
         size_t v = colon + 1;
         while (v < n && message_is_wsp(line[v])) v++;
@@ -132,12 +154,9 @@ const char *message_header_get(const msg_headers *hs, const char *name)
 
 /* ---- header removal ---- */
 
-char *message_remove_header(const char *data, size_t len, const char *name, size_t *out_len)
+size_t message_strip_header(char *data, size_t len, const char *name)
 {
-    strbuf out;
-    strbuf_init(&out);
-    strbuf_reserve(&out, len);
-    size_t pos = 0, name_want = strlen(name);
+    size_t pos = 0, w = 0, name_want = strlen(name);
     bool open = false, dropping = false;
 
     while (pos < len) {
@@ -145,20 +164,34 @@ char *message_remove_header(const char *data, size_t len, const char *name, size
         const char *line = data + pos;
         size_t n = end - pos;
         if (n > 0 && message_is_wsp(line[0]) && open) {
-            if (!dropping) strbuf_append(&out, line, next - pos);
+            if (!dropping) {
+                memmove(data + w, line, next - pos);
+                w += next - pos;
+            }
             pos = next;
             continue;
         }
         size_t colon = 0, name_len = message_field_name(line, n, &colon);
-        if (name_len == 0) break;         /* end of the header section: the rest is copied */
+        if (name_len == 0) break;         /* end of the header section: the rest is kept */
         open = true;
         dropping = name_len == name_want && strncasecmp(line, name, name_len) == 0;
-        if (!dropping) strbuf_append(&out, line, next - pos);
+        if (!dropping) {
+            memmove(data + w, line, next - pos);
+            w += next - pos;
+        }
         pos = next;
     }
-    strbuf_append(&out, data + pos, len - pos);
-    *out_len = out.len;
-    return strbuf_steal(&out);
+    if (w != pos) memmove(data + w, data + pos, len - pos);
+    return w + (len - pos);
+}
+
+char *message_remove_header(const char *data, size_t len, const char *name, size_t *out_len)
+{
+    char *out = util_malloc(len + 1);
+    if (len) memcpy(out, data, len);
+    *out_len = message_strip_header(out, len, name);
+    out[*out_len] = '\0';
+    return out;
 }
 
 /* ---- address lists ---- */

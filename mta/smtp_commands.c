@@ -37,6 +37,11 @@
 #define REPLY_BARE_LF "554 5.6.0 Message rejected: bare LF in message"
 #define REPLY_NUL "554 5.6.0 Message rejected: NUL byte in message"
 #define REPLY_LONG_LINE "554 5.6.0 Message rejected: line longer than 998 characters"
+#define REPLY_BARE_CR "554 5.6.0 Message rejected: bare CR in message"
+#define REPLY_TWO_FROM "554 5.6.0 Message rejected: more than one From: header"
+#define REPLY_TOO_MANY_FIELDS "554 5.6.0 Message rejected: more than 1000 header fields"
+#define REPLY_HEADER_TOO_LARGE "554 5.6.0 Message rejected: header section larger than 1MB"
+#define REPLY_TOO_MANY_HOPS "554 5.4.6 Too many hops"
 #define REPLY_NO_SET \
     "554 5.3.5 Message rejected: no X-SES-CONFIGURATION-SET header and no default_configuration_set"
 #define REPLY_STARTTLS_GO "220 2.0.0 Ready to start TLS"
@@ -64,6 +69,57 @@
     "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS AUTH"
 
 /* ---- helpers ---- */
+
+/* ---- the message buffer and the in-flight budget ---- */
+
+/* Growth of a message buffer: doubling up to this step, then this step at a time, so a
+ * buffer is never more than one step larger than its message. */
+#define SMTP_DATA_FIRST (16 * 1024)
+#define SMTP_DATA_STEP (1024 * 1024)
+/* DATA is refused (452) when less than this is left of the budget (a sixteenth of the
+ * budget if that is less: only below the 1MB the config allows, as the fuzz target sets). */
+#define SMTP_DATA_MIN_FREE (64 * 1024)
+
+static int64_t smtp_server_budget(const smtp_session *s)
+{
+    return s->cfg->max_inflight_bytes > 0 ? s->cfg->max_inflight_bytes
+                                          : config_default_inflight_bytes(s->cfg->max_message_size);
+}
+
+/* Brings the session's share of srv->inflight to the buffer's capacity. */
+static void smtp_server_data_account(smtp_session *s)
+{
+    if (s->srv) s->srv->inflight += (int64_t)s->data.cap - (int64_t)s->data_counted;
+    s->data_counted = s->data.cap;
+}
+
+/* Frees the message buffer and gives its bytes back to the budget. */
+void smtp_server_data_release(smtp_session *s)
+{
+    strbuf_free(&s->data);
+    smtp_server_data_account(s);
+}
+
+/* Makes room for n more bytes in the message buffer within the budget; false (and the
+ * buffer released) when the budget cannot hold it. */
+static bool smtp_server_data_reserve(smtp_session *s, size_t n)
+{
+    strbuf *d = &s->data;
+    size_t need = d->len + n + 1;
+    if (need <= d->cap) return true;
+    size_t cap = d->cap ? d->cap : SMTP_DATA_FIRST;
+    while (cap < need) cap += cap < SMTP_DATA_STEP ? cap : SMTP_DATA_STEP;
+    int64_t after = (s->srv ? s->srv->inflight : 0) + (int64_t)(cap - s->data_counted);
+    if (after > smtp_server_budget(s)) {
+        smtp_server_data_release(s);
+        return false;
+    }
+    d->buf = util_realloc(d->buf, cap);     /* exactly cap (strbuf_reserve would double) */
+    if (d->cap == 0) d->buf[0] = '\0';
+    d->cap = cap;
+    smtp_server_data_account(s);
+    return true;
+}
 
 static bool smtp_server_in_transaction(const smtp_session *s)
 {
@@ -104,9 +160,10 @@ void smtp_server_free_transaction(smtp_session *s, bool release)
     s->rcpts = NULL;
     s->verdicts = NULL;
     s->nrcpts = s->rcpts_cap = 0;
-    strbuf_free(&s->data);
+    smtp_server_data_release(s);
     s->data_size = 0;
     s->data_flags = 0;
+    s->data_over_budget = false;
     free(s->set_name);
     s->set_name = NULL;
 }
@@ -312,9 +369,21 @@ static void smtp_server_cmd_data(smtp_session *s, const smtp_cmd *c)
         smtp_server_reply(s, REPLY_NO_VALID_RCPTS);
         return;
     }
-    strbuf_free(&s->data);
+    int64_t budget = smtp_server_budget(s);
+    int64_t min_free = budget / 16 < SMTP_DATA_MIN_FREE ? budget / 16 : SMTP_DATA_MIN_FREE;
+    if (s->srv && s->srv->inflight + min_free > budget) {
+        log_write(s->ctx->log, KLOG_WARNING, "smtp.busy",
+                  "session=%llu client=%s inflight=%lld budget=%lld",
+                  (unsigned long long)s->id, s->client_ip, (long long)s->srv->inflight,
+                  (long long)smtp_server_budget(s));
+        smtp_server_log_reject(s, "data", NULL, NULL, REPLY_NO_MEMORY);
+        smtp_server_reply(s, REPLY_NO_MEMORY);
+        return;
+    }
+    smtp_server_data_release(s);
     s->data_size = 0;
     s->data_flags = 0;
+    s->data_over_budget = false;
     s->data_prev_crlf = true;
     s->data_started_ms = kiln_now_ms(s->ctx);
     s->state = ST_DATA;
@@ -721,7 +790,51 @@ static void smtp_server_reject_content(smtp_session *s, const char *line)
     smtp_server_reject_message(s, line);
 }
 
-/* The end of DATA: checks, configuration set, then the hand-over to accept.c. */
+/* A message that did not fit in the in-flight budget: its data was dropped while it
+ * arrived; a temporary failure, no Reject event (the client may retry it later). */
+static void smtp_server_reject_busy(smtp_session *s)
+{
+    log_write(s->ctx->log, KLOG_WARNING, "smtp.busy",
+              "session=%llu client=%s stage=data size=%lld inflight=%lld budget=%lld",
+              (unsigned long long)s->id, s->client_ip, (long long)s->data_size,
+              (long long)(s->srv ? s->srv->inflight : 0), (long long)smtp_server_budget(s));
+    smtp_server_reject_message(s, REPLY_NO_MEMORY);
+}
+
+/* The header-section checks of the end of DATA that need no policy: the limits, the hop
+ * count and a single From:. NULL if none fails, else the (static) reply. */
+static const char *smtp_server_header_limits(const msg_headers *hs)
+{
+    if (hs->over_limit & MSG_HDR_TOO_MANY_FIELDS) return REPLY_TOO_MANY_FIELDS;
+    if (hs->over_limit & MSG_HDR_TOO_LARGE) return REPLY_HEADER_TOO_LARGE;
+    if (hs->nreceived >= MESSAGE_MAX_HOPS) return REPLY_TOO_MANY_HOPS;
+    if (hs->nfrom > 1) return REPLY_TWO_FROM;
+    return NULL;
+}
+
+/* A header section that ends at a line that is no field (and no empty line): end it there
+ * for the next hop too, as Postfix's cleanup does, by inserting the empty line before that
+ * line. Everything kiln checks, adds or strips then applies to exactly the fields the next
+ * hop sees. False if the two bytes do not fit in the budget (the buffer is then gone). */
+static bool smtp_server_end_header_section(smtp_session *s, msg_headers *hs)
+{
+    if (!hs->ended_by_body_line) return true;
+    if (!smtp_server_data_reserve(s, 2)) return false;
+    strbuf *d = &s->data;
+    size_t at = hs->header_len;
+    memmove(d->buf + at + 2, d->buf + at, d->len - at + 1);    /* with the NUL */
+    memcpy(d->buf + at, "\r\n", 2);
+    d->len += 2;
+    hs->header_len = at + 2;
+    hs->ended_by_body_line = false;
+    log_write(s->ctx->log, KLOG_INFO, "smtp.header_end",
+              "session=%llu client=%s offset=%zu note=\"header section ended at a non-header "
+              "line: empty line inserted\"", (unsigned long long)s->id, s->client_ip, at);
+    return true;
+}
+
+/* The end of DATA: checks, configuration set, then the hand-over to accept.c, which takes
+ * the message buffer itself (no copy). */
 static void smtp_server_data_end(smtp_session *s)
 {
     const config *cfg = s->cfg;
@@ -731,8 +844,16 @@ static void smtp_server_data_end(smtp_session *s)
         smtp_server_reject_message(s, POLICY_REPLY_TOO_LONG);
         return;
     }
+    if (s->data_over_budget) {
+        smtp_server_reject_busy(s);
+        return;
+    }
     if (s->data_flags & SMTP_LINE_BARE_LF) {
         smtp_server_reject_content(s, REPLY_BARE_LF);
+        return;
+    }
+    if (s->data_flags & SMTP_LINE_BARE_CR) {
+        smtp_server_reject_content(s, REPLY_BARE_CR);
         return;
     }
     if (s->data_flags & SMTP_LINE_NUL) {
@@ -743,10 +864,19 @@ static void smtp_server_data_end(smtp_session *s)
         smtp_server_reject_content(s, REPLY_LONG_LINE);
         return;
     }
-    const char *data = s->data.buf ? s->data.buf : "";
-    size_t len = s->data.len;
     msg_headers hs;
-    message_parse_headers(data, len, &hs);
+    message_parse_headers(s->data.buf ? s->data.buf : "", s->data.len, &hs);
+    const char *limit = smtp_server_header_limits(&hs);
+    if (limit) {
+        message_headers_free(&hs);
+        smtp_server_reject_content(s, limit);
+        return;
+    }
+    if (!smtp_server_end_header_section(s, &hs)) {
+        message_headers_free(&hs);
+        smtp_server_reject_busy(s);
+        return;
+    }
     char acct[16];
     accept_sending_account_id(cfg->hostname, acct);
     char *r = policy_check_headers(cfg, &hs);
@@ -758,8 +888,6 @@ static void smtp_server_data_end(smtp_session *s)
         return;
     }
     char *name = smtp_server_header_set_name(&hs);
-    char *stripped = NULL;
-    size_t stripped_len = 0;
     const char *set = cfg->default_set;
     if (name) {
         const config_set *cs = config_find_set(cfg, name);
@@ -775,29 +903,30 @@ static void smtp_server_data_end(smtp_session *s)
         }
         free(name);
         set = cs->name;
-        stripped = message_remove_header(data, len, "X-SES-CONFIGURATION-SET", &stripped_len);
+        s->data.len = message_strip_header(s->data.buf, s->data.len, "X-SES-CONFIGURATION-SET");
+        s->data.buf[s->data.len] = '\0';
     }
     message_headers_free(&hs);
     if (!set) {
-        free(stripped);
         smtp_server_reject_message(s, REPLY_NO_SET);
         return;
     }
     if (!policy_user_may_use_set(s->auth_entry, set)) {
         char *line = policy_scope_reply(cfg, s->auth_user, acct, "configuration-set", set);
-        free(stripped);
         smtp_server_reject_content(s, line);
         free(line);
         return;
     }
     s->set_name = util_strdup(set);
-    accept_in in = smtp_server_session_accept_in(s, set, stripped ? stripped : data,
-                                     stripped ? stripped_len : len);
+    accept_in in = smtp_server_session_accept_in(s, set, s->data.buf ? s->data.buf : "",
+                                                 s->data.len);
+    in.take = &s->data;
     s->state = ST_COMMIT;
     s->commit_pending = true;
     conn_timer_stop(&s->conn);
     int rc = accept_message(s->ctx, &in, smtp_server_on_accepted, s);
-    free(stripped);
+    /* accept_message took the buffer (it is empty now): its bytes go back to the budget. */
+    smtp_server_data_release(s);
     if (rc != 0) {
         s->commit_pending = false;
         s->state = ST_READY;
@@ -808,13 +937,12 @@ static void smtp_server_data_end(smtp_session *s)
         smtp_server_reject_message(s, REPLY_STORE_FAILED);
         return;
     }
-    /* The message is copied into the spool batch: its buffer can go. */
-    strbuf_free(&s->data);
 }
 
 void smtp_server_data_line(smtp_session *s, const smtp_line *line)
 {
-    /* The end is "." + CRLF after a CRLF: never LF.LF or CRLF.LF (SMTP smuggling). */
+    /* The end is "." + CRLF after a CRLF: never LF.LF, CRLF.LF or ".\r" + something
+     * (SMTP smuggling); a line holding a bare CR is never the end. */
     if (line->len == 1 && line->text[0] == '.' && line->flags == 0 && s->data_prev_crlf) {
         smtp_server_data_end(s);
         return;
@@ -828,8 +956,20 @@ void smtp_server_data_line(smtp_session *s, const smtp_line *line)
         n--;
     }
     s->data_size += (int64_t)n + 2;
-    if (s->data_size <= s->cfg->max_message_size && !(line->flags & SMTP_LINE_TOO_LONG)) {
-        strbuf_append(&s->data, t, n);
-        strbuf_append(&s->data, "\r\n", 2);
+    if (s->data_size > s->cfg->max_message_size) {
+        smtp_server_data_release(s);    /* 552 at the end: nothing of it is needed */
+        return;
     }
+    if ((line->flags & SMTP_LINE_TOO_LONG) || s->data_over_budget) return;
+    if (!smtp_server_data_reserve(s, n + 2)) {
+        /* Over the budget: drop what we have, read on to the end, answer 452 there. */
+        s->data_over_budget = true;
+        log_write(s->ctx->log, KLOG_WARNING, "smtp.busy",
+                  "session=%llu client=%s stage=data note=\"in-flight budget exhausted: "
+                  "message dropped, 452 at its end\" budget=%lld",
+                  (unsigned long long)s->id, s->client_ip, (long long)smtp_server_budget(s));
+        return;
+    }
+    strbuf_append(&s->data, t, n);
+    strbuf_append(&s->data, "\r\n", 2);
 }

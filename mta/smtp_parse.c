@@ -60,6 +60,7 @@ smtp_line_status smtp_line_next(smtp_linereader *lr, const char *buf, size_t len
     }
     out->len = text_len;
     if (memchr(buf, '\0', text_len)) out->flags |= SMTP_LINE_NUL;
+    if (memchr(buf, '\r', text_len)) out->flags |= SMTP_LINE_BARE_CR;
     return SMTP_LINE_READY;
 }
 

@@ -29,6 +29,9 @@ enum {
     SMTP_LINE_BARE_LF = 1,   /* ended by LF without the CR before it */
     SMTP_LINE_NUL = 2,       /* contains a NUL byte */
     SMTP_LINE_TOO_LONG = 4,  /* longer than the limit: its text was discarded */
+    SMTP_LINE_BARE_CR = 8,   /* contains a CR that is not the one before its LF (a CR
+                                split from its LF across reads is still a CRLF: lines are
+                                only reported once their LF has arrived) */
 };
 
 typedef struct smtp_line {

@@ -24,6 +24,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -174,8 +175,9 @@ static void smtp_server_process_input(smtp_session *s)
         size_t max = s->state == ST_DATA ? SMTP_TEXT_LINE_MAX : SMTP_AUTH_LINE_MAX;
         smtp_line line;
         size_t discard;
-        smtp_line_status st = smtp_line_next(&s->lr, in->buf + pos, in->len - pos, max,
-                                             &line, &discard);
+        /* An empty strbuf has no buffer: NULL + 0 is undefined, so pass NULL itself. */
+        smtp_line_status st = smtp_line_next(&s->lr, in->buf ? in->buf + pos : NULL,
+                                             in->len - pos, max, &line, &discard);
         if (st == SMTP_LINE_MORE) {
             pos += discard;
             if (discard) continue;
@@ -585,7 +587,19 @@ static void smtp_server_on_done_idle(struct ev_loop *loop, ev_idle *w, int reven
     if (srv->done) srv->done(srv->done_arg);
 }
 
+static smtp_server *smtp_server_create(kiln_ctx *ctx, bool bind, char **err);
+
 smtp_server *smtp_server_start(kiln_ctx *ctx, char **err)
+{
+    return smtp_server_create(ctx, true, err);
+}
+
+smtp_server *smtp_server_start_detached(kiln_ctx *ctx, char **err)
+{
+    return smtp_server_create(ctx, false, err);
+}
+
+static smtp_server *smtp_server_create(kiln_ctx *ctx, bool bind, char **err)
 {
     const config *cfg = ctx->cfg;
     smtp_server *srv = util_calloc(1, sizeof *srv);
@@ -617,7 +631,7 @@ smtp_server *smtp_server_start(kiln_ctx *ctx, char **err)
                                                          : (int)ncpu;
     srv->auth_pool = auth_pool_new(ctx->loop, nthreads, SMTP_SERVER_AUTH_QUEUE_MAX);
     srv->auth_fail = auth_fail_new();
-    for (size_t i = 0; i < cfg->nlisten; i++) {
+    for (size_t i = 0; bind && i < cfg->nlisten; i++) {
         if (smtp_server_listen_on(srv, &cfg->listen[i], err) != 0) {
             smtp_server_free(srv);
             return NULL;
@@ -693,4 +707,18 @@ void smtp_server_free(smtp_server *srv)
     smtp_limits_free(srv->limits);
     config_unref(srv->caps_cfg);
     free(srv);
+}
+
+void smtp_server_serve_fd(smtp_server *srv, int fd, const char *ip, bool loopback)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0) (void)fcntl(fd, F_SETFL, fl | O_NONBLOCK);     /* as accepted sockets are */
+    conn_peer peer = {.port = 0, .loopback = loopback};
+    snprintf(peer.ip, sizeof peer.ip, "%s", ip);
+    smtp_server_session_new(srv, fd, &peer);
+}
+
+int64_t smtp_server_inflight(const smtp_server *srv)
+{
+    return srv ? srv->inflight : 0;
 }

@@ -3,6 +3,9 @@
 #ifndef KILN_SMTP_SERVER_H
 #define KILN_SMTP_SERVER_H
 
+#include <stdbool.h>
+#include <stdint.h>
+
 struct kiln_ctx;
 typedef struct smtp_server smtp_server;
 
@@ -15,5 +18,16 @@ void smtp_server_stop_accepting(smtp_server *srv);
 void smtp_server_shutdown(smtp_server *srv, void (*done)(void *arg), void *arg);
 int smtp_server_sessions(const smtp_server *srv);
 void smtp_server_free(smtp_server *srv);
+
+/* A server without listeners (nothing is bound): its sessions come from
+ * smtp_server_serve_fd. For the session fuzz target and tests that drive the real session
+ * over a socketpair. */
+smtp_server *smtp_server_start_detached(struct kiln_ctx *ctx, char **err);
+/* Serves an already-connected stream socket as a submission session from client ip (the
+ * server owns fd from now on), exactly as if a listener had accepted it. */
+void smtp_server_serve_fd(smtp_server *srv, int fd, const char *ip, bool loopback);
+/* Bytes of message buffers the sessions hold, counted against
+ * submission.max_inflight_bytes (0 when no message is in flight). */
+int64_t smtp_server_inflight(const smtp_server *srv);
 
 #endif

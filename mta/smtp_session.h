@@ -53,6 +53,7 @@
 #define SMTP_SERVER_AUTH_FAIL_DELAY 1.0     /* s from the response to the 535 */
 
 #define REPLY_STORE_FAILED "451 4.3.0 Temporary failure: could not store message"
+#define REPLY_NO_MEMORY "452 4.3.1 Insufficient system resources"
 
 typedef enum {
     ST_GREET,           /* connected (or TLS just started): EHLO/HELO expected */
@@ -93,6 +94,8 @@ struct smtp_server {
     int64_t nofile;           /* RLIMIT_NOFILE (soft) at start */
     bool accept_trouble;      /* accept() is failing (EMFILE...): logged once an episode */
     int64_t accept_trouble_ms;   /* its last failure; it ends 5 s after, at an accept */
+    int64_t inflight;         /* bytes of message buffers held by all sessions (their
+                                 capacity), against submission.max_inflight_bytes */
 };
 
 struct smtp_session {
@@ -126,7 +129,10 @@ struct smtp_session {
     policy_rcpt_verdict *verdicts;
     size_t nrcpts, rcpts_cap;
     unsigned reserved;        /* 24 h quota reservations held (ACCEPT and SUPPRESSED) */
-    strbuf data;
+    strbuf data;              /* the one copy of the message; its capacity is counted in
+                                 srv->inflight (data_counted) */
+    size_t data_counted;      /* bytes of srv->inflight this session holds */
+    bool data_over_budget;    /* the budget ran out during DATA: data dropped, 452 at the end */
     int64_t data_size;        /* octets received (unstuffed, CRLF lines), stored or not */
     unsigned data_flags;      /* SMTP_LINE_* seen in the message */
     bool data_prev_crlf;      /* the previous data line ended with CRLF */
@@ -170,6 +176,8 @@ void smtp_server_reply(smtp_session *s, const char *line);
 void smtp_server_free_transaction(smtp_session *s, bool release);
 /* Ends the transaction (RSET, EHLO, rejection, abort): reservations go back to the quota. */
 void smtp_server_reset_transaction(smtp_session *s);
+/* Frees the message buffer and gives its bytes back to the in-flight budget. */
+void smtp_server_data_release(smtp_session *s);
 /* During a graceful stop a session outside a transaction gets 421 and is closed. */
 void smtp_server_check_shutdown(smtp_session *s);
 /* One line of input: a command (or SASL response), or a line of the message in DATA. */

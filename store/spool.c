@@ -53,6 +53,8 @@
 #include "store/spool_internal.h"
 
 #define SPOOL_SCHEMA_VERSION 1
+#define SPOOL_BLOB_INCREMENTAL (64 * 1024) /* messages this large are written piecewise */
+#define SPOOL_BLOB_STEP (1024 * 1024)         /* bytes per sqlite3_blob_write */
 #define SPOOL_DAY_MS (24LL * 3600 * 1000)
 #define SPOOL_PRUNE_EVERY_MS (60LL * 1000)
 #define SPOOL_STATS_KEEP_MS (14 * SPOOL_DAY_MS) /* SES shows two weeks of statistics */
@@ -628,6 +630,28 @@ void spool_close(spool *sp)
 
 /* ---- writes ---- */
 
+/* Writes m->data into the zeroblob of messages row `rowid`: 0, or -1 with the error noted. */
+static int spool_write_blob(spool *sp, sqlite3_int64 rowid, const spool_message *m)
+{
+    sqlite3_blob *blob = NULL;
+    int rc = sqlite3_blob_open(sp->db, "main", "messages", "data", rowid, 1, &blob);
+    if (rc == SQLITE_OK) {
+        size_t off = 0;
+        while (rc == SQLITE_OK && off < m->data_len) {
+            size_t n = m->data_len - off < SPOOL_BLOB_STEP ? m->data_len - off : SPOOL_BLOB_STEP;
+            rc = sqlite3_blob_write(blob, m->data + off, (int)n, (int)off);
+            off += n;
+        }
+    }
+    if (rc != SQLITE_OK) spool_note_error(sp, "write data of", m->id);
+    int rc2 = sqlite3_blob_close(blob);          /* NULL is a no-op */
+    if (rc == SQLITE_OK && rc2 != SQLITE_OK) {
+        spool_note_error(sp, "write data of", m->id);
+        rc = rc2;
+    }
+    return rc == SQLITE_OK ? 0 : -1;
+}
+
 int spool_add_message(spool *sp, const spool_message *m)
 {
     size_t idlen = strnlen(m->id, sizeof m->id);
@@ -642,11 +666,22 @@ int spool_add_message(spool *sp, const spool_message *m)
     spool_bind_str(st, 4, m->mail_from);
     spool_bind_str(st, 5, m->client_ip);
     spool_bind_str(st, 6, m->mail_json);
-    /* A non-NULL pointer so that an empty message is an empty blob, not NULL. */
-    sqlite3_bind_blob64(st, 7, m->data ? m->data : "", m->data ? m->data_len : 0,
-                        SQLITE_STATIC);
+    /* A large message is inserted as a zeroblob and written into its pages with SQLite's
+     * incremental blob I/O: binding it whole would make SQLite build the row record, a
+     * second in-memory copy of the message. A non-NULL pointer so that an empty message is
+     * an empty blob, not NULL. */
+    bool incremental = m->data && m->data_len >= SPOOL_BLOB_INCREMENTAL && m->data_len <= INT_MAX;
+    if (incremental)
+        sqlite3_bind_zeroblob64(st, 7, m->data_len);
+    else
+        sqlite3_bind_blob64(st, 7, m->data ? m->data : "", m->data ? m->data_len : 0,
+                            SQLITE_STATIC);
     sqlite3_bind_int64(st, 8, m->quota_count);
     if (spool_batch_run(sp, st, "add message", m->id) < 0) return -1;
+    if (incremental && spool_write_blob(sp, sqlite3_last_insert_rowid(sp->db), m) < 0) {
+        spool_fail_batch(sp);
+        return -1;
+    }
 
     if (m->quota_count > 0) {
         st = sp->st[ST_ADD_SEND];

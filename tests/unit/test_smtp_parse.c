@@ -255,6 +255,7 @@ static void render_line(strbuf *o, const smtp_line *l)
         if (l->flags & SMTP_LINE_BARE_LF) strbuf_puts(o, "L");
         if (l->flags & SMTP_LINE_NUL) strbuf_puts(o, "N");
         if (l->flags & SMTP_LINE_TOO_LONG) strbuf_puts(o, "T");
+        if (l->flags & SMTP_LINE_BARE_CR) strbuf_puts(o, "R");
     }
     strbuf_puts(o, "|");
 }
@@ -313,7 +314,11 @@ static const reader_case reader_cases[] = {
     {"CR without LF is not an end", "NOOP\r", 0, 512, "+5"},
     {"bare LF", "NOOP\nQUIT\r\n", 0, 512, "NOOP/L|QUIT|+0"},
     {"empty lines", "\r\n\n", 0, 512, "|/L|+0"},
-    {"CR inside a line is text", "a\rb\r\n", 0, 512, "a\rb|+0"},
+    {"CR inside a line is text, flagged as a bare CR", "a\rb\r\n", 0, 512, "a\rb/R|+0"},
+    {"CR then LF in the next piece is a CRLF", "ab\r\ncd\r\n", 0, 512, "ab|cd|+0"},
+    {"SMTP smuggling: CRLF.CR then text is no end", "x\r\n.\rMAIL\r\n", 0, 1000,
+     "x|.\rMAIL/R|+0"},
+    {"CR CR LF: the first CR is bare", "a\r\r\n", 0, 512, "a\r/R|+0"},
     {"NUL byte", "NO\0OP\r\nQUIT\r\n", 13, 512, "NO\\0OP/N|QUIT|+0"},
     {"SMTP smuggling: LF.LF is two bare-LF lines", "text\n.\nMAIL FROM:<x@y.test>\r\n", 0, 1000,
      "text/L|./L|MAIL FROM:<x@y.test>|+0"},
