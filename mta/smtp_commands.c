@@ -455,7 +455,8 @@ static void smtp_server_auth_fail_later(smtp_session *s)
                   "session=%llu client=%s failures=%d window_ms=%lld",
                   (unsigned long long)s->id, s->client_ip, n,
                   (long long)cfg->auth_failures_window_ms);
-    double delay = s->auth_started + SMTP_SERVER_AUTH_FAIL_DELAY - ev_now(s->ctx->loop);
+    double wait = s->srv ? s->srv->auth_fail_delay : SMTP_SERVER_AUTH_FAIL_DELAY;
+    double delay = s->auth_started + wait - ev_now(s->ctx->loop);
     if (delay < 0) delay = 0;
     s->state = ST_AUTH_WAIT;
     ev_timer_set(&s->auth_delay, delay, 0.);

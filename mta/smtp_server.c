@@ -604,6 +604,7 @@ static smtp_server *smtp_server_create(kiln_ctx *ctx, bool bind, char **err)
     const config *cfg = ctx->cfg;
     smtp_server *srv = util_calloc(1, sizeof *srv);
     srv->ctx = ctx;
+    srv->auth_fail_delay = SMTP_SERVER_AUTH_FAIL_DELAY;
     conn_acceptor_init(&srv->acceptor, ctx->loop, SMTP_SERVER_ACCEPTS_PER_EVENT,
                        SMTP_SERVER_ACCEPT_BACKOFF, &smtp_server_acceptor_ops, srv);
     ev_idle_init(&srv->done_idle, smtp_server_on_done_idle);
@@ -721,4 +722,9 @@ void smtp_server_serve_fd(smtp_server *srv, int fd, const char *ip, bool loopbac
 int64_t smtp_server_inflight(const smtp_server *srv)
 {
     return srv ? srv->inflight : 0;
+}
+
+void smtp_server_set_auth_fail_delay(smtp_server *srv, double seconds)
+{
+    srv->auth_fail_delay = seconds < 0 ? 0 : seconds;
 }

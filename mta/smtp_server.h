@@ -23,6 +23,10 @@ void smtp_server_free(smtp_server *srv);
  * smtp_server_serve_fd. For the session fuzz target and tests that drive the real session
  * over a socketpair. */
 smtp_server *smtp_server_start_detached(struct kiln_ctx *ctx, char **err);
+/* How long a failed AUTH waits for its 535 (default 1 s, what kilnd uses). The session
+ * fuzz target sets 0: it cannot wait a second per input, and the delay is a timer that
+ * changes no other path. */
+void smtp_server_set_auth_fail_delay(smtp_server *srv, double seconds);
 /* Serves an already-connected stream socket as a submission session from client ip (the
  * server owns fd from now on), exactly as if a listener had accepted it. */
 void smtp_server_serve_fd(smtp_server *srv, int fd, const char *ip, bool loopback);

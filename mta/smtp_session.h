@@ -75,6 +75,7 @@ typedef struct smtp_session smtp_session;
 
 struct smtp_server {
     kiln_ctx *ctx;
+    double auth_fail_delay;   /* s from an AUTH response to its 535 (SMTP_SERVER_AUTH_FAIL_DELAY) */
     conn_acceptor acceptor;   /* the listening sockets */
     tls_ctx *tls;
     smtp_session *sessions;   /* doubly linked */
