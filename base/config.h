@@ -122,6 +122,9 @@ typedef struct config {
     char *control_socket;    /* absolute; default <spool>/kilnd.sock */
     char *log;               /* "stderr" or absolute path; default stderr */
     int log_level;           /* klog_level; default info */
+    /* server: privileges (mta/privdrop.c drops to them after binding the listeners) */
+    char *user;              /* server.user; NULL: stay the starting user (never root) */
+    char *group;             /* server.group; NULL: the user's primary group */
 
     /* dns */
     config_hostport *dns_servers;   /* none: /etc/resolv.conf */
