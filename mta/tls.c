@@ -72,7 +72,10 @@ tls_ctx *tls_server_ctx_new(const char *cert_file, const char *key_file, char **
         what = "cannot load TLS certificate chain (PEM)";
         file = cert_file;
     } else if (SSL_CTX_use_PrivateKey_file(s, key_file, SSL_FILETYPE_PEM) != 1) {
-        what = "cannot load TLS private key (PEM)";
+        /* OpenSSL compares the pair here already: say so in kiln's words */
+        what = ERR_GET_REASON(ERR_peek_error()) == X509_R_KEY_VALUES_MISMATCH
+                   ? "TLS private key does not match the certificate"
+                   : "cannot load TLS private key (PEM)";
         file = key_file;
     } else if (SSL_CTX_check_private_key(s) != 1) {
         what = "TLS private key does not match the certificate";

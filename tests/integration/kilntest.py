@@ -228,6 +228,8 @@ class Kiln:
             return ""
 
     def start(self, timeout=20):
+        if getattr(self, "stderr", None):   # started again (a restart test)
+            self.stderr.close()
         self.stderr = open(os.path.join(self.tmp, "kilnd.stderr"), "ab")
         self.proc = subprocess.Popen([KILND, "-c", self.path], stdout=self.stderr,
                                      stderr=self.stderr, cwd=self.tmp)
