@@ -969,7 +969,7 @@ config *config_load(const char *path, config_hash_check *hash_usable, char **err
         *err = util_asprintf("%s: cannot open: %s", path, strerror(errno));
         return NULL;
     }
-    struct stat st = {0};
+    struct stat st;
     if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
         *err = util_asprintf("%s: is a directory, not a config file", path);
         fclose(f);
@@ -1000,7 +1000,7 @@ config *config_load(const char *path, config_hash_check *hash_usable, char **err
     } else {
         config_set_string_defaults(c);
         config_add_warnings(c);
-        config_add_security_warnings(c, &st);
+        config_add_security_warnings(c);
     }
     strbuf_free(&p.path);
     yaml_document_delete(&doc);

@@ -40,10 +40,9 @@ bool config_valid_name(const char *s);       /* zone, pool, set, provider: [A-Za
  * '-' (config_security.c) */
 bool config_valid_account(const char *s);
 #define WHAT_ACCOUNT "a user or group name ([A-Za-z0-9._-], up to 32 characters)"
-/* Warnings about exposure (config_security.c): the config file (st: its fstat) or the TLS
- * key readable by other users, trusted_networks that trust the whole internet. */
-struct stat;
-void config_add_security_warnings(config *c, const struct stat *st);
+/* The exposure warning of every load (config_security.c): trusted_networks that trust the
+ * whole internet (0.0.0.0/0 or ::/0). File modes are config_file_warnings' (config.h). */
+void config_add_security_warnings(config *c);
 bool config_valid_identity(const char *s);   /* a domain or an address */
 bool config_valid_url(const char *s);        /* http:// or https:// and a host */
 bool config_valid_crypt_hash(const char *s); /* the "$id$rest" shape only */

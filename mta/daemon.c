@@ -242,6 +242,11 @@ kiln_ctx *daemon_create(const char *config_path, char **err)
     if (!ctx->log) goto fail;
     for (size_t i = 0; i < cfg->nwarnings; i++)
         log_write(ctx->log, KLOG_WARNING, "config.warning", "msg=%s", log_q(ctx->log, cfg->warnings[i]));
+    size_t nfw = 0;
+    char **fw = config_file_warnings(cfg, &nfw);
+    for (size_t i = 0; i < nfw; i++)
+        log_write(ctx->log, KLOG_WARNING, "config.warning", "msg=%s", log_q(ctx->log, fw[i]));
+    config_file_warnings_free(fw, nfw);
 
     ctx->spool = spool_open(cfg->spool, true, err);
     if (!ctx->spool) goto fail;

@@ -32,6 +32,7 @@
 #define EVENTS_VALUE_CAP 2048          /* bytes of one header value or address entry */
 #define EVENTS_LIST_CAP 8192           /* bytes of one commonHeaders address list */
 #define EVENTS_MAIL_CAP 65536          /* the whole mail object (see events_mail_json) */
+#define EVENTS_SHRUNK_VALUE 256        /* commonHeaders values when nothing else fits */
 #define EVENTS_DRAIN_BATCH 1000
 #define EVENTS_DRAIN_BYTES (4u << 20)  /* event bytes one drain reads (at least one row) */
 #define EVENTS_FILES_KEY "events:files"
@@ -49,14 +50,25 @@ static size_t events_capped_len(const char *s, size_t n, bool *cut)
     return l;
 }
 
-/* A JSON string for the first EVENTS_VALUE_CAP bytes of s (n bytes). */
+static void events_shorten(json_t *j, size_t max);
+
+/* A JSON string for s (n bytes) of at most EVENTS_VALUE_CAP bytes: cut before and again
+ * after bytes that are not UTF-8 became U+FFFD (three bytes each). */
 static json_t *events_capped_str(const char *s, size_t n, bool *cut)
 {
     size_t l = events_capped_len(s, n, cut);
-    if (l == n) return event_jstr(s);
-    char *c = util_strndup(s, l);
-    json_t *j = event_jstr(c);
-    free(c);
+    json_t *j;
+    if (l == n) {
+        j = event_jstr(s);
+    } else {
+        char *c = util_strndup(s, l);
+        j = event_jstr(c);
+        free(c);
+    }
+    if (strlen(json_string_value(j)) > EVENTS_VALUE_CAP) {
+        *cut = true;
+        events_shorten(j, EVENTS_VALUE_CAP);
+    }
     return j;
 }
 
@@ -80,7 +92,7 @@ static void append_entry(events_list *l, const char *start, const char *end)
     }
     l->bytes += n;
     char *s = util_strndup(start, n);
-    event_jappend(l->arr, event_jstr(s));
+    event_jappend(l->arr, events_capped_str(s, n, l->cut));
     free(s);
 }
 
@@ -150,13 +162,36 @@ static char *events_mail_dump(json_t *mail, const char *message_id)
     return s;
 }
 
-/* Keeps the first entry of each commonHeaders list (the last step of the size cap). */
+/* Keeps the first entry of each commonHeaders list (a late step of the size cap). */
 static void events_trim_common(json_t *common)
 {
     static const char *const lists[] = {"from", "to", "cc"};
     for (size_t i = 0; i < sizeof lists / sizeof *lists; i++) {
         json_t *a = json_object_get(common, lists[i]);
         while (a && json_array_size(a) > 1) json_array_remove(a, json_array_size(a) - 1);
+    }
+}
+
+/* The JSON string j cut to at most max bytes of UTF-8 (jansson strings are valid UTF-8). */
+static void events_shorten(json_t *j, size_t max)
+{
+    const char *v = json_string_value(j);
+    size_t n = v ? strlen(v) : 0;
+    if (n <= max) return;
+    while (max > 0 && ((unsigned char)v[max] & 0xc0) == 0x80) max--;
+    json_string_setn(j, v, max);
+}
+
+/* The last step of the size cap: values full of characters JSON escapes (\u0001 is six
+ * bytes for one) can still pass it; every commonHeaders value is cut to 256 bytes. */
+static void events_shrink_common(json_t *common)
+{
+    const char *key;
+    json_t *val;
+    json_object_foreach(common, key, val) {
+        if (json_is_string(val)) events_shorten(val, EVENTS_SHRUNK_VALUE);
+        for (size_t i = 0; json_is_array(val) && i < json_array_size(val); i++)
+            events_shorten(json_array_get(val, i), EVENTS_SHRUNK_VALUE);
     }
 }
 
@@ -240,6 +275,11 @@ char *events_mail_json(const events_mail_in *in)
     if (strlen(s) > EVENTS_MAIL_CAP) {
         free(s);
         events_trim_common(common);
+        s = events_mail_dump(mail, in->message_id);
+    }
+    if (strlen(s) > EVENTS_MAIL_CAP) {
+        free(s);
+        events_shrink_common(common);
         s = events_mail_dump(mail, in->message_id);
     }
     json_decref(mail);

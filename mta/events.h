@@ -43,8 +43,9 @@ typedef struct events_mail_in {
  * Size caps (SES truncates too; headersTruncated is true when anything was cut): each header
  * value and each commonHeaders value or address entry at 2 KB (cut at a UTF-8 boundary),
  * the headers list at 10 KB, each commonHeaders address list at 8 KB, and the whole object
- * at 64 KB (over it, headers becomes [] and then each address list keeps its first entry);
- * only destination (bounded by submission.max_recipients) can pass that cap. */
+ * at 64 KB (over it, headers becomes [], then each address list keeps its first entry,
+ * then each commonHeaders value is cut to 256 bytes: JSON escapes can make a 2 KB value
+ * 12 KB); only destination (bounded by submission.max_recipients) can pass that cap. */
 char *events_mail_json(const events_mail_in *in);
 
 /* ---- destinations ---- */

@@ -178,6 +178,14 @@ class CheckConfigWarnings(unittest.TestCase):
             if IS_ROOT:   # --check-config works for any user
                 p = run_kilnd(path, tmp, args=["--check-config"], preexec=as_nobody)
                 self.assertEqual(p.returncode, 0, p.stderr)
+
+            # server.user is a name kilnd can look up: anything else is a config error
+            cfg["server"]["user"] = "bad user!"
+            write(["127.0.0.0/8"], 0o640, 0o600)
+            p = run_kilnd(path, tmp, args=["--check-config"])
+            self.assertEqual(p.returncode, 1, p.stdout)
+            self.assertIn("server.user", p.stderr)
+            self.assertIn("a user or group name", p.stderr)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
