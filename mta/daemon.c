@@ -188,6 +188,11 @@ static int daemon_reload(kiln_ctx *ctx, char **err)
         *err = blocker;
         return -1;
     }
+    /* event files the reload adds must be writable by the user kilnd runs as now */
+    if (privdrop_check_event_files(neu, err) != 0) {
+        config_unref(neu);
+        return -1;
+    }
     /* a renewed submission certificate: loaded before anything changes, so a bad pair
      * rejects the whole reload (the running config and pair stay) */
     struct tls_ctx *tls = NULL;

@@ -6,7 +6,9 @@
  * parent directories kiln creates, all owned by the user) -> log, spool, TLS key,
  * listeners, control socket (still root) -> privdrop_handover (chowns the spool's files
  * and the control socket) -> privdrop_drop (setgroups, setgid, setuid; verified: root
- * cannot be regained). Everything after, reload included, runs as the user.
+ * cannot be regained). Everything after, reload included, runs as the user: a reload
+ * whose event files that user cannot open is refused and says so
+ * (privdrop_check_event_files), and the TLS key must stay readable by the user.
  *
  * Rules: started as root, server.user is required and must not be root. Started as
  * another user, server.user must be absent or name that user (and server.group, if set,
@@ -34,6 +36,10 @@ int privdrop_prepare(const config *cfg, const privdrop *pd, char **err);
 /* As root, after the spool is open and the sockets are bound: chowns the files in the
  * spool directory and the control socket to the user. */
 int privdrop_handover(const config *cfg, const privdrop *pd, char **err);
+/* Reload: every file event destination of cfg can be opened for appending by the user
+ * kilnd runs as now (missing files and their parent directories are created). 0, or -1
+ * with *err naming the set and the path. */
+int privdrop_check_event_files(const config *cfg, char **err);
 /* Becomes the user for good. 0, or -1 with *err. */
 int privdrop_drop(const privdrop *pd, char **err);
 void privdrop_clear(privdrop *pd);

@@ -98,6 +98,24 @@ class PrivilegeDrop(unittest.TestCase):
                 # reload runs as nobody too
                 k.ctl("reload", json_out=False)
                 wait_for(lambda: "result=applied" in k.log(), 10, what="reload applied")
+                # a reload that adds an event file nobody cannot create says so, changes nothing
+                rootdir = os.path.join(k.tmp, "root-only")
+                os.mkdir(rootdir, 0o755)
+                sets = k.cfg["configuration_sets"]
+                sets.append({"name": "more", "pool": "transactional",
+                             "events": [{"type": "file", "path": os.path.join(rootdir, "more.jsonl")}]})
+                k.write_config()
+                p = k.ctl("reload", expect_ok=False, json_out=False)
+                self.assertNotEqual(p.returncode, 0)
+                self.assertIn("configuration set more: cannot open the event file %s as user nobody: "
+                              "Permission denied" % os.path.join(rootdir, "more.jsonl"), p.stderr)
+                # the same set with its file in the spool (nobody's) applies
+                sets[-1]["events"][0]["path"] = os.path.join(k.spool, "events", "more.jsonl")
+                k.write_config()
+                p = k.ctl("reload", expect_ok=False, json_out=False)
+                self.assertEqual(p.returncode, 0, p.stderr)
+                self.assertEqual(os.stat(os.path.join(k.spool, "events", "more.jsonl")).st_uid,
+                                 NOBODY.pw_uid)
 
     def test_root_without_server_user_refuses(self):
         tmp = reachable_tmp(tempfile.mkdtemp(prefix="kiln-priv-"))
