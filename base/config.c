@@ -82,7 +82,7 @@ static int config_read_log_level(config_parser *p, yaml_node_t *v)
 static int config_read_server(config_parser *p, yaml_node_t *root)
 {
     static const char *const keys[] = {"hostname", "region", "spool", "control_socket", "log",
-                                       "log_level", NULL};
+                                       "log_level", "user", "group", NULL};
     config *c = p->cfg;
     yaml_node_t *key = NULL;
     yaml_node_t *m = config_lookup(p, root, "server", &key);
@@ -98,6 +98,8 @@ static int config_read_server(config_parser *p, yaml_node_t *root)
     FIELD(m, "control_socket", v, config_as_path(p, v, &c->control_socket));
     FIELD(m, "log", v, config_read_log(p, v));
     FIELD(m, "log_level", v, config_read_log_level(p, v));
+    FIELD(m, "user", v, config_as_str(p, v, config_valid_account, WHAT_ACCOUNT, &c->user));
+    FIELD(m, "group", v, config_as_str(p, v, config_valid_account, WHAT_ACCOUNT, &c->group));
     if (!c->spool) c->spool = config_resolve_path(c->dir, "spool");
     if (!c->control_socket) c->control_socket = config_resolve_path(c->spool, "kilnd.sock");
     size_t sun_max = sizeof(((struct sockaddr_un *)0)->sun_path);
@@ -1049,6 +1051,7 @@ config *config_load(const char *path, config_hash_check *hash_usable, char **err
     } else {
         config_set_string_defaults(c);
         config_add_warnings(c);
+        config_add_security_warnings(c);
     }
     strbuf_free(&p.path);
     yaml_document_delete(&doc);

@@ -131,6 +131,9 @@ typedef struct config {
     char *control_socket;    /* absolute; default <spool>/kilnd.sock */
     char *log;               /* "stderr" or absolute path; default stderr */
     int log_level;           /* klog_level; default info */
+    /* server: privileges (mta/privdrop.c drops to them after binding the listeners) */
+    char *user;              /* server.user; NULL: stay the starting user (never root) */
+    char *group;             /* server.group; NULL: the user's primary group */
 
     /* dns */
     config_hostport *dns_servers;   /* none: /etc/resolv.conf */
@@ -217,6 +220,13 @@ typedef bool config_hash_check(const char *password_hash);
 config *config_load(const char *path, config_hash_check *hash_usable, char **err);
 config *config_ref(config *cfg);
 void config_unref(config *cfg);
+
+/* Warnings about the files as they are on disk now (not part of a load, so a reload or a
+ * unit test does not depend on file modes): the config file or the submission TLS key
+ * readable by other users (mode & 004). Lines without "\n" (malloc'd, *n of them); kilnd
+ * --check-config prints them and kilnd logs them at start (config_security.c). */
+char **config_file_warnings(const config *c, size_t *n);
+void config_file_warnings_free(char **w, size_t n);
 
 /* Human summary for --check-config: pools, IPs per zone, configuration sets, warnings. */
 char *config_summary(const config *cfg);

@@ -36,6 +36,13 @@ bool config_is_ip(const char *s);            /* an IPv4 or IPv6 literal */
 bool config_valid_hostname(const char *s);   /* a DNS name (not a broken dotted quad) */
 bool config_valid_next_hop(const char *s);   /* an IP literal or a DNS name */
 bool config_valid_name(const char *s);       /* zone, pool, set, provider: [A-Za-z0-9_-]{1,64} */
+/* server.user / server.group: a POSIX account name [A-Za-z0-9._-]{1,32}, not starting with
+ * '-' (config_security.c) */
+bool config_valid_account(const char *s);
+#define WHAT_ACCOUNT "a user or group name ([A-Za-z0-9._-], up to 32 characters)"
+/* The exposure warning of every load (config_security.c): trusted_networks that trust the
+ * whole internet (0.0.0.0/0 or ::/0). File modes are config_file_warnings' (config.h). */
+void config_add_security_warnings(config *c);
 bool config_valid_identity(const char *s);   /* a domain or an address */
 bool config_valid_url(const char *s);        /* http:// or https:// and a host */
 bool config_valid_crypt_hash(const char *s); /* the "$id$rest" shape only */

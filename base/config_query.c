@@ -35,6 +35,8 @@ void config_free(config *c)
     free(c->spool);
     free(c->control_socket);
     free(c->log);
+    free(c->user);
+    free(c->group);
     for (size_t i = 0; i < c->ndns_servers; i++) free(c->dns_servers[i].host);
     free(c->dns_servers);
     for (size_t i = 0; i < c->nlisten; i++) free(c->listen[i].host);

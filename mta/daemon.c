@@ -1,6 +1,6 @@
 /* daemon.c — kilnd's life cycle: builds the one kiln_ctx from a config file, starts the
  * modules in data-flow order (spool, quota, events, scheduler and its delivery executor,
- * submission, control), runs the libev loop with the spool's group commit once per
+ * submission, control), then drops to server.user (mta/privdrop.h), runs the libev loop with the spool's group commit once per
  * iteration, applies reloads (SIGHUP, kilnctl reload) and stops gracefully on
  * SIGTERM/SIGINT. */
 #include "mta/daemon.h"
@@ -17,6 +17,7 @@
 #include "mta/delivery.h"
 #include "mta/events.h"
 #include "mta/fdlimit.h"
+#include "mta/privdrop.h"
 #include "mta/quota.h"
 #include "scheduler/scheduler.h"
 #include "mta/smtp_server.h"
@@ -143,6 +144,12 @@ static void daemon_stop(kiln_ctx *ctx)
     scheduler_stop(ctx->sched, daemon_module_stopped, ctx);
 }
 
+/* Both NULL, or equal strings. */
+static bool daemon_streq_null(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a && b && strcmp(a, b) == 0);
+}
+
 /* Settings that a running daemon cannot change without a restart. */
 static char *daemon_reload_blocker(const config *old, const config *neu)
 {
@@ -159,6 +166,9 @@ static char *daemon_reload_blocker(const config *old, const config *neu)
             old->listen[i].port != neu->listen[i].port)
             return util_asprintf("%s: submission.listen cannot change on reload; restart kilnd",
                                  neu->path);
+    if (!daemon_streq_null(old->user, neu->user) || !daemon_streq_null(old->group, neu->group))
+        return util_asprintf("%s: server.user and server.group cannot change on reload; "
+                             "restart kilnd", neu->path);
     if ((old->tls_cert == NULL) != (neu->tls_cert == NULL))
         return util_asprintf("%s: submission.tls cannot be added or removed on reload; restart kilnd",
                              neu->path);
@@ -178,6 +188,23 @@ static int daemon_reload(kiln_ctx *ctx, char **err)
         config_unref(neu);
         *err = blocker;
         return -1;
+    }
+    /* event files the reload adds must be writable by the user kilnd runs as now */
+    if (privdrop_check_event_files(neu, err) != 0) {
+        config_unref(neu);
+        return -1;
+    }
+    /* a renewed submission certificate: loaded before anything changes, so a bad pair
+     * rejects the whole reload (the running config and pair stay) */
+    struct tls_ctx *tls = NULL;
+    if (smtp_server_tls_load(ctx->server, neu, &tls, err) != 0) {
+        config_unref(neu);
+        return -1;
+    }
+    if (tls) {
+        smtp_server_tls_swap(ctx->server, tls);
+        log_write(ctx->log, KLOG_INFO, "config.reload", "tls=renewed cert=%s key=%s",
+                  log_q(ctx->log, neu->tls_cert), log_q(ctx->log, neu->tls_key));
     }
     config *old = ctx->cfg;
     ctx->cfg = neu;
@@ -201,6 +228,13 @@ kiln_ctx *daemon_create(const char *config_path, char **err)
 {
     config *cfg = config_load(config_path, auth_hash_usable, err);
     if (!cfg) return NULL;
+    /* least privilege: resolve server.user, create and hand over its files as root */
+    privdrop pd;
+    if (privdrop_resolve(cfg, &pd, err) != 0 || privdrop_prepare(cfg, &pd, err) != 0) {
+        privdrop_clear(&pd);
+        config_unref(cfg);
+        return NULL;
+    }
     kiln_ctx *ctx = util_calloc(1, sizeof *ctx);
     daemon_watchers *dw = util_calloc(1, sizeof *dw);
     static const kiln_ops daemon_ops = {daemon_reload, daemon_stop};
@@ -214,6 +248,11 @@ kiln_ctx *daemon_create(const char *config_path, char **err)
     if (!ctx->log) goto fail;
     for (size_t i = 0; i < cfg->nwarnings; i++)
         log_write(ctx->log, KLOG_WARNING, "config.warning", "msg=%s", log_q(ctx->log, cfg->warnings[i]));
+    size_t nfw = 0;
+    char **fw = config_file_warnings(cfg, &nfw);
+    for (size_t i = 0; i < nfw; i++)
+        log_write(ctx->log, KLOG_WARNING, "config.warning", "msg=%s", log_q(ctx->log, fw[i]));
+    config_file_warnings_free(fw, nfw);
 
     {   /* the session caps are derived from the descriptor limit (mta/smtp_limits.h) */
         int64_t before, after;
@@ -251,6 +290,13 @@ kiln_ctx *daemon_create(const char *config_path, char **err)
     if (!ctx->server) goto fail;
     ctx->control = control_start(ctx, err);
     if (!ctx->control) goto fail;
+    /* everything that needs root is done: hand the spool over and drop for good */
+    if (privdrop_handover(cfg, &pd, err) != 0 || privdrop_drop(&pd, err) != 0) goto fail;
+    if (pd.drop)
+        log_write(ctx->log, KLOG_INFO, "kilnd.privileges", "user=%s group=%s uid=%u gid=%u",
+                  log_q(ctx->log, pd.user), log_q(ctx->log, pd.group), (unsigned)pd.uid,
+                  (unsigned)pd.gid);
+    privdrop_clear(&pd);
     ctx->started_ms = kiln_now_ms(ctx);
 
     ev_prepare_init(&dw->commit, daemon_on_prepare);
@@ -273,6 +319,7 @@ kiln_ctx *daemon_create(const char *config_path, char **err)
               log_q(ctx->log, cfg->path), log_q(ctx->log, cfg->spool), (long long)recovered);
     return ctx;
 fail:
+    privdrop_clear(&pd);
     daemon_destroy(ctx);
     return NULL;
 }

@@ -2,8 +2,9 @@
  * the event records built from it are store/event.c's), and the drain that appends outbox
  * rows to each configuration set's `file` destinations.
  *
- * The drain appends each new row plus "\n" to every file destination of its set, fdatasyncs
- * each touched file once, and only then records the files' progress (kv "events:files").
+ * The drain appends each new row plus "\n" to every file destination of its set (at most
+ * 4 MB of event text per drain, at least one row; the rest on the next drain; the mail
+ * object itself is capped, see events.h), fdatasyncs each touched file once, and only then records the files' progress (kv "events:files").
  * Webhook destinations (webhook.c) post the rows of their set at their own pace and record
  * their own progress; rows are deleted up to the lowest progress of all destinations (a
  * crash may repeat an event, never lose one). Files stay open between drains; a file that
@@ -28,18 +29,70 @@
 #include "mta/webhook.h"
 
 #define EVENTS_HEADERS_CAP 10240       /* SES truncates the headers list at 10 KB */
+#define EVENTS_VALUE_CAP 2048          /* bytes of one header value or address entry */
+#define EVENTS_LIST_CAP 8192           /* bytes of one commonHeaders address list */
+#define EVENTS_MAIL_CAP 65536          /* the whole mail object (see events_mail_json) */
+#define EVENTS_SHRUNK_VALUE 256        /* commonHeaders values when nothing else fits */
 #define EVENTS_DRAIN_BATCH 1000
+#define EVENTS_DRAIN_BYTES (4u << 20)  /* event bytes one drain reads (at least one row) */
 #define EVENTS_FILES_KEY "events:files"
 
 /* ------------------------------------------------------------------- mail object ---- */
 
-static void append_entry(json_t *arr, const char *start, const char *end)
+/* Length of s cut to at most EVENTS_VALUE_CAP bytes, never inside a UTF-8 sequence;
+ * sets *cut when it is shorter than s. */
+static size_t events_capped_len(const char *s, size_t n, bool *cut)
+{
+    if (n <= EVENTS_VALUE_CAP) return n;
+    *cut = true;
+    size_t l = EVENTS_VALUE_CAP;
+    while (l > 0 && ((unsigned char)s[l] & 0xc0) == 0x80) l--;
+    return l;
+}
+
+static void events_shorten(json_t *j, size_t max);
+
+/* A JSON string for s (n bytes) of at most EVENTS_VALUE_CAP bytes: cut before and again
+ * after bytes that are not UTF-8 became U+FFFD (three bytes each). */
+static json_t *events_capped_str(const char *s, size_t n, bool *cut)
+{
+    size_t l = events_capped_len(s, n, cut);
+    json_t *j;
+    if (l == n) {
+        j = event_jstr(s);
+    } else {
+        char *c = util_strndup(s, l);
+        j = event_jstr(c);
+        free(c);
+    }
+    if (strlen(json_string_value(j)) > EVENTS_VALUE_CAP) {
+        *cut = true;
+        events_shorten(j, EVENTS_VALUE_CAP);
+    }
+    return j;
+}
+
+/* One commonHeaders list being built: entries capped at EVENTS_VALUE_CAP bytes each and
+ * EVENTS_LIST_CAP bytes together; *cut is set when anything is left out. */
+typedef struct events_list {
+    json_t *arr;
+    size_t bytes;
+    bool *cut;
+} events_list;
+
+static void append_entry(events_list *l, const char *start, const char *end)
 {
     while (start < end && (*start == ' ' || *start == '\t')) start++;
     while (end > start && (end[-1] == ' ' || end[-1] == '\t')) end--;
     if (end == start) return;
-    char *s = util_strndup(start, (size_t)(end - start));
-    event_jappend(arr, event_jstr(s));
+    size_t n = events_capped_len(start, (size_t)(end - start), l->cut);
+    if (l->bytes + n > EVENTS_LIST_CAP) {
+        *l->cut = true;
+        return;
+    }
+    l->bytes += n;
+    char *s = util_strndup(start, n);
+    event_jappend(l->arr, events_capped_str(s, n, l->cut));
     free(s);
 }
 
@@ -47,7 +100,7 @@ static void append_entry(json_t *arr, const char *start, const char *end)
  * angle brackets and groups) into arr, each entry trimmed. Written by hand because
  * message.h yields bare addr-specs while SES's commonHeaders keep each entry as written,
  * display name included ("Ann <ann@example.test>"). */
-static void add_address_entries(json_t *arr, const char *value)
+static void add_address_entries(events_list *arr, const char *value)
 {
     const char *start = value;
     bool quoted = false, angle = false, group = false;
@@ -85,20 +138,61 @@ static void add_address_entries(json_t *arr, const char *value)
 
 /* commonHeaders.<key>: every entry of every field called name; omitted when none. */
 static void add_common_list(json_t *common, const char *key, const msg_headers *hs,
-                            const char *name)
+                            const char *name, bool *cut)
 {
-    json_t *arr = event_jarr();
+    events_list l = {event_jarr(), 0, cut};
     for (size_t i = 0; i < hs->n; i++)
-        if (util_streq_ci(hs->h[i].name, name)) add_address_entries(arr, hs->h[i].value);
-    if (json_array_size(arr) > 0) event_jset(common, key, arr);
-    else json_decref(arr);
+        if (util_streq_ci(hs->h[i].name, name)) add_address_entries(&l, hs->h[i].value);
+    if (json_array_size(l.arr) > 0) event_jset(common, key, l.arr);
+    else json_decref(l.arr);
 }
 
 static void add_common_value(json_t *common, const char *key, const msg_headers *hs,
-                             const char *name)
+                             const char *name, bool *cut)
 {
     const char *v = message_header_get(hs, name);
-    if (v) event_jset(common, key, event_jstr(v));
+    if (v) event_jset(common, key, events_capped_str(v, strlen(v), cut));
+}
+
+/* The encoded mail object (malloc'd). */
+static char *events_mail_dump(json_t *mail, const char *message_id)
+{
+    char *s = json_dumps(mail, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (!s) util_fatal("events: cannot encode the mail object of %s", message_id);
+    return s;
+}
+
+/* Keeps the first entry of each commonHeaders list (a late step of the size cap). */
+static void events_trim_common(json_t *common)
+{
+    static const char *const lists[] = {"from", "to", "cc"};
+    for (size_t i = 0; i < sizeof lists / sizeof *lists; i++) {
+        json_t *a = json_object_get(common, lists[i]);
+        while (a && json_array_size(a) > 1) json_array_remove(a, json_array_size(a) - 1);
+    }
+}
+
+/* The JSON string j cut to at most max bytes of UTF-8 (jansson strings are valid UTF-8). */
+static void events_shorten(json_t *j, size_t max)
+{
+    const char *v = json_string_value(j);
+    size_t n = v ? strlen(v) : 0;
+    if (n <= max) return;
+    while (max > 0 && ((unsigned char)v[max] & 0xc0) == 0x80) max--;
+    json_string_setn(j, v, max);
+}
+
+/* The last step of the size cap: values full of characters JSON escapes (\u0001 is six
+ * bytes for one) can still pass it; every commonHeaders value is cut to 256 bytes. */
+static void events_shrink_common(json_t *common)
+{
+    const char *key;
+    json_t *val;
+    json_object_foreach(common, key, val) {
+        if (json_is_string(val)) events_shorten(val, EVENTS_SHRUNK_VALUE);
+        for (size_t i = 0; json_is_array(val) && i < json_array_size(val); i++)
+            events_shorten(json_array_get(val, i), EVENTS_SHRUNK_VALUE);
+    }
 }
 
 /* Lower-case domain of the first From: address, else of the envelope sender; NULL if none. */
@@ -133,27 +227,30 @@ char *events_mail_json(const events_mail_in *in)
     size_t total = 0;
     bool truncated = false;
     for (size_t i = 0; i < hs->n; i++) {
-        size_t sz = strlen(hs->h[i].name) + strlen(hs->h[i].value);
-        if (total + sz > EVENTS_HEADERS_CAP) {
+        size_t nlen = strlen(hs->h[i].name), vlen = strlen(hs->h[i].value);
+        bool cut = false;
+        size_t vcap = events_capped_len(hs->h[i].value, vlen, &cut);
+        if (nlen > EVENTS_VALUE_CAP || total + nlen + vcap > EVENTS_HEADERS_CAP) {
             truncated = true;
             break;
         }
-        total += sz;
+        truncated |= cut;
+        total += nlen + vcap;
         json_t *h = event_jobj();
         event_jset(h, "name", event_jstr(hs->h[i].name));
-        event_jset(h, "value", event_jstr(hs->h[i].value));
+        event_jset(h, "value", events_capped_str(hs->h[i].value, vlen, &cut));
         event_jappend(headers, h);
     }
-    event_jset(mail, "headersTruncated", json_boolean(truncated));
+    event_jset(mail, "headersTruncated", json_false());
     event_jset(mail, "headers", headers);
 
     json_t *common = event_jobj();
-    add_common_list(common, "from", hs, "From");
-    add_common_list(common, "to", hs, "To");
-    add_common_list(common, "cc", hs, "Cc");
-    add_common_value(common, "messageId", hs, "Message-ID");
-    add_common_value(common, "subject", hs, "Subject");
-    add_common_value(common, "date", hs, "Date");
+    add_common_list(common, "from", hs, "From", &truncated);
+    add_common_list(common, "to", hs, "To", &truncated);
+    add_common_list(common, "cc", hs, "Cc", &truncated);
+    add_common_value(common, "messageId", hs, "Message-ID", &truncated);
+    add_common_value(common, "subject", hs, "Subject", &truncated);
+    add_common_value(common, "date", hs, "Date", &truncated);
     event_jset(mail, "commonHeaders", common);
 
     json_t *tags = event_jobj();
@@ -165,9 +262,27 @@ char *events_mail_json(const events_mail_in *in)
     event_jset(tags, "ses:caller-identity", event_tag("kiln"));
     event_jset(mail, "tags", tags);
 
-    char *s = json_dumps(mail, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    /* The size cap: headers go first, then every commonHeaders list but its first entry.
+     * What is left over EVENTS_MAIL_CAP is destination (bounded by max_recipients). */
+    if (truncated) event_jset(mail, "headersTruncated", json_true());
+    char *s = events_mail_dump(mail, in->message_id);
+    if (strlen(s) > EVENTS_MAIL_CAP) {
+        free(s);
+        event_jset(mail, "headersTruncated", json_true());
+        event_jset(mail, "headers", event_jarr());
+        s = events_mail_dump(mail, in->message_id);
+    }
+    if (strlen(s) > EVENTS_MAIL_CAP) {
+        free(s);
+        events_trim_common(common);
+        s = events_mail_dump(mail, in->message_id);
+    }
+    if (strlen(s) > EVENTS_MAIL_CAP) {
+        free(s);
+        events_shrink_common(common);
+        s = events_mail_dump(mail, in->message_id);
+    }
     json_decref(mail);
-    if (!s) util_fatal("events: cannot encode the mail object of %s", in->message_id);
     return s;
 }
 
@@ -451,9 +566,11 @@ int events_drain(events *ev, spool *sp, const config *cfg)
     int written = 0, rc = 0;
     int64_t after = ev->files_done;
     bool any = false;
+    size_t bytes = 0;   /* event text read by this drain: at most EVENTS_DRAIN_BYTES */
     for (;;) {
         drain_batch b = {NULL, 0, 0};
-        if (spool_each_event(sp, after, EVENTS_DRAIN_BATCH, collect_row, &b) < 0) {
+        if (spool_each_event_bytes(sp, after, EVENTS_DRAIN_BATCH, EVENTS_DRAIN_BYTES - bytes,
+                                   collect_row, &b) < 0) {
             log_write(ev->lg, KLOG_ERROR, "event_drain_error", "op=read error=%s",
                       log_q(ev->lg, spool_errmsg(sp)));
             batch_free(&b);
@@ -461,6 +578,7 @@ int events_drain(events *ev, spool *sp, const config *cfg)
             break;
         }
         for (size_t i = 0; i < b.n && rc == 0; i++) {
+            bytes += strlen(b.v[i].json);
             int r = route_row(ev, cfg, &b.v[i]);
             if (r < 0) rc = -1;
             written += r > 0;
@@ -471,7 +589,8 @@ int events_drain(events *ev, spool *sp, const config *cfg)
             if (ev->files[i].fd >= 0 && file_write_pending(ev, &ev->files[i]) != 0) rc = -1;
         size_t got = b.n;
         batch_free(&b);
-        if (rc != 0 || got < EVENTS_DRAIN_BATCH) break;
+        if (rc != 0 || bytes >= EVENTS_DRAIN_BYTES) break;   /* the rest: next drain */
+        if (got < EVENTS_DRAIN_BATCH) break;
     }
     for (size_t i = 0; i < ev->nfiles && rc == 0; i++) {
         events_file *f = &ev->files[i];

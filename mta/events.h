@@ -39,7 +39,13 @@ typedef struct events_mail_in {
 /* JSON text (malloc'd) of the SES mail object: timestamp, messageId, source,
  * sendingAccountId, destination, headersTruncated, headers[{name,value}],
  * commonHeaders{from,to,cc?,messageId,subject,date}, tags{ses:configuration-set,
- * ses:source-ip, ses:from-domain, ses:caller-identity}. */
+ * ses:source-ip, ses:from-domain, ses:caller-identity}.
+ * Size caps (SES truncates too; headersTruncated is true when anything was cut): each header
+ * value and each commonHeaders value or address entry at 2 KB (cut at a UTF-8 boundary),
+ * the headers list at 10 KB, each commonHeaders address list at 8 KB, and the whole object
+ * at 64 KB (over it, headers becomes [], then each address list keeps its first entry,
+ * then each commonHeaders value is cut to 256 bytes: JSON escapes can make a 2 KB value
+ * 12 KB); only destination (bounded by submission.max_recipients) can pass that cap. */
 char *events_mail_json(const events_mail_in *in);
 
 /* ---- destinations ---- */
@@ -49,7 +55,8 @@ void events_free(events *ev);
 /* Lets webhook destinations post on loop (kilnd calls this once after events_new). Without
  * a loop, webhook destinations post nothing and their rows stay in the outbox. */
 void events_attach_loop(events *ev, struct ev_loop *loop);
-/* Appends every outbox row not yet written to the file destinations of its set under cfg
+/* Appends the outbox rows not yet written (at most 4 MB of event text per call, at least
+ * one row; the rest on the next call) to the file destinations of its set under cfg
  * (sets not in cfg: the row is logged and dropped), fdatasyncs each touched file, lets each
  * webhook destination take its pending rows (webhook_poll), then deletes the rows every
  * destination has (a spool batch; the caller flushes). Returns the number of events

@@ -53,6 +53,10 @@ int main(int argc, char **argv)
         char *summary = config_summary(cfg);
         fputs(summary, stdout);
         free(summary);
+        size_t nw = 0;
+        char **w = config_file_warnings(cfg, &nw);
+        for (size_t i = 0; i < nw; i++) printf("warning: %s\n", w[i]);
+        config_file_warnings_free(w, nw);
         config_unref(cfg);
         return 0;
     }

@@ -680,6 +680,27 @@ int smtp_server_sessions(const smtp_server *srv)
     return srv ? srv->nsessions : 0;
 }
 
+int smtp_server_tls_load(const smtp_server *srv, const config *cfg, tls_ctx **out, char **err)
+{
+    *out = NULL;
+    if (!srv->tls || !cfg->tls_cert || tls_server_ctx_unchanged(srv->tls, cfg->tls_cert, cfg->tls_key))
+        return 0;
+    char *e = NULL;
+    *out = tls_server_ctx_new(cfg->tls_cert, cfg->tls_key, &e);
+    if (*out) return 0;
+    *err = util_asprintf("submission.tls: %s (kilnd reads the pair as the user it runs as); "
+                         "the running certificate stays in use and nothing was reloaded", e);
+    free(e);
+    return -1;
+}
+
+void smtp_server_tls_swap(smtp_server *srv, tls_ctx *tls)
+{
+    if (!tls) return;
+    tls_ctx_free(srv->tls);     /* connections made from it keep their own reference */
+    srv->tls = tls;
+}
+
 void smtp_server_free(smtp_server *srv)
 {
     if (!srv) return;

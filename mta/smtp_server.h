@@ -7,6 +7,8 @@
 #include <stdint.h>
 
 struct kiln_ctx;
+struct config;
+struct tls_ctx;
 typedef struct smtp_server smtp_server;
 
 /* Binds every submission.listen address of ctx->cfg. NULL and *err on failure. */
@@ -17,6 +19,15 @@ void smtp_server_stop_accepting(smtp_server *srv);
  * "421 4.3.2 Service shutting down"; done(arg) when none is left. */
 void smtp_server_shutdown(smtp_server *srv, void (*done)(void *arg), void *arg);
 int smtp_server_sessions(const smtp_server *srv);
+/* Reload, step 1: when cfg's submission.tls names other files than the running pair, or
+ * the same files changed on disk (renewed), loads the new pair into *out (NULL: nothing to
+ * change). -1 and *err when the new pair is unusable (unreadable by the user kilnd runs
+ * as, not PEM, key not matching the certificate): the running pair stays. */
+int smtp_server_tls_load(const smtp_server *srv, const struct config *cfg,
+                         struct tls_ctx **out, char **err);
+/* Reload, step 2: sessions that start TLS from now on use tls (taken over); sessions that
+ * already did keep theirs. */
+void smtp_server_tls_swap(smtp_server *srv, struct tls_ctx *tls);
 void smtp_server_free(smtp_server *srv);
 
 /* A server without listeners (nothing is bound): its sessions come from

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -17,6 +18,9 @@
 struct tls_ctx {
     SSL_CTX *ssl;
     bool server;
+    /* server side: what the pair was loaded from (see tls_server_ctx_unchanged) */
+    char *cert_file, *key_file;
+    struct stat cert_st, key_st;
 };
 
 struct tls_conn {
@@ -60,12 +64,18 @@ tls_ctx *tls_server_ctx_new(const char *cert_file, const char *key_file, char **
     }
     SSL_CTX_set_min_proto_version(s, TLS1_2_VERSION);
     SSL_CTX_set_options(s, SSL_OP_CIPHER_SERVER_PREFERENCE);
+    struct stat cert_st, key_st;   /* taken before loading: a later change is seen */
+    if (stat(cert_file, &cert_st) != 0) memset(&cert_st, 0, sizeof cert_st);
+    if (stat(key_file, &key_st) != 0) memset(&key_st, 0, sizeof key_st);
     const char *what = NULL, *file = NULL;
     if (SSL_CTX_use_certificate_chain_file(s, cert_file) != 1) {
         what = "cannot load TLS certificate chain (PEM)";
         file = cert_file;
     } else if (SSL_CTX_use_PrivateKey_file(s, key_file, SSL_FILETYPE_PEM) != 1) {
-        what = "cannot load TLS private key (PEM)";
+        /* OpenSSL compares the pair here already: say so in kiln's words */
+        what = ERR_GET_REASON(ERR_peek_error()) == X509_R_KEY_VALUES_MISMATCH
+                   ? "TLS private key does not match the certificate"
+                   : "cannot load TLS private key (PEM)";
         file = key_file;
     } else if (SSL_CTX_check_private_key(s) != 1) {
         what = "TLS private key does not match the certificate";
@@ -81,7 +91,26 @@ tls_ctx *tls_server_ctx_new(const char *cert_file, const char *key_file, char **
     tls_ctx *ctx = util_calloc(1, sizeof *ctx);
     ctx->ssl = s;
     ctx->server = true;
+    ctx->cert_file = util_strdup(cert_file);
+    ctx->key_file = util_strdup(key_file);
+    ctx->cert_st = cert_st;
+    ctx->key_st = key_st;
     return ctx;
+}
+
+/* Same path, device, inode, size and modification time (to the nanosecond). */
+static bool tls_same_file(const char *loaded, const struct stat *st, const char *path)
+{
+    struct stat now;
+    if (strcmp(loaded, path) != 0 || stat(path, &now) != 0) return false;
+    return now.st_dev == st->st_dev && now.st_ino == st->st_ino && now.st_size == st->st_size &&
+           now.st_mtim.tv_sec == st->st_mtim.tv_sec && now.st_mtim.tv_nsec == st->st_mtim.tv_nsec;
+}
+
+bool tls_server_ctx_unchanged(const tls_ctx *ctx, const char *cert_file, const char *key_file)
+{
+    return ctx && ctx->server && tls_same_file(ctx->cert_file, &ctx->cert_st, cert_file) &&
+           tls_same_file(ctx->key_file, &ctx->key_st, key_file);
 }
 
 tls_ctx *tls_client_ctx_new(bool verify, char **err)
@@ -112,6 +141,8 @@ void tls_ctx_free(tls_ctx *ctx)
 {
     if (!ctx) return;
     SSL_CTX_free(ctx->ssl);      /* SSL objects hold their own reference */
+    free(ctx->cert_file);
+    free(ctx->key_file);
     free(ctx);
 }
 

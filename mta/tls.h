@@ -24,6 +24,9 @@ typedef enum {
 /* Server side: PEM certificate chain and private key files. NULL and *err (malloc'd,
  * naming the file and OpenSSL's reason) on failure. TLS 1.2 and newer; no renegotiation. */
 tls_ctx *tls_server_ctx_new(const char *cert_file, const char *key_file, char **err);
+/* True when ctx (server side) was loaded from these paths and neither file changed since
+ * (device, inode, size, mtime): a reload keeps ctx and reads nothing. */
+bool tls_server_ctx_unchanged(const tls_ctx *ctx, const char *cert_file, const char *key_file);
 /* Client side, trusting the system CA store. verify=true makes the handshake fail unless
  * the peer's chain and name (tls_conn_new's server_name) verify; with verify=false the
  * handshake always proceeds and tls_conn_peer_verified() tells the outcome. */

@@ -27,6 +27,8 @@
 #define WEBHOOK_BACKOFF_MAX_MS (5 * 60 * 1000)
 #define WEBHOOK_WARN_EVERY_MS (60 * 1000)
 #define WEBHOOK_SCAN_BATCH 1000
+#define WEBHOOK_WINDOW_BYTES (4u << 20)  /* event text held in the window (at least one) */
+#define WEBHOOK_SCAN_BYTES (4u << 20)    /* event text one outbox read walks over */
 #define WEBHOOK_MAX_RESPONSE 65536
 
 typedef struct webhook_event {
@@ -52,6 +54,7 @@ struct webhook {
     int64_t scanned;        /* highest outbox id looked at for this set */
     webhook_event q[WEBHOOK_WINDOW];
     size_t qhead, qlen;
+    size_t qbytes;          /* event text held in q */
 
     webhook_state state;
     conn conn;              /* the request's connection; its timer bounds the attempt */
@@ -165,6 +168,7 @@ typedef struct scan_ctx {
     size_t rows;
     bool full;             /* window filled: stop taking rows */
     int64_t backlog;       /* count mode: rows of the set */
+    size_t bytes;          /* event text of the rows looked at */
 } scan_ctx;
 
 static void webhook_scan_row(void *arg, int64_t id, const char *set, const char *json)
@@ -172,29 +176,33 @@ static void webhook_scan_row(void *arg, int64_t id, const char *set, const char 
     scan_ctx *c = arg;
     webhook *w = c->w;
     c->rows++;
+    c->bytes += json ? strlen(json) : 0;
     if (c->full) return;
     c->last = id;
     if (strcmp(set ? set : "", w->set) != 0) return;
     webhook_event *e = &w->q[(w->qhead + w->qlen) % WEBHOOK_WINDOW];
     e->id = id;
     e->json = util_strdup(json ? json : "");
-    if (++w->qlen == WEBHOOK_WINDOW) c->full = true;
+    w->qbytes += strlen(e->json);
+    if (++w->qlen == WEBHOOK_WINDOW || w->qbytes >= WEBHOOK_WINDOW_BYTES) c->full = true;
 }
 
 /* Fills the window with the next events of the set after `scanned`; with none pending,
  * everything scanned counts as acknowledged. */
 static void webhook_refill(webhook *w)
 {
-    while (w->qlen < WEBHOOK_WINDOW) {
-        scan_ctx c = {w, w->scanned, 0, false, 0};
-        if (spool_each_event(w->sp, w->scanned, WEBHOOK_SCAN_BATCH, webhook_scan_row, &c) < 0) {
+    while (w->qlen < WEBHOOK_WINDOW && (w->qlen == 0 || w->qbytes < WEBHOOK_WINDOW_BYTES)) {
+        scan_ctx c = {w, w->scanned, 0, false, 0, 0};
+        if (spool_each_event_bytes(w->sp, w->scanned, WEBHOOK_SCAN_BATCH, WEBHOOK_SCAN_BYTES,
+                                   webhook_scan_row, &c) < 0) {
             log_write(w->lg, KLOG_ERROR, "webhook_error", "set=%s url=%s op=read error=%s",
                       log_q(w->lg, w->set), log_q(w->lg, w->url),
                       log_q(w->lg, spool_errmsg(w->sp)));
             return;
         }
         w->scanned = c.last;
-        if (c.rows < WEBHOOK_SCAN_BATCH) break;
+        if (c.full) break;
+        if (c.rows < WEBHOOK_SCAN_BATCH && c.bytes < WEBHOOK_SCAN_BYTES) break;
     }
     webhook_save_acked(w, w->qlen ? w->q[w->qhead].id - 1 : w->scanned);
 }
@@ -211,7 +219,7 @@ static void webhook_count_row(void *arg, int64_t id, const char *set, const char
 /* Outbox rows of the set not yet acknowledged (read once a minute while failing). */
 static int64_t webhook_count_backlog(webhook *w)
 {
-    scan_ctx c = {w, w->acked, 0, false, 0};
+    scan_ctx c = {w, w->acked, 0, false, 0, 0};
     for (;;) {
         c.rows = 0;
         if (spool_each_event(w->sp, c.last, WEBHOOK_SCAN_BATCH, webhook_count_row, &c) < 0) return -1;
@@ -256,6 +264,7 @@ static void webhook_attempt_done(webhook *w)
     w->next_try_ms = 0;
     webhook_event *e = &w->q[w->qhead];
     int64_t id = e->id;
+    w->qbytes -= strlen(e->json);
     free(e->json);
     e->json = NULL;
     w->qhead = (w->qhead + 1) % WEBHOOK_WINDOW;

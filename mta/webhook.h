@@ -8,7 +8,8 @@
  * been acknowledged) is kept in the spool under kv key "webhook:<set>:<url>", written in
  * the spool batch after each acknowledgement. events_drain deletes outbox rows only up to
  * the lowest progress of all destinations, so a crash repeats an event, never loses one.
- * At most WEBHOOK_WINDOW events are held in memory per destination.
+ * At most WEBHOOK_WINDOW events, and at most 4 MB of event text (but always at least one
+ * event), are held in memory per destination; one outbox read walks over at most 4 MB.
  *
  * Limits: http:// only. https:// URLs (accepted by the config) and hosts given by name
  * rather than by IP address are reported once as an error and their events stay queued

@@ -157,6 +157,11 @@ int spool_suppression_each(spool *sp, spool_suppression_cb cb, void *arg);
 /* Outbox: up to max events with id > after, in id order. */
 typedef void (*spool_event_cb)(void *arg, int64_t id, const char *set, const char *json);
 int spool_each_event(spool *sp, int64_t after, size_t max, spool_event_cb cb, void *arg);
+/* The same, stopping once the rows handed to cb hold max_bytes of event text or more (at
+ * least one row, so a single large row still moves): a drain's memory is bounded by bytes,
+ * not only by rows. */
+int spool_each_event_bytes(spool *sp, int64_t after, size_t max, size_t max_bytes,
+                           spool_event_cb cb, void *arg);
 
 /* The value stored under key (malloc'd) in *value, or NULL if there is none. 0, or -1 on
  * a read error (*value NULL). Sees the open batch. */

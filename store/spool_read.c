@@ -234,15 +234,26 @@ int spool_suppression_each(spool *sp, spool_suppression_cb cb, void *arg)
 
 int spool_each_event(spool *sp, int64_t after, size_t max, spool_event_cb cb, void *arg)
 {
+    return spool_each_event_bytes(sp, after, max, SIZE_MAX, cb, arg);
+}
+
+int spool_each_event_bytes(spool *sp, int64_t after, size_t max, size_t max_bytes,
+                           spool_event_cb cb, void *arg)
+{
     if (max == 0) return 0;
     bool temp;
     sqlite3_stmt *st = spool_stmt_acquire(sp, ST_EACH_EVENT, &temp);
     if (!st) return -1;
     sqlite3_bind_int64(st, 1, after);
     sqlite3_bind_int64(st, 2, max > (size_t)INT64_MAX ? INT64_MAX : (int64_t)max);
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-        cb(arg, sqlite3_column_int64(st, 0), spool_col_text(st, 1), spool_col_text(st, 2));
+    int rc = SQLITE_DONE;
+    size_t bytes = 0;
+    while (bytes < max_bytes && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *json = spool_col_text(st, 2);
+        bytes += (size_t)sqlite3_column_bytes(st, 2);
+        cb(arg, sqlite3_column_int64(st, 0), spool_col_text(st, 1), json);
+    }
+    if (bytes >= max_bytes) rc = SQLITE_DONE;
     return spool_read_end(sp, st, temp, rc, "list events");
 }
 

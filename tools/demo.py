@@ -1,17 +1,40 @@
 """demo.py — the body of tools/demo.sh (see there). Uses only the shipped conf/kiln.yaml;
-prints the events of the batch, `kilnctl quota` and `kilnctl ips`."""
+prints the events of the batch, `kilnctl quota` and `kilnctl ips`.
+
+Run as root (as CI does), kilnd needs server.user and drops to it after binding: the demo
+then runs a copy of conf/kiln.yaml with `user: nobody` from a fresh /tmp/kiln-demo-XXXX
+(mkdtemp, then mode 0755; printed at the end), because a checkout under /root (0700) is out of nobody's reach. Run as any other user, it
+uses conf/kiln.yaml in place (spool in conf/spool)."""
 import json
 import os
 import signal
 import smtplib
 import subprocess
 import sys
+import tempfile
 import time
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONF = os.path.join(TOP, "conf", "kiln.yaml")
-SPOOL = os.path.join(TOP, "conf", "spool")
+SHIPPED = os.path.join(TOP, "conf", "kiln.yaml")
+RUNDIR = tempfile.mkdtemp(prefix="kiln-demo-") if os.geteuid() == 0 else os.path.join(TOP, "conf")
+CONF = os.path.join(RUNDIR, "kiln.yaml") if os.geteuid() == 0 else SHIPPED
+SPOOL = os.path.join(RUNDIR, "spool")
 EVENTS = os.path.join(SPOOL, "events-txn.jsonl")
+
+
+def root_config():
+    """As root: the shipped config plus `user: nobody` in RUNDIR (relative paths such as
+    ./spool resolve there)."""
+    os.chmod(RUNDIR, 0o755)
+    with open(SHIPPED) as f:
+        text = f.read()
+    marker = "server:                                # the daemon itself\n"
+    if marker not in text:
+        raise SystemExit("demo: conf/kiln.yaml has no server: section line to extend")
+    text = text.replace(marker, marker + "  user: nobody                         "
+                        "# added by tools/demo.py: kilnd drops root to this user\n", 1)
+    with open(CONF, "w") as f:
+        f.write(text)
 
 
 def wait(pred, timeout, what):
@@ -35,6 +58,8 @@ def port_open(port):
 def main():
     procs = []
     try:
+        if os.geteuid() == 0:
+            root_config()
         os.makedirs(SPOOL, exist_ok=True)
         sink_log = open(os.path.join(SPOOL, "demo-sink.log"), "w")
         sink = subprocess.Popen([sys.executable, "-m", "aiosmtpd", "-n", "-l", "127.0.0.1:2526",
@@ -46,7 +71,7 @@ def main():
         wait(lambda: port_open(2526), 15, "the demo sink on 127.0.0.1:2526")
         wait(lambda: port_open(2587) or kilnd.poll() is not None, 15, "kilnd on 127.0.0.1:2587")
         if kilnd.poll() is not None:
-            raise SystemExit("demo: kilnd exited; see conf/spool/demo-kilnd.log")
+            raise SystemExit("demo: kilnd exited; see %s" % os.path.join(SPOOL, "demo-kilnd.log"))
         start = sum(1 for _ in open(EVENTS)) if os.path.exists(EVENTS) else 0
         rcpts = ["success@simulator.amazonses.com", "bounce@simulator.amazonses.com",
                  "complaint@simulator.amazonses.com", "suppressionlist@simulator.amazonses.com",
@@ -66,7 +91,7 @@ def main():
                 return [json.loads(l) for l in f.readlines()[start:] if l.strip()]
         wait(lambda: len([e for e in outcomes() if e["eventType"] != "Send"]) >= len(rcpts) + 1, 60,
              "delivery outcomes of the demo batch")
-        print("demo: events written to %s:" % os.path.relpath(EVENTS, TOP))
+        print("demo: events written to %s:" % (EVENTS if os.geteuid() == 0 else os.path.relpath(EVENTS, TOP)))
         for e in outcomes():
             t = e["eventType"]
             detail = ""

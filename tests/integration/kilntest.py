@@ -21,6 +21,19 @@ BUILDDIR = os.environ.get("KILN_BUILDDIR") or SRCDIR
 KILND = os.path.join(BUILDDIR, "kilnd")
 KILNCTL = os.path.join(BUILDDIR, "kilnctl")
 
+# kilnd refuses to run as root without server.user: started as root (CI), every test daemon
+# runs as nobody, on temp directories that user can reach (see reachable_tmp).
+RUN_AS = "nobody" if os.geteuid() == 0 else None
+
+
+def reachable_tmp(path):
+    """Lets RUN_AS reach path (mkdtemp makes 0700 directories): mode 0755, owner unchanged;
+    kilnd creates and hands over its own files in it before it drops root."""
+    if RUN_AS and (os.stat(path).st_mode & 0o777) == 0o700:
+        os.chmod(path, 0o755)
+    return path
+
+
 # A whole test file never runs longer than this (every test stops by itself).
 FILE_DEADLINE_S = int(os.environ.get("KILN_TEST_DEADLINE", "420"))
 
@@ -178,7 +191,7 @@ class Kiln:
     """A kilnd child process on its own temp directory and config."""
 
     def __init__(self, cfg=None, tmp=None, **over):
-        self.tmp = tmp or tempfile.mkdtemp(prefix="kiln-it-")
+        self.tmp = reachable_tmp(tmp or tempfile.mkdtemp(prefix="kiln-it-"))
         self.own_tmp = tmp is None
         self.port = free_port()
         self.cfg = cfg or base_config(self.tmp, self.port, **over)
@@ -190,6 +203,8 @@ class Kiln:
     def write_config(self, cfg=None, text=None):
         if cfg is not None:
             self.cfg = cfg
+        if RUN_AS and text is None and isinstance(self.cfg.get("server"), dict):
+            self.cfg["server"].setdefault("user", RUN_AS)
         with open(self.path, "w") as f:
             f.write(text if text is not None else json.dumps(self.cfg, indent=2))
 
@@ -213,6 +228,8 @@ class Kiln:
             return ""
 
     def start(self, timeout=20):
+        if getattr(self, "stderr", None):   # started again (a restart test)
+            self.stderr.close()
         self.stderr = open(os.path.join(self.tmp, "kilnd.stderr"), "ab")
         self.proc = subprocess.Popen([KILND, "-c", self.path], stdout=self.stderr,
                                      stderr=self.stderr, cwd=self.tmp)
