@@ -159,4 +159,19 @@ int config_read_submission_limits(config_parser *p, yaml_node_t *m);
 
 void config_free(config *c);   /* everything config_load allocated, whatever it got to */
 
+/* ---- config.c / config_sending.c ---- */
+
+#define CONFIG_WHAT_NAME "a valid name (letters, digits, '-' and '_', at most 64)"
+
+/* "a, b, c" (or none when n is 0) into sb. */
+void config_names_text(strbuf *sb, char *const *names, size_t n, const char *none);
+/* The sending side's section readers (config_sending.c), called by config_read_root. */
+int config_read_zones(config_parser *p, yaml_node_t *v);
+int config_read_pools(config_parser *p, yaml_node_t *v);
+int config_read_ips(config_parser *p, yaml_node_t *v);
+int config_read_sets(config_parser *p, yaml_node_t *v);
+int config_read_default_set(config_parser *p, yaml_node_t *root);
+int config_read_warmup(config_parser *p, yaml_node_t *m);
+int config_read_shaping(config_parser *p, yaml_node_t *m);
+
 #endif
