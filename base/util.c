@@ -10,6 +10,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <sys/stat.h>
+
 #include <openssl/rand.h>
 
 _Noreturn void util_fatal(const char *fmt, ...)
@@ -260,4 +262,21 @@ bool util_parse_ll(const char *s, long long lo, long long hi, long long *out)
     if (errno || end == s || *end || v < lo || v > hi) return false;
     *out = v;
     return true;
+}
+
+int util_mkdir_parents(const char *path, unsigned mode)
+{
+    char *p = util_strdup(path);
+    for (char *s = strchr(p + 1, '/'); s; s = strchr(s + 1, '/')) {
+        *s = '\0';
+        if (mkdir(p, (mode_t)mode) != 0 && errno != EEXIST) {
+            int e = errno;
+            free(p);
+            errno = e;
+            return -1;
+        }
+        *s = '/';
+    }
+    free(p);
+    return 0;
 }

@@ -13,6 +13,9 @@ void *util_malloc(size_t n);
 void *util_calloc(size_t n, size_t size);
 void *util_realloc(void *p, size_t n);
 char *util_strdup(const char *s);            /* NULL in, NULL out */
+/* Creates the missing directories leading to path (not path itself) with mode; 0, or -1
+ * with errno set. */
+int util_mkdir_parents(const char *path, unsigned mode);
 char *util_strndup(const char *s, size_t n);
 char *util_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 char *util_vasprintf(const char *fmt, va_list ap);

@@ -397,28 +397,10 @@ static int delete_done(events *ev, spool *sp)
     return 0;
 }
 
-/* Creates the directories leading to path (mode 0750) where missing. 0 or -1 (errno). */
-static int make_parents(const char *path)
-{
-    char *p = util_strdup(path);
-    for (char *s = strchr(p + 1, '/'); s; s = strchr(s + 1, '/')) {
-        *s = '\0';
-        if (mkdir(p, 0750) != 0 && errno != EEXIST) {
-            int e = errno;
-            free(p);
-            errno = e;
-            return -1;
-        }
-        *s = '/';
-    }
-    free(p);
-    return 0;
-}
-
 static int file_open(events *ev, events_file *f)
 {
     f->fd = open(f->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-    if (f->fd < 0 && errno == ENOENT && make_parents(f->path) == 0)
+    if (f->fd < 0 && errno == ENOENT && util_mkdir_parents(f->path, 0750) == 0)
         f->fd = open(f->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
     struct stat st;
     if (f->fd < 0 || fstat(f->fd, &st) != 0) {

@@ -168,24 +168,6 @@ int privdrop_prepare(const config *cfg, const privdrop *pd, char **err)
     return 0;
 }
 
-/* mkdir -p of the directories leading to path, as the current user (mode 0750). */
-static int privdrop_make_parents(const char *path)
-{
-    char *p = util_strdup(path);
-    for (char *s = strchr(p + 1, '/'); s; s = strchr(s + 1, '/')) {
-        *s = '\0';
-        if (mkdir(p, 0750) != 0 && errno != EEXIST) {
-            int e = errno;
-            free(p);
-            errno = e;
-            return -1;
-        }
-        *s = '/';
-    }
-    free(p);
-    return 0;
-}
-
 int privdrop_check_event_files(const config *cfg, char **err)
 {
     for (size_t i = 0; i < cfg->nsets; i++)
@@ -193,7 +175,7 @@ int privdrop_check_event_files(const config *cfg, char **err)
             const config_event_dest *d = &cfg->sets[i].events[j];
             if (d->type != CONFIG_EVENT_FILE) continue;
             int fd = open(d->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-            if (fd < 0 && errno == ENOENT && privdrop_make_parents(d->path) == 0)
+            if (fd < 0 && errno == ENOENT && util_mkdir_parents(d->path, 0750) == 0)
                 fd = open(d->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
             if (fd < 0) {
                 int e = errno;     /* getpwuid may change errno */
