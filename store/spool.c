@@ -1,22 +1,23 @@
-/* spool.c — the durable queue on SQLite (see spool.h for the contract).
+/* spool.c — the durable queue on SQLite (see spool.h for the contract): the schema, the
+ * statements, the two connections and open/close.
  *
- * One connection, WAL mode, every statement prepared once at open. Writes go into one open
- * transaction ("the batch", started with BEGIN IMMEDIATE by the first write after a flush);
- * spool_flush() commits it with a single fsync (synchronous=FULL) and then runs the commit
- * callbacks. A statement that fails marks the batch failed: later writes of that batch are
- * not run (SQLite may already have rolled the transaction back, and we must never fall
- * into autocommit mode half-way through a batch), and the flush rolls it back and reports
- * ok=false with the first error's text to every callback.
+ * Two connections to DIR/kiln.db, both in WAL mode with the same pragmas: the loop's, which
+ * reads (spool_read.c), and the writer thread's (spool_writer.c), which runs the batches the
+ * loop records (spool_write.c) as BEGIN IMMEDIATE, statements, COMMIT (one fsync with
+ * synchronous=FULL). In WAL mode a reader never waits for the writer's fsync; it sees what is
+ * committed. Every statement is prepared once at open, the reads on the loop's connection,
+ * the writes on the writer's.
  *
  * Schema (PRAGMA user_version 1):
  *   messages     one row per accepted message that still has a non-final recipient
  *   recipients   its recipients (ON DELETE CASCADE with the message), with the lower-case
  *                domain of each address (column `domain`, filled at insert by the SQL
- *                function kiln_addr_domain this file registers on its connection)
+ *                function kiln_addr_domain this file registers on both connections); ids
+ *                are given out by the loop (spool_add_rcpt) and inserted explicitly
  *   sends        (created_ms, count) per accepted message with quota_count > 0, kept apart
  *                from messages so the rolling 24 h quota survives deletion and restarts;
  *                rows older than 24 h (wall clock) are pruned at open and, at most once a
- *                minute, inside a flushed batch
+ *                minute, inside a committed batch
  *   events       the event outbox (AUTOINCREMENT ids: never reused)
  *   suppression  the account-level suppression list, addresses lower-case
  *   kv           small named values other modules persist (e.g. "pools": the dedicated-IP
@@ -53,11 +54,6 @@
 #include "store/spool_internal.h"
 
 #define SPOOL_SCHEMA_VERSION 1
-#define SPOOL_BLOB_INCREMENTAL (64 * 1024) /* messages this large are written piecewise */
-#define SPOOL_BLOB_STEP (1024 * 1024)         /* bytes per sqlite3_blob_write */
-#define SPOOL_DAY_MS (24LL * 3600 * 1000)
-#define SPOOL_PRUNE_EVERY_MS (60LL * 1000)
-#define SPOOL_STATS_KEEP_MS (14 * SPOOL_DAY_MS) /* SES shows two weeks of statistics */
 #define SPOOL_STATE_PENDING "(0, 1)" /* QUEUED, DEFERRED */
 static const char spool_schema[] =
     "CREATE TABLE messages ("
@@ -112,7 +108,7 @@ static const char spool_schema_stats[] =
 static const char spool_schema_due[] =
     "CREATE INDEX IF NOT EXISTS recipients_due ON recipients(state, id, next_attempt_ms);";
 
-static const char *const spool_sql[ST__COUNT] = {
+const char *const spool_sql[ST__COUNT] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
@@ -120,8 +116,8 @@ static const char *const spool_sql[ST__COUNT] = {
                    " mail_json, data, quota_count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     [ST_ADD_SEND] = "INSERT INTO sends (created_ms, count) VALUES (?1, ?2)",
     [ST_PRUNE_SENDS] = "DELETE FROM sends WHERE created_ms < ?1",
-    [ST_ADD_RCPT] = "INSERT INTO recipients (msg_id, address, state, domain)"
-                    " VALUES (?1, ?2, ?3, kiln_addr_domain(?2))",
+    [ST_ADD_RCPT] = "INSERT INTO recipients (id, msg_id, address, state, domain)"
+                    " VALUES (?4, ?1, ?2, ?3, kiln_addr_domain(?2))",
     [ST_UPD_RCPT] = "UPDATE recipients SET state = ?2, attempts = ?3, next_attempt_ms = ?4,"
                     " last_reply = ?5 WHERE id = ?1 RETURNING msg_id",
     [ST_GC_MSG] = "DELETE FROM messages WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM"
@@ -192,9 +188,16 @@ static const char *const spool_sql[ST__COUNT] = {
     [ST_PRUNE_STATS] = "DELETE FROM stats WHERE bucket_ms < ?1",
 };
 
+const bool spool_sql_writes[ST__COUNT] = {
+    [ST_BEGIN] = true,     [ST_COMMIT] = true,   [ST_ROLLBACK] = true,  [ST_ADD_MSG] = true,
+    [ST_ADD_SEND] = true,  [ST_PRUNE_SENDS] = true, [ST_ADD_RCPT] = true, [ST_UPD_RCPT] = true,
+    [ST_GC_MSG] = true,    [ST_ADD_EVENT] = true, [ST_DEL_EVENTS] = true, [ST_SUPP_PUT] = true,
+    [ST_SUPP_DEL] = true,  [ST_KV_PUT] = true,   [ST_STATS_ADD] = true, [ST_PRUNE_STATS] = true,
+};
+
 /* ---- errors ---- */
 
-static void spool_set_last_err(spool *sp, char *msg)
+void spool_set_last_err(spool *sp, char *msg)
 {
     free(sp->last_err);
     sp->last_err = msg;
@@ -205,13 +208,6 @@ void spool_note_error(spool *sp, const char *what, const char *key)
 {
     spool_set_last_err(sp, util_asprintf("spool %s: %s%s%s: %s", sp->path, what, key ? " " : "",
                                          key ? key : "", sqlite3_errmsg(sp->db)));
-}
-
-/* Marks the batch failed with the text just recorded by spool_note_error (the first wins). */
-static void spool_fail_batch(spool *sp)
-{
-    if (!sp->failed) sp->batch_err = util_strdup(sp->last_err);
-    sp->failed = true;
 }
 
 const char *spool_errmsg(spool *sp)
@@ -251,21 +247,6 @@ void spool_stmt_release(sqlite3_stmt *st, bool temp)
         spool_stmt_done(st);
 }
 
-/* Steps a statement to completion. 0, or -1 with the error noted. Leaves st reset. */
-static int spool_stmt_run(spool *sp, sqlite3_stmt *st, const char *what, const char *key)
-{
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-        ;
-    if (rc != SQLITE_DONE) {
-        spool_note_error(sp, what, key);
-        spool_stmt_done(st);
-        return -1;
-    }
-    spool_stmt_done(st);
-    return 0;
-}
-
 void spool_bind_str(sqlite3_stmt *st, int i, const char *s)
 {
     sqlite3_bind_text(st, i, s ? s : "", -1, SQLITE_STATIC);
@@ -281,116 +262,6 @@ const char *spool_col_text(sqlite3_stmt *st, int i)
 char *spool_col_strdup(sqlite3_stmt *st, int i)
 {
     return util_strdup(spool_col_text(st, i));
-}
-
-/* ---- the batch ---- */
-
-/* Called by every write before its statement: opens the batch's transaction if needed.
- * 0, or -1 if the batch has failed (the write must not run). */
-static int spool_batch_write(spool *sp)
-{
-    sp->dirty = true;
-    if (sp->failed) return -1;
-    if (sp->in_txn) {
-        if (!sqlite3_get_autocommit(sp->db)) return 0;
-        /* SQLite rolled the transaction back on its own (I/O error, disk full in a read). */
-        spool_set_last_err(sp,
-                           util_asprintf("spool %s: the open batch was rolled back by SQLite: %s",
-                                         sp->path, sqlite3_errmsg(sp->db)));
-        spool_fail_batch(sp);
-        return -1;
-    }
-    if (spool_stmt_run(sp, sp->st[ST_BEGIN], "begin batch", NULL) < 0) {
-        spool_fail_batch(sp);
-        return -1;
-    }
-    sp->in_txn = true;
-    return 0;
-}
-
-/* Runs a write statement inside the batch; a failure fails the batch. */
-static int spool_batch_run(spool *sp, sqlite3_stmt *st, const char *what, const char *key)
-{
-    if (spool_stmt_run(sp, st, what, key) < 0) {
-        spool_fail_batch(sp);
-        return -1;
-    }
-    return 0;
-}
-
-/* Prunes sends older than 24 h and stats buckets older than 14 days (wall clock). */
-static void spool_prune_sends(spool *sp, int64_t now_wall_ms)
-{
-    sqlite3_stmt *st = sp->st[ST_PRUNE_SENDS];
-    sqlite3_bind_int64(st, 1, now_wall_ms - SPOOL_DAY_MS);
-    sqlite3_stmt *st2 = sp->st[ST_PRUNE_STATS];
-    sqlite3_bind_int64(st2, 1, now_wall_ms - SPOOL_STATS_KEEP_MS);
-    if (sp->in_txn) {
-        if (spool_batch_run(sp, st, "prune sends", NULL) == 0)
-            spool_batch_run(sp, st2, "prune stats", NULL);
-    } else if (spool_stmt_run(sp, st, "prune sends", NULL) == 0) {
-        spool_stmt_run(sp, st2, "prune stats", NULL);
-    }
-    sp->last_prune_mono = util_mono_ms();
-}
-
-void spool_on_commit(spool *sp, spool_commit_cb cb, void *arg)
-{
-    if (sp->ncbs == sp->capcbs) {
-        sp->capcbs = sp->capcbs ? sp->capcbs * 2 : 16;
-        sp->cbs = util_realloc(sp->cbs, sp->capcbs * sizeof *sp->cbs);
-    }
-    sp->cbs[sp->ncbs++] = (spool_cb_entry){cb, arg};
-}
-
-bool spool_has_pending(const spool *sp)
-{
-    return sp->dirty || sp->ncbs > 0;
-}
-
-int spool_flush(spool *sp)
-{
-    if (!spool_has_pending(sp)) return 0;
-
-    bool ok = !sp->failed;
-    if (sp->in_txn) {
-        if (ok && sqlite3_get_autocommit(sp->db)) {
-            spool_set_last_err(sp, util_asprintf("spool %s: the open batch was rolled back by "
-                                                 "SQLite: %s",
-                                                 sp->path, sqlite3_errmsg(sp->db)));
-            spool_fail_batch(sp);
-            ok = false;
-        }
-        if (ok && util_mono_ms() - sp->last_prune_mono >= SPOOL_PRUNE_EVERY_MS) {
-            spool_prune_sends(sp, util_wall_ms());
-            ok = !sp->failed;
-        }
-        if (ok && spool_stmt_run(sp, sp->st[ST_COMMIT], "commit", NULL) < 0) {
-            spool_fail_batch(sp);
-            ok = false;
-        }
-        if (!ok && !sqlite3_get_autocommit(sp->db)) {
-            /* Errors of the rollback itself are only noted: the batch is reported failed. */
-            char *keep = util_strdup(sp->last_err);
-            if (spool_stmt_run(sp, sp->st[ST_ROLLBACK], "rollback", NULL) == 0)
-                spool_set_last_err(sp, keep);
-            else free(keep);
-        }
-    }
-
-    /* Detach the batch before running callbacks: their writes start a new one. */
-    spool_cb_entry *cbs = sp->cbs;
-    size_t ncbs = sp->ncbs;
-    char *err = sp->batch_err;
-    sp->cbs = NULL;
-    sp->ncbs = sp->capcbs = 0;
-    sp->batch_err = NULL;
-    sp->dirty = sp->in_txn = sp->failed = false;
-
-    for (size_t i = 0; i < ncbs; i++) cbs[i].cb(cbs[i].arg, ok, ok ? NULL : err);
-    free(cbs);
-    free(err);
-    return ok ? 0 : -1;
 }
 
 /* ---- open / close ---- */
@@ -426,12 +297,12 @@ static int spool_make_dirs(const char *dir)
     return 0;
 }
 
-static int spool_exec_sql(spool *sp, const char *sql, const char *what, char **err)
+static int spool_exec_sql(sqlite3 *db, const char *path, const char *sql, const char *what,
+                          char **err)
 {
     char *msg = NULL;
-    if (sqlite3_exec(sp->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-        *err = util_asprintf("spool %s: %s: %s", sp->path, what,
-                             msg ? msg : sqlite3_errmsg(sp->db));
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        *err = util_asprintf("spool %s: %s: %s", path, what, msg ? msg : sqlite3_errmsg(db));
         sqlite3_free(msg);
         return -1;
     }
@@ -439,13 +310,14 @@ static int spool_exec_sql(spool *sp, const char *sql, const char *what, char **e
 }
 
 /* Single-value PRAGMA query ("PRAGMA journal_mode=WAL" -> "wal"). */
-static int spool_pragma_text(spool *sp, const char *sql, char *out, size_t outsz, char **err)
+static int spool_pragma_text(sqlite3 *db, const char *path, const char *sql, char *out,
+                             size_t outsz, char **err)
 {
     sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(sp->db, sql, -1, &st, NULL);
+    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
     if (rc == SQLITE_OK) rc = sqlite3_step(st);
     if (rc != SQLITE_ROW) {
-        *err = util_asprintf("spool %s: %s: %s", sp->path, sql, sqlite3_errmsg(sp->db));
+        *err = util_asprintf("spool %s: %s: %s", path, sql, sqlite3_errmsg(db));
         sqlite3_finalize(st);
         return -1;
     }
@@ -455,10 +327,21 @@ static int spool_pragma_text(spool *sp, const char *sql, char *out, size_t outsz
     return 0;
 }
 
+/* A single integer from sql (0 when it yields NULL). */
+static int spool_query_int(sqlite3 *db, const char *path, const char *sql, int64_t *out,
+                           char **err)
+{
+    char v[32];
+    if (spool_pragma_text(db, path, sql, v, sizeof v, err) < 0) return -1;
+    *out = strtoll(v, NULL, 10);
+    return 0;
+}
+
 static int spool_setup_schema(spool *sp, char **err)
 {
     char v[32];
-    if (spool_pragma_text(sp, "PRAGMA user_version", v, sizeof v, err) < 0) return -1;
+    if (spool_pragma_text(sp->db, sp->path, "PRAGMA user_version", v, sizeof v, err) < 0)
+        return -1;
     long ver = strtol(v, NULL, 10);
     if (ver == SPOOL_SCHEMA_VERSION) return 0;
     if (ver > SPOOL_SCHEMA_VERSION || ver < 0) {
@@ -469,7 +352,7 @@ static int spool_setup_schema(spool *sp, char **err)
     }
     char *sql = util_asprintf("BEGIN IMMEDIATE; %s PRAGMA user_version = %d; COMMIT;",
                               spool_schema, SPOOL_SCHEMA_VERSION);
-    int rc = spool_exec_sql(sp, sql, "creating the schema", err);
+    int rc = spool_exec_sql(sp->db, sp->path, sql, "creating the schema", err);
     free(sql);
     if (rc < 0 && !sqlite3_get_autocommit(sp->db))
         sqlite3_exec(sp->db, "ROLLBACK", NULL, NULL, NULL);
@@ -515,13 +398,16 @@ static int spool_has_column(spool *sp, const char *table, const char *column, bo
 /* Brings a version-1 spool written by an older kiln up to date (see the top of the file). */
 static int spool_schema_additions(spool *sp, char **err)
 {
-    if (spool_exec_sql(sp, spool_schema_kv, "creating the kv table", err) < 0) return -1;
-    if (spool_exec_sql(sp, spool_schema_stats, "creating the stats table", err) < 0) return -1;
+    if (spool_exec_sql(sp->db, sp->path, spool_schema_kv, "creating the kv table", err) < 0)
+        return -1;
+    if (spool_exec_sql(sp->db, sp->path, spool_schema_stats, "creating the stats table", err) <
+        0)
+        return -1;
     bool has;
     if (spool_has_column(sp, "recipients", "domain", &has, err) < 0) return -1;
     if (!has) {
         int rc =
-            spool_exec_sql(sp,
+            spool_exec_sql(sp->db, sp->path,
                            "BEGIN IMMEDIATE;"
                            " ALTER TABLE recipients ADD COLUMN domain TEXT NOT NULL DEFAULT '';"
                            " UPDATE recipients SET domain = kiln_addr_domain(address);"
@@ -533,7 +419,86 @@ static int spool_schema_additions(spool *sp, char **err)
             return -1;
         }
     }
-    return spool_exec_sql(sp, spool_schema_due, "creating the index recipients_due", err);
+    return spool_exec_sql(sp->db, sp->path, spool_schema_due,
+                          "creating the index recipients_due", err);
+}
+
+/* Opens one connection to path with the spool's settings: WAL, synchronous FULL (or OFF),
+ * foreign keys enforced, the WAL trimmed to 64 MB after checkpoints, a 5 s busy timeout,
+ * and kiln_addr_domain. 0, or -1 with *err set (*db may need closing). */
+static int spool_connect(const char *path, bool durable, sqlite3 **db, char **err)
+{
+    int rc = sqlite3_open_v2(path, db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             NULL);
+    if (rc != SQLITE_OK) {
+        *err = util_asprintf("spool %s: %s", path, *db ? sqlite3_errmsg(*db) : sqlite3_errstr(rc));
+        return -1;
+    }
+    sqlite3_busy_timeout(*db, 5000);
+    /* The spool holds message contents: owner-only, also for the -wal and -shm files, which
+     * SQLite creates with the database file's mode. Best effort (the directory is 0700). */
+    struct stat sb;
+    if (stat(path, &sb) == 0 && (sb.st_mode & 077)) chmod(path, sb.st_mode & 0700);
+
+    char mode[32];
+    if (spool_pragma_text(*db, path, "PRAGMA journal_mode = WAL", mode, sizeof mode, err) < 0)
+        return -1;
+    if (strcmp(mode, "wal") != 0) {
+        *err = util_asprintf("spool %s: cannot use WAL journal mode (got %s)", path, mode);
+        return -1;
+    }
+    if (spool_exec_sql(*db, path, durable ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = OFF",
+                       "setting synchronous", err) < 0 ||
+        spool_exec_sql(*db, path, "PRAGMA foreign_keys = ON", "enabling foreign keys", err) < 0 ||
+        spool_exec_sql(*db, path, "PRAGMA journal_size_limit = 67108864", "limiting the WAL size",
+                       err) < 0)
+        return -1;
+    char fk[8];
+    if (spool_pragma_text(*db, path, "PRAGMA foreign_keys", fk, sizeof fk, err) < 0) return -1;
+    if (strcmp(fk, "1") != 0) {
+        *err = util_asprintf("spool %s: this SQLite does not enforce foreign keys", path);
+        return -1;
+    }
+    if (sqlite3_create_function(*db, "kiln_addr_domain", 1,
+                                SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS, NULL,
+                                spool_sql_addr_domain, NULL, NULL) != SQLITE_OK) {
+        *err = util_asprintf("spool %s: registering kiln_addr_domain: %s", path,
+                             sqlite3_errmsg(*db));
+        return -1;
+    }
+    return 0;
+}
+
+/* Prepares the statements of one connection: the writes (writes=true) or the reads. */
+static int spool_prepare(sqlite3 *db, const char *path, bool writes, sqlite3_stmt **st,
+                         char **err)
+{
+    for (int i = 0; i < ST__COUNT; i++) {
+        if (spool_sql_writes[i] != writes) continue;
+        if (sqlite3_prepare_v3(db, spool_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &st[i], NULL) !=
+            SQLITE_OK) {
+            *err = util_asprintf("spool %s: preparing \"%s\": %s", path, spool_sql[i],
+                                 sqlite3_errmsg(db));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The next recipient id: after every id used so far, also by rows deleted since
+ * (AUTOINCREMENT's sqlite_sequence), so ids are never reused. */
+static int spool_first_rcpt_id(spool *sp, char **err)
+{
+    int64_t seq = 0, max = 0;
+    if (spool_query_int(sp->db, sp->path,
+                        "SELECT coalesce((SELECT seq FROM sqlite_sequence"
+                        " WHERE name = 'recipients'), 0)", &seq, err) < 0 ||
+        spool_query_int(sp->db, sp->path, "SELECT coalesce(max(id), 0) FROM recipients", &max,
+                        err) < 0)
+        return -1;
+    sp->next_rcpt_id = (seq > max ? seq : max) + 1;
+    return 0;
 }
 
 spool *spool_open(const char *dir, bool durable, char **err)
@@ -547,283 +512,52 @@ spool *spool_open(const char *dir, bool durable, char **err)
     size_t dl = strlen(dir);
     while (dl > 1 && dir[dl - 1] == '/') dl--;
     sp->path = util_asprintf("%.*s/kiln.db", (int)dl, dir);
+    sp->w.path = sp->path;
+    spool_pipeline_init(sp);
 
-    int rc = sqlite3_open_v2(sp->path, &sp->db,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                             NULL);
-    if (rc != SQLITE_OK) {
-        *err = util_asprintf("spool %s: %s", sp->path,
-                             sp->db ? sqlite3_errmsg(sp->db) : sqlite3_errstr(rc));
-        goto fail;
-    }
-    sqlite3_busy_timeout(sp->db, 5000);
-    /* The spool holds message contents: owner-only, also for the -wal and -shm files, which
-     * SQLite creates with the database file's mode. Best effort (the directory is 0700). */
-    struct stat sb;
-    if (stat(sp->path, &sb) == 0 && (sb.st_mode & 077)) chmod(sp->path, sb.st_mode & 0700);
-
-    char mode[32];
-    if (spool_pragma_text(sp, "PRAGMA journal_mode = WAL", mode, sizeof mode, err) < 0) goto fail;
-    if (strcmp(mode, "wal") != 0) {
-        *err = util_asprintf("spool %s: cannot use WAL journal mode (got %s)", sp->path, mode);
-        goto fail;
-    }
-    if (spool_exec_sql(sp, durable ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = OFF",
-                       "setting synchronous", err) < 0 ||
-        spool_exec_sql(sp, "PRAGMA foreign_keys = ON", "enabling foreign keys", err) < 0 ||
-        spool_exec_sql(sp, "PRAGMA journal_size_limit = 67108864", "limiting the WAL size", err) <
-            0)
-        goto fail;
-    char fk[8];
-    if (spool_pragma_text(sp, "PRAGMA foreign_keys", fk, sizeof fk, err) < 0) goto fail;
-    if (strcmp(fk, "1") != 0) {
-        *err = util_asprintf("spool %s: this SQLite does not enforce foreign keys", sp->path);
-        goto fail;
-    }
-    if (sqlite3_create_function(sp->db, "kiln_addr_domain", 1,
-                                SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS, NULL,
-                                spool_sql_addr_domain, NULL, NULL) != SQLITE_OK) {
-        *err = util_asprintf("spool %s: registering kiln_addr_domain: %s", sp->path,
-                             sqlite3_errmsg(sp->db));
-        goto fail;
-    }
+    /* the loop's connection sets the schema up; then the writer's joins it */
+    if (spool_connect(sp->path, durable, &sp->db, err) < 0) goto fail;
     if (spool_setup_schema(sp, err) < 0) goto fail;
     if (spool_schema_additions(sp, err) < 0) goto fail;
-
-    for (int i = 0; i < ST__COUNT; i++) {
-        if (sqlite3_prepare_v3(sp->db, spool_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &sp->st[i],
-                               NULL) != SQLITE_OK) {
-            *err = util_asprintf("spool %s: preparing \"%s\": %s", sp->path, spool_sql[i],
-                                 sqlite3_errmsg(sp->db));
-            goto fail;
-        }
-    }
-
-    spool_prune_sends(sp, util_wall_ms());
-    if (sp->last_err) {
-        *err = util_strdup(sp->last_err);
-        goto fail;
-    }
+    if (spool_prepare(sp->db, sp->path, false, sp->st, err) < 0) goto fail;
+    if (spool_first_rcpt_id(sp, err) < 0) goto fail;
+    if (spool_connect(sp->path, durable, &sp->w.db, err) < 0) goto fail;
+    if (spool_prepare(sp->w.db, sp->path, true, sp->w.st, err) < 0) goto fail;
+    if (spool_writer_prune(&sp->w, err) < 0) goto fail;
+    if (spool_writer_start(&sp->w, err) < 0) goto fail;
     return sp;
 
 fail:
-    for (int i = 0; i < ST__COUNT; i++) sqlite3_finalize(sp->st[i]);
+    for (int i = 0; i < ST__COUNT; i++) {
+        sqlite3_finalize(sp->st[i]);
+        sqlite3_finalize(sp->w.st[i]);
+    }
+    sqlite3_close_v2(sp->w.db);
     sqlite3_close_v2(sp->db);
+    spool_pipeline_free(sp);
     free(sp->last_err);
     free(sp->path);
     free(sp);
     return NULL;
 }
 
+/* Callbacks may write again (the control socket's next request, an ooto reply): their
+ * batches are committed too, a few rounds at most. */
+#define SPOOL_CLOSE_ROUNDS 8
+
 void spool_close(spool *sp)
 {
     if (!sp) return;
-    spool_flush(sp);
-    for (int i = 0; i < ST__COUNT; i++) sqlite3_finalize(sp->st[i]);
+    for (int i = 0; i < SPOOL_CLOSE_ROUNDS && spool_has_pending(sp); i++) spool_flush(sp);
+    spool_writer_stop(&sp->w);
+    for (int i = 0; i < ST__COUNT; i++) {
+        sqlite3_finalize(sp->w.st[i]);
+        sqlite3_finalize(sp->st[i]);
+    }
+    sqlite3_close_v2(sp->w.db);
     sqlite3_close_v2(sp->db);
-    free(sp->cbs);
-    free(sp->batch_err);
+    spool_pipeline_free(sp);
     free(sp->last_err);
     free(sp->path);
     free(sp);
-}
-
-/* ---- writes ---- */
-
-/* Writes m->data into the zeroblob of messages row `rowid`: 0, or -1 with the error noted. */
-static int spool_write_blob(spool *sp, sqlite3_int64 rowid, const spool_message *m)
-{
-    sqlite3_blob *blob = NULL;
-    int rc = sqlite3_blob_open(sp->db, "main", "messages", "data", rowid, 1, &blob);
-    if (rc == SQLITE_OK) {
-        size_t off = 0;
-        while (rc == SQLITE_OK && off < m->data_len) {
-            size_t n = m->data_len - off < SPOOL_BLOB_STEP ? m->data_len - off : SPOOL_BLOB_STEP;
-            rc = sqlite3_blob_write(blob, m->data + off, (int)n, (int)off);
-            off += n;
-        }
-    }
-    if (rc != SQLITE_OK) spool_note_error(sp, "write data of", m->id);
-    int rc2 = sqlite3_blob_close(blob);          /* NULL is a no-op */
-    if (rc == SQLITE_OK && rc2 != SQLITE_OK) {
-        spool_note_error(sp, "write data of", m->id);
-        rc = rc2;
-    }
-    return rc == SQLITE_OK ? 0 : -1;
-}
-
-int spool_add_message(spool *sp, const spool_message *m)
-{
-    size_t idlen = strnlen(m->id, sizeof m->id);
-    if (idlen == sizeof m->id || idlen == 0)
-        util_fatal("spool_add_message: message id is empty or not NUL-terminated");
-    if (spool_batch_write(sp) < 0) return -1;
-
-    sqlite3_stmt *st = sp->st[ST_ADD_MSG];
-    sqlite3_bind_text(st, 1, m->id, (int)idlen, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, m->created_ms);
-    spool_bind_str(st, 3, m->config_set);
-    spool_bind_str(st, 4, m->mail_from);
-    spool_bind_str(st, 5, m->client_ip);
-    spool_bind_str(st, 6, m->mail_json);
-    /* A large message is inserted as a zeroblob and written into its pages with SQLite's
-     * incremental blob I/O: binding it whole would make SQLite build the row record, a
-     * second in-memory copy of the message. A non-NULL pointer so that an empty message is
-     * an empty blob, not NULL. */
-    bool incremental = m->data && m->data_len >= SPOOL_BLOB_INCREMENTAL && m->data_len <= INT_MAX;
-    if (incremental)
-        sqlite3_bind_zeroblob64(st, 7, m->data_len);
-    else
-        sqlite3_bind_blob64(st, 7, m->data ? m->data : "", m->data ? m->data_len : 0,
-                            SQLITE_STATIC);
-    sqlite3_bind_int64(st, 8, m->quota_count);
-    if (spool_batch_run(sp, st, "add message", m->id) < 0) return -1;
-    if (incremental && spool_write_blob(sp, sqlite3_last_insert_rowid(sp->db), m) < 0) {
-        spool_fail_batch(sp);
-        return -1;
-    }
-
-    if (m->quota_count > 0) {
-        st = sp->st[ST_ADD_SEND];
-        sqlite3_bind_int64(st, 1, m->created_ms);
-        sqlite3_bind_int64(st, 2, m->quota_count);
-        if (spool_batch_run(sp, st, "record send of", m->id) < 0) return -1;
-    }
-    return 0;
-}
-
-int spool_add_rcpt(spool *sp, const char *msg_id, const char *address, spool_rcpt_state st_,
-                   int64_t *rowid)
-{
-    if (rowid) *rowid = 0;
-    if (spool_batch_write(sp) < 0) return -1;
-    sqlite3_stmt *st = sp->st[ST_ADD_RCPT];
-    spool_bind_str(st, 1, msg_id);
-    spool_bind_str(st, 2, address);
-    sqlite3_bind_int(st, 3, (int)st_);
-    if (spool_batch_run(sp, st, "add recipient to", msg_id) < 0) return -1;
-    if (rowid) *rowid = sqlite3_last_insert_rowid(sp->db);
-    return 0;
-}
-
-static int spool_gc_message(spool *sp, const char *msg_id)
-{
-    sqlite3_stmt *st = sp->st[ST_GC_MSG];
-    spool_bind_str(st, 1, msg_id);
-    return spool_batch_run(sp, st, "delete finished message", msg_id);
-}
-
-int spool_message_gc(spool *sp, const char *msg_id)
-{
-    if (spool_batch_write(sp) < 0) return -1;
-    return spool_gc_message(sp, msg_id);
-}
-
-int spool_update_rcpt(spool *sp, int64_t rowid, spool_rcpt_state state, int attempts,
-                      int64_t next_attempt_ms, const char *last_reply)
-{
-    char key[32];
-    snprintf(key, sizeof key, "%" PRId64, rowid);
-    if (spool_batch_write(sp) < 0) return -1;
-
-    sqlite3_stmt *st = sp->st[ST_UPD_RCPT];
-    sqlite3_bind_int64(st, 1, rowid);
-    sqlite3_bind_int(st, 2, (int)state);
-    sqlite3_bind_int(st, 3, attempts);
-    sqlite3_bind_int64(st, 4, next_attempt_ms);
-    if (last_reply)
-        sqlite3_bind_text(st, 5, last_reply, -1, SQLITE_STATIC);
-    else
-        sqlite3_bind_null(st, 5);
-
-    char *msg_id = NULL;
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-        if (!msg_id) msg_id = spool_col_strdup(st, 0);
-    if (rc != SQLITE_DONE) {
-        spool_note_error(sp, "update recipient", key);
-        spool_stmt_done(st);
-        spool_fail_batch(sp);
-        free(msg_id);
-        return -1;
-    }
-    spool_stmt_done(st);
-    if (!msg_id) {
-        spool_set_last_err(
-            sp, util_asprintf("spool %s: update recipient %s: no such recipient", sp->path, key));
-        spool_fail_batch(sp);
-        return -1;
-    }
-    rc = 0;
-    if (state == SPOOL_RCPT_DELIVERED || state == SPOOL_RCPT_BOUNCED)
-        rc = spool_gc_message(sp, msg_id);
-    free(msg_id);
-    return rc;
-}
-
-int spool_add_event(spool *sp, const char *set, const char *json)
-{
-    if (spool_batch_write(sp) < 0) return -1;
-    sqlite3_stmt *st = sp->st[ST_ADD_EVENT];
-    spool_bind_str(st, 1, set);
-    spool_bind_str(st, 2, json);
-    return spool_batch_run(sp, st, "add event for set", set);
-}
-
-int spool_delete_events(spool *sp, int64_t upto)
-{
-    if (spool_batch_write(sp) < 0) return -1;
-    sqlite3_stmt *st = sp->st[ST_DEL_EVENTS];
-    sqlite3_bind_int64(st, 1, upto);
-    return spool_batch_run(sp, st, "delete events", NULL);
-}
-
-int spool_suppression_put(spool *sp, const char *address, const char *reason, int64_t now_ms)
-{
-    if (spool_batch_write(sp) < 0) return -1;
-    char *lc = util_strdup(address ? address : "");
-    util_lowercase(lc);
-    sqlite3_stmt *st = sp->st[ST_SUPP_PUT];
-    sqlite3_bind_text(st, 1, lc, -1, SQLITE_STATIC);
-    spool_bind_str(st, 2, reason);
-    sqlite3_bind_int64(st, 3, now_ms);
-    int rc = spool_batch_run(sp, st, "suppress", lc);
-    free(lc);
-    return rc;
-}
-
-int spool_suppression_delete(spool *sp, const char *address, bool *existed)
-{
-    if (existed) *existed = false;
-    if (spool_batch_write(sp) < 0) return -1;
-    char *lc = util_strdup(address ? address : "");
-    util_lowercase(lc);
-    sqlite3_stmt *st = sp->st[ST_SUPP_DEL];
-    sqlite3_bind_text(st, 1, lc, -1, SQLITE_STATIC);
-    int rc = spool_batch_run(sp, st, "unsuppress", lc);
-    if (rc == 0 && existed) *existed = sqlite3_changes(sp->db) > 0;
-    free(lc);
-    return rc;
-}
-
-int spool_kv_put(spool *sp, const char *key, const char *value)
-{
-    if (spool_batch_write(sp) < 0) return -1;
-    sqlite3_stmt *st = sp->st[ST_KV_PUT];
-    spool_bind_str(st, 1, key);
-    spool_bind_str(st, 2, value);
-    return spool_batch_run(sp, st, "store value", key);
-}
-
-int spool_stats_add(spool *sp, int64_t bucket_ms, int64_t attempts, int64_t bounces,
-                    int64_t complaints, int64_t rejects)
-{
-    if (spool_batch_write(sp) < 0) return -1;
-    sqlite3_stmt *st = sp->st[ST_STATS_ADD];
-    sqlite3_bind_int64(st, 1, bucket_ms);
-    sqlite3_bind_int64(st, 2, attempts);
-    sqlite3_bind_int64(st, 3, bounces);
-    sqlite3_bind_int64(st, 4, complaints);
-    sqlite3_bind_int64(st, 5, rejects);
-    return spool_batch_run(sp, st, "add send statistics", NULL);
 }

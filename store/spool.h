@@ -1,16 +1,36 @@
 /* spool.h — the durable queue: one SQLite database (WAL, synchronous=FULL) under server.spool.
  *
- * Writes use group commit. The spool keeps one write transaction open; every write call
- * (spool_add_*, spool_update_*, spool_suppression_*) runs its statement inside it at once,
- * and spool_flush() commits them all with one fsync, then runs the callbacks registered with
- * spool_on_commit() in order (ok=false and the whole batch rolled back if the commit or any
- * statement of the batch failed). kilnd calls spool_flush() once per event-loop iteration, so
- * every session whose DATA ended in that iteration shares one fsync. Nothing may be
- * acknowledged to a client before its commit callback ran with ok=true.
+ * Writes go through a commit pipeline. Every write call (spool_add_*, spool_update_*,
+ * spool_suppression_*, spool_kv_put, ...) only records the write in the "filling" batch, on
+ * the calling (loop) thread, and returns. A writer thread with its own SQLite connection
+ * commits one batch at a time: BEGIN IMMEDIATE, the batch's statements in order, COMMIT (one
+ * fsync). While it syncs, the next batch fills (at most one batch committing, one filling),
+ * so under load a batch holds everything written while the previous one synced. When a batch
+ * is finished, the callbacks registered with spool_on_commit() while it filled run on the
+ * loop thread, in order, from spool_reap() (or spool_flush()): ok=true once it is committed;
+ * ok=false with the error's text if any of its statements or its COMMIT failed, and then
+ * nothing of the batch is kept (rolled back). A batch built on top of a failed one may fail
+ * too (e.g. an update of a recipient that was never committed); it is reported the same way.
+ * Nothing may be acknowledged to a client before its commit callback ran with ok=true.
  *
- * Reads see the open batch (same connection). All functions are for the loop thread only.
- * Read callbacks may call any spool function except spool_flush/spool_close; the strings
- * they receive are valid only during the call. */
+ * Wiring: the writer calls the wake function (spool_set_wake) from its thread when a batch is
+ * finished; the daemon turns that into an ev_async on the loop, whose handler calls
+ * spool_reap(). Once per loop iteration the daemon calls spool_submit(), which hands the
+ * filling batch over if the writer is free. spool_flush() hands over and waits (start-up,
+ * shutdown, tests); spool_close() flushes and joins the writer.
+ *
+ * Reads run on the loop thread's connection and see what is committed, never what is still
+ * filling or committing (in WAL mode they never wait for the writer's fsync), with three
+ * exceptions that see the loop's own writes at once: spool_kv_get, spool_suppression_get and
+ * spool_suppression_delete's `existed` (an overlay of the values written and not committed
+ * yet), and the ids spool_add_rcpt gives out (assigned on the loop, in increasing order). A
+ * caller that must not act on a stale row (the scheduler and a recipient it has just settled)
+ * keeps its own record until the commit callback.
+ *
+ * All functions except the writer's internals are for the loop thread only. Read callbacks
+ * may call any spool function except spool_flush/spool_reap/spool_close; the strings they
+ * receive are valid only during the call. Commit callbacks may write (the writes go to a
+ * later batch) but must not call spool_flush, spool_reap or spool_close. */
 #ifndef KILN_SPOOL_H
 #define KILN_SPOOL_H
 
@@ -38,7 +58,7 @@ typedef struct spool_rcpt {
     char *domain;              /* lower-case text after the address's last '@' ("" if none) */
 } spool_rcpt;
 
-/* A message as accepted: written once by spool_add_message. */
+/* A message as accepted: written once by spool_add_message (or _take). */
 typedef struct spool_message {
     char id[80];
     int64_t created_ms;        /* wall clock */
@@ -52,19 +72,29 @@ typedef struct spool_message {
 } spool_message;
 
 /* Open (creating if needed) DIR/kiln.db. durable=false sets synchronous=OFF (tests, bench only). */
+/* Starts the writer thread (every signal blocked in it). */
 spool *spool_open(const char *dir, bool durable, char **err);
-void spool_close(spool *sp);            /* commits a pending batch first */
+/* Commits what is pending (and what its callbacks write, a few rounds), stops the writer. */
+void spool_close(spool *sp);
 
-/* ---- group-committed writes ---- */
-/* Each returns 0, or -1 after marking the batch failed (the failure is reported at flush). */
+/* ---- writes, recorded in the filling batch ----
+ * Each returns 0 once the write is recorded; whether it is committed is reported to the
+ * batch's commit callbacks (and by spool_reap/spool_flush). spool_suppression_delete
+ * returns -1 when it cannot read whether the address was listed (nothing recorded). */
+/* Copies m's strings and its data into the batch. */
 int spool_add_message(spool *sp, const spool_message *m);
+/* The same, but takes m->data (malloc'd): the batch frees it with free() after the writer
+ * wrote it (or the batch failed), so the body is never copied; the caller must not touch
+ * it after the call. m's other strings are copied. */
+int spool_add_message_take(spool *sp, const spool_message *m);
 /* Adds a recipient of message msg_id in state st (QUEUED, or DELIVERED/BOUNCED for ones
- * settled at acceptance: simulator, suppressed). *rowid receives its id. */
+ * settled at acceptance: simulator, suppressed). *rowid receives its id at once: ids are
+ * given out in increasing order and never reused (a failed batch leaves a gap). */
 int spool_add_rcpt(spool *sp, const char *msg_id, const char *address, spool_rcpt_state st,
                    int64_t *rowid);
 /* Records an attempt's outcome for one recipient. When the message has no non-final
- * recipient left, its row and data are deleted in the same batch. An unknown rowid fails
- * the batch. */
+ * recipient left, its row and data are deleted in the same batch. A rowid unknown when the
+ * batch is committed fails the batch. */
 int spool_update_rcpt(spool *sp, int64_t rowid, spool_rcpt_state st, int attempts,
                       int64_t next_attempt_ms, const char *last_reply);
 /* Deletes message msg_id (row, data, recipients) if none of its recipients is QUEUED or
@@ -74,9 +104,12 @@ int spool_update_rcpt(spool *sp, int64_t rowid, spool_rcpt_state st, int attempt
 int spool_message_gc(spool *sp, const char *msg_id);
 /* Appends an event (JSON text) to the outbox for configuration set `set`. */
 int spool_add_event(spool *sp, const char *set, const char *json);
+/* The same, taking json (malloc'd; freed by the batch). */
+int spool_add_event_take(spool *sp, const char *set, char *json);
 /* Removes outbox rows with id <= upto. */
 int spool_delete_events(spool *sp, int64_t upto);
-/* Suppression list (addresses stored lower-case). reason: "BOUNCE" or "COMPLAINT". */
+/* Suppression list (addresses stored lower-case). reason: "BOUNCE" or "COMPLAINT".
+ * *existed: the address was listed, as the loop sees it (its own writes included). */
 int spool_suppression_put(spool *sp, const char *address, const char *reason, int64_t now_ms);
 int spool_suppression_delete(spool *sp, const char *address, bool *existed);
 /* Stores value under key in the small key-value table (replacing an older value); for
@@ -84,15 +117,30 @@ int spool_suppression_delete(spool *sp, const char *address, bool *existed);
 int spool_kv_put(spool *sp, const char *key, const char *value);
 /* Adds the counts to the send-statistics bucket starting at bucket_ms (created at zero if
  * absent). Buckets older than 14 days by the wall clock are pruned at open and, at most
- * once a minute, inside a flushed batch. */
+ * once a minute, inside a committed batch. */
 int spool_stats_add(spool *sp, int64_t bucket_ms, int64_t attempts, int64_t bounces,
                     int64_t complaints, int64_t rejects);
 
+/* ---- the commit pipeline ---- */
 typedef void (*spool_commit_cb)(void *arg, bool ok, const char *err);
-/* Runs cb after the batch holding every write made so far is committed (or failed). */
+/* Runs cb (on the loop thread, from spool_reap or spool_flush) once every write made so far
+ * is committed (ok=true), or once the batch holding the last of them failed. */
 void spool_on_commit(spool *sp, spool_commit_cb cb, void *arg);
-/* Commits the open batch (no-op if empty) and runs its callbacks. Returns 0 or -1. */
+/* wake(arg) is called on the writer thread each time a batch is finished (NULL: never).
+ * It must only wake the loop (ev_async_send); the loop then calls spool_reap. */
+void spool_set_wake(spool *sp, void (*wake)(void *arg), void *arg);
+/* Never blocks: hands the filling batch to the writer if it is free (a batch with only
+ * callbacks and nothing in flight completes at once, running them). */
+void spool_submit(spool *sp);
+/* Never blocks: if the batch with the writer is finished, hands the filling one over and
+ * runs the finished batch's callbacks. 0, or -1 if that batch failed (spool_errmsg has
+ * the text). */
+int spool_reap(spool *sp);
+/* Hands over what is filling and waits until it and everything before it is committed (or
+ * failed), running the callbacks. Writes the callbacks make go to a later batch, which is
+ * not waited for. 0, or -1 if a batch failed. */
 int spool_flush(spool *sp);
+/* A batch is filling (writes or callbacks) or with the writer. */
 bool spool_has_pending(const spool *sp);
 
 /* ---- reads ---- */
@@ -147,7 +195,8 @@ int spool_count_by(spool *sp, spool_count_cb cb, void *arg);
 typedef void (*spool_sent_cb)(void *arg, int64_t created_ms, unsigned count);
 int spool_each_sent_since(spool *sp, int64_t since_ms, spool_sent_cb cb, void *arg);
 
-/* Suppression reads. *reason (may be NULL) receives a malloc'd copy. */
+/* Suppression reads. *reason (may be NULL) receives a malloc'd copy. spool_suppression_get
+ * sees the loop's uncommitted writes; spool_suppression_each lists what is committed. */
 int spool_suppression_get(spool *sp, const char *address, bool *found, char **reason,
                           int64_t *updated_ms);
 typedef void (*spool_suppression_cb)(void *arg, const char *address, const char *reason,
@@ -164,7 +213,7 @@ int spool_each_event_bytes(spool *sp, int64_t after, size_t max, size_t max_byte
                            spool_event_cb cb, void *arg);
 
 /* The value stored under key (malloc'd) in *value, or NULL if there is none. 0, or -1 on
- * a read error (*value NULL). Sees the open batch. */
+ * a read error (*value NULL). Sees the loop's uncommitted writes. */
 int spool_kv_get(spool *sp, const char *key, char **value);
 
 /* Send-statistics buckets with bucket_ms >= since_ms, oldest first. */

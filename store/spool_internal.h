@@ -1,10 +1,14 @@
-/* spool_internal.h — what spool.c (connection, schema, statements, the batch, writes) and
- * spool_read.c (reads) share: the prepared-statement table, struct spool and the statement
- * helpers. Nothing outside store/ includes this file. */
+/* spool_internal.h — what the spool's files share: spool.c (connections, schema, statements,
+ * open/close), spool_write.c (the loop's side of the writes: batches of recorded operations,
+ * the commit pipeline, commit callbacks), spool_writer.c (the writer thread that runs a batch
+ * on its own connection), spool_overlay.c (values written but not committed yet) and
+ * spool_read.c (reads). Nothing outside store/ includes this file. */
 #ifndef KILN_SPOOL_INTERNAL_H
 #define KILN_SPOOL_INTERNAL_H
 
+#include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <sqlite3.h>
@@ -17,8 +21,11 @@
 /* The columns spool_read_rcpt() expects, in its order. */
 #define SPOOL_RCPT_COLUMNS \
     "id, msg_id, address, state, attempts, next_attempt_ms, last_reply, domain"
+#define SPOOL_BLOB_INCREMENTAL (64 * 1024) /* messages this large are written piecewise */
+#define SPOOL_PRUNE_EVERY_MS (60LL * 1000)
 
-/* Every statement, prepared once at open. */
+/* Every statement. The reads are prepared once at open on the loop's connection, the writes
+ * (spool_sql_writes) on the writer's. */
 enum {
     ST_BEGIN,
     ST_COMMIT,
@@ -54,29 +61,188 @@ enum {
     ST__COUNT
 };
 
+extern const char *const spool_sql[ST__COUNT];
+/* true for the statements the writer runs (prepared on its connection only). */
+extern const bool spool_sql_writes[ST__COUNT];
+
 typedef struct spool_cb_entry {
     spool_commit_cb cb;
     void *arg;
 } spool_cb_entry;
 
-struct spool {
-    sqlite3 *db;
-    char *path;                   /* DIR/kiln.db, for error texts */
-    sqlite3_stmt *st[ST__COUNT];
-    /* the batch */
-    bool dirty;                   /* a write was attempted since the last flush */
-    bool in_txn;                  /* BEGIN IMMEDIATE succeeded */
-    bool failed;                  /* a statement of the batch failed */
-    char *batch_err;              /* first failure's text */
+/* ---- a batch: the writes of some loop iterations, recorded for the writer ---- */
+
+typedef enum spool_op_kind {
+    SPOOL_OP_ADD_MSG,
+    SPOOL_OP_ADD_RCPT,
+    SPOOL_OP_UPD_RCPT,
+    SPOOL_OP_GC_MSG,
+    SPOOL_OP_ADD_EVENT,
+    SPOOL_OP_DEL_EVENTS,
+    SPOOL_OP_SUPP_PUT,
+    SPOOL_OP_SUPP_DEL,
+    SPOOL_OP_KV_PUT,
+    SPOOL_OP_STATS_ADD,
+} spool_op_kind;
+
+/* One recorded write. Strings live in the batch's arena, except `owned` (a message body or
+ * an event handed over with a _take call), which the batch frees when it is recycled. */
+typedef struct spool_op {
+    spool_op_kind kind;
+    void *owned;
+    union {
+        struct {
+            const char *id, *config_set, *mail_from, *client_ip, *mail_json, *data;
+            size_t data_len;
+            int64_t created_ms;
+            unsigned quota_count;
+        } msg;
+        struct {
+            int64_t id;
+            const char *msg_id, *address;
+            int state;
+        } rcpt;
+        struct {
+            int64_t id, next_ms;
+            int state, attempts;
+            const char *last_reply;   /* NULL: SQL NULL */
+        } upd;
+        struct {
+            const char *msg_id;
+        } gc;
+        struct {
+            const char *set, *json;
+        } event;
+        struct {
+            int64_t upto;
+        } del_events;
+        struct {
+            const char *address, *reason;   /* address lower-case */
+            int64_t at_ms;
+        } supp;
+        struct {
+            const char *key, *value;
+        } kv;
+        struct {
+            int64_t bucket_ms, attempts, bounces, complaints, rejects;
+        } stats;
+    } u;
+} spool_op;
+
+/* Bump allocation for a batch's copied strings: one chunk list, kept (the first chunk) and
+ * reused when the batch is recycled, so a steady load allocates nothing per write. */
+typedef struct spool_arena_chunk {
+    struct spool_arena_chunk *next;
+    size_t used, cap;
+    char buf[];
+} spool_arena_chunk;
+
+typedef struct spool_arena {
+    spool_arena_chunk *head;
+} spool_arena;
+
+/* Keys of the overlays (spool_overlay below) a batch wrote: dropped from them when the batch
+ * is reaped, unless a later batch wrote the key again. */
+typedef struct spool_touch {
+    bool supp;                 /* the suppression overlay (else kv) */
+    const char *key;           /* in the batch's arena */
+} spool_touch;
+
+typedef struct spool_batch {
+    uint64_t seq;              /* batches are handed over and reaped in this order */
+    spool_op *ops;
+    size_t nops, capops;
     spool_cb_entry *cbs;
     size_t ncbs, capcbs;
-    /* housekeeping */
+    spool_touch *touched;
+    size_t ntouched, captouched;
+    spool_arena arena;
+    /* the writer's result */
+    bool ok;
+    char *err;                 /* malloc'd error text when !ok */
+} spool_batch;
+
+/* ---- values written but not committed yet (spool_overlay.c) ---- */
+
+/* An entry: the last uncommitted write of a key (a kv value, or a suppression put or
+ * delete) and the batch that holds it. */
+typedef struct spool_ov_entry {
+    char *key;                 /* NULL: empty slot */
+    char *value;               /* kv value or suppression reason; NULL when deleted */
+    int64_t at_ms;             /* suppression: updated_ms */
+    uint64_t seq;              /* the batch of the last write */
+} spool_ov_entry;
+
+typedef struct spool_overlay {
+    spool_ov_entry *v;         /* open addressing, linear probing */
+    size_t n, cap;
+} spool_overlay;
+
+/* Records the write of key (value NULL: deleted) in batch seq, replacing an older entry. */
+void spool_overlay_put(spool_overlay *o, const char *key, const char *value, int64_t at_ms,
+                       uint64_t seq);
+/* The entry of key, or NULL if no uncommitted batch wrote it. */
+const spool_ov_entry *spool_overlay_get(const spool_overlay *o, const char *key);
+/* Batch seq was reaped: drops key's entry if no later batch wrote it. */
+void spool_overlay_settle(spool_overlay *o, const char *key, uint64_t seq);
+void spool_overlay_free(spool_overlay *o);
+
+/* ---- the writer thread (spool_writer.c) ---- */
+
+typedef struct spool_writer {
+    sqlite3 *db;               /* its own connection: only the writer thread uses it */
+    sqlite3_stmt *st[ST__COUNT];   /* the write statements (spool_sql_writes) */
+    const char *path;          /* the spool's, for error texts */
     int64_t last_prune_mono;
+    pthread_t thread;
+    bool started;
+    /* shared with the loop thread, under mu */
+    pthread_mutex_t mu;
+    pthread_cond_t work;       /* a batch was handed over, or stop */
+    pthread_cond_t done;       /* the batch handed over is finished */
+    spool_batch *job;          /* handed over and not reaped yet */
+    bool job_done;
+    bool stop;
+    void (*wake)(void *arg);
+    void *wake_arg;
+} spool_writer;
+
+/* Prunes sends older than 24 h and stats buckets older than 14 days (wall clock) on the
+ * writer's connection, outside a batch (at open, before the thread starts). 0 or -1. */
+int spool_writer_prune(spool_writer *w, char **err);
+/* Starts the thread on w (db and statements ready). 0, or -1 with *err set. */
+int spool_writer_start(spool_writer *w, char **err);
+/* Stops and joins the thread (the batch handed over, if any, is finished first). */
+void spool_writer_stop(spool_writer *w);
+/* Hands b over (the writer must be free). */
+void spool_writer_submit(spool_writer *w, spool_batch *b);
+/* The finished batch, or NULL while it is still running (never blocks). */
+spool_batch *spool_writer_take_done(spool_writer *w);
+/* Waits until the batch handed over is finished. */
+void spool_writer_wait(spool_writer *w);
+
+/* ---- the spool ---- */
+
+struct spool {
+    sqlite3 *db;                  /* the loop's connection: reads only (after open) */
+    char *path;                   /* DIR/kiln.db, for error texts */
+    sqlite3_stmt *st[ST__COUNT];  /* the read statements */
     char *last_err;               /* last error text of any operation */
+    /* the commit pipeline (spool_write.c) */
+    spool_batch *filling;         /* takes the writes now */
+    spool_batch *inflight;        /* handed to the writer and not reaped yet, or NULL */
+    spool_batch *spare;           /* a recycled batch, or NULL */
+    uint64_t next_seq;
+    uint64_t reaped_seq;          /* batches up to this one have run their callbacks */
+    int64_t next_rcpt_id;         /* recipient ids are given out here, in order */
+    spool_overlay kv, supp;       /* kv values and suppression entries not committed yet */
+    spool_writer w;
 };
 
+/* spool.c */
 /* Records the text of the last error: "spool PATH: what key: SQLite's message". */
 void spool_note_error(spool *sp, const char *what, const char *key);
+void spool_set_last_err(spool *sp, char *msg);   /* takes msg */
 /* The cached statement, or a fresh one if the cached one is still stepping (a read called
  * from inside another read's callback). *temp tells spool_stmt_release to finalize it. */
 sqlite3_stmt *spool_stmt_acquire(spool *sp, int which, bool *temp);
@@ -85,5 +251,15 @@ void spool_bind_str(sqlite3_stmt *st, int i, const char *s);
 /* Column text, never NULL; valid until the statement steps again. */
 const char *spool_col_text(sqlite3_stmt *st, int i);
 char *spool_col_strdup(sqlite3_stmt *st, int i);
+
+/* spool_write.c */
+void spool_pipeline_init(spool *sp);
+void spool_pipeline_free(spool *sp);   /* after the writer stopped */
+/* Uncommitted writes seen by the reads: true if the overlay answers for key (then *value
+ * is a malloc'd copy, or NULL if nothing is stored). */
+bool spool_pending_kv(spool *sp, const char *key, char **value);
+/* The same for the suppression entry of lower-case address lc. */
+bool spool_pending_suppression(spool *sp, const char *lc, bool *found, char **reason,
+                               int64_t *updated_ms);
 
 #endif

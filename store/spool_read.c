@@ -1,8 +1,9 @@
 /* spool_read.c — the spool's reads (see spool.h): a stored message, pending and due
  * recipients in rowid pages, counts, the 24 h send history, the suppression list, the event
- * outbox, kv values and send statistics. Every read runs on the one connection outside or
- * inside the open batch (so it sees the batch's own writes) and may be called from inside
- * another read's callback. */
+ * outbox, kv values and send statistics. Every read runs on the loop's connection and sees
+ * what is committed (spool_kv_get and spool_suppression_get first look at the writes not
+ * committed yet, spool_write.c's overlay); a read may be called from inside another read's
+ * callback. */
 #include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
@@ -208,6 +209,11 @@ int spool_suppression_get(spool *sp, const char *address, bool *found, char **re
     if (!st) return -1;
     char *lc = util_strdup(address ? address : "");
     util_lowercase(lc);
+    if (spool_pending_suppression(sp, lc, found, reason, updated_ms)) {
+        spool_stmt_release(st, temp);
+        free(lc);
+        return 0;
+    }
     sqlite3_bind_text(st, 1, lc, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
@@ -260,6 +266,7 @@ int spool_each_event_bytes(spool *sp, int64_t after, size_t max, size_t max_byte
 int spool_kv_get(spool *sp, const char *key, char **value)
 {
     *value = NULL;
+    if (spool_pending_kv(sp, key, value)) return 0;
     bool temp;
     sqlite3_stmt *st = spool_stmt_acquire(sp, ST_KV_GET, &temp);
     if (!st) return -1;

@@ -119,9 +119,9 @@ static void stats_count_row(void *arg, int64_t id, const char *set, const char *
     if (id <= p->upto) stats_count_event(p->sp, json);
 }
 
-int stats_count_outbox(spool *sp, int64_t upto)
+int stats_count_outbox(spool *sp, int64_t after, int64_t upto)
 {
-    outbox_page p = {sp, upto, 0, 0};
+    outbox_page p = {sp, upto, after, 0};
     for (;;) {
         p.n = 0;
         if (spool_each_event(sp, p.last, STATS_OUTBOX_PAGE, stats_count_row, &p) < 0) return -1;

@@ -35,9 +35,11 @@ bool stats_parse_event(const char *json, stats_counts *out);
  * event is counted exactly once, also across crashes. */
 void stats_count_event(struct spool *sp, const char *json);
 
-/* Counts every outbox row with id <= upto (what spool_delete_events(sp, upto) removes):
- * call it just before that delete, in the same batch. 0, or -1 on a read error (the
- * caller must then not delete the rows either). */
-int stats_count_outbox(struct spool *sp, int64_t upto);
+/* Counts every outbox row with after < id <= upto (what spool_delete_events(sp, upto)
+ * removes, after being the upto of the caller's previous delete: reads see committed rows
+ * only, so rows whose delete is still in flight must not be counted again): call it just
+ * before that delete, in the same batch. 0, or -1 on a read error (the caller must then not
+ * delete the rows either). */
+int stats_count_outbox(struct spool *sp, int64_t after, int64_t upto);
 
 #endif

@@ -1,6 +1,7 @@
 /* test_spool.c — unit tests of the SQLite spool: persistence across reopen, group commit
  * (one batch, callbacks in order, a failed statement fails the whole batch, callbacks that
- * write go to the next batch, a batch never flushed is lost in a crash), deletion of finished
+ * write go to the next batch, a batch never flushed is lost in a crash, reads see only
+ * committed rows), deletion of finished
  * messages, the recipient, sends, suppression, event and send-statistics queries (stats
  * buckets add up and are pruned after 14 days), the key-value table (also added to a spool
  * written before it existed), paging of due recipients, the next retry time, counts
@@ -303,13 +304,14 @@ START_TEST(test_group_commit_100)
         slots[i] = (commit_slot){log, i};
         spool_on_commit(sp, on_commit, &slots[i]);
     }
-    /* Nothing is acknowledged before the flush, but reads already see the batch. */
+    /* Nothing is acknowledged before the flush, and reads see only what is committed. */
     ck_assert(spool_has_pending(sp));
     ck_assert_uint_eq(log->n, 0);
-    ck_assert(msg_exists(sp, "msg-042"));
+    ck_assert(!msg_exists(sp, "msg-042"));
 
     ck_assert_int_eq(spool_flush(sp), 0);
     ck_assert(!spool_has_pending(sp));
+    ck_assert(msg_exists(sp, "msg-042"));
     ck_assert_uint_eq(log->n, 100);
     for (int i = 0; i < 100; i++) {
         ck_assert_int_eq(log->order[i], i);
@@ -400,21 +402,22 @@ START_TEST(test_failed_statement_fails_batch)
     add_msg(sp, "dup", now, 1);
     ck_assert_int_eq(spool_flush(sp), 0);
 
-    /* A batch: good writes, then a duplicate id, then more writes. */
+    /* A batch: good writes, then a duplicate id, then more writes. The writes are only
+     * recorded (0); the failure shows when the writer runs the batch. */
     add_msg(sp, "good-1", now, 1);
     ck_assert_int_eq(spool_add_rcpt(sp, "good-1", "a@example.test", SPOOL_RCPT_QUEUED, NULL), 0);
     ck_assert_int_eq(spool_add_event(sp, "marketing", "{}"), 0);
     spool_on_commit(sp, on_commit, &s[0]);
     spool_message m = make_msg("dup", now, "z", 1, 1);
-    ck_assert_int_eq(spool_add_message(sp, &m), -1);
-    ck_assert_ptr_nonnull(strstr(spool_errmsg(sp), dir));
+    ck_assert_int_eq(spool_add_message(sp, &m), 0);
     spool_on_commit(sp, on_commit, &s[1]);
     m = make_msg("good-2", now, "z", 1, 1);
-    ck_assert_int_eq(spool_add_message(sp, &m), -1);
-    ck_assert_int_eq(spool_suppression_put(sp, "x@example.test", "BOUNCE", now), -1);
+    ck_assert_int_eq(spool_add_message(sp, &m), 0);
+    ck_assert_int_eq(spool_suppression_put(sp, "x@example.test", "BOUNCE", now), 0);
     spool_on_commit(sp, on_commit, &s[2]);
 
     ck_assert_int_eq(spool_flush(sp), -1);
+    ck_assert_ptr_nonnull(strstr(spool_errmsg(sp), dir));
     ck_assert_uint_eq(log->n, 3);
     for (int i = 0; i < 3; i++) {
         ck_assert_int_eq(log->order[i], i);
@@ -547,8 +550,9 @@ START_TEST(test_update_rcpt_deletes_finished_message)
 
     /* The last pending recipient settles: the message and its recipients go, same batch. */
     ck_assert_int_eq(spool_update_rcpt(sp, r[1], SPOOL_RCPT_DELIVERED, 2, 0, "250 ok"), 0);
-    ck_assert(!msg_exists(sp, "m1"));
+    ck_assert(msg_exists(sp, "m1"));   /* not committed yet */
     ck_assert_int_eq(spool_flush(sp), 0);
+    ck_assert(!msg_exists(sp, "m1"));
     spool_close(sp);
     sp = open_ok(dir);
     ck_assert(!msg_exists(sp, "m1"));
@@ -561,8 +565,10 @@ START_TEST(test_update_rcpt_deletes_finished_message)
     add_msg(sp, "sim", now, 1);
     ck_assert_int_eq(spool_add_rcpt(sp, "sim", "success@simulator.amazonses.com",
                                     SPOOL_RCPT_DELIVERED, NULL), 0);
+    ck_assert_int_eq(spool_flush(sp), 0);
     ck_assert(msg_exists(sp, "sim"));
     ck_assert_int_eq(spool_message_gc(sp, "sim"), 0);
+    ck_assert_int_eq(spool_flush(sp), 0);
     ck_assert(!msg_exists(sp, "sim"));
     add_msg(sp, "mixed", now, 2);
     ck_assert_int_eq(spool_add_rcpt(sp, "mixed", "bounce@simulator.amazonses.com",
@@ -575,10 +581,10 @@ START_TEST(test_update_rcpt_deletes_finished_message)
     ck_assert(msg_exists(sp, "mixed"));
     ck_assert(!msg_exists(sp, "sim"));
 
-    /* An unknown recipient id fails the batch. */
+    /* An unknown recipient id fails the batch (when the writer runs it). */
     commit_log *log = util_calloc(1, sizeof *log);
     commit_slot s = {log, 0};
-    ck_assert_int_eq(spool_update_rcpt(sp, 999999, SPOOL_RCPT_DELIVERED, 1, 0, NULL), -1);
+    ck_assert_int_eq(spool_update_rcpt(sp, 999999, SPOOL_RCPT_DELIVERED, 1, 0, NULL), 0);
     spool_on_commit(sp, on_commit, &s);
     ck_assert_int_eq(spool_flush(sp), -1);
     ck_assert_uint_eq(log->n, 1);
@@ -688,12 +694,14 @@ START_TEST(test_read_callbacks_may_read_and_write)
     ck_assert_int_eq(spool_add_rcpt(sp, "B", "b1@x.test", SPOOL_RCPT_QUEUED, NULL), 0);
     ck_assert_int_eq(spool_flush(sp), 0);
 
+    /* The updates made in the callbacks are recorded for the next commit: the reads inside
+     * the iteration still see every committed row. */
     recover_ctx c = {.sp = sp};
     ck_assert_int_eq(spool_each_pending_rcpt(sp, NULL, recover_rcpt, &c), 0);
     ck_assert_int_eq(c.seen, 3);
     ck_assert(c.loaded);
-    ck_assert_int_eq(c.nested_rows, 2 + 1 + 1); /* A: a1,a2 then a2; B: b1 */
-    ck_assert_int_eq(c.nested_all, 3 + 2 + 1);   /* one fewer each time */
+    ck_assert_int_eq(c.nested_rows, 2 + 2 + 1); /* A: a1,a2 twice; B: b1 */
+    ck_assert_int_eq(c.nested_all, 3 + 3 + 3);
     ck_assert_int_eq(spool_flush(sp), 0);
     ck_assert(!msg_exists(sp, "A"));
     ck_assert(!msg_exists(sp, "B"));
@@ -788,18 +796,21 @@ START_TEST(test_due_pages)
     ck_assert_int_eq(l->rowid[3], q3);
     free(l);
 
-    /* limit 0 reads nothing; a recipient added now comes on a later page (the open batch
-     * is visible to reads). */
+    /* limit 0 reads nothing; a recipient added now comes on a later page once it is
+     * committed (not before). */
     l = due_page(sp, due, 0, 0);
     ck_assert_uint_eq(l->n, 0);
     free(l);
     int64_t q4;
     ck_assert_int_eq(spool_add_rcpt(sp, "B", "new@x.test", SPOOL_RCPT_QUEUED, &q4), 0);
     l = due_page(sp, due, q3, 10);
+    ck_assert_uint_eq(l->n, 0);
+    free(l);
+    ck_assert_int_eq(spool_flush(sp), 0);
+    l = due_page(sp, due, q3, 10);
     ck_assert_uint_eq(l->n, 1);
     ck_assert_int_eq(l->rowid[0], q4);
     free(l);
-    ck_assert_int_eq(spool_flush(sp), 0);
     spool_close(sp);
     free(dir);
 }
@@ -898,14 +909,16 @@ START_TEST(test_next_due)
     ck_assert_int_eq(spool_next_due_ms(sp, &next), 0);   /* QUEUED ones do not count */
     ck_assert_int_eq(spool_update_rcpt(sp, r2, SPOOL_RCPT_DEFERRED, 1, now + 5000, "451"), 0);
     ck_assert_int_eq(spool_update_rcpt(sp, r3, SPOOL_RCPT_DEFERRED, 1, now + 3000, "451"), 0);
+    ck_assert_int_eq(spool_flush(sp), 0);
     ck_assert_int_eq(spool_next_due_ms(sp, &next), 1);
     ck_assert_int_eq(next, now + 3000);
-    ck_assert_int_eq(spool_flush(sp), 0);
     /* The earliest one settles: the next earliest is reported. */
     ck_assert_int_eq(spool_update_rcpt(sp, r3, SPOOL_RCPT_BOUNCED, 2, 0, "550"), 0);
+    ck_assert_int_eq(spool_flush(sp), 0);
     ck_assert_int_eq(spool_next_due_ms(sp, &next), 1);
     ck_assert_int_eq(next, now + 5000);
     ck_assert_int_eq(spool_update_rcpt(sp, r2, SPOOL_RCPT_DELIVERED, 2, 0, "250"), 0);
+    ck_assert_int_eq(spool_flush(sp), 0);
     ck_assert_int_eq(spool_next_due_ms(sp, &next), 0);
     ck_assert_int_eq(next, 0);
     ck_assert_int_eq(spool_flush(sp), 0);
