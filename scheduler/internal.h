@@ -28,6 +28,10 @@ struct scheduler {
     queue_fair ready;           /* the sets' ready jobs (sched_job.rlink) */
     queue_heap deferred;        /* deferred jobs by due_ms */
     queue_idset mem;            /* spool rowids of the recipients held in memory */
+    queue_idset settling;       /* rowids that left memory (settled, or evicted deferred)
+                                   whose spool update is not committed yet: the spool still
+                                   shows them pending, so pages pass over them (settle.c) */
+    struct sched_hold *holds;   /* the commit callbacks that release them */
     queue_pager pager;          /* which recipients are read from the spool, and when */
     ev_timer page_timer;        /* a sweep for deferred ones comes due, or a retry */
     int64_t page_at_ms;         /* when page_timer fires (0: not armed) */
@@ -76,6 +80,11 @@ bool sched_dest_blocked(const sched_dest *d, int64_t now);
 void sched_save_pools(scheduler *s);     /* in the spool batch, if it changed */
 void sched_pools_load(scheduler *s);     /* makes s->pools: the config's IPs, then the spool's */
 void sched_pools_reload(scheduler *s);   /* lease / release after a reload */
+
+/* settle.c: rowids leaving memory are held in s->settling until the spool batch holding
+ * their update is committed (or failed); scheduler_free detaches the pending callbacks. */
+void sched_hold_rows(scheduler *s, const int64_t *rowids, size_t n);
+void sched_holds_detach(scheduler *s);
 
 /* load.c */
 int64_t sched_page_in(scheduler *s);

@@ -3,7 +3,8 @@
  * the policy is described in scheduler.c's file comment).
  *
  * Promises: no recipient is ever held twice (the rowids in memory are kept in a set and
- * passed over); pages read only rows known to be committed; a read error leaves the
+ * passed over, and so are those settled whose spool update is not committed yet: the
+ * spool's reads show them still pending); pages read only rows known to be committed; a read error leaves the
  * recipients in the spool and paging is tried again; at most SCHED_PAGE_MAX recipients
  * are read per scheduling pass, so the loop is never held up long. Recipients are grouped
  * by (message, domain) into jobs of the message's configuration set, ready or deferred. */
@@ -31,6 +32,7 @@ typedef struct load_acc {
     load_rcpt *v;
     size_t n, cap;
     const queue_idset *skip;    /* rows already in memory: passed over */
+    const queue_idset *held;    /* rows settled and not committed yet: passed over too */
     int64_t max_rowid;          /* rows after this are not read (not known committed) */
     int64_t last_rowid;         /* the last row read or passed over */
     int64_t min_seen, max_seen; /* rowids of the rows read or passed over */
@@ -50,6 +52,7 @@ static void load_on_rcpt(void *arg, const spool_rcpt *r)
     if (!a->min_seen || r->rowid < a->min_seen) a->min_seen = r->rowid;
     if (r->rowid > a->max_seen) a->max_seen = r->rowid;
     if (a->skip && queue_idset_has(a->skip, r->rowid)) return;
+    if (a->held && queue_idset_has(a->held, r->rowid)) return;
     if (a->n == a->cap) {
         a->cap = a->cap ? a->cap * 2 : 64;
         a->v = util_realloc(a->v, a->cap * sizeof *a->v);
@@ -188,7 +191,8 @@ int64_t sched_page_in(scheduler *s)
     while (total < SCHED_PAGE_MAX &&
            queue_pager_plan(&s->pager, sched_in_mem(s), now, spool_has_pending(sp), &pg)) {
         if (pg.limit > (size_t)(SCHED_PAGE_MAX - total)) pg.limit = (size_t)(SCHED_PAGE_MAX - total);
-        load_acc a = {.skip = &s->mem, .max_rowid = pg.max_rowid, .last_rowid = pg.after_rowid};
+        load_acc a = {.skip = &s->mem, .held = &s->settling, .max_rowid = pg.max_rowid,
+                      .last_rowid = pg.after_rowid};
         bool at_end = false;
         while (a.n < pg.limit) {
             size_t want = pg.limit - a.n, seen = a.nseen;
@@ -253,7 +257,7 @@ void sched_arm_page_timer(scheduler *s, int64_t now)
  * to the pager. */
 void sched_load_message(scheduler *s, const char *msg_id)
 {
-    load_acc a = {.skip = &s->mem, .max_rowid = INT64_MAX};
+    load_acc a = {.skip = &s->mem, .held = &s->settling, .max_rowid = INT64_MAX};
     if (spool_each_pending_rcpt(s->ctx->spool, msg_id, load_on_rcpt, &a) != 0) {
         load_acc_free(&a);
         log_write(sched_lg(s), KLOG_ERROR, "scheduler.queue",

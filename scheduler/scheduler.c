@@ -424,7 +424,14 @@ void sched_job_free(sched_job *j)
  * them again later). */
 void sched_job_forget(scheduler *s, sched_job *j)
 {
-    for (size_t i = 0; i < j->nrcpts; i++) queue_idset_remove(&s->mem, j->rcpts[i].rowid);
+    int64_t *ids = util_calloc(j->nrcpts ? j->nrcpts : 1, sizeof *ids);
+    for (size_t i = 0; i < j->nrcpts; i++) {
+        queue_idset_remove(&s->mem, j->rcpts[i].rowid);
+        ids[i] = j->rcpts[i].rowid;
+    }
+    /* an evicted deferral's DEFERRED row may not be committed yet */
+    sched_hold_rows(s, ids, j->nrcpts);
+    free(ids);
     sched_job_free(j);
 }
 
@@ -797,6 +804,7 @@ scheduler *scheduler_new(kiln_ctx *ctx, const scheduler_options *opts)
     queue_fair_init(&s->ready);
     queue_heap_init(&s->deferred);
     queue_idset_init(&s->mem);
+    queue_idset_init(&s->settling);
     sched_load_init(s, opts && opts->mem_rcpts > 0 ? opts->mem_rcpts : SCHEDULER_MEM_RCPTS_DEFAULT);
     ev_timer_init(&s->due_timer, sched_on_due, 0.0, 0.0);
     s->due_timer.data = s;
@@ -842,6 +850,8 @@ void scheduler_free(scheduler *s)
         sched_job_free(queue_heap_at(&s->deferred, i));
     queue_heap_clear(&s->deferred);
     queue_idset_clear(&s->mem);
+    sched_holds_detach(s);
+    queue_idset_clear(&s->settling);
     for (size_t i = 0; i < s->ndest_buckets; i++) {
         for (sched_dest *d = s->dests[i], *nd; d; d = nd) {
             nd = d->hnext;

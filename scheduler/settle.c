@@ -2,7 +2,14 @@
  * spool row (delivered, bounced, or deferred with its next attempt by the backoff of
  * scheduler/retry), a suppression entry when a bounce says so, one log line, and the SES
  * events (store/event.h) in the spool outbox — all in the current spool batch, which the
- * loop commits.
+ * spool's writer commits later (store/spool.h).
+ *
+ * Until that commit the spool's reads still show a settled recipient as it was (QUEUED, or
+ * DEFERRED with its old time): a page read in that window must not load it again (that
+ * would deliver it twice). So every rowid leaving memory (final here, or an evicted
+ * deferral in sched_job_forget) is held in s->settling, which the pages pass over, until
+ * the commit callback of the batch holding its update (committed or failed: either way the
+ * spool's reads then show the truth).
  *
  * Promises: a deferral past max_delivery_time becomes a Transient bounce, except that a
  * pools deferral (no IP, all at cap) is never bounced before the expiry itself; recipients
@@ -22,6 +29,50 @@
 #include "scheduler/internal.h"
 #include "store/event.h"
 #include "store/spool.h"
+
+/* One group of rowids held until a commit (see the file comment). */
+typedef struct sched_hold {
+    scheduler *s;               /* NULL once the scheduler is gone */
+    struct sched_hold *prev, *next;
+    size_t n;
+    int64_t ids[];
+} sched_hold;
+
+static void settle_hold_committed(void *arg, bool ok, const char *err)
+{
+    (void)ok;
+    (void)err;
+    sched_hold *h = arg;
+    scheduler *s = h->s;
+    if (s) {
+        for (size_t i = 0; i < h->n; i++) queue_idset_remove(&s->settling, h->ids[i]);
+        if (h->prev) h->prev->next = h->next;
+        else s->holds = h->next;
+        if (h->next) h->next->prev = h->prev;
+    }
+    free(h);
+}
+
+void sched_hold_rows(scheduler *s, const int64_t *rowids, size_t n)
+{
+    if (n == 0) return;
+    sched_hold *h = util_calloc(1, sizeof *h + n * sizeof h->ids[0]);
+    h->s = s;
+    for (size_t i = 0; i < n; i++) {
+        if (!queue_idset_add(&s->settling, rowids[i])) continue;   /* held already */
+        h->ids[h->n++] = rowids[i];
+    }
+    h->next = s->holds;
+    if (s->holds) s->holds->prev = h;
+    s->holds = h;
+    spool_on_commit(s->ctx->spool, settle_hold_committed, h);
+}
+
+void sched_holds_detach(scheduler *s)
+{
+    for (sched_hold *h = s->holds; h; h = h->next) h->s = NULL;
+    s->holds = NULL;
+}
 
 static char *settle_diagnostic(const sched_outcome *o)
 {
@@ -52,8 +103,7 @@ static void settle_events(scheduler *s, const sched_job *j, const sched_outcome 
     if (nl) {
         char *ev = events_delivery(j->msg.mail_json, src, now, now - j->msg.created_ms, list, nl,
                                    smtp_response, reporting, peer);
-        spool_add_event(ctx->spool, set, ev);
-        free(ev);
+        spool_add_event_take(ctx->spool, set, ev);
     }
     for (size_t i = 0; i < n; i++) {
         if (done[i] || out[i].cls.verdict == RETRY_DELIVERED) continue;
@@ -79,8 +129,7 @@ static void settle_events(scheduler *s, const sched_job *j, const sched_outcome 
                                        c->bounce_subtype, st, ns, reporting, peer)
                        : events_delay(j->msg.mail_json, src, now, c->delay_type, expiry, st, ns,
                                       reporting, peer);
-        spool_add_event(ctx->spool, set, ev);
-        free(ev);
+        spool_add_event_take(ctx->spool, set, ev);
         for (size_t k = 0; k < ns; k++) free(diags[k]);
     }
     free(list);
@@ -160,19 +209,23 @@ void sched_settle(scheduler *s, sched_job *j, sched_outcome *out, const char *sr
 
     settle_events(s, j, out, src, peer, now);
 
-    /* final recipients leave the job */
-    size_t keep = 0;
+    /* final recipients leave the job (held until their rows are committed) */
+    int64_t *gone = util_calloc(n ? n : 1, sizeof *gone);
+    size_t keep = 0, ngone = 0;
     for (size_t i = 0; i < n; i++) {
         if (out[i].cls.verdict == RETRY_DEFER) {
             j->rcpts[keep++] = j->rcpts[i];
         } else {
             queue_idset_remove(&s->mem, j->rcpts[i].rowid);
+            gone[ngone++] = j->rcpts[i].rowid;
             free(j->rcpts[i].address);
             free(j->rcpts[i].last_reply);
             s->nqueued--;
         }
     }
     j->nrcpts = keep;
+    sched_hold_rows(s, gone, ngone);
+    free(gone);
     free(next);
 }
 

@@ -4,7 +4,8 @@
  * executor as jobs per (message, domain); a deferral comes back at its retry time and not
  * before; a higher-priority set starts before a lower one's backlog; sets of equal
  * priority alternate; settling writes the recipients' rows and the Delivery, Bounce and
- * DeliveryDelay events; a graceful stop waits for the executor's sessions. */
+ * DeliveryDelay events; a graceful stop waits for the executor's sessions; a recipient
+ * settled while its spool update is not committed yet is never paged in again. */
 #include <check.h>
 #include <errno.h>
 #include <jansson.h>
@@ -30,6 +31,7 @@
 #define T0 INT64_C(1700000000000)
 #define RETRY_MS 300                /* retry_first_ms: short, the loop runs in real time */
 #define MAX_STARTS 64
+#define HORIZON_MS (10 * 60 * 1000)   /* SCHED_HORIZON_MS of scheduler/internal.h */
 
 /* ------------------------------------------------------------------ fixtures */
 
@@ -295,6 +297,7 @@ START_TEST(deferral_comes_back_at_its_retry_time)
     sched_outcome out = reply(451, "4.3.0", "451 4.3.0 try again later");
     sched_settle(sched, j, &out, "192.0.2.10", "198.51.100.7");
     sched_job_done(sched, j);
+    ck_assert_int_eq(spool_flush(sp), 0);   /* the spool's reads see committed rows */
 
     pend p = pending_of("m-2");
     ck_assert_uint_eq(p.n, 1);
@@ -388,6 +391,7 @@ START_TEST(settle_writes_rows_and_events)
     ck_assert_uint_eq(j->nrcpts, 1);   /* the final ones left the job */
     ck_assert_str_eq(j->rcpts[0].address, "slow@dest.example");
     sched_job_done(sched, j);
+    ck_assert_int_eq(spool_flush(sp), 0);
 
     pend p = pending_of("m-3");
     ck_assert_uint_eq(p.n, 1);
@@ -445,6 +449,7 @@ START_TEST(deferral_past_expiry_bounces)
     sched_settle(sched, j, &out, NULL, NULL);
     ck_assert_uint_eq(j->nrcpts, 0);
     sched_job_done(sched, j);
+    ck_assert_int_eq(spool_flush(sp), 0);
     ck_assert_uint_eq(pending_of("m-4").n, 0);
     evlist l;
     memset(&l, 0, sizeof l);
@@ -499,8 +504,57 @@ START_TEST(stop_waits_for_in_flight_jobs)
     ck_assert_int_eq(stop_calls, 1);
     sched_check_stop(sched);
     ck_assert_int_eq(stop_calls, 1);     /* reported once */
+    ck_assert_int_eq(spool_flush(sp), 0);
     ck_assert_uint_eq(pending_of("m-5").n, 0);
     ck_assert_uint_eq(pending_of("m-6").n, 1);   /* stays queued in the spool */
+}
+END_TEST
+
+static size_t starts_of(const char *msg_id)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < fx.nstarted; i++) n += strcmp(fx.msg_of[i], msg_id) == 0;
+    return n;
+}
+
+/* The spool's reads see committed rows only: a recipient the scheduler has settled as
+ * delivered, while that update waits for its commit, still reads as QUEUED. A sweep of the
+ * spool in that window (here: a deferred recipient makes sweeps run, and the clock is past
+ * the sweep time) must pass over it; loading it again would deliver it twice. */
+START_TEST(settled_but_uncommitted_is_not_paged_again)
+{
+    const char *ra[] = {"a@one.example"};
+    const char *rd[] = {"d@two.example"};
+    commit_message("m-a", "txn", ra, 1);
+    commit_message("m-d", "txn", rd, 1);
+    drive_until(&fx.nstarted, 2, 1000);
+    ck_assert_uint_eq(fx.nstarted, 2);
+    sched_job *ja = strcmp(fx.msg_of[0], "m-a") == 0 ? fx.started[0] : fx.started[1];
+    sched_job *jd = ja == fx.started[0] ? fx.started[1] : fx.started[0];
+    ck_assert_str_eq(jd->msg_id, "m-d");
+
+    /* d is deferred, committed: the spool has a DEFERRED row, so sweeps are due */
+    sched_outcome later = reply(451, "4.3.0", "451 4.3.0 try again later");
+    sched_settle(sched, jd, &later, "192.0.2.10", "198.51.100.7");
+    sched_job_done(sched, jd);
+    ck_assert_int_eq(spool_flush(sp), 0);
+
+    /* a is delivered; its update stays in the spool's filling batch */
+    fake_now = T0 + HORIZON_MS;
+    sched_outcome ok = reply(250, "2.0.0", "250 2.0.0 ok");
+    sched_settle(sched, ja, &ok, "192.0.2.10", "198.51.100.7");
+    sched_job_done(sched, ja);
+    ck_assert(spool_has_pending(sp));
+    ck_assert_uint_eq(pending_of("m-a").n, 1);   /* the window: the spool still shows it */
+    drive_until(&fx.nstarted, 4, 300);
+    ck_assert_uint_eq(starts_of("m-d"), 2);       /* the sweep ran: d came back when due */
+    ck_assert_uint_eq(starts_of("m-a"), 1);       /* a did not */
+
+    /* committed: the spool agrees, and a stays delivered */
+    ck_assert_int_eq(spool_flush(sp), 0);
+    ck_assert_uint_eq(pending_of("m-a").n, 0);
+    drive_until(&fx.nstarted, 4, 100);
+    ck_assert_uint_eq(starts_of("m-a"), 1);
 }
 END_TEST
 
@@ -526,6 +580,7 @@ static Suite *scheduler_suite(void)
     tcase_add_test(tc, deferral_past_expiry_bounces);
     tcase_add_test(tc, stop_waits_for_in_flight_jobs);
     tcase_add_test(tc, config_change_reaches_the_executor);
+    tcase_add_test(tc, settled_but_uncommitted_is_not_paged_again);
     suite_add_tcase(s, tc);
     return s;
 }
