@@ -4,7 +4,12 @@
  * suppression-list bounces and the SES mailbox simulator (Delivery, Bounce, Complaint, and
  * the RFC 3834 auto-reply of ooto@, queued as a new message through normal delivery).
  * After the commit the scheduler is told about queued recipients and the caller's callback
- * gets the message ID; nothing is acknowledged before that. */
+ * gets the message ID; nothing is acknowledged before that.
+ *
+ * The stored message is built in the session's DATA buffer (Received: and Message-ID:
+ * inserted in place) and handed to the spool batch as it is (spool_add_message_take): the
+ * body is never copied between DATA and the spool; the batch frees it once it is written.
+ * The events are handed over the same way. */
 #include "mta/accept.h"
 
 #include <stdint.h>
@@ -213,8 +218,7 @@ typedef struct accept_job {
 
 static void add_event(accept_job *j, char *json)
 {
-    (void)spool_add_event(j->ctx->spool, j->set, json);
-    free(json);
+    (void)spool_add_event_take(j->ctx->spool, j->set, json);
 }
 
 static void add_rcpt(accept_job *j, const char *msg_id, const char *addr, spool_rcpt_state st)
@@ -313,12 +317,12 @@ static void queue_ooto_reply(accept_job *j, const accept_in *in, const msg_heade
         .quota_count = 0,
     };
     memcpy(m.id, j->reply_id, sizeof m.id);
-    (void)spool_add_message(ctx->spool, &m);
+    message_headers_free(&hs);
+    m.data = strbuf_steal(&sb);
+    (void)spool_add_message_take(ctx->spool, &m);
     add_event(j, events_send(mail));
     add_rcpt(j, j->reply_id, in->mail_from, SPOOL_RCPT_QUEUED);
     free(mail);
-    message_headers_free(&hs);
-    strbuf_free(&sb);
 }
 
 /* Writes one recipient and the events of its outcome; true if it stays queued. An ooto
@@ -434,7 +438,7 @@ int accept_message(kiln_ctx *ctx, const accept_in *in, accept_done_cb done, void
         .quota_count = in->quota_count,
     };
     memcpy(m.id, j->id, sizeof m.id);
-    (void)spool_add_message(ctx->spool, &m);
+    (void)spool_add_message_take(ctx->spool, &m);   /* data is the batch's from here on */
     add_event(j, events_send(mail));
 
     char *rmta = events_reporting_mta(cfg);
@@ -446,7 +450,6 @@ int accept_message(kiln_ctx *ctx, const accept_in *in, accept_done_cb done, void
 
     free(rmta);
     free(mail);
-    free(data);
     message_headers_free(&hs);
     spool_on_commit(ctx->spool, on_commit, j);
     return 0;
@@ -464,11 +467,9 @@ void accept_reject(kiln_ctx *ctx, const accept_in *in, const char *reason)
     message_parse_headers(in->data, in->data_len, &hs);
     char *mail = mail_object(cfg, id, now, in->mail_from, in->rcpts, in->nrcpts, &hs, set->name,
                              in->client_ip);
-    char *ev = events_reject(mail, reason);
-    (void)spool_add_event(ctx->spool, set->name, ev);
+    (void)spool_add_event_take(ctx->spool, set->name, events_reject(mail, reason));
     log_write(ctx->log, KLOG_INFO, "message_rejected", "id=%s set=%s reason=%s", id,
               log_q(ctx->log, set->name), log_q(ctx->log, reason));
-    free(ev);
     free(mail);
     message_headers_free(&hs);
 }

@@ -1,8 +1,13 @@
 /* daemon.c — kilnd's life cycle: builds the one kiln_ctx from a config file, starts the
  * modules in data-flow order (spool, quota, events, scheduler and its delivery executor,
- * submission, control), then drops to server.user (mta/privdrop.h), runs the libev loop with the spool's group commit once per
- * iteration, applies reloads (SIGHUP, kilnctl reload) and stops gracefully on
- * SIGTERM/SIGINT. */
+ * submission, control), then drops to server.user (mta/privdrop.h), runs the libev loop,
+ * applies reloads (SIGHUP, kilnctl reload) and stops gracefully on SIGTERM/SIGINT.
+ *
+ * The spool's commit pipeline (store/spool.h) is wired here: once per loop iteration (an
+ * ev_prepare) the filling batch is handed to the spool's writer thread if it is free; the
+ * writer's wake-up is an ev_async whose handler reaps the finished batch (its commit
+ * callbacks: 250 replies, the scheduler told about new messages) on the loop thread. The
+ * loop never waits for an fsync except at start-up and at the final flush of a stop. */
 #include "mta/daemon.h"
 
 #include <errno.h>
@@ -30,11 +35,9 @@
 /* A graceful stop that has not finished by then ends anyway: in-flight deliveries stay
  * queued in the spool and are retried at the next start. */
 #define DAEMON_STOP_DEADLINE 10.0
-/* Commits per loop iteration at most (see daemon_on_prepare). */
-#define DAEMON_COMMIT_ROUNDS 8
-
 typedef struct daemon_watchers {
     ev_prepare commit;
+    ev_async committed;     /* the spool's writer finished a batch */
     ev_timer events_timer;
     ev_signal sighup, sigterm, sigint;
     ev_timer stop_deadline;
@@ -50,19 +53,43 @@ static int64_t daemon_wall_clock(void *arg)
 
 static daemon_watchers *daemon_w(kiln_ctx *ctx);
 
-/* Group commit: every write made during this loop iteration shares one COMMIT (one fsync). */
+static void daemon_log_commit_error(kiln_ctx *ctx)
+{
+    log_write(ctx->log, KLOG_ERROR, "spool.commit", "error=%s",
+              log_q(ctx->log, spool_errmsg(ctx->spool)));
+}
+
+/* Group commit: before the loop sleeps, the writes of this iteration (and of the ones
+ * since the writer took its current batch) go to the writer if it is free; otherwise they
+ * go with the next batch, handed over as soon as the current one is reaped. */
 static void daemon_on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
 {
     (void)loop;
     (void)revents;
     kiln_ctx *ctx = w->data;
-    /* Commit callbacks may write again (a bounce after a suppression check, a control reply
-     * that starts the next request): commit those too before the loop sleeps. Bounded, so a
-     * callback chain that always writes cannot starve the loop. */
-    for (int round = 0; round < DAEMON_COMMIT_ROUNDS && spool_has_pending(ctx->spool); round++)
-        if (spool_flush(ctx->spool) != 0)
-            log_write(ctx->log, KLOG_ERROR, "spool.commit", "error=%s",
-                      log_q(ctx->log, spool_errmsg(ctx->spool)));
+    spool_submit(ctx->spool);
+}
+
+/* The writer finished a batch: its callbacks run here, on the loop thread. */
+static void daemon_on_committed(struct ev_loop *loop, ev_async *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    kiln_ctx *ctx = w->data;
+    if (spool_reap(ctx->spool) != 0) daemon_log_commit_error(ctx);
+}
+
+/* On the spool's writer thread: only wakes the loop. */
+static void daemon_spool_wake(void *arg)
+{
+    kiln_ctx *ctx = arg;
+    ev_async_send(ctx->loop, &daemon_w(ctx)->committed);
+}
+
+/* Waits for every batch handed over or filling, running the callbacks (a stop, start-up). */
+static void daemon_flush(kiln_ctx *ctx)
+{
+    if (spool_flush(ctx->spool) != 0) daemon_log_commit_error(ctx);
 }
 
 static void daemon_drain_events(kiln_ctx *ctx)
@@ -106,9 +133,9 @@ static void daemon_finish(kiln_ctx *ctx)
     daemon_watchers *dw = daemon_w(ctx);
     ev_timer_stop(ctx->loop, &dw->stop_deadline);
     /* Final commit and event drain, then leave the loop. */
-    spool_flush(ctx->spool);
+    daemon_flush(ctx);
     daemon_drain_events(ctx);
-    spool_flush(ctx->spool);
+    daemon_flush(ctx);
     log_write(ctx->log, KLOG_INFO, "kilnd.stop", "result=done");
     ev_break(ctx->loop, EVBREAK_ALL);
 }
@@ -267,6 +294,10 @@ kiln_ctx *daemon_create(const char *config_path, char **err)
     }
     ctx->spool = spool_open(cfg->spool, true, err);
     if (!ctx->spool) goto fail;
+    ev_async_init(&dw->committed, daemon_on_committed);
+    dw->committed.data = ctx;
+    ev_async_start(ctx->loop, &dw->committed);
+    spool_set_wake(ctx->spool, daemon_spool_wake, ctx);
     int64_t now = kiln_now_ms(ctx);
     ctx->quota = quota_new(cfg->max_send_rate, cfg->max_24h_send, now);
     if (spool_each_sent_since(ctx->spool, now - 24 * 3600 * 1000LL, daemon_load_quota, ctx) != 0) {
@@ -339,8 +370,10 @@ void daemon_destroy(kiln_ctx *ctx)
 {
     if (!ctx) return;
     daemon_watchers *dw = ctx->loop ? daemon_w(ctx) : NULL;
+    if (ctx->spool) spool_set_wake(ctx->spool, NULL, NULL);
     if (dw && ctx->loop) {
         ev_prepare_stop(ctx->loop, &dw->commit);
+        ev_async_stop(ctx->loop, &dw->committed);
         ev_timer_stop(ctx->loop, &dw->events_timer);
         ev_timer_stop(ctx->loop, &dw->stop_deadline);
         ev_signal_stop(ctx->loop, &dw->sighup);

@@ -387,8 +387,9 @@ static int delete_done(events *ev, spool *sp)
         if (a < upto) upto = a;
     }
     if (upto <= ev->deleted) return 0;
-    /* counted in the batch that deletes them: each event counts exactly once */
-    if (stats_count_outbox(sp, upto) < 0 || spool_delete_events(sp, upto) < 0) {
+    /* counted in the batch that deletes them: each event counts exactly once (rows up to
+     * ev->deleted may still be visible: their delete may not be committed yet) */
+    if (stats_count_outbox(sp, ev->deleted, upto) < 0 || spool_delete_events(sp, upto) < 0) {
         log_write(ev->lg, KLOG_ERROR, "event_drain_error", "op=delete error=%s",
                   log_q(ev->lg, spool_errmsg(sp)));
         return -1;

@@ -926,9 +926,11 @@ static void smtp_server_data_end(smtp_session *s)
     s->commit_pending = true;
     conn_timer_stop(&s->conn);
     int rc = accept_message(s->ctx, &in, smtp_server_on_accepted, s);
-    /* accept_message took the buffer (it is empty now): its bytes go back to the budget. */
-    smtp_server_data_release(s);
+    /* accept_message took the buffer (it is empty now) and handed it to the spool's batch,
+     * which holds it until the writer thread wrote it: its bytes stay counted against the
+     * budget until the commit callback (smtp_server_free_transaction gives them back). */
     if (rc != 0) {
+        smtp_server_data_release(s);
         s->commit_pending = false;
         s->state = ST_READY;
         smtp_server_set_timer(s, SMTP_SERVER_COMMAND_TIMEOUT);
