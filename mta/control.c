@@ -159,7 +159,7 @@ static void control_pending_committed(void *arg, bool ok, const char *err)
         control_log_cmd(cl->ctl, p->cmd, p->address, e);
         /* Answer now; go on with lines that arrived meanwhile in a later loop iteration
          * (unless this runs inside control_client_process, whose loop goes on by itself). This
-         * runs inside spool_flush: writes made here would wait for the next wake-up. */
+         * runs inside spool_reap: writes made here go to the next batch. */
         if (!cl->in_process && control_client_flush(cl))
             ev_idle_start(cl->ctl->ctx->loop, &cl->resume);
     }
