@@ -706,6 +706,45 @@ START_TEST(test_drain_many)
 }
 END_TEST
 
+static void stats_sum(void *arg, int64_t bucket_ms, int64_t attempts, int64_t bounces,
+                      int64_t complaints, int64_t rejects)
+{
+    (void)bucket_ms, (void)bounces, (void)complaints, (void)rejects;
+    *(int64_t *)arg += attempts;
+}
+
+START_TEST(test_drain_counts_each_event_once)
+{
+    /* Six Send events of 1 MB: one drain reads 4 MB of them, the next drain the rest while
+     * the first drain's delete is not committed yet (the spool's reads still show those
+     * rows). Each event is counted in the send statistics exactly once. */
+    events *ev = events_new(lg);
+    char *pad = util_malloc(1024 * 1024 + 1);
+    memset(pad, 'x', 1024 * 1024);
+    pad[1024 * 1024] = '\0';
+    for (int i = 0; i < 6; i++) {
+        char *j = util_asprintf("{\"eventType\":\"Send\",\"mail\":{\"timestamp\":"
+                                "\"2023-11-14T22:13:20.000Z\",\"destination\":[\"r%d@x.test\"],"
+                                "\"pad\":\"%s\"}}", i, pad);
+        ck_assert_int_eq(spool_add_event(sp, "txn", j), 0);
+        free(j);
+    }
+    free(pad);
+    ck_assert_int_eq(spool_flush(sp), 0);
+    ck_assert_int_eq(events_drain(ev, sp, cfg), 4);
+    ck_assert_int_eq(events_drain(ev, sp, cfg), 2);   /* the first delete still pending */
+    ck_assert_int_eq(spool_flush(sp), 0);
+    int64_t attempts = 0;
+    ck_assert_int_eq(spool_stats_each(sp, 0, stats_sum, &attempts), 0);
+    ck_assert_int_eq(attempts, 6);
+    outbox o;
+    outbox_read(&o);
+    ck_assert_uint_eq(o.n, 0);
+    outbox_free(&o);
+    events_free(ev);
+}
+END_TEST
+
 START_TEST(test_drain_write_error_keeps_rows)
 {
     events *ev = events_new(lg);
@@ -1279,6 +1318,7 @@ static Suite *events_suite(void)
     tcase_add_test(tc, test_webhook_helpers);
     tcase_add_test(tc, test_drain_config_change);
     tcase_add_test(tc, test_drain_many);
+    tcase_add_test(tc, test_drain_counts_each_event_once);
     tcase_add_test(tc, test_drain_write_error_keeps_rows);
     suite_add_tcase(s, tc);
 
