@@ -15,6 +15,7 @@
 
 #include "scheduler/scheduler.h"
 #include "store/spool.h"
+#include "store/stats.h"
 #include "mta/events.h"
 #include "base/kiln.h"
 #include "mta/message.h"
@@ -227,6 +228,7 @@ static void bounce(accept_job *j, const char *mail, int64_t now, const char *rmt
 {
     events_rcpt_status st = {rcpt, "failed", "5.1.1", diag};
     add_event(j, events_bounce(mail, NULL, now, "Permanent", subtype, &st, 1, rmta, NULL));
+    stats_count(j->ctx->spool, STATS_BOUNCES, now, 1);
 }
 
 /* First token of a field value ("auto-replied; x=y (comment)" -> "auto-replied") equals want. */
@@ -315,6 +317,7 @@ static void queue_ooto_reply(accept_job *j, const accept_in *in, const msg_heade
     memcpy(m.id, j->reply_id, sizeof m.id);
     (void)spool_add_message(ctx->spool, &m);
     add_event(j, events_send(mail));
+    stats_count(ctx->spool, STATS_ATTEMPTS, now, 1);
     add_rcpt(j, j->reply_id, in->mail_from, SPOOL_RCPT_QUEUED);
     free(mail);
     message_headers_free(&hs);
@@ -357,8 +360,10 @@ static bool settle_rcpt(accept_job *j, const accept_in *in, size_t i, const char
     case SIMULATOR_COMPLAINT:
         add_rcpt(j, j->id, rcpt, SPOOL_RCPT_DELIVERED);
         add_event(j, events_delivery(mail, NULL, now, 0, one, 1, SIM_SMTP_RESPONSE, rmta, NULL));
-        if (kind == SIMULATOR_COMPLAINT)
+        if (kind == SIMULATOR_COMPLAINT) {
             add_event(j, events_complaint(mail, now, one, 1, "abuse", SIM_USER_AGENT));
+            stats_count(j->ctx->spool, STATS_COMPLAINTS, now, 1);
+        }
         if (kind == SIMULATOR_OOTO) *want_reply = true;
         return false;
     case SIMULATOR_BOUNCE:
@@ -436,6 +441,7 @@ int accept_message(kiln_ctx *ctx, const accept_in *in, accept_done_cb done, void
     memcpy(m.id, j->id, sizeof m.id);
     (void)spool_add_message(ctx->spool, &m);
     add_event(j, events_send(mail));
+    stats_count(ctx->spool, STATS_ATTEMPTS, now, (int64_t)in->nrcpts);
 
     char *rmta = events_reporting_mta(cfg);
     bool want_reply = false;
@@ -466,6 +472,7 @@ void accept_reject(kiln_ctx *ctx, const accept_in *in, const char *reason)
                              in->client_ip);
     char *ev = events_reject(mail, reason);
     (void)spool_add_event(ctx->spool, set->name, ev);
+    stats_count(ctx->spool, STATS_REJECTS, now, 1);
     log_write(ctx->log, KLOG_INFO, "message_rejected", "id=%s set=%s reason=%s", id,
               log_q(ctx->log, set->name), log_q(ctx->log, reason));
     free(ev);

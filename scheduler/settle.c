@@ -22,6 +22,7 @@
 #include "scheduler/internal.h"
 #include "store/event.h"
 #include "store/spool.h"
+#include "store/stats.h"
 
 static char *settle_diagnostic(const sched_outcome *o)
 {
@@ -80,6 +81,7 @@ static void settle_events(scheduler *s, const sched_job *j, const sched_outcome 
                        : events_delay(j->msg.mail_json, src, now, c->delay_type, expiry, st, ns,
                                       reporting, peer);
         spool_add_event(ctx->spool, set, ev);
+        if (c->verdict == RETRY_BOUNCE) stats_count(ctx->spool, STATS_BOUNCES, now, (int64_t)ns);
         free(ev);
         for (size_t k = 0; k < ns; k++) free(diags[k]);
     }
