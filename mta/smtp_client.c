@@ -429,8 +429,10 @@ static void smtp_client_out_printf(smtp_client *c, const char *fmt, ...)
  * epoll_ctl calls and a loop pass per command). Input is always wanted once connected. */
 static void smtp_client_want_write(smtp_client *c)
 {
-    conn_update(&c->conn, true);
-    if (c->state != ST_CONNECT && c->state != ST_HANDSHAKE) conn_feed(&c->conn, EV_WRITE);
+    if (c->state == ST_CONNECT || c->state == ST_HANDSHAKE)
+        conn_update(&c->conn, true);
+    else
+        conn_feed(&c->conn, EV_WRITE);
 }
 
 static int smtp_client_write_out(smtp_client *c)
