@@ -20,6 +20,7 @@
 
 #include "scheduler/scheduler.h"
 #include "store/spool.h"
+#include "store/stats.h"
 #include "mta/events.h"
 #include "base/kiln.h"
 #include "mta/message.h"
@@ -231,6 +232,7 @@ static void bounce(accept_job *j, const char *mail, int64_t now, const char *rmt
 {
     events_rcpt_status st = {rcpt, "failed", "5.1.1", diag};
     add_event(j, events_bounce(mail, NULL, now, "Permanent", subtype, &st, 1, rmta, NULL));
+    stats_count(j->ctx->spool, STATS_BOUNCES, now, 1);
 }
 
 /* First token of a field value ("auto-replied; x=y (comment)" -> "auto-replied") equals want. */
@@ -321,6 +323,7 @@ static void queue_ooto_reply(accept_job *j, const accept_in *in, const msg_heade
     m.data = strbuf_steal(&sb);
     (void)spool_add_message_take(ctx->spool, &m);
     add_event(j, events_send(mail));
+    stats_count(ctx->spool, STATS_ATTEMPTS, now, 1);
     add_rcpt(j, j->reply_id, in->mail_from, SPOOL_RCPT_QUEUED);
     free(mail);
 }
@@ -361,8 +364,10 @@ static bool settle_rcpt(accept_job *j, const accept_in *in, size_t i, const char
     case SIMULATOR_COMPLAINT:
         add_rcpt(j, j->id, rcpt, SPOOL_RCPT_DELIVERED);
         add_event(j, events_delivery(mail, NULL, now, 0, one, 1, SIM_SMTP_RESPONSE, rmta, NULL));
-        if (kind == SIMULATOR_COMPLAINT)
+        if (kind == SIMULATOR_COMPLAINT) {
             add_event(j, events_complaint(mail, now, one, 1, "abuse", SIM_USER_AGENT));
+            stats_count(j->ctx->spool, STATS_COMPLAINTS, now, 1);
+        }
         if (kind == SIMULATOR_OOTO) *want_reply = true;
         return false;
     case SIMULATOR_BOUNCE:
@@ -440,6 +445,7 @@ int accept_message(kiln_ctx *ctx, const accept_in *in, accept_done_cb done, void
     memcpy(m.id, j->id, sizeof m.id);
     (void)spool_add_message_take(ctx->spool, &m);   /* data is the batch's from here on */
     add_event(j, events_send(mail));
+    stats_count(ctx->spool, STATS_ATTEMPTS, now, (int64_t)in->nrcpts);
 
     char *rmta = events_reporting_mta(cfg);
     bool want_reply = false;
@@ -468,6 +474,7 @@ void accept_reject(kiln_ctx *ctx, const accept_in *in, const char *reason)
     char *mail = mail_object(cfg, id, now, in->mail_from, in->rcpts, in->nrcpts, &hs, set->name,
                              in->client_ip);
     (void)spool_add_event_take(ctx->spool, set->name, events_reject(mail, reason));
+    stats_count(ctx->spool, STATS_REJECTS, now, 1);
     log_write(ctx->log, KLOG_INFO, "message_rejected", "id=%s set=%s reason=%s", id,
               log_q(ctx->log, set->name), log_q(ctx->log, reason));
     free(mail);

@@ -23,6 +23,7 @@ static void conn_on_io(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
     conn *c = w->data;
+    if (revents & EV_READ) c->drained = false;
     c->ops->on_io(c->arg, revents);
 }
 
@@ -53,6 +54,7 @@ void conn_attach(conn *c, int fd)
 {
     c->fd = fd;
     c->err = 0;
+    c->drained = false;
 }
 
 int conn_connect(conn *c, const struct sockaddr *peer, socklen_t peer_len,
@@ -120,6 +122,16 @@ conn_status conn_read(conn *c, size_t *n)
         case TLS_ERROR: return CONN_ERROR;
         }
     } else {
+        /* A recv that returned less than asked emptied the socket's queue: the next read
+         * before the watcher reports input again would only return EAGAIN, so it is
+         * answered without the system call (the watcher is level-triggered: data that
+         * arrives later is reported). Saves one recv per command on a chatty session. The
+         * flag answers one read only, so a caller that polls without the watcher reads on. */
+        if (c->drained) {
+            c->drained = false;
+            c->err = EAGAIN;
+            return CONN_AGAIN;
+        }
         ssize_t r;
         do {
             r = recv(c->fd, dst, CONN_READ_CHUNK, 0);
@@ -133,6 +145,7 @@ conn_status conn_read(conn *c, size_t *n)
             return CONN_EOF;
         }
         got = (size_t)r;
+        c->drained = got < CONN_READ_CHUNK;
     }
     c->in.len += got;
     c->in.buf[c->in.len] = '\0';

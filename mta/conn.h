@@ -77,6 +77,7 @@ typedef struct conn {
     bool tls_up;             /* handshake finished */
     bool connecting;         /* conn_connect() issued, not yet conn_connected() */
     bool read_wants_write;   /* TLS: the last read needs the fd writable */
+    bool drained;            /* plaintext: the last recv emptied the socket (see conn_read) */
     bool write_wants_read;   /* TLS: the last write needs the fd readable */
     int hs_events;           /* TLS handshake: EV_READ or EV_WRITE */
     int err;                 /* errno of the last failed socket call (0: TLS or none) */
@@ -100,7 +101,9 @@ int conn_connected(conn *c);
 bool conn_connecting(const conn *c);
 
 /* ---- I/O ---- */
-/* One read of up to CONN_READ_CHUNK bytes appended to c->in; *n (may be NULL) the count. */
+/* One read of up to CONN_READ_CHUNK bytes appended to c->in; *n (may be NULL) the count.
+ * Right after a plaintext read that got less than it asked for, the next call answers
+ * CONN_AGAIN without a system call (the socket was empty; the watcher reports new input). */
 conn_status conn_read(conn *c, size_t *n);
 /* Writes queued output until it is all gone (CONN_OK), the socket is full (CONN_AGAIN)
  * or the connection failed (CONN_ERROR). *written (may be NULL): bytes written. */

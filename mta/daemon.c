@@ -27,6 +27,7 @@
 #include "scheduler/scheduler.h"
 #include "mta/smtp_server.h"
 #include "store/spool.h"
+#include "store/stats.h"
 #include "base/util.h"
 
 /* How often event outbox rows are appended to their files (one fdatasync per file each time)
@@ -305,7 +306,14 @@ kiln_ctx *daemon_create(const char *config_path, char **err)
                              spool_errmsg(ctx->spool));
         goto fail;
     }
+    int64_t legacy_events;
+    if (stats_legacy_outbox(ctx->spool, &legacy_events) != 0) {
+        *err = util_asprintf("spool %s: cannot set up the send statistics: %s", cfg->spool,
+                             spool_errmsg(ctx->spool));
+        goto fail;
+    }
     ctx->events = events_new(ctx->log);
+    events_stats_legacy(ctx->events, legacy_events);
     events_attach_loop(ctx->events, ctx->loop);
     /* the scheduler (a data structure) and its executor (delivery sessions) */
     ctx->sched = scheduler_new(ctx, &(scheduler_options){.mem_rcpts = cfg->queue_memory_recipients});

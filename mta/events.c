@@ -309,6 +309,7 @@ struct events {
     bool loaded;        /* files_done read from the spool */
     int64_t files_done; /* every row with id <= this was written to the files */
     int64_t deleted;    /* rows with id <= this were deleted */
+    int64_t stats_legacy; /* rows with id <= this are counted when deleted (older kiln) */
 };
 
 events *events_new(klog *lg)
@@ -352,6 +353,11 @@ void events_free(events *ev)
     free(ev);
 }
 
+void events_stats_legacy(events *ev, int64_t upto)
+{
+    ev->stats_legacy = upto;
+}
+
 void events_attach_loop(events *ev, struct ev_loop *loop)
 {
     ev->loop = loop;
@@ -387,9 +393,11 @@ static int delete_done(events *ev, spool *sp)
         if (a < upto) upto = a;
     }
     if (upto <= ev->deleted) return 0;
-    /* counted in the batch that deletes them: each event counts exactly once (rows up to
-     * ev->deleted may still be visible: their delete may not be committed yet) */
-    if (stats_count_outbox(sp, ev->deleted, upto) < 0 || spool_delete_events(sp, upto) < 0) {
+    /* Events are counted in the batch that writes them; rows an older kiln wrote are
+     * counted in the batch that deletes them: each event counts exactly once. */
+    int64_t legacy = upto < ev->stats_legacy ? upto : ev->stats_legacy;
+    if ((legacy > ev->deleted && stats_count_outbox(sp, ev->deleted, legacy) < 0) ||
+        spool_delete_events(sp, upto) < 0) {
         log_write(ev->lg, KLOG_ERROR, "event_drain_error", "op=delete error=%s",
                   log_q(ev->lg, spool_errmsg(sp)));
         return -1;

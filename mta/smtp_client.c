@@ -423,11 +423,16 @@ static void smtp_client_out_printf(smtp_client *c, const char *fmt, ...)
     free(s);
 }
 
-/* Writes are always started from the loop (ev_io), never synchronously: this only arms the
- * watcher (input is always wanted once connected). */
+/* Writes are always started from the loop, never synchronously: an EV_WRITE event is fed to
+ * the watcher, so the output goes out later in this loop pass; the watcher asks the kernel
+ * for writability only when the socket does not take it all (arming it first would cost two
+ * epoll_ctl calls and a loop pass per command). Input is always wanted once connected. */
 static void smtp_client_want_write(smtp_client *c)
 {
-    conn_update(&c->conn, true);
+    if (c->state == ST_CONNECT || c->state == ST_HANDSHAKE)
+        conn_update(&c->conn, true);
+    else
+        conn_feed(&c->conn, EV_WRITE);
 }
 
 static int smtp_client_write_out(smtp_client *c)

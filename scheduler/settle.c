@@ -29,6 +29,7 @@
 #include "scheduler/internal.h"
 #include "store/event.h"
 #include "store/spool.h"
+#include "store/stats.h"
 
 /* One group of rowids held until a commit (see the file comment). */
 typedef struct sched_hold {
@@ -130,6 +131,7 @@ static void settle_events(scheduler *s, const sched_job *j, const sched_outcome 
                        : events_delay(j->msg.mail_json, src, now, c->delay_type, expiry, st, ns,
                                       reporting, peer);
         spool_add_event_take(ctx->spool, set, ev);
+        if (c->verdict == RETRY_BOUNCE) stats_count(ctx->spool, STATS_BOUNCES, now, (int64_t)ns);
         for (size_t k = 0; k < ns; k++) free(diags[k]);
     }
     free(list);

@@ -14,6 +14,8 @@
 /* ---- one event (malloc'd JSON text, one line, no trailing newline) ----
  * mail_json is the stored mail object; outgoing_ip (may be NULL) is added as the
  * ses:outgoing-ip tag. Timestamps are ISO 8601 with milliseconds, UTC. */
+/* mail_json: the text events_mail_json returned; it is put into the event as it is (text
+ * that does not look like an object gets the damaged-object event instead). */
 char *events_send(const char *mail_json);
 char *events_reject(const char *mail_json, const char *reason);
 

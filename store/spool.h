@@ -212,6 +212,10 @@ int spool_each_event(spool *sp, int64_t after, size_t max, spool_event_cb cb, vo
 int spool_each_event_bytes(spool *sp, int64_t after, size_t max, size_t max_bytes,
                            spool_event_cb cb, void *arg);
 
+/* The largest id the outbox holds or held (AUTOINCREMENT: ids are never reused), 0 if it
+ * never held a row. 0, or -1 on a read error. */
+int spool_last_event_id(spool *sp, int64_t *id);
+
 /* The value stored under key (malloc'd) in *value, or NULL if there is none. 0, or -1 on
  * a read error (*value NULL). Sees the loop's uncommitted writes. */
 int spool_kv_get(spool *sp, const char *key, char **value);

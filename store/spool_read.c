@@ -292,3 +292,22 @@ int spool_stats_each(spool *sp, int64_t since_ms, spool_stats_cb cb, void *arg)
            sqlite3_column_int64(st, 4));
     return spool_read_end(sp, st, temp, rc, "list send statistics");
 }
+
+int spool_last_event_id(spool *sp, int64_t *id)
+{
+    *id = 0;
+    /* sqlite_sequence keeps the largest id even after the rows are deleted; max(id) covers
+     * a database whose sequence row is missing. Start-up only: not a cached statement. */
+    static const char sql[] = "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE"
+                              " name = 'events'), 0), coalesce((SELECT max(id) FROM events), 0))";
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(sp->db, sql, -1, &st, NULL);
+    if (rc == SQLITE_OK) rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *id = sqlite3_column_int64(st, 0);
+        rc = SQLITE_DONE;
+    }
+    if (rc != SQLITE_DONE) spool_note_error(sp, "read the last event id", NULL);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : -1;
+}

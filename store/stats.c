@@ -1,9 +1,11 @@
-/* stats.c — send statistics (see stats.h): parses events with jansson, floors their time to
- * 15-minute buckets and adds the counts to the spool's stats table in the current batch. */
+/* stats.c — send statistics (see stats.h): counts events as they are written (stats_count),
+ * floors their time to 15-minute buckets and adds the counts to the spool's stats table in
+ * the current batch; outbox rows of an older kiln are parsed with jansson when drained. */
 #include "store/stats.h"
 
 #include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -11,6 +13,7 @@
 #include "base/util.h"
 
 #define STATS_OUTBOX_PAGE 1000
+#define STATS_LEGACY_KEY "stats:counted-at-insert-after"
 
 int64_t stats_bucket_ms(int64_t ms)
 {
@@ -127,4 +130,32 @@ int stats_count_outbox(spool *sp, int64_t after, int64_t upto)
         if (spool_each_event(sp, p.last, STATS_OUTBOX_PAGE, stats_count_row, &p) < 0) return -1;
         if (p.n < STATS_OUTBOX_PAGE || p.last >= upto) return 0;
     }
+}
+
+void stats_count(spool *sp, stats_kind kind, int64_t ts_ms, int64_t n)
+{
+    if (n <= 0) return;
+    int64_t c[4] = {0, 0, 0, 0};
+    c[kind] = n;
+    (void)spool_stats_add(sp, stats_bucket_ms(ts_ms), c[STATS_ATTEMPTS], c[STATS_BOUNCES],
+                          c[STATS_COMPLAINTS], c[STATS_REJECTS]);
+}
+
+int stats_legacy_outbox(spool *sp, int64_t *legacy_upto)
+{
+    *legacy_upto = 0;
+    char *v = NULL;
+    if (spool_kv_get(sp, STATS_LEGACY_KEY, &v) != 0) return -1;
+    if (v) {
+        *legacy_upto = strtoll(v, NULL, 10);
+        free(v);
+        return 0;
+    }
+    int64_t last = 0;
+    if (spool_last_event_id(sp, &last) != 0) return -1;
+    char buf[32];
+    snprintf(buf, sizeof buf, "%lld", (long long)last);
+    if (spool_kv_put(sp, STATS_LEGACY_KEY, buf) != 0 || spool_flush(sp) != 0) return -1;
+    *legacy_upto = last;
+    return 0;
 }

@@ -1,14 +1,18 @@
 """test_stats.py — `kilnctl stats` (SPEC section 5, SES GetSendStatistics): 15-minute buckets
-counted from the events that leave the spool outbox — DeliveryAttempts = recipients of Send
-events, Bounces and Complaints = recipients of Bounce and Complaint events, Rejects = Reject
-events — in the human table and --json, and kept across a kilnd restart."""
+counted from the events kilnd writes — DeliveryAttempts = recipients of Send events, Bounces
+and Complaints = recipients of Bounce and Complaint events, Rejects = Reject events — in the
+human table and --json, kept across a kilnd restart, counted once; bounces from a real
+delivery attempt count; outbox rows left by an older kiln (which counted events when they
+left the outbox) are counted when they leave it."""
 import calendar
+import json
+import sqlite3
 import re
 import socket
 import time
 import unittest
 
-from kilntest import Kiln, main, send, wait_for
+from kilntest import Kiln, Sink, main, send, wait_for
 
 SIM = "simulator.amazonses.com"
 BUCKET_S = 15 * 60
@@ -131,6 +135,50 @@ class Stats(unittest.TestCase):
         self.k.stderr.close()
         self.k.start()
         self.assertEqual(self.k.ctl("stats")["SendDataPoints"], pts)
+
+    def test_delivery_bounce_and_several_recipients(self):
+        with Sink("127.0.0.23", rule=lambda rcpt, n: "550 5.1.1 no such user"
+                  if rcpt.startswith("gone@") else None) as sink:
+            self.k.stop()
+            self.k.stderr.close()
+            self.k.cfg["routes"] = [{"domain": "dest.test", "host": sink.host, "port": sink.port}]
+            self.k.write_config()
+            self.k.start()
+            code, text = send(self.k, "app@example.test", ["a@dest.test", "b@dest.test", "gone@dest.test"])
+            self.assertEqual(code, 250, text)
+            want = {"DeliveryAttempts": 3, "Bounces": 1, "Complaints": 0, "Rejects": 0}
+            data = wait_for(lambda: (lambda d: d if totals(d["SendDataPoints"]) == want else None)(
+                self.k.ctl("stats")), 20, 0.1, "stats to count 3 attempts and the 550 bounce")
+            self.assertEqual(data["SendDataPoints"], expected_points(self.k.events()))
+            self.assertEqual(sorted(r for m in sink.messages for r in m["rcpts"]),
+                             ["a@dest.test", "b@dest.test"])
+
+    def test_outbox_rows_of_an_older_kiln(self):
+        # A spool as an older kiln left it: two events in the outbox, not yet counted (it
+        # counted when the drain deleted them), and no statistics yet.
+        self.assertEqual(self.k.stop(), 0)
+        self.k.stderr.close()
+        db = sqlite3.connect(f"{self.k.spool}/kiln.db")
+        db.execute("DELETE FROM stats")
+        db.execute("DELETE FROM kv WHERE key = 'stats:counted-at-insert-after'")
+        old = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() - 3600))
+        for dest in (["x@old.test", "y@old.test"], ["z@old.test"]):
+            ev = {"eventType": "Send", "mail": {"timestamp": old, "messageId": "old",
+                                                "destination": dest}, "send": {}}
+            db.execute("INSERT INTO events (config_set, json) VALUES ('txn', ?)", (json.dumps(ev),))
+        db.commit()
+        db.close()
+        self.k.start()
+        self.submit("success@" + SIM)
+        want = {"DeliveryAttempts": 4, "Bounces": 0, "Complaints": 0, "Rejects": 0}
+        data = wait_for(lambda: (lambda d: d if totals(d["SendDataPoints"]) == want else None)(
+            self.k.ctl("stats")), 15, 0.1, "stats to count the 3 old and the 1 new recipient")
+        self.assertIn(bucket_of(old), [p["Timestamp"] for p in data["SendDataPoints"]])
+        # once: a restart neither counts the old rows again nor the new one
+        self.assertEqual(self.k.stop(), 0)
+        self.k.stderr.close()
+        self.k.start()
+        self.assertEqual(self.k.ctl("stats")["SendDataPoints"], data["SendDataPoints"])
 
     def test_stats_takes_no_arguments(self):
         p = self.k.ctl("stats", "extra", expect_ok=False, json_out=False)
