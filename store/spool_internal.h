@@ -18,6 +18,12 @@
 #define SPOOL_RCPT_COLUMNS \
     "id, msg_id, address, state, attempts, next_attempt_ms, last_reply, domain"
 
+/* The pending recipients per (set, domain, state), in that order, from the maintained
+ * counts (spool_counts.c); used by the loop's connection and by a reader's. */
+#define SPOOL_COUNT_BY_SQL \
+    "SELECT config_set, domain, state, n FROM rcpt_counts WHERE n > 0" \
+    " ORDER BY config_set, domain, state"
+
 /* Every statement, prepared once at open. */
 enum {
     ST_BEGIN,
@@ -75,6 +81,9 @@ struct spool {
     char *last_err;               /* last error text of any operation */
 };
 
+/* Makes the maintained counts of pending recipients (tables and triggers) when they are
+ * missing, filled from the recipients there (spool_counts.c). 0, or -1 with *err. */
+int spool_counts_setup(spool *sp, char **err);
 /* Records the text of the last error: "spool PATH: what key: SQLite's message". */
 void spool_note_error(spool *sp, const char *what, const char *key);
 /* The cached statement, or a fresh one if the cached one is still stepping (a read called
