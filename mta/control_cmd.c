@@ -7,9 +7,12 @@
  * control_wait_for_commit), and logs one control.cmd line. The answers' data objects follow
  * the SES response shapes (SPEC section 5). The dedicated-IP commands read and change the
  * scheduler's pools state (pools/pools.h); changes are persisted by the scheduler. queue
- * and queue.explain read the scheduler's in-memory queue (scheduler_queue/_explain). stats
+ * copies the scheduler's in-memory queue and is answered from the query thread
+ * (control_query.c: the spool's counts of what is not in memory, the JSON); queue.explain
+ * reads the scheduler's queue and one message's rows in the spool (scheduler_explain). stats
  * reads the spool's send-statistics buckets of the last 14 days (stats.h). */
 #include "mta/control_internal.h"
+#include "mta/control_query.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -489,23 +492,11 @@ static scheduler *control_take_sched(control_client *cl, const char *cmd)
     return sc;
 }
 
-/* {"Queue": [{"Pool","ConfigurationSet","Domain","State","Recipients"}], "Queued",
- * "Deferred"}: recipients grouped by pool, set, domain and state (args.domain filters). */
-static void control_cmd_queue(control_client *cl, json_t *args)
+/* {"ok":true,"data":{"Queue": [{"Pool","ConfigurationSet","Domain","State","Recipients"}],
+ * "Queued", "Deferred", "Domain" (if filtered)}} as one line: recipients grouped by pool, set,
+ * domain and state. Pure: the query thread calls it. */
+char *control_queue_answer(const scheduler_queue_row *rows, size_t n, const char *domain)
 {
-    const char *cmd = "queue";
-    json_t *jd = json_object_get(args, "domain");
-    if (jd && !json_is_null(jd) && !json_is_string(jd)) {
-        const char *e = "domain must be a string";
-        control_reply_error(cl, e);
-        control_log_cmd(cl->ctl, cmd, NULL, e);
-        return;
-    }
-    const char *domain = json_string_value(jd);
-    scheduler *sc = control_take_sched(cl, cmd);
-    if (!sc) return;
-    scheduler_queue_row *rows = NULL;
-    size_t n = scheduler_queue(sc, domain, &rows);
     json_t *arr = json_array();
     int64_t queued = 0, deferred = 0;
     for (size_t i = 0; i < n; i++) {
@@ -519,14 +510,46 @@ static void control_cmd_queue(control_client *cl, json_t *args)
         if (strcmp(rows[i].state, "deferred") == 0) deferred += rows[i].recipients;
         else queued += rows[i].recipients;
     }
-    scheduler_queue_free(rows, n);
     json_t *d = json_object();
     json_object_set_new(d, "Queue", arr);
     json_object_set_new(d, "Queued", json_integer(queued));
     json_object_set_new(d, "Deferred", json_integer(deferred));
     if (domain && *domain) json_object_set_new(d, "Domain", control_jstr(domain));
-    control_reply_ok(cl, d);
-    control_log_cmd(cl->ctl, cmd, domain, NULL);
+    json_t *msg = json_object();
+    json_object_set_new(msg, "ok", json_true());
+    json_object_set_new(msg, "data", d);
+    char *text = json_dumps(msg, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(msg);
+    if (!text) util_fatal("control: cannot encode the queue as JSON");
+    return text;
+}
+
+/* kilnctl queue [--domain D]: what is in memory is copied now; the spool's counts, the
+ * merge and the answer are made on the query thread (control_query.c), so that a queue of
+ * millions of recipients over many domains never holds up the loop. */
+static void control_cmd_queue(control_client *cl, json_t *args)
+{
+    const char *cmd = "queue";
+    json_t *jd = json_object_get(args, "domain");
+    if (jd && !json_is_null(jd) && !json_is_string(jd)) {
+        const char *e = "domain must be a string";
+        control_reply_error(cl, e);
+        control_log_cmd(cl->ctl, cmd, NULL, e);
+        return;
+    }
+    const char *domain = json_string_value(jd);
+    scheduler *sc = control_take_sched(cl, cmd);
+    if (!sc) return;
+    control *ctl = cl->ctl;
+    if (!ctl->query) ctl->query = control_query_new(ctl->ctx->loop, ctl->ctx->cfg->spool);
+    scheduler_queue_snap *snap = scheduler_queue_snapshot(sc, domain);
+    control_pending *p = control_wait(cl, cmd, domain);
+    if (!control_query_queue(ctl->query, p, snap, domain)) {
+        scheduler_queue_snap_free(snap);
+        char *e = util_asprintf("busy: %d queue reports are being made; try again", CONTROL_QUERY_MAX);
+        control_pending_answer(p, NULL, NULL, e);
+        free(e);
+    }
 }
 
 /* {"MessageId", "Recipients": [{"Recipient","Domain","ConfigurationSet","Pool","State",

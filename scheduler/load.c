@@ -153,6 +153,7 @@ static int64_t load_place(scheduler *s, load_acc *acc)
             util_fatal("scheduler: recipient %lld loaded twice, into job %s", (long long)l->r.rowid,
                        sched_job_to_text(j, jt, sizeof jt));
         }
+        if (l->r.attempts > 0) s->nmem_retry++;
         j->rcpts[j->nrcpts++] = l->r;
         n++;
     }

@@ -38,7 +38,8 @@
  * budget are in memory, and by sweeps from the start for deferred ones before they are
  * due (one ev_timer). A committed message is loaded at once only while the pager is
  * caught up and it fits; otherwise the pager reads it in rowid order. While some
- * recipients are in the spool only, kilnctl status and queue count them from the spool.
+ * recipients are in the spool only, kilnctl status and queue add those from the spool's
+ * maintained counts (minus those in memory, by spool state: queue_status_counts).
  *
  * The pump (a zero-delay timer, so nothing re-enters): pages in, releases held jobs with
  * room, offers the waiting jobs to the executor, then starts ready jobs (message loaded)
@@ -424,7 +425,10 @@ void sched_job_free(sched_job *j)
  * them again later). */
 void sched_job_forget(scheduler *s, sched_job *j)
 {
-    for (size_t i = 0; i < j->nrcpts; i++) queue_idset_remove(&s->mem, j->rcpts[i].rowid);
+    for (size_t i = 0; i < j->nrcpts; i++) {
+        queue_idset_remove(&s->mem, j->rcpts[i].rowid);
+        if (j->rcpts[i].attempts > 0) s->nmem_retry--;
+    }
     sched_job_free(j);
 }
 
@@ -951,11 +955,12 @@ void scheduler_stop(scheduler *s, void (*done)(void *arg), void *arg)
 void scheduler_counts(const scheduler *s, int64_t *queued, int64_t *deferred, int *sessions)
 {
     int64_t q = s->nqueued, d = s->ndeferred, sq, sd;
-    /* recipients in the spool only: count them all there */
+    /* recipients in the spool only: the spool's maintained counts (two rows) tell how many */
     if (queue_pager_outside(&s->pager) && spool_count_rcpts(s->ctx->spool, &sq, &sd) == 0 &&
         sq + sd != sched_in_mem(s)) {
-        q = sq;
-        d = sd;
+        queue_mem_counts mem = {s->nqueued, s->ndeferred, sched_in_mem(s) - s->nmem_retry,
+                                s->nmem_retry};
+        queue_status_counts(&mem, sq, sd, &q, &d);
     }
     if (queued) *queued = q;
     if (deferred) *deferred = d;
