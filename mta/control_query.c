@@ -1,8 +1,8 @@
 /* control_query.c — the worker thread of control_query.h.
  *
  * One mutex guards the waiting queue and the done list; the worker sleeps on a condition
- * variable, takes queries in order, and for each: reads the spool's maintained counts
- * through its own read-only connection (opened at its first query, kept until the end)
+ * variable, takes queries in order, and for each: counts the spool's pending recipients per
+ * (set, domain, state) through its own read-only connection (opened at its first query, kept until the end)
  * when the snapshot says some recipients are in the spool only, makes the rows
  * (scheduler_queue_finish) and the whole answer line (control_queue_answer); then puts the
  * query on the done list and wakes the loop with ev_async_send. On the loop, the ev_async

@@ -38,8 +38,9 @@
  * budget are in memory, and by sweeps from the start for deferred ones before they are
  * due (one ev_timer). A committed message is loaded at once only while the pager is
  * caught up and it fits; otherwise the pager reads it in rowid order. While some
- * recipients are in the spool only, kilnctl status and queue add those from the spool's
- * maintained counts (minus those in memory, by spool state: queue_status_counts).
+ * recipients are in the spool only, kilnctl status adds those from the spool's maintained
+ * totals (minus those in memory, by spool state: queue_status_counts), and kilnctl queue
+ * from the spool's counts per set and domain (queue_report.c).
  *
  * The pump (a zero-delay timer, so nothing re-enters): pages in, releases held jobs with
  * room, offers the waiting jobs to the executor, then starts ready jobs (message loaded)

@@ -93,8 +93,8 @@ void scheduler_queue_free(scheduler_queue_row *rows, size_t n);
  *   1. on the loop, scheduler_queue_snapshot copies what is in memory (bounded by the
  *      memory budget, never by the length of the queue);
  *   2. anywhere, if scheduler_queue_snap_wants_spool says that some pending recipients are
- *      in the spool only, the spool's maintained counts (spool_count_by, or
- *      spool_reader_count_by) are fed to scheduler_queue_snap_spool;
+ *      in the spool only, the spool's counts per group (spool_count_by, or
+ *      spool_reader_count_by on another thread) are fed to scheduler_queue_snap_spool;
  *   3. anywhere, scheduler_queue_finish makes the rows (as scheduler_queue) and frees the
  *      snapshot.
  * The recipients in the spool only are the spool's counts minus those in memory at the

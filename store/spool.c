@@ -32,8 +32,7 @@
  * transaction), and the index recipients_due (state, id, next_attempt_ms), which lets
  * spool_each_due_rcpt read one page in rowid order as index range reads (QUEUED rows, then
  * DEFERRED rows whose next_attempt_ms is past) instead of scanning the table; and the
- * maintained counts of pending recipients per (set, domain, state) and per state, kept by
- * triggers (spool_counts.c).
+ * maintained counts of pending recipients per state, kept by triggers (spool_counts.c).
  *
  * Read functions (spool_read.c) may be called from inside the callbacks of other reads (or
  * of the same read): a cached statement that is still stepping is not reused; a fresh one is

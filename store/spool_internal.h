@@ -18,11 +18,13 @@
 #define SPOOL_RCPT_COLUMNS \
     "id, msg_id, address, state, attempts, next_attempt_ms, last_reply, domain"
 
-/* The pending recipients per (set, domain, state), in that order, from the maintained
- * counts (spool_counts.c); used by the loop's connection and by a reader's. */
+/* The pending recipients per (set, domain, state), in that order: a GROUP BY over every
+ * pending recipient (about 1.5 s per 1,000,000), for the loop's connection (small spools,
+ * tests) and for a reader's (kilnctl queue, off the loop). */
 #define SPOOL_COUNT_BY_SQL \
-    "SELECT config_set, domain, state, n FROM rcpt_counts WHERE n > 0" \
-    " ORDER BY config_set, domain, state"
+    "SELECT m.config_set, r.domain, r.state, count(*) FROM recipients r" \
+    " JOIN messages m ON m.id = r.msg_id WHERE r.state IN (0, 1)" \
+    " GROUP BY m.config_set, r.domain, r.state ORDER BY m.config_set, r.domain, r.state"
 
 /* Every statement, prepared once at open. */
 enum {
