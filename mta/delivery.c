@@ -346,7 +346,7 @@ static bool delivery_job_wait(delivery *dl, sched_job *j, const sched_hop *h, co
         if (delivery_debug(dl))
             log_write(delivery_lg(dl), KLOG_DEBUG, "sched.hold", "id=%s domain=%s set=%s site=%s reason=%s",
                       log_q(delivery_lg(dl), j->msg_id), log_q(delivery_lg(dl), j->domain), log_q(delivery_lg(dl), j->set->name),
-                      log_q(delivery_lg(dl), sched_site_to_text(j->site)), log_q(delivery_lg(dl), j->why));
+                      log_q(delivery_lg(dl), sched_site_to_text(j->site)), log_q(delivery_lg(dl), sched_job_why_text(j)));
         sched_job_hold(dl->s, j, d);
         return false;
     }

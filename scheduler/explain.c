@@ -66,20 +66,20 @@ static char *explain_job_reason(const scheduler *s, const sched_job *j, int64_t 
                              j->set->name, j->set->q.priority);
     case JOB_DEFERRED:
         *until = j->due_ms;
-        if (j->pool_wait && j->why[0]) return util_strdup(j->why);
+        if (j->pool_wait && j->why) return util_strdup(j->why);
         return util_strdup("deferred: waiting for its retry time after a temporary failure");
     case JOB_HELD:
         if (j->hdest && sched_dest_blocked(j->hdest, kiln_now_ms(s->ctx))) {
             *until = j->hdest->blocked_until_ms;
             return util_strdup(j->hdest->why);
         }
-        return util_strdup(j->why[0] ? j->why : "held for its site");
+        return util_strdup(j->why ? j->why : "held for its site");
     case JOB_ACTIVE:
         if (s->exec) {
             char *r = s->exec->job_reason(s->exec_arg, j);
             if (r) return r;
         }
-        return util_strdup(j->why[0] ? j->why : "being scheduled");
+        return util_strdup(j->why ? j->why : "being scheduled");
     }
     return util_strdup("?");
 }

@@ -94,11 +94,21 @@ void sched_free_strv(char **v, size_t n)
 /* Records why job j could not proceed (and until when, 0 if unknown). */
 void sched_job_why(sched_job *j, int64_t until_ms, const char *fmt, ...)
 {
+    char buf[SCHED_WHY_LEN];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(j->why, sizeof j->why, fmt, ap);
+    vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
     j->why_until_ms = until_ms;
+    if (j->why && strcmp(j->why, buf) == 0) return;
+    size_t n = strlen(buf) + 1;
+    j->why = util_realloc(j->why, n);
+    memcpy(j->why, buf, n);
+}
+
+const char *sched_job_why_text(const sched_job *j)
+{
+    return j->why ? j->why : "";
 }
 
 /* The configuration set of a job as the config has it now (the default set when its own
@@ -419,6 +429,7 @@ void sched_job_free(sched_job *j)
     free(j->msg_id);
     free(j->domain);
     free(j->site);
+    free(j->why);
     free(j);
 }
 
@@ -715,7 +726,7 @@ static bool sched_job_prehold(scheduler *s, sched_job *j, int64_t now)
     if (sched_debug(s))
         log_write(sched_lg(s), KLOG_DEBUG, "sched.hold", "id=%s domain=%s set=%s site=%s reason=%s",
                   log_q(sched_lg(s), j->msg_id), log_q(sched_lg(s), j->domain), log_q(sched_lg(s), j->set->name),
-                  log_q(sched_lg(s), sched_site_to_text(j->site)), log_q(sched_lg(s), j->why));
+                  log_q(sched_lg(s), sched_site_to_text(j->site)), log_q(sched_lg(s), sched_job_why_text(j)));
     sched_job_hold(s, j, d);
     return true;
 }
