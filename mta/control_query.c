@@ -11,11 +11,17 @@
  * The worker touches nothing the loop owns: the snapshot holds copies, the answer is built
  * from fresh jansson objects (jansson is thread-safe for objects not shared; its hash seed is
  * set on the loop by the request's own parse before any query starts), and the pending
- * reply is only touched on the loop. */
+ * reply is only touched on the loop. The worker runs at a lower priority (nice 10) than
+ * the loop, and gives its arena's free pages back after each report (malloc_trim). */
 #include "mta/control_query.h"
 
 #include <pthread.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <unistd.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <string.h>
 
 #include <ev.h>
@@ -23,6 +29,8 @@
 #include "base/util.h"
 #include "mta/control_internal.h"
 #include "store/spool.h"
+
+#define CONTROL_QUERY_NICE 10   /* the worker thread's niceness */
 
 typedef struct cq_job {
     struct cq_job *next;
@@ -77,11 +85,21 @@ static void cq_run(control_query *q, cq_job *j)
     j->snap = NULL;
     j->answer = control_queue_answer(rows, n, j->domain);
     scheduler_queue_free(rows, n);
+#ifdef __GLIBC__
+    /* A report of a large queue went through tens of MB in this thread's malloc arena;
+     * give the free pages back now rather than keep them for the next report. */
+    malloc_trim(0);
+#endif
 }
 
 static void *cq_worker(void *arg)
 {
     control_query *q = arg;
+#ifdef __linux__
+    /* Below the loop: a report of a long queue takes seconds of CPU that the loop (SMTP,
+     * delivery) should get first when the machine is busy. Linux niceness is per thread. */
+    setpriority(PRIO_PROCESS, (id_t)gettid(), CONTROL_QUERY_NICE);
+#endif
     pthread_mutex_lock(&q->mu);
     for (;;) {
         while (!q->queue && !q->stopping) pthread_cond_wait(&q->cv, &q->mu);
