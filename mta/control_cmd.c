@@ -4,7 +4,8 @@
  *
  * Every command answers its request exactly once, through control_reply_ok or
  * control_reply_error (a suppression change after its spool commit, through
- * control_wait_for_commit), and logs one control.cmd line. The answers' data objects follow
+ * control_wait_for_commit; queue once the query thread made the answer, through
+ * control_wait and control_pending_answer), and logs one control.cmd line. The answers' data objects follow
  * the SES response shapes (SPEC section 5). The dedicated-IP commands read and change the
  * scheduler's pools state (pools/pools.h); changes are persisted by the scheduler. queue
  * copies the scheduler's in-memory queue and is answered from the query thread

@@ -71,7 +71,9 @@ void control_wait_for_commit(control_client *cl, const char *cmd, const char *ad
 control_pending *control_wait(control_client *cl, const char *cmd, const char *address);
 /* Gives p's reply and frees p: error (an error answer), else line (a whole answer line
  * without its newline), else {"ok":true}. note (may be NULL) is logged as an error
- * (something the answer had to leave out). Logs the command; a gone client gets nothing. */
+ * (something the answer had to leave out) through p->ctl, so only while the control socket
+ * lives (a commit's answer, which has no note, may come after control_free). Logs the
+ * command; a gone client gets nothing. */
 void control_pending_answer(control_pending *p, const char *line, const char *note,
                             const char *error);
 
