@@ -5,7 +5,8 @@
  * loop with non-blocking reads and writes: a client sends one JSON object per line (at most
  * 64 KB), gets one JSON line back per request, and may send more lines until it closes.
  * Requests are answered in order; a suppression change is answered only after its spool
- * batch committed, and the client's later lines wait until then. JSON is parsed and built
+ * batch committed, and `queue` once the query thread made its answer (control_query.c);
+ * the client's later lines wait until then. JSON is parsed and built
  * with jansson. Once 1 MB of answers waits unsent, a client is not read from until it has
  * read them. When accept() runs out of descriptors (EMFILE, ENFILE...) the listener pauses
  * for 0.1 s instead of spinning, and the episode is logged once. */
@@ -23,6 +24,7 @@
 
 #include "base/kiln.h"
 #include "mta/control_internal.h"
+#include "mta/control_query.h"
 #include "store/spool.h"
 #include "base/util.h"
 
@@ -145,39 +147,59 @@ void control_reply_error(control_client *cl, const char *error)
     control_client_send_json(cl, msg);
 }
 
-static void control_pending_committed(void *arg, bool ok, const char *err)
+void control_pending_answer(control_pending *p, const char *line, const char *note,
+                            const char *error)
 {
-    control_pending *p = arg;
     control_client *cl = p->client;
-    char *e = ok ? NULL
-                 : util_asprintf("cannot update the suppression list: %s",
-                                 err ? err : "the spool commit failed");
+    if (note && p->ctl->ctx->log)
+        log_write(p->ctl->ctx->log, KLOG_ERROR, "control.query", "cmd=%s error=%s",
+                  log_q(p->ctl->ctx->log, p->cmd), log_q(p->ctl->ctx->log, note));
     if (cl) {
         cl->pending = NULL;
-        if (ok) control_reply_ok(cl, NULL);
-        else control_reply_error(cl, e);
-        control_log_cmd(cl->ctl, p->cmd, p->address, e);
+        if (error) {
+            control_reply_error(cl, error);
+        } else if (line) {
+            strbuf_puts(&cl->out, line);
+            strbuf_puts(&cl->out, "\n");
+        } else {
+            control_reply_ok(cl, NULL);
+        }
+        control_log_cmd(cl->ctl, p->cmd, p->address, error);
         /* Answer now; go on with lines that arrived meanwhile in a later loop iteration
          * (unless this runs inside control_client_process, whose loop goes on by itself). This
          * runs inside spool_reap: writes made here go to the next batch. */
         if (!cl->in_process && control_client_flush(cl))
             ev_idle_start(cl->ctl->ctx->loop, &cl->resume);
     }
-    free(e);
     free(p->cmd);
     free(p->address);
     free(p);
 }
 
-/* Registers the reply to come after the current spool batch commits. */
-void control_wait_for_commit(control_client *cl, const char *cmd, const char *address)
+static void control_pending_committed(void *arg, bool ok, const char *err)
+{
+    char *e = ok ? NULL
+                 : util_asprintf("cannot update the suppression list: %s",
+                                 err ? err : "the spool commit failed");
+    control_pending_answer(arg, NULL, NULL, e);
+    free(e);
+}
+
+control_pending *control_wait(control_client *cl, const char *cmd, const char *address)
 {
     control_pending *p = util_calloc(1, sizeof *p);
+    p->ctl = cl->ctl;
     p->client = cl;
     p->cmd = util_strdup(cmd);
     p->address = util_strdup(address);
     cl->pending = p;
-    spool_on_commit(cl->ctl->ctx->spool, control_pending_committed, p);
+    return p;
+}
+
+/* Registers the reply to come after the current spool batch commits. */
+void control_wait_for_commit(control_client *cl, const char *cmd, const char *address)
+{
+    spool_on_commit(cl->ctl->ctx->spool, control_pending_committed, control_wait(cl, cmd, address));
 }
 
 /* Answers one request line (without its newline). */
@@ -449,6 +471,7 @@ void control_free(control *ctl)
 {
     if (!ctl) return;
     while (ctl->clients) control_client_close(ctl->clients);
+    control_query_free(ctl->query);
     ev_io_stop(ctl->ctx->loop, &ctl->aio);
     ev_timer_stop(ctl->ctx->loop, &ctl->accept_backoff);
     close(ctl->fd);

@@ -4,12 +4,16 @@
  *
  * Every command answers its request exactly once, through control_reply_ok or
  * control_reply_error (a suppression change after its spool commit, through
- * control_wait_for_commit), and logs one control.cmd line. The answers' data objects follow
+ * control_wait_for_commit; queue once the query thread made the answer, through
+ * control_wait and control_pending_answer), and logs one control.cmd line. The answers' data objects follow
  * the SES response shapes (SPEC section 5). The dedicated-IP commands read and change the
  * scheduler's pools state (pools/pools.h); changes are persisted by the scheduler. queue
- * and queue.explain read the scheduler's in-memory queue (scheduler_queue/_explain). stats
+ * copies the scheduler's in-memory queue and is answered from the query thread
+ * (control_query.c: the spool's counts of what is not in memory, the JSON); queue.explain
+ * reads the scheduler's queue and one message's rows in the spool (scheduler_explain). stats
  * reads the spool's send-statistics buckets of the last 14 days (stats.h). */
 #include "mta/control_internal.h"
+#include "mta/control_query.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -489,8 +493,51 @@ static scheduler *control_take_sched(control_client *cl, const char *cmd)
     return sc;
 }
 
-/* {"Queue": [{"Pool","ConfigurationSet","Domain","State","Recipients"}], "Queued",
- * "Deferred"}: recipients grouped by pool, set, domain and state (args.domain filters). */
+/* Appends j as compact JSON and frees it. */
+static void control_append_json(strbuf *sb, json_t *j)
+{
+    char *text = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
+    if (!text) util_fatal("control: cannot encode the queue as JSON");
+    strbuf_puts(sb, text);
+    free(text);
+    json_decref(j);
+}
+
+/* {"ok":true,"data":{"Queue": [{"Pool","ConfigurationSet","Domain","State","Recipients"}],
+ * "Queued", "Deferred", "Domain" (if filtered)}} as one line: recipients grouped by pool, set,
+ * domain and state. Pure: the query thread calls it. Written row by row, so that a report
+ * of 100,000 domains holds one row's JSON objects at a time besides its text. */
+char *control_queue_answer(const scheduler_queue_row *rows, size_t n, const char *domain)
+{
+    strbuf sb;
+    strbuf_init(&sb);
+    strbuf_puts(&sb, "{\"ok\":true,\"data\":{\"Queue\":[");
+    int64_t queued = 0, deferred = 0;
+    for (size_t i = 0; i < n; i++) {
+        json_t *o = json_object();
+        json_object_set_new(o, "Pool", control_jstr(rows[i].pool));
+        json_object_set_new(o, "ConfigurationSet", control_jstr(rows[i].set));
+        json_object_set_new(o, "Domain", control_jstr(rows[i].domain));
+        json_object_set_new(o, "State", json_string(rows[i].state));
+        json_object_set_new(o, "Recipients", json_integer(rows[i].recipients));
+        if (i) strbuf_puts(&sb, ",");
+        control_append_json(&sb, o);
+        if (strcmp(rows[i].state, "deferred") == 0) deferred += rows[i].recipients;
+        else queued += rows[i].recipients;
+    }
+    strbuf_printf(&sb, "],\"Queued\":%lld,\"Deferred\":%lld", (long long)queued,
+                  (long long)deferred);
+    if (domain && *domain) {
+        strbuf_puts(&sb, ",\"Domain\":");
+        control_append_json(&sb, control_jstr(domain));
+    }
+    strbuf_puts(&sb, "}}");
+    return strbuf_steal(&sb);
+}
+
+/* kilnctl queue [--domain D]: what is in memory is copied now; the spool's counts, the
+ * merge and the answer are made on the query thread (control_query.c), so that a queue of
+ * millions of recipients over many domains never holds up the loop. */
 static void control_cmd_queue(control_client *cl, json_t *args)
 {
     const char *cmd = "queue";
@@ -504,29 +551,16 @@ static void control_cmd_queue(control_client *cl, json_t *args)
     const char *domain = json_string_value(jd);
     scheduler *sc = control_take_sched(cl, cmd);
     if (!sc) return;
-    scheduler_queue_row *rows = NULL;
-    size_t n = scheduler_queue(sc, domain, &rows);
-    json_t *arr = json_array();
-    int64_t queued = 0, deferred = 0;
-    for (size_t i = 0; i < n; i++) {
-        json_t *o = json_object();
-        json_object_set_new(o, "Pool", control_jstr(rows[i].pool));
-        json_object_set_new(o, "ConfigurationSet", control_jstr(rows[i].set));
-        json_object_set_new(o, "Domain", control_jstr(rows[i].domain));
-        json_object_set_new(o, "State", json_string(rows[i].state));
-        json_object_set_new(o, "Recipients", json_integer(rows[i].recipients));
-        json_array_append_new(arr, o);
-        if (strcmp(rows[i].state, "deferred") == 0) deferred += rows[i].recipients;
-        else queued += rows[i].recipients;
+    control *ctl = cl->ctl;
+    if (!ctl->query) ctl->query = control_query_new(ctl->ctx->loop, ctl->ctx->cfg->spool);
+    scheduler_queue_snap *snap = scheduler_queue_snapshot(sc, domain);
+    control_pending *p = control_wait(cl, cmd, domain);
+    if (!control_query_queue(ctl->query, p, snap, domain)) {
+        scheduler_queue_snap_free(snap);
+        char *e = util_asprintf("busy: %d queue reports are being made; try again", CONTROL_QUERY_MAX);
+        control_pending_answer(p, NULL, NULL, e);
+        free(e);
     }
-    scheduler_queue_free(rows, n);
-    json_t *d = json_object();
-    json_object_set_new(d, "Queue", arr);
-    json_object_set_new(d, "Queued", json_integer(queued));
-    json_object_set_new(d, "Deferred", json_integer(deferred));
-    if (domain && *domain) json_object_set_new(d, "Domain", control_jstr(domain));
-    control_reply_ok(cl, d);
-    control_log_cmd(cl->ctl, cmd, domain, NULL);
 }
 
 /* {"MessageId", "Recipients": [{"Recipient","Domain","ConfigurationSet","Pool","State",

@@ -13,9 +13,11 @@
 
 typedef struct control_client control_client;
 
-/* A spool commit this module waits for. Owned by the spool callback, which frees it; the
- * client may be gone by then (client == NULL). */
+/* A reply that comes later: after a spool commit, or from the query thread. Owned by
+ * whoever answers it (control_pending_answer frees it); the client may be gone by then
+ * (client == NULL). */
 typedef struct control_pending {
+    control *ctl;
     control_client *client;
     char *cmd;
     char *address;
@@ -29,7 +31,7 @@ struct control_client {
     ev_idle resume;            /* goes on with queued lines after a commit answered */
     strbuf in;
     strbuf out;
-    control_pending *pending;  /* a request waiting for its commit, or NULL */
+    control_pending *pending;  /* a request waiting for its commit or query, or NULL */
     bool eof;                  /* the peer closed its side: answer what is left, then close */
     bool closing;              /* close once out is written (protocol error) */
     bool in_process;           /* control_client_process is on the stack (commit callbacks may
@@ -47,6 +49,7 @@ struct control {
     ev_timer accept_backoff;
     bool accept_trouble;
     ev_tstamp accept_trouble_last;   /* its last failure; it ends after 5 s without one */
+    struct control_query *query;     /* the worker for slow reads (made at the first one) */
 };
 
 /* ---- control.c: answering, for the commands ---- */
@@ -64,11 +67,23 @@ void control_reply_error(control_client *cl, const char *error);
 /* Registers the reply to come after the current spool batch commits: {"ok":true} then, or
  * the commit's error; the client's later lines wait until then. */
 void control_wait_for_commit(control_client *cl, const char *cmd, const char *address);
+/* Registers a reply that comes later (the client's later lines wait until then). */
+control_pending *control_wait(control_client *cl, const char *cmd, const char *address);
+/* Gives p's reply and frees p: error (an error answer), else line (a whole answer line
+ * without its newline), else {"ok":true}. note (may be NULL) is logged as an error
+ * (something the answer had to leave out) through p->ctl, so only while the control socket
+ * lives (a commit's answer, which has no note, may come after control_free). Logs the
+ * command; a gone client gets nothing. */
+void control_pending_answer(control_pending *p, const char *line, const char *note,
+                            const char *error);
 
 /* ---- control_cmd.c ---- */
 
 /* Runs command CMD with ARGS (an object) for the client: answers it (now, or after a spool
  * commit) and logs it; an unknown command is answered with an error. */
 void control_cmd_run(control_client *cl, const char *cmd, json_t *args);
+/* The whole answer line of `queue` for rows (scheduler_queue), malloc'd; any thread. */
+struct scheduler_queue_row;
+char *control_queue_answer(const struct scheduler_queue_row *rows, size_t n, const char *domain);
 
 #endif

@@ -346,7 +346,7 @@ static bool delivery_job_wait(delivery *dl, sched_job *j, const sched_hop *h, co
         if (delivery_debug(dl))
             log_write(delivery_lg(dl), KLOG_DEBUG, "sched.hold", "id=%s domain=%s set=%s site=%s reason=%s",
                       log_q(delivery_lg(dl), j->msg_id), log_q(delivery_lg(dl), j->domain), log_q(delivery_lg(dl), j->set->name),
-                      log_q(delivery_lg(dl), sched_site_to_text(j->site)), log_q(delivery_lg(dl), j->why));
+                      log_q(delivery_lg(dl), sched_site_to_text(j->site)), log_q(delivery_lg(dl), sched_job_why_text(j)));
         sched_job_hold(dl->s, j, d);
         return false;
     }
@@ -476,6 +476,7 @@ static int delivery_job_port(const delivery *dl, const sched_job *j)
 typedef struct delivery_mx_wait {
     delivery *dl;
     sched_job *j;
+    struct delivery_mx_wait *prev, *next;   /* dl->mx_waits */
 } delivery_mx_wait;
 
 static void delivery_on_resolved(void *arg, const dns_mx_result *res)
@@ -483,6 +484,9 @@ static void delivery_on_resolved(void *arg, const dns_mx_result *res)
     delivery_mx_wait *w = arg;
     delivery *dl = w->dl;
     sched_job *j = w->j;
+    if (w->prev) w->prev->next = w->next;
+    else dl->mx_waits = w->next;
+    if (w->next) w->next->prev = w->prev;
     free(w);
     if (sched_stopping(dl->s)) {
         sched_job_release(dl->s, j);
@@ -566,6 +570,9 @@ static void delivery_job_start(delivery *dl, sched_job *j)
     delivery_mx_wait *w = util_calloc(1, sizeof *w);
     w->dl = dl;
     w->j = j;
+    w->next = dl->mx_waits;
+    if (w->next) w->next->prev = w;
+    dl->mx_waits = w;
     dns_resolve_mx(dl->dns, target, delivery_on_resolved, w);
 }
 
@@ -741,6 +748,11 @@ void delivery_free(delivery *dl)
         delivery_session_free(ss);
     }
     if (dl->dns) dns_free(dl->dns);   /* pending lookups are dropped without callbacks */
+    while (dl->mx_waits) {            /* and so their waits go here */
+        delivery_mx_wait *w = dl->mx_waits;
+        dl->mx_waits = w->next;
+        free(w);
+    }
     if (dl->tls) tls_ctx_free(dl->tls);
     free(dl->dns_error);
     free(dl);

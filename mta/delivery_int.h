@@ -33,6 +33,8 @@ struct delivery {
     tls_ctx *tls;
     delivery_session *sessions;
     int nsessions;
+    struct delivery_mx_wait *mx_waits;   /* jobs whose MX lookup is under way (freed with
+                                            delivery_free if it never answers) */
     int nevicting;              /* idle sessions QUITting to make room (delivery_evict_idle) */
     /* out of local resources (EMFILE/ENFILE...): one episode is logged once, at its start,
      * and once more when a connection opens DELIVERY_LOCAL_QUIET_MS after its last failure */

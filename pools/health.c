@@ -1,8 +1,11 @@
 /* health.c — circuit breaker of one dedicated IP (see health.h): closed -> open on a bind
  * failure or on connect failures that peers show are the IP's fault, half-open after the
- * cool-down for one probe, closed again by a success. Pure: state plus the caller's clock. */
+ * cool-down for one probe, closed again by a success; and the sites the IP reached within
+ * the peer window, in a hash table of its own (open addressing, linear probing, rebuilt at
+ * sweeps: no deletion in place). Pure: state plus the caller's clock. */
 #include "pools/health.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +28,7 @@ static void health_clear_failed(health *h)
 void health_free(health *h)
 {
     health_clear_failed(h);
-    for (size_t i = 0; i < h->nreached; i++) free(h->reached[i].site);
+    for (size_t i = 0; i < h->areached; i++) free(h->reached[i].site);
     free(h->reached);
     memset(h, 0, sizeof *h);
 }
@@ -91,37 +94,83 @@ static void reopen(health *h, const pools_opts *o, int64_t now_ms, const char *w
     snprintf(h->reason, sizeof h->reason, "probe failed: %s", what);
 }
 
-static void remember_reached(health *h, const pools_opts *o, const char *site, int64_t now_ms)
+#define HEALTH_REACHED_MIN 64        /* table slots at first; and the first sweep */
+
+static uint64_t health_hash(const char *s)
 {
-    size_t j = 0;
-    bool found = false;
-    for (size_t i = 0; i < h->nreached; i++) {
+    uint64_t h = UINT64_C(1469598103934665603);
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= UINT64_C(1099511628211);
+    }
+    return h;
+}
+
+/* The slot of site (hash h): its entry, or the empty slot where it would go. */
+static health_site *reached_slot(const health *h, const char *site, uint64_t hash)
+{
+    size_t mask = h->areached - 1;
+    for (size_t i = (size_t)hash & mask;; i = (i + 1) & mask) {
         health_site *s = &h->reached[i];
-        if (strcmp(s->site, site) == 0) {
-            s->ok_ms = now_ms;
-            found = true;
-        } else if (s->ok_ms < now_ms - o->peer_success_window_ms) {
-            free(s->site);          /* too old to vouch for anything: drop it */
+        if (!s->site || (s->hash == hash && strcmp(s->site, site) == 0)) return s;
+    }
+}
+
+/* Makes a table of cap slots holding the entries of h not older than keep_since_ms. */
+static void reached_rebuild(health *h, size_t cap, int64_t keep_since_ms)
+{
+    health_site *old = h->reached;
+    size_t nold = h->areached;
+    h->reached = util_calloc(cap, sizeof *h->reached);
+    h->areached = cap;
+    h->nreached = 0;
+    for (size_t i = 0; i < nold; i++) {
+        if (!old[i].site) continue;
+        if (old[i].ok_ms < keep_since_ms) {
+            free(old[i].site);      /* too old to vouch for anything: drop it */
             continue;
         }
-        h->reached[j++] = *s;
+        *reached_slot(h, old[i].site, old[i].hash) = old[i];
+        h->nreached++;
     }
-    h->nreached = j;
-    if (found) return;
-    if (h->nreached == h->areached) {
-        h->areached = h->areached ? 2 * h->areached : 8;
-        h->reached = util_realloc(h->reached, h->areached * sizeof *h->reached);
+    free(old);
+}
+
+static void remember_reached(health *h, const pools_opts *o, const char *site, int64_t now_ms)
+{
+    uint64_t hash = health_hash(site);
+    if (h->areached) {
+        health_site *s = reached_slot(h, site, hash);
+        if (s->site) {
+            s->ok_ms = now_ms;
+            return;
+        }
     }
-    h->reached[h->nreached].site = util_strdup(site);
-    h->reached[h->nreached].ok_ms = now_ms;
+    if (h->nreached + 1 >= h->reached_sweep_at ||
+        now_ms - h->reached_swept_ms >= o->peer_success_window_ms) {
+        /* drop what the window no longer covers, then size the table to 4 x what is left
+         * (at least HEALTH_REACHED_MIN): the next sweep comes when it is half full, after
+         * at least as many new sites as there are now, so sweeps cost O(1) per site */
+        reached_rebuild(h, h->areached ? h->areached : HEALTH_REACHED_MIN,
+                        now_ms - o->peer_success_window_ms);
+        size_t cap = HEALTH_REACHED_MIN;
+        while (cap < 4 * (h->nreached + 1)) cap *= 2;
+        if (cap != h->areached) reached_rebuild(h, cap, INT64_MIN);
+        h->reached_sweep_at = cap / 2;
+        h->reached_swept_ms = now_ms;
+    }
+    health_site *s = reached_slot(h, site, hash);
+    s->site = util_strdup(site);
+    s->hash = hash;
+    s->ok_ms = now_ms;
     h->nreached++;
 }
 
 bool health_reached_since(const health *h, const char *site, int64_t since_ms)
 {
-    for (size_t i = 0; i < h->nreached; i++)
-        if (strcmp(h->reached[i].site, site) == 0) return h->reached[i].ok_ms >= since_ms;
-    return false;
+    if (!h->areached) return false;
+    const health_site *s = reached_slot(h, site, health_hash(site));
+    return s->site && s->ok_ms >= since_ms;
 }
 
 void health_ok(health *h, const pools_opts *o, const char *site, int64_t now_ms)

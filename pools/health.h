@@ -14,7 +14,10 @@
  * start; its success closes the circuit and resets the cool-down, its failure re-opens
  * with the cool-down doubled (at most cooldown_max_ms). The probe slot frees when a result
  * arrives or when the IP has no open session any more.
- * Each IP also remembers the sites it reached recently (for its peers' checks). */
+ * Each IP also remembers the sites it reached recently (for its peers' checks): a hash
+ * table, swept of entries older than the peer window whenever it has doubled since the
+ * last sweep or a window has passed since (so memory follows the sites reached within the
+ * window, and each success costs O(1) however many sites there are). */
 #ifndef KILN_HEALTH_H
 #define KILN_HEALTH_H
 
@@ -27,7 +30,8 @@
 #define HEALTH_MAX_FAILED_SITES 16   /* distinct failed sites remembered in one run */
 
 typedef struct health_site {
-    char *site;
+    char *site;                      /* NULL: an empty slot */
+    uint64_t hash;
     int64_t ok_ms;                   /* last success to that site */
 } health_site;
 
@@ -39,8 +43,13 @@ typedef struct health {
     int consecutive;                 /* consecutive connect failures while closed */
     char *failed[HEALTH_MAX_FAILED_SITES];  /* distinct sites of this run, oldest first */
     size_t nfailed;
-    health_site *reached;            /* sites reached within the peer window */
+    health_site *reached;            /* sites reached within the peer window: a hash table
+                                        (open addressing, areached slots, a power of 2), so
+                                        that a success to one of 100,000 sites costs one
+                                        lookup; entries past the window go at sweeps */
     size_t nreached, areached;
+    size_t reached_sweep_at;         /* sweep when nreached reaches it, */
+    int64_t reached_swept_ms;        /* or a peer window after the last sweep */
     char reason[256];                /* why it is open ("" when closed) */
 } health;
 

@@ -1,8 +1,8 @@
 /* internal.h — the scheduler's own state, shared by its files (scheduler.c: jobs, sets,
  * destination queues, pump, API; ipstate.c: the dedicated-IP state and reservations;
- * load.c: recover and paging; settle.c: outcomes into
- * spool rows and events; explain.c: the kilnctl queue reports). Nothing outside
- * scheduler/ includes it: the executor sees scheduler/job.h only. */
+ * load.c: recover and paging; settle.c: outcomes into spool rows and events; explain.c and
+ * queue_report.c: the kilnctl queue reports). Nothing outside scheduler/ includes it: the
+ * executor sees scheduler/job.h only. */
 #ifndef KILN_SCHEDULER_INTERNAL_H
 #define KILN_SCHEDULER_INTERNAL_H
 
@@ -38,6 +38,7 @@ struct scheduler {
     sched_job *active_head, *active_tail;
     int nactive;
     int64_t nqueued, ndeferred;   /* recipients */
+    int64_t nmem_retry;         /* recipients in memory attempted before (DEFERRED rows) */
     uint64_t stamp;             /* round-robin and FIFO sequence */
     size_t npreload;            /* ready jobs holding their message (sched_job_preload) */
     size_t preload_bytes;
@@ -75,6 +76,15 @@ void sched_job_place(scheduler *s, sched_job *j);
 void sched_job_preload(scheduler *s, sched_job *j, spool_loaded *m);
 void sched_arm_due_timer(scheduler *s);
 bool sched_dest_blocked(const sched_dest *d, int64_t now);
+
+/* explain.c, for queue_report.c */
+/* Calls fn for every job the scheduler holds, wherever it is (ready, deferred, active,
+ * held). */
+void sched_each_job(scheduler *s, void (*fn)(void *arg, scheduler *s, sched_job *j), void *arg);
+/* "ready", "deferred", "waiting" or "active" (scheduler_queue_row.state). */
+const char *sched_job_state_text(const sched_job *j);
+/* The pool the job uses now: its attempt's, its destination's, or its set's. */
+const char *sched_job_pool_text(const scheduler *s, const sched_job *j);
 
 /* ipstate.c */
 void sched_save_pools(scheduler *s);     /* in the spool batch, if it changed */

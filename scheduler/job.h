@@ -32,7 +32,7 @@
 #include "store/spool.h"
 
 #define SCHED_DEST_WAITING 32       /* jobs of one set waiting at one site; more are held */
-#define SCHED_WHY_LEN 320           /* a job's last reason */
+#define SCHED_WHY_LEN 320           /* a job's last reason, at most */
 #define SCHED_TEXT_LEN 160          /* a *_to_text() buffer */
 
 typedef struct sched_rcpt {
@@ -72,7 +72,9 @@ typedef struct sched_job {
     sched_dest *hdest;          /* held here */
     uint64_t wait_seq;          /* when it began waiting (FIFO among waiting jobs) */
     int64_t wait_until_ms;      /* waiting for a rate token until then; 0: for a slot */
-    char why[SCHED_WHY_LEN];    /* the last reason it could not proceed */
+    char *why;                  /* the last reason it could not proceed (malloc'd: most jobs
+                                   never get one, and they are many), or NULL; read it with
+                                   sched_job_why_text */
     int64_t why_until_ms;       /* and until when, if known */
 
     /* while active (and, for a few ready jobs, since enqueue: see sched_job_preload) */
@@ -152,9 +154,12 @@ const char *sched_ip_to_text(const pools_ip *ip);
 /* ---- small helpers shared with the executor ---- */
 void sched_set_str(char **dst, const char *src);    /* free *dst, *dst = strdup(src) */
 void sched_free_strv(char **v, size_t n);
-/* Records why job j could not proceed (and until when, 0 if unknown): explain shows it. */
+/* Records why job j could not proceed (and until when, 0 if unknown; at most
+ * SCHED_WHY_LEN - 1 bytes): explain shows it. */
 void sched_job_why(sched_job *j, int64_t until_ms, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* That reason, "" if there is none. */
+const char *sched_job_why_text(const sched_job *j);
 /* The configuration set as the config has it now (the default set when it is gone), or NULL. */
 const config_set *sched_set_config(const config *cfg, const char *name);
 bool sched_stopping(const scheduler *s);

@@ -18,7 +18,7 @@
 #include "store/spool.h"
 
 #define SCHED_PAGE_CHUNK 1000       /* rows per spool read while paging in */
-#define SCHED_PAGE_MAX 20000        /* recipients paged in per scheduling pass (the rest at
+#define SCHED_PAGE_MAX 5000         /* recipients paged in per scheduling pass (the rest at
                                        the next pass: the loop is never held up long) */
 #define SCHED_PAGE_RETRY_MS 1000    /* paging blocked (budget full, uncommitted batch) */
 
@@ -94,6 +94,15 @@ static void load_acc_free(load_acc *a)
     a->n = a->cap = 0;
 }
 
+/* A job's recipients take no more room than they need (jobs held in memory are many). */
+static void load_trim(sched_job *j)
+{
+    if (j->cap > j->nrcpts) {
+        j->cap = j->nrcpts;
+        j->rcpts = util_realloc(j->rcpts, j->cap * sizeof *j->rcpts);
+    }
+}
+
 /* Groups the recipients read (a, emptied) by (message, domain) into jobs of the message's
  * configuration set, placed in its ready queue or the heap. Returns how many. */
 static int64_t load_place(scheduler *s, load_acc *acc)
@@ -113,6 +122,7 @@ static int64_t load_place(scheduler *s, load_acc *acc)
         load_rcpt *l = &a.v[i];
         bool new_msg = !set_of || strcmp(set_of, l->msg_id) != 0;
         if (j && (new_msg || strcmp(j->domain, l->domain) != 0)) {
+            load_trim(j);
             sched_job_place(s, j);
             if (have_m && j->where == JOB_READY) {
                 sched_job_preload(s, j, &m);
@@ -148,7 +158,7 @@ static int64_t load_place(scheduler *s, load_acc *acc)
             free(l->domain);
         }
         if (j->nrcpts == j->cap) {
-            j->cap = j->cap ? j->cap * 2 : 4;
+            j->cap = j->cap ? j->cap * 2 : 1;
             j->rcpts = util_realloc(j->rcpts, j->cap * sizeof *j->rcpts);
         }
         if (!queue_idset_add(&s->mem, l->r.rowid)) {
@@ -156,10 +166,12 @@ static int64_t load_place(scheduler *s, load_acc *acc)
             util_fatal("scheduler: recipient %lld loaded twice, into job %s", (long long)l->r.rowid,
                        sched_job_to_text(j, jt, sizeof jt));
         }
+        if (l->r.attempts > 0) s->nmem_retry++;
         j->rcpts[j->nrcpts++] = l->r;
         n++;
     }
     if (j) {
+        load_trim(j);
         sched_job_place(s, j);
         if (have_m && j->where == JOB_READY) {
             sched_job_preload(s, j, &m);

@@ -1,5 +1,6 @@
-/* queue.c — the scheduler's pure queue structures: the due-time min-heap and the fair
- * ready queue across configuration sets (see queue.h). */
+/* queue.c — the scheduler's pure queue structures: the due-time min-heap, the fair ready queue
+ * across configuration sets, the rowid set, the pager's decisions and the status counts
+ * (see queue.h). */
 #include "scheduler/queue.h"
 
 #include <stdlib.h>
@@ -357,4 +358,14 @@ bool queue_pager_outside(const queue_pager *p)
 int64_t queue_pager_wake_ms(const queue_pager *p)
 {
     return p->out_deferred ? p->check_ms : 0;
+}
+
+/* ------------------------------------------------------------------ status counts */
+
+void queue_status_counts(const queue_mem_counts *mem, int64_t spool_queued,
+                         int64_t spool_deferred, int64_t *queued, int64_t *deferred)
+{
+    int64_t out_fresh = spool_queued - mem->fresh, out_retry = spool_deferred - mem->retry;
+    *queued = mem->queued + (out_fresh > 0 ? out_fresh : 0);
+    *deferred = mem->deferred + (out_retry > 0 ? out_retry : 0);
 }

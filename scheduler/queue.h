@@ -163,4 +163,20 @@ int64_t queue_pager_wake_ms(const queue_pager *p);
 /* Whether a forward page is wanted (behind, under the low-water mark). */
 bool queue_pager_hungry(const queue_pager *p, int64_t in_mem);
 
+/* ---- kilnctl status: Queued and Deferred when some recipients are in the spool only ----
+ *
+ * In memory the scheduler knows where each recipient is: `queued` (ready, waiting or in
+ * flight, a retry included) or `deferred` (waiting for its retry time). For the spool it
+ * knows how many of those in memory were never attempted (`fresh`: QUEUED rows) and how
+ * many were (`retry`: DEFERRED rows). The spool's counts of QUEUED and DEFERRED rows,
+ * minus those in memory, are the ones in the spool only: never attempted ones are queued,
+ * attempted ones wait for their retry time. A spool count below what memory holds (the
+ * spool lags memory by a batch) adds nothing: nothing is ever counted negative or twice. */
+typedef struct queue_mem_counts {
+    int64_t queued, deferred;   /* by place in memory */
+    int64_t fresh, retry;       /* by spool state: queued + deferred == fresh + retry */
+} queue_mem_counts;
+void queue_status_counts(const queue_mem_counts *mem, int64_t spool_queued,
+                         int64_t spool_deferred, int64_t *queued, int64_t *deferred);
+
 #endif

@@ -38,7 +38,9 @@
  * budget are in memory, and by sweeps from the start for deferred ones before they are
  * due (one ev_timer). A committed message is loaded at once only while the pager is
  * caught up and it fits; otherwise the pager reads it in rowid order. While some
- * recipients are in the spool only, kilnctl status and queue count them from the spool.
+ * recipients are in the spool only, kilnctl status adds those from the spool's maintained
+ * totals (minus those in memory, by spool state: queue_status_counts), and kilnctl queue
+ * from the spool's counts per set and domain (queue_report.c).
  *
  * The pump (a zero-delay timer, so nothing re-enters): pages in, releases held jobs with
  * room, offers the waiting jobs to the executor, then starts ready jobs (message loaded)
@@ -92,11 +94,21 @@ void sched_free_strv(char **v, size_t n)
 /* Records why job j could not proceed (and until when, 0 if unknown). */
 void sched_job_why(sched_job *j, int64_t until_ms, const char *fmt, ...)
 {
+    char buf[SCHED_WHY_LEN];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(j->why, sizeof j->why, fmt, ap);
+    vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
     j->why_until_ms = until_ms;
+    if (j->why && strcmp(j->why, buf) == 0) return;
+    size_t n = strlen(buf) + 1;
+    j->why = util_realloc(j->why, n);
+    memcpy(j->why, buf, n);
+}
+
+const char *sched_job_why_text(const sched_job *j)
+{
+    return j->why ? j->why : "";
 }
 
 /* The configuration set of a job as the config has it now (the default set when its own
@@ -417,6 +429,7 @@ void sched_job_free(sched_job *j)
     free(j->msg_id);
     free(j->domain);
     free(j->site);
+    free(j->why);
     free(j);
 }
 
@@ -428,6 +441,7 @@ void sched_job_forget(scheduler *s, sched_job *j)
     for (size_t i = 0; i < j->nrcpts; i++) {
         queue_idset_remove(&s->mem, j->rcpts[i].rowid);
         ids[i] = j->rcpts[i].rowid;
+        if (j->rcpts[i].attempts > 0) s->nmem_retry--;
     }
     /* an evicted deferral's DEFERRED row may not be committed yet */
     sched_hold_rows(s, ids, j->nrcpts);
@@ -717,7 +731,7 @@ static bool sched_job_prehold(scheduler *s, sched_job *j, int64_t now)
     if (sched_debug(s))
         log_write(sched_lg(s), KLOG_DEBUG, "sched.hold", "id=%s domain=%s set=%s site=%s reason=%s",
                   log_q(sched_lg(s), j->msg_id), log_q(sched_lg(s), j->domain), log_q(sched_lg(s), j->set->name),
-                  log_q(sched_lg(s), sched_site_to_text(j->site)), log_q(sched_lg(s), j->why));
+                  log_q(sched_lg(s), sched_site_to_text(j->site)), log_q(sched_lg(s), sched_job_why_text(j)));
     sched_job_hold(s, j, d);
     return true;
 }
@@ -961,11 +975,12 @@ void scheduler_stop(scheduler *s, void (*done)(void *arg), void *arg)
 void scheduler_counts(const scheduler *s, int64_t *queued, int64_t *deferred, int *sessions)
 {
     int64_t q = s->nqueued, d = s->ndeferred, sq, sd;
-    /* recipients in the spool only: count them all there */
+    /* recipients in the spool only: the spool's maintained counts (two rows) tell how many */
     if (queue_pager_outside(&s->pager) && spool_count_rcpts(s->ctx->spool, &sq, &sd) == 0 &&
         sq + sd != sched_in_mem(s)) {
-        q = sq;
-        d = sd;
+        queue_mem_counts mem = {s->nqueued, s->ndeferred, sched_in_mem(s) - s->nmem_retry,
+                                s->nmem_retry};
+        queue_status_counts(&mem, sq, sd, &q, &d);
     }
     if (queued) *queued = q;
     if (deferred) *deferred = d;

@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "store/spool.h"
+
 struct kiln_ctx;
 struct pools;
 struct sched_job;
@@ -85,6 +87,29 @@ typedef struct scheduler_queue_row {
 } scheduler_queue_row;
 size_t scheduler_queue(scheduler *s, const char *domain, scheduler_queue_row **rows);
 void scheduler_queue_free(scheduler_queue_row *rows, size_t n);
+
+/* The same report in two halves, so that the slow part can run away from the loop (the
+ * control socket does it on a worker thread with a read-only spool connection of its own):
+ *   1. on the loop, scheduler_queue_snapshot copies what is in memory (bounded by the
+ *      memory budget, never by the length of the queue);
+ *   2. anywhere, if scheduler_queue_snap_wants_spool says that some pending recipients are
+ *      in the spool only, the spool's counts per group (spool_count_by, or
+ *      spool_reader_count_by on another thread) are fed to scheduler_queue_snap_spool;
+ *   3. anywhere, scheduler_queue_finish makes the rows (as scheduler_queue) and frees the
+ *      snapshot.
+ * The recipients in the spool only are the spool's counts minus those in memory at the
+ * snapshot: when the spool is read later, on another connection, recipients that changed
+ * state in between may show in their old state. */
+typedef struct scheduler_queue_snap scheduler_queue_snap;
+scheduler_queue_snap *scheduler_queue_snapshot(scheduler *s, const char *domain);
+bool scheduler_queue_snap_wants_spool(const scheduler_queue_snap *q);
+/* The domain filter (lower-case), or NULL for every domain. */
+const char *scheduler_queue_snap_domain(const scheduler_queue_snap *q);
+/* A spool_count_cb (store/spool.h) with q as its argument: one group of the spool's counts. */
+void scheduler_queue_snap_spool(void *q, const char *config_set, const char *domain,
+                                spool_rcpt_state state, int64_t count);
+size_t scheduler_queue_finish(scheduler_queue_snap *q, scheduler_queue_row **rows);
+void scheduler_queue_snap_free(scheduler_queue_snap *q);
 
 /* kilnctl queue --explain: for each pending recipient of message msg_id (sorted by
  * address), what it waits for: its retry time (deferred; last_reply says why), the cap of

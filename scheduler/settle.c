@@ -215,9 +215,12 @@ void sched_settle(scheduler *s, sched_job *j, sched_outcome *out, const char *sr
     int64_t *gone = util_calloc(n ? n : 1, sizeof *gone);
     size_t keep = 0, ngone = 0;
     for (size_t i = 0; i < n; i++) {
+        /* attempts counts this attempt already: 1 means it was QUEUED until now */
         if (out[i].cls.verdict == RETRY_DEFER) {
+            if (j->rcpts[i].attempts == 1) s->nmem_retry++;
             j->rcpts[keep++] = j->rcpts[i];
         } else {
+            if (j->rcpts[i].attempts > 1) s->nmem_retry--;
             queue_idset_remove(&s->mem, j->rcpts[i].rowid);
             gone[ngone++] = j->rcpts[i].rowid;
             free(j->rcpts[i].address);

@@ -32,7 +32,8 @@
  * TABLE when PRAGMA table_info lacks it, and filled for the rows already there, in one
  * transaction), and the index recipients_due (state, id, next_attempt_ms), which lets
  * spool_each_due_rcpt read one page in rowid order as index range reads (QUEUED rows, then
- * DEFERRED rows whose next_attempt_ms is past) instead of scanning the table.
+ * DEFERRED rows whose next_attempt_ms is past) instead of scanning the table; and the
+ * maintained counts of pending recipients per state, kept by triggers (spool_counts.c).
  *
  * Read functions (spool_read.c) may be called from inside the callbacks of other reads (or
  * of the same read): a cached statement that is still stepping is not reused; a fresh one is
@@ -134,8 +135,8 @@ const char *const spool_sql[ST__COUNT] = {
                        SPOOL_STATE_PENDING " ORDER BY id",
     [ST_PENDING_MSG] = "SELECT " SPOOL_RCPT_COLUMNS " FROM recipients WHERE msg_id = ?1 AND"
                        " state IN " SPOOL_STATE_PENDING " ORDER BY id",
-    [ST_COUNT_RCPTS] = "SELECT state, count(*) FROM recipients WHERE state IN "
-                       SPOOL_STATE_PENDING " GROUP BY state",
+    /* The maintained counts (spool_counts.c), not a count of the rows. */
+    [ST_COUNT_RCPTS] = "SELECT state, n FROM rcpt_totals WHERE state IN " SPOOL_STATE_PENDING,
     /* One page of due recipients (see spool_each_due_rcpt for the choice between the two).
      * Each arm picks at most ?3 rowids through an index; the outer query fetches those
      * rows. The indexes are named so that the plan cannot drift to a table scan.
@@ -164,10 +165,7 @@ const char *const spool_sql[ST__COUNT] = {
                      " recipients_state WHERE state = 1 AND next_attempt_ms < ?1 LIMIT ?2)",
     [ST_NEXT_DUE] = "SELECT next_attempt_ms FROM recipients WHERE state = 1"
                     " ORDER BY next_attempt_ms LIMIT 1",
-    [ST_COUNT_BY] = "SELECT m.config_set, r.domain, r.state, count(*) FROM recipients r"
-                    " JOIN messages m ON m.id = r.msg_id WHERE r.state IN "
-                    SPOOL_STATE_PENDING " GROUP BY m.config_set, r.domain, r.state"
-                    " ORDER BY m.config_set, r.domain, r.state",
+    [ST_COUNT_BY] = SPOOL_COUNT_BY_SQL,
     [ST_SENT_SINCE] = "SELECT created_ms, sum(count) FROM sends WHERE created_ms >= ?1"
                       " GROUP BY created_ms ORDER BY created_ms",
     [ST_SUPP_GET] = "SELECT reason, updated_ms FROM suppression WHERE address = ?1",
@@ -419,8 +417,10 @@ static int spool_schema_additions(spool *sp, char **err)
             return -1;
         }
     }
-    return spool_exec_sql(sp->db, sp->path, spool_schema_due,
-                          "creating the index recipients_due", err);
+    if (spool_exec_sql(sp->db, sp->path, spool_schema_due, "creating the index recipients_due",
+                       err) < 0)
+        return -1;
+    return spool_counts_setup(sp, err);
 }
 
 /* Opens one connection to path with the spool's settings: WAL, synchronous FULL (or OFF),

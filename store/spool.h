@@ -179,12 +179,16 @@ int spool_each_due_rcpt(spool *sp, int64_t due_before_ms, int64_t after_rowid, s
  * recipient is DEFERRED (*next_ms = 0), -1 on a read error. */
 int spool_next_due_ms(spool *sp, int64_t *next_ms);
 
-/* Counts of non-final recipients by state. */
+/* Counts of non-final recipients by state. They are maintained by the spool as recipients
+ * are added and change state (store/spool_counts.c), so this reads two rows however long
+ * the queue is. Like every read on the loop's connection, they count what is committed:
+ * writes still in the commit pipeline show one batch later. */
 int spool_count_rcpts(spool *sp, int64_t *queued, int64_t *deferred);
 
 /* Counts of non-final recipients per (configuration set, domain, state), ordered by set,
  * then domain, then state (for `kilnctl queue`). It reads every pending recipient: about
- * 1.5 s for 1,000,000 of them, so it is for an operator's command, not for the hot path. */
+ * 1.5 s for 1,000,000 of them, so it is for an operator's command, not for the loop (kilnd
+ * runs it on a reader: spool_reader_count_by). */
 typedef void (*spool_count_cb)(void *arg, const char *config_set, const char *domain,
                                spool_rcpt_state state, int64_t count);
 int spool_count_by(spool *sp, spool_count_cb cb, void *arg);
@@ -227,5 +231,20 @@ int spool_stats_each(spool *sp, int64_t since_ms, spool_stats_cb cb, void *arg);
 
 /* Last SQLite error text of this handle (for logs). */
 const char *spool_errmsg(spool *sp);
+
+/* ---- a reader: a read-only connection of its own (store/spool_reader.c) ----
+ * For reads that must not run on the loop: a worker thread opens one on the spool's
+ * directory (after spool_open made the schema), reads the last committed state through it
+ * while the loop's connection goes on writing (WAL: neither waits for the other), and
+ * closes it. One thread at a time; spool_reader_interrupt may be called from any thread
+ * and makes a read in progress fail soon. */
+typedef struct spool_reader spool_reader;
+spool_reader *spool_reader_open(const char *dir, char **err);
+void spool_reader_close(spool_reader *rd);
+void spool_reader_interrupt(spool_reader *rd);
+/* As spool_count_by, over the last committed state. 0, or -1 (spool_reader_errmsg says
+ * why; also after spool_reader_interrupt). */
+int spool_reader_count_by(spool_reader *rd, spool_count_cb cb, void *arg);
+const char *spool_reader_errmsg(const spool_reader *rd);
 
 #endif

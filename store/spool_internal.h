@@ -24,6 +24,14 @@
 #define SPOOL_BLOB_INCREMENTAL (64 * 1024) /* messages this large are written piecewise */
 #define SPOOL_PRUNE_EVERY_MS (60LL * 1000)
 
+/* The pending recipients per (set, domain, state), in that order: a GROUP BY over every
+ * pending recipient (about 1.5 s per 1,000,000), for the loop's connection (small spools,
+ * tests) and for a reader's (kilnctl queue, off the loop). */
+#define SPOOL_COUNT_BY_SQL \
+    "SELECT m.config_set, r.domain, r.state, count(*) FROM recipients r" \
+    " JOIN messages m ON m.id = r.msg_id WHERE r.state IN (0, 1)" \
+    " GROUP BY m.config_set, r.domain, r.state ORDER BY m.config_set, r.domain, r.state"
+
 /* Every statement. The reads are prepared once at open on the loop's connection, the writes
  * (spool_sql_writes) on the writer's. */
 enum {
@@ -238,6 +246,11 @@ struct spool {
     spool_overlay kv, supp;       /* kv values and suppression entries not committed yet */
     spool_writer w;
 };
+
+/* spool_counts.c */
+/* Makes the maintained counts of pending recipients (tables and triggers) when they are
+ * missing, filled from the recipients there (spool_counts.c). 0, or -1 with *err. */
+int spool_counts_setup(spool *sp, char **err);
 
 /* spool.c */
 /* Records the text of the last error: "spool PATH: what key: SQLite's message". */

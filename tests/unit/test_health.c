@@ -1,7 +1,8 @@
 /* test_health.c — failover of dedicated IPs (pools/health.c through pools.h): a bind failure
  * takes an IP down at once; connect failures do only when other IPs of the pool reach the
  * same sites; the cool-down, the single half-open probe, and the doubling cool-down when the
- * probe fails. Clock injected. */
+ * probe fails; the sites an IP reached, remembered for the window at any number of sites.
+ * Clock injected. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -321,6 +322,47 @@ START_TEST(test_breaker_unit)
 }
 END_TEST
 
+/* 100,000 sites reached within the window are all remembered (each answers for itself,
+ * unreached ones do not), a site reached again is not added twice, and once the window has
+ * passed them, new sites take their place: the table shrinks back to what the window holds. */
+START_TEST(test_reached_many_sites)
+{
+    pools_opts o = {.cooldown_ms = 100, .cooldown_max_ms = 250, .failures_to_open = 2,
+                    .sites_to_open = 1, .peer_success_window_ms = 600000};
+    health h;
+    health_init(&h, &o);
+    char name[32];
+    for (int i = 0; i < 100000; i++) {
+        snprintf(name, sizeof name, "mx.d%d.test", i);
+        health_ok(&h, &o, name, 1000 + i / 1000);
+    }
+    for (int i = 0; i < 100000; i += 7) {
+        snprintf(name, sizeof name, "mx.d%d.test", i);
+        health_ok(&h, &o, name, 2000);                       /* again, later */
+    }
+    ck_assert_uint_eq(h.nreached, 100000);
+    for (int i = 0; i < 100000; i++) {
+        snprintf(name, sizeof name, "mx.d%d.test", i);
+        ck_assert_msg(health_reached_since(&h, name, 1000 + i / 1000), "%s", name);
+        ck_assert(health_reached_since(&h, name, 1001 + i / 1000) == (i % 7 == 0));
+    }
+    ck_assert(!health_reached_since(&h, "mx.d100000.test", 0));
+    ck_assert(!health_reached_since(&h, "", 0));
+    size_t big = h.areached;
+    /* the window passes: 1,000 new sites later, the old ones are gone */
+    for (int i = 0; i < 1000; i++) {
+        snprintf(name, sizeof name, "later%d.test", i);
+        health_ok(&h, &o, name, 2000 + 600001 + i);
+    }
+    ck_assert(!health_reached_since(&h, "mx.d5.test", 0));
+    ck_assert_uint_le(h.nreached, 1000);
+    ck_assert_uint_lt(h.areached, big / 16);
+    snprintf(name, sizeof name, "later%d.test", 999);
+    ck_assert(health_reached_since(&h, name, 0));
+    health_free(&h);
+}
+END_TEST
+
 static Suite *health_suite(void)
 {
     Suite *s = suite_create("health");
@@ -336,6 +378,7 @@ static Suite *health_suite(void)
     tcase_add_test(tc, test_probe_slot_freed_by_session_end);
     tcase_add_test(tc, test_state_names);
     tcase_add_test(tc, test_breaker_unit);
+    tcase_add_test(tc, test_reached_many_sites);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -5,7 +5,8 @@
  * before; a higher-priority set starts before a lower one's backlog; sets of equal
  * priority alternate; settling writes the recipients' rows and the Delivery, Bounce and
  * DeliveryDelay events; a graceful stop waits for the executor's sessions; a recipient
- * settled while its spool update is not committed yet is never paged in again. */
+ * settled while its spool update is not committed yet is never paged in again; with
+ * recipients in the spool only (memory budget), kilnctl status and queue count each one once. */
 #include <check.h>
 #include <errno.h>
 #include <jansson.h>
@@ -558,6 +559,132 @@ START_TEST(settled_but_uncommitted_is_not_paged_again)
 }
 END_TEST
 
+/* The row of rows for (set, domain, state), or NULL. */
+static const scheduler_queue_row *row_of(const scheduler_queue_row *rows, size_t n,
+                                         const char *set, const char *domain, const char *state)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(rows[i].set, set) == 0 && strcmp(rows[i].domain, domain) == 0 &&
+            strcmp(rows[i].state, state) == 0)
+            return &rows[i];
+    return NULL;
+}
+
+static int64_t rows_total(const scheduler_queue_row *rows, size_t n)
+{
+    int64_t t = 0;
+    for (size_t i = 0; i < n; i++) t += rows[i].recipients;
+    return t;
+}
+
+/* With room for 4 recipients in memory, a message that does not fit waits in the spool.
+ * kilnctl status and queue count every recipient once, whether in memory or in the spool
+ * only; a retry in flight counts as queued (in memory it is, in the spool it is still
+ * DEFERRED); the domain filter applies to both parts; the report made in two halves (the
+ * control socket's query thread) gives the same rows. */
+START_TEST(counts_with_recipients_in_the_spool_only)
+{
+    scheduler_free(sched);
+    sched = scheduler_new(&ctx, &(scheduler_options){.mem_rcpts = 4});
+    ctx.sched = sched;
+    scheduler_set_exec(sched, &fx_ops, &fx);
+    ck_assert_int_eq(scheduler_recover(sched), 0);
+    const char *a[] = {"a@one.example", "b@two.example", "c@three.example"};
+    commit_message("m-a", "txn", a, 3);
+    drive_until(&fx.nstarted, 3, 1000);
+    ck_assert_uint_eq(fx.nstarted, 3);
+    sched_job *j = fx.started[0];
+    char dom[64];
+    snprintf(dom, sizeof dom, "%s", j->domain);
+    sched_outcome out = reply(451, "4.3.0", "451 4.3.0 try again later");
+    sched_settle(sched, j, &out, "192.0.2.10", "198.51.100.7");
+    sched_job_done(sched, j);
+    const char *b[] = {"x1@bulk.example", "x2@bulk.example", "y1@other.example",
+                       "x3@bulk.example", "y2@other.example", "x4@bulk.example"};
+    commit_message("m-b", "bulk", b, 6);
+    /* and one more for the deferred one's domain and set: in the spool, never attempted */
+    char c0[80];
+    snprintf(c0, sizeof c0, "z@%s", dom);
+    const char *c[] = {c0};
+    commit_message("m-c", "txn", c, 1);
+    drive_until(NULL, 0, 30);
+    ck_assert_uint_eq(fx.nstarted, 3);   /* m-b and m-c stay in the spool: memory holds 3 of 4 */
+
+    int64_t q = -1, d = -1;
+    scheduler_counts(sched, &q, &d, NULL);
+    ck_assert_int_eq(q, 9);
+    ck_assert_int_eq(d, 1);
+    scheduler_queue_row *rows = NULL;
+    size_t n = scheduler_queue(sched, NULL, &rows);
+    ck_assert_int_eq(rows_total(rows, n), 10);
+    const scheduler_queue_row *r = row_of(rows, n, "txn", dom, "deferred");
+    ck_assert_ptr_nonnull(r);
+    ck_assert_int_eq(r->recipients, 1);
+    r = row_of(rows, n, "txn", dom, "ready");   /* m-c's, from the spool */
+    ck_assert_ptr_nonnull(r);
+    ck_assert_int_eq(r->recipients, 1);
+    r = row_of(rows, n, "bulk", "bulk.example", "ready");
+    ck_assert_ptr_nonnull(r);
+    ck_assert_int_eq(r->recipients, 4);
+    ck_assert_str_eq(r->pool, "p");
+    r = row_of(rows, n, "bulk", "other.example", "ready");
+    ck_assert_ptr_nonnull(r);
+    ck_assert_int_eq(r->recipients, 2);
+    scheduler_queue_free(rows, n);
+
+    /* the retry comes due and is handed out again: in flight, so queued */
+    fake_now = T0 + RETRY_MS;
+    drive_until(&fx.nstarted, 4, 4 * RETRY_MS);
+    ck_assert_uint_eq(fx.nstarted, 4);
+    ck_assert_str_eq(fx.started[3]->domain, dom);
+    scheduler_counts(sched, &q, &d, NULL);
+    ck_assert_int_eq(q, 10);
+    ck_assert_int_eq(d, 0);
+    n = scheduler_queue(sched, NULL, &rows);
+    ck_assert_int_eq(rows_total(rows, n), 10);
+    ck_assert_ptr_null(row_of(rows, n, "txn", dom, "deferred"));
+    r = row_of(rows, n, "txn", dom, "active");
+    ck_assert_ptr_nonnull(r);
+    ck_assert_int_eq(r->recipients, 1);
+    scheduler_queue_free(rows, n);
+
+    /* only one domain, in either case */
+    n = scheduler_queue(sched, "BULK.example", &rows);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_str_eq(rows[0].domain, "bulk.example");
+    ck_assert_int_eq(rows[0].recipients, 4);
+    scheduler_queue_free(rows, n);
+    n = scheduler_queue(sched, dom, &rows);
+    ck_assert_uint_eq(n, 2);
+    ck_assert_str_eq(rows[0].state, "active");
+    ck_assert_str_eq(rows[1].state, "ready");
+    scheduler_queue_free(rows, n);
+
+    /* in two halves, the spool read apart: the same rows */
+    scheduler_queue_snap *snap = scheduler_queue_snapshot(sched, NULL);
+    ck_assert(scheduler_queue_snap_wants_spool(snap));
+    ck_assert_ptr_null(scheduler_queue_snap_domain(snap));
+    char *err = NULL;
+    spool_reader *rd = spool_reader_open(tmpdir, &err);
+    ck_assert_msg(rd != NULL, "reader: %s", err ? err : "?");
+    ck_assert_int_eq(spool_reader_count_by(rd, scheduler_queue_snap_spool, snap), 0);
+    spool_reader_close(rd);
+    scheduler_queue_row *rows2 = NULL;
+    size_t n2 = scheduler_queue_finish(snap, &rows2);
+    n = scheduler_queue(sched, NULL, &rows);
+    ck_assert_uint_eq(n2, n);
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_str_eq(rows2[i].pool, rows[i].pool);
+        ck_assert_str_eq(rows2[i].set, rows[i].set);
+        ck_assert_str_eq(rows2[i].domain, rows[i].domain);
+        ck_assert_str_eq(rows2[i].state, rows[i].state);
+        ck_assert_int_eq(rows2[i].recipients, rows[i].recipients);
+    }
+    scheduler_queue_free(rows, n);
+    scheduler_queue_free(rows2, n2);
+}
+END_TEST
+
 /* A reload reaches the executor (DNS settings) through its op. */
 START_TEST(config_change_reaches_the_executor)
 {
@@ -581,6 +708,7 @@ static Suite *scheduler_suite(void)
     tcase_add_test(tc, stop_waits_for_in_flight_jobs);
     tcase_add_test(tc, config_change_reaches_the_executor);
     tcase_add_test(tc, settled_but_uncommitted_is_not_paged_again);
+    tcase_add_test(tc, counts_with_recipients_in_the_spool_only);
     suite_add_tcase(s, tc);
     return s;
 }
