@@ -13,7 +13,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 sys.path.insert(0, HERE)
-from bench_e2e import KilnSink, LOADGEN, proc_cpu, sink_addr  # noqa: E402
+from bench_peers import KilnSink, LOADGEN, proc_cpu, sink_addr  # noqa: E402
 from kilntest import Kiln, free_port, wait_for  # noqa: E402
 
 

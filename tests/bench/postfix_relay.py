@@ -1,9 +1,14 @@
 """postfix_relay.py — a private Postfix relay for benchmarks (never the system's): its own
-config_directory and queue under a temp dir, smtpd on a loopback port, every test domain
-relayed by transport_maps to a loopback sink, tuned for throughput as ../shared/TESTING.md
-measured (in_flow_delay 0, concurrency 20, no DNS, no chroot). Postfix fsyncs each queue
-file before its 250, so it is compared with kiln's durable spool only. Installs Postfix
-from Debian's archive if missing (without configuring or starting the system instance)."""
+config_directory and queue under a temp dir, smtpd on a loopback port, tuned for throughput
+as ../shared/TESTING.md measured (in_flow_delay 0, concurrency 20, no chroot). Next hops:
+either every test domain relayed by transport_maps to a loopback sink (no DNS), or, with
+`dns=(resolver_ip, port)`, real MX lookups (smtp_dns_support_level = enabled, no
+transport_maps, smtp_tcp_port = port): Postfix asks the system resolver, which reads
+/etc/resolv.conf and speaks to port 53 only, so the relay is started in a private mount
+namespace (`unshare --mount`) where a resolv.conf naming resolver_ip is bind-mounted over
+/etc/resolv.conf; the system's file is never changed. Postfix fsyncs each queue file before
+its 250, so it is compared with kiln's durable spool only. Installs Postfix from Debian's
+archive if missing (without configuring or starting the system instance)."""
 import os
 import shutil
 import subprocess
@@ -24,8 +29,9 @@ def ensure_installed():
 
 
 class PostfixRelay:
-    def __init__(self, base, listen_port, routes, source_ip=None):
-        """routes: {domain: (host, port)}."""
+    def __init__(self, base, listen_port, routes, source_ip=None, dns=None):
+        """routes: {domain: (host, port)}, used when dns is None; dns: (resolver IP, the
+        port of every MX host)."""
         self.base = base
         self.etc = os.path.join(base, "etc")
         self.queue = os.path.join(base, "queue")
@@ -33,6 +39,7 @@ class PostfixRelay:
         self.port = listen_port
         self.routes = routes
         self.source_ip = source_ip
+        self.dns = dns
 
     def write_config(self):
         for d in (self.etc, self.queue, self.data):
@@ -55,7 +62,6 @@ class PostfixRelay:
             "mynetworks": "127.0.0.0/8",
             "relay_domains": "",
             "smtpd_relay_restrictions": "permit_mynetworks, reject",
-            "transport_maps": "texthash:" + transport,
             "maillog_file": os.path.join(self.base, "maillog"),
             "maillog_file_prefixes": self.base,
             "in_flow_delay": "0",
@@ -65,8 +71,6 @@ class PostfixRelay:
             "smtp_destination_concurrency_limit": "20",
             "default_process_limit": "200",
             "smtpd_peername_lookup": "no",
-            "smtp_dns_support_level": "disabled",
-            "disable_dns_lookups": "yes",
             "smtpd_client_connection_count_limit": "0",
             "smtpd_client_connection_rate_limit": "0",
             "smtp_connection_cache_on_demand": "yes",
@@ -79,6 +83,15 @@ class PostfixRelay:
             "meta_directory": "/etc/postfix",
             "command_directory": "/usr/sbin",
         }
+        if self.dns:
+            main["smtp_dns_support_level"] = "enabled"
+            main["smtp_tcp_port"] = str(self.dns[1])
+            with open(os.path.join(self.base, "resolv.conf"), "w") as f:
+                f.write("nameserver %s\noptions timeout:1 attempts:2\n" % self.dns[0])
+        else:
+            main["transport_maps"] = "texthash:" + transport
+            main["smtp_dns_support_level"] = "disabled"
+            main["disable_dns_lookups"] = "yes"
         if self.source_ip:
             main["smtp_bind_address"] = self.source_ip
         with open(os.path.join(self.etc, "main.cf"), "w") as f:
@@ -104,9 +117,15 @@ class PostfixRelay:
                               text=True, timeout=120)
 
     def start(self):
-        self.write_config()
-        self.postfix("set-permissions", check=False)
-        p = self.postfix("start", check=False)
+        self.write_config()             # `postfix start` creates the queue's directories
+        if self.dns:
+            # The master and every process it forks keep this namespace and its resolv.conf.
+            p = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                                'mount --bind "$1" /etc/resolv.conf && exec "$2" -c "$3" start',
+                                "sh", os.path.join(self.base, "resolv.conf"), POSTFIX, self.etc],
+                               capture_output=True, text=True, timeout=120)
+        else:
+            p = self.postfix("start", check=False)
         if p.returncode != 0:
             raise RuntimeError("postfix start failed: %s %s" % (p.stdout, p.stderr))
         import socket
