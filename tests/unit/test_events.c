@@ -715,10 +715,12 @@ static void stats_sum(void *arg, int64_t bucket_ms, int64_t attempts, int64_t bo
 
 START_TEST(test_drain_counts_each_event_once)
 {
-    /* Six Send events of 1 MB: one drain reads 4 MB of them, the next drain the rest while
-     * the first drain's delete is not committed yet (the spool's reads still show those
-     * rows). Each event is counted in the send statistics exactly once. */
+    /* Six Send events of 1 MB that an older kiln wrote (it counted events as they left the
+     * outbox): one drain reads 4 MB of them, the next drain the rest while the first
+     * drain's delete is not committed yet (the spool's reads still show those rows). Each
+     * event is counted in the send statistics exactly once. */
     events *ev = events_new(lg);
+    events_stats_legacy(ev, INT64_MAX);
     char *pad = util_malloc(1024 * 1024 + 1);
     memset(pad, 'x', 1024 * 1024);
     pad[1024 * 1024] = '\0';
