@@ -443,6 +443,60 @@ START_TEST(test_event_complaint)
 }
 END_TEST
 
+/* Blanks the value of every "feedbackId" (random) so two events can be compared. */
+static void blank_feedback_ids(char *s)
+{
+    for (char *p = s; (p = strstr(p, "\"feedbackId\":\"")) != NULL;) {
+        p += strlen("\"feedbackId\":\"");
+        for (; *p && *p != '"'; p++) *p = 'x';
+    }
+}
+
+/* Events are built around the mail object's text when kiln wrote it; any other text is
+ * parsed and written again. Both paths give the same bytes, with ses:outgoing-ip last in
+ * the tags: the sample object, and the same object with a space added (parsed), through
+ * every builder. An outgoing IP that would need escaping takes the parsing path. */
+START_TEST(test_event_splice_equals_parse)
+{
+    char *mail = sample_mail_json(sample_msg);
+    ck_assert_ptr_nonnull(strstr(mail, "\"ses:caller-identity\":[\"kiln\"]}}"));
+    char *spaced = util_asprintf("%s ", mail);
+    events_rcpt_status rs[] = {{"bob@dest.test", "failed", "5.1.1", "smtp; 550 5.1.1 no"}};
+    for (int k = 0; k < 2; k++) {
+        const char *ip = k == 0 ? "127.0.0.10" : "2001:db8::a";
+        char *a[5], *b[5];
+        const char *m[2] = {mail, spaced};
+        char **out[2] = {a, b};
+        for (int w = 0; w < 2; w++) {
+            out[w][0] = events_reject(m[w], "Bad content");
+            out[w][1] = events_delivery(m[w], ip, T0 + 1500, 1500, sample_dest, 2, "250 ok",
+                                        "dsn; mta.example.test", "127.0.0.1");
+            out[w][2] = events_bounce(m[w], ip, T0, "Permanent", "General", rs, 1,
+                                      "dsn; mta.example.test", NULL);
+            out[w][3] = events_delay(m[w], ip, T0, "TransientCommunicationFailure", T0 + 1000,
+                                     rs, 1, NULL, "127.0.0.1");
+            out[w][4] = events_complaint(m[w], T0, sample_dest, 1, "abuse", "ua");
+        }
+        for (int i = 0; i < 5; i++) {
+            blank_feedback_ids(a[i]);
+            blank_feedback_ids(b[i]);
+            ck_assert_str_eq(a[i], b[i]);
+            free(a[i]);
+            free(b[i]);
+        }
+    }
+    /* an IP that needs escaping: parsed, and still valid JSON with the tag */
+    char *s = events_delivery(mail, "a\"b", T0, 0, sample_dest, 1, NULL, NULL, NULL);
+    json_t *ev = parse(s);
+    json_t *tag = json_array_get(at(ev, "mail.tags.ses:outgoing-ip"), 0);
+    ck_assert_str_eq(json_string_value(tag), "a\"b");
+    json_decref(ev);
+    free(s);
+    free(spaced);
+    free(mail);
+}
+END_TEST
+
 START_TEST(test_event_damaged_mail)
 {
     /* A damaged stored mail object still yields a parseable event that says why. */
@@ -1308,6 +1362,7 @@ static Suite *events_suite(void)
     tcase_add_test(tc, test_event_bounce);
     tcase_add_test(tc, test_event_delay);
     tcase_add_test(tc, test_event_complaint);
+    tcase_add_test(tc, test_event_splice_equals_parse);
     tcase_add_test(tc, test_event_damaged_mail);
     tcase_add_test(tc, test_reporting_mta);
     tcase_add_test(tc, test_new_id);
