@@ -1,5 +1,7 @@
 /* kilnd.c — the daemon's entry point: argument parsing, --check-config, then the
- * daemon life cycle of daemon.c in the foreground (as systemd expects). */
+ * daemon life cycle of daemon.c in the foreground (as systemd expects), with the malloc
+ * settings of kilnd_malloc_setup. */
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +17,20 @@ static void kilnd_usage(FILE *fp)
           "  --check-config   validate FILE, print a summary, exit non-zero on error\n"
           "  --version        print the version\n",
           fp);
+}
+
+/* glibc's malloc gives freed memory back to the kernel as soon as 128 KB sit free at the
+ * top of a heap, and sizes its mmap threshold by what was freed last. Under load kilnd
+ * allocates and frees message bodies and SQLite pages on two threads all the time, so
+ * that meant a page fault for every page taken again and a TLB shootdown on both cores
+ * for every madvise (about 6 % of kilnd's CPU in perf at 1,500 msgs/s). Free memory is
+ * kept up to 32 MB per heap instead, and blocks of 4 MB and more (large messages) get
+ * their own mapping, so a burst of large mail is still given back when it leaves. */
+static void kilnd_malloc_setup(void)
+{
+    mallopt(M_TRIM_THRESHOLD, 32 * 1024 * 1024);
+    mallopt(M_TOP_PAD, 1024 * 1024);
+    mallopt(M_MMAP_THRESHOLD, 4 * 1024 * 1024);
 }
 
 int main(int argc, char **argv)
@@ -60,6 +76,7 @@ int main(int argc, char **argv)
         config_unref(cfg);
         return 0;
     }
+    kilnd_malloc_setup();
     kiln_ctx *ctx = daemon_create(path, &err);
     if (!ctx) {
         fprintf(stderr, "kilnd: %s\n", err ? err : "start-up failed");
