@@ -433,22 +433,6 @@ void sched_job_free(sched_job *j)
     free(j);
 }
 
-/* A job leaves memory while its recipients stay pending in the spool (the pager reads
- * them again later). */
-void sched_job_forget(scheduler *s, sched_job *j)
-{
-    int64_t *ids = util_calloc(j->nrcpts ? j->nrcpts : 1, sizeof *ids);
-    for (size_t i = 0; i < j->nrcpts; i++) {
-        queue_idset_remove(&s->mem, j->rcpts[i].rowid);
-        ids[i] = j->rcpts[i].rowid;
-        if (j->rcpts[i].attempts > 0) s->nmem_retry--;
-    }
-    /* an evicted deferral's DEFERRED row may not be committed yet */
-    sched_hold_rows(s, ids, j->nrcpts);
-    free(ids);
-    sched_job_free(j);
-}
-
 int64_t sched_in_mem(const scheduler *s)
 {
     return (int64_t)queue_idset_size(&s->mem);
