@@ -172,30 +172,6 @@ static void collect_event(void *arg, int64_t id, const char *set, const char *js
     l->n++;
 }
 
-/* Records commit callbacks: which ones ran, in what order, with what outcome. */
-typedef struct commit_log {
-    size_t n;
-    int order[256];
-    bool ok[256];
-    char err[256][160];
-} commit_log;
-
-typedef struct commit_slot {
-    commit_log *log;
-    int idx;
-} commit_slot;
-
-static void on_commit(void *arg, bool ok, const char *err)
-{
-    commit_slot *s = arg;
-    commit_log *l = s->log;
-    ck_assert_uint_lt(l->n, 256);
-    l->order[l->n] = s->idx;
-    l->ok[l->n] = ok;
-    snprintf(l->err[l->n], sizeof l->err[0], "%s", err ? err : "");
-    l->n++;
-}
-
 /* ---- tests ---- */
 
 START_TEST(test_reopen_keeps_everything)
@@ -292,8 +268,8 @@ START_TEST(test_group_commit_100)
     char *dir = new_dir();
     spool *sp = open_ok(dir);
     int64_t now = util_wall_ms();
-    commit_log *log = util_calloc(1, sizeof *log);
-    commit_slot slots[100];
+    testlib_commit_log *log = util_calloc(1, sizeof *log);
+    testlib_commit_slot slots[100];
     char id[80];
 
     ck_assert(!spool_has_pending(sp));
@@ -301,8 +277,8 @@ START_TEST(test_group_commit_100)
         snprintf(id, sizeof id, "msg-%03d", i);
         add_msg(sp, id, now, 1);
         ck_assert_int_eq(spool_add_rcpt(sp, id, "r@example.test", SPOOL_RCPT_QUEUED, NULL), 0);
-        slots[i] = (commit_slot){log, i};
-        spool_on_commit(sp, on_commit, &slots[i]);
+        slots[i] = (testlib_commit_slot){log, i};
+        spool_on_commit(sp, testlib_on_commit, &slots[i]);
     }
     /* Nothing is acknowledged before the flush, and reads see only what is committed. */
     ck_assert(spool_has_pending(sp));
@@ -396,8 +372,8 @@ START_TEST(test_failed_statement_fails_batch)
     char *dir = new_dir();
     spool *sp = open_ok(dir);
     int64_t now = util_wall_ms();
-    commit_log *log = util_calloc(1, sizeof *log);
-    commit_slot s[4] = {{log, 0}, {log, 1}, {log, 2}, {log, 3}};
+    testlib_commit_log *log = util_calloc(1, sizeof *log);
+    testlib_commit_slot s[4] = {{log, 0}, {log, 1}, {log, 2}, {log, 3}};
 
     add_msg(sp, "dup", now, 1);
     ck_assert_int_eq(spool_flush(sp), 0);
@@ -407,14 +383,14 @@ START_TEST(test_failed_statement_fails_batch)
     add_msg(sp, "good-1", now, 1);
     ck_assert_int_eq(spool_add_rcpt(sp, "good-1", "a@example.test", SPOOL_RCPT_QUEUED, NULL), 0);
     ck_assert_int_eq(spool_add_event(sp, "marketing", "{}"), 0);
-    spool_on_commit(sp, on_commit, &s[0]);
+    spool_on_commit(sp, testlib_on_commit, &s[0]);
     spool_message m = make_msg("dup", now, "z", 1, 1);
     ck_assert_int_eq(spool_add_message(sp, &m), 0);
-    spool_on_commit(sp, on_commit, &s[1]);
+    spool_on_commit(sp, testlib_on_commit, &s[1]);
     m = make_msg("good-2", now, "z", 1, 1);
     ck_assert_int_eq(spool_add_message(sp, &m), 0);
     ck_assert_int_eq(spool_suppression_put(sp, "x@example.test", "BOUNCE", now), 0);
-    spool_on_commit(sp, on_commit, &s[2]);
+    spool_on_commit(sp, testlib_on_commit, &s[2]);
 
     ck_assert_int_eq(spool_flush(sp), -1);
     ck_assert_ptr_nonnull(strstr(spool_errmsg(sp), dir));
@@ -440,7 +416,7 @@ START_TEST(test_failed_statement_fails_batch)
 
     /* The next batch works. */
     add_msg(sp, "good-1", now, 1);
-    spool_on_commit(sp, on_commit, &s[3]);
+    spool_on_commit(sp, testlib_on_commit, &s[3]);
     ck_assert_int_eq(spool_flush(sp), 0);
     ck_assert_uint_eq(log->n, 4);
     ck_assert(log->ok[3]);
@@ -458,8 +434,8 @@ END_TEST
 
 typedef struct writer_ctx {
     spool *sp;
-    commit_log *log;
-    commit_slot next_slot;
+    testlib_commit_log *log;
+    testlib_commit_slot next_slot;
     int called;
     bool ok;
 } writer_ctx;
@@ -472,19 +448,19 @@ static void on_commit_write(void *arg, bool ok, const char *err)
     w->called++;
     w->ok = ok;
     add_msg(w->sp, "written-by-callback", util_wall_ms(), 0);
-    spool_on_commit(w->sp, on_commit, &w->next_slot);
+    spool_on_commit(w->sp, testlib_on_commit, &w->next_slot);
 }
 
 START_TEST(test_callbacks_write_to_next_batch)
 {
     char *dir = new_dir();
     spool *sp = open_ok(dir);
-    commit_log *log = util_calloc(1, sizeof *log);
+    testlib_commit_log *log = util_calloc(1, sizeof *log);
     writer_ctx w = {.sp = sp, .log = log, .next_slot = {log, 7}};
 
     /* A callback registered with nothing written still runs at the next flush. */
-    commit_slot lone = {log, 1};
-    spool_on_commit(sp, on_commit, &lone);
+    testlib_commit_slot lone = {log, 1};
+    spool_on_commit(sp, testlib_on_commit, &lone);
     ck_assert(spool_has_pending(sp));
     ck_assert_int_eq(spool_flush(sp), 0);
     ck_assert_uint_eq(log->n, 1);
@@ -507,8 +483,8 @@ START_TEST(test_callbacks_write_to_next_batch)
 
     /* spool_close commits a pending batch and runs its callbacks. */
     add_msg(sp, "at-close", util_wall_ms(), 0);
-    commit_slot last = {log, 9};
-    spool_on_commit(sp, on_commit, &last);
+    testlib_commit_slot last = {log, 9};
+    spool_on_commit(sp, testlib_on_commit, &last);
     spool_close(sp);
     ck_assert_uint_eq(log->n, 3);
     ck_assert(log->ok[2]);
@@ -582,10 +558,10 @@ START_TEST(test_update_rcpt_deletes_finished_message)
     ck_assert(!msg_exists(sp, "sim"));
 
     /* An unknown recipient id fails the batch (when the writer runs it). */
-    commit_log *log = util_calloc(1, sizeof *log);
-    commit_slot s = {log, 0};
+    testlib_commit_log *log = util_calloc(1, sizeof *log);
+    testlib_commit_slot s = {log, 0};
     ck_assert_int_eq(spool_update_rcpt(sp, 999999, SPOOL_RCPT_DELIVERED, 1, 0, NULL), 0);
-    spool_on_commit(sp, on_commit, &s);
+    spool_on_commit(sp, testlib_on_commit, &s);
     ck_assert_int_eq(spool_flush(sp), -1);
     ck_assert_uint_eq(log->n, 1);
     ck_assert(!log->ok[0]);

@@ -85,29 +85,6 @@ static size_t event_count(spool *sp)
     return n;
 }
 
-typedef struct cb_log {
-    size_t n;
-    int order[16];
-    bool ok[16];
-    char err[16][200];
-} cb_log;
-
-typedef struct cb_slot {
-    cb_log *log;
-    int idx;
-} cb_slot;
-
-static void on_commit(void *arg, bool ok, const char *err)
-{
-    cb_slot *s = arg;
-    cb_log *l = s->log;
-    ck_assert_uint_lt(l->n, 16);
-    l->order[l->n] = s->idx;
-    l->ok[l->n] = ok;
-    snprintf(l->err[l->n], sizeof l->err[0], "%s", err ? err : "");
-    l->n++;
-}
-
 /* The wake function runs on the writer thread: it only counts. */
 static atomic_int wakes;
 
@@ -131,15 +108,15 @@ START_TEST(test_next_batch_fills_while_one_commits)
     spool *sp = open_ok(dir);
     atomic_store(&wakes, 0);
     spool_set_wake(sp, on_wake, NULL);
-    cb_log log = {0};
-    cb_slot a = {&log, 1}, b = {&log, 2};
+    testlib_commit_log log = {0};
+    testlib_commit_slot a = {&log, 1}, b = {&log, 2};
 
     add_msg(sp, "first");
-    spool_on_commit(sp, on_commit, &a);
+    spool_on_commit(sp, testlib_on_commit, &a);
     spool_submit(sp);                    /* handed to the writer, not waited for */
     ck_assert(spool_has_pending(sp));
     add_msg(sp, "second");               /* fills the next batch meanwhile */
-    spool_on_commit(sp, on_commit, &b);
+    spool_on_commit(sp, testlib_on_commit, &b);
     spool_submit(sp);                    /* the writer is busy (or done, not reaped): kept */
     ck_assert_uint_eq(log.n, 0);         /* callbacks run only from spool_reap */
 
@@ -193,8 +170,8 @@ START_TEST(test_failed_commit_rolls_back_and_reports)
     char *dir = testlib_subdir(base_dir, "s-");
     spool *sp = open_ok(dir);
     install_commit_trap(dir);
-    cb_log log = {0};
-    cb_slot s[4] = {{&log, 0}, {&log, 1}, {&log, 2}, {&log, 3}};
+    testlib_commit_log log = {0};
+    testlib_commit_slot s[4] = {{&log, 0}, {&log, 1}, {&log, 2}, {&log, 3}};
 
     /* one batch: a message with a recipient, a suppression entry, a kv value, events */
     add_msg(sp, "doomed");
@@ -203,9 +180,9 @@ START_TEST(test_failed_commit_rolls_back_and_reports)
     ck_assert_int_eq(spool_suppression_put(sp, "gone@x.test", "BOUNCE", 5), 0);
     ck_assert_int_eq(spool_kv_put(sp, "k", "doomed-value"), 0);
     ck_assert_int_eq(spool_add_event(sp, "txn", "{\"eventType\":\"Send\"}"), 0);
-    spool_on_commit(sp, on_commit, &s[0]);
+    spool_on_commit(sp, testlib_on_commit, &s[0]);
     ck_assert_int_eq(spool_add_event(sp, "txn", "commit-fail"), 0);
-    spool_on_commit(sp, on_commit, &s[1]);
+    spool_on_commit(sp, testlib_on_commit, &s[1]);
     /* the loop reads its own kv and suppression writes before the commit */
     char *v = NULL;
     ck_assert_int_eq(spool_kv_get(sp, "k", &v), 0);
@@ -217,7 +194,7 @@ START_TEST(test_failed_commit_rolls_back_and_reports)
     spool_submit(sp);
     /* a batch built on the failed one: an update of a recipient that will not exist */
     ck_assert_int_eq(spool_update_rcpt(sp, rid, SPOOL_RCPT_DELIVERED, 1, 0, "250"), 0);
-    spool_on_commit(sp, on_commit, &s[2]);
+    spool_on_commit(sp, testlib_on_commit, &s[2]);
 
     ck_assert_int_eq(spool_flush(sp), -1);
     ck_assert_uint_eq(log.n, 3);
@@ -250,7 +227,7 @@ START_TEST(test_failed_commit_rolls_back_and_reports)
     ck_assert_int_eq(spool_add_rcpt(sp, "fine", "r@x.test", SPOOL_RCPT_QUEUED, &rid2), 0);
     ck_assert_int_gt(rid2, rid);
     ck_assert_int_eq(spool_kv_put(sp, "k", "fine-value"), 0);
-    spool_on_commit(sp, on_commit, &s[3]);
+    spool_on_commit(sp, testlib_on_commit, &s[3]);
     ck_assert_int_eq(spool_flush(sp), 0);
     ck_assert_uint_eq(log.n, 4);
     ck_assert(log.ok[3]);

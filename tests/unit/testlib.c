@@ -316,3 +316,14 @@ char *testlib_read_file(const char *path, size_t *len)
     if (len) *len = sb.len;
     return strbuf_steal(&sb);
 }
+
+void testlib_on_commit(void *arg, bool ok, const char *err)
+{
+    testlib_commit_slot *s = arg;
+    testlib_commit_log *l = s->log;
+    ck_assert_uint_lt(l->n, TESTLIB_COMMITS);
+    l->order[l->n] = s->idx;
+    l->ok[l->n] = ok;
+    snprintf(l->err[l->n], sizeof l->err[0], "%s", err ? err : "");
+    l->n++;
+}

@@ -76,4 +76,19 @@ int testlib_rmtree(const char *path);
 /* The whole file as a NUL-terminated string (malloc'd, *len set if len), or NULL. */
 char *testlib_read_file(const char *path, size_t *len);
 
+/* Records spool commit callbacks (spool_on_commit(sp, testlib_on_commit, &slot)): which ran,
+ * in what order, with what outcome and error text. */
+#define TESTLIB_COMMITS 256
+typedef struct testlib_commit_log {
+    size_t n;
+    int order[TESTLIB_COMMITS];
+    bool ok[TESTLIB_COMMITS];
+    char err[TESTLIB_COMMITS][200];
+} testlib_commit_log;
+typedef struct testlib_commit_slot {
+    testlib_commit_log *log;
+    int idx;                    /* recorded in order[] */
+} testlib_commit_slot;
+void testlib_on_commit(void *arg, bool ok, const char *err);
+
 #endif
