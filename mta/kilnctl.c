@@ -12,7 +12,9 @@
  * <spool>/kilnd.sock, spool default <dir>/spool. Other commands than reload then print
  * config_load's error as a warning. Only a file that is unreadable or not YAML at all
  * ends kilnctl with "cannot read FILE".
- * I/O here is blocking; the wait for the answer is bounded by poll() (30 s). */
+ * I/O here is blocking; the wait for the answer is bounded by poll(): 30 s, and 300 s for
+ * `queue`, which kilnd counts on a worker thread over the whole spool (about 2 s per
+ * million queued recipients, more while it delivers). */
 #include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
@@ -34,6 +36,7 @@
 
 #define KILNCTL_DEFAULT_CONFIG "conf/kiln.yaml"
 #define KILNCTL_TIMEOUT_MS 30000
+#define KILNCTL_QUEUE_TIMEOUT_MS 300000
 #define KILNCTL_MAX_ANSWER (64 * 1024 * 1024)
 
 enum { EXIT_REFUSED = 1, EXIT_USAGE = 2 };
@@ -362,11 +365,11 @@ static int kilnctl_send_all(int fd, const char *path, const char *buf, size_t le
 
 /* Reads one line (the answer) within the deadline; returns it malloc'd without the newline,
  * or NULL after printing why not. */
-static char *kilnctl_read_answer(int fd, const char *path)
+static char *kilnctl_read_answer(int fd, const char *path, int timeout_ms)
 {
     strbuf sb;
     strbuf_init(&sb);
-    int64_t deadline = util_mono_ms() + KILNCTL_TIMEOUT_MS;
+    int64_t deadline = util_mono_ms() + timeout_ms;
     for (;;) {
         char *nl = sb.len ? memchr(sb.buf, '\n', sb.len) : NULL;
         if (nl) {
@@ -377,7 +380,7 @@ static char *kilnctl_read_answer(int fd, const char *path)
         int64_t left = deadline - util_mono_ms();
         if (left <= 0) {
             kilnctl_fail(EXIT_REFUSED, "kilnd did not answer on %s within %d s", path,
-                         KILNCTL_TIMEOUT_MS / 1000);
+                         timeout_ms / 1000);
             break;
         }
         struct pollfd pfd = {.fd = fd, .events = POLLIN};
@@ -411,6 +414,14 @@ static char *kilnctl_read_answer(int fd, const char *path)
     return NULL;
 }
 
+/* How long to wait for the answer to req: a queue report ("queue"; --explain is
+ * "queue.explain") may take minutes on a very long queue. */
+static int kilnctl_timeout_ms(json_t *req)
+{
+    const char *cmd = json_string_value(json_object_get(req, "cmd"));
+    return cmd && strcmp(cmd, "queue") == 0 ? KILNCTL_QUEUE_TIMEOUT_MS : KILNCTL_TIMEOUT_MS;
+}
+
 /* Sends the request and returns the answer object, or NULL after printing why (*status). */
 static json_t *kilnctl_exchange(const char *path, json_t *req, int *status)
 {
@@ -426,7 +437,7 @@ static json_t *kilnctl_exchange(const char *path, json_t *req, int *status)
     char *line = NULL;
     if (kilnctl_send_all(fd, path, text, strlen(text)) == 0 &&
         kilnctl_send_all(fd, path, "\n", 1) == 0)
-        line = kilnctl_read_answer(fd, path);
+        line = kilnctl_read_answer(fd, path, kilnctl_timeout_ms(req));
     free(text);
     close(fd);
     if (!line) return NULL;
