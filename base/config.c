@@ -599,6 +599,32 @@ static void config_set_string_defaults(config *c)
     }
 }
 
+/* The part of a load after the YAML is read: the sections, the cross-checks, defaults and
+ * warnings. Takes dir (the directory relative paths resolve against) and deletes doc. */
+static config *config_load_doc(const char *path, char *dir, yaml_document_t *doc,
+                               config_hash_check *hash_usable, char **err)
+{
+    config *c = util_calloc(1, sizeof *c);
+    c->path = util_strdup(path);
+    c->dir = dir;
+    config_set_defaults(c);
+    config_parser p = {.file = path, .doc = doc, .cfg = c, .hash_usable = hash_usable};
+    strbuf_init(&p.path);
+    strbuf_append(&p.path, "", 0);
+    if (config_read_root(&p, yaml_document_get_root_node(doc)) < 0) {
+        *err = p.err ? p.err : util_asprintf("%s: invalid configuration", path);
+        config_free(c);
+        c = NULL;
+    } else {
+        config_set_string_defaults(c);
+        config_add_warnings(c);
+        config_add_security_warnings(c);
+    }
+    strbuf_free(&p.path);
+    yaml_document_delete(doc);
+    return c;
+}
+
 config *config_load(const char *path, config_hash_check *hash_usable, char **err)
 {
     *err = NULL;
@@ -619,29 +645,24 @@ config *config_load(const char *path, config_hash_check *hash_usable, char **err
         return NULL;
     }
     yaml_document_t doc;
-    if (config_yaml_read(path, f, &doc, err) < 0) {
-        fclose(f);
+    int rc = config_yaml_read(path, f, &doc, err);
+    fclose(f);
+    if (rc < 0) {
         free(dir);
         return NULL;
     }
-    config *c = util_calloc(1, sizeof *c);
-    c->path = util_strdup(path);
-    c->dir = dir;
-    config_set_defaults(c);
-    config_parser p = {.file = path, .doc = &doc, .cfg = c, .hash_usable = hash_usable};
-    strbuf_init(&p.path);
-    strbuf_append(&p.path, "", 0);
-    if (config_read_root(&p, yaml_document_get_root_node(&doc)) < 0) {
-        *err = p.err ? p.err : util_asprintf("%s: invalid configuration", path);
-        config_free(c);
-        c = NULL;
-    } else {
-        config_set_string_defaults(c);
-        config_add_warnings(c);
-        config_add_security_warnings(c);
+    return config_load_doc(path, dir, &doc, hash_usable, err);
+}
+
+config *config_load_text(const char *text, size_t len, const char *name, const char *dir,
+                         config_hash_check *hash_usable, char **err)
+{
+    *err = NULL;
+    if (!dir || dir[0] != '/') {
+        *err = util_asprintf("%s: the directory for relative paths must be absolute", name);
+        return NULL;
     }
-    strbuf_free(&p.path);
-    yaml_document_delete(&doc);
-    fclose(f);
-    return c;
+    yaml_document_t doc;
+    if (config_yaml_read_text(name, text, len, &doc, err) < 0) return NULL;
+    return config_load_doc(name, util_strdup(dir), &doc, hash_usable, err);
 }

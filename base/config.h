@@ -1,7 +1,8 @@
 /* config.h — kiln's configuration (SPEC section 1) as a validated, immutable struct.
  * base/config_value.c holds the value parsers, base/config_yaml.c the YAML walker,
  * base/config.c the sections, base/config_query.c lookups and the summary.
- * config_load() parses the YAML file with libyaml's node API (line numbers for errors),
+ * config_load() parses the YAML file (config_load_text() YAML text held in memory) with
+ * libyaml's node API (line numbers for errors),
  * rejects unknown keys, checks every value and cross-reference, and resolves relative
  * paths against the config file's directory. A loaded config never changes; a reload
  * loads a new one and swaps it in. Configs are reference-counted so that sessions that
@@ -218,6 +219,12 @@ typedef bool config_hash_check(const char *password_hash);
  * hash_usable vets each submission.auth password_hash beyond its "$id$..." shape (NULL: the
  * shape only); a hash it refuses is an error like any other. */
 config *config_load(const char *path, config_hash_check *hash_usable, char **err);
+/* The same for a config held in memory: LEN bytes of YAML TEXT (NUL bytes included, as a
+ * file could hold them). NAME stands for the file in errors and as cfg->path; relative paths
+ * resolve against DIR, which must be absolute. Reads no file but those the config names
+ * (submission.tls), writes none. */
+config *config_load_text(const char *text, size_t len, const char *name, const char *dir,
+                         config_hash_check *hash_usable, char **err);
 config *config_ref(config *cfg);
 void config_unref(config *cfg);
 

@@ -71,6 +71,9 @@ typedef struct config_parser {
 /* Reads the one YAML document of F (opened from PATH) into *DOC: 0, or -1 and *err
  * ("FILE:LINE: YAML syntax error: ..."; a second document is an error too). */
 int config_yaml_read(const char *path, FILE *f, yaml_document_t *doc, char **err);
+/* The same for LEN bytes of YAML TEXT held in memory; NAME stands for the file in errors. */
+int config_yaml_read_text(const char *name, const char *text, size_t len, yaml_document_t *doc,
+                          char **err);
 
 /* Record "FILE:LINE: KEY.PATH: message" unless an error is recorded already; return -1. */
 __attribute__((format(printf, 3, 4)))

@@ -355,20 +355,19 @@ static char *config_yaml_error(const char *file, const yaml_parser_t *ps)
                          problem);
 }
 
-int config_yaml_read(const char *path, FILE *f, yaml_document_t *doc, char **err)
+/* Loads the one document of the parser's input (set by the caller) into doc. */
+static int config_yaml_load(const char *path, yaml_parser_t *ps, yaml_document_t *doc,
+                            char **err)
 {
-    yaml_parser_t ps;
-    if (!yaml_parser_initialize(&ps)) util_fatal("out of memory initialising libyaml");
-    yaml_parser_set_input_file(&ps, f);
-    if (!yaml_parser_load(&ps, doc)) {
-        *err = config_yaml_error(path, &ps);
-        yaml_parser_delete(&ps);
+    if (!yaml_parser_load(ps, doc)) {
+        *err = config_yaml_error(path, ps);
+        yaml_parser_delete(ps);
         return -1;
     }
     /* One document per file: a second one is most likely a stray "---". */
     yaml_document_t extra;
-    if (!yaml_parser_load(&ps, &extra)) {
-        *err = config_yaml_error(path, &ps);
+    if (!yaml_parser_load(ps, &extra)) {
+        *err = config_yaml_error(path, ps);
     } else {
         yaml_node_t *r = yaml_document_get_root_node(&extra);
         if (r)
@@ -376,10 +375,27 @@ int config_yaml_read(const char *path, FILE *f, yaml_document_t *doc, char **err
                                  "hold one", path, extra.start_mark.line + 1);
         yaml_document_delete(&extra);
     }
-    yaml_parser_delete(&ps);
+    yaml_parser_delete(ps);
     if (*err) {
         yaml_document_delete(doc);
         return -1;
     }
     return 0;
+}
+
+int config_yaml_read(const char *path, FILE *f, yaml_document_t *doc, char **err)
+{
+    yaml_parser_t ps;
+    if (!yaml_parser_initialize(&ps)) util_fatal("out of memory initialising libyaml");
+    yaml_parser_set_input_file(&ps, f);
+    return config_yaml_load(path, &ps, doc, err);
+}
+
+int config_yaml_read_text(const char *name, const char *text, size_t len, yaml_document_t *doc,
+                          char **err)
+{
+    yaml_parser_t ps;
+    if (!yaml_parser_initialize(&ps)) util_fatal("out of memory initialising libyaml");
+    yaml_parser_set_input_string(&ps, (const unsigned char *)text, len);
+    return config_yaml_load(name, &ps, doc, err);
 }
