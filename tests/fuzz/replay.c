@@ -16,7 +16,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #error FUZZ_CORPUS_DIR must name the seed corpus directory
 #endif
 #define REPLAY_MUTATIONS 20000
-#define REPLAY_MAX_INPUT 8192
+#ifndef REPLAY_MAX_INPUT
+#define REPLAY_MAX_INPUT 8192   /* a target may raise it (the config target: whole config files) */
+#endif
 
 typedef struct replay_input {
     uint8_t *data;
@@ -72,7 +74,8 @@ int main(void)
     static const char *const tokens[] = {"\r\n", "\n", "\r", ".", "\r\n.\r\n", "\n.\n", "\0",
                                          "<", ">", ":", "@", "\"", "(", ")", ",", ";", " ",
                                          "\t", "=", "\\", "MAIL FROM:<", "RCPT TO:<", "SIZE=",
-                                         "From: ", "\r\n ", "\xff"};
+                                         "From: ", "\r\n ", "\xff", "[", "]", "{", "}",
+                                         "- ", "&a ", "*a", "#"};
     uint64_t seed = 0x6b696c6e2d66757aULL;
     uint8_t *buf = malloc(REPLAY_MAX_INPUT * 2 + 64);
     if (!buf) abort();
