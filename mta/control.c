@@ -4,6 +4,7 @@
  * A Unix stream socket (mode 0600) at server.control_socket, served on the daemon's libev
  * loop with non-blocking reads and writes: a client sends one JSON object per line (at most
  * 64 KB), gets one JSON line back per request, and may send more lines until it closes.
+ * Framing and request decoding are control_parse.c's (pure, fuzzed).
  * Requests are answered in order; a suppression change is answered only after its spool
  * batch committed, and `queue` once the query thread made its answer (control_query.c);
  * the client's later lines wait until then. JSON is parsed and built
@@ -24,11 +25,11 @@
 
 #include "base/kiln.h"
 #include "mta/control_internal.h"
+#include "mta/control_parse.h"
 #include "mta/control_query.h"
 #include "store/spool.h"
 #include "base/util.h"
 
-#define CONTROL_MAX_LINE (64 * 1024)
 #define CONTROL_READ_CHUNK 4096
 #define CONTROL_MAX_UNSENT (1024 * 1024)   /* answers a client has not read yet: stop reading */
 #define CONTROL_ACCEPT_BACKOFF 0.1           /* s, pause after accept() ran out of descriptors */
@@ -205,35 +206,14 @@ void control_wait_for_commit(control_client *cl, const char *cmd, const char *ad
 /* Answers one request line (without its newline). */
 static void control_client_request(control_client *cl, const char *line, size_t len)
 {
-    json_error_t jerr;
-    json_t *req = json_loadb(line, len, 0, &jerr);
-    if (!req || !json_is_object(req)) {
-        char *e = req ? util_strdup("malformed request: expected a JSON object")
-                      : util_asprintf("malformed request: %s (column %d)", jerr.text,
-                                      jerr.column);
-        control_reply_error(cl, e);
-        control_log_cmd(cl->ctl, "", NULL, e);
-        free(e);
-        json_decref(req);
-        return;
-    }
-    json_t *jcmd = json_object_get(req, "cmd");
-    json_t *args = json_object_get(req, "args");
-    const char *cmd = json_string_value(jcmd);
-    const char *shape_error = NULL;
-    if (!cmd) shape_error = "malformed request: \"cmd\" must be a string";
-    else if (args && !json_is_object(args) && !json_is_null(args))
-        shape_error = "malformed request: \"args\" must be an object";
-    if (shape_error) {
-        control_reply_error(cl, shape_error);
-        control_log_cmd(cl->ctl, cmd ? cmd : "", NULL, shape_error);
+    control_request req;
+    if (control_parse_request(line, len, &req) != 0) {
+        control_reply_error(cl, req.error);
+        control_log_cmd(cl->ctl, req.cmd, req.subject, req.error);
     } else {
-        json_t *empty = json_object();
-        if (!json_is_object(args)) args = empty;
-        control_cmd_run(cl, cmd, args);
-        json_decref(empty);
+        control_cmd_run(cl, &req);
     }
-    json_decref(req);
+    control_request_free(&req);
 }
 
 /* Answers every complete line in `in` until one must wait for a commit, then writes.
@@ -241,20 +221,11 @@ static void control_client_request(control_client *cl, const char *line, size_t 
 static void control_client_process(control_client *cl)
 {
     cl->in_process = true;
-    bool partial = false;      /* stopped at a line whose end has not arrived */
     while (!cl->pending && !cl->closing && cl->out.len < CONTROL_MAX_UNSENT) {
-        char *nl = cl->in.len ? memchr(cl->in.buf, '\n', cl->in.len) : NULL;
         size_t len, used;
-        if (nl) {
-            len = (size_t)(nl - cl->in.buf);
-            used = len + 1;
-        } else if (cl->eof && cl->in.len > 0) {
-            len = used = cl->in.len;   /* a last line without its newline */
-        } else {
-            partial = true;
-            break;
-        }
-        if (len > CONTROL_MAX_LINE) {
+        control_line_status st = control_parse_line(cl->in.buf, cl->in.len, cl->eof, &len, &used);
+        if (st == CONTROL_LINE_MORE) break;
+        if (st == CONTROL_LINE_TOO_LONG) {
             control_reply_error(cl, "request too long (the limit is 64 KB per line)");
             control_log_cmd(cl->ctl, "", NULL, "request too long");
             cl->closing = true;
@@ -262,16 +233,8 @@ static void control_client_process(control_client *cl)
         }
         char *line = util_strndup(cl->in.buf, len);
         strbuf_consume(&cl->in, used);
-        size_t l = len;
-        while (l > 0 && (line[l - 1] == '\r' || line[l - 1] == ' ' || line[l - 1] == '\t'))
-            l--;
-        if (l > 0) control_client_request(cl, line, l);
+        if (len > 0) control_client_request(cl, line, len);
         free(line);
-    }
-    if (partial && cl->in.len > CONTROL_MAX_LINE) {
-        control_reply_error(cl, "request too long (the limit is 64 KB per line)");
-        control_log_cmd(cl->ctl, "", NULL, "request too long");
-        cl->closing = true;
     }
     /* Read on only when the next line can be answered. */
     if (cl->closing || cl->eof || cl->pending || cl->out.len >= CONTROL_MAX_UNSENT)

@@ -11,7 +11,8 @@
  * copies the scheduler's in-memory queue and is answered from the query thread
  * (control_query.c: the spool's counts of what is not in memory, the JSON); queue.explain
  * reads the scheduler's queue and one message's rows in the spool (scheduler_explain). stats
- * reads the spool's send-statistics buckets of the last 14 days (stats.h). */
+ * reads the spool's send-statistics buckets of the last 14 days (stats.h). Requests arrive
+ * parsed and checked (control_parse.c): a known command with arguments of the right type. */
 #include "mta/control_internal.h"
 #include "mta/control_query.h"
 
@@ -32,8 +33,6 @@
 #ifndef PACKAGE_VERSION
 #define PACKAGE_VERSION "0.1.0"
 #endif
-
-#define CONTROL_MAX_ADDRESS 254    /* RFC 5321 path limit without the angle brackets */
 
 /* ---- commands ---- */
 
@@ -117,32 +116,6 @@ static void control_cmd_quota(control_client *cl)
     control_log_cmd(cl->ctl, "quota", NULL, NULL);
 }
 
-/* "BOUNCE"/"COMPLAINT" in any case -> the canonical name, else NULL. */
-static const char *control_canonical_reason(const char *r)
-{
-    if (util_streq_ci(r, "BOUNCE")) return "BOUNCE";
-    if (util_streq_ci(r, "COMPLAINT")) return "COMPLAINT";
-    return NULL;
-}
-
-/* NULL if addr looks like an address (one '@', non-empty parts, no spaces or controls),
- * else the reason (static text). */
-static const char *control_address_problem(const char *addr)
-{
-    size_t len = strlen(addr);
-    if (len == 0) return "is empty";
-    if (len > CONTROL_MAX_ADDRESS) return "is longer than 254 characters";
-    const char *at = strchr(addr, '@');
-    if (!at || strchr(at + 1, '@')) return "must contain exactly one @";
-    if (at == addr || at[1] == '\0') return "needs a local part and a domain around the @";
-    for (const char *p = addr; *p; p++) {
-        unsigned char c = (unsigned char)*p;
-        if (c <= 0x20 || c == 0x7f || c == '<' || c == '>')
-            return "must not contain spaces, control characters or angle brackets";
-    }
-    return NULL;
-}
-
 typedef struct supp_entry {
     char *address;
     char *reason;
@@ -172,20 +145,11 @@ static int control_supp_cmp(const void *a, const void *b)
     return strcmp(((const supp_entry *)a)->address, ((const supp_entry *)b)->address);
 }
 
-static void control_cmd_suppression_list(control_client *cl, json_t *args)
+static void control_cmd_suppression_list(control_client *cl, const control_request *req)
 {
     kiln_ctx *ctx = cl->ctl->ctx;
     supp_list l = {0};
-    json_t *jr = json_object_get(args, "reason");
-    if (jr && !json_is_null(jr)) {
-        l.filter = json_is_string(jr) ? control_canonical_reason(json_string_value(jr)) : NULL;
-        if (!l.filter) {
-            const char *e = "reason must be BOUNCE or COMPLAINT";
-            control_reply_error(cl, e);
-            control_log_cmd(cl->ctl, "suppression.list", NULL, e);
-            return;
-        }
-    }
+    l.filter = req->reason;
     if (spool_suppression_each(ctx->spool, control_supp_collect, &l) != 0) {
         char *e = util_asprintf("cannot read the suppression list: %s", spool_errmsg(ctx->spool));
         control_reply_error(cl, e);
@@ -249,49 +213,12 @@ static void control_cmd_stats(control_client *cl)
     control_log_cmd(cl->ctl, "stats", NULL, NULL);
 }
 
-/* Validates args.address; returns it lower-cased (malloc'd) or NULL after replying. */
-static char *control_take_address(control_client *cl, const char *cmd, json_t *args)
-{
-    json_t *ja = json_object_get(args, "address");
-    if (!json_is_string(ja)) {
-        const char *e = "an address is required";
-        control_reply_error(cl, e);
-        control_log_cmd(cl->ctl, cmd, NULL, e);
-        return NULL;
-    }
-    const char *addr = json_string_value(ja);
-    const char *problem = control_address_problem(addr);
-    if (problem) {
-        char *e = util_asprintf("invalid address %s: it %s", addr, problem);
-        control_reply_error(cl, e);
-        control_log_cmd(cl->ctl, cmd, addr, e);
-        free(e);
-        return NULL;
-    }
-    char *lower = util_strdup(addr);
-    util_lowercase(lower);
-    return lower;
-}
-
-static void control_cmd_suppression_add(control_client *cl, json_t *args)
+static void control_cmd_suppression_add(control_client *cl, const control_request *req)
 {
     kiln_ctx *ctx = cl->ctl->ctx;
     const char *cmd = "suppression.add";
-    char *addr = control_take_address(cl, cmd, args);
-    if (!addr) return;
-    const char *reason = "BOUNCE";
-    json_t *jr = json_object_get(args, "reason");
-    if (jr && !json_is_null(jr)) {
-        reason = json_is_string(jr) ? control_canonical_reason(json_string_value(jr)) : NULL;
-        if (!reason) {
-            const char *e = "reason must be BOUNCE or COMPLAINT";
-            control_reply_error(cl, e);
-            control_log_cmd(cl->ctl, cmd, addr, e);
-            free(addr);
-            return;
-        }
-    }
-    if (spool_suppression_put(ctx->spool, addr, reason, kiln_now_ms(ctx)) != 0) {
+    const char *addr = req->address;
+    if (spool_suppression_put(ctx->spool, addr, req->reason, kiln_now_ms(ctx)) != 0) {
         char *e = util_asprintf("cannot update the suppression list: %s",
                                 spool_errmsg(ctx->spool));
         control_reply_error(cl, e);
@@ -300,15 +227,13 @@ static void control_cmd_suppression_add(control_client *cl, json_t *args)
     } else {
         control_wait_for_commit(cl, cmd, addr);
     }
-    free(addr);
 }
 
-static void control_cmd_suppression_remove(control_client *cl, json_t *args)
+static void control_cmd_suppression_remove(control_client *cl, const control_request *req)
 {
     kiln_ctx *ctx = cl->ctl->ctx;
     const char *cmd = "suppression.remove";
-    char *addr = control_take_address(cl, cmd, args);
-    if (!addr) return;
+    const char *addr = req->address;
     bool existed = false;
     if (spool_suppression_delete(ctx->spool, addr, &existed) != 0) {
         char *e = util_asprintf("cannot update the suppression list: %s",
@@ -324,7 +249,6 @@ static void control_cmd_suppression_remove(control_client *cl, json_t *args)
     } else {
         control_wait_for_commit(cl, cmd, addr);
     }
-    free(addr);
 }
 
 static void control_cmd_reload(control_client *cl)
@@ -408,29 +332,16 @@ static void control_cmd_ips(control_client *cl)
     control_log_cmd(cl->ctl, "ips", NULL, NULL);
 }
 
-static void control_cmd_ip_warmup(control_client *cl, json_t *args)
+static void control_cmd_ip_warmup(control_client *cl, const control_request *req)
 {
     kiln_ctx *ctx = cl->ctl->ctx;
     const char *cmd = "ip.warmup";
-    const char *addr = json_string_value(json_object_get(args, "address"));
-    json_t *jp = json_object_get(args, "percent");
-    if (!addr || !*addr) {
-        const char *e = "an IP address is required";
-        control_reply_error(cl, e);
-        control_log_cmd(cl->ctl, cmd, NULL, e);
-        return;
-    }
-    if (!json_is_integer(jp) || json_integer_value(jp) < 0 || json_integer_value(jp) > 100) {
-        const char *e = "percent must be an integer from 0 to 100";
-        control_reply_error(cl, e);
-        control_log_cmd(cl->ctl, cmd, addr, e);
-        return;
-    }
+    const char *addr = req->address;
     pools *p = control_take_pools(cl, cmd);
     if (!p) return;
     int64_t now = kiln_now_ms(ctx);
     char *err = NULL;
-    if (pools_set_warmup(p, addr, (int)json_integer_value(jp), now, &err) != 0) {
+    if (pools_set_warmup(p, addr, req->percent, now, &err) != 0) {
         if (!err) err = util_asprintf("cannot set the warm-up of %s", addr);
         control_reply_error(cl, err);
         control_log_cmd(cl->ctl, cmd, addr, err);
@@ -450,17 +361,11 @@ static void control_cmd_ip_warmup(control_client *cl, json_t *args)
     control_log_cmd(cl->ctl, cmd, addr, NULL);
 }
 
-static void control_cmd_zone(control_client *cl, json_t *args, bool up)
+static void control_cmd_zone(control_client *cl, const control_request *req, bool up)
 {
     kiln_ctx *ctx = cl->ctl->ctx;
     const char *cmd = up ? "zone.up" : "zone.down";
-    const char *zone = json_string_value(json_object_get(args, "zone"));
-    if (!zone || !*zone) {
-        const char *e = "a zone name is required";
-        control_reply_error(cl, e);
-        control_log_cmd(cl->ctl, cmd, NULL, e);
-        return;
-    }
+    const char *zone = req->zone;
     pools *p = control_take_pools(cl, cmd);
     if (!p) return;
     char *err = NULL;
@@ -538,17 +443,10 @@ char *control_queue_answer(const scheduler_queue_row *rows, size_t n, const char
 /* kilnctl queue [--domain D]: what is in memory is copied now; the spool's counts, the
  * merge and the answer are made on the query thread (control_query.c), so that a queue of
  * millions of recipients over many domains never holds up the loop. */
-static void control_cmd_queue(control_client *cl, json_t *args)
+static void control_cmd_queue(control_client *cl, const control_request *req)
 {
     const char *cmd = "queue";
-    json_t *jd = json_object_get(args, "domain");
-    if (jd && !json_is_null(jd) && !json_is_string(jd)) {
-        const char *e = "domain must be a string";
-        control_reply_error(cl, e);
-        control_log_cmd(cl->ctl, cmd, NULL, e);
-        return;
-    }
-    const char *domain = json_string_value(jd);
+    const char *domain = req->domain;
     scheduler *sc = control_take_sched(cl, cmd);
     if (!sc) return;
     control *ctl = cl->ctl;
@@ -566,16 +464,10 @@ static void control_cmd_queue(control_client *cl, json_t *args)
 /* {"MessageId", "Recipients": [{"Recipient","Domain","ConfigurationSet","Pool","State",
  * "Reason","Until" (ISO 8601 or null),"Attempts","LastReply" (or null)}]}: what each pending
  * recipient of message args.id waits for. */
-static void control_cmd_queue_explain(control_client *cl, json_t *args)
+static void control_cmd_queue_explain(control_client *cl, const control_request *req)
 {
     const char *cmd = "queue.explain";
-    const char *id = json_string_value(json_object_get(args, "id"));
-    if (!id || !*id) {
-        const char *e = "a message ID is required";
-        control_reply_error(cl, e);
-        control_log_cmd(cl->ctl, cmd, NULL, e);
-        return;
-    }
+    const char *id = req->id;
     scheduler *sc = control_take_sched(cl, cmd);
     if (!sc) return;
     scheduler_explain_row *rows = NULL;
@@ -621,25 +513,21 @@ static void control_cmd_queue_explain(control_client *cl, json_t *args)
 
 /* ---- dispatch ---- */
 
-void control_cmd_run(control_client *cl, const char *cmd, json_t *args)
+void control_cmd_run(control_client *cl, const control_request *req)
 {
-    if (strcmp(cmd, "status") == 0) control_cmd_status(cl);
-    else if (strcmp(cmd, "quota") == 0) control_cmd_quota(cl);
-    else if (strcmp(cmd, "stats") == 0) control_cmd_stats(cl);
-    else if (strcmp(cmd, "suppression.list") == 0) control_cmd_suppression_list(cl, args);
-    else if (strcmp(cmd, "suppression.add") == 0) control_cmd_suppression_add(cl, args);
-    else if (strcmp(cmd, "suppression.remove") == 0) control_cmd_suppression_remove(cl, args);
-    else if (strcmp(cmd, "reload") == 0) control_cmd_reload(cl);
-    else if (strcmp(cmd, "ips") == 0) control_cmd_ips(cl);
-    else if (strcmp(cmd, "ip.warmup") == 0) control_cmd_ip_warmup(cl, args);
-    else if (strcmp(cmd, "zone.down") == 0) control_cmd_zone(cl, args, false);
-    else if (strcmp(cmd, "zone.up") == 0) control_cmd_zone(cl, args, true);
-    else if (strcmp(cmd, "queue") == 0) control_cmd_queue(cl, args);
-    else if (strcmp(cmd, "queue.explain") == 0) control_cmd_queue_explain(cl, args);
-    else {
-        char *e = util_asprintf("unknown command: %s", cmd);
-        control_reply_error(cl, e);
-        control_log_cmd(cl->ctl, cmd, NULL, e);
-        free(e);
+    switch (req->kind) {
+    case CONTROL_CMD_STATUS: control_cmd_status(cl); break;
+    case CONTROL_CMD_QUOTA: control_cmd_quota(cl); break;
+    case CONTROL_CMD_STATS: control_cmd_stats(cl); break;
+    case CONTROL_CMD_SUPPRESSION_LIST: control_cmd_suppression_list(cl, req); break;
+    case CONTROL_CMD_SUPPRESSION_ADD: control_cmd_suppression_add(cl, req); break;
+    case CONTROL_CMD_SUPPRESSION_REMOVE: control_cmd_suppression_remove(cl, req); break;
+    case CONTROL_CMD_RELOAD: control_cmd_reload(cl); break;
+    case CONTROL_CMD_IPS: control_cmd_ips(cl); break;
+    case CONTROL_CMD_IP_WARMUP: control_cmd_ip_warmup(cl, req); break;
+    case CONTROL_CMD_ZONE_DOWN: control_cmd_zone(cl, req, false); break;
+    case CONTROL_CMD_ZONE_UP: control_cmd_zone(cl, req, true); break;
+    case CONTROL_CMD_QUEUE: control_cmd_queue(cl, req); break;
+    case CONTROL_CMD_QUEUE_EXPLAIN: control_cmd_queue_explain(cl, req); break;
     }
 }

@@ -10,6 +10,7 @@
 #include "base/kiln.h"
 #include "base/util.h"
 #include "mta/control.h"
+#include "mta/control_parse.h"
 
 typedef struct control_client control_client;
 
@@ -79,9 +80,9 @@ void control_pending_answer(control_pending *p, const char *line, const char *no
 
 /* ---- control_cmd.c ---- */
 
-/* Runs command CMD with ARGS (an object) for the client: answers it (now, or after a spool
- * commit) and logs it; an unknown command is answered with an error. */
-void control_cmd_run(control_client *cl, const char *cmd, json_t *args);
+/* Runs the request (parsed and checked by control_parse.c) for the client: answers it (now,
+ * or after a spool commit) and logs it. */
+void control_cmd_run(control_client *cl, const control_request *req);
 /* The whole answer line of `queue` for rows (scheduler_queue), malloc'd; any thread. */
 struct scheduler_queue_row;
 char *control_queue_answer(const struct scheduler_queue_row *rows, size_t n, const char *domain);
