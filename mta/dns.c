@@ -18,9 +18,8 @@
  * not, is delivered from a zero-delay timer on the loop, never from inside
  * dns_resolve_mx or from inside c-ares, so callbacks may start lookups or free the dns.
  *
- * c-ares 1.18's ares_parse_mx_reply does not return TTLs, so dns_answer_min_ttl() walks the
- * answer section by hand (header, questions, resource-record headers; names are skipped
- * with ares_expand_name): a few lines, no DNS library in Debian adds anything here. */
+ * The answers themselves (MX, A, AAAA, TTLs, the final result) are read by dns_answer.c,
+ * which is pure and fuzzed; this file asks the questions and keeps the cache. */
 #include "mta/dns.h"
 
 #include <arpa/inet.h>
@@ -32,12 +31,12 @@
 #include <string.h>
 
 #include "base/util.h"
+#include "mta/dns_answer.h"
 
 #define DNS_TTL_MIN_S 5
 #define DNS_TTL_MAX_S 3600
 #define DNS_NEGATIVE_TTL_S 60
 #define DNS_TRIES 2              /* attempts per server, each of dns.timeout */
-#define DNS_MAX_ADDRS 32         /* addresses kept per exchanger and family */
 
 /* Chained hash table of nodes keyed by string; nodes embed hnode as first member. */
 typedef struct hnode {
@@ -57,18 +56,13 @@ typedef struct waiter {
     void *arg;
 } waiter;
 
-typedef struct addr_acc {        /* addresses of one exchanger while its queries run */
-    char **v4, **v6;
-    size_t n4, n6;
-} addr_acc;
-
 typedef struct lookup {
     hnode h;                     /* key: lower-case domain; in d->inflight while running */
     struct lookup *next;         /* d->ready list */
     dns *d;
     waiter *waiters, **wtail;
     dns_mx_result res;
-    addr_acc *acc;               /* one per res.hosts[i] */
+    dns_addr_acc *acc;           /* one per res.hosts[i] */
     size_t pending;              /* c-ares queries not answered yet */
     char *tempfail;              /* first temporary failure text, if any */
     int64_t ttl_s;               /* smallest TTL seen; -1: none */
@@ -181,18 +175,6 @@ static const char *dns_status_name(dns_status s)
     return "?";
 }
 
-static void dns_res_clear(dns_mx_result *r)
-{
-    for (size_t i = 0; i < r->nhosts; i++) {
-        free(r->hosts[i].name);
-        for (size_t j = 0; j < r->hosts[i].naddrs; j++) free(r->hosts[i].addrs[j]);
-        free(r->hosts[i].addrs);
-    }
-    free(r->hosts);
-    free((char *)r->error);
-    memset(r, 0, sizeof *r);
-}
-
 static void dns_res_copy(dns_mx_result *dst, const dns_mx_result *src)
 {
     *dst = *src;
@@ -211,34 +193,9 @@ static void dns_res_copy(dns_mx_result *dst, const dns_mx_result *src)
 
 static void dns_res_fail(dns_mx_result *r, dns_status st, char *error)
 {
-    dns_res_clear(r);
+    dns_result_clear(r);
     r->status = st;
     r->error = error;
-}
-
-/* ---------- ordering ---------- */
-
-static int dns_cmp_pref(const void *a, const void *b)
-{
-    const dns_mx_host *x = a, *y = b;
-    return (x->preference > y->preference) - (x->preference < y->preference);
-}
-
-void dns_order_mx(dns_mx_host *hosts, size_t n, uint32_t (*rnd)(void *arg), void *arg)
-{
-    if (n < 2) return;
-    qsort(hosts, n, sizeof *hosts, dns_cmp_pref);
-    for (size_t start = 0; start < n;) {
-        size_t end = start + 1;
-        while (end < n && hosts[end].preference == hosts[start].preference) end++;
-        for (size_t i = end - start - 1; i > 0; i--) {   /* Fisher-Yates within the run */
-            size_t j = rnd(arg) % (i + 1);
-            dns_mx_host t = hosts[start + i];
-            hosts[start + i] = hosts[start + j];
-            hosts[start + j] = t;
-        }
-        start = end;
-    }
 }
 
 static uint32_t dns_rnd(void *arg)
@@ -248,47 +205,6 @@ static uint32_t dns_rnd(void *arg)
     d->rng ^= d->rng << 25;
     d->rng ^= d->rng >> 27;
     return (uint32_t)((d->rng * 2685821657736338717ull) >> 32);
-}
-
-/* ---------- raw answer walking (TTLs) ---------- */
-
-static int dns_skip_name(const unsigned char *p, const unsigned char *abuf, int alen, long *len)
-{
-    char *name = NULL;
-    if (ares_expand_name(p, abuf, alen, &name, len) != ARES_SUCCESS) return -1;
-    ares_free_string(name);
-    return 0;
-}
-
-/* Smallest TTL of the answer records of TYPE, or -1 if none / malformed. */
-static int64_t dns_answer_min_ttl(const unsigned char *abuf, int alen, int type)
-{
-    if (alen < 12) return -1;
-    int qd = abuf[4] << 8 | abuf[5], an = abuf[6] << 8 | abuf[7];
-    const unsigned char *p = abuf + 12, *end = abuf + alen;
-    long len;
-    for (int i = 0; i < qd; i++) {
-        if (dns_skip_name(p, abuf, alen, &len) < 0 || end - p < len + 4) return -1;
-        p += len + 4;
-    }
-    int64_t min = -1;
-    for (int i = 0; i < an; i++) {
-        if (dns_skip_name(p, abuf, alen, &len) < 0 || end - p < len + 10) return -1;
-        p += len;
-        int rtype = p[0] << 8 | p[1];
-        int64_t ttl = (int64_t)((uint32_t)p[4] << 24 | (uint32_t)p[5] << 16 | (uint32_t)p[6] << 8 | p[7]);
-        int rdlen = p[8] << 8 | p[9];
-        p += 10;
-        if (end - p < rdlen) return -1;
-        p += rdlen;
-        if (rtype == type && (min < 0 || ttl < min)) min = ttl;
-    }
-    return min;
-}
-
-static void dns_note_ttl(lookup *l, int64_t ttl)
-{
-    if (ttl >= 0 && (l->ttl_s < 0 || ttl < l->ttl_s)) l->ttl_s = ttl;
 }
 
 /* ---------- libev glue ---------- */
@@ -445,16 +361,8 @@ static void dns_lookup_free(lookup *l)
         next = w->next;
         free(w);
     }
-    if (l->acc) {
-        for (size_t i = 0; i < l->res.nhosts; i++) {
-            for (size_t j = 0; j < l->acc[i].n4; j++) free(l->acc[i].v4[j]);
-            for (size_t j = 0; j < l->acc[i].n6; j++) free(l->acc[i].v6[j]);
-            free(l->acc[i].v4);
-            free(l->acc[i].v6);
-        }
-        free(l->acc);
-    }
-    dns_res_clear(&l->res);
+    dns_addr_acc_free(l->acc, l->res.nhosts);
+    dns_result_clear(&l->res);
     free(l->tempfail);
     free(l->h.key);
     free(l);
@@ -486,7 +394,7 @@ static void dns_cache_sweep(dns *d, int64_t now)
             if (c->expires_ms <= now) {
                 *p = c->h.hnext;
                 d->cache.n--;
-                dns_res_clear(&c->res);
+                dns_result_clear(&c->res);
                 free(c->h.key);
                 free(c);
             } else {
@@ -503,7 +411,7 @@ static void dns_cache_put(dns *d, const char *key, const dns_mx_result *r, int64
     if (d->cache.n >= d->cache_sweep_at) dns_cache_sweep(d, now);
     centry *c = (centry *)dns_ht_find(&d->cache, key);
     if (c) {
-        dns_res_clear(&c->res);
+        dns_result_clear(&c->res);
     } else {
         c = util_calloc(1, sizeof *c);
         c->h.key = util_strdup(key);
@@ -524,45 +432,8 @@ static void dns_finish(lookup *l)
 {
     dns *d = l->d;
     dns_mx_result *r = &l->res;
-    if (r->status == DNS_OK) {
-        size_t kept = 0;
-        strbuf missing;
-        strbuf_init(&missing);
-        for (size_t i = 0; i < r->nhosts; i++) {
-            dns_mx_host *h = &r->hosts[i];
-            addr_acc *a = &l->acc[i];
-            if (a->n4 + a->n6 == 0) {
-                strbuf_printf(&missing, "%s%s", missing.len ? ", " : "", h->name[0] ? h->name : ".");
-                free(h->name);
-                continue;
-            }
-            h->naddrs = a->n4 + a->n6;
-            h->addrs = util_calloc(h->naddrs, sizeof *h->addrs);
-            if (a->n4) memcpy(h->addrs, a->v4, a->n4 * sizeof *h->addrs);
-            if (a->n6) memcpy(h->addrs + a->n4, a->v6, a->n6 * sizeof *h->addrs);
-            a->n4 = a->n6 = 0;   /* moved */
-            r->hosts[kept++] = *h;
-        }
-        for (size_t i = 0; i < r->nhosts; i++) {
-            free(l->acc[i].v4);
-            free(l->acc[i].v6);
-        }
-        free(l->acc);
-        l->acc = NULL;
-        r->nhosts = kept;
-        if (kept == 0) {
-            if (l->tempfail)
-                dns_res_fail(r, DNS_TEMPFAIL, util_strdup(l->tempfail));
-            else if (r->implicit)
-                dns_res_fail(r, DNS_NOHOST,
-                             util_asprintf("%s: no MX and no A/AAAA records", l->h.key));
-            else
-                dns_res_fail(
-                    r, DNS_NOHOST,
-                    util_asprintf("%s: no address for its MX hosts %s", l->h.key, missing.buf));
-        }
-        strbuf_free(&missing);
-    }
+    dns_answer_finish(l->h.key, r, l->acc, l->tempfail);
+    l->acc = NULL;
     int64_t ttl;
     if (r->status == DNS_OK) {
         ttl = l->ttl_s < DNS_TTL_MIN_S ? DNS_TTL_MIN_S : l->ttl_s > DNS_TTL_MAX_S ? DNS_TTL_MAX_S : l->ttl_s;
@@ -578,115 +449,23 @@ static void dns_finish(lookup *l)
     dns_make_ready(d, l);
 }
 
-static bool dns_permanent_miss(int status)
-{
-    return status == ARES_ENODATA || status == ARES_ENOTFOUND;
-}
-
 static void dns_on_mx(lookup *l, int status, unsigned char *abuf, int alen)
 {
     dns_mx_result *r = &l->res;
-    struct ares_mx_reply *mx = NULL;
-    if (status == ARES_SUCCESS) {
-        status = ares_parse_mx_reply(abuf, alen, &mx);   /* ENODATA when only e.g. CNAMEs */
-        if (status != ARES_SUCCESS && status != ARES_ENODATA)
-            status = ARES_EBADRESP;
-    }
-    if (status == ARES_ENOTFOUND) {
-        dns_res_fail(r, DNS_NXDOMAIN,
-                     util_asprintf("%s: domain does not exist (NXDOMAIN)", l->h.key));
-        return;
-    }
-    if (status == ARES_EBADNAME) {
-        dns_res_fail(r, DNS_NXDOMAIN, util_asprintf("%s: not a valid domain name", l->h.key));
-        return;
-    }
-    if (status == ARES_ENODATA) {          /* no MX: the domain itself is the exchanger */
-        r->status = DNS_OK;
-        r->implicit = true;
-        r->nhosts = 1;
-        r->hosts = util_calloc(1, sizeof *r->hosts);
-        r->hosts[0].name = util_strdup(l->h.key);
-        l->acc = util_calloc(1, sizeof *l->acc);
-        dns_issue(l, l->h.key, ns_t_a, 0);
-        dns_issue(l, l->h.key, ns_t_aaaa, 0);
-        return;
-    }
-    if (status != ARES_SUCCESS) {
-        dns_res_fail(r, DNS_TEMPFAIL,
-                     util_asprintf("%s: MX lookup failed: %s", l->h.key, ares_strerror(status)));
-        return;
-    }
-    size_t n = 0;
-    for (struct ares_mx_reply *m = mx; m; m = m->next) n++;
-    if (n == 1 && mx->priority == 0 && (mx->host[0] == '\0' || strcmp(mx->host, ".") == 0)) {
-        ares_free_data(mx);
-        dns_res_fail(r, DNS_NULLMX,
-                     util_asprintf("%s: domain accepts no mail (null MX, RFC 7505)", l->h.key));
-        return;
-    }
-    dns_note_ttl(l, dns_answer_min_ttl(abuf, alen, ns_t_mx));
-    r->status = DNS_OK;
-    r->hosts = util_calloc(n, sizeof *r->hosts);
-    for (struct ares_mx_reply *m = mx; m; m = m->next) {
-        size_t i;
-        for (i = 0; i < r->nhosts; i++)            /* the same exchanger twice: keep the best */
-            if (util_streq_ci(r->hosts[i].name, m->host)) break;
-        if (i < r->nhosts) {
-            if (m->priority < r->hosts[i].preference) r->hosts[i].preference = m->priority;
-            continue;
-        }
-        r->hosts[r->nhosts].name = util_strdup(m->host);
-        util_lowercase(r->hosts[r->nhosts].name);
-        r->hosts[r->nhosts].preference = m->priority;
-        r->nhosts++;
-    }
-    ares_free_data(mx);
-    dns_order_mx(r->hosts, r->nhosts, dns_rnd, l->d);
+    dns_answer_mx(l->h.key, status, abuf, alen, dns_rnd, l->d, r, &l->ttl_s);
+    if (r->status != DNS_OK) return;
     l->acc = util_calloc(r->nhosts, sizeof *l->acc);
     for (size_t i = 0; i < r->nhosts; i++) {
-        const char *name = r->hosts[i].name;
-        if (name[0] == '\0' || strcmp(name, ".") == 0) continue;   /* "." among real MX */
-        dns_issue(l, name, ns_t_a, i);
-        dns_issue(l, name, ns_t_aaaa, i);
+        if (!dns_answer_wants_addrs(r->hosts[i].name)) continue;
+        dns_issue(l, r->hosts[i].name, ns_t_a, i);
+        dns_issue(l, r->hosts[i].name, ns_t_aaaa, i);
     }
 }
 
 static void dns_on_addr(lookup *l, size_t host, int type, int status, unsigned char *abuf, int alen)
 {
-    addr_acc *a = &l->acc[host];
-    const char *name = l->res.hosts[host].name;
-    if (status == ARES_SUCCESS) {
-        char text[INET6_ADDRSTRLEN];
-        int n = DNS_MAX_ADDRS;
-        if (type == ns_t_a) {
-            struct ares_addrttl at[DNS_MAX_ADDRS];
-            status = ares_parse_a_reply(abuf, alen, NULL, at, &n);
-            if (status == ARES_SUCCESS) {
-                a->v4 = util_calloc((size_t)n, sizeof *a->v4);
-                for (int i = 0; i < n; i++) {
-                    inet_ntop(AF_INET, &at[i].ipaddr, text, sizeof text);
-                    a->v4[a->n4++] = util_strdup(text);
-                    dns_note_ttl(l, at[i].ttl);
-                }
-            }
-        } else {
-            struct ares_addr6ttl at[DNS_MAX_ADDRS];
-            status = ares_parse_aaaa_reply(abuf, alen, NULL, at, &n);
-            if (status == ARES_SUCCESS) {
-                a->v6 = util_calloc((size_t)n, sizeof *a->v6);
-                for (int i = 0; i < n; i++) {
-                    inet_ntop(AF_INET6, &at[i].ip6addr, text, sizeof text);
-                    a->v6[a->n6++] = util_strdup(text);
-                    dns_note_ttl(l, at[i].ttl);
-                }
-            }
-        }
-    }
-    if (status != ARES_SUCCESS && !dns_permanent_miss(status) && status != ARES_EBADNAME &&
-        !l->tempfail)
-        l->tempfail = util_asprintf("%s: %s lookup of %s failed: %s", l->h.key,
-                                    type == ns_t_a ? "A" : "AAAA", name, ares_strerror(status));
+    dns_answer_addrs(l->h.key, l->res.hosts[host].name, type, status, abuf, alen, &l->acc[host],
+                     &l->ttl_s, &l->tempfail);
 }
 
 static void dns_query_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
@@ -715,17 +494,9 @@ static void dns_lookup_start(lookup *l)
 /* Back to the state before any query (for a restart on a new channel). */
 static void dns_lookup_reset(lookup *l)
 {
-    if (l->acc) {
-        for (size_t i = 0; i < l->res.nhosts; i++) {
-            for (size_t j = 0; j < l->acc[i].n4; j++) free(l->acc[i].v4[j]);
-            for (size_t j = 0; j < l->acc[i].n6; j++) free(l->acc[i].v6[j]);
-            free(l->acc[i].v4);
-            free(l->acc[i].v6);
-        }
-        free(l->acc);
-        l->acc = NULL;
-    }
-    dns_res_clear(&l->res);
+    dns_addr_acc_free(l->acc, l->res.nhosts);
+    l->acc = NULL;
+    dns_result_clear(&l->res);
     free(l->tempfail);
     l->tempfail = NULL;
     l->pending = 0;
@@ -792,7 +563,7 @@ void dns_resolve_mx(dns *d, const char *domain, dns_mx_cb cb, void *arg)
     centry *c = (centry *)dns_ht_find(&d->cache, key);
     if (c && c->expires_ms <= util_mono_ms()) {
         dns_ht_remove(&d->cache, &c->h);
-        dns_res_clear(&c->res);
+        dns_result_clear(&c->res);
         free(c->h.key);
         free(c);
         c = NULL;
