@@ -114,8 +114,12 @@ void dns_answer_mx(const char *domain, int status, const unsigned char *abuf, in
 {
     struct ares_mx_reply *mx = NULL;
     if (status == ARES_SUCCESS) {
-        status = ares_parse_mx_reply(abuf, alen, &mx);   /* ENODATA when only e.g. CNAMEs */
+        status = ares_parse_mx_reply(abuf, alen, &mx);
         if (status != ARES_SUCCESS && status != ARES_ENODATA) status = ARES_EBADRESP;
+        /* An answer without MX records (only the CNAME of a domain whose target has no MX):
+         * c-ares 1.18 reports success with an empty list, which RFC 5321 section 5.1 treats
+         * as no MX at all: the implicit MX below. */
+        if (status == ARES_SUCCESS && !mx) status = ARES_ENODATA;
     }
     if (status == ARES_ENOTFOUND) {
         dns_answer_fail(r, DNS_NXDOMAIN,

@@ -1,6 +1,6 @@
 /* test_dns.c — MX resolution (mta/dns.c): the pure ordering with a deterministic random
  * source, then real lookups over loopback against a dnsmasq child process started by the
- * tests (MX order, equal preferences, implicit A/AAAA fallback, RFC 7505 null MX,
+ * tests (MX order, equal preferences, implicit A/AAAA fallback, also behind a CNAME, RFC 7505 null MX,
  * NXDOMAIN, IPv6, dangling MX hosts, REFUSED), the cache (answers survive the server's
  * death while their TTL holds), temporary failures against a UDP socket that never
  * answers (timeouts, shared queries), reconfiguration and dns_free with lookups pending.
@@ -210,6 +210,7 @@ static const char *const zone_args[] = {
     "--mx-host=partial.test,gone.partial.test,5",
     "--mx-host=partial.test,mx1.two.test,10",
     "--txt-record=txtonly.test,hello",
+    "--cname=alias.test,plain.test",
 };
 
 static bool dnsmasq_start(dnsmasq *dm)
@@ -408,6 +409,9 @@ static const struct {
     {"plain.test", DNS_OK, true, "plain.test/0=127.0.0.30", NULL},
     {"six.test", DNS_OK, false, "mx6.test/10=::1", NULL},
     {"mx6.test", DNS_OK, true, "mx6.test/0=::1", NULL},
+    /* an MX answer of a CNAME only (its target has no MX): RFC 5321 5.1's implicit MX,
+     * whose A query follows the CNAME */
+    {"alias.test", DNS_OK, true, "alias.test/0=127.0.0.30", NULL},
     {"dual.test", DNS_OK, false, "mxd.dual.test/10=127.0.0.40,::1", NULL},
     {"partial.test", DNS_OK, false, "mx1.two.test/10=127.0.0.21", NULL},
     {"nullmx.test", DNS_NULLMX, false, "", "null MX"},
