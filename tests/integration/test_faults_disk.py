@@ -4,7 +4,7 @@ process keeps it; kilnd runs in it through nsenter), and the test fills that tmp
 ballast file written through /proc/HOLDER/root. While it is full: new submissions get
 451 4.3.0 (never a crash, never a 250 that is then lost), kilnctl status/queue/ips answer,
 mail already stored is delivered, 5xx bounces of that time end on the suppression list once
-space returns. When the ballast goes: submissions get 250 again, every message acknowledged
+space returns, a `kilnctl suppression add` fails with the reason. When the ballast goes: submissions get 250 again, every message acknowledged
 is delivered exactly once (counted per token at the sink), the event file has one Send per
 acknowledged message and one Delivery or Bounce per recipient; a restart on the same spool
 delivers nothing again. Every process is ended by PID; every wait is bounded."""
@@ -206,6 +206,10 @@ class FullDisk(unittest.TestCase):
         self.assertTrue(k.ctl("ips")["DedicatedIps"])
         q = k.ctl("queue", json_out=False)
         self.assertEqual(q.returncode, 0, q.stderr)
+        # a control command that writes says it could not
+        p = k.ctl("suppression", "add", "manual@dest.test", expect_ok=False, json_out=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("disk is full", p.stderr)
 
         # 3. still full: the stored mail is delivered (and the hard ones bounce)
         gate.open = True
