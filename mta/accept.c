@@ -9,7 +9,11 @@
  * The stored message is built in the session's DATA buffer (Received: and Message-ID:
  * inserted in place) and handed to the spool batch as it is (spool_add_message_take): the
  * body is never copied between DATA and the spool; the batch frees it once it is written.
- * The events are handed over the same way. */
+ * The events are handed over the same way.
+ *
+ * When the batch fails (disk full, I/O error), nothing of the message is kept and the
+ * callback says so: the session answers 451 4.3.0. A Reject event (accept_reject) has no
+ * client waiting: it is a kept write, retried by the spool until it is committed. */
 #include "mta/accept.h"
 
 #include <stdint.h>
@@ -473,8 +477,11 @@ void accept_reject(kiln_ctx *ctx, const accept_in *in, const char *reason)
     message_parse_headers(in->data, in->data_len, &hs);
     char *mail = mail_object(cfg, id, now, in->mail_from, in->rcpts, in->nrcpts, &hs, set->name,
                              in->client_ip);
+    /* no client waits for this commit: the event is a kept write, retried until it lands */
+    spool_keep_begin(ctx->spool);
     (void)spool_add_event_take(ctx->spool, set->name, events_reject(mail, reason));
     stats_count(ctx->spool, STATS_REJECTS, now, 1);
+    spool_keep_end(ctx->spool);
     log_write(ctx->log, KLOG_INFO, "message_rejected", "id=%s set=%s reason=%s", id,
               log_q(ctx->log, set->name), log_q(ctx->log, reason));
     free(mail);

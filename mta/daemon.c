@@ -44,6 +44,8 @@ typedef struct daemon_watchers {
     ev_timer stop_deadline;
     int stop_pending;     /* modules still finishing their graceful stop */
     int exit_status;
+    unsigned commit_failures; /* spool batches failed in a row, as last logged */
+    bool drain_failing;   /* the last event drain failed (logged once) */
 } daemon_watchers;
 
 static int64_t daemon_wall_clock(void *arg)
@@ -54,10 +56,25 @@ static int64_t daemon_wall_clock(void *arg)
 
 static daemon_watchers *daemon_w(kiln_ctx *ctx);
 
+/* A failed batch: its error, how many failed in a row, and how many kept writes (outcomes,
+ * events, state) wait to be written again; submissions in it were answered 451. */
 static void daemon_log_commit_error(kiln_ctx *ctx)
 {
-    log_write(ctx->log, KLOG_ERROR, "spool.commit", "error=%s",
-              log_q(ctx->log, spool_errmsg(ctx->spool)));
+    daemon_w(ctx)->commit_failures = spool_failures(ctx->spool);
+    log_write(ctx->log, KLOG_ERROR, "spool.commit",
+              "error=%s failed_in_a_row=%u kept_writes=%zu note=\"kept writes are retried; "
+              "submissions meanwhile get 451\"", log_q(ctx->log, spool_errmsg(ctx->spool)),
+              spool_failures(ctx->spool), spool_kept_waiting(ctx->spool));
+}
+
+/* The first batch committed after failed ones. */
+static void daemon_log_commit_recovery(kiln_ctx *ctx)
+{
+    daemon_watchers *dw = daemon_w(ctx);
+    if (dw->commit_failures == 0 || spool_failures(ctx->spool) != 0) return;
+    log_write(ctx->log, KLOG_INFO, "spool.commit", "result=recovered failed_batches=%u",
+              dw->commit_failures);
+    dw->commit_failures = 0;
 }
 
 /* Group commit: before the loop sleeps, the writes of this iteration (and of the ones
@@ -78,6 +95,7 @@ static void daemon_on_committed(struct ev_loop *loop, ev_async *w, int revents)
     (void)revents;
     kiln_ctx *ctx = w->data;
     if (spool_reap(ctx->spool) != 0) daemon_log_commit_error(ctx);
+    else daemon_log_commit_recovery(ctx);
 }
 
 /* On the spool's writer thread: only wakes the loop. */
@@ -91,12 +109,18 @@ static void daemon_spool_wake(void *arg)
 static void daemon_flush(kiln_ctx *ctx)
 {
     if (spool_flush(ctx->spool) != 0) daemon_log_commit_error(ctx);
+    else daemon_log_commit_recovery(ctx);
 }
 
+/* A failing drain is logged when it starts failing (events.c logs each failure's cause,
+ * at debug level while it repeats); events.c logs the recovery. */
 static void daemon_drain_events(kiln_ctx *ctx)
 {
-    if (events_drain(ctx->events, ctx->spool, ctx->cfg) < 0)
+    daemon_watchers *dw = daemon_w(ctx);
+    bool failed = events_drain(ctx->events, ctx->spool, ctx->cfg) < 0;
+    if (failed && !dw->drain_failing)
         log_write(ctx->log, KLOG_ERROR, "events.drain", "error=\"events kept in the spool outbox; retrying\"");
+    dw->drain_failing = failed;
 }
 
 static void daemon_on_events_timer(struct ev_loop *loop, ev_timer *w, int revents)
@@ -137,6 +161,11 @@ static void daemon_finish(kiln_ctx *ctx)
     daemon_flush(ctx);
     daemon_drain_events(ctx);
     daemon_flush(ctx);
+    if (spool_kept_waiting(ctx->spool))
+        log_write(ctx->log, KLOG_ERROR, "spool.stop",
+                  "kept_writes=%zu error=%s note=\"the spool still fails: a few more tries at "
+                  "close; outcomes not recorded are attempted again at the next start\"",
+                  spool_kept_waiting(ctx->spool), log_q(ctx->log, spool_errmsg(ctx->spool)));
     log_write(ctx->log, KLOG_INFO, "kilnd.stop", "result=done");
     ev_break(ctx->loop, EVBREAK_ALL);
 }

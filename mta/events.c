@@ -4,7 +4,13 @@
  *
  * The drain appends each new row plus "\n" to every file destination of its set (at most
  * 4 MB of event text per drain, at least one row; the rest on the next drain; the mail
- * object itself is capped, see events.h), fdatasyncs each touched file once, and only then records the files' progress (kv "events:files").
+ * object itself is capped, see events.h), fdatasyncs each touched file once, fsyncs the
+ * directory of a file it created or opened again (so a power loss cannot take the new file
+ * with its events), and only then records the files' progress (kv "events:files") and
+ * deletes the rows. Those two are kept writes (store/spool.h): a failed spool batch does not
+ * lose them. When a write or a sync fails, every file is cut back to its size before this
+ * drain and nothing is released: the next drain writes the same rows once. A failure is
+ * logged once as an error, repeats at debug level, and the recovery at info level.
  * Webhook destinations (webhook.c) post the rows of their set at their own pace and record
  * their own progress; rows are deleted up to the lowest progress of all destinations (a
  * crash may repeat an event, never lose one). Files stay open between drains; a file that
@@ -295,6 +301,10 @@ typedef struct events_file {
     ino_t ino;
     bool checked;       /* looked at the path during this drain */
     bool touched;       /* written during this drain: fdatasync it */
+    bool dir_sync;      /* created or opened again: its directory needs an fsync */
+    bool made_dirs;     /* ... and so do the directories above it (they were created) */
+    bool started;       /* written during this drain, from size `start` */
+    off_t start;
     strbuf pending;     /* lines of the current batch */
 } events_file;
 
@@ -310,12 +320,46 @@ struct events {
     int64_t files_done; /* every row with id <= this was written to the files */
     int64_t deleted;    /* rows with id <= this were deleted */
     int64_t stats_legacy; /* rows with id <= this are counted when deleted (older kiln) */
+    events_sync_ops sync;
+    bool failing;       /* the last drain failed: repeats are logged at debug level */
 };
+
+static int events_sync_file(void *arg, int fd, const char *path)
+{
+    (void)arg;
+    (void)path;
+    return fdatasync(fd);
+}
+
+static int events_sync_dir(void *arg, const char *dir)
+{
+    (void)arg;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    int rc = fsync(fd);
+    int e = errno;
+    close(fd);
+    errno = e;
+    return rc;
+}
+
+void events_set_sync_ops(events *ev, const events_sync_ops *ops)
+{
+    if (ops) ev->sync = *ops;
+    else ev->sync = (events_sync_ops){events_sync_file, events_sync_dir, NULL};
+}
+
+/* Errors of a drain: at error level the first time, at debug level while it keeps failing. */
+static klog_level events_err_level(const events *ev)
+{
+    return ev->failing ? KLOG_DEBUG : KLOG_ERROR;
+}
 
 events *events_new(klog *lg)
 {
     events *ev = util_calloc(1, sizeof *ev);
     ev->lg = lg;
+    events_set_sync_ops(ev, NULL);
     return ev;
 }
 
@@ -409,18 +453,53 @@ static int delete_done(events *ev, spool *sp)
 static int file_open(events *ev, events_file *f)
 {
     f->fd = open(f->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-    if (f->fd < 0 && errno == ENOENT && util_mkdir_parents(f->path, 0750) == 0)
+    if (f->fd < 0 && errno == ENOENT && util_mkdir_parents(f->path, 0750) == 0) {
+        f->made_dirs = true;
         f->fd = open(f->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    }
     struct stat st;
     if (f->fd < 0 || fstat(f->fd, &st) != 0) {
-        log_write(ev->lg, KLOG_ERROR, "event_file_error", "path=%s op=open error=%s",
+        log_write(ev->lg, events_err_level(ev), "event_file_error", "path=%s op=open error=%s",
                   log_q(ev->lg, f->path), log_q(ev->lg, strerror(errno)));
         file_close(f);
         return -1;
     }
     f->dev = st.st_dev;
     f->ino = st.st_ino;
+    /* created, or perhaps created (O_CREAT after a rotation): its directory entry is synced
+     * before any row written to it is released */
+    f->dir_sync = true;
     return 0;
+}
+
+/* fsyncs the directory holding f (and the ones above it when the drain created them):
+ * 0, or -1 (logged). */
+static int file_sync_dirs(events *ev, events_file *f)
+{
+    char *dir = util_strdup(f->path);
+    int rc = 0;
+    for (;;) {
+        char *slash = strrchr(dir, '/');
+        if (!slash) {   /* a path without a directory part: the working directory */
+            if (ev->sync.dir(ev->sync.arg, ".") != 0) rc = -1;
+            break;
+        }
+        if (slash == dir) slash[1] = '\0';   /* "/" */
+        else *slash = '\0';
+        if (ev->sync.dir(ev->sync.arg, dir) != 0) {
+            rc = -1;
+            break;
+        }
+        if (!f->made_dirs || strcmp(dir, "/") == 0) break;
+    }
+    if (rc != 0)
+        log_write(ev->lg, events_err_level(ev), "event_file_error",
+                  "path=%s op=fsync-directory dir=%s error=%s", log_q(ev->lg, f->path),
+                  log_q(ev->lg, dir), log_q(ev->lg, strerror(errno)));
+    else
+        f->dir_sync = f->made_dirs = false;
+    free(dir);
+    return rc;
 }
 
 /* The open file for path, opened again if the path now names another file (rotated). */
@@ -432,9 +511,9 @@ static events_file *file_get(events *ev, const char *path)
     if (!f) {
         ev->files = util_realloc(ev->files, (ev->nfiles + 1) * sizeof *ev->files);
         f = &ev->files[ev->nfiles++];
+        memset(f, 0, sizeof *f);
         f->path = util_strdup(path);
         f->fd = -1;
-        f->checked = f->touched = false;
         strbuf_init(&f->pending);
     }
     if (f->fd >= 0 && !f->checked) {
@@ -447,26 +526,29 @@ static events_file *file_get(events *ev, const char *path)
     return f;
 }
 
-/* Appends f->pending; on failure cuts the file back to its old size so that no partial
- * line stays behind, and closes it (the next drain opens it again). */
+/* Appends f->pending (its size before the drain's first write is noted: file_undo cuts
+ * it back there). 0, or -1 (logged). */
 static int file_write_pending(events *ev, events_file *f)
 {
     if (f->pending.len == 0) return 0;
-    struct stat st;
-    off_t before = fstat(f->fd, &st) == 0 ? st.st_size : -1;
+    if (!f->started) {
+        struct stat st;
+        if (fstat(f->fd, &st) != 0) {
+            log_write(ev->lg, events_err_level(ev), "event_file_error", "path=%s op=stat error=%s",
+                      log_q(ev->lg, f->path), log_q(ev->lg, strerror(errno)));
+            return -1;
+        }
+        f->start = st.st_size;
+        f->started = true;
+    }
     size_t off = 0;
     while (off < f->pending.len) {
         ssize_t n = write(f->fd, f->pending.buf + off, f->pending.len - off);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) {
             int e = n < 0 ? errno : EIO;
-            log_write(ev->lg, KLOG_ERROR, "event_file_error", "path=%s op=write error=%s",
+            log_write(ev->lg, events_err_level(ev), "event_file_error", "path=%s op=write error=%s",
                       log_q(ev->lg, f->path), log_q(ev->lg, strerror(e)));
-            if (before >= 0 && ftruncate(f->fd, before) != 0)
-                log_write(ev->lg, KLOG_ERROR, "event_file_error",
-                          "path=%s op=truncate error=%s", log_q(ev->lg, f->path),
-                          log_q(ev->lg, strerror(errno)));
-            file_close(f);
             strbuf_reset(&f->pending);
             return -1;
         }
@@ -475,6 +557,22 @@ static int file_write_pending(events *ev, events_file *f)
     strbuf_reset(&f->pending);
     f->touched = true;
     return 0;
+}
+
+/* The drain failed: every file it wrote is cut back to its size before the drain (no row
+ * stays behind twice, no partial line), and closed (opened again next time). */
+static void files_undo(events *ev)
+{
+    for (size_t i = 0; i < ev->nfiles; i++) {
+        events_file *f = &ev->files[i];
+        strbuf_reset(&f->pending);
+        if (!f->started || f->fd < 0) continue;
+        if (ftruncate(f->fd, f->start) != 0)
+            log_write(ev->lg, KLOG_ERROR, "event_file_error",
+                      "path=%s op=truncate error=%s note=\"events of this drain may be written "
+                      "again\"", log_q(ev->lg, f->path), log_q(ev->lg, strerror(errno)));
+        file_close(f);
+    }
 }
 
 typedef struct drain_row {
@@ -551,7 +649,7 @@ int events_drain(events *ev, spool *sp, const config *cfg)
     if (ev->cfg != cfg) config_changed(ev, sp, cfg);
     for (size_t i = 0; i < ev->nhooks; i++) webhook_poll(ev->hooks[i]);
     for (size_t i = 0; i < ev->nfiles; i++) {
-        ev->files[i].checked = ev->files[i].touched = false;
+        ev->files[i].checked = ev->files[i].touched = ev->files[i].started = false;
         strbuf_reset(&ev->files[i].pending);
     }
     int written = 0, rc = 0;
@@ -583,31 +681,43 @@ int events_drain(events *ev, spool *sp, const config *cfg)
         if (rc != 0 || bytes >= EVENTS_DRAIN_BYTES) break;   /* the rest: next drain */
         if (got < EVENTS_DRAIN_BATCH) break;
     }
+    /* durable before released: the file's data, then its directory entry if new */
     for (size_t i = 0; i < ev->nfiles && rc == 0; i++) {
         events_file *f = &ev->files[i];
         if (!f->touched || f->fd < 0) continue;
-        if (fdatasync(f->fd) != 0) {
-            log_write(ev->lg, KLOG_ERROR, "event_file_error", "path=%s op=fdatasync error=%s",
-                      log_q(ev->lg, f->path), log_q(ev->lg, strerror(errno)));
-            file_close(f);
+        if (ev->sync.file(ev->sync.arg, f->fd, f->path) != 0) {
+            log_write(ev->lg, events_err_level(ev), "event_file_error",
+                      "path=%s op=fdatasync error=%s", log_q(ev->lg, f->path),
+                      log_q(ev->lg, strerror(errno)));
+            rc = -1;
+        } else if (f->dir_sync && file_sync_dirs(ev, f) != 0) {
             rc = -1;
         }
     }
+    /* the progress and the deletes are kept writes: a failed batch does not lose them */
+    spool_keep_begin(sp);
     if (rc != 0) {
-        for (size_t i = 0; i < ev->nfiles; i++) strbuf_reset(&ev->files[i].pending);
+        files_undo(ev);
         delete_done(ev, sp);
-        return -1;
-    }
-    if (any) {
+    } else if (any) {
         char v[32];
         snprintf(v, sizeof v, "%lld", (long long)after);
         if (spool_kv_put(sp, EVENTS_FILES_KEY, v) < 0) {
             log_write(ev->lg, KLOG_ERROR, "event_drain_error", "op=save error=%s",
                       log_q(ev->lg, spool_errmsg(sp)));
-            return -1;
+            rc = -1;
+        } else {
+            ev->files_done = after;
         }
-        ev->files_done = after;
     }
-    if (delete_done(ev, sp) < 0) return -1;
+    if (rc == 0 && delete_done(ev, sp) < 0) rc = -1;
+    spool_keep_end(sp);
+    if (rc != 0) {
+        ev->failing = true;
+        return -1;
+    }
+    if (ev->failing)
+        log_write(ev->lg, KLOG_INFO, "event_drain_recovered", "written=%d", written);
+    ev->failing = false;
     return written;
 }

@@ -62,8 +62,23 @@ void events_attach_loop(events *ev, struct ev_loop *loop);
  * one row; the rest on the next call) to the file destinations of its set under cfg
  * (sets not in cfg: the row is logged and dropped), fdatasyncs each touched file, lets each
  * webhook destination take its pending rows (webhook_poll), then deletes the rows every
- * destination has (a spool batch; the caller flushes). Returns the number of events
- * written to files, -1 on I/O error (rows kept for the next drain). */
+ * destination has (a spool batch; the caller flushes). A file created or opened again has
+ * its directory fsync'd too, before any row it holds is released. Returns the number of
+ * events written to files, -1 on I/O error (rows kept for the next drain; what this drain
+ * appended to the files is cut off again, so the next drain writes each row once). */
 int events_drain(events *ev, struct spool *sp, const config *cfg);
+
+/* How a drain makes its file writes durable. Each returns 0, or -1 with errno set.
+ * file: fdatasync of an event file's descriptor; dir: fsync of the directory that holds an
+ * event file (path of the directory), after the file was created or opened again.
+ * The defaults are fdatasync(2) and open(O_DIRECTORY) + fsync(2); tests swap them to see
+ * the order (write, file, directory, then the outbox rows are released) and to fail them. */
+typedef struct events_sync_ops {
+    int (*file)(void *arg, int fd, const char *path);
+    int (*dir)(void *arg, const char *dir);
+    void *arg;
+} events_sync_ops;
+/* ops == NULL: the defaults again. ops is copied. */
+void events_set_sync_ops(events *ev, const events_sync_ops *ops);
 
 #endif

@@ -24,7 +24,11 @@ void sched_save_pools(scheduler *s)
 {
     if (!pools_dirty(s->pools)) return;
     char *json = pools_state_json(s->pools);
-    if (spool_kv_put(s->ctx->spool, SCHED_POOLS_KEY, json) != 0)
+    /* kept: a batch that fails takes it along to the next one (store/spool.h) */
+    spool_keep_begin(s->ctx->spool);
+    int rc = spool_kv_put(s->ctx->spool, SCHED_POOLS_KEY, json);
+    spool_keep_end(s->ctx->spool);
+    if (rc != 0)
         log_write(sched_lg(s), KLOG_ERROR, "pools.save", "error=%s note=\"kept in memory; saved again at the next change\"",
                   log_q(sched_lg(s), spool_errmsg(s->ctx->spool)));
     free(json);

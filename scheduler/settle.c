@@ -8,8 +8,12 @@
  * DEFERRED with its old time): a page read in that window must not load it again (that
  * would deliver it twice). So every rowid leaving memory (final here, or an evicted
  * deferral in sched_job_forget) is held in s->settling, which the pages pass over, until
- * the commit callback of the batch holding its update (committed or failed: either way the
- * spool's reads then show the truth).
+ * the commit callback of the batch holding its update. These writes (rows, suppression
+ * entries, events, statistics) and that callback are kept writes (store/spool.h): when a
+ * batch fails (disk full, I/O error) the spool records them again in the next batch, after
+ * a wait, until they are committed, and only then does the callback release the rows; so a
+ * failed write neither loses an outcome nor lets the pager deliver a recipient twice. The
+ * spool logs nothing; the daemon logs each failed batch and the recovery.
  *
  * Promises: a deferral past max_delivery_time becomes a Transient bounce, except that a
  * pools deferral (no IP, all at cap) is never bounced before the expiry itself; recipients
@@ -41,10 +45,12 @@ typedef struct sched_hold {
 
 static void settle_hold_committed(void *arg, bool ok, const char *err)
 {
-    (void)ok;
-    (void)err;
     sched_hold *h = arg;
     scheduler *s = h->s;
+    if (s && !ok)   /* only when the spool gives up its kept writes (closing) */
+        log_write(sched_lg(s), KLOG_ERROR, "delivery.settle_lost",
+                  "rows=%zu error=%s note=\"their outcomes are not recorded: they are attempted "
+                  "again at the next start\"", h->n, log_q(sched_lg(s), err ? err : "?"));
     if (s) {
         for (size_t i = 0; i < h->n; i++) queue_idset_remove(&s->settling, h->ids[i]);
         if (h->prev) h->prev->next = h->next;
@@ -66,7 +72,10 @@ void sched_hold_rows(scheduler *s, const int64_t *rowids, size_t n)
     h->next = s->holds;
     if (s->holds) s->holds->prev = h;
     s->holds = h;
+    /* kept: a failed batch does not release the rows, the commit of their write does */
+    spool_keep_begin(s->ctx->spool);
     spool_on_commit(s->ctx->spool, settle_hold_committed, h);
+    spool_keep_end(s->ctx->spool);
 }
 
 void sched_holds_detach(scheduler *s)
@@ -187,7 +196,8 @@ void sched_settle(scheduler *s, sched_job *j, sched_outcome *out, const char *sr
         }
     }
 
-    /* spool rows and logs */
+    /* spool rows and logs: kept writes, retried until committed (store/spool.h) */
+    spool_keep_begin(ctx->spool);
     for (size_t i = 0; i < n; i++) {
         sched_rcpt *r = &j->rcpts[i];
         const retry_class *c = &out[i].cls;
@@ -246,6 +256,7 @@ void sched_settle(scheduler *s, sched_job *j, sched_outcome *out, const char *sr
     }
     j->nrcpts = keep;
     sched_hold_rows(s, gone, ngone);
+    spool_keep_end(ctx->spool);
     free(gone);
     free(next);
 }

@@ -541,14 +541,18 @@ fail:
     return NULL;
 }
 
-/* Callbacks may write again (the control socket's next request, an ooto reply): their
- * batches are committed too, a few rounds at most. */
+/* Callbacks may write again (the control socket's next request, an ooto reply), and kept
+ * writes of a failed batch are tried again (after short waits): a few rounds at most, then
+ * what is left is given up, its callbacks told ok=false. */
 #define SPOOL_CLOSE_ROUNDS 8
 
 void spool_close(spool *sp)
 {
     if (!sp) return;
+    spool_writer_hurry(&sp->w);
     for (int i = 0; i < SPOOL_CLOSE_ROUNDS && spool_has_pending(sp); i++) spool_flush(sp);
+    if (spool_has_pending(sp))
+        spool_pipeline_abandon(sp, "the spool was closed before these writes could be committed");
     spool_writer_stop(&sp->w);
     for (int i = 0; i < ST__COUNT; i++) {
         sqlite3_finalize(sp->w.st[i]);

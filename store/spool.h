@@ -13,6 +13,18 @@
  * too (e.g. an update of a recipient that was never committed); it is reported the same way.
  * Nothing may be acknowledged to a client before its commit callback ran with ok=true.
  *
+ * Kept writes (spool_keep_begin/_end): writes that no client waits for and that must not be
+ * lost (a delivery's outcome, its events and suppression entry, the event drain's progress,
+ * saved state). When their batch fails they are not dropped: they are recorded again, in
+ * their order, at the head of the next batch, and the callbacks registered with them run
+ * only once they are committed. After a batch failed because of the environment (disk full,
+ * I/O error, read-only file system, lock timeout), the writer waits before the next one:
+ * 50 ms, doubling up to 2 s, so a full disk is retried without spinning; every batch in
+ * that time still gets its answer (the other writes fail: 451 for a submission). A kept
+ * write that fails by itself (a constraint, an unknown recipient) is dropped, never retried,
+ * and the error says so. spool_close tries a few more times, briefly, then gives up what is
+ * left (callbacks get ok=false).
+ *
  * Wiring: the writer calls the wake function (spool_set_wake) from its thread when a batch is
  * finished; the daemon turns that into an ev_async on the loop, whose handler calls
  * spool_reap(). Once per loop iteration the daemon calls spool_submit(), which hands the
@@ -136,6 +148,18 @@ void spool_submit(spool *sp);
  * runs the finished batch's callbacks. 0, or -1 if that batch failed (spool_errmsg has
  * the text). */
 int spool_reap(spool *sp);
+/* Writes recorded and callbacks registered from spool_keep_begin until the matching
+ * spool_keep_end are kept (see the top of this file); the calls nest. */
+void spool_keep_begin(spool *sp);
+void spool_keep_end(spool *sp);
+/* Kept writes carried over failed batches and not committed yet (0 once one commits). */
+size_t spool_kept_waiting(const spool *sp);
+/* Batches with writes that failed in a row (0 once one commits): for the logs. */
+unsigned spool_failures(const spool *sp);
+/* For tests only: the next n batches with writes that the writer runs fail at their commit
+ * with the SQLite result code sqlite_code (SQLITE_FULL: as a full disk would), after every
+ * statement ran; n = 0 stops it. */
+void spool_test_fail_batches(spool *sp, unsigned n, int sqlite_code);
 /* Hands over what is filling and waits until it and everything before it is committed (or
  * failed), running the callbacks. Writes the callbacks make go to a later batch, which is
  * not waited for. 0, or -1 if a batch failed. */

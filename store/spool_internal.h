@@ -74,8 +74,9 @@ extern const char *const spool_sql[ST__COUNT];
 extern const bool spool_sql_writes[ST__COUNT];
 
 typedef struct spool_cb_entry {
-    spool_commit_cb cb;
+    spool_commit_cb cb;        /* NULL once carried to a later batch (spool_keep.c) */
     void *arg;
+    bool keep;                 /* registered between spool_keep_begin and _end */
 } spool_cb_entry;
 
 /* ---- a batch: the writes of some loop iterations, recorded for the writer ---- */
@@ -97,6 +98,7 @@ typedef enum spool_op_kind {
  * an event handed over with a _take call), which the batch frees when it is recycled. */
 typedef struct spool_op {
     spool_op_kind kind;
+    bool keep;                 /* a kept write: carried over a failed batch (spool_keep.c) */
     void *owned;
     union {
         struct {
@@ -168,6 +170,8 @@ typedef struct spool_batch {
     /* the writer's result */
     bool ok;
     char *err;                 /* malloc'd error text when !ok */
+    bool transient;            /* !ok because of the environment (disk full, I/O error, ...) */
+    long fail_op;              /* !ok: index of the write that failed, -1 if none did */
 } spool_batch;
 
 /* ---- values written but not committed yet (spool_overlay.c) ---- */
@@ -213,6 +217,11 @@ typedef struct spool_writer {
     bool stop;
     void (*wake)(void *arg);
     void *wake_arg;
+    bool hurry;                /* closing: short waits after a failed batch */
+    unsigned test_fail;        /* spool_test_fail_batches: batches still to fail */
+    int test_fail_code;
+    /* the writer thread's own */
+    unsigned fail_streak;      /* batches failed in a row by the environment */
 } spool_writer;
 
 /* Prunes sends older than 24 h and stats buckets older than 14 days (wall clock) on the
@@ -228,6 +237,8 @@ void spool_writer_submit(spool_writer *w, spool_batch *b);
 spool_batch *spool_writer_take_done(spool_writer *w);
 /* Waits until the batch handed over is finished. */
 void spool_writer_wait(spool_writer *w);
+/* Closing: a wait after a failed batch is cut short (spool_writer.c's backoff). */
+void spool_writer_hurry(spool_writer *w);
 
 /* ---- the spool ---- */
 
@@ -244,6 +255,9 @@ struct spool {
     uint64_t reaped_seq;          /* batches up to this one have run their callbacks */
     int64_t next_rcpt_id;         /* recipient ids are given out here, in order */
     spool_overlay kv, supp;       /* kv values and suppression entries not committed yet */
+    int keep_depth;               /* > 0: writes are recorded as kept (spool_keep_begin) */
+    size_t kept_waiting;          /* kept writes carried over failed batches, not committed */
+    unsigned failures;            /* batches failed in a row (0 once one commits) */
     spool_writer w;
 };
 
@@ -251,6 +265,16 @@ struct spool {
 /* Makes the maintained counts of pending recipients (tables and triggers) when they are
  * missing, filled from the recipients there (spool_counts.c). 0, or -1 with *err. */
 int spool_counts_setup(spool *sp, char **err);
+
+/* spool_keep.c */
+/* b failed: its kept writes (less the one that made it fail, when that was one of them and
+ * not the environment) and its kept callbacks move, in order, to the head of the filling
+ * batch (before anything recorded since). Call before b's overlay keys are settled and
+ * before the filling batch is handed over. */
+void spool_keep_carry(spool *sp, spool_batch *b);
+/* Spool is closing and these callbacks will never see their writes committed: each runs
+ * with ok=false and why. */
+void spool_keep_abandon(spool *sp, const char *why);
 
 /* spool.c */
 /* Records the text of the last error: "spool PATH: what key: SQLite's message". */
@@ -266,8 +290,15 @@ const char *spool_col_text(sqlite3_stmt *st, int i);
 char *spool_col_strdup(sqlite3_stmt *st, int i);
 
 /* spool_write.c */
+/* A copy of s in b's arena (NULL stays NULL). */
+const char *spool_batch_str(spool_batch *b, const char *s);
+/* Notes that the filling batch wrote key (a copy in its arena) of an overlay. */
+void spool_touch_key(spool *sp, bool supp, const char *key);
 void spool_pipeline_init(spool *sp);
 void spool_pipeline_free(spool *sp);   /* after the writer stopped */
+/* Closing with writes that would not commit: waits for the batch with the writer, then
+ * runs every callback left with ok=false and why. */
+void spool_pipeline_abandon(spool *sp, const char *why);
 /* Uncommitted writes seen by the reads: true if the overlay answers for key (then *value
  * is a malloc'd copy, or NULL if nothing is stored). */
 bool spool_pending_kv(spool *sp, const char *key, char **value);

@@ -12,6 +12,7 @@
  * in flight, completes at once: everything written before it is committed. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/util.h"
 #include "store/spool_internal.h"
@@ -37,8 +38,7 @@ static char *spool_arena_alloc(spool_arena *a, size_t n)
     return p;
 }
 
-/* A copy of s in the batch (NULL stays NULL). */
-static const char *spool_batch_str(spool_batch *b, const char *s)
+const char *spool_batch_str(spool_batch *b, const char *s)
 {
     if (!s) return NULL;
     size_t n = strlen(s) + 1;
@@ -78,11 +78,11 @@ static spool_op *spool_record(spool *sp, spool_op_kind kind)
     spool_op *op = &b->ops[b->nops++];
     memset(op, 0, sizeof *op);
     op->kind = kind;
+    op->keep = sp->keep_depth > 0;
     return op;
 }
 
-/* Notes that the filling batch wrote key (a copy in its arena) of an overlay. */
-static void spool_touch_key(spool *sp, bool supp, const char *key)
+void spool_touch_key(spool *sp, bool supp, const char *key)
 {
     spool_batch *b = sp->filling;
     if (b->ntouched == b->captouched) {
@@ -132,7 +132,11 @@ static void spool_new_filling(spool *sp)
 void spool_pipeline_init(spool *sp)
 {
     pthread_mutex_init(&sp->w.mu, NULL);
-    pthread_cond_init(&sp->w.work, NULL);
+    pthread_condattr_t ca;   /* the writer's timed waits (its backoff) use the monotonic clock */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&sp->w.work, &ca);
+    pthread_condattr_destroy(&ca);
     pthread_cond_init(&sp->w.done, NULL);
     spool_new_filling(sp);
     sp->reaped_seq = sp->filling->seq - 1;
@@ -177,7 +181,10 @@ static int spool_finish(spool *sp, spool_batch *b)
         spool_overlay_settle(b->touched[i].supp ? &sp->supp : &sp->kv, b->touched[i].key, b->seq);
     sp->reaped_seq = b->seq;
     if (!b->ok) spool_set_last_err(sp, util_strdup(b->err ? b->err : "spool: commit failed"));
-    for (size_t i = 0; i < b->ncbs; i++) b->cbs[i].cb(b->cbs[i].arg, b->ok, b->ok ? NULL : b->err);
+    if (b->ok && b->nops) sp->failures = 0;
+    else if (!b->ok) sp->failures++;
+    for (size_t i = 0; i < b->ncbs; i++)
+        if (b->cbs[i].cb) b->cbs[i].cb(b->cbs[i].arg, b->ok, b->ok ? NULL : b->err);
     int rc = b->ok ? 0 : -1;
     spool_batch_recycle(sp, b);
     return rc;
@@ -206,6 +213,8 @@ int spool_reap(spool *sp)
     spool_batch *b = spool_writer_take_done(&sp->w);
     if (!b) return 0;
     sp->inflight = NULL;
+    if (b->ok) sp->kept_waiting = 0;
+    else spool_keep_carry(sp, b);   /* kept writes go first in the next batch */
     spool_handover(sp);   /* the writer goes on while the callbacks run */
     int rc = spool_finish(sp, b);
     if (spool_advance(sp) < 0) rc = -1;
@@ -232,6 +241,27 @@ int spool_flush(spool *sp)
     return rc;
 }
 
+void spool_pipeline_abandon(spool *sp, const char *why)
+{
+    if (sp->inflight) {
+        spool_writer_wait(&sp->w);
+        spool_batch *b = spool_writer_take_done(&sp->w);
+        sp->inflight = NULL;
+        if (b) {
+            if (!b->ok) spool_keep_carry(sp, b);
+            spool_finish(sp, b);
+        }
+    }
+    size_t lost = 0;
+    for (size_t i = 0; i < sp->filling->nops; i++) lost += sp->filling->ops[i].keep;
+    if (lost) {
+        char *e = util_asprintf("spool %s: %zu kept writes not committed at close: %s", sp->path,
+                                lost, why);
+        spool_set_last_err(sp, e);
+    }
+    spool_keep_abandon(sp, why);
+}
+
 bool spool_has_pending(const spool *sp)
 {
     return sp->inflight || sp->filling->nops || sp->filling->ncbs;
@@ -244,7 +274,28 @@ void spool_on_commit(spool *sp, spool_commit_cb cb, void *arg)
         b->capcbs = b->capcbs ? b->capcbs * 2 : 16;
         b->cbs = util_realloc(b->cbs, b->capcbs * sizeof *b->cbs);
     }
-    b->cbs[b->ncbs++] = (spool_cb_entry){cb, arg};
+    b->cbs[b->ncbs++] = (spool_cb_entry){cb, arg, sp->keep_depth > 0};
+}
+
+void spool_keep_begin(spool *sp)
+{
+    sp->keep_depth++;
+}
+
+void spool_keep_end(spool *sp)
+{
+    if (sp->keep_depth <= 0) util_fatal("spool %s: spool_keep_end without spool_keep_begin", sp->path);
+    sp->keep_depth--;
+}
+
+size_t spool_kept_waiting(const spool *sp)
+{
+    return sp->kept_waiting;
+}
+
+unsigned spool_failures(const spool *sp)
+{
+    return sp->failures;
 }
 
 void spool_set_wake(spool *sp, void (*wake)(void *arg), void *arg)

@@ -10,12 +10,14 @@
  * on this thread, under that mutex, once per finished batch (so a wake callback cleared with
  * spool_set_wake is never called afterwards). The thread blocks every signal: they are the
  * event loop's. */
+#include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/util.h"
 #include "store/spool_internal.h"
@@ -23,13 +25,38 @@
 #define SPOOL_BLOB_STEP (1024 * 1024)            /* bytes per sqlite3_blob_write */
 #define SPOOL_DAY_MS (24LL * 3600 * 1000)
 #define SPOOL_STATS_KEEP_MS (14 * SPOOL_DAY_MS) /* SES shows two weeks of statistics */
+#define SPOOL_RETRY_FIRST_MS 50                  /* the wait after a failed batch ... */
+#define SPOOL_RETRY_MAX_MS 2000                  /* ... doubling up to this */
+#define SPOOL_RETRY_CLOSING_MS 100               /* ... and up to this while closing */
 
-/* Marks b failed with "spool PATH: WHAT KEY: SQLite's message" (the first failure wins). */
+/* Whether an SQLite result code says the environment failed (the disk is full, an I/O
+ * error, a read-only file system, a lock held too long, no memory): the same writes may
+ * succeed later. Any other failure is the write's own (a constraint, a missing row). */
+static bool spool_writer_transient(int code)
+{
+    switch (code & 0xff) {
+    case SQLITE_FULL:
+    case SQLITE_IOERR:
+    case SQLITE_READONLY:
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_NOMEM:
+    case SQLITE_CANTOPEN:
+    case SQLITE_PROTOCOL:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* Marks b failed with "spool PATH: WHAT KEY: SQLite's message" (the first failure wins);
+ * why != NULL: a failure of the write itself, with that text. */
 static void spool_writer_fail(spool_writer *w, spool_batch *b, const char *what, const char *key,
                               const char *why)
 {
     if (!b->ok) return;
     b->ok = false;
+    b->transient = !why && spool_writer_transient(sqlite3_extended_errcode(w->db));
     b->err = util_asprintf("spool %s: %s%s%s: %s", w->path, what, key ? " " : "", key ? key : "",
                            why ? why : sqlite3_errmsg(w->db));
 }
@@ -228,15 +255,27 @@ int spool_writer_prune(spool_writer *w, char **err)
     return -1;
 }
 
-/* One batch: BEGIN IMMEDIATE, its writes in order, COMMIT; on any failure, ROLLBACK. */
-static void spool_writer_run(spool_writer *w, spool_batch *b)
+/* One batch: BEGIN IMMEDIATE, its writes in order, COMMIT; on any failure, ROLLBACK.
+ * test_fail (spool_test_fail_batches) fails it at the commit, as a full disk would. */
+static void spool_writer_run(spool_writer *w, spool_batch *b, int test_fail_code)
 {
     b->ok = true;
     b->err = NULL;
+    b->transient = false;
+    b->fail_op = -1;
     if (b->nops == 0) return;
     if (spool_writer_step(w, b, w->st[ST_BEGIN], "begin batch", NULL) < 0) return;
     for (size_t i = 0; i < b->nops; i++)
-        if (spool_writer_op(w, b, &b->ops[i]) < 0) break;
+        if (spool_writer_op(w, b, &b->ops[i]) < 0) {
+            b->fail_op = (long)i;
+            break;
+        }
+    if (b->ok && test_fail_code) {
+        b->ok = false;
+        b->transient = spool_writer_transient(test_fail_code);
+        b->err = util_asprintf("spool %s: commit: %s (spool_test_fail_batches)", w->path,
+                               sqlite3_errstr(test_fail_code));
+    }
     /* SQLite may roll a transaction back on its own (I/O error, disk full): then part of
      * the batch would have run outside it */
     if (b->ok && sqlite3_get_autocommit(w->db))
@@ -253,6 +292,30 @@ static void spool_writer_run(spool_writer *w, spool_batch *b)
     }
 }
 
+/* After a batch failed because of the environment, the next one waits: 50 ms, doubling
+ * with each failure in a row up to 2 s (100 ms while closing), so a full disk costs a
+ * commit attempt per wait, not a spinning CPU. Returns early on stop. Called under mu. */
+static void spool_writer_backoff(spool_writer *w)
+{
+    if (w->fail_streak == 0 || w->stop) return;
+    int64_t wait = SPOOL_RETRY_FIRST_MS;
+    for (unsigned i = 1; i < w->fail_streak && wait < SPOOL_RETRY_MAX_MS; i++) wait *= 2;
+    if (wait > SPOOL_RETRY_MAX_MS) wait = SPOOL_RETRY_MAX_MS;
+    if (w->hurry && wait > SPOOL_RETRY_CLOSING_MS) wait = SPOOL_RETRY_CLOSING_MS;
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += (time_t)(wait / 1000);
+    until.tv_nsec += (long)(wait % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    bool hurried = w->hurry;
+    while (!w->stop && (hurried || !w->hurry) &&
+           pthread_cond_timedwait(&w->work, &w->mu, &until) != ETIMEDOUT)
+        ;
+}
+
 static void *spool_writer_main(void *arg)
 {
     spool_writer *w = arg;
@@ -261,8 +324,16 @@ static void *spool_writer_main(void *arg)
         while (!w->stop && (!w->job || w->job_done)) pthread_cond_wait(&w->work, &w->mu);
         if (w->job && !w->job_done) {
             spool_batch *b = w->job;
+            spool_writer_backoff(w);
+            int test_fail_code = 0;
+            if (w->test_fail) {
+                w->test_fail--;
+                test_fail_code = w->test_fail_code;
+            }
             pthread_mutex_unlock(&w->mu);
-            spool_writer_run(w, b);
+            spool_writer_run(w, b, test_fail_code);
+            if (b->ok) w->fail_streak = 0;
+            else if (b->transient) w->fail_streak++;
             pthread_mutex_lock(&w->mu);
             w->job_done = true;
             pthread_cond_broadcast(&w->done);
@@ -330,4 +401,20 @@ void spool_writer_wait(spool_writer *w)
     pthread_mutex_lock(&w->mu);
     while (w->job && !w->job_done) pthread_cond_wait(&w->done, &w->mu);
     pthread_mutex_unlock(&w->mu);
+}
+
+void spool_writer_hurry(spool_writer *w)
+{
+    pthread_mutex_lock(&w->mu);
+    w->hurry = true;
+    pthread_cond_signal(&w->work);
+    pthread_mutex_unlock(&w->mu);
+}
+
+void spool_test_fail_batches(spool *sp, unsigned n, int sqlite_code)
+{
+    pthread_mutex_lock(&sp->w.mu);
+    sp->w.test_fail = n;
+    sp->w.test_fail_code = sqlite_code;
+    pthread_mutex_unlock(&sp->w.mu);
 }

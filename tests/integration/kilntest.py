@@ -198,6 +198,7 @@ class Kiln:
         self.port = int(self.cfg["submission"]["listen"][0].rsplit(":", 1)[1])
         self.path = os.path.join(self.tmp, "kiln.yaml")
         self.proc = None
+        self.prefix = []    # a command kilnd runs under (e.g. nsenter into a namespace)
         self.write_config()
 
     def write_config(self, cfg=None, text=None):
@@ -231,7 +232,7 @@ class Kiln:
         if getattr(self, "stderr", None):   # started again (a restart test)
             self.stderr.close()
         self.stderr = open(os.path.join(self.tmp, "kilnd.stderr"), "ab")
-        self.proc = subprocess.Popen([KILND, "-c", self.path], stdout=self.stderr,
+        self.proc = subprocess.Popen(self.prefix + [KILND, "-c", self.path], stdout=self.stderr,
                                      stderr=self.stderr, cwd=self.tmp)
 
         def ready():

@@ -5,7 +5,8 @@
  * before; a higher-priority set starts before a lower one's backlog; sets of equal
  * priority alternate; settling writes the recipients' rows and the Delivery, Bounce and
  * DeliveryDelay events; a graceful stop waits for the executor's sessions; a recipient
- * settled while its spool update is not committed yet is never paged in again; with
+ * settled while its spool update is not committed yet is never paged in again, also while
+ * the commit of that update fails (disk full) and is retried until it lands once; with
  * recipients in the spool only (memory budget), kilnctl status and queue count each one once. */
 #include <check.h>
 #include <errno.h>
@@ -18,6 +19,7 @@
 #include <unistd.h>
 
 #include <ev.h>
+#include <sqlite3.h>
 
 #include "base/config.h"
 #include "base/kiln.h"
@@ -559,6 +561,70 @@ START_TEST(settled_but_uncommitted_is_not_paged_again)
 }
 END_TEST
 
+/* Disk full at the commit: the batch holding a delivery, a 5xx bounce, their events and
+ * the suppression entry fails three times. Meanwhile the spool still shows both recipients
+ * QUEUED, yet the pager never hands them out again (the rows stay held) while other work
+ * goes on (d's retry comes back); once a commit succeeds, everything lands exactly once:
+ * no recipient pending, the address suppressed, one Delivery and one Bounce event. */
+START_TEST(failed_commit_is_retried_and_lands_once)
+{
+    const char *ra[] = {"a@one.example", "b@one.example"};
+    const char *rd[] = {"d@two.example"};
+    commit_message("m-a", "txn", ra, 2);
+    commit_message("m-d", "txn", rd, 1);
+    drive_until(&fx.nstarted, 2, 1000);
+    ck_assert_uint_eq(fx.nstarted, 2);
+    sched_job *ja = strcmp(fx.msg_of[0], "m-a") == 0 ? fx.started[0] : fx.started[1];
+    sched_job *jd = ja == fx.started[0] ? fx.started[1] : fx.started[0];
+    sched_outcome later = reply(451, "4.3.0", "451 4.3.0 try again later");
+    sched_settle(sched, jd, &later, "192.0.2.10", "198.51.100.7");
+    sched_job_done(sched, jd);
+    ck_assert_int_eq(spool_flush(sp), 0);
+
+    spool_test_fail_batches(sp, 3, SQLITE_FULL);
+    sched_outcome out[2] = {
+        reply(250, "2.0.0", "250 2.0.0 ok"),
+        reply(550, "5.1.1", "550 5.1.1 no such user"),
+    };
+    sched_settle(sched, ja, out, "192.0.2.10", "198.51.100.7");
+    sched_job_done(sched, ja);
+    for (int round = 0; round < 3; round++) {
+        ck_assert_int_eq(spool_flush(sp), -1);
+        ck_assert_ptr_nonnull(strstr(spool_errmsg(sp), "database or disk is full"));
+        ck_assert_uint_eq(spool_failures(sp), (unsigned)round + 1);
+        ck_assert_uint_gt(spool_kept_waiting(sp), 0);
+        ck_assert_uint_eq(pending_of("m-a").n, 2);   /* not written yet */
+        /* a sweep after the failure reads every row due, m-a's QUEUED ones too */
+        fake_now = T0 + HORIZON_MS * (round + 1);
+        drive_until(NULL, 0, 100);
+        ck_assert_uint_eq(starts_of("m-a"), 1);       /* and not handed out again */
+    }
+    ck_assert_uint_eq(starts_of("m-d"), 2);           /* the pager did run meanwhile */
+
+    ck_assert_int_eq(spool_flush(sp), 0);
+    ck_assert_uint_eq(spool_failures(sp), 0);
+    ck_assert_uint_eq(spool_kept_waiting(sp), 0);
+    ck_assert_uint_eq(pending_of("m-a").n, 0);
+    bool found = false;
+    ck_assert_int_eq(spool_suppression_get(sp, "b@one.example", &found, NULL, NULL), 0);
+    ck_assert(found);
+    evlist l;
+    memset(&l, 0, sizeof l);
+    ck_assert_int_eq(spool_each_event(sp, 0, 16, outbox_cb, &l), 0);
+    size_t deliveries = 0, bounces = 0;
+    for (size_t i = 0; i < l.n; i++) {
+        const char *t = json_string_value(json_object_get(l.ev[i], "eventType"));
+        deliveries += strcmp(t, "Delivery") == 0;
+        bounces += strcmp(t, "Bounce") == 0;
+    }
+    evlist_free(&l);
+    ck_assert_uint_eq(deliveries, 1);
+    ck_assert_uint_eq(bounces, 1);
+    drive_until(NULL, 0, 100);
+    ck_assert_uint_eq(starts_of("m-a"), 1);
+}
+END_TEST
+
 /* The row of rows for (set, domain, state), or NULL. */
 static const scheduler_queue_row *row_of(const scheduler_queue_row *rows, size_t n,
                                          const char *set, const char *domain, const char *state)
@@ -708,6 +774,7 @@ static Suite *scheduler_suite(void)
     tcase_add_test(tc, stop_waits_for_in_flight_jobs);
     tcase_add_test(tc, config_change_reaches_the_executor);
     tcase_add_test(tc, settled_but_uncommitted_is_not_paged_again);
+    tcase_add_test(tc, failed_commit_is_retried_and_lands_once);
     tcase_add_test(tc, counts_with_recipients_in_the_spool_only);
     suite_add_tcase(s, tc);
     return s;
