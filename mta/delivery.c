@@ -40,6 +40,7 @@
 #include "base/util.h"
 #include "mta/delivery_int.h"
 #include "mta/dns.h"
+#include "mta/hopcheck.h"
 #include "mta/smtp_client.h"
 #include "mta/tls.h"
 #include "pools/pools.h"
@@ -473,6 +474,65 @@ static int delivery_job_port(const delivery *dl, const sched_job *j)
     return rt ? rt->port : dl->ctx->cfg->remote_port;
 }
 
+/* Next hops that mta/hopcheck.c refused for one attempt: kiln's own listener (a loop), or
+ * DNS answers in private ranges or at kiln's own addresses. */
+typedef struct delivery_refusals {
+    char *loop;                 /* the first loop, as the diagnostic says it */
+    strbuf priv;                /* "mx1.example.test 127.0.0.21 (loopback), ..." */
+    size_t npriv;
+} delivery_refusals;
+
+#define DELIVERY_REFUSALS_NAMED 3   /* private hops named in the diagnostic */
+
+static void delivery_refusals_free(delivery_refusals *rf)
+{
+    free(rf->loop);
+    strbuf_free(&rf->priv);
+}
+
+/* True if the hop (name, addr, port) may be tried; else the refusal goes into rf. */
+static bool delivery_hop_allowed(delivery *dl, const sched_job *j, const char *name,
+                                 const char *addr, int port, bool from_dns, delivery_refusals *rf)
+{
+    char why[160];
+    hopcheck_verdict v = hopcheck_next_hop(dl->ctx->cfg, addr, port, from_dns, why, sizeof why);
+    if (v == HOPCHECK_OK) return true;
+    log_write(delivery_lg(dl), KLOG_INFO, "delivery.hop_refused",
+              "id=%s domain=%s host=%s addr=%s port=%d verdict=%s reason=%s%s",
+              log_q(delivery_lg(dl), j->msg_id), log_q(delivery_lg(dl), j->domain),
+              log_q(delivery_lg(dl), name), addr, port, v == HOPCHECK_LOOP ? "loop" : "private",
+              log_q(delivery_lg(dl), why),
+              v == HOPCHECK_PRIVATE ? " note=\"delivery.allow_private_mx: true allows it (labs, tests)\"" : "");
+    if (v == HOPCHECK_LOOP) {
+        if (!rf->loop)
+            rf->loop = util_asprintf("554 5.4.6 mail loops back to myself: %s%s%s port %d is %s",
+                                     strcmp(name, addr) != 0 ? name : "",
+                                     strcmp(name, addr) != 0 ? " " : "", addr, port, why);
+        return false;
+    }
+    if (rf->npriv < DELIVERY_REFUSALS_NAMED)
+        strbuf_printf(&rf->priv, "%s%s %s (%s)", rf->npriv ? ", " : "", name, addr, why);
+    else if (rf->npriv == DELIVERY_REFUSALS_NAMED)
+        strbuf_puts(&rf->priv, ", ...");
+    rf->npriv++;
+    return false;
+}
+
+/* No hop of the attempt is left and hopcheck refused some: the job's recipients bounce
+ * (a loop first: 5.4.6; else 5.4.4, "MX points to a private address"). True if it did. */
+static bool delivery_refusals_bounce(delivery *dl, sched_job *j, const delivery_refusals *rf)
+{
+    if (rf->loop) {
+        sched_job_fail_all(dl->s, j, RETRY_FAIL_LOOP, rf->loop);
+        return true;
+    }
+    if (!rf->npriv) return false;
+    char *t = util_asprintf("MX points to a private address: %s", rf->priv.buf);
+    sched_job_fail_all(dl->s, j, RETRY_FAIL_PRIVATE_MX, t);
+    free(t);
+    return true;
+}
+
 typedef struct delivery_mx_wait {
     delivery *dl;
     sched_job *j;
@@ -495,9 +555,17 @@ static void delivery_on_resolved(void *arg, const dns_mx_result *res)
     }
     if (res->status == DNS_OK) {
         int port = delivery_job_port(dl, j);
+        delivery_refusals rf;
+        memset(&rf, 0, sizeof rf);
+        strbuf_init(&rf.priv);
         for (size_t h = 0; h < res->nhosts; h++)
             for (size_t a = 0; a < res->hosts[h].naddrs; a++)
-                delivery_hops_add(j, res->hosts[h].name, res->hosts[h].addrs[a], port);
+                if (delivery_hop_allowed(dl, j, res->hosts[h].name, res->hosts[h].addrs[a], port,
+                                         !j->via_route, &rf))
+                    delivery_hops_add(j, res->hosts[h].name, res->hosts[h].addrs[a], port);
+        bool refused = j->nhops == 0 && delivery_refusals_bounce(dl, j, &rf);
+        delivery_refusals_free(&rf);
+        if (refused) return;
         if (j->via_route) {
             const config_route *rt = config_find_route(dl->ctx->cfg, j->domain);
             char *host = rt ? rt->host : j->domain;
@@ -552,6 +620,13 @@ static void delivery_job_start(delivery *dl, sched_job *j)
     j->via_route = rt != NULL;
     const char *target = rt ? rt->host : j->domain;
     if (rt && delivery_addr_family(rt->host)) {
+        delivery_refusals rf;
+        memset(&rf, 0, sizeof rf);
+        strbuf_init(&rf.priv);
+        bool ok = delivery_hop_allowed(dl, j, rt->host, rt->host, rt->port, false, &rf);
+        if (!ok) delivery_refusals_bounce(dl, j, &rf);
+        delivery_refusals_free(&rf);
+        if (!ok) return;
         delivery_hops_add(j, rt->host, rt->host, rt->port);
         char *host = rt->host;
         delivery_job_set_site(j, &host, 1);

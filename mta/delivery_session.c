@@ -218,6 +218,7 @@ delivery_session *delivery_session_open(delivery *dl, sched_job *j, pools_ip *ip
     o.port = h->port;
     o.peer_name = h->name;
     o.ehlo_name = pools_ip_ehlo(ip) ? pools_ip_ehlo(ip) : cfg->hostname;
+    o.self_name = cfg->hostname;
     o.tls = j->no_tls ? NULL : dl->tls;
     smtp_client_default_timeouts(&o.timeouts, cfg->connect_timeout_ms);
     ss->c = smtp_client_new(dl->ctx->loop, delivery_lg(dl), &o, delivery_on_client, ss);
@@ -291,6 +292,7 @@ static retry_failure delivery_failure_of(smtp_client_status st)
     case SMTP_CLIENT_FAIL_TLS_REQUIRED: return RETRY_FAIL_TLS_REQUIRED;
     case SMTP_CLIENT_FAIL_TOO_BIG: return RETRY_FAIL_TOO_BIG;
     case SMTP_CLIENT_FAIL_LOCAL: return RETRY_FAIL_INTERNAL;
+    case SMTP_CLIENT_FAIL_LOOP: return RETRY_FAIL_LOOP;
     default: return RETRY_FAIL_CONNECT;
     }
 }
@@ -423,6 +425,12 @@ static void delivery_on_closed(delivery *dl, delivery_session *ss, const smtp_cl
             sched_job_release(dl->s, j);
         } else if (ev->status == SMTP_CLIENT_FAIL_LOCAL) {
             delivery_local_failure(dl, j, err);
+        } else if (ev->status == SMTP_CLIENT_FAIL_LOOP) {
+            /* the server is kiln itself: no other IP or MX changes that */
+            log_write(delivery_lg(dl), KLOG_WARNING, "delivery.loop", "id=%s domain=%s session=%s error=%s",
+                      log_q(delivery_lg(dl), j->msg_id), log_q(delivery_lg(dl), j->domain),
+                      log_q(delivery_lg(dl), delivery_session_to_text(ss)), log_q(delivery_lg(dl), err));
+            sched_job_fail_all(dl->s, j, RETRY_FAIL_LOOP, err);
         } else if (ev->status == SMTP_CLIENT_FAIL_BIND) {
             /* the source IP is unusable (now down): another IP of the pool, same hop */
             delivery_job_avoid(j, ss);

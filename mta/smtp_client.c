@@ -28,6 +28,7 @@
 #include <ev.h>
 
 #include "mta/conn.h"
+#include "mta/hopcheck.h"
 
 #define REPLY_MAX (64 * 1024)
 
@@ -63,6 +64,7 @@ struct smtp_client {
     char *peer;
     char *peer_name;
     char *ehlo;
+    char *self_name;             /* opts.self_name or NULL */
     int port;
     char *desc;
     smtp_client_timeouts to;
@@ -74,6 +76,7 @@ struct smtp_client {
     char *later_error;
 
     bool tls;                    /* the TLS handshake finished */
+    bool connect_timed_out;      /* reported with the CLOSED event */
     client_state state;
     bool quit_wanted;
 
@@ -299,6 +302,7 @@ const char *smtp_client_status_name(smtp_client_status st)
     case SMTP_CLIENT_FAIL_TLS_REQUIRED: return "tls-required";
     case SMTP_CLIENT_FAIL_TOO_BIG: return "too-big";
     case SMTP_CLIENT_FAIL_LOCAL: return "local";
+    case SMTP_CLIENT_FAIL_LOOP: return "loop";
     }
     return "unknown";
 }
@@ -333,7 +337,7 @@ static int smtp_client_emit_closed(smtp_client *c, smtp_client_status st, const 
     smtp_client_close_socket(c);
     c->state = ST_CLOSED;
     smtp_client_event ev = {.type = SMTP_CLIENT_EV_CLOSED, .status = st, .error = error,
-                            .reply = reply};
+                            .reply = reply, .connect_timeout = c->connect_timed_out};
     log_write(c->log, KLOG_DEBUG, "smtp_client.closed", "session=%s status=%s error=%s",
               log_q(c->log, c->desc), smtp_client_status_name(st), log_q(c->log, error));
     c->cb(c->arg, c, &ev);
@@ -617,6 +621,17 @@ static int smtp_client_answer_accepted(smtp_client *c, const smtp_client_reply *
     return smtp_client_finish_txn(c, true, false);
 }
 
+/* The server announced kiln's own hostname: it is kiln itself. As Postfix: "mail loops back
+ * to myself"; the connection is closed at once. */
+static int smtp_client_loop(smtp_client *c, const char *how, const smtp_client_reply *r)
+{
+    bool named = c->peer_name && strcmp(c->peer_name, c->peer) != 0;
+    return smtp_client_failf(c, SMTP_CLIENT_FAIL_LOOP,
+                             "554 5.4.6 mail loops back to myself: %s%s%s %s with my own "
+                             "hostname %s (%s)", named ? c->peer_name : "", named ? " " : "",
+                             c->peer, how, c->self_name, r->line);
+}
+
 static int smtp_client_on_reply(smtp_client *c, const smtp_client_reply *r)
 {
     log_write(c->log, KLOG_DEBUG, "smtp_client.reply", "session=%s state=%s reply=%s",
@@ -625,9 +640,13 @@ static int smtp_client_on_reply(smtp_client *c, const smtp_client_reply *r)
     switch (c->state) {
     case ST_GREETING:
         if (r->code / 100 != 2) return smtp_client_emit_closed(c, SMTP_CLIENT_FAIL_REJECTED, r->line, r);
+        if (hopcheck_announces(c->self_name, r->text))
+            return smtp_client_loop(c, "greeted me", r);
         return smtp_client_send_ehlo(c);
     case ST_EHLO:
         if (r->code / 100 == 2) {
+            if (hopcheck_announces(c->self_name, r->text))
+                return smtp_client_loop(c, "replied to EHLO", r);
             smtp_client_caps_from_ehlo(c, r);
             if (c->cap_starttls && c->tls_ctx && !c->tls) {
                 smtp_client_out_printf(c, "STARTTLS\r\n");
@@ -760,6 +779,7 @@ static void smtp_client_on_timeout(void *arg)
 {
     smtp_client *c = arg;
     if (c->state == ST_CONNECT) {
+        c->connect_timed_out = true;
         smtp_client_failf(c, SMTP_CLIENT_FAIL_CONNECT, "connect to %s port %d%s%s timed out", c->peer, c->port,
               c->src ? " from " : "", c->src ? c->src : "");
         return;
@@ -886,6 +906,7 @@ smtp_client *smtp_client_new(struct ev_loop *loop, klog *lg, const smtp_client_o
     c->peer = util_strdup(opts->peer_ip);
     c->peer_name = util_strdup(opts->peer_name);
     c->ehlo = util_strdup(opts->ehlo_name);
+    c->self_name = opts->self_name ? util_strdup(opts->self_name) : NULL;
     c->port = opts->port;
     c->to = opts->timeouts;
     c->tls_ctx = opts->tls;
@@ -973,6 +994,7 @@ void smtp_client_free(smtp_client *c)
     free(c->peer);
     free(c->peer_name);
     free(c->ehlo);
+    free(c->self_name);
     free(c->desc);
     free(c);
 }
