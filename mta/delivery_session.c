@@ -4,7 +4,9 @@
  * outcomes for the scheduler.
  *
  * Promises: an idle session is reused by the next job for the same hop and site whose
- * pool contains its IP, while that IP is active and has warm-up headroom; it QUITs after
+ * pool contains its IP, while that IP is active and has warm-up headroom, and only when the
+ * pool's choice names its IP (delivery_pick.c; a session finishing a transaction hands a
+ * waiting job to the IP the pool names when that IP can take it now); it QUITs after
  * DELIVERY_IDLE_MS, after the site's messages_per_connection, after its transaction when
  * its IP is draining or down, or to make room at the session limit (the idle one closest
  * to its timeout, as Postfix's connection cache does). Every session counts one
@@ -226,6 +228,25 @@ delivery_session *delivery_session_open(delivery *dl, sched_job *j, pools_ip *ip
     return ss;
 }
 
+/* The session of ss->ip is free for waiting job j; the pool's choice comes first (issue 11
+ * item 5: reuse must not skew it): when pools_choose names another IP and that IP can take
+ * the job now (its own idle connection, or a new one), the job goes there and true is
+ * returned. Else (this IP named, or the named one blocked) this session takes it. */
+static bool delivery_session_defer_to_choice(delivery *dl, delivery_session *ss, sched_job *j,
+                                             int64_t now)
+{
+    const sched_hop *h = &j->hops[j->hop_idx];
+    pools_choice ch;
+    pools_choose(dl->pools, j->pool, h->name, j->provider, j->avoid_ip, j->avoid_zone, now, &ch);
+    if (ch.verdict != POOLS_CHOSEN || ch.ip == ss->ip) return false;
+    const char *addr = sched_ip_to_text(ch.ip);
+    if (delivery_addr_family(addr) != delivery_addr_family(h->addr)) return false;
+    if (j->strict_avoid && j->avoid_ip && strcmp(addr, j->avoid_ip) == 0) return false;
+    delivery_wait w;
+    memset(&w, 0, sizeof w);
+    return delivery_place(dl, j, j->pool, h, ch.ip, now, &w) == PLACE_DONE;
+}
+
 /* A session can take more work: the first waiting job for its hop and site (highest
  * priority, the set served least recently, the job waiting longest) when take_parked and
  * the (IP, site) has a rate token; else it idles (waiting jobs find it through the pump)
@@ -256,6 +277,7 @@ void delivery_session_next(delivery_session *ss, bool take_parked)
         if (!delivery_session_fits(dl, ss, j, j->pool, &h, now)) continue;
         best = j;
     }
+    if (best && delivery_session_defer_to_choice(dl, ss, best, now)) best = NULL;
     if (best) {
         char why[256];
         int64_t until = 0;
