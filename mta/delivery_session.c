@@ -370,6 +370,18 @@ static void delivery_on_done(delivery *dl, delivery_session *ss, sched_job *j, c
     sched_job_done(dl->s, j);
 }
 
+/* After a connect failure: an IP the pools now call degraded is logged (once per run of
+ * failures, when it becomes degraded). */
+static void delivery_log_degraded(delivery *dl, pools_ip *ip, int64_t now)
+{
+    pools_ip_info in;
+    pools_ip_info_of(dl->pools, ip, now, &in);
+    if (!in.degraded) return;
+    log_write(delivery_lg(dl), KLOG_WARNING, "pools.ip_degraded", "ip=%s zone=%s avoided=%d reason=%s",
+              in.address, log_q(delivery_lg(dl), in.zone), in.avoided,
+              log_q(delivery_lg(dl), in.degraded_reason));
+}
+
 /* After a failure from the session's IP: prefer another IP and another zone. */
 static void delivery_job_avoid(sched_job *j, const delivery_session *ss)
 {
@@ -432,9 +444,12 @@ static void delivery_on_closed(delivery *dl, delivery_session *ss, const smtp_cl
                       ss->src, log_q(delivery_lg(dl), pools_ip_zone(ss->ip)), log_q(delivery_lg(dl), err));
         } else if (ev->status == SMTP_CLIENT_FAIL_CONNECT || ev->status == SMTP_CLIENT_FAIL_IO ||
                    (ev->status == SMTP_CLIENT_FAIL_REJECTED && !throttled)) {
+            bool timeout = ev->status == SMTP_CLIENT_FAIL_CONNECT && ev->connect_timeout;
             pools_record_result(dl->pools, ss->ip, ss->peer_name, j->provider,
-                                POOLS_RESULT_CONNECT_FAILED, 0, now);
+                                timeout ? POOLS_RESULT_CONNECT_TIMEOUT : POOLS_RESULT_CONNECT_FAILED,
+                                0, now);
             shaping_record(ss->sd, SHAPING_RESULT_FAILED, now);
+            delivery_log_degraded(dl, ss->ip, now);
         } else if (throttled) {
             pools_record_result(dl->pools, ss->ip, ss->peer_name, j->provider,
                                 POOLS_RESULT_THROTTLED, 0, now);
