@@ -432,7 +432,8 @@ static int config_read_retry(config_parser *p, yaml_node_t *v)
 static int config_read_delivery(config_parser *p, yaml_node_t *m)
 {
     static const char *const keys[] = {"remote_port", "retry", "connect_timeout",
-                                       "queue_memory_recipients", NULL};
+                                       "queue_memory_recipients", "allow_private_mx", NULL};
+    static const char *const bools[] = {"false", "true", NULL};
     config *c = p->cfg;
     if (config_as_map(p, m, keys) <= 0) return p->err ? -1 : 0;
     FIELD(m, "remote_port", v, config_as_int32(p, v, 1, 65535, NULL, &c->remote_port));
@@ -440,6 +441,9 @@ static int config_read_delivery(config_parser *p, yaml_node_t *m)
     FIELD(m, "connect_timeout", v, config_as_duration(p, v, true, &c->connect_timeout_ms));
     FIELD(m, "queue_memory_recipients", v,
           config_as_int(p, v, QUEUE_MEMORY_MIN, INT64_MAX, NULL, &c->queue_memory_recipients));
+    int allow = 0;
+    FIELD(m, "allow_private_mx", v, config_as_enum(p, v, bools, &allow));
+    c->allow_private_mx = allow == 1;
     return 0;
 }
 

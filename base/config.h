@@ -189,6 +189,10 @@ typedef struct config {
     int64_t queue_memory_recipients;  /* kiln extension: the scheduler's in-memory recipient
                                          budget (beyond it recipients stay in the spool and are
                                          paged in); default 200000, at least 100 */
+    bool allow_private_mx;      /* kiln extension for labs and tests: deliver to MX (or A
+                                   fallback) answers in loopback, private, link-local,
+                                   unspecified, CGNAT or unique-local ranges and to kiln's own
+                                   addresses; default false (5.4.4 bounce, issue 11 item 8) */
 
     config_route *routes;
     size_t nroutes;

@@ -303,6 +303,10 @@ static json_t *control_ip_json(const pools_ip_info *in, int64_t now)
     json_object_set_new(k, "HourlyCap", json_integer(in->hourly_cap));
     json_object_set_new(k, "Health", json_string(pools_health_name(in->health)));
     json_object_set_new(k, "DownReason", control_jstr(in->down_reason ? in->down_reason : ""));
+    json_object_set_new(k, "Degraded", json_boolean(in->degraded));
+    json_object_set_new(k, "Avoided", json_boolean(in->avoided));
+    json_object_set_new(k, "DegradedReason",
+                        control_jstr(in->degraded_reason ? in->degraded_reason : ""));
     if (in->health == POOLS_HEALTH_OPEN && in->down_until_ms > now) {
         char ts[32];
         util_iso8601(in->down_until_ms, ts);

@@ -1,8 +1,9 @@
 /* delivery.c — the delivery executor's jobs (see delivery.h): the next hop of a job
- * (static route, or MX via mta/dns), the choice of a connection for it (an idle session
- * of the right hop, site and pool, else a source IP from pools_choose within warm-up
- * headroom, shaping and the session limit; the overflow pool when every IP is at its
- * cap), its wait when none is free, and the scheduler's executor ops.
+ * (static route, or MX via mta/dns; hops refused by mta/hopcheck.c dropped), the choice of
+ * a connection for it (delivery_pick.c: the source IP from pools_choose first, then an idle
+ * session of that IP or a new one within warm-up headroom, shaping and the session limit;
+ * the overflow pool when every IP is at its cap), its wait when none is free, and the
+ * scheduler's executor ops.
  *
  * Promises: every job the scheduler starts ends its attempt through the scheduler's API
  * exactly once (scheduler/job.h), or waits for a connection (offered again at each pump
@@ -40,6 +41,7 @@
 #include "base/util.h"
 #include "mta/delivery_int.h"
 #include "mta/dns.h"
+#include "mta/hopcheck.h"
 #include "mta/smtp_client.h"
 #include "mta/tls.h"
 #include "pools/pools.h"
@@ -48,7 +50,7 @@
 #include "scheduler/shaping.h"
 #include "store/spool.h"
 
-static int delivery_addr_family(const char *a)
+int delivery_addr_family(const char *a)
 {
     unsigned char buf[16];
     if (inet_pton(AF_INET, a, buf) == 1) return AF_INET;
@@ -142,179 +144,6 @@ void delivery_job_send(delivery *dl, sched_job *j, delivery_session *ss)
     }
     free(err);
     delivery_session_next(ss, false);
-}
-
-/* What choosing an IP for a hop came to. */
-typedef enum {
-    PICK_CHOSEN,      /* the job went to a session (new or reused) */
-    PICK_WAIT,        /* usable IPs exist but their connections, headroom, rate or the site's
-                         backoff hold the job: see delivery_wait */
-    PICK_FAMILY,      /* no IP of the pool has the hop's address family */
-    PICK_NO_OTHER,    /* after a connect failure: no other IP than the one that failed */
-    PICK_POOLS,       /* the pools' verdict (choice): no IP, all down, all at cap */
-} delivery_pick;
-
-/* Why a job has to wait, gathered over the IPs tried. */
-typedef struct delivery_wait {
-    bool slot;                  /* some IP waits for a connection slot, headroom reserved by
-                                   sessions in flight, or the session limit: retried when
-                                   sessions change */
-    int64_t until;              /* earliest rate token or end of backoff among IPs blocked
-                                   by time; 0: none */
-    char slot_why[SCHED_WHY_LEN];
-    char time_why[SCHED_WHY_LEN];   /* shaping's own words for the earliest timed wait */
-} delivery_wait;
-
-static void delivery_wait_slot(delivery_wait *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void delivery_wait_slot(delivery_wait *w, const char *fmt, ...)
-{
-    if (!w->slot) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(w->slot_why, sizeof w->slot_why, fmt, ap);
-        va_end(ap);
-    }
-    w->slot = true;
-}
-
-/* A shaping verdict other than OK for one IP. */
-static void delivery_wait_shaping(delivery_wait *w, shaping_verdict v, int64_t until, const char *reason)
-{
-    if (v == SHAPING_WAIT_CONNECTIONS) {
-        delivery_wait_slot(w, "shaping: %s", reason);
-        return;
-    }
-    if (!w->until || until < w->until) {
-        w->until = until;
-        snprintf(w->time_why, sizeof w->time_why, "%s", reason);
-    }
-}
-
-/* The shaping entry of (ip, the job's site). */
-static shaping_dest *delivery_job_shaping(delivery *dl, const sched_job *j, const char *ip)
-{
-    return shaping_get(dl->shaping, ip, j->site, j->mx, j->nmx);
-}
-
-/* Chooses a source IP of pool for the job's current hop with pools_choose, skipping IPs
- * whose address family differs from the hop's, whose headroom is all reserved, or that
- * shaping blocks for the site (connection window full, throttling backoff, no rate
- * token); each skipped IP is avoided in the next call, so the choice moves on to the
- * pool's other IPs. On PICK_CHOSEN a rate token was taken, ch->ip is the IP and *sd_out
- * its shaping entry. */
-static delivery_pick delivery_pick_ip(delivery *dl, sched_job *j, const char *pool, const sched_hop *h,
-                           int64_t now, pools_choice *ch, delivery_wait *w, shaping_dest **sd_out)
-{
-    int fam = delivery_addr_family(h->addr);
-    size_t nips = pools_count(dl->pools);
-    size_t tries = 3 * nips + 2;
-    bool blocked = false, saw_failed = false;
-    const char *last = NULL;   /* addresses are the pools' own: stable during this call */
-    const char **seen = util_calloc(nips + 1, sizeof *seen);
-    size_t nseen = 0;
-    delivery_pick res = PICK_FAMILY;
-    bool done = false;
-    for (size_t k = 0; k < tries && !done; k++) {
-        pools_choose(dl->pools, pool, h->name, j->provider, last ? last : j->avoid_ip,
-                     j->avoid_zone, now, ch);
-        if (ch->verdict != POOLS_CHOSEN) {
-            if (blocked) res = PICK_WAIT;
-            else if (k == 0) res = PICK_POOLS;
-            else res = saw_failed ? PICK_NO_OTHER : PICK_FAMILY;
-            done = true;
-            break;
-        }
-        const char *addr = sched_ip_to_text(ch->ip);
-        bool fresh = true;
-        for (size_t i = 0; i < nseen; i++)
-            if (strcmp(seen[i], addr) == 0) fresh = false;
-        if (fresh && nseen < nips) seen[nseen++] = addr;
-        if (!fresh) {
-            /* pools_choose rotates (weighted round-robin): go on until every IP was seen;
-             * the IP just avoided coming back means there is no other */
-            if (nseen >= nips || (last && strcmp(addr, last) == 0)) break;
-        } else if (j->strict_avoid && j->avoid_ip && strcmp(addr, j->avoid_ip) == 0) {
-            saw_failed = true;
-        } else if (delivery_addr_family(addr) == fam) {
-            if (sched_ip_room(dl->s, ch->ip, j->provider, now) < 1) {
-                blocked = true;
-                delivery_wait_slot(w, "warm-up headroom of %s taken by sessions in flight", addr);
-            } else {
-                shaping_dest *sd = delivery_job_shaping(dl, j, addr);
-                char why[256];
-                int64_t until = 0;
-                shaping_verdict v = shaping_may_connect(sd, now, &until, why, sizeof why);
-                if (v == SHAPING_OK && dl->nsessions >= DELIVERY_MAX_SESSIONS) {
-                    /* shaping would allow it, the overall session limit does not */
-                    blocked = true;
-                    delivery_wait_slot(w, "session limit of %d connections reached", DELIVERY_MAX_SESSIONS);
-                    delivery_evict_idle(dl);
-                    res = PICK_WAIT;
-                    done = true;
-                    break;
-                }
-                if (v == SHAPING_OK) v = shaping_take_message(sd, now, &until, why, sizeof why);
-                if (v == SHAPING_OK) {
-                    *sd_out = sd;
-                    res = PICK_CHOSEN;
-                    done = true;
-                    break;
-                }
-                blocked = true;
-                delivery_wait_shaping(w, v, until, why);
-                if (delivery_debug(dl))
-                    log_write(delivery_lg(dl), KLOG_DEBUG, "sched.skip", "id=%s domain=%s ip=%s site=%s reason=%s",
-                              log_q(delivery_lg(dl), j->msg_id), log_q(delivery_lg(dl), j->domain), addr,
-                              log_q(delivery_lg(dl), sched_site_to_text(j->site)), log_q(delivery_lg(dl), why));
-            }
-        }
-        last = addr;
-    }
-    if (!done) res = blocked ? PICK_WAIT : saw_failed ? PICK_NO_OTHER : PICK_FAMILY;
-    free(seen);
-    return res;
-}
-
-/* Finds or opens a connection for the job's current hop from an IP of pool: an idle
- * session whose (IP, site) has a rate token, else a new one from the IP the pools choose.
- * Returns PICK_CHOSEN when the job went to a session. */
-static delivery_pick delivery_connect_from(delivery *dl, sched_job *j, const char *pool, const sched_hop *h,
-                                int64_t now, pools_choice *ch, delivery_wait *w)
-{
-    if (!j->no_reuse) {
-        for (delivery_session *ss = dl->sessions; ss; ss = ss->next) {
-            if (ss->state != SESS_IDLE || !delivery_session_fits(dl, ss, j, pool, h, now)) continue;
-            char why[256];
-            int64_t until = 0;
-            shaping_verdict v = shaping_take_message(ss->sd, now, &until, why, sizeof why);
-            if (v != SHAPING_OK) {
-                delivery_wait_shaping(w, v, until, why);
-                continue;
-            }
-            log_write(delivery_lg(dl), KLOG_DEBUG, "sched.pick",
-                      "id=%s domain=%s ip=%s hop=%s:%d site=%s pool=%s reason=\"reuse idle connection\"",
-                      log_q(delivery_lg(dl), j->msg_id), log_q(delivery_lg(dl), j->domain), ss->src, h->addr,
-                      h->port, log_q(delivery_lg(dl), sched_site_to_text(j->site)), pool);
-            delivery_job_take(dl, j, ss->ip, now);
-            delivery_job_send(dl, j, ss);
-            return PICK_CHOSEN;
-        }
-    }
-    shaping_dest *sd = NULL;
-    delivery_pick r = delivery_pick_ip(dl, j, pool, h, now, ch, w, &sd);
-    if (r != PICK_CHOSEN) {
-        /* an idle connection that had no rate token also makes the job wait */
-        if (w->until && (r == PICK_FAMILY || r == PICK_NO_OTHER)) r = PICK_WAIT;
-        return r;
-    }
-    log_write(delivery_lg(dl), KLOG_DEBUG, "sched.pick",
-              "id=%s domain=%s ip=%s zone=%s hop=%s:%d mx=%s site=%s pool=%s provider=%s reason=\"new connection\"",
-              log_q(delivery_lg(dl), j->msg_id), log_q(delivery_lg(dl), j->domain), sched_ip_to_text(ch->ip),
-              log_q(delivery_lg(dl), pools_ip_zone(ch->ip)), h->addr, h->port, log_q(delivery_lg(dl), h->name),
-              log_q(delivery_lg(dl), sched_site_to_text(j->site)), pool, j->provider);
-    delivery_job_take(dl, j, ch->ip, now);
-    delivery_session_open(dl, j, ch->ip, h, sd);
-    return PICK_CHOSEN;
 }
 
 /* The job cannot get a connection now. A wait of DELIVERY_HOLD_MIN_MS or more on every IP
@@ -473,6 +302,65 @@ static int delivery_job_port(const delivery *dl, const sched_job *j)
     return rt ? rt->port : dl->ctx->cfg->remote_port;
 }
 
+/* Next hops that mta/hopcheck.c refused for one attempt: kiln's own listener (a loop), or
+ * DNS answers in private ranges or at kiln's own addresses. */
+typedef struct delivery_refusals {
+    char *loop;                 /* the first loop, as the diagnostic says it */
+    strbuf priv;                /* "mx1.example.test 127.0.0.21 (loopback), ..." */
+    size_t npriv;
+} delivery_refusals;
+
+#define DELIVERY_REFUSALS_NAMED 3   /* private hops named in the diagnostic */
+
+static void delivery_refusals_free(delivery_refusals *rf)
+{
+    free(rf->loop);
+    strbuf_free(&rf->priv);
+}
+
+/* True if the hop (name, addr, port) may be tried; else the refusal goes into rf. */
+static bool delivery_hop_allowed(delivery *dl, const sched_job *j, const char *name,
+                                 const char *addr, int port, bool from_dns, delivery_refusals *rf)
+{
+    char why[160];
+    hopcheck_verdict v = hopcheck_next_hop(dl->ctx->cfg, addr, port, from_dns, why, sizeof why);
+    if (v == HOPCHECK_OK) return true;
+    log_write(delivery_lg(dl), KLOG_INFO, "delivery.hop_refused",
+              "id=%s domain=%s host=%s addr=%s port=%d verdict=%s reason=%s%s",
+              log_q(delivery_lg(dl), j->msg_id), log_q(delivery_lg(dl), j->domain),
+              log_q(delivery_lg(dl), name), addr, port, v == HOPCHECK_LOOP ? "loop" : "private",
+              log_q(delivery_lg(dl), why),
+              v == HOPCHECK_PRIVATE ? " note=\"delivery.allow_private_mx: true allows it (labs, tests)\"" : "");
+    if (v == HOPCHECK_LOOP) {
+        if (!rf->loop)
+            rf->loop = util_asprintf("554 5.4.6 mail loops back to myself: %s%s%s port %d is %s",
+                                     strcmp(name, addr) != 0 ? name : "",
+                                     strcmp(name, addr) != 0 ? " " : "", addr, port, why);
+        return false;
+    }
+    if (rf->npriv < DELIVERY_REFUSALS_NAMED)
+        strbuf_printf(&rf->priv, "%s%s %s (%s)", rf->npriv ? ", " : "", name, addr, why);
+    else if (rf->npriv == DELIVERY_REFUSALS_NAMED)
+        strbuf_puts(&rf->priv, ", ...");
+    rf->npriv++;
+    return false;
+}
+
+/* No hop of the attempt is left and hopcheck refused some: the job's recipients bounce
+ * (a loop first: 5.4.6; else 5.4.4, "MX points to a private address"). True if it did. */
+static bool delivery_refusals_bounce(delivery *dl, sched_job *j, const delivery_refusals *rf)
+{
+    if (rf->loop) {
+        sched_job_fail_all(dl->s, j, RETRY_FAIL_LOOP, rf->loop);
+        return true;
+    }
+    if (!rf->npriv) return false;
+    char *t = util_asprintf("MX points to a private address: %s", rf->priv.buf);
+    sched_job_fail_all(dl->s, j, RETRY_FAIL_PRIVATE_MX, t);
+    free(t);
+    return true;
+}
+
 typedef struct delivery_mx_wait {
     delivery *dl;
     sched_job *j;
@@ -495,9 +383,17 @@ static void delivery_on_resolved(void *arg, const dns_mx_result *res)
     }
     if (res->status == DNS_OK) {
         int port = delivery_job_port(dl, j);
+        delivery_refusals rf;
+        memset(&rf, 0, sizeof rf);
+        strbuf_init(&rf.priv);
         for (size_t h = 0; h < res->nhosts; h++)
             for (size_t a = 0; a < res->hosts[h].naddrs; a++)
-                delivery_hops_add(j, res->hosts[h].name, res->hosts[h].addrs[a], port);
+                if (delivery_hop_allowed(dl, j, res->hosts[h].name, res->hosts[h].addrs[a], port,
+                                         !j->via_route, &rf))
+                    delivery_hops_add(j, res->hosts[h].name, res->hosts[h].addrs[a], port);
+        bool refused = j->nhops == 0 && delivery_refusals_bounce(dl, j, &rf);
+        delivery_refusals_free(&rf);
+        if (refused) return;
         if (j->via_route) {
             const config_route *rt = config_find_route(dl->ctx->cfg, j->domain);
             char *host = rt ? rt->host : j->domain;
@@ -552,6 +448,13 @@ static void delivery_job_start(delivery *dl, sched_job *j)
     j->via_route = rt != NULL;
     const char *target = rt ? rt->host : j->domain;
     if (rt && delivery_addr_family(rt->host)) {
+        delivery_refusals rf;
+        memset(&rf, 0, sizeof rf);
+        strbuf_init(&rf.priv);
+        bool ok = delivery_hop_allowed(dl, j, rt->host, rt->host, rt->port, false, &rf);
+        if (!ok) delivery_refusals_bounce(dl, j, &rf);
+        delivery_refusals_free(&rf);
+        if (!ok) return;
         delivery_hops_add(j, rt->host, rt->host, rt->port);
         char *host = rt->host;
         delivery_job_set_site(j, &host, 1);

@@ -11,6 +11,7 @@
 #include "mta/dns.h"
 #include "mta/smtp_client.h"
 #include "mta/tls.h"
+#include "pools/pools.h"
 #include "scheduler/job.h"
 
 #define DELIVERY_MAX_SESSIONS 100   /* open client connections, all destinations */
@@ -78,11 +79,47 @@ static inline const char *delivery_session_to_text(const delivery_session *ss)
     return smtp_client_to_text(ss->c);
 }
 
+/* What choosing an IP for a hop came to. */
+typedef enum {
+    PICK_CHOSEN,      /* the job went to a session (new or reused) */
+    PICK_WAIT,        /* usable IPs exist but their connections, headroom, rate or the site's
+                         backoff hold the job: see delivery_wait */
+    PICK_FAMILY,      /* no IP of the pool has the hop's address family */
+    PICK_NO_OTHER,    /* after a connect failure: no other IP than the one that failed */
+    PICK_POOLS,       /* the pools' verdict (choice): no IP, all down, all at cap */
+} delivery_pick;
+
+/* Why a job has to wait, gathered over the IPs tried. */
+typedef struct delivery_wait {
+    bool slot;                  /* some IP waits for a connection slot, headroom reserved by
+                                   sessions in flight, or the session limit: retried when
+                                   sessions change */
+    int64_t until;              /* earliest rate token or end of backoff among IPs blocked
+                                   by time; 0: none */
+    char slot_why[SCHED_WHY_LEN];
+    char time_why[SCHED_WHY_LEN];   /* shaping's own words for the earliest timed wait */
+} delivery_wait;
+
+/* What placing a job on one chosen IP came to (delivery_place). */
+typedef enum {
+    PLACE_DONE,       /* the job went to an idle session of the IP or a new connection */
+    PLACE_BLOCKED,    /* headroom in flight, shaping (window, rate, backoff): see the wait */
+    PLACE_LIMIT,      /* only the overall session limit (DELIVERY_MAX_SESSIONS) stands in the way */
+} delivery_place_result;
+
 /* delivery.c */
+int delivery_addr_family(const char *a);
 void delivery_next_hop(delivery *dl, sched_job *j, retry_failure f, const char *text);
 void delivery_job_take(delivery *dl, sched_job *j, pools_ip *ip, int64_t now);
 void delivery_job_send(delivery *dl, sched_job *j, delivery_session *ss);
 bool delivery_job_connect(delivery *dl, sched_job *j);
+
+/* delivery_pick.c */
+delivery_pick delivery_connect_from(delivery *dl, sched_job *j, const char *pool, const sched_hop *h,
+                                    int64_t now, pools_choice *ch, delivery_wait *w);
+delivery_place_result delivery_place(delivery *dl, sched_job *j, const char *pool,
+                                     const sched_hop *h, pools_ip *ip, int64_t now,
+                                     delivery_wait *w);
 
 /* delivery_session.c */
 void delivery_session_unlink(delivery *dl, delivery_session *ss);

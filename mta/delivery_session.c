@@ -4,7 +4,9 @@
  * outcomes for the scheduler.
  *
  * Promises: an idle session is reused by the next job for the same hop and site whose
- * pool contains its IP, while that IP is active and has warm-up headroom; it QUITs after
+ * pool contains its IP, while that IP is active and has warm-up headroom, and only when the
+ * pool's choice names its IP (delivery_pick.c; a session finishing a transaction hands a
+ * waiting job to the IP the pool names when that IP can take it now); it QUITs after
  * DELIVERY_IDLE_MS, after the site's messages_per_connection, after its transaction when
  * its IP is draining or down, or to make room at the session limit (the idle one closest
  * to its timeout, as Postfix's connection cache does). Every session counts one
@@ -218,11 +220,31 @@ delivery_session *delivery_session_open(delivery *dl, sched_job *j, pools_ip *ip
     o.port = h->port;
     o.peer_name = h->name;
     o.ehlo_name = pools_ip_ehlo(ip) ? pools_ip_ehlo(ip) : cfg->hostname;
+    o.self_name = cfg->hostname;
     o.tls = j->no_tls ? NULL : dl->tls;
     smtp_client_default_timeouts(&o.timeouts, cfg->connect_timeout_ms);
     ss->c = smtp_client_new(dl->ctx->loop, delivery_lg(dl), &o, delivery_on_client, ss);
     sched_job_why(j, 0, "connecting: %s", delivery_session_to_text(ss));
     return ss;
+}
+
+/* The session of ss->ip is free for waiting job j; the pool's choice comes first (issue 11
+ * item 5: reuse must not skew it): when pools_choose names another IP and that IP can take
+ * the job now (its own idle connection, or a new one), the job goes there and true is
+ * returned. Else (this IP named, or the named one blocked) this session takes it. */
+static bool delivery_session_defer_to_choice(delivery *dl, delivery_session *ss, sched_job *j,
+                                             int64_t now)
+{
+    const sched_hop *h = &j->hops[j->hop_idx];
+    pools_choice ch;
+    pools_choose(dl->pools, j->pool, h->name, j->provider, j->avoid_ip, j->avoid_zone, now, &ch);
+    if (ch.verdict != POOLS_CHOSEN || ch.ip == ss->ip) return false;
+    const char *addr = sched_ip_to_text(ch.ip);
+    if (delivery_addr_family(addr) != delivery_addr_family(h->addr)) return false;
+    if (j->strict_avoid && j->avoid_ip && strcmp(addr, j->avoid_ip) == 0) return false;
+    delivery_wait w;
+    memset(&w, 0, sizeof w);
+    return delivery_place(dl, j, j->pool, h, ch.ip, now, &w) == PLACE_DONE;
 }
 
 /* A session can take more work: the first waiting job for its hop and site (highest
@@ -255,6 +277,7 @@ void delivery_session_next(delivery_session *ss, bool take_parked)
         if (!delivery_session_fits(dl, ss, j, j->pool, &h, now)) continue;
         best = j;
     }
+    if (best && delivery_session_defer_to_choice(dl, ss, best, now)) best = NULL;
     if (best) {
         char why[256];
         int64_t until = 0;
@@ -291,6 +314,7 @@ static retry_failure delivery_failure_of(smtp_client_status st)
     case SMTP_CLIENT_FAIL_TLS_REQUIRED: return RETRY_FAIL_TLS_REQUIRED;
     case SMTP_CLIENT_FAIL_TOO_BIG: return RETRY_FAIL_TOO_BIG;
     case SMTP_CLIENT_FAIL_LOCAL: return RETRY_FAIL_INTERNAL;
+    case SMTP_CLIENT_FAIL_LOOP: return RETRY_FAIL_LOOP;
     default: return RETRY_FAIL_CONNECT;
     }
 }
@@ -344,6 +368,18 @@ static void delivery_on_done(delivery *dl, delivery_session *ss, sched_job *j, c
     sched_settle(dl->s, j, out, ss->src, ss->peer);
     free(out);
     sched_job_done(dl->s, j);
+}
+
+/* After a connect failure: an IP the pools now call degraded is logged (once per run of
+ * failures, when it becomes degraded). */
+static void delivery_log_degraded(delivery *dl, pools_ip *ip, int64_t now)
+{
+    pools_ip_info in;
+    pools_ip_info_of(dl->pools, ip, now, &in);
+    if (!in.degraded) return;
+    log_write(delivery_lg(dl), KLOG_WARNING, "pools.ip_degraded", "ip=%s zone=%s avoided=%d reason=%s",
+              in.address, log_q(delivery_lg(dl), in.zone), in.avoided,
+              log_q(delivery_lg(dl), in.degraded_reason));
 }
 
 /* After a failure from the session's IP: prefer another IP and another zone. */
@@ -408,9 +444,12 @@ static void delivery_on_closed(delivery *dl, delivery_session *ss, const smtp_cl
                       ss->src, log_q(delivery_lg(dl), pools_ip_zone(ss->ip)), log_q(delivery_lg(dl), err));
         } else if (ev->status == SMTP_CLIENT_FAIL_CONNECT || ev->status == SMTP_CLIENT_FAIL_IO ||
                    (ev->status == SMTP_CLIENT_FAIL_REJECTED && !throttled)) {
+            bool timeout = ev->status == SMTP_CLIENT_FAIL_CONNECT && ev->connect_timeout;
             pools_record_result(dl->pools, ss->ip, ss->peer_name, j->provider,
-                                POOLS_RESULT_CONNECT_FAILED, 0, now);
+                                timeout ? POOLS_RESULT_CONNECT_TIMEOUT : POOLS_RESULT_CONNECT_FAILED,
+                                0, now);
             shaping_record(ss->sd, SHAPING_RESULT_FAILED, now);
+            delivery_log_degraded(dl, ss->ip, now);
         } else if (throttled) {
             pools_record_result(dl->pools, ss->ip, ss->peer_name, j->provider,
                                 POOLS_RESULT_THROTTLED, 0, now);
@@ -423,6 +462,12 @@ static void delivery_on_closed(delivery *dl, delivery_session *ss, const smtp_cl
             sched_job_release(dl->s, j);
         } else if (ev->status == SMTP_CLIENT_FAIL_LOCAL) {
             delivery_local_failure(dl, j, err);
+        } else if (ev->status == SMTP_CLIENT_FAIL_LOOP) {
+            /* the server is kiln itself: no other IP or MX changes that */
+            log_write(delivery_lg(dl), KLOG_WARNING, "delivery.loop", "id=%s domain=%s session=%s error=%s",
+                      log_q(delivery_lg(dl), j->msg_id), log_q(delivery_lg(dl), j->domain),
+                      log_q(delivery_lg(dl), delivery_session_to_text(ss)), log_q(delivery_lg(dl), err));
+            sched_job_fail_all(dl->s, j, RETRY_FAIL_LOOP, err);
         } else if (ev->status == SMTP_CLIENT_FAIL_BIND) {
             /* the source IP is unusable (now down): another IP of the pool, same hop */
             delivery_job_avoid(j, ss);

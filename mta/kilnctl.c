@@ -573,6 +573,11 @@ static void kilnctl_print_ips(json_t *data)
     {
         json_t *k = json_object_get(e, "kiln");
         const char *why = json_string_value(json_object_get(k, "DownReason"));
+        const char *deg = json_string_value(json_object_get(k, "DegradedReason"));
+        if (json_is_true(json_object_get(k, "Degraded")) && deg && *deg)
+            printf("%s: degraded%s: %s\n", json_string_value(json_object_get(e, "Ip")),
+                   json_is_true(json_object_get(k, "Avoided")) ? " (other IPs preferred)" : "",
+                   deg);
         if (!why || !*why) continue;
         const char *until = json_string_value(json_object_get(k, "DownUntil"));
         printf("%s: %s%s%s\n", json_string_value(json_object_get(e, "Ip")), why,

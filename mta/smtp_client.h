@@ -92,6 +92,8 @@ typedef enum {
     SMTP_CLIENT_FAIL_TOO_BIG,    /* smtp_client_send: message larger than the server's SIZE */
     SMTP_CLIENT_FAIL_LOCAL,      /* kiln's own resources ran out (EMFILE, ENFILE, ENOBUFS, ENOMEM
                                     from socket/bind/connect): neither the IP's nor the peer's fault */
+    SMTP_CLIENT_FAIL_LOOP,       /* the greeting or EHLO reply announced opts.self_name: the
+                                    server is kiln itself (mail loop); the connection closes */
 } smtp_client_status;
 
 const char *smtp_client_status_name(smtp_client_status st);
@@ -102,6 +104,8 @@ typedef struct smtp_client_opts {
     int port;
     const char *peer_name;   /* MX host name (SNI, logs); may be NULL */
     const char *ehlo_name;
+    const char *self_name;   /* kiln's server.hostname: a server announcing it in its greeting
+                                or EHLO reply is kiln itself (FAIL_LOOP); NULL: no check */
     tls_ctx *tls;            /* client context (tls_client_ctx_new) for STARTTLS;
                                 NULL: never start TLS */
     smtp_client_timeouts timeouts;
@@ -143,6 +147,8 @@ typedef struct smtp_client_event {
     smtp_client_status status;
     const char *error;
     const smtp_client_reply *reply;
+    bool connect_timeout;    /* CLOSED, FAIL_CONNECT: connect() got no answer within
+                                timeouts.connect_ms (SYN unanswered), not a refusal */
 } smtp_client_event;
 
 typedef void (*smtp_client_cb)(void *arg, smtp_client *c, const smtp_client_event *ev);

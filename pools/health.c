@@ -23,6 +23,9 @@ static void health_clear_failed(health *h)
     for (size_t i = 0; i < h->nfailed; i++) free(h->failed[i]);
     h->nfailed = 0;
     h->consecutive = 0;
+    h->timeouts = 0;
+    h->degraded = false;
+    h->degraded_reason[0] = '\0';
 }
 
 void health_free(health *h)
@@ -224,6 +227,7 @@ void health_connect_failed(health *h, const pools_opts *o, const char *site, int
         return;
     }
     h->consecutive++;
+    h->last_fail_ms = now_ms;
     health_add_failed_site(h, site);
     if (h->consecutive < o->failures_to_open || (int64_t)h->nfailed < o->sites_to_open) return;
 
@@ -246,4 +250,47 @@ void health_connect_failed(health *h, const pools_opts *o, const char *site, int
     snprintf(h->reason, sizeof h->reason,
              "%d consecutive connect failures; other IPs of the pool reach %zu of those sites (%s)",
              failures, confirmed, names);
+}
+
+void health_note_timeout(health *h)
+{
+    if (!h->open && h->consecutive > 0) h->timeouts++;
+}
+
+bool health_failed_at(const health *h, const char *site)
+{
+    for (size_t i = 0; i < h->nfailed; i++)
+        if (strcmp(h->failed[i], site ? site : "") == 0) return true;
+    return false;
+}
+
+void health_update_degraded(health *h, const pools_opts *o, int64_t now_ms, health_peer_fn peer,
+                            void *ctx)
+{
+    h->degraded = false;
+    h->degraded_reason[0] = '\0';
+    if (h->open || h->consecutive == 0 || !peer) return;
+    size_t confirmed = 0, used = 0;
+    char names[128] = "";
+    for (size_t i = 0; i < h->nfailed; i++) {
+        if (!peer(ctx, h->failed[i], now_ms - o->peer_success_window_ms)) continue;
+        confirmed++;
+        if (used < sizeof names) {
+            int w = snprintf(names + used, sizeof names - used, "%s%s", used ? ", " : "",
+                             h->failed[i]);
+            if (w > 0) used += (size_t)w;
+        }
+    }
+    if (!confirmed) return;
+    h->degraded = true;
+    snprintf(h->degraded_reason, sizeof h->degraded_reason,
+             "%s to %zu site(s) from this IP while other IPs of the pool connected (%s); "
+             "%d consecutive failure(s)",
+             h->timeouts > 0 ? "connect timeout" : "connect failures", confirmed, names,
+             h->consecutive);
+}
+
+bool health_avoid(const health *h, const pools_opts *o, int64_t now_ms)
+{
+    return h->degraded && !h->open && h->timeouts > 0 && now_ms < h->last_fail_ms + o->cooldown_ms;
 }

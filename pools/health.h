@@ -14,6 +14,13 @@
  * start; its success closes the circuit and resets the cool-down, its failure re-opens
  * with the cool-down doubled (at most cooldown_max_ms). The probe slot frees when a result
  * arrives or when the IP has no open session any more.
+ * DEGRADED (issue 11 item 6; a mark on a CLOSED circuit, not a state of its own): the IP's
+ * current run of connect failures includes a site that another IP of the pool reached
+ * within the peer window, so the fault is likely this IP's even when only one site was
+ * tried. It shows in kilnctl ips with its reason; when the run has connect timeouts (SYN
+ * unanswered: each costs a connect timeout), the pool prefers its other IPs until a
+ * cool-down (cooldown_ms) after the last failure, then the IP gets its turn again as a
+ * probe. Cleared by a success or by the circuit opening.
  * Each IP also remembers the sites it reached recently (for its peers' checks): a hash
  * table, swept of entries older than the peer window whenever it has doubled since the
  * last sweep or a window has passed since (so memory follows the sites reached within the
@@ -51,6 +58,10 @@ typedef struct health {
     size_t reached_sweep_at;         /* sweep when nreached reaches it, */
     int64_t reached_swept_ms;        /* or a peer window after the last sweep */
     char reason[256];                /* why it is open ("" when closed) */
+    int timeouts;                    /* connect timeouts among the consecutive failures */
+    int64_t last_fail_ms;            /* the latest of them */
+    bool degraded;                   /* see DEGRADED above */
+    char degraded_reason[256];       /* "" unless degraded */
 } health;
 
 /* Asked by health_connect_failed: did another IP of the pool reach `site` since since_ms? */
@@ -78,6 +89,18 @@ void health_ok(health *h, const pools_opts *o, const char *site, int64_t now_ms)
 void health_bind_failed(health *h, const pools_opts *o, int64_t now_ms);
 void health_connect_failed(health *h, const pools_opts *o, const char *site, int64_t now_ms,
                            health_peer_fn peer, void *ctx);
+/* The failure just recorded by health_connect_failed was a connect timeout. */
+void health_note_timeout(health *h);
+/* Re-derives the DEGRADED mark from the failed sites of the current run and the peers'
+ * successes (peer: as for health_connect_failed). Call after a failure of this IP and after
+ * a peer reached a site. */
+void health_update_degraded(health *h, const pools_opts *o, int64_t now_ms, health_peer_fn peer,
+                            void *ctx);
+/* True while the pool should prefer its other IPs: degraded by connect timeouts, within
+ * cooldown_ms of the last failure. */
+bool health_avoid(const health *h, const pools_opts *o, int64_t now_ms);
+/* True if site is among the failed sites of the current run. */
+bool health_failed_at(const health *h, const char *site);
 /* True if this IP reached `site` at or after since_ms. */
 bool health_reached_since(const health *h, const char *site, int64_t since_ms);
 

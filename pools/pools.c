@@ -467,7 +467,8 @@ void pools_choose(pools *p, const char *pool, const char *site, const char *prov
         bool other_zone = !avoid_zone || strcmp(ip->zone, avoid_zone) != 0;
         cand[ncand] = ip;
         weight[ncand] = h < 0 || h > UNLIMITED_WEIGHT ? UNLIMITED_WEIGHT : h;
-        tier[ncand] = other_addr && other_zone ? 0 : other_addr ? 1 : 2;
+        tier[ncand] = (other_addr && other_zone ? 0 : other_addr ? 1 : 2) +
+                      (health_avoid(&ip->h, &p->opts, now_ms) ? 3 : 0);
         ncand++;
     }
 
@@ -477,7 +478,7 @@ void pools_choose(pools *p, const char *pool, const char *site, const char *prov
         out->verdict = POOLS_NO_IP;
         strbuf_printf(&sb, "pool %s has no IP", pool);
     } else if (ncand > 0) {
-        int best_tier = 2;
+        int best_tier = 5;
         for (size_t i = 0; i < ncand; i++)
             if (tier[i] < best_tier) best_tier = tier[i];
         int64_t total = 0;
@@ -501,9 +502,10 @@ void pools_choose(pools *p, const char *pool, const char *site, const char *prov
         if (best->managed) strbuf_printf(&sb, " for %s", pools_provider_name(provider));
         if (health_state(&best->h, now_ms) == POOLS_HEALTH_HALF_OPEN)
             strbuf_puts(&sb, ", probe after cool-down");
-        if (best_tier == 0 && avoid_zone) strbuf_printf(&sb, ", outside zone %s", avoid_zone);
-        else if (best_tier == 1) strbuf_printf(&sb, ", no usable IP outside zone %s", avoid_zone);
-        else if (best_tier == 2) strbuf_printf(&sb, ", the only usable IP");
+        if (best_tier % 3 == 0 && avoid_zone) strbuf_printf(&sb, ", outside zone %s", avoid_zone);
+        else if (best_tier % 3 == 1) strbuf_printf(&sb, ", no usable IP outside zone %s", avoid_zone);
+        else if (best_tier % 3 == 2) strbuf_printf(&sb, ", the only usable IP");
+        if (best_tier >= 3) strbuf_printf(&sb, ", degraded but no other IP usable");
     } else if (ncap > 0) {
         out->verdict = POOLS_ALL_AT_CAP;
         strbuf_printf(&sb, "all %sIPs of pool %s at cap (%s)", ndown ? "usable " : "", pool,
@@ -551,6 +553,18 @@ static bool pools_peer_reached(void *ctx, const char *site, int64_t since_ms)
     return false;
 }
 
+/* ip reached site: other IPs of its pool that failed there are degraded now. */
+static void pools_peers_reached(pools *p, const pools_ip *ip, const char *site, int64_t now_ms)
+{
+    for (size_t i = 0; i < p->nips; i++) {
+        pools_ip *o = p->ips[i];
+        if (o == ip || o->h.nfailed == 0 || strcmp(o->pool, ip->pool) != 0) continue;
+        if (!health_failed_at(&o->h, site)) continue;
+        peer_ctx pc = {p, o};
+        health_update_degraded(&o->h, &p->opts, now_ms, pools_peer_reached, &pc);
+    }
+}
+
 static void pools_managed_throttled(pools *p, pools_ip *ip, const char *provider, int64_t now_ms)
 {
     managed_cap *c = pools_get_cap(p, ip, provider, now_ms);
@@ -574,6 +588,7 @@ void pools_record_result(pools *p, pools_ip *ip, const char *site, const char *p
     switch (r) {
     case POOLS_RESULT_OK:
         health_ok(&ip->h, &p->opts, site, now_ms);
+        pools_peers_reached(p, ip, site, now_ms);
         if (ip->managed && accepted > 0) {
             managed_cap *c = pools_get_cap(p, ip, provider, now_ms);
             int64_t cap = c->cap + (int64_t)accepted;
@@ -586,14 +601,18 @@ void pools_record_result(pools *p, pools_ip *ip, const char *site, const char *p
         break;
     case POOLS_RESULT_THROTTLED:
         health_ok(&ip->h, &p->opts, site, now_ms);   /* the IP reached the site */
+        pools_peers_reached(p, ip, site, now_ms);
         if (ip->managed) pools_managed_throttled(p, ip, provider, now_ms);
         break;
     case POOLS_RESULT_BIND_FAILED:
         health_bind_failed(&ip->h, &p->opts, now_ms);
         break;
-    case POOLS_RESULT_CONNECT_FAILED: {
+    case POOLS_RESULT_CONNECT_FAILED:
+    case POOLS_RESULT_CONNECT_TIMEOUT: {
         peer_ctx pc = {p, ip};
         health_connect_failed(&ip->h, &p->opts, site, now_ms, pools_peer_reached, &pc);
+        if (r == POOLS_RESULT_CONNECT_TIMEOUT) health_note_timeout(&ip->h);
+        health_update_degraded(&ip->h, &p->opts, now_ms, pools_peer_reached, &pc);
         break;
     }
     }
@@ -695,6 +714,9 @@ void pools_ip_info_of(const pools *p, const pools_ip *ip, int64_t now_ms, pools_
     if (out->health == POOLS_HEALTH_OPEN) out->down_reason = health_reason(&ip->h);
     else if (!zone_up && !ip->draining) out->down_reason = ip->zone_reason;
     else out->down_reason = "";
+    out->degraded = out->health == POOLS_HEALTH_CLOSED && ip->h.degraded;
+    out->avoided = out->degraded && health_avoid(&ip->h, &p->opts, now_ms);
+    out->degraded_reason = out->degraded ? ip->h.degraded_reason : "";
 }
 
 void pools_info(const pools *p, size_t i, int64_t now_ms, pools_ip_info *out)

@@ -40,7 +40,10 @@ typedef enum {
 typedef enum {
     POOLS_RESULT_OK = 0,          /* a session reached the site and got a 2xx/5xx transaction reply */
     POOLS_RESULT_BIND_FAILED,     /* bind() of the source address failed: down at once */
-    POOLS_RESULT_CONNECT_FAILED,  /* connect refused / timed out / greeting failed */
+    POOLS_RESULT_CONNECT_FAILED,  /* connect refused / greeting failed / connection lost */
+    POOLS_RESULT_CONNECT_TIMEOUT, /* connect timed out (SYN unanswered): CONNECT_FAILED that
+                                     costs a connect timeout per try, so a degraded IP with
+                                     these is avoided for a cool-down (health.h: DEGRADED) */
     POOLS_RESULT_THROTTLED,       /* 421 or a 4xx rate/reputation reply from the site */
 } pools_result;
 
@@ -95,9 +98,10 @@ typedef struct pools_choice {
  * whose mailbox provider is `provider` (pools_provider_of(); NULL = "other"), for n
  * recipients. Candidates: ACTIVE, zone up, circuit closed (or half-open with no probe
  * running), headroom >= 1 under every cap. Among them the choice is proportional to
- * headroom (smooth weighted round robin: deterministic) with two preferences first: an IP
- * whose zone differs from avoid_zone (after a failure there; may be NULL), and not
- * avoid_addr (may be NULL). Nothing is counted: call pools_record_send when recipients
+ * headroom (smooth weighted round robin: deterministic) with three preferences first: an IP
+ * not degraded by connect timeouts (health.h: DEGRADED; within its cool-down), an IP whose
+ * zone differs from avoid_zone (after a failure there; may be NULL), and not avoid_addr
+ * (may be NULL). Nothing is counted: call pools_record_send when recipients
  * are actually handed to the session. */
 void pools_choose(pools *p, const char *pool, const char *site, const char *provider,
                   const char *avoid_addr, const char *avoid_zone, int64_t now_ms,
@@ -149,6 +153,11 @@ typedef struct pools_ip_info {
     int sessions;                 /* open sessions */
     int64_t down_until_ms;        /* when OPEN: end of cool-down */
     const char *down_reason;      /* "" or e.g. "bind failed: Cannot assign requested address" */
+    bool degraded;                /* active, but connect failures from it at sites the pool's
+                                     other IPs reach (health.h: DEGRADED) */
+    bool avoided;                 /* degraded by timeouts: the pool prefers its other IPs now */
+    const char *degraded_reason;  /* "" or e.g. "connect timeout to 1 site(s) from this IP
+                                     while other IPs of the pool connected (mx.d0.test); ..." */
 } pools_ip_info;
 size_t pools_count(const pools *p);
 /* i-th IP in config order (drained-but-still-known ones last). */

@@ -114,6 +114,8 @@ static const struct {
     {RETRY_FAIL_DNS_NULLMX, RETRY_BOUNCE, "Permanent", "General", "5.1.10", true},
     {RETRY_FAIL_DNS_NOHOST, RETRY_BOUNCE, "Permanent", "General", "5.4.4", true},
     {RETRY_FAIL_TOO_BIG, RETRY_BOUNCE, "Permanent", "General", "5.3.4", false},
+    {RETRY_FAIL_PRIVATE_MX, RETRY_BOUNCE, "Permanent", "General", "5.4.4", true},
+    {RETRY_FAIL_LOOP, RETRY_BOUNCE, "Permanent", "General", "5.4.6", false},
 };
 
 retry_verdict retry_classify_failure(retry_failure f, retry_class *out)

@@ -47,6 +47,12 @@ typedef enum {
     RETRY_FAIL_DNS_NOHOST,    /* bounce Permanent/General 5.4.4, suppressed */
     RETRY_FAIL_TOO_BIG,       /* larger than the peer's SIZE: bounce Permanent/General 5.3.4,
                                  not suppressed (the message, not the address, is at fault) */
+    RETRY_FAIL_PRIVATE_MX,    /* every MX (or A fallback) address is loopback, private or
+                                 kiln's own: bounce Permanent/General 5.4.4, suppressed (the
+                                 domain publishes no usable next hop, as RETRY_FAIL_DNS_NOHOST) */
+    RETRY_FAIL_LOOP,          /* the next hop is kiln itself (its listener, or a greeting with
+                                 server.hostname): bounce Permanent/General 5.4.6, not
+                                 suppressed (routing, not the address, is at fault) */
 } retry_failure;
 retry_verdict retry_classify_failure(retry_failure f, retry_class *out);
 

@@ -124,7 +124,8 @@ class SinkHandler:
 class Sink:
     """An aiosmtpd server on host:port in a thread of this process."""
 
-    def __init__(self, host="127.0.0.1", port=None, rule=None, data_rule=None, tls_context=None):
+    def __init__(self, host="127.0.0.1", port=None, rule=None, data_rule=None, tls_context=None,
+                 server_hostname=None):
         from aiosmtpd.controller import Controller
         self.host = host
         self.port = port or free_port(host)
@@ -132,6 +133,8 @@ class Sink:
         kwargs = {}
         if tls_context is not None:
             kwargs["tls_context"] = tls_context
+        if server_hostname is not None:   # the name in its greeting and EHLO reply
+            kwargs["server_hostname"] = server_hostname
         self.controller = Controller(self.handler, hostname=host, port=self.port,
                                      ready_timeout=10, decode_data=False, **kwargs)
 
@@ -162,9 +165,10 @@ def base_config(tmp, port, sink_port=None, **over):
         # DNS never leaves loopback in tests: a port where nothing answers unless a test
         # starts dnsmasq there.
         "dns": {"servers": ["127.0.0.1:%d" % free_port()], "timeout": "1s"},
+        # every test peer listens on 127.0.0.x: MX answers there are refused by default
         "delivery": {"remote_port": sink_port or 25,
                      "retry": {"first": "1s", "max_interval": "4s", "factor": 2},
-                     "connect_timeout": "3s"},
+                     "connect_timeout": "3s", "allow_private_mx": True},
         "routes": [],
         "zones": ["az1", "az2", "az3"],
         "ips": [

@@ -599,6 +599,8 @@ static const bad_case bad_cases[] = {
      NULL, 7, "delivery.queue_memory_recipients", "'1e6' is not a whole number"},
     {"queue_memory_recipients quoted", BASE "delivery: {queue_memory_recipients: \"5000\"}\n",
      NULL, 7, "delivery.queue_memory_recipients", "write the number without quotes"},
+    {"allow_private_mx not a boolean", BASE "delivery: {allow_private_mx: yes}\n", NULL, 7,
+     "delivery.allow_private_mx", "must be false or true, not 'yes'"},
     {"quoted number", BASE "submission: {max_recipients: \"50\"}\n", NULL, 7,
      "submission.max_recipients", "write the number without quotes"},
     {"max_recipients 0", BASE "submission: {max_recipients: 0}\n", NULL, 7,
@@ -753,6 +755,21 @@ START_TEST(test_queue_memory_recipients)
     c = load_text(BASE "delivery: {queue_memory_recipients: 10000000000}\n", &err, NULL);
     ck_assert_msg(c != NULL, "%s", err);
     ck_assert_int_eq(c->queue_memory_recipients, 10000000000LL);
+    config_unref(c);
+}
+END_TEST
+
+/* delivery.allow_private_mx: a lab/test key, false unless set. */
+START_TEST(test_allow_private_mx)
+{
+    char *err = NULL;
+    config *c = load_text(BASE "delivery: {remote_port: 2525}\n", &err, NULL);
+    ck_assert_msg(c != NULL, "%s", err);
+    ck_assert(!c->allow_private_mx);
+    config_unref(c);
+    c = load_text(BASE "delivery: {allow_private_mx: true}\n", &err, NULL);
+    ck_assert_msg(c != NULL, "%s", err);
+    ck_assert(c->allow_private_mx);
     config_unref(c);
 }
 END_TEST
@@ -1130,6 +1147,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_tls_files);
     tcase_add_test(tc, test_hash_check_handed_in);
     tcase_add_test(tc, test_queue_memory_recipients);
+    tcase_add_test(tc, test_allow_private_mx);
     tcase_add_test(tc, test_control_socket_too_long);
     suite_add_tcase(s, tc);
 

@@ -111,6 +111,98 @@ START_TEST(test_choice_proportional_to_headroom)
 }
 END_TEST
 
+static void result(pools *p, const char *addr, const char *site, pools_result r, int64_t now)
+{
+    pools_record_result(p, pools_find(p, addr), site, "other", r, r == POOLS_RESULT_OK ? 1 : 0, now);
+}
+
+/* Issue 11 item 6: connect timeouts from one IP to a single site that the pool's other IPs
+ * reach make it degraded (shown with the reason) and avoided by the choice for a cool-down;
+ * a success clears it. A failure nobody else confirms changes nothing. */
+START_TEST(test_degraded_by_connect_timeouts)
+{
+    static const ipspec ips[] = {{"127.0.0.10", "az1", "transactional", true},
+                                 {"127.0.0.11", "az2", "transactional", true},
+                                 {"127.0.0.12", "az3", "transactional", true}, {0}};
+    pools *p = make(ips, ZONES3, 0, T0);
+    result(p, "127.0.0.11", "mx.d0.test", POOLS_RESULT_CONNECT_TIMEOUT, T0);
+    pools_ip_info in = info(p, "127.0.0.11", T0);
+    ck_assert(!in.degraded);             /* nobody else reached mx.d0.test yet */
+    ck_assert_str_eq(in.degraded_reason, "");
+    result(p, "127.0.0.10", "mx.d0.test", POOLS_RESULT_OK, T0 + SEC);
+    in = info(p, "127.0.0.11", T0 + SEC);
+    ck_assert(in.degraded);
+    ck_assert(in.avoided);
+    ck_assert_int_eq(in.state, POOLS_STATE_ACTIVE);      /* one site: the circuit stays closed */
+    ck_assert_int_eq(in.health, POOLS_HEALTH_CLOSED);
+    ck_assert_msg(strstr(in.degraded_reason, "connect timeout to 1 site(s) from this IP while "
+                                             "other IPs of the pool connected (mx.d0.test)"),
+                  "reason: %s", in.degraded_reason);
+    /* the others are preferred, whatever the rotation */
+    pools_choice ch;
+    for (int i = 0; i < 12; i++) {
+        const char *a = pick(p, "transactional", NULL, NULL, NULL, T0 + 2 * SEC, &ch);
+        ck_assert_msg(a && strcmp(a, "127.0.0.11") != 0, "pick %d: %s", i, a ? a : "-");
+    }
+    /* ... unless it is the only one left */
+    char *err = NULL;
+    ck_assert_int_eq(pools_set_zone(p, "az1", false, &err), 0);
+    ck_assert_int_eq(pools_set_zone(p, "az3", false, &err), 0);
+    ck_assert_str_eq(pick(p, "transactional", NULL, NULL, NULL, T0 + 2 * SEC, &ch), "127.0.0.11");
+    ck_assert_msg(strstr(ch.reason, "degraded"), "reason: %s", ch.reason);
+    ck_assert_int_eq(pools_set_zone(p, "az1", true, &err), 0);
+    ck_assert_int_eq(pools_set_zone(p, "az3", true, &err), 0);
+    /* after the cool-down it gets its turn again (a probe), still shown degraded */
+    int64_t later = T0 + 2 * MIN;
+    bool seen = false;
+    for (int i = 0; i < 6; i++) {
+        const char *a = pick(p, "transactional", NULL, NULL, NULL, later, &ch);
+        if (a && strcmp(a, "127.0.0.11") == 0) seen = true;
+    }
+    ck_assert(seen);
+    in = info(p, "127.0.0.11", later);
+    ck_assert(in.degraded);
+    ck_assert(!in.avoided);
+    /* a success clears it */
+    result(p, "127.0.0.11", "mx.d0.test", POOLS_RESULT_OK, later);
+    in = info(p, "127.0.0.11", later);
+    ck_assert(!in.degraded);
+    ck_assert_str_eq(in.degraded_reason, "");
+    pools_free(p);
+}
+END_TEST
+
+/* Refusals (fast failures) show as degraded but do not make the pool avoid the IP: the SPEC's
+ * circuit breaker (3 failures at 2 sites) still takes it out of rotation. */
+START_TEST(test_degraded_by_refusals_is_shown_not_avoided)
+{
+    static const ipspec ips[] = {{"127.0.0.10", "az1", "transactional", true},
+                                 {"127.0.0.11", "az2", "transactional", true}, {0}};
+    pools *p = make(ips, ZONES3, 0, T0);
+    result(p, "127.0.0.10", "mx.a.test", POOLS_RESULT_OK, T0);
+    result(p, "127.0.0.10", "mx.b.test", POOLS_RESULT_OK, T0);
+    result(p, "127.0.0.11", "mx.a.test", POOLS_RESULT_CONNECT_FAILED, T0 + SEC);
+    pools_ip_info in = info(p, "127.0.0.11", T0 + SEC);
+    ck_assert(in.degraded);
+    ck_assert(!in.avoided);
+    ck_assert_msg(strstr(in.degraded_reason, "connect failures to 1 site(s)"), "%s", in.degraded_reason);
+    pools_choice ch;
+    int n11 = 0;
+    for (int i = 0; i < 4; i++) {
+        const char *a = pick(p, "transactional", NULL, NULL, NULL, T0 + 2 * SEC, &ch);
+        if (strcmp(a, "127.0.0.11") == 0) n11++;
+    }
+    ck_assert_int_eq(n11, 2);
+    result(p, "127.0.0.11", "mx.b.test", POOLS_RESULT_CONNECT_FAILED, T0 + 3 * SEC);
+    result(p, "127.0.0.11", "mx.a.test", POOLS_RESULT_CONNECT_FAILED, T0 + 4 * SEC);
+    in = info(p, "127.0.0.11", T0 + 4 * SEC);
+    ck_assert_int_eq(in.state, POOLS_STATE_DOWN);
+    ck_assert(!in.degraded);               /* down says it now */
+    ck_assert_str_eq(in.degraded_reason, "");
+    pools_free(p);
+}
+END_TEST
+
 static const ipspec four[] = {{"127.0.0.10", "az1", "transactional", true},
                               {"127.0.0.11", "az2", "transactional", true},
                               {"127.0.0.12", "az3", "transactional", true},
@@ -710,6 +802,8 @@ static Suite *pools_suite(void)
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, test_choice_proportional_to_headroom);
     tcase_add_test(tc, test_avoid_zone_after_failure);
+    tcase_add_test(tc, test_degraded_by_connect_timeouts);
+    tcase_add_test(tc, test_degraded_by_refusals_is_shown_not_avoided);
     tcase_add_test(tc, test_zone_down_excludes);
     tcase_add_test(tc, test_all_at_cap);
     tcase_add_test(tc, test_long_reason_is_cut);
