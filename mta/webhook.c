@@ -279,8 +279,13 @@ static void webhook_on_done(void *arg, CURL *easy, CURLcode result)
         if (w->resp_too_large)
             why = util_asprintf("the answer's header is larger than %u bytes",
                                 WEBHOOK_RESP_MAX_HEADER_BYTES);
-        else
-            why = util_asprintf("%s", w->errbuf[0] ? w->errbuf : curl_easy_strerror(result));
+        else {
+            long os_errno = 0;      /* curl's text names no errno: "Connection refused" */
+            curl_easy_getinfo(easy, CURLINFO_OS_ERRNO, &os_errno);
+            why = util_asprintf("%s%s%s%s", w->errbuf[0] ? w->errbuf : curl_easy_strerror(result),
+                                os_errno ? " (" : "", os_errno ? strerror((int)os_errno) : "",
+                                os_errno ? ")" : "");
+        }
         webhook_attempt_failed(w, why, -1);
         free(why);
         return;
