@@ -66,10 +66,20 @@ typedef struct config_pool {
 
 typedef enum { CONFIG_EVENT_FILE = 0, CONFIG_EVENT_WEBHOOK = 1 } config_event_type;
 
+#define CONFIG_WEBHOOK_BATCH_MAX 100
+#define CONFIG_WEBHOOK_BACKLOG_DEFAULT 1000000
+#define CONFIG_WEBHOOK_BACKLOG_MAX 1000000000
+
 typedef struct config_event_dest {
     config_event_type type;
     char *path;              /* file: absolute path */
-    char *url;               /* webhook: http:// URL */
+    char *url;               /* webhook: an http:// or https:// URL curl can use (checked) */
+    char *ca_file;           /* webhook: absolute path of PEM CA certificates to trust
+                                instead of the system store; NULL = the system store */
+    int batch;               /* webhook: events per POST, 1..100 (1: one JSON object; more:
+                                a JSON array of up to batch events); default 1 */
+    int64_t max_backlog;     /* webhook: undelivered events kept; past it the oldest are
+                                dropped; default 1,000,000 */
 } config_event_dest;
 
 typedef enum { CONFIG_TLS_OPTIONAL = 0, CONFIG_TLS_REQUIRE = 1 } config_tls_policy;

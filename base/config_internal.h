@@ -44,7 +44,6 @@ bool config_valid_account(const char *s);
  * whole internet (0.0.0.0/0 or ::/0). File modes are config_file_warnings' (config.h). */
 void config_add_security_warnings(config *c);
 bool config_valid_identity(const char *s);   /* a domain or an address */
-bool config_valid_url(const char *s);        /* http:// or https:// and a host */
 bool config_valid_crypt_hash(const char *s); /* the "$id$rest" shape only */
 bool config_valid_user(const char *s);       /* no blanks, at most 255 bytes */
 
@@ -173,6 +172,10 @@ int config_read_zones(config_parser *p, yaml_node_t *v);
 int config_read_pools(config_parser *p, yaml_node_t *v);
 int config_read_ips(config_parser *p, yaml_node_t *v);
 int config_read_sets(config_parser *p, yaml_node_t *v);
+/* A set's `events` list (config_events.c): file and webhook destinations. */
+int config_read_events(config_parser *p, yaml_node_t *v, config_set *s);
+/* ", batch 10, max_backlog 500, ca_file /x" for what differs from the defaults. */
+void config_summary_webhook(strbuf *sb, const config_event_dest *e);
 int config_read_default_set(config_parser *p, yaml_node_t *root);
 int config_read_warmup(config_parser *p, yaml_node_t *m);
 int config_read_shaping(config_parser *p, yaml_node_t *m);

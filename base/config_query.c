@@ -77,6 +77,7 @@ void config_free(config *c)
         for (size_t j = 0; j < c->sets[i].nevents; j++) {
             free(c->sets[i].events[j].path);
             free(c->sets[i].events[j].url);
+            free(c->sets[i].events[j].ca_file);
         }
         free(c->sets[i].events);
     }
@@ -185,6 +186,7 @@ static void config_summary_set(strbuf *sb, const config *c, const config_set *s)
         strbuf_printf(sb, "%s%s %s", j ? ", " : ", events: ",
                       e->type == CONFIG_EVENT_FILE ? "file" : "webhook",
                       e->type == CONFIG_EVENT_FILE ? e->path : e->url);
+        if (e->type == CONFIG_EVENT_WEBHOOK) config_summary_webhook(sb, e);
     }
     strbuf_puts(sb, "\n");
 }

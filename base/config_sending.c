@@ -1,6 +1,6 @@
 /* config_sending.c — the sending side of the configuration (SPEC section 1): zones, IP
- * pools, the leased IPs, configuration sets with their event destinations and the default
- * set, warm-up and shaping. Each reader checks its cross-references (zones, pools, overflow
+ * pools, the leased IPs, configuration sets (their event destinations are
+ * config_events.c's) and the default set, warm-up and shaping. Each reader checks its cross-references (zones, pools, overflow
  * pools, sets) and reports the first problem as "FILE:LINE: KEY.PATH: what is wrong"
  * through the walker (config_yaml.c); config.c calls them in the order of config_read_root
  * and adds the warnings. */
@@ -16,8 +16,6 @@
 #define MAX_DELIVERY_MS (14 * MS_HOUR)
 #define SET_PRIORITY_MIN (-1000)
 #define SET_PRIORITY_MAX 1000
-
-static const char *const config_event_names[] = {"file", "webhook", NULL};
 
 static int config_name_index(char *const *names, size_t n, const char *s)
 {
@@ -195,47 +193,6 @@ int config_read_ips(config_parser *p, yaml_node_t *v)
 out:
     free(bins);
     return rc;
-}
-
-static int config_read_event(config_parser *p, yaml_node_t *it, config_event_dest *e)
-{
-    static const char *const file_keys[] = {"type", "path", NULL};
-    static const char *const hook_keys[] = {"type", "url", NULL};
-    if (config_as_map(p, it, NULL) < 0) return -1;
-    if (config_is_null(it))
-        return config_fail(p, it, "expected a map like {type: file, path: ...}, got nothing");
-    yaml_node_t *t = config_lookup(p, it, "type", NULL);
-    if (!t) return config_missing(p, LINE(it), "type", "(file or webhook)");
-    int type = CONFIG_EVENT_FILE;
-    FIELD(it, "type", f, config_as_enum(p, f, config_event_names, &type));
-    e->type = (config_event_type)type;
-    if (config_check_keys(p, it, type == CONFIG_EVENT_FILE ? file_keys : hook_keys) < 0) return -1;
-    if (e->type == CONFIG_EVENT_FILE) {
-        if (!config_lookup(p, it, "path", NULL))
-            return config_missing(p, LINE(it), "path", "(type file writes events to this file)");
-        FIELD(it, "path", f, config_as_path(p, f, &e->path));
-    } else {
-        if (!config_lookup(p, it, "url", NULL))
-            return config_missing(p, LINE(it), "url", "(type webhook posts events to this URL)");
-        FIELD(it, "url", f,
-              config_as_str(p, f, config_valid_url, "an http:// or https:// URL", &e->url));
-    }
-    return 0;
-}
-
-static int config_read_events(config_parser *p, yaml_node_t *v, config_set *s)
-{
-    size_t n;
-    if (config_as_list(p, v, &n) < 0) return -1;
-    if (n == 0) return 0;
-    s->events = util_calloc(n, sizeof *s->events);
-    s->nevents = n;
-    for (size_t i = 0; i < n; i++) {
-        size_t m = config_push_index(p, i);
-        if (config_read_event(p, config_item(p, v, i), &s->events[i]) < 0) return -1;
-        config_pop(p, m);
-    }
-    return 0;
 }
 
 static int config_read_max_delivery(config_parser *p, yaml_node_t *v, config_set *s)

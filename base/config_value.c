@@ -333,15 +333,6 @@ bool config_valid_identity(const char *s)
     return at != s && config_valid_hostname(at + 1);
 }
 
-bool config_valid_url(const char *s)
-{
-    size_t skip;
-    if (strncmp(s, "http://", 7) == 0) skip = 7;
-    else if (strncmp(s, "https://", 8) == 0) skip = 8;
-    else return false;
-    return s[skip] && s[skip] != '/' && !config_has_blank_or_control(s);
-}
-
 /* The shape of a crypt(3) hash, "$id$rest" with something after the second '$'. Whether
  * this system's libcrypt implements the method (argon2, for one, is not in Debian's) is the
  * caller's config_hash_check, as it needs libcrypt. */

@@ -19,6 +19,7 @@ struct control;
 struct scheduler;
 struct delivery;
 struct events;
+struct curl_ev;
 
 typedef struct kiln_ctx {
     struct ev_loop *loop;
@@ -33,6 +34,7 @@ typedef struct kiln_ctx {
     struct control *control;
     struct scheduler *sched;
     struct delivery *delivery;   /* the scheduler's executor: delivery sessions */
+    struct curl_ev *curl;        /* libcurl multi on the loop (mta/curl_ev.h): HTTP clients */
     int64_t started_ms;          /* wall clock at start */
     bool stopping;
     /* Clock: wall milliseconds. Defaults to util_wall_ms; tests inject their own. */

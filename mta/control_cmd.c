@@ -5,7 +5,9 @@
  * Every command answers its request exactly once, through control_reply_ok or
  * control_reply_error (a suppression change after its spool commit, through
  * control_wait_for_commit; queue once the query thread made the answer, through
- * control_wait and control_pending_answer), and logs one control.cmd line. The answers' data objects follow
+ * control_wait and control_pending_answer), and logs one control.cmd line. status adds, per
+ * webhook event destination, its backlog, dropped events and last error (mta/webhook.h).
+ * The answers' data objects follow
  * the SES response shapes (SPEC section 5). The dedicated-IP commands read and change the
  * scheduler's pools state (pools/pools.h); changes are persisted by the scheduler. queue
  * copies the scheduler's in-memory queue and is answered from the query thread
@@ -22,6 +24,7 @@
 #include <string.h>
 
 #include "base/kiln.h"
+#include "mta/events.h"
 #include "pools/pools.h"
 #include "mta/quota.h"
 #include "scheduler/scheduler.h"
@@ -56,6 +59,19 @@ static json_t *control_config_file_json(const kiln_ctx *ctx)
     json_t *j = control_jstr(abs);
     free(abs);
     return j;
+}
+
+static void control_webhook_json(void *arg, const webhook_info *in)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "ConfigurationSet", control_jstr(in->set));
+    json_object_set_new(o, "Url", control_jstr(in->url));
+    json_object_set_new(o, "Backlog", json_integer(in->backlog));
+    json_object_set_new(o, "Dropped", json_integer(in->dropped));
+    json_object_set_new(o, "MaxBacklog", json_integer(in->max_backlog));
+    json_object_set_new(o, "Failures", json_integer(in->failures));
+    json_object_set_new(o, "LastError", in->last_error ? control_jstr(in->last_error) : json_null());
+    json_array_append_new(arg, o);
 }
 
 static void control_cmd_status(control_client *cl)
@@ -93,6 +109,9 @@ static void control_cmd_status(control_client *cl)
                         json_string(cfg->mode == CONFIG_MODE_PRODUCTION ? "production"
                                                                          : "sandbox"));
     json_object_set_new(d, "Hostname", control_jstr(cfg->hostname));
+    json_t *hooks = json_array();   /* per webhook destination: backlog, drops, last error */
+    if (ctx->events) events_each_webhook(ctx->events, control_webhook_json, hooks);
+    json_object_set_new(d, "Webhooks", hooks);
     control_reply_ok(cl, d);
     control_log_cmd(cl->ctl, "status", NULL, NULL);
 }

@@ -19,6 +19,7 @@
 
 #include "mta/auth.h"
 #include "mta/control.h"
+#include "mta/curl_ev.h"
 #include "mta/delivery.h"
 #include "mta/events.h"
 #include "mta/fdlimit.h"
@@ -341,9 +342,10 @@ kiln_ctx *daemon_create(const char *config_path, char **err)
                              spool_errmsg(ctx->spool));
         goto fail;
     }
+    ctx->curl = curl_ev_new(ctx->loop);
     ctx->events = events_new(ctx->log);
     events_stats_legacy(ctx->events, legacy_events);
-    events_attach_loop(ctx->events, ctx->loop);
+    events_attach_loop(ctx->events, ctx->loop, ctx->curl);
     /* the scheduler (a data structure) and its executor (delivery sessions) */
     ctx->sched = scheduler_new(ctx, &(scheduler_options){.mem_rcpts = cfg->queue_memory_recipients});
     ctx->delivery = delivery_new(ctx, ctx->sched);
@@ -423,6 +425,7 @@ void daemon_destroy(kiln_ctx *ctx)
     if (ctx->sched) scheduler_free(ctx->sched);
     if (ctx->spool) spool_flush(ctx->spool);
     if (ctx->events) events_free(ctx->events);
+    if (ctx->curl) curl_ev_free(ctx->curl);   /* after every easy handle is gone */
     if (ctx->spool) spool_close(ctx->spool);
     if (ctx->quota) quota_free(ctx->quota);
     if (ctx->log) log_close(ctx->log);

@@ -311,6 +311,7 @@ typedef struct events_file {
 struct events {
     klog *lg;
     struct ev_loop *loop;   /* NULL: webhooks post nothing */
+    struct curl_ev *curl;   /* the loop's HTTP client (NULL: webhooks post nothing) */
     const config *cfg;  /* the config the open files and the webhooks belong to */
     events_file *files;
     size_t nfiles;
@@ -402,9 +403,10 @@ void events_stats_legacy(events *ev, int64_t upto)
     ev->stats_legacy = upto;
 }
 
-void events_attach_loop(events *ev, struct ev_loop *loop)
+void events_attach_loop(events *ev, struct ev_loop *loop, struct curl_ev *curl)
 {
     ev->loop = loop;
+    ev->curl = curl;
     ev->cfg = NULL;     /* the next drain builds the webhooks again, now with the loop */
 }
 
@@ -424,8 +426,18 @@ static void config_changed(events *ev, spool *sp, const config *cfg)
                     dup = true;
             if (dup) continue;
             ev->hooks = util_realloc(ev->hooks, (ev->nhooks + 1) * sizeof *ev->hooks);
-            ev->hooks[ev->nhooks++] = webhook_new(ev->loop, ev->lg, sp, cfg->sets[i].name, d->url);
+            ev->hooks[ev->nhooks++] =
+                webhook_new(ev->loop, ev->curl, ev->lg, sp, cfg->sets[i].name, d);
         }
+}
+
+void events_each_webhook(const events *ev, events_webhook_fn *fn, void *arg)
+{
+    for (size_t i = 0; i < ev->nhooks; i++) {
+        webhook_info info;
+        webhook_get_info(ev->hooks[i], &info);
+        fn(arg, &info);
+    }
 }
 
 /* Deletes the rows every destination has. */

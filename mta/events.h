@@ -18,11 +18,13 @@
 
 #include "base/config.h"
 #include "mta/message.h"
+#include "mta/webhook.h"
 #include "store/event.h"
 
 struct spool;
 struct klog;
 struct ev_loop;
+struct curl_ev;
 
 /* ---- the "mail" object, built once at acceptance and stored with the message ---- */
 typedef struct events_mail_in {
@@ -55,9 +57,14 @@ void events_free(events *ev);
 /* Outbox rows with id <= upto were written by a kiln that did not count them at insertion
  * (stats_legacy_outbox): the drain counts them when it deletes them. */
 void events_stats_legacy(events *ev, int64_t upto);
-/* Lets webhook destinations post on loop (kilnd calls this once after events_new). Without
- * a loop, webhook destinations post nothing and their rows stay in the outbox. */
-void events_attach_loop(events *ev, struct ev_loop *loop);
+/* Lets webhook destinations post on loop through curl (kilnd calls this once after
+ * events_new). Without them, webhook destinations post nothing and their rows stay in the
+ * outbox (up to each one's max_backlog). */
+void events_attach_loop(events *ev, struct ev_loop *loop, struct curl_ev *curl);
+/* Calls fn for every webhook destination of the current config, in config order (none
+ * before the first drain). */
+typedef void events_webhook_fn(void *arg, const webhook_info *info);
+void events_each_webhook(const events *ev, events_webhook_fn *fn, void *arg);
 /* Appends the outbox rows not yet written (at most 4 MB of event text per call, at least
  * one row; the rest on the next call) to the file destinations of its set under cfg
  * (sets not in cfg: the row is logged and dropped), fdatasyncs each touched file, lets each

@@ -49,7 +49,8 @@ static const char usage_text[] =
     "  --json      print the answer as JSON (also accepted after the command)\n"
     "\n"
     "commands:\n"
-    "  status                                 uptime, queue sizes, sessions, config file\n"
+    "  status                                 uptime, queue sizes, sessions, config file,\n"
+    "                                         webhook backlogs, drops and last errors\n"
     "  quota                                  sending quota (SES GetSendQuota)\n"
     "  stats                                  sends, bounces, complaints, rejects per 15 minutes,\n"
     "                                         last 14 days (SES GetSendStatistics)\n"
@@ -478,15 +479,17 @@ static void kilnctl_print_scalar(json_t *v)
     }
 }
 
-/* "Key: value" lines, values aligned, in the daemon's order. */
+/* "Key: value" lines, values aligned, in the daemon's order (lists are tables of their
+ * own, printed by the caller). */
 static void kilnctl_print_fields(json_t *data)
 {
     size_t width = 0;
     const char *key;
     json_t *v;
-    json_object_foreach(data, key, v) if (strlen(key) > width) width = strlen(key);
+    json_object_foreach(data, key, v) if (!json_is_array(v) && strlen(key) > width) width = strlen(key);
     json_object_foreach(data, key, v)
     {
+        if (json_is_array(v)) continue;
         printf("%s:%*s", key, (int)(width - strlen(key) + 1), "");
         if (strcmp(key, "Uptime") == 0 && json_is_integer(v))
             kilnctl_print_duration((long long)json_integer_value(v));
@@ -644,10 +647,24 @@ static void kilnctl_print_explain(json_t *data)
     }
 }
 
+/* status: the webhook destinations' table after the fields (none: nothing). */
+static void kilnctl_print_webhooks(json_t *data)
+{
+    json_t *list = json_object_get(data, "Webhooks");
+    if (json_array_size(list) == 0) return;
+    static const char *const head[] = {"WEBHOOK", "SET", "BACKLOG", "DROPPED", "FAILURES",
+                                       "LAST ERROR"};
+    static const char *const keys[] = {"Url", "ConfigurationSet", "Backlog", "Dropped",
+                                       "Failures", "LastError"};
+    fputs("\n", stdout);
+    kilnctl_print_table(list, head, keys, 6, true);
+}
+
 static void kilnctl_print_human(const char *cmd, const options *o, json_t *data)
 {
     if (strcmp(cmd, "status") == 0 || strcmp(cmd, "quota") == 0) {
         kilnctl_print_fields(data);
+        if (strcmp(cmd, "status") == 0) kilnctl_print_webhooks(data);
     } else if (strcmp(cmd, "suppression.list") == 0) {
         kilnctl_print_suppression(data);
     } else if (strcmp(cmd, "suppression.add") == 0 || strcmp(cmd, "suppression.remove") == 0) {

@@ -1,6 +1,7 @@
 /* kilnd.c — the daemon's entry point: argument parsing, --check-config, then the
  * daemon life cycle of daemon.c in the foreground (as systemd expects), with the malloc
- * settings of kilnd_malloc_setup. */
+ * settings of kilnd_malloc_setup and libcurl's global initialisation. */
+#include <curl/curl.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,13 +78,20 @@ int main(int argc, char **argv)
         return 0;
     }
     kilnd_malloc_setup();
+    /* libcurl's global state, once, before any thread (the spool writer) starts */
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fputs("kilnd: libcurl cannot be initialised\n", stderr);
+        return 1;
+    }
     kiln_ctx *ctx = daemon_create(path, &err);
     if (!ctx) {
         fprintf(stderr, "kilnd: %s\n", err ? err : "start-up failed");
         free(err);
+        curl_global_cleanup();
         return 1;
     }
     int status = daemon_run(ctx);
     daemon_destroy(ctx);
+    curl_global_cleanup();
     return status;
 }

@@ -1,54 +1,57 @@
-/* webhook.c — the `webhook` event destination: a small non-blocking HTTP/1.1 client on the
- * libev loop that posts one event per request (Connection: close), in outbox order, with
- * durable progress in the spool kv table (see webhook.h).
- *
- * Why no HTTP library: kiln needs exactly one request shape (POST, fixed headers, JSON
- * body) and only the status line of the answer; libcurl's multi interface on libev would
- * be a new dependency larger than this file. The status line is parsed by hand below.
- * The socket, buffers and the 10 s attempt timer are one mta/conn (plain TCP: https URLs
- * are refused as unusable). */
+/* webhook.c — the `webhook` event destination (see webhook.h): a window of its set's
+ * outbox events, one POST at a time through a reused curl easy handle on the shared
+ * curl_ev (keep-alive), durable progress in the spool kv table, backoff, the backlog count
+ * and the max_backlog drop. curl does HTTP, TLS and name resolution; what kiln reads of an
+ * answer besides the status code and Retry-After is webhook_resp.c's. */
 #include "mta/webhook.h"
 
-#include <arpa/inet.h>
-#include <errno.h>
+#include <curl/curl.h>
 #include <ev.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "mta/conn.h"
-#include "store/spool.h"
 #include "base/log.h"
 #include "base/util.h"
+#include "mta/curl_ev.h"
+#include "mta/webhook_resp.h"
+#include "store/spool.h"
 
-#define WEBHOOK_TIMEOUT_S 10.0
+#ifndef PACKAGE_VERSION
+#define PACKAGE_VERSION "0.1.0"
+#endif
+
+#define WEBHOOK_TIMEOUT_MS 10000L
 #define WEBHOOK_BACKOFF_FIRST_MS 1000
 #define WEBHOOK_BACKOFF_MAX_MS (5 * 60 * 1000)
 #define WEBHOOK_WARN_EVERY_MS (60 * 1000)
 #define WEBHOOK_SCAN_BATCH 1000
 #define WEBHOOK_WINDOW_BYTES (4u << 20)  /* event text held in the window (at least one) */
 #define WEBHOOK_SCAN_BYTES (4u << 20)    /* event text one outbox read walks over */
-#define WEBHOOK_MAX_RESPONSE 65536
 
 typedef struct webhook_event {
     int64_t id;
     char *json;
 } webhook_event;
 
-typedef enum { WH_IDLE = 0, WH_CONNECTING, WH_SENDING, WH_READING } webhook_state;
-
 struct webhook {
     struct ev_loop *loop;
+    curl_ev *cev;
     klog *lg;
     spool *sp;
-    char *set, *url, *key;
-    /* parsed URL; unusable != NULL: why nothing can be posted (logged once) */
-    char *host, *path;
-    int port;
-    char *unusable;
-    struct sockaddr_storage addr;
-    socklen_t addrlen;
+    char *set, *url, *key, *dropped_key;
+    int batch;
+    int64_t max_backlog;
+    char *unusable;         /* why nothing can be posted (logged once), or NULL */
+
+    CURL *easy;             /* reused for every POST: its connection stays in the cache */
+    struct curl_slist *headers;
+    curl_ev_xfer xfer;
+    char errbuf[CURL_ERROR_SIZE];
+    strbuf body;            /* the POST in flight */
+    size_t inflight;        /* events of the window in that POST (from qhead); 0 = idle */
+    webhook_resp resp;
+    bool resp_too_large;
 
     int64_t acked;          /* durable progress (see webhook_acked) */
     int64_t scanned;        /* highest outbox id looked at for this set */
@@ -56,86 +59,15 @@ struct webhook {
     size_t qhead, qlen;
     size_t qbytes;          /* event text held in q */
 
-    webhook_state state;
-    conn conn;              /* the request's connection; its timer bounds the attempt */
+    int64_t counted_upto;   /* >= acked: the set's rows in (acked, counted_upto] are... */
+    int64_t backlog;        /* ...this many (undelivered, not dropped) */
+    int64_t dropped;
 
     int failures;           /* consecutive failures; 0 = healthy */
     int64_t next_try_ms;    /* loop time (ms) before which no new attempt starts */
     int64_t warned_ms;      /* last backlog warning */
     char *last_error;
 };
-
-/* ------------------------------------------------------------------- pure helpers ---- */
-
-int webhook_parse_url(const char *url, bool *https, char **host, int *port, char **path,
-                      char **err)
-{
-    const char *p;
-    if (strncmp(url, "http://", 7) == 0) {
-        *https = false, *port = 80, p = url + 7;
-    } else if (strncmp(url, "https://", 8) == 0) {
-        *https = true, *port = 443, p = url + 8;
-    } else {
-        *err = util_asprintf("webhook URL %s: must start with http:// or https://", url);
-        return -1;
-    }
-    const char *slash = strchr(p, '/');
-    const char *hend = slash ? slash : p + strlen(p);
-    const char *hstart = p, *colon = NULL;
-    if (*p == '[') {
-        const char *rb = memchr(p, ']', (size_t)(hend - p));
-        if (!rb) {
-            *err = util_asprintf("webhook URL %s: unclosed [ in the host", url);
-            return -1;
-        }
-        hstart = p + 1;
-        colon = rb + 1 < hend && rb[1] == ':' ? rb + 1 : NULL;
-        if (rb + 1 < hend && !colon) {
-            *err = util_asprintf("webhook URL %s: unexpected text after ]", url);
-            return -1;
-        }
-        *host = util_strndup(hstart, (size_t)(rb - hstart));
-    } else {
-        colon = memchr(p, ':', (size_t)(hend - p));
-        *host = util_strndup(p, (size_t)((colon ? colon : hend) - p));
-    }
-    if (**host == '\0' || memchr(p, '@', (size_t)(hend - p))) {
-        *err = util_asprintf("webhook URL %s: needs a host (and no user info)", url);
-        free(*host);
-        *host = NULL;
-        return -1;
-    }
-    if (colon) {
-        char *end;
-        long v = strtol(colon + 1, &end, 10);
-        if (end != hend || end == colon + 1 || v < 1 || v > 65535) {
-            *err = util_asprintf("webhook URL %s: the port must be 1..65535", url);
-            free(*host);
-            *host = NULL;
-            return -1;
-        }
-        *port = (int)v;
-    }
-    *path = util_strdup(slash ? slash : "/");
-    return 0;
-}
-
-int webhook_response_status(const char *buf, size_t len)
-{
-    const char *eol = memchr(buf, '\n', len);
-    if (!eol) return len > 1024 ? -1 : 0;
-    /* "HTTP/1.x NNN" */
-    if ((size_t)(eol - buf) < 12 || strncmp(buf, "HTTP/1.", 7) != 0 || buf[8] != ' ')
-        return -1;
-    int code = 0;
-    for (int i = 9; i < 12; i++) {
-        if (buf[i] < '0' || buf[i] > '9') return -1;
-        code = code * 10 + (buf[i] - '0');
-    }
-    if (code < 100 || code > 599) return -1;
-    if (buf[12] != ' ' && buf[12] != '\r' && buf[12] != '\n') return -1;
-    return code;
-}
 
 int64_t webhook_backoff_ms(int failures)
 {
@@ -148,18 +80,54 @@ int64_t webhook_backoff_ms(int failures)
 
 static int64_t webhook_now_ms(const webhook *w)
 {
-    return (int64_t)(ev_now(w->loop) * 1000.0);
+    return w->loop ? (int64_t)(ev_now(w->loop) * 1000.0) : 0;
 }
 
+static void webhook_kv_error(webhook *w, const char *op)
+{
+    log_write(w->lg, KLOG_ERROR, "webhook_error", "set=%s url=%s op=%s error=%s",
+              log_q(w->lg, w->set), log_q(w->lg, w->url), op,
+              log_q(w->lg, spool_errmsg(w->sp)));
+}
+
+static void webhook_kv_put_int(webhook *w, const char *key, int64_t v)
+{
+    char s[32];
+    snprintf(s, sizeof s, "%lld", (long long)v);
+    if (spool_kv_put(w->sp, key, s) < 0) webhook_kv_error(w, "save");
+}
+
+static int64_t webhook_kv_get_int(webhook *w, const char *key)
+{
+    char *v = NULL;
+    int64_t n = 0;
+    if (spool_kv_get(w->sp, key, &v) == 0 && v) n = strtoll(v, NULL, 10);
+    free(v);
+    return n;
+}
+
+/* Moves the progress to acked (never back). Rows between the counted range and acked were
+ * never counted, and none of them is pending: the count goes on from acked. */
 static void webhook_save_acked(webhook *w, int64_t acked)
 {
     if (acked <= w->acked) return;
     w->acked = acked;
-    char v[32];
-    snprintf(v, sizeof v, "%lld", (long long)acked);
-    if (spool_kv_put(w->sp, w->key, v) < 0)
-        log_write(w->lg, KLOG_ERROR, "webhook_error", "set=%s url=%s op=save error=%s",
-                  log_q(w->lg, w->set), log_q(w->lg, w->url), log_q(w->lg, spool_errmsg(w->sp)));
+    if (w->counted_upto < acked) w->counted_upto = acked;
+    webhook_kv_put_int(w, w->key, acked);
+}
+
+/* Removes the first n events of the window; each one that was counted leaves the backlog. */
+static void webhook_window_pop(webhook *w, size_t n)
+{
+    for (size_t i = 0; i < n && w->qlen > 0; i++) {
+        webhook_event *e = &w->q[w->qhead];
+        if (e->id <= w->counted_upto && w->backlog > 0) w->backlog--;
+        w->qbytes -= strlen(e->json);
+        free(e->json);
+        e->json = NULL;
+        w->qhead = (w->qhead + 1) % WEBHOOK_WINDOW;
+        w->qlen--;
+    }
 }
 
 typedef struct scan_ctx {
@@ -167,7 +135,6 @@ typedef struct scan_ctx {
     int64_t last;          /* last id looked at */
     size_t rows;
     bool full;             /* window filled: stop taking rows */
-    int64_t backlog;       /* count mode: rows of the set */
     size_t bytes;          /* event text of the rows looked at */
 } scan_ctx;
 
@@ -188,16 +155,14 @@ static void webhook_scan_row(void *arg, int64_t id, const char *set, const char 
 }
 
 /* Fills the window with the next events of the set after `scanned`; with none pending,
- * everything scanned counts as acknowledged. */
+ * everything scanned counts as acknowledged. Never while a POST is in flight. */
 static void webhook_refill(webhook *w)
 {
     while (w->qlen < WEBHOOK_WINDOW && (w->qlen == 0 || w->qbytes < WEBHOOK_WINDOW_BYTES)) {
-        scan_ctx c = {w, w->scanned, 0, false, 0, 0};
+        scan_ctx c = {w, w->scanned, 0, false, 0};
         if (spool_each_event_bytes(w->sp, w->scanned, WEBHOOK_SCAN_BATCH, WEBHOOK_SCAN_BYTES,
                                    webhook_scan_row, &c) < 0) {
-            log_write(w->lg, KLOG_ERROR, "webhook_error", "set=%s url=%s op=read error=%s",
-                      log_q(w->lg, w->set), log_q(w->lg, w->url),
-                      log_q(w->lg, spool_errmsg(w->sp)));
+            webhook_kv_error(w, "read");
             return;
         }
         w->scanned = c.last;
@@ -207,217 +172,256 @@ static void webhook_refill(webhook *w)
     webhook_save_acked(w, w->qlen ? w->q[w->qhead].id - 1 : w->scanned);
 }
 
-static void webhook_count_row(void *arg, int64_t id, const char *set, const char *json)
+/* Counts the set's rows that arrived after counted_upto (at most WEBHOOK_COUNT_STEP rows
+ * read per call). */
+static void webhook_count(webhook *w)
 {
-    (void)json;
-    scan_ctx *c = arg;
-    c->rows++;
-    c->last = id;
-    if (strcmp(set ? set : "", c->w->set) == 0) c->backlog++;
-}
-
-/* Outbox rows of the set not yet acknowledged (read once a minute while failing). */
-static int64_t webhook_count_backlog(webhook *w)
-{
-    scan_ctx c = {w, w->acked, 0, false, 0, 0};
-    for (;;) {
-        c.rows = 0;
-        if (spool_each_event(w->sp, c.last, WEBHOOK_SCAN_BATCH, webhook_count_row, &c) < 0) return -1;
-        if (c.rows < WEBHOOK_SCAN_BATCH) break;
+    int64_t last = 0, n = 0;
+    if (spool_count_set_events(w->sp, w->set, w->counted_upto, WEBHOOK_COUNT_STEP, &last, &n) < 0) {
+        webhook_kv_error(w, "count");
+        return;
     }
-    return c.backlog;
+    if (last > w->counted_upto) {
+        w->counted_upto = last;
+        w->backlog += n;
+    }
 }
 
-/* --------------------------------------------------------------------- the client ---- */
+/* ------------------------------------------------------------------------- the POST ---- */
 
-static void webhook_conn_close(webhook *w)
+static void webhook_abandon(webhook *w)
 {
-    conn_close(&w->conn, false);
-    w->state = WH_IDLE;
+    if (w->inflight && w->cev) curl_ev_remove(w->cev, &w->xfer);
+    w->inflight = 0;
 }
 
-static void webhook_start_post(webhook *w);
-
-static void webhook_attempt_failed(webhook *w, const char *why)
+/* Past max_backlog: the oldest events of the set are dropped (progress moves over them).
+ * The window holds the set's first rows after acked, in order, and the set has no row in
+ * (last of the window, scanned]; the k oldest end in the window or after scanned. All of
+ * them are counted (k <= backlog), so the backlog goes down by exactly k. */
+static void webhook_drop(webhook *w)
 {
-    webhook_conn_close(w);
-    w->failures++;
-    int64_t now = webhook_now_ms(w);
-    int64_t wait = webhook_backoff_ms(w->failures);
-    w->next_try_ms = now + wait;
-    log_write(w->lg, w->failures == 1 ? KLOG_WARNING : KLOG_DEBUG, "webhook_failed",
-              "set=%s url=%s event_id=%lld failures=%d retry_in_ms=%lld error=%s",
-              log_q(w->lg, w->set), log_q(w->lg, w->url), (long long)w->q[w->qhead].id,
-              w->failures, (long long)wait, log_q(w->lg, why));
-    if (w->failures == 1) w->warned_ms = now;
+    int64_t k = w->backlog - w->max_backlog;
+    if (k <= 0) return;
+    int64_t cut;
+    if ((size_t)k <= w->qlen) {
+        cut = w->q[(w->qhead + (size_t)k - 1) % WEBHOOK_WINDOW].id;
+    } else {
+        int r = spool_nth_set_event(w->sp, w->set, w->scanned, k - (int64_t)w->qlen, &cut);
+        if (r < 0) webhook_kv_error(w, "find");
+        if (r <= 0) return;
+    }
+    int64_t after = w->acked;
+    webhook_abandon(w);     /* a POST in flight carries the oldest events */
+    size_t in_window = (size_t)k < w->qlen ? (size_t)k : w->qlen;
+    webhook_window_pop(w, in_window);
+    w->backlog -= k - (int64_t)in_window;
+    if (w->backlog < 0) w->backlog = 0;
+    if (w->qlen == 0 && cut > w->scanned) w->scanned = cut;
+    w->dropped += k;
+    webhook_kv_put_int(w, w->dropped_key, w->dropped);
+    log_write(w->lg, KLOG_WARNING, "webhook_dropped",
+              "set=%s url=%s dropped=%lld after_id=%lld upto_id=%lld max_backlog=%lld "
+              "total_dropped=%lld",
+              log_q(w->lg, w->set), log_q(w->lg, w->url), (long long)k, (long long)after,
+              (long long)cut, (long long)w->max_backlog, (long long)w->dropped);
+    webhook_save_acked(w, w->qlen ? w->q[w->qhead].id - 1 : cut);
+}
+
+static void webhook_set_error(webhook *w, const char *why)
+{
     free(w->last_error);
     w->last_error = util_strdup(why);
 }
 
+static void webhook_attempt_failed(webhook *w, const char *why, int64_t retry_after_ms)
+{
+    size_t n = w->inflight;
+    w->inflight = 0;
+    w->failures++;
+    int64_t now = webhook_now_ms(w);
+    int64_t wait = webhook_backoff_ms(w->failures);
+    if (retry_after_ms > wait) wait = retry_after_ms < WEBHOOK_BACKOFF_MAX_MS ? retry_after_ms
+                                                                              : WEBHOOK_BACKOFF_MAX_MS;
+    w->next_try_ms = now + wait;
+    log_write(w->lg, w->failures == 1 ? KLOG_WARNING : KLOG_DEBUG, "webhook_failed",
+              "set=%s url=%s event_id=%lld events=%zu failures=%d retry_in_ms=%lld error=%s",
+              log_q(w->lg, w->set), log_q(w->lg, w->url),
+              (long long)(w->qlen ? w->q[w->qhead].id : 0), n, w->failures, (long long)wait,
+              log_q(w->lg, why));
+    if (w->failures == 1) w->warned_ms = now;
+    webhook_set_error(w, why);
+}
+
+static void webhook_start_post(webhook *w);
+
 static void webhook_attempt_done(webhook *w)
 {
-    webhook_conn_close(w);
     if (w->failures > 0)
         log_write(w->lg, KLOG_INFO, "webhook_recovered", "set=%s url=%s failures=%d",
                   log_q(w->lg, w->set), log_q(w->lg, w->url), w->failures);
     w->failures = 0;
     w->next_try_ms = 0;
-    webhook_event *e = &w->q[w->qhead];
-    int64_t id = e->id;
-    w->qbytes -= strlen(e->json);
-    free(e->json);
-    e->json = NULL;
-    w->qhead = (w->qhead + 1) % WEBHOOK_WINDOW;
-    w->qlen--;
-    webhook_save_acked(w, w->qlen ? w->q[w->qhead].id - 1 : id);
-    if (w->qlen == 0) webhook_refill(w);
+    size_t n = w->inflight;
+    w->inflight = 0;
+    int64_t last = w->q[(w->qhead + n - 1) % WEBHOOK_WINDOW].id;
+    webhook_window_pop(w, n);
+    webhook_save_acked(w, w->qlen ? w->q[w->qhead].id - 1 : last);
+    if (w->qlen < (size_t)w->batch) webhook_refill(w);
     if (w->qlen > 0) webhook_start_post(w);
 }
 
-static void webhook_on_timeout(void *arg)
+static void webhook_on_done(void *arg, CURL *easy, CURLcode result)
 {
-    webhook_attempt_failed(arg, "no answer within 10s");
-}
-
-static void webhook_failed_errno(webhook *w, const char *op, int err)
-{
-    char *why = util_asprintf("%s: %s", op, strerror(err));
-    webhook_attempt_failed(w, why);
+    webhook *w = arg;
+    if (result != CURLE_OK) {
+        char *why;
+        if (w->resp_too_large)
+            why = util_asprintf("the answer's header is larger than %u bytes",
+                                WEBHOOK_RESP_MAX_HEADER_BYTES);
+        else {
+            long os_errno = 0;      /* curl's text names no errno: "Connection refused" */
+            curl_easy_getinfo(easy, CURLINFO_OS_ERRNO, &os_errno);
+            why = util_asprintf("%s%s%s%s", w->errbuf[0] ? w->errbuf : curl_easy_strerror(result),
+                                os_errno ? " (" : "", os_errno ? strerror((int)os_errno) : "",
+                                os_errno ? ")" : "");
+        }
+        webhook_attempt_failed(w, why, -1);
+        free(why);
+        return;
+    }
+    long code = 0;
+    curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &code);
+    if (code >= 200 && code <= 299) {
+        webhook_attempt_done(w);
+        return;
+    }
+    curl_off_t retry_s = 0;
+    if (curl_easy_getinfo(easy, CURLINFO_RETRY_AFTER, &retry_s) != CURLE_OK || retry_s < 0)
+        retry_s = 0;
+    char *why = webhook_resp_error(&w->resp, code);
+    webhook_attempt_failed(w, why, retry_s > WEBHOOK_BACKOFF_MAX_MS / 1000
+                                       ? WEBHOOK_BACKOFF_MAX_MS
+                                       : (int64_t)retry_s * 1000);
     free(why);
 }
 
-static void webhook_on_io(void *arg, int revents)
+static size_t webhook_on_header(char *line, size_t size, size_t n, void *arg)
 {
-    (void)revents;
     webhook *w = arg;
-    if (w->state == WH_CONNECTING) {
-        int soerr = conn_connected(&w->conn);
-        if (soerr != 0) {
-            webhook_failed_errno(w, "connect", soerr);
-            return;
-        }
-        w->state = WH_SENDING;
+    if (webhook_resp_header(&w->resp, line, size * n) < 0) {
+        w->resp_too_large = true;
+        return 0;   /* curl aborts the transfer */
     }
-    if (w->state == WH_SENDING) {
-        conn_status st = conn_flush(&w->conn, NULL);
-        if (st == CONN_ERROR) {
-            webhook_failed_errno(w, "send", conn_errno(&w->conn));
-            return;
-        }
-        if (st == CONN_OK) w->state = WH_READING;
-        conn_update(&w->conn, w->state == WH_READING);
-        return;
-    }
-    conn_status st = conn_read(&w->conn, NULL);
-    if (st == CONN_AGAIN) return;
-    if (st == CONN_ERROR) {
-        webhook_failed_errno(w, "recv", conn_errno(&w->conn));
-        return;
-    }
-    const strbuf *in = &w->conn.in;
-    bool eof = st == CONN_EOF;
-    bool headers_end = in->len && memmem(in->buf, in->len, "\r\n\r\n", 4) != NULL;
-    if (!eof && !headers_end && in->len < WEBHOOK_MAX_RESPONSE) return;
-    int code = in->len ? webhook_response_status(in->buf, in->len) : -1;
-    if (code >= 200 && code <= 299) {
-        webhook_attempt_done(w);
-    } else if (code > 0) {
-        char *why = util_asprintf("HTTP status %d", code);
-        webhook_attempt_failed(w, why);
-        free(why);
-    } else {
-        webhook_attempt_failed(w, in->len ? "the answer is not an HTTP/1.x response"
-                                          : "connection closed without an answer");
-    }
+    return size * n;
 }
 
-static const conn_ops webhook_conn_ops = {.on_io = webhook_on_io, .on_timeout = webhook_on_timeout};
+static size_t webhook_on_body(char *data, size_t size, size_t n, void *arg)
+{
+    webhook_resp_body(&((webhook *)arg)->resp, data, size * n);
+    return size * n;
+}
 
 static void webhook_start_post(webhook *w)
 {
-    const webhook_event *e = &w->q[w->qhead];
-    strbuf *out = &w->conn.out;
-    strbuf_reset(out);
-    bool v6 = w->addr.ss_family == AF_INET6;
-    strbuf_printf(out,
-                  "POST %s HTTP/1.1\r\nHost: %s%s%s:%d\r\nUser-Agent: kiln\r\n"
-                  "Content-Type: application/json\r\nContent-Length: %zu\r\n"
-                  "Connection: close\r\n\r\n",
-                  w->path, v6 ? "[" : "", w->host, v6 ? "]" : "", w->port, strlen(e->json));
-    strbuf_puts(out, e->json);
-    w->state = WH_CONNECTING;
-    conn_timer_set(&w->conn, WEBHOOK_TIMEOUT_S);
-    conn_step step;
-    if (conn_connect(&w->conn, (struct sockaddr *)&w->addr, w->addrlen, NULL, 0, false,
-                     &step) != 0) {
-        webhook_failed_errno(w, step == CONN_STEP_SOCKET ? "socket" : "connect",
-                             conn_errno(&w->conn));
-        return;
+    size_t n = w->qlen < (size_t)w->batch ? w->qlen : (size_t)w->batch;
+    strbuf_reset(&w->body);
+    if (w->batch > 1) strbuf_puts(&w->body, "[");
+    for (size_t i = 0; i < n; i++) {
+        if (i) strbuf_puts(&w->body, ",");
+        strbuf_puts(&w->body, w->q[(w->qhead + i) % WEBHOOK_WINDOW].json);
     }
-    conn_update(&w->conn, false);
+    if (w->batch > 1) strbuf_puts(&w->body, "]");
+    webhook_resp_reset(&w->resp);
+    w->resp_too_large = false;
+    w->errbuf[0] = '\0';
+    curl_easy_setopt(w->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)w->body.len);
+    curl_easy_setopt(w->easy, CURLOPT_POSTFIELDS, w->body.buf);
+    w->inflight = n;
+    char *err = NULL;
+    if (curl_ev_add(w->cev, &w->xfer, w->easy, webhook_on_done, w, &err) != 0) {
+        webhook_attempt_failed(w, err, -1);
+        free(err);
+    }
+}
+
+/* ------------------------------------------------------------------- the easy handle ---- */
+
+/* Sets up the one easy handle of the destination; NULL, or why it cannot (malloc'd). */
+static char *webhook_easy_setup(webhook *w, const config_event_dest *d)
+{
+    w->easy = curl_easy_init();
+    if (!w->easy) return util_strdup("curl_easy_init failed");
+    w->headers = curl_slist_append(NULL, "Content-Type: application/json");
+    w->headers = curl_slist_append(w->headers, "Expect:");  /* no 100-continue wait */
+    if (!w->headers) util_fatal("webhook: out of memory");
+    CURL *e = w->easy;
+    CURLcode rc = CURLE_OK;
+#define WEBHOOK_OPT(opt, val) \
+    if (rc == CURLE_OK) rc = curl_easy_setopt(e, opt, val)
+    WEBHOOK_OPT(CURLOPT_URL, w->url);
+    WEBHOOK_OPT(CURLOPT_PROTOCOLS_STR, "http,https");
+    WEBHOOK_OPT(CURLOPT_FOLLOWLOCATION, 0L);
+    WEBHOOK_OPT(CURLOPT_NOSIGNAL, 1L);
+    WEBHOOK_OPT(CURLOPT_POST, 1L);
+    WEBHOOK_OPT(CURLOPT_HTTPHEADER, w->headers);
+    WEBHOOK_OPT(CURLOPT_USERAGENT, "kiln/" PACKAGE_VERSION);
+    WEBHOOK_OPT(CURLOPT_TIMEOUT_MS, WEBHOOK_TIMEOUT_MS);
+    WEBHOOK_OPT(CURLOPT_SSL_VERIFYPEER, 1L);
+    WEBHOOK_OPT(CURLOPT_SSL_VERIFYHOST, 2L);
+    WEBHOOK_OPT(CURLOPT_ERRORBUFFER, w->errbuf);
+    WEBHOOK_OPT(CURLOPT_HEADERFUNCTION, webhook_on_header);
+    WEBHOOK_OPT(CURLOPT_HEADERDATA, w);
+    WEBHOOK_OPT(CURLOPT_WRITEFUNCTION, webhook_on_body);
+    WEBHOOK_OPT(CURLOPT_WRITEDATA, w);
+    if (d->ca_file) {
+        WEBHOOK_OPT(CURLOPT_CAINFO, d->ca_file);
+        WEBHOOK_OPT(CURLOPT_CAPATH, NULL);   /* only the CAs of ca_file */
+    }
+#undef WEBHOOK_OPT
+    if (rc != CURLE_OK) return util_asprintf("curl refuses the destination: %s", curl_easy_strerror(rc));
+    return NULL;
 }
 
 /* --------------------------------------------------------------------- public API ---- */
 
-webhook *webhook_new(struct ev_loop *loop, klog *lg, spool *sp, const char *set, const char *url)
+webhook *webhook_new(struct ev_loop *loop, curl_ev *cev, klog *lg, spool *sp, const char *set,
+                     const config_event_dest *d)
 {
     webhook *w = util_calloc(1, sizeof *w);
     w->loop = loop;
+    w->cev = cev;
     w->lg = lg;
     w->sp = sp;
     w->set = util_strdup(set);
-    w->url = util_strdup(url);
-    w->key = util_asprintf("webhook:%s:%s", set, url);
-    conn_init(&w->conn, loop, &webhook_conn_ops, w);   /* nothing starts without a loop */
-
-    char *v = NULL;
-    if (spool_kv_get(sp, w->key, &v) == 0 && v) w->acked = strtoll(v, NULL, 10);
-    free(v);
-    w->scanned = w->acked;
-
-    bool https = false;
-    char *err = NULL;
-    if (webhook_parse_url(url, &https, &w->host, &w->port, &w->path, &err) != 0) {
-        w->unusable = err;
-    } else if (https) {
-        w->unusable = util_strdup("https webhooks are not supported yet; use an http:// URL "
-                                  "(events stay queued in the spool outbox)");
-    } else {
-        struct sockaddr_in *a4 = (struct sockaddr_in *)&w->addr;
-        struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&w->addr;
-        const char *h = strcmp(w->host, "localhost") == 0 ? "127.0.0.1" : w->host;
-        if (inet_pton(AF_INET, h, &a4->sin_addr) == 1) {
-            a4->sin_family = AF_INET;
-            a4->sin_port = htons((uint16_t)w->port);
-            w->addrlen = sizeof *a4;
-        } else if (inet_pton(AF_INET6, h, &a6->sin6_addr) == 1) {
-            a6->sin6_family = AF_INET6;
-            a6->sin6_port = htons((uint16_t)w->port);
-            w->addrlen = sizeof *a6;
-        } else {
-            w->unusable = util_asprintf("webhook host %s is a name; only IP addresses (or "
-                                        "localhost) are supported yet (events stay queued "
-                                        "in the spool outbox)", w->host);
-        }
-    }
+    w->url = util_strdup(d->url);
+    w->batch = d->batch >= 1 && d->batch <= WEBHOOK_WINDOW ? d->batch : 1;
+    w->max_backlog = d->max_backlog >= 1 ? d->max_backlog : CONFIG_WEBHOOK_BACKLOG_DEFAULT;
+    w->key = util_asprintf("webhook:%s:%s", set, d->url);
+    w->dropped_key = util_asprintf("webhook_dropped:%s:%s", set, d->url);
+    strbuf_init(&w->body);
+    w->acked = webhook_kv_get_int(w, w->key);
+    w->dropped = webhook_kv_get_int(w, w->dropped_key);
+    w->scanned = w->counted_upto = w->acked;
+    if (cev) w->unusable = webhook_easy_setup(w, d);
     if (w->unusable)
         log_write(lg, KLOG_ERROR, "webhook_unusable", "set=%s url=%s error=%s",
-                  log_q(lg, set), log_q(lg, url), log_q(lg, w->unusable));
+                  log_q(lg, set), log_q(lg, d->url), log_q(lg, w->unusable));
     return w;
 }
 
 void webhook_free(webhook *w)
 {
     if (!w) return;
-    if (w->loop) webhook_conn_close(w);
-    for (size_t i = 0; i < w->qlen; i++) free(w->q[(w->qhead + i) % WEBHOOK_WINDOW].json);
-    strbuf_free(&w->conn.in);           /* never opened without a loop: no conn_free */
-    strbuf_free(&w->conn.out);
+    webhook_abandon(w);
+    if (w->easy) curl_easy_cleanup(w->easy);
+    curl_slist_free_all(w->headers);
+    webhook_window_pop(w, w->qlen);
+    strbuf_free(&w->body);
     free(w->set);
     free(w->url);
     free(w->key);
-    free(w->host);
-    free(w->path);
+    free(w->dropped_key);
     free(w->unusable);
     free(w->last_error);
     free(w);
@@ -425,27 +429,38 @@ void webhook_free(webhook *w)
 
 void webhook_poll(webhook *w)
 {
-    if (!w->loop || w->unusable) {
+    webhook_count(w);
+    if (w->backlog > w->max_backlog) webhook_drop(w);
+    if (!w->cev || w->unusable) {
         /* Nothing can be posted: still hold only this set's rows, not everyone's. */
         if (w->qlen == 0) webhook_refill(w);
         return;
     }
     int64_t now = webhook_now_ms(w);
-    if (w->failures > 0) {
-        if (now - w->warned_ms >= WEBHOOK_WARN_EVERY_MS) {
-            w->warned_ms = now;
-            log_write(w->lg, KLOG_WARNING, "webhook_backlog",
-                      "set=%s url=%s backlog=%lld failures=%d error=%s",
-                      log_q(w->lg, w->set), log_q(w->lg, w->url), (long long)webhook_count_backlog(w),
-                      w->failures, log_q(w->lg, w->last_error));
-        }
+    if (w->failures > 0 && now - w->warned_ms >= WEBHOOK_WARN_EVERY_MS) {
+        w->warned_ms = now;
+        log_write(w->lg, KLOG_WARNING, "webhook_backlog",
+                  "set=%s url=%s backlog=%lld dropped=%lld failures=%d error=%s",
+                  log_q(w->lg, w->set), log_q(w->lg, w->url), (long long)w->backlog,
+                  (long long)w->dropped, w->failures, log_q(w->lg, w->last_error));
     }
-    if (w->state != WH_IDLE || (w->failures > 0 && now < w->next_try_ms)) return;
-    if (w->qlen == 0) webhook_refill(w);
+    if (w->inflight || (w->failures > 0 && now < w->next_try_ms)) return;
+    if (w->qlen < (size_t)w->batch) webhook_refill(w);
     if (w->qlen > 0) webhook_start_post(w);
 }
 
 int64_t webhook_acked(const webhook *w)
 {
     return w->acked;
+}
+
+void webhook_get_info(const webhook *w, webhook_info *out)
+{
+    out->set = w->set;
+    out->url = w->url;
+    out->backlog = w->backlog;
+    out->dropped = w->dropped;
+    out->max_backlog = w->max_backlog;
+    out->failures = w->failures;
+    out->last_error = w->unusable ? w->unusable : w->last_error;
 }

@@ -1,20 +1,33 @@
 /* webhook.h — one `webhook` event destination (SPEC section 4): posts the events of its
- * configuration set, in outbox order, one HTTP/1.1 POST per event (Content-Type:
- * application/json, the event JSON as the body), with a non-blocking client on the libev
- * loop. A 2xx answer acknowledges the event; any other answer, a connection failure or
- * no answer within 10 s is retried with exponential backoff (1 s doubling to 5 min).
+ * configuration set, in outbox order, over HTTP or HTTPS with libcurl's multi interface on
+ * the libev loop (mta/curl_ev.h). Each POST carries Content-Type: application/json and,
+ * with `batch: 1` (the default), one event object as its body; with `batch: N` a JSON
+ * array of up to N events. A 2xx answer acknowledges what the POST carried; any other
+ * answer, a connection or TLS failure or no answer within 10 s is retried with exponential
+ * backoff (1 s doubling to 5 min; a longer Retry-After is honoured up to 5 min). One POST
+ * is in flight per destination; its connection is kept alive and reused (one easy handle
+ * per destination, in the shared connection cache of the curl_ev).
+ *
+ * TLS: https URLs verify the peer's certificate chain and host name, against the system
+ * CA store or, with `ca_file`, against only the CAs in that file. Host names resolve through
+ * curl's resolver (the system's: /etc/hosts, resolv.conf), not through dns.servers.
  *
  * Durability: the destination's progress (every outbox row of its set with id <= acked has
- * been acknowledged) is kept in the spool under kv key "webhook:<set>:<url>", written in
- * the spool batch after each acknowledgement. events_drain deletes outbox rows only up to
- * the lowest progress of all destinations, so a crash repeats an event, never loses one.
- * At most WEBHOOK_WINDOW events, and at most 4 MB of event text (but always at least one
- * event), are held in memory per destination; one outbox read walks over at most 4 MB.
+ * been acknowledged or dropped) is kept in the spool under kv key "webhook:<set>:<url>",
+ * written in the spool batch after each acknowledgement. events_drain deletes outbox rows
+ * only up to the lowest progress of all destinations, so a crash repeats an event, never
+ * loses one. At most WEBHOOK_WINDOW events, and at most 4 MB of event text (but always at
+ * least one event), are held in memory per destination; one outbox read walks over at most
+ * 4 MB.
  *
- * Limits: http:// only. https:// URLs (accepted by the config) and hosts given by name
- * rather than by IP address are reported once as an error and their events stay queued
- * in the outbox. While a destination is failing, a warning with its backlog is logged
- * every minute; the outbox itself is not bounded. */
+ * The backlog (outbox rows of the set not yet acknowledged) is counted as rows arrive (at
+ * most WEBHOOK_COUNT_STEP rows read per poll, so after a start a large outbox is counted
+ * over a few polls). Past `max_backlog`, the oldest events are dropped: the progress moves
+ * over them (their rows are then deleted once the set's other destinations have them),
+ * a `webhook_dropped` warning is logged and the count is kept (kv "webhook_dropped:<set>:
+ * <url>", so it survives restarts) for kilnctl status. A POST in flight whose events are
+ * dropped is abandoned. While a destination is failing, a warning with its backlog is
+ * logged every minute. */
 #ifndef KILN_WEBHOOK_H
 #define KILN_WEBHOOK_H
 
@@ -22,39 +35,46 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/config.h"
+
 struct ev_loop;
 struct spool;
 struct klog;
+struct curl_ev;
 
-#define WEBHOOK_WINDOW 100
+#define WEBHOOK_WINDOW CONFIG_WEBHOOK_BATCH_MAX
+#define WEBHOOK_COUNT_STEP 100000
 
 typedef struct webhook webhook;
 
-/* A destination for the events of set `set` posted to url. loop may be NULL: the
- * destination then tracks its progress (so its rows are kept) but posts nothing. */
-webhook *webhook_new(struct ev_loop *loop, struct klog *lg, struct spool *sp, const char *set,
-                     const char *url);
-/* Abandons an in-flight POST (its event is posted again by the next destination object
+/* A destination for the events of set `set` configured by d (url, ca_file, batch,
+ * max_backlog; copied). cev may be NULL: the destination then counts its backlog, drops past
+ * max_backlog and keeps its progress (so its rows are kept) but posts nothing. */
+webhook *webhook_new(struct ev_loop *loop, struct curl_ev *cev, struct klog *lg,
+                     struct spool *sp, const char *set, const config_event_dest *d);
+/* Abandons an in-flight POST (its events are posted again by the next destination object
  * or at the next start) and frees everything. */
 void webhook_free(webhook *w);
 
-/* Called on every events drain: reads pending events of its set from the outbox when its
- * window is empty (rows of other sets before them count as acknowledged), starts the next
- * POST when idle and its backoff is over, and logs the periodic backlog warning while
- * failing. */
+/* Called on every events drain: counts new outbox rows of its set, drops the oldest past
+ * max_backlog, reads pending events into its window, starts the next POST when idle and
+ * its backoff is over, and logs the periodic backlog warning while failing. */
 void webhook_poll(webhook *w);
 
-/* Every outbox row of its set with id <= this value has been acknowledged. */
+/* Every outbox row of its set with id <= this value has been acknowledged or dropped. */
 int64_t webhook_acked(const webhook *w);
 
-/* ---- pure helpers (exported for tests) ---- */
-/* Splits an http:// or https:// URL. host is an IPv4/IPv6 literal or a name (brackets
- * removed), port defaults to 80/443, path to "/". 0, or -1 with *err (malloc'd). */
-int webhook_parse_url(const char *url, bool *https, char **host, int *port, char **path,
-                      char **err);
-/* The status code of an HTTP response starting at buf (len bytes): 100..599, 0 if the
- * status line is not complete yet, -1 if it is not an HTTP/1.x status line. */
-int webhook_response_status(const char *buf, size_t len);
+/* What kilnctl status shows of a destination (strings owned by the webhook). */
+typedef struct webhook_info {
+    const char *set, *url;
+    int64_t backlog;            /* undelivered events of its set counted so far */
+    int64_t dropped;            /* events dropped past max_backlog (kept across restarts) */
+    int64_t max_backlog;
+    int failures;               /* consecutive failed attempts; 0 = healthy */
+    const char *last_error;     /* the last failure's reason, NULL if none since start */
+} webhook_info;
+void webhook_get_info(const webhook *w, webhook_info *out);
+
 /* Backoff before retry number `failures` (1 = after the first failure): 1 s doubling, at
  * most 5 min. */
 int64_t webhook_backoff_ms(int failures);

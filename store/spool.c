@@ -184,6 +184,13 @@ const char *const spool_sql[ST__COUNT] = {
     [ST_STATS_EACH] = "SELECT bucket_ms, attempts, bounces, complaints, rejects FROM stats"
                       " WHERE bucket_ms >= ?1 ORDER BY bucket_ms",
     [ST_PRUNE_STATS] = "DELETE FROM stats WHERE bucket_ms < ?1",
+    /* One snapshot: the last id among the next ?2 outbox rows after ?1, and how many of
+     * them belong to set ?3 (config_set precedes json in the row: no overflow pages read). */
+    [ST_COUNT_SET_EVENTS] = "SELECT coalesce(max(id), 0), coalesce(sum(config_set = ?3), 0)"
+                            " FROM (SELECT id, config_set FROM events WHERE id > ?1"
+                            " ORDER BY id LIMIT ?2)",
+    [ST_NTH_SET_EVENT] = "SELECT id FROM events WHERE id > ?1 AND config_set = ?2 ORDER BY id"
+                         " LIMIT 1 OFFSET ?3",
 };
 
 const bool spool_sql_writes[ST__COUNT] = {

@@ -240,6 +240,15 @@ int spool_each_event(spool *sp, int64_t after, size_t max, spool_event_cb cb, vo
 int spool_each_event_bytes(spool *sp, int64_t after, size_t max, size_t max_bytes,
                            spool_event_cb cb, void *arg);
 
+/* Counting one set's outbox rows in steps (webhook backlogs): of the next at most max rows
+ * with id > after (any set), *last gets the largest id (0 if there is none) and *count
+ * how many belong to set. 0, or -1 on a read error. */
+int spool_count_set_events(spool *sp, const char *set, int64_t after, size_t max,
+                           int64_t *last, int64_t *count);
+/* The id of set's n-th outbox row (n >= 1) with id > after: 1 with *id set, 0 if the set
+ * has fewer rows there, -1 on a read error. */
+int spool_nth_set_event(spool *sp, const char *set, int64_t after, int64_t n, int64_t *id);
+
 /* The largest id the outbox holds or held (AUTOINCREMENT: ids are never reused), 0 if it
  * never held a row. 0, or -1 on a read error. */
 int spool_last_event_id(spool *sp, int64_t *id);

@@ -66,6 +66,8 @@ enum {
     ST_STATS_ADD,
     ST_STATS_EACH,
     ST_PRUNE_STATS,
+    ST_COUNT_SET_EVENTS,
+    ST_NTH_SET_EVENT,
     ST__COUNT
 };
 

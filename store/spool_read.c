@@ -263,6 +263,45 @@ int spool_each_event_bytes(spool *sp, int64_t after, size_t max, size_t max_byte
     return spool_read_end(sp, st, temp, rc, "list events");
 }
 
+int spool_count_set_events(spool *sp, const char *set, int64_t after, size_t max,
+                           int64_t *last, int64_t *count)
+{
+    *last = *count = 0;
+    bool temp;
+    sqlite3_stmt *st = spool_stmt_acquire(sp, ST_COUNT_SET_EVENTS, &temp);
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, after);
+    sqlite3_bind_int64(st, 2, max > (size_t)INT64_MAX ? INT64_MAX : (int64_t)max);
+    spool_bind_str(st, 3, set);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *last = sqlite3_column_int64(st, 0);
+        *count = sqlite3_column_int64(st, 1);
+        rc = SQLITE_DONE;
+    }
+    return spool_read_end(sp, st, temp, rc, "count events");
+}
+
+int spool_nth_set_event(spool *sp, const char *set, int64_t after, int64_t n, int64_t *id)
+{
+    *id = 0;
+    if (n < 1) return 0;
+    bool temp;
+    sqlite3_stmt *st = spool_stmt_acquire(sp, ST_NTH_SET_EVENT, &temp);
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, after);
+    spool_bind_str(st, 2, set);
+    sqlite3_bind_int64(st, 3, n - 1);
+    int rc = sqlite3_step(st);
+    bool found = rc == SQLITE_ROW;
+    if (found) {
+        *id = sqlite3_column_int64(st, 0);
+        rc = SQLITE_DONE;
+    }
+    if (spool_read_end(sp, st, temp, rc, "find an event") < 0) return -1;
+    return found ? 1 : 0;
+}
+
 int spool_kv_get(spool *sp, const char *key, char **value)
 {
     *value = NULL;

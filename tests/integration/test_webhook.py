@@ -1,81 +1,21 @@
 """test_webhook.py — `webhook` event destinations (SPEC section 4): every event of the
 configuration set is POSTed as JSON, in order, at least once, to an HTTP receiver we did
-not write (Python's http.server in a thread, on 127.0.0.x); failures (HTTP 500, nothing
-listening, kilnd restarted meanwhile) are retried with backoff without holding up the
-file destination, and no event is lost."""
-import http.server
-import json
-import os
+not write (Python's http.server in a thread, on 127.0.0.x; webhook_peer.py); failures
+(HTTP 500, nothing listening, kilnd restarted meanwhile) are retried with backoff without
+holding up the file destination, and no event is lost. HTTPS, keep-alive, batches,
+max_backlog and URL checks: test_webhook_https.py."""
 import re
-import threading
 import time
 import unittest
 
-from kilntest import Kiln, Sink, free_port, main, send, wait_for
+from kilntest import Kiln, Sink, main, send, wait_for
+from webhook_peer import Receiver
 
 SIM_OK = "success@simulator.amazonses.com"
 
 
 def mid_of(text):
     return re.match(r"^2\.0\.0 Ok (\S+)$", text).group(1)
-
-
-class Receiver:
-    """An HTTP server recording every POST; statuses[i] is the answer to POST number i
-    (200 once the list is used up)."""
-
-    def __init__(self, host, port=None, statuses=()):
-        self.host = host
-        self.port = port or free_port(host)
-        self.statuses = list(statuses)
-        self.posts = []          # (status, path, content_type, body dict)
-        self.lock = threading.Lock()
-        self.srv = None
-        self.thread = None
-
-    @property
-    def url(self):
-        return "http://%s:%d/kiln/events" % (self.host, self.port)
-
-    def start(self):
-        rec = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                n = int(self.headers.get("Content-Length", "0"))
-                body = self.rfile.read(n)
-                with rec.lock:
-                    i = len(rec.posts)
-                    status = rec.statuses[i] if i < len(rec.statuses) else 200
-                    rec.posts.append((status, self.path, self.headers.get("Content-Type"),
-                                      json.loads(body)))
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.srv = http.server.ThreadingHTTPServer((self.host, self.port), Handler)
-        self.thread = threading.Thread(target=self.srv.serve_forever, daemon=True)
-        self.thread.start()
-        return self
-
-    def stop(self):
-        if self.srv:
-            self.srv.shutdown()
-            self.srv.server_close()
-            self.thread.join(10)
-            self.srv = None
-
-    def accepted(self):
-        """Events answered with 2xx, in arrival order."""
-        with self.lock:
-            return [p[3] for p in self.posts if 200 <= p[0] < 300]
-
-    def all_posts(self):
-        with self.lock:
-            return list(self.posts)
 
 
 def keys(evs):
@@ -98,7 +38,7 @@ def kiln_with_hook(rec, sink=None):
     k = Kiln(**over)
     k.cfg["configuration_sets"][0]["events"] = [
         {"type": "file", "path": "./events-txn.jsonl"},
-        {"type": "webhook", "url": rec.url},
+        {"type": "webhook", "url": rec.url()},
     ]
     k.write_config()
     return k
@@ -123,9 +63,9 @@ class Webhook(unittest.TestCase):
                 self.assertEqual(keys(got), [("Send", m1), ("Delivery", m1),
                                              ("Send", m2), ("Delivery", m2)])
                 self.assertEqual(got[3]["delivery"]["recipients"], ["a@dest.test"])
-                for status, path, ctype, _ in rec.all_posts():
-                    self.assertEqual(path, "/kiln/events")
-                    self.assertEqual(ctype, "application/json")
+                for p in rec.all_posts():
+                    self.assertEqual(p["path"], "/kiln/events")
+                    self.assertEqual(p["ctype"], "application/json")
                 self.assertEqual(keys(k.events()), keys(got))
                 self.assertEqual(k.events(), got)
                 self.assertNotIn("not supported yet", k.log())
@@ -133,7 +73,7 @@ class Webhook(unittest.TestCase):
             rec.stop()
 
     def test_500_is_retried_and_file_not_held_up(self):
-        rec = Receiver("127.0.0.33", statuses=[500, 500]).start()
+        rec = Receiver("127.0.0.33", answers=[500, 500]).start()
         try:
             with kiln_with_hook(rec) as k:
                 mid = submit(k, SIM_OK)
@@ -144,8 +84,8 @@ class Webhook(unittest.TestCase):
                 wait_for(lambda: len(rec.accepted()) >= 2, timeout=20,
                          what="events after two 500 answers")
                 posts = rec.all_posts()
-                self.assertEqual([p[0] for p in posts[:2]], [500, 500])
-                self.assertEqual(keys([posts[0][3]]), [("Send", mid)])
+                self.assertEqual([p["status"] for p in posts[:2]], [500, 500])
+                self.assertEqual(keys([posts[0]["body"]]), [("Send", mid)])
                 self.assertEqual(keys(rec.accepted()), [("Send", mid), ("Delivery", mid)])
                 self.assertIn("webhook_failed", k.log())
                 self.assertIn("webhook_recovered", k.log())

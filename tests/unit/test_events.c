@@ -20,7 +20,6 @@
 #include "scheduler/scheduler.h"
 #include "store/spool.h"
 #include "base/util.h"
-#include "mta/webhook.h"
 #include "tests/unit/testlib.h"
 
 #define T0 INT64_C(1700000000123)          /* 2023-11-14T22:13:20.123Z */
@@ -1294,62 +1293,6 @@ START_TEST(test_accept_then_drain)
 }
 END_TEST
 
-/* --------------------------------------------------------------------- webhook ---- */
-
-START_TEST(test_webhook_helpers)
-{
-    static const struct {
-        const char *url;
-        int ok, https, port;
-        const char *host, *path;
-    } urls[] = {
-        {"http://127.0.0.1:9000/kiln", 1, 0, 9000, "127.0.0.1", "/kiln"},
-        {"http://10.0.0.1", 1, 0, 80, "10.0.0.1", "/"},
-        {"https://hooks.example.test/a?b=c", 1, 1, 443, "hooks.example.test", "/a?b=c"},
-        {"http://[::1]:8080/x", 1, 0, 8080, "::1", "/x"},
-        {"http://127.0.0.1:0/", 0, 0, 0, NULL, NULL},
-        {"http://127.0.0.1:99999/", 0, 0, 0, NULL, NULL},
-        {"http://user@127.0.0.1/", 0, 0, 0, NULL, NULL},
-        {"http:///path", 0, 0, 0, NULL, NULL},
-        {"ftp://127.0.0.1/", 0, 0, 0, NULL, NULL},
-    };
-    for (size_t i = 0; i < sizeof urls / sizeof urls[0]; i++) {
-        bool https = false;
-        char *host = NULL, *path = NULL, *err = NULL;
-        int port = 0;
-        int rc = webhook_parse_url(urls[i].url, &https, &host, &port, &path, &err);
-        ck_assert_msg((rc == 0) == (urls[i].ok == 1), "%s: rc %d", urls[i].url, rc);
-        if (rc == 0) {
-            ck_assert_int_eq(https, urls[i].https);
-            ck_assert_int_eq(port, urls[i].port);
-            ck_assert_str_eq(host, urls[i].host);
-            ck_assert_str_eq(path, urls[i].path);
-        } else {
-            ck_assert_msg(err && strstr(err, urls[i].url), "error must name the URL: %s", err);
-        }
-        free(host);
-        free(path);
-        free(err);
-    }
-    static const struct {
-        const char *resp;
-        int status;
-    } resps[] = {
-        {"HTTP/1.1 200 OK\r\n", 200}, {"HTTP/1.0 204\r\n", 204},
-        {"HTTP/1.1 500 Internal Server Error\r\n", 500}, {"HTTP/1.1 200 OK", 0},
-        {"SSH-2.0-OpenSSH\r\n", -1}, {"HTTP/1.1 20x OK\r\n", -1}, {"HTTP/2 200\r\n", -1},
-    };
-    for (size_t i = 0; i < sizeof resps / sizeof resps[0]; i++)
-        ck_assert_msg(webhook_response_status(resps[i].resp, strlen(resps[i].resp)) ==
-                          resps[i].status, "%s", resps[i].resp);
-    ck_assert_int_eq(webhook_backoff_ms(1), 1000);
-    ck_assert_int_eq(webhook_backoff_ms(2), 2000);
-    ck_assert_int_eq(webhook_backoff_ms(9), 256000);
-    ck_assert_int_eq(webhook_backoff_ms(10), 300000);
-    ck_assert_int_eq(webhook_backoff_ms(1000), 300000);
-}
-END_TEST
-
 static Suite *events_suite(void)
 {
     Suite *s = suite_create("events");
@@ -1372,7 +1315,6 @@ static Suite *events_suite(void)
     tcase_add_unchecked_fixture(tc, root_setup, root_teardown);
     tcase_add_checked_fixture(tc, fixture_setup, fixture_teardown);
     tcase_add_test(tc, test_drain_files);
-    tcase_add_test(tc, test_webhook_helpers);
     tcase_add_test(tc, test_drain_config_change);
     tcase_add_test(tc, test_drain_many);
     tcase_add_test(tc, test_drain_counts_each_event_once);

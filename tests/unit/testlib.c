@@ -144,11 +144,14 @@ void testlib_config_add_event_file(config_set *s, const char *path)
     d->path = util_strdup(path);
 }
 
-void testlib_config_add_event_webhook(config_set *s, const char *url)
+config_event_dest *testlib_config_add_event_webhook(config_set *s, const char *url)
 {
     config_event_dest *d = grow(&s->events, &s->nevents, sizeof *s->events);
     d->type = CONFIG_EVENT_WEBHOOK;
     d->url = util_strdup(url);
+    d->batch = 1;
+    d->max_backlog = CONFIG_WEBHOOK_BACKLOG_DEFAULT;
+    return d;
 }
 
 void testlib_config_set_default_set(config *c, const char *name)

@@ -48,7 +48,9 @@ config_ip *testlib_config_add_ip(config *c, const char *address, const char *zon
 /* The returned set stays valid until the next testlib_config_add_set on c. */
 config_set *testlib_config_add_set(config *c, const char *name, const char *pool);
 void testlib_config_add_event_file(config_set *s, const char *path);
-void testlib_config_add_event_webhook(config_set *s, const char *url);
+/* A webhook with the config's defaults (batch 1, max_backlog 1,000,000); the returned
+ * destination stays valid until the next adder on s. */
+config_event_dest *testlib_config_add_event_webhook(config_set *s, const char *url);
 void testlib_config_set_default_set(config *c, const char *name);
 void testlib_config_set_retry(config *c, int64_t first_ms, int64_t max_interval_ms,
                               double factor);
