@@ -452,7 +452,7 @@ static const bad_case bad_cases[] = {
     {"bad tls_policy",
      "server: {hostname: h.test}\npools: [{name: p}]\n"
      "configuration_sets: [{name: s, pool: p, tls_policy: always}]\n",
-     NULL, 3, "configuration_sets[0].tls_policy", "must be optional or require, not 'always'"},
+     NULL, 3, "configuration_sets[0].tls_policy", "must be one of optional, require, verify, dane, mta-sts, not 'always'"},
     {"bad warmup advance", BASE "warmup: {advance: weekly}\n", NULL, 7, "warmup.advance",
      "must be calendar or volume, not 'weekly'"},
     {"ip warmup not done",
