@@ -58,24 +58,28 @@ class TlsPolicy(unittest.TestCase):
             "127.0.0.66": server_context(*sts_mx),
             "127.0.0.67": server_context(*sts_mx),
             "127.0.0.68": server_context(*good, max_tls11=True),
+            "127.0.0.69": server_context(*other_crt),
         }
         cls.sinks = {ip: Sink(ip, cls.port, tls_context=ctx).__enter__() for ip, ctx in plan.items()}
         records = []
         for i, dom in enumerate(["verify", "badname", "dane", "danebad", "daneinsecure", "sts",
-                                 "stsbad", "tls11"]):
+                                 "stsbad", "tls11", "danetlsains"]):
             mx = "mx.%s.test" % dom
             records += [(dom + ".test", "MX", "10 %s." % mx), (mx, "A", "127.0.0.%d" % (61 + i))]
         records += [
             ("_%d._tcp.mx.dane.test" % cls.port, "TLSA", "3 1 1 " + digest),
             ("_%d._tcp.mx.danebad.test" % cls.port, "TLSA", "3 1 1 " + digest),
             ("_%d._tcp.mx.daneinsecure.test" % cls.port, "TLSA", "3 1 1 " + digest),
+            ("_%d._tcp.mx.danetlsains.test" % cls.port, "TLSA", "3 1 1 " + digest),
             ("_mta-sts.sts.test", "TXT", '"v=STSv1; id=2024one;"'),
             ("_mta-sts.stsbad.test", "TXT", '"v=STSv1; id=2024two;"'),
             ("mta-sts.sts.test", "A", "127.0.0.1"),
             ("mta-sts.stsbad.test", "A", "127.0.0.1"),
         ]
+        # daneinsecure: MX and address unsigned (its TLSA answer has AD: it must not matter);
+        # danetlsains: MX and address signed, the TLSA answer without AD
         cls.dns = AuthDns(records, insecure=["daneinsecure.test", "mx.daneinsecure.test",
-                                              "_%d._tcp.mx.daneinsecure.test" % cls.port]).__enter__()
+                                              "_%d._tcp.mx.danetlsains.test" % cls.port]).__enter__()
         cls.web = PolicyServer(*web, policies={
             "mta-sts.sts.test": "version: STSv1\r\nmode: enforce\r\nmx: mx.sts.test\r\nmax_age: 86400\r\n",
             "mta-sts.stsbad.test": "version: STSv1\nmode: enforce\nmx: *.elsewhere.test\nmax_age: 600\n",
@@ -169,8 +173,12 @@ class TlsPolicy(unittest.TestCase):
                       "mx.danebad.test")
 
     def test_dane_without_dnssec_is_opportunistic(self):
+        # the same mismatching TLSA record, not usable without validated MX and address...
         self.deliver("e@daneinsecure.test", "dane")
         self.delivered_over_tls("127.0.0.65", "e@daneinsecure.test")
+        # ...nor when the TLSA answer itself was not validated
+        self.deliver("i@danetlsains.test", "dane")
+        self.delivered_over_tls("127.0.0.69", "i@danetlsains.test")
 
     # ---- mta-sts
     def test_mta_sts_enforce_delivers_to_a_listed_verified_mx(self):
