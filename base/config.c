@@ -49,7 +49,7 @@ static void config_warn(config *c, const char *fmt, ...)
 static const char *const config_level_names[] = {"debug", "info", "warning", "error", NULL};
 const char *const config_mode_names[] = {"sandbox", "production", NULL};
 const char *const config_scaling_names[] = {"standard", "managed", NULL};
-const char *const config_tls_names[] = {"optional", "require", NULL};
+const char *const config_tls_names[] = {"optional", "require", "verify", "dane", "mta-sts", NULL};
 const char *const config_advance_names[] = {"calendar", "volume", NULL};
 
 void config_names_text(strbuf *sb, char *const *names, size_t n, const char *none)
@@ -173,7 +173,7 @@ static int config_read_listen(config_parser *p, yaml_node_t *v)
     return 0;
 }
 
-static int config_read_readable_file(config_parser *p, yaml_node_t *v, char **path)
+int config_read_readable_file(config_parser *p, yaml_node_t *v, char **path)
 {
     if (config_as_path(p, v, path) < 0) return -1;
     struct stat st;
@@ -432,7 +432,8 @@ static int config_read_retry(config_parser *p, yaml_node_t *v)
 static int config_read_delivery(config_parser *p, yaml_node_t *m)
 {
     static const char *const keys[] = {"remote_port", "retry", "connect_timeout",
-                                       "queue_memory_recipients", "allow_private_mx", NULL};
+                                       "queue_memory_recipients", "allow_private_mx",
+                                       "tls_ca_file", "mta_sts", NULL};
     static const char *const bools[] = {"false", "true", NULL};
     config *c = p->cfg;
     if (config_as_map(p, m, keys) <= 0) return p->err ? -1 : 0;
@@ -444,7 +445,7 @@ static int config_read_delivery(config_parser *p, yaml_node_t *m)
     int allow = 0;
     FIELD(m, "allow_private_mx", v, config_as_enum(p, v, bools, &allow));
     c->allow_private_mx = allow == 1;
-    return 0;
+    return config_read_delivery_tls(p, m);
 }
 
 static int config_read_routes(config_parser *p, yaml_node_t *v)
@@ -578,6 +579,7 @@ static void config_set_defaults(config *c)
     c->retry_factor = 2;
     c->connect_timeout_ms = 10 * MS_SECOND;
     c->queue_memory_recipients = QUEUE_MEMORY_DEFAULT;
+    config_tls_defaults(c);
     c->warmup.days = 45;
     c->warmup.first_day = 50;
     c->warmup.target = 50000;

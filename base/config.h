@@ -82,7 +82,19 @@ typedef struct config_event_dest {
                                 dropped; default 1,000,000 */
 } config_event_dest;
 
-typedef enum { CONFIG_TLS_OPTIONAL = 0, CONFIG_TLS_REQUIRE = 1 } config_tls_policy;
+/* configuration_sets[].tls_policy (README "Outbound TLS"): optional = STARTTLS when offered,
+ * unverified, clear text when the handshake fails; require = encrypted, unverified (as SES's
+ * TlsPolicy Require); verify = encrypted, chain and name of the MX host verified; dane =
+ * RFC 7672 DANE where the MX host has DNSSEC-validated TLSA records, else optional; mta-sts =
+ * RFC 8461 MTA-STS where the domain publishes a policy (enforce: MX hosts of the policy only,
+ * verified), else optional. */
+typedef enum {
+    CONFIG_TLS_OPTIONAL = 0,
+    CONFIG_TLS_REQUIRE = 1,
+    CONFIG_TLS_VERIFY = 2,
+    CONFIG_TLS_DANE = 3,
+    CONFIG_TLS_MTA_STS = 4,
+} config_tls_policy;
 
 typedef struct config_set {
     char *name;
@@ -203,6 +215,11 @@ typedef struct config {
                                    fallback) answers in loopback, private, link-local,
                                    unspecified, CGNAT or unique-local ranges and to kiln's own
                                    addresses; default false (5.4.4 bounce, issue 11 item 8) */
+    /* delivery: outbound TLS (base/config_tls.c) */
+    char *tls_ca_file;          /* delivery.tls_ca_file, absolute; NULL: the system CA store */
+    int64_t mta_sts_fetch_timeout_ms;   /* delivery.mta_sts.fetch_timeout; default 10s */
+    int64_t mta_sts_cache_size;         /* delivery.mta_sts.cache_size (domains); default 10000 */
+    int mta_sts_port;           /* delivery.mta_sts.port: lab/test key; default 443 */
 
     config_route *routes;
     size_t nroutes;

@@ -145,6 +145,15 @@ extern const char *const config_tls_names[];       /* by config_tls_policy */
 extern const char *const config_advance_names[];   /* by config_advance */
 int config_pool_index(const config *c, const char *name);   /* index in c->pools, or -1 */
 
+/* A path (resolved) to a regular file this process can read. */
+int config_read_readable_file(config_parser *p, yaml_node_t *v, char **path);
+
+/* ---- config_tls.c ---- */
+
+/* Outbound TLS keys of delivery (tls_ca_file, mta_sts) and their defaults. */
+void config_tls_defaults(config *c);
+int config_read_delivery_tls(config_parser *p, yaml_node_t *delivery);
+
 /* ---- config_auth.c ---- */
 
 /* After account and configuration_sets are read: submission.auth scopes name verified

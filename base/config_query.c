@@ -43,6 +43,7 @@ void config_free(config *c)
     free(c->listen);
     free(c->tls_cert);
     free(c->tls_key);
+    free(c->tls_ca_file);
     for (size_t i = 0; i < c->nauth; i++) {
         free(c->auth[i].user);
         free(c->auth[i].password_hash);

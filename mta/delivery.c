@@ -118,7 +118,7 @@ void delivery_job_send(delivery *dl, sched_job *j, delivery_session *ss)
         .nrcpts = j->nrcpts,
         .data = j->msg.data,
         .data_len = j->msg.data_len,
-        .require_tls = j->require_tls,
+        .require_tls = delivery_hop_tls(j) >= DELIVERY_TLS_ENCRYPT,
     };
     smtp_client_status why = SMTP_CLIENT_OK;
     char *err = NULL;
@@ -275,18 +275,27 @@ bool delivery_job_connect(delivery *dl, sched_job *j)
 
 /* ------------------------------------------------------------------ starting a job */
 
-static void delivery_hops_add(sched_job *j, const char *name, const char *addr, int port)
+void delivery_hops_add(sched_job *j, const char *name, const char *addr, int port, int tls,
+                       const unsigned char *tlsa, size_t tlsa_len)
 {
     if (j->nhops >= DELIVERY_MAX_HOPS) return;
     j->hops = util_realloc(j->hops, (j->nhops + 1) * sizeof *j->hops);
-    j->hops[j->nhops].name = util_strdup(name);
-    j->hops[j->nhops].addr = util_strdup(addr);
-    j->hops[j->nhops].port = port;
+    sched_hop *h = &j->hops[j->nhops];
+    memset(h, 0, sizeof *h);
+    h->name = util_strdup(name);
+    h->addr = util_strdup(addr);
+    h->port = port;
+    h->tls = tls;
+    if (tlsa_len) {
+        h->tlsa = util_malloc(tlsa_len);
+        memcpy(h->tlsa, tlsa, tlsa_len);
+        h->tlsa_len = tlsa_len;
+    }
     j->nhops++;
 }
 
 /* The attempt's shaping site: the given host names (MX hosts, or the route host). */
-static void delivery_job_set_site(sched_job *j, char *const *hosts, size_t n)
+void delivery_job_set_site(sched_job *j, char *const *hosts, size_t n)
 {
     sched_free_strv(j->mx, j->nmx);
     j->mx = util_calloc(n ? n : 1, sizeof *j->mx);
@@ -361,39 +370,60 @@ static bool delivery_refusals_bounce(delivery *dl, sched_job *j, const delivery_
     return true;
 }
 
-typedef struct delivery_mx_wait {
-    delivery *dl;
-    sched_job *j;
-    struct delivery_mx_wait *prev, *next;   /* dl->mx_waits */
-} delivery_mx_wait;
+void delivery_prep_free(delivery *dl, delivery_prep *p)
+{
+    if (p->prev) p->prev->next = p->next;
+    else if (dl->preps == p) dl->preps = p->next;
+    if (p->next) p->next->prev = p->prev;
+    sts_policy_clear(&p->sts);
+    delivery_tls_prep_clear(p);
+    free(p);
+}
 
 static void delivery_on_resolved(void *arg, const dns_mx_result *res)
 {
-    delivery_mx_wait *w = arg;
-    delivery *dl = w->dl;
-    sched_job *j = w->j;
-    if (w->prev) w->prev->next = w->next;
-    else dl->mx_waits = w->next;
-    if (w->next) w->next->prev = w->prev;
-    free(w);
+    delivery_prep *p = arg;
+    delivery *dl = p->dl;
+    sched_job *j = p->j;
     if (sched_stopping(dl->s)) {
+        delivery_prep_free(dl, p);
         sched_job_release(dl->s, j);
         sched_check_stop(dl->s);
         return;
     }
     if (res->status == DNS_OK) {
-        int port = delivery_job_port(dl, j);
+        p->port = delivery_job_port(dl, j);
+        /* the hops hopcheck allows, before TLS levels and TLSA lookups (delivery_tls.c) */
         delivery_refusals rf;
         memset(&rf, 0, sizeof rf);
         strbuf_init(&rf.priv);
-        for (size_t h = 0; h < res->nhosts; h++)
+        dns_mx_result ok = *res;
+        ok.hosts = util_calloc(res->nhosts ? res->nhosts : 1, sizeof *ok.hosts);
+        ok.nhosts = 0;
+        char **addrs = NULL;
+        size_t naddrs_all = 0;
+        for (size_t h = 0; h < res->nhosts; h++) naddrs_all += res->hosts[h].naddrs;
+        addrs = util_calloc(naddrs_all ? naddrs_all : 1, sizeof *addrs);
+        size_t used = 0;
+        for (size_t h = 0; h < res->nhosts; h++) {
+            dns_mx_host mh = res->hosts[h];
+            mh.addrs = addrs + used;
+            mh.naddrs = 0;
             for (size_t a = 0; a < res->hosts[h].naddrs; a++)
-                if (delivery_hop_allowed(dl, j, res->hosts[h].name, res->hosts[h].addrs[a], port,
+                if (delivery_hop_allowed(dl, j, res->hosts[h].name, res->hosts[h].addrs[a], p->port,
                                          !j->via_route, &rf))
-                    delivery_hops_add(j, res->hosts[h].name, res->hosts[h].addrs[a], port);
-        bool refused = j->nhops == 0 && delivery_refusals_bounce(dl, j, &rf);
+                    mh.addrs[mh.naddrs++] = res->hosts[h].addrs[a];
+            used += mh.naddrs;
+            if (mh.naddrs) ok.hosts[ok.nhosts++] = mh;
+        }
+        bool refused = ok.nhosts == 0 && delivery_refusals_bounce(dl, j, &rf);
         delivery_refusals_free(&rf);
-        if (refused) return;
+        if (refused) {
+            free(ok.hosts);
+            free(addrs);
+            delivery_prep_free(dl, p);
+            return;
+        }
         if (j->via_route) {
             const config_route *rt = config_find_route(dl->ctx->cfg, j->domain);
             char *host = rt ? rt->host : j->domain;
@@ -404,12 +434,15 @@ static void delivery_on_resolved(void *arg, const dns_mx_result *res)
             delivery_job_set_site(j, names, res->nhosts);
             free(names);
         }
-        log_write(delivery_lg(dl), KLOG_DEBUG, "sched.pick", "id=%s domain=%s hops=%zu first=%s site=%s implicit=%d",
-                  log_q(delivery_lg(dl), j->msg_id), log_q(delivery_lg(dl), j->domain), j->nhops,
-                  j->nhops ? j->hops[0].addr : "-", log_q(delivery_lg(dl), sched_site_to_text(j->site)), res->implicit);
-        delivery_job_connect(dl, j);
+        log_write(delivery_lg(dl), KLOG_DEBUG, "sched.pick", "id=%s domain=%s mx_hosts=%zu site=%s implicit=%d dnssec=%d",
+                  log_q(delivery_lg(dl), j->msg_id), log_q(delivery_lg(dl), j->domain), res->nhosts,
+                  log_q(delivery_lg(dl), sched_site_to_text(j->site)), res->implicit, res->secure);
+        delivery_tls_hops(dl, p, &ok);   /* hops, then delivery_job_connect */
+        free(ok.hosts);
+        free(addrs);
         return;
     }
+    delivery_prep_free(dl, p);
     const char *why = res->error ? res->error : "no usable answer";
     char *t = j->via_route
                   ? util_asprintf("DNS lookup of the route host for %s failed: %s", j->domain, why)
@@ -424,6 +457,27 @@ static void delivery_on_resolved(void *arg, const dns_mx_result *res)
     free(t);
 }
 
+static void delivery_on_sts(void *arg, const sts_policy *policy, const char *note)
+{
+    delivery_prep *p = arg;
+    delivery *dl = p->dl;
+    sched_job *j = p->j;
+    if (sched_stopping(dl->s)) {
+        delivery_prep_free(dl, p);
+        sched_job_release(dl->s, j);
+        sched_check_stop(dl->s);
+        return;
+    }
+    if (policy) {
+        sts_policy_copy(&p->sts, policy);
+        p->have_sts = true;
+    }
+    log_write(delivery_lg(dl), KLOG_DEBUG, "sched.pick", "id=%s domain=%s mta_sts=%s note=%s",
+              log_q(delivery_lg(dl), j->msg_id), log_q(delivery_lg(dl), j->domain),
+              policy ? sts_mode_name(policy->mode) : "no-policy", log_q(delivery_lg(dl), note));
+    dns_resolve_mx(dl->dns, j->domain, delivery_on_resolved, p);
+}
+
 /* The scheduler's start op: the job is active with its message loaded. Its configuration
  * set decides the pool and TLS policy; the next hop is a route (an IP literal at once, a
  * host name looked up like a domain) or the domain's MX. */
@@ -433,7 +487,6 @@ static void delivery_job_start(delivery *dl, sched_job *j)
     const config *cfg = ctx->cfg;
     const config_set *set = sched_set_config(cfg, j->msg.config_set);
     j->max_delivery_ms = set ? set->max_delivery_time_ms : 14LL * 3600 * 1000;
-    j->require_tls = set && set->tls_policy == CONFIG_TLS_REQUIRE;
     if (!set) {
         char *t = util_asprintf("configuration set %s no longer exists and there is no default set",
                                 j->msg.config_set);
@@ -455,7 +508,7 @@ static void delivery_job_start(delivery *dl, sched_job *j)
         if (!ok) delivery_refusals_bounce(dl, j, &rf);
         delivery_refusals_free(&rf);
         if (!ok) return;
-        delivery_hops_add(j, rt->host, rt->host, rt->port);
+        delivery_hops_add(j, rt->host, rt->host, rt->port, delivery_tls_route_level(set), NULL, 0);
         char *host = rt->host;
         delivery_job_set_site(j, &host, 1);
         log_write(delivery_lg(dl), KLOG_DEBUG, "sched.pick", "id=%s domain=%s route=%s:%d site=%s",
@@ -470,13 +523,18 @@ static void delivery_job_start(delivery *dl, sched_job *j)
         free(t);
         return;
     }
-    delivery_mx_wait *w = util_calloc(1, sizeof *w);
-    w->dl = dl;
-    w->j = j;
-    w->next = dl->mx_waits;
-    if (w->next) w->next->prev = w;
-    dl->mx_waits = w;
-    dns_resolve_mx(dl->dns, target, delivery_on_resolved, w);
+    delivery_prep *p = util_calloc(1, sizeof *p);
+    p->dl = dl;
+    p->j = j;
+    p->next = dl->preps;
+    if (p->next) p->next->prev = p;
+    dl->preps = p;
+    if (set->tls_policy == CONFIG_TLS_MTA_STS && !rt && dl->sts) {
+        /* the domain's MTA-STS policy first (RFC 8461 section 5), then its MX */
+        mta_sts_get(dl->sts, ctx->cfg, j->domain, delivery_on_sts, p);
+        return;
+    }
+    dns_resolve_mx(dl->dns, target, delivery_on_resolved, p);
 }
 
 
@@ -492,13 +550,14 @@ static int delivery_cmp_waiting(const void *a, const void *b)
 typedef struct delivery_wait_key {
     const char *pool, *addr, *site;
     int port;
-    bool tls, no_reuse;
+    int tls;
+    bool no_reuse;
 } delivery_wait_key;
 
 static delivery_wait_key delivery_key_of(const sched_job *j)
 {
     const sched_hop *h = &j->hops[j->hop_idx];
-    return (delivery_wait_key){j->pool, h->addr, j->site, h->port, j->require_tls, j->no_reuse};
+    return (delivery_wait_key){j->pool, h->addr, j->site, h->port, h->tls, j->no_reuse};
 }
 
 static bool delivery_key_eq(const delivery_wait_key *a, const delivery_wait_key *b)
@@ -546,9 +605,29 @@ static void delivery_start(void *arg, sched_job *j)
     delivery_job_start(arg, j);
 }
 
+/* dl->tls trusts delivery.tls_ca_file (or the system store): set at start, and again when a
+ * reload names another file. A file that cannot be loaded keeps the previous trust. */
+static void delivery_tls_trust(delivery *dl)
+{
+    const char *want = dl->ctx->cfg->tls_ca_file;
+    if (!dl->tls) return;
+    bool same = want ? dl->tls_ca_file && strcmp(want, dl->tls_ca_file) == 0 : !dl->tls_ca_file;
+    if (same) return;
+    char *err = NULL;
+    if (tls_client_ctx_set_ca(dl->tls, want, &err) < 0) {
+        log_write(delivery_lg(dl), KLOG_ERROR, "scheduler.tls", "error=%s note=\"previous CA certificates kept\"",
+                  log_q(delivery_lg(dl), err));
+        free(err);
+        return;
+    }
+    free(dl->tls_ca_file);
+    dl->tls_ca_file = want ? util_strdup(want) : NULL;
+}
+
 static void delivery_config_changed(void *arg)
 {
     delivery *dl = arg;
+    delivery_tls_trust(dl);
     if (!dl->dns) return;
     char *err = NULL;
     if (dns_reconfigure(dl->dns, dl->ctx->cfg, &err) != 0) {
@@ -639,6 +718,9 @@ delivery *delivery_new(kiln_ctx *ctx, scheduler *s)
                   "error=%s note=\"outbound STARTTLS disabled\"", log_q(ctx->log, err));
         free(err);
     }
+    delivery_tls_trust(dl);
+    dl->http = ctx->curl;             /* kilnd's shared HTTP client (daemon.c) */
+    if (dl->dns) dl->sts = mta_sts_new(ctx->loop, ctx->log, dl->dns, dl->http);
     return dl;
 }
 
@@ -651,12 +733,10 @@ void delivery_free(delivery *dl)
         delivery_session_free(ss);
     }
     if (dl->dns) dns_free(dl->dns);   /* pending lookups are dropped without callbacks */
-    while (dl->mx_waits) {            /* and so their waits go here */
-        delivery_mx_wait *w = dl->mx_waits;
-        dl->mx_waits = w->next;
-        free(w);
-    }
+    mta_sts_free(dl->sts);            /* and so are pending policy fetches */
+    while (dl->preps) delivery_prep_free(dl, dl->preps);   /* their waits go here */
     if (dl->tls) tls_ctx_free(dl->tls);
+    free(dl->tls_ca_file);
     free(dl->dns_error);
     free(dl);
 }

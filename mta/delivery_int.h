@@ -8,8 +8,11 @@
 
 #include "base/kiln.h"
 #include "mta/delivery.h"
+#include "mta/curl_ev.h"
 #include "mta/dns.h"
+#include "mta/mta_sts.h"
 #include "mta/smtp_client.h"
+#include "mta/sts_policy.h"
 #include "mta/tls.h"
 #include "pools/pools.h"
 #include "scheduler/job.h"
@@ -24,6 +27,30 @@
 
 typedef struct delivery_session delivery_session;
 
+/* What a hop needs from TLS (sched_hop.tls), from the set's tls_policy and what DNS and
+ * MTA-STS say about the host (mta/delivery_tls.c). Higher is stricter. */
+enum {
+    DELIVERY_TLS_MAY = 0,       /* STARTTLS when offered, unverified; clear when it fails */
+    DELIVERY_TLS_ENCRYPT = 1,   /* encrypted, unverified; never clear */
+    DELIVERY_TLS_VERIFY = 2,    /* encrypted, chain and the hop's name verified */
+    DELIVERY_TLS_DANE = 3,      /* encrypted, matching the host's TLSA records (sched_hop.tlsa) */
+};
+
+/* A job between its start and its hops: the MTA-STS policy of its domain (tls_policy
+ * mta-sts), the MX lookup, the TLSA lookups of its MX hosts (tls_policy dane). */
+typedef struct delivery_tls_host delivery_tls_host;
+typedef struct delivery_prep {
+    struct delivery *dl;
+    sched_job *j;
+    struct delivery_prep *prev, *next;   /* dl->preps (freed with delivery_free if DNS or
+                                            MTA-STS never answers) */
+    bool have_sts;              /* sts holds the domain's MTA-STS policy */
+    sts_policy sts;
+    delivery_tls_host *hosts;   /* the MX answer, while TLSA lookups run */
+    size_t nhosts, pending;
+    int port;
+} delivery_prep;
+
 struct delivery {
     kiln_ctx *ctx;
     scheduler *s;
@@ -32,10 +59,12 @@ struct delivery {
     dns *dns;
     char *dns_error;            /* why dns is NULL */
     tls_ctx *tls;
+    char *tls_ca_file;          /* the delivery.tls_ca_file dl->tls trusts (NULL: system) */
+    curl_ev *http;              /* HTTPS on the loop (MTA-STS policies) */
+    mta_sts *sts;               /* MTA-STS policies and their cache; NULL without DNS */
     delivery_session *sessions;
     int nsessions;
-    struct delivery_mx_wait *mx_waits;   /* jobs whose MX lookup is under way (freed with
-                                            delivery_free if it never answers) */
+    delivery_prep *preps;       /* jobs whose policy, MX or TLSA lookups are under way */
     int nevicting;              /* idle sessions QUITting to make room (delivery_evict_idle) */
     /* out of local resources (EMFILE/ENFILE...): one episode is logged once, at its start,
      * and once more when a connection opens DELIVERY_LOCAL_QUIET_MS after its last failure */
@@ -56,6 +85,9 @@ struct delivery_session {
     int port;
     char *peer_name;
     char *site;                 /* shaping site */
+    int tls_level;              /* the hop's sched_hop.tls it was opened for */
+    unsigned char *tlsa;        /* and its TLSA records (DANE) */
+    size_t tlsa_len;
     shaping_dest *sd;           /* shaping state of (src, site); one connection counted */
     pools_ip *ip;               /* its source IP in the pools state */
     bool started;               /* pools_session_started was called */
@@ -107,8 +139,18 @@ typedef enum {
     PLACE_LIMIT,      /* only the overall session limit (DELIVERY_MAX_SESSIONS) stands in the way */
 } delivery_place_result;
 
+/* The TLS level of the job's current hop. */
+static inline int delivery_hop_tls(const sched_job *j)
+{
+    return j->hop_idx < j->nhops ? j->hops[j->hop_idx].tls : DELIVERY_TLS_MAY;
+}
+
 /* delivery.c */
 int delivery_addr_family(const char *a);
+void delivery_hops_add(sched_job *j, const char *name, const char *addr, int port, int tls,
+                       const unsigned char *tlsa, size_t tlsa_len);
+void delivery_job_set_site(sched_job *j, char *const *hosts, size_t n);
+void delivery_prep_free(delivery *dl, delivery_prep *p);   /* unlinks it too */
 void delivery_next_hop(delivery *dl, sched_job *j, retry_failure f, const char *text);
 void delivery_job_take(delivery *dl, sched_job *j, pools_ip *ip, int64_t now);
 void delivery_job_send(delivery *dl, sched_job *j, delivery_session *ss);
@@ -120,6 +162,18 @@ delivery_pick delivery_connect_from(delivery *dl, sched_job *j, const char *pool
 delivery_place_result delivery_place(delivery *dl, sched_job *j, const char *pool,
                                      const sched_hop *h, pools_ip *ip, int64_t now,
                                      delivery_wait *w);
+/* delivery_tls.c */
+/* The level of a hop reached by static route (no MX lookup) under the set's policy. */
+int delivery_tls_route_level(const config_set *set);
+/* After the MX lookup (res DNS_OK) of the prep's job: its hops, each with its level, then
+ * delivery_job_connect; for dane, after the TLSA lookups. The prep is freed. */
+void delivery_tls_hops(delivery *dl, delivery_prep *p, const dns_mx_result *res);
+/* Frees what delivery_tls_hops keeps in a prep (its hosts). */
+void delivery_tls_prep_clear(delivery_prep *p);
+/* What the server of hop h must prove (out->name and out->tlsa point into h). */
+void delivery_tls_auth_of(const sched_hop *h, tls_auth *out, tls_tlsa *buf, size_t cap);
+/* A session opened for (level, tlsa) with TLS active or not serves a hop needing h. */
+bool delivery_tls_session_fits(const delivery_session *ss, bool tls_active, const sched_hop *h);
 
 /* delivery_session.c */
 void delivery_session_unlink(delivery *dl, delivery_session *ss);

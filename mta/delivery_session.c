@@ -28,6 +28,7 @@
 #include "base/kiln.h"
 #include "base/util.h"
 #include "mta/delivery_int.h"
+#include "mta/dns_wire.h"
 #include "mta/smtp_client.h"
 #include "pools/pools.h"
 #include "scheduler/job.h"
@@ -98,6 +99,7 @@ void delivery_session_free(delivery_session *ss)
     free(ss->peer);
     free(ss->peer_name);
     free(ss->site);
+    free(ss->tlsa);
     free(ss);
     if (ip) delivery_maybe_forget(dl, ip);
 }
@@ -181,7 +183,8 @@ bool delivery_session_fits(const delivery *dl, const delivery_session *ss, const
     return ss->port == h->port && strcmp(ss->peer, h->addr) == 0 && !ss->retire &&
            j->site && strcmp(ss->site, j->site) == 0 &&
            ss->nmsgs < shaping_messages_per_connection(ss->sd) &&
-           (!j->require_tls || smtp_client_tls_active(ss->c)) &&
+           j->hop_idx < j->nhops &&
+           delivery_tls_session_fits(ss, smtp_client_tls_active(ss->c), &j->hops[j->hop_idx]) &&
            delivery_session_in_pool(dl, ss, pool, now) && sched_ip_usable(dl->s, ss->ip, now) &&
            sched_ip_room(dl->s, ss->ip, j->provider, now) >= 1;
 }
@@ -201,6 +204,12 @@ delivery_session *delivery_session_open(delivery *dl, sched_job *j, pools_ip *ip
     ss->port = h->port;
     ss->peer_name = util_strdup(h->name);
     ss->site = util_strdup(j->site);
+    ss->tls_level = h->tls;
+    if (h->tlsa_len) {
+        ss->tlsa = util_malloc(h->tlsa_len);
+        memcpy(ss->tlsa, h->tlsa, h->tlsa_len);
+        ss->tlsa_len = h->tlsa_len;
+    }
     ss->sd = sd;
     shaping_connection_opened(sd);
     ss->state = SESS_CONNECTING;
@@ -222,6 +231,10 @@ delivery_session *delivery_session_open(delivery *dl, sched_job *j, pools_ip *ip
     o.ehlo_name = pools_ip_ehlo(ip) ? pools_ip_ehlo(ip) : cfg->hostname;
     o.self_name = cfg->hostname;
     o.tls = j->no_tls ? NULL : dl->tls;
+    tls_auth auth;
+    tls_tlsa tlsa[DNS_WIRE_TLSA_MAX];
+    delivery_tls_auth_of(h, &auth, tlsa, DNS_WIRE_TLSA_MAX);
+    o.auth = &auth;
     smtp_client_default_timeouts(&o.timeouts, cfg->connect_timeout_ms);
     ss->c = smtp_client_new(dl->ctx->loop, delivery_lg(dl), &o, delivery_on_client, ss);
     sched_job_why(j, 0, "connecting: %s", delivery_session_to_text(ss));
@@ -475,7 +488,8 @@ static void delivery_on_closed(delivery *dl, delivery_session *ss, const smtp_cl
             sched_set_str(&j->last_error, err);
             if (++j->ip_tries <= pools_count(dl->pools)) delivery_job_connect(dl, j);
             else sched_job_fail_all(dl->s, j, RETRY_FAIL_IP, err);
-        } else if (ev->status == SMTP_CLIENT_FAIL_TLS && !j->require_tls && !j->no_tls) {
+        } else if (ev->status == SMTP_CLIENT_FAIL_TLS && delivery_hop_tls(j) == DELIVERY_TLS_MAY &&
+                   !j->no_tls) {
             /* opportunistic TLS failed: the same hop once more, in clear */
             j->no_tls = true;
             j->no_reuse = true;

@@ -19,7 +19,16 @@
  * dns_resolve_mx or from inside c-ares, so callbacks may start lookups or free the dns.
  *
  * The answers themselves (MX, A, AAAA, TTLs, the final result) are read by dns_answer.c,
- * which is pure and fuzzed; this file asks the questions and keeps the cache. */
+ * which is pure and fuzzed; this file asks the questions and keeps the cache. c-ares 1.18's
+ * ares_parse_mx_reply does not return TTLs, so mta/dns_wire.c walks the answer section.
+ *
+ * DNSSEC: kiln does not validate; it asks its resolver to (the AD bit set in every query,
+ * RFC 6840 section 5.7, built with ares_create_query and sent with ares_send) and reports
+ * whether each answer came back with AD, for DANE (RFC 7672 section 2.2). ares_send hands
+ * back any response, so dns_send_cb maps the RCODE as ares_query would.
+ *
+ * dns_query serves single queries of any type through the same lookups (a key of its own
+ * per name and type, shared, restarted, delivered from the loop), without a cache. */
 #include "mta/dns.h"
 
 #include <arpa/inet.h>
@@ -27,37 +36,29 @@
 #include <ares.h>
 #include <ev.h>
 #include <netinet/in.h>
+#include <openssl/rand.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/util.h"
 #include "mta/dns_answer.h"
+#include "mta/dns_table.h"
+#include "mta/dns_wire.h"
 
 #define DNS_TTL_MIN_S 5
 #define DNS_TTL_MAX_S 3600
 #define DNS_NEGATIVE_TTL_S 60
 #define DNS_TRIES 2              /* attempts per server, each of dns.timeout */
 
-/* Chained hash table of nodes keyed by string; nodes embed hnode as first member. */
-typedef struct hnode {
-    struct hnode *hnext;
-    char *key;
-} hnode;
-
-typedef struct htable {
-    hnode **b;
-    size_t nb;                   /* power of two */
-    size_t n;
-} htable;
-
 typedef struct waiter {
     struct waiter *next;
     dns_mx_cb cb;
+    dns_answer_cb acb;           /* dns_query */
     void *arg;
 } waiter;
 
 typedef struct lookup {
-    hnode h;                     /* key: lower-case domain; in d->inflight while running */
+    dns_hnode h;                     /* key: lower-case domain; in d->inflight while running */
     struct lookup *next;         /* d->ready list */
     dns *d;
     waiter *waiters, **wtail;
@@ -66,6 +67,9 @@ typedef struct lookup {
     size_t pending;              /* c-ares queries not answered yet */
     char *tempfail;              /* first temporary failure text, if any */
     int64_t ttl_s;               /* smallest TTL seen; -1: none */
+    int qtype;                   /* dns_query: its type (and qname its name); 0: MX lookup */
+    char *qname;
+    dns_answer ans;              /* dns_query's result (abuf owned) */
 } lookup;
 
 typedef struct qctx {            /* the arg of one ares_query */
@@ -75,7 +79,7 @@ typedef struct qctx {            /* the arg of one ares_query */
 } qctx;
 
 typedef struct centry {
-    hnode h;
+    dns_hnode h;
     dns_mx_result res;
     int64_t expires_ms;          /* util_mono_ms() clock */
 } centry;
@@ -94,72 +98,14 @@ struct dns {
     sockw *socks;
     ev_timer timer;              /* c-ares timeouts */
     ev_timer kick;               /* zero delay: delivers d->ready */
-    htable inflight;             /* lookup by domain */
-    htable cache;                /* centry by domain */
+    dns_htable inflight;             /* lookup by domain */
+    dns_htable cache;                /* centry by domain */
     size_t cache_sweep_at;
     lookup *ready, **ready_tail;
     bool dispatching;
     bool freed;                  /* dns_free was called during dispatch */
     uint64_t rng;
 };
-
-/* ---------- hash table ---------- */
-
-static size_t dns_hash_str(const char *s)
-{
-    size_t h = 1469598103934665603ull;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
-
-static void dns_ht_init(htable *t)
-{
-    t->nb = 64;
-    t->b = util_calloc(t->nb, sizeof *t->b);
-    t->n = 0;
-}
-
-static hnode *dns_ht_find(const htable *t, const char *key)
-{
-    for (hnode *n = t->b[dns_hash_str(key) & (t->nb - 1)]; n; n = n->hnext)
-        if (strcmp(n->key, key) == 0) return n;
-    return NULL;
-}
-
-static void dns_ht_insert(htable *t, hnode *node)
-{
-    if (t->n >= t->nb) {
-        size_t nb = t->nb * 2;
-        hnode **b = util_calloc(nb, sizeof *b);
-        for (size_t i = 0; i < t->nb; i++) {
-            for (hnode *n = t->b[i], *next; n; n = next) {
-                next = n->hnext;
-                size_t j = dns_hash_str(n->key) & (nb - 1);
-                n->hnext = b[j];
-                b[j] = n;
-            }
-        }
-        free(t->b);
-        t->b = b;
-        t->nb = nb;
-    }
-    size_t j = dns_hash_str(node->key) & (t->nb - 1);
-    node->hnext = t->b[j];
-    t->b[j] = node;
-    t->n++;
-}
-
-static void dns_ht_remove(htable *t, hnode *node)
-{
-    for (hnode **p = &t->b[dns_hash_str(node->key) & (t->nb - 1)]; *p; p = &(*p)->hnext) {
-        if (*p == node) {
-            *p = node->hnext;
-            t->n--;
-            return;
-        }
-    }
-    util_fatal("dns: hash node %s not in its table", node->key);
-}
 
 /* ---------- results ---------- */
 
@@ -185,6 +131,7 @@ static void dns_res_copy(dns_mx_result *dst, const dns_mx_result *src)
         dns_mx_host *h = &dst->hosts[i];
         h->name = util_strdup(s->name);
         h->preference = s->preference;
+        h->secure = s->secure;
         h->naddrs = s->naddrs;
         h->addrs = util_calloc(s->naddrs ? s->naddrs : 1, sizeof *h->addrs);
         for (size_t j = 0; j < s->naddrs; j++) h->addrs[j] = util_strdup(s->addrs[j]);
@@ -329,6 +276,24 @@ static int dns_make_channel(dns *d, const config *cfg, ares_channel *out, char *
 
 static void dns_query_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen);
 
+/* ares_send's callback: the RCODE mapped as ares_query maps it (NXDOMAIN: ENOTFOUND,
+ * NOERROR without answers: ENODATA, SERVFAIL, REFUSED...). */
+static void dns_send_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
+{
+    if (status == ARES_SUCCESS) {
+        switch (dns_wire_rcode(abuf, alen)) {
+        case ns_r_noerror: status = dns_wire_ancount(abuf, alen) > 0 ? ARES_SUCCESS : ARES_ENODATA; break;
+        case ns_r_formerr: status = ARES_EFORMERR; break;
+        case ns_r_servfail: status = ARES_ESERVFAIL; break;
+        case ns_r_nxdomain: status = ARES_ENOTFOUND; break;
+        case ns_r_notimpl: status = ARES_ENOTIMP; break;
+        case ns_r_refused: status = ARES_EREFUSED; break;
+        default: status = ARES_EBADRESP; break;
+        }
+    }
+    dns_query_cb(arg, status, timeouts, abuf, alen);
+}
+
 static void dns_issue(lookup *l, const char *name, int type, size_t host)
 {
     qctx *q = util_calloc(1, sizeof *q);
@@ -336,7 +301,19 @@ static void dns_issue(lookup *l, const char *name, int type, size_t host)
     q->type = type;
     q->host = host;
     l->pending++;
-    ares_query(l->d->ch, name, ns_c_in, type, dns_query_cb, q);   /* may call back at once */
+    unsigned char *qbuf = NULL;
+    int qlen = 0;
+    /* ares_send keeps the query's ID: a random one, as ares_query would choose */
+    unsigned short id = 0;
+    if (RAND_bytes((unsigned char *)&id, sizeof id) != 1) util_fatal("dns: RAND_bytes failed");
+    int rc = ares_create_query(name, ns_c_in, type, id, 1, &qbuf, &qlen, 0);
+    if (rc != ARES_SUCCESS) {
+        dns_query_cb(q, rc, 0, NULL, 0);
+        return;
+    }
+    qbuf[3] |= 0x20;             /* AD: "tell me whether you validated it" (RFC 6840) */
+    ares_send(l->d->ch, qbuf, qlen, dns_send_cb, q);   /* may call back at once */
+    ares_free_string(qbuf);
 }
 
 static void dns_kick(dns *d)
@@ -365,6 +342,9 @@ static void dns_lookup_free(lookup *l)
     dns_result_clear(&l->res);
     free(l->tempfail);
     free(l->h.key);
+    free(l->qname);
+    free((void *)l->ans.abuf);
+    free((char *)l->ans.error);
     free(l);
 }
 
@@ -389,7 +369,7 @@ static void dns_log_result(dns *d, const char *domain, const dns_mx_result *r, i
 static void dns_cache_sweep(dns *d, int64_t now)
 {
     for (size_t i = 0; i < d->cache.nb; i++) {
-        for (hnode **p = &d->cache.b[i]; *p;) {
+        for (dns_hnode **p = &d->cache.b[i]; *p;) {
             centry *c = (centry *)*p;
             if (c->expires_ms <= now) {
                 *p = c->h.hnext;
@@ -432,6 +412,11 @@ static void dns_finish(lookup *l)
 {
     dns *d = l->d;
     dns_mx_result *r = &l->res;
+    if (l->qtype) {              /* dns_query: no cache */
+        dns_ht_remove(&d->inflight, &l->h);
+        dns_make_ready(d, l);
+        return;
+    }
     dns_answer_finish(l->h.key, r, l->acc, l->tempfail);
     l->acc = NULL;
     int64_t ttl;
@@ -468,6 +453,30 @@ static void dns_on_addr(lookup *l, size_t host, int type, int status, unsigned c
                      &l->ttl_s, &l->tempfail);
 }
 
+/* dns_query's answer, kept (with its buffer) until delivered. */
+static void dns_on_raw(lookup *l, int status, unsigned char *abuf, int alen)
+{
+    dns_answer *a = &l->ans;
+    a->secure = dns_wire_ad(abuf, alen);
+    if (status == ARES_SUCCESS) {
+        unsigned char *copy = util_malloc((size_t)alen);
+        memcpy(copy, abuf, (size_t)alen);
+        a->abuf = copy;
+        a->alen = alen;
+        a->status = DNS_OK;
+    } else if (status == ARES_ENOTFOUND || status == ARES_EBADNAME) {
+        a->status = DNS_NXDOMAIN;
+        a->error = util_asprintf("%s: does not exist (NXDOMAIN)", l->qname);
+    } else if (status == ARES_ENODATA) {
+        a->status = DNS_NOHOST;
+        a->error = util_asprintf("%s: no records of type %d", l->qname, l->qtype);
+    } else {
+        a->status = DNS_TEMPFAIL;
+        a->error = util_asprintf("%s: lookup of type %d failed: %s", l->qname, l->qtype,
+                                 ares_strerror(status));
+    }
+}
+
 static void dns_query_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 {
     (void)timeouts;
@@ -477,7 +486,9 @@ static void dns_query_cb(void *arg, int status, int timeouts, unsigned char *abu
         free(q);                 /* dns_free / dns_reconfigure: the lookup is handled there */
         return;
     }
-    if (q->type == ns_t_mx)
+    if (l->qtype)
+        dns_on_raw(l, status, abuf, alen);
+    else if (q->type == ns_t_mx)
         dns_on_mx(l, status, abuf, alen);
     else
         dns_on_addr(l, q->host, q->type, status, abuf, alen);
@@ -488,7 +499,8 @@ static void dns_query_cb(void *arg, int status, int timeouts, unsigned char *abu
 static void dns_lookup_start(lookup *l)
 {
     l->ttl_s = -1;
-    dns_issue(l, l->h.key, ns_t_mx, 0);
+    if (l->qtype) dns_issue(l, l->qname, l->qtype, 0);
+    else dns_issue(l, l->h.key, ns_t_mx, 0);
 }
 
 /* Back to the state before any query (for a restart on a new channel). */
@@ -500,6 +512,9 @@ static void dns_lookup_reset(lookup *l)
     free(l->tempfail);
     l->tempfail = NULL;
     l->pending = 0;
+    free((void *)l->ans.abuf);
+    free((char *)l->ans.error);
+    memset(&l->ans, 0, sizeof l->ans);
 }
 
 /* ---------- delivery ---------- */
@@ -521,7 +536,8 @@ static void dns_kick_cb(struct ev_loop *loop, ev_timer *w, int revents)
         while (l->waiters && !d->freed) {
             waiter *wt = l->waiters;
             l->waiters = wt->next;
-            wt->cb(wt->arg, &l->res);
+            if (wt->acb) wt->acb(wt->arg, &l->ans);
+            else wt->cb(wt->arg, &l->res);
             free(wt);
         }
         dns_lookup_free(l);
@@ -572,6 +588,42 @@ void dns_resolve_mx(dns *d, const char *domain, dns_mx_cb cb, void *arg)
         dns_res_copy(&l->res, &c->res);
         dns_order_mx(l->res.hosts, l->res.nhosts, dns_rnd, d);   /* spread over equal MX */
         dns_log_result(d, key, &l->res, (c->expires_ms - util_mono_ms()) / 1000, true);
+        dns_make_ready(d, l);
+        return;
+    }
+    dns_ht_insert(&d->inflight, &l->h);
+    dns_lookup_start(l);
+    dns_rearm_timer(d);
+}
+
+void dns_query(dns *d, const char *name, int type, dns_answer_cb cb, void *arg)
+{
+    char *qname = util_strdup(name ? name : "");
+    util_lowercase(qname);
+    waiter *w = util_calloc(1, sizeof *w);
+    w->acb = cb;
+    w->arg = arg;
+    /* a newline never occurs in a domain kiln looks up: no clash with MX lookup keys */
+    char *key = util_asprintf("%s\n%d", qname, type);
+    lookup *l = (lookup *)dns_ht_find(&d->inflight, key);
+    if (l) {
+        free(key);
+        free(qname);
+        *l->wtail = w;
+        l->wtail = &w->next;
+        return;
+    }
+    l = util_calloc(1, sizeof *l);
+    l->d = d;
+    l->h.key = key;
+    l->qtype = type;
+    l->qname = qname;
+    l->waiters = w;
+    l->wtail = &w->next;
+    l->ttl_s = -1;
+    if (!qname[0]) {
+        l->ans.status = DNS_NXDOMAIN;
+        l->ans.error = util_strdup("empty domain name");
         dns_make_ready(d, l);
         return;
     }
@@ -632,7 +684,7 @@ static void dns_destroy(dns *d)
     }
     ev_timer_stop(d->loop, &d->kick);
     for (size_t i = 0; i < d->inflight.nb; i++) {
-        for (hnode *n = d->inflight.b[i], *next; n; n = next) {
+        for (dns_hnode *n = d->inflight.b[i], *next; n; n = next) {
             next = n->hnext;
             dns_lookup_free((lookup *)n);
         }
@@ -672,7 +724,7 @@ int dns_reconfigure(dns *d, const config *cfg, char **err)
     size_t n = 0;
     lookup **all = util_calloc(d->inflight.n ? d->inflight.n : 1, sizeof *all);
     for (size_t i = 0; i < d->inflight.nb; i++)
-        for (hnode *h = d->inflight.b[i]; h; h = h->hnext) all[n++] = (lookup *)h;
+        for (dns_hnode *h = d->inflight.b[i]; h; h = h->hnext) all[n++] = (lookup *)h;
     for (size_t i = 0; i < n; i++) {
         dns_lookup_reset(all[i]);
         dns_lookup_start(all[i]);

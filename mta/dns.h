@@ -1,4 +1,4 @@
-/* dns.h — MX resolution with c-ares 1.18, driven by the libev loop (socket-state callback
+/* dns.h — MX resolution (and single queries) with c-ares 1.18, driven by the libev loop (socket-state callback
  * + one ev_io per socket + one timer; no threads, no blocking calls). Answers are cached
  * by TTL (negative answers briefly). Results per SPEC section 3: MX hosts ordered by
  * preference (random among equal preferences), each with its A/AAAA addresses; a domain
@@ -29,12 +29,15 @@ typedef struct dns_mx_host {
     int preference;
     char **addrs;        /* textual IPv4/IPv6 addresses */
     size_t naddrs;
+    bool secure;         /* its A and AAAA answers were DNSSEC-validated (AD bit) */
 } dns_mx_host;
 
 typedef struct dns_mx_result {
     dns_status status;
     const char *error;   /* human text for diagnostics when status != DNS_OK */
     bool implicit;       /* true: no MX record, A/AAAA fallback used */
+    bool secure;         /* the MX answer (implicit: the proof there is none) was
+                            DNSSEC-validated: the resolver set the AD bit (RFC 4035) */
     dns_mx_host *hosts;  /* in delivery order */
     size_t nhosts;
 } dns_mx_result;
@@ -54,6 +57,23 @@ int dns_reconfigure(dns *d, const config *cfg, char **err);
  * the loop too), so callers need no re-entrancy care. */
 typedef void (*dns_mx_cb)(void *arg, const dns_mx_result *res);
 void dns_resolve_mx(dns *d, const char *domain, dns_mx_cb cb, void *arg);
+
+/* One query of any type, for what dns_resolve_mx does not cover (TLSA, TXT, the address
+ * of an MTA-STS policy host). status: DNS_OK (answer records present; abuf/alen is the
+ * whole response), DNS_NXDOMAIN, DNS_NOHOST (the name exists without records of the type),
+ * DNS_TEMPFAIL (error says why). secure: the response had the AD bit. Every query asks
+ * for it (AD set in the query, RFC 6840 section 5.7); only a validating resolver sets it.
+ * Delivered like dns_resolve_mx (from the loop, never inside dns_query; dropped by
+ * dns_free; restarted by dns_reconfigure; concurrent equal queries shared); not cached. */
+typedef struct dns_answer {
+    dns_status status;
+    bool secure;
+    const unsigned char *abuf;
+    int alen;
+    const char *error;
+} dns_answer;
+typedef void (*dns_answer_cb)(void *arg, const dns_answer *a);
+void dns_query(dns *d, const char *name, int type, dns_answer_cb cb, void *arg);
 
 /* Pure ordering used by dns_resolve_mx, exported for unit tests: sorts hosts by
  * preference ascending; hosts of equal preference are shuffled with rnd(arg) (returns a

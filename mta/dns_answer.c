@@ -1,11 +1,9 @@
 /* dns_answer.c — kiln's reading of raw DNS answers for MX resolution (see dns_answer.h):
  * the MX, A and AAAA answers through c-ares' own parsers, RFC 7505 null MX, the implicit MX
  * of a domain without one, duplicate exchangers, the order of delivery (dns_order_mx), the
- * TTLs, and the final result of a lookup. Pure: no sockets, no loop, no clock.
- *
- * c-ares 1.18's ares_parse_mx_reply does not return TTLs, so dns_answer_min_ttl() walks the
- * answer section by hand (header, questions, resource-record headers; names are skipped
- * with ares_expand_name): a few lines, no DNS library in Debian adds anything here. */
+ * TTLs, whether each answer carried the AD bit (DANE), and the final result of a lookup.
+ * Pure: no sockets, no loop, no clock. c-ares 1.18's ares_parse_mx_reply does not return
+ * TTLs, so the MX records' TTL comes from mta/dns_wire.c's walker. */
 #include "mta/dns_answer.h"
 
 #include <arpa/inet.h>
@@ -16,6 +14,7 @@
 #include <string.h>
 
 #include "base/util.h"
+#include "mta/dns_wire.h"
 
 void dns_result_clear(dns_mx_result *r)
 {
@@ -63,40 +62,6 @@ void dns_order_mx(dns_mx_host *hosts, size_t n, uint32_t (*rnd)(void *arg), void
 
 /* ---------- TTLs ---------- */
 
-static int dns_answer_skip_name(const unsigned char *p, const unsigned char *abuf, int alen,
-                                long *len)
-{
-    char *name = NULL;
-    if (ares_expand_name(p, abuf, alen, &name, len) != ARES_SUCCESS) return -1;
-    ares_free_string(name);
-    return 0;
-}
-
-int64_t dns_answer_min_ttl(const unsigned char *abuf, int alen, int type)
-{
-    if (alen < 12) return -1;
-    int qd = abuf[4] << 8 | abuf[5], an = abuf[6] << 8 | abuf[7];
-    const unsigned char *p = abuf + 12, *end = abuf + alen;
-    long len;
-    for (int i = 0; i < qd; i++) {
-        if (dns_answer_skip_name(p, abuf, alen, &len) < 0 || end - p < len + 4) return -1;
-        p += len + 4;
-    }
-    int64_t min = -1;
-    for (int i = 0; i < an; i++) {
-        if (dns_answer_skip_name(p, abuf, alen, &len) < 0 || end - p < len + 10) return -1;
-        p += len;
-        int rtype = p[0] << 8 | p[1];
-        int64_t ttl = (int64_t)((uint32_t)p[4] << 24 | (uint32_t)p[5] << 16 | (uint32_t)p[6] << 8 | p[7]);
-        int rdlen = p[8] << 8 | p[9];
-        p += 10;
-        if (end - p < rdlen) return -1;
-        p += rdlen;
-        if (rtype == type && (min < 0 || ttl < min)) min = ttl;
-    }
-    return min;
-}
-
 void dns_answer_note_ttl(int64_t *ttl_s, int64_t ttl)
 {
     if (ttl >= 0 && (*ttl_s < 0 || ttl < *ttl_s)) *ttl_s = ttl;
@@ -113,6 +78,7 @@ void dns_answer_mx(const char *domain, int status, const unsigned char *abuf, in
                    uint32_t (*rnd)(void *arg), void *rnd_arg, dns_mx_result *r, int64_t *ttl_s)
 {
     struct ares_mx_reply *mx = NULL;
+    bool secure = dns_wire_ad(abuf, alen);   /* NODATA with AD: proven without MX */
     if (status == ARES_SUCCESS) {
         status = ares_parse_mx_reply(abuf, alen, &mx);
         if (status != ARES_SUCCESS && status != ARES_ENODATA) status = ARES_EBADRESP;
@@ -133,6 +99,7 @@ void dns_answer_mx(const char *domain, int status, const unsigned char *abuf, in
     if (status == ARES_ENODATA) {          /* no MX: the domain itself is the exchanger */
         r->status = DNS_OK;
         r->implicit = true;
+        r->secure = secure;
         r->nhosts = 1;
         r->hosts = util_calloc(1, sizeof *r->hosts);
         r->hosts[0].name = util_strdup(domain);
@@ -151,8 +118,9 @@ void dns_answer_mx(const char *domain, int status, const unsigned char *abuf, in
                         util_asprintf("%s: domain accepts no mail (null MX, RFC 7505)", domain));
         return;
     }
-    dns_answer_note_ttl(ttl_s, dns_answer_min_ttl(abuf, alen, ns_t_mx));
+    dns_answer_note_ttl(ttl_s, dns_wire_min_ttl(abuf, alen, ns_t_mx));
     r->status = DNS_OK;
+    r->secure = secure;
     r->hosts = util_calloc(n, sizeof *r->hosts);
     for (struct ares_mx_reply *m = mx; m; m = m->next) {
         size_t i;
@@ -182,6 +150,7 @@ void dns_answer_addrs(const char *domain, const char *host, int type, int status
                       const unsigned char *abuf, int alen, dns_addr_acc *a, int64_t *ttl_s,
                       char **tempfail)
 {
+    if (!dns_wire_ad(abuf, alen)) a->insecure = true;   /* NODATA with AD stays secure */
     if (status == ARES_SUCCESS) {
         char text[INET6_ADDRSTRLEN];
         int n = DNS_MAX_ADDRS;
@@ -247,6 +216,7 @@ void dns_answer_finish(const char *domain, dns_mx_result *r, dns_addr_acc *acc,
             free(h->name);
             continue;
         }
+        h->secure = !a->insecure;
         h->naddrs = a->n4 + a->n6;
         h->addrs = util_calloc(h->naddrs, sizeof *h->addrs);
         if (a->n4) memcpy(h->addrs, a->v4, a->n4 * sizeof *h->addrs);

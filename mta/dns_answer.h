@@ -4,10 +4,12 @@
  * answers through ares_parse_a_reply / ares_parse_aaaa_reply (textual addresses), the
  * smallest TTL of the records used, and the final result of a lookup once every answer is
  * in. Pure: no sockets, no loop, no clock; the DNS fuzz target drives it with raw bytes as
- * c-ares hands them to dns.c. */
+ * c-ares hands them to dns.c. r->secure and each host's secure say whether the answers they
+ * rest on carried the AD bit (RFC 4035; mta/dns_wire.c reads it). */
 #ifndef KILN_DNS_ANSWER_H
 #define KILN_DNS_ANSWER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -19,14 +21,12 @@
 typedef struct dns_addr_acc {
     char **v4, **v6;
     size_t n4, n6;
+    bool insecure;               /* an answer without the AD bit (or none at all) */
 } dns_addr_acc;
 
 /* Frees r's hosts, addresses and error and zeroes it. */
 void dns_result_clear(dns_mx_result *r);
 
-/* Smallest TTL of the answer records of TYPE (ns_t_mx...) in abuf, or -1 if none or if the
- * answer is malformed. */
-int64_t dns_answer_min_ttl(const unsigned char *abuf, int alen, int type);
 /* *ttl_s = the smaller of *ttl_s and ttl (a -1 on either side means none). */
 void dns_answer_note_ttl(int64_t *ttl_s, int64_t ttl);
 

@@ -68,6 +68,7 @@ struct smtp_client {
     char *desc;
     smtp_client_timeouts to;
     tls_ctx *tls_ctx;
+    tls_auth *auth;              /* what the peer must prove (a copy), or NULL */
 
     conn conn;                   /* socket, TLS layer, buffers, the reply/step timer */
     ev_timer later;              /* reports a failure found inside smtp_client_new */
@@ -300,6 +301,7 @@ static int smtp_client_start_handshake(smtp_client *c)
     bool named = c->peer_name && inet_pton(AF_INET, c->peer_name, tmp) != 1 &&
                  inet_pton(AF_INET6, c->peer_name, tmp) != 1;
     conn_starttls(&c->conn, c->tls_ctx, named ? c->peer_name : NULL);
+    tls_conn_authenticate(conn_tls(&c->conn), c->auth);
     /* nothing the server sent in clear after its 220 may count once TLS is up */
     strbuf_reset(&c->conn.in);
     c->state = ST_HANDSHAKE;
@@ -713,6 +715,7 @@ smtp_client *smtp_client_new(struct ev_loop *loop, klog *lg, const smtp_client_o
     c->port = opts->port;
     c->to = opts->timeouts;
     c->tls_ctx = opts->tls;
+    c->auth = tls_auth_dup(opts->auth);
     c->desc = util_asprintf("%s->%s:%d%s%s%s", c->src ? c->src : "*", c->peer, c->port,
                             c->peer_name ? " (" : "", c->peer_name ? c->peer_name : "",
                             c->peer_name ? ")" : "");
@@ -799,6 +802,7 @@ void smtp_client_free(smtp_client *c)
     free(c->ehlo);
     free(c->self_name);
     free(c->desc);
+    tls_auth_free(c->auth);
     free(c);
 }
 

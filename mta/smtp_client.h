@@ -108,6 +108,9 @@ typedef struct smtp_client_opts {
                                 or EHLO reply is kiln itself (FAIL_LOOP); NULL: no check */
     tls_ctx *tls;            /* client context (tls_client_ctx_new) for STARTTLS;
                                 NULL: never start TLS */
+    const tls_auth *auth;    /* what the server's certificate must prove (copied); NULL or
+                                TLS_AUTH_NONE: nothing. A failure is FAIL_TLS, with
+                                tls_conn_authenticate's reason, before anything is sent */
     smtp_client_timeouts timeouts;
 } smtp_client_opts;
 

@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct tls_ctx tls_ctx;
 typedef struct tls_conn tls_conn;
@@ -29,13 +30,56 @@ tls_ctx *tls_server_ctx_new(const char *cert_file, const char *key_file, char **
 bool tls_server_ctx_unchanged(const tls_ctx *ctx, const char *cert_file, const char *key_file);
 /* Client side, trusting the system CA store. verify=true makes the handshake fail unless
  * the peer's chain and name (tls_conn_new's server_name) verify; with verify=false the
- * handshake always proceeds and tls_conn_peer_verified() tells the outcome. */
+ * handshake always proceeds and tls_conn_peer_verified() tells the outcome (unless the
+ * connection asks for more with tls_conn_authenticate). TLS 1.2 and newer only, whatever
+ * the system's OpenSSL configuration allows; DANE (RFC 7672) enabled on the context. */
 tls_ctx *tls_client_ctx_new(bool verify, char **err);
+/* Client side: trust the PEM bundle ca_file instead (NULL: the system store again). The
+ * store is swapped in place: connections made from ctx use the new one from their next
+ * verification on. 0, or -1 and *err (naming the file and OpenSSL's reason). */
+int tls_client_ctx_set_ca(tls_ctx *ctx, const char *ca_file, char **err);
+/* The lowest protocol version ctx negotiates (TLS1_2_VERSION for clients: 0x0303). */
+int tls_ctx_min_version(const tls_ctx *ctx);
+
+/* What a client connection must prove before anything is sent over it. */
+typedef enum {
+    TLS_AUTH_NONE = 0,       /* encryption only: the certificate is not a reason to fail */
+    TLS_AUTH_VERIFY,         /* chain to the context's CAs, certificate for `name` (a DNS
+                                name, or an IP literal for a static route to an address) */
+    TLS_AUTH_DANE,           /* RFC 7672: the chain matches a TLSA record (DANE-TA(2) with
+                                the name `name`, the TLSA base domain; DANE-EE(3) any name) */
+} tls_auth_mode;
+
+typedef struct tls_tlsa {    /* one TLSA record (RFC 6698) */
+    uint8_t usage, selector, mtype;
+    unsigned char *data;
+    size_t len;
+} tls_tlsa;
+
+typedef struct tls_auth {
+    tls_auth_mode mode;
+    char *name;
+    tls_tlsa *tlsa;          /* DANE: the usable records (tls_tlsa_usable) */
+    size_t ntlsa;
+} tls_auth;
+
+/* A deep copy (NULL for NULL), and its release. */
+tls_auth *tls_auth_dup(const tls_auth *a);
+void tls_auth_free(tls_auth *a);
+/* RFC 7672 section 3.1: only DANE-TA(2) and DANE-EE(3), selector 0/1, matching 0/1/2, with
+ * the digest length its matching type implies, authenticate an SMTP server. */
+bool tls_tlsa_usable(const tls_tlsa *r);
 void tls_ctx_free(tls_ctx *ctx);   /* connections made from it stay valid */
 
 /* Wraps fd (connected, non-blocking; not closed by tls_conn_free). server_name: client
  * side SNI and the name verified; NULL on the server side. Never fails for lack of memory. */
 tls_conn *tls_conn_new(tls_ctx *ctx, int fd, const char *server_name);
+/* Client side, before the handshake: the peer must prove what a says, else the handshake
+ * ends in TLS_ERROR with tls_conn_error() "certificate verify failed: <reason> for <name>"
+ * (VERIFY) or "DANE TLSA authentication failed: <reason> for <name>" (DANE). A mode other
+ * than NONE with nothing usable (no name; no TLSA record OpenSSL accepts) fails every
+ * handshake the same way, never passes one. */
+void tls_conn_authenticate(tls_conn *c, const tls_auth *a);
 tls_status tls_conn_handshake(tls_conn *c);
 /* Reads up to cap bytes of plaintext: TLS_OK with *n > 0, or another status and *n = 0. */
 tls_status tls_conn_read(tls_conn *c, void *buf, size_t cap, size_t *n);

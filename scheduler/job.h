@@ -47,6 +47,11 @@ typedef struct sched_hop {
     char *name;                 /* MX host name, or the route host */
     char *addr;                 /* IP literal */
     int port;
+    int tls;                    /* the TLS this hop needs, in the executor's terms (mta/delivery:
+                                   0 opportunistic, more is stricter); the scheduler only copies */
+    unsigned char *tlsa;        /* the executor's opaque bytes for it (DANE records), or NULL;
+                                   freed with the hop */
+    size_t tlsa_len;
 } sched_hop;
 
 typedef struct sched_set sched_set;
@@ -82,7 +87,6 @@ typedef struct sched_job {
     bool loaded;
     /* attempt: filled by the executor, freed by the scheduler when the attempt ends */
     char *pool;
-    bool require_tls;
     int64_t max_delivery_ms;
     bool via_route;
     sched_hop *hops;

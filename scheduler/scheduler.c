@@ -565,6 +565,7 @@ static void sched_job_clear_attempt(scheduler *s, sched_job *j)
     for (size_t i = 0; i < j->nhops; i++) {
         free(j->hops[i].name);
         free(j->hops[i].addr);
+        free(j->hops[i].tlsa);
     }
     free(j->hops);
     j->hops = NULL;

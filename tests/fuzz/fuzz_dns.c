@@ -26,6 +26,7 @@
 
 #include "base/util.h"
 #include "mta/dns_answer.h"
+#include "mta/dns_wire.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -128,8 +129,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* The TTL walk on its own, over every answer type (kiln's hand-written part). */
     if (abuf) {
         dns_answer_note_ttl(&ttl, -1);
-        (void)dns_answer_min_ttl(abuf, alen, ns_t_a);
-        (void)dns_answer_min_ttl(abuf, alen, ns_t_aaaa);
+        (void)dns_wire_min_ttl(abuf, alen, ns_t_a);
+        (void)dns_wire_min_ttl(abuf, alen, ns_t_aaaa);
     }
     /* RFC 5321 5.1: an empty list of MX (an answer of CNAMEs only, say) is an implicit MX */
     if (r.status == DNS_OK && r.nhosts == 0) fuzz_dns_fail("an MX answer without exchangers", NULL);

@@ -103,7 +103,7 @@ START_TEST(test_order_equal_both_orders)
     uint64_t seed = 42;
     int lead[3] = {0, 0, 0};
     for (int i = 0; i < 300; i++) {
-        dns_mx_host h[4] = {{"m0", 20, NULL, 0}, {"m1", 20, NULL, 0}, {"best", 5, NULL, 0}, {"m2", 20, NULL, 0}};
+        dns_mx_host h[4] = {{"m0", 20, NULL, 0, false}, {"m1", 20, NULL, 0, false}, {"best", 5, NULL, 0, false}, {"m2", 20, NULL, 0, false}};
         dns_order_mx(h, 4, rnd_lcg, &seed);
         ck_assert_str_eq(h[0].name, "best");
         for (int j = 1; j < 4; j++) ck_assert_int_eq(h[j].preference, 20);

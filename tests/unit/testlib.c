@@ -86,6 +86,10 @@ config *testlib_config_new(void)
     c->retry_max_interval_ms = 3600 * 1000;
     c->retry_factor = 2;
     c->connect_timeout_ms = 10 * 1000;
+    /* outbound TLS: config_tls_defaults() in base/config_tls.c */
+    c->mta_sts_fetch_timeout_ms = 10 * 1000;
+    c->mta_sts_cache_size = 10000;
+    c->mta_sts_port = 443;
     c->warmup = (config_warmup){.days = 45, .first_day = 50, .target = 50000,
                                 .advance = CONFIG_ADVANCE_CALENDAR, .pacing = 4};
     c->shaping_default = (config_shaping_limits){10, 100, {50, 1000}};
