@@ -29,6 +29,7 @@ from soaklib import kilntest, say  # noqa: E402
 
 CLIENT_IPS = ["127.0.0.50", "127.0.0.51", "127.0.0.52"]
 SINK_IP = "127.0.0.31"
+KILL_LAG_MS = 1000       # how long after a kill the sink may still read a copy kilnd sent
 SINK_FAULTS = ["--random-defer", "5", "--random-reject", "2", "--random-disconnect", "2",
                "--random-delay", "5", "--random-delay-ms", "800"]
 
@@ -143,11 +144,18 @@ def main():
         kill_ms = [t for t, _, _ in kills]
         in_flight, unexplained = 0, []
         for tok, times in ledger.duplicates().items():
-            # every later copy must follow a kill that came after the copy before it
-            if all(any(times[i - 1] <= t <= times[i] for t in kill_ms) for i in range(1, len(times))):
+            # every later copy must follow a kill that came after the copy before it was
+            # sent; the sink records a copy when it reads the final "." (it may read what a
+            # killed kilnd wrote a little after the kill), hence KILL_LAG_MS
+            if all(any(times[i - 1] - KILL_LAG_MS <= t <= times[i] for t in kill_ms)
+                   for i in range(1, len(times))):
                 in_flight += 1
             else:
                 unexplained.append(tok)
+                near = min(kill_ms, key=lambda t: abs(t - times[0]))
+                print("unexplained duplicate %s: copies at %s ms from the nearest kill, from %s"
+                      % (tok, [t - near for t in times], ledger.delivered_from.get(tok)),
+                      flush=True)
         lost = ledger.unsettled()
         fields = {
             "cycles": a.cycles,
