@@ -6,6 +6,7 @@
  *   kiln-loadgen -s HOST:PORT -n N -c M [--size BYTES] [--rcpts-per-msg R] [--domains D]
  *       [--domain-pattern P] [--local-part L] [--from ADDR] [--set NAME] [--rate MSGS_PER_S]
  *       [--tls] [--json] [--token-prefix P] [--timeout S] [--bind IP] [--helo NAME]
+ *       [--record FILE]
  *
  * One libev loop drives M connections. Each connection greets once (EHLO, then STARTTLS and
  * EHLO again with --tls) and then sends messages one after another: MAIL, RCPT per
@@ -33,7 +34,8 @@
  * (X-SES-CONFIGURATION-SET), --rate MSGS_PER_S (total, a token bucket with a burst of 20 ms
  * of messages), --tls (STARTTLS, certificate not verified), --json (the report as JSON),
  * --token-prefix P ("loadgen"), --timeout S (30: bounds every wait for a reply, a write or a
- * connect), --bind IP (source address), --helo NAME (loadgen.kiln.test), -h (usage).
+ * connect), --bind IP (source address), --helo NAME (loadgen.kiln.test), --record FILE
+ * (one line per accepted message: time, token, queue id; see loadgen_report.c), -h (usage).
  * SIGINT/SIGTERM stop handing out messages; those in flight finish and the report follows.
  * Exit status: 0 when the run finished (rejections and errors included), 1 on bad usage
  * or when no message got any answer from the server (nothing could be sent).
@@ -393,7 +395,7 @@ static void loadgen_txn_over(lg_conn *c)
     loadgen_conn_idle(c);
 }
 
-static void loadgen_txn_reply(lg_conn *c, int code)
+static void loadgen_txn_reply(lg_conn *c, int code, const char *reply, size_t len)
 {
     loadgen *lg = c->lg;
     if (c->next_reply >= c->next_send) {
@@ -460,6 +462,7 @@ static void loadgen_txn_reply(lg_conn *c, int code)
         return;
     case STAGE_DOT:
         if (ok && c->rcpt_ok > 0 && c->mail_ok) {
+            loadgen_record_accepted(lg, c->msg, reply, len);
             loadgen_msg_finish(c, 0, NULL);
         } else {
             if (c->rcpt_ok > 0 && c->mail_ok) loadgen_fail_once(c, st, code);
@@ -547,7 +550,7 @@ static void loadgen_handle_reply(lg_conn *c, int code, const char *reply, size_t
         return;
     case CS_TXN:
     case CS_BODY:
-        loadgen_txn_reply(c, code);
+        loadgen_txn_reply(c, code, reply, len);
         return;
     case CS_QUIT:
         loadgen_conn_done(c);
@@ -804,6 +807,10 @@ int main(int argc, char **argv)
         free(lg);
         return 1;
     }
+    if (loadgen_record_open(lg) != 0) {
+        free(lg);
+        return 1;
+    }
     signal(SIGPIPE, SIG_IGN);
     if (lg->o.tls) {
         char *err = NULL;
@@ -869,6 +876,7 @@ int main(int argc, char **argv)
     loadgen_tally_free(&lg->errors_by);
     loadgen_tally_free(&lg->conn_errors);
     tls_ctx_free(lg->tls);
+    loadgen_record_close(lg);
     free(lg);
     return status;
 }

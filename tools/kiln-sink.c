@@ -19,10 +19,12 @@
  *   disconnect...  the connection is dropped without a reply
  *   delay<N>...    the RCPT reply (250) is delayed N ms (a timer: other sessions go on)
  * and by option:
- *   --random-defer P, --random-reject P, --random-disconnect P
+ *   --random-defer P, --random-reject P, --random-disconnect P, --random-delay P
  *                  percent (0..100, fractions allowed) of the RCPTs without a local-part
  *                  fault that get the fault above (independent draws in the order
- *                  disconnect, defer, reject; --seed N makes the sequence repeatable)
+ *                  disconnect, defer, reject, delay; a random delay holds the 250 to the
+ *                  RCPT 0..--random-delay-ms milliseconds, default 1000; --seed N makes
+ *                  the sequence repeatable)
  *   --delay-data MS
  *                  the reply to the final "." is delayed MS milliseconds
  *   --max-connections-per-client N
@@ -39,7 +41,8 @@
  *                                 "rejected_connections"}},
  *    "by_listener": {"127.0.0.21:2525": {"connections", "messages", "recipients", "bytes"}},
  *    "faults": {"defer", "reject", "throttle", "disconnect", "delay", "random_defer",
- *               "random_reject", "random_disconnect", "delay_data", "too_many_connections"},
+ *               "random_reject", "random_disconnect", "delay_data", "too_many_connections",
+ *               "random_delay"},
  *    "max_concurrent_by_client": {"127.0.0.10": N}}
  * "messages" are messages answered 250 at the end of DATA; "recipients" the recipients
  * accepted in those messages; "bytes" their size as received (after dot-unstuffing, lines
@@ -49,12 +52,13 @@
  * Other options: --tls-cert FILE and --tls-key FILE (PEM; together they turn STARTTLS on),
  * --hostname NAME (greeting and EHLO name), --max-message-size N (the SIZE advertised and
  * enforced, 0 = no limit; default 50 MB), --timeout S (idle session timeout, default 300),
- * -v (a log line per session on stderr), -h (usage). Start-up logs "event=sink.ready" on
+ * -v (a log line per session on stderr), -h (usage), --record FILE and --record-header NAME
+ * (one line per accepted message with that header's value: see sink_record.c). Start-up logs "event=sink.ready" on
  * stderr once every listener is open. Everything lives in one `sink` context struct; no
  * globals.
  *
  * Files: this one (sessions, SMTP commands, faults, start and stop), sink_stats.c (the
- * counters and the stats file), sink_args.c (the command line), sink.h (the shared types).
+ * counters and the stats file), sink_record.c (--record), sink_args.c (the command line), sink.h (the shared types).
  * Sockets, TLS, buffers and timers are mta/conn (the same layer as kilnd's submission
  * server); lines and commands are parsed by mta/smtp_parse. */
 #include <errno.h>
@@ -167,6 +171,7 @@ static void sink_error_reply(sink_session *s, const char *line)
 
 static void sink_reset_transaction(sink_session *s)
 {
+    sink_record_reset(s);
     s->in_mail = false;
     s->nrcpts = 0;
     s->data_bytes = 0;
@@ -290,6 +295,10 @@ static void sink_cmd_rcpt(sink_session *s, const smtp_cmd *c)
         if (sink_chance(sk, sk->o.random_disconnect)) f = F_RANDOM_DISCONNECT;
         else if (sink_chance(sk, sk->o.random_defer)) f = F_RANDOM_DEFER;
         else if (sink_chance(sk, sk->o.random_reject)) f = F_RANDOM_REJECT;
+        else if (sink_chance(sk, sk->o.random_delay)) {
+            f = F_RANDOM_DELAY;
+            delay_ms = (long)(sink_rand(sk) % (uint64_t)(sk->o.random_delay_ms + 1));
+        }
     }
     if (f >= 0) sk->faults[f]++;
     switch (f) {
@@ -312,6 +321,7 @@ static void sink_cmd_rcpt(sink_session *s, const smtp_cmd *c)
         sink_kill_session(s, "fault disconnect");
         return;
     case F_DELAY:
+    case F_RANDOM_DELAY:
         s->nrcpts++;
         sink_hold_reply(s, HOLD_RCPT, REPLY_RCPT_OK, delay_ms);
         return;
@@ -338,6 +348,7 @@ static void sink_cmd_data(sink_session *s, const smtp_cmd *c)
     }
     s->data_bytes = 0;
     s->state = SS_DATA;
+    sink_record_begin(s);
     sink_reply(s, REPLY_DATA_GO);
 }
 
@@ -404,6 +415,7 @@ static void sink_message_accepted(sink_session *s)
     sink_count_add(&s->c->n, 1, r, b);
     sink_count_add(&sk->by_listener[s->li], 1, r, b);
     s->messages++;
+    sink_record_accepted(s);             /* before the 250 leaves */
     smtp_reply_printf(&s->conn.out, "250 2.0.0 Ok: queued as S%llxM%llu", (unsigned long long)s->id,
                       (unsigned long long)s->messages);
     sink_reset_transaction(s);
@@ -472,7 +484,9 @@ static void sink_process_input(sink_session *s)
             s->data_bytes += line.consumed;
         } else {
             /* dot-unstuffing: a leading dot was added by the client */
-            s->data_bytes += line.len + 2 - (line.len && line.text[0] == '.');
+            size_t dot = line.len && line.text[0] == '.';
+            s->data_bytes += line.len + 2 - dot;
+            sink_record_line(s, line.text + dot, line.len - dot);
         }
         if (s->discard_input) {
             s->discard_input = false;
@@ -631,6 +645,7 @@ static void sink_session_close(sink_session *s)
     sk->nsessions--;
     s->c->current--;
     free(s->held_reply);
+    sink_record_reset(s);
     free(s);
 }
 
@@ -802,6 +817,7 @@ static void sink_free(sink *sk)
         }
     }
     tls_ctx_free(sk->tls);
+    sink_record_close(sk);
     free(sk->o.listen);
     log_close(sk->log);
 }
@@ -838,6 +854,7 @@ int main(int argc, char **argv)
         sk->tls = tls_server_ctx_new(sk->o.tls_cert, sk->o.tls_key, &err);
         if (!sk->tls) rc = 1;
     }
+    if (rc == 0 && !sink_record_open(sk, &err)) rc = 1;
     for (size_t i = 0; rc == 0 && i < sk->o.nlisten; i++)
         if (sink_listen_on(sk, sk->o.listen[i], &err) != 0) rc = 1;
     if (rc != 0) {

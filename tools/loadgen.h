@@ -46,6 +46,7 @@ typedef struct lg_opts {
     double timeout;
     const char *bind;
     const char *helo;
+    const char *record;              /* --record FILE */
 } lg_opts;
 
 typedef enum {
@@ -118,6 +119,7 @@ struct loadgen {
     ev_signal sigint, sigterm;
     bool interrupted;
     bool ever_greeted;               /* some connection got a 220 greeting */
+    FILE *record;                    /* --record, line-buffered; NULL without it */
 };
 
 static inline int64_t loadgen_now_us(void)
@@ -133,6 +135,11 @@ void loadgen_tally_add(lg_tally *t, const char *key, uint64_t n);
 void loadgen_tally_free(lg_tally *t);
 /* Prints the report (text or --json) on stdout. */
 void loadgen_report(loadgen *lg);
+/* Opens --record (appending, line-buffered); -1 after printing why not. */
+int loadgen_record_open(loadgen *lg);
+/* Message msg was accepted with the final reply (reply, len): one --record line. */
+void loadgen_record_accepted(loadgen *lg, int64_t msg, const char *reply, size_t len);
+void loadgen_record_close(loadgen *lg);
 
 /* loadgen_args.c */
 void loadgen_usage(FILE *fp);

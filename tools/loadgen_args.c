@@ -34,6 +34,8 @@ void loadgen_usage(FILE *fp)
         "      --timeout S            seconds to wait for a reply, write or connect (30)\n"
         "      --bind IP              source address of the connections\n"
         "      --helo NAME            EHLO name (default loadgen.kiln.test)\n"
+        "      --record FILE          append \"<unix ms> <token> <queue id>\" per accepted\n"
+        "                             message (the id: last word of the final 250)\n"
         "  -h, --help                 this text\n"
         "Exit status 0 when the run finished (rejections included), 1 on bad usage or\n"
         "when no message got an answer from the server.\n",
@@ -52,6 +54,7 @@ static bool loadgen_pattern_ok(const char *p)
 enum {
     OPT_SIZE = 256, OPT_RCPTS, OPT_DOMAINS, OPT_DOMAIN_PATTERN, OPT_LOCAL_PART, OPT_FROM,
     OPT_SET, OPT_RATE, OPT_TLS, OPT_JSON, OPT_TOKEN, OPT_TIMEOUT, OPT_BIND, OPT_HELO,
+    OPT_RECORD,
 };
 
 int loadgen_parse_args(int argc, char **argv, lg_opts *o, bool *help)
@@ -74,6 +77,7 @@ int loadgen_parse_args(int argc, char **argv, lg_opts *o, bool *help)
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"bind", required_argument, NULL, OPT_BIND},
         {"helo", required_argument, NULL, OPT_HELO},
+        {"record", required_argument, NULL, OPT_RECORD},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -146,6 +150,7 @@ int loadgen_parse_args(int argc, char **argv, lg_opts *o, bool *help)
             o->helo = optarg;
             if (!smtp_helo_valid(optarg)) bad = "--helo wants a host name";
             break;
+        case OPT_RECORD: o->record = optarg; break;
         case 'h': *help = true; return 0;
         default:
             loadgen_usage(stderr);

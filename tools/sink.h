@@ -22,7 +22,7 @@
 
 typedef enum {
     F_DEFER, F_REJECT, F_THROTTLE, F_DISCONNECT, F_DELAY, F_RANDOM_DEFER, F_RANDOM_REJECT,
-    F_RANDOM_DISCONNECT, F_DELAY_DATA, F_TOO_MANY_CONNECTIONS, F_COUNT
+    F_RANDOM_DISCONNECT, F_DELAY_DATA, F_TOO_MANY_CONNECTIONS, F_RANDOM_DELAY, F_COUNT
 } sink_fault;
 
 typedef struct sink_counts {
@@ -47,7 +47,10 @@ typedef struct sink_opts {
     double stats_interval;
     const char *tls_cert, *tls_key;
     long long max_size;                  /* 0: no limit */
-    double random_defer, random_reject, random_disconnect;
+    double random_defer, random_reject, random_disconnect, random_delay;
+    long random_delay_ms;                /* the longest random delay (--random-delay-ms) */
+    const char *record_file;             /* --record: one line per accepted message */
+    const char *record_header;           /* --record-header (Message-ID) */
     unsigned long long seed;
     bool seeded;
     long delay_data_ms;
@@ -76,6 +79,8 @@ struct sink {
     ev_signal sigusr1, sigterm, sigint;
     ev_timer stats_timer;
     bool stopping;
+    FILE *record;                        /* --record, line-buffered; NULL without it */
+    size_t record_header_len;
 };
 
 typedef enum {
@@ -112,6 +117,8 @@ struct sink_session {
     int errors;
     int64_t started_ms;
     const char *close_reason;
+    bool in_headers;                     /* --record: still in the message's header section */
+    char *record_value;                  /* --record: the --record-header value seen */
 };
 
 /* sink_stats.c */
@@ -120,6 +127,19 @@ sink_client *sink_client_get(sink *sk, const char *ip);
 void sink_count_add(sink_counts *n, uint64_t msgs, uint64_t rcpts, uint64_t bytes);
 /* Writes the stats: to --stats-file through a temporary file and rename(2), else to stdout. */
 void sink_stats_write(sink *sk);
+
+/* sink_record.c */
+/* Opens --record (appending, line-buffered); false with *err set when it cannot. */
+bool sink_record_open(sink *sk, char **err);
+void sink_record_close(sink *sk);
+/* A new message starts (DATA accepted): its header section is scanned. */
+void sink_record_begin(sink_session *s);
+/* One line of DATA (dot-unstuffed, without CRLF). */
+void sink_record_line(sink_session *s, const char *text, size_t len);
+/* The message was answered 250: one line goes to --record. */
+void sink_record_accepted(sink_session *s);
+/* The transaction ended (accepted or not): forget what was seen. */
+void sink_record_reset(sink_session *s);
 
 /* sink_args.c */
 void sink_usage(FILE *fp);

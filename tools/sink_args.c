@@ -3,13 +3,15 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "tools/sink.h"
 
 enum {
     OPT_HOSTNAME = 256, OPT_STATS_FILE, OPT_STATS_INTERVAL, OPT_TLS_CERT, OPT_TLS_KEY,
     OPT_MAX_SIZE, OPT_TIMEOUT, OPT_RANDOM_DEFER, OPT_RANDOM_REJECT, OPT_RANDOM_DISCONNECT,
-    OPT_SEED, OPT_DELAY_DATA, OPT_MAX_CONN,
+    OPT_SEED, OPT_DELAY_DATA, OPT_MAX_CONN, OPT_RANDOM_DELAY, OPT_RANDOM_DELAY_MS, OPT_RECORD,
+    OPT_RECORD_HEADER,
 };
 
 void sink_usage(FILE *fp)
@@ -28,6 +30,9 @@ void sink_usage(FILE *fp)
         "      --max-message-size N      SIZE advertised and enforced (bytes; 0 = no\n"
         "                                limit; default 52428800)\n"
         "      --timeout S               idle session timeout in seconds (300)\n"
+        "      --record FILE             append one line per accepted message:\n"
+        "                                \"<unix ms> <client ip> <recipients> <value>\"\n"
+        "      --record-header NAME      the header --record writes (Message-ID)\n"
         "  -v, --verbose                 log every session on stderr\n"
         "  -h, --help                    this text\n"
         "\n"
@@ -41,6 +46,8 @@ void sink_usage(FILE *fp)
         "      --random-defer P          P percent of RCPTs get the defer reply\n"
         "      --random-reject P         P percent of RCPTs get the reject reply\n"
         "      --random-disconnect P     P percent of RCPTs drop the connection\n"
+        "      --random-delay P          P percent of RCPTs get their 250 after a random\n"
+        "                                delay of 0..--random-delay-ms ms (1000)\n"
         "      --seed N                  seed of the random faults (repeatable runs)\n"
         "      --delay-data MS           delay the reply to the final \".\" by MS ms\n"
         "      --max-connections-per-client N\n"
@@ -69,6 +76,10 @@ int sink_parse_args(int argc, char **argv, sink_opts *o, bool *help)
         {"seed", required_argument, NULL, OPT_SEED},
         {"delay-data", required_argument, NULL, OPT_DELAY_DATA},
         {"max-connections-per-client", required_argument, NULL, OPT_MAX_CONN},
+        {"random-delay", required_argument, NULL, OPT_RANDOM_DELAY},
+        {"random-delay-ms", required_argument, NULL, OPT_RANDOM_DELAY_MS},
+        {"record", required_argument, NULL, OPT_RECORD},
+        {"record-header", required_argument, NULL, OPT_RECORD_HEADER},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -76,6 +87,8 @@ int sink_parse_args(int argc, char **argv, sink_opts *o, bool *help)
     o->hostname = "sink.kiln.test";
     o->max_size = SINK_DEFAULT_MAX_SIZE;
     o->timeout = 300;
+    o->random_delay_ms = 1000;
+    o->record_header = "Message-ID";
     int ch;
     long long ll;
     while ((ch = getopt_long(argc, argv, "l:vh", longopts, NULL)) != -1) {
@@ -126,6 +139,20 @@ int sink_parse_args(int argc, char **argv, sink_opts *o, bool *help)
             if (!util_parse_ll(optarg, 1, 1000000, &ll))
                 bad = "--max-connections-per-client wants a count >= 1";
             o->max_conn_per_client = (int)ll;
+            break;
+        case OPT_RANDOM_DELAY:
+            if (!util_parse_double(optarg, 0, 100, &o->random_delay))
+                bad = "--random-delay wants 0..100";
+            break;
+        case OPT_RANDOM_DELAY_MS:
+            if (!util_parse_ll(optarg, 0, 3600000, &ll)) bad = "--random-delay-ms wants milliseconds";
+            o->random_delay_ms = (long)ll;
+            break;
+        case OPT_RECORD: o->record_file = optarg; break;
+        case OPT_RECORD_HEADER:
+            o->record_header = optarg;
+            if (!*optarg || strpbrk(optarg, ": \t\r\n"))
+                bad = "--record-header wants a header field name";
             break;
         case 'v': o->verbose = true; break;
         case 'h': *help = true; return 0;

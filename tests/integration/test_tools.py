@@ -570,5 +570,85 @@ class LoadgenToSinkTests(unittest.TestCase):
                          st["faults"]["too_many_connections"])
 
 
+
+class RecordTests(unittest.TestCase):
+    """kiln-sink --record/--record-header/--random-delay and kiln-loadgen --record, which
+    the crash and soak runs (tests/soak) use to match acknowledgements with deliveries."""
+
+    def read(self, path):
+        with open(path) as f:
+            return [l.rstrip("\n").split(" ") for l in f]
+
+    def test_loadgen_and_sink_records_agree(self):
+        port = free_port("127.0.0.21")
+        tmp = tempfile.mkdtemp(prefix="kiln-record-")
+        try:
+            acks, rec = os.path.join(tmp, "acks"), os.path.join(tmp, "rec")
+            with KilnSink("--record", rec, "--record-header", "X-Loadgen-Token",
+                          "--random-defer", "20", "--random-delay", "30",
+                          "--random-delay-ms", "300", "--seed", "5",
+                          listen=["127.0.0.21:%d" % port]) as sink:
+                before = int(time.time() * 1000)
+                rc, rep, err = loadgen("-s", "127.0.0.21:%d" % port, "--bind", "127.0.0.10",
+                                       "-n", 200, "-c", 4, "--token-prefix", "rt",
+                                       "--record", acks)
+                self.assertEqual(rc, 0, err)
+                rc2, st = sink.stop()
+                self.assertEqual(rc2, 0, sink.stderr())
+            a, r = self.read(acks), self.read(rec)
+            self.assertEqual(len(a), rep["accepted"])
+            self.assertEqual(len(r), st["messages"])
+            self.assertEqual(rep["accepted"] + rep["rejected"], 200)
+            self.assertEqual(rep["rejected"], st["faults"]["random_defer"])
+            # acks: "<ms> <token> <queue id>", the id being the last word of the sink's 250
+            for ms, tok, qid in a:
+                self.assertGreaterEqual(int(ms), before)
+                self.assertRegex(tok, r"^rt-\d+$")
+                self.assertRegex(qid, r"^S[0-9a-f]+M\d+$")
+            # sink: "<ms> <client ip> <recipients> <token>", one line per accepted message
+            self.assertEqual({tuple(x[1:3]) for x in r}, {("127.0.0.10", "1")})
+            self.assertEqual(sorted(x[3] for x in r), sorted(x[1] for x in a))
+            self.assertEqual(len({x[3] for x in r}), len(r))
+            # random delays: some RCPT replies held, up to 300 ms
+            self.assertGreater(st["faults"]["random_delay"], 20)
+            self.assertGreaterEqual(rep["latency_ms"]["max"], 100)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def test_record_default_header(self):
+        tmp = tempfile.mkdtemp(prefix="kiln-record-")
+        try:
+            rec = os.path.join(tmp, "rec")
+            with KilnSink("--record", rec) as sink:
+                with sink.smtp(source="127.0.0.11") as c:
+                    c.ehlo("t.test")
+                    c.sendmail("a@x.test", ["b@y.test", "c@y.test"],
+                               b"From: a@x.test\r\nmessage-id:  <one two@x.test> \r\n"
+                               b"Subject: s\r\n\r\nbody\r\n")
+                    c.sendmail("a@x.test", ["b@y.test"],
+                               b"From: a@x.test\r\nSubject: s\r\n\r\n"
+                               b"Message-ID: <in-the-body@x.test>\r\n")
+                rc, _ = sink.stop()
+                self.assertEqual(rc, 0, sink.stderr())
+            r = self.read(rec)
+            self.assertEqual([x[1:] for x in r], [["127.0.0.11", "2", "<one_two@x.test>"],
+                                                  ["127.0.0.11", "1", "-"]])
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def test_record_bad_usage(self):
+        p = subprocess.run([SINK, "-l", "127.0.0.1:%d" % free_port(), "--record-header", "X-A:B"],
+                           capture_output=True, text=True, timeout=10)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--record-header wants a header field name", p.stderr)
+        p = subprocess.run([SINK, "-l", "127.0.0.1:%d" % free_port(), "--record",
+                            "/nonexistent-dir/rec"], capture_output=True, text=True, timeout=10)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("--record /nonexistent-dir/rec: No such file or directory", p.stderr)
+        rc, rep, err = loadgen("-s", "127.0.0.1:%d" % free_port(), "--record", "/nonexistent-dir/a")
+        self.assertEqual(rc, 1)
+        self.assertIn("--record /nonexistent-dir/a: No such file or directory", err)
+
+
 if __name__ == "__main__":
     main()
