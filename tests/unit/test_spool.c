@@ -45,14 +45,6 @@ static char *new_dir(void)
     return testlib_subdir(base_dir, "s-");
 }
 
-static spool *open_ok(const char *dir)
-{
-    char *err = NULL;
-    spool *sp = spool_open(dir, true, &err);
-    ck_assert_msg(sp != NULL, "spool_open %s: %s", dir, err ? err : "?");
-    return sp;
-}
-
 static spool_message make_msg(const char *id, int64_t created_ms, const char *data,
                               size_t data_len, unsigned quota_count)
 {
@@ -75,14 +67,6 @@ static void add_msg(spool *sp, const char *id, int64_t created_ms, unsigned quot
     static const char body[] = "Subject: hi\r\n\r\nhello\r\n";
     spool_message m = make_msg(id, created_ms, body, sizeof body - 1, quota_count);
     ck_assert_int_eq(spool_add_message(sp, &m), 0);
-}
-
-static bool msg_exists(spool *sp, const char *id)
-{
-    spool_loaded l;
-    if (spool_load_message(sp, id, &l) < 0) return false;
-    spool_loaded_free(&l);
-    return true;
 }
 
 /* ---- collectors ---- */
@@ -177,7 +161,7 @@ static void collect_event(void *arg, int64_t id, const char *set, const char *js
 START_TEST(test_reopen_keeps_everything)
 {
     char *dir = new_dir();
-    spool *sp = open_ok(dir);
+    spool *sp = testlib_spool_open(dir, true);
     int64_t now = util_wall_ms();
 
     /* Binary data with a NUL inside must come back byte for byte, with a NUL after it. */
@@ -196,7 +180,7 @@ START_TEST(test_reopen_keeps_everything)
     ck_assert_int_eq(spool_flush(sp), 0);
     spool_close(sp);
 
-    sp = open_ok(dir);
+    sp = testlib_spool_open(dir, true);
     spool_loaded l;
     ck_assert_int_eq(spool_load_message(sp, m.id, &l), 0);
     ck_assert_str_eq(l.id, m.id);
@@ -249,7 +233,7 @@ START_TEST(test_reopen_keeps_everything)
 
     /* The spool directory is created (mode 0700) when missing. */
     char *sub = util_asprintf("%s/new/spool", dir);
-    sp = open_ok(sub);
+    sp = testlib_spool_open(sub, true);
     spool_close(sp);
     struct stat sb;
     ck_assert_int_eq(stat(sub, &sb), 0);
@@ -266,7 +250,7 @@ END_TEST
 START_TEST(test_group_commit_100)
 {
     char *dir = new_dir();
-    spool *sp = open_ok(dir);
+    spool *sp = testlib_spool_open(dir, true);
     int64_t now = util_wall_ms();
     testlib_commit_log *log = util_calloc(1, sizeof *log);
     testlib_commit_slot slots[100];
@@ -283,11 +267,11 @@ START_TEST(test_group_commit_100)
     /* Nothing is acknowledged before the flush, and reads see only what is committed. */
     ck_assert(spool_has_pending(sp));
     ck_assert_uint_eq(log->n, 0);
-    ck_assert(!msg_exists(sp, "msg-042"));
+    ck_assert(!testlib_spool_has(sp, "msg-042"));
 
     ck_assert_int_eq(spool_flush(sp), 0);
     ck_assert(!spool_has_pending(sp));
-    ck_assert(msg_exists(sp, "msg-042"));
+    ck_assert(testlib_spool_has(sp, "msg-042"));
     ck_assert_uint_eq(log->n, 100);
     for (int i = 0; i < 100; i++) {
         ck_assert_int_eq(log->order[i], i);
@@ -299,10 +283,10 @@ START_TEST(test_group_commit_100)
     ck_assert_uint_eq(log->n, 100);
     spool_close(sp);
 
-    sp = open_ok(dir);
+    sp = testlib_spool_open(dir, true);
     for (int i = 0; i < 100; i++) {
         snprintf(id, sizeof id, "msg-%03d", i);
-        ck_assert_msg(msg_exists(sp, id), "%s lost after reopen", id);
+        ck_assert_msg(testlib_spool_has(sp, id), "%s lost after reopen", id);
     }
     int64_t q, d;
     ck_assert_int_eq(spool_count_rcpts(sp, &q, &d), 0);
@@ -353,9 +337,9 @@ START_TEST(test_unflushed_batch_lost_in_crash)
     int status = wait_child(pid);
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
 
-    spool *sp = open_ok(dir);
-    ck_assert(msg_exists(sp, "committed"));
-    ck_assert(!msg_exists(sp, "never-flushed"));
+    spool *sp = testlib_spool_open(dir, true);
+    ck_assert(testlib_spool_has(sp, "committed"));
+    ck_assert(!testlib_spool_has(sp, "never-flushed"));
     rcpt_list *rl = pending(sp, NULL);
     ck_assert_uint_eq(rl->n, 0);
     free(rl);
@@ -370,7 +354,7 @@ END_TEST
 START_TEST(test_failed_statement_fails_batch)
 {
     char *dir = new_dir();
-    spool *sp = open_ok(dir);
+    spool *sp = testlib_spool_open(dir, true);
     int64_t now = util_wall_ms();
     testlib_commit_log *log = util_calloc(1, sizeof *log);
     testlib_commit_slot s[4] = {{log, 0}, {log, 1}, {log, 2}, {log, 3}};
@@ -402,8 +386,8 @@ START_TEST(test_failed_statement_fails_batch)
                       strstr(log->err[i], "dup"), "error text: %s", log->err[i]);
     }
     ck_assert(!spool_has_pending(sp));
-    ck_assert(!msg_exists(sp, "good-1"));
-    ck_assert(!msg_exists(sp, "good-2"));
+    ck_assert(!testlib_spool_has(sp, "good-1"));
+    ck_assert(!testlib_spool_has(sp, "good-2"));
     rcpt_list *rl = pending(sp, NULL);
     ck_assert_uint_eq(rl->n, 0);
     free(rl);
@@ -422,10 +406,10 @@ START_TEST(test_failed_statement_fails_batch)
     ck_assert(log->ok[3]);
     spool_close(sp);
 
-    sp = open_ok(dir);
-    ck_assert(msg_exists(sp, "good-1"));
-    ck_assert(msg_exists(sp, "dup"));
-    ck_assert(!msg_exists(sp, "good-2"));
+    sp = testlib_spool_open(dir, true);
+    ck_assert(testlib_spool_has(sp, "good-1"));
+    ck_assert(testlib_spool_has(sp, "dup"));
+    ck_assert(!testlib_spool_has(sp, "good-2"));
     spool_close(sp);
     free(log);
     free(dir);
@@ -454,7 +438,7 @@ static void on_commit_write(void *arg, bool ok, const char *err)
 START_TEST(test_callbacks_write_to_next_batch)
 {
     char *dir = new_dir();
-    spool *sp = open_ok(dir);
+    spool *sp = testlib_spool_open(dir, true);
     testlib_commit_log *log = util_calloc(1, sizeof *log);
     writer_ctx w = {.sp = sp, .log = log, .next_slot = {log, 7}};
 
@@ -489,10 +473,10 @@ START_TEST(test_callbacks_write_to_next_batch)
     ck_assert_uint_eq(log->n, 3);
     ck_assert(log->ok[2]);
 
-    sp = open_ok(dir);
-    ck_assert(msg_exists(sp, "first"));
-    ck_assert(msg_exists(sp, "written-by-callback"));
-    ck_assert(msg_exists(sp, "at-close"));
+    sp = testlib_spool_open(dir, true);
+    ck_assert(testlib_spool_has(sp, "first"));
+    ck_assert(testlib_spool_has(sp, "written-by-callback"));
+    ck_assert(testlib_spool_has(sp, "at-close"));
     spool_close(sp);
     free(log);
     free(dir);
@@ -502,7 +486,7 @@ END_TEST
 START_TEST(test_update_rcpt_deletes_finished_message)
 {
     char *dir = new_dir();
-    spool *sp = open_ok(dir);
+    spool *sp = testlib_spool_open(dir, true);
     int64_t now = util_wall_ms();
     int64_t r[3];
     add_msg(sp, "m1", now, 3);
@@ -514,11 +498,11 @@ START_TEST(test_update_rcpt_deletes_finished_message)
     ck_assert_int_eq(spool_flush(sp), 0);
 
     ck_assert_int_eq(spool_update_rcpt(sp, r[0], SPOOL_RCPT_DELIVERED, 1, 0, "250 ok"), 0);
-    ck_assert(msg_exists(sp, "m1"));
+    ck_assert(testlib_spool_has(sp, "m1"));
     ck_assert_int_eq(spool_update_rcpt(sp, r[1], SPOOL_RCPT_DEFERRED, 1, now + 1000, "451"), 0);
     ck_assert_int_eq(spool_update_rcpt(sp, r[2], SPOOL_RCPT_BOUNCED, 1, 0, "550 no"), 0);
     ck_assert_int_eq(spool_flush(sp), 0);
-    ck_assert(msg_exists(sp, "m1"));
+    ck_assert(testlib_spool_has(sp, "m1"));
     rcpt_list *rl = pending(sp, "m1");
     ck_assert_uint_eq(rl->n, 1);
     ck_assert_int_eq(rl->rowid[0], r[1]);
@@ -526,12 +510,12 @@ START_TEST(test_update_rcpt_deletes_finished_message)
 
     /* The last pending recipient settles: the message and its recipients go, same batch. */
     ck_assert_int_eq(spool_update_rcpt(sp, r[1], SPOOL_RCPT_DELIVERED, 2, 0, "250 ok"), 0);
-    ck_assert(msg_exists(sp, "m1"));   /* not committed yet */
+    ck_assert(testlib_spool_has(sp, "m1"));   /* not committed yet */
     ck_assert_int_eq(spool_flush(sp), 0);
-    ck_assert(!msg_exists(sp, "m1"));
+    ck_assert(!testlib_spool_has(sp, "m1"));
     spool_close(sp);
-    sp = open_ok(dir);
-    ck_assert(!msg_exists(sp, "m1"));
+    sp = testlib_spool_open(dir, true);
+    ck_assert(!testlib_spool_has(sp, "m1"));
     rl = pending(sp, NULL);
     ck_assert_uint_eq(rl->n, 0);
     free(rl);
@@ -542,10 +526,10 @@ START_TEST(test_update_rcpt_deletes_finished_message)
     ck_assert_int_eq(spool_add_rcpt(sp, "sim", "success@simulator.amazonses.com",
                                     SPOOL_RCPT_DELIVERED, NULL), 0);
     ck_assert_int_eq(spool_flush(sp), 0);
-    ck_assert(msg_exists(sp, "sim"));
+    ck_assert(testlib_spool_has(sp, "sim"));
     ck_assert_int_eq(spool_message_gc(sp, "sim"), 0);
     ck_assert_int_eq(spool_flush(sp), 0);
-    ck_assert(!msg_exists(sp, "sim"));
+    ck_assert(!testlib_spool_has(sp, "sim"));
     add_msg(sp, "mixed", now, 2);
     ck_assert_int_eq(spool_add_rcpt(sp, "mixed", "bounce@simulator.amazonses.com",
                                     SPOOL_RCPT_BOUNCED, NULL), 0);
@@ -554,8 +538,8 @@ START_TEST(test_update_rcpt_deletes_finished_message)
     ck_assert_int_eq(spool_message_gc(sp, "mixed"), 0);
     ck_assert_int_eq(spool_message_gc(sp, "no-such-message"), 0);
     ck_assert_int_eq(spool_flush(sp), 0);
-    ck_assert(msg_exists(sp, "mixed"));
-    ck_assert(!msg_exists(sp, "sim"));
+    ck_assert(testlib_spool_has(sp, "mixed"));
+    ck_assert(!testlib_spool_has(sp, "sim"));
 
     /* An unknown recipient id fails the batch (when the writer runs it). */
     testlib_commit_log *log = util_calloc(1, sizeof *log);
@@ -575,7 +559,7 @@ END_TEST
 START_TEST(test_pending_order_filter_and_counts)
 {
     char *dir = new_dir();
-    spool *sp = open_ok(dir);
+    spool *sp = testlib_spool_open(dir, true);
     int64_t now = util_wall_ms();
     int64_t a1, b1, a2, b2, a3;
     add_msg(sp, "A", now, 0);
@@ -661,7 +645,7 @@ static void recover_rcpt(void *arg, const spool_rcpt *r)
 START_TEST(test_read_callbacks_may_read_and_write)
 {
     char *dir = new_dir();
-    spool *sp = open_ok(dir);
+    spool *sp = testlib_spool_open(dir, true);
     int64_t now = util_wall_ms();
     add_msg(sp, "A", now, 0);
     add_msg(sp, "B", now, 0);
@@ -679,8 +663,8 @@ START_TEST(test_read_callbacks_may_read_and_write)
     ck_assert_int_eq(c.nested_rows, 2 + 2 + 1); /* A: a1,a2 twice; B: b1 */
     ck_assert_int_eq(c.nested_all, 3 + 3 + 3);
     ck_assert_int_eq(spool_flush(sp), 0);
-    ck_assert(!msg_exists(sp, "A"));
-    ck_assert(!msg_exists(sp, "B"));
+    ck_assert(!testlib_spool_has(sp, "A"));
+    ck_assert(!testlib_spool_has(sp, "B"));
     spool_close(sp);
     free(dir);
 }
@@ -698,7 +682,7 @@ static rcpt_list *due_page(spool *sp, int64_t due_before, int64_t after, size_t 
 START_TEST(test_due_pages)
 {
     char *dir = new_dir();
-    spool *sp = open_ok(dir);
+    spool *sp = testlib_spool_open(dir, true);
     int64_t now = util_wall_ms();
     add_msg(sp, "A", now, 0);
     add_msg(sp, "B", now, 0);
@@ -820,7 +804,7 @@ static void sweep_rcpt(void *arg, const spool_rcpt *r)
 START_TEST(test_due_sweep)
 {
     char *dir = new_dir();
-    spool *sp = open_ok(dir);
+    spool *sp = testlib_spool_open(dir, true);
     int64_t now = util_wall_ms();
     enum { PER = 50 };
     const int NMSG = _i == 0 ? 40 : 640;   /* 1/3 of 32,000 due retries: over 10,000 */
@@ -872,7 +856,7 @@ END_TEST
 START_TEST(test_next_due)
 {
     char *dir = new_dir();
-    spool *sp = open_ok(dir);
+    spool *sp = testlib_spool_open(dir, true);
     int64_t next = -1;
     ck_assert_int_eq(spool_next_due_ms(sp, &next), 0);   /* empty spool */
     ck_assert_int_eq(next, 0);
@@ -934,7 +918,7 @@ static void add_msg_in_set(spool *sp, const char *id, const char *set)
 START_TEST(test_count_by)
 {
     char *dir = new_dir();
-    spool *sp = open_ok(dir);
+    spool *sp = testlib_spool_open(dir, true);
     count_list l = {0};
     ck_assert_int_eq(spool_count_by(sp, collect_count, &l), 0);
     ck_assert_uint_eq(l.n, 0);
@@ -997,7 +981,7 @@ START_TEST(test_domain_column_added_to_old_spool)
 {
     char *dir = new_dir();
     char *db = util_asprintf("%s/kiln.db", dir);
-    spool *sp = open_ok(dir);
+    spool *sp = testlib_spool_open(dir, true);
     int64_t now = util_wall_ms();
     add_msg_in_set(sp, "A", "txn");
     int64_t r1, r2;
@@ -1018,7 +1002,7 @@ START_TEST(test_domain_column_added_to_old_spool)
     sqlite3_close(h);
     ck_assert_int_eq(has_index(db, "recipients_due"), 0);
 
-    sp = open_ok(dir);
+    sp = testlib_spool_open(dir, true);
     rcpt_list *l = due_page(sp, now, 0, 10);
     ck_assert_uint_eq(l->n, 2);
     ck_assert_int_eq(l->rowid[0], r1);
@@ -1044,7 +1028,7 @@ START_TEST(test_domain_column_added_to_old_spool)
     ck_assert_int_eq(has_index(db, "recipients_due"), 1);
 
     /* Opening again changes nothing. */
-    sp = open_ok(dir);
+    sp = testlib_spool_open(dir, true);
     l = due_page(sp, now, 0, 10);
     ck_assert_uint_eq(l->n, 3);
     free(l);
@@ -1064,7 +1048,7 @@ END_TEST
 START_TEST(test_sends_window_across_reopen)
 {
     char *dir = new_dir();
-    spool *sp = open_ok(dir);
+    spool *sp = testlib_spool_open(dir, true);
     int64_t now = util_wall_ms();
     add_msg(sp, "old", now - 25 * HOUR_MS, 4);
     add_msg(sp, "recent-1", now - 2 * HOUR_MS, 2);
@@ -1076,7 +1060,7 @@ START_TEST(test_sends_window_across_reopen)
     /* Sends outlive their messages. */
     ck_assert_int_eq(spool_message_gc(sp, "recent-1"), 0);
     ck_assert_int_eq(spool_flush(sp), 0);
-    ck_assert(!msg_exists(sp, "recent-1"));
+    ck_assert(!testlib_spool_has(sp, "recent-1"));
 
     sent_list sl = {0};
     ck_assert_int_eq(spool_each_sent_since(sp, now - 3 * HOUR_MS, collect_sent, &sl), 0);
@@ -1088,7 +1072,7 @@ START_TEST(test_sends_window_across_reopen)
     spool_close(sp);
 
     /* After a restart the window is the same; the row older than 24 h was pruned. */
-    sp = open_ok(dir);
+    sp = testlib_spool_open(dir, true);
     sent_list all = {0};
     ck_assert_int_eq(spool_each_sent_since(sp, 0, collect_sent, &all), 0);
     ck_assert_uint_eq(all.n, 2);
@@ -1103,7 +1087,7 @@ END_TEST
 START_TEST(test_suppression)
 {
     char *dir = new_dir();
-    spool *sp = open_ok(dir);
+    spool *sp = testlib_spool_open(dir, true);
     ck_assert_int_eq(spool_suppression_put(sp, "Zed@Example.TEST", "BOUNCE", 100), 0);
     ck_assert_int_eq(spool_suppression_put(sp, "amy@example.test", "COMPLAINT", 200), 0);
     ck_assert_int_eq(spool_suppression_put(sp, "mid@example.test", "BOUNCE", 300), 0);
@@ -1141,7 +1125,7 @@ START_TEST(test_suppression)
     ck_assert_ptr_null(reason);
     spool_close(sp);
 
-    sp = open_ok(dir);
+    sp = testlib_spool_open(dir, true);
     supp_list l2 = {0};
     ck_assert_int_eq(spool_suppression_each(sp, collect_supp, &l2), 0);
     ck_assert_uint_eq(l2.n, 2);
@@ -1155,7 +1139,7 @@ END_TEST
 START_TEST(test_events_outbox)
 {
     char *dir = new_dir();
-    spool *sp = open_ok(dir);
+    spool *sp = testlib_spool_open(dir, true);
     for (int i = 0; i < 5; i++) {
         char json[32];
         snprintf(json, sizeof json, "{\"n\":%d}", i);
@@ -1181,7 +1165,7 @@ START_TEST(test_events_outbox)
     ck_assert_int_eq(spool_flush(sp), 0);
     spool_close(sp);
 
-    sp = open_ok(dir);
+    sp = testlib_spool_open(dir, true);
     event_list after = {0};
     ck_assert_int_eq(spool_each_event(sp, 0, 100, collect_event, &after), 0);
     ck_assert_uint_eq(after.n, 2);
@@ -1219,7 +1203,7 @@ START_TEST(test_stats_buckets)
 {
     const int64_t q = 15 * 60 * 1000LL;
     char *dir = new_dir();
-    spool *sp = open_ok(dir);
+    spool *sp = testlib_spool_open(dir, true);
     int64_t now = util_wall_ms() / q * q;
     ck_assert_int_eq(spool_stats_add(sp, now, 1, 0, 0, 0), 0);
     ck_assert_int_eq(spool_stats_add(sp, now, 2, 1, 0, 1), 0);   /* same batch: summed */
@@ -1246,7 +1230,7 @@ START_TEST(test_stats_buckets)
     spool_close(sp);
 
     /* After a restart the recent buckets are there; the 15-day-old one was pruned. */
-    sp = open_ok(dir);
+    sp = testlib_spool_open(dir, true);
     l.n = 0;
     ck_assert_int_eq(spool_stats_each(sp, 0, collect_stats, &l), 0);
     ck_assert_uint_eq(l.n, 2);
@@ -1261,7 +1245,7 @@ END_TEST
 START_TEST(test_kv)
 {
     char *dir = new_dir();
-    spool *sp = open_ok(dir);
+    spool *sp = testlib_spool_open(dir, true);
     char *v = (char *)"sentinel";
     /* Absent key: NULL, not an error. */
     ck_assert_int_eq(spool_kv_get(sp, "pools", &v), 0);
@@ -1280,7 +1264,7 @@ START_TEST(test_kv)
     ck_assert_int_eq(spool_flush(sp), 0);
     spool_close(sp);
 
-    sp = open_ok(dir);
+    sp = testlib_spool_open(dir, true);
     ck_assert_int_eq(spool_kv_get(sp, "pools", &v), 0);
     ck_assert_str_eq(v, "{\"ips\":[1]}");
     free(v);
@@ -1292,7 +1276,7 @@ START_TEST(test_kv)
     /* A version-1 spool written before the kv table existed gets it at open and keeps its
      * messages. */
     char *db = util_asprintf("%s/kiln.db", dir);
-    sp = open_ok(dir);
+    sp = testlib_spool_open(dir, true);
     add_msg(sp, "kept", util_wall_ms(), 1);
     ck_assert_int_eq(spool_flush(sp), 0);
     spool_close(sp);
@@ -1300,8 +1284,8 @@ START_TEST(test_kv)
     ck_assert_int_eq(sqlite3_open(db, &h), SQLITE_OK);
     ck_assert_int_eq(sqlite3_exec(h, "DROP TABLE kv", NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(h);
-    sp = open_ok(dir);
-    ck_assert(msg_exists(sp, "kept"));
+    sp = testlib_spool_open(dir, true);
+    ck_assert(testlib_spool_has(sp, "kept"));
     ck_assert_int_eq(spool_kv_get(sp, "pools", &v), 0);
     ck_assert_ptr_null(v);
     ck_assert_int_eq(spool_kv_put(sp, "pools", "x"), 0);
@@ -1341,7 +1325,7 @@ START_TEST(test_open_errors)
     unlink(db);
 
     /* A schema written by a newer kiln. */
-    spool *sp = open_ok(dir);
+    spool *sp = testlib_spool_open(dir, true);
     spool_close(sp);
     sqlite3 *h = NULL;
     ck_assert_int_eq(sqlite3_open(db, &h), SQLITE_OK);

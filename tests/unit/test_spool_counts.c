@@ -23,14 +23,6 @@ static const char *base_dir;
 static void base_setup(void) { base_dir = testlib_tmpdir("counts"); }
 static void base_teardown(void) { testlib_tmpdir_remove(base_dir); }
 
-static spool *open_ok(const char *dir)
-{
-    char *err = NULL;
-    spool *sp = spool_open(dir, false, &err);
-    ck_assert_msg(sp != NULL, "spool_open %s: %s", dir, err ? err : "?");
-    return sp;
-}
-
 static void add_msg(spool *sp, const char *id, const char *set)
 {
     static const char body[] = "Subject: hi\r\n\r\nhello\r\n";
@@ -192,7 +184,7 @@ static void settle_random(spool *sp, live *lv, bool *final_out)
 START_TEST(test_counts_follow_random_changes)
 {
     char *dir = testlib_subdir(base_dir, "r-");
-    spool *sp = open_ok(dir);
+    spool *sp = testlib_spool_open(dir, false);
     assert_counts(sp, dir);   /* empty */
     rng_state = 42;
     live lv = {0}, saved;
@@ -228,7 +220,7 @@ START_TEST(test_counts_follow_random_changes)
     ck_assert_uint_gt(g.n, 10);
     spool_close(sp);
     /* and they survive a reopen */
-    sp = open_ok(dir);
+    sp = testlib_spool_open(dir, false);
     assert_counts(sp, dir);
     spool_close(sp);
     free(dir);
@@ -241,7 +233,7 @@ END_TEST
 START_TEST(test_counts_follow_each_commit)
 {
     char *dir = testlib_subdir(base_dir, "b-");
-    spool *sp = open_ok(dir);
+    spool *sp = testlib_spool_open(dir, false);
     add_msg(sp, "A", "txn");
     int64_t r1, r2;
     ck_assert_int_eq(spool_add_rcpt(sp, "A", "x@One.test", SPOOL_RCPT_QUEUED, &r1), 0);
@@ -327,7 +319,7 @@ START_TEST(test_counts_added_to_old_spool)
     };
     for (size_t v = 0; v < sizeof remove / sizeof remove[0]; v++) {
         char *dir = testlib_subdir(base_dir, "o-");
-        spool *sp = open_ok(dir);
+        spool *sp = testlib_spool_open(dir, false);
         add_msg(sp, "A", "txn");
         add_msg(sp, "B", "bulk");
         int64_t r;
@@ -341,7 +333,7 @@ START_TEST(test_counts_added_to_old_spool)
         exec_ok(dir, "UPDATE recipients SET state = 1, attempts = 1 WHERE address = 'b@x.test';"
                      " INSERT INTO recipients (msg_id, address, state, domain)"
                      " VALUES ('B', 'd@y.test', 0, 'y.test');");
-        sp = open_ok(dir);
+        sp = testlib_spool_open(dir, false);
         assert_counts(sp, dir);
         int64_t q, d;
         ck_assert_int_eq(spool_count_rcpts(sp, &q, &d), 0);
@@ -352,7 +344,7 @@ START_TEST(test_counts_added_to_old_spool)
         assert_counts(sp, dir);
         spool_close(sp);
         int v = schema_version(dir);
-        spool_close(open_ok(dir));
+        spool_close(testlib_spool_open(dir, false));
         ck_assert_int_eq(schema_version(dir), v);
         free(dir);
     }

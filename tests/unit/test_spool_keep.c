@@ -28,32 +28,6 @@ static void base_teardown(void)
     testlib_tmpdir_remove(base_dir);
 }
 
-static spool *open_ok(const char *dir)
-{
-    char *err = NULL;
-    spool *sp = spool_open(dir, false, &err);
-    ck_assert_msg(sp != NULL, "spool_open %s: %s", dir, err ? err : "?");
-    return sp;
-}
-
-static void add_msg(spool *sp, const char *id)
-{
-    static const char body[] = "Subject: hi\r\n\r\nhello\r\n";
-    spool_message m = {.created_ms = util_wall_ms(), .config_set = "txn", .mail_from = "a@x.test",
-                       .client_ip = "192.0.2.1", .mail_json = "{}", .data = body,
-                       .data_len = sizeof body - 1, .quota_count = 1};
-    snprintf(m.id, sizeof m.id, "%s", id);
-    ck_assert_int_eq(spool_add_message(sp, &m), 0);
-}
-
-static bool msg_exists(spool *sp, const char *id)
-{
-    spool_loaded l;
-    if (spool_load_message(sp, id, &l) < 0) return false;
-    spool_loaded_free(&l);
-    return true;
-}
-
 typedef struct texts {
     char v[16][64];
     size_t n;
@@ -93,12 +67,12 @@ static void assert_kv(spool *sp, const char *key, const char *want)
 START_TEST(test_kept_writes_survive_failed_batches)
 {
     char *dir = testlib_subdir(base_dir, "s-");
-    spool *sp = open_ok(dir);
+    spool *sp = testlib_spool_open(dir, false);
     testlib_commit_log log = {0};
     testlib_commit_slot s[4] = {{&log, 0}, {&log, 1}, {&log, 2}, {&log, 3}};
 
     /* one batch: a submission (ordinary writes) and an outcome (kept writes) */
-    add_msg(sp, "submitted");
+    testlib_spool_add(sp, "submitted", "txn", 0, 1);
     ck_assert_int_eq(spool_add_event(sp, "txn", "send-event"), 0);
     spool_on_commit(sp, testlib_on_commit, &s[0]);
     spool_keep_begin(sp);
@@ -154,11 +128,11 @@ START_TEST(test_kept_writes_survive_failed_batches)
     texts t = events_of(sp);
     ck_assert_uint_eq(t.n, 1);
     ck_assert_str_eq(t.v[0], "delivery-event");
-    ck_assert(!msg_exists(sp, "submitted"));
+    ck_assert(!testlib_spool_has(sp, "submitted"));
     assert_kv(sp, "k", "newest");
     spool_close(sp);
 
-    sp = open_ok(dir);
+    sp = testlib_spool_open(dir, false);
     ck_assert_int_eq(spool_suppression_get(sp, "gone@x.test", &found, NULL, NULL), 0);
     ck_assert(found);
     ck_assert_uint_eq(events_of(sp).n, 1);
@@ -173,7 +147,7 @@ END_TEST
 START_TEST(test_kept_write_failing_by_itself_is_dropped)
 {
     char *dir = testlib_subdir(base_dir, "d-");
-    spool *sp = open_ok(dir);
+    spool *sp = testlib_spool_open(dir, false);
     testlib_commit_log log = {0};
     testlib_commit_slot s = {&log, 0};
     spool_keep_begin(sp);
@@ -204,7 +178,7 @@ END_TEST
 START_TEST(test_close_gives_kept_writes_up)
 {
     char *dir = testlib_subdir(base_dir, "c-");
-    spool *sp = open_ok(dir);
+    spool *sp = testlib_spool_open(dir, false);
     testlib_commit_log log = {0};
     testlib_commit_slot s = {&log, 0};
     spool_test_fail_batches(sp, 1000, SQLITE_IOERR);
@@ -218,7 +192,7 @@ START_TEST(test_close_gives_kept_writes_up)
     ck_assert_uint_eq(log.n, 1);
     ck_assert(!log.ok[0]);
     ck_assert_msg(strstr(log.err[0], "closed"), "error: %s", log.err[0]);
-    sp = open_ok(dir);
+    sp = testlib_spool_open(dir, false);
     assert_kv(sp, "k", NULL);
     spool_close(sp);
     free(dir);

@@ -33,32 +33,6 @@ static void base_teardown(void)
     testlib_tmpdir_remove(base_dir);
 }
 
-static spool *open_ok(const char *dir)
-{
-    char *err = NULL;
-    spool *sp = spool_open(dir, true, &err);
-    ck_assert_msg(sp != NULL, "spool_open %s: %s", dir, err ? err : "?");
-    return sp;
-}
-
-static void add_msg(spool *sp, const char *id)
-{
-    static const char body[] = "Subject: hi\r\n\r\nhello\r\n";
-    spool_message m = {.created_ms = util_wall_ms(), .config_set = "txn", .mail_from = "a@x.test",
-                       .client_ip = "192.0.2.1", .mail_json = "{}", .data = body,
-                       .data_len = sizeof body - 1, .quota_count = 1};
-    snprintf(m.id, sizeof m.id, "%s", id);
-    ck_assert_int_eq(spool_add_message(sp, &m), 0);
-}
-
-static bool msg_exists(spool *sp, const char *id)
-{
-    spool_loaded l;
-    if (spool_load_message(sp, id, &l) < 0) return false;
-    spool_loaded_free(&l);
-    return true;
-}
-
 static void count_row(void *arg, const spool_rcpt *r)
 {
     (void)r;
@@ -105,17 +79,17 @@ static void wait_wakes(int want)
 START_TEST(test_next_batch_fills_while_one_commits)
 {
     char *dir = testlib_subdir(base_dir, "s-");
-    spool *sp = open_ok(dir);
+    spool *sp = testlib_spool_open(dir, true);
     atomic_store(&wakes, 0);
     spool_set_wake(sp, on_wake, NULL);
     testlib_commit_log log = {0};
     testlib_commit_slot a = {&log, 1}, b = {&log, 2};
 
-    add_msg(sp, "first");
+    testlib_spool_add(sp, "first", "txn", 0, 1);
     spool_on_commit(sp, testlib_on_commit, &a);
     spool_submit(sp);                    /* handed to the writer, not waited for */
     ck_assert(spool_has_pending(sp));
-    add_msg(sp, "second");               /* fills the next batch meanwhile */
+    testlib_spool_add(sp, "second", "txn", 0, 1);               /* fills the next batch meanwhile */
     spool_on_commit(sp, testlib_on_commit, &b);
     spool_submit(sp);                    /* the writer is busy (or done, not reaped): kept */
     ck_assert_uint_eq(log.n, 0);         /* callbacks run only from spool_reap */
@@ -125,7 +99,7 @@ START_TEST(test_next_batch_fills_while_one_commits)
     ck_assert_uint_eq(log.n, 1);
     ck_assert_int_eq(log.order[0], 1);
     ck_assert(log.ok[0]);
-    ck_assert(msg_exists(sp, "first"));
+    ck_assert(testlib_spool_has(sp, "first"));
     ck_assert(spool_has_pending(sp));    /* "second" was handed over by the reap */
 
     wait_wakes(2);
@@ -133,7 +107,7 @@ START_TEST(test_next_batch_fills_while_one_commits)
     ck_assert_uint_eq(log.n, 2);
     ck_assert_int_eq(log.order[1], 2);
     ck_assert(log.ok[1]);
-    ck_assert(msg_exists(sp, "second"));
+    ck_assert(testlib_spool_has(sp, "second"));
     ck_assert(!spool_has_pending(sp));
     ck_assert_int_eq(spool_reap(sp), 0); /* nothing finished: nothing runs */
     ck_assert_uint_eq(log.n, 2);
@@ -168,13 +142,13 @@ static void install_commit_trap(const char *dir)
 START_TEST(test_failed_commit_rolls_back_and_reports)
 {
     char *dir = testlib_subdir(base_dir, "s-");
-    spool *sp = open_ok(dir);
+    spool *sp = testlib_spool_open(dir, true);
     install_commit_trap(dir);
     testlib_commit_log log = {0};
     testlib_commit_slot s[4] = {{&log, 0}, {&log, 1}, {&log, 2}, {&log, 3}};
 
     /* one batch: a message with a recipient, a suppression entry, a kv value, events */
-    add_msg(sp, "doomed");
+    testlib_spool_add(sp, "doomed", "txn", 0, 1);
     int64_t rid = 0;
     ck_assert_int_eq(spool_add_rcpt(sp, "doomed", "r@x.test", SPOOL_RCPT_QUEUED, &rid), 0);
     ck_assert_int_eq(spool_suppression_put(sp, "gone@x.test", "BOUNCE", 5), 0);
@@ -212,7 +186,7 @@ START_TEST(test_failed_commit_rolls_back_and_reports)
     ck_assert_ptr_nonnull(strstr(spool_errmsg(sp), "no such recipient"));
 
     /* nothing of the failed batch is visible, also not through the overlays */
-    ck_assert(!msg_exists(sp, "doomed"));
+    ck_assert(!testlib_spool_has(sp, "doomed"));
     ck_assert_uint_eq(pending_count(sp), 0);
     ck_assert_uint_eq(event_count(sp), 0);
     ck_assert_int_eq(spool_kv_get(sp, "k", &v), 0);
@@ -222,7 +196,7 @@ START_TEST(test_failed_commit_rolls_back_and_reports)
     ck_assert(!spool_has_pending(sp));
 
     /* the next batch commits; its new recipient id comes after the lost one */
-    add_msg(sp, "fine");
+    testlib_spool_add(sp, "fine", "txn", 0, 1);
     int64_t rid2 = 0;
     ck_assert_int_eq(spool_add_rcpt(sp, "fine", "r@x.test", SPOOL_RCPT_QUEUED, &rid2), 0);
     ck_assert_int_gt(rid2, rid);
@@ -231,13 +205,13 @@ START_TEST(test_failed_commit_rolls_back_and_reports)
     ck_assert_int_eq(spool_flush(sp), 0);
     ck_assert_uint_eq(log.n, 4);
     ck_assert(log.ok[3]);
-    ck_assert(msg_exists(sp, "fine"));
+    ck_assert(testlib_spool_has(sp, "fine"));
     ck_assert_uint_eq(pending_count(sp), 1);
     spool_close(sp);
 
-    sp = open_ok(dir);
-    ck_assert(msg_exists(sp, "fine"));
-    ck_assert(!msg_exists(sp, "doomed"));
+    sp = testlib_spool_open(dir, true);
+    ck_assert(testlib_spool_has(sp, "fine"));
+    ck_assert(!testlib_spool_has(sp, "doomed"));
     ck_assert_int_eq(spool_kv_get(sp, "k", &v), 0);
     ck_assert_str_eq(v, "fine-value");
     free(v);
@@ -249,16 +223,16 @@ END_TEST
 START_TEST(test_reads_see_committed_and_own_values)
 {
     char *dir = testlib_subdir(base_dir, "s-");
-    spool *sp = open_ok(dir);
+    spool *sp = testlib_spool_open(dir, true);
     ck_assert_int_eq(spool_kv_put(sp, "k", "one"), 0);
     ck_assert_int_eq(spool_suppression_put(sp, "a@x.test", "BOUNCE", 10), 0);
     ck_assert_int_eq(spool_flush(sp), 0);
 
     /* a recipient and an event are not read before their commit */
-    add_msg(sp, "m");
+    testlib_spool_add(sp, "m", "txn", 0, 1);
     ck_assert_int_eq(spool_add_rcpt(sp, "m", "r@x.test", SPOOL_RCPT_QUEUED, NULL), 0);
     ck_assert_int_eq(spool_add_event(sp, "txn", "{}"), 0);
-    ck_assert(!msg_exists(sp, "m"));
+    ck_assert(!testlib_spool_has(sp, "m"));
     ck_assert_uint_eq(pending_count(sp), 0);
     ck_assert_uint_eq(event_count(sp), 0);
     int64_t q = -1, d = -1;
@@ -296,7 +270,7 @@ START_TEST(test_reads_see_committed_and_own_values)
     spool_submit(sp);
     ck_assert_int_eq(spool_kv_put(sp, "k", "four"), 0);
     ck_assert_int_eq(spool_flush(sp), 0);
-    ck_assert(msg_exists(sp, "m"));
+    ck_assert(testlib_spool_has(sp, "m"));
     ck_assert_uint_eq(pending_count(sp), 1);
     ck_assert_uint_eq(event_count(sp), 1);
     ck_assert_int_eq(spool_kv_get(sp, "k", &v), 0);
@@ -305,7 +279,7 @@ START_TEST(test_reads_see_committed_and_own_values)
     spool_close(sp);
 
     /* and the database agrees */
-    sp = open_ok(dir);
+    sp = testlib_spool_open(dir, true);
     ck_assert_int_eq(spool_kv_get(sp, "k", &v), 0);
     ck_assert_str_eq(v, "four");
     free(v);
@@ -323,8 +297,8 @@ END_TEST
 START_TEST(test_rcpt_ids_never_reused)
 {
     char *dir = testlib_subdir(base_dir, "s-");
-    spool *sp = open_ok(dir);
-    add_msg(sp, "m");
+    spool *sp = testlib_spool_open(dir, true);
+    testlib_spool_add(sp, "m", "txn", 0, 1);
     int64_t r1, r2;
     ck_assert_int_eq(spool_add_rcpt(sp, "m", "a@x.test", SPOOL_RCPT_QUEUED, &r1), 0);
     ck_assert_int_eq(spool_add_rcpt(sp, "m", "b@x.test", SPOOL_RCPT_QUEUED, &r2), 0);
@@ -335,11 +309,11 @@ START_TEST(test_rcpt_ids_never_reused)
     ck_assert_int_eq(spool_update_rcpt(sp, r2, SPOOL_RCPT_DELIVERED, 1, 0, "250"), 0);
     ck_assert_int_eq(spool_update_rcpt(sp, r1, SPOOL_RCPT_BOUNCED, 1, 0, "550"), 0);
     ck_assert_int_eq(spool_flush(sp), 0);
-    ck_assert(!msg_exists(sp, "m"));           /* both final: message and rows deleted */
+    ck_assert(!testlib_spool_has(sp, "m"));           /* both final: message and rows deleted */
     spool_close(sp);
 
-    sp = open_ok(dir);
-    add_msg(sp, "n");
+    sp = testlib_spool_open(dir, true);
+    testlib_spool_add(sp, "n", "txn", 0, 1);
     int64_t r3;
     ck_assert_int_eq(spool_add_rcpt(sp, "n", "c@x.test", SPOOL_RCPT_QUEUED, &r3), 0);
     ck_assert_int_gt(r3, r2);                  /* after the deleted ones */
@@ -353,7 +327,7 @@ END_TEST
 START_TEST(test_take_stores_body_without_copy)
 {
     char *dir = testlib_subdir(base_dir, "s-");
-    spool *sp = open_ok(dir);
+    spool *sp = testlib_spool_open(dir, true);
     size_t sizes[] = {0, 23, 64 * 1024 - 1, 64 * 1024, 300 * 1024};
     char id[32];
     for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {

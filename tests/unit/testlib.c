@@ -334,3 +334,33 @@ void testlib_on_commit(void *arg, bool ok, const char *err)
     snprintf(l->err[l->n], sizeof l->err[0], "%s", err ? err : "");
     l->n++;
 }
+
+/* ---------------------------------------------------------------- spool fixtures ---- */
+
+spool *testlib_spool_open(const char *dir, bool pipelined)
+{
+    char *err = NULL;
+    spool *sp = spool_open(dir, pipelined, &err);
+    ck_assert_msg(sp != NULL, "spool_open %s: %s", dir, err ? err : "?");
+    return sp;
+}
+
+void testlib_spool_add(spool *sp, const char *id, const char *set, int64_t created_ms,
+                       unsigned quota_count)
+{
+    static const char body[] = "Subject: hi\r\n\r\nhello\r\n";
+    spool_message m = {.created_ms = created_ms ? created_ms : util_wall_ms(), .config_set = set,
+                       .mail_from = "sender@example.test", .client_ip = "192.0.2.7",
+                       .mail_json = "{}", .data = body, .data_len = sizeof body - 1,
+                       .quota_count = quota_count};
+    snprintf(m.id, sizeof m.id, "%s", id);
+    ck_assert_int_eq(spool_add_message(sp, &m), 0);
+}
+
+bool testlib_spool_has(spool *sp, const char *id)
+{
+    spool_loaded l;
+    if (spool_load_message(sp, id, &l) < 0) return false;
+    spool_loaded_free(&l);
+    return true;
+}

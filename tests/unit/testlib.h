@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "base/config.h"
+#include "store/spool.h"
 
 /* ---- the runner ---- */
 
@@ -92,5 +93,12 @@ typedef struct testlib_commit_slot {
     int idx;                    /* recorded in order[] */
 } testlib_commit_slot;
 void testlib_on_commit(void *arg, bool ok, const char *err);
+
+/* Spool fixtures: opens dir (a failure fails the test); adds message id of set with a small
+ * body, created at created_ms (0: now); whether message id is stored. */
+spool *testlib_spool_open(const char *dir, bool pipelined);
+void testlib_spool_add(spool *sp, const char *id, const char *set, int64_t created_ms,
+                       unsigned quota_count);
+bool testlib_spool_has(spool *sp, const char *id);
 
 #endif
