@@ -546,6 +546,26 @@ static void dns_kick_cb(struct ev_loop *loop, ev_timer *w, int revents)
     if (d->freed) dns_destroy(d);
 }
 
+/* Waiter w joins the running lookup of key (key is freed; NULL returned), or a new lookup
+ * that owns key is returned for the caller to start. */
+static lookup *dns_lookup_join(dns *d, char *key, waiter *w)
+{
+    lookup *l = (lookup *)dns_ht_find(&d->inflight, key);
+    if (l) {                     /* share the running lookup */
+        free(key);
+        *l->wtail = w;
+        l->wtail = &w->next;
+        return NULL;
+    }
+    l = util_calloc(1, sizeof *l);
+    l->d = d;
+    l->h.key = key;
+    l->waiters = w;
+    l->wtail = &w->next;
+    l->ttl_s = -1;
+    return l;
+}
+
 void dns_resolve_mx(dns *d, const char *domain, dns_mx_cb cb, void *arg)
 {
     char *key = util_strdup(domain ? domain : "");
@@ -557,19 +577,8 @@ void dns_resolve_mx(dns *d, const char *domain, dns_mx_cb cb, void *arg)
     w->cb = cb;
     w->arg = arg;
 
-    lookup *l = (lookup *)dns_ht_find(&d->inflight, key);
-    if (l) {                     /* share the running lookup */
-        free(key);
-        *l->wtail = w;
-        l->wtail = &w->next;
-        return;
-    }
-    l = util_calloc(1, sizeof *l);
-    l->d = d;
-    l->h.key = key;
-    l->waiters = w;
-    l->wtail = &w->next;
-    l->ttl_s = -1;
+    lookup *l = dns_lookup_join(d, key, w);
+    if (!l) return;
 
     if (key[0] == '\0') {
         dns_res_fail(&l->res, DNS_NXDOMAIN, util_strdup("empty domain name"));
@@ -605,22 +614,13 @@ void dns_query(dns *d, const char *name, int type, dns_answer_cb cb, void *arg)
     w->arg = arg;
     /* a newline never occurs in a domain kiln looks up: no clash with MX lookup keys */
     char *key = util_asprintf("%s\n%d", qname, type);
-    lookup *l = (lookup *)dns_ht_find(&d->inflight, key);
-    if (l) {
-        free(key);
+    lookup *l = dns_lookup_join(d, key, w);
+    if (!l) {
         free(qname);
-        *l->wtail = w;
-        l->wtail = &w->next;
         return;
     }
-    l = util_calloc(1, sizeof *l);
-    l->d = d;
-    l->h.key = key;
     l->qtype = type;
     l->qname = qname;
-    l->waiters = w;
-    l->wtail = &w->next;
-    l->ttl_s = -1;
     if (!qname[0]) {
         l->ans.status = DNS_NXDOMAIN;
         l->ans.error = util_strdup("empty domain name");
