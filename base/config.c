@@ -388,9 +388,7 @@ static int config_read_account(config_parser *p, yaml_node_t *m)
     FIELD(m, "max_24h_send", v,
           config_as_int(p, v, -1, INT64_MAX, "-1 (unlimited) or at least 0", &c->max_24h_send));
     FIELD(m, "max_send_rate", v, config_read_send_rate(p, v));
-    FIELD(m, "identities", v,
-          config_as_strv(p, v, config_valid_identity, WHAT_IDENTITY, true, false, &c->identities,
-                         &c->nidentities));
+    FIELD(m, "identities", v, config_read_identities(p, v));
     FIELD(m, "verified_recipients", v,
           config_as_strv(p, v, config_valid_identity, WHAT_IDENTITY, true, false,
                          &c->verified_recipients, &c->nverified_recipients));

@@ -96,6 +96,30 @@ typedef enum {
     CONFIG_TLS_MTA_STS = 4,
 } config_tls_policy;
 
+/* What kiln does with a message it must sign and cannot (no key, or the Easy DKIM record
+ * not live yet): hold it (deferred, retried) or bounce it. */
+typedef enum { CONFIG_UNSIGNED_DEFER = 0, CONFIG_UNSIGNED_REJECT = 1 } config_on_unsigned;
+/* SES BehaviorOnMxFailure: the MAIL FROM domain has no MX record. */
+typedef enum { CONFIG_MXFAIL_USE_DEFAULT = 0, CONFIG_MXFAIL_REJECT = 1 } config_mx_failure;
+
+/* One DKIM key the operator brings (BYODKIM). */
+typedef struct config_dkim_key {
+    char *selector;
+    char *private_key_file;  /* absolute */
+} config_dkim_key;
+
+/* Sender authentication of one account.identities entry (base/config_identity.c); the
+ * string form of an entry leaves everything at its default. */
+typedef struct config_identity {
+    config_dkim_key dkim;        /* dkim.selector / dkim.private_key_file; NULL: Easy DKIM
+                                    (kilnctl identity dkim generate) */
+    config_dkim_key dkim_ed25519;   /* dkim.ed25519: a second signature (RFC 8463); NULL: none */
+    bool dkim_required;          /* never send unsigned; default true with a key file, else false */
+    config_on_unsigned on_unsigned;  /* dkim.on_unsigned; default defer */
+    char *mail_from_domain;      /* mail_from.domain: a subdomain of the identity's domain */
+    config_mx_failure mx_failure;    /* mail_from.behavior_on_mx_failure; default UseDefaultValue */
+} config_identity;
+
 typedef struct config_set {
     char *name;
     char *pool;              /* one of config.pools[].name */
@@ -198,6 +222,7 @@ typedef struct config {
     double max_send_rate;       /* -1 = unlimited; default 1 */
     char **identities;          /* lower-case domains or addresses */
     size_t nidentities;
+    config_identity *identity_auth; /* nidentities of them, same order: DKIM and MAIL FROM */
     char **verified_recipients; /* lower-case domains or addresses */
     size_t nverified_recipients;
     unsigned suppression_reasons;   /* CONFIG_SUPPRESS_* bits; default both */
@@ -269,6 +294,9 @@ void config_file_warnings_free(char **w, size_t n);
 /* Human summary for --check-config: pools, IPs per zone, configuration sets, warnings. */
 char *config_summary(const config *cfg);
 
+/* The account.identities entry that verifies addr (an address, or a bare domain): an equal
+ * address entry first, else the longest domain entry equal to or above its domain; -1: none. */
+int config_identity_index(const config *c, const char *addr);
 const config_set *config_find_set(const config *cfg, const char *name);
 const config_pool *config_find_pool(const config *cfg, const char *name);
 /* Route for a domain (case-insensitive exact match), or NULL. */

@@ -137,6 +137,11 @@ int config_as_strv(config_parser *p, yaml_node_t *v, bool (*check)(const char *)
         }                                                                                     \
     } while (0)
 
+/* ---- config_identity.c ---- */
+/* account.identities: strings or {identity, dkim, mail_from} maps. */
+int config_read_identities(config_parser *p, yaml_node_t *v);
+void config_identity_clear(config_identity *id);
+
 /* ---- config.c ---- */
 
 extern const char *const config_mode_names[];      /* by config_mode */

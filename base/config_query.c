@@ -52,6 +52,9 @@ void config_free(config *c)
     }
     free(c->auth);
     free(c->trusted);
+    for (size_t i = 0; c->identity_auth && i < c->nidentities; i++)
+        config_identity_clear(&c->identity_auth[i]);
+    free(c->identity_auth);
     config_free_strv(c->identities, c->nidentities);
     config_free_strv(c->verified_recipients, c->nverified_recipients);
     for (size_t i = 0; i < c->nroutes; i++) {
