@@ -20,6 +20,7 @@ struct scheduler;
 struct delivery;
 struct events;
 struct curl_ev;
+struct dkim_keys;
 
 typedef struct kiln_ctx {
     struct ev_loop *loop;
@@ -35,6 +36,7 @@ typedef struct kiln_ctx {
     struct scheduler *sched;
     struct delivery *delivery;   /* the scheduler's executor: delivery sessions */
     struct curl_ev *curl;        /* libcurl multi on the loop (mta/curl_ev.h): HTTP clients */
+    struct dkim_keys *dkim;      /* the DKIM keys it signs with (mta/dkim_keys.h) */
     int64_t started_ms;          /* wall clock at start */
     bool stopping;
     /* Clock: wall milliseconds. Defaults to util_wall_ms; tests inject their own. */

@@ -552,5 +552,8 @@ void control_cmd_run(control_client *cl, const control_request *req)
     case CONTROL_CMD_ZONE_UP: control_cmd_zone(cl, req, true); break;
     case CONTROL_CMD_QUEUE: control_cmd_queue(cl, req); break;
     case CONTROL_CMD_QUEUE_EXPLAIN: control_cmd_queue_explain(cl, req); break;
+    case CONTROL_CMD_IDENTITY_STATUS: control_identity_status(cl, req); break;
+    case CONTROL_CMD_DKIM_GENERATE: control_identity_dkim(cl, req, false); break;
+    case CONTROL_CMD_DKIM_ROTATE: control_identity_dkim(cl, req, true); break;
     }
 }

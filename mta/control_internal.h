@@ -87,4 +87,10 @@ void control_cmd_run(control_client *cl, const control_request *req);
 struct scheduler_queue_row;
 char *control_queue_answer(const struct scheduler_queue_row *rows, size_t n, const char *domain);
 
+/* ---- control_identity.c ---- */
+
+void control_identity_status(control_client *cl, const control_request *req);
+/* identity.dkim.generate (rotate false) or identity.dkim.rotate. */
+void control_identity_dkim(control_client *cl, const control_request *req, bool rotate);
+
 #endif

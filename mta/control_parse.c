@@ -122,7 +122,49 @@ static const struct {
     {"zone.up", CONTROL_CMD_ZONE_UP},
     {"queue", CONTROL_CMD_QUEUE},
     {"queue.explain", CONTROL_CMD_QUEUE_EXPLAIN},
+    {"identity.status", CONTROL_CMD_IDENTITY_STATUS},
+    {"identity.dkim.generate", CONTROL_CMD_DKIM_GENERATE},
+    {"identity.dkim.rotate", CONTROL_CMD_DKIM_ROTATE},
 };
+
+/* A DNS name (letters, digits, '-', '.'; labels of 1-63; at most 253): domains and
+ * selectors become file and DNS names. NULL if fine, else the reason. */
+static const char *control_parse_dns_problem(const char *s)
+{
+    size_t n = strlen(s), label = 0;
+    if (n == 0 || n > 253) return "must be a DNS name of 1 to 253 characters";
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c == '.') {
+            if (label == 0) return "has an empty label";
+            label = 0;
+            continue;
+        }
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-'))
+            return "may hold only letters, digits, '-' and '.'";
+        if (++label > 63) return "has a label longer than 63";
+    }
+    return label ? NULL : "ends with a dot";
+}
+
+/* args.key: a DNS name, lower-cased into *out (required or not). */
+static int control_parse_dns_name(control_request *req, json_t *args, const char *key,
+                                  bool required, char **out)
+{
+    json_t *j = json_object_get(args, key);
+    if (!j || json_is_null(j)) {
+        if (!required) return 0;
+        return control_parse_fail(req, util_asprintf("a %s is required", key), NULL);
+    }
+    const char *v = json_string_value(j);
+    if (!v) return control_parse_fail(req, util_asprintf("%s must be a string", key), NULL);
+    const char *why = control_parse_dns_problem(v);
+    if (why) return control_parse_fail(req, util_asprintf("%s '%.80s' %s", key, v, why), v);
+    *out = util_strdup(v);
+    for (char *c = *out; *c; c++)
+        if (*c >= 'A' && *c <= 'Z') *c = (char)(*c - 'A' + 'a');
+    return 0;
+}
 
 /* The arguments of a known command (args is an object). */
 static int control_parse_args(control_request *req, json_t *args)
@@ -158,6 +200,26 @@ static int control_parse_args(control_request *req, json_t *args)
     }
     case CONTROL_CMD_QUEUE_EXPLAIN:
         return control_parse_name(req, args, "id", "a message ID is required", &req->id);
+    case CONTROL_CMD_IDENTITY_STATUS: {
+        json_t *jd = json_object_get(args, "domain");
+        const char *v = json_string_value(jd);
+        if (jd && !json_is_null(jd) && !v)
+            return control_parse_fail(req, util_strdup("domain must be a string"), NULL);
+        if (v && control_address_problem(v) == NULL) {   /* an address identity */
+            req->domain = util_strdup(v);
+            for (char *c = req->domain; *c; c++)
+                if (*c >= 'A' && *c <= 'Z') *c = (char)(*c - 'A' + 'a');
+            return 0;
+        }
+        return control_parse_dns_name(req, args, "domain", false, &req->domain);
+    }
+    case CONTROL_CMD_DKIM_GENERATE:
+        if (control_parse_dns_name(req, args, "domain", true, &req->domain) < 0) return -1;
+        if (control_parse_dns_name(req, args, "selector", false, &req->selector) < 0) return -1;
+        req->ed25519 = json_is_true(json_object_get(args, "ed25519"));
+        return 0;
+    case CONTROL_CMD_DKIM_ROTATE:
+        return control_parse_dns_name(req, args, "domain", true, &req->domain);
     default:
         return 0;
     }
@@ -211,6 +273,7 @@ void control_request_free(control_request *req)
     free(req->zone);
     free(req->domain);
     free(req->id);
+    free(req->selector);
     free(req->error);
     free(req->cmd);
     free(req->subject);

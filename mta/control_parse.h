@@ -37,6 +37,9 @@ typedef enum {
     CONTROL_CMD_ZONE_UP,
     CONTROL_CMD_QUEUE,
     CONTROL_CMD_QUEUE_EXPLAIN,
+    CONTROL_CMD_IDENTITY_STATUS,
+    CONTROL_CMD_DKIM_GENERATE,
+    CONTROL_CMD_DKIM_ROTATE,
 } control_cmd_kind;
 
 /* One request. On success: kind, name and the command's arguments; on error: error, and
@@ -51,7 +54,11 @@ typedef struct control_request {
                                 suppression.list: the filter, or NULL for all (static) */
     int percent;             /* ip.warmup: 0..100 */
     char *zone;              /* zone.down/.up: not empty */
-    char *domain;            /* queue: the filter, or NULL for all */
+    char *domain;            /* queue: the filter, or NULL for all; identity.status: the
+                                identity, or NULL for all; identity.dkim.*: the domain
+                                (checked: a DNS name, lower-cased) */
+    char *selector;          /* identity.dkim.generate: the selector asked for, or NULL */
+    bool ed25519;            /* identity.dkim.generate: an Ed25519 key too */
     char *id;                /* queue.explain: not empty */
 
     char *error;             /* one line, for {"ok": false, "error": ...} */

@@ -20,6 +20,7 @@
 #include "mta/auth.h"
 #include "mta/control.h"
 #include "mta/curl_ev.h"
+#include "mta/dkim_keys.h"
 #include "mta/delivery.h"
 #include "mta/events.h"
 #include "mta/fdlimit.h"
@@ -252,10 +253,17 @@ static int daemon_reload(kiln_ctx *ctx, char **err)
         config_unref(neu);
         return -1;
     }
+    /* the DKIM keys the new file names (all or nothing: a bad key keeps the running ones) */
+    if (dkim_keys_load(ctx->dkim, neu, err) != 0) {
+        config_unref(neu);
+        return -1;
+    }
     /* a renewed submission certificate: loaded before anything changes, so a bad pair
      * rejects the whole reload (the running config and pair stay) */
     struct tls_ctx *tls = NULL;
     if (smtp_server_tls_load(ctx->server, neu, &tls, err) != 0) {
+        char *e2 = NULL;
+        if (dkim_keys_load(ctx->dkim, ctx->cfg, &e2) != 0) free(e2);   /* the running keys */
         config_unref(neu);
         return -1;
     }
@@ -342,6 +350,8 @@ kiln_ctx *daemon_create(const char *config_path, char **err)
                              spool_errmsg(ctx->spool));
         goto fail;
     }
+    ctx->dkim = dkim_keys_new(cfg->spool, ctx->log);
+    if (dkim_keys_load(ctx->dkim, cfg, err) != 0) goto fail;
     ctx->curl = curl_ev_new(ctx->loop);
     ctx->events = events_new(ctx->log);
     events_stats_legacy(ctx->events, legacy_events);
@@ -426,6 +436,7 @@ void daemon_destroy(kiln_ctx *ctx)
     if (ctx->spool) spool_flush(ctx->spool);
     if (ctx->events) events_free(ctx->events);
     if (ctx->curl) curl_ev_free(ctx->curl);   /* after every easy handle is gone */
+    dkim_keys_free(ctx->dkim);
     if (ctx->spool) spool_close(ctx->spool);
     if (ctx->quota) quota_free(ctx->quota);
     if (ctx->log) log_close(ctx->log);

@@ -40,6 +40,8 @@
 #include "base/kiln.h"
 #include "base/util.h"
 #include "mta/delivery_int.h"
+#include "mta/identity.h"
+#include "mta/outbound.h"
 #include "mta/dns.h"
 #include "mta/hopcheck.h"
 #include "mta/smtp_client.h"
@@ -478,6 +480,51 @@ static void delivery_on_sts(void *arg, const sts_policy *policy, const char *not
     dns_resolve_mx(dl->dns, j->domain, delivery_on_resolved, p);
 }
 
+/* The message as it leaves (mta/outbound.c): unsubscribe fields, custom MAIL FROM, DKIM
+ * signatures, put in place of the spooled copy for this attempt. -1: the recipients got
+ * their outcome (deferred or bounced) and the job is over. */
+static int delivery_outbound(delivery *dl, sched_job *j, const config_set *set)
+{
+    kiln_ctx *ctx = dl->ctx;
+    outbound_in in = {
+        .cfg = ctx->cfg,
+        .set = set,
+        .msg_id = j->msg_id,
+        .mail_from = j->msg.mail_from ? j->msg.mail_from : "",
+        .rcpt = j->nrcpts == 1 ? j->rcpts[0].address : NULL,
+        .data = j->msg.data,
+        .data_len = j->msg.data_len,
+        .keys = ctx->dkim,
+        .mx_state = dl->identity ? identity_mx_state_op : NULL,
+        .mx_arg = dl->identity,
+        .now_s = kiln_now_ms(ctx) / 1000,
+    };
+    outbound_out out;
+    if (outbound_prepare(&in, &out) < 0) {
+        retry_class rc;
+        retry_classify_failure(out.fail, &rc);
+        log_write(delivery_lg(dl), KLOG_INFO, "delivery.outbound", "id=%s domain=%s result=%s status=%s reason=%s",
+                  log_q(delivery_lg(dl), j->msg_id), log_q(delivery_lg(dl), j->domain),
+                  retry_verdict_name(rc.verdict), rc.status, log_q(delivery_lg(dl), out.why));
+        sched_job_fail_all(dl->s, j, out.fail, out.why);
+        outbound_out_free(&out);
+        return -1;
+    }
+    if (out.signed_by || strcmp(out.mail_from, in.mail_from) != 0 || out.data_len != j->msg.data_len)
+        log_write(delivery_lg(dl), KLOG_DEBUG, "delivery.outbound", "id=%s domain=%s mail_from=%s dkim=%s",
+                  log_q(delivery_lg(dl), j->msg_id), log_q(delivery_lg(dl), j->domain),
+                  log_q(delivery_lg(dl), out.mail_from), log_q(delivery_lg(dl), out.signed_by ? out.signed_by : "none"));
+    free(j->msg.data);
+    j->msg.data = out.data;
+    j->msg.data_len = out.data_len;
+    free(j->msg.mail_from);
+    j->msg.mail_from = out.mail_from;
+    out.data = NULL;
+    out.mail_from = NULL;
+    outbound_out_free(&out);
+    return 0;
+}
+
 /* The scheduler's start op: the job is active with its message loaded. Its configuration
  * set decides the pool and TLS policy; the next hop is a route (an IP literal at once, a
  * host name looked up like a domain) or the domain's MX. */
@@ -495,6 +542,7 @@ static void delivery_job_start(delivery *dl, sched_job *j)
         return;
     }
     sched_set_str(&j->pool, set->pool);
+    if (delivery_outbound(dl, j, set) < 0) return;
     sched_job_why(j, 0, "resolving the next hop of %s", j->domain);
 
     const config_route *rt = config_find_route(cfg, j->domain);
@@ -721,8 +769,11 @@ delivery *delivery_new(kiln_ctx *ctx, scheduler *s)
     delivery_tls_trust(dl);
     dl->http = ctx->curl;             /* kilnd's shared HTTP client (daemon.c) */
     if (dl->dns) dl->sts = mta_sts_new(ctx->loop, ctx->log, dl->dns, dl->http);
+    if (dl->dns) dl->identity = identity_new(ctx, dl->dns);
     return dl;
 }
+
+struct identity *delivery_identity(delivery *dl) { return dl->identity; }
 
 void delivery_free(delivery *dl)
 {
@@ -732,6 +783,7 @@ void delivery_free(delivery *dl)
         delivery_session_unlink(dl, ss);
         delivery_session_free(ss);
     }
+    identity_free(dl->identity);      /* answers its pending status requests, before dns_free */
     if (dl->dns) dns_free(dl->dns);   /* pending lookups are dropped without callbacks */
     mta_sts_free(dl->sts);            /* and so are pending policy fetches */
     while (dl->preps) delivery_prep_free(dl, dl->preps);   /* their waits go here */

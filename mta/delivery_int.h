@@ -62,6 +62,8 @@ struct delivery {
     char *tls_ca_file;          /* the delivery.tls_ca_file dl->tls trusts (NULL: system) */
     curl_ev *http;              /* HTTPS on the loop (MTA-STS policies) */
     mta_sts *sts;               /* MTA-STS policies and their cache; NULL without DNS */
+    struct identity *identity;  /* DNS readiness of the identities (mta/identity.c); NULL
+                                   without DNS */
     delivery_session *sessions;
     int nsessions;
     delivery_prep *preps;       /* jobs whose policy, MX or TLSA lookups are under way */

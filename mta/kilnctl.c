@@ -68,7 +68,16 @@ static const char usage_text[] =
     "  queue [--domain D]                     queued recipients by pool, configuration set,\n"
     "                                         domain and state (ready, active, waiting, deferred)\n"
     "  queue --explain MESSAGE-ID             what each pending recipient of the message waits\n"
-    "                                         for: retry time, IP cap, site shaping, session\n";
+    "                                         for: retry time, IP cap, site shaping, session\n"
+    "  identity status [IDENTITY]             DKIM, MAIL FROM and DMARC records of each identity\n"
+    "                                         (or one): published, missing or wrong, and what to\n"
+    "                                         publish (SES GetEmailIdentity with --json)\n"
+    "  identity dkim generate DOMAIN [--selector S] [--ed25519]\n"
+    "                                         Easy DKIM: a 2048-bit RSA key (and an Ed25519 key\n"
+    "                                         under selector Se) in the spool; prints the TXT\n"
+    "                                         records; signing starts once they are live\n"
+    "  identity dkim rotate DOMAIN            sign with the newest other selector (its record\n"
+    "                                         must be live; keep the old one published)\n";
 
 static _Noreturn void kilnctl_usage_fail(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));
@@ -107,6 +116,8 @@ typedef struct options {
     const char *percent;       /* --percent */
     const char *domain;        /* --domain */
     const char *explain;       /* --explain */
+    const char *selector;      /* --selector */
+    bool ed25519;              /* --ed25519 */
     const char *words[4];      /* the command and its positional arguments */
     int nwords;
 } options;
@@ -118,6 +129,12 @@ static void kilnctl_parse_args(int argc, char **argv, options *o)
         const char *a = argv[i];
         if (strcmp(a, "--json") == 0) {
             o->json = true;
+        } else if (strcmp(a, "--ed25519") == 0) {
+            o->ed25519 = true;
+        } else if (strcmp(a, "--selector") == 0 || strncmp(a, "--selector=", 11) == 0) {
+            if (a[10] == '=') o->selector = a + 11;
+            else if (i + 1 >= argc) kilnctl_usage_fail("%s needs a value", a);
+            else o->selector = argv[++i];
         } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             fputs(usage_text, stdout);
             exit(0);
@@ -161,7 +178,7 @@ static json_t *kilnctl_build_request(const options *o, const char **cmd_name)
     const char *sub = o->nwords > 1 ? o->words[1] : NULL;
     const char *cmd = NULL;
     int want = 1;          /* number of words the command takes */
-    bool reason_ok = false, percent_ok = false, queue_opts = false;
+    bool reason_ok = false, percent_ok = false, queue_opts = false, gen_opts = false;
     if (strcmp(w0, "status") == 0 || strcmp(w0, "quota") == 0 || strcmp(w0, "reload") == 0 ||
         strcmp(w0, "ips") == 0 || strcmp(w0, "stats") == 0) {
         cmd = w0;
@@ -185,6 +202,22 @@ static json_t *kilnctl_build_request(const options *o, const char **cmd_name)
         cmd = sub[0] == 'd' ? "zone.down" : "zone.up";
         want = 3;
         if (o->nwords < 3) kilnctl_usage_fail("zone %s needs a zone NAME", sub);
+    } else if (strcmp(w0, "identity") == 0) {
+        if (sub && strcmp(sub, "status") == 0) {
+            cmd = "identity.status";
+            want = 3;
+        } else if (sub && strcmp(sub, "dkim") == 0) {
+            const char *act = o->nwords > 2 ? o->words[2] : "";
+            if (strcmp(act, "generate") != 0 && strcmp(act, "rotate") != 0)
+                kilnctl_usage_fail("identity dkim needs generate DOMAIN or rotate DOMAIN");
+            cmd = act[0] == 'g' ? "identity.dkim.generate" : "identity.dkim.rotate";
+            gen_opts = act[0] == 'g';
+            want = 4;
+            if (o->nwords < 4) kilnctl_usage_fail("identity dkim %s needs a DOMAIN", act);
+        } else {
+            kilnctl_usage_fail("identity needs status [IDENTITY], dkim generate DOMAIN or dkim "
+                               "rotate DOMAIN");
+        }
     } else if (strcmp(w0, "suppression") == 0) {
         if (!sub) kilnctl_usage_fail("suppression needs list, add or remove");
         if (strcmp(sub, "list") == 0) {
@@ -206,6 +239,9 @@ static json_t *kilnctl_build_request(const options *o, const char **cmd_name)
     if (o->reason && !reason_ok) kilnctl_usage_fail("--reason does not apply to %s", o->words[0]);
     if (o->percent && !percent_ok)
         kilnctl_usage_fail("--percent does not apply to %s", o->words[0]);
+    if ((o->selector || o->ed25519) && !gen_opts)
+        kilnctl_usage_fail("%s applies to identity dkim generate only",
+                           o->selector ? "--selector" : "--ed25519");
     if ((o->domain || o->explain) && !queue_opts)
         kilnctl_usage_fail("%s does not apply to %s", o->domain ? "--domain" : "--explain",
                            o->words[0]);
@@ -220,7 +256,13 @@ static json_t *kilnctl_build_request(const options *o, const char **cmd_name)
 
     json_t *args = json_object();
     if (strncmp(cmd, "zone.", 5) == 0) json_object_set_new(args, "zone", json_string(o->words[2]));
-    else if (want == 3) json_object_set_new(args, "address", json_string(o->words[2]));
+    else if (strcmp(cmd, "identity.status") == 0) {
+        if (o->nwords > 2) json_object_set_new(args, "domain", json_string(o->words[2]));
+    } else if (strncmp(cmd, "identity.dkim.", 14) == 0) {
+        json_object_set_new(args, "domain", json_string(o->words[3]));
+        if (o->selector) json_object_set_new(args, "selector", json_string(o->selector));
+        if (o->ed25519) json_object_set_new(args, "ed25519", json_true());
+    } else if (want == 3) json_object_set_new(args, "address", json_string(o->words[2]));
     if (percent >= 0) json_object_set_new(args, "percent", json_integer(percent));
     if (o->reason) json_object_set_new(args, "reason", json_string(o->reason));
     if (queue_opts && o->domain) json_object_set_new(args, "domain", json_string(o->domain));
@@ -701,6 +743,9 @@ static void kilnctl_print_human(const char *cmd, const options *o, json_t *data)
         kilnctl_print_stats(data);
     } else if (strcmp(cmd, "queue.explain") == 0) {
         kilnctl_print_explain(data);
+    } else if (strncmp(cmd, "identity.", 9) == 0) {
+        const char *text = json_string_value(json_object_get(data, "Text"));
+        if (text) fputs(text, stdout);
     } else if (strcmp(cmd, "reload") == 0) {
         puts("reloaded");
         size_t i;
@@ -738,6 +783,7 @@ int main(int argc, char **argv)
     json_t *data = json_object_get(ans, "data");
     if (!json_is_object(data)) data = empty;
     if (o.json) {
+        if (strncmp(cmd, "identity.", 9) == 0) json_object_del(data, "Text");   /* the table's */
         char *out = json_dumps(data, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         if (!out) util_fatal("kilnctl: cannot encode the answer");
         puts(out);

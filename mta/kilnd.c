@@ -10,6 +10,7 @@
 #include "base/config.h"
 #include "mta/auth.h"
 #include "mta/daemon.h"
+#include "mta/dkim_keys.h"
 
 static void kilnd_usage(FILE *fp)
 {
@@ -67,9 +68,24 @@ int main(int argc, char **argv)
             free(err);
             return 1;
         }
+        /* the DKIM keys the file names must load as kilnd would load them */
+        dkim_keys *keys = dkim_keys_new(cfg->spool, NULL);
+        if (dkim_keys_load(keys, cfg, &err) != 0) {
+            fprintf(stderr, "kilnd: %s: %s\n", cfg->path, err);
+            free(err);
+            dkim_keys_free(keys);
+            config_unref(cfg);
+            return 1;
+        }
         char *summary = config_summary(cfg);
         fputs(summary, stdout);
         free(summary);
+        size_t na = 0;
+        char **aw = dkim_keys_alignment_warnings(keys, cfg, &na);
+        for (size_t i = 0; i < na; i++) printf("warning: %s\n", aw[i]);
+        for (size_t i = 0; i < na; i++) free(aw[i]);
+        free(aw);
+        dkim_keys_free(keys);
         size_t nw = 0;
         char **w = config_file_warnings(cfg, &nw);
         for (size_t i = 0; i < nw; i++) printf("warning: %s\n", w[i]);

@@ -53,6 +53,13 @@ typedef enum {
     RETRY_FAIL_LOOP,          /* the next hop is kiln itself (its listener, or a greeting with
                                  server.hostname): bounce Permanent/General 5.4.6, not
                                  suppressed (routing, not the address, is at fault) */
+    RETRY_FAIL_UNSIGNED,      /* DKIM required and no key can sign now (dkim.on_unsigned: defer):
+                                 defer, InternalFailure 4.7.0 */
+    RETRY_FAIL_UNSIGNED_REJECT,   /* the same with dkim.on_unsigned: reject: bounce
+                                     Permanent/General 5.7.0, not suppressed */
+    RETRY_FAIL_MAIL_FROM_MX,  /* custom MAIL FROM domain without MX and behavior_on_mx_failure
+                                 RejectMessage: bounce Permanent/General 5.7.0, not suppressed */
+    RETRY_FAIL_MAIL_FROM_PENDING, /* the same while its MX is not checked yet: defer 4.7.0 */
 } retry_failure;
 retry_verdict retry_classify_failure(retry_failure f, retry_class *out);
 

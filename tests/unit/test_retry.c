@@ -114,6 +114,10 @@ static const struct {
     {RETRY_FAIL_TOO_BIG, RETRY_BOUNCE, "Permanent", "General", "5.3.4", false},
     {RETRY_FAIL_PRIVATE_MX, RETRY_BOUNCE, "Permanent", "General", "5.4.4", true},
     {RETRY_FAIL_LOOP, RETRY_BOUNCE, "Permanent", "General", "5.4.6", false},
+    {RETRY_FAIL_UNSIGNED, RETRY_DEFER, "InternalFailure", NULL, "4.7.0", false},
+    {RETRY_FAIL_UNSIGNED_REJECT, RETRY_BOUNCE, "Permanent", "General", "5.7.0", false},
+    {RETRY_FAIL_MAIL_FROM_MX, RETRY_BOUNCE, "Permanent", "General", "5.7.0", false},
+    {RETRY_FAIL_MAIL_FROM_PENDING, RETRY_DEFER, "InternalFailure", NULL, "4.7.0", false},
 };
 
 START_TEST(test_classify_failure)
