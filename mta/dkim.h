@@ -10,7 +10,8 @@
  *    and is meant to be shown to a person as it is;
  *  - OpenSSL's error queue is left empty by every function here, so that a later TLS call
  *    does not report a stale DKIM error.
- * The key half is mta/dkim_key.c. */
+ * The key half is mta/dkim_key.c, the canonicalization mta/dkim_canon.c (dkim_canon.h),
+ * the signer mta/dkim_sign.c. */
 #ifndef KILN_DKIM_H
 #define KILN_DKIM_H
 
@@ -59,6 +60,10 @@ char *dkim_key_txt_record(const dkim_key *k);
  * (an RSA 2048 record is about 410): "\"v=DKIM1; k=rsa; p=MIIB...\" \"...\"". malloc'd. */
 char *dkim_txt_quote(const char *txt);
 void dkim_key_free(dkim_key *k);
+/* The b= value for canonical header data data[0..n): base64 of the RSASSA-PKCS1-v1_5
+ * SHA-256 signature (rsa-sha256), or of the Ed25519 signature of the data's SHA-256 digest
+ * (ed25519-sha256, RFC 8463 section 3). malloc'd, or NULL if OpenSSL fails. */
+char *dkim_key_sign_b64(const dkim_key *k, const char *data, size_t n);
 
 /* ---- a published key record (the TXT at <selector>._domainkey.<domain>) ---- */
 
@@ -86,5 +91,39 @@ void dkim_record_clear(dkim_record *r);
  * record's k= is not ed25519 but the key is Ed25519" (or rsa/RSA), "p= is not a valid public
  * key", "p= is a different public key". */
 bool dkim_key_matches_record(const dkim_key *k, const dkim_record *r, const char **why);
+
+/* ---- signing ---- */
+
+typedef struct dkim_signer {
+    const char *domain;      /* d= */
+    const char *selector;    /* s= */
+    const dkim_key *key;     /* its algorithm gives a= */
+} dkim_signer;
+
+/* Signs msg (the message as it will be sent: CRLF lines, header, empty line, body; not
+ * dot-stuffed) with each signer and returns the DKIM-Signature header fields to put in front
+ * of it (malloc'd, each folded at 78 columns, ending in CRLF; order: signers[0]'s field
+ * first). t= is now_s. NULL and *err when the message has no From header field or a signer
+ * fails.
+ *
+ * Line ends: msg is canonicalized exactly as smtp_client_encode_data puts it on the wire:
+ * CRLF, a lone CR and a lone LF each end one line, and a last line without an end gets
+ * CRLF. A caller may pass a message with bare LFs; the signature covers the bytes the
+ * receiver gets. The header section ends at the first empty line (or at the end).
+ *
+ * Signed header fields, each instance present, bottom-up (RFC 6376 section 5.4.2): from,
+ * to, cc, subject, date, message-id, reply-to, in-reply-to, references, mime-version,
+ * content-type, content-transfer-encoding, content-disposition, list-unsubscribe,
+ * list-unsubscribe-post, list-id, feedback-id, sender. From is over-signed (named once more
+ * in h= than present, so that a From added later breaks the signature), and so are
+ * List-Unsubscribe and List-Unsubscribe-Post when present (RFC 8058 section 4). Received,
+ * Return-Path, existing DKIM-Signature and X-* fields are never signed; each signer's
+ * signature is independent of the others'.
+ *
+ * Errors: no From field, more than one From field (RFC 5322 allows one, and receivers
+ * reject such mail), a domain or selector that is not a DNS name (ASCII letters, digits,
+ * '-', '_', dots between labels of 1..63, at most 253 bytes), a key that fails to sign. */
+char *dkim_sign(const dkim_signer *signers, size_t n, const char *msg, size_t len,
+                int64_t now_s, char **err);
 
 #endif

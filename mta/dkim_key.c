@@ -367,6 +367,36 @@ char *dkim_txt_quote(const char *txt)
     return strbuf_steal(&sb);
 }
 
+char *dkim_key_sign_b64(const dkim_key *k, const char *data, size_t n)
+{
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (!ctx) util_fatal("dkim: EVP_MD_CTX_new failed");
+    unsigned char digest[32];
+    const unsigned char *in = (const unsigned char *)data;
+    size_t inlen = n;
+    const char *md = "SHA256";
+    if (k->alg == DKIM_ALG_ED25519_SHA256) {
+        /* RFC 8463 section 3: PureEdDSA over the SHA-256 digest, not over the data. */
+        unsigned dl = 0;
+        if (EVP_Digest(data, n, digest, &dl, EVP_sha256(), NULL) != 1 || dl != sizeof digest)
+            util_fatal("dkim: SHA-256 failed");
+        in = digest;
+        inlen = sizeof digest;
+        md = NULL;
+    }
+    char *out = NULL;
+    size_t siglen = 0;
+    if (EVP_DigestSignInit_ex(ctx, NULL, md, NULL, NULL, k->pkey, NULL) == 1 &&
+        EVP_DigestSign(ctx, NULL, &siglen, in, inlen) == 1) {
+        unsigned char *sig = util_malloc(siglen);
+        if (EVP_DigestSign(ctx, sig, &siglen, in, inlen) == 1) out = dkim_key_b64(sig, siglen);
+        free(sig);
+    }
+    EVP_MD_CTX_free(ctx);
+    ERR_clear_error();
+    return out;
+}
+
 /* ---- key records ---- */
 
 void dkim_record_clear(dkim_record *r)
