@@ -8,7 +8,10 @@
  *
  * State, all in memory and rebuilt from the spool at start-up:
  *   - jobs: the non-final recipients of one message for one destination domain, tagged at
- *     enqueue with the message's configuration set. A job is in exactly one place:
+ *     enqueue with the message's configuration set; one recipient each for a set whose
+ *     List-Unsubscribe URL names {recipient} (config_set_per_recipient: each recipient's
+ *     message differs; a job made before a reload marked its set is split as it starts).
+ *     A job is in exactly one place:
  *       ready     the FIFO of its configuration set (due now; queue_fair of queue.h);
  *       deferred  the timer heap (its earliest next attempt; queue_heap of queue.h, one
  *                 ev_timer for the top);
@@ -174,6 +177,11 @@ sched_set *sched_set_get(scheduler *s, const char *name)
     st->next = s->sets;
     s->sets = st;
     return st;
+}
+
+bool sched_set_per_recipient(const scheduler *s, const sched_set *st)
+{
+    return st && config_set_per_recipient(sched_set_config(s->ctx->cfg, st->name));
 }
 
 /* After a reload: priorities as the config has them now. */
@@ -725,6 +733,17 @@ static bool sched_job_prehold(scheduler *s, sched_job *j, int64_t now)
 static void sched_job_start(scheduler *s, sched_job *j)
 {
     kiln_ctx *ctx = s->ctx;
+    if (j->nrcpts > 1 && sched_set_per_recipient(s, j->set)) {
+        /* made before a reload gave its set a per-recipient List-Unsubscribe URL: one
+         * recipient goes now, the others wait at the front of the queue */
+        sched_job *rest = sched_job_split(s, j, 1);
+        if (sched_debug(s))
+            log_write(sched_lg(s), KLOG_DEBUG, "sched.split",
+                      "id=%s domain=%s set=%s split=1+%zu reason=%s", log_q(sched_lg(s), j->msg_id),
+                      log_q(sched_lg(s), j->domain), log_q(sched_lg(s), j->set->name),
+                      rest->nrcpts,
+                      log_q(sched_lg(s), "one recipient per delivery: the List-Unsubscribe URL names {recipient}"));
+    }
     sched_job_unpreload(s, j, true);
     sched_active_link(s, j);
     j->pool_wait = false;
