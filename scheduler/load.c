@@ -69,6 +69,11 @@ static void load_on_rcpt(void *arg, const spool_rcpt *r)
     l->r.last_reply = r->state == SPOOL_RCPT_DEFERRED ? util_strdup(r->last_reply) : NULL;
 }
 
+bool sched_set_per_recipient(const scheduler *s, const sched_set *st)
+{
+    return st && config_set_per_recipient(sched_set_config(s->ctx->cfg, st->name));
+}
+
 static int load_cmp(const void *a, const void *b)
 {
     const load_rcpt *x = a, *y = b;

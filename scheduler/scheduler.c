@@ -179,11 +179,6 @@ sched_set *sched_set_get(scheduler *s, const char *name)
     return st;
 }
 
-bool sched_set_per_recipient(const scheduler *s, const sched_set *st)
-{
-    return st && config_set_per_recipient(sched_set_config(s->ctx->cfg, st->name));
-}
-
 /* After a reload: priorities as the config has them now. */
 static void sched_sets_refresh(scheduler *s)
 {
@@ -734,15 +729,11 @@ static void sched_job_start(scheduler *s, sched_job *j)
 {
     kiln_ctx *ctx = s->ctx;
     if (j->nrcpts > 1 && sched_set_per_recipient(s, j->set)) {
-        /* made before a reload gave its set a per-recipient List-Unsubscribe URL: one
-         * recipient goes now, the others wait at the front of the queue */
+        /* made before a reload marked its set: one recipient now, the rest next */
         sched_job *rest = sched_job_split(s, j, 1);
-        if (sched_debug(s))
-            log_write(sched_lg(s), KLOG_DEBUG, "sched.split",
-                      "id=%s domain=%s set=%s split=1+%zu reason=%s", log_q(sched_lg(s), j->msg_id),
-                      log_q(sched_lg(s), j->domain), log_q(sched_lg(s), j->set->name),
-                      rest->nrcpts,
-                      log_q(sched_lg(s), "one recipient per delivery: the List-Unsubscribe URL names {recipient}"));
+        log_write(sched_lg(s), KLOG_DEBUG, "sched.split", "id=%s domain=%s split=1+%zu reason=%s",
+                  log_q(sched_lg(s), j->msg_id), log_q(sched_lg(s), j->domain), rest->nrcpts,
+                  log_q(sched_lg(s), "one recipient per delivery: the set's URL names {recipient}"));
     }
     sched_job_unpreload(s, j, true);
     sched_active_link(s, j);

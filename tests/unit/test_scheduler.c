@@ -859,6 +859,13 @@ START_TEST(reload_to_per_recipient_splits_waiting_jobs)
     scheduler_counts(sched, &q, &d, NULL);
     ck_assert_int_eq(q, 3);
     ck_assert_int_eq(d, 0);
+    /* the debug log says why */
+    char *log = testlib_read_file(logpath, NULL);
+    ck_assert_ptr_nonnull(log);
+    ck_assert_msg(strstr(log, "event=sched.split id=\"m-bulk\" domain=\"one.example\" split=1+2 "
+                              "reason=\"one recipient per delivery"),
+                  "%s", log);
+    free(log);
 }
 END_TEST
 
