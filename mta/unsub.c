@@ -158,6 +158,8 @@ static size_t unsub_line_len(const char *p, size_t n)
 char *unsub_insert(const char *msg, size_t len, const char *fields, size_t *out_len)
 {
     size_t flen = strlen(fields);
+    if (flen && fields[flen - 1] != '\n')
+        util_fatal("unsub_insert: header fields without a line end: %.60s", fields);
     /* The message without the fields about to be inserted. */
     char *rest = util_malloc(len + 1);
     if (len) memcpy(rest, msg, len);

@@ -51,7 +51,8 @@ char *unsub_fields(const config_set *set, const char *msg_id, const char *rcpt, 
  * the first line that is neither a field nor a continuation. When MSG opens with a line
  * that is not a field and not empty (a body without a header, or a stray continuation
  * line), an empty line follows FIELDS so that the line stays body. FIELDS "" returns a
- * copy of MSG. Removal never touches the body. */
+ * copy of MSG. Removal never touches the body. FIELDS not ending in a line end is a broken
+ * invariant (fatal). */
 char *unsub_insert(const char *msg, size_t len, const char *fields, size_t *out_len);
 
 /* Both at once: the message MSG_ID as SET sends it to RCPT. 1: *out (malloc'd, *out_len
