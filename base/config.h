@@ -129,7 +129,27 @@ typedef struct config_set {
     size_t nevents;
     int priority;            /* kiln extension: -1000..1000, default 0; when sets compete for
                                 the same IPs and connections, higher is served first */
+    /* One-click unsubscribe (RFC 8058) and Gmail's Feedback-ID (base/config_unsub.c; the
+     * header fields are built by mta/unsub.c). A set with unsub_url is "marked": its
+     * messages get List-Unsubscribe and List-Unsubscribe-Post, replacing the submitter's. */
+    char *unsub_url;         /* list_unsubscribe.url: an https:// URL template of at most
+                                CONFIG_UNSUB_URL_MAX bytes, variables only in its path and
+                                query (config_unsub_var_at); NULL: the set is not marked */
+    char *unsub_mailto;      /* list_unsubscribe.mailto: an address (kiln writes
+                                mailto:ADDR?subject=unsubscribe), or NULL */
+    char *feedback_id;       /* feedback_id: the Feedback-ID value (printable ASCII, at most
+                                CONFIG_FEEDBACK_ID_MAX bytes), or NULL */
 } config_set;
+
+#define CONFIG_UNSUB_URL_MAX 500     /* bytes of a list_unsubscribe.url template */
+#define CONFIG_FEEDBACK_ID_MAX 200   /* bytes of a feedback_id */
+
+/* The variables of a list_unsubscribe.url template. */
+typedef enum {
+    CONFIG_UNSUB_RECIPIENT = 0,      /* {recipient}: the recipient's address */
+    CONFIG_UNSUB_MESSAGE_ID = 1,     /* {message_id}: kiln's message ID */
+    CONFIG_UNSUB_SET = 2,            /* {configuration_set}: the set's name */
+} config_unsub_var;
 
 typedef enum { CONFIG_ADVANCE_CALENDAR = 0, CONFIG_ADVANCE_VOLUME = 1 } config_advance;
 
@@ -298,6 +318,12 @@ char *config_summary(const config *cfg);
  * address entry first, else the longest domain entry equal to or above its domain; -1: none. */
 int config_identity_index(const config *c, const char *addr);
 const config_set *config_find_set(const config *cfg, const char *name);
+/* If s starts with a variable of a list_unsubscribe.url template ("{recipient}",
+ * "{message_id}", "{configuration_set}"), which one, with its length in *len; else -1. */
+int config_unsub_var_at(const char *s, size_t *len);
+/* True when the set's list_unsubscribe.url names {recipient}: each recipient's message
+ * differs, so the scheduler gives each recipient of the set a job of its own. */
+bool config_set_per_recipient(const config_set *s);
 const config_pool *config_find_pool(const config *cfg, const char *name);
 /* Route for a domain (case-insensitive exact match), or NULL. */
 const config_route *config_find_route(const config *cfg, const char *domain);

@@ -5,7 +5,8 @@
  * Promises: a webhook URL is accepted only if kilnd can post to it — http:// or https://
  * (any case), a host (a valid DNS name or an IP literal), an optional port 1..65535, path
  * and query; it is split by libcurl's own URL parser (curl_url), the one that will use it,
- * so what passes here is what curl connects to. Refused, each with its own reason: other
+ * so what passes here is what curl connects to (config_url_problem; config_unsub.c uses it
+ * for https:// only). Refused, each with its own reason: other
  * schemes or no scheme, no host (curl alone would take "http:///x" as host "x"), a host
  * that is no DNS name, user info (kiln sends no credentials from a URL: they would be
  * logged and shown by kilnctl), a fragment, blanks or control characters, port 0 or past
@@ -36,16 +37,16 @@ static char *config_url_part(CURLU *u, CURLUPart what)
     return part;
 }
 
-/* Why url cannot be used by a webhook (malloc'd), or NULL when it can. */
-static char *config_webhook_url_problem(const char *url)
+char *config_url_problem(const char *url, bool https_only)
 {
     for (const char *q = url; *q; q++)
         if ((unsigned char)*q <= 0x20 || *q == 0x7f)
             return util_strdup("contains a blank or control character (percent-encode it)");
     const char *sep = strstr(url, "://");
     size_t slen = sep ? (size_t)(sep - url) : 0;
-    if (!sep || !((slen == 4 && strncasecmp(url, "http", 4) == 0) ||
-                  (slen == 5 && strncasecmp(url, "https", 5) == 0)))
+    bool https = slen == 5 && strncasecmp(url, "https", 5) == 0;
+    if (https_only && !https) return util_strdup("is not an https:// URL");
+    if (!sep || !(https || (slen == 4 && strncasecmp(url, "http", 4) == 0)))
         return util_strdup("is not an http:// or https:// URL");
     if (strchr("/?#", sep[3]))   /* curl would take "http:///x" as host "x" */
         return util_strdup("has no host");
@@ -86,7 +87,7 @@ static int config_read_webhook_url(config_parser *p, yaml_node_t *v, char **out)
 {
     const char *s = NULL;
     if (config_as_scalar(p, v, "a URL", &s) < 0) return -1;
-    char *why = config_webhook_url_problem(s);
+    char *why = config_url_problem(s, false);
     if (why) {
         config_fail(p, v, "'%s' %s", s, why);
         free(why);

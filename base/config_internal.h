@@ -186,10 +186,19 @@ int config_read_zones(config_parser *p, yaml_node_t *v);
 int config_read_pools(config_parser *p, yaml_node_t *v);
 int config_read_ips(config_parser *p, yaml_node_t *v);
 int config_read_sets(config_parser *p, yaml_node_t *v);
+/* Why URL cannot be used by kiln's HTTP clients or in a header (malloc'd), or NULL when it
+ * can: http:// or https:// (https:// only when HTTPS_ONLY), a host (DNS name or IP literal),
+ * an optional port 1..65535, no user info, no fragment, no blanks or control characters;
+ * split by curl's URL parser (config_events.c). */
+char *config_url_problem(const char *url, bool https_only);
 /* A set's `events` list (config_events.c): file and webhook destinations. */
 int config_read_events(config_parser *p, yaml_node_t *v, config_set *s);
 /* ", batch 10, max_backlog 500, ca_file /x" for what differs from the defaults. */
 void config_summary_webhook(strbuf *sb, const config_event_dest *e);
+/* A set's list_unsubscribe and feedback_id keys of its map IT (config_unsub.c). */
+int config_read_set_unsub(config_parser *p, yaml_node_t *it, config_set *s);
+/* ", list_unsubscribe <url> (mailto ADDR), feedback_id X" for the summary (config_unsub.c). */
+void config_summary_unsub(strbuf *sb, const config_set *s);
 int config_read_default_set(config_parser *p, yaml_node_t *root);
 int config_read_warmup(config_parser *p, yaml_node_t *m);
 int config_read_shaping(config_parser *p, yaml_node_t *m);

@@ -84,6 +84,9 @@ void config_free(config *c)
             free(c->sets[i].events[j].ca_file);
         }
         free(c->sets[i].events);
+        free(c->sets[i].unsub_url);
+        free(c->sets[i].unsub_mailto);
+        free(c->sets[i].feedback_id);
     }
     free(c->sets);
     free(c->default_set);
@@ -192,6 +195,7 @@ static void config_summary_set(strbuf *sb, const config *c, const config_set *s)
                       e->type == CONFIG_EVENT_FILE ? e->path : e->url);
         if (e->type == CONFIG_EVENT_WEBHOOK) config_summary_webhook(sb, e);
     }
+    config_summary_unsub(sb, s);
     strbuf_puts(sb, "\n");
 }
 

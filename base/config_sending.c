@@ -1,9 +1,10 @@
 /* config_sending.c — the sending side of the configuration (SPEC section 1): zones, IP
  * pools, the leased IPs, configuration sets (their event destinations are
- * config_events.c's) and the default set, warm-up and shaping. Each reader checks its cross-references (zones, pools, overflow
- * pools, sets) and reports the first problem as "FILE:LINE: KEY.PATH: what is wrong"
- * through the walker (config_yaml.c); config.c calls them in the order of config_read_root
- * and adds the warnings. */
+ * config_events.c's, list_unsubscribe and feedback_id config_unsub.c's) and the default
+ * set, warm-up and shaping. Each reader checks its cross-references (zones, pools,
+ * overflow pools, sets) and reports the first problem as "FILE:LINE: KEY.PATH: what is
+ * wrong" through the walker (config_yaml.c); config.c calls them in the order of
+ * config_read_root and adds the warnings. */
 #include "base/config_internal.h"
 
 #include <arpa/inet.h>
@@ -216,7 +217,8 @@ static int config_read_set_pool(config_parser *p, yaml_node_t *v, config_set *s)
 int config_read_sets(config_parser *p, yaml_node_t *v)
 {
     static const char *const keys[] = {"name", "pool", "tls_policy", "max_delivery_time",
-                                       "events", "priority", NULL};
+                                       "events", "priority", "list_unsubscribe",
+                                       "feedback_id", NULL};
     config *c = p->cfg;
     size_t n;
     if (config_as_list(p, v, &n) < 0) return -1;
@@ -251,6 +253,7 @@ int config_read_sets(config_parser *p, yaml_node_t *v)
               config_as_int32(p, f, SET_PRIORITY_MIN, SET_PRIORITY_MAX,
                               "a whole number from -1000 to 1000 (higher is served first)",
                               &s->priority));
+        if (config_read_set_unsub(p, it, s) < 0) return -1;
         config_pop(p, m);
     }
     return 0;

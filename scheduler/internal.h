@@ -97,6 +97,9 @@ void sched_hold_rows(scheduler *s, const int64_t *rowids, size_t n);
 void sched_holds_detach(scheduler *s);
 
 /* load.c */
+/* The set's messages differ per recipient (its list_unsubscribe.url names {recipient}, as
+ * the config has it now: config_set_per_recipient): each of its jobs carries one recipient. */
+bool sched_set_per_recipient(const scheduler *s, const sched_set *st);
 int64_t sched_page_in(scheduler *s);
 void sched_arm_page_timer(scheduler *s, int64_t now);
 void sched_load_message(scheduler *s, const char *msg_id);

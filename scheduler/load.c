@@ -7,7 +7,8 @@
  * spool's reads show them still pending); pages read only rows known to be committed; a read error leaves the
  * recipients in the spool and paging is tried again; at most SCHED_PAGE_MAX recipients
  * are read per scheduling pass, so the loop is never held up long. Recipients are grouped
- * by (message, domain) into jobs of the message's configuration set, ready or deferred. */
+ * by (message, domain) into jobs of the message's configuration set, ready or deferred;
+ * for a set whose List-Unsubscribe URL names {recipient}, each recipient is a job. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -68,6 +69,11 @@ static void load_on_rcpt(void *arg, const spool_rcpt *r)
     l->r.last_reply = r->state == SPOOL_RCPT_DEFERRED ? util_strdup(r->last_reply) : NULL;
 }
 
+bool sched_set_per_recipient(const scheduler *s, const sched_set *st)
+{
+    return st && config_set_per_recipient(sched_set_config(s->ctx->cfg, st->name));
+}
+
 static int load_cmp(const void *a, const void *b)
 {
     const load_rcpt *x = a, *y = b;
@@ -116,12 +122,13 @@ static int64_t load_place(scheduler *s, load_acc *acc)
     char *set_of = NULL;         /* the message whose set is `set` */
     spool_loaded m;              /* that message, until a job of it takes it */
     bool have_m = false, missing = false;
+    bool one_rcpt = false;       /* `set` gives each recipient a job of its own */
     int64_t n = 0;
     memset(&m, 0, sizeof m);
     for (size_t i = 0; i < a.n; i++) {
         load_rcpt *l = &a.v[i];
         bool new_msg = !set_of || strcmp(set_of, l->msg_id) != 0;
-        if (j && (new_msg || strcmp(j->domain, l->domain) != 0)) {
+        if (j && (new_msg || one_rcpt || strcmp(j->domain, l->domain) != 0)) {
             load_trim(j);
             sched_job_place(s, j);
             if (have_m && j->where == JOB_READY) {
@@ -141,6 +148,7 @@ static int64_t load_place(scheduler *s, load_acc *acc)
                           log_q(sched_lg(s), l->msg_id), log_q(sched_lg(s), spool_errmsg(s->ctx->spool)));
             } else {
                 set = sched_set_get(s, m.config_set);
+                one_rcpt = sched_set_per_recipient(s, set);
             }
             sched_set_str(&set_of, l->msg_id);
         }

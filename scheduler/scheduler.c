@@ -8,7 +8,10 @@
  *
  * State, all in memory and rebuilt from the spool at start-up:
  *   - jobs: the non-final recipients of one message for one destination domain, tagged at
- *     enqueue with the message's configuration set. A job is in exactly one place:
+ *     enqueue with the message's configuration set; one recipient each for a set whose
+ *     List-Unsubscribe URL names {recipient} (config_set_per_recipient: each recipient's
+ *     message differs; a job made before a reload marked its set is split as it starts).
+ *     A job is in exactly one place:
  *       ready     the FIFO of its configuration set (due now; queue_fair of queue.h);
  *       deferred  the timer heap (its earliest next attempt; queue_heap of queue.h, one
  *                 ev_timer for the top);
@@ -725,6 +728,13 @@ static bool sched_job_prehold(scheduler *s, sched_job *j, int64_t now)
 static void sched_job_start(scheduler *s, sched_job *j)
 {
     kiln_ctx *ctx = s->ctx;
+    if (j->nrcpts > 1 && sched_set_per_recipient(s, j->set)) {
+        /* made before a reload marked its set: one recipient now, the rest next */
+        sched_job *rest = sched_job_split(s, j, 1);
+        log_write(sched_lg(s), KLOG_DEBUG, "sched.split", "id=%s domain=%s split=1+%zu reason=%s",
+                  log_q(sched_lg(s), j->msg_id), log_q(sched_lg(s), j->domain), rest->nrcpts,
+                  log_q(sched_lg(s), "one recipient per delivery: the set's URL names {recipient}"));
+    }
     sched_job_unpreload(s, j, true);
     sched_active_link(s, j);
     j->pool_wait = false;

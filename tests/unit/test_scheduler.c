@@ -7,7 +7,9 @@
  * DeliveryDelay events; a graceful stop waits for the executor's sessions; a recipient
  * settled while its spool update is not committed yet is never paged in again, also while
  * the commit of that update fails (disk full) and is retried until it lands once; with
- * recipients in the spool only (memory budget), kilnctl status and queue count each one once. */
+ * recipients in the spool only (memory budget), kilnctl status and queue count each one once;
+ * a set whose List-Unsubscribe URL names {recipient} gets one job per recipient, also after
+ * a restart and for jobs made before a reload marked it. */
 #include <check.h>
 #include <errno.h>
 #include <jansson.h>
@@ -114,6 +116,11 @@ static void fixture_setup(void)
     urgent->max_delivery_time_ms = day;
     urgent->priority = 10;
     testlib_config_add_set(cfg, "short", "p")->max_delivery_time_ms = 100;
+    /* marked for one-click unsubscribe: per recipient ({recipient}), and not */
+    testlib_config_add_set(cfg, "news", "p")->unsub_url =
+        util_strdup("https://unsub.example/u?r={recipient}&m={message_id}");
+    testlib_config_add_set(cfg, "digest", "p")->unsub_url =
+        util_strdup("https://unsub.example/u?m={message_id}");
     testlib_config_set_default_set(cfg, "txn");
     testlib_config_set_retry(cfg, RETRY_MS, 3600 * 1000, 2);
     cfg->remote_port = 25;
@@ -751,6 +758,117 @@ START_TEST(counts_with_recipients_in_the_spool_only)
 }
 END_TEST
 
+/* The addresses of the started jobs of message id, one job each ("" when a job has more
+ * than one recipient), in start order; returns how many jobs. */
+static size_t single_rcpts_of(const char *id, char out[][64], size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < fx.nstarted; i++) {
+        if (strcmp(fx.msg_of[i], id) != 0) continue;
+        ck_assert_uint_lt(n, max);
+        sched_job *j = fx.started[i];
+        snprintf(out[n++], 64, "%s", j->nrcpts == 1 ? j->rcpts[0].address : "");
+    }
+    return n;
+}
+
+static bool has_rcpt(char list[][64], size_t n, const char *addr)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(list[i], addr) == 0) return true;
+    return false;
+}
+
+/* A set whose List-Unsubscribe URL names {recipient} sends each recipient a message of its
+ * own: 3 recipients of one domain become 3 jobs of one recipient (also when the spool is
+ * read again at start-up); a set marked without {recipient}, like an unmarked one, keeps
+ * one job per domain. */
+START_TEST(per_recipient_set_gets_one_job_per_recipient)
+{
+    const char *rcpts[] = {"a@one.example", "b@one.example", "c@ONE.example"};
+    commit_message("m-news", "news", rcpts, 3);
+    commit_message("m-digest", "digest", rcpts, 3);
+    commit_message("m-txn", "txn", rcpts, 3);
+    drive_until(&fx.nstarted, 5, 1000);
+    drive_until(NULL, 0, 20);
+    ck_assert_uint_eq(fx.nstarted, 5);
+    char got[8][64];
+    ck_assert_uint_eq(single_rcpts_of("m-news", got, 8), 3);
+    for (size_t i = 0; i < 3; i++)
+        ck_assert_msg(has_rcpt(got, 3, rcpts[i]), "%s has no job of its own", rcpts[i]);
+    ck_assert_uint_eq(single_rcpts_of("m-digest", got, 8), 1);
+    ck_assert_uint_eq(single_rcpts_of("m-txn", got, 8), 1);
+    for (size_t i = 0; i < fx.nstarted; i++)
+        if (strcmp(fx.msg_of[i], "m-news") != 0) ck_assert_uint_eq(fx.started[i]->nrcpts, 3);
+    int64_t q = -1;
+    scheduler_counts(sched, &q, NULL, NULL);
+    ck_assert_int_eq(q, 9);
+
+    /* a restart reads the same recipients from the spool: the same jobs */
+    scheduler_free(sched);
+    ck_assert_int_eq(spool_flush(sp), 0);   /* what the old one saved (kilnd flushes at start) */
+    memset(&fx, 0, sizeof fx);
+    sched = scheduler_new(&ctx, &(scheduler_options){.mem_rcpts = 1000});
+    ctx.sched = sched;
+    scheduler_set_exec(sched, &fx_ops, &fx);
+    ck_assert_int_eq(scheduler_recover(sched), 9);
+    drive_until(&fx.nstarted, 5, 1000);
+    drive_until(NULL, 0, 20);
+    ck_assert_uint_eq(fx.nstarted, 5);
+    ck_assert_uint_eq(single_rcpts_of("m-news", got, 8), 3);
+    for (size_t i = 0; i < 3; i++) ck_assert(has_rcpt(got, 3, rcpts[i]));
+    ck_assert_uint_eq(single_rcpts_of("m-digest", got, 8), 1);
+}
+END_TEST
+
+/* A job of three recipients made before a reload marked its set per-recipient is split
+ * as it starts again: each recipient goes alone, none twice, none lost. */
+START_TEST(reload_to_per_recipient_splits_waiting_jobs)
+{
+    const char *rcpts[] = {"a@one.example", "b@one.example", "c@one.example"};
+    commit_message("m-bulk", "bulk", rcpts, 3);
+    drive_until(&fx.nstarted, 1, 1000);
+    ck_assert_uint_eq(fx.nstarted, 1);
+    sched_job *j = fx.started[0];
+    ck_assert_uint_eq(j->nrcpts, 3);
+    sched_outcome out[3] = {reply(451, "4.3.0", "451 4.3.0 later"),
+                            reply(451, "4.3.0", "451 4.3.0 later"),
+                            reply(451, "4.3.0", "451 4.3.0 later")};
+    sched_settle(sched, j, out, "192.0.2.10", "198.51.100.7");
+    sched_job_done(sched, j);
+    ck_assert_int_eq(spool_flush(sp), 0);
+
+    /* the reload: bulk now names {recipient} */
+    config_set *bulk = (config_set *)config_find_set(cfg, "bulk");
+    bulk->unsub_url = util_strdup("https://unsub.example/u?r={recipient}");
+    scheduler_config_changed(sched);
+    fake_now = T0 + RETRY_MS;
+    drive_until(&fx.nstarted, 4, 4 * RETRY_MS);
+    drive_until(NULL, 0, 20);
+    ck_assert_uint_eq(fx.nstarted, 4);
+    char got[8][64];
+    size_t n = 0;
+    for (size_t i = 1; i < fx.nstarted; i++) {
+        ck_assert_uint_eq(fx.started[i]->nrcpts, 1);
+        ck_assert_int_eq(fx.started[i]->rcpts[0].attempts, 1);
+        snprintf(got[n++], 64, "%s", fx.started[i]->rcpts[0].address);
+    }
+    for (size_t i = 0; i < 3; i++)
+        ck_assert_msg(has_rcpt(got, n, rcpts[i]), "%s did not start alone", rcpts[i]);
+    int64_t q = -1, d = -1;
+    scheduler_counts(sched, &q, &d, NULL);
+    ck_assert_int_eq(q, 3);
+    ck_assert_int_eq(d, 0);
+    /* the debug log says why */
+    char *log = testlib_read_file(logpath, NULL);
+    ck_assert_ptr_nonnull(log);
+    ck_assert_msg(strstr(log, "event=sched.split id=\"m-bulk\" domain=\"one.example\" split=1+2 "
+                              "reason=\"one recipient per delivery"),
+                  "%s", log);
+    free(log);
+}
+END_TEST
+
 /* A reload reaches the executor (DNS settings) through its op. */
 START_TEST(config_change_reaches_the_executor)
 {
@@ -776,6 +894,8 @@ static Suite *scheduler_suite(void)
     tcase_add_test(tc, settled_but_uncommitted_is_not_paged_again);
     tcase_add_test(tc, failed_commit_is_retried_and_lands_once);
     tcase_add_test(tc, counts_with_recipients_in_the_spool_only);
+    tcase_add_test(tc, per_recipient_set_gets_one_job_per_recipient);
+    tcase_add_test(tc, reload_to_per_recipient_splits_waiting_jobs);
     suite_add_tcase(s, tc);
     return s;
 }
