@@ -9,7 +9,7 @@
 #include "mta/control_internal.h"
 #include "mta/delivery.h"
 #include "mta/dkim_keys.h"
-#include "mta/identity.h"
+#include "mta/idstate.h"
 
 static void control_identity_answer(void *arg, json_t *data, const char *error)
 {
@@ -31,7 +31,7 @@ static void control_identity_answer(void *arg, json_t *data, const char *error)
 void control_identity_status(control_client *cl, const control_request *req)
 {
     kiln_ctx *ctx = cl->ctl->ctx;
-    identity *id = ctx->delivery ? delivery_identity(ctx->delivery) : NULL;
+    idstate *id = ctx->delivery ? delivery_identity(ctx->delivery) : NULL;
     if (!id) {
         const char *e = "no DNS resolver: kilnd cannot look the records up (see the log's scheduler.dns)";
         control_reply_error(cl, e);
@@ -40,7 +40,7 @@ void control_identity_status(control_client *cl, const control_request *req)
     }
     control_pending *p = control_wait(cl, req->name, req->domain);
     char *err = NULL;
-    if (identity_status(id, req->domain, control_identity_answer, p, &err) < 0) {
+    if (idstate_status(id, req->domain, control_identity_answer, p, &err) < 0) {
         control_pending_answer(p, NULL, NULL, err);
         free(err);
     }
@@ -107,6 +107,6 @@ void control_identity_dkim(control_client *cl, const control_request *req, bool 
     control_log_cmd(cl->ctl, req->name, req->domain, NULL);
     free(intro);
     free(sel);
-    identity *id = ctx->delivery ? delivery_identity(ctx->delivery) : NULL;
-    if (id) identity_recheck(id);
+    idstate *id = ctx->delivery ? delivery_identity(ctx->delivery) : NULL;
+    if (id) idstate_recheck(id);
 }

@@ -40,7 +40,7 @@
 #include "base/kiln.h"
 #include "base/util.h"
 #include "mta/delivery_int.h"
-#include "mta/identity.h"
+#include "mta/idstate.h"
 #include "mta/outbound.h"
 #include "mta/dns.h"
 #include "mta/hopcheck.h"
@@ -495,7 +495,7 @@ static int delivery_outbound(delivery *dl, sched_job *j, const config_set *set)
         .data = j->msg.data,
         .data_len = j->msg.data_len,
         .keys = ctx->dkim,
-        .mx_state = dl->identity ? identity_mx_state_op : NULL,
+        .mx_state = dl->identity ? idstate_mx_state_op : NULL,
         .mx_arg = dl->identity,
         .now_s = kiln_now_ms(ctx) / 1000,
     };
@@ -769,11 +769,11 @@ delivery *delivery_new(kiln_ctx *ctx, scheduler *s)
     delivery_tls_trust(dl);
     dl->http = ctx->curl;             /* kilnd's shared HTTP client (daemon.c) */
     if (dl->dns) dl->sts = mta_sts_new(ctx->loop, ctx->log, dl->dns, dl->http);
-    if (dl->dns) dl->identity = identity_new(ctx, dl->dns);
+    if (dl->dns) dl->identity = idstate_new(ctx, dl->dns);
     return dl;
 }
 
-struct identity *delivery_identity(delivery *dl) { return dl->identity; }
+struct idstate *delivery_identity(delivery *dl) { return dl->identity; }
 
 void delivery_free(delivery *dl)
 {
@@ -783,7 +783,7 @@ void delivery_free(delivery *dl)
         delivery_session_unlink(dl, ss);
         delivery_session_free(ss);
     }
-    identity_free(dl->identity);      /* answers its pending status requests, before dns_free */
+    idstate_free(dl->identity);      /* answers its pending status requests, before dns_free */
     if (dl->dns) dns_free(dl->dns);   /* pending lookups are dropped without callbacks */
     mta_sts_free(dl->sts);            /* and so are pending policy fetches */
     while (dl->preps) delivery_prep_free(dl, dl->preps);   /* their waits go here */

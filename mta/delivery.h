@@ -22,7 +22,7 @@ void delivery_free(delivery *d);
 
 extern const scheduler_exec_ops delivery_exec_ops;
 
-/* The identities' DNS view (mta/identity.h), or NULL without a DNS resolver. */
-struct identity *delivery_identity(delivery *dl);
+/* The identities' DNS view (mta/idstate.h), or NULL without a DNS resolver. */
+struct idstate *delivery_identity(delivery *dl);
 
 #endif

@@ -62,7 +62,7 @@ struct delivery {
     char *tls_ca_file;          /* the delivery.tls_ca_file dl->tls trusts (NULL: system) */
     curl_ev *http;              /* HTTPS on the loop (MTA-STS policies) */
     mta_sts *sts;               /* MTA-STS policies and their cache; NULL without DNS */
-    struct identity *identity;  /* DNS readiness of the identities (mta/identity.c); NULL
+    struct idstate *identity;  /* DNS readiness of the identities (mta/idstate.c); NULL
                                    without DNS */
     delivery_session *sessions;
     int nsessions;

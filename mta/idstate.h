@@ -1,13 +1,13 @@
-/* identity.h — kilnd's view of its identities' DNS (mta/identity_check.c asks): whether each
+/* idstate.h — kilnd's view of its identities' DNS (mta/identity_check.c asks): whether each
  * DKIM selector's record is live (Easy DKIM keys sign only then: dkim_keys_set_live) and
  * whether each custom MAIL FROM domain has its MX (outbound.c uses it only then), checked
- * shortly after start, every IDENTITY_RECHECK_S and at each kilnctl identity status, whose
+ * shortly after start, every IDSTATE_RECHECK_S and at each kilnctl identity status, whose
  * answer (SES GetEmailIdentity's shape, plus the text table) it builds.
  *
  * Promises: a temporary DNS failure changes nothing that was known; every status request
  * is answered exactly once, also when kilnd stops first (then with an error). */
-#ifndef KILN_IDENTITY_H
-#define KILN_IDENTITY_H
+#ifndef KILN_IDSTATE_H
+#define KILN_IDSTATE_H
 
 #include <jansson.h>
 
@@ -15,27 +15,27 @@
 #include "mta/dns.h"
 #include "mta/outbound.h"
 
-#define IDENTITY_FIRST_CHECK_S 2     /* after start */
-#define IDENTITY_RECHECK_S 600
+#define IDSTATE_FIRST_CHECK_S 2     /* after start */
+#define IDSTATE_RECHECK_S 600
 
-typedef struct identity identity;
+typedef struct idstate idstate;
 
-identity *identity_new(kiln_ctx *ctx, dns *d);
+idstate *idstate_new(kiln_ctx *ctx, dns *d);
 /* Answers pending status requests with an error, cancels the lookups, frees. */
-void identity_free(identity *id);
+void idstate_free(idstate *id);
 
 /* outbound_in.mx_state: what the last check said of a MAIL FROM domain's MX. */
-outbound_mx_state identity_mx_state_op(void *arg, const char *mail_from_domain);
+outbound_mx_state idstate_mx_state_op(void *arg, const char *mail_from_domain);
 
 /* The answer to kilnctl identity status: data (a new reference: GetEmailIdentity's fields
  * for one identity, {"Identities": [...]} for all, and "Text" for the table), or NULL and
  * error. */
-typedef void (*identity_status_cb)(void *arg, json_t *data, const char *error);
+typedef void (*idstate_status_cb)(void *arg, json_t *data, const char *error);
 /* Checks ident (an account.identities entry, or an address or subdomain under one; NULL:
  * every identity) now. -1 with *err (malloc'd) when ident is not verified: cb never runs. */
-int identity_status(identity *id, const char *ident, identity_status_cb cb, void *arg, char **err);
+int idstate_status(idstate *id, const char *ident, idstate_status_cb cb, void *arg, char **err);
 
 /* Checks one domain soon (after kilnctl identity dkim generate or rotate). */
-void identity_recheck(identity *id);
+void idstate_recheck(idstate *id);
 
 #endif

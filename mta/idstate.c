@@ -1,7 +1,7 @@
-/* identity.c — kilnd's view of its identities' DNS (see identity.h): rounds of
+/* idstate.c — kilnd's view of its identities' DNS (see idstate.h): rounds of
  * identity_check lookups, one per identity, whose results set the DKIM keys' live flags and
  * the MAIL FROM domains' MX state, and, for kilnctl identity status, make its answer. */
-#include "mta/identity.h"
+#include "mta/idstate.h"
 
 #include <ev.h>
 #include <stdlib.h>
@@ -12,56 +12,56 @@
 #include "mta/dkim_keys.h"
 #include "mta/identity_check.h"
 
-typedef struct identity_round identity_round;
+typedef struct idstate_round idstate_round;
 
-typedef struct identity_slot {
-    identity_round *round;
+typedef struct idstate_slot {
+    idstate_round *round;
     size_t idx;
     identity_check *check;       /* running, or NULL */
     identity_check_result *res;  /* its result, or NULL */
     char *ident;                 /* the account.identities entry checked */
-} identity_slot;
+} idstate_slot;
 
-struct identity_round {
-    identity *id;
-    identity_slot *slots;
+struct idstate_round {
+    idstate *id;
+    idstate_slot *slots;
     size_t n, pending;
     bool single;                 /* answer one identity's fields, not a list */
-    identity_status_cb cb;       /* NULL: a periodic round */
+    idstate_status_cb cb;       /* NULL: a periodic round */
     void *arg;
-    identity_round *next;
+    idstate_round *next;
 };
 
-typedef struct identity_mx {
+typedef struct idstate_mx {
     char *domain;
     outbound_mx_state state;
-} identity_mx;
+} idstate_mx;
 
-struct identity {
+struct idstate {
     kiln_ctx *ctx;
     dns *d;
     ev_timer timer;
-    identity_round *rounds;
+    idstate_round *rounds;
     bool periodic_running;
-    identity_mx *mx;
+    idstate_mx *mx;
     size_t nmx;
 };
 
-static const char *identity_domain(const char *ident)
+static const char *idstate_domain(const char *ident)
 {
     const char *at = strrchr(ident, '@');
     return at ? at + 1 : ident;
 }
 
-outbound_mx_state identity_mx_state_op(void *arg, const char *mail_from_domain)
+outbound_mx_state idstate_mx_state_op(void *arg, const char *mail_from_domain)
 {
-    const identity *id = arg;
+    const idstate *id = arg;
     for (size_t i = 0; i < id->nmx; i++)
         if (strcmp(id->mx[i].domain, mail_from_domain) == 0) return id->mx[i].state;
     return OUTBOUND_MX_UNKNOWN;
 }
 
-static void identity_set_mx(identity *id, const char *domain, outbound_mx_state st)
+static void idstate_set_mx(idstate *id, const char *domain, outbound_mx_state st)
 {
     for (size_t i = 0; i < id->nmx; i++)
         if (strcmp(id->mx[i].domain, domain) == 0) {
@@ -72,13 +72,13 @@ static void identity_set_mx(identity *id, const char *domain, outbound_mx_state 
             return;
         }
     id->mx = util_realloc(id->mx, (id->nmx + 1) * sizeof *id->mx);
-    id->mx[id->nmx++] = (identity_mx){util_strdup(domain), st};
+    id->mx[id->nmx++] = (idstate_mx){util_strdup(domain), st};
     log_write(id->ctx->log, KLOG_INFO, "identity.mail_from", "domain=%s mx=%s", domain,
               st == OUTBOUND_MX_OK ? "found" : "missing");
 }
 
 /* What a result teaches kilnd: live DKIM records, MAIL FROM MX. */
-static void identity_apply(identity *id, const identity_check_result *r)
+static void idstate_apply(idstate *id, const identity_check_result *r)
 {
     for (size_t i = 0; i < r->nrecords; i++) {
         const identity_record *rec = &r->records[i];
@@ -90,14 +90,14 @@ static void identity_apply(identity *id, const identity_check_result *r)
     }
     if (r->mail_from_domain) {
         if (r->mail_from_status == IDENTITY_SES_SUCCESS)
-            identity_set_mx(id, r->mail_from_domain, OUTBOUND_MX_OK);
+            idstate_set_mx(id, r->mail_from_domain, OUTBOUND_MX_OK);
         else if (r->mail_from_status != IDENTITY_SES_TEMPORARY_FAILURE)
-            identity_set_mx(id, r->mail_from_domain, OUTBOUND_MX_MISSING);
+            idstate_set_mx(id, r->mail_from_domain, OUTBOUND_MX_MISSING);
     }
 }
 
 /* GetEmailIdentity's fields for one result, under the current config and keys. */
-static json_t *identity_json(identity *id, const identity_check_result *r, strbuf *text)
+static json_t *idstate_json(idstate *id, const identity_check_result *r, strbuf *text)
 {
     const config *cfg = id->ctx->cfg;
     size_t n = 0;
@@ -128,7 +128,7 @@ static json_t *identity_json(identity *id, const identity_check_result *r, strbu
     return j;
 }
 
-static void identity_round_free(identity_round *rd)
+static void idstate_round_free(idstate_round *rd)
 {
     for (size_t i = 0; i < rd->n; i++) {
         if (rd->slots[i].check) identity_check_cancel(rd->slots[i].check);
@@ -139,30 +139,30 @@ static void identity_round_free(identity_round *rd)
     free(rd);
 }
 
-static void identity_round_unlink(identity *id, identity_round *rd)
+static void idstate_round_unlink(idstate *id, idstate_round *rd)
 {
-    for (identity_round **pp = &id->rounds; *pp; pp = &(*pp)->next)
+    for (idstate_round **pp = &id->rounds; *pp; pp = &(*pp)->next)
         if (*pp == rd) {
             *pp = rd->next;
             return;
         }
 }
 
-static void identity_round_done(identity_round *rd)
+static void idstate_round_done(idstate_round *rd)
 {
-    identity *id = rd->id;
-    identity_round_unlink(id, rd);
+    idstate *id = rd->id;
+    idstate_round_unlink(id, rd);
     if (!rd->cb) id->periodic_running = false;
     if (rd->cb) {
         strbuf text;
         strbuf_init(&text);
         json_t *data;
         if (rd->single) {
-            data = identity_json(id, rd->slots[0].res, &text);
+            data = idstate_json(id, rd->slots[0].res, &text);
         } else {
             data = json_object();
             json_t *arr = json_array();
-            for (size_t i = 0; i < rd->n; i++) json_array_append_new(arr, identity_json(id, rd->slots[i].res, &text));
+            for (size_t i = 0; i < rd->n; i++) json_array_append_new(arr, idstate_json(id, rd->slots[i].res, &text));
             json_object_set_new(data, "Identities", arr);
         }
         json_object_set_new(data, "Text", json_string(text.buf ? text.buf : ""));
@@ -170,25 +170,25 @@ static void identity_round_done(identity_round *rd)
         rd->cb(rd->arg, data, NULL);
         json_decref(data);
     }
-    identity_round_free(rd);
+    idstate_round_free(rd);
 }
 
-static void identity_on_result(void *arg, identity_check_result *r)
+static void idstate_on_result(void *arg, identity_check_result *r)
 {
-    identity_slot *s = arg;
-    identity_round *rd = s->round;
+    idstate_slot *s = arg;
+    idstate_round *rd = s->round;
     s->check = NULL;
     s->res = r;
-    identity_apply(rd->id, r);
-    if (--rd->pending == 0) identity_round_done(rd);
+    idstate_apply(rd->id, r);
+    if (--rd->pending == 0) idstate_round_done(rd);
 }
 
 /* Starts the check of account.identities entry i of the current config into slot s. */
-static void identity_start_check(identity *id, size_t i, identity_slot *s)
+static void idstate_start_check(idstate *id, size_t i, idstate_slot *s)
 {
     const config *cfg = id->ctx->cfg;
     const char *ident = cfg->identities[i];
-    const char *domain = identity_domain(ident);
+    const char *domain = idstate_domain(ident);
     const config_identity *ia = cfg->identity_auth ? &cfg->identity_auth[i] : NULL;
     size_t n = 0;
     dkim_keys_sel *sels = dkim_keys_selectors(id->ctx->dkim, domain, &n);
@@ -211,17 +211,17 @@ static void identity_start_check(identity *id, size_t i, identity_slot *s)
         .npool_ips = cfg->nips,
     };
     s->ident = util_strdup(ident);
-    s->check = identity_check_start(id->d, &req, identity_on_result, s);
+    s->check = identity_check_start(id->d, &req, idstate_on_result, s);
     free(ips);
     free(ds);
     dkim_keys_sels_free(sels, n);
 }
 
 /* A round over the identities in idx (n of them). */
-static void identity_round_start(identity *id, const size_t *idx, size_t n, bool single,
-                                 identity_status_cb cb, void *arg)
+static void idstate_round_start(idstate *id, const size_t *idx, size_t n, bool single,
+                                 idstate_status_cb cb, void *arg)
 {
-    identity_round *rd = util_calloc(1, sizeof *rd);
+    idstate_round *rd = util_calloc(1, sizeof *rd);
     rd->id = id;
     rd->n = rd->pending = n;
     rd->single = single;
@@ -235,56 +235,56 @@ static void identity_round_start(identity *id, const size_t *idx, size_t n, bool
         rd->slots[i].round = rd;
         rd->slots[i].idx = i;
     }
-    for (size_t i = 0; i < n; i++) identity_start_check(id, idx[i], &rd->slots[i]);
+    for (size_t i = 0; i < n; i++) idstate_start_check(id, idx[i], &rd->slots[i]);
 }
 
-static void identity_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+static void idstate_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
-    identity *id = w->data;
+    idstate *id = w->data;
     const config *cfg = id->ctx->cfg;
     if (id->periodic_running || cfg->nidentities == 0) return;
     size_t *idx = util_calloc(cfg->nidentities, sizeof *idx);
     for (size_t i = 0; i < cfg->nidentities; i++) idx[i] = i;
-    identity_round_start(id, idx, cfg->nidentities, false, NULL, NULL);
+    idstate_round_start(id, idx, cfg->nidentities, false, NULL, NULL);
     free(idx);
 }
 
-identity *identity_new(kiln_ctx *ctx, dns *d)
+idstate *idstate_new(kiln_ctx *ctx, dns *d)
 {
-    identity *id = util_calloc(1, sizeof *id);
+    idstate *id = util_calloc(1, sizeof *id);
     id->ctx = ctx;
     id->d = d;
-    ev_timer_init(&id->timer, identity_timer_cb, IDENTITY_FIRST_CHECK_S, IDENTITY_RECHECK_S);
+    ev_timer_init(&id->timer, idstate_timer_cb, IDSTATE_FIRST_CHECK_S, IDSTATE_RECHECK_S);
     id->timer.data = id;
     ev_timer_start(ctx->loop, &id->timer);
     return id;
 }
 
-void identity_recheck(identity *id)
+void idstate_recheck(idstate *id)
 {
     ev_timer_stop(id->ctx->loop, &id->timer);
-    ev_timer_set(&id->timer, 0.1, IDENTITY_RECHECK_S);
+    ev_timer_set(&id->timer, 0.1, IDSTATE_RECHECK_S);
     ev_timer_start(id->ctx->loop, &id->timer);
 }
 
-void identity_free(identity *id)
+void idstate_free(idstate *id)
 {
     if (!id) return;
     ev_timer_stop(id->ctx->loop, &id->timer);
     while (id->rounds) {
-        identity_round *rd = id->rounds;
+        idstate_round *rd = id->rounds;
         id->rounds = rd->next;
         if (rd->cb) rd->cb(rd->arg, NULL, "kilnd is stopping: the identity check was not finished");
-        identity_round_free(rd);
+        idstate_round_free(rd);
     }
     for (size_t i = 0; i < id->nmx; i++) free(id->mx[i].domain);
     free(id->mx);
     free(id);
 }
 
-int identity_status(identity *id, const char *ident, identity_status_cb cb, void *arg, char **err)
+int idstate_status(idstate *id, const char *ident, idstate_status_cb cb, void *arg, char **err)
 {
     const config *cfg = id->ctx->cfg;
     if (!ident) {
@@ -294,7 +294,7 @@ int identity_status(identity *id, const char *ident, identity_status_cb cb, void
         }
         size_t *idx = util_calloc(cfg->nidentities, sizeof *idx);
         for (size_t i = 0; i < cfg->nidentities; i++) idx[i] = i;
-        identity_round_start(id, idx, cfg->nidentities, false, cb, arg);
+        idstate_round_start(id, idx, cfg->nidentities, false, cb, arg);
         free(idx);
         return 0;
     }
@@ -307,6 +307,6 @@ int identity_status(identity *id, const char *ident, identity_status_cb cb, void
         return -1;
     }
     size_t one = (size_t)i;
-    identity_round_start(id, &one, 1, true, cb, arg);
+    idstate_round_start(id, &one, 1, true, cb, arg);
     return 0;
 }
