@@ -28,7 +28,8 @@
  * back any response, so dns_send_cb maps the RCODE as ares_query would.
  *
  * dns_query serves single queries of any type through the same lookups (a key of its own
- * per name and type, shared, restarted, delivered from the loop), without a cache. */
+ * per name and type, shared, restarted, delivered from the loop), without a cache;
+ * dns_query_cancel marks one waiter as delivered to nobody and lets the lookup run on. */
 #include "mta/dns.h"
 
 #include <arpa/inet.h>
@@ -55,6 +56,7 @@ typedef struct waiter {
     dns_mx_cb cb;
     dns_answer_cb acb;           /* dns_query */
     void *arg;
+    bool cancelled;              /* dns_query_cancel: delivered to nobody */
 } waiter;
 
 typedef struct lookup {
@@ -102,6 +104,7 @@ struct dns {
     dns_htable cache;                /* centry by domain */
     size_t cache_sweep_at;
     lookup *ready, **ready_tail;
+    lookup *dispatch;            /* being delivered by dns_kick_cb (head: the current one) */
     bool dispatching;
     bool freed;                  /* dns_free was called during dispatch */
     uint64_t rng;
@@ -526,20 +529,22 @@ static void dns_kick_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)revents;
     dns *d = w->data;
-    lookup *list = d->ready;
+    d->dispatch = d->ready;      /* in d, so that dns_query_cancel reaches it */
     d->ready = NULL;
     d->ready_tail = &d->ready;
     d->dispatching = true;
-    while (list) {
-        lookup *l = list;
-        list = l->next;
+    while (d->dispatch) {
+        lookup *l = d->dispatch;
         while (l->waiters && !d->freed) {
             waiter *wt = l->waiters;
             l->waiters = wt->next;
-            if (wt->acb) wt->acb(wt->arg, &l->ans);
-            else wt->cb(wt->arg, &l->res);
+            if (!wt->cancelled) {
+                if (wt->acb) wt->acb(wt->arg, &l->ans);
+                else wt->cb(wt->arg, &l->res);
+            }
             free(wt);
         }
+        d->dispatch = l->next;
         dns_lookup_free(l);
     }
     d->dispatching = false;
@@ -630,6 +635,27 @@ void dns_query(dns *d, const char *name, int type, dns_answer_cb cb, void *arg)
     dns_ht_insert(&d->inflight, &l->h);
     dns_lookup_start(l);
     dns_rearm_timer(d);
+}
+
+static void dns_waiters_cancel(lookup *l, dns_answer_cb cb, void *arg)
+{
+    for (waiter *w = l->waiters; w; w = w->next)
+        if (w->acb == cb && w->arg == arg) w->cancelled = true;
+}
+
+void dns_query_cancel(dns *d, const char *name, int type, dns_answer_cb cb, void *arg)
+{
+    char *qname = util_strdup(name ? name : "");
+    util_lowercase(qname);
+    char *key = util_asprintf("%s\n%d", qname, type);
+    free(qname);
+    lookup *l = (lookup *)dns_ht_find(&d->inflight, key);
+    if (l) dns_waiters_cancel(l, cb, arg);
+    for (l = d->ready; l; l = l->next)          /* answered, not delivered yet */
+        if (strcmp(l->h.key, key) == 0) dns_waiters_cancel(l, cb, arg);
+    for (l = d->dispatch; l; l = l->next)       /* being delivered now */
+        if (strcmp(l->h.key, key) == 0) dns_waiters_cancel(l, cb, arg);
+    free(key);
 }
 
 /* ---------- life cycle ---------- */

@@ -74,6 +74,10 @@ typedef struct dns_answer {
 } dns_answer;
 typedef void (*dns_answer_cb)(void *arg, const dns_answer *a);
 void dns_query(dns *d, const char *name, int type, dns_answer_cb cb, void *arg);
+/* Takes back a dns_query(d, name, type, cb, arg) whose callback has not run: it never
+ * will (the query itself goes on for others who share it). Safe from inside any dns
+ * callback, including one of the same dispatch; a no-op when nothing matches. */
+void dns_query_cancel(dns *d, const char *name, int type, dns_answer_cb cb, void *arg);
 
 /* Pure ordering used by dns_resolve_mx, exported for unit tests: sorts hosts by
  * preference ascending; hosts of equal preference are shuffled with rnd(arg) (returns a

@@ -2,10 +2,12 @@
  * source, then real lookups over loopback against a dnsmasq child process started by the
  * tests (MX order, equal preferences, implicit A/AAAA fallback, also behind a CNAME, RFC 7505 null MX,
  * NXDOMAIN, IPv6, dangling MX hosts, REFUSED), the cache (answers survive the server's
- * death while their TTL holds), temporary failures against a UDP socket that never
- * answers (timeouts, shared queries), reconfiguration and dns_free with lookups pending.
+ * death while their TTL holds), dns_query_cancel, temporary failures against a UDP socket
+ * that never answers (timeouts, shared queries), reconfiguration and dns_free with lookups
+ * pending.
  * Every loop run is bounded by a guard timer; every child is ended by its PID. */
 #include <arpa/inet.h>
+#include <arpa/nameser.h>
 #include <ares.h>
 #include <check.h>
 #include <errno.h>
@@ -526,6 +528,75 @@ START_TEST(test_lookup_from_callback)
 }
 END_TEST
 
+/* dns_query_cancel: takes back one waiter of a shared query (the other still gets the
+ * answer), a waiter cancelled by another's callback in the same dispatch (same lookup or a
+ * later one), a query cancelled before it was sent; nothing matching is a no-op. */
+typedef struct qwait {
+    test_env *e;
+    int calls;
+    dns_status status;
+    int *pending;
+    struct qwait *victim;        /* cancelled from this one's callback */
+    const char *victim_name;
+    int victim_type;
+} qwait;
+
+static void qwait_cb(void *arg, const dns_answer *a)
+{
+    qwait *q = arg;
+    q->calls++;
+    q->status = a->status;
+    if (q->victim) dns_query_cancel(q->e->d, q->victim_name, q->victim_type, qwait_cb, q->victim);
+    if (--*q->pending == 0) ev_break(q->e->loop, EVBREAK_ALL);
+}
+
+static void quiet_run(test_env *e, double s);
+
+START_TEST(test_query_cancel)
+{
+    NEED_DNSMASQ();
+    test_env e;
+    env_init(&e, shared_dm.port, 2000);
+    int pending = 1;
+    qwait kept = {.e = &e, .pending = &pending}, gone = {.e = &e, .pending = &pending};
+    dns_query(e.d, "txtonly.test", ns_t_txt, qwait_cb, &gone);
+    dns_query(e.d, "TXTONLY.test", ns_t_txt, qwait_cb, &kept);
+    dns_query_cancel(e.d, "txtonly.test", ns_t_txt, qwait_cb, &gone);
+    dns_query_cancel(e.d, "txtonly.test", ns_t_a, qwait_cb, &kept);        /* other type: no-op */
+    dns_query_cancel(e.d, "nothing.test", ns_t_txt, qwait_cb, &kept);      /* no such query */
+    run(&e);
+    ck_assert_int_eq(kept.calls, 1);
+    ck_assert_int_eq(kept.status, DNS_OK);
+    ck_assert_int_eq(gone.calls, 0);
+
+    /* Cancelled from a callback of the same lookup and of the same dispatch: the empty
+     * name is answered at once (NXDOMAIN), both lookups land in one dispatch. */
+    qwait first = {.e = &e, .pending = &pending}, same = {.e = &e, .pending = &pending},
+          later = {.e = &e, .pending = &pending};
+    first.victim = &same;
+    first.victim_name = "";
+    first.victim_type = ns_t_txt;
+    pending = 1;
+    dns_query(e.d, "", ns_t_txt, qwait_cb, &first);
+    dns_query(e.d, "", ns_t_txt, qwait_cb, &same);
+    run(&e);
+    ck_assert_int_eq(first.calls, 1);
+    ck_assert_int_eq(first.status, DNS_NXDOMAIN);
+    ck_assert_int_eq(same.calls, 0);
+    first.calls = 0;
+    first.victim = &later;
+    first.victim_type = ns_t_a;
+    pending = 1;
+    dns_query(e.d, "", ns_t_txt, qwait_cb, &first);
+    dns_query(e.d, "", ns_t_a, qwait_cb, &later);
+    run(&e);
+    ck_assert_int_eq(first.calls, 1);
+    quiet_run(&e, 0.2);
+    ck_assert_int_eq(later.calls, 0);
+    env_free(&e);
+}
+END_TEST
+
 START_TEST(test_cache_outlives_server)
 {
     NEED_DNSMASQ();
@@ -699,6 +770,16 @@ static void quiet_guard(struct ev_loop *loop, ev_timer *w, int revents)
     ev_break(loop, EVBREAK_ALL);
 }
 
+/* Runs the loop for s seconds (callbacks that must not come get their chance). */
+static void quiet_run(test_env *e, double s)
+{
+    ev_timer t;
+    ev_timer_init(&t, quiet_guard, s, 0.);
+    ev_timer_start(e->loop, &t);
+    ev_run(e->loop, 0);
+    ev_timer_stop(e->loop, &t);
+}
+
 START_TEST(test_free_with_pending_lookups)
 {
     int port;
@@ -810,6 +891,7 @@ static Suite *dns_suite(void)
     tcase_add_test(dm, test_equal_preference_both_orders);
     tcase_add_test(dm, test_concurrent_same_domain);
     tcase_add_test(dm, test_lookup_from_callback);
+    tcase_add_test(dm, test_query_cancel);
     tcase_add_test(dm, test_cache_outlives_server);
     tcase_add_test(dm, test_debug_log_line);
     tcase_add_test(dm, test_reconfigure);
