@@ -119,7 +119,7 @@ int outbound_prepare(const outbound_in *in, outbound_out *out)
     if (u < 0) {
         char *why = util_asprintf("unsubscribe header fields: %s", err ? err : "failed");
         free(err);
-        return outbound_fail(out, RETRY_FAIL_INTERNAL, why);
+        return outbound_fail(out, RETRY_FAIL_UNSENDABLE, why);
     }
     /* the bytes the wire will carry (smtp_client_encode_data's line ends), so that the
      * signature covers exactly them */

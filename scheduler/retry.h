@@ -60,6 +60,9 @@ typedef enum {
     RETRY_FAIL_MAIL_FROM_MX,  /* custom MAIL FROM domain without MX and behavior_on_mx_failure
                                  RejectMessage: bounce Permanent/General 5.7.0, not suppressed */
     RETRY_FAIL_MAIL_FROM_PENDING, /* the same while its MX is not checked yet: defer 4.7.0 */
+    RETRY_FAIL_UNSENDABLE,    /* the set's own fields cannot be made for this recipient (its
+                                 List-Unsubscribe URL too long): bounce Permanent/General
+                                 5.6.0, not suppressed */
 } retry_failure;
 retry_verdict retry_classify_failure(retry_failure f, retry_class *out);
 

@@ -118,6 +118,7 @@ static const struct {
     {RETRY_FAIL_UNSIGNED_REJECT, RETRY_BOUNCE, "Permanent", "General", "5.7.0", false},
     {RETRY_FAIL_MAIL_FROM_MX, RETRY_BOUNCE, "Permanent", "General", "5.7.0", false},
     {RETRY_FAIL_MAIL_FROM_PENDING, RETRY_DEFER, "InternalFailure", NULL, "4.7.0", false},
+    {RETRY_FAIL_UNSENDABLE, RETRY_BOUNCE, "Permanent", "General", "5.6.0", false},
 };
 
 START_TEST(test_classify_failure)
