@@ -114,14 +114,13 @@ static json_t *idstate_json(idstate *id, const identity_check_result *r, strbuf 
         o.reject_on_mx_failure = cfg->identity_auth[idx].mx_failure == CONFIG_MXFAIL_REJECT;
     json_t *j = identity_check_to_json(r, &o);
     char *t = identity_check_to_text(r);
-    strbuf_printf(text, "identity %s\n", r->identity);
+    strbuf_puts(text, t);
     for (size_t i = 0; i < n; i++)
         strbuf_printf(text, "  key %s (%s, %d bits, %s): %s%s\n", sels[i].selector,
                       dkim_alg_name(sels[i].alg), sels[i].bits, sels[i].easy ? "Easy DKIM" : "BYODKIM",
                       sels[i].active ? "signing" : "not signing (kilnctl identity dkim rotate)",
                       sels[i].active && sels[i].easy && !sels[i].live ? ", once its record is live" : "");
     if (n == 0) strbuf_puts(text, "  no DKIM key: mail leaves unsigned\n");
-    strbuf_puts(text, t);
     strbuf_puts(text, "\n");
     free(t);
     dkim_keys_sels_free(sels, n);

@@ -33,6 +33,7 @@ error and on SIGINT/SIGTERM/SIGHUP. The default command takes about 26 minutes o
 
   python3 tests/bench/bench_e2e.py [--messages 20000] [--runs 3] [--loads 1k,20k,1k100]
       [--tools smtp-source,loadgen] [--no-postfix] [--json FILE]
+      [--dkim none|rsa|ed25519|dual]   (kiln signs each message; Postfix does not sign)
   (make bench runs the defaults: the issue's full table)"""
 import argparse
 import json
@@ -135,7 +136,28 @@ def e2e_drive(tool, host, port, sink, n, size, ndomains, sample=None):
             "machine": machine_share(m0, m1), "t0": t0, "t_end": t_end}
 
 
-def e2e_run_kiln(fs, dns, tool, n, size, ndomains, mx):
+def e2e_dkim_identity(tmp, dkim):
+    """account.identities for --dkim: example.test signing with an RSA 2048 key (rsa), an
+    Ed25519 key (ed25519) or both (dual), keys made with the openssl command."""
+    if dkim == "none":
+        return ["example.test"]
+    import subprocess
+    rsa, ed = os.path.join(tmp, "dkim-rsa.pem"), os.path.join(tmp, "dkim-ed.pem")
+    if dkim in ("rsa", "dual"):
+        subprocess.run(["openssl", "genrsa", "-out", rsa, "2048"], check=True, capture_output=True)
+    if dkim in ("ed25519", "dual"):
+        subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", ed], check=True,
+                       capture_output=True)
+    if dkim == "ed25519":
+        key = {"selector": "b1", "private_key_file": ed}
+    else:
+        key = {"selector": "b1", "private_key_file": rsa}
+        if dkim == "dual":
+            key["ed25519"] = {"selector": "b1e", "private_key_file": ed}
+    return [{"identity": "example.test", "dkim": key}]
+
+
+def e2e_run_kiln(fs, dns, tool, n, size, ndomains, mx, dkim="none"):
     tmp = fs.tempdir("kiln-")
     scratch = tempfile.mkdtemp(prefix="kiln-bench-sink-")
     sink_port = free_port()
@@ -151,7 +173,7 @@ def e2e_run_kiln(fs, dns, tool, n, size, ndomains, mx):
         k = Kiln(tmp=tmp, **over)
         k.cfg["server"]["log_level"] = "warning"
         k.cfg["submission"]["max_message_size"] = "30MB"
-        k.cfg["account"]["identities"] = ["example.test"]
+        k.cfg["account"]["identities"] = e2e_dkim_identity(tmp, dkim)
         k.cfg["ips"] = [{"address": a, "zone": z, "pool": "transactional", "warmup": "done"}
                         for a, z in (("127.0.0.10", "az1"), ("127.0.0.11", "az2"), ("127.0.0.12", "az3"))]
         k.cfg["shaping"] = {"default": E2E_KILN_SHAPING}
@@ -316,6 +338,8 @@ def main():
     ap.add_argument("--tools", default=",".join(LOAD_TOOLS))
     ap.add_argument("--no-postfix", action="store_true")
     ap.add_argument("--json", metavar="FILE")
+    ap.add_argument("--dkim", choices=("none", "rsa", "ed25519", "dual"), default="none",
+                    help="kiln signs every message (Postfix does not sign)")
     a = ap.parse_args()
     loads = [x for x in a.loads.split(",") if x]
     tools = [x for x in a.tools.split(",") if x]
@@ -347,6 +371,8 @@ def main():
                              "USES TRANSPORT MAPS (dnsmasq could not listen on port 53)" % dns.server)
         print("kiln vs Postfix end to end: %d messages per run, 20 sessions, medians of %d "
               "alternating runs, durable spools (fsync before 250)" % (a.messages, a.runs))
+        if a.dkim != "none":
+            notes.append("kiln DKIM-signs every message (%s); Postfix does not sign" % a.dkim)
         for note in notes:
             print("  " + note)
         print("  kiln-loadgen: 20 persistent connections, pipelined; smtp-source: one message "
@@ -357,7 +383,7 @@ def main():
                 res = {"kiln": [], "postfix": [], "ceiling": []}
                 for i in range(a.runs):
                     res["kiln"].append(e2e_timed(e2e_run_kiln, fs, dns, tool, a.messages, size,
-                                                 ndomains, mx))
+                                                 ndomains, mx, a.dkim))
                     if not a.no_postfix:
                         res["postfix"].append(e2e_timed(e2e_run_postfix, fs, dns, tool, a.messages,
                                                         size, ndomains, mx))
