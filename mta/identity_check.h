@@ -120,7 +120,7 @@ void identity_check_result_free(identity_check_result *r);
 const identity_record *identity_check_find(const identity_check_result *r, identity_rec_kind kind,
                                            const char *selector);
 
-/* ---------- pure evaluators (identity_eval.c) ---------- */
+/* ---------- pure evaluators (identity_eval.c, identity_spf.c) ---------- */
 
 typedef enum {
     IDENTITY_ANS_RECORDS = 0,    /* records of the type came back (txt/mx) */
@@ -224,7 +224,7 @@ typedef struct identity_json_opts {
  * MailFromAttributes {MailFromDomain, MailFromDomainStatus, BehaviorOnMxFailure} (left out
  * without a MAIL FROM domain: SES requires all three), and "kiln": {Identity, Domain,
  * Records: [{Kind, Name, Type, Selector?, Found?, Status, Reason, Publish?: {Name, Type,
- * Value}}]}. A new reference. */
+ * Value}}]}. o NULL: every option false / 0. A new reference. */
 json_t *identity_check_to_json(const identity_check_result *r, const identity_json_opts *o);
 /* For kilnctl's table: a header line, one line per record ("STATUS  NAME  TYPE  reason"),
  * then one "publish: NAME TYPE VALUE" line per record to publish (TXT values quoted).
