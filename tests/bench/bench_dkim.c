@@ -2,8 +2,9 @@
  * key (rsa-sha256), an Ed25519 key (ed25519-sha256) and both (dual-signing), on a 4 KB and
  * a 64 KB message (text lines with blanks to compress, so the relaxed canonicalization does
  * its usual work). Each case runs for --seconds (default 2) after a short warm-up, on one
- * thread, and prints messages/s and microseconds per message; --json prints the same as a
- * JSON array. Run on a build without sanitizers: `make bench`, or
+ * thread, and prints messages/s (wall clock) and microseconds of CPU per message (the
+ * thread's CPU clock: steadier than the wall clock on a busy machine); --json prints the
+ * same as a JSON array. Run on a build without sanitizers: `make bench`, or
  *   tests/bench/bench_dkim [--seconds S] [--json] */
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,10 +14,10 @@
 #include "base/util.h"
 #include "mta/dkim.h"
 
-static double bench_dkim_now(void)
+static double bench_dkim_clock(clockid_t id)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(id, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
@@ -43,7 +44,8 @@ typedef struct bench_dkim_result {
     const char *alg;
     size_t size;
     long n;
-    double seconds;
+    double seconds;      /* wall clock */
+    double cpu;          /* this thread's CPU time */
 } bench_dkim_result;
 
 static bench_dkim_result bench_dkim_run(const char *name, const dkim_signer *sg, size_t nsg,
@@ -56,7 +58,8 @@ static bench_dkim_result bench_dkim_run(const char *name, const dkim_signer *sg,
         free(s);
     }
     long n = 0;
-    double t0 = bench_dkim_now(), t = t0;
+    double t0 = bench_dkim_clock(CLOCK_MONOTONIC), t = t0;
+    double c0 = bench_dkim_clock(CLOCK_THREAD_CPUTIME_ID);
     while (t - t0 < seconds) {
         for (int i = 0; i < 10; i++) {
             char *s = dkim_sign(sg, nsg, msg, len, 1700000000, &err);
@@ -64,9 +67,10 @@ static bench_dkim_result bench_dkim_run(const char *name, const dkim_signer *sg,
             free(s);
         }
         n += 10;
-        t = bench_dkim_now();
+        t = bench_dkim_clock(CLOCK_MONOTONIC);
     }
-    return (bench_dkim_result){name, len, n, t - t0};
+    double cpu = bench_dkim_clock(CLOCK_THREAD_CPUTIME_ID) - c0;
+    return (bench_dkim_result){name, len, n, t - t0, cpu};
 }
 
 int main(int argc, char **argv)
@@ -100,14 +104,14 @@ int main(int argc, char **argv)
         free(msg);
     }
     if (json) printf("[");
-    else printf("%-20s %8s %12s %12s\n", "signers", "bytes", "messages/s", "us/message");
+    else printf("%-20s %8s %12s %16s\n", "signers", "bytes", "messages/s", "CPU us/message");
     for (size_t i = 0; i < nr; i++) {
-        double per_s = (double)r[i].n / r[i].seconds, us = 1e6 * r[i].seconds / (double)r[i].n;
+        double per_s = (double)r[i].n / r[i].seconds, us = 1e6 * r[i].cpu / (double)r[i].n;
         if (json)
             printf("%s{\"signers\": \"%s\", \"bytes\": %zu, \"messages_per_s\": %.0f, "
-                   "\"us_per_message\": %.1f}", i ? ", " : "", r[i].alg, r[i].size, per_s, us);
+                   "\"cpu_us_per_message\": %.1f}", i ? ", " : "", r[i].alg, r[i].size, per_s, us);
         else
-            printf("%-20s %8zu %12.0f %12.1f\n", r[i].alg, r[i].size, per_s, us);
+            printf("%-20s %8zu %12.0f %16.1f\n", r[i].alg, r[i].size, per_s, us);
     }
     if (json) printf("]\n");
     dkim_key_free(rsa);
