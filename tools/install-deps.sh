@@ -10,4 +10,4 @@ $SUDO apt-get install -y --no-install-recommends \
   build-essential autoconf automake pkg-config \
   libev-dev libssl-dev libc-ares-dev libsqlite3-dev libyaml-dev libjansson-dev libcrypt-dev libcurl4-openssl-dev \
   check python3 python3-aiosmtpd python3-dnspython dnsmasq-base openssl swaks procps \
-  iproute2 nftables
+  iproute2 nftables python3-dkim python3-nacl opendkim-tools
