@@ -26,9 +26,10 @@
 
 #include "mta/dns.h"
 #include "base/util.h"
+#include "tests/integration/dnslab.h"
 #include "tests/unit/testlib.h"
 
-#define DNSMASQ "/usr/sbin/dnsmasq"
+#define DNSMASQ DNSLAB_DNSMASQ
 #define GUARD_S 10.0
 
 /* ---------- dns_order_mx ---------- */
@@ -117,33 +118,6 @@ END_TEST
 
 /* ---------- helpers: ports, dnsmasq, the loop ---------- */
 
-static int free_udp_port(void)
-{
-    int fd = socket(AF_INET, SOCK_DGRAM, 0);
-    ck_assert_int_ge(fd, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    socklen_t len = sizeof sa;
-    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
-/* A bound UDP socket that never answers: queries to it time out. */
-static int silent_server(int *port)
-{
-    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
-    ck_assert_int_ge(fd, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    socklen_t len = sizeof sa;
-    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-    *port = ntohs(sa.sin_port);
-    return fd;
-}
-
 /* Drains the silent server; counts distinct query ids (one per ares_query, retries
  * reuse it) asking for NAME. */
 static int count_queries(int fd, const char *name, int *ids, int *nids)
@@ -163,31 +137,6 @@ static int count_queries(int fd, const char *name, int *ids, int *nids)
         ares_free_string(q);
     }
     return count;
-}
-
-typedef struct dnsmasq {
-    pid_t pid;
-    int port;
-} dnsmasq;
-
-/* One MX query over UDP; true if any answer came back within wait_ms. */
-static bool probe_answers(int port, int wait_ms)
-{
-    unsigned char *q = NULL;
-    int qlen = 0;
-    if (ares_create_query("probe.test", 1, 15, 0x4242, 1, &q, &qlen, 0) != ARES_SUCCESS) return false;
-    int fd = socket(AF_INET, SOCK_DGRAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bool ok = false;
-    if (fd >= 0 && sendto(fd, q, (size_t)qlen, 0, (struct sockaddr *)&sa, sizeof sa) == qlen) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        unsigned char buf[512];
-        if (poll(&p, 1, wait_ms) == 1 && recv(fd, buf, sizeof buf, 0) >= 12) ok = true;
-    }
-    if (fd >= 0) close(fd);
-    ares_free_string(q);
-    return ok;
 }
 
 static const char *const zone_args[] = {
@@ -214,59 +163,6 @@ static const char *const zone_args[] = {
     "--txt-record=txtonly.test,hello",
     "--cname=alias.test,plain.test",
 };
-
-static bool dnsmasq_start(dnsmasq *dm)
-{
-    for (int attempt = 0; attempt < 5; attempt++) {
-        int port = free_udp_port();
-        char portarg[32];
-        snprintf(portarg, sizeof portarg, "--port=%d", port);
-        const char *argv[64];
-        int argc = 0;
-        argv[argc++] = DNSMASQ;
-        argv[argc++] = "--no-daemon";
-        argv[argc++] = "--no-resolv";
-        argv[argc++] = "--no-hosts";
-        argv[argc++] = "--conf-file=/dev/null";
-        argv[argc++] = "--pid-file";
-        argv[argc++] = portarg;
-        argv[argc++] = "--listen-address=127.0.0.1";
-        argv[argc++] = "--bind-interfaces";
-        for (size_t i = 0; i < sizeof zone_args / sizeof zone_args[0]; i++) argv[argc++] = zone_args[i];
-        argv[argc] = NULL;
-        pid_t pid = fork();
-        ck_assert_int_ge(pid, 0);
-        if (pid == 0) {
-            prctl(PR_SET_PDEATHSIG, SIGTERM);   /* never outlive the test process */
-            int null = open("/dev/null", O_RDWR);
-            dup2(null, 1);
-            dup2(null, 2);
-            execv(DNSMASQ, (char *const *)argv);
-            _exit(127);
-        }
-        for (int i = 0; i < 50; i++) {          /* up to 5 s */
-            int st;
-            if (waitpid(pid, &st, WNOHANG) == pid) break;   /* died: port taken? try another */
-            if (probe_answers(port, 100)) {
-                dm->pid = pid;
-                dm->port = port;
-                return true;
-            }
-        }
-        kill(pid, SIGTERM);
-        waitpid(pid, NULL, 0);
-    }
-    return false;
-}
-
-static void dnsmasq_stop(dnsmasq *dm)
-{
-    if (dm->pid <= 0) return;
-    kill(dm->pid, SIGTERM);
-    int st;
-    ck_assert_int_eq(waitpid(dm->pid, &st, 0), dm->pid);
-    dm->pid = 0;
-}
 
 typedef struct test_env {
     struct ev_loop *loop;
@@ -376,19 +272,19 @@ static void resolve(test_env *e, got *g, const char *domain)
 
 /* ---------- against dnsmasq ---------- */
 
-static dnsmasq shared_dm;
+static dnslab shared_dm;
 static bool have_dnsmasq;
 
 static void dm_setup(void)
 {
     have_dnsmasq = access(DNSMASQ, X_OK) == 0;
     if (!have_dnsmasq) return;
-    ck_assert_msg(dnsmasq_start(&shared_dm), "dnsmasq did not answer within 5 s");
+    ck_assert_msg(dnslab_start(&shared_dm, zone_args, sizeof zone_args / sizeof zone_args[0]), "dnsmasq did not answer within 5 s");
 }
 
 static void dm_teardown(void)
 {
-    if (have_dnsmasq) dnsmasq_stop(&shared_dm);
+    if (have_dnsmasq) dnslab_stop(&shared_dm);
 }
 
 #define NEED_DNSMASQ()                                                                   \
@@ -600,8 +496,9 @@ END_TEST
 START_TEST(test_cache_outlives_server)
 {
     NEED_DNSMASQ();
-    dnsmasq dm;
-    ck_assert_msg(dnsmasq_start(&dm), "dnsmasq did not answer within 5 s");
+    dnslab dm;
+    ck_assert_msg(dnslab_start(&dm, zone_args, sizeof zone_args / sizeof zone_args[0]),
+                  "dnsmasq did not answer within 5 s");
     test_env e;
     env_init(&e, dm.port, 500);
     got g;
@@ -612,7 +509,7 @@ START_TEST(test_cache_outlives_server)
     ck_assert_int_eq(g.status, DNS_NXDOMAIN);
     got_clear(&g);
 
-    dnsmasq_stop(&dm);
+    dnslab_stop(&dm);
 
     /* The server is gone: a new name fails temporarily ... */
     resolve(&e, &g, "plain.test");
@@ -668,7 +565,7 @@ START_TEST(test_reconfigure)
 {
     NEED_DNSMASQ();
     int silent_port;
-    int sfd = silent_server(&silent_port);
+    int sfd = dnslab_silent_server(&silent_port);
     test_env e;
     env_init(&e, silent_port, 2000);
 
@@ -713,7 +610,7 @@ END_TEST
 START_TEST(test_timeout_tempfail_shared_not_cached)
 {
     int port;
-    int sfd = silent_server(&port);
+    int sfd = dnslab_silent_server(&port);
     test_env e;
     env_init(&e, port, 500);
     int pending = 0;
@@ -747,7 +644,7 @@ END_TEST
 START_TEST(test_connection_refused_tempfail)
 {
     test_env e;
-    env_init(&e, free_udp_port(), 500);   /* nothing listens: ICMP port unreachable */
+    env_init(&e, dnslab_free_udp_port(), 500);   /* nothing listens: ICMP port unreachable */
     got g;
     resolve(&e, &g, "refused.test");
     ck_assert_int_eq(g.status, DNS_TEMPFAIL);
@@ -783,7 +680,7 @@ static void quiet_run(test_env *e, double s)
 START_TEST(test_free_with_pending_lookups)
 {
     int port;
-    int sfd = silent_server(&port);
+    int sfd = dnslab_silent_server(&port);
     test_env e;
     env_init(&e, port, 1000);
     bool called = false;
@@ -825,7 +722,7 @@ static void free_cb(void *arg, const dns_mx_result *r)
 START_TEST(test_free_inside_callback)
 {
     int port;
-    int sfd = silent_server(&port);
+    int sfd = dnslab_silent_server(&port);
     test_env e;
     env_init(&e, port, 1000);
     free_in_cb f = {&e.d, 0};

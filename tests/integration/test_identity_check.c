@@ -27,9 +27,10 @@
 #include "base/util.h"
 #include "mta/dns.h"
 #include "mta/identity_check.h"
+#include "tests/integration/dnslab.h"
 #include "tests/unit/testlib.h"
 
-#define DNSMASQ "/usr/sbin/dnsmasq"
+#define DNSMASQ DNSLAB_DNSMASQ
 #define GUARD_S 10.0
 
 #define KEY_GOOD "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAgoodkey0123456789"
@@ -60,108 +61,20 @@ static const char *const zone_args[] = {
     "--txt-record=_dmarc.wrong.test,v=DMARC1; p=reject",
 };
 
-static int free_udp_port(void)
-{
-    int fd = socket(AF_INET, SOCK_DGRAM, 0);
-    ck_assert_int_ge(fd, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    socklen_t len = sizeof sa;
-    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
-/* A bound UDP socket that never answers: queries to it time out. */
-static int silent_server(int *port)
-{
-    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
-    ck_assert_int_ge(fd, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    socklen_t len = sizeof sa;
-    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-    *port = ntohs(sa.sin_port);
-    return fd;
-}
-
-static bool probe_answers(int port, int wait_ms)
-{
-    unsigned char *q = NULL;
-    int qlen = 0;
-    if (ares_create_query("probe.test", 1, 16, 0x4242, 1, &q, &qlen, 0) != ARES_SUCCESS) return false;
-    int fd = socket(AF_INET, SOCK_DGRAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bool ok = false;
-    if (fd >= 0 && sendto(fd, q, (size_t)qlen, 0, (struct sockaddr *)&sa, sizeof sa) == qlen) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        unsigned char buf[512];
-        if (poll(&p, 1, wait_ms) == 1 && recv(fd, buf, sizeof buf, 0) >= 12) ok = true;
-    }
-    if (fd >= 0) close(fd);
-    ares_free_string(q);
-    return ok;
-}
-
-static pid_t dm_pid;
-static int dm_port;
+static dnslab dm;
 static bool have_dnsmasq;
 
 static void dm_setup(void)
 {
     have_dnsmasq = access(DNSMASQ, X_OK) == 0;
     if (!have_dnsmasq) return;
-    for (int attempt = 0; attempt < 5; attempt++) {
-        int port = free_udp_port();
-        char portarg[32];
-        snprintf(portarg, sizeof portarg, "--port=%d", port);
-        const char *argv[64];
-        int argc = 0;
-        argv[argc++] = DNSMASQ;
-        argv[argc++] = "--no-daemon";
-        argv[argc++] = "--no-resolv";
-        argv[argc++] = "--no-hosts";
-        argv[argc++] = "--conf-file=/dev/null";
-        argv[argc++] = "--pid-file";
-        argv[argc++] = portarg;
-        argv[argc++] = "--listen-address=127.0.0.1";
-        argv[argc++] = "--bind-interfaces";
-        for (size_t i = 0; i < sizeof zone_args / sizeof zone_args[0]; i++) argv[argc++] = zone_args[i];
-        argv[argc] = NULL;
-        pid_t pid = fork();
-        ck_assert_int_ge(pid, 0);
-        if (pid == 0) {
-            prctl(PR_SET_PDEATHSIG, SIGTERM);   /* never outlive the test process */
-            int null = open("/dev/null", O_RDWR);
-            dup2(null, 1);
-            dup2(null, 2);
-            execv(DNSMASQ, (char *const *)argv);
-            _exit(127);
-        }
-        for (int i = 0; i < 50; i++) {          /* up to 5 s */
-            int st;
-            if (waitpid(pid, &st, WNOHANG) == pid) break;
-            if (probe_answers(port, 100)) {
-                dm_pid = pid;
-                dm_port = port;
-                return;
-            }
-        }
-        kill(pid, SIGTERM);
-        waitpid(pid, NULL, 0);
-    }
-    ck_abort_msg("dnsmasq did not answer within 5 s");
+    ck_assert_msg(dnslab_start(&dm, zone_args, sizeof zone_args / sizeof zone_args[0]),
+                  "dnsmasq did not answer within 5 s");
 }
 
 static void dm_teardown(void)
 {
-    if (dm_pid <= 0) return;
-    kill(dm_pid, SIGTERM);
-    waitpid(dm_pid, NULL, 0);
-    dm_pid = 0;
+    dnslab_stop(&dm);
 }
 
 #define NEED_DNSMASQ()                                                                                \
@@ -288,7 +201,7 @@ START_TEST(test_correct_records)
 {
     NEED_DNSMASQ();
     test_env e;
-    env_init(&e, dm_port, 2000);
+    env_init(&e, dm.port, 2000);
     identity_check_req q = req_for("good.test", "mail.good.test", true);
     check(&e, &q);
     identity_check_result *r = e.res;
@@ -323,7 +236,7 @@ START_TEST(test_missing_records)
 {
     NEED_DNSMASQ();
     test_env e;
-    env_init(&e, dm_port, 2000);
+    env_init(&e, dm.port, 2000);
     identity_check_req q = req_for("someone@news.missing.test", "mail.news.missing.test", true);
     check(&e, &q);
     identity_check_result *r = e.res;
@@ -355,7 +268,7 @@ START_TEST(test_wrong_records)
 {
     NEED_DNSMASQ();
     test_env e;
-    env_init(&e, dm_port, 2000);
+    env_init(&e, dm.port, 2000);
     identity_check_req q = req_for("wrong.test", "mail.wrong.test", false);
     check(&e, &q);
     identity_check_result *r = e.res;
@@ -391,7 +304,7 @@ END_TEST
 START_TEST(test_tempfail_everywhere)
 {
     int port;
-    int sfd = silent_server(&port);
+    int sfd = dnslab_silent_server(&port);
     test_env e;
     env_init(&e, port, 300);
     identity_check_req q = req_for("good.test", "mail.good.test", true);
@@ -413,7 +326,7 @@ END_TEST
 START_TEST(test_cancel)
 {
     int port;
-    int sfd = silent_server(&port);
+    int sfd = dnslab_silent_server(&port);
     test_env e;
     env_init(&e, port, 300);
     identity_check_req q = req_for("good.test", "mail.good.test", true);
