@@ -1,7 +1,7 @@
 /* privdrop.h — kilnd's least privilege (server.user / server.group): who kilnd becomes,
  * the files it hands over to that user before it drops root, and the drop itself.
  *
- * Start-up order (mta/daemon.c): config -> privdrop_resolve -> privdrop_prepare (as root:
+ * Start-up order (daemon/daemon.c): config -> privdrop_resolve -> privdrop_prepare (as root:
  * creates the spool directory, the log file and every event file destination, with the
  * parent directories kiln creates, all owned by the user) -> log, spool, TLS key,
  * listeners, control socket (still root) -> privdrop_handover (chowns the spool's files

@@ -8,7 +8,7 @@
  * writer's wake-up is an ev_async whose handler reaps the finished batch (its commit
  * callbacks: 250 replies, the scheduler told about new messages) on the loop thread. The
  * loop never waits for an fsync except at start-up and at the final flush of a stop. */
-#include "mta/daemon.h"
+#include "daemon/daemon.h"
 
 #include <errno.h>
 #include <signal.h>

@@ -9,7 +9,7 @@
 
 #include "base/config.h"
 #include "mta/auth.h"
-#include "mta/daemon.h"
+#include "daemon/daemon.h"
 #include "mta/dkim_keys.h"
 
 static void kilnd_usage(FILE *fp)
