@@ -39,6 +39,16 @@ typedef struct config_auth_user {
     size_t nconfiguration_sets;
 } config_auth_user;
 
+/* One api.access_keys entry (base/config_api.c): an AWS-style access key for the SES v2 API
+ * (SigV4) and for SMTP AUTH with SES's derived SMTP password. */
+typedef struct config_access_key {
+    char *id;                /* access key id: 16..128 of [A-Z0-9] */
+    char *secret_file;       /* absolute; one line, mode 0600 or 0400 (checked at load) */
+    char *secret;            /* the secret access key read from it */
+    /* Authorization scope, as submission.auth's: scope.user is the key id, password_hash NULL. */
+    config_auth_user scope;
+} config_access_key;
+
 typedef struct config_route {
     char *domain;            /* lower-case */
     char *host;
@@ -236,6 +246,23 @@ typedef struct config {
     int64_t max_inflight_bytes; /* message bytes held in memory by all sessions together;
                                    default config_default_inflight_bytes() */
 
+    /* api (base/config_api.c): the SES v2 HTTP API; napi_listen 0 = off */
+    config_hostport *api_listen;
+    size_t napi_listen;
+    char *api_tls_cert;          /* absolute; NULL: plain HTTP */
+    char *api_tls_key;
+    config_access_key *api_keys;
+    size_t napi_keys;
+    int64_t api_max_body_size;   /* bytes of one request body; default 41943040 + 1 MB of JSON
+                                    around it (SES's 40 MB raw message cap) */
+    int64_t api_max_inflight_bytes;  /* request bodies in memory together; default 256 MB */
+    int api_max_connections;     /* default 256 */
+    int api_max_connections_per_client;  /* default 64 */
+    int64_t api_timeout_ms;      /* idle/slow request; default 60s */
+    config_rate api_max_request_rate;    /* per access key, every operation; default 200/s;
+                                            count -1 = none (SendEmail is also held to
+                                            account.max_send_rate, account-wide) */
+
     /* account */
     config_mode mode;           /* default sandbox */
     int64_t max_24h_send;       /* -1 = unlimited; default 200 */
@@ -318,6 +345,8 @@ char *config_summary(const config *cfg);
  * address entry first, else the longest domain entry equal to or above its domain; -1: none. */
 int config_identity_index(const config *c, const char *addr);
 const config_set *config_find_set(const config *cfg, const char *name);
+/* The api.access_keys entry with this id (exact match), or NULL. */
+const config_access_key *config_find_access_key(const config *cfg, const char *id);
 /* If s starts with a variable of a list_unsubscribe.url template ("{recipient}",
  * "{message_id}", "{configuration_set}"), which one, with its length in *len; else -1. */
 int config_unsub_var_at(const char *s, size_t *len);

@@ -127,6 +127,9 @@ int spool_suppression_delete(spool *sp, const char *address, bool *existed);
 /* Stores value under key in the small key-value table (replacing an older value); for
  * state other modules keep across restarts (the scheduler's "pools": JSON text). */
 int spool_kv_put(spool *sp, const char *key, const char *value);
+/* Deletes key (nothing if absent). *existed (may be NULL): the key had a value, as the loop
+ * sees it (its own writes included). */
+int spool_kv_delete(spool *sp, const char *key, bool *existed);
 /* Adds the counts to the send-statistics bucket starting at bucket_ms (created at zero if
  * absent). Buckets older than 14 days by the wall clock are pruned at open and, at most
  * once a minute, inside a committed batch. */
@@ -230,6 +233,12 @@ int spool_suppression_get(spool *sp, const char *address, bool *found, char **re
 typedef void (*spool_suppression_cb)(void *arg, const char *address, const char *reason,
                                      int64_t updated_ms);
 int spool_suppression_each(spool *sp, spool_suppression_cb cb, void *arg);
+/* One page of the committed list for ListSuppressedDestinations: addresses sorting after
+ * `after` (NULL: from the first), updated_ms in [since_ms, until_ms) (INT64_MIN/INT64_MAX:
+ * open), reason among `reasons` (CONFIG_SUPPRESS_* bits; 0: any), in address order, at
+ * most max. 0, or -1 on a read error. */
+int spool_suppression_page(spool *sp, const char *after, int64_t since_ms, int64_t until_ms,
+                           unsigned reasons, size_t max, spool_suppression_cb cb, void *arg);
 
 /* Outbox: up to max events with id > after, in id order. */
 typedef void (*spool_event_cb)(void *arg, int64_t id, const char *set, const char *json);
@@ -256,6 +265,11 @@ int spool_last_event_id(spool *sp, int64_t *id);
 /* The value stored under key (malloc'd) in *value, or NULL if there is none. 0, or -1 on
  * a read error (*value NULL). Sees the loop's uncommitted writes. */
 int spool_kv_get(spool *sp, const char *key, char **value);
+/* Committed kv rows whose key starts with prefix and sorts after `after` (NULL: from the
+ * first), in key order, at most max of them. 0, or -1 on a read error. */
+typedef void (*spool_kv_cb)(void *arg, const char *key, const char *value);
+int spool_kv_each_prefix(spool *sp, const char *prefix, const char *after, size_t max,
+                         spool_kv_cb cb, void *arg);
 
 /* Send-statistics buckets with bucket_ms >= since_ms, oldest first. */
 typedef void (*spool_stats_cb)(void *arg, int64_t bucket_ms, int64_t attempts, int64_t bounces,
