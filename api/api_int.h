@@ -55,7 +55,7 @@ void api_op_list_email_templates(api_call *c);
 void api_op_update_email_template(api_call *c);
 void api_op_delete_email_template(api_call *c);
 void api_op_test_render_email_template(api_call *c);
-/* Looks up a stored template: 0 with *subject/*text/*html (malloc'd or NULL), 1 if there
+/* Looks up a stored template: 0 with *subject, *text, *html (malloc'd or NULL), 1 if there
  * is none, -1 on a spool error. Used by SendEmail's Content.Template too. */
 int api_template_get(kiln_ctx *ctx, const char *name, char **subject, char **text, char **html);
 /* api/api_account.c: GetAccount, identities and configuration sets (read-only) */

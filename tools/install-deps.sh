@@ -8,6 +8,7 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update
 $SUDO apt-get install -y --no-install-recommends \
   build-essential autoconf automake pkg-config \
-  libev-dev libssl-dev libc-ares-dev libsqlite3-dev libyaml-dev libjansson-dev libcrypt-dev libcurl4-openssl-dev \
+  libev-dev libssl-dev libc-ares-dev libsqlite3-dev libyaml-dev libjansson-dev libcrypt-dev libcurl4-openssl-dev libmicrohttpd-dev \
   check python3 python3-aiosmtpd python3-dnspython dnsmasq-base openssl swaks procps \
-  iproute2 nftables python3-dkim python3-nacl opendkim-tools
+  iproute2 nftables python3-dkim python3-nacl opendkim-tools \
+  awscli python3-boto3 python3-botocore
