@@ -137,7 +137,8 @@ static void build_stored_in(const config *cfg, const accept_in *in, const char *
 
     char date[40];
     util_rfc5322_date(now, date);
-    const char *proto = in->tls ? (in->auth_user ? "ESMTPSA" : "ESMTPS")
+    const char *proto = in->protocol ? in->protocol
+                      : in->tls ? (in->auth_user ? "ESMTPSA" : "ESMTPS")
                                 : (in->auth_user ? "ESMTPA" : "ESMTP");
     strbuf_puts(&pre, "Received: from ");
     put_clean(&pre, in->helo && *in->helo ? in->helo : "unknown");
@@ -186,7 +187,8 @@ static char *build_stored(const config *cfg, const accept_in *in, const char *id
 
 static char *mail_object(const config *cfg, const char *id, int64_t now, const char *source,
                          char *const *rcpts, size_t nrcpts, const msg_headers *hs,
-                         const char *set, const char *client_ip)
+                         const char *set, const char *client_ip,
+                         const accept_in *in /* its tags; NULL: none */)
 {
     char acct[16];
     accept_sending_account_id(cfg->hostname, acct);
@@ -200,6 +202,9 @@ static char *mail_object(const config *cfg, const char *id, int64_t now, const c
         .headers = hs,
         .config_set = set,
         .source_ip = client_ip,
+        .tag_names = in ? in->tag_names : NULL,
+        .tag_values = in ? in->tag_values : NULL,
+        .ntags = in ? in->ntags : 0,
     };
     return events_mail_json(&mi);
 }
@@ -311,7 +316,7 @@ static void queue_ooto_reply(accept_job *j, const accept_in *in, const msg_heade
     message_parse_headers(sb.buf, sb.len, &hs);
     char *const dest[] = {(char *)in->mail_from};
     char *mail = mail_object(cfg, j->reply_id, now, "", dest, 1, &hs, j->set,
-                             OOTO_SOURCE_IP);
+                             OOTO_SOURCE_IP, NULL);
     spool_message m = {
         .created_ms = now,
         .config_set = j->set,
@@ -435,7 +440,7 @@ int accept_message(kiln_ctx *ctx, const accept_in *in, accept_done_cb done, void
     msg_headers hs;
     message_parse_headers(data, len, &hs);
     char *mail = mail_object(cfg, j->id, now, in->mail_from, in->rcpts, in->nrcpts, &hs,
-                             set->name, in->client_ip);
+                             set->name, in->client_ip, in);
     spool_message m = {
         .created_ms = now,
         .config_set = set->name,
@@ -476,7 +481,7 @@ void accept_reject(kiln_ctx *ctx, const accept_in *in, const char *reason)
     msg_headers hs;
     message_parse_headers(in->data, in->data_len, &hs);
     char *mail = mail_object(cfg, id, now, in->mail_from, in->rcpts, in->nrcpts, &hs, set->name,
-                             in->client_ip);
+                             in->client_ip, in);
     /* no client waits for this commit: the event is a kept write, retried until it lands */
     spool_keep_begin(ctx->spool);
     (void)spool_add_event_take(ctx->spool, set->name, events_reject(mail, reason));

@@ -30,6 +30,13 @@ typedef struct accept_in {
                                        the stored message in it (no copy) and frees it; it is
                                        empty on return */
     unsigned quota_count;           /* recipients reserved against max_24h_send */
+    const char *protocol;           /* the Received: field's "with" (e.g. "HTTPS" for the SES
+                                       API); NULL: ESMTP/ESMTPS/ESMTPA/ESMTPSA from tls, auth */
+    /* Message tags (SES EmailTags / X-SES-MESSAGE-TAGS): names and values already checked
+       (events_tag_check), shown in the mail object's tags next to the ses: ones. */
+    char *const *tag_names;
+    char *const *tag_values;
+    size_t ntags;
 } accept_in;
 
 /* done(arg, ok, id, err): ok=true once durably committed (answer "250 2.0.0 Ok <id>");

@@ -218,6 +218,21 @@ static char *from_domain(const msg_headers *hs, const char *source)
 }
 
 
+const char *events_tag_check(const char *s, bool is_name)
+{
+    size_t n = strlen(s);
+    if (n == 0) return "is empty";
+    if (n > 256) return "is longer than 256 characters";
+    if (is_name && strncmp(s, "ses:", 4) == 0) return "starts with \"ses:\" (reserved)";
+    for (; *s; s++) {
+        char c = *s;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-' || c == '.' || c == '@'))
+            return "may hold only ASCII letters, digits, '_', '-', '.' and '@'";
+    }
+    return NULL;
+}
+
 char *events_mail_json(const events_mail_in *in)
 {
     static const msg_headers no_headers = {0};
@@ -260,6 +275,14 @@ char *events_mail_json(const events_mail_in *in)
     event_jset(mail, "commonHeaders", common);
 
     json_t *tags = event_jobj();
+    for (size_t i = 0; i < in->ntags; i++) {       /* a repeated name collects its values */
+        json_t *vals = json_object_get(tags, in->tag_names[i]);
+        if (!vals) {
+            vals = json_array();
+            event_jset(tags, in->tag_names[i], vals);
+        }
+        event_jappend(vals, event_jstr(in->tag_values[i]));
+    }
     event_jset(tags, "ses:configuration-set", event_tag(in->config_set));
     event_jset(tags, "ses:source-ip", event_tag(in->source_ip));
     char *dom = from_domain(hs, in->source);

@@ -37,10 +37,17 @@ typedef struct events_mail_in {
     const msg_headers *headers;     /* headers of the stored message */
     const char *config_set;
     const char *source_ip;          /* submitting client */
+    char *const *tag_names;         /* message tags (EmailTags), ntags of them, checked */
+    char *const *tag_values;
+    size_t ntags;
 } events_mail_in;
+/* SES's rules for a message tag's name or value: 1..256 characters of ASCII letters,
+ * digits, '_', '-', '.' and '@' (names may not start with "ses:"). NULL if ok, else a
+ * static reason ("contains a character other than ..."). */
+const char *events_tag_check(const char *s, bool is_name);
 /* JSON text (malloc'd) of the SES mail object: timestamp, messageId, source,
  * sendingAccountId, destination, headersTruncated, headers[{name,value}],
- * commonHeaders{from,to,cc?,messageId,subject,date}, tags{ses:configuration-set,
+ * commonHeaders{from,to,cc?,messageId,subject,date}, tags{the message tags, ses:configuration-set,
  * ses:source-ip, ses:from-domain, ses:caller-identity}.
  * Size caps (SES truncates too; headersTruncated is true when anything was cut): each header
  * value and each commonHeaders value or address entry at 2 KB (cut at a UTF-8 boundary),
