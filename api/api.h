@@ -5,6 +5,8 @@
 #ifndef KILN_API_H
 #define KILN_API_H
 
+#include <stddef.h>
+
 struct kiln_ctx;
 typedef struct api api;
 

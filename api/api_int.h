@@ -18,7 +18,9 @@ typedef struct api_call {
     const config *cfg;              /* ref held for the call's life */
     const http_request *req;
     http_exchange *x;
-    const char *op;                 /* "SendEmail" */
+    const char *op;                 /* "SendEmail" (NULL before routing) */
+    const struct api_model_op *model_op;
+    char *key_id;                   /* the authenticated access key id (NULL before) */
     const config_access_key *key;   /* the authenticated key (its scope: key->scope) */
     json_t *in;                     /* validated input, keyed by the model's member names */
     char request_id[40];            /* x-amzn-RequestId of the answer */

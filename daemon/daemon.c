@@ -26,6 +26,7 @@
 #include "mta/fdlimit.h"
 #include "mta/privdrop.h"
 #include "mta/quota.h"
+#include "api/api.h"
 #include "scheduler/scheduler.h"
 #include "mta/smtp_server.h"
 #include "store/spool.h"
@@ -48,6 +49,7 @@ typedef struct daemon_watchers {
     int exit_status;
     unsigned commit_failures; /* spool batches failed in a row, as last logged */
     bool drain_failing;   /* the last event drain failed (logged once) */
+    api *api;             /* the SES v2 API's listeners (NULL: api.listen not set) */
 } daemon_watchers;
 
 static int64_t daemon_wall_clock(void *arg)
@@ -231,6 +233,15 @@ static char *daemon_reload_blocker(const config *old, const config *neu)
     if ((old->tls_cert == NULL) != (neu->tls_cert == NULL))
         return util_asprintf("%s: submission.tls cannot be added or removed on reload; restart kilnd",
                              neu->path);
+    bool api_same = old->napi_listen == neu->napi_listen &&
+                    daemon_streq_null(old->api_tls_cert, neu->api_tls_cert) &&
+                    daemon_streq_null(old->api_tls_key, neu->api_tls_key);
+    for (size_t i = 0; api_same && i < old->napi_listen; i++)
+        api_same = strcmp(old->api_listen[i].host, neu->api_listen[i].host) == 0 &&
+                   old->api_listen[i].port == neu->api_listen[i].port;
+    if (!api_same)
+        return util_asprintf("%s: api.listen and api.tls cannot change on reload; restart kilnd",
+                             neu->path);
     return NULL;
 }
 
@@ -277,6 +288,7 @@ static int daemon_reload(kiln_ctx *ctx, char **err)
     log_set_level(ctx->log, (klog_level)neu->log_level);
     quota_set_limits(ctx->quota, neu->max_send_rate, neu->max_24h_send, kiln_now_ms(ctx));
     scheduler_config_changed(ctx->sched);
+    if (daemon_w(ctx)->api) api_config_changed(daemon_w(ctx)->api);
     config_unref(old);
     for (size_t i = 0; i < neu->nwarnings; i++)
         log_write(ctx->log, KLOG_WARNING, "config.warning", "msg=%s", log_q(ctx->log, neu->warnings[i]));
@@ -370,6 +382,8 @@ kiln_ctx *daemon_create(const char *config_path, char **err)
     if (!ctx->server) goto fail;
     ctx->control = control_start(ctx, err);
     if (!ctx->control) goto fail;
+    dw->api = api_start(ctx, err);
+    if (!dw->api && *err) goto fail;
     /* everything that needs root is done: hand the spool over and drop for good */
     if (privdrop_handover(cfg, &pd, err) != 0 || privdrop_drop(&pd, err) != 0) goto fail;
     if (pd.drop)
@@ -434,6 +448,9 @@ void daemon_destroy(kiln_ctx *ctx)
     if (ctx->delivery) delivery_free(ctx->delivery);   /* its sessions end before the scheduler */
     if (ctx->sched) scheduler_free(ctx->sched);
     if (ctx->spool) spool_flush(ctx->spool);
+    /* after everything that may still answer an API call (identity checks ended by
+     * delivery_free, commit callbacks run by the flush) */
+    if (dw && dw->api) api_stop(dw->api);
     if (ctx->events) events_free(ctx->events);
     if (ctx->curl) curl_ev_free(ctx->curl);   /* after every easy handle is gone */
     dkim_keys_free(ctx->dkim);

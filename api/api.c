@@ -1,0 +1,318 @@
+/* api.c — the SES v2 API's front: every HTTP request from api/http.c is authenticated
+ * (SigV4 against api.access_keys, region server.region, service "ses"), held to its access
+ * key's request rate, routed and validated against botocore's model (api/model.h), and
+ * handed to one operation handler (api/api_*.c), which answers with api_ok or api_error,
+ * at once or after a spool commit. Errors carry SES's x-amzn-ErrorType and a JSON
+ * {"message": ...} body, as botocore parses them. One log line per answered request. */
+#include "api/api.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api_int.h"
+#include "api/model.h"
+#include "base/util.h"
+#include "mta/accept.h"
+#include "mta/sigv4.h"
+
+#define API_KEYS_MAX_TRACKED 1024   /* rate buckets; keys beyond (never in practice) share one */
+
+typedef struct api_bucket {
+    char *key_id;
+    double tokens;
+    int64_t last_ms;
+} api_bucket;
+
+struct api {
+    kiln_ctx *ctx;
+    http_server *http;
+    api_bucket *buckets;
+    size_t nbuckets;
+};
+
+typedef struct api_dispatch {
+    const char *op;
+    api_handler fn;
+} api_dispatch;
+
+static const api_dispatch api_ops[] = {
+    {"SendEmail", api_op_send_email},
+    {"SendBulkEmail", api_op_send_bulk_email},
+    {"CreateEmailTemplate", api_op_create_email_template},
+    {"GetEmailTemplate", api_op_get_email_template},
+    {"ListEmailTemplates", api_op_list_email_templates},
+    {"UpdateEmailTemplate", api_op_update_email_template},
+    {"DeleteEmailTemplate", api_op_delete_email_template},
+    {"TestRenderEmailTemplate", api_op_test_render_email_template},
+    {"GetAccount", api_op_get_account},
+    {"ListEmailIdentities", api_op_list_email_identities},
+    {"GetEmailIdentity", api_op_get_email_identity},
+    {"ListConfigurationSets", api_op_list_configuration_sets},
+    {"GetConfigurationSet", api_op_get_configuration_set},
+    {"GetDedicatedIps", api_op_get_dedicated_ips},
+    {"GetDedicatedIp", api_op_get_dedicated_ip},
+    {"PutDedicatedIpWarmupAttributes", api_op_put_dedicated_ip_warmup_attributes},
+    {"ListDedicatedIpPools", api_op_list_dedicated_ip_pools},
+    {"GetDedicatedIpPool", api_op_get_dedicated_ip_pool},
+    {"CreateDedicatedIpPool", api_op_config_owned},
+    {"DeleteDedicatedIpPool", api_op_config_owned},
+    {"PutDedicatedIpInPool", api_op_config_owned},
+    {"PutSuppressedDestination", api_op_put_suppressed_destination},
+    {"GetSuppressedDestination", api_op_get_suppressed_destination},
+    {"DeleteSuppressedDestination", api_op_delete_suppressed_destination},
+    {"ListSuppressedDestinations", api_op_list_suppressed_destinations},
+};
+
+static api_handler api_find_handler(const char *op)
+{
+    for (size_t i = 0; i < sizeof api_ops / sizeof api_ops[0]; i++)
+        if (strcmp(api_ops[i].op, op) == 0) return api_ops[i].fn;
+    return NULL;
+}
+
+/* ---- answering ---- */
+
+static void api_call_free(api_call *c)
+{
+    json_decref(c->in);
+    config_unref((config *)c->cfg);
+    free(c->key_id);
+    free(c);
+}
+
+static void api_log_answer(const api_call *c, int status, const char *type, const char *msg)
+{
+    klog *lg = c->ctx->log;
+    int64_t ms = kiln_now_ms(c->ctx) - c->now_ms;
+    if (type)
+        log_write(lg, status >= 500 ? KLOG_ERROR : KLOG_INFO, "api.error",
+                  "op=%s key=%s client=%s status=%d type=%s ms=%lld request_id=%s message=%s",
+                  c->op ? c->op : "-", c->key_id ? c->key_id : "-", c->req->client_ip, status,
+                  type, (long long)ms, c->request_id, log_q(lg, msg));
+    else
+        log_write(lg, KLOG_INFO, "api.request",
+                  "op=%s key=%s client=%s status=%d ms=%lld request_id=%s", c->op,
+                  c->key_id ? c->key_id : "-", c->req->client_ip, status, (long long)ms,
+                  c->request_id);
+}
+
+void api_ok(api_call *c, json_t *body)
+{
+    char *text = json_dumps(body ? body : json_object(), JSON_COMPACT);
+    if (body) json_decref(body);
+    int status = c->model_op ? api_model_op_status(c->model_op) : 200;
+    api_log_answer(c, status, NULL, NULL);
+    const char *hdrs[] = {"Content-Type", "application/json", "x-amzn-RequestId",
+                          c->request_id, NULL};
+    http_reply(c->x, status, hdrs, text, strlen(text));
+    api_call_free(c);
+}
+
+void api_error(api_call *c, int status, const char *type, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *msg = NULL;
+    if (vasprintf(&msg, fmt, ap) < 0) msg = NULL;
+    va_end(ap);
+    json_t *o = json_object();
+    json_object_set_new(o, "message", json_string(msg ? msg : type));
+    char *text = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    api_log_answer(c, status, type, msg ? msg : type);
+    const char *hdrs[] = {"Content-Type", "application/json", "x-amzn-ErrorType", type,
+                          "x-amzn-RequestId", c->request_id, NULL};
+    http_reply(c->x, status, hdrs, text, strlen(text));
+    free(msg);
+    api_call_free(c);
+}
+
+const char *api_in_str(const api_call *c, const char *name)
+{
+    json_t *v = c->in ? json_object_get(c->in, name) : NULL;
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+json_t *api_in(const api_call *c, const char *name)
+{
+    return c->in ? json_object_get(c->in, name) : NULL;
+}
+
+void api_account_id(const api_call *c, char out[16])
+{
+    accept_sending_account_id(c->cfg->hostname, out);
+}
+
+/* ---- one request ---- */
+
+static const char *api_secret_of(void *arg, const char *id)
+{
+    const config_access_key *k = config_find_access_key(arg, id);
+    return k ? k->secret : NULL;
+}
+
+/* The access key's token bucket (capacity max(1, count), refilled continuously): false
+ * when it is empty. */
+static bool api_rate_take(api *a, const config *cfg, const char *key_id, int64_t now)
+{
+    const config_rate *r = &cfg->api_max_request_rate;
+    if (r->count < 0 || r->per_ms <= 0) return true;
+    api_bucket *b = NULL;
+    for (size_t i = 0; i < a->nbuckets; i++)
+        if (strcmp(a->buckets[i].key_id, key_id) == 0) b = &a->buckets[i];
+    double cap = r->count < 1 ? 1.0 : (double)r->count;
+    if (!b) {
+        if (a->nbuckets == API_KEYS_MAX_TRACKED) {
+            b = &a->buckets[a->nbuckets - 1];
+        } else {
+            a->buckets = util_realloc(a->buckets, (a->nbuckets + 1) * sizeof *a->buckets);
+            b = &a->buckets[a->nbuckets++];
+            b->key_id = util_strdup(key_id);
+            b->tokens = cap;
+            b->last_ms = now;
+        }
+    }
+    if (now > b->last_ms) {
+        b->tokens += (double)(now - b->last_ms) * (double)r->count / (double)r->per_ms;
+        if (b->tokens > cap) b->tokens = cap;
+        b->last_ms = now;
+    }
+    if (b->tokens < 1.0) return false;
+    b->tokens -= 1.0;
+    return true;
+}
+
+static void api_on_request(void *arg, const http_request *req, http_exchange *x)
+{
+    api *a = arg;
+    kiln_ctx *ctx = a->ctx;
+    api_call *c = util_calloc(1, sizeof *c);
+    c->ctx = ctx;
+    c->cfg = config_ref(ctx->cfg);
+    c->req = req;
+    c->x = x;
+    c->now_ms = kiln_now_ms(ctx);
+    char r[33];
+    util_random_hex(r, 16);
+    snprintf(c->request_id, sizeof c->request_id, "%.8s-%.4s-4%.3s-a%.3s-%.12s", r, r + 8,
+             r + 13, r + 17, r + 20);
+
+    /* 1. who: SigV4 first, so an unauthenticated client learns nothing of the surface */
+    sigv4_header *hs = util_calloc(req->nheaders ? req->nheaders : 1, sizeof *hs);
+    for (size_t i = 0; i < req->nheaders; i++) {
+        hs[i].name = req->headers[i].name;
+        hs[i].value = req->headers[i].value;
+    }
+    sigv4_request sr = {
+        .method = req->method, .path = req->path, .query = req->query,
+        .headers = hs, .nheaders = req->nheaders, .body = req->body, .body_len = req->body_len,
+    };
+    char *msg = NULL;
+    sigv4_result v = sigv4_verify(&sr, c->cfg->region, "ses", api_secret_of, (void *)c->cfg,
+                                  c->now_ms, &c->key_id, &msg);
+    free(hs);
+    if (v != SIGV4_OK) {
+        api_error(c, 403, sigv4_error_type(v), "%s", msg ? msg : "Access denied");
+        free(msg);
+        return;
+    }
+    free(msg);
+    c->key = config_find_access_key(c->cfg, c->key_id);
+
+    /* 2. what: the model's operation */
+    json_t *labels = NULL;
+    bool known = false;
+    c->model_op = api_model_match(req->method, req->path, &labels, &known);
+    if (!c->model_op) {
+        if (known)
+            api_error(c, 405, "MethodNotAllowedException", "Method %s is not allowed on %s",
+                      req->method, req->path);
+        else
+            api_error(c, 404, "UnknownOperationException", "No SES v2 operation at %s %s",
+                      req->method, req->path);
+        return;
+    }
+    c->op = api_model_op_name(c->model_op);
+    api_handler fn = api_find_handler(c->op);
+    if (!fn || !api_model_op_has_input(c->model_op)) {
+        json_decref(labels);
+        API_BAD_REQUEST(c, "kiln does not support the SES operation %s", c->op);
+        return;
+    }
+
+    /* 3. how often: the key's request rate */
+    if (!api_rate_take(a, c->cfg, c->key_id, c->now_ms)) {
+        json_decref(labels);
+        api_error(c, 429, "TooManyRequestsException",
+                  "Too many requests: access key %s is over api.max_request_rate", c->key_id);
+        return;
+    }
+
+    /* 4. with what: the validated input */
+    char *err = NULL;
+    c->in = api_model_input(c->model_op, labels, req->query, req->body, req->body_len, &err);
+    json_decref(labels);
+    if (!c->in) {
+        API_BAD_REQUEST(c, "%s", err ? err : "Invalid request");
+        free(err);
+        return;
+    }
+    fn(c);
+}
+
+/* ---- life cycle ---- */
+
+api *api_start(kiln_ctx *ctx, char **err)
+{
+    *err = NULL;
+    const config *cfg = ctx->cfg;
+    if (cfg->napi_listen == 0) return NULL;
+    api *a = util_calloc(1, sizeof *a);
+    a->ctx = ctx;
+    http_listen *ls = util_calloc(cfg->napi_listen, sizeof *ls);
+    for (size_t i = 0; i < cfg->napi_listen; i++) {
+        ls[i].host = cfg->api_listen[i].host;
+        ls[i].port = cfg->api_listen[i].port;
+    }
+    http_tls tls = {cfg->api_tls_cert, cfg->api_tls_key};
+    http_limits lim = {
+        .max_body = (size_t)cfg->api_max_body_size,
+        .max_header = 64 * 1024,
+        .max_inflight = cfg->api_max_inflight_bytes,
+        .max_connections = (unsigned)cfg->api_max_connections,
+        .max_per_ip = (unsigned)cfg->api_max_connections_per_client,
+        .timeout_s = (unsigned)((cfg->api_timeout_ms + 999) / 1000),
+    };
+    a->http = http_start(ctx->loop, ctx->log, ls, cfg->napi_listen, &tls, &lim, api_on_request,
+                         a, err);
+    free(ls);
+    if (!a->http) {
+        free(a);
+        return NULL;
+    }
+    return a;
+}
+
+int api_port(const api *a, size_t i)
+{
+    return http_port(a->http, i);
+}
+
+void api_config_changed(api *a)
+{
+    /* keys and limits are read from ctx->cfg per request; buckets of removed keys go */
+    for (size_t i = 0; i < a->nbuckets; i++) free(a->buckets[i].key_id);
+    free(a->buckets);
+    a->buckets = NULL;
+    a->nbuckets = 0;
+}
+
+void api_stop(api *a)
+{
+    if (!a) return;
+    http_stop(a->http);
+    api_config_changed(a);
+    free(a);
+}

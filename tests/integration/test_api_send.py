@@ -1,0 +1,341 @@
+"""test_api_send.py — SendEmail through kiln's SES v2 API with clients we did not write:
+Debian's aws CLI and boto3, changed only by their endpoint URL. Simple (UTF-8 subject as
+encoded-words, multipart/alternative), Raw (base64, Bcc from the fields, the set from
+X-SES-CONFIGURATION-SET) and Template content arrive at a sink from a pool IP; the events
+carry the API's MessageId and its EmailTags; SigV4 failures (wrong secret, unknown key, stale
+date, tampered body) and bad input (malformed JSON, unknown and missing fields, oversized
+bodies, bad base64, a template variable missing) get SES's errors by name; the SES rules of
+SMTP submission (unverified sender, sandbox recipient, send rate, unknown set) hold; and a
+MessageId answered survives kill -9."""
+import base64
+import email
+import email.policy
+import http.client
+import json
+import time
+import unittest
+from unittest import mock
+
+from apitest import KEY_ID, SECRET, api_kiln, aws, client, endpoint, error_code
+from kilntest import Sink, main, wait_for
+
+POOL_IPS = {"127.0.0.10", "127.0.0.11", "127.0.0.12"}
+
+
+def routed(sink):
+    return [{"domain": "dest.test", "host": sink.host, "port": sink.port}]
+
+
+def signed_request(k, method, path, body=b"", headers=None, key_id=KEY_ID, secret=SECRET,
+                   tamper=None, region=None):
+    """A request signed by botocore's own SigV4Auth, sent with http.client (so a test can
+    send what botocore's serializer would refuse). Returns (status, headers, json body)."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    hdrs = {"Content-Type": "application/json"}
+    hdrs.update(headers or {})
+    req = AWSRequest(method=method, url=endpoint(k) + path, data=body, headers=hdrs)
+    SigV4Auth(Credentials(key_id, secret), "ses", region or k.cfg["server"]["region"]).add_auth(req)
+    p = req.prepare()
+    data = p.body if p.body is not None else b""
+    if isinstance(data, str):
+        data = data.encode()
+    if tamper:
+        data = tamper(data)
+    conn = http.client.HTTPConnection("127.0.0.1", k.api_port, timeout=30)
+    try:
+        out = dict(p.headers)
+        out["Content-Length"] = str(len(data))
+        conn.request(method, path, body=data, headers=out)
+        r = conn.getresponse()
+        raw = r.read()
+        try:
+            parsed = json.loads(raw) if raw else {}
+        except ValueError:
+            parsed = {"raw": raw.decode("latin-1")}
+        return r.status, {h.lower(): v for h, v in r.getheaders()}, parsed
+    finally:
+        conn.close()
+
+
+def simple_content(subject="hello", text="plain body", html=None):
+    body = {"Text": {"Data": text, "Charset": "UTF-8"}}
+    if html is not None:
+        body["Html"] = {"Data": html, "Charset": "UTF-8"}
+    return {"Simple": {"Subject": {"Data": subject, "Charset": "UTF-8"}, "Body": body}}
+
+
+class SendEmailTest(unittest.TestCase):
+    def test_simple_with_aws_cli_arrives_with_tags_in_events(self):
+        with Sink() as sink, api_kiln(routes=routed(sink)) as k:
+            content = simple_content("Grüße aus dem Ofen 🔥", "Hallo Welt\nzweite Zeile",
+                                     "<p>Hallo <b>Welt</b></p>")
+            out = aws(k, "send-email", "--from-email-address", "Sender <sender@example.test>",
+                      "--destination", "ToAddresses=rcpt@dest.test,CcAddresses=cc@dest.test",
+                      "--content", json.dumps(content), "--configuration-set-name", "txn",
+                      "--email-tags", "Name=campaign,Value=spring", "Name=team,Value=ops")
+            mid = out["MessageId"]
+            self.assertRegex(mid, r"^[0-9a-f]{16}-[0-9a-f-]{36}-000000$")
+            wait_for(lambda: len(sink.messages()) >= 1, 20, what="the message at the sink")
+            m = sink.messages()[0]
+            self.assertIn(m["peer"], POOL_IPS)
+            self.assertEqual(sorted(m["rcpts"]), ["cc@dest.test", "rcpt@dest.test"])
+            msg = email.message_from_bytes(m["data"], policy=email.policy.default)
+            self.assertEqual(msg["Subject"], "Grüße aus dem Ofen 🔥")
+            self.assertTrue(m["data"].split(b"\r\n\r\n")[0].find(b"=?") > 0,
+                            "the subject travels as RFC 2047 encoded-words")
+            self.assertEqual(msg.get_content_type(), "multipart/alternative")
+            plain = msg.get_body(("plain",)).get_content().replace("\r\n", "\n")
+            self.assertEqual(plain.rstrip("\n"), "Hallo Welt\nzweite Zeile")
+            self.assertIn("<b>Welt</b>", msg.get_body(("html",)).get_content())
+            self.assertEqual(msg["To"], "rcpt@dest.test")
+            self.assertIsNotNone(msg["Date"])
+            evs = k.wait_events(lambda e: any(x["eventType"] == "Delivery" for x in e), 20,
+                                what="Send and Delivery events")
+            send = [e for e in evs if e["eventType"] == "Send"][0]
+            self.assertEqual(send["mail"]["messageId"], mid)
+            self.assertEqual(send["mail"]["tags"]["campaign"], ["spring"])
+            self.assertEqual(send["mail"]["tags"]["team"], ["ops"])
+            self.assertEqual(send["mail"]["tags"]["ses:configuration-set"], ["txn"])
+            deliv = [e for e in evs if e["eventType"] == "Delivery"]
+            self.assertTrue(all(e["mail"]["messageId"] == mid for e in deliv))
+            self.assertEqual(deliv[0]["mail"]["tags"]["campaign"], ["spring"])
+            self.assertIn('op=SendEmail key=%s' % KEY_ID, k.log())
+
+    def test_raw_with_boto3_takes_bcc_and_set_from_the_fields(self):
+        with Sink() as sink, api_kiln(routes=routed(sink)) as k:
+            raw = ("From: sender@example.test\r\nTo: a@dest.test\r\nBcc: hidden@dest.test\r\n"
+                   "X-SES-CONFIGURATION-SET: txn\r\nSubject: raw one\r\n\r\nraw body\r\n")
+            c = client(k)
+            r = c.send_email(Content={"Raw": {"Data": raw.encode()}})
+            mid = r["MessageId"]
+            wait_for(lambda: sink.messages(), 20, what="the raw message")
+            m = sink.messages()[0]
+            self.assertEqual(sorted(m["rcpts"]), ["a@dest.test", "hidden@dest.test"])
+            self.assertNotIn(b"Bcc:", m["data"])
+            self.assertNotIn(b"X-SES-CONFIGURATION-SET", m["data"])
+            self.assertIn(b"raw body", m["data"])
+            self.assertIn(b"with HTTP id " + mid.encode(), m["data"].replace(b"\r\n\t", b" "))
+            # a Raw message with LF line ends is stored with CRLF
+            r2 = c.send_email(FromEmailAddress="sender@example.test",
+                              Destination={"ToAddresses": ["lf@dest.test"]},
+                              Content={"Raw": {"Data": b"From: sender@example.test\nTo: lf@dest.test\n"
+                                                       b"Subject: lf\n\nline one\nline two\n"}})
+            self.assertTrue(r2["MessageId"])
+            wait_for(lambda: len(sink.messages()) >= 2, 20, what="the LF message")
+            self.assertIn(b"line one\r\nline two\r\n", sink.messages()[1]["data"])
+
+    def test_template_content_and_missing_variable(self):
+        with Sink() as sink, api_kiln(routes=routed(sink)) as k:
+            c = client(k)
+            c.create_email_template(TemplateName="welcome", TemplateContent={
+                "Subject": "Welcome {{name}}", "Text": "Hi {{name}}, your plan is {{plan.kind}}.",
+                "Html": "<p>Hi {{name}}</p>"})
+            out = aws(k, "send-email", "--from-email-address", "sender@example.test",
+                      "--destination", "ToAddresses=t@dest.test", "--content", json.dumps(
+                          {"Template": {"TemplateName": "welcome",
+                                        "TemplateData": json.dumps({"name": "Ada",
+                                                                    "plan": {"kind": "pro"}})}}))
+            self.assertTrue(out["MessageId"])
+            wait_for(lambda: sink.messages(), 20, what="the templated message")
+            msg = email.message_from_bytes(sink.messages()[0]["data"], policy=email.policy.default)
+            self.assertEqual(msg["Subject"], "Welcome Ada")
+            self.assertIn("your plan is pro.", msg.get_body(("plain",)).get_content())
+            with self.assertRaises(c.exceptions.ClientError) as cm:
+                c.send_email(FromEmailAddress="sender@example.test",
+                             Destination={"ToAddresses": ["t@dest.test"]},
+                             Content={"Template": {"TemplateName": "welcome",
+                                                   "TemplateData": json.dumps({"plan": {"kind": "x"}})}})
+            self.assertEqual(error_code(cm.exception), "BadRequestException")
+            self.assertIn("Attribute 'name' is not present in the rendering data.",
+                          str(cm.exception))
+            with self.assertRaises(c.exceptions.NotFoundException):
+                c.send_email(FromEmailAddress="sender@example.test",
+                             Destination={"ToAddresses": ["t@dest.test"]},
+                             Content={"Template": {"TemplateName": "nope", "TemplateData": "{}"}})
+
+    def test_send_bulk_email_per_entry_results(self):
+        with Sink() as sink, api_kiln(routes=routed(sink)) as k:
+            c = client(k)
+            c.create_email_template(TemplateName="bulk", TemplateContent={
+                "Subject": "Hi {{name}}", "Text": "Dear {{name}} of {{org}}"})
+            r = c.send_bulk_email(
+                FromEmailAddress="sender@example.test",
+                DefaultContent={"Template": {"TemplateName": "bulk",
+                                             "TemplateData": json.dumps({"name": "friend", "org": "kiln"})}},
+                DefaultEmailTags=[{"Name": "wave", "Value": "w1"}],
+                BulkEmailEntries=[
+                    {"Destination": {"ToAddresses": ["b1@dest.test"]},
+                     "ReplacementEmailContent": {"ReplacementTemplate": {
+                         "ReplacementTemplateData": json.dumps({"name": "Bea"})}}},
+                    {"Destination": {"ToAddresses": ["b2@unverified-in-sandbox.test"]},
+                     "ReplacementTags": [{"Name": "bad tag", "Value": "x"}]},
+                    {"Destination": {"ToAddresses": ["b3@dest.test"]}},
+                ])
+            res = r["BulkEmailEntryResults"]
+            self.assertEqual([x["Status"] for x in res], ["SUCCESS", "INVALID_PARAMETER", "SUCCESS"])
+            self.assertTrue(res[0]["MessageId"] and res[2]["MessageId"])
+            self.assertIn("bad tag", res[1]["Error"])
+            wait_for(lambda: len(sink.messages()) >= 2, 20, what="two bulk messages")
+            subjects = sorted(email.message_from_bytes(m["data"], policy=email.policy.default)["Subject"]
+                              for m in sink.messages())
+            self.assertEqual(subjects, ["Hi Bea", "Hi friend"])
+            evs = k.wait_events(lambda e: len([x for x in e if x["eventType"] == "Send"]) >= 2, 20)
+            self.assertTrue(all(e["mail"]["tags"]["wave"] == ["w1"] for e in evs
+                                if e["eventType"] == "Send"))
+
+
+class ApiRulesTest(unittest.TestCase):
+    def test_ses_rules_of_submission_apply(self):
+        with api_kiln(account={"mode": "sandbox", "max_24h_send": 200, "max_send_rate": 1,
+                               "verified_recipients": ["ok@dest.test"]}) as k:
+            c = client(k)
+            dest = {"ToAddresses": ["ok@dest.test"]}
+            with self.assertRaises(c.exceptions.MessageRejected) as cm:
+                c.send_email(FromEmailAddress="nobody@unverified.test", Destination=dest,
+                             Content=simple_content())
+            self.assertIn("Email address is not verified", str(cm.exception))
+            self.assertIn("nobody@unverified.test", str(cm.exception))
+            with self.assertRaises(c.exceptions.MessageRejected) as cm:
+                c.send_email(FromEmailAddress="sender@example.test",
+                             Destination={"ToAddresses": ["stranger@elsewhere.test"]},
+                             Content=simple_content())
+            self.assertIn("stranger@elsewhere.test", str(cm.exception))
+            with self.assertRaises(c.exceptions.NotFoundException) as cm:
+                c.send_email(FromEmailAddress="sender@example.test", Destination=dest,
+                             Content=simple_content(), ConfigurationSetName="nope")
+            self.assertIn("Configuration set nope does not exist", str(cm.exception))
+            c.send_email(FromEmailAddress="sender@example.test", Destination=dest,
+                         Content=simple_content())
+            with self.assertRaises(c.exceptions.TooManyRequestsException) as cm:
+                for _ in range(5):        # max_send_rate 1: the bucket holds one token
+                    c.send_email(FromEmailAddress="sender@example.test", Destination=dest,
+                                 Content=simple_content())
+            self.assertIn("Maximum sending rate exceeded", str(cm.exception))
+
+    def test_daily_quota_is_limit_exceeded(self):
+        with api_kiln(account={"max_24h_send": 2}) as k:
+            c = client(k)
+            for i in range(2):
+                c.send_email(FromEmailAddress="sender@example.test",
+                             Destination={"ToAddresses": ["q%d@dest.test" % i]},
+                             Content=simple_content())
+            with self.assertRaises(c.exceptions.LimitExceededException) as cm:
+                c.send_email(FromEmailAddress="sender@example.test",
+                             Destination={"ToAddresses": ["q9@dest.test"]}, Content=simple_content())
+            self.assertIn("Daily message quota exceeded", str(cm.exception))
+            self.assertEqual(c.get_account()["SendQuota"]["SentLast24Hours"], 2)
+
+
+class ApiAuthTest(unittest.TestCase):
+    def test_signature_failures_have_ses_error_codes(self):
+        with api_kiln() as k:
+            args = dict(FromEmailAddress="sender@example.test",
+                        Destination={"ToAddresses": ["a@dest.test"]}, Content=simple_content())
+            c = client(k, secret="wrong-secret-wrong-secret-wrong")
+            with self.assertRaises(c.exceptions.ClientError) as cm:
+                c.send_email(**args)
+            self.assertEqual(error_code(cm.exception), "SignatureDoesNotMatch")
+            self.assertEqual(cm.exception.response["ResponseMetadata"]["HTTPStatusCode"], 403)
+            c = client(k, key_id="AKIAUNKNOWNKEY000001")
+            with self.assertRaises(c.exceptions.ClientError) as cm:
+                c.send_email(**args)
+            self.assertEqual(error_code(cm.exception), "UnrecognizedClientException")
+            # a date 20 minutes old, correctly signed
+            import datetime as real_dt
+            stale = real_dt.datetime.utcnow() - real_dt.timedelta(minutes=20)
+            fake = mock.MagicMock(wraps=real_dt)
+            fake.datetime.utcnow.return_value = stale
+            fake.datetime.strptime = real_dt.datetime.strptime
+            c = client(k)
+            with mock.patch("botocore.auth.datetime", fake):
+                with self.assertRaises(c.exceptions.ClientError) as cm:
+                    c.send_email(**args)
+            self.assertEqual(error_code(cm.exception), "InvalidSignatureException")
+            self.assertIn("Signature expired", str(cm.exception))
+            # the body changed after signing
+            body = json.dumps({"FromEmailAddress": "sender@example.test",
+                               "Destination": {"ToAddresses": ["a@dest.test"]},
+                               "Content": simple_content()}).encode()
+            st, hd, js = signed_request(k, "POST", "/v2/email/outbound-emails", body,
+                                        tamper=lambda b: b.replace(b"a@dest.test", b"b@dest.test"))
+            self.assertEqual((st, hd.get("x-amzn-errortype")), (403, "SignatureDoesNotMatch"))
+            # unsigned
+            conn = http.client.HTTPConnection("127.0.0.1", k.api_port, timeout=10)
+            conn.request("GET", "/v2/email/account")
+            r = conn.getresponse()
+            r.read()
+            self.assertEqual(r.status, 403)
+            self.assertEqual(r.getheader("x-amzn-ErrorType"), "MissingAuthenticationTokenException")
+            conn.close()
+            # and the right key still works on the same listener
+            self.assertTrue(client(k).send_email(**args)["MessageId"])
+
+
+class ApiBadInputTest(unittest.TestCase):
+    def test_bad_input_gets_named_errors(self):
+        with api_kiln(api_over={"max_body_size": "64KB"}) as k:
+            path = "/v2/email/outbound-emails"
+            ok = {"FromEmailAddress": "sender@example.test",
+                  "Destination": {"ToAddresses": ["a@dest.test"]}, "Content": simple_content()}
+
+            def post(obj_or_bytes):
+                b = obj_or_bytes if isinstance(obj_or_bytes, bytes) else json.dumps(obj_or_bytes).encode()
+                return signed_request(k, "POST", path, b)
+
+            st, hd, js = post(b'{"FromEmailAddress": "sender@example.test", ')
+            self.assertEqual((st, hd.get("x-amzn-errortype")), (400, "BadRequestException"))
+            self.assertIn("not valid JSON", js["message"])
+            bad = dict(ok, Frobnicate=1)
+            st, hd, js = post(bad)
+            self.assertEqual(st, 400)
+            self.assertIn("Frobnicate", js["message"])
+            st, hd, js = post({"FromEmailAddress": "sender@example.test",
+                               "Destination": {"ToAddresses": ["a@dest.test"]}})
+            self.assertEqual(st, 400)
+            self.assertIn("Content", js["message"])
+            st, hd, js = post({"Content": {"Simple": {"Body": {"Text": {"Data": "x"}}}},
+                               "FromEmailAddress": "sender@example.test",
+                               "Destination": {"ToAddresses": ["a@dest.test"]}})
+            self.assertEqual(st, 400)
+            self.assertIn("Subject", js["message"])
+            st, hd, js = post({"Content": {"Raw": {"Data": "!!!not base64!!!"}}})
+            self.assertEqual((st, hd.get("x-amzn-errortype")), (400, "BadRequestException"))
+            self.assertIn("base64", js["message"])
+            big = dict(ok, Content=simple_content(text="x" * (100 * 1024)))
+            st, hd, js = post(big)
+            self.assertEqual(st, 413)
+            # the listener still serves after all of that
+            self.assertTrue(client(k).send_email(**ok)["MessageId"])
+            self.assertIn("api.error", k.log())
+
+
+class ApiDurabilityTest(unittest.TestCase):
+    def test_a_message_id_answered_survives_kill9(self):
+        with Sink() as sink:
+            k = api_kiln(routes=[{"domain": "dest.test", "host": "127.0.0.1", "port": 1}])
+            try:
+                k.start()
+                c = client(k)
+                ids = [c.send_email(FromEmailAddress="sender@example.test",
+                                    Destination={"ToAddresses": ["d%d@dest.test" % i]},
+                                    Content=simple_content("durable %d" % i))["MessageId"]
+                       for i in range(5)]
+                k.kill9()
+                k.cfg["routes"] = routed(sink)
+                k.write_config()
+                k.start()
+                wait_for(lambda: len(sink.messages()) >= 5, 30, what="all 5 after the restart")
+                got = sorted(r for m in sink.messages() for r in m["rcpts"])
+                self.assertEqual(got, ["d%d@dest.test" % i for i in range(5)])
+                evs = k.events()
+                self.assertEqual(sorted({e["mail"]["messageId"] for e in evs
+                                         if e["eventType"] == "Delivery"}), sorted(ids))
+                k.stop()
+            finally:
+                k.cleanup()
+
+
+if __name__ == "__main__":
+    main()
