@@ -147,8 +147,10 @@ class ApiSuppression(unittest.TestCase):
         self.assertNotIn("via-ctl@dest.test", self.ctl_list())
         # both paths log the same command names
         log = self.k.log()
-        self.assertRegex(log, r'event=api\.cmd cmd="?suppression\.add"? address="?via-api@dest\.test')
-        self.assertRegex(log, r'event=api\.cmd cmd="?suppression\.remove"? address="?via-ctl@dest\.test')
+        self.assertRegex(log, r'event=api\.cmd cmd="?suppression\.add"?'
+                              r' address="?via-api@dest\.test')
+        self.assertRegex(log, r'event=api\.cmd cmd="?suppression\.remove"?'
+                              r' address="?via-ctl@dest\.test')
 
     def test_submission_to_suppressed_address(self):
         self.ses.put_suppressed_destination(EmailAddress="Blocked@Dest.Test", Reason="BOUNCE")
