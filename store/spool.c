@@ -175,6 +175,26 @@ const char *const spool_sql[ST__COUNT] = {
     [ST_KV_PUT] = "INSERT INTO kv (key, value) VALUES (?1, ?2)"
                   " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
     [ST_KV_GET] = "SELECT value FROM kv WHERE key = ?1",
+    [ST_KV_DEL] = "DELETE FROM kv WHERE key = ?1",
+    /* The keys starting with a prefix, as a range of the primary key's index: from ?1 (the
+     * prefix, or the last key shown: >= or >) up to ?2 (the prefix's successor, or a blob,
+     * which sorts after every text, when it has none). Not LIKE: '%' and '_' in a key are
+     * literal, and a range reads only the rows of the page. */
+    [ST_KV_PREFIX_FROM] = "SELECT key, value FROM kv WHERE key >= ?1 AND key < ?2"
+                          " ORDER BY key LIMIT ?3",
+    [ST_KV_PREFIX_AFTER] = "SELECT key, value FROM kv WHERE key > ?1 AND key < ?2"
+                           " ORDER BY key LIMIT ?3",
+    /* A page of the suppression list in address order (the primary key's index), from ?1
+     * (>= '' for the first page, > the last address shown), updated_ms in [?2, ?3), BOUNCE
+     * entries if ?4, COMPLAINT entries if ?5. */
+    [ST_SUPP_PAGE_FROM] = "SELECT address, reason, updated_ms FROM suppression"
+                          " WHERE address >= ?1 AND updated_ms >= ?2 AND updated_ms < ?3"
+                          " AND ((?4 AND reason = 'BOUNCE') OR (?5 AND reason = 'COMPLAINT'))"
+                          " ORDER BY address LIMIT ?6",
+    [ST_SUPP_PAGE_AFTER] = "SELECT address, reason, updated_ms FROM suppression"
+                           " WHERE address > ?1 AND updated_ms >= ?2 AND updated_ms < ?3"
+                           " AND ((?4 AND reason = 'BOUNCE') OR (?5 AND reason = 'COMPLAINT'))"
+                           " ORDER BY address LIMIT ?6",
     [ST_STATS_ADD] = "INSERT INTO stats (bucket_ms, attempts, bounces, complaints, rejects)"
                      " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (bucket_ms) DO UPDATE SET"
                      " attempts = attempts + excluded.attempts,"
@@ -198,6 +218,7 @@ const bool spool_sql_writes[ST__COUNT] = {
     [ST_ADD_SEND] = true,  [ST_PRUNE_SENDS] = true, [ST_ADD_RCPT] = true, [ST_UPD_RCPT] = true,
     [ST_GC_MSG] = true,    [ST_ADD_EVENT] = true, [ST_DEL_EVENTS] = true, [ST_SUPP_PUT] = true,
     [ST_SUPP_DEL] = true,  [ST_KV_PUT] = true,   [ST_STATS_ADD] = true, [ST_PRUNE_STATS] = true,
+    [ST_KV_DEL] = true,
 };
 
 /* ---- errors ---- */

@@ -63,6 +63,11 @@ enum {
     ST_EACH_EVENT,
     ST_KV_PUT,
     ST_KV_GET,
+    ST_KV_DEL,
+    ST_KV_PREFIX_FROM,
+    ST_KV_PREFIX_AFTER,
+    ST_SUPP_PAGE_FROM,
+    ST_SUPP_PAGE_AFTER,
     ST_STATS_ADD,
     ST_STATS_EACH,
     ST_PRUNE_STATS,
@@ -93,6 +98,7 @@ typedef enum spool_op_kind {
     SPOOL_OP_SUPP_PUT,
     SPOOL_OP_SUPP_DEL,
     SPOOL_OP_KV_PUT,
+    SPOOL_OP_KV_DEL,
     SPOOL_OP_STATS_ADD,
 } spool_op_kind;
 
@@ -133,7 +139,7 @@ typedef struct spool_op {
             int64_t at_ms;
         } supp;
         struct {
-            const char *key, *value;
+            const char *key, *value;   /* value NULL for SPOOL_OP_KV_DEL */
         } kv;
         struct {
             int64_t bucket_ms, attempts, bounces, complaints, rejects;

@@ -60,6 +60,7 @@ static void spool_keep_copy(spool_batch *f, spool_op *d, spool_op *op)
         d->u.supp.reason = spool_batch_str(f, op->u.supp.reason);
         break;
     case SPOOL_OP_KV_PUT:
+    case SPOOL_OP_KV_DEL:
         d->u.kv.key = spool_batch_str(f, op->u.kv.key);
         d->u.kv.value = spool_batch_str(f, op->u.kv.value);
         break;
@@ -74,7 +75,7 @@ static void spool_keep_copy(spool_batch *f, spool_op *d, spool_op *op)
 static void spool_keep_overlay(spool *sp, const spool_op *d, uint64_t failed_seq)
 {
     bool supp = d->kind == SPOOL_OP_SUPP_PUT || d->kind == SPOOL_OP_SUPP_DEL;
-    if (!supp && d->kind != SPOOL_OP_KV_PUT) return;
+    if (!supp && d->kind != SPOOL_OP_KV_PUT && d->kind != SPOOL_OP_KV_DEL) return;
     spool_overlay *o = supp ? &sp->supp : &sp->kv;
     const char *key = supp ? d->u.supp.address : d->u.kv.key;
     const spool_ov_entry *e = spool_overlay_get(o, key);
@@ -83,7 +84,8 @@ static void spool_keep_overlay(spool *sp, const spool_op *d, uint64_t failed_seq
             spool_overlay_put(o, key, d->kind == SPOOL_OP_SUPP_PUT ? d->u.supp.reason : NULL,
                               d->u.supp.at_ms, sp->filling->seq);
         else
-            spool_overlay_put(o, key, d->u.kv.value, 0, sp->filling->seq);
+            spool_overlay_put(o, key, d->kind == SPOOL_OP_KV_PUT ? d->u.kv.value : NULL, 0,
+                              sp->filling->seq);
     }
     spool_touch_key(sp, supp, key);
 }

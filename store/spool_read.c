@@ -1,6 +1,7 @@
 /* spool_read.c — the spool's reads (see spool.h): a stored message, pending and due
- * recipients in rowid pages, counts, the 24 h send history, the suppression list, the event
- * outbox, kv values and send statistics. Every read runs on the loop's connection and sees
+ * recipients in rowid pages, counts, the 24 h send history, the suppression list (whole or
+ * in pages), the event outbox, kv values (one, or the keys of a prefix in pages) and send
+ * statistics. Every read runs on the loop's connection and sees
  * what is committed (spool_kv_get and spool_suppression_get first look at the writes not
  * committed yet, spool_write.c's overlay); a read may be called from inside another read's
  * callback. */
@@ -12,6 +13,7 @@
 
 #include <sqlite3.h>
 
+#include "base/config.h"
 #include "base/util.h"
 #include "store/spool.h"
 #include "store/spool_internal.h"
@@ -316,6 +318,75 @@ int spool_kv_get(spool *sp, const char *key, char **value)
         rc = SQLITE_DONE;
     }
     return spool_read_end(sp, st, temp, rc, "read value");
+}
+
+/* The smallest string greater than every string starting with prefix (malloc'd): the prefix
+ * cut after its last byte below 0xff, that byte incremented. NULL when there is none (an
+ * empty prefix, or one of 0xff bytes only): then nothing bounds the range above. */
+static char *spool_prefix_successor(const char *prefix)
+{
+    size_t n = strlen(prefix);
+    while (n > 0 && (unsigned char)prefix[n - 1] == 0xff) n--;
+    if (n == 0) return NULL;
+    char *s = util_malloc(n + 1);
+    memcpy(s, prefix, n);
+    s[n - 1] = (char)((unsigned char)s[n - 1] + 1);
+    s[n] = '\0';
+    return s;
+}
+
+int spool_kv_each_prefix(spool *sp, const char *prefix, const char *after, size_t max,
+                         spool_kv_cb cb, void *arg)
+{
+    if (max == 0) return 0;
+    if (!prefix) prefix = "";
+    /* start at the prefix, or just past `after` when that lies at or past it */
+    bool past = after && strcmp(after, prefix) >= 0;
+    char *upper = spool_prefix_successor(prefix);
+    if (upper && past && strcmp(after, upper) >= 0) {   /* after the whole range */
+        free(upper);
+        return 0;
+    }
+    bool temp;
+    sqlite3_stmt *st = spool_stmt_acquire(sp, past ? ST_KV_PREFIX_AFTER : ST_KV_PREFIX_FROM,
+                                          &temp);
+    if (!st) {
+        free(upper);
+        return -1;
+    }
+    spool_bind_str(st, 1, past ? after : prefix);
+    if (upper)
+        sqlite3_bind_text(st, 2, upper, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_zeroblob(st, 2, 0);   /* a blob sorts after every text */
+    sqlite3_bind_int64(st, 3, max > (size_t)INT64_MAX ? INT64_MAX : (int64_t)max);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        cb(arg, spool_col_text(st, 0), spool_col_text(st, 1));
+    rc = spool_read_end(sp, st, temp, rc, "list values");
+    free(upper);
+    return rc;
+}
+
+int spool_suppression_page(spool *sp, const char *after, int64_t since_ms, int64_t until_ms,
+                           unsigned reasons, size_t max, spool_suppression_cb cb, void *arg)
+{
+    if (max == 0 || since_ms >= until_ms) return 0;
+    if (reasons == 0) reasons = CONFIG_SUPPRESS_BOUNCE | CONFIG_SUPPRESS_COMPLAINT;
+    bool temp;
+    sqlite3_stmt *st = spool_stmt_acquire(sp, after ? ST_SUPP_PAGE_AFTER : ST_SUPP_PAGE_FROM,
+                                          &temp);
+    if (!st) return -1;
+    spool_bind_str(st, 1, after ? after : "");
+    sqlite3_bind_int64(st, 2, since_ms);
+    sqlite3_bind_int64(st, 3, until_ms);
+    sqlite3_bind_int(st, 4, (reasons & CONFIG_SUPPRESS_BOUNCE) != 0);
+    sqlite3_bind_int(st, 5, (reasons & CONFIG_SUPPRESS_COMPLAINT) != 0);
+    sqlite3_bind_int64(st, 6, max > (size_t)INT64_MAX ? INT64_MAX : (int64_t)max);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        cb(arg, spool_col_text(st, 0), spool_col_text(st, 1), sqlite3_column_int64(st, 2));
+    return spool_read_end(sp, st, temp, rc, "list a page of the suppression list");
 }
 
 int spool_stats_each(spool *sp, int64_t since_ms, spool_stats_cb cb, void *arg)

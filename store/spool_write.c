@@ -3,8 +3,8 @@
  * A write call records one operation in the filling batch: its strings are copied into the
  * batch's arena (a message body or an event handed over with a _take call is kept as it is,
  * not copied), recipient ids are given out here in increasing order, and a kv value or a
- * suppression entry also goes into an overlay that the reads consult until the batch is
- * reaped. The pipeline holds at most two batches: one with the writer thread
+ * suppression entry (or its deletion) also goes into an overlay that the reads consult until
+ * the batch is reaped. The pipeline holds at most two batches: one with the writer thread
  * (spool_writer.c) and the filling one. spool_submit hands the filling batch over when the
  * writer is free; spool_reap takes the finished batch back, hands the next one over at once
  * (so the writer syncs while the callbacks run) and runs the finished batch's commit
@@ -466,6 +466,20 @@ int spool_kv_put(spool *sp, const char *key, const char *value)
     op->u.kv.key = spool_batch_str(sp->filling, key ? key : "");
     op->u.kv.value = spool_batch_str(sp->filling, value ? value : "");
     spool_overlay_put(&sp->kv, op->u.kv.key, op->u.kv.value, 0, sp->filling->seq);
+    spool_touch_key(sp, false, op->u.kv.key);
+    return 0;
+}
+
+int spool_kv_delete(spool *sp, const char *key, bool *existed)
+{
+    if (existed) *existed = false;
+    char *old = NULL;
+    if (spool_kv_get(sp, key, &old) != 0) return -1;
+    if (existed) *existed = old != NULL;
+    free(old);
+    spool_op *op = spool_record(sp, SPOOL_OP_KV_DEL);
+    op->u.kv.key = spool_batch_str(sp->filling, key ? key : "");
+    spool_overlay_put(&sp->kv, op->u.kv.key, NULL, 0, sp->filling->seq);
     spool_touch_key(sp, false, op->u.kv.key);
     return 0;
 }

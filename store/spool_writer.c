@@ -222,6 +222,10 @@ static int spool_writer_op(spool_writer *w, spool_batch *b, const spool_op *op)
         spool_writer_bind(st, 1, op->u.kv.key);
         spool_writer_bind(st, 2, op->u.kv.value);
         return spool_writer_step(w, b, st, "store value", op->u.kv.key);
+    case SPOOL_OP_KV_DEL:
+        st = w->st[ST_KV_DEL];
+        spool_writer_bind(st, 1, op->u.kv.key);
+        return spool_writer_step(w, b, st, "delete value", op->u.kv.key);
     case SPOOL_OP_STATS_ADD:
         st = w->st[ST_STATS_ADD];
         sqlite3_bind_int64(st, 1, op->u.stats.bucket_ms);
