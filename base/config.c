@@ -9,7 +9,8 @@
  * pools, a very short max_delivery_time) become warnings. Whether this system can check a
  * password hash is the caller's to say (config_hash_check): base/ knows no mta/ code.
  * This file reads server, dns, submission, account, delivery and routes; the sending side
- * (zones, pools, IPs, configuration sets, warm-up, shaping) is config_sending.c. */
+ * (zones, pools, IPs, configuration sets, warm-up, shaping) is config_sending.c, the api
+ * section config_api.c. */
 #include "base/config_internal.h"
 
 #include <arpa/inet.h>
@@ -148,29 +149,37 @@ static int config_read_dns(config_parser *p, yaml_node_t *m)
     return 0;
 }
 
-static int config_read_listen(config_parser *p, yaml_node_t *v)
+int config_read_hostports(config_parser *p, yaml_node_t *v, bool need_one, int example_port,
+                          config_hostport **out, size_t *nout)
 {
-    config *c = p->cfg;
     size_t n;
     if (config_as_list(p, v, &n) < 0) return -1;
-    if (n == 0)
-        return config_fail(p, v, "at least one listen address is needed (e.g. [127.0.0.1:2587])");
-    c->listen = util_calloc(n, sizeof *c->listen);
-    c->nlisten = n;
+    if (n == 0) {
+        if (!need_one) return 0;
+        return config_fail(p, v, "at least one listen address is needed (e.g. [127.0.0.1:%d])",
+                           example_port);
+    }
+    config_hostport *hp = *out = util_calloc(n, sizeof *hp);
+    *nout = n;
     for (size_t i = 0; i < n; i++) {
         yaml_node_t *it = config_item(p, v, i);
         size_t m = config_push_index(p, i);
         const char *s = NULL;
         if (config_as_scalar(p, it, "host:port", &s) < 0) return -1;
-        if (config_parse_hostport(s, 0, &c->listen[i]) < 0)
-            return config_fail(p, it, "'%s' is not host:port (e.g. 127.0.0.1:2587, [::1]:2587)", s);
+        if (config_parse_hostport(s, 0, &hp[i]) < 0)
+            return config_fail(p, it, "'%s' is not host:port (e.g. 127.0.0.1:%d, [::1]:%d)", s,
+                               example_port, example_port);
         for (size_t j = 0; j < i; j++)
-            if (c->listen[j].port == c->listen[i].port &&
-                strcmp(c->listen[j].host, c->listen[i].host) == 0)
+            if (hp[j].port == hp[i].port && strcmp(hp[j].host, hp[i].host) == 0)
                 return config_fail(p, it, "'%s' is listed twice", s);
         config_pop(p, m);
     }
     return 0;
+}
+
+static int config_read_listen(config_parser *p, yaml_node_t *v)
+{
+    return config_read_hostports(p, v, true, 2587, &p->cfg->listen, &p->cfg->nlisten);
 }
 
 int config_read_readable_file(config_parser *p, yaml_node_t *v, char **path)
@@ -231,14 +240,7 @@ static int config_read_auth(config_parser *p, yaml_node_t *v)
         FIELD(it, "user", f,
               config_as_str(p, f, config_valid_user, "a user name without blanks", &a->user));
         FIELD(it, "password_hash", f, config_read_password_hash(p, f, &a->password_hash));
-        FIELD(it, "identities", f,
-              (a->scoped_identities = true,
-               config_as_strv(p, f, config_valid_identity, "a domain or an address (e.g. example.com, ops@example.com)", true, true,
-                              &a->identities, &a->nidentities)));
-        FIELD(it, "configuration_sets", f,
-              (a->scoped_sets = true,
-               config_as_strv(p, f, config_valid_name, "a configuration set name", false, true,
-                              &a->configuration_sets, &a->nconfiguration_sets)));
+        if (config_read_scope(p, it, a) < 0) return -1;
         if (!a->user) return config_missing(p, LINE(it), "user", NULL);
         if (!a->password_hash)
             return config_missing(p, LINE(it), "password_hash", "(a crypt(3) hash, e.g. $y$...)");
@@ -527,7 +529,7 @@ static void config_add_warnings(config *c)
 
 static const char *const ROOT_KEYS[] = {
     "server", "dns", "submission", "account", "delivery", "routes", "zones", "ips", "pools",
-    "configuration_sets", "default_configuration_set", "warmup", "shaping", NULL};
+    "configuration_sets", "default_configuration_set", "warmup", "shaping", "api", NULL};
 
 static int config_read_root(config_parser *p, yaml_node_t *root)
 {
@@ -552,6 +554,7 @@ static int config_read_root(config_parser *p, yaml_node_t *root)
     FIELD(root, "configuration_sets", v, config_read_sets(p, v));
     if (config_read_default_set(p, root) < 0) return -1;
     if (config_check_auth_scope(p, root) < 0) return -1;
+    if (config_read_api(p, root) < 0) return -1;    /* after auth, identities and sets */
     FIELD(root, "warmup", v, config_read_warmup(p, v));
     FIELD(root, "shaping", v, config_read_shaping(p, v));
     return 0;
@@ -567,6 +570,7 @@ static void config_set_defaults(config *c)
     c->auth_failures_max = 10;
     c->auth_failures_window_ms = 5 * MS_MINUTE;
     config_limits_defaults(c);
+    config_api_defaults(c);
     c->mode = CONFIG_MODE_SANDBOX;
     c->max_24h_send = 200;
     c->max_send_rate = 1;

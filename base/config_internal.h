@@ -150,6 +150,10 @@ extern const char *const config_tls_names[];       /* by config_tls_policy */
 extern const char *const config_advance_names[];   /* by config_advance */
 int config_pool_index(const config *c, const char *name);   /* index in c->pools, or -1 */
 
+/* A list of HOST:PORT (submission.listen, api.listen) into *out; NEED_ONE: an empty list is
+ * an error; EXAMPLE_PORT is the port shown in error examples. */
+int config_read_hostports(config_parser *p, yaml_node_t *v, bool need_one, int example_port,
+                          config_hostport **out, size_t *nout);
 /* A path (resolved) to a regular file this process can read. */
 int config_read_readable_file(config_parser *p, yaml_node_t *v, char **path);
 
@@ -164,6 +168,21 @@ int config_read_delivery_tls(config_parser *p, yaml_node_t *delivery);
 /* After account and configuration_sets are read: submission.auth scopes name verified
  * identities and existing sets. 0, or -1 with the error recorded. */
 int config_check_auth_scope(config_parser *p, yaml_node_t *root);
+/* The scope keys (identities, configuration_sets) of the entry map IT into A; and, once
+ * account and configuration_sets are read, their cross-checks, with the key path at IT.
+ * Shared by submission.auth and api.access_keys. 0, or -1 with the error recorded. */
+int config_read_scope(config_parser *p, yaml_node_t *it, config_auth_user *a);
+int config_check_scope(config_parser *p, yaml_node_t *it, const config_auth_user *a);
+/* Frees what a scope holds (user, hash, lists) and zeroes it. */
+void config_scope_clear(config_auth_user *a);
+
+/* ---- config_api.c ---- */
+
+/* The api section's defaults; its reader (after submission.auth, account.identities and
+ * configuration_sets, whose names it checks against); what it allocated. */
+void config_api_defaults(config *c);
+int config_read_api(config_parser *p, yaml_node_t *root);
+void config_api_free(config *c);
 
 /* ---- config_limits.c ---- */
 

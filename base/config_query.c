@@ -44,13 +44,9 @@ void config_free(config *c)
     free(c->tls_cert);
     free(c->tls_key);
     free(c->tls_ca_file);
-    for (size_t i = 0; i < c->nauth; i++) {
-        free(c->auth[i].user);
-        free(c->auth[i].password_hash);
-        config_free_strv(c->auth[i].identities, c->auth[i].nidentities);
-        config_free_strv(c->auth[i].configuration_sets, c->auth[i].nconfiguration_sets);
-    }
+    for (size_t i = 0; i < c->nauth; i++) config_scope_clear(&c->auth[i]);
     free(c->auth);
+    config_api_free(c);
     free(c->trusted);
     for (size_t i = 0; c->identity_auth && i < c->nidentities; i++)
         config_identity_clear(&c->identity_auth[i]);
