@@ -4,13 +4,22 @@ it unmodified: boto3's sesv2 client and Debian's aws CLI (`aws sesv2 --endpoint-
 isolated from any AWS config of the machine."""
 import json
 import os
+import socket
 import subprocess
 
-from kilntest import RUN_AS, Kiln, free_port
+from kilntest import RUN_AS, Kiln, free_port, wait_for
 
 KEY_ID = "AKIAKILNTEST0000001"
 SECRET = "kilnTestSecretKey/00000000000000000000000"
 AWS = "/usr/bin/aws"
+
+# boto3 reads these before the arguments a client is given: none of the machine's applies.
+for _name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+              "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+    os.environ.pop(_name, None)
+os.environ["AWS_CONFIG_FILE"] = os.devnull
+os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 
 
 def write_secret(tmp, name, secret):
@@ -37,6 +46,7 @@ def api_kiln(keys=None, api_over=None, **over):
         e = {"id": kid, "secret_file": write_secret(k.tmp, "secret-" + kid, secret)}
         e.update(extra)
         entries.append(e)
+    k.api_url = "http://127.0.0.1:%d" % k.api_port
     k.cfg["api"] = {"listen": ["127.0.0.1:%d" % k.api_port], "access_keys": entries}
     if api_over:
         k.cfg["api"].update(api_over)
@@ -65,6 +75,7 @@ def aws_env(k, key_id=KEY_ID, secret=SECRET):
            "AWS_DEFAULT_REGION": k.cfg["server"]["region"],
            "AWS_CONFIG_FILE": os.path.join(k.tmp, "no-aws-config"),
            "AWS_SHARED_CREDENTIALS_FILE": os.path.join(k.tmp, "no-aws-credentials"),
+           "AWS_EC2_METADATA_DISABLED": "true",
            "AWS_PAGER": "", "AWS_MAX_ATTEMPTS": "1", "AWS_RETRY_MODE": "standard"}
     return env
 
@@ -79,9 +90,27 @@ def aws(k, *args, key_id=KEY_ID, secret=SECRET, expect_ok=True, timeout=60):
         return p
     if p.returncode != 0:
         raise AssertionError("aws %s failed (%d): %s" % (" ".join(args), p.returncode, p.stderr))
-    return json.loads(p.stdout) if p.stdout.strip() else {}
+    return json.loads(p.stdout) if p.stdout.strip() else None
 
 
 def error_code(exc):
     """The Error.Code of a botocore ClientError."""
     return exc.response["Error"]["Code"]
+
+
+def error_of(exc):
+    """(Error.Code, HTTP status, Error.Message) of a botocore ClientError."""
+    r = exc.response
+    return (r["Error"]["Code"], r["ResponseMetadata"]["HTTPStatusCode"],
+            r["Error"].get("Message", ""))
+
+
+def wait_api(k, timeout=15):
+    """Waits until the API port accepts connections."""
+    def up():
+        try:
+            with socket.create_connection(("127.0.0.1", k.api_port), timeout=1):
+                return True
+        except OSError:
+            return False
+    wait_for(up, timeout, 0.05, "the API to listen on %d" % k.api_port)

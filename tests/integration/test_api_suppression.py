@@ -13,7 +13,7 @@ import unittest
 from botocore.exceptions import ClientError
 
 from kilntest import main, send
-from sesapi import aws, api_kiln, client, error_of, wait_api
+from apitest import aws, api_kiln, client, error_of, wait_api
 
 
 def msgid(text):

@@ -14,7 +14,7 @@ import unittest
 from botocore.exceptions import ClientError
 
 from kilntest import main
-from sesapi import aws, api_kiln, client, error_of, wait_api
+from apitest import aws, api_kiln, client, error_of, wait_api
 
 CONTENT = {"Subject": "Hello {{name}}",
            "Text": "Dear {{name}},\nyour order {{order.id}} has shipped.\n",
