@@ -1,0 +1,176 @@
+"""bench_api.py — the SES v2 API's injection against SMTP injection, in the same run on the
+same kilnd (issue 13: "the API must not be slower than SMTP per message"). One kilnd with a
+durable spool (fsync on every group commit, before any 250 or 200), as bench_inject.py sets
+it up, delivering to a kiln-sink as it accepts, with `api:` on a loopback port and one access
+key (no per-key request rate). Then, alternating so that the machine's noise hits both:
+SMTP, API, SMTP, API (--rounds 2 of each), each run N messages of SIZE bytes over C
+connections with fresh token prefixes:
+  - SMTP: kiln-loadgen (C persistent connections, pipelined);
+  - API:  kiln-apiload (C keep-alive HTTP connections, SendEmail with Content.Raw, signed by
+          libcurl's SigV4).
+Each run is followed by a wait until the sink has every accepted message, so no run pays for
+the previous one's deliveries. Prints each run's accepted msgs/s, latency p50/p99 and kilnd's
+CPU per 1000 messages (bench_peers.proc_cpu: during the injection, and through the last
+delivery), then the means per protocol and the API/SMTP ratios. Run: `make bench`, or
+  python3 tests/bench/bench_api.py [--messages N] [--connections C] [--size BYTES]
+      [--rounds R] [--json FILE]"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "integration"))
+sys.path.insert(0, HERE)
+from bench_peers import KilnSink, LOADGEN, proc_cpu, sink_addr  # noqa: E402
+from kilntest import BUILDDIR, Kiln, free_port, wait_for  # noqa: E402
+from test_api_load import KEY_ID, api_add, api_wait_listening  # noqa: E402
+
+APILOAD = os.path.join(BUILDDIR, "kiln-apiload")
+
+
+def bench_children_cpu():
+    """CPU seconds of this process's reaped children (the load tools)."""
+    t = os.times()
+    return t.children_user + t.children_system
+
+
+def bench_run(proto, k, api_port, secret_file, a, prefix):
+    """One load run; returns kiln-loadgen's or kiln-apiload's JSON report plus the CPU
+    readings of the injection window."""
+    common = ["-n", str(a.messages), "-c", str(a.connections), "--size", str(a.size),
+              "--domains", "1", "--from", "app@example.test", "--token-prefix", prefix, "--json"]
+    if proto == "smtp":
+        cmd = [LOADGEN, "-s", "127.0.0.1:%d" % k.port] + common
+    else:
+        cmd = [APILOAD, "--url", "http://127.0.0.1:%d" % api_port, "--region",
+               k.cfg["server"]["region"], "--key-id", KEY_ID, "--secret-file", secret_file] + common
+    cpu0, client0, t0 = proc_cpu(k.proc.pid), bench_children_cpu(), time.monotonic()
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    if not p.stdout.strip():
+        raise RuntimeError("%s exited %d: %s" % (os.path.basename(cmd[0]), p.returncode, p.stderr))
+    r = json.loads(p.stdout)
+    r["kilnd_cpu_inject_s"] = proc_cpu(k.proc.pid) - cpu0
+    r["client_cpu_s"] = bench_children_cpu() - client0
+    r["wall_s"] = time.monotonic() - t0
+    r["kilnd_cpu_start"] = cpu0
+    return r
+
+
+def bench_per_1000(cpu, accepted):
+    return cpu / max(1, accepted) * 1000
+
+
+def bench_mean(runs, key):
+    vals = [key(r) for r in runs]
+    return sum(vals) / len(vals) if vals else 0.0
+
+
+def bench_ratio(x, y):
+    return x / y if y else float("nan")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--messages", type=int, default=20000)
+    ap.add_argument("--connections", type=int, default=20)
+    ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--json", help="write the figures to this file")
+    a = ap.parse_args()
+    k = Kiln()
+    sink = KilnSink(k.tmp, 1, free_port())
+    port = int(sink.proc.args[-1].rsplit(":", 1)[1])
+    k.cfg["routes"] = [{"domain": "d0.test", "host": sink_addr(0), "port": port}]
+    k.cfg["server"]["log_level"] = "warning"
+    k.cfg["ips"] = [{"address": x, "zone": z, "pool": "transactional", "warmup": "done"}
+                    for x, z in (("127.0.0.10", "az1"), ("127.0.0.11", "az2"), ("127.0.0.12", "az3"))]
+    api_port = free_port()
+    secret_file = api_add(k, api_port)
+    k.cfg["api"]["max_connections_per_client"] = max(64, a.connections)
+    k.cfg["api"]["max_connections"] = max(256, a.connections)
+    k.write_config()
+    runs = {"smtp": [], "api": []}
+    delivered = 0
+    try:
+        k.start()
+        api_wait_listening(api_port)
+        print("kiln API vs SMTP injection (durable spool: fsync per group commit before 250/200)")
+        print("  %d messages x %d bytes over %d connections per run, %d round(s) of SMTP then API"
+              % (a.messages, a.size, a.connections, a.rounds))
+        for rnd in range(1, a.rounds + 1):
+            for proto in ("smtp", "api"):
+                prefix = "%s-r%d-%d" % (proto, rnd, int(time.time()))
+                r = bench_run(proto, k, api_port, secret_file, a, prefix)
+                delivered += r["accepted"]
+                wait_for(lambda: sink.messages() >= delivered, 600, 0.5,
+                         "%s round %d's deliveries" % (proto, rnd))
+                r["kilnd_cpu_total_s"] = proc_cpu(k.proc.pid) - r.pop("kilnd_cpu_start")
+                runs[proto].append(r)
+                lat = r.get("latency_ms", {})
+                bad = ""
+                if r["rejected"] or r["errors"]:
+                    bad = "  rejected %s %s, errors %s %s" % (
+                        r["rejected"], json.dumps(r.get("rejected_by_code", {})), r["errors"],
+                        json.dumps(r.get("errors_by_kind", {})))
+                print("  round %d %-4s  %7.0f msgs/s  p50 %6.2f ms  p99 %6.2f ms  kilnd CPU s/1000: "
+                      "%.3f injecting, %.3f to delivered  client CPU s/1000: %.3f%s"
+                      % (rnd, proto.upper(), r["accepted_per_s"], lat.get("p50", 0), lat.get("p99", 0),
+                         bench_per_1000(r["kilnd_cpu_inject_s"], r["accepted"]),
+                         bench_per_1000(r["kilnd_cpu_total_s"], r["accepted"]),
+                         bench_per_1000(r["client_cpu_s"], r["accepted"]), bad))
+        rc = k.stop()
+        if rc != 0:
+            raise RuntimeError("kilnd exited %s after SIGTERM: %s" % (rc, k.stderr_text()[-2000:]))
+    finally:
+        sink.stop()
+        k.cleanup()
+
+    summary = {}
+    for proto in ("smtp", "api"):
+        rs = runs[proto]
+        summary[proto] = {
+            "accepted_per_s": bench_mean(rs, lambda r: r["accepted_per_s"]),
+            "p50_ms": bench_mean(rs, lambda r: r["latency_ms"]["p50"]),
+            "p99_ms": bench_mean(rs, lambda r: r["latency_ms"]["p99"]),
+            "kilnd_cpu_s_per_1000_inject": bench_mean(
+                rs, lambda r: bench_per_1000(r["kilnd_cpu_inject_s"], r["accepted"])),
+            "kilnd_cpu_s_per_1000_total": bench_mean(
+                rs, lambda r: bench_per_1000(r["kilnd_cpu_total_s"], r["accepted"])),
+            "client_cpu_s_per_1000": bench_mean(
+                rs, lambda r: bench_per_1000(r["client_cpu_s"], r["accepted"])),
+            "accepted": sum(r["accepted"] for r in rs),
+            "rejected": sum(r["rejected"] for r in rs),
+            "errors": sum(r["errors"] for r in rs),
+        }
+    s, p = summary["smtp"], summary["api"]
+    ratios = {
+        "accepted_per_s": bench_ratio(p["accepted_per_s"], s["accepted_per_s"]),
+        "p99_ms": bench_ratio(p["p99_ms"], s["p99_ms"]),
+        "kilnd_cpu_per_1000_inject": bench_ratio(p["kilnd_cpu_s_per_1000_inject"],
+                                                 s["kilnd_cpu_s_per_1000_inject"]),
+        "kilnd_cpu_per_1000_total": bench_ratio(p["kilnd_cpu_s_per_1000_total"],
+                                                s["kilnd_cpu_s_per_1000_total"]),
+    }
+    print("  means over %d round(s):" % a.rounds)
+    for proto, m in (("SMTP", s), ("API", p)):
+        print("    %-4s  %7.0f msgs/s  p99 %6.2f ms  kilnd CPU s/1000: %.3f injecting, %.3f to "
+              "delivered  (accepted %d, rejected %d, errors %d)"
+              % (proto, m["accepted_per_s"], m["p99_ms"], m["kilnd_cpu_s_per_1000_inject"],
+                 m["kilnd_cpu_s_per_1000_total"], m["accepted"], m["rejected"], m["errors"]))
+    print("  API/SMTP: msgs/s %.2f, p99 %.2f, kilnd CPU per 1000 messages %.2f injecting, %.2f "
+          "to delivered" % (ratios["accepted_per_s"], ratios["p99_ms"],
+                            ratios["kilnd_cpu_per_1000_inject"], ratios["kilnd_cpu_per_1000_total"]))
+    print("  API not slower than SMTP per message (msgs/s ratio >= 1): %s"
+          % ("yes" if ratios["accepted_per_s"] >= 1.0 else "NO"))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"messages": a.messages, "connections": a.connections, "size": a.size,
+                       "rounds": a.rounds, "runs": runs, "means": summary, "api_over_smtp": ratios},
+                      f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

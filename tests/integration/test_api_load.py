@@ -1,0 +1,160 @@
+"""test_api_load.py — kiln-apiload against kilnd's SES v2 API (issue 13), the smoke use of the
+API benchmark's load tool: SendEmail requests over keep-alive connections, each signed by
+libcurl's own SigV4 signer (a client kiln did not write) and checked by kilnd's verifier.
+
+  - 200 Content.Raw messages over 4 connections: all 200 answered 200 with a MessageId, at
+    most 4 connections opened (keep-alive), every message delivered to an aiosmtpd sink
+    exactly once, with its X-Loadgen-Token, envelope sender and recipient;
+  - 50 Content.Simple messages: all accepted and delivered, the token in their Subject;
+  - a wrong secret: every request answered 403 SignatureDoesNotMatch, nothing delivered.
+
+Also the helpers bench_api.py imports: api_write_secret and api_add (kilnd's `api:` section
+on a loopback port with one access key, no per-key request rate)."""
+import email
+import json
+import os
+import pwd
+import socket
+import subprocess
+import unittest
+
+from kilntest import BUILDDIR, RUN_AS, Kiln, Sink, free_port, main, wait_for
+
+APILOAD = os.path.join(BUILDDIR, "kiln-apiload")
+KEY_ID = "AKIAKILNBENCH000001"
+SECRET = "kilnBenchSecretKey00000000000000000000001"
+SAN_ERRORS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
+def api_write_secret(path, secret):
+    """The secret access key on one line, mode 0600, owned by the user kilnd runs as (it
+    reads the file again on reload, after dropping root)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret + "\n")
+    os.chmod(path, 0o600)
+    if RUN_AS:
+        pw = pwd.getpwnam(RUN_AS)
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+    return path
+
+
+def api_add(k, port, key_id=KEY_ID, secret=SECRET):
+    """k's config gains `api:` on 127.0.0.1:port with one access key (secret file in k's
+    directory) and no per-key request rate (api.max_request_rate's 200/s default would
+    throttle a benchmark); written out. Returns the secret file's path."""
+    path = api_write_secret(os.path.join(k.tmp, "api-secret-%s" % key_id), secret)
+    k.cfg["api"] = {"listen": ["127.0.0.1:%d" % port],
+                    "access_keys": [{"id": key_id, "secret_file": path}],
+                    "max_request_rate": "-1"}
+    k.write_config()
+    return path
+
+
+def api_wait_listening(port, timeout=10):
+    def up():
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+    wait_for(up, timeout, 0.05, "kilnd's API to listen on %d" % port)
+
+
+def run_apiload(port, secret_file, *args, region="local", timeout=120):
+    """kiln-apiload --json against 127.0.0.1:port: (report dict, stderr text)."""
+    cmd = [APILOAD, "--url", "http://127.0.0.1:%d" % port, "--region", region,
+           "--key-id", KEY_ID, "--secret-file", secret_file, "--json"] + list(args)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if p.returncode not in (0, 1) or not p.stdout.strip():
+        raise AssertionError("kiln-apiload exited %d: %s" % (p.returncode, p.stderr))
+    return json.loads(p.stdout), p.stderr
+
+
+class ApiLoadTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.sink = Sink(host="127.0.0.1")
+        cls.sink.__enter__()
+        cls.api_port = free_port()
+        cls.k = Kiln(routes=[{"domain": "d0.test", "host": cls.sink.host, "port": cls.sink.port}])
+        cls.k.cfg["server"]["log_level"] = "info"
+        cls.secret_file = api_add(cls.k, cls.api_port)
+        try:
+            cls.k.start()
+            api_wait_listening(cls.api_port)
+        except BaseException:
+            cls.k.cleanup()
+            cls.sink.__exit__(None, None, None)
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            rc = cls.k.stop()
+            assert rc == 0, "kilnd exited %s after SIGTERM:\n%s" % (rc, cls.k.stderr_text()[-4000:])
+            for marker in SAN_ERRORS:
+                assert marker not in cls.k.stderr_text(), cls.k.stderr_text()[-4000:]
+        finally:
+            cls.k.cleanup()
+            cls.sink.__exit__(None, None, None)
+
+    def delivered(self, prefix, header):
+        """Sink messages whose header (X-Loadgen-Token or Subject) carries prefix-<n>:
+        {token: [messages]}."""
+        out = {}
+        for m in self.sink.messages:
+            msg = email.message_from_bytes(m["data"])
+            v = (msg.get(header) or "").strip()
+            tok = v.split()[-1] if v else ""
+            if tok.startswith(prefix + "-"):
+                out.setdefault(tok, []).append((m, msg))
+        return out
+
+    def assert_clean(self, stderr):
+        for marker in SAN_ERRORS:
+            self.assertNotIn(marker, stderr)
+
+    def test_raw_200_over_4_connections(self):
+        r, err = run_apiload(self.api_port, self.secret_file, "-n", "200", "-c", "4",
+                             "--size", "1024", "--token-prefix", "raw")
+        self.assert_clean(err)
+        self.assertEqual((r["accepted"], r["rejected"], r["errors"], r["not_sent"]), (200, 0, 0, 0),
+                         "report: %s\nkilnd log: %s" % (json.dumps(r), self.k.log()[-3000:]))
+        self.assertLessEqual(r["connections_opened"], 4, "keep-alive: %s" % json.dumps(r))
+        self.assertGreater(r["latency_ms"]["p99"], 0)
+        want = {"raw-%d" % i for i in range(200)}
+        got = wait_for(lambda: (lambda d: d if set(d) >= want else None)(
+            self.delivered("raw", "X-Loadgen-Token")), 90, 0.2, "200 raw messages at the sink")
+        self.assertEqual(set(got), want)
+        for tok, ms in got.items():
+            self.assertEqual(len(ms), 1, "%s delivered %d times" % (tok, len(ms)))
+            m, msg = ms[0]
+            n = int(tok.split("-")[1])
+            self.assertEqual(m["rcpts"], ["user%d@d0.test" % n])
+            self.assertEqual(m["mail_from"], "loadgen@example.test")
+            self.assertIn("kiln-apiload message %d" % n, msg["Subject"])
+
+    def test_simple_50(self):
+        r, err = run_apiload(self.api_port, self.secret_file, "-n", "50", "-c", "4",
+                             "--content", "simple", "--token-prefix", "simple")
+        self.assert_clean(err)
+        self.assertEqual((r["accepted"], r["rejected"], r["errors"]), (50, 0, 0), json.dumps(r))
+        want = {"simple-%d" % i for i in range(50)}
+        got = wait_for(lambda: (lambda d: d if set(d) >= want else None)(
+            self.delivered("simple", "Subject")), 60, 0.2, "50 simple messages at the sink")
+        self.assertEqual(set(got), want)
+        self.assertTrue(all(len(ms) == 1 for ms in got.values()))
+
+    def test_wrong_secret_is_403_signature_does_not_match(self):
+        bad = api_write_secret(os.path.join(self.k.tmp, "wrong-secret"),
+                               "kilnWrongSecretKey000000000000000000000001")
+        r, err = run_apiload(self.api_port, bad, "-n", "20", "-c", "2", "--token-prefix", "wrong")
+        self.assert_clean(err)
+        self.assertEqual(r["accepted"], 0)
+        self.assertEqual(r["rejected_by_code"], {"403 SignatureDoesNotMatch": 20}, json.dumps(r))
+        self.assertEqual(self.delivered("wrong", "X-Loadgen-Token"), {})
+
+
+if __name__ == "__main__":
+    main()
