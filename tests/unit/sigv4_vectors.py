@@ -7,6 +7,8 @@ Debian's awscli 2.9 uses). Also SES SMTP passwords made with AWS's documented de
 
 Run once by hand (its output is committed; the C test never runs Python):
     /usr/bin/python3 tests/unit/sigv4_vectors.py > tests/unit/sigv4_vectors.h
+    /usr/bin/python3 tests/unit/sigv4_vectors.py --seeds tests/fuzz/corpus/sigv4
+(the second writes the same requests as seeds of tests/fuzz/fuzz_sigv4.c).
 
 The clock is pinned to 2026-12-06 01:00:00 UTC by replacing the datetime that botocore's
 signers read (both call datetime.datetime.utcnow()). Requests are captured in the
@@ -18,6 +20,7 @@ import datetime
 import hashlib
 import hmac
 import types
+import uuid
 from urllib.parse import urlsplit
 
 import boto3
@@ -48,6 +51,18 @@ botocore.auth.datetime = types.SimpleNamespace(datetime=FixedDateTime)
 if crt_auth:
     crt_auth.datetime = types.SimpleNamespace(datetime=FixedDateTime,
                                               timezone=datetime.timezone)
+
+
+# amz-sdk-invocation-id (unsigned) from a counter, so that a rerun changes nothing
+_uuid_count = [0]
+
+
+def _fixed_uuid4():
+    _uuid_count[0] += 1
+    return uuid.UUID(int=_uuid_count[0])
+
+
+uuid.uuid4 = _fixed_uuid4
 
 
 class RecordingSigV4Auth(botocore.auth.SigV4Auth):
@@ -137,6 +152,15 @@ def c_str(b):
     return out + '"'
 
 
+SEEDS = []     # (file name, request text) for tests/fuzz/corpus/sigv4 (--seeds DIR)
+
+
+def seed_text(method, path, query, headers, body):
+    text = method + '\n' + path + ('?' + query if query else '') + '\n'
+    text += ''.join('%s: %s\r\n' % (k, v) for k, v in headers) + '\r\n'
+    return text.encode('utf-8') + body
+
+
 def emit_request(name, signer, r, canonical):
     url = urlsplit(r.url)
     headers = []
@@ -162,6 +186,8 @@ def emit_request(name, signer, r, canonical):
     print('        .body_len = %d,' % len(body))
     print('        .canonical = %s,' % (c_str(canonical) if canonical else 'NULL'))
     print('    },')
+    SEEDS.append(('%02d-%s.req' % (len(SEEDS) + 1, signer.lower()),
+                  seed_text(r.method, url.path or '/', url.query, headers, body)))
 
 
 # ---- SES SMTP passwords: AWS's documented script (SES Developer Guide, "Obtaining Amazon
@@ -276,5 +302,37 @@ def main():
     print('#endif')
 
 
+def write_seeds(directory):
+    """The vectors' requests as fuzz seeds, plus AWS's get-vanilla and a few broken ones."""
+    import os
+    SEEDS.append(('get-vanilla.req', seed_text('GET', '/', '', [
+        ('Host', 'example.amazonaws.com'), ('X-Amz-Date', '20150830T123600Z'),
+        ('Authorization', 'AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/'
+         'aws4_request, SignedHeaders=host;x-amz-date, Signature=5fa00fa31553b73ebf1942676e86291e'
+         '8372ff2a2260956d9b8aae1d763fbf31')], b'')))
+    SEEDS.append(('no-authorization.req', seed_text('POST', '/v2/email/outbound-emails', '',
+                                                    [('Host', 'h')], b'{}')))
+    SEEDS.append(('bad-credential.req', seed_text('GET', '/a/./b/../../c//d', 'x=%zz&y', [
+        ('Host', 'h'), ('X-Amz-Date', '20261206T010000Z'),
+        ('Authorization', 'AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/2026/x,SignedHeaders=host;;,'
+         'Signature=zz')], b'')))
+    SEEDS.append(('iso-date-header.req', seed_text('GET', '/', '', [
+        ('Host', 'h'), ('Date', '20261206T010000Z'),
+        ('Authorization', 'AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261206/us-east-1/ses/'
+         'aws4_request, SignedHeaders=date;host, Signature=00')], b'')))
+    os.makedirs(directory, exist_ok=True)
+    for name, text in SEEDS:
+        with open(os.path.join(directory, name), 'wb') as f:
+            f.write(text)
+
+
 if __name__ == '__main__':
-    main()
+    import contextlib
+    import io
+    import sys
+    if len(sys.argv) == 3 and sys.argv[1] == '--seeds':
+        with contextlib.redirect_stdout(io.StringIO()):
+            main()
+        write_seeds(sys.argv[2])
+    else:
+        main()
