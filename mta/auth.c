@@ -1,7 +1,8 @@
 /* auth.c — SMTP AUTH building blocks: base64 through OpenSSL's EVP_EncodeBlock and
  * EVP_DecodeBlock (with the strict validation and padding arithmetic they leave to the
- * caller), SASL PLAIN and LOGIN response decoding, and password checks with libcrypt's
- * crypt_rn against submission.auth's hashes, compared with CRYPTO_memcmp. */
+ * caller), SASL PLAIN and LOGIN response decoding, password checks with libcrypt's
+ * crypt_rn against submission.auth's hashes, and SES SMTP passwords of api.access_keys
+ * (mta/sigv4.c derives them), all compared with CRYPTO_memcmp. */
 #include "mta/auth.h"
 
 #include <crypt.h>
@@ -13,6 +14,7 @@
 #include <openssl/evp.h>
 
 #include "base/util.h"
+#include "mta/sigv4.h"
 
 char *auth_b64_encode(const void *p, size_t n)
 {
@@ -147,6 +149,37 @@ bool auth_verify(const config *cfg, const char *user, const char *pass)
         return false;
     }
     return auth_crypt_check(pass, found->password_hash, found->password_hash);
+}
+
+bool auth_enabled(const config *cfg)
+{
+    return cfg->nauth > 0 || cfg->napi_keys > 0;
+}
+
+const config_access_key *auth_find_access_key(const config *cfg, const char *user)
+{
+    for (size_t i = 0; user && i < cfg->napi_keys; i++)
+        if (cfg->api_keys[i].id && strcmp(cfg->api_keys[i].id, user) == 0)
+            return &cfg->api_keys[i];
+    return NULL;
+}
+
+bool auth_access_key_check(const config_access_key *key, const char *region, const char *pass)
+{
+    if (!key || !key->secret || !pass) return false;
+    char want[64];
+    sigv4_ses_smtp_password(key->secret, region ? region : "", want);
+    size_t n = strlen(want);
+    bool ok = strlen(pass) == n && CRYPTO_memcmp(pass, want, n) == 0;
+    OPENSSL_cleanse(want, sizeof want);
+    return ok;
+}
+
+const config_access_key *auth_access_key_match(const config *cfg, const char *user,
+                                               const char *pass)
+{
+    const config_access_key *key = auth_find_access_key(cfg, user);
+    return key && auth_access_key_check(key, cfg->region, pass) ? key : NULL;
 }
 
 bool auth_hash_usable(const char *password_hash)

@@ -1,8 +1,10 @@
 /* auth.h — SMTP AUTH (RFC 4954) for the submission server: base64, the SASL PLAIN
  * (RFC 4616) and LOGIN responses, and password verification against submission.auth's
- * crypt(3) hashes ($y$ yescrypt, $6$/$5$ SHA-crypt, $2b$ bcrypt — whatever libcrypt knows).
- * Pure functions: the SMTP dialogue (334 prompts, "*" to cancel, 235/535 replies) is
- * smtp_server's. */
+ * crypt(3) hashes ($y$ yescrypt, $6$/$5$ SHA-crypt, $2b$ bcrypt — whatever libcrypt knows)
+ * and against SES SMTP passwords of api.access_keys (the user name is the key id, the
+ * password SES's derivation of its secret for server.region, as an application's SES SMTP
+ * settings have them). Pure functions: the SMTP dialogue (334 prompts, "*" to cancel,
+ * 235/535 replies) is smtp_server's. */
 #ifndef KILN_AUTH_H
 #define KILN_AUTH_H
 
@@ -53,6 +55,17 @@ int auth_split_command(const char *arg, char **mech, char **initial);
  * is constant-time, and an unknown user costs one hash computation like a known one, so
  * timing tells neither which users exist nor how much of a hash matched. */
 bool auth_verify(const config *cfg, const char *user, const char *pass);
+/* True if SMTP AUTH is on: submission.auth has users or api.access_keys has keys. */
+bool auth_enabled(const config *cfg);
+/* The api.access_keys entry whose id is user (exact), or NULL. */
+const config_access_key *auth_find_access_key(const config *cfg, const char *user);
+/* True if pass is key's SES SMTP password for region (sigv4_ses_smtp_password of its
+ * secret), compared in constant time. Cheap (six HMACs): checked on the loop. */
+bool auth_access_key_check(const config_access_key *key, const char *region, const char *pass);
+/* The access key named user if pass is its SES SMTP password for cfg->region, else NULL. */
+const config_access_key *auth_access_key_match(const config *cfg, const char *user,
+                                               const char *pass);
+
 /* True if password_hash is a complete "$id$..." hash libcrypt can check (for validating
  * the config): not a bare salt, not a legacy DES string, not a method libcrypt lacks. */
 bool auth_hash_usable(const char *password_hash);

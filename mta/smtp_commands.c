@@ -129,7 +129,7 @@ static bool smtp_server_in_transaction(const smtp_session *s)
 
 static bool smtp_server_auth_offered(const smtp_session *s)
 {
-    if (s->cfg->nauth == 0) return false;
+    if (!auth_enabled(s->cfg)) return false;
     if (conn_tls(&s->conn)) return true;
     return !s->cfg->tls_cert && s->loopback;
 }
@@ -252,12 +252,12 @@ static void smtp_server_cmd_mail(smtp_session *s, const smtp_cmd *c)
         smtp_server_error_reply(s, bad);
         return;
     }
-    if (!s->trusted && cfg->nauth > 0 && !s->auth_user) {
+    if (!s->trusted && auth_enabled(cfg) && !s->auth_user) {
         smtp_server_log_reject(s, "mail", p.addr, NULL, POLICY_REPLY_AUTH_REQUIRED);
         smtp_server_error_reply(s, POLICY_REPLY_AUTH_REQUIRED);
         return;
     }
-    if (!s->trusted && cfg->nauth == 0) {
+    if (!s->trusted && !auth_enabled(cfg)) {
         smtp_server_log_reject(s, "mail", p.addr, NULL, REPLY_RELAY_DENIED);
         smtp_server_error_reply(s, REPLY_RELAY_DENIED);
         return;
@@ -463,42 +463,69 @@ static void smtp_server_auth_fail_later(smtp_session *s)
     ev_timer_start(s->ctx->loop, &s->auth_delay);
 }
 
+/* A good password: the session is user's (malloc'd, taken) with entry's scope. */
+static void smtp_server_auth_ok(smtp_session *s, char *user, const config_auth_user *entry)
+{
+    klog *lg = s->ctx->log;
+    s->auth_user = user;
+    s->auth_entry = entry;
+    smtp_server_session_authenticated(s);   /* leaves the untrusted share */
+    log_write(lg, KLOG_INFO, "smtp.auth", "session=%llu client=%s mech=%s user=%s result=ok",
+              (unsigned long long)s->id, s->client_ip, smtp_server_auth_mech_name(s),
+              log_q(lg, user));
+    s->state = ST_READY;
+    smtp_server_reply(s, REPLY_AUTH_OK);
+}
+
+/* A wrong password (or unknown user): logged, counted, answered 535 later. */
+static void smtp_server_auth_failed(smtp_session *s, const char *user)
+{
+    klog *lg = s->ctx->log;
+    log_write(lg, KLOG_WARNING, "smtp.auth", "session=%llu client=%s mech=%s user=%s result=failed",
+              (unsigned long long)s->id, s->client_ip, smtp_server_auth_mech_name(s),
+              log_q(lg, user));
+    smtp_server_auth_fail_later(s);
+}
+
 /* The pool's answer, on the loop thread (never after the session ended: release cancels). */
 static void smtp_server_auth_checked(void *arg, bool ok)
 {
     smtp_session *s = arg;
-    klog *lg = s->ctx->log;
     char *user = s->auth_pending_user;
     s->auth_pending_user = NULL;
     s->auth_job = NULL;
     if (ok) {
-        s->auth_user = user;
-        s->auth_entry = auth_find_user(s->cfg, user);
-        smtp_server_session_authenticated(s);   /* leaves the untrusted share */
-        log_write(lg, KLOG_INFO, "smtp.auth", "session=%llu client=%s mech=%s user=%s result=ok",
-                  (unsigned long long)s->id, s->client_ip, smtp_server_auth_mech_name(s),
-                  log_q(lg, user));
-        s->state = ST_READY;
-        smtp_server_reply(s, REPLY_AUTH_OK);
+        smtp_server_auth_ok(s, user, auth_find_user(s->cfg, user));
         smtp_server_auth_resume(s);
         return;
     }
-    log_write(lg, KLOG_WARNING, "smtp.auth", "session=%llu client=%s mech=%s user=%s result=failed",
-              (unsigned long long)s->id, s->client_ip, smtp_server_auth_mech_name(s),
-              log_q(lg, user));
+    smtp_server_auth_failed(s, user);
     free(user);
-    smtp_server_auth_fail_later(s);
 }
 
-/* A complete response: the password check goes to the pool; the session waits. */
+/* A complete response. An api.access_keys id with its SES SMTP password (six HMACs) is
+ * checked here, on the loop, and the session is the key's, with its scope; any other user's
+ * password check goes to the pool and the session waits. */
 static void smtp_server_auth_finish(smtp_session *s, const char *user, const char *pass)
 {
+    s->auth_started = ev_now(s->ctx->loop);
+    const config_access_key *key = auth_find_access_key(s->cfg, user);
+    if (key) {
+        if (auth_access_key_check(key, s->cfg->region, pass))
+            smtp_server_auth_ok(s, util_strdup(key->id), &key->scope);
+        else
+            smtp_server_auth_failed(s, user);
+        return;
+    }
     bool known = false;
     const char *hash = auth_check_hash(s->cfg, user, &known);
-    s->auth_started = ev_now(s->ctx->loop);
-    auth_job *j = s->srv && hash ? auth_pool_submit(s->srv->auth_pool, pass, hash, known,
-                                                    smtp_server_auth_checked, s)
-                                 : NULL;
+    if (!hash) {            /* access keys only, and user is none of them */
+        smtp_server_auth_failed(s, user);
+        return;
+    }
+    auth_job *j = s->srv ? auth_pool_submit(s->srv->auth_pool, pass, hash, known,
+                                            smtp_server_auth_checked, s)
+                         : NULL;
     if (!j) {
         log_write(s->ctx->log, KLOG_WARNING, "smtp.auth",
                   "session=%llu client=%s mech=%s result=busy reason=\"check queue full\"",
@@ -606,7 +633,7 @@ static void smtp_server_auth_continue(smtp_session *s, const char *line)
 
 static void smtp_server_cmd_auth(smtp_session *s, const smtp_cmd *c)
 {
-    if (s->cfg->nauth == 0) {
+    if (!auth_enabled(s->cfg)) {
         smtp_server_error_reply(s, REPLY_AUTH_UNAVAILABLE);
         return;
     }

@@ -1,10 +1,12 @@
 /* test_auth.c — SMTP AUTH pieces (mta/auth.c): base64 both ways, SASL PLAIN and LOGIN
- * responses, and password checks against yescrypt and SHA-512 crypt hashes made here. */
+ * responses, password checks against yescrypt and SHA-512 crypt hashes made here, and SES
+ * SMTP passwords of api.access_keys (the values AWS's documented script derives). */
 #include <check.h>
 #include <crypt.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/util.h"
 #include "mta/auth.h"
 #include "tests/unit/testlib.h"
 
@@ -238,6 +240,70 @@ START_TEST(test_hash_usable)
 }
 END_TEST
 
+/* ---- SES SMTP passwords of access keys ---- */
+
+/* AWS's documented derivation (tests/unit/sigv4_vectors.py) of this secret's SMTP password
+ * for regions "local" (kiln's default) and "us-east-1". */
+#define KEY_SECRET "kilnTestSecretKey/0123456789abcdefghijklm"
+#define KEY_PASS_LOCAL "BHVl2N1uvgd+VhhN7w/nIn8dX3WQ5wMNOSqc9CYOzare"
+#define KEY_PASS_US_EAST_1 "BORx+Dd3PICtlwDes7JenEFbV0iuOfZN5yjjcdM/dVr9"
+
+START_TEST(test_access_keys)
+{
+    config *cfg = testlib_config_new();                /* region "local" */
+    char id0[] = "AKIAKILNTEST0000001", id1[] = "AKIAKILNTEST0000002";
+    char secret0[] = KEY_SECRET, secret1[] = "anotherSecretKey/0123456789abcdefghijklmn";
+    char *ids[] = {(char *)"example.com"};
+    config_access_key keys[2];
+    memset(keys, 0, sizeof keys);
+    keys[0].id = id0;
+    keys[0].secret = secret0;
+    keys[0].scope.user = id0;
+    keys[0].scope.scoped_identities = true;
+    keys[0].scope.identities = ids;
+    keys[0].scope.nidentities = 1;
+    keys[1].id = id1;
+    keys[1].secret = secret1;
+    keys[1].scope.user = id1;
+
+    ck_assert(!auth_enabled(cfg));
+    cfg->api_keys = keys;
+    cfg->napi_keys = 2;
+    ck_assert(auth_enabled(cfg));                      /* keys alone turn SMTP AUTH on */
+    ck_assert_ptr_eq(auth_find_access_key(cfg, id1), &keys[1]);
+    ck_assert_ptr_null(auth_find_access_key(cfg, "akiakilntest0000001"));   /* ids are exact */
+    ck_assert_ptr_null(auth_find_access_key(cfg, NULL));
+
+    /* the key's SES SMTP password: the session gets the key, with its scope */
+    const config_access_key *k = auth_access_key_match(cfg, id0, KEY_PASS_LOCAL);
+    ck_assert_ptr_eq(k, &keys[0]);
+    ck_assert(k->scope.scoped_identities);
+    ck_assert_str_eq(k->scope.identities[0], "example.com");
+    /* the password derived for another region is another password */
+    ck_assert_ptr_null(auth_access_key_match(cfg, id0, KEY_PASS_US_EAST_1));
+    free(cfg->region);
+    cfg->region = util_strdup("us-east-1");
+    ck_assert_ptr_eq(auth_access_key_match(cfg, id0, KEY_PASS_US_EAST_1), &keys[0]);
+    ck_assert_ptr_null(auth_access_key_match(cfg, id0, KEY_PASS_LOCAL));
+    /* not the password: the secret itself, one character off, cut short, a newline more */
+    const char *bad[] = {KEY_SECRET, "CORx+Dd3PICtlwDes7JenEFbV0iuOfZN5yjjcdM/dVr9",
+                         "BORx+Dd3PICtlwDes7JenEFbV0iuOfZN5yjjcdM/dVr",
+                         KEY_PASS_US_EAST_1 "\n", "", NULL};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        ck_assert_ptr_null(auth_access_key_match(cfg, id0, bad[i]));
+    /* another key's name with this key's password; no such key */
+    ck_assert_ptr_null(auth_access_key_match(cfg, id1, KEY_PASS_US_EAST_1));
+    ck_assert_ptr_null(auth_access_key_match(cfg, "AKIAKILNTEST0000009", KEY_PASS_US_EAST_1));
+    /* a key whose secret could not be read matches nothing */
+    keys[0].secret = NULL;
+    ck_assert_ptr_null(auth_access_key_match(cfg, id0, KEY_PASS_US_EAST_1));
+
+    cfg->api_keys = NULL;          /* the keys are this test's, not the config's */
+    cfg->napi_keys = 0;
+    config_unref(cfg);
+}
+END_TEST
+
 static Suite *auth_suite(void)
 {
     Suite *s = suite_create("auth");
@@ -255,6 +321,7 @@ static Suite *auth_suite(void)
     tcase_add_test(v, test_verify);
     tcase_add_test(v, test_verify_plain_end_to_end);
     tcase_add_test(v, test_hash_usable);
+    tcase_add_test(v, test_access_keys);
     suite_add_tcase(s, v);
     return s;
 }
