@@ -156,14 +156,6 @@ bool auth_enabled(const config *cfg)
     return cfg->nauth > 0 || cfg->napi_keys > 0;
 }
 
-const config_access_key *auth_find_access_key(const config *cfg, const char *user)
-{
-    for (size_t i = 0; user && i < cfg->napi_keys; i++)
-        if (cfg->api_keys[i].id && strcmp(cfg->api_keys[i].id, user) == 0)
-            return &cfg->api_keys[i];
-    return NULL;
-}
-
 bool auth_access_key_check(const config_access_key *key, const char *region, const char *pass)
 {
     if (!key || !key->secret || !pass) return false;
@@ -178,7 +170,7 @@ bool auth_access_key_check(const config_access_key *key, const char *region, con
 const config_access_key *auth_access_key_match(const config *cfg, const char *user,
                                                const char *pass)
 {
-    const config_access_key *key = auth_find_access_key(cfg, user);
+    const config_access_key *key = config_find_access_key(cfg, user);
     return key && auth_access_key_check(key, cfg->region, pass) ? key : NULL;
 }
 

@@ -57,8 +57,6 @@ int auth_split_command(const char *arg, char **mech, char **initial);
 bool auth_verify(const config *cfg, const char *user, const char *pass);
 /* True if SMTP AUTH is on: submission.auth has users or api.access_keys has keys. */
 bool auth_enabled(const config *cfg);
-/* The api.access_keys entry whose id is user (exact), or NULL. */
-const config_access_key *auth_find_access_key(const config *cfg, const char *user);
 /* True if pass is key's SES SMTP password for region (sigv4_ses_smtp_password of its
  * secret), compared in constant time. Cheap (six HMACs): checked on the loop. */
 bool auth_access_key_check(const config_access_key *key, const char *region, const char *pass);

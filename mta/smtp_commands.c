@@ -509,7 +509,7 @@ static void smtp_server_auth_checked(void *arg, bool ok)
 static void smtp_server_auth_finish(smtp_session *s, const char *user, const char *pass)
 {
     s->auth_started = ev_now(s->ctx->loop);
-    const config_access_key *key = auth_find_access_key(s->cfg, user);
+    const config_access_key *key = config_find_access_key(s->cfg, user);
     if (key) {
         if (auth_access_key_check(key, s->cfg->region, pass))
             smtp_server_auth_ok(s, util_strdup(key->id), &key->scope);

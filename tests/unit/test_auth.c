@@ -270,9 +270,9 @@ START_TEST(test_access_keys)
     cfg->api_keys = keys;
     cfg->napi_keys = 2;
     ck_assert(auth_enabled(cfg));                      /* keys alone turn SMTP AUTH on */
-    ck_assert_ptr_eq(auth_find_access_key(cfg, id1), &keys[1]);
-    ck_assert_ptr_null(auth_find_access_key(cfg, "akiakilntest0000001"));   /* ids are exact */
-    ck_assert_ptr_null(auth_find_access_key(cfg, NULL));
+    ck_assert_ptr_eq(config_find_access_key(cfg, id1), &keys[1]);
+    ck_assert_ptr_null(config_find_access_key(cfg, "akiakilntest0000001"));   /* ids are exact */
+    ck_assert_ptr_null(config_find_access_key(cfg, NULL));
 
     /* the key's SES SMTP password: the session gets the key, with its scope */
     const config_access_key *k = auth_access_key_match(cfg, id0, KEY_PASS_LOCAL);
