@@ -215,9 +215,10 @@ static char *mime_words(const char *utf8, const char *charset, size_t column, in
     iconv_t cd = mime_charset_open(charset, err);
     if (cd == (iconv_t)-1) return NULL;
     *kind = MIME_E_DATA;
-    strbuf out, run;
+    strbuf out, run, more;
     strbuf_init(&out);
     strbuf_init(&run);
+    strbuf_init(&more);
     if (mime_convert(cd, charset, utf8, n, &run, err) != 0) goto fail;
 
     /* each character's own length in the charset */
@@ -248,6 +249,17 @@ static char *mime_words(const char *utf8, const char *charset, size_t column, in
             if (j <= i + 1 || run.len <= maxbytes) break;
             j--;
         }
+        /* a stateful charset shares its shifts: grow while the whole run still fits */
+        bool shared = run.len < sum;
+        while (shared && j > i && j < ncp) {
+            strbuf_reset(&more);
+            mime_iconv(cd, utf8 + off[i], off[j + 1] - off[i], &more);
+            if (more.len > maxbytes) break;
+            strbuf swap = run;
+            run = more;
+            more = swap;
+            j++;
+        }
         if (j == i || run.len > maxbytes) {
             char *shown = mime_shown(charset);
             mime_fail(err, "a character at octet %zu is too long for an encoded-word in '%s'",
@@ -264,10 +276,12 @@ static char *mime_words(const char *utf8, const char *charset, size_t column, in
     free(off);
     free(clen);
     strbuf_free(&run);
+    strbuf_free(&more);
     iconv_close(cd);
     return strbuf_steal(&out);
 fail:
     strbuf_free(&run);
+    strbuf_free(&more);
     strbuf_free(&out);
     iconv_close(cd);
     return NULL;
