@@ -551,7 +551,7 @@ char *template_render(const char *tmpl, const struct json_t *data, size_t max, c
     r.frames[0].ctx = data;
     r.nframes = 1;
     strbuf_init(&r.out);
-    strbuf_reserve(&r.out, 0);
+    strbuf_append(&r.out, "", 0);
     int rc = template_range(&r, 0, p.n);
     free(p.nodes);
     if (rc != 0) {
