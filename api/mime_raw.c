@@ -1,0 +1,169 @@
+/* mime_raw.c — Content.Raw.Data (api/mime.h mime_raw_decode): the base64 text of a whole
+ * message decoded and its line ends normalized for the spool in one pass. Promises: the
+ * base64 is strict (RFC 4648 alphabet; CR, LF, TAB and space anywhere are skipped; '='
+ * only as the padding of the last group, nothing but blanks after it; unused bits of the
+ * last group must be zero; missing padding is accepted, as Java's decoder accepts it) and
+ * an error names the offset of the first character that breaks it (the end of the text
+ * when it stops inside a group); LF and CRLF become CRLF, a final CRLF is added when the
+ * message does not end with one; a bare CR, a NUL, a line over 998 octets, an empty
+ * message or one over max octets (counted after normalization, checked as bytes come)
+ * are refused. The buffer never grows past max + 1 octets.
+ *
+ * Why by hand: OpenSSL's EVP_DecodeBlock neither skips whitespace nor says where the
+ * text is broken, and streaming the normalization needs the bytes as they come. */
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/mime.h"
+#include "base/util.h"
+
+#define MIME_RAW_LINE_MAX 998
+
+typedef struct mime_raw {
+    char *buf;
+    size_t len, cap, max;
+    size_t line;          /* octets on the current line */
+    size_t in;            /* decoded octets seen (for error messages) */
+    bool cr;              /* the last decoded octet was a CR */
+    char *err;
+} mime_raw;
+
+static int mime_raw_fail(mime_raw *r, const char *what, size_t at)
+{
+    r->err = util_asprintf("Content.Raw.Data: %s at decoded octet %zu", what, at);
+    return -1;
+}
+
+static int mime_raw_put(mime_raw *r, const char *s, size_t n)
+{
+    if (n > r->max - r->len) {
+        r->err = util_asprintf("Content.Raw.Data: larger than %zu bytes", r->max);
+        return -1;
+    }
+    if (r->len + n + 1 > r->cap) {
+        size_t cap = r->cap ? r->cap : 4096;
+        while (cap < r->len + n + 1) cap *= 2;
+        if (cap > r->max + 1) cap = r->max + 1;
+        r->buf = util_realloc(r->buf, cap);
+        r->cap = cap;
+    }
+    memcpy(r->buf + r->len, s, n);
+    r->len += n;
+    return 0;
+}
+
+/* One decoded octet through the line-end normalization. */
+static int mime_raw_octet(mime_raw *r, unsigned char c)
+{
+    int rc = 0;
+    if (c == '\n') {
+        rc = mime_raw_put(r, "\r\n", 2);
+        r->line = 0;
+        r->cr = false;
+    } else if (r->cr) {
+        rc = mime_raw_fail(r, "bare CR", r->in - 1);
+    } else if (c == '\r') {
+        r->cr = true;
+    } else if (c == '\0') {
+        rc = mime_raw_fail(r, "NUL byte", r->in);
+    } else if (++r->line > MIME_RAW_LINE_MAX) {
+        rc = mime_raw_fail(r, "line longer than 998 octets", r->in);
+    } else {
+        rc = mime_raw_put(r, (const char *)&c, 1);
+    }
+    r->in++;
+    return rc;
+}
+
+static int mime_raw_value(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    return -1;
+}
+
+static bool mime_raw_blank(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+char *mime_raw_decode(const char *b64, size_t b64_len, size_t max, size_t *len, char **err)
+{
+    mime_raw r;
+    memset(&r, 0, sizeof r);
+    r.max = max;
+    unsigned acc = 0;
+    size_t ngroup = 0, last = 0, pad = 0;   /* characters in the group; offset of the last */
+    size_t i = 0;
+    for (; i < b64_len; i++) {
+        char c = b64[i];
+        if (mime_raw_blank(c)) continue;
+        if (c == '=') {
+            /* padding: "xx==" or "xxx=", then only blanks */
+            if (ngroup < 2 || ngroup + pad + 1 > 4) break;
+            pad++;
+            continue;
+        }
+        if (pad > 0) break;
+        int v = mime_raw_value((unsigned char)c);
+        if (v < 0) break;
+        acc = acc << 6 | (unsigned)v;
+        last = i;
+        if (++ngroup == 4) {
+            if (mime_raw_octet(&r, (unsigned char)(acc >> 16)) != 0 ||
+                mime_raw_octet(&r, (unsigned char)(acc >> 8)) != 0 ||
+                mime_raw_octet(&r, (unsigned char)acc) != 0)
+                goto fail;
+            ngroup = 0;
+            acc = 0;
+        }
+    }
+    bool bad = i < b64_len;
+    size_t at = i;
+    if (!bad && ngroup == 1) {
+        bad = true;                            /* one character carries no whole octet */
+        at = b64_len;
+    }
+    if (!bad && pad > 0 && ngroup + pad != 4) {
+        bad = true;                            /* "xx=" : half the padding */
+        at = b64_len;
+    }
+    if (!bad && ngroup >= 2) {
+        unsigned spare = ngroup == 2 ? 4 : 2;  /* bits of the last character left over */
+        if (acc & ((1u << spare) - 1)) {
+            bad = true;
+            at = last;
+        } else {
+            acc >>= spare;
+            if ((ngroup == 3 && mime_raw_octet(&r, (unsigned char)(acc >> 8)) != 0) ||
+                mime_raw_octet(&r, (unsigned char)acc) != 0)
+                goto fail;
+        }
+    }
+    if (bad) {
+        r.err = util_asprintf("Content.Raw.Data: invalid base64 at offset %zu", at);
+        goto fail;
+    }
+    if (r.cr) {
+        mime_raw_fail(&r, "bare CR", r.in - 1);
+        goto fail;
+    }
+    if (r.len == 0) {
+        r.err = util_strdup("Content.Raw.Data: the message is empty");
+        goto fail;
+    }
+    if (r.line > 0 && mime_raw_put(&r, "\r\n", 2) != 0) goto fail;
+    if (mime_raw_put(&r, "", 0) != 0) goto fail;
+    r.buf[r.len] = '\0';
+    *len = r.len;
+    return r.buf;
+fail:
+    free(r.buf);
+    if (err) *err = r.err;
+    else free(r.err);
+    return NULL;
+}
