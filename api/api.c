@@ -100,8 +100,9 @@ static void api_log_answer(const api_call *c, int status, const char *type, cons
 
 void api_ok(api_call *c, json_t *body)
 {
-    char *text = json_dumps(body ? body : json_object(), JSON_COMPACT);
-    if (body) json_decref(body);
+    if (!body) body = json_object();
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
     int status = c->model_op ? api_model_op_status(c->model_op) : 200;
     api_log_answer(c, status, NULL, NULL);
     const char *hdrs[] = {"Content-Type", "application/json", "x-amzn-RequestId",

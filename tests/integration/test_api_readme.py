@@ -63,8 +63,8 @@ class ReadmeApiExamplesTest(unittest.TestCase):
                 self.assertEqual(p.returncode, 0, p.stderr)
                 lines = p.stdout.strip().splitlines()
                 self.assertEqual(lines[1], "['SUCCESS', 'SUCCESS']")
-                wait_for(lambda: len(sink.messages()) >= 5, 30, what="the 5 example messages")
-                rcpts = sorted(r for m in sink.messages() for r in m["rcpts"])
+                wait_for(lambda: len(sink.messages) >= 5, 30, what="the 5 example messages")
+                rcpts = sorted(r for m in sink.messages for r in m["rcpts"])
                 self.assertEqual(rcpts, ["a@example.net", "b@example.net", "someone@example.net",
                                          "someone@example.net", "someone@example.net"])
                 ips = k.ctl("ips")["DedicatedIps"]
