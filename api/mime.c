@@ -287,6 +287,8 @@ fail:
     return NULL;
 }
 
+/* As mime.h says, plus: a value holding "=?" is encoded too (a reader would decode it); the
+ * first line leaves room for a field name of up to 10 columns ("Reply-To: "). */
 char *mime_encode_words(const char *utf8, const char *charset, char **err)
 {
     mime_ekind kind;
