@@ -30,6 +30,10 @@ struct api {
     http_server *http;
     api_bucket *buckets;
     size_t nbuckets;
+    size_t pending;               /* calls not answered yet */
+    bool stopping;                /* api_shutdown: new requests get 503 */
+    void (*stopped)(void *arg);   /* called once pending reaches 0 while stopping */
+    void *stopped_arg;
 };
 
 typedef struct api_dispatch {
@@ -76,10 +80,16 @@ static api_handler api_find_handler(const char *op)
 
 static void api_call_free(api_call *c)
 {
+    api *a = c->api;
     json_decref(c->in);
     config_unref((config *)c->cfg);
     free(c->key_id);
     free(c);
+    if (--a->pending == 0 && a->stopping && a->stopped) {
+        void (*fn)(void *) = a->stopped;
+        a->stopped = NULL;
+        fn(a->stopped_arg);
+    }
 }
 
 static void api_log_answer(const api_call *c, int status, const char *type, const char *msg)
@@ -190,6 +200,8 @@ static void api_on_request(void *arg, const http_request *req, http_exchange *x)
     api *a = arg;
     kiln_ctx *ctx = a->ctx;
     api_call *c = util_calloc(1, sizeof *c);
+    a->pending++;
+    c->api = a;
     c->ctx = ctx;
     c->cfg = config_ref(ctx->cfg);
     c->req = req;
@@ -199,6 +211,11 @@ static void api_on_request(void *arg, const http_request *req, http_exchange *x)
     util_random_hex(r, 16);
     snprintf(c->request_id, sizeof c->request_id, "%.8s-%.4s-4%.3s-a%.3s-%.12s", r, r + 8,
              r + 13, r + 17, r + 20);
+
+    if (a->stopping) {       /* nothing stored: the SDK retries it elsewhere or later */
+        api_error(c, 503, "ServiceUnavailable", "kilnd is stopping; try again");
+        return;
+    }
 
     /* 1. who: SigV4 first, so an unauthenticated client learns nothing of the surface */
     sigv4_header *hs = util_calloc(req->nheaders ? req->nheaders : 1, sizeof *hs);
@@ -308,6 +325,19 @@ void api_config_changed(api *a)
     free(a->buckets);
     a->buckets = NULL;
     a->nbuckets = 0;
+}
+
+void api_shutdown(api *a, void (*done)(void *arg), void *arg)
+{
+    a->stopping = true;
+    http_quiesce(a->http);
+    log_write(a->ctx->log, KLOG_INFO, "api.stop", "pending=%zu", a->pending);
+    if (a->pending == 0) {
+        done(arg);
+        return;
+    }
+    a->stopped = done;
+    a->stopped_arg = arg;
 }
 
 void api_stop(api *a)

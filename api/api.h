@@ -18,6 +18,10 @@ int api_port(const api *a, size_t i);
 /* A reload swapped ctx->cfg: keys, scopes, limits come from it from now on (listen and tls
  * cannot change on reload; daemon.c refuses such a reload). */
 void api_config_changed(api *a);
+/* The graceful stop (SIGTERM): no new connections, new requests on open ones get 503
+ * ServiceUnavailable (nothing stored, SDKs retry), calls in progress (a send waiting for its
+ * commit) are answered; done(arg) runs once none is left (at once if none). */
+void api_shutdown(api *a, void (*done)(void *arg), void *arg);
 void api_stop(api *a);
 
 #endif

@@ -14,6 +14,7 @@
 #include "base/kiln.h"
 
 typedef struct api_call {
+    struct api *api;                /* the front that counts it */
     kiln_ctx *ctx;
     const config *cfg;              /* ref held for the call's life */
     const http_request *req;

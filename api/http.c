@@ -646,9 +646,24 @@ int http_port(const http_server *s, size_t i)
     return i < s->nls ? s->ls[i].port : -1;
 }
 
+void http_quiesce(http_server *s)
+{
+    if (!s) return;
+    for (size_t i = 0; i < s->nls; i++) {
+        http_listener *ln = &s->ls[i];
+        MHD_socket fd = MHD_quiesce_daemon(ln->d);
+        if (fd != MHD_INVALID_SOCKET) close(fd);
+        log_write(s->log, KLOG_INFO, "http.quiesce", "port=%d note=\"no new connections\"",
+                  ln->port);
+    }
+}
+
 void http_stop(http_server *s)
 {
     if (!s) return;
+    /* Answers given just before: let MHD write them out (a few non-blocking runs). */
+    for (int round = 0; round < 3; round++)
+        for (size_t i = 0; i < s->nls; i++) MHD_run(s->ls[i].d);
     /* MHD refuses to stop with suspended connections: resume them (nothing is queued on
      * them; MHD then closes them and reports them completed, and they become gone). */
     for (http_exchange *x = s->head; x; x = x->next)

@@ -74,7 +74,11 @@ http_server *http_start(struct ev_loop *loop, struct klog *log, const http_liste
                         http_handler handler, void *arg, char **err);
 /* The port the i-th listener is bound to. */
 int http_port(const http_server *s, size_t i);
-/* Stops accepting; open requests are answered 503 or dropped; frees everything. */
+/* The graceful stop's first step: the listening sockets close (no new connections); open
+ * connections go on (the handler decides what a new request on one gets). */
+void http_quiesce(http_server *s);
+/* Stops: answers already given are written out (a few non-blocking runs), open requests
+ * are dropped unanswered; frees everything. */
 void http_stop(http_server *s);
 
 /* Answers the exchange: status, headers (NULL-terminated list of name, value pairs; may be

@@ -200,9 +200,10 @@ static void daemon_stop(kiln_ctx *ctx)
     ev_timer_init(&dw->stop_deadline, daemon_on_stop_deadline, DAEMON_STOP_DEADLINE, 0);
     dw->stop_deadline.data = ctx;
     ev_timer_start(ctx->loop, &dw->stop_deadline);
-    dw->stop_pending = 2;
+    dw->stop_pending = dw->api ? 3 : 2;
     smtp_server_shutdown(ctx->server, daemon_module_stopped, ctx);
     scheduler_stop(ctx->sched, daemon_module_stopped, ctx);
+    if (dw->api) api_shutdown(dw->api, daemon_module_stopped, ctx);
 }
 
 /* Both NULL, or equal strings. */

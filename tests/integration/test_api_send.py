@@ -338,6 +338,58 @@ class ApiDurabilityTest(unittest.TestCase):
             finally:
                 k.cleanup()
 
+    def test_sigterm_answers_every_message_it_stores(self):
+        """SIGTERM while four clients send: every MessageId answered is delivered after the
+        restart, and nothing is stored that was not answered (503 or a refused connection
+        instead)."""
+        import threading
+        with Sink() as sink:
+            k = api_kiln(routes=[{"domain": "dest.test", "host": "127.0.0.1", "port": 1}])
+            try:
+                k.start()
+                acked, refused, lock = [], [], threading.Lock()
+                stop = threading.Event()
+
+                def sender(n):
+                    c = client(k)
+                    for i in range(400):
+                        if stop.is_set():
+                            return
+                        try:
+                            r = c.send_email(FromEmailAddress="sender@example.test",
+                                             Destination={"ToAddresses": ["t%d-%d@dest.test" % (n, i)]},
+                                             Content=simple_content("term %d %d" % (n, i)))
+                            with lock:
+                                acked.append(r["MessageId"])
+                        except Exception as e:      # 503 while stopping, or refused after
+                            with lock:
+                                refused.append(type(e).__name__)
+                            if "ServiceUnavailable" not in str(e):
+                                return
+                ts = [threading.Thread(target=sender, args=(n,)) for n in range(4)]
+                for t in ts:
+                    t.start()
+                wait_for(lambda: len(acked) >= 20, 30, what="20 answered sends")
+                self.assertEqual(k.stop(), 0)
+                stop.set()
+                for t in ts:
+                    t.join(60)
+                self.assertIn("api.stop", k.log())
+                k.cfg["routes"] = routed(sink)
+                k.write_config()
+                k.start()
+                evs = k.wait_events(lambda e: len({x["mail"]["messageId"] for x in e
+                                                   if x["eventType"] == "Delivery"}) >= len(acked),
+                                    60, what="a Delivery for every answered send")
+                delivered = {e["mail"]["messageId"] for e in evs if e["eventType"] == "Delivery"}
+                self.assertEqual(delivered, set(acked))
+                wait_for(lambda: len(sink.messages) >= len(acked), 30, what="the sink")
+                time.sleep(1)
+                self.assertEqual(len(sink.messages), len(acked))
+                k.stop()
+            finally:
+                k.cleanup()
+
 
 if __name__ == "__main__":
     main()
