@@ -226,7 +226,7 @@ char *config_summary(const config *cfg)
         config_fmt_hostport(&sb, c->listen[i].host, c->listen[i].port);
     }
     strbuf_printf(&sb, "; STARTTLS %s; AUTH %s; trusted networks ", c->tls_cert ? "on" : "off",
-                  c->nauth ? "required" : "off");
+                  c->nauth || c->napi_keys ? "required" : "off");
     if (c->ntrusted == 0) strbuf_puts(&sb, "none");
     for (size_t i = 0; i < c->ntrusted; i++) {
         if (i) strbuf_puts(&sb, ", ");
@@ -235,6 +235,16 @@ char *config_summary(const config *cfg)
     strbuf_puts(&sb, "; max size ");
     config_fmt_size(&sb, c->max_message_size);
     strbuf_printf(&sb, ", %d recipients\n", c->max_recipients);
+    if (c->napi_listen || c->napi_keys) {
+        strbuf_puts(&sb, "api: ");
+        if (c->napi_listen == 0) strbuf_puts(&sb, "no listener (access keys for SMTP AUTH only)");
+        for (size_t i = 0; i < c->napi_listen; i++) {
+            if (i) strbuf_puts(&sb, ", ");
+            config_fmt_hostport(&sb, c->api_listen[i].host, c->api_listen[i].port);
+        }
+        strbuf_printf(&sb, "; %s; %zu access key(s)\n", c->api_tls_cert ? "https" : "http",
+                      c->napi_keys);
+    }
 
     strbuf_puts(&sb, "pools:\n");
     if (c->npools == 0) strbuf_puts(&sb, "  (none)\n");

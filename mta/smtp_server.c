@@ -38,6 +38,7 @@
 
 #include "mta/quota.h"
 #include "store/spool.h"
+#include "mta/auth.h"
 #include "mta/conn.h"
 #include "base/kiln.h"
 #include "mta/policy.h"
@@ -641,7 +642,7 @@ static smtp_server *smtp_server_create(kiln_ctx *ctx, bool bind, char **err)
     for (size_t i = 0; i < srv->acceptor.n; i++)
         log_write(ctx->log, KLOG_INFO, "smtp.listen", "address=%s tls=%s auth=%s",
                   srv->acceptor.v[i].name, srv->tls ? "starttls" : "none",
-                  cfg->nauth ? "yes" : "no");
+                  auth_enabled(cfg) ? "yes" : "no");
     conn_acceptor_start(&srv->acceptor);
     return srv;
 }
