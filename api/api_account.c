@@ -69,32 +69,6 @@ static json_t *api_account_reasons(const config *cfg)
 
 /* ---- paging ---- */
 
-/* PageSize and NextToken of list operation op: *page and *after (the last name shown,
- * malloc'd, or NULL). -1 after answering the error. */
-static int api_account_page_args(api_call *c, const char *op, size_t *page, char **after)
-{
-    *after = NULL;
-    *page = API_ACCOUNT_PAGE_DEFAULT;
-    json_t *ps = api_in(c, "PageSize");
-    if (ps) {
-        json_int_t v = json_is_integer(ps) ? json_integer_value(ps) : -1;
-        if (v < 0 || v > API_ACCOUNT_PAGE_MAX) {
-            API_BAD_REQUEST(c, "PageSize must be between 0 and %d", API_ACCOUNT_PAGE_MAX);
-            return -1;
-        }
-        if (v > 0) *page = (size_t)v;
-    }
-    const char *tok = api_in_str(c, "NextToken");
-    if (tok) {
-        *after = api_next_token_key(op, tok);
-        if (!*after) {
-            api_error(c, 400, "InvalidNextTokenException", "The NextToken is not one %s gave", op);
-            return -1;
-        }
-    }
-    return 0;
-}
-
 static int api_account_cmp(const void *a, const void *b)
 {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
@@ -181,7 +155,9 @@ void api_op_list_email_identities(api_call *c)
     const config *cfg = c->cfg;
     size_t page;
     char *after;
-    if (api_account_page_args(c, op, &page, &after) < 0) return;
+    if (api_page_args(c, API_ACCOUNT_PAGE_DEFAULT, API_ACCOUNT_PAGE_MAX,
+                      "InvalidNextTokenException", &page, &after) < 0)
+        return;
     const char **names = util_calloc(cfg->nidentities ? cfg->nidentities : 1, sizeof *names);
     size_t n = 0;
     for (size_t i = 0; i < cfg->nidentities; i++)
@@ -255,7 +231,9 @@ void api_op_list_configuration_sets(api_call *c)
     const config *cfg = c->cfg;
     size_t page;
     char *after;
-    if (api_account_page_args(c, op, &page, &after) < 0) return;
+    if (api_page_args(c, API_ACCOUNT_PAGE_DEFAULT, API_ACCOUNT_PAGE_MAX,
+                      "InvalidNextTokenException", &page, &after) < 0)
+        return;
     const char **names = util_calloc(cfg->nsets ? cfg->nsets : 1, sizeof *names);
     size_t n = 0;
     for (size_t i = 0; i < cfg->nsets; i++)

@@ -84,5 +84,11 @@ void api_op_list_suppressed_destinations(api_call *c);
  * the operation (a token of another operation is InvalidNextTokenException / 400). */
 char *api_next_token(const char *op, const char *last_key);
 char *api_next_token_key(const char *op, const char *token);   /* NULL if not ours */
+/* PageSize (1..max; absent: def) and NextToken of c's list operation: *page, and *after the
+ * last key shown (malloc'd, NULL without a token). -1 after answering the error (a bad
+ * token: bad_token_type, InvalidNextTokenException where the model lists it, else
+ * BadRequestException). */
+int api_page_args(api_call *c, size_t def, size_t max, const char *bad_token_type,
+                  size_t *page, char **after);
 
 #endif

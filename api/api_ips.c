@@ -32,32 +32,6 @@ static json_t *api_ips_jstr(const char *s)
     return j ? j : json_string("");
 }
 
-/* PageSize and NextToken of list operation op: *page and *after (the last key shown,
- * malloc'd, or NULL). -1 after answering the error. */
-static int api_ips_page_args(api_call *c, const char *op, size_t *page, char **after)
-{
-    *after = NULL;
-    *page = API_IPS_PAGE_DEFAULT;
-    json_t *ps = api_in(c, "PageSize");
-    if (ps) {
-        json_int_t v = json_is_integer(ps) ? json_integer_value(ps) : -1;
-        if (v < 0 || v > API_IPS_PAGE_MAX) {
-            API_BAD_REQUEST(c, "PageSize must be between 0 and %d", API_IPS_PAGE_MAX);
-            return -1;
-        }
-        if (v > 0) *page = (size_t)v;
-    }
-    const char *tok = api_in_str(c, "NextToken");
-    if (tok) {
-        *after = api_next_token_key(op, tok);
-        if (!*after) {
-            api_error(c, 400, "InvalidNextTokenException", "The NextToken is not one %s gave", op);
-            return -1;
-        }
-    }
-    return 0;
-}
-
 /* An address as a sort key: IPv4 (rank 0), IPv6 (rank 1) in network byte order; anything
  * else (a hand-made token) ranks last, by its text. */
 typedef struct api_ips_key {
@@ -133,7 +107,9 @@ void api_op_get_dedicated_ips(api_call *c)
     }
     size_t page;
     char *after;
-    if (api_ips_page_args(c, op, &page, &after) < 0) return;
+    if (api_page_args(c, API_IPS_PAGE_DEFAULT, API_IPS_PAGE_MAX, "InvalidNextTokenException",
+                      &page, &after) < 0)
+        return;
     pools *p = api_ips_pools(c);
     if (!p) {
         free(after);
@@ -236,7 +212,9 @@ void api_op_list_dedicated_ip_pools(api_call *c)
     const config *cfg = c->cfg;
     size_t page;
     char *after;
-    if (api_ips_page_args(c, op, &page, &after) < 0) return;
+    if (api_page_args(c, API_IPS_PAGE_DEFAULT, API_IPS_PAGE_MAX, "InvalidNextTokenException",
+                      &page, &after) < 0)
+        return;
     size_t n = cfg->npools;
     const char **names = util_calloc(n ? n : 1, sizeof *names);
     for (size_t i = 0; i < n; i++) names[i] = cfg->pools[i].name;

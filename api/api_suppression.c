@@ -204,16 +204,6 @@ static int64_t api_supp_ms(const api_call *c, const char *name, int64_t absent)
 
 void api_op_list_suppressed_destinations(api_call *c)
 {
-    size_t max = API_SUPP_PAGE_DEFAULT;
-    json_t *ps = api_in(c, "PageSize");
-    if (ps) {
-        json_int_t v = json_is_integer(ps) ? json_integer_value(ps) : 0;
-        if (v < 1 || v > API_SUPP_PAGE_MAX) {
-            API_BAD_REQUEST(c, "PageSize must be between 1 and %d", API_SUPP_PAGE_MAX);
-            return;
-        }
-        max = (size_t)v;
-    }
     unsigned reasons = 0;   /* none given: any */
     json_t *rs = api_in(c, "Reasons");
     size_t i;
@@ -229,13 +219,11 @@ void api_op_list_suppressed_destinations(api_call *c)
     }
     int64_t since = api_supp_ms(c, "StartDate", INT64_MIN);
     int64_t until = api_supp_ms(c, "EndDate", INT64_MAX);
-    char *after = NULL;
-    const char *tok = api_in_str(c, "NextToken");
-    if (tok && !(after = api_next_token_key(c->op, tok))) {
-        api_error(c, 400, "InvalidNextTokenException", "The NextToken is not one %s gave",
-                  c->op);
+    size_t max;
+    char *after;
+    if (api_page_args(c, API_SUPP_PAGE_DEFAULT, API_SUPP_PAGE_MAX, "InvalidNextTokenException",
+                      &max, &after) < 0)
         return;
-    }
     api_supp_page p = {.list = json_array(), .max = max};
     /* one row more than the page: whether a NextToken is due */
     int rc = spool_suppression_page(c->ctx->spool, after, since, until, reasons, max + 1,

@@ -371,27 +371,13 @@ static void api_tpl_row(void *arg, const char *key, const char *value)
 
 void api_op_list_email_templates(api_call *c)
 {
-    size_t max = API_TPL_PAGE_DEFAULT;
-    json_t *ps = api_in(c, "PageSize");
-    if (ps) {
-        json_int_t v = json_is_integer(ps) ? json_integer_value(ps) : 0;
-        if (v < 1 || v > API_TPL_PAGE_MAX) {
-            API_BAD_REQUEST(c, "PageSize must be between 1 and %d", API_TPL_PAGE_MAX);
-            return;
-        }
-        max = (size_t)v;
-    }
-    char *after = NULL;
-    const char *tok = api_in_str(c, "NextToken");
-    if (tok) {
-        char *name = api_next_token_key(c->op, tok);
-        if (!name) {
-            API_BAD_REQUEST(c, "The NextToken is not one %s gave", c->op);
-            return;
-        }
-        after = api_tpl_key(name);
-        free(name);
-    }
+    size_t max;
+    char *name;
+    if (api_page_args(c, API_TPL_PAGE_DEFAULT, API_TPL_PAGE_MAX, "BadRequestException", &max,
+                      &name) < 0)
+        return;
+    char *after = name ? api_tpl_key(name) : NULL;
+    free(name);
     api_tpl_page p = {.list = json_array(), .max = max};
     /* one row more than the page: whether a NextToken is due */
     int rc = spool_kv_each_prefix(c->ctx->spool, API_TPL_PREFIX, after, max + 1, api_tpl_row, &p);
