@@ -2,9 +2,9 @@
 same kilnd (issue 13: "the API must not be slower than SMTP per message"). One kilnd with a
 durable spool (fsync on every group commit, before any 250 or 200), as bench_inject.py sets
 it up, delivering to a kiln-sink as it accepts, with `api:` on a loopback port and one access
-key (no per-key request rate). Then, alternating so that the machine's noise hits both:
-SMTP, API, SMTP, API (--rounds 2 of each), each run N messages of SIZE bytes over C
-connections with fresh token prefixes:
+key (no per-key request rate) as apitest.py makes them. Then, alternating so that the
+machine's noise hits both: SMTP, API, SMTP, API (--rounds 2 of each), each run N messages of
+SIZE bytes over C connections with fresh token prefixes:
   - SMTP: kiln-loadgen (C persistent connections, pipelined);
   - API:  kiln-apiload (C keep-alive HTTP connections, SendEmail with Content.Raw, signed by
           libcurl's SigV4).
@@ -25,8 +25,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 sys.path.insert(0, HERE)
 from bench_peers import KilnSink, LOADGEN, proc_cpu, sink_addr  # noqa: E402
-from kilntest import BUILDDIR, Kiln, free_port, wait_for  # noqa: E402
-from test_api_load import KEY_ID, api_add, api_wait_listening  # noqa: E402
+from apitest import KEY_ID, UNTHROTTLED, api_kiln, endpoint, wait_api  # noqa: E402
+from kilntest import BUILDDIR, free_port, wait_for  # noqa: E402
 
 APILOAD = os.path.join(BUILDDIR, "kiln-apiload")
 
@@ -37,7 +37,7 @@ def bench_children_cpu():
     return t.children_user + t.children_system
 
 
-def bench_run(proto, k, api_port, secret_file, a, prefix):
+def bench_run(proto, k, a, prefix):
     """One load run; returns kiln-loadgen's or kiln-apiload's JSON report plus the CPU
     readings of the injection window."""
     common = ["-n", str(a.messages), "-c", str(a.connections), "--size", str(a.size),
@@ -45,8 +45,8 @@ def bench_run(proto, k, api_port, secret_file, a, prefix):
     if proto == "smtp":
         cmd = [LOADGEN, "-s", "127.0.0.1:%d" % k.port] + common
     else:
-        cmd = [APILOAD, "--url", "http://127.0.0.1:%d" % api_port, "--region",
-               k.cfg["server"]["region"], "--key-id", KEY_ID, "--secret-file", secret_file] + common
+        cmd = [APILOAD, "--url", endpoint(k), "--region", k.cfg["server"]["region"],
+               "--key-id", KEY_ID, "--secret-file", k.secret_files[KEY_ID]] + common
     cpu0, client0, t0 = proc_cpu(k.proc.pid), bench_children_cpu(), time.monotonic()
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     if not p.stdout.strip():
@@ -80,30 +80,27 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--json", help="write the figures to this file")
     a = ap.parse_args()
-    k = Kiln()
+    k = api_kiln(api_over=dict(UNTHROTTLED, max_connections_per_client=max(64, a.connections),
+                               max_connections=max(256, a.connections)),
+                 server={"log_level": "warning"},
+                 ips=[{"address": x, "zone": z, "pool": "transactional", "warmup": "done"}
+                      for x, z in (("127.0.0.10", "az1"), ("127.0.0.11", "az2"), ("127.0.0.12", "az3"))])
     sink = KilnSink(k.tmp, 1, free_port())
     port = int(sink.proc.args[-1].rsplit(":", 1)[1])
     k.cfg["routes"] = [{"domain": "d0.test", "host": sink_addr(0), "port": port}]
-    k.cfg["server"]["log_level"] = "warning"
-    k.cfg["ips"] = [{"address": x, "zone": z, "pool": "transactional", "warmup": "done"}
-                    for x, z in (("127.0.0.10", "az1"), ("127.0.0.11", "az2"), ("127.0.0.12", "az3"))]
-    api_port = free_port()
-    secret_file = api_add(k, api_port)
-    k.cfg["api"]["max_connections_per_client"] = max(64, a.connections)
-    k.cfg["api"]["max_connections"] = max(256, a.connections)
     k.write_config()
     runs = {"smtp": [], "api": []}
     delivered = 0
     try:
         k.start()
-        api_wait_listening(api_port)
+        wait_api(k)
         print("kiln API vs SMTP injection (durable spool: fsync per group commit before 250/200)")
         print("  %d messages x %d bytes over %d connections per run, %d round(s) of SMTP then API"
               % (a.messages, a.size, a.connections, a.rounds))
         for rnd in range(1, a.rounds + 1):
             for proto in ("smtp", "api"):
                 prefix = "%s-r%d-%d" % (proto, rnd, int(time.time()))
-                r = bench_run(proto, k, api_port, secret_file, a, prefix)
+                r = bench_run(proto, k, a, prefix)
                 delivered += r["accepted"]
                 wait_for(lambda: sink.messages() >= delivered, 600, 0.5,
                          "%s round %d's deliveries" % (proto, rnd))

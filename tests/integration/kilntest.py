@@ -351,11 +351,14 @@ def send(k, mail_from, rcpts, body=None, headers=None, subject="test"):
         return code, resp.decode()
 
 
-def make_cert(tmp, cn="mta.kiln.test"):
+def make_cert(tmp, cn="mta.kiln.test", san=None):
+    """A self-signed pair in tmp: (test.crt, test.key); san (e.g. "IP:127.0.0.1") for
+    clients that match only subjectAltName, as urllib3 does."""
     cert = os.path.join(tmp, "test.crt")
     key = os.path.join(tmp, "test.key")
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
-                    "-out", cert, "-days", "2", "-subj", "/CN=" + cn],
+                    "-out", cert, "-days", "2", "-subj", "/CN=" + cn]
+                   + (["-addext", "subjectAltName=" + san] if san else []),
                    check=True, capture_output=True, timeout=60)
     return cert, key
 

@@ -15,87 +15,20 @@ SigV4 by access keys of `api.access_keys`:
     against a dnsmasq that answers NXDOMAIN at once), configuration sets, and 404s;
   - a NextToken of another operation is InvalidNextTokenException;
   - scope: a second key scoped to one configuration set and one identity lists only those
-    and gets NotFoundException for the others.
+    and gets NotFoundException for the others;
+  - api.max_request_rate "2/s": a burst of GetAccount from one key gets 429
+    TooManyRequestsException (logged as api.error) while a second key is still answered.
 
-Every client runs isolated from the machine's AWS settings (AWS_CONFIG_FILE and
-AWS_SHARED_CREDENTIALS_FILE point at paths that do not exist)."""
-import json
-import os
-import shutil
-import subprocess
-import tempfile
+Daemons and clients come from apitest.py: every client runs isolated from the machine's AWS
+settings."""
+import time
 import unittest
 
-from kilntest import Dnsmasq, Kiln, free_port, main
+from apitest import (KEY2_ID, KEY2_SECRET, KEY_ID, SECRET, ApiTestCase, api_kiln, aws, client,
+                     error_of, need_clients, wait_api)
+from kilntest import Dnsmasq, main
 
-try:
-    import boto3
-    import botocore.config
-    import botocore.exceptions
-except ImportError:   # the tests skip (below) when the Debian package is missing
-    boto3 = None
-
-AWS = "/usr/bin/aws"
-REGION = "local"
-KEY1 = ("AKIAKILNTEST0000001", "kilnTestSecretKey0000000000000000000000001")
-KEY2 = ("AKIAKILNTEST0000002", "kilnTestSecretKey0000000000000000000000002")
 CONFIG_OWNED = "dedicated IPs and pools are managed in kiln.yaml"
-
-# Kept away from the machine's ~/.aws: a directory of its own, with no files in it.
-ISOLATED = tempfile.mkdtemp(prefix="kiln-aws-")
-os.environ["AWS_CONFIG_FILE"] = os.path.join(ISOLATED, "config-absent")
-os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.path.join(ISOLATED, "credentials-absent")
-for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
-    os.environ.pop(var, None)
-
-
-def need_clients():
-    if boto3 is None:
-        raise unittest.SkipTest("boto3 is not installed (Debian package python3-boto3)")
-    if not os.path.exists(AWS):
-        raise unittest.SkipTest("the aws CLI is not installed (Debian package awscli)")
-
-
-def add_api(k, port, keys):
-    """k's config gains an api section on 127.0.0.1:port with keys [(id, secret, scope)]
-    (secret files 0600 in k's directory)."""
-    entries = []
-    for key_id, secret, scope in keys:
-        path = os.path.join(k.tmp, "secret-%s" % key_id)
-        with open(path, "w") as f:
-            f.write(secret + "\n")
-        os.chmod(path, 0o600)
-        e = {"id": key_id, "secret_file": path}
-        e.update(scope)
-        entries.append(e)
-    k.cfg["api"] = {"listen": ["127.0.0.1:%d" % port], "access_keys": entries}
-    k.write_config()
-
-
-def client(port, key=KEY1):
-    return boto3.client(
-        "sesv2", endpoint_url="http://127.0.0.1:%d" % port, region_name=REGION,
-        aws_access_key_id=key[0], aws_secret_access_key=key[1],
-        config=botocore.config.Config(retries={"max_attempts": 1}, connect_timeout=5,
-                                      read_timeout=30))
-
-
-def aws(port, *args, key=KEY1, expect_ok=True):
-    """`aws sesv2 ARGS` against kilnd: the parsed JSON output (or {} when there is none), or
-    the CompletedProcess when expect_ok is False."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update({"AWS_ACCESS_KEY_ID": key[0], "AWS_SECRET_ACCESS_KEY": key[1],
-                "AWS_DEFAULT_REGION": REGION, "AWS_PAGER": "",
-                "AWS_CONFIG_FILE": os.environ["AWS_CONFIG_FILE"],
-                "AWS_SHARED_CREDENTIALS_FILE": os.environ["AWS_SHARED_CREDENTIALS_FILE"],
-                "HOME": ISOLATED})
-    cmd = [AWS, "sesv2", "--endpoint-url", "http://127.0.0.1:%d" % port, "--output", "json"] + list(args)
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
-    if not expect_ok:
-        return p
-    if p.returncode != 0:
-        raise AssertionError("aws sesv2 %s failed (%d): %s" % (" ".join(args), p.returncode, p.stderr))
-    return json.loads(p.stdout) if p.stdout.strip() else {}
 
 
 def ip(address, zone, pool, **kw):
@@ -104,65 +37,43 @@ def ip(address, zone, pool, **kw):
     return d
 
 
-class ApiAccountTest(unittest.TestCase):
-    """One production daemon (with a dnsmasq for the identity checks) for most of the tests."""
+class ApiAccountTest(ApiTestCase):
+    """One production daemon (with a dnsmasq for the identity checks) for most of the tests;
+    KEY2 is scoped to one configuration set and one identity."""
+
+    @classmethod
+    def daemon_args(cls):
+        need_clients()
+        dns = cls.peer(Dnsmasq([]))   # every name under .test: NXDOMAIN, at once
+        return dict(
+            keys=[(KEY_ID, SECRET),
+                  (KEY2_ID, KEY2_SECRET, {"identities": ["ops@other.test"],
+                                          "configuration_sets": ["bulk"]})],
+            account={"mode": "production", "max_24h_send": 5000, "max_send_rate": 14,
+                     "identities": ["example.test", "ops@other.test", "third.test"],
+                     "suppression": {"reasons": ["BOUNCE"]}},
+            dns={"servers": ["127.0.0.1:%d" % dns.port], "timeout": "1s"},
+            ips=[ip("127.0.0.10", "az1", "transactional"),
+                 ip("127.0.0.11", "az2", "transactional"),
+                 ip("127.0.0.12", "az3", "transactional", warmup="done"),
+                 ip("127.0.0.13", "az1", "marketing")],
+            pools=[{"name": "transactional", "scaling": "standard"},
+                   {"name": "marketing", "scaling": "managed"}],
+            configuration_sets=[
+                {"name": "txn", "pool": "transactional", "tls_policy": "require",
+                 "max_delivery_time": "2h"},
+                {"name": "bulk", "pool": "marketing", "tls_policy": "optional"}],
+            default_configuration_set="txn")
 
     @classmethod
     def setUpClass(cls):
-        need_clients()
-        cls.dns = Dnsmasq([]).__enter__()   # every name under .test: NXDOMAIN, at once
-        k = None
-        try:
-            cls.api_port = free_port()
-            k = Kiln(
-                account={"mode": "production", "max_24h_send": 5000, "max_send_rate": 14,
-                         "identities": ["example.test", "ops@other.test", "third.test"],
-                         "suppression": {"reasons": ["BOUNCE"]}},
-                dns={"servers": ["127.0.0.1:%d" % cls.dns.port], "timeout": "1s"},
-                ips=[ip("127.0.0.10", "az1", "transactional"),
-                     ip("127.0.0.11", "az2", "transactional"),
-                     ip("127.0.0.12", "az3", "transactional", warmup="done"),
-                     ip("127.0.0.13", "az1", "marketing")],
-                pools=[{"name": "transactional", "scaling": "standard"},
-                       {"name": "marketing", "scaling": "managed"}],
-                configuration_sets=[
-                    {"name": "txn", "pool": "transactional", "tls_policy": "require",
-                     "max_delivery_time": "2h"},
-                    {"name": "bulk", "pool": "marketing", "tls_policy": "optional"}],
-                default_configuration_set="txn")
-            add_api(k, cls.api_port, [
-                (KEY1[0], KEY1[1], {}),
-                (KEY2[0], KEY2[1], {"identities": ["ops@other.test"], "configuration_sets": ["bulk"]})])
-            cls.k = k.start()
-        except BaseException:
-            if k is not None:
-                k.cleanup()
-            cls.dns.__exit__(None, None, None)
-            raise
-        cls.ses = client(cls.api_port)
-        cls.ses2 = client(cls.api_port, KEY2)
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            cls.k.__exit__(None, None, None)
-        finally:
-            cls.dns.__exit__(None, None, None)
-
-    def assertClientError(self, code, status, fn, *args, message=None, **kw):
-        with self.assertRaises(botocore.exceptions.ClientError) as cm:
-            fn(*args, **kw)
-        err = cm.exception.response["Error"]
-        self.assertEqual(err["Code"], code, cm.exception.response)
-        self.assertEqual(cm.exception.response["ResponseMetadata"]["HTTPStatusCode"], status)
-        if message is not None:
-            self.assertEqual(err["Message"], message)
-        return err
+        super().setUpClass()
+        cls.ses2 = client(cls.k, KEY2_ID, KEY2_SECRET)
 
     # ---- account
 
     def test_get_account_production(self):
-        a = aws(self.api_port, "get-account")
+        a = aws(self.k, "get-account")
         self.assertEqual(a["SendQuota"], {"Max24HourSend": 5000, "MaxSendRate": 14, "SentLast24Hours": 0})
         self.assertIs(a["ProductionAccessEnabled"], True)
         self.assertIs(a["SendingEnabled"], True)
@@ -194,7 +105,7 @@ class ApiAccountTest(unittest.TestCase):
         self.assertEqual(seen[2]["WarmupStatus"], "DONE")
         self.assertEqual(seen[2]["WarmupPercentage"], 100)
         # the aws CLI, the managed pool: no standard warm-up
-        m = aws(self.api_port, "get-dedicated-ips", "--pool-name", "marketing")["DedicatedIps"]
+        m = aws(self.k, "get-dedicated-ips", "--pool-name", "marketing")["DedicatedIps"]
         self.assertEqual(m, [{"Ip": "127.0.0.13", "WarmupStatus": "NOT_APPLICABLE",
                               "WarmupPercentage": -1, "PoolName": "marketing"}])
         # every pool
@@ -205,12 +116,12 @@ class ApiAccountTest(unittest.TestCase):
         r = self.ses.get_dedicated_ip(Ip="127.0.0.11")["DedicatedIp"]
         self.assertEqual((r["Ip"], r["PoolName"], r["WarmupStatus"]), ("127.0.0.11", "transactional", "IN_PROGRESS"))
         self.assertClientError("NotFoundException", 404, self.ses.get_dedicated_ip, Ip="127.0.0.99")
-        p = aws(self.api_port, "get-dedicated-ip", "--ip", "127.0.0.99", expect_ok=False)
+        p = aws(self.k, "get-dedicated-ip", "--ip", "127.0.0.99", expect_ok=False)
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("NotFoundException", p.stderr)
 
     def test_put_dedicated_ip_warmup(self):
-        aws(self.api_port, "put-dedicated-ip-warmup-attributes", "--ip", "127.0.0.10",
+        aws(self.k, "put-dedicated-ip-warmup-attributes", "--ip", "127.0.0.10",
             "--warmup-percentage", "60")
         ips = {x["Ip"]: x for x in self.k.ctl("ips")["DedicatedIps"]}
         self.assertEqual(ips["127.0.0.10"]["WarmupPercentage"], 60)
@@ -221,9 +132,9 @@ class ApiAccountTest(unittest.TestCase):
         self.assertEqual((ips["127.0.0.10"]["WarmupPercentage"], ips["127.0.0.10"]["WarmupStatus"]), (100, "DONE"))
         self.assertIn("cmd=ip.warmup", self.k.log())
         # a managed pool's IP: pools' reason; out of range; unknown
-        err = self.assertClientError("BadRequestException", 400, self.ses.put_dedicated_ip_warmup_attributes,
+        msg = self.assertClientError("BadRequestException", 400, self.ses.put_dedicated_ip_warmup_attributes,
                                      Ip="127.0.0.13", WarmupPercentage=50)
-        self.assertIn("managed", err["Message"])
+        self.assertIn("managed", msg)
         self.assertClientError("BadRequestException", 400, self.ses.put_dedicated_ip_warmup_attributes,
                                Ip="127.0.0.11", WarmupPercentage=101)
         self.assertClientError("NotFoundException", 404, self.ses.put_dedicated_ip_warmup_attributes,
@@ -236,7 +147,7 @@ class ApiAccountTest(unittest.TestCase):
                                PoolName="marketing", message=CONFIG_OWNED)
         self.assertClientError("BadRequestException", 400, self.ses.put_dedicated_ip_in_pool,
                                Ip="127.0.0.10", DestinationPoolName="marketing", message=CONFIG_OWNED)
-        p = aws(self.api_port, "create-dedicated-ip-pool", "--pool-name", "new", expect_ok=False)
+        p = aws(self.k, "create-dedicated-ip-pool", "--pool-name", "new", expect_ok=False)
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("BadRequestException", p.stderr)
         self.assertIn(CONFIG_OWNED, p.stderr)
@@ -244,7 +155,7 @@ class ApiAccountTest(unittest.TestCase):
         self.assertEqual(self.ses.list_dedicated_ip_pools()["DedicatedIpPools"], ["marketing", "transactional"])
 
     def test_pools(self):
-        self.assertEqual(aws(self.api_port, "list-dedicated-ip-pools")["DedicatedIpPools"],
+        self.assertEqual(aws(self.k, "list-dedicated-ip-pools")["DedicatedIpPools"],
                          ["marketing", "transactional"])
         r = self.ses.list_dedicated_ip_pools(PageSize=1)
         self.assertEqual(r["DedicatedIpPools"], ["marketing"])
@@ -253,14 +164,14 @@ class ApiAccountTest(unittest.TestCase):
         self.assertNotIn("NextToken", r)
         self.assertEqual(self.ses.get_dedicated_ip_pool(PoolName="marketing")["DedicatedIpPool"],
                          {"PoolName": "marketing", "ScalingMode": "MANAGED"})
-        self.assertEqual(aws(self.api_port, "get-dedicated-ip-pool", "--pool-name", "transactional"),
+        self.assertEqual(aws(self.k, "get-dedicated-ip-pool", "--pool-name", "transactional"),
                          {"DedicatedIpPool": {"PoolName": "transactional", "ScalingMode": "STANDARD"}})
         self.assertClientError("NotFoundException", 404, self.ses.get_dedicated_ip_pool, PoolName="nope")
 
     # ---- identities
 
     def test_list_email_identities(self):
-        r = aws(self.api_port, "list-email-identities")
+        r = aws(self.k, "list-email-identities")
         self.assertEqual(r["EmailIdentities"], [
             {"IdentityType": "DOMAIN", "IdentityName": "example.test", "SendingEnabled": True,
              "VerificationStatus": "SUCCESS"},
@@ -282,7 +193,7 @@ class ApiAccountTest(unittest.TestCase):
         self.assertIn(r["DkimAttributes"]["Status"], ("NOT_STARTED", "PENDING", "FAILED", "TEMPORARY_FAILURE"))
         self.assertIs(r["DkimAttributes"]["SigningEnabled"], False)   # no key: unsigned
         self.assertEqual(r["Tags"], [])
-        a = aws(self.api_port, "get-email-identity", "--email-identity", "ops@other.test")
+        a = aws(self.k, "get-email-identity", "--email-identity", "ops@other.test")
         self.assertEqual(a["IdentityType"], "EMAIL_ADDRESS")
         self.assertNotIn("kiln", a)
         self.assertClientError("NotFoundException", 404, self.ses.get_email_identity,
@@ -294,13 +205,13 @@ class ApiAccountTest(unittest.TestCase):
     # ---- configuration sets
 
     def test_configuration_sets(self):
-        self.assertEqual(aws(self.api_port, "list-configuration-sets")["ConfigurationSets"], ["bulk", "txn"])
+        self.assertEqual(aws(self.k, "list-configuration-sets")["ConfigurationSets"], ["bulk", "txn"])
         r = self.ses.list_configuration_sets(PageSize=1)
         self.assertEqual(r["ConfigurationSets"], ["bulk"])
         r = self.ses.list_configuration_sets(PageSize=1, NextToken=r["NextToken"])
         self.assertEqual(r["ConfigurationSets"], ["txn"])
         self.assertNotIn("NextToken", r)
-        s = aws(self.api_port, "get-configuration-set", "--configuration-set-name", "txn")
+        s = aws(self.k, "get-configuration-set", "--configuration-set-name", "txn")
         self.assertEqual(s["ConfigurationSetName"], "txn")
         self.assertEqual(s["DeliveryOptions"]["TlsPolicy"], "REQUIRE")
         self.assertEqual(s["DeliveryOptions"]["SendingPoolName"], "transactional")
@@ -331,7 +242,7 @@ class ApiAccountTest(unittest.TestCase):
                          "EMAIL_ADDRESS")
         self.assertClientError("NotFoundException", 404, self.ses2.get_email_identity,
                                EmailIdentity="example.test")
-        r = aws(self.api_port, "list-configuration-sets", key=KEY2)
+        r = aws(self.k, "list-configuration-sets", key_id=KEY2_ID, secret=KEY2_SECRET)
         self.assertEqual(r["ConfigurationSets"], ["bulk"])
 
 
@@ -340,20 +251,52 @@ class ApiAccountSandboxTest(unittest.TestCase):
 
     def test_get_account_sandbox(self):
         need_clients()
-        port = free_port()
-        k = Kiln(account={"mode": "sandbox", "max_24h_send": 200, "max_send_rate": 1,
-                          "verified_recipients": ["someone@example.test"]})
-        add_api(k, port, [(KEY1[0], KEY1[1], {})])
-        with k:
-            a = aws(port, "get-account")
+        with api_kiln(account={"mode": "sandbox", "max_24h_send": 200, "max_send_rate": 1,
+                               "verified_recipients": ["someone@example.test"]}) as k:
+            a = aws(k, "get-account")
             self.assertEqual(a["SendQuota"], {"Max24HourSend": 200, "MaxSendRate": 1, "SentLast24Hours": 0})
             self.assertIs(a["ProductionAccessEnabled"], False)
             self.assertIs(a["SendingEnabled"], True)
             self.assertEqual(a["SuppressionAttributes"]["SuppressedReasons"], ["BOUNCE", "COMPLAINT"])
 
 
-def tearDownModule():
-    shutil.rmtree(ISOLATED, ignore_errors=True)
+class ApiRequestRateTest(unittest.TestCase):
+    """api.max_request_rate "2/s": every access key has a bucket of its own, 2 requests
+    deep and refilled at 2 a second; a request with the bucket empty is 429
+    TooManyRequestsException, and logged as such."""
+
+    def test_burst_of_one_key_is_throttled_the_other_key_answered(self):
+        need_clients()
+        import botocore.exceptions
+        with api_kiln(keys=[(KEY_ID, SECRET), (KEY2_ID, KEY2_SECRET)],
+                      api_over={"max_request_rate": "2/s"}) as k:
+            wait_api(k)
+            ses, ses2 = client(k), client(k, KEY2_ID, KEY2_SECRET)
+            answered, throttled = 0, []
+            t0 = time.monotonic()
+            for _ in range(10):
+                try:
+                    ses.get_account()
+                    answered += 1
+                except botocore.exceptions.ClientError as e:
+                    throttled.append(error_of(e))
+            elapsed = time.monotonic() - t0
+            # the bucket starts full; what refilled during the burst may be answered too
+            self.assertGreaterEqual(answered, 2)
+            self.assertLessEqual(answered, 2 + int(2 * elapsed) + 1, (answered, elapsed))
+            self.assertTrue(throttled, "10 requests in %.2fs, none throttled" % elapsed)
+            for code, status, message in throttled:
+                self.assertEqual((code, status), ("TooManyRequestsException", 429))
+                self.assertIn("api.max_request_rate", message)
+            # the other key draws on a bucket of its own: answered at once, by both clients
+            self.assertIn("SendQuota", ses2.get_account())
+            self.assertIn("SendQuota", aws(k, "get-account", key_id=KEY2_ID, secret=KEY2_SECRET))
+            self.assertRegex(k.log(), r"event=api\.error op=GetAccount key=%s .*status=429 "
+                                      r"type=TooManyRequestsException" % KEY_ID)
+            self.assertNotRegex(k.log(), r"event=api\.error .*key=%s .*type=TooManyRequests" % KEY2_ID)
+            # and the first key is answered again once its bucket has refilled
+            time.sleep(1.1)
+            self.assertIn("SendQuota", ses.get_account())
 
 
 if __name__ == "__main__":

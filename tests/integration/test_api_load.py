@@ -8,62 +8,23 @@ libcurl's own SigV4 signer (a client kiln did not write) and checked by kilnd's 
   - 50 Content.Simple messages: all accepted and delivered, the token in their Subject;
   - a wrong secret: every request answered 403 SignatureDoesNotMatch, nothing delivered.
 
-Also the helpers bench_api.py imports: api_write_secret and api_add (kilnd's `api:` section
-on a loopback port with one access key, no per-key request rate)."""
+The daemon comes from apitest.py, with no per-key request rate (UNTHROTTLED)."""
 import email
 import json
 import os
-import pwd
-import socket
 import subprocess
 import unittest
 
-from kilntest import BUILDDIR, RUN_AS, Kiln, Sink, free_port, main, wait_for
+from apitest import KEY_ID, UNTHROTTLED, api_kiln, endpoint, wait_api, write_secret
+from kilntest import BUILDDIR, Sink, main, wait_for
 
 APILOAD = os.path.join(BUILDDIR, "kiln-apiload")
-KEY_ID = "AKIAKILNBENCH000001"
-SECRET = "kilnBenchSecretKey00000000000000000000001"
 SAN_ERRORS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
 
 
-def api_write_secret(path, secret):
-    """The secret access key on one line, mode 0600, owned by the user kilnd runs as (it
-    reads the file again on reload, after dropping root)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(secret + "\n")
-    os.chmod(path, 0o600)
-    if RUN_AS:
-        pw = pwd.getpwnam(RUN_AS)
-        os.chown(path, pw.pw_uid, pw.pw_gid)
-    return path
-
-
-def api_add(k, port, key_id=KEY_ID, secret=SECRET):
-    """k's config gains `api:` on 127.0.0.1:port with one access key (secret file in k's
-    directory) and no per-key request rate (api.max_request_rate's 200/s default would
-    throttle a benchmark); written out. Returns the secret file's path."""
-    path = api_write_secret(os.path.join(k.tmp, "api-secret-%s" % key_id), secret)
-    k.cfg["api"] = {"listen": ["127.0.0.1:%d" % port],
-                    "access_keys": [{"id": key_id, "secret_file": path}],
-                    "max_request_rate": "-1"}
-    k.write_config()
-    return path
-
-
-def api_wait_listening(port, timeout=10):
-    def up():
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return True
-        except OSError:
-            return False
-    wait_for(up, timeout, 0.05, "kilnd's API to listen on %d" % port)
-
-
-def run_apiload(port, secret_file, *args, region="local", timeout=120):
-    """kiln-apiload --json against 127.0.0.1:port: (report dict, stderr text)."""
-    cmd = [APILOAD, "--url", "http://127.0.0.1:%d" % port, "--region", region,
+def run_apiload(k, secret_file, *args, timeout=120):
+    """kiln-apiload --json against k's API with KEY_ID: (report dict, stderr text)."""
+    cmd = [APILOAD, "--url", endpoint(k), "--region", k.cfg["server"]["region"],
            "--key-id", KEY_ID, "--secret-file", secret_file, "--json"] + list(args)
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if p.returncode not in (0, 1) or not p.stdout.strip():
@@ -76,13 +37,12 @@ class ApiLoadTest(unittest.TestCase):
     def setUpClass(cls):
         cls.sink = Sink(host="127.0.0.1")
         cls.sink.__enter__()
-        cls.api_port = free_port()
-        cls.k = Kiln(routes=[{"domain": "d0.test", "host": cls.sink.host, "port": cls.sink.port}])
-        cls.k.cfg["server"]["log_level"] = "info"
-        cls.secret_file = api_add(cls.k, cls.api_port)
+        cls.k = api_kiln(api_over=UNTHROTTLED, server={"log_level": "info"},
+                         routes=[{"domain": "d0.test", "host": cls.sink.host, "port": cls.sink.port}])
+        cls.secret_file = cls.k.secret_files[KEY_ID]
         try:
             cls.k.start()
-            api_wait_listening(cls.api_port)
+            wait_api(cls.k)
         except BaseException:
             cls.k.cleanup()
             cls.sink.__exit__(None, None, None)
@@ -116,7 +76,7 @@ class ApiLoadTest(unittest.TestCase):
             self.assertNotIn(marker, stderr)
 
     def test_raw_200_over_4_connections(self):
-        r, err = run_apiload(self.api_port, self.secret_file, "-n", "200", "-c", "4",
+        r, err = run_apiload(self.k, self.secret_file, "-n", "200", "-c", "4",
                              "--size", "1024", "--token-prefix", "raw")
         self.assert_clean(err)
         self.assertEqual((r["accepted"], r["rejected"], r["errors"], r["not_sent"]), (200, 0, 0, 0),
@@ -136,7 +96,7 @@ class ApiLoadTest(unittest.TestCase):
             self.assertIn("kiln-apiload message %d" % n, msg["Subject"])
 
     def test_simple_50(self):
-        r, err = run_apiload(self.api_port, self.secret_file, "-n", "50", "-c", "4",
+        r, err = run_apiload(self.k, self.secret_file, "-n", "50", "-c", "4",
                              "--content", "simple", "--token-prefix", "simple")
         self.assert_clean(err)
         self.assertEqual((r["accepted"], r["rejected"], r["errors"]), (50, 0, 0), json.dumps(r))
@@ -147,9 +107,8 @@ class ApiLoadTest(unittest.TestCase):
         self.assertTrue(all(len(ms) == 1 for ms in got.values()))
 
     def test_wrong_secret_is_403_signature_does_not_match(self):
-        bad = api_write_secret(os.path.join(self.k.tmp, "wrong-secret"),
-                               "kilnWrongSecretKey000000000000000000000001")
-        r, err = run_apiload(self.api_port, bad, "-n", "20", "-c", "2", "--token-prefix", "wrong")
+        bad = write_secret(self.k.tmp, "wrong-secret", "kilnWrongSecretKey000000000000000000000001")
+        r, err = run_apiload(self.k, bad, "-n", "20", "-c", "2", "--token-prefix", "wrong")
         self.assert_clean(err)
         self.assertEqual(r["accepted"], 0)
         self.assertEqual(r["rejected_by_code"], {"403 SignatureDoesNotMatch": 20}, json.dumps(r))

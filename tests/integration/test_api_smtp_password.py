@@ -20,22 +20,18 @@ Each test uses its own 127.0.0.x source address, so that their failures do not a
 import base64
 import hashlib
 import hmac
-import os
 import smtplib
-import tempfile
 import unittest
 
-from kilntest import RUN_AS, Kiln, Sink, main, reachable_tmp, wait_for
+from apitest import KEY2_ID, KEY2_SECRET, KEY_ID, SECRET, api_kiln
+from kilntest import Sink, main, wait_for
 
 import warnings
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import crypt
 
-KEY_ID = "AKIAKILNTEST0000001"
-SECRET = "kilnTestSecretKey/0123456789abcdefghijklm"
-SCOPED_ID = "AKIAKILNTEST0000002"
-SCOPED_SECRET = "kilnScopedSecret/0123456789abcdefghijklmn"
+SCOPED_ID, SCOPED_SECRET = KEY2_ID, KEY2_SECRET
 REGION = "local"
 USER_PW = "s3cret-pw"
 FAILURES_MAX = 8
@@ -61,31 +57,15 @@ class SesSmtpPassword(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.sink = Sink(host="127.0.0.41").__enter__()
-        tmp = reachable_tmp(tempfile.mkdtemp(prefix="kiln-it-"))
-        files = {}
-        for name, secret in (("ses.secret", SECRET), ("scoped.secret", SCOPED_SECRET)):
-            path = files[name] = os.path.join(tmp, name)
-            with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
-                f.write(secret + "\n")
-            os.chmod(path, 0o600)
-            if RUN_AS:                   # readable at a reload too, after the privilege drop
-                import pwd
-                pw = pwd.getpwnam(RUN_AS)
-                os.chown(path, pw.pw_uid, pw.pw_gid)
-        k = cls.k = Kiln(tmp=tmp, routes=[{"domain": "dest.test", "host": cls.sink.host,
-                                           "port": cls.sink.port}])
-        k.own_tmp = True
-        k.cfg["server"]["region"] = REGION
-        k.cfg["submission"]["trusted_networks"] = []
-        k.cfg["submission"]["auth_failures"] = {"max": FAILURES_MAX, "window": "5m"}
-        k.cfg["submission"]["auth"] = [
-            {"user": "app", "password_hash": crypt.crypt(USER_PW, crypt.mksalt(crypt.METHOD_SHA512))}]
-        k.cfg["api"] = {"access_keys": [
-            {"id": KEY_ID, "secret_file": files["ses.secret"]},
-            {"id": SCOPED_ID, "secret_file": files["scoped.secret"],
-             "identities": ["ops@other.test"]},
-        ]}
-        k.write_config()
+        # the keys alone, no API listener: their SES SMTP passwords are what is tested
+        k = cls.k = api_kiln(
+            keys=[(KEY_ID, SECRET), (SCOPED_ID, SCOPED_SECRET, {"identities": ["ops@other.test"]})],
+            listen=False, routes=[{"domain": "dest.test", "host": cls.sink.host, "port": cls.sink.port}],
+            server={"region": REGION},
+            submission={"trusted_networks": [],
+                        "auth_failures": {"max": FAILURES_MAX, "window": "5m"},
+                        "auth": [{"user": "app", "password_hash": crypt.crypt(
+                            USER_PW, crypt.mksalt(crypt.METHOD_SHA512))}]})
         k.start()
         cls.password = ses_smtp_password(SECRET, REGION)
 
@@ -147,7 +127,7 @@ class SesSmtpPassword(unittest.TestCase):
         for pw in wrong:
             self.assertEqual(self.login_code(KEY_ID, pw), 535, pw)
         self.assertEqual(self.login_code(KEY_ID, SECRET, mech="LOGIN"), 535)
-        self.assertEqual(self.login_code("AKIAKILNTEST0000002", self.password), 535)
+        self.assertEqual(self.login_code(SCOPED_ID, self.password), 535)
         # the key's password is not a submission.auth user's, nor the other way round
         self.assertEqual(self.login_code("app", self.password), 535)
         self.assertEqual(self.login_code(KEY_ID, USER_PW), 535)

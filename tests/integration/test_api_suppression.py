@@ -8,12 +8,9 @@ the API, and SMTP submission to an address put through the API is accepted and b
 with Permanent/OnAccountSuppressionList, as for any suppressed address."""
 import datetime
 import re
-import unittest
-
-from botocore.exceptions import ClientError
 
 from kilntest import main, send
-from apitest import aws, api_kiln, client, error_of, wait_api
+from apitest import ApiTestCase, aws
 
 
 def msgid(text):
@@ -22,27 +19,7 @@ def msgid(text):
     return m.group(1)
 
 
-class ApiSuppression(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.k = api_kiln()
-        cls.k.start()
-        wait_api(cls.k)
-        cls.ses = client(cls.k)
-
-    @classmethod
-    def tearDownClass(cls):
-        rc = cls.k.stop()
-        cls.k.cleanup()
-        assert rc == 0, rc
-
-    def assertClientError(self, code, status, fn, *args, **kwargs):
-        with self.assertRaises(ClientError) as cm:
-            fn(*args, **kwargs)
-        got = error_of(cm.exception)
-        self.assertEqual(got[:2], (code, status), got)
-        return got[2]
-
+class ApiSuppression(ApiTestCase):
     def ctl_list(self):
         return {x["EmailAddress"]: x["Reason"]
                 for x in self.k.ctl("suppression", "list")["SuppressedDestinationSummaries"]}

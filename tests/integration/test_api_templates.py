@@ -14,34 +14,14 @@ import unittest
 from botocore.exceptions import ClientError
 
 from kilntest import main
-from apitest import aws, api_kiln, client, error_of, wait_api
+from apitest import ApiTestCase, aws, api_kiln, client, error_of, wait_api
 
 CONTENT = {"Subject": "Hello {{name}}",
            "Text": "Dear {{name}},\nyour order {{order.id}} has shipped.\n",
            "Html": "<p>Dear {{name}},</p><p>order <b>{{order.id}}</b> has shipped.</p>"}
 
 
-class ApiTemplates(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.k = api_kiln()
-        cls.k.start()
-        wait_api(cls.k)
-        cls.ses = client(cls.k)
-
-    @classmethod
-    def tearDownClass(cls):
-        rc = cls.k.stop()
-        cls.k.cleanup()
-        assert rc == 0, rc
-
-    def assertClientError(self, code, status, fn, *args, **kwargs):
-        with self.assertRaises(ClientError) as cm:
-            fn(*args, **kwargs)
-        got = error_of(cm.exception)
-        self.assertEqual(got[:2], (code, status), got)
-        return got[2]
-
+class ApiTemplates(ApiTestCase):
     def list_all(self, page_size):
         """Every template name through pages of page_size; also the number of pages."""
         names, pages, token = [], 0, None
