@@ -627,6 +627,11 @@ static void kilnctl_print_ips(json_t *data)
         json_t *k = json_object_get(e, "kiln");
         const char *why = json_string_value(json_object_get(k, "DownReason"));
         const char *deg = json_string_value(json_object_get(k, "DegradedReason"));
+        const char *state = json_string_value(json_object_get(e, "State"));
+        if (state && strcmp(state, "draining") == 0)
+            printf("%s: draining (released): %lld open session(s) finish their transaction; the IP "
+                   "leaves this list when they close\n", json_string_value(json_object_get(e, "Ip")),
+                   (long long)json_integer_value(json_object_get(k, "Sessions")));
         if (json_is_true(json_object_get(k, "Degraded")) && deg && *deg)
             printf("%s: degraded%s: %s\n", json_string_value(json_object_get(e, "Ip")),
                    json_is_true(json_object_get(k, "Avoided")) ? " (other IPs preferred)" : "",
