@@ -66,8 +66,7 @@ static void delivery_maybe_forget(delivery *dl, pools_ip *ip)
         if (ss->ip == ip) return;
     if (sched_ip_reserved(dl->s, ip)) return;   /* a job still holds recipients on it */
     char *addr = util_strdup(sched_ip_to_text(ip));
-    pools_forget(dl->pools, addr);
-    log_write(delivery_lg(dl), KLOG_INFO, "pools.forget", "ip=%s reason=\"released and drained\"", addr);
+    sched_ip_forget_drained(dl->s, addr, "released; its last session closed");
     free(addr);
 }
 

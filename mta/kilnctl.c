@@ -1,7 +1,8 @@
 /* kilnctl.c — the admin CLI (SPEC section 5): sends one request over kilnd's control socket
  * (protocol in control.h) and prints the answer as a human table, or with --json as the
  * daemon's data object. Exit status: 0 done, 1 the daemon refused or did not answer,
- * 2 usage, configuration or connection problem.
+ * 2 usage, configuration or connection problem. One command stays local: `passwd`
+ * (kilnctl_passwd.c) hashes a password for submission.auth without a socket or a config.
  *
  * The socket comes from -s SOCKET, or from server.control_socket of the config file (-c FILE,
  * default conf/kiln.yaml), loaded with config_load. kilnctl must still reach the daemon while
@@ -33,6 +34,7 @@
 #include "base/config.h"
 #include "base/util.h"
 #include "mta/auth.h"
+#include "mta/kilnctl_passwd.h"
 
 #define KILNCTL_DEFAULT_CONFIG "conf/kiln.yaml"
 #define KILNCTL_TIMEOUT_MS 30000
@@ -61,14 +63,17 @@ static const char usage_text[] =
     "  ips                                    dedicated IPs: pool, zone, warm-up, usage, state\n"
     "                                         (SES GetDedicatedIps)\n"
     "  ip warmup ADDRESS --percent N          set the warm-up percentage of ADDRESS (0..100;\n"
-    "                                         SES PutDedicatedIpWarmupAttributes)\n"
+    "                                         SES PutDedicatedIpWarmupAttributes); refused for\n"
+    "                                         IPs of managed pools (their caps are automatic)\n"
     "  zone down NAME                         take zone NAME out of rotation: no new sessions\n"
     "                                         from its IPs, open ones finish and QUIT\n"
     "  zone up NAME                           put zone NAME back into rotation\n"
     "  queue [--domain D]                     queued recipients by pool, configuration set,\n"
     "                                         domain and state (ready, active, waiting, deferred)\n"
     "  queue --explain MESSAGE-ID             what each pending recipient of the message waits\n"
-    "                                         for: retry time, IP cap, site shaping, session\n"
+    "                                         for: retry time, IP cap, site shaping, session;\n"
+    "                                         MESSAGE-ID is kiln's id: the last word of the\n"
+    "                                         250 reply, events' mail.messageId\n"
     "  identity status [IDENTITY]             DKIM, MAIL FROM and DMARC records of each identity\n"
     "                                         (or one): published, missing or wrong, and what to\n"
     "                                         publish (SES GetEmailIdentity with --json)\n"
@@ -77,7 +82,10 @@ static const char usage_text[] =
     "                                         under selector Se) in the spool; prints the TXT\n"
     "                                         records; signing starts once they are live\n"
     "  identity dkim rotate DOMAIN            sign with the newest other selector (its record\n"
-    "                                         must be live; keep the old one published)\n";
+    "                                         must be live; keep the old one published)\n"
+    "  passwd                                 print a yescrypt hash for submission.auth's\n"
+    "                                         password_hash: asked twice on a terminal (no\n"
+    "                                         echo), else one line of stdin; no kilnd needed\n";
 
 static _Noreturn void kilnctl_usage_fail(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));
@@ -619,6 +627,11 @@ static void kilnctl_print_ips(json_t *data)
         json_t *k = json_object_get(e, "kiln");
         const char *why = json_string_value(json_object_get(k, "DownReason"));
         const char *deg = json_string_value(json_object_get(k, "DegradedReason"));
+        const char *state = json_string_value(json_object_get(e, "State"));
+        if (state && strcmp(state, "draining") == 0)
+            printf("%s: draining (released): %lld open session(s) finish their transaction; the IP "
+                   "leaves this list when they close\n", json_string_value(json_object_get(e, "Ip")),
+                   (long long)json_integer_value(json_object_get(k, "Sessions")));
         if (json_is_true(json_object_get(k, "Degraded")) && deg && *deg)
             printf("%s: degraded%s: %s\n", json_string_value(json_object_get(e, "Ip")),
                    json_is_true(json_object_get(k, "Avoided")) ? " (other IPs preferred)" : "",
@@ -760,6 +773,12 @@ int main(int argc, char **argv)
 {
     options o;
     kilnctl_parse_args(argc, argv, &o);
+    if (strcmp(o.words[0], "passwd") == 0) {   /* local: no socket, no config */
+        if (o.nwords > 1) kilnctl_usage_fail("unexpected argument: %s", o.words[1]);
+        if (o.json || o.reason || o.percent || o.domain || o.explain || o.selector || o.ed25519)
+            kilnctl_usage_fail("passwd takes no options");
+        return kilnctl_passwd_run();
+    }
     const char *cmd;
     json_t *req = kilnctl_build_request(&o, &cmd);
     char *path = kilnctl_find_socket(&o, cmd);

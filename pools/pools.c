@@ -218,6 +218,7 @@ void pools_apply_config(pools *p, const config *cfg, int64_t now_ms, pools_diff 
         } else {
             if (ip->draining) {
                 ip->draining = false;           /* leased again: back with its old state */
+                ip->drain_since_ms = 0;
                 pools_diff_push(&diff->added, &diff->nadded, ip->address);
             } else if (strcmp(ip->pool, c->pool) != 0 || strcmp(ip->zone, c->zone) != 0) {
                 pools_diff_push(&diff->moved, &diff->nmoved, ip->address);
@@ -235,6 +236,7 @@ void pools_apply_config(pools *p, const config *cfg, int64_t now_ms, pools_diff 
         pools_ip *ip = p->ips[j];
         if (!ip->draining) {
             ip->draining = true;
+            ip->drain_since_ms = now_ms;
             pools_diff_push(&diff->removed, &diff->nremoved, ip->address);
         }
         order[n++] = ip;
@@ -710,6 +712,7 @@ void pools_ip_info_of(const pools *p, const pools_ip *ip, int64_t now_ms, pools_
     else if (out->health == POOLS_HEALTH_OPEN || !zone_up) out->state = POOLS_STATE_DOWN;
     else out->state = POOLS_STATE_ACTIVE;
     out->sessions = ip->sessions;
+    out->draining_since_ms = ip->draining ? ip->drain_since_ms : 0;
     out->down_until_ms = out->health == POOLS_HEALTH_OPEN ? health_down_until(&ip->h) : 0;
     if (out->health == POOLS_HEALTH_OPEN) out->down_reason = health_reason(&ip->h);
     else if (!zone_up && !ip->draining) out->down_reason = ip->zone_reason;

@@ -68,7 +68,7 @@ typedef struct pools_diff {
     char **moved;   size_t nmoved;     /* changed pool or zone: warm-up state kept */
 } pools_diff;
 /* Applies a new config: adds new IPs, marks released ones DRAINING (they stay known while
- * sessions use them; pools_forget_drained() drops those the caller says are idle), moves
+ * sessions use them; pools_forget() drops those the caller says are idle), moves
  * changed ones keeping their warm-up position. An IP re-added while draining becomes
  * active again with its old state. */
 void pools_apply_config(pools *p, const config *cfg, int64_t now_ms, pools_diff *diff);
@@ -151,6 +151,7 @@ typedef struct pools_ip_info {
     pools_ip_state state;
     pools_health health;
     int sessions;                 /* open sessions */
+    int64_t draining_since_ms;    /* when DRAINING: when the reload released it; else 0 */
     int64_t down_until_ms;        /* when OPEN: end of cool-down */
     const char *down_reason;      /* "" or e.g. "bind failed: Cannot assign requested address" */
     bool degraded;                /* active, but connect failures from it at sites the pool's

@@ -24,6 +24,7 @@ struct pools_ip {
     char zone_reason[96];        /* "zone az2 is down" */
     bool managed;
     bool draining;
+    int64_t drain_since_ms;      /* when draining: when the reload released it */
     bool cfg_done;               /* its config line says `warmup: done` */
     int64_t lease_ms;
     warmup_ramp ramp;

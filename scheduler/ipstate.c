@@ -134,6 +134,21 @@ static char *sched_join_addrs(char **v, size_t n)
     return strbuf_steal(&sb);
 }
 
+void sched_ip_forget_drained(scheduler *s, const char *address, const char *why)
+{
+    int64_t now = kiln_now_ms(s->ctx);
+    pools_ip_info in;
+    if (pools_info_by_address(s->pools, address, now, &in) != 0 || in.state != POOLS_STATE_DRAINING)
+        return;
+    char *addr = util_strdup(address), *pool = util_strdup(in.pool);
+    int64_t after = now > in.draining_since_ms ? (now - in.draining_since_ms) / 1000 : 0;
+    pools_forget(s->pools, addr);
+    log_write(sched_lg(s), KLOG_INFO, "pools.drained", "ip=%s pool=%s after_s=%lld reason=%s", addr,
+              pool, (long long)after, log_q(sched_lg(s), why));
+    free(addr);
+    free(pool);
+}
+
 /* Lease / release after a reload: new IPs start warming up, removed ones drain, moved
  * ones keep their warm-up. */
 void sched_pools_reload(scheduler *s)
@@ -157,11 +172,7 @@ void sched_pools_reload(scheduler *s)
         pools_ip_info in;
         if (pools_info_by_address(s->pools, d.removed[i], now, &in) != 0) continue;
         bool used = s->exec && s->exec->ip_in_use(s->exec_arg, d.removed[i]);
-        if (!used) {
-            pools_forget(s->pools, d.removed[i]);
-            log_write(sched_lg(s), KLOG_INFO, "pools.forget", "ip=%s reason=\"released; no open session\"",
-                      d.removed[i]);
-        }
+        if (!used) sched_ip_forget_drained(s, d.removed[i], "released; no open session");
     }
     pools_diff_free(&d);
 }

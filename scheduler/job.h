@@ -183,6 +183,10 @@ bool sched_ip_usable(const scheduler *s, const pools_ip *ip, int64_t now);
  * reserved on it. INT64_MAX when no cap applies. */
 int64_t sched_ip_room(const scheduler *s, const pools_ip *ip, const char *provider, int64_t now);
 bool sched_ip_reserved(const scheduler *s, const pools_ip *ip);
+/* Drops a released (DRAINING) IP from the pools once nothing uses it and logs
+ * `pools.drained ip=ADDR pool=P after_s=N reason="why"` (N: seconds since the reload that
+ * released it): the line an operator waits for. Does nothing for an IP not draining. */
+void sched_ip_forget_drained(scheduler *s, const char *address, const char *why);
 void sched_reserve(scheduler *s, pools_ip *ip, int64_t n);
 void sched_job_unreserve(scheduler *s, sched_job *j);   /* gives back what j reserved */
 

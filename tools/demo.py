@@ -1,10 +1,16 @@
-"""demo.py — the body of tools/demo.sh (see there). Uses only the shipped conf/kiln.yaml;
-prints the events of the batch, `kilnctl quota` and `kilnctl ips`.
+"""demo.py — the body of tools/demo.sh (see there). Runs kilnd on a copy of the shipped
+conf/kiln.yaml in a fresh temporary directory (/tmp/kiln-demo-XXXX, printed at the end and
+kept for a look at the spool, the logs and the events), so the checkout stays as it was:
+the copy's relative paths (spool: ./spool, the event files) resolve there. Prints the
+events of the batch, `kilnctl quota` and `kilnctl ips`.
 
-Run as root (as CI does), kilnd needs server.user and drops to it after binding: the demo
-then runs a copy of conf/kiln.yaml with `user: nobody` from a fresh /tmp/kiln-demo-XXXX
-(mkdtemp, then mode 0755; printed at the end), because a checkout under /root (0700) is out of nobody's reach. Run as any other user, it
-uses conf/kiln.yaml in place (spool in conf/spool)."""
+Run as root (as CI does), kilnd needs server.user and drops to it after binding: the copy
+then gets `user: nobody` and the directory mode 0755 (mkdtemp makes it 0700), so that user
+can reach it.
+
+`--bindir DIR` names where kilnd and kilnctl are (default: the top of the checkout, where
+the Quick start's in-tree build puts them; the tests pass their build directory)."""
+import argparse
 import json
 import os
 import signal
@@ -16,24 +22,21 @@ import time
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.join(TOP, "conf", "kiln.yaml")
-RUNDIR = tempfile.mkdtemp(prefix="kiln-demo-") if os.geteuid() == 0 else os.path.join(TOP, "conf")
-CONF = os.path.join(RUNDIR, "kiln.yaml") if os.geteuid() == 0 else SHIPPED
-SPOOL = os.path.join(RUNDIR, "spool")
-EVENTS = os.path.join(SPOOL, "events-txn.jsonl")
 
 
-def root_config():
-    """As root: the shipped config plus `user: nobody` in RUNDIR (relative paths such as
-    ./spool resolve there)."""
-    os.chmod(RUNDIR, 0o755)
+def copy_config(rundir, conf):
+    """The shipped config, copied to rundir (relative paths such as ./spool resolve there);
+    as root with `user: nobody` added and rundir opened to that user."""
     with open(SHIPPED) as f:
         text = f.read()
-    marker = "server:                                # the daemon itself\n"
-    if marker not in text:
-        raise SystemExit("demo: conf/kiln.yaml has no server: section line to extend")
-    text = text.replace(marker, marker + "  user: nobody                         "
-                        "# added by tools/demo.py: kilnd drops root to this user\n", 1)
-    with open(CONF, "w") as f:
+    if os.geteuid() == 0:
+        os.chmod(rundir, 0o755)
+        marker = "server:                                # the daemon itself\n"
+        if marker not in text:
+            raise SystemExit("demo: conf/kiln.yaml has no server: section line to extend")
+        text = text.replace(marker, marker + "  user: nobody                         "
+                            "# added by tools/demo.py: kilnd drops root to this user\n", 1)
+    with open(conf, "w") as f:
         f.write(text)
 
 
@@ -56,23 +59,30 @@ def port_open(port):
 
 
 def main():
+    ap = argparse.ArgumentParser(description="kiln's demo on a copy of conf/kiln.yaml")
+    ap.add_argument("--bindir", default=TOP, help="where kilnd and kilnctl are (default: %(default)s)")
+    args = ap.parse_args()
+    kilnd_bin = os.path.join(args.bindir, "kilnd")
+    kilnctl_bin = os.path.join(args.bindir, "kilnctl")
+    rundir = tempfile.mkdtemp(prefix="kiln-demo-")
+    conf = os.path.join(rundir, "kiln.yaml")
+    spool = os.path.join(rundir, "spool")
+    events = os.path.join(spool, "events-txn.jsonl")
     procs = []
     try:
-        if os.geteuid() == 0:
-            root_config()
-        os.makedirs(SPOOL, exist_ok=True)
-        sink_log = open(os.path.join(SPOOL, "demo-sink.log"), "w")
+        copy_config(rundir, conf)
+        os.makedirs(spool, exist_ok=True)
+        sink_log = open(os.path.join(rundir, "demo-sink.log"), "w")
         sink = subprocess.Popen([sys.executable, "-m", "aiosmtpd", "-n", "-l", "127.0.0.1:2526",
                                  "-c", "aiosmtpd.handlers.Sink"], stdout=sink_log, stderr=sink_log)
         procs.append(sink)
-        kilnd = subprocess.Popen([os.path.join(TOP, "kilnd"), "-c", CONF], cwd=TOP,
-                                 stderr=open(os.path.join(SPOOL, "demo-kilnd.log"), "w"))
+        kilnd_log = os.path.join(rundir, "demo-kilnd.log")
+        kilnd = subprocess.Popen([kilnd_bin, "-c", conf], cwd=rundir, stderr=open(kilnd_log, "w"))
         procs.append(kilnd)
         wait(lambda: port_open(2526), 15, "the demo sink on 127.0.0.1:2526")
         wait(lambda: port_open(2587) or kilnd.poll() is not None, 15, "kilnd on 127.0.0.1:2587")
         if kilnd.poll() is not None:
-            raise SystemExit("demo: kilnd exited; see %s" % os.path.join(SPOOL, "demo-kilnd.log"))
-        start = sum(1 for _ in open(EVENTS)) if os.path.exists(EVENTS) else 0
+            raise SystemExit("demo: kilnd exited; see %s" % kilnd_log)
         rcpts = ["success@simulator.amazonses.com", "bounce@simulator.amazonses.com",
                  "complaint@simulator.amazonses.com", "suppressionlist@simulator.amazonses.com",
                  "alice@demo.test", "bob@demo.test"]
@@ -85,13 +95,13 @@ def main():
         print("demo: submitted %d messages through kilnd on 127.0.0.1:2587" % len(rcpts))
 
         def outcomes():
-            if not os.path.exists(EVENTS):
+            if not os.path.exists(events):
                 return []
-            with open(EVENTS) as f:
-                return [json.loads(l) for l in f.readlines()[start:] if l.strip()]
+            with open(events) as f:
+                return [json.loads(l) for l in f if l.strip()]
         wait(lambda: len([e for e in outcomes() if e["eventType"] != "Send"]) >= len(rcpts) + 1, 60,
              "delivery outcomes of the demo batch")
-        print("demo: events written to %s:" % (EVENTS if os.geteuid() == 0 else os.path.relpath(EVENTS, TOP)))
+        print("demo: events written to %s:" % events)
         for e in outcomes():
             t = e["eventType"]
             detail = ""
@@ -105,10 +115,10 @@ def main():
             print("  %-13s %-40s %-15s %s" % (t, ",".join(e["mail"]["destination"]), ip, detail))
         print("demo: kilnctl quota")
         sys.stdout.flush()
-        subprocess.run([os.path.join(TOP, "kilnctl"), "-c", CONF, "quota"], check=True)
+        subprocess.run([kilnctl_bin, "-c", conf, "quota"], check=True)
         print("demo: kilnctl ips")
         sys.stdout.flush()
-        subprocess.run([os.path.join(TOP, "kilnctl"), "-c", CONF, "ips"], check=True)
+        subprocess.run([kilnctl_bin, "-c", conf, "ips"], check=True)
     finally:
         for p in reversed(procs):
             if p.poll() is None:
@@ -118,6 +128,7 @@ def main():
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait(5)
+        print("demo: kilnd ran on %s (spool, logs and events are there; remove it when done)" % rundir)
 
 
 if __name__ == "__main__":

@@ -232,7 +232,7 @@ class SystemdUnit(unittest.TestCase):
                                 "the unit listens on 2587: no capability is needed")
             unit = os.path.join(tmp, "kilnd.service")
             with open(unit, "w") as f:   # verify checks that ExecStart exists: the built one
-                f.write(text.replace("/usr/local/sbin/kilnd", KILND))
+                f.write(text.replace("/usr/local/bin/kilnd", KILND))
             p = subprocess.run([SYSTEMD_ANALYZE, "verify", unit], capture_output=True, text=True,
                                timeout=60)
             self.assertEqual(p.returncode, 0, p.stdout + p.stderr)

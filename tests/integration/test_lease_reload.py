@@ -168,6 +168,9 @@ class LeaseReload(unittest.TestCase):
                          what="127.0.0.12 dropped after draining")
                 self.assertIn("event=pools.reload", k.log())
                 self.assertIn("removed=127.0.0.12", k.log())
+                # the line an operator waits for (README "Walkthroughs", step 4)
+                self.assertRegex(k.log(), r"event=pools\.drained ip=127\.0\.0\.12 pool=transactional "
+                                 r"after_s=\d+ reason=\"released; (its last session closed|no open session)\"")
                 show_ips(k, "after 127.0.0.12 drained")
                 print("load: acknowledged=%d (at reload %d) delivered=%d from 127.0.0.12 after grace=%d "
                       "connections from 127.0.0.12=%d (%.1fs after the reload)"

@@ -512,6 +512,9 @@ START_TEST(test_reload_diff)
     pools_ip_info in = info(p, "127.0.0.12", t);
     ck_assert_int_eq(in.state, POOLS_STATE_DRAINING);
     ck_assert_str_eq(pools_state_name(in.state), "draining");
+    /* the release time stays put while it drains (the pools.drained log line's after_s) */
+    ck_assert_int_eq(info(p, "127.0.0.12", t + 7 * MIN).draining_since_ms, t);
+    ck_assert_int_eq(info(p, "127.0.0.10", t).draining_since_ms, 0);
     in = info(p, "127.0.0.11", t);
     ck_assert_str_eq(in.zone, "az3");
     ck_assert_str_eq(pools_ip_zone(pools_find(p, "127.0.0.11")), "az3");
@@ -529,6 +532,7 @@ START_TEST(test_reload_diff)
     pools_diff_free(&d);
     in = info(p, "127.0.0.12", t + HOUR);
     ck_assert_int_eq(in.state, POOLS_STATE_ACTIVE);
+    ck_assert_int_eq(in.draining_since_ms, 0);
     ck_assert_int_eq(in.warmup_percentage, 22);
 
     /* forget drops only draining IPs */
