@@ -11,7 +11,10 @@ aiosmtpd sink on 127.0.0.x:
   (b) NAT: with `address: 127.0.0.10` and `public_address: 192.0.2.10`, a delivery reaches
       the sink from 127.0.0.10 (the bound address) while `kilnctl ips` (and its table's BIND
       column), the Delivery event's ses:outgoing-ip tag and the delivery.ok log line show
-      192.0.2.10; `kilnctl ip warmup` accepts either address."""
+      192.0.2.10; `kilnctl ip warmup` accepts either address, and so do the SES API's
+      GetDedicatedIp and PutDedicatedIpWarmupAttributes, whose `Ip` is the public address;
+  (c) SPF: `kilnctl identity status` wants the MAIL FROM domain's SPF record to authorize the
+      public address, not the bound one."""
 import re
 import unittest
 
@@ -187,6 +190,46 @@ class NatDelivery(unittest.TestCase):
             w = k.ctl("ip", "warmup", "127.0.0.10", "--percent", "60")
             self.assertEqual((w["Ip"], w["WarmupPercentage"]), ("192.0.2.10", 60))
             self.assertEqual(k.ctl("ips")["DedicatedIps"][0]["WarmupPercentage"], 60)
+
+    def test_ses_api_shows_the_public_address_and_takes_either(self):
+        import apitest
+        k = apitest.api_kiln(ips=[
+            {"address": "127.0.0.10", "public_address": "192.0.2.10", "zone": "az1",
+             "pool": "transactional"},
+            {"address": "127.0.0.11", "zone": "az2", "pool": "transactional"}])
+        with k:
+            apitest.wait_api(k)
+            ses = apitest.client(k)
+            self.assertEqual([i["Ip"] for i in ses.get_dedicated_ips()["DedicatedIps"]],
+                             ["127.0.0.11", "192.0.2.10"])   # ordered by the address shown
+            for addr in ("127.0.0.10", "192.0.2.10"):
+                self.assertEqual(ses.get_dedicated_ip(Ip=addr)["DedicatedIp"]["Ip"], "192.0.2.10")
+            ses.put_dedicated_ip_warmup_attributes(Ip="192.0.2.10", WarmupPercentage=30)
+            self.assertEqual(ses.get_dedicated_ip(Ip="127.0.0.10")["DedicatedIp"]["WarmupPercentage"], 30)
+            ses.close()
+
+    def test_spf_check_wants_the_public_addresses(self):
+        """The MAIL FROM domain's SPF record must authorize what receivers see (192.0.2.10),
+        not the private address kiln binds; `identity status` says so and what to publish."""
+        def spf_of(spf_value):
+            with Dnsmasq(["--mx-host=mail.example.test,fb.example.test,10",
+                          "--host-record=fb.example.test,127.0.0.99",
+                          "--txt-record=mail.example.test,%s" % spf_value]) as dns:
+                k = Kiln(ips=[{"address": "127.0.0.10", "public_address": "192.0.2.10",
+                               "zone": "az1", "pool": "transactional"}])
+                k.cfg["dns"] = {"servers": ["127.0.0.1:%d" % dns.port], "timeout": "1s"}
+                k.cfg["account"]["identities"] = [
+                    {"identity": "example.test", "mail_from": {"domain": "mail.example.test"}}]
+                k.write_config()
+                with k:
+                    recs = k.ctl("identity", "status", "example.test")["kiln"]["Records"]
+                    return [r for r in recs if r["Kind"] == "SPF"][0]
+        ok = spf_of("v=spf1 ip4:192.0.2.10 -all")
+        self.assertEqual(ok["Status"], "PUBLISHED", ok)
+        private = spf_of("v=spf1 ip4:127.0.0.10 -all")
+        self.assertEqual(private["Status"], "WRONG", private)
+        self.assertEqual(private["Reason"], "does not authorize pool IP 192.0.2.10 (-all)")
+        self.assertTrue(private["Publish"]["Value"].startswith("v=spf1 ip4:192.0.2.10 "), private)
 
     def test_table_without_nat_has_no_bind_column(self):
         with Kiln() as k:
