@@ -6,8 +6,10 @@
  *
  * Promises: an IP is the pools state's (WarmupStatus IN_PROGRESS / DONE, and NOT_APPLICABLE
  * with WarmupPercentage -1 in managed pools, as kilnctl ips shows them); IPs released by a
- * reload and still draining are not the account's any more and are not shown (404). An IP is
- * found by address whatever its spelling ("::1" and "0::1" are one). A warm-up change is
+ * reload and still draining are not the account's any more and are not shown (404). An IP's
+ * `Ip` is the address the world sees (its public_address behind NAT, else the address kiln
+ * binds), as in `kilnctl ips`; lists are ordered and paged by it. An IP is found by either
+ * address whatever its spelling ("::1" and "0::1" are one). A warm-up change is
  * applied, saved (scheduler_pools_changed) and logged as kilnctl's is (an `api.cmd` line with
  * cmd=ip.warmup, the fields of control.cmd). Lists are ordered (IPs by address, IPv4 first;
  * pools by name) and paged with NextToken (the last key shown, api_token.c): PageSize
@@ -59,7 +61,8 @@ static int api_ips_cmp_addr(const char *a, const char *b)
 
 static int api_ips_cmp_info(const void *a, const void *b)
 {
-    return api_ips_cmp_addr(((const pools_ip_info *)a)->address, ((const pools_ip_info *)b)->address);
+    return api_ips_cmp_addr(((const pools_ip_info *)a)->public_address,
+                            ((const pools_ip_info *)b)->public_address);
 }
 
 static int api_ips_cmp_name(const void *a, const void *b)
@@ -75,13 +78,17 @@ static pools *api_ips_pools(api_call *c)
     return p;
 }
 
-/* The account's IP spelled addr (not a draining one): 0 and *out, or -1. */
+/* The account's IP whose bound or public address is addr (not a draining one): 0 and *out,
+ * or -1. */
 static int api_ips_find(const pools *p, const char *addr, int64_t now, pools_ip_info *out)
 {
     if (!addr) return -1;
     for (size_t i = 0; i < pools_count(p); i++) {
         pools_info(p, i, now, out);
-        if (out->state != POOLS_STATE_DRAINING && api_ips_cmp_addr(out->address, addr) == 0) return 0;
+        if (out->state != POOLS_STATE_DRAINING &&
+            (api_ips_cmp_addr(out->address, addr) == 0 ||
+             api_ips_cmp_addr(out->public_address, addr) == 0))
+            return 0;
     }
     return -1;
 }
@@ -90,7 +97,7 @@ static int api_ips_find(const pools *p, const char *addr, int64_t now, pools_ip_
 static json_t *api_ips_json(const pools_ip_info *in)
 {
     json_t *o = json_object();
-    json_object_set_new(o, "Ip", api_ips_jstr(in->address));
+    json_object_set_new(o, "Ip", api_ips_jstr(in->public_address));
     json_object_set_new(o, "WarmupStatus", json_string(in->warmup_status));
     json_object_set_new(o, "WarmupPercentage", json_integer(in->warmup_percentage));
     json_object_set_new(o, "PoolName", api_ips_jstr(in->pool));
@@ -126,14 +133,14 @@ void api_op_get_dedicated_ips(api_call *c)
     if (n) qsort(v, n, sizeof *v, api_ips_cmp_info);
     size_t i = 0;
     if (after)
-        while (i < n && api_ips_cmp_addr(v[i].address, after) <= 0) i++;
+        while (i < n && api_ips_cmp_addr(v[i].public_address, after) <= 0) i++;
     size_t to = n - i > page ? i + page : n;
     json_t *arr = json_array();
     for (size_t k = i; k < to; k++) json_array_append_new(arr, api_ips_json(&v[k]));
     json_t *o = json_object();
     json_object_set_new(o, "DedicatedIps", arr);
     if (to < n) {
-        char *next = api_next_token(op, v[to - 1].address);
+        char *next = api_next_token(op, v[to - 1].public_address);
         json_object_set_new(o, "NextToken", json_string(next));
         free(next);
     }

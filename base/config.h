@@ -58,7 +58,11 @@ typedef struct config_route {
 typedef enum { CONFIG_WARMUP_NEW = 0, CONFIG_WARMUP_DONE = 1 } config_warmup_state;
 
 typedef struct config_ip {
-    char *address;           /* textual IPv4/IPv6 address, as written */
+    char *address;           /* textual IPv4/IPv6 address, as written: the one kiln binds */
+    char *public_address;    /* the address the world sees when NAT maps it onto address
+                                (a cloud's elastic/public IP), same family; NULL: address
+                                is public itself. EHLO checks, SPF, events and kilnctl ips
+                                use it; binding never does */
     char *zone;              /* one of config.zones */
     char *pool;              /* one of config.pools[].name */
     char *ehlo;              /* NULL: server.hostname */

@@ -61,6 +61,7 @@ void config_free(config *c)
     config_free_strv(c->zones, c->nzones);
     for (size_t i = 0; i < c->nips; i++) {
         free(c->ips[i].address);
+        free(c->ips[i].public_address);
         free(c->ips[i].zone);
         free(c->ips[i].pool);
         free(c->ips[i].ehlo);
@@ -267,7 +268,10 @@ char *config_summary(const config *cfg)
         for (size_t j = 0; j < c->nips; j++) {
             const config_ip *ip = &c->ips[j];
             if (strcmp(ip->zone, c->zones[z]) != 0) continue;
-            strbuf_printf(&sb, "%s %s (%s%s)", n++ ? "," : "", ip->address, ip->pool,
+            strbuf_printf(&sb, "%s %s (%s%s%s%s%s)", n++ ? "," : "", ip->address,
+                          ip->public_address ? "public " : "",
+                          ip->public_address ? ip->public_address : "",
+                          ip->public_address ? ", " : "", ip->pool,
                           ip->warmup == CONFIG_WARMUP_DONE ? ", warm" : ", warming up");
         }
         strbuf_puts(&sb, n ? "\n" : " (none)\n");

@@ -102,16 +102,84 @@ int config_read_pools(config_parser *p, yaml_node_t *v)
     return 0;
 }
 
+/* An IP literal in binary: family 0 when none. */
+typedef struct config_ipbin {
+    int family;
+    unsigned char a[16];
+} config_ipbin;
+
+static bool config_ipbin_parse(const char *s, config_ipbin *b)
+{
+    memset(b, 0, sizeof *b);
+    if (inet_pton(AF_INET, s, b->a) == 1) b->family = AF_INET;
+    else if (inet_pton(AF_INET6, s, b->a) == 1) b->family = AF_INET6;
+    return b->family != 0;
+}
+
+static bool config_ipbin_eq(const config_ipbin *x, const config_ipbin *y)
+{
+    return x->family && x->family == y->family && memcmp(x->a, y->a, 16) == 0;
+}
+
+/* Entry i's address (pub false) or public_address (pub true), b, against every earlier
+ * entry's address and public_address: -1 after the error at node f. */
+static int config_ip_unique(config_parser *p, yaml_node_t *f, size_t i, bool pub,
+                            const config_ipbin *b, const config_ipbin *addrs,
+                            const config_ipbin *pubs)
+{
+    const config *c = p->cfg;
+    const char *text = pub ? c->ips[i].public_address : c->ips[i].address;
+    for (size_t j = 0; j < i; j++) {
+        if (config_ipbin_eq(&addrs[j], b)) {
+            if (!pub)
+                return config_fail(p, f, "%s is listed twice (also ips[%zu] at line %d)", text, j,
+                                   c->ips[j].line);
+            return config_fail(p, f, "%s is also the address of ips[%zu] (line %d)", text, j,
+                               c->ips[j].line);
+        }
+        if (config_ipbin_eq(&pubs[j], b))
+            return config_fail(p, f, "%s is also the public_address of ips[%zu] (line %d)", text,
+                               j, c->ips[j].line);
+    }
+    return 0;
+}
+
+/* ips[i].public_address at f: an IP literal of address's family, not address itself. */
+static int config_read_public_address(config_parser *p, yaml_node_t *f, size_t i,
+                                      config_ipbin *addrs, config_ipbin *pubs)
+{
+    config_ip *ip = &p->cfg->ips[i];
+    if (config_as_str(p, f, NULL, NULL, &ip->public_address) < 0) return -1;
+    if (!config_ipbin_parse(ip->public_address, &pubs[i]))
+        return config_fail(p, f,
+                           "'%s' is not an IPv4 or IPv6 address (the address the world sees, "
+                           "mapped by NAT onto address)",
+                           ip->public_address);
+    if (pubs[i].family != addrs[i].family)
+        return config_fail(p, f, "%s is %s but address %s is %s; NAT maps an address onto one of "
+                                 "the same family",
+                           ip->public_address, pubs[i].family == AF_INET ? "IPv4" : "IPv6",
+                           ip->address, addrs[i].family == AF_INET ? "IPv4" : "IPv6");
+    if (config_ipbin_eq(&pubs[i], &addrs[i]))
+        return config_fail(p, f,
+                           "%s is address itself; leave public_address out when the address "
+                           "kiln binds is the one the world sees",
+                           ip->public_address);
+    return config_ip_unique(p, f, i, true, &pubs[i], addrs, pubs);
+}
+
 int config_read_ips(config_parser *p, yaml_node_t *v)
 {
-    static const char *const keys[] = {"address", "zone", "pool", "ehlo", "warmup", NULL};
+    static const char *const keys[] = {"address", "public_address", "zone", "pool", "ehlo",
+                                       "warmup", NULL};
     config *c = p->cfg;
     size_t n;
     if (config_as_list(p, v, &n) < 0) return -1;
     if (n == 0) return 0;
     c->ips = util_calloc(n, sizeof *c->ips);
     c->nips = n;
-    struct bin { int family; unsigned char a[16]; } *bins = util_calloc(n, sizeof *bins);
+    config_ipbin *addrs = util_calloc(n, sizeof *addrs);
+    config_ipbin *pubs = util_calloc(n, sizeof *pubs);
     int rc = -1;
     for (size_t i = 0; i < n; i++) {
         yaml_node_t *it = config_item(p, v, i);
@@ -126,19 +194,18 @@ int config_read_ips(config_parser *p, yaml_node_t *v)
         }
         size_t mk = config_push_key(p, "address");
         if (config_as_str(p, f, NULL, NULL, &ip->address) < 0) goto out;
-        if (inet_pton(AF_INET, ip->address, bins[i].a) == 1) bins[i].family = AF_INET;
-        else if (inet_pton(AF_INET6, ip->address, bins[i].a) == 1) bins[i].family = AF_INET6;
-        else {
+        if (!config_ipbin_parse(ip->address, &addrs[i])) {
             config_fail(p, f, "'%s' is not an IPv4 or IPv6 address", ip->address);
             goto out;
         }
-        for (size_t j = 0; j < i; j++)
-            if (bins[j].family == bins[i].family && memcmp(bins[j].a, bins[i].a, 16) == 0) {
-                config_fail(p, f, "%s is listed twice (also ips[%zu] at line %d)", ip->address, j,
-                            c->ips[j].line);
-                goto out;
-            }
+        if (config_ip_unique(p, f, i, false, &addrs[i], addrs, pubs) < 0) goto out;
         config_pop(p, mk);
+
+        if ((f = config_lookup(p, it, "public_address", NULL))) {
+            mk = config_push_key(p, "public_address");
+            if (config_read_public_address(p, f, i, addrs, pubs) < 0) goto out;
+            config_pop(p, mk);
+        }
 
         if (!(f = config_lookup(p, it, "zone", NULL))) {
             config_missing(p, LINE(it), "zone", NULL);
@@ -192,7 +259,8 @@ int config_read_ips(config_parser *p, yaml_node_t *v)
     }
     rc = 0;
 out:
-    free(bins);
+    free(addrs);
+    free(pubs);
     return rc;
 }
 

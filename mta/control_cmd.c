@@ -1,6 +1,9 @@
 /* control_cmd.c — the control socket's commands (protocol in control.h; the socket is
  * control.c's): status, quota, stats, suppression.list/.add/.remove, reload, the
- * dedicated-IP commands ips, ip.warmup, zone.down and zone.up, and queue / queue.explain.
+ * dedicated-IP commands ips, ip.warmup, ip.check, zone.down and zone.up, and queue /
+ * queue.explain. An IP is shown by the address the world sees (`Ip`: its public_address
+ * behind NAT) with the one kiln binds beside it (`BindAddress`); ip.warmup and ip.check
+ * take either. ip.check is answered when its DNS lookups are in (mta/ipcheck.h).
  *
  * Every command answers its request exactly once, through control_reply_ok or
  * control_reply_error (a suppression change after its spool commit, through
@@ -24,7 +27,10 @@
 #include <string.h>
 
 #include "base/kiln.h"
+#include "base/netaddr.h"
+#include "mta/delivery.h"
 #include "mta/events.h"
+#include "mta/ipcheck.h"
 #include "pools/pools.h"
 #include "mta/quota.h"
 #include "scheduler/scheduler.h"
@@ -309,7 +315,7 @@ static pools *control_take_pools(control_client *cl, const char *cmd)
 static json_t *control_ip_json(const pools_ip_info *in, int64_t now)
 {
     json_t *o = json_object();
-    json_object_set_new(o, "Ip", control_jstr(in->address));
+    json_object_set_new(o, "Ip", control_jstr(in->public_address));   /* what the world sees */
     json_object_set_new(o, "PoolName", control_jstr(in->pool));
     json_object_set_new(o, "Zone", control_jstr(in->zone));
     json_object_set_new(o, "WarmupStatus", control_jstr(in->warmup_status));
@@ -318,6 +324,7 @@ static json_t *control_ip_json(const pools_ip_info *in, int64_t now)
     json_object_set_new(o, "DailyCap", json_integer(in->daily_cap));
     json_object_set_new(o, "State", control_jstr(pools_state_name(in->state)));
     json_t *k = json_object();
+    json_object_set_new(k, "BindAddress", control_jstr(in->address));   /* the socket's source */
     json_object_set_new(k, "Sessions", json_integer(in->sessions));
     json_object_set_new(k, "HourlyCap", json_integer(in->hourly_cap));
     json_object_set_new(k, "Health", json_string(pools_health_name(in->health)));
@@ -359,9 +366,11 @@ static void control_cmd_ip_warmup(control_client *cl, const control_request *req
 {
     kiln_ctx *ctx = cl->ctl->ctx;
     const char *cmd = "ip.warmup";
-    const char *addr = req->address;
     pools *p = control_take_pools(cl, cmd);
     if (!p) return;
+    /* either address names the IP: the one kiln binds or its public_address */
+    const pools_ip *found = pools_find_any(p, req->address);
+    const char *addr = found ? pools_ip_address(found) : req->address;
     int64_t now = kiln_now_ms(ctx);
     char *err = NULL;
     if (pools_set_warmup(p, addr, req->percent, now, &err) != 0) {
@@ -375,13 +384,93 @@ static void control_cmd_ip_warmup(control_client *cl, const control_request *req
     pools_ip_info in;
     json_t *d = json_object();
     if (pools_info_by_address(p, addr, now, &in) == 0) {
-        json_object_set_new(d, "Ip", control_jstr(in.address));
+        json_object_set_new(d, "Ip", control_jstr(in.public_address));
+        json_object_set_new(d, "BindAddress", control_jstr(in.address));
         json_object_set_new(d, "WarmupStatus", control_jstr(in.warmup_status));
         json_object_set_new(d, "WarmupPercentage", json_integer(in.warmup_percentage));
         json_object_set_new(d, "DailyCap", json_integer(in.daily_cap));
     }
     control_reply_ok(cl, d);
     control_log_cmd(cl->ctl, cmd, addr, NULL);
+}
+
+/* ip.check's answer: {"ok":true,"data":{...ipcheck_to_json, "Text"}} or the error. */
+static void control_ip_check_answer(void *arg, ipcheck_result *r, const char *error)
+{
+    control_pending *p = arg;
+    if (!r) {
+        control_pending_answer(p, NULL, NULL, error ? error : "the check failed");
+        return;
+    }
+    json_t *d = ipcheck_to_json(r);
+    char *text = ipcheck_to_text(r);
+    json_object_set_new(d, "Text", control_jstr(text));
+    free(text);
+    ipcheck_result_free(r);
+    json_t *msg = json_object();
+    json_object_set_new(msg, "ok", json_true());
+    json_object_set_new(msg, "data", d);
+    char *line = json_dumps(msg, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(msg);
+    if (!line) util_fatal("control: cannot encode the ip check");
+    control_pending_answer(p, line, NULL, NULL);
+    free(line);
+}
+
+/* The ips entry whose address or public_address is addr (any spelling), or -1 after
+ * replying with the known ones. */
+static int control_ip_entry(control_client *cl, const char *cmd, const char *addr)
+{
+    const config *cfg = cl->ctl->ctx->cfg;
+    for (size_t i = 0; i < cfg->nips; i++)
+        if (netaddr_equal(cfg->ips[i].address, addr) ||
+            (cfg->ips[i].public_address && netaddr_equal(cfg->ips[i].public_address, addr)))
+            return (int)i;
+    strbuf sb;
+    strbuf_init(&sb);
+    for (size_t i = 0; i < cfg->nips; i++)
+        strbuf_printf(&sb, "%s%s%s%s%s", i ? ", " : "", cfg->ips[i].address,
+                      cfg->ips[i].public_address ? " (public " : "",
+                      cfg->ips[i].public_address ? cfg->ips[i].public_address : "",
+                      cfg->ips[i].public_address ? ")" : "");
+    char *e = util_asprintf("unknown IP %s: no ips entry has it as address or public_address "
+                            "(ips: %s)",
+                            addr, sb.len ? sb.buf : "none");
+    control_reply_error(cl, e);
+    control_log_cmd(cl->ctl, cmd, addr, e);
+    free(e);
+    strbuf_free(&sb);
+    return -1;
+}
+
+/* ip.check: the PTR of the IP's public address and the A/AAAA of its EHLO name, looked up
+ * on kilnd's resolver; answered when they are in (mta/ipcheck.h). */
+static void control_cmd_ip_check(control_client *cl, const control_request *req)
+{
+    kiln_ctx *ctx = cl->ctl->ctx;
+    const config *cfg = ctx->cfg;
+    int i = control_ip_entry(cl, req->name, req->address);
+    if (i < 0) return;
+    ipchecker *k = ctx->delivery ? delivery_ipcheck(ctx->delivery) : NULL;
+    if (!k) {
+        const char *e = "no DNS resolver: kilnd cannot look the records up (see the log's "
+                        "scheduler.dns)";
+        control_reply_error(cl, e);
+        control_log_cmd(cl->ctl, req->name, req->address, e);
+        return;
+    }
+    const config_ip *ip = &cfg->ips[i];
+    char *from = ip->ehlo ? util_asprintf("ips[%d].ehlo", i) : util_strdup("server.hostname");
+    ipcheck_req q = {
+        .public_ip = ip->public_address ? ip->public_address : ip->address,
+        .bind_ip = ip->address,
+        .ehlo = ip->ehlo ? ip->ehlo : cfg->hostname,
+        .ehlo_from = from,
+    };
+    control_pending *p = control_wait(cl, req->name, req->address);
+    if (ipchecker_start(k, &q, control_ip_check_answer, p) < 0)
+        control_pending_answer(p, NULL, NULL, "not an IP literal");
+    free(from);
 }
 
 static void control_cmd_zone(control_client *cl, const control_request *req, bool up)
@@ -548,6 +637,7 @@ void control_cmd_run(control_client *cl, const control_request *req)
     case CONTROL_CMD_RELOAD: control_cmd_reload(cl); break;
     case CONTROL_CMD_IPS: control_cmd_ips(cl); break;
     case CONTROL_CMD_IP_WARMUP: control_cmd_ip_warmup(cl, req); break;
+    case CONTROL_CMD_IP_CHECK: control_cmd_ip_check(cl, req); break;
     case CONTROL_CMD_ZONE_DOWN: control_cmd_zone(cl, req, false); break;
     case CONTROL_CMD_ZONE_UP: control_cmd_zone(cl, req, true); break;
     case CONTROL_CMD_QUEUE: control_cmd_queue(cl, req); break;

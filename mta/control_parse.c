@@ -118,6 +118,7 @@ static const struct {
     {"reload", CONTROL_CMD_RELOAD},
     {"ips", CONTROL_CMD_IPS},
     {"ip.warmup", CONTROL_CMD_IP_WARMUP},
+    {"ip.check", CONTROL_CMD_IP_CHECK},
     {"zone.down", CONTROL_CMD_ZONE_DOWN},
     {"zone.up", CONTROL_CMD_ZONE_UP},
     {"queue", CONTROL_CMD_QUEUE},
@@ -188,6 +189,8 @@ static int control_parse_args(control_request *req, json_t *args)
         req->percent = (int)json_integer_value(jp);
         return 0;
     }
+    case CONTROL_CMD_IP_CHECK:
+        return control_parse_name(req, args, "address", "an IP address is required", &req->address);
     case CONTROL_CMD_ZONE_DOWN:
     case CONTROL_CMD_ZONE_UP:
         return control_parse_name(req, args, "zone", "a zone name is required", &req->zone);

@@ -33,6 +33,7 @@ typedef enum {
     CONTROL_CMD_RELOAD,
     CONTROL_CMD_IPS,
     CONTROL_CMD_IP_WARMUP,
+    CONTROL_CMD_IP_CHECK,
     CONTROL_CMD_ZONE_DOWN,
     CONTROL_CMD_ZONE_UP,
     CONTROL_CMD_QUEUE,
@@ -49,7 +50,7 @@ typedef struct control_request {
     control_cmd_kind kind;
     const char *name;        /* "status", "suppression.add", ... */
     char *address;           /* suppression.add/.remove: checked, lower-cased;
-                                ip.warmup: as given, not empty */
+                                ip.warmup, ip.check: as given, not empty */
     const char *reason;      /* suppression.add: "BOUNCE" (the default) or "COMPLAINT";
                                 suppression.list: the filter, or NULL for all (static) */
     int percent;             /* ip.warmup: 0..100 */

@@ -41,6 +41,7 @@
 #include "base/util.h"
 #include "mta/delivery_int.h"
 #include "mta/idstate.h"
+#include "mta/ipcheck.h"
 #include "mta/outbound.h"
 #include "mta/dns.h"
 #include "mta/hopcheck.h"
@@ -770,10 +771,12 @@ delivery *delivery_new(kiln_ctx *ctx, scheduler *s)
     dl->http = ctx->curl;             /* kilnd's shared HTTP client (daemon.c) */
     if (dl->dns) dl->sts = mta_sts_new(ctx->loop, ctx->log, dl->dns, dl->http);
     if (dl->dns) dl->identity = idstate_new(ctx, dl->dns);
+    if (dl->dns) dl->ipcheck = ipchecker_new(dl->dns);
     return dl;
 }
 
 struct idstate *delivery_identity(delivery *dl) { return dl->identity; }
+struct ipchecker *delivery_ipcheck(delivery *dl) { return dl->ipcheck; }
 
 void delivery_free(delivery *dl)
 {
@@ -784,6 +787,7 @@ void delivery_free(delivery *dl)
         delivery_session_free(ss);
     }
     idstate_free(dl->identity);      /* answers its pending status requests, before dns_free */
+    ipchecker_free(dl->ipcheck);     /* and so does kilnctl ip check */
     if (dl->dns) dns_free(dl->dns);   /* pending lookups are dropped without callbacks */
     mta_sts_free(dl->sts);            /* and so are pending policy fetches */
     while (dl->preps) delivery_prep_free(dl, dl->preps);   /* their waits go here */

@@ -24,5 +24,7 @@ extern const scheduler_exec_ops delivery_exec_ops;
 
 /* The identities' DNS view (mta/idstate.h), or NULL without a DNS resolver. */
 struct idstate *delivery_identity(delivery *dl);
+/* The reverse-DNS checks of kilnctl ip check (mta/ipcheck.h), or NULL without a resolver. */
+struct ipchecker *delivery_ipcheck(delivery *dl);
 
 #endif

@@ -64,6 +64,7 @@ struct delivery {
     mta_sts *sts;               /* MTA-STS policies and their cache; NULL without DNS */
     struct idstate *identity;  /* DNS readiness of the identities (mta/idstate.c); NULL
                                    without DNS */
+    struct ipchecker *ipcheck;  /* kilnctl ip check's lookups (mta/ipcheck.h); NULL without DNS */
     delivery_session *sessions;
     int nsessions;
     delivery_prep *preps;       /* jobs whose policy, MX or TLSA lookups are under way */

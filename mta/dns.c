@@ -29,7 +29,9 @@
  *
  * dns_query serves single queries of any type through the same lookups (a key of its own
  * per name and type, shared, restarted, delivered from the loop), without a cache;
- * dns_query_cancel marks one waiter as delivered to nobody and lets the lookup run on. */
+ * dns_query_cancel marks one waiter as delivered to nobody and lets the lookup run on.
+ * dns_reverse_name spells the name a PTR query asks (kilnctl ip check); the answer is read
+ * with c-ares' ares_parse_ptr_reply by the caller. */
 #include "mta/dns.h"
 
 #include <arpa/inet.h>
@@ -659,6 +661,25 @@ void dns_query_cancel(dns *d, const char *name, int type, dns_answer_cb cb, void
 }
 
 /* ---------- life cycle ---------- */
+
+char *dns_reverse_name(const char *ip)
+{
+    unsigned char b[16];
+    if (ip && inet_pton(AF_INET, ip, b) == 1)
+        return util_asprintf("%u.%u.%u.%u.in-addr.arpa", b[3], b[2], b[1], b[0]);
+    if (!ip || inet_pton(AF_INET6, ip, b) != 1) return NULL;
+    static const char hex[] = "0123456789abcdef";
+    char out[16 * 4 + sizeof "ip6.arpa"];
+    size_t n = 0;
+    for (int i = 15; i >= 0; i--) {   /* nibbles, least significant first (RFC 3596 2.5) */
+        out[n++] = hex[b[i] & 0xf];
+        out[n++] = '.';
+        out[n++] = hex[b[i] >> 4];
+        out[n++] = '.';
+    }
+    memcpy(out + n, "ip6.arpa", sizeof "ip6.arpa");
+    return util_strdup(out);
+}
 
 dns *dns_new(struct ev_loop *loop, const config *cfg, klog *lg, char **err)
 {

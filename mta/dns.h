@@ -79,6 +79,12 @@ void dns_query(dns *d, const char *name, int type, dns_answer_cb cb, void *arg);
  * callback, including one of the same dispatch; a no-op when nothing matches. */
 void dns_query_cancel(dns *d, const char *name, int type, dns_answer_cb cb, void *arg);
 
+/* The name a PTR query (ns_t_ptr through dns_query) asks for an IP literal:
+ * "4.3.2.1.in-addr.arpa" for 1.2.3.4 (RFC 1035 section 3.5), the 32 nibbles of an IPv6
+ * address, least significant first, under "ip6.arpa" (RFC 3596 section 2.5). malloc'd;
+ * NULL if ip is not an IPv4 or IPv6 literal. Pure. */
+char *dns_reverse_name(const char *ip);
+
 /* Pure ordering used by dns_resolve_mx, exported for unit tests: sorts hosts by
  * preference ascending; hosts of equal preference are shuffled with rnd(arg) (returns a
  * uniformly random uint32). */

@@ -49,7 +49,9 @@ typedef struct identity_check_req {
     const char *mail_from_domain;   /* custom MAIL FROM domain; NULL: none (MX/SPF not checked) */
     const char *mail_from_mx;    /* the host its MX must name; NULL: any MX will do */
     const char *server_hostname; /* named in the suggested MX when mail_from_mx is NULL */
-    const char *const *pool_ips; /* the sending pool's IPv4/IPv6 literals SPF must authorize */
+    const char *const *pool_ips; /* the sending pool's IPv4/IPv6 literals SPF must authorize:
+                                    the addresses receivers see (an IP's public_address
+                                    behind NAT, never the private one kiln binds) */
     size_t npool_ips;
 } identity_check_req;
 

@@ -1,5 +1,7 @@
 /* identity_spf.c — does the MAIL FROM domain's SPF record (RFC 7208) authorize every IP of
- * the sending pool? Pure: the TXT answer and the pool's addresses in, one record out.
+ * the sending pool? Pure: the TXT answer and the pool's addresses in, one record out. The
+ * addresses are the ones receivers see (mta/idstate.c passes an IP's public_address when
+ * NAT maps it onto the address kiln binds), so ip4:/ip6: terms must cover those.
  *
  * Written by hand rather than with libspf2: kiln needs only the record's syntax and the
  * ip4:/ip6: arithmetic, and libspf2 resolves through its own blocking resolver. What needs

@@ -198,7 +198,9 @@ static void idstate_start_check(idstate *id, size_t i, idstate_slot *s)
         if (sels[k].active) signing = true;
     }
     const char **ips = util_calloc(cfg->nips ? cfg->nips : 1, sizeof *ips);
-    for (size_t k = 0; k < cfg->nips; k++) ips[k] = cfg->ips[k].address;
+    /* SPF authorizes what receivers see: the public_address of an IP behind NAT */
+    for (size_t k = 0; k < cfg->nips; k++)
+        ips[k] = cfg->ips[k].public_address ? cfg->ips[k].public_address : cfg->ips[k].address;
     identity_check_req req = {
         .identity = ident,
         .selectors = ds,

@@ -61,10 +61,14 @@ static const char usage_text[] =
     "  suppression remove ADDRESS             take ADDRESS off the suppression list\n"
     "  reload                                 make kilnd apply its config file again\n"
     "  ips                                    dedicated IPs: pool, zone, warm-up, usage, state\n"
-    "                                         (SES GetDedicatedIps)\n"
+    "                                         (SES GetDedicatedIps; Ip is the public address,\n"
+    "                                         BIND the one kiln binds when NAT maps them)\n"
     "  ip warmup ADDRESS --percent N          set the warm-up percentage of ADDRESS (0..100;\n"
     "                                         SES PutDedicatedIpWarmupAttributes); refused for\n"
     "                                         IPs of managed pools (their caps are automatic)\n"
+    "  ip check ADDRESS                       reverse DNS as mailbox providers require: the PTR\n"
+    "                                         of the public address names the EHLO name, whose\n"
+    "                                         A/AAAA records include the address (FCrDNS)\n"
     "  zone down NAME                         take zone NAME out of rotation: no new sessions\n"
     "                                         from its IPs, open ones finish and QUIT\n"
     "  zone up NAME                           put zone NAME back into rotation\n"
@@ -197,13 +201,19 @@ static json_t *kilnctl_build_request(const options *o, const char **cmd_name)
         if (o->explain && !*o->explain) kilnctl_usage_fail("--explain needs a MESSAGE-ID");
         cmd = o->explain ? "queue.explain" : "queue";
     } else if (strcmp(w0, "ip") == 0) {
-        if (!sub || strcmp(sub, "warmup") != 0)
-            kilnctl_usage_fail("ip needs warmup ADDRESS --percent N");
-        cmd = "ip.warmup";
-        want = 3;
-        percent_ok = true;
-        if (o->nwords < 3) kilnctl_usage_fail("ip warmup needs an ADDRESS");
-        if (!o->percent) kilnctl_usage_fail("ip warmup needs --percent N (0..100)");
+        if (sub && strcmp(sub, "check") == 0) {
+            cmd = "ip.check";
+            want = 3;
+            if (o->nwords < 3) kilnctl_usage_fail("ip check needs an ADDRESS");
+        } else if (sub && strcmp(sub, "warmup") == 0) {
+            cmd = "ip.warmup";
+            want = 3;
+            percent_ok = true;
+            if (o->nwords < 3) kilnctl_usage_fail("ip warmup needs an ADDRESS");
+            if (!o->percent) kilnctl_usage_fail("ip warmup needs --percent N (0..100)");
+        } else {
+            kilnctl_usage_fail("ip needs warmup ADDRESS --percent N or check ADDRESS");
+        }
     } else if (strcmp(w0, "zone") == 0) {
         if (!sub || (strcmp(sub, "down") != 0 && strcmp(sub, "up") != 0))
             kilnctl_usage_fail("zone needs down NAME or up NAME");
@@ -608,19 +618,38 @@ static void kilnctl_print_suppression(json_t *data)
 
 static void kilnctl_print_ips(json_t *data)
 {
-    static const char *const head[] = {"IP", "POOL", "ZONE", "WARMUP", "PCT", "SENT24H", "CAP", "STATE"};
-    static const char *const keys[] = {"Ip", "PoolName", "Zone", "WarmupStatus", "WarmupPercentage",
-                                       "SentLast24Hours", "DailyCap", "State"};
-    enum { NCOL = 8 };
+    /* BIND (kiln.BindAddress, the address kiln binds) only when NAT maps one onto an Ip */
+    static const char *const head[] = {"IP", "BIND", "POOL", "ZONE", "WARMUP", "PCT", "SENT24H", "CAP", "STATE"};
+    static const char *const keys[] = {"Ip", "BindAddress", "PoolName", "Zone", "WarmupStatus",
+                                       "WarmupPercentage", "SentLast24Hours", "DailyCap", "State"};
+    enum { NCOL = 9 };
     json_t *list = json_object_get(data, "DedicatedIps");
     size_t n = json_array_size(list);
     if (n == 0) {
         puts("(no dedicated IPs)");
         return;
     }
-    kilnctl_print_table(list, head, keys, NCOL, true);
     size_t i;
     json_t *e;
+    bool nat = false;
+    json_array_foreach(list, i, e)
+    {
+        const char *bind = json_string_value(json_object_get(json_object_get(e, "kiln"), "BindAddress"));
+        const char *ip = json_string_value(json_object_get(e, "Ip"));
+        if (bind && ip && strcmp(bind, ip) != 0) nat = true;
+        if (bind) json_object_set_new(e, "BindAddress", json_string(bind));   /* a cell */
+    }
+    if (nat) {
+        kilnctl_print_table(list, head, keys, NCOL, true);
+    } else {
+        const char *h[NCOL - 1], *k[NCOL - 1];
+        for (int c = 0, d = 0; c < NCOL; c++)
+            if (c != 1) {
+                h[d] = head[c];
+                k[d++] = keys[c];
+            }
+        kilnctl_print_table(list, h, k, NCOL - 1, true);
+    }
     /* why an IP is out of rotation, under the table */
     json_array_foreach(list, i, e)
     {
@@ -756,7 +785,7 @@ static void kilnctl_print_human(const char *cmd, const options *o, json_t *data)
         kilnctl_print_stats(data);
     } else if (strcmp(cmd, "queue.explain") == 0) {
         kilnctl_print_explain(data);
-    } else if (strncmp(cmd, "identity.", 9) == 0) {
+    } else if (strncmp(cmd, "identity.", 9) == 0 || strcmp(cmd, "ip.check") == 0) {
         const char *text = json_string_value(json_object_get(data, "Text"));
         if (text) fputs(text, stdout);
     } else if (strcmp(cmd, "reload") == 0) {
@@ -802,7 +831,8 @@ int main(int argc, char **argv)
     json_t *data = json_object_get(ans, "data");
     if (!json_is_object(data)) data = empty;
     if (o.json) {
-        if (strncmp(cmd, "identity.", 9) == 0) json_object_del(data, "Text");   /* the table's */
+        if (strncmp(cmd, "identity.", 9) == 0 || strcmp(cmd, "ip.check") == 0)
+            json_object_del(data, "Text");   /* the table's */
         char *out = json_dumps(data, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         if (!out) util_fatal("kilnctl: cannot encode the answer");
         puts(out);

@@ -24,6 +24,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "base/netaddr.h"
 #include "base/util.h"
 #include "pools/pools_internal.h"
 
@@ -53,9 +54,11 @@ static void pools_ip_set_config(pools_ip *ip, const config *cfg, const config_ip
     free(ip->pool);
     free(ip->zone);
     free(ip->ehlo);
+    free(ip->public_address);
     ip->pool = util_strdup(c->pool);
     ip->zone = util_strdup(c->zone);
     ip->ehlo = util_strdup(c->ehlo);
+    ip->public_address = util_strdup(c->public_address);
     ip->managed = pools_pool_is_managed(cfg, c->pool);
     snprintf(ip->zone_reason, sizeof ip->zone_reason, "zone %s is down", c->zone);
 }
@@ -90,6 +93,7 @@ static void pools_ip_free(pools_ip *ip)
     free(ip->pool);
     free(ip->zone);
     free(ip->ehlo);
+    free(ip->public_address);
     health_free(&ip->h);
     pools_caps_free(ip);
     free(ip);
@@ -688,6 +692,7 @@ void pools_ip_info_of(const pools *p, const pools_ip *ip, int64_t now_ms, pools_
 {
     memset(out, 0, sizeof *out);
     out->address = ip->address;
+    out->public_address = pools_ip_public(ip);
     out->pool = ip->pool;
     out->zone = ip->zone;
     out->ehlo = ip->ehlo;
@@ -739,6 +744,22 @@ int pools_info_by_address(const pools *p, const char *address, int64_t now_ms, p
 pools_ip *pools_find(const pools *p, const char *address)
 {
     return pools_find_ip(p, address);
+}
+
+pools_ip *pools_find_any(const pools *p, const char *addr)
+{
+    if (!addr) return NULL;
+    for (size_t i = 0; i < p->nips; i++)
+        if (netaddr_equal(p->ips[i]->address, addr)) return p->ips[i];
+    for (size_t i = 0; i < p->nips; i++)
+        if (p->ips[i]->public_address && netaddr_equal(p->ips[i]->public_address, addr))
+            return p->ips[i];
+    return NULL;
+}
+
+const char *pools_ip_public(const pools_ip *ip)
+{
+    return ip->public_address ? ip->public_address : ip->address;
 }
 
 const char *pools_ip_address(const pools_ip *ip)

@@ -141,7 +141,9 @@ bool pools_zone_is_up(const pools *p, const char *zone);
 
 /* ---- reading state (kilnctl ips, explain, logs) ---- */
 typedef struct pools_ip_info {
-    const char *address, *pool, *zone, *ehlo;
+    const char *address, *pool, *zone, *ehlo;   /* address: the one kiln binds */
+    const char *public_address;   /* the address the world sees: the config's public_address
+                                     (NAT), else address */
     bool managed;
     const char *warmup_status;    /* "IN_PROGRESS" | "DONE" | "NOT_APPLICABLE" */
     int warmup_percentage;        /* 0..100; -1 in managed pools */
@@ -173,6 +175,12 @@ const char *pools_state_name(pools_ip_state s);  /* "active" | "draining" | "dow
 const char *pools_health_name(pools_health h);   /* "closed" | "open" | "half-open" */
 /* The handle of a known address (draining ones included), or NULL. */
 pools_ip *pools_find(const pools *p, const char *address);
+/* The handle of the IP whose bound address or else public address is addr, however the
+ * literal is spelled ("::1" is "0::1"; draining ones included), or NULL: what an operator
+ * names (kilnctl ip warmup/check, the SES API) may be either. */
+pools_ip *pools_find_any(const pools *p, const char *addr);
+/* The address the world sees from ip: its public_address (NAT), else its address. */
+const char *pools_ip_public(const pools_ip *ip);
 
 /* ---- pure warm-up arithmetic (exported for tests) ---- */
 /* first_day * (target/first_day)^(pct/100), rounded down; pct in [0,100]. */

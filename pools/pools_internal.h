@@ -21,6 +21,7 @@ typedef struct managed_cap {
 
 struct pools_ip {
     char *address, *pool, *zone, *ehlo;
+    char *public_address;        /* the config's public_address (NAT), or NULL */
     char zone_reason[96];        /* "zone az2 is down" */
     bool managed;
     bool draining;

@@ -114,8 +114,9 @@ void sched_pools_load(scheduler *s)
         pools_ip_info in;
         pools_info(s->pools, i, now, &in);
         log_write(ctx->log, KLOG_INFO, "pools.ip",
-                  "ip=%s pool=%s zone=%s warmup=%s pct=%d sent_24h=%lld daily_cap=%lld state=%s",
-                  in.address, log_q(ctx->log, in.pool), log_q(ctx->log, in.zone), in.warmup_status,
+                  "ip=%s%s%s pool=%s zone=%s warmup=%s pct=%d sent_24h=%lld daily_cap=%lld state=%s",
+                  in.address, strcmp(in.public_address, in.address) ? " public=" : "",
+                  strcmp(in.public_address, in.address) ? in.public_address : "", log_q(ctx->log, in.pool), log_q(ctx->log, in.zone), in.warmup_status,
                   in.warmup_percentage, (long long)in.sent_24h, (long long)in.daily_cap,
                   pools_state_name(in.state));
     }

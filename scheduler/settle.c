@@ -19,7 +19,9 @@
  * pools deferral (no IP, all at cap) is never bounced before the expiry itself; recipients
  * with a final outcome leave the job and memory; events are grouped as SES does (one
  * Delivery for the delivered, one Bounce per type/subtype, one DeliveryDelay per delay
- * type).
+ * type); their ses:outgoing-ip tag is the address the world saw (the source IP's
+ * public_address behind NAT, else the bound address), and the log lines name the bound
+ * address as ip= with public= beside it when the two differ.
  *
  * mta/accept.c settles simulator and suppression outcomes itself, at acceptance: those
  * recipients are inserted already final (no spool row to update, no attempt, no backoff,
@@ -105,6 +107,22 @@ static char *settle_diagnostic(const sched_outcome *o)
     return o->remote ? util_asprintf("smtp; %s", o->text) : util_strdup(o->text);
 }
 
+/* The address the world saw for source address src (bound): its public_address behind NAT,
+ * else src itself (also for an IP a reload released and forgot meanwhile). */
+static const char *settle_public(const scheduler *s, const char *src)
+{
+    const pools_ip *ip = src && s->pools ? pools_find(s->pools, src) : NULL;
+    return ip ? pools_ip_public(ip) : src;
+}
+
+/* " public=ADDR" for the log lines of src when it differs from src (NAT), else "". */
+static void settle_public_field(const scheduler *s, const char *src, char *buf, size_t n)
+{
+    const char *pub = settle_public(s, src);
+    if (pub && src && strcmp(pub, src) != 0) snprintf(buf, n, " public=%s", pub);
+    else buf[0] = '\0';
+}
+
 /* The SES events of one attempt, in the spool batch: one Delivery event for the recipients
  * delivered, one Bounce event per bounce type/subtype, one DeliveryDelay per delay type. */
 static void settle_events(scheduler *s, const sched_job *j, const sched_outcome *out, const char *src,
@@ -115,6 +133,7 @@ static void settle_events(scheduler *s, const sched_job *j, const sched_outcome 
     int64_t expiry = j->msg.created_ms + j->max_delivery_ms;
     char *reporting = events_reporting_mta(ctx->cfg);
     const char *set = j->set->name;
+    const char *pub = settle_public(s, src);   /* ses:outgoing-ip: what the world saw */
     char **list = util_calloc(n ? n : 1, sizeof *list);
     events_rcpt_status *st = util_calloc(n ? n : 1, sizeof *st);
     char **diags = util_calloc(n ? n : 1, sizeof *diags);
@@ -127,7 +146,7 @@ static void settle_events(scheduler *s, const sched_job *j, const sched_outcome 
         if (!smtp_response) smtp_response = out[i].text;
     }
     if (nl) {
-        char *ev = events_delivery(j->msg.mail_json, src, now, now - j->msg.created_ms, list, nl,
+        char *ev = events_delivery(j->msg.mail_json, pub, now, now - j->msg.created_ms, list, nl,
                                    smtp_response, reporting, peer);
         spool_add_event_take(ctx->spool, set, ev);
     }
@@ -151,9 +170,9 @@ static void settle_events(scheduler *s, const sched_job *j, const sched_outcome 
             ns++;
         }
         char *ev = c->verdict == RETRY_BOUNCE
-                       ? events_bounce(j->msg.mail_json, src, now, c->bounce_type,
+                       ? events_bounce(j->msg.mail_json, pub, now, c->bounce_type,
                                        c->bounce_subtype, st, ns, reporting, peer)
-                       : events_delay(j->msg.mail_json, src, now, c->delay_type, expiry, st, ns,
+                       : events_delay(j->msg.mail_json, pub, now, c->delay_type, expiry, st, ns,
                                       reporting, peer);
         spool_add_event_take(ctx->spool, set, ev);
         if (c->verdict == RETRY_BOUNCE) stats_count(ctx->spool, STATS_BOUNCES, now, (int64_t)ns);
@@ -197,6 +216,8 @@ void sched_settle(scheduler *s, sched_job *j, sched_outcome *out, const char *sr
     }
 
     /* spool rows and logs: kept writes, retried until committed (store/spool.h) */
+    char pubf[80];
+    settle_public_field(s, src, pubf, sizeof pubf);
     spool_keep_begin(ctx->spool);
     for (size_t i = 0; i < n; i++) {
         sched_rcpt *r = &j->rcpts[i];
@@ -204,8 +225,8 @@ void sched_settle(scheduler *s, sched_job *j, sched_outcome *out, const char *sr
         switch (c->verdict) {
         case RETRY_DELIVERED:
             spool_update_rcpt(ctx->spool, r->rowid, SPOOL_RCPT_DELIVERED, r->attempts, 0, out[i].text);
-            log_write(sched_lg(s), KLOG_INFO, "delivery.ok", "id=%s rcpt=%s ip=%s hop=%s reply=%s",
-                      log_q(sched_lg(s), j->msg_id), log_q(sched_lg(s), r->address), src ? src : "-",
+            log_write(sched_lg(s), KLOG_INFO, "delivery.ok", "id=%s rcpt=%s ip=%s%s hop=%s reply=%s",
+                      log_q(sched_lg(s), j->msg_id), log_q(sched_lg(s), r->address), src ? src : "-", pubf,
                       peer ? peer : "-", log_q(sched_lg(s), out[i].text));
             break;
         case RETRY_BOUNCE:
@@ -213,8 +234,8 @@ void sched_settle(scheduler *s, sched_job *j, sched_outcome *out, const char *sr
             if (c->suppress && (cfg->suppression_reasons & CONFIG_SUPPRESS_BOUNCE))
                 spool_suppression_put(ctx->spool, r->address, "BOUNCE", now);
             log_write(sched_lg(s), KLOG_INFO, "delivery.bounce",
-                      "id=%s rcpt=%s ip=%s hop=%s type=%s subtype=%s status=%s attempts=%d reply=%s",
-                      log_q(sched_lg(s), j->msg_id), log_q(sched_lg(s), r->address), src ? src : "-",
+                      "id=%s rcpt=%s ip=%s%s hop=%s type=%s subtype=%s status=%s attempts=%d reply=%s",
+                      log_q(sched_lg(s), j->msg_id), log_q(sched_lg(s), r->address), src ? src : "-", pubf,
                       peer ? peer : "-", c->bounce_type, c->bounce_subtype, c->status, r->attempts,
                       log_q(sched_lg(s), out[i].text));
             break;
@@ -226,8 +247,8 @@ void sched_settle(scheduler *s, sched_job *j, sched_outcome *out, const char *sr
             char at[32];
             util_iso8601(next[i], at);
             log_write(sched_lg(s), KLOG_INFO, "delivery.defer",
-                      "id=%s rcpt=%s ip=%s hop=%s delay_type=%s status=%s attempts=%d next=%s reply=%s",
-                      log_q(sched_lg(s), j->msg_id), log_q(sched_lg(s), r->address), src ? src : "-",
+                      "id=%s rcpt=%s ip=%s%s hop=%s delay_type=%s status=%s attempts=%d next=%s reply=%s",
+                      log_q(sched_lg(s), j->msg_id), log_q(sched_lg(s), r->address), src ? src : "-", pubf,
                       peer ? peer : "-", c->delay_type, c->status, r->attempts, at,
                       log_q(sched_lg(s), out[i].text));
             break;
