@@ -1,7 +1,8 @@
 /* kiln-loadgen.c — injects N messages over M parallel SMTP connections into an SMTP server
  * and reports what happened (SPEC section 6): messages accepted, accepted messages per
  * second, latency percentiles from MAIL sent to the final 250, and the failures by reply
- * code and by kind of connection error.
+ * code and by kind of connection error — ending with a line that says why when every refusal
+ * was an account rule such as the sandbox or the quota (loadgen_report.c).
  *
  *   kiln-loadgen -s HOST:PORT -n N -c M [--size BYTES] [--rcpts-per-msg R] [--domains D]
  *       [--domain-pattern P] [--local-part L] [--from ADDR] [--set NAME] [--rate MSGS_PER_S]
@@ -213,6 +214,7 @@ static void loadgen_msg_finish(lg_conn *c, int outcome, const char *key)
     } else if (outcome == 1) {
         lg->rejected++;
         loadgen_tally_add(&lg->rejected_by, key, 1);
+        lg->rejected_why[c->fail_key[0] ? c->fail_why : LG_WHY_OTHER]++;
     } else {
         lg->errors++;
         loadgen_tally_add(&lg->errors_by, key, 1);
@@ -383,9 +385,11 @@ static void loadgen_conn_idle(lg_conn *c)
 
 /* ---- replies ---- */
 
-static void loadgen_fail_once(lg_conn *c, lg_stage st, int code)
+static void loadgen_fail_once(lg_conn *c, lg_stage st, int code, const char *reply, size_t len)
 {
-    if (!c->fail_key[0]) snprintf(c->fail_key, sizeof c->fail_key, "%s %d", stage_names[st], code);
+    if (c->fail_key[0]) return;
+    snprintf(c->fail_key, sizeof c->fail_key, "%s %d", stage_names[st], code);
+    c->fail_why = loadgen_why_of(st, code, reply, len);
 }
 
 /* The transaction is over (all expected replies read, or nothing more will be sent). */
@@ -406,7 +410,7 @@ static void loadgen_txn_reply(lg_conn *c, int code, const char *reply, size_t le
     bool ok = code >= 200 && code < 300;
     if (code == 421) {
         /* The server is closing the connection: this message ends here. */
-        loadgen_fail_once(c, st, code);
+        loadgen_fail_once(c, st, code, reply, len);
         loadgen_msg_finish(c, 1, c->fail_key);
         loadgen_conn_fail(c, "closed after 421", false);
         return;
@@ -416,7 +420,7 @@ static void loadgen_txn_reply(lg_conn *c, int code, const char *reply, size_t le
     case STAGE_MAIL:
         c->mail_ok = ok;
         if (!ok) {
-            loadgen_fail_once(c, st, code);
+            loadgen_fail_once(c, st, code, reply, len);
             if (!c->pipelining) {
                 loadgen_txn_over(c);
                 return;
@@ -430,7 +434,7 @@ static void loadgen_txn_reply(lg_conn *c, int code, const char *reply, size_t le
             lg->rcpts_ok++;
         } else {
             lg->rcpts_rejected++;
-            if (c->rcpt_ok == 0) loadgen_fail_once(c, st, code);
+            if (c->rcpt_ok == 0) loadgen_fail_once(c, st, code, reply, len);
         }
         if (!c->pipelining && c->next_send == c->next_reply && c->next_send < c->nstages &&
             c->stages[c->next_send] == STAGE_DATA && c->rcpt_ok == 0) {
@@ -456,7 +460,7 @@ static void loadgen_txn_reply(lg_conn *c, int code, const char *reply, size_t le
         }
         if (c->mail_ok) {
             c->need_rset = true;
-            if (c->rcpt_ok > 0) loadgen_fail_once(c, st, code);
+            if (c->rcpt_ok > 0) loadgen_fail_once(c, st, code, reply, len);
         }
         loadgen_txn_over(c);
         return;
@@ -465,7 +469,7 @@ static void loadgen_txn_reply(lg_conn *c, int code, const char *reply, size_t le
             loadgen_record_accepted(lg, c->msg, reply, len);
             loadgen_msg_finish(c, 0, NULL);
         } else {
-            if (c->rcpt_ok > 0 && c->mail_ok) loadgen_fail_once(c, st, code);
+            if (c->rcpt_ok > 0 && c->mail_ok) loadgen_fail_once(c, st, code, reply, len);
         }
         loadgen_txn_over(c);
         return;

@@ -19,12 +19,13 @@
  *   disconnect...  the connection is dropped without a reply
  *   delay<N>...    the RCPT reply (250) is delayed N ms (a timer: other sessions go on)
  * and by option:
- *   --random-defer P, --random-reject P, --random-disconnect P, --random-delay P
+ *   --random-defer P, --random-reject P, --random-disconnect P, --random-throttle P,
+ *   --random-delay P
  *                  percent (0..100, fractions allowed) of the RCPTs without a local-part
  *                  fault that get the fault above (independent draws in the order
- *                  disconnect, defer, reject, delay; a random delay holds the 250 to the
- *                  RCPT 0..--random-delay-ms milliseconds, default 1000; --seed N makes
- *                  the sequence repeatable)
+ *                  disconnect, defer, reject, throttle, delay; a random delay holds the
+ *                  250 to the RCPT 0..--random-delay-ms milliseconds, default 1000;
+ *                  --seed N makes the sequence repeatable)
  *   --delay-data MS
  *                  the reply to the final "." is delayed MS milliseconds
  *   --max-connections-per-client N
@@ -42,7 +43,7 @@
  *    "by_listener": {"127.0.0.21:2525": {"connections", "messages", "recipients", "bytes"}},
  *    "faults": {"defer", "reject", "throttle", "disconnect", "delay", "random_defer",
  *               "random_reject", "random_disconnect", "delay_data", "too_many_connections",
- *               "random_delay"},
+ *               "random_delay", "random_throttle"},
  *    "max_concurrent_by_client": {"127.0.0.10": N}}
  * "messages" are messages answered 250 at the end of DATA; "recipients" the recipients
  * accepted in those messages; "bytes" their size as received (after dot-unstuffing, lines
@@ -295,6 +296,7 @@ static void sink_cmd_rcpt(sink_session *s, const smtp_cmd *c)
         if (sink_chance(sk, sk->o.random_disconnect)) f = F_RANDOM_DISCONNECT;
         else if (sink_chance(sk, sk->o.random_defer)) f = F_RANDOM_DEFER;
         else if (sink_chance(sk, sk->o.random_reject)) f = F_RANDOM_REJECT;
+        else if (sink_chance(sk, sk->o.random_throttle)) f = F_RANDOM_THROTTLE;
         else if (sink_chance(sk, sk->o.random_delay)) {
             f = F_RANDOM_DELAY;
             delay_ms = (long)(sink_rand(sk) % (uint64_t)(sk->o.random_delay_ms + 1));
@@ -311,6 +313,7 @@ static void sink_cmd_rcpt(sink_session *s, const smtp_cmd *c)
         sink_reply(s, REPLY_REJECT);
         return;
     case F_THROTTLE:
+    case F_RANDOM_THROTTLE:
         sink_reset_transaction(s);
         sink_reply(s, REPLY_THROTTLE);
         sink_start_closing(s, "fault throttle");

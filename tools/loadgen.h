@@ -67,6 +67,18 @@ typedef enum {
 
 typedef enum { STAGE_RSET, STAGE_MAIL, STAGE_RCPT, STAGE_DATA, STAGE_DOT } lg_stage;
 
+/* Why a message was refused, when the reply names one of the account's rules (SES's reply
+ * texts, as kilnd sends them): the report's last line says so (loadgen_report.c). */
+typedef enum {
+    LG_WHY_OTHER,        /* anything else */
+    LG_WHY_SANDBOX,      /* RCPT 554 "Email address is not verified": sandbox recipient */
+    LG_WHY_SENDER,       /* the same 554 to MAIL or at the end of DATA: the sender */
+    LG_WHY_QUOTA,        /* 454 "Daily message quota exceeded" */
+    LG_WHY_RATE,         /* 454 "Maximum sending rate exceeded" */
+    LG_WHY_NO_SET,       /* 554 "Configuration set does not exist" (--set) */
+    LG_WHY_COUNT
+} lg_why;
+
 typedef struct loadgen loadgen;
 
 typedef struct lg_conn {
@@ -89,6 +101,7 @@ typedef struct lg_conn {
     bool mail_ok;
     unsigned rcpt_ok;
     char fail_key[64];               /* the first refusal of this message */
+    lg_why fail_why;                 /* and what its reply text says */
     int64_t t_mail_us;
 } lg_conn;
 
@@ -108,6 +121,7 @@ struct loadgen {
     int64_t *lat_us;
     size_t nlat;
     lg_tally rejected_by, errors_by, conn_errors;
+    uint64_t rejected_why[LG_WHY_COUNT];   /* rejected messages by their first refusal */
     int64_t t_start_us, t_end_us;
     char run_id[17];
     char *pool;                      /* LG_POOL_LINES body lines of LG_LINE chars + CRLF */
@@ -135,6 +149,8 @@ void loadgen_tally_add(lg_tally *t, const char *key, uint64_t n);
 void loadgen_tally_free(lg_tally *t);
 /* Prints the report (text or --json) on stdout. */
 void loadgen_report(loadgen *lg);
+/* What the refusal (code, reply text of len bytes) to a command of stage st says. */
+lg_why loadgen_why_of(lg_stage st, int code, const char *reply, size_t len);
 /* Opens --record (appending, line-buffered); -1 after printing why not. */
 int loadgen_record_open(loadgen *lg);
 /* Message msg was accepted with the final reply (reply, len): one --record line. */

@@ -37,6 +37,8 @@ void loadgen_usage(FILE *fp)
         "      --record FILE          append \"<unix ms> <token> <queue id>\" per accepted\n"
         "                             message (the id: last word of the final 250)\n"
         "  -h, --help                 this text\n"
+        "When every rejection is an account rule (sandbox, 24-hour quota, sending rate,\n"
+        "unverified sender, unknown set), the report's last line says which and what to do.\n"
         "Exit status 0 when the run finished (rejections included), 1 on bad usage or\n"
         "when no message got an answer from the server.\n",
         fp);

@@ -3,6 +3,17 @@
  * second and latency percentiles (nearest rank, MAIL sent to the final 250), as text or as
  * JSON (jansson) with --json.
  *
+ * When every rejection was one of the account's rules, as SES words them (554 "Email address
+ * is not verified" to RCPT: a sandbox account; the same to MAIL or the message: the sender;
+ * 454 "Daily message quota exceeded"; 454 "Maximum sending rate exceeded"; 554
+ * "Configuration set does not exist"), the report's last line says so and what to do (JSON:
+ * "why"; null otherwise), e.g. for kiln-loadgen's defaults against the shipped sandbox
+ * conf/kiln.yaml:
+ *     all 1000 rejected: the account is in sandbox mode, only verified recipients may receive
+ *     (1000 x 554 5.7.1 ... Email address is not verified): use tools/loadtest.sh or
+ *     conf/examples/loadtest.yaml for load tests
+ * Judged from the reply texts alone, so it works against any server that answers as SES.
+ *
  * And --record FILE: one line per accepted message, written (line-buffered) as its final
  * 250 is read, so a reader sees it at once and nothing is lost if the run is killed:
  *     <unix time in ms> <X-Loadgen-Token value> <queue id>
@@ -58,6 +69,61 @@ static double loadgen_pct_ms(const loadgen *lg, double p)
     return (double)lg->lat_us[rank - 1] / 1000.0;
 }
 
+/* True when the len bytes at s contain needle. */
+static bool loadgen_has(const char *s, size_t len, const char *needle)
+{
+    return memmem(s, len, needle, strlen(needle)) != NULL;
+}
+
+lg_why loadgen_why_of(lg_stage st, int code, const char *reply, size_t len)
+{
+    if (code == 554 && loadgen_has(reply, len, "Email address is not verified"))
+        return st == STAGE_RCPT ? LG_WHY_SANDBOX : LG_WHY_SENDER;
+    if (code == 454 && loadgen_has(reply, len, "Daily message quota exceeded")) return LG_WHY_QUOTA;
+    if (code == 454 && loadgen_has(reply, len, "Maximum sending rate exceeded")) return LG_WHY_RATE;
+    if (code == 554 && loadgen_has(reply, len, "Configuration set does not exist"))
+        return LG_WHY_NO_SET;
+    return LG_WHY_OTHER;
+}
+
+/* The report's last line when every rejection is an account rule (see the file comment);
+ * NULL when there were none or some other refusal is among them. */
+static char *loadgen_why_line(const loadgen *lg)
+{
+    static const struct {
+        const char *reason, *reply;
+    } what[LG_WHY_COUNT] = {
+        [LG_WHY_SANDBOX] = {"the account is in sandbox mode, only verified recipients may receive",
+                            "554 5.7.1 ... Email address is not verified"},
+        [LG_WHY_SENDER] = {"the sender is not a verified identity (--from must be in "
+                           "account.identities)", "554 5.7.1 ... Email address is not verified"},
+        [LG_WHY_QUOTA] = {"the account's 24-hour sending quota is spent",
+                          "454 4.7.0 ... Daily message quota exceeded"},
+        [LG_WHY_RATE] = {"faster than the account's max_send_rate (see --rate)",
+                         "454 4.7.0 ... Maximum sending rate exceeded"},
+        [LG_WHY_NO_SET] = {"--set names no configuration set of the server",
+                           "554 Configuration set does not exist"},
+    };
+    if (lg->rejected == 0 || lg->rejected_why[LG_WHY_OTHER] > 0) return NULL;
+    strbuf sb;
+    strbuf_init(&sb);
+    if (lg->rejected == (uint64_t)lg->o.n)
+        strbuf_printf(&sb, "all %llu rejected: ", (unsigned long long)lg->rejected);
+    else
+        strbuf_printf(&sb, "%llu of %lld rejected: ", (unsigned long long)lg->rejected, lg->o.n);
+    bool account = false, first = true;
+    for (int w = LG_WHY_OTHER + 1; w < LG_WHY_COUNT; w++) {
+        if (lg->rejected_why[w] == 0) continue;
+        strbuf_printf(&sb, "%s%s (%llu x %s)", first ? "" : "; ", what[w].reason,
+                      (unsigned long long)lg->rejected_why[w], what[w].reply);
+        first = false;
+        account = account || w == LG_WHY_SANDBOX || w == LG_WHY_QUOTA || w == LG_WHY_RATE;
+    }
+    if (account)
+        strbuf_puts(&sb, ": use tools/loadtest.sh or conf/examples/loadtest.yaml for load tests");
+    return strbuf_steal(&sb);
+}
+
 static json_t *loadgen_tally_json(const lg_tally *t)
 {
     json_t *o = json_object();
@@ -83,6 +149,7 @@ void loadgen_report(loadgen *lg)
     double rate = elapsed > 0 ? (double)lg->accepted / elapsed : 0;
     long long not_sent = lg->o.n - lg->next_msg;
     double lmax = lg->nlat ? (double)lg->lat_us[lg->nlat - 1] / 1000.0 : 0;
+    char *why = loadgen_why_line(lg);
     if (lg->o.json) {
         json_t *root = json_pack(
             "{s:s, s:I, s:i, s:I, s:i, s:I, s:I, s:I, s:I, s:f, s:f, s:{s:f, s:f, s:f, s:f}, "
@@ -101,6 +168,7 @@ void loadgen_report(loadgen *lg)
         json_object_set_new(root, "errors_by_kind", loadgen_tally_json(&lg->errors_by));
         json_object_set_new(root, "connection_errors", loadgen_tally_json(&lg->conn_errors));
         json_object_set_new(root, "interrupted", json_boolean(lg->interrupted));
+        json_object_set_new(root, "why", why ? json_string(why) : json_null());
         char *text =
             json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
         json_decref(root);
@@ -123,7 +191,9 @@ void loadgen_report(loadgen *lg)
         loadgen_print_tally("rejected by reply code:", &lg->rejected_by);
         loadgen_print_tally("errors:", &lg->errors_by);
         loadgen_print_tally("connection errors:", &lg->conn_errors);
+        if (why) printf("%s\n", why);
     }
+    free(why);
     fflush(stdout);
 }
 

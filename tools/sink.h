@@ -22,7 +22,8 @@
 
 typedef enum {
     F_DEFER, F_REJECT, F_THROTTLE, F_DISCONNECT, F_DELAY, F_RANDOM_DEFER, F_RANDOM_REJECT,
-    F_RANDOM_DISCONNECT, F_DELAY_DATA, F_TOO_MANY_CONNECTIONS, F_RANDOM_DELAY, F_COUNT
+    F_RANDOM_DISCONNECT, F_DELAY_DATA, F_TOO_MANY_CONNECTIONS, F_RANDOM_DELAY, F_RANDOM_THROTTLE,
+    F_COUNT
 } sink_fault;
 
 typedef struct sink_counts {
@@ -47,7 +48,7 @@ typedef struct sink_opts {
     double stats_interval;
     const char *tls_cert, *tls_key;
     long long max_size;                  /* 0: no limit */
-    double random_defer, random_reject, random_disconnect, random_delay;
+    double random_defer, random_reject, random_disconnect, random_delay, random_throttle;
     long random_delay_ms;                /* the longest random delay (--random-delay-ms) */
     const char *record_file;             /* --record: one line per accepted message */
     const char *record_header;           /* --record-header (Message-ID) */

@@ -11,7 +11,7 @@ enum {
     OPT_HOSTNAME = 256, OPT_STATS_FILE, OPT_STATS_INTERVAL, OPT_TLS_CERT, OPT_TLS_KEY,
     OPT_MAX_SIZE, OPT_TIMEOUT, OPT_RANDOM_DEFER, OPT_RANDOM_REJECT, OPT_RANDOM_DISCONNECT,
     OPT_SEED, OPT_DELAY_DATA, OPT_MAX_CONN, OPT_RANDOM_DELAY, OPT_RANDOM_DELAY_MS, OPT_RECORD,
-    OPT_RECORD_HEADER,
+    OPT_RECORD_HEADER, OPT_RANDOM_THROTTLE,
 };
 
 void sink_usage(FILE *fp)
@@ -46,6 +46,8 @@ void sink_usage(FILE *fp)
         "      --random-defer P          P percent of RCPTs get the defer reply\n"
         "      --random-reject P         P percent of RCPTs get the reject reply\n"
         "      --random-disconnect P     P percent of RCPTs drop the connection\n"
+        "      --random-throttle P       P percent of RCPTs get the throttle reply (421),\n"
+        "                                then the connection is closed\n"
         "      --random-delay P          P percent of RCPTs get their 250 after a random\n"
         "                                delay of 0..--random-delay-ms ms (1000)\n"
         "      --seed N                  seed of the random faults (repeatable runs)\n"
@@ -73,6 +75,7 @@ int sink_parse_args(int argc, char **argv, sink_opts *o, bool *help)
         {"random-defer", required_argument, NULL, OPT_RANDOM_DEFER},
         {"random-reject", required_argument, NULL, OPT_RANDOM_REJECT},
         {"random-disconnect", required_argument, NULL, OPT_RANDOM_DISCONNECT},
+        {"random-throttle", required_argument, NULL, OPT_RANDOM_THROTTLE},
         {"seed", required_argument, NULL, OPT_SEED},
         {"delay-data", required_argument, NULL, OPT_DELAY_DATA},
         {"max-connections-per-client", required_argument, NULL, OPT_MAX_CONN},
@@ -125,6 +128,10 @@ int sink_parse_args(int argc, char **argv, sink_opts *o, bool *help)
         case OPT_RANDOM_DISCONNECT:
             if (!util_parse_double(optarg, 0, 100, &o->random_disconnect))
                 bad = "--random-disconnect wants 0..100";
+            break;
+        case OPT_RANDOM_THROTTLE:
+            if (!util_parse_double(optarg, 0, 100, &o->random_throttle))
+                bad = "--random-throttle wants 0..100";
             break;
         case OPT_SEED:
             if (!util_parse_ll(optarg, 0, INT64_MAX, &ll)) bad = "--seed wants an integer >= 0";

@@ -15,7 +15,7 @@
 
 static const char *const fault_names[F_COUNT] = {
     "defer", "reject", "throttle", "disconnect", "delay", "random_defer", "random_reject",
-    "random_disconnect", "delay_data", "too_many_connections", "random_delay",
+    "random_disconnect", "delay_data", "too_many_connections", "random_delay", "random_throttle",
 };
 
 static unsigned sink_hash(const char *s)
