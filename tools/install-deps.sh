@@ -11,4 +11,4 @@ $SUDO apt-get install -y --no-install-recommends \
   libev-dev libssl-dev libc-ares-dev libsqlite3-dev libyaml-dev libjansson-dev libcrypt-dev libcurl4-openssl-dev libmicrohttpd-dev \
   check python3 python3-aiosmtpd python3-dnspython dnsmasq-base openssl swaks procps \
   iproute2 nftables python3-dkim python3-nacl opendkim-tools \
-  awscli python3-boto3 python3-botocore
+  awscli python3-boto3 python3-botocore python3-yaml
