@@ -179,6 +179,13 @@ void smtp_server_free_transaction(smtp_session *s, bool release);
 void smtp_server_reset_transaction(smtp_session *s);
 /* Frees the message buffer and gives its bytes back to the in-flight budget. */
 void smtp_server_data_release(smtp_session *s);
+/* The in-flight budget of message bytes for s, and a reservation of n more bytes in its
+ * DATA buffer within it (false: over the budget; nothing reserved). smtp_commands.c. */
+int64_t smtp_server_budget(const smtp_session *s);
+bool smtp_server_data_reserve(smtp_session *s, size_t n);
+/* One smtp.reject log line: stage (mail, rcpt, data...), sender, recipient, the reply. */
+void smtp_server_log_reject(smtp_session *s, const char *stage, const char *from, const char *rcpt,
+                            const char *line);
 /* During a graceful stop a session outside a transaction gets 421 and is closed. */
 void smtp_server_check_shutdown(smtp_session *s);
 /* One line of input: a command (or SASL response), or a line of the message in DATA. */
