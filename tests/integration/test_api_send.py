@@ -117,14 +117,26 @@ class SendEmailTest(unittest.TestCase):
             self.assertNotIn(b"X-SES-CONFIGURATION-SET", m["data"])
             self.assertIn(b"raw body", m["data"])
             self.assertIn(b"with HTTP id " + mid.encode(), m["data"].replace(b"\r\n\t", b" "))
+            # the aws CLI sends Content.Raw.Data as base64 text, as SES takes it
+            cli_raw = (b"From: sender@example.test\r\nTo: cli@dest.test\r\nSubject: cli raw\r\n"
+                       b"\r\nraw through the aws CLI\r\n")
+            out = aws(k, "send-email", "--content",
+                      json.dumps({"Raw": {"Data": base64.b64encode(cli_raw).decode()}}))
+            wait_for(lambda: any(mm["rcpts"] == ["cli@dest.test"] for mm in sink.messages), 20,
+                     what="the CLI's raw message")
+            got = [mm for mm in sink.messages if mm["rcpts"] == ["cli@dest.test"]][0]
+            self.assertIn(b"raw through the aws CLI", got["data"])
+            self.assertIn(out["MessageId"].encode(), got["data"].replace(b"\r\n\t", b" "))
             # a Raw message with LF line ends is stored with CRLF
             r2 = c.send_email(FromEmailAddress="sender@example.test",
                               Destination={"ToAddresses": ["lf@dest.test"]},
                               Content={"Raw": {"Data": b"From: sender@example.test\nTo: lf@dest.test\n"
                                                        b"Subject: lf\n\nline one\nline two\n"}})
             self.assertTrue(r2["MessageId"])
-            wait_for(lambda: len(sink.messages) >= 2, 20, what="the LF message")
-            self.assertIn(b"line one\r\nline two\r\n", sink.messages[1]["data"])
+            wait_for(lambda: any(mm["rcpts"] == ["lf@dest.test"] for mm in sink.messages), 20,
+                     what="the LF message")
+            lf = [mm for mm in sink.messages if mm["rcpts"] == ["lf@dest.test"]][0]
+            self.assertIn(b"line one\r\nline two\r\n", lf["data"])
 
     def test_template_content_and_missing_variable(self):
         with Sink() as sink, api_kiln(routes=routed(sink)) as k:
