@@ -107,8 +107,11 @@ class Flapper:
         self.zone = "az3"
         if seconds >= 600:
             self.period, self.down_for, self.first = 300, 60, 120
-        else:     # one flap, early enough for the 60 s cool-down and a probe to bring it back
-            self.period, self.down_for, self.first = 10 ** 9, 20, 15
+        else:     # one flap, early enough for the 60 s cool-down and a probe to bring it back;
+            # long enough to be seen: with the address gone, the IP's open sessions hang
+            # (replies to it are not delivered) until their reply timeout, about 30 s, and only
+            # the new connections that follow fail to bind and take it down
+            self.period, self.down_for, self.first = 10 ** 9, 60, 15
         self.is_down = False
         self.windows = []          # [wall ms down, wall ms up]
         self.states = []           # the IP's State from kilnctl ips, when it changed
