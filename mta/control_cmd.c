@@ -1,5 +1,5 @@
 /* control_cmd.c — the control socket's commands (protocol in control.h; the socket is
- * control.c's): status, quota, stats, suppression.list/.add/.remove, reload, the
+ * control.c's): status, quota, stats, reputation, suppression.list/.add/.remove, reload, the
  * dedicated-IP commands ips, ip.warmup, ip.check, zone.down and zone.up, and queue /
  * queue.explain. An IP is shown by the address the world sees (`Ip`: its public_address
  * behind NAT) with the one kiln binds beside it (`BindAddress`); ip.warmup and ip.check
@@ -16,7 +16,9 @@
  * copies the scheduler's in-memory queue and is answered from the query thread
  * (control_query.c: the spool's counts of what is not in memory, the JSON); queue.explain
  * reads the scheduler's queue and one message's rows in the spool (scheduler_explain). stats
- * reads the spool's send-statistics buckets of the last 14 days (stats.h). Requests arrive
+ * reads the spool's send-statistics buckets of the last 14 days (stats.h); reputation sums
+ * the same buckets into SES's bounce and complaint rates and their statuses
+ * (store/reputation.h). Requests arrive
  * parsed and checked (control_parse.c): a known command with arguments of the right type. */
 #include "mta/control_internal.h"
 #include "mta/control_query.h"
@@ -36,6 +38,7 @@
 #include "scheduler/scheduler.h"
 #include "mta/smtp_server.h"
 #include "store/spool.h"
+#include "store/reputation.h"
 #include "store/stats.h"
 #include "base/util.h"
 
@@ -236,6 +239,71 @@ static void control_cmd_stats(control_client *cl)
     json_object_set_new(d, "SendDataPoints", arr);
     control_reply_ok(cl, d);
     control_log_cmd(cl->ctl, "stats", NULL, NULL);
+}
+
+typedef struct control_buckets {
+    stats_counts *v;
+    size_t n, cap;
+} control_buckets;
+
+static void control_reputation_point(void *arg, int64_t bucket_ms, int64_t attempts,
+                                     int64_t bounces, int64_t complaints, int64_t rejects)
+{
+    control_buckets *b = arg;
+    if (b->n == b->cap) {
+        b->cap = b->cap ? b->cap * 2 : 64;
+        b->v = util_realloc(b->v, b->cap * sizeof *b->v);
+    }
+    b->v[b->n++] = (stats_counts){bucket_ms, attempts, bounces, complaints, rejects};
+}
+
+/* The account's reputation metrics (SES's reputation dashboard): bounce and complaint rates
+ * over the 14 days of send-statistics buckets, with statuses against SES's thresholds. */
+static void control_cmd_reputation(control_client *cl)
+{
+    kiln_ctx *ctx = cl->ctl->ctx;
+    int64_t now = kiln_now_ms(ctx);
+    control_buckets b = {NULL, 0, 0};
+    if (spool_stats_each(ctx->spool, stats_bucket_ms(now - STATS_KEEP_MS),
+                         control_reputation_point, &b) != 0) {
+        char *e = util_asprintf("cannot read the send statistics: %s", spool_errmsg(ctx->spool));
+        control_reply_error(cl, e);
+        control_log_cmd(cl->ctl, "reputation", NULL, e);
+        free(e);
+        free(b.v);
+        return;
+    }
+    reputation r;
+    reputation_compute(b.v, b.n, now, &r);
+    free(b.v);
+    char start[32], end[32];
+    util_iso8601(r.window_start_ms, start);
+    util_iso8601(r.window_end_ms, end);
+    json_t *th = json_object();
+    json_object_set_new(th, "BounceRateWarning", json_real(REPUTATION_BOUNCE_WARNING_BP / 1e4));
+    json_object_set_new(th, "BounceRateAtRisk", json_real(REPUTATION_BOUNCE_AT_RISK_BP / 1e4));
+    json_object_set_new(th, "ComplaintRateWarning",
+                        json_real(REPUTATION_COMPLAINT_WARNING_BP / 1e4));
+    json_object_set_new(th, "ComplaintRateAtRisk",
+                        json_real(REPUTATION_COMPLAINT_AT_RISK_BP / 1e4));
+    json_t *m = json_object();
+    json_object_set_new(m, "WindowStart", json_string(start));
+    json_object_set_new(m, "WindowEnd", json_string(end));
+    json_object_set_new(m, "DeliveryAttempts", json_integer(r.attempts));
+    json_object_set_new(m, "Bounces", json_integer(r.bounces));
+    json_object_set_new(m, "Complaints", json_integer(r.complaints));
+    json_object_set_new(m, "BounceRate", json_real(r.bounce_rate));
+    json_object_set_new(m, "ComplaintRate", json_real(r.complaint_rate));
+    json_object_set_new(m, "BounceStatus", json_string(reputation_status_name(r.bounce_status)));
+    json_object_set_new(m, "ComplaintStatus",
+                        json_string(reputation_status_name(r.complaint_status)));
+    json_object_set_new(m, "Thresholds", th);
+    json_object_set_new(m, "Note", r.attempts > 0 ? json_null()
+                                   : json_string("no sending volume in the window yet"));
+    json_t *d = json_object();
+    json_object_set_new(d, "ReputationMetrics", m);
+    control_reply_ok(cl, d);
+    control_log_cmd(cl->ctl, "reputation", NULL, NULL);
 }
 
 static void control_cmd_suppression_add(control_client *cl, const control_request *req)
@@ -631,6 +699,7 @@ void control_cmd_run(control_client *cl, const control_request *req)
     case CONTROL_CMD_STATUS: control_cmd_status(cl); break;
     case CONTROL_CMD_QUOTA: control_cmd_quota(cl); break;
     case CONTROL_CMD_STATS: control_cmd_stats(cl); break;
+    case CONTROL_CMD_REPUTATION: control_cmd_reputation(cl); break;
     case CONTROL_CMD_SUPPRESSION_LIST: control_cmd_suppression_list(cl, req); break;
     case CONTROL_CMD_SUPPRESSION_ADD: control_cmd_suppression_add(cl, req); break;
     case CONTROL_CMD_SUPPRESSION_REMOVE: control_cmd_suppression_remove(cl, req); break;

@@ -112,6 +112,7 @@ static const struct {
     {"status", CONTROL_CMD_STATUS},
     {"quota", CONTROL_CMD_QUOTA},
     {"stats", CONTROL_CMD_STATS},
+    {"reputation", CONTROL_CMD_REPUTATION},
     {"suppression.list", CONTROL_CMD_SUPPRESSION_LIST},
     {"suppression.add", CONTROL_CMD_SUPPRESSION_ADD},
     {"suppression.remove", CONTROL_CMD_SUPPRESSION_REMOVE},

@@ -41,6 +41,7 @@ typedef enum {
     CONTROL_CMD_IDENTITY_STATUS,
     CONTROL_CMD_DKIM_GENERATE,
     CONTROL_CMD_DKIM_ROTATE,
+    CONTROL_CMD_REPUTATION,
 } control_cmd_kind;
 
 /* One request. On success: kind, name and the command's arguments; on error: error, and

@@ -35,6 +35,7 @@
 #include "base/util.h"
 #include "mta/auth.h"
 #include "mta/kilnctl_passwd.h"
+#include "mta/kilnctl_reputation.h"
 
 #define KILNCTL_DEFAULT_CONFIG "conf/kiln.yaml"
 #define KILNCTL_TIMEOUT_MS 30000
@@ -56,6 +57,8 @@ static const char usage_text[] =
     "  quota                                  sending quota (SES GetSendQuota)\n"
     "  stats                                  sends, bounces, complaints, rejects per 15 minutes,\n"
     "                                         last 14 days (SES GetSendStatistics)\n"
+    "  reputation                             bounce and complaint rates of the last 14 days\n"
+    "                                         against SES's thresholds (reputation dashboard)\n"
     "  suppression list [--reason R]          account suppression list\n"
     "  suppression add ADDRESS [--reason R]   suppress ADDRESS (R: BOUNCE (default) or COMPLAINT)\n"
     "  suppression remove ADDRESS             take ADDRESS off the suppression list\n"
@@ -192,7 +195,8 @@ static json_t *kilnctl_build_request(const options *o, const char **cmd_name)
     int want = 1;          /* number of words the command takes */
     bool reason_ok = false, percent_ok = false, queue_opts = false, gen_opts = false;
     if (strcmp(w0, "status") == 0 || strcmp(w0, "quota") == 0 || strcmp(w0, "reload") == 0 ||
-        strcmp(w0, "ips") == 0 || strcmp(w0, "stats") == 0) {
+        strcmp(w0, "ips") == 0 || strcmp(w0, "stats") == 0 ||
+        strcmp(w0, "reputation") == 0) {
         cmd = w0;
     } else if (strcmp(w0, "queue") == 0) {
         queue_opts = true;
@@ -783,6 +787,8 @@ static void kilnctl_print_human(const char *cmd, const options *o, json_t *data)
         kilnctl_print_queue(data);
     } else if (strcmp(cmd, "stats") == 0) {
         kilnctl_print_stats(data);
+    } else if (strcmp(cmd, "reputation") == 0) {
+        kilnctl_reputation_print(data);
     } else if (strcmp(cmd, "queue.explain") == 0) {
         kilnctl_print_explain(data);
     } else if (strncmp(cmd, "identity.", 9) == 0 || strcmp(cmd, "ip.check") == 0) {
@@ -833,7 +839,10 @@ int main(int argc, char **argv)
     if (o.json) {
         if (strncmp(cmd, "identity.", 9) == 0 || strcmp(cmd, "ip.check") == 0)
             json_object_del(data, "Text");   /* the table's */
-        char *out = json_dumps(data, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        size_t flags = JSON_INDENT(2) | JSON_PRESERVE_ORDER;
+        if (strcmp(cmd, "reputation") == 0)   /* rates as 0.1, not 0.10000000000000001 */
+            flags |= JSON_REAL_PRECISION(12);
+        char *out = json_dumps(data, flags);
         if (!out) util_fatal("kilnctl: cannot encode the answer");
         puts(out);
         free(out);
