@@ -261,30 +261,31 @@ class ApiAccountSandboxTest(unittest.TestCase):
 
 
 class ApiRequestRateTest(unittest.TestCase):
-    """api.max_request_rate "2/s": every access key has a bucket of its own, 2 requests
-    deep and refilled at 2 a second; a request with the bucket empty is 429
-    TooManyRequestsException, and logged as such."""
+    """api.max_request_rate "2/m": every access key has a bucket of its own, 2 requests
+    deep and refilled at 2 a minute (slow enough that a loaded machine cannot refill it
+    during the burst); a request with the bucket empty is 429 TooManyRequestsException,
+    and logged as such."""
 
     def test_burst_of_one_key_is_throttled_the_other_key_answered(self):
         need_clients()
         import botocore.exceptions
         with api_kiln(keys=[(KEY_ID, SECRET), (KEY2_ID, KEY2_SECRET)],
-                      api_over={"max_request_rate": "2/s"}) as k:
+                      api_over={"max_request_rate": "2/m"}) as k:
             wait_api(k)
             ses, ses2 = client(k), client(k, KEY2_ID, KEY2_SECRET)
             answered, throttled = 0, []
             t0 = time.monotonic()
-            for _ in range(10):
+            for _ in range(6):
                 try:
                     ses.get_account()
                     answered += 1
                 except botocore.exceptions.ClientError as e:
                     throttled.append(error_of(e))
             elapsed = time.monotonic() - t0
-            # the bucket starts full; what refilled during the burst may be answered too
+            # the bucket starts full (2); one more may have refilled if the burst took 30 s
             self.assertGreaterEqual(answered, 2)
-            self.assertLessEqual(answered, 2 + int(2 * elapsed) + 1, (answered, elapsed))
-            self.assertTrue(throttled, "10 requests in %.2fs, none throttled" % elapsed)
+            self.assertLessEqual(answered, 2 + int(elapsed / 30), (answered, elapsed))
+            self.assertEqual(len(throttled), 6 - answered)
             for code, status, message in throttled:
                 self.assertEqual((code, status), ("TooManyRequestsException", 429))
                 self.assertIn("api.max_request_rate", message)
@@ -294,9 +295,6 @@ class ApiRequestRateTest(unittest.TestCase):
             self.assertRegex(k.log(), r"event=api\.error op=GetAccount key=%s .*status=429 "
                                       r"type=TooManyRequestsException" % KEY_ID)
             self.assertNotRegex(k.log(), r"event=api\.error .*key=%s .*type=TooManyRequests" % KEY2_ID)
-            # and the first key is answered again once its bucket has refilled
-            time.sleep(1.1)
-            self.assertIn("SendQuota", ses.get_account())
 
 
 if __name__ == "__main__":
