@@ -17,6 +17,7 @@
 
 #include <ev.h>
 
+#include "mta/addrwatch.h"
 #include "mta/auth.h"
 #include "mta/control.h"
 #include "mta/curl_ev.h"
@@ -50,6 +51,7 @@ typedef struct daemon_watchers {
     unsigned commit_failures; /* spool batches failed in a row, as last logged */
     bool drain_failing;   /* the last event drain failed (logged once) */
     api *api;             /* the SES v2 API's listeners (NULL: api.listen not set) */
+    addrwatch *addrs;     /* the host's address changes (NULL: no netlink socket) */
 } daemon_watchers;
 
 static int64_t daemon_wall_clock(void *arg)
@@ -59,6 +61,12 @@ static int64_t daemon_wall_clock(void *arg)
 }
 
 static daemon_watchers *daemon_w(kiln_ctx *ctx);
+
+static void daemon_on_address(void *arg, const char *addr, bool removed)
+{
+    kiln_ctx *ctx = arg;
+    delivery_address_changed(ctx->delivery, addr, removed);
+}
 
 /* A failed batch: its error, how many failed in a row, and how many kept writes (outcomes,
  * events, state) wait to be written again; submissions in it were answered 451. */
@@ -373,6 +381,16 @@ kiln_ctx *daemon_create(const char *config_path, char **err)
     ctx->sched = scheduler_new(ctx, &(scheduler_options){.mem_rcpts = cfg->queue_memory_recipients});
     ctx->delivery = delivery_new(ctx, ctx->sched);
     scheduler_set_exec(ctx->sched, &delivery_exec_ops, ctx->delivery);
+    {
+        char *why = NULL;
+        dw->addrs = addrwatch_new(ctx->loop, daemon_on_address, ctx, &why);
+        if (!dw->addrs)
+            log_write(ctx->log, KLOG_WARNING, "kilnd.addrwatch",
+                      "error=%s msg=%s", log_q(ctx->log, why),
+                      log_q(ctx->log, "a source address leaving the host is noticed only when "
+                                      "binding to it fails"));
+        free(why);
+    }
     int64_t recovered = scheduler_recover(ctx->sched);
     if (recovered < 0) {
         *err = util_asprintf("spool %s: cannot recover the queue: %s", cfg->spool,
@@ -446,6 +464,7 @@ void daemon_destroy(kiln_ctx *ctx)
     }
     if (ctx->control) control_free(ctx->control);
     if (ctx->server) smtp_server_free(ctx->server);
+    if (dw) addrwatch_free(dw->addrs);
     if (ctx->delivery) delivery_free(ctx->delivery);   /* its sessions end before the scheduler */
     if (ctx->sched) scheduler_free(ctx->sched);
     if (ctx->spool) spool_flush(ctx->spool);

@@ -22,6 +22,13 @@ void delivery_free(delivery *d);
 
 extern const scheduler_exec_ops delivery_exec_ops;
 
+/* ADDR (numeric text) was removed from (REMOVED) or added to the host's interfaces
+ * (mta/addrwatch.h). A removed address that is one of the pools' source addresses takes
+ * its IP down at once (health reason "address removed from the host"; it comes back by
+ * the usual probe after its cool-down) and ends its open sessions: their transactions
+ * fail as a lost connection and are retried from other IPs. Other addresses are ignored. */
+void delivery_address_changed(delivery *dl, const char *addr, bool removed);
+
 /* The identities' DNS view (mta/idstate.h), or NULL without a DNS resolver. */
 struct idstate *delivery_identity(delivery *dl);
 /* The reverse-DNS checks of kilnctl ip check (mta/ipcheck.h), or NULL without a resolver. */

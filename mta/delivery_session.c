@@ -13,10 +13,12 @@
  * connection in shaping and in the pools while it lives, and records every result in
  * both. A connect failure, timeout or refused greeting tries one other IP (another zone
  * first) on the same hop, then the next MX address; a bind failure takes the IP down and
- * tries another IP of the pool; failed opportunistic TLS retries the hop in clear. kiln's
+ * tries another IP of the pool (and so does a source address leaving the host, at once:
+ * delivery_address_changed ends that IP's sessions); failed opportunistic TLS retries the hop in clear. kiln's
  * own lack of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM opening a connection) is no
  * result of anybody's: the job is deferred (InternalFailure), pools and shaping hear
  * nothing, and the episode is logged once when it begins and once when it ends. */
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,6 +74,16 @@ static void delivery_maybe_forget(delivery *dl, pools_ip *ip)
 
 
 /* ------------------------------------------------------------------ sessions */
+
+/* True when A and B are the same IP address however spelled. */
+static bool delivery_same_address(const char *a, const char *b)
+{
+    unsigned char x[16], y[16];
+    int fam = strchr(a, ':') ? AF_INET6 : AF_INET;
+    if (fam != (strchr(b, ':') ? AF_INET6 : AF_INET)) return false;
+    return inet_pton(fam, a, x) == 1 && inet_pton(fam, b, y) == 1 &&
+           memcmp(x, y, fam == AF_INET ? 4 : 16) == 0;
+}
 
 void delivery_session_unlink(delivery *dl, delivery_session *ss)
 {
@@ -162,6 +174,31 @@ void delivery_retire_unusable(delivery *dl)
                   log_q(delivery_lg(dl), "source IP draining or down: no new transaction"));
         if (ss->state == SESS_IDLE) delivery_session_quit(ss);
     }
+}
+
+void delivery_address_changed(delivery *dl, const char *addr, bool removed)
+{
+    pools_ip *ip = pools_find_any(dl->pools, addr);
+    if (!ip || !delivery_same_address(pools_ip_address(ip), addr)) return;  /* not bound here */
+    if (!removed) {
+        log_write(delivery_lg(dl), KLOG_INFO, "pools.ip_address_added", "ip=%s zone=%s",
+                  pools_ip_address(ip), log_q(delivery_lg(dl), pools_ip_zone(ip)));
+        return;     /* back in rotation by the probe after the cool-down */
+    }
+    int64_t now = kiln_now_ms(dl->ctx);
+    pools_record_result(dl->pools, ip, NULL, NULL, POOLS_RESULT_ADDRESS_REMOVED, 0, now);
+    int ended = 0;
+    char *why = util_asprintf("source address %s was removed from the host", pools_ip_address(ip));
+    for (delivery_session *ss = dl->sessions; ss; ss = ss->next) {
+        if (ss->ip != ip || ss->state == SESS_DEAD) continue;
+        ss->retire = true;
+        smtp_client_abort(ss->c, why);      /* from the loop: the list is not changed here */
+        ended++;
+    }
+    free(why);
+    log_write(delivery_lg(dl), KLOG_WARNING, "pools.ip_failed", "ip=%s zone=%s result=address_removed sessions_ended=%d",
+              pools_ip_address(ip), log_q(delivery_lg(dl), pools_ip_zone(ip)), ended);
+    sched_pump_soon(dl->s);
 }
 
 /* True if the session's IP belongs to pool now. */

@@ -74,6 +74,7 @@ struct smtp_client {
     ev_timer later;              /* reports a failure found inside smtp_client_new */
     smtp_client_status later_status;
     char *later_error;
+    bool aborting;               /* smtp_client_abort: `later` fails the session */
 
     bool tls;                    /* the TLS handshake finished */
     bool connect_timed_out;      /* reported with the CLOSED event */
@@ -618,7 +619,12 @@ static void smtp_client_on_later(struct ev_loop *loop, ev_timer *w, int revents)
     smtp_client *c = w->data;
     char *e = c->later_error;
     c->later_error = NULL;
-    smtp_client_emit_closed(c, c->later_status, e, NULL);
+    if (c->aborting) {
+        c->aborting = false;
+        if (c->state != ST_CLOSED) smtp_client_fail(c, c->later_status, e);
+    } else {
+        smtp_client_emit_closed(c, c->later_status, e, NULL);
+    }
     free(e);
 }
 
@@ -733,6 +739,16 @@ smtp_client *smtp_client_new(struct ev_loop *loop, klog *lg, const smtp_client_o
         ev_timer_start(c->loop, &c->later);
     }
     return c;
+}
+
+void smtp_client_abort(smtp_client *c, const char *error)
+{
+    if (c->state == ST_CLOSED || ev_is_active(&c->later)) return;
+    free(c->later_error);
+    c->later_error = util_strdup(error);
+    c->later_status = SMTP_CLIENT_FAIL_IO;
+    c->aborting = true;
+    ev_timer_start(c->loop, &c->later);
 }
 
 int smtp_client_send(smtp_client *c, const smtp_client_msg *m, smtp_client_status *why,

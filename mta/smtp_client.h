@@ -168,6 +168,11 @@ int smtp_client_send(smtp_client *c, const smtp_client_msg *m, smtp_client_statu
                      char **err);
 /* Ends the session politely: at once when idle, else after the current step or transaction. */
 void smtp_client_quit(smtp_client *c);
+/* Ends the session from the loop, soon (not inside this call): as a lost connection
+ * (FAIL_IO with ERROR), every recipient of a transaction in progress without a final reply
+ * failing with it. For a session that can no longer get a reply (its source address is
+ * gone). Nothing happens if the session is already closed or closing. */
+void smtp_client_abort(smtp_client *c, const char *error);
 /* Closes the socket at once, without callbacks. */
 void smtp_client_free(smtp_client *c);
 

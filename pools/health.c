@@ -190,16 +190,16 @@ void health_ok(health *h, const pools_opts *o, const char *site, int64_t now_ms)
     health_clear_failed(h);
 }
 
-void health_bind_failed(health *h, const pools_opts *o, int64_t now_ms)
+void health_bind_failed(health *h, const pools_opts *o, int64_t now_ms, const char *reason)
 {
     pools_health s = health_state(h, now_ms);
     if (s == POOLS_HEALTH_OPEN) return;
     if (s == POOLS_HEALTH_HALF_OPEN) {
-        reopen(h, o, now_ms, "bind failed");
+        reopen(h, o, now_ms, reason);
         return;
     }
     health_open_circuit(h, now_ms, o->cooldown_ms);
-    snprintf(h->reason, sizeof h->reason, "bind failed");
+    snprintf(h->reason, sizeof h->reason, "%s", reason);
 }
 
 static void health_add_failed_site(health *h, const char *site)

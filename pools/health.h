@@ -86,7 +86,9 @@ void health_session_ended(health *h, int open_sessions);
 
 /* The site answered (a transaction reply or a throttling reply). */
 void health_ok(health *h, const pools_opts *o, const char *site, int64_t now_ms);
-void health_bind_failed(health *h, const pools_opts *o, int64_t now_ms);
+/* The source address cannot be used (bind failed, or it left the host): down at once;
+ * REASON (static text) is what kilnctl ips shows. */
+void health_bind_failed(health *h, const pools_opts *o, int64_t now_ms, const char *reason);
 void health_connect_failed(health *h, const pools_opts *o, const char *site, int64_t now_ms,
                            health_peer_fn peer, void *ctx);
 /* The failure just recorded by health_connect_failed was a connect timeout. */

@@ -611,7 +611,10 @@ void pools_record_result(pools *p, pools_ip *ip, const char *site, const char *p
         if (ip->managed) pools_managed_throttled(p, ip, provider, now_ms);
         break;
     case POOLS_RESULT_BIND_FAILED:
-        health_bind_failed(&ip->h, &p->opts, now_ms);
+        health_bind_failed(&ip->h, &p->opts, now_ms, "bind failed");
+        break;
+    case POOLS_RESULT_ADDRESS_REMOVED:
+        health_bind_failed(&ip->h, &p->opts, now_ms, "address removed from the host");
         break;
     case POOLS_RESULT_CONNECT_FAILED:
     case POOLS_RESULT_CONNECT_TIMEOUT: {

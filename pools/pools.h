@@ -45,6 +45,8 @@ typedef enum {
                                      costs a connect timeout per try, so a degraded IP with
                                      these is avoided for a cool-down (health.h: DEGRADED) */
     POOLS_RESULT_THROTTLED,       /* 421 or a 4xx rate/reputation reply from the site */
+    POOLS_RESULT_ADDRESS_REMOVED, /* the source address left the host's interfaces
+                                     (mta/addrwatch.h): down at once, like a bind failure */
 } pools_result;
 
 /* Tunables with defaults used by pools_new; tests shorten them. */

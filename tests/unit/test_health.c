@@ -310,13 +310,13 @@ START_TEST(test_breaker_unit)
         health_connect_failed(&h, &o, name, 3000, NULL, NULL);
     }
     ck_assert_uint_eq(h.nfailed, HEALTH_MAX_FAILED_SITES);
-    health_bind_failed(&h, &o, 3000);
+    health_bind_failed(&h, &o, 3000, "bind failed");
     ck_assert_int_eq(health_state(&h, 3099), POOLS_HEALTH_OPEN);
     ck_assert(!health_usable(&h, 3099));
     ck_assert(health_usable(&h, 3100));
-    health_bind_failed(&h, &o, 3100);                        /* probe failed: 200 */
+    health_bind_failed(&h, &o, 3100, "bind failed");                        /* probe failed: 200 */
     ck_assert_int_eq(health_down_until(&h), 3300);
-    health_bind_failed(&h, &o, 3300);                        /* 400, capped at 250 */
+    health_bind_failed(&h, &o, 3300, "bind failed");                        /* 400, capped at 250 */
     ck_assert_int_eq(health_down_until(&h), 3550);
     health_free(&h);
 }
