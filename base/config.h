@@ -267,6 +267,31 @@ typedef struct config {
                                             count -1 = none (SendEmail is also held to
                                             account.max_send_rate, account-wide) */
 
+    /* feedback (base/config_feedback.c, issue 14): the inbound listener for asynchronous
+     * bounces (DSN) and complaints (ARF). The section is optional; when present, listen and
+     * secret_file are required. Without it nothing changes (no listener, MAIL FROM as
+     * before). */
+    bool feedback_on;               /* the section is present */
+    config_hostport *feedback_listen;
+    size_t nfeedback_listen;
+    char *feedback_bounce_domain;   /* lower-case; the VERP domain (bounce+TOKEN@DOMAIN) of
+                                       messages whose identity has no custom MAIL FROM; NULL:
+                                       those keep the sender as MAIL FROM */
+    char **feedback_addresses;      /* lower-case addresses that take ARF reports (the
+                                       feedback loops' destinations); may be empty */
+    size_t nfeedback_addresses;
+    unsigned char *feedback_secret; /* the VERP tokens' HMAC key: secret_file's bytes, the
+                                       trailing newline removed; at least 16 bytes */
+    size_t feedback_secret_len;
+    char *feedback_secret_file;     /* absolute; mode 0600 or 0400 (checked like api keys) */
+    int64_t feedback_max_message_size;  /* bytes of one report; default 10485760 (10 MB) */
+    int64_t feedback_retention_ms;  /* how long a sent message can still be matched by a late
+                                       report; default 14d (SES's statistics window) */
+    double feedback_complaint_hold_rate;  /* a provider's complaint rate (complaints /
+                                       deliveries over 24 h, per pool) above which its managed
+                                       warm-up ramp is held; default 0.001 (SES's 0.1 %
+                                       warning); 0 = never held */
+
     /* account */
     config_mode mode;           /* default sandbox */
     int64_t max_24h_send;       /* -1 = unlimited; default 200 */
