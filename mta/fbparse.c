@@ -285,8 +285,8 @@ static fbparse_kind fbparse_report_parts(fbparse_walk *w, const fbparse_block *t
     const char *what = want_dsn ? "delivery-status" : "feedback-report";
     if (w->truncated)
         return fbparse_done(out, FBPARSE_MALFORMED,
-                            util_asprintf("truncated MIME: the %s report ends inside its "
-                                          "multipart", what));
+                            util_asprintf("truncated MIME: the multipart/report (%s) ends "
+                                          "before its closing boundary", what));
     GMimeObject *part = want_dsn ? w->status : w->feedback;
     if (!part)
         return fbparse_done(out, FBPARSE_MALFORMED,
