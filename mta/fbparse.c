@@ -43,6 +43,16 @@ void fbparse_init(void)
     g_mime_init();   /* counts its calls: a second call returns at once */
 }
 
+int64_t fbparse_date_ms(const char *date)
+{
+    if (!date || !*date) return -1;
+    GDateTime *dt = g_mime_utils_header_decode_date(date);
+    if (!dt) return -1;
+    int64_t ms = (int64_t)g_date_time_to_unix(dt) * 1000 + g_date_time_get_microsecond(dt) / 1000;
+    g_date_time_unref(dt);
+    return ms;
+}
+
 const char *fbparse_kind_name(fbparse_kind k)
 {
     switch (k) {

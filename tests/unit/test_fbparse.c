@@ -313,6 +313,18 @@ START_TEST(test_envelope_and_junk)
 }
 END_TEST
 
+/* ARF Arrival-Date values as reports write them become SES's arrivalDate instant. */
+START_TEST(test_date)
+{
+    fbparse_init();
+    ck_assert_int_eq(fbparse_date_ms("Thu, 03 Dec 2026 17:00:00 +0000"), 1796317200000LL);
+    ck_assert_int_eq(fbparse_date_ms("Thu, 8 Mar 2005 17:00:00 -0500"), 1110319200000LL);
+    ck_assert_int_eq(fbparse_date_ms("not a date"), -1);
+    ck_assert_int_eq(fbparse_date_ms(""), -1);
+    ck_assert_int_eq(fbparse_date_ms(NULL), -1);
+}
+END_TEST
+
 static Suite *fbparse_suite(void)
 {
     Suite *s = suite_create("fbparse");
@@ -322,6 +334,7 @@ static Suite *fbparse_suite(void)
     tcase_add_test(tc, test_classify_table);
     tcase_add_test(tc, test_limits);
     tcase_add_test(tc, test_envelope_and_junk);
+    tcase_add_test(tc, test_date);
     suite_add_tcase(s, tc);
     return s;
 }
