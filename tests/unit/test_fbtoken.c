@@ -3,20 +3,15 @@
  * Python's hmac and base64, so the encoding is the contract's, not just self-consistent),
  * 50 characters and a local part within RFC 5321's 64, both scopes, round trips through
  * fbtoken_decode in any case, a token refused for the wrong key, the wrong recipient or any
- * changed character, and every malformed input with the reason it gives; then the MAIL FROM
- * outbound_prepare (mta/outbound.c) picks with a feedback section: the custom MAIL FROM
- * domain, else feedback.bounce_domain, else the submitted sender; <> stays <>. */
+ * changed character, and every malformed input with the reason it gives. (The MAIL FROM
+ * outbound_prepare makes of it is test_outbound.c's.) */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
-#include "base/config.h"
 #include "base/util.h"
-#include "mta/auth.h"
 #include "mta/fbtoken.h"
-#include "mta/outbound.h"
 #include "tests/unit/testlib.h"
 
 #define KEY "0123456789abcdef0123456789abcdef"
@@ -178,161 +173,6 @@ START_TEST(test_malformed)
 }
 END_TEST
 
-/* ---- MAIL FROM through outbound_prepare ---- */
-
-static const char *dir;
-static config *cfg;
-static outbound_mx_state mx = OUTBOUND_MX_UNKNOWN;
-
-static outbound_mx_state mx_op(void *arg, const char *domain)
-{
-    (void)arg;
-    (void)domain;
-    return mx;
-}
-
-static config *load(const char *feedback)
-{
-    char *err = NULL;
-    char *text = util_asprintf(
-        "server: {hostname: mta.example.test, spool: %s/spool}\n"
-        "zones: [az1]\n"
-        "ips: [{address: 127.0.0.10, zone: az1, pool: p}]\n"
-        "pools: [{name: p}]\n"
-        "configuration_sets: [{name: s, pool: p}]\n"
-        "default_configuration_set: s\n"
-        "account:\n"
-        "  identities:\n"
-        "    - identity: custom.test\n"
-        "      mail_from: {domain: mail.custom.test}\n"
-        "    - identity: strict.test\n"
-        "      mail_from: {domain: mail.strict.test, behavior_on_mx_failure: RejectMessage}\n"
-        "    - plain.test\n"
-        "%s",
-        dir, feedback);
-    config *c = config_load_text(text, strlen(text), "t.yaml", dir, auth_hash_usable, &err);
-    ck_assert_msg(c != NULL, "%s", err);
-    free(text);
-    return c;
-}
-
-static void setup(void)
-{
-    dir = testlib_tmpdir("fbtoken");
-    char *path = util_asprintf("%s/fb.key", dir);
-    FILE *f = fopen(path, "w");
-    ck_assert_ptr_nonnull(f);
-    fputs(KEY "\n", f);
-    fclose(f);
-    ck_assert_int_eq(chmod(path, 0600), 0);
-    free(path);
-    mx = OUTBOUND_MX_OK;
-    cfg = NULL;
-}
-
-static void teardown(void)
-{
-    if (cfg) config_unref(cfg);
-    testlib_tmpdir_remove(dir);
-}
-
-/* The MAIL FROM of a message from FROM (header and envelope) to RCPT (NULL: several). */
-static char *mail_from(const char *from, const char *rcpt, int *rc)
-{
-    char *msg = util_asprintf("From: %s\r\nTo: x@dest.test\r\nSubject: hi\r\n\r\nhello\r\n", from);
-    outbound_in in = {.cfg = cfg, .set = &cfg->sets[0], .msg_id = ID, .mail_from = from,
-                      .rcpt = rcpt, .data = msg, .data_len = strlen(msg), .mx_state = mx_op,
-                      .now_s = 1700000000};
-    outbound_out o;
-    *rc = outbound_prepare(&in, &o);
-    free(msg);
-    char *r = o.mail_from ? util_strdup(o.mail_from) : NULL;
-    outbound_out_free(&o);
-    return r;
-}
-
-#define FB_SECTION "feedback: {listen: [127.0.0.1:2525], secret_file: fb.key%s}\n"
-
-START_TEST(test_outbound_verp)
-{
-    char *sect = util_asprintf(FB_SECTION, ", bounce_domain: Bounce.Example.COM");
-    cfg = load(sect);
-    free(sect);
-    int rc;
-    /* custom MAIL FROM with its MX: the token on that domain; scope 1 for one recipient */
-    char *m = mail_from("ann@custom.test", "Ann@Dest.TEST", &rc);
-    ck_assert_int_eq(rc, 0);
-    ck_assert_str_eq(m, "bounce+" GOLDEN_ONE "@mail.custom.test");
-    free(m);
-    m = mail_from("ann@custom.test", NULL, &rc);
-    ck_assert_str_eq(m, "bounce+" GOLDEN_ALL "@mail.custom.test");
-    free(m);
-    /* no custom MAIL FROM: the bounce domain (lower-cased by config) */
-    m = mail_from("bob@plain.test", NULL, &rc);
-    ck_assert_int_eq(rc, 0);
-    ck_assert_str_eq(m, "bounce+" GOLDEN_ALL "@bounce.example.com");
-    free(m);
-    /* custom MAIL FROM whose MX is missing, UseDefaultValue: the bounce domain, as SES
-     * falls back to its own MAIL FROM domain */
-    mx = OUTBOUND_MX_MISSING;
-    m = mail_from("ann@custom.test", "ann@dest.test", &rc);
-    ck_assert_int_eq(rc, 0);
-    ck_assert_str_eq(m, "bounce+" GOLDEN_ONE "@bounce.example.com");
-    free(m);
-    /* RejectMessage still refuses */
-    m = mail_from("ops@strict.test", "ann@dest.test", &rc);
-    ck_assert_int_eq(rc, -1);
-    free(m);
-    /* <> stays <> */
-    mx = OUTBOUND_MX_OK;
-    m = mail_from("", "ann@dest.test", &rc);
-    ck_assert_int_eq(rc, 0);
-    ck_assert_str_eq(m, "");
-    free(m);
-}
-END_TEST
-
-/* A feedback section without bounce_domain: identities without a custom MAIL FROM keep
- * the submitted sender; the custom MAIL FROM gets the token. */
-START_TEST(test_outbound_no_bounce_domain)
-{
-    char *sect = util_asprintf(FB_SECTION, "");
-    cfg = load(sect);
-    free(sect);
-    int rc;
-    char *m = mail_from("bob@plain.test", "ann@dest.test", &rc);
-    ck_assert_str_eq(m, "bob@plain.test");
-    free(m);
-    m = mail_from("ann@custom.test", "ann@dest.test", &rc);
-    ck_assert_str_eq(m, "bounce+" GOLDEN_ONE "@mail.custom.test");
-    free(m);
-    mx = OUTBOUND_MX_MISSING;
-    m = mail_from("ann@custom.test", "ann@dest.test", &rc);
-    ck_assert_int_eq(rc, 0);
-    ck_assert_str_eq(m, "ann@custom.test");
-    free(m);
-}
-END_TEST
-
-/* Without a feedback section nothing changes: the plain hex token, the submitted sender. */
-START_TEST(test_outbound_without_feedback)
-{
-    cfg = load("");
-    ck_assert(!cfg->feedback_on);
-    int rc;
-    char *m = mail_from("ann@custom.test", "ann@dest.test", &rc);
-    ck_assert_str_eq(m, "bounce+0000018c1d2e3f40ab12cd34ef5647898abcdef012345678@mail.custom.test");
-    free(m);
-    m = mail_from("bob@plain.test", "ann@dest.test", &rc);
-    ck_assert_str_eq(m, "bob@plain.test");
-    free(m);
-    mx = OUTBOUND_MX_MISSING;
-    m = mail_from("ann@custom.test", NULL, &rc);
-    ck_assert_str_eq(m, "ann@custom.test");
-    free(m);
-}
-END_TEST
-
 static Suite *fbtoken_suite(void)
 {
     Suite *s = suite_create("fbtoken");
@@ -341,12 +181,6 @@ static Suite *fbtoken_suite(void)
     tcase_add_test(tc, test_address_and_round_trip);
     tcase_add_test(tc, test_flipped_characters);
     tcase_add_test(tc, test_malformed);
-    suite_add_tcase(s, tc);
-    tc = tcase_create("outbound");
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_add_test(tc, test_outbound_verp);
-    tcase_add_test(tc, test_outbound_no_bounce_domain);
-    tcase_add_test(tc, test_outbound_without_feedback);
     suite_add_tcase(s, tc);
     return s;
 }
