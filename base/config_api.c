@@ -90,10 +90,9 @@ static int config_api_tls(config_parser *p, yaml_node_t *v)
     return 0;
 }
 
-/* The secret of k->secret_file (already resolved): checks the file and reads its one line. */
-static int config_api_secret(config_parser *p, yaml_node_t *v, config_access_key *k)
+int config_read_secret_file(config_parser *p, yaml_node_t *v, const char *path, size_t max,
+                            char **out, size_t *len)
 {
-    const char *path = k->secret_file;
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0) return config_fail(p, v, "cannot read %s: %s", path, strerror(errno));
     struct stat st;
@@ -112,39 +111,52 @@ static int config_api_secret(config_parser *p, yaml_node_t *v, config_access_key
                            "%s must not be readable by group or others (mode %04o); chmod 600 it",
                            path, (unsigned)(st.st_mode & 07777));
     }
-    char buf[API_SECRET_MAX + 3];
+    size_t cap = max + 2;   /* max bytes, a newline, and one more to see that it is too long */
+    char *buf = util_malloc(cap + 1);
     size_t n = 0;
     for (;;) {
-        ssize_t r = read(fd, buf + n, sizeof buf - 1 - n);
+        ssize_t r = read(fd, buf + n, cap - n);
         if (r < 0 && errno == EINTR) continue;
         if (r < 0) {
             int e = errno;
             close(fd);
+            memset(buf, 0, cap + 1);
+            free(buf);
             return config_fail(p, v, "cannot read %s: %s", path, strerror(e));
         }
-        if (r == 0 || (n += (size_t)r) == sizeof buf - 1) break;
+        if (r == 0 || (n += (size_t)r) == cap) break;
     }
     close(fd);
     buf[n] = '\0';
     if (n > 0 && buf[n - 1] == '\n') buf[--n] = '\0';
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)buf[i] <= 0x20 || (unsigned char)buf[i] >= 0x7f) {
-            memset(buf, 0, sizeof buf);
-            return config_fail(p, v,
-                               "%s must hold the secret access key alone on one line: byte %zu "
-                               "is a blank, a line break or not printable ASCII", path, i + 1);
-        }
-    if (n < API_SECRET_MIN || n > API_SECRET_MAX) {
-        memset(buf, 0, sizeof buf);
-        if (n > API_SECRET_MAX)
-            return config_fail(p, v, "%s holds more than %d characters; a secret access key "
-                               "has %d to %d", path, API_SECRET_MAX, API_SECRET_MIN, API_SECRET_MAX);
-        return config_fail(p, v, "%s holds %zu characters; a secret access key has %d to %d",
-                           path, n, API_SECRET_MIN, API_SECRET_MAX);
-    }
-    k->secret = util_strdup(buf);
-    memset(buf, 0, sizeof buf);
+    *out = buf;
+    *len = n;
     return 0;
+}
+
+/* The secret of k->secret_file (already resolved): checks the file and reads its one line. */
+static int config_api_secret(config_parser *p, yaml_node_t *v, config_access_key *k)
+{
+    const char *path = k->secret_file;
+    char *buf = NULL;
+    size_t n = 0;
+    if (config_read_secret_file(p, v, path, API_SECRET_MAX, &buf, &n) < 0) return -1;
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++)
+        if ((unsigned char)buf[i] <= 0x20 || (unsigned char)buf[i] >= 0x7f)
+            rc = config_fail(p, v,
+                             "%s must hold the secret access key alone on one line: byte %zu "
+                             "is a blank, a line break or not printable ASCII", path, i + 1);
+    if (rc == 0 && n > API_SECRET_MAX)
+        rc = config_fail(p, v, "%s holds more than %d characters; a secret access key has %d "
+                         "to %d", path, API_SECRET_MAX, API_SECRET_MIN, API_SECRET_MAX);
+    else if (rc == 0 && n < API_SECRET_MIN)
+        rc = config_fail(p, v, "%s holds %zu characters; a secret access key has %d to %d",
+                         path, n, API_SECRET_MIN, API_SECRET_MAX);
+    if (rc == 0) k->secret = util_strdup(buf);
+    memset(buf, 0, n);
+    free(buf);
+    return rc;
 }
 
 static int config_api_secret_file(config_parser *p, yaml_node_t *v, config_access_key *k)

@@ -183,6 +183,22 @@ void config_scope_clear(config_auth_user *a);
 void config_api_defaults(config *c);
 int config_read_api(config_parser *p, yaml_node_t *root);
 void config_api_free(config *c);
+/* A secret file (api access keys, feedback.secret_file): PATH (resolved) for node V must be a
+ * regular file giving group and others no access (mode 0600/0400). Its bytes, one trailing
+ * newline removed, into *out (malloc'd, NUL-terminated; the caller wipes and frees it) and
+ * *len; at most MAX + 2 bytes are read, so *len > MAX means the file is too long. What the
+ * bytes may be and how few are enough are the caller's checks. 0, or -1 with the error
+ * recorded (the secret never appears in it). */
+int config_read_secret_file(config_parser *p, yaml_node_t *v, const char *path, size_t max,
+                            char **out, size_t *len);
+
+/* ---- config_feedback.c ---- */
+
+/* The feedback section (issue 14): defaults; its reader (after submission and api, whose
+ * listen addresses it must not reuse); what it allocated. */
+void config_feedback_defaults(config *c);
+int config_read_feedback(config_parser *p, yaml_node_t *root);
+void config_feedback_free(config *c);
 
 /* ---- config_limits.c ---- */
 

@@ -47,6 +47,7 @@ void config_free(config *c)
     for (size_t i = 0; i < c->nauth; i++) config_scope_clear(&c->auth[i]);
     free(c->auth);
     config_api_free(c);
+    config_feedback_free(c);
     free(c->trusted);
     for (size_t i = 0; c->identity_auth && i < c->nidentities; i++)
         config_identity_clear(&c->identity_auth[i]);
@@ -245,6 +246,20 @@ char *config_summary(const config *cfg)
         }
         strbuf_printf(&sb, "; %s; %zu access key(s)\n", c->api_tls_cert ? "https" : "http",
                       c->napi_keys);
+    }
+    if (c->feedback_on) {
+        strbuf_puts(&sb, "feedback: listen ");
+        for (size_t i = 0; i < c->nfeedback_listen; i++) {
+            if (i) strbuf_puts(&sb, ", ");
+            config_fmt_hostport(&sb, c->feedback_listen[i].host, c->feedback_listen[i].port);
+        }
+        strbuf_printf(&sb, "; bounce domain %s; %zu feedback address(es); max size ",
+                      c->feedback_bounce_domain ? c->feedback_bounce_domain : "none",
+                      c->nfeedback_addresses);
+        config_fmt_size(&sb, c->feedback_max_message_size);
+        strbuf_puts(&sb, ", retention ");
+        config_fmt_duration(&sb, c->feedback_retention_ms);
+        strbuf_printf(&sb, ", complaint hold rate %g%%\n", c->feedback_complaint_hold_rate * 100);
     }
 
     strbuf_puts(&sb, "pools:\n");

@@ -1,6 +1,9 @@
 /* outbound.c — the last step before a message leaves (see outbound.h): unsubscribe headers,
- * custom MAIL FROM, DKIM signatures. A message whose identity requires a signature and that
- * no key can sign now is never sent: it is deferred or bounced as dkim.on_unsigned says. */
+ * custom MAIL FROM (with the feedback section on: the VERP token of mta/fbtoken.c, also on
+ * feedback.bounce_domain for identities without one), DKIM signatures. A message whose
+ * identity requires a signature and that no key can sign now is never sent: it is deferred
+ * or bounced as dkim.on_unsigned says. Without the feedback section the envelope sender is
+ * what it always was: the submitted one, or bounce+<hex id>@<custom MAIL FROM domain>. */
 #include "mta/outbound.h"
 
 #include <ctype.h>
@@ -8,6 +11,7 @@
 #include <string.h>
 
 #include "base/util.h"
+#include "mta/fbtoken.h"
 #include "mta/message.h"
 #include "mta/unsub.h"
 
@@ -79,23 +83,55 @@ static char *outbound_from(const char *data, size_t len)
     return addr;
 }
 
-/* The custom MAIL FROM of identity idx, if any applies. 0, or -1 with out failed. */
+/* The VERP sender bounce+TOKEN@DOMAIN (mta/fbtoken.h) when the feedback section is on, else
+ * the plain one of the custom MAIL FROM (bounce+<hex id>@DOMAIN). The token binds the only
+ * recipient of a one-recipient transaction (in->rcpt), else the message alone. */
+static char *outbound_verp(const outbound_in *in, const char *domain)
+{
+    const config *cfg = in->cfg;
+    if (cfg->feedback_on) {
+        char *a = fbtoken_address(cfg->feedback_secret, cfg->feedback_secret_len, in->msg_id,
+                                  in->rcpt, domain);
+        if (a) return a;   /* NULL: msg_id is not a kiln id (never for spooled mail) */
+    }
+    char token[64];
+    outbound_token(in->msg_id, token, sizeof token);
+    return util_asprintf("bounce+%s@%s", token, domain);
+}
+
+/* feedback.bounce_domain's VERP sender for mail without a custom MAIL FROM, or the submitted
+ * sender when there is none. */
+static int outbound_default_from(const outbound_in *in, outbound_out *out)
+{
+    const config *cfg = in->cfg;
+    if (!cfg->feedback_on || !cfg->feedback_bounce_domain) return 0;
+    char *a = fbtoken_address(cfg->feedback_secret, cfg->feedback_secret_len, in->msg_id,
+                              in->rcpt, cfg->feedback_bounce_domain);
+    if (a) {
+        free(out->mail_from);
+        out->mail_from = a;
+    }
+    return 0;
+}
+
+/* The envelope sender: the custom MAIL FROM of identity idx if one applies, else the
+ * feedback bounce domain's, else the submitted one. 0, or -1 with out failed. */
 static int outbound_mail_from(const outbound_in *in, int idx, outbound_out *out)
 {
     out->mail_from = util_strdup(in->mail_from);
-    if (idx < 0 || !in->cfg->identity_auth || !in->mail_from[0]) return 0;   /* <> stays <> */
-    const config_identity *id = &in->cfg->identity_auth[idx];
-    if (!id->mail_from_domain) return 0;
+    if (!in->mail_from[0]) return 0;   /* <> stays <> */
+    const config_identity *id = idx >= 0 && in->cfg->identity_auth
+                                    ? &in->cfg->identity_auth[idx] : NULL;
+    if (!id || !id->mail_from_domain) return outbound_default_from(in, out);
     outbound_mx_state st = in->mx_state ? in->mx_state(in->mx_arg, id->mail_from_domain)
                                         : OUTBOUND_MX_UNKNOWN;
     if (st == OUTBOUND_MX_OK) {
-        char token[64];
-        outbound_token(in->msg_id, token, sizeof token);
         free(out->mail_from);
-        out->mail_from = util_asprintf("bounce+%s@%s", token, id->mail_from_domain);
+        out->mail_from = outbound_verp(in, id->mail_from_domain);
         return 0;
     }
-    if (id->mx_failure == CONFIG_MXFAIL_USE_DEFAULT) return 0;   /* SES UseDefaultValue */
+    if (id->mx_failure == CONFIG_MXFAIL_USE_DEFAULT)   /* SES UseDefaultValue */
+        return outbound_default_from(in, out);
     if (st == OUTBOUND_MX_MISSING)
         return outbound_fail(out, RETRY_FAIL_MAIL_FROM_MX,
                              util_asprintf("MAIL FROM domain %s has no MX record and its "

@@ -1,9 +1,10 @@
 /* outbound.h — the last step before a message leaves: what kiln adds to it for its sender's
  * identity and configuration set, in this order: the one-click unsubscribe and Feedback-ID
  * header fields of a marked set (mta/unsub.c, with the recipient of a one-recipient job),
- * the custom MAIL FROM of the identity (envelope bounce+<token>@<mail_from domain>), and the
- * DKIM signatures of the identity's domain (mta/dkim.c) over everything else, so that the
- * added fields are signed too.
+ * the custom MAIL FROM of the identity (envelope bounce+<token>@<mail_from domain>; with the
+ * feedback section on, the HMAC'd VERP token of mta/fbtoken.h, on feedback.bounce_domain for
+ * identities without a custom MAIL FROM), and the DKIM signatures of the identity's domain
+ * (mta/dkim.c) over everything else, so that the added fields are signed too.
  *
  * Pure apart from the inputs it is handed: no loop, no DNS; the caller says what DNS showed
  * (the MAIL FROM domain's MX) and hands the keys (dkim_keys_signers). */
@@ -30,7 +31,9 @@ typedef struct outbound_in {
     const config_set *set;       /* the message's configuration set */
     const char *msg_id;
     const char *mail_from;       /* the submitted envelope sender ("" for <>) */
-    const char *rcpt;            /* the only recipient, when the set needs one per message */
+    const char *rcpt;            /* the only recipient of a one-recipient job (transaction),
+                                    else NULL: the unsubscribe URL's {recipient}, and the
+                                    recipient the feedback VERP token binds (scope 1) */
     const char *data;            /* the spooled message: CRLF lines */
     size_t data_len;
     dkim_keys *keys;

@@ -2,7 +2,10 @@
  * (mta/dkim_keys.c): BYODKIM signs at once, Easy DKIM only once its record is live; the
  * custom MAIL FROM with its MX found, missing (UseDefaultValue / RejectMessage) and not yet
  * checked; dkim: required deferring or bouncing what no key signs; line ends made what the
- * wire carries; <> stays <>; the envelope token; rotation refused until the record is live. */
+ * wire carries; <> stays <>; the envelope token; rotation refused until the record is live;
+ * with a feedback section, the HMAC'd VERP token (golden values from Python) on the custom
+ * MAIL FROM domain, else on feedback.bounce_domain, else the submitted sender, scope 1 for
+ * one recipient and 0 for several; without it, the envelope exactly as before. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -254,6 +257,157 @@ START_TEST(test_bad_byodkim_key)
 }
 END_TEST
 
+/* ---- the feedback section: the VERP token as MAIL FROM (mta/fbtoken.h) ---- */
+
+#define FB_KEY "0123456789abcdef0123456789abcdef"
+#define FB_ID "0000018c1d2e3f40-ab12cd34-ef56-4789-8abc-def012345678-000000"
+/* python3: base32(bytes.fromhex(hex of FB_ID) + scope + hmac_sha256(FB_KEY, "kiln-verp-1\0"
+ * FB_ID "\0" rcpt.lower())[:6]).lower() without '=' (test_fbtoken.c has the same) */
+#define GOLDEN_ONE "aaaadda5fy7ubkyszu2o6vshrgflzxxqci2fm6ab6gezwdajhi"   /* ann@dest.test */
+#define GOLDEN_ALL "aaaadda5fy7ubkyszu2o6vshrgflzxxqci2fm6aaffjlomzaqe"   /* scope 0 */
+
+static config *fb_load(const char *feedback)
+{
+    char *err = NULL;
+    char *text = util_asprintf(
+        "server: {hostname: mta.example.test, spool: %s/spool}\n"
+        "zones: [az1]\n"
+        "ips: [{address: 127.0.0.10, zone: az1, pool: p}]\n"
+        "pools: [{name: p}]\n"
+        "configuration_sets: [{name: s, pool: p}]\n"
+        "default_configuration_set: s\n"
+        "account:\n"
+        "  identities:\n"
+        "    - identity: custom.test\n"
+        "      mail_from: {domain: mail.custom.test}\n"
+        "    - identity: strict.test\n"
+        "      mail_from: {domain: mail.strict.test, behavior_on_mx_failure: RejectMessage}\n"
+        "    - plain.test\n"
+        "%s",
+        dir, feedback);
+    config *c = config_load_text(text, strlen(text), "t.yaml", dir, auth_hash_usable, &err);
+    ck_assert_msg(c != NULL, "%s", err);
+    free(text);
+    return c;
+}
+
+static void fb_setup(void)
+{
+    dir = testlib_tmpdir("outbound-fb");
+    char *path = util_asprintf("%s/fb.key", dir);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(FB_KEY "\n", f);
+    fclose(f);
+    ck_assert_int_eq(chmod(path, 0600), 0);
+    free(path);
+    mx = OUTBOUND_MX_OK;
+    cfg = NULL;
+}
+
+static void fb_teardown(void)
+{
+    if (cfg) config_unref(cfg);
+    testlib_tmpdir_remove(dir);
+}
+
+/* The MAIL FROM of a message from FROM (header and envelope) to RCPT (NULL: several). */
+static char *fb_mail_from(const char *from, const char *rcpt, int *rc)
+{
+    char *msg = util_asprintf("From: %s\r\nTo: x@dest.test\r\nSubject: hi\r\n\r\nhello\r\n", from);
+    outbound_in in = {.cfg = cfg, .set = &cfg->sets[0], .msg_id = FB_ID, .mail_from = from,
+                      .rcpt = rcpt, .data = msg, .data_len = strlen(msg), .mx_state = mx_op,
+                      .now_s = 1700000000};
+    outbound_out o;
+    *rc = outbound_prepare(&in, &o);
+    free(msg);
+    char *r = o.mail_from ? util_strdup(o.mail_from) : NULL;
+    outbound_out_free(&o);
+    return r;
+}
+
+#define FB_SECTION "feedback: {listen: [127.0.0.1:2525], secret_file: fb.key%s}\n"
+
+START_TEST(test_outbound_verp)
+{
+    char *sect = util_asprintf(FB_SECTION, ", bounce_domain: Bounce.Example.COM");
+    cfg = fb_load(sect);
+    free(sect);
+    int rc;
+    /* custom MAIL FROM with its MX: the token on that domain; scope 1 for one recipient */
+    char *m = fb_mail_from("ann@custom.test", "Ann@Dest.TEST", &rc);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_str_eq(m, "bounce+" GOLDEN_ONE "@mail.custom.test");
+    free(m);
+    m = fb_mail_from("ann@custom.test", NULL, &rc);
+    ck_assert_str_eq(m, "bounce+" GOLDEN_ALL "@mail.custom.test");
+    free(m);
+    /* no custom MAIL FROM: the bounce domain (lower-cased by config) */
+    m = fb_mail_from("bob@plain.test", NULL, &rc);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_str_eq(m, "bounce+" GOLDEN_ALL "@bounce.example.com");
+    free(m);
+    /* custom MAIL FROM whose MX is missing, UseDefaultValue: the bounce domain, as SES
+     * falls back to its own MAIL FROM domain */
+    mx = OUTBOUND_MX_MISSING;
+    m = fb_mail_from("ann@custom.test", "ann@dest.test", &rc);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_str_eq(m, "bounce+" GOLDEN_ONE "@bounce.example.com");
+    free(m);
+    /* RejectMessage still refuses */
+    m = fb_mail_from("ops@strict.test", "ann@dest.test", &rc);
+    ck_assert_int_eq(rc, -1);
+    free(m);
+    /* <> stays <> */
+    mx = OUTBOUND_MX_OK;
+    m = fb_mail_from("", "ann@dest.test", &rc);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_str_eq(m, "");
+    free(m);
+}
+END_TEST
+
+/* A feedback section without bounce_domain: identities without a custom MAIL FROM keep
+ * the submitted sender; the custom MAIL FROM gets the token. */
+START_TEST(test_outbound_no_bounce_domain)
+{
+    char *sect = util_asprintf(FB_SECTION, "");
+    cfg = fb_load(sect);
+    free(sect);
+    int rc;
+    char *m = fb_mail_from("bob@plain.test", "ann@dest.test", &rc);
+    ck_assert_str_eq(m, "bob@plain.test");
+    free(m);
+    m = fb_mail_from("ann@custom.test", "ann@dest.test", &rc);
+    ck_assert_str_eq(m, "bounce+" GOLDEN_ONE "@mail.custom.test");
+    free(m);
+    mx = OUTBOUND_MX_MISSING;
+    m = fb_mail_from("ann@custom.test", "ann@dest.test", &rc);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_str_eq(m, "ann@custom.test");
+    free(m);
+}
+END_TEST
+
+/* Without a feedback section nothing changes: the plain hex token, the submitted sender. */
+START_TEST(test_outbound_without_feedback)
+{
+    cfg = fb_load("");
+    ck_assert(!cfg->feedback_on);
+    int rc;
+    char *m = fb_mail_from("ann@custom.test", "ann@dest.test", &rc);
+    ck_assert_str_eq(m, "bounce+0000018c1d2e3f40ab12cd34ef5647898abcdef012345678@mail.custom.test");
+    free(m);
+    m = fb_mail_from("bob@plain.test", "ann@dest.test", &rc);
+    ck_assert_str_eq(m, "bob@plain.test");
+    free(m);
+    mx = OUTBOUND_MX_MISSING;
+    m = fb_mail_from("ann@custom.test", NULL, &rc);
+    ck_assert_str_eq(m, "ann@custom.test");
+    free(m);
+}
+END_TEST
+
 static Suite *outbound_suite(void)
 {
     Suite *s = suite_create("outbound");
@@ -267,6 +421,12 @@ static Suite *outbound_suite(void)
     tcase_add_test(tc, test_easy_dkim_live_and_rotate);
     tcase_add_test(tc, test_token);
     tcase_add_test(tc, test_bad_byodkim_key);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("feedback");
+    tcase_add_checked_fixture(tc, fb_setup, fb_teardown);
+    tcase_add_test(tc, test_outbound_verp);
+    tcase_add_test(tc, test_outbound_no_bounce_domain);
+    tcase_add_test(tc, test_outbound_without_feedback);
     suite_add_tcase(s, tc);
     return s;
 }
