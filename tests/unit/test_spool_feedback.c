@@ -322,7 +322,8 @@ static reports inbox(spool *sp)
     return rs;
 }
 
-static const char report_data[] = "From: <>\r\nContent-Type: multipart/report\r\n\r\n\0bin\0\r\n.\r\n";
+static const char report_data[] =
+    "From: <>\r\nContent-Type: multipart/report\r\n\r\n\0bin\0\r\n.\r\n";
 
 START_TEST(test_inbox)
 {
