@@ -33,7 +33,8 @@
  * transaction), and the index recipients_due (state, id, next_attempt_ms), which lets
  * spool_each_due_rcpt read one page in rowid order as index range reads (QUEUED rows, then
  * DEFERRED rows whose next_attempt_ms is past) instead of scanning the table; and the
- * maintained counts of pending recipients per state, kept by triggers (spool_counts.c).
+ * maintained counts of pending recipients per state, kept by triggers (spool_counts.c);
+ * and the feedback intake's tables sent_mail and feedback_inbox (spool_feedback.c).
  *
  * Read functions (spool_read.c) may be called from inside the callbacks of other reads (or
  * of the same read): a cached statement that is still stepping is not reused; a fresh one is
@@ -108,6 +109,13 @@ static const char spool_schema_stats[] =
 /* Added after version 1 shipped, applied at every open (after the domain column exists). */
 static const char spool_schema_due[] =
     "CREATE INDEX IF NOT EXISTS recipients_due ON recipients(state, id, next_attempt_ms);";
+
+/* The Message-ID of a mail object (SES "mail" JSON text) as sent_mail keeps it: its
+ * commonHeaders.messageId without angle brackets and blanks around it; NULL when the text is
+ * not JSON (json_extract would fail the statement, and with it the batch) or has none. */
+#define SPOOL_MAIL_MESSAGE_ID(col) \
+    "(CASE WHEN json_valid(" col ") THEN nullif(trim(json_extract(" col \
+    ", '$.commonHeaders.messageId'), '<> ' || char(9, 10, 13)), '') END)"
 
 const char *const spool_sql[ST__COUNT] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
@@ -211,6 +219,32 @@ const char *const spool_sql[ST__COUNT] = {
                             " ORDER BY id LIMIT ?2)",
     [ST_NTH_SET_EVENT] = "SELECT id FROM events WHERE id > ?1 AND config_set = ?2 ORDER BY id"
                          " LIMIT 1 OFFSET ?3",
+    /* spool_feedback.c: a message about to be deleted as finished (the same condition as
+     * ST_GC_MSG), copied first when spool_keep_sent is on */
+    [ST_SENT_COPY] = "INSERT OR REPLACE INTO sent_mail (msg_id, created_ms, config_set,"
+                     " mail_json, message_id) SELECT id, created_ms, config_set, mail_json, "
+                     SPOOL_MAIL_MESSAGE_ID("mail_json") " FROM messages WHERE id = ?1 AND"
+                     " NOT EXISTS (SELECT 1 FROM recipients WHERE msg_id = ?1 AND state IN "
+                     SPOOL_STATE_PENDING ")",
+    [ST_SENT_PRUNE] = "DELETE FROM sent_mail WHERE created_ms < ?1",
+    [ST_FBIN_ADD] = "INSERT INTO feedback_inbox (id, received_ms, client_ip, mail_from, rcpts,"
+                    " data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [ST_FBIN_DEL] = "DELETE FROM feedback_inbox WHERE id = ?1",
+    [ST_SENT_FIND_QUEUED] = "SELECT created_ms, config_set, mail_json FROM messages"
+                            " WHERE id = ?1",
+    [ST_SENT_FIND_KEPT] = "SELECT created_ms, config_set, mail_json FROM sent_mail"
+                          " WHERE msg_id = ?1",
+    /* Queued messages carry no Message-ID column: every row's mail_json is read, and parsed
+     * only when it contains ?2 (the normalised Message-ID, NULL when it might be escaped
+     * in JSON text); see spool_sent_find_message_id. */
+    [ST_SENT_MID_QUEUED] = "SELECT id, created_ms, config_set, mail_json FROM messages"
+                           " WHERE (?2 IS NULL OR instr(mail_json, ?2) > 0) AND "
+                           SPOOL_MAIL_MESSAGE_ID("mail_json") " = ?1"
+                           " ORDER BY created_ms DESC LIMIT 1",
+    [ST_SENT_MID_KEPT] = "SELECT msg_id, created_ms, config_set, mail_json FROM sent_mail"
+                         " WHERE message_id = ?1 ORDER BY created_ms DESC LIMIT 1",
+    [ST_FBIN_EACH] = "SELECT id, received_ms, client_ip, mail_from, rcpts, data"
+                     " FROM feedback_inbox ORDER BY id",
 };
 
 const bool spool_sql_writes[ST__COUNT] = {
@@ -218,7 +252,8 @@ const bool spool_sql_writes[ST__COUNT] = {
     [ST_ADD_SEND] = true,  [ST_PRUNE_SENDS] = true, [ST_ADD_RCPT] = true, [ST_UPD_RCPT] = true,
     [ST_GC_MSG] = true,    [ST_ADD_EVENT] = true, [ST_DEL_EVENTS] = true, [ST_SUPP_PUT] = true,
     [ST_SUPP_DEL] = true,  [ST_KV_PUT] = true,   [ST_STATS_ADD] = true, [ST_PRUNE_STATS] = true,
-    [ST_KV_DEL] = true,
+    [ST_KV_DEL] = true,    [ST_SENT_COPY] = true, [ST_SENT_PRUNE] = true, [ST_FBIN_ADD] = true,
+    [ST_FBIN_DEL] = true,
 };
 
 /* ---- errors ---- */
@@ -547,6 +582,7 @@ spool *spool_open(const char *dir, bool durable, char **err)
     if (spool_connect(sp->path, durable, &sp->db, err) < 0) goto fail;
     if (spool_setup_schema(sp, err) < 0) goto fail;
     if (spool_schema_additions(sp, err) < 0) goto fail;
+    if (spool_feedback_setup(sp, err) < 0) goto fail;
     if (spool_prepare(sp->db, sp->path, false, sp->st, err) < 0) goto fail;
     if (spool_first_rcpt_id(sp, err) < 0) goto fail;
     if (spool_connect(sp->path, durable, &sp->w.db, err) < 0) goto fail;

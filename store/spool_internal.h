@@ -1,8 +1,9 @@
 /* spool_internal.h — what the spool's files share: spool.c (connections, schema, statements,
  * open/close), spool_write.c (the loop's side of the writes: batches of recorded operations,
  * the commit pipeline, commit callbacks), spool_writer.c (the writer thread that runs a batch
- * on its own connection), spool_overlay.c (values written but not committed yet) and
- * spool_read.c (reads). Nothing outside store/ includes this file. */
+ * on its own connection), spool_overlay.c (values written but not committed yet),
+ * spool_read.c (reads) and spool_feedback.c (sent_mail and feedback_inbox). Nothing outside
+ * store/ includes this file. */
 #ifndef KILN_SPOOL_INTERNAL_H
 #define KILN_SPOOL_INTERNAL_H
 
@@ -73,6 +74,16 @@ enum {
     ST_PRUNE_STATS,
     ST_COUNT_SET_EVENTS,
     ST_NTH_SET_EVENT,
+    /* spool_feedback.c (issue 14) */
+    ST_SENT_COPY,
+    ST_SENT_PRUNE,
+    ST_FBIN_ADD,
+    ST_FBIN_DEL,
+    ST_SENT_FIND_QUEUED,
+    ST_SENT_FIND_KEPT,
+    ST_SENT_MID_QUEUED,
+    ST_SENT_MID_KEPT,
+    ST_FBIN_EACH,
     ST__COUNT
 };
 
@@ -100,6 +111,9 @@ typedef enum spool_op_kind {
     SPOOL_OP_KV_PUT,
     SPOOL_OP_KV_DEL,
     SPOOL_OP_STATS_ADD,
+    SPOOL_OP_SENT_PRUNE,
+    SPOOL_OP_FBIN_ADD,
+    SPOOL_OP_FBIN_DEL,
 } spool_op_kind;
 
 /* One recorded write. Strings live in the batch's arena, except `owned` (a message body or
@@ -144,6 +158,15 @@ typedef struct spool_op {
         struct {
             int64_t bucket_ms, attempts, bounces, complaints, rejects;
         } stats;
+        struct {
+            int64_t before_ms;
+        } sent_prune;
+        struct {
+            int64_t id, received_ms;      /* id only for SPOOL_OP_FBIN_DEL */
+            const char *client_ip, *mail_from, *rcpts;
+            const char *data;             /* == owned (NULL when len is 0) */
+            size_t len;
+        } fbin;
     } u;
 } spool_op;
 
@@ -175,6 +198,8 @@ typedef struct spool_batch {
     spool_touch *touched;
     size_t ntouched, captouched;
     spool_arena arena;
+    bool keep_sent;            /* spool_keep_sent as it was at hand-over: the writer copies a
+                                * message it deletes as finished into sent_mail first */
     /* the writer's result */
     bool ok;
     char *err;                 /* malloc'd error text when !ok */
@@ -262,6 +287,8 @@ struct spool {
     uint64_t next_seq;
     uint64_t reaped_seq;          /* batches up to this one have run their callbacks */
     int64_t next_rcpt_id;         /* recipient ids are given out here, in order */
+    int64_t next_fbin_id;         /* feedback_inbox ids, the same way (spool_feedback.c) */
+    bool keep_sent;               /* spool_keep_sent: copied into each batch at hand-over */
     spool_overlay kv, supp;       /* kv values and suppression entries not committed yet */
     int keep_depth;               /* > 0: writes are recorded as kept (spool_keep_begin) */
     size_t kept_waiting;          /* kept writes carried over failed batches, not committed */
@@ -273,6 +300,11 @@ struct spool {
 /* Makes the maintained counts of pending recipients (tables and triggers) when they are
  * missing, filled from the recipients there (spool_counts.c). 0, or -1 with *err. */
 int spool_counts_setup(spool *sp, char **err);
+
+/* spool_feedback.c */
+/* Makes the tables sent_mail and feedback_inbox when they are missing and reads the next
+ * feedback_inbox id. 0, or -1 with *err. */
+int spool_feedback_setup(spool *sp, char **err);
 
 /* spool_keep.c */
 /* b failed: its kept writes (less the one that made it fail, when that was one of them and
@@ -298,6 +330,9 @@ const char *spool_col_text(sqlite3_stmt *st, int i);
 char *spool_col_strdup(sqlite3_stmt *st, int i);
 
 /* spool_write.c */
+/* A new write of that kind at the end of the filling batch (zeroed, kept if between
+ * spool_keep_begin and _end). */
+spool_op *spool_record(spool *sp, spool_op_kind kind);
 /* A copy of s in b's arena (NULL stays NULL). */
 const char *spool_batch_str(spool_batch *b, const char *s);
 /* Notes that the filling batch wrote key (a copy in its arena) of an overlay. */

@@ -64,8 +64,16 @@ static void spool_keep_copy(spool_batch *f, spool_op *d, spool_op *op)
         d->u.kv.key = spool_batch_str(f, op->u.kv.key);
         d->u.kv.value = spool_batch_str(f, op->u.kv.value);
         break;
+    case SPOOL_OP_FBIN_ADD:
+        d->u.fbin.client_ip = spool_batch_str(f, op->u.fbin.client_ip);
+        d->u.fbin.mail_from = spool_batch_str(f, op->u.fbin.mail_from);
+        d->u.fbin.rcpts = spool_batch_str(f, op->u.fbin.rcpts);
+        /* the report is the write's own buffer (owned), moved with it */
+        break;
     case SPOOL_OP_DEL_EVENTS:
     case SPOOL_OP_STATS_ADD:
+    case SPOOL_OP_SENT_PRUNE:
+    case SPOOL_OP_FBIN_DEL:
         break;
     }
 }

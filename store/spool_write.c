@@ -68,7 +68,7 @@ static void spool_arena_reset(spool_arena *a)
 
 /* ---- batches ---- */
 
-static spool_op *spool_record(spool *sp, spool_op_kind kind)
+spool_op *spool_record(spool *sp, spool_op_kind kind)
 {
     spool_batch *b = sp->filling;
     if (b->nops == b->capops) {
@@ -163,6 +163,7 @@ static void spool_handover(spool *sp)
     if (sp->inflight || sp->filling->nops == 0) return;
     spool_batch *b = sp->filling;
     spool_new_filling(sp);
+    b->keep_sent = sp->keep_sent;   /* the writer reads it from the batch, after the mutex */
     sp->inflight = b;
     spool_writer_submit(&sp->w, b);
 }

@@ -136,9 +136,17 @@ static int spool_writer_add_msg(spool_writer *w, spool_batch *b, const spool_op 
     return spool_writer_step(w, b, st, "record send of", op->u.msg.id);
 }
 
+/* Deletes msg_id if none of its recipients is pending; with the batch's keep_sent, copies it
+ * into sent_mail first (the same condition: nothing is copied while it stays queued). */
 static int spool_writer_gc(spool_writer *w, spool_batch *b, const char *msg_id)
 {
-    sqlite3_stmt *st = w->st[ST_GC_MSG];
+    sqlite3_stmt *st;
+    if (b->keep_sent) {
+        st = w->st[ST_SENT_COPY];
+        spool_writer_bind(st, 1, msg_id);
+        if (spool_writer_step(w, b, st, "keep finished message", msg_id) < 0) return -1;
+    }
+    st = w->st[ST_GC_MSG];
     spool_writer_bind(st, 1, msg_id);
     return spool_writer_step(w, b, st, "delete finished message", msg_id);
 }
@@ -234,6 +242,27 @@ static int spool_writer_op(spool_writer *w, spool_batch *b, const spool_op *op)
         sqlite3_bind_int64(st, 4, op->u.stats.complaints);
         sqlite3_bind_int64(st, 5, op->u.stats.rejects);
         return spool_writer_step(w, b, st, "add send statistics", NULL);
+    case SPOOL_OP_SENT_PRUNE:
+        st = w->st[ST_SENT_PRUNE];
+        sqlite3_bind_int64(st, 1, op->u.sent_prune.before_ms);
+        return spool_writer_step(w, b, st, "prune sent mail", NULL);
+    case SPOOL_OP_FBIN_ADD:
+        st = w->st[ST_FBIN_ADD];
+        sqlite3_bind_int64(st, 1, op->u.fbin.id);
+        sqlite3_bind_int64(st, 2, op->u.fbin.received_ms);
+        spool_writer_bind(st, 3, op->u.fbin.client_ip);
+        spool_writer_bind(st, 4, op->u.fbin.mail_from);
+        spool_writer_bind(st, 5, op->u.fbin.rcpts);
+        sqlite3_bind_blob64(st, 6, op->u.fbin.data ? op->u.fbin.data : "", op->u.fbin.len,
+                            SQLITE_STATIC);
+        return spool_writer_step(w, b, st, "add feedback report from", op->u.fbin.client_ip);
+    case SPOOL_OP_FBIN_DEL: {
+        char key[32];
+        snprintf(key, sizeof key, "%" PRId64, op->u.fbin.id);
+        st = w->st[ST_FBIN_DEL];
+        sqlite3_bind_int64(st, 1, op->u.fbin.id);
+        return spool_writer_step(w, b, st, "delete feedback report", key);
+    }
     }
     spool_writer_fail(w, b, "unknown write", NULL, "internal error");
     return -1;
