@@ -408,6 +408,19 @@ static json_t *control_ip_json(const pools_ip_info *in, int64_t now)
     }
     json_object_set_new(k, "Ehlo", in->ehlo ? control_jstr(in->ehlo) : json_null());
     json_object_set_new(k, "Managed", json_boolean(in->managed));
+    if (in->managed) {   /* per mailbox provider: its cap, and whether complaints hold it */
+        json_t *caps = json_array();
+        for (size_t i = 0; i < in->ncaps; i++) {
+            const pools_cap_info *c = &in->caps[i];
+            json_t *co = json_object();
+            json_object_set_new(co, "Provider", control_jstr(c->provider));
+            json_object_set_new(co, "DailyCap", json_integer(c->daily_cap));
+            json_object_set_new(co, "SentLast24Hours", json_integer(c->sent_24h));
+            json_object_set_new(co, "Held", json_boolean(c->held));
+            json_array_append_new(caps, co);
+        }
+        json_object_set_new(k, "ManagedCaps", caps);
+    }
     json_object_set_new(o, "kiln", k);
     return o;
 }

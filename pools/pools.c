@@ -11,7 +11,9 @@
  * Throttles that arrive while the pair is blocked belong to the same episode (sessions that
  * were already open) and change nothing; a throttle within one backoff period after the
  * block ended doubles the backoff (at most 15 min), a later one starts again at 60 s.
- * warmup.pacing applies to these caps as to the standard ones.
+ * warmup.pacing applies to these caps as to the standard ones. While the pool's complaints
+ * about a provider are above the hold rate (complaints.c), acceptance does not raise that
+ * provider's caps; throttles still cut them.
  *
  * The choice among usable IPs is smooth weighted round robin (nginx's algorithm) with the
  * IP's headroom as weight, so it is deterministic and proportional to what each IP may
@@ -26,6 +28,7 @@
 
 #include "base/netaddr.h"
 #include "base/util.h"
+#include "pools/complaints.h"
 #include "pools/pools_internal.h"
 
 #define MANAGED_BACKOFF_MS INT64_C(60000)
@@ -175,6 +178,7 @@ void pools_free(pools *p)
     for (size_t i = 0; i < p->nips; i++) pools_ip_free(p->ips[i]);
     free(p->ips);
     pools_zones_free(p->zones, p->nzones);
+    pools_complaints_free(p);
     free(p);
 }
 
@@ -595,7 +599,8 @@ void pools_record_result(pools *p, pools_ip *ip, const char *site, const char *p
     case POOLS_RESULT_OK:
         health_ok(&ip->h, &p->opts, site, now_ms);
         pools_peers_reached(p, ip, site, now_ms);
-        if (ip->managed && accepted > 0) {
+        /* held by complaints (complaints.h): the ramp stays where it is */
+        if (ip->managed && accepted > 0 && !pools_provider_held(p, ip->pool, provider, now_ms)) {
             managed_cap *c = pools_get_cap(p, ip, provider, now_ms);
             int64_t cap = c->cap + (int64_t)accepted;
             if (cap > p->warmup.target) cap = p->warmup.target;
@@ -714,6 +719,15 @@ void pools_ip_info_of(const pools *p, const pools_ip *ip, int64_t now_ms, pools_
         out->hourly_cap = warmup_pacing_cap(&p->warmup, out->daily_cap);
     }
     warmup_window_sums(&ip->usage, now_ms, &out->sent_24h, NULL);
+    for (size_t i = 0; ip->managed && i < ip->ncaps && out->ncaps < POOLS_INFO_MAX_CAPS; i++) {
+        const managed_cap *c = ip->caps[i];
+        pools_cap_info *ci = &out->caps[out->ncaps++];
+        ci->provider = c->provider;
+        ci->daily_cap = c->cap;
+        warmup_window_sums(&c->usage, now_ms, &ci->sent_24h, NULL);
+        ci->blocked_until_ms = c->blocked_until_ms > now_ms ? c->blocked_until_ms : 0;
+        ci->held = pools_provider_held(p, ip->pool, c->provider, now_ms);
+    }
     out->health = health_state(&ip->h, now_ms);
     bool zone_up = pools_zone_is_up(p, ip->zone);
     if (ip->draining) out->state = POOLS_STATE_DRAINING;

@@ -142,6 +142,16 @@ int pools_set_zone(pools *p, const char *zone, bool up, char **err);
 bool pools_zone_is_up(const pools *p, const char *zone);
 
 /* ---- reading state (kilnctl ips, explain, logs) ---- */
+/* One (IP, provider) cap of a managed pool. */
+typedef struct pools_cap_info {
+    const char *provider;         /* "gmail", "microsoft", "yahoo", "other" */
+    int64_t daily_cap;            /* recipients per rolling 24 h */
+    int64_t sent_24h;             /* to that provider in the rolling 24 h */
+    int64_t blocked_until_ms;     /* throttled until; 0 when not blocked */
+    bool held;                    /* complaints hold its ramp (complaints.h) */
+} pools_cap_info;
+#define POOLS_INFO_MAX_CAPS 8     /* providers are the few pools_provider_of names */
+
 typedef struct pools_ip_info {
     const char *address, *pool, *zone, *ehlo;   /* address: the one kiln binds */
     const char *public_address;   /* the address the world sees: the config's public_address
@@ -163,6 +173,9 @@ typedef struct pools_ip_info {
     bool avoided;                 /* degraded by timeouts: the pool prefers its other IPs now */
     const char *degraded_reason;  /* "" or e.g. "connect timeout to 1 site(s) from this IP
                                      while other IPs of the pool connected (mx.d0.test); ..." */
+    pools_cap_info caps[POOLS_INFO_MAX_CAPS];   /* managed: per provider it sent to, in the
+                                                   order first seen (at most the first 8) */
+    size_t ncaps;
 } pools_ip_info;
 size_t pools_count(const pools *p);
 /* i-th IP in config order (drained-but-still-known ones last). */
@@ -193,7 +206,8 @@ int64_t pools_pacing_cap(const config_warmup *w, int64_t daily_cap);
 /* ---- persistence ---- */
 /* The persistent part of the whole state as JSON text (malloc'd): per address lease_ms,
  * warm-up base (percent and time), volume-advance counters, usage buckets of the last
- * 24 h, managed provider caps; zones down. */
+ * 24 h, managed provider caps; zones down; complaints per (pool, provider) in the last
+ * 24 h (complaints.h). */
 char *pools_state_json(const pools *p);
 /* Restores what pools_state_json saved for addresses present now (others ignored);
  * call right after pools_new. -1 and *err on malformed input (state unchanged). */

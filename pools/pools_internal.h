@@ -37,6 +37,15 @@ struct pools_ip {
     size_t ncaps;
 };
 
+/* Complaints about one (pool, mailbox provider) in hourly buckets (complaints.c): slot
+ * h % COMPLAINTS_HOURS holds hour index h (ms / 3600000) and its count. */
+#define COMPLAINTS_HOURS 25
+typedef struct pools_complaints {
+    char *pool, *provider;
+    int64_t hour[COMPLAINTS_HOURS];
+    int64_t count[COMPLAINTS_HOURS];
+} pools_complaints;
+
 typedef struct pools_zone {
     char *name;
     bool up;
@@ -49,6 +58,9 @@ struct pools {
     size_t nips;
     pools_zone *zones;
     size_t nzones;
+    pools_complaints **complaints;   /* complaints.c: per (pool, provider) */
+    size_t ncomplaints;
+    double complaint_hold_rate;      /* 0: never hold */
     bool dirty;
 };
 
@@ -56,5 +68,13 @@ struct pools {
 /* Frees every managed cap of ip. */
 void pools_caps_free(pools_ip *ip);
 managed_cap *pools_cap_add(pools_ip *ip, const char *provider, int64_t cap, int64_t now_ms);
+
+/* complaints.c, for pools.c and pools_state.c: */
+/* Frees every complaint counter of p. */
+void pools_complaints_free(pools *p);
+/* Adds n complaints at hour index `hour` to (pool, provider) without checking the pool
+ * (restoring saved state); buckets older than the 24 h before now_ms are dropped. */
+void pools_complaints_put(pools *p, const char *pool, const char *provider, int64_t hour,
+                          int64_t n, int64_t now_ms);
 
 #endif

@@ -1,6 +1,6 @@
 /* pools_state.c — the dedicated-IP state as JSON (jansson) for the spool's kv table:
- * pools_state_json writes lease times, warm-up positions, usage windows, managed caps and
- * zones down; pools_state_load validates a whole document before it changes anything, so a
+ * pools_state_json writes lease times, warm-up positions, usage windows, managed caps,
+ * zones down and complaint counts; pools_state_load validates a whole document before it changes anything, so a
  * bad or foreign state is refused with the JSON path of the problem and the pools keep
  * what they had. Pure: no I/O, no clock. */
 #include <jansson.h>
@@ -20,8 +20,11 @@
  *          "warmup": {"done": false, "base_pct": 30.0, "base_ms": N, "qualified": N,
  *                     "eval_day": N, "day_sent": N},
  *          "usage": [[minute, count], ...],
- *          "providers": {"gmail": {"cap": N, "usage": [[minute, count], ...]}}}}}
- * minute = ms since the epoch / 60000. Health is not saved: a restart probes afresh. */
+ *          "providers": {"gmail": {"cap": N, "usage": [[minute, count], ...]}}}},
+ *  "complaints": {"marketing": {"gmail": [[hour, count], ...]}}}
+ * minute = ms since the epoch / 60000, hour = ms / 3600000. "complaints" (complaints.h)
+ * came later in version 1: a state without it loads with no complaints (and a kilnd that
+ * does not know it ignores it). Health is not saved: a restart probes afresh. */
 
 static json_t *pools_usage_json(const warmup_window *w, int64_t now_ms, int64_t *mins, int64_t *counts)
 {
@@ -68,6 +71,30 @@ char *pools_state_json(const pools *p)
         json_object_set_new(ips, ip->address, o);
     }
     json_object_set_new(root, "ips", ips);
+    json_t *cpl = json_object();
+    for (size_t i = 0; i < p->ncomplaints; i++) {
+        const pools_complaints *c = p->complaints[i];
+        json_t *hours = json_array();
+        int64_t newest = INT64_MIN;                 /* the window of the newest bucket */
+        for (size_t k = 0; k < COMPLAINTS_HOURS; k++)
+            if (c->count[k] > 0 && c->hour[k] > newest) newest = c->hour[k];
+        for (int64_t h = newest - (COMPLAINTS_HOURS - 1); newest != INT64_MIN && h <= newest; h++) {
+            size_t k = (size_t)(((h % COMPLAINTS_HOURS) + COMPLAINTS_HOURS) % COMPLAINTS_HOURS);
+            if (c->count[k] > 0 && c->hour[k] == h)
+                json_array_append_new(hours, json_pack("[II]", (json_int_t)h, (json_int_t)c->count[k]));
+        }
+        if (json_array_size(hours) == 0) {
+            json_decref(hours);
+            continue;
+        }
+        json_t *po = json_object_get(cpl, c->pool);
+        if (!po) {
+            po = json_object();
+            json_object_set_new(cpl, c->pool, po);
+        }
+        json_object_set_new(po, c->provider, hours);
+    }
+    json_object_set_new(root, "complaints", cpl);
     char *s = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(root);
     free(mins);
@@ -195,6 +222,42 @@ static bool pools_load_ip(loader *l, const char *addr, json_t *o)
     return true;
 }
 
+/* complaints: {"pool": {"provider": [[hour, count], ...]}}; optional (older states). */
+static bool pools_load_complaints(loader *l, json_t *cpl)
+{
+    if (!cpl) return true;
+    if (!json_is_object(cpl)) return pools_load_fail(l, "complaints: expected an object");
+    if (l->apply) pools_complaints_free(l->p);
+    const char *pool;
+    json_t *po;
+    json_object_foreach(cpl, pool, po) {
+        if (!json_is_object(po))
+            return pools_load_fail(l, "complaints.%s: expected an object", pool);
+        bool known = false;             /* a pool with no IP now: its complaints are moot */
+        for (size_t k = 0; l->apply && k < l->p->nips && !known; k++)
+            known = strcmp(l->p->ips[k]->pool, pool) == 0;
+        const char *prov;
+        json_t *a;
+        json_object_foreach(po, prov, a) {
+            if (!json_is_array(a))
+                return pools_load_fail(l, "complaints.%s.%s: expected an array", pool, prov);
+            size_t i;
+            json_t *e;
+            json_array_foreach(a, i, e) {
+                json_t *h = json_array_get(e, 0), *c = json_array_get(e, 1);
+                if (!json_is_array(e) || json_array_size(e) != 2 || !json_is_integer(h) ||
+                    !json_is_integer(c) || json_integer_value(c) < 0)
+                    return pools_load_fail(l, "complaints.%s.%s[%zu]: expected [hour, count]",
+                                           pool, prov, i);
+                if (known)
+                    pools_complaints_put(l->p, pool, prov, json_integer_value(h),
+                                         json_integer_value(c), l->now_ms);
+            }
+        }
+    }
+    return true;
+}
+
 static bool pools_load_all(loader *l, json_t *root)
 {
     if (!json_is_object(root)) return pools_load_fail(l, "expected a JSON object");
@@ -215,6 +278,7 @@ static bool pools_load_all(loader *l, json_t *root)
     json_t *o;
     json_object_foreach(ips, addr, o)
         if (!pools_load_ip(l, addr, o)) return false;
+    if (!pools_load_complaints(l, json_object_get(root, "complaints"))) return false;
     if (l->apply) {
         for (size_t k = 0; k < l->p->nzones; k++) {
             l->p->zones[k].up = true;
