@@ -32,6 +32,7 @@
 #define KILN_MTA_FBPARSE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef enum fbparse_kind {
     FBPARSE_NONE = 0,        /* not a report: why says what it looked like */
@@ -117,6 +118,10 @@ fbparse_kind fbparse_message(const char *msg, size_t len, const char *envelope_f
                              const fbparse_limits *limits, fbparse_report *out);
 
 void fbparse_report_free(fbparse_report *r);
+
+/* An RFC 5322 date-time (e.g. an ARF Arrival-Date, "Thu, 8 Mar 2005 17:00:00 -0500") as
+ * milliseconds since the epoch, or -1 when it cannot be read. */
+int64_t fbparse_date_ms(const char *date);
 
 /* "DSN", "ARF", "autoreply", "none", "malformed". */
 const char *fbparse_kind_name(fbparse_kind k);
