@@ -25,8 +25,10 @@
 #include "mta/delivery.h"
 #include "mta/events.h"
 #include "mta/fdlimit.h"
+#include "mta/feedback.h"
 #include "mta/privdrop.h"
 #include "mta/quota.h"
+#include "mta/tls.h"
 #include "api/api.h"
 #include "scheduler/scheduler.h"
 #include "mta/smtp_server.h"
@@ -52,6 +54,8 @@ typedef struct daemon_watchers {
     bool drain_failing;   /* the last event drain failed (logged once) */
     api *api;             /* the SES v2 API's listeners (NULL: api.listen not set) */
     addrwatch *addrs;     /* the host's address changes (NULL: no netlink socket) */
+    feedback *fb;         /* the feedback intake (NULL: no feedback section) */
+    smtp_server *fbsrv;   /* its listener */
 } daemon_watchers;
 
 static int64_t daemon_wall_clock(void *arg)
@@ -208,8 +212,9 @@ static void daemon_stop(kiln_ctx *ctx)
     ev_timer_init(&dw->stop_deadline, daemon_on_stop_deadline, DAEMON_STOP_DEADLINE, 0);
     dw->stop_deadline.data = ctx;
     ev_timer_start(ctx->loop, &dw->stop_deadline);
-    dw->stop_pending = dw->api ? 3 : 2;
+    dw->stop_pending = 2 + (dw->api ? 1 : 0) + (dw->fbsrv ? 1 : 0);
     smtp_server_shutdown(ctx->server, daemon_module_stopped, ctx);
+    if (dw->fbsrv) smtp_server_shutdown(dw->fbsrv, daemon_module_stopped, ctx);
     scheduler_stop(ctx->sched, daemon_module_stopped, ctx);
     if (dw->api) api_shutdown(dw->api, daemon_module_stopped, ctx);
 }
@@ -251,6 +256,14 @@ static char *daemon_reload_blocker(const config *old, const config *neu)
     if (!api_same)
         return util_asprintf("%s: api.listen and api.tls cannot change on reload; restart kilnd",
                              neu->path);
+    bool fb_same = old->feedback_on == neu->feedback_on &&
+                   old->nfeedback_listen == neu->nfeedback_listen;
+    for (size_t i = 0; fb_same && i < old->nfeedback_listen; i++)
+        fb_same = strcmp(old->feedback_listen[i].host, neu->feedback_listen[i].host) == 0 &&
+                  old->feedback_listen[i].port == neu->feedback_listen[i].port;
+    if (!fb_same)
+        return util_asprintf("%s: the feedback section and feedback.listen cannot be added, "
+                             "removed or changed on reload; restart kilnd", neu->path);
     return NULL;
 }
 
@@ -280,13 +293,17 @@ static int daemon_reload(kiln_ctx *ctx, char **err)
     }
     /* a renewed submission certificate: loaded before anything changes, so a bad pair
      * rejects the whole reload (the running config and pair stay) */
-    struct tls_ctx *tls = NULL;
-    if (smtp_server_tls_load(ctx->server, neu, &tls, err) != 0) {
+    struct tls_ctx *tls = NULL, *fbtls = NULL;
+    daemon_watchers *dwr = daemon_w(ctx);
+    if (smtp_server_tls_load(ctx->server, neu, &tls, err) != 0 ||
+        (dwr->fbsrv && smtp_server_tls_load(dwr->fbsrv, neu, &fbtls, err) != 0)) {
         char *e2 = NULL;
         if (dkim_keys_load(ctx->dkim, ctx->cfg, &e2) != 0) free(e2);   /* the running keys */
+        tls_ctx_free(tls);
         config_unref(neu);
         return -1;
     }
+    if (fbtls) smtp_server_tls_swap(dwr->fbsrv, fbtls);
     if (tls) {
         smtp_server_tls_swap(ctx->server, tls);
         log_write(ctx->log, KLOG_INFO, "config.reload", "tls=renewed cert=%s key=%s",
@@ -298,6 +315,7 @@ static int daemon_reload(kiln_ctx *ctx, char **err)
     quota_set_limits(ctx->quota, neu->max_send_rate, neu->max_24h_send, kiln_now_ms(ctx));
     scheduler_config_changed(ctx->sched);
     if (daemon_w(ctx)->api) api_config_changed(daemon_w(ctx)->api);
+    if (daemon_w(ctx)->fb) feedback_config_changed(daemon_w(ctx)->fb);
     config_unref(old);
     for (size_t i = 0; i < neu->nwarnings; i++)
         log_write(ctx->log, KLOG_WARNING, "config.warning", "msg=%s", log_q(ctx->log, neu->warnings[i]));
@@ -399,6 +417,11 @@ kiln_ctx *daemon_create(const char *config_path, char **err)
     }
     ctx->server = smtp_server_start(ctx, err);
     if (!ctx->server) goto fail;
+    dw->fb = feedback_new(ctx);
+    if (dw->fb) {
+        dw->fbsrv = smtp_server_start_feedback(ctx, dw->fb, true, err);
+        if (!dw->fbsrv) goto fail;
+    }
     ctx->control = control_start(ctx, err);
     if (!ctx->control) goto fail;
     dw->api = api_start(ctx, err);
@@ -464,10 +487,12 @@ void daemon_destroy(kiln_ctx *ctx)
     }
     if (ctx->control) control_free(ctx->control);
     if (ctx->server) smtp_server_free(ctx->server);
+    if (dw && dw->fbsrv) smtp_server_free(dw->fbsrv);
     if (dw) addrwatch_free(dw->addrs);
     if (ctx->delivery) delivery_free(ctx->delivery);   /* its sessions end before the scheduler */
     if (ctx->sched) scheduler_free(ctx->sched);
     if (ctx->spool) spool_flush(ctx->spool);
+    if (dw) feedback_free(dw->fb);      /* after the flush ran its commit callbacks */
     /* after everything that may still answer an API call (identity checks ended by
      * delivery_free, commit callbacks run by the flush) */
     if (dw && dw->api) api_stop(dw->api);

@@ -374,7 +374,7 @@ static bool settle_rcpt(accept_job *j, const accept_in *in, size_t i, const char
         add_rcpt(j, j->id, rcpt, SPOOL_RCPT_DELIVERED);
         add_event(j, events_delivery(mail, NULL, now, 0, one, 1, SIM_SMTP_RESPONSE, rmta, NULL));
         if (kind == SIMULATOR_COMPLAINT) {
-            add_event(j, events_complaint(mail, now, one, 1, "abuse", SIM_USER_AGENT));
+            add_event(j, events_complaint(mail, now, one, 1, "abuse", SIM_USER_AGENT, now));
             stats_count(j->ctx->spool, STATS_COMPLAINTS, now, 1);
         }
         if (kind == SIMULATOR_OOTO) *want_reply = true;

@@ -33,6 +33,8 @@ typedef struct feedback feedback;
  * restart (soon, from the loop). */
 feedback *feedback_new(struct kiln_ctx *ctx);
 void feedback_free(feedback *fb);
+/* After a reload: the new feedback.complaint_hold_rate applies to the managed pools. */
+void feedback_config_changed(feedback *fb);
 
 /* Whether the listener takes RCPT ADDR (the address without angle brackets): one of
  * feedback.addresses, or bounce+TOKEN@ a bounce domain (feedback.bounce_domain or an

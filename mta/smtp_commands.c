@@ -16,6 +16,7 @@
 
 #include "mta/accept.h"
 #include "mta/auth.h"
+#include "mta/feedback.h"
 #include "mta/message.h"
 #include "mta/quota.h"
 #include "store/spool.h"
@@ -119,7 +120,7 @@ static bool smtp_server_in_transaction(const smtp_session *s)
 
 static bool smtp_server_auth_offered(const smtp_session *s)
 {
-    if (!auth_enabled(s->cfg)) return false;
+    if (s->fb || !auth_enabled(s->cfg)) return false;
     if (conn_tls(&s->conn)) return true;
     return !s->cfg->tls_cert && s->loopback;
 }
@@ -209,7 +210,7 @@ static void smtp_server_cmd_helo(smtp_session *s, const smtp_cmd *c, bool ehlo)
         return;
     }
     char size[40];
-    snprintf(size, sizeof size, "SIZE %lld", (long long)cfg->max_message_size);
+    snprintf(size, sizeof size, "SIZE %lld", (long long)smtp_server_max_size(s));
     const char *lines[8];
     size_t n = 0;
     lines[n++] = cfg->hostname;
@@ -240,6 +241,17 @@ static void smtp_server_cmd_mail(smtp_session *s, const smtp_cmd *c)
     free(arg);
     if (rc != 0) {
         smtp_server_error_reply(s, bad);
+        return;
+    }
+    if (s->fb) {              /* feedback: any sender (bounces come from <>); RCPT decides */
+        if (p.has_size && p.size > smtp_server_max_size(s)) {
+            smtp_server_log_reject(s, "mail", p.addr, NULL, POLICY_REPLY_TOO_LONG);
+            smtp_server_reply(s, POLICY_REPLY_TOO_LONG);
+            return;
+        }
+        s->mail_from = util_strdup(p.addr);
+        s->state = ST_MAIL;
+        smtp_server_reply(s, REPLY_MAIL_OK);
         return;
     }
     if (!s->trusted && auth_enabled(cfg) && !s->auth_user) {
@@ -281,6 +293,34 @@ static void smtp_server_cmd_mail(smtp_session *s, const smtp_cmd *c)
     smtp_server_reply(s, REPLY_MAIL_OK);
 }
 
+/* The feedback listener's RCPT: only kiln's own addresses, no quota, no policy. */
+static void smtp_server_feedback_rcpt(smtp_session *s, const char *addr)
+{
+    const char *r = NULL;
+    if (s->nrcpts >= SMTP_SERVER_FEEDBACK_MAX_RCPTS) {
+        r = "452 4.5.3 Too many recipients";
+    } else if (feedback_rcpt_ok(s->cfg, addr, &r) != 0) {
+        smtp_server_log_reject(s, "rcpt", NULL, addr, r);
+        if (!smtp_server_junk(s)) smtp_server_reply(s, r);
+        return;
+    }
+    if (r) {
+        smtp_server_log_reject(s, "rcpt", NULL, addr, r);
+        smtp_server_reply(s, r);
+        return;
+    }
+    if (s->nrcpts == s->rcpts_cap) {
+        s->rcpts_cap = s->rcpts_cap ? 2 * s->rcpts_cap : 8;
+        s->rcpts = util_realloc(s->rcpts, s->rcpts_cap * sizeof *s->rcpts);
+        s->verdicts = util_realloc(s->verdicts, s->rcpts_cap * sizeof *s->verdicts);
+    }
+    s->rcpts[s->nrcpts] = util_strdup(addr);
+    s->verdicts[s->nrcpts] = POLICY_RCPT_ACCEPT;
+    s->nrcpts++;
+    s->state = ST_RCPT;
+    smtp_server_reply(s, REPLY_RCPT_OK);
+}
+
 static void smtp_server_cmd_rcpt(smtp_session *s, const smtp_cmd *c)
 {
     if (s->state != ST_MAIL && s->state != ST_RCPT) {
@@ -301,6 +341,10 @@ static void smtp_server_cmd_rcpt(smtp_session *s, const smtp_cmd *c)
             smtp_server_reply(s, REPLY_RCPT_OK);
             return;
         }
+    }
+    if (s->fb) {
+        smtp_server_feedback_rcpt(s, p.addr);
+        return;
     }
     kiln_ctx *ctx = s->ctx;
     bool suppressed = false;
@@ -623,7 +667,7 @@ static void smtp_server_auth_continue(smtp_session *s, const char *line)
 
 static void smtp_server_cmd_auth(smtp_session *s, const smtp_cmd *c)
 {
-    if (!auth_enabled(s->cfg)) {
+    if (s->fb || !auth_enabled(s->cfg)) {
         smtp_server_error_reply(s, REPLY_AUTH_UNAVAILABLE);
         return;
     }

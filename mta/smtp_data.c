@@ -4,7 +4,10 @@
  * From:, verified and in-scope identities, the configuration set) and the hand-over to
  * accept.c, which takes the buffer itself. A message refused for its content gets a Reject
  * event; one refused for want of memory gets a temporary 452 and none. Pure session logic,
- * as smtp_commands.c: it changes the session and queues replies, never the socket. */
+ * as smtp_commands.c: it changes the session and queues replies, never the socket.
+ * On the feedback listener the end of a message is smtp_server_feedback_end: only size,
+ * budget, long lines and header limits are checked (a report quotes whatever it bounced),
+ * and mta/feedback.c commits it. */
 #include "mta/smtp_session.h"
 
 #include <stdio.h>
@@ -13,6 +16,7 @@
 #include <strings.h>
 
 #include "mta/accept.h"
+#include "mta/feedback.h"
 #include "mta/message.h"
 #include "mta/policy.h"
 
@@ -129,6 +133,49 @@ static bool smtp_server_end_header_section(smtp_session *s, msg_headers *hs)
     return true;
 }
 
+static void smtp_server_on_feedback_committed(void *arg, bool ok, int64_t id, const char *err)
+{
+    char text[32];
+    snprintf(text, sizeof text, "%lld", (long long)id);
+    smtp_server_on_accepted(arg, ok, text, err);
+}
+
+/* The end of a report on the feedback listener: committed to the feedback inbox before
+ * the 250 (smtp_server_on_accepted answers it). */
+static void smtp_server_feedback_end(smtp_session *s)
+{
+    if (s->data_flags & SMTP_LINE_TOO_LONG) {
+        smtp_server_reject_message(s, REPLY_LONG_LINE);
+        return;
+    }
+    msg_headers hs;      /* the size limits of the header section; a report's own From:
+                            and hop count are its author's business */
+    message_parse_headers(s->data.buf ? s->data.buf : "", s->data.len, &hs);
+    unsigned over = hs.over_limit;
+    message_headers_free(&hs);
+    if (over & MSG_HDR_TOO_MANY_FIELDS) {
+        smtp_server_reject_message(s, REPLY_TOO_MANY_FIELDS);
+        return;
+    }
+    if (over & MSG_HDR_TOO_LARGE) {
+        smtp_server_reject_message(s, REPLY_HEADER_TOO_LARGE);
+        return;
+    }
+    s->state = ST_COMMIT;
+    s->commit_pending = true;
+    conn_timer_stop(&s->conn);
+    int rc = feedback_accept(s->fb, s->client_ip, s->mail_from ? s->mail_from : "", s->rcpts,
+                             s->nrcpts, s->data.buf ? s->data.buf : "", s->data.len,
+                             smtp_server_on_feedback_committed, s);
+    smtp_server_data_release(s);      /* feedback_accept copied what it keeps */
+    if (rc != 0) {
+        s->commit_pending = false;
+        s->state = ST_READY;
+        smtp_server_set_timer(s, SMTP_SERVER_COMMAND_TIMEOUT);
+        smtp_server_reject_message(s, REPLY_STORE_FAILED);
+    }
+}
+
 /* The end of DATA: checks, configuration set, then the hand-over to accept.c, which takes
  * the message buffer itself (no copy). */
 static void smtp_server_data_end(smtp_session *s)
@@ -136,12 +183,16 @@ static void smtp_server_data_end(smtp_session *s)
     const config *cfg = s->cfg;
     s->state = ST_READY;          /* until the hand-over below */
     smtp_server_set_timer(s, SMTP_SERVER_COMMAND_TIMEOUT);
-    if (s->data_size > cfg->max_message_size) {
+    if (s->data_size > smtp_server_max_size(s)) {
         smtp_server_reject_message(s, POLICY_REPLY_TOO_LONG);
         return;
     }
     if (s->data_over_budget) {
         smtp_server_reject_busy(s);
+        return;
+    }
+    if (s->fb) {
+        smtp_server_feedback_end(s);
         return;
     }
     if (s->data_flags & SMTP_LINE_BARE_LF) {
@@ -254,7 +305,7 @@ void smtp_server_data_line(smtp_session *s, const smtp_line *line)
         n--;
     }
     s->data_size += (int64_t)n + 2;
-    if (s->data_size > s->cfg->max_message_size) {
+    if (s->data_size > smtp_server_max_size(s)) {
         smtp_server_data_release(s);    /* 552 at the end: nothing of it is needed */
         return;
     }

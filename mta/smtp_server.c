@@ -366,11 +366,19 @@ void smtp_server_on_accepted(void *arg, bool ok, const char *id, const char *err
         quota_daily_commit(ctx->quota, s->reserved, kiln_now_ms(ctx));
         s->accepted++;
         s->junk = 0;              /* junk is counted between accepted messages */
-        log_write(lg, KLOG_INFO, "smtp.accept",
-                  "session=%llu id=%s from=%s rcpts=%zu set=%s client=%s auth=%s tls=%s%s",
-                  (unsigned long long)s->id, id, log_q(lg, s->mail_from), s->nrcpts,
-                  log_q(lg, s->set_name), s->client_ip, log_q(lg, s->auth_user ? s->auth_user : ""),
-                  conn_tls(&s->conn) ? "yes" : "no", s->closed ? " note=\"client already gone\"" : "");
+        if (s->fb)
+            log_write(lg, KLOG_INFO, "feedback.accept",
+                      "session=%llu inbox_id=%s from=%s rcpt=%s rcpts=%zu client=%s tls=%s",
+                      (unsigned long long)s->id, id, log_q(lg, s->mail_from),
+                      log_q(lg, s->nrcpts ? s->rcpts[0] : ""), s->nrcpts, s->client_ip,
+                      conn_tls(&s->conn) ? "yes" : "no");
+        else
+            log_write(lg, KLOG_INFO, "smtp.accept",
+                      "session=%llu id=%s from=%s rcpts=%zu set=%s client=%s auth=%s tls=%s%s",
+                      (unsigned long long)s->id, id, log_q(lg, s->mail_from), s->nrcpts,
+                      log_q(lg, s->set_name), s->client_ip,
+                      log_q(lg, s->auth_user ? s->auth_user : ""), conn_tls(&s->conn) ? "yes" : "no",
+                      s->closed ? " note=\"client already gone\"" : "");
     } else {
         quota_daily_release(ctx->quota, s->reserved);
         log_write(lg, KLOG_ERROR, "smtp.reject",
@@ -504,6 +512,7 @@ static void smtp_server_session_new(smtp_server *srv, int fd, const conn_peer *p
     smtp_session *s = util_calloc(1, sizeof *s);
     s->srv = srv;
     s->ctx = ctx;
+    s->fb = srv->fb;
     s->cfg = config_ref(ctx->cfg);
     s->id = id;
     conn_init(&s->conn, ctx->loop, &smtp_server_session_conn_ops, s);
@@ -572,7 +581,8 @@ static int smtp_server_listen_on(smtp_server *srv, const config_hostport *hp, ch
     snprintf(port, sizeof port, "%d", hp->port);
     if (conn_acceptor_listen(&srv->acceptor, hp->host, port, SMTP_SERVER_BACKLOG, &why) == 0)
         return 0;
-    *err = util_asprintf("submission.listen %s:%d: %s", hp->host, hp->port, why);
+    *err = util_asprintf("%s.listen %s:%d: %s", srv->fb ? "feedback" : "submission", hp->host,
+                         hp->port, why);
     free(why);
     return -1;
 }
@@ -588,23 +598,29 @@ static void smtp_server_on_done_idle(struct ev_loop *loop, ev_idle *w, int reven
     if (srv->done) srv->done(srv->done_arg);
 }
 
-static smtp_server *smtp_server_create(kiln_ctx *ctx, bool bind, char **err);
+static smtp_server *smtp_server_create(kiln_ctx *ctx, struct feedback *fb, bool bind, char **err);
 
 smtp_server *smtp_server_start(kiln_ctx *ctx, char **err)
 {
-    return smtp_server_create(ctx, true, err);
+    return smtp_server_create(ctx, NULL, true, err);
 }
 
 smtp_server *smtp_server_start_detached(kiln_ctx *ctx, char **err)
 {
-    return smtp_server_create(ctx, false, err);
+    return smtp_server_create(ctx, NULL, false, err);
 }
 
-static smtp_server *smtp_server_create(kiln_ctx *ctx, bool bind, char **err)
+smtp_server *smtp_server_start_feedback(kiln_ctx *ctx, struct feedback *fb, bool bind, char **err)
+{
+    return smtp_server_create(ctx, fb, bind, err);
+}
+
+static smtp_server *smtp_server_create(kiln_ctx *ctx, struct feedback *fb, bool bind, char **err)
 {
     const config *cfg = ctx->cfg;
     smtp_server *srv = util_calloc(1, sizeof *srv);
     srv->ctx = ctx;
+    srv->fb = fb;
     srv->auth_fail_delay = SMTP_SERVER_AUTH_FAIL_DELAY;
     conn_acceptor_init(&srv->acceptor, ctx->loop, SMTP_SERVER_ACCEPTS_PER_EVENT,
                        SMTP_SERVER_ACCEPT_BACKOFF, &smtp_server_acceptor_ops, srv);
@@ -633,16 +649,18 @@ static smtp_server *smtp_server_create(kiln_ctx *ctx, bool bind, char **err)
                                                          : (int)ncpu;
     srv->auth_pool = auth_pool_new(ctx->loop, nthreads, SMTP_SERVER_AUTH_QUEUE_MAX);
     srv->auth_fail = auth_fail_new();
-    for (size_t i = 0; bind && i < cfg->nlisten; i++) {
-        if (smtp_server_listen_on(srv, &cfg->listen[i], err) != 0) {
+    const config_hostport *listen = fb ? cfg->feedback_listen : cfg->listen;
+    size_t nlisten = fb ? cfg->nfeedback_listen : cfg->nlisten;
+    for (size_t i = 0; bind && i < nlisten; i++) {
+        if (smtp_server_listen_on(srv, &listen[i], err) != 0) {
             smtp_server_free(srv);
             return NULL;
         }
     }
     for (size_t i = 0; i < srv->acceptor.n; i++)
-        log_write(ctx->log, KLOG_INFO, "smtp.listen", "address=%s tls=%s auth=%s",
+        log_write(ctx->log, KLOG_INFO, fb ? "feedback.listen" : "smtp.listen", "address=%s tls=%s auth=%s",
                   srv->acceptor.v[i].name, srv->tls ? "starttls" : "none",
-                  auth_enabled(cfg) ? "yes" : "no");
+                  !fb && auth_enabled(cfg) ? "yes" : "no");
     conn_acceptor_start(&srv->acceptor);
     return srv;
 }

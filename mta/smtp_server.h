@@ -13,6 +13,16 @@ typedef struct smtp_server smtp_server;
 
 /* Binds every submission.listen address of ctx->cfg. NULL and *err on failure. */
 smtp_server *smtp_server_start(struct kiln_ctx *ctx, char **err);
+/* The feedback listener (issue 14): binds every feedback.listen address (bind false: none,
+ * for tests over smtp_server_serve_fd). The same sessions, limits, timeouts and STARTTLS
+ * (with submission.tls) as submission, but no AUTH and no submission policy: any MAIL FROM
+ * (bounces come from <>), RCPT only to kiln's own bounce and feedback addresses
+ * (feedback_rcpt_ok, else 550 5.7.1), at most SMTP_SERVER_FEEDBACK_MAX_RCPTS recipients,
+ * messages up to feedback.max_message_size, each committed by feedback_accept before 250. */
+struct feedback;
+#define SMTP_SERVER_FEEDBACK_MAX_RCPTS 50
+smtp_server *smtp_server_start_feedback(struct kiln_ctx *ctx, struct feedback *fb, bool bind,
+                                        char **err);
 /* Stop accepting connections; open sessions go on. */
 void smtp_server_stop_accepting(smtp_server *srv);
 /* Graceful end: stop accepting, sessions in a transaction finish it, idle ones get

@@ -75,6 +75,7 @@ typedef struct smtp_session smtp_session;
 
 struct smtp_server {
     kiln_ctx *ctx;
+    struct feedback *fb;      /* the feedback listener's (mta/feedback.h); NULL: submission */
     double auth_fail_delay;   /* s from an AUTH response to its 535 (SMTP_SERVER_AUTH_FAIL_DELAY) */
     conn_acceptor acceptor;   /* the listening sockets */
     tls_ctx *tls;
@@ -102,6 +103,8 @@ struct smtp_server {
 struct smtp_session {
     smtp_server *srv;         /* NULL once orphaned by smtp_server_free */
     kiln_ctx *ctx;
+    struct feedback *fb;      /* srv->fb: a feedback listener's session (no AUTH, no
+                                 submission policy; RCPT only to kiln's own addresses) */
     config *cfg;              /* the config this session started with (a reference) */
     smtp_session *prev, *next;
     uint64_t id;
@@ -170,6 +173,13 @@ void smtp_server_on_accepted(void *arg, bool ok, const char *id, const char *err
 bool smtp_server_junk(smtp_session *s);
 /* AUTH succeeded: the session leaves the unprivileged share of the sessions. */
 void smtp_server_session_authenticated(smtp_session *s);
+
+/* The size cap of a message in this session: submission.max_message_size, or
+ * feedback.max_message_size on the feedback listener. */
+static inline int64_t smtp_server_max_size(const smtp_session *s)
+{
+    return s->fb ? s->cfg->feedback_max_message_size : s->cfg->max_message_size;
+}
 
 /* smtp_commands.c: commands, AUTH and DATA */
 void smtp_server_reply(smtp_session *s, const char *line);

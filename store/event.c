@@ -326,7 +326,7 @@ char *events_delay(const char *mail_json, const char *outgoing_ip, int64_t ts_ms
 }
 
 char *events_complaint(const char *mail_json, int64_t ts_ms, char *const *rcpts, size_t nrcpts,
-                       const char *feedback_type, const char *user_agent)
+                       const char *feedback_type, const char *user_agent, int64_t arrival_ms)
 {
     json_t *body = event_jobj();
     json_t *list = event_jarr();
@@ -341,7 +341,7 @@ char *events_complaint(const char *mail_json, int64_t ts_ms, char *const *rcpts,
     event_jset(body, "complaintSubType", json_null());
     event_set_opt(body, "complaintFeedbackType", feedback_type);
     event_set_opt(body, "userAgent", user_agent);
-    event_jset(body, "arrivalDate", event_jtime(ts_ms));
+    event_jset(body, "arrivalDate", event_jtime(arrival_ms > 0 ? arrival_ms : ts_ms));
     return event_build(mail_json, NULL, "Complaint", "complaint", body);
 }
 

@@ -39,8 +39,10 @@ char *events_delay(const char *mail_json, const char *outgoing_ip, int64_t ts_ms
                    const char *delay_type, int64_t expiration_ms,
                    const events_rcpt_status *rcpts, size_t nrcpts,
                    const char *reporting_mta, const char *remote_mta_ip);
+/* arrival_ms: when the complained-about message arrived at the reporter (ARF Arrival-Date),
+ * SES's complaint.arrivalDate; ts_ms when unknown. */
 char *events_complaint(const char *mail_json, int64_t ts_ms, char *const *rcpts, size_t nrcpts,
-                       const char *feedback_type, const char *user_agent);
+                       const char *feedback_type, const char *user_agent, int64_t arrival_ms);
 
 /* "dsn; <hostname>" (malloc'd). */
 char *events_reporting_mta(const config *cfg);

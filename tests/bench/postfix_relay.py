@@ -29,9 +29,11 @@ def ensure_installed():
 
 
 class PostfixRelay:
-    def __init__(self, base, listen_port, routes, source_ip=None, dns=None):
+    def __init__(self, base, listen_port, routes, source_ip=None, dns=None, main_extra=None):
         """routes: {domain: (host, port)}, used when dns is None; dns: (resolver IP, the
-        port of every MX host)."""
+        port of every MX host); main_extra: main.cf settings over the defaults (e.g.
+        mydestination for a relay that also delivers locally, as the feedback test's does)."""
+        self.main_extra = main_extra or {}
         self.base = base
         self.etc = os.path.join(base, "etc")
         self.queue = os.path.join(base, "queue")
@@ -94,6 +96,7 @@ class PostfixRelay:
             main["disable_dns_lookups"] = "yes"
         if self.source_ip:
             main["smtp_bind_address"] = self.source_ip
+        main.update(self.main_extra)
         with open(os.path.join(self.etc, "main.cf"), "w") as f:
             for k, v in main.items():
                 f.write("%s = %s\n" % (k, v))

@@ -419,7 +419,7 @@ END_TEST
 START_TEST(test_event_complaint)
 {
     char *mail = sample_mail_json(sample_msg);
-    char *s = events_complaint(mail, T0, sample_dest, 1, "abuse", "kiln mailbox simulator");
+    char *s = events_complaint(mail, T0, sample_dest, 1, "abuse", "kiln mailbox simulator", T0);
     json_t *ev = parse(s);
     json_t *c = check_event(ev, "Complaint", "complaint", NULL);
     static const char *const keys[] = {"complainedRecipients", "timestamp", "feedbackId",
@@ -474,7 +474,7 @@ START_TEST(test_event_splice_equals_parse)
                                       "dsn; mta.example.test", NULL);
             out[w][3] = events_delay(m[w], ip, T0, "TransientCommunicationFailure", T0 + 1000,
                                      rs, 1, NULL, "127.0.0.1");
-            out[w][4] = events_complaint(m[w], T0, sample_dest, 1, "abuse", "ua");
+            out[w][4] = events_complaint(m[w], T0, sample_dest, 1, "abuse", "ua", T0);
         }
         for (int i = 0; i < 5; i++) {
             blank_feedback_ids(a[i]);

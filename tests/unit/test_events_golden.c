@@ -265,7 +265,7 @@ static char *golden_build(const char *file, const golden_in *in)
                           in->nrcpt, rmta, in->remote_mta_ip);
     } else if (strcmp(e, "complaint") == 0) {
         ev = events_complaint(mail, in->ts, emails, in->nrcpt, in->feedback_type,
-                              in->user_agent);
+                              in->user_agent, in->ts);
     } else {
         ck_abort_msg("%s: unknown event '%s'", file, e);
     }
