@@ -234,13 +234,6 @@ const char *const spool_sql[ST__COUNT] = {
                             " WHERE id = ?1",
     [ST_SENT_FIND_KEPT] = "SELECT created_ms, config_set, mail_json FROM sent_mail"
                           " WHERE msg_id = ?1",
-    /* Queued messages carry no Message-ID column: every row's mail_json is read, and parsed
-     * only when it contains ?2 (the normalised Message-ID, NULL when it might be escaped
-     * in JSON text); see spool_sent_find_message_id. */
-    [ST_SENT_MID_QUEUED] = "SELECT id, created_ms, config_set, mail_json FROM messages"
-                           " WHERE (?2 IS NULL OR instr(mail_json, ?2) > 0) AND "
-                           SPOOL_MAIL_MESSAGE_ID("mail_json") " = ?1"
-                           " ORDER BY created_ms DESC LIMIT 1",
     [ST_SENT_MID_KEPT] = "SELECT msg_id, created_ms, config_set, mail_json FROM sent_mail"
                          " WHERE message_id = ?1 ORDER BY created_ms DESC LIMIT 1",
     [ST_FBIN_EACH] = "SELECT id, received_ms, client_ip, mail_from, rcpts, data"

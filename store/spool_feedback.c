@@ -117,15 +117,6 @@ static char *spool_fb_norm_mid(const char *s)
     return r;
 }
 
-/* Whether mid appears as it is inside JSON text (printable ASCII that JSON may not escape),
- * so that a row whose mail_json lacks it as a substring cannot match. */
-static bool spool_fb_json_plain(const char *mid)
-{
-    for (const unsigned char *p = (const unsigned char *)mid; *p; p++)
-        if (*p < 0x20 || *p > 0x7e || *p == '"' || *p == '\\' || *p == '/') return false;
-    return true;
-}
-
 /* out from a row of (created_ms, config_set, mail_json) starting at column col. */
 static void spool_fb_read_sent(sqlite3_stmt *st, int col, spool_sent *out)
 {
@@ -134,22 +125,16 @@ static void spool_fb_read_sent(sqlite3_stmt *st, int col, spool_sent *out)
     out->mail_json = spool_col_strdup(st, col + 2);
 }
 
-/* Runs statement `which` with ?1 = key (and ?2 = key2 when which needs it) and reads its
+/* Runs statement `which` with ?1 = key and reads its
  * first row into out (msg_id from column 0 when with_id, else key). 1 found, 0 not, -1 on
  * a read error. */
-static int spool_fb_find(spool *sp, int which, const char *key, const char *key2, bool with_id,
+static int spool_fb_find(spool *sp, int which, const char *key, bool with_id,
                          spool_sent *out, const char *what)
 {
     bool temp;
     sqlite3_stmt *st = spool_stmt_acquire(sp, which, &temp);
     if (!st) return -1;
     sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-    if (which == ST_SENT_MID_QUEUED) {
-        if (key2)
-            sqlite3_bind_text(st, 2, key2, -1, SQLITE_STATIC);
-        else
-            sqlite3_bind_null(st, 2);
-    }
     int rc = sqlite3_step(st);
     int found = 0;
     if (rc == SQLITE_ROW) {
@@ -172,10 +157,10 @@ int spool_sent_find(spool *sp, const char *msg_id, bool *found, spool_sent *out)
     *found = false;
     memset(out, 0, sizeof *out);
     const char *id = msg_id ? msg_id : "";
-    int rc = spool_fb_find(sp, ST_SENT_FIND_QUEUED, id, NULL, false, out, "find queued message");
+    int rc = spool_fb_find(sp, ST_SENT_FIND_QUEUED, id, false, out, "find queued message");
     if (rc == 1) out->in_queue = true;
     else if (rc == 0)
-        rc = spool_fb_find(sp, ST_SENT_FIND_KEPT, id, NULL, false, out, "find sent message");
+        rc = spool_fb_find(sp, ST_SENT_FIND_KEPT, id, false, out, "find sent message");
     if (rc < 0) return -1;
     *found = rc == 1;
     return 0;
@@ -190,30 +175,10 @@ int spool_sent_find_message_id(spool *sp, const char *message_id, bool *found, s
         free(mid);
         return 0;
     }
-    spool_sent queued = {0}, kept = {0};
-    int rq = spool_fb_find(sp, ST_SENT_MID_QUEUED, mid, spool_fb_json_plain(mid) ? mid : NULL,
-                           true, &queued, "find queued message by Message-ID");
-    int rk = rq < 0 ? -1
-                    : spool_fb_find(sp, ST_SENT_MID_KEPT, mid, NULL, true, &kept,
-                                    "find sent message by Message-ID");
+    int rk = spool_fb_find(sp, ST_SENT_MID_KEPT, mid, true, out, "find sent message by Message-ID");
     free(mid);
-    if (rk < 0) {
-        if (rq == 1) spool_sent_free(&queued);
-        return -1;
-    }
-    queued.in_queue = true;
-    if (rq == 1 && rk == 1) {   /* the newest wins; a tie goes to the queued one */
-        if (kept.created_ms > queued.created_ms) {
-            spool_sent_free(&queued);
-            rq = 0;
-        } else {
-            spool_sent_free(&kept);
-            rk = 0;
-        }
-    }
-    if (rq == 1) *out = queued;
-    else if (rk == 1) *out = kept;
-    *found = rq == 1 || rk == 1;
+    if (rk < 0) return -1;
+    *found = rk == 1;
     return 0;
 }
 

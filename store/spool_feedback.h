@@ -38,8 +38,10 @@ typedef struct spool_sent {
 /* The message MSG_ID: from the queue (messages table) when it is still there, else from
  * sent_mail. 0 and *found; -1 on a read error (spool_errmsg). */
 int spool_sent_find(spool *sp, const char *msg_id, bool *found, spool_sent *out);
-/* The same by its Message-ID header value (angle brackets and blanks ignored): the newest
- * match. */
+/* A finished message (sent_mail only) by its Message-ID header value (angle brackets and
+ * blanks ignored): the newest match. Queued messages are not searched: they have no
+ * Message-ID column, and a scan of the queue for every token-less report would let anyone
+ * who can reach the feedback listener stall the loop. */
 int spool_sent_find_message_id(spool *sp, const char *message_id, bool *found, spool_sent *out);
 void spool_sent_free(spool_sent *s);
 

@@ -21,7 +21,8 @@ import smtplib
 import sys
 import time
 import unittest
-from email.message import EmailMessage
+from email import message_from_string
+from email.message import EmailMessage, Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.mime.message import MIMEMessage
@@ -151,12 +152,13 @@ def dsn_for(token_addr, rcpt, msg_id_header="<whatever@example.test>"):
     m["Subject"] = "Undelivered Mail Returned to Sender"
     m["Auto-Submitted"] = "auto-replied"
     m.attach(MIMEText("Your message could not be delivered.\n"))
-    ds = EmailMessage()
-    status = ("Reporting-MTA: dns; mx.reporter.test\n\n"
-              "Final-Recipient: rfc822; %s\nAction: failed\nStatus: 5.1.1\n"
-              "Diagnostic-Code: smtp; 550 5.1.1 user unknown\n" % rcpt)
-    part = MIMEText(status)
-    part.replace_header("Content-Type", "message/delivery-status")
+    # message/delivery-status: the email package models it as a list of field blocks
+    part = Message()
+    part["Content-Type"] = "message/delivery-status"
+    part.set_payload([message_from_string("Reporting-MTA: dns; mx.reporter.test\n"),
+                      message_from_string("Final-Recipient: rfc822; %s\nAction: failed\n"
+                                          "Status: 5.1.1\nDiagnostic-Code: smtp; 550 5.1.1 user "
+                                          "unknown\n" % rcpt)])
     m.attach(part)
     orig = EmailMessage()
     orig["Return-Path"] = "<%s>" % token_addr
@@ -299,7 +301,7 @@ class FeedbackListenerTest(unittest.TestCase):
         code, text = to_listener(self.k, "", ["someone@elsewhere.test"], b"Subject: x\r\n\r\nx\r\n")
         self.assertEqual((code, text[:5]), (550, "5.7.1"))
         # over feedback.max_message_size (64 KB): 552, nothing stored
-        big = dsn_for(env_from, "frank@dest.test") + b"x" * 70000 + b"\r\n"
+        big = dsn_for(env_from, "frank@dest.test") + (b"x" * 98 + b"\r\n") * 700
         code, text = to_listener(self.k, "", [env_from], big)
         self.assertEqual(code, 552, text)
         # AUTH is not offered on the feedback listener

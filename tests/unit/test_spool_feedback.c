@@ -99,10 +99,8 @@ START_TEST(test_keep_sent_copies_finished_message)
     ck_assert_str_eq(s.msg_id, "m1");
     ck_assert_str_eq(s.config_set, "marketing");
     spool_sent_free(&s);
-    ck_assert(find_mid(sp, "<abc.1@example.test>", &s));
-    ck_assert(s.in_queue);
-    ck_assert_str_eq(s.msg_id, "m1");
-    spool_sent_free(&s);
+    /* by Message-ID only once finished: a queued message is never scanned for it */
+    ck_assert(!find_mid(sp, "<abc.1@example.test>", &s));
 
     /* the last one final: gone from the queue, kept with its mail object */
     settle(sp, r2);
@@ -208,9 +206,7 @@ START_TEST(test_gc_path_and_odd_mail_json)
     ck_assert(find(sp, "q1", &s));
     ck_assert(s.in_queue);
     spool_sent_free(&s);
-    ck_assert(find_mid(sp, "q@example.test", &s));
-    ck_assert(s.in_queue);
-    spool_sent_free(&s);
+    ck_assert(!find_mid(sp, "q@example.test", &s));
     spool_close(sp);
     free(dir);
 }
@@ -221,7 +217,8 @@ START_TEST(test_message_id_newest_wins)
     char *dir = testlib_subdir(base_dir, "s-");
     spool *sp = testlib_spool_open(dir, false);
     spool_keep_sent(sp, true);
-    /* the same Message-ID sent three times: two finished, the newest of all still queued */
+    /* the same Message-ID sent several times: the newest finished one wins; queued ones are
+     * not looked at (they would cost a scan of the queue) */
     add_msg(sp, "old", 1000, "<same@example.test>", NULL);
     add_rcpt(sp, "old", "a@example.net", SPOOL_RCPT_DELIVERED);
     spool_message_gc(sp, "old");
@@ -240,12 +237,13 @@ START_TEST(test_message_id_newest_wins)
     add_rcpt(sp, "newest", "a@example.net", SPOOL_RCPT_QUEUED);
     ck_assert_int_eq(spool_flush(sp), 0);
     ck_assert(find_mid(sp, "<same@example.test>", &s));
-    ck_assert_str_eq(s.msg_id, "newest");
-    ck_assert(s.in_queue);
+    ck_assert_str_eq(s.msg_id, "mid");
+    ck_assert(!s.in_queue);
     spool_sent_free(&s);
     /* a Message-ID JSON escapes (a '/') is found too */
     add_msg(sp, "slash", 5000, "<a/b@example.test>", NULL);
-    add_rcpt(sp, "slash", "a@example.net", SPOOL_RCPT_QUEUED);
+    add_rcpt(sp, "slash", "a@example.net", SPOOL_RCPT_DELIVERED);
+    spool_message_gc(sp, "slash");
     ck_assert_int_eq(spool_flush(sp), 0);
     ck_assert(find_mid(sp, "a/b@example.test", &s));
     ck_assert_str_eq(s.msg_id, "slash");
@@ -507,7 +505,8 @@ START_TEST(test_cost)
         if (t < on) on = t;
         spool_keep_sent(sp, false);
     }
-    /* the Message-ID lookup with n messages queued (the scan of messages) */
+    /* the Message-ID lookup with n messages queued: an index read of sent_mail, whatever
+     * the queue holds (queued messages are not searched) */
     int64_t *rows = util_malloc((size_t)n * sizeof *rows);
     for (int i = 0; i < n; i++) {
         char id[64], mid[64];
@@ -521,20 +520,16 @@ START_TEST(test_cost)
     ck_assert(find_mid(sp, "on2.7@example.test", &s));   /* warms the statements up */
     spool_sent_free(&s);
     int64_t t0 = now_us();
-    ck_assert(find_mid(sp, "on2.7@example.test", &s));   /* kept; queued ones scanned too */
+    ck_assert(find_mid(sp, "on2.7@example.test", &s));
     int64_t t1 = now_us();
     ck_assert_str_eq(s.msg_id, "on2-7");
     spool_sent_free(&s);
-    ck_assert(find_mid(sp, "q.7@example.test", &s));
-    int64_t t2 = now_us();
-    ck_assert_str_eq(s.msg_id, "q-7");
-    spool_sent_free(&s);
+    ck_assert(!find_mid(sp, "q.7@example.test", &s));
     fprintf(stderr,
             "test_spool_feedback cost: finishing %d messages in one batch: %.1f ms with "
             "keep_sent off, %.1f ms on (%.2f us per message more); Message-ID lookup with %d "
-            "queued: %.2f ms (kept match), %.2f ms (queued match)\n",
-            n, off, on, (on - off) * 1000.0 / n, n, (double)(t1 - t0) / 1000.0,
-            (double)(t2 - t1) / 1000.0);
+            "queued: %.3f ms\n",
+            n, off, on, (on - off) * 1000.0 / n, n, (double)(t1 - t0) / 1000.0);
     free(rows);
     spool_close(sp);
     free(dir);
