@@ -8,7 +8,12 @@
  * back when it has (smtp_server_inflight() == 0).
  * Built as a libFuzzer target by `make fuzz` (clang) and as a corpus + mutation replay in
  * `make check` (gcc). The config is small on purpose (64KB messages, a 1MB budget) so
- * that the limits are reachable from short inputs. */
+ * that the limits are reachable from short inputs.
+ *
+ * Built with FUZZ_SESSION_FEEDBACK (tests/fuzz/fuzz_fbsession.c), the same harness drives
+ * the feedback listener instead (smtp_server_start_feedback: RCPT only to kiln's bounce and
+ * feedback addresses, reports committed to the feedback inbox and then parsed, matched and
+ * applied by mta/feedback_apply.c), with a 64KB report cap. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +30,7 @@
 #include "base/kiln.h"
 #include "base/log.h"
 #include "base/util.h"
+#include "mta/feedback.h"
 #include "mta/quota.h"
 #include "mta/smtp_server.h"
 #include "store/spool.h"
@@ -48,11 +54,16 @@ static const char fuzz_session_yaml[] =
     "ips: [{address: 127.0.0.10, zone: az1, pool: p}]\n"
     "pools: [{name: p}]\n"
     "configuration_sets: [{name: txn, pool: p}, {name: other, pool: p}]\n"
-    "default_configuration_set: txn\n";
-
+    "default_configuration_set: txn\n"
+#ifdef FUZZ_SESSION_FEEDBACK
+    "feedback: {listen: [\"127.0.0.1:1\"], bounce_domain: bounce.fuzz.test,\n"
+    "           addresses: [fbl@fuzz.test], secret_file: feedback.key, max_message_size: 64KB}\n"
+#endif
+    ;
 typedef struct fuzz_session_env {
     kiln_ctx ctx;
     smtp_server *srv;
+    feedback *fb;               /* FUZZ_SESSION_FEEDBACK only */
     char dir[64];
 } fuzz_session_env;
 
@@ -72,6 +83,8 @@ static void fuzz_session_cleanup(void)
 {
     fuzz_session_env *env = &fuzz_session_the_env;
     smtp_server_free(env->srv);
+    spool_flush(env->ctx.spool);
+    feedback_free(env->fb);
     spool_close(env->ctx.spool);
     quota_free(env->ctx.quota);
     log_close(env->ctx.log);
@@ -79,6 +92,8 @@ static void fuzz_session_cleanup(void)
     ev_loop_destroy(env->ctx.loop);
     nftw(env->dir, fuzz_session_rm, 8, FTW_DEPTH | FTW_PHYS);
 }
+
+static int64_t fuzz_session_clock(void *arg);
 
 static fuzz_session_env *fuzz_session_env_get(void)
 {
@@ -90,9 +105,17 @@ static fuzz_session_env *fuzz_session_env_get(void)
     char *path = util_asprintf("%s/kiln.yaml", envp->dir);
     FILE *f = fopen(path, "w");
     if (!f || fputs(fuzz_session_yaml, f) < 0 || fclose(f) != 0) abort();
+#ifdef FUZZ_SESSION_FEEDBACK
+    char *key = util_asprintf("%s/feedback.key", envp->dir);
+    f = fopen(key, "w");
+    if (!f || fputs("fuzz-feedback-secret-0123456789\n", f) < 0 || fclose(f) != 0 ||
+        chmod(key, 0600) != 0)
+        abort();
+    free(key);
+#endif
     char *err = NULL;
     kiln_ctx *ctx = &envp->ctx;
-    ctx->clock = NULL;
+    ctx->clock = fuzz_session_clock;
     ctx->cfg = config_load(path, NULL, &err);
     if (!ctx->cfg) {
         fprintf(stderr, "fuzz_session: %s\n", err);
@@ -110,7 +133,12 @@ static fuzz_session_env *fuzz_session_env_get(void)
     }
     free(spool_dir);
     ctx->quota = quota_new(-1, -1, util_wall_ms());
+#ifdef FUZZ_SESSION_FEEDBACK
+    envp->fb = feedback_new(ctx);
+    envp->srv = envp->fb ? smtp_server_start_feedback(ctx, envp->fb, false, &err) : NULL;
+#else
     envp->srv = smtp_server_start_detached(ctx, &err);
+#endif
     if (!envp->srv) {
         fprintf(stderr, "fuzz_session: %s\n", err);
         abort();
