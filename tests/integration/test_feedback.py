@@ -223,7 +223,9 @@ class FeedbackListenerTest(unittest.TestCase):
         # the real token with one MAC character changed: accepted (a forger learns nothing),
         # then dropped; nothing suppressed, no event, nothing counted
         local, dom = env_from.split("@")
-        forged = local[:-1] + ("a" if local[-1] != "a" else "b") + "@" + dom
+        # (the third character from the end holds MAC bits only; the last one also holds
+        # base32's two spare bits, which must stay zero for the token to decode)
+        forged = local[:-3] + ("a" if local[-3] != "a" else "b") + local[-2:] + "@" + dom
         code, text = to_listener(self.k, "", [forged], dsn_for(forged, "alice@dest.test"))
         self.assertEqual(code, 250, text)
         wait_for(lambda: "event=feedback.dropped" in self.k.log(), 10, 0.1, "the forged DSN to be dropped")
