@@ -1,7 +1,7 @@
 /* control_cmd.c — the control socket's commands (protocol in control.h; the socket is
  * control.c's): status, quota, stats, reputation, suppression.list/.add/.remove, reload, the
  * dedicated-IP commands ips, ip.warmup, ip.check, zone.down and zone.up, and queue /
- * queue.explain. An IP is shown by the address the world sees (`Ip`: its public_address
+ * queue.explain (forecast is control_forecast.c's, identity.* control_identity.c's). An IP is shown by the address the world sees (`Ip`: its public_address
  * behind NAT) with the one kiln binds beside it (`BindAddress`); ip.warmup and ip.check
  * take either. ip.check is answered when its DNS lookups are in (mta/ipcheck.h).
  *
@@ -727,5 +727,6 @@ void control_cmd_run(control_client *cl, const control_request *req)
     case CONTROL_CMD_IDENTITY_STATUS: control_identity_status(cl, req); break;
     case CONTROL_CMD_DKIM_GENERATE: control_identity_dkim(cl, req, false); break;
     case CONTROL_CMD_DKIM_ROTATE: control_identity_dkim(cl, req, true); break;
+    case CONTROL_CMD_FORECAST: control_forecast_cmd(cl, req); break;
     }
 }

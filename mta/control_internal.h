@@ -1,5 +1,6 @@
 /* control_internal.h — what mta/control.c (the socket and its line protocol) and
- * mta/control_cmd.c (the commands) share; nothing else includes it. */
+ * mta/control_cmd.c (the commands, with control_identity.c and control_forecast.c) share;
+ * nothing else includes it. */
 #ifndef KILN_CONTROL_INTERNAL_H
 #define KILN_CONTROL_INTERNAL_H
 
@@ -92,5 +93,10 @@ char *control_queue_answer(const struct scheduler_queue_row *rows, size_t n, con
 void control_identity_status(control_client *cl, const control_request *req);
 /* identity.dkim.generate (rotate false) or identity.dkim.rotate. */
 void control_identity_dkim(control_client *cl, const control_request *req, bool rotate);
+
+/* ---- control_forecast.c ---- */
+
+/* forecast: the capacity forecast of a set (or every set) over req->days days. */
+void control_forecast_cmd(control_client *cl, const control_request *req);
 
 #endif

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "base/util.h"
+#include "pools/forecast.h"
 
 control_line_status control_parse_line(const char *buf, size_t n, bool eof, size_t *len,
                                        size_t *used)
@@ -113,6 +114,7 @@ static const struct {
     {"quota", CONTROL_CMD_QUOTA},
     {"stats", CONTROL_CMD_STATS},
     {"reputation", CONTROL_CMD_REPUTATION},
+    {"forecast", CONTROL_CMD_FORECAST},
     {"suppression.list", CONTROL_CMD_SUPPRESSION_LIST},
     {"suppression.add", CONTROL_CMD_SUPPRESSION_ADD},
     {"suppression.remove", CONTROL_CMD_SUPPRESSION_REMOVE},
@@ -224,6 +226,25 @@ static int control_parse_args(control_request *req, json_t *args)
         return 0;
     case CONTROL_CMD_DKIM_ROTATE:
         return control_parse_dns_name(req, args, "domain", true, &req->domain);
+    case CONTROL_CMD_FORECAST: {
+        json_t *js = json_object_get(args, "set");
+        if (js && !json_is_null(js)) {
+            const char *v = json_string_value(js);
+            if (!v || !*v)
+                return control_parse_fail(req, util_strdup("set must be a non-empty string"), NULL);
+            req->set = util_strdup(v);
+        }
+        req->days = FORECAST_DEFAULT_DAYS;
+        json_t *jd = json_object_get(args, "days");
+        if (!jd || json_is_null(jd)) return 0;
+        if (!json_is_integer(jd))
+            return control_parse_fail(req, util_asprintf("days must be an integer from 1 to %d",
+                                                         FORECAST_MAX_DAYS), req->set);
+        char *why = forecast_days_problem((long long)json_integer_value(jd));
+        if (why) return control_parse_fail(req, why, req->set);
+        req->days = (int)json_integer_value(jd);
+        return 0;
+    }
     default:
         return 0;
     }
@@ -278,6 +299,7 @@ void control_request_free(control_request *req)
     free(req->domain);
     free(req->id);
     free(req->selector);
+    free(req->set);
     free(req->error);
     free(req->cmd);
     free(req->subject);

@@ -42,6 +42,7 @@ typedef enum {
     CONTROL_CMD_DKIM_GENERATE,
     CONTROL_CMD_DKIM_ROTATE,
     CONTROL_CMD_REPUTATION,
+    CONTROL_CMD_FORECAST,
 } control_cmd_kind;
 
 /* One request. On success: kind, name and the command's arguments; on error: error, and
@@ -62,6 +63,8 @@ typedef struct control_request {
     char *selector;          /* identity.dkim.generate: the selector asked for, or NULL */
     bool ed25519;            /* identity.dkim.generate: an Ed25519 key too */
     char *id;                /* queue.explain: not empty */
+    char *set;               /* forecast: the configuration set, or NULL for every set */
+    int days;                /* forecast: 1..FORECAST_MAX_DAYS (default FORECAST_DEFAULT_DAYS) */
 
     char *error;             /* one line, for {"ok": false, "error": ...} */
     char *cmd;               /* for the log: the command as sent ("" if none) */

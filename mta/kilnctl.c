@@ -35,6 +35,7 @@
 #include "base/util.h"
 #include "mta/auth.h"
 #include "mta/kilnctl_passwd.h"
+#include "mta/kilnctl_forecast.h"
 #include "mta/kilnctl_reputation.h"
 
 #define KILNCTL_DEFAULT_CONFIG "conf/kiln.yaml"
@@ -59,6 +60,9 @@ static const char usage_text[] =
     "                                         last 14 days (SES GetSendStatistics)\n"
     "  reputation                             bounce and complaint rates of the last 14 days\n"
     "                                         against SES's thresholds (reputation dashboard)\n"
+    "  forecast [--set S] [--days N]          recipients per day each set's pool can send for\n"
+    "                                         N days (1..90, default 14), what volume advance\n"
+    "                                         needs sent, the day each IP reaches its target\n"
     "  suppression list [--reason R]          account suppression list\n"
     "  suppression add ADDRESS [--reason R]   suppress ADDRESS (R: BOUNCE (default) or COMPLAINT)\n"
     "  suppression remove ADDRESS             take ADDRESS off the suppression list\n"
@@ -131,6 +135,7 @@ typedef struct options {
     const char *percent;       /* --percent */
     const char *domain;        /* --domain */
     const char *explain;       /* --explain */
+    const char *set, *days;    /* --set, --days (forecast) */
     const char *selector;      /* --selector */
     bool ed25519;              /* --ed25519 */
     const char *words[4];      /* the command and its positional arguments */
@@ -155,14 +160,17 @@ static void kilnctl_parse_args(int argc, char **argv, options *o)
             exit(0);
         } else if (strcmp(a, "-c") == 0 || strcmp(a, "-s") == 0 || strcmp(a, "--reason") == 0 ||
                    strcmp(a, "--percent") == 0 || strcmp(a, "--domain") == 0 ||
-                   strcmp(a, "--explain") == 0) {
+                   strcmp(a, "--explain") == 0 || strcmp(a, "--set") == 0 ||
+                   strcmp(a, "--days") == 0) {
             if (i + 1 >= argc) kilnctl_usage_fail("%s needs a value", a);
             const char *v = argv[++i];
             if (a[1] == 'c') o->config_file = v;
             else if (a[1] == 's') o->socket_path = v;
             else if (a[2] == 'r') o->reason = v;
             else if (a[2] == 'p') o->percent = v;
-            else if (a[2] == 'd') o->domain = v;
+            else if (a[2] == 'd' && a[3] == 'o') o->domain = v;
+            else if (a[2] == 'd') o->days = v;
+            else if (a[2] == 's') o->set = v;
             else o->explain = v;
         } else if (strncmp(a, "--reason=", 9) == 0) {
             o->reason = a + 9;
@@ -172,6 +180,9 @@ static void kilnctl_parse_args(int argc, char **argv, options *o)
             o->domain = a + 9;
         } else if (strncmp(a, "--explain=", 10) == 0) {
             o->explain = a + 10;
+        } else if (strncmp(a, "--set=", 6) == 0 || strncmp(a, "--days=", 7) == 0) {
+            if (a[2] == 's') o->set = a + 6;
+            else o->days = a + 7;
         } else if (a[0] == '-' && a[1] != '\0') {
             kilnctl_usage_fail("unknown option: %s", a);
         } else {
@@ -198,6 +209,9 @@ static json_t *kilnctl_build_request(const options *o, const char **cmd_name)
         strcmp(w0, "ips") == 0 || strcmp(w0, "stats") == 0 ||
         strcmp(w0, "reputation") == 0) {
         cmd = w0;
+    } else if (strcmp(w0, "forecast") == 0) {
+        cmd = w0;
+        if (o->set && !*o->set) kilnctl_usage_fail("--set needs a configuration set name");
     } else if (strcmp(w0, "queue") == 0) {
         queue_opts = true;
         if (o->explain && o->domain)
@@ -267,6 +281,16 @@ static json_t *kilnctl_build_request(const options *o, const char **cmd_name)
     if ((o->domain || o->explain) && !queue_opts)
         kilnctl_usage_fail("%s does not apply to %s", o->domain ? "--domain" : "--explain",
                            o->words[0]);
+    if ((o->set || o->days) && strcmp(cmd, "forecast") != 0)
+        kilnctl_usage_fail("%s applies to forecast only", o->set ? "--set" : "--days");
+    long days = 0;
+    if (o->days) {
+        char *end = NULL;
+        errno = 0;
+        days = strtol(o->days, &end, 10);
+        if (errno || end == o->days || *end || days < 1 || days > 90)
+            kilnctl_usage_fail("--days must be an integer from 1 to 90, not %s", o->days);
+    }
     long percent = -1;
     if (o->percent) {
         char *end = NULL;
@@ -289,6 +313,8 @@ static json_t *kilnctl_build_request(const options *o, const char **cmd_name)
     if (o->reason) json_object_set_new(args, "reason", json_string(o->reason));
     if (queue_opts && o->domain) json_object_set_new(args, "domain", json_string(o->domain));
     if (queue_opts && o->explain) json_object_set_new(args, "id", json_string(o->explain));
+    if (o->set) json_object_set_new(args, "set", json_string(o->set));
+    if (days) json_object_set_new(args, "days", json_integer(days));
     json_t *req = json_object();
     json_object_set_new(req, "cmd", json_string(cmd));
     json_object_set_new(req, "args", args);
@@ -789,6 +815,8 @@ static void kilnctl_print_human(const char *cmd, const options *o, json_t *data)
         kilnctl_print_stats(data);
     } else if (strcmp(cmd, "reputation") == 0) {
         kilnctl_reputation_print(data);
+    } else if (strcmp(cmd, "forecast") == 0) {
+        kilnctl_forecast_print(data);
     } else if (strcmp(cmd, "queue.explain") == 0) {
         kilnctl_print_explain(data);
     } else if (strncmp(cmd, "identity.", 9) == 0 || strcmp(cmd, "ip.check") == 0) {
@@ -810,7 +838,8 @@ int main(int argc, char **argv)
     kilnctl_parse_args(argc, argv, &o);
     if (strcmp(o.words[0], "passwd") == 0) {   /* local: no socket, no config */
         if (o.nwords > 1) kilnctl_usage_fail("unexpected argument: %s", o.words[1]);
-        if (o.json || o.reason || o.percent || o.domain || o.explain || o.selector || o.ed25519)
+        if (o.json || o.reason || o.percent || o.domain || o.explain || o.selector || o.ed25519 ||
+            o.set || o.days)
             kilnctl_usage_fail("passwd takes no options");
         return kilnctl_passwd_run();
     }

@@ -1,6 +1,6 @@
 /* pools_internal.h — the structs behind pools.h's opaque types, shared by pools.c (state,
- * choice, accounting) and pools_state.c (JSON persistence) only: nothing outside pools/
- * includes this file. */
+ * choice, accounting) and pools_state.c (JSON persistence), and read by forecast.c (ramp
+ * positions and managed caps, never written): nothing outside pools/ includes this file. */
 #ifndef KILN_POOLS_INTERNAL_H
 #define KILN_POOLS_INTERNAL_H
 

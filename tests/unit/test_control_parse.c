@@ -112,6 +112,14 @@ static const struct {
     {"{\"cmd\": \"zone.down\", \"args\": {\"zone\": \"\"}}", -1, 0, "a zone name is required", "zone.down", NULL},
     {"{\"cmd\": \"queue\", \"args\": {\"domain\": 3}}", -1, 0, "domain must be a string", "queue", NULL},
     {"{\"cmd\": \"queue.explain\", \"args\": {}}", -1, 0, "a message ID is required", "queue.explain", NULL},
+    {"{\"cmd\": \"forecast\", \"args\": {\"days\": 0}}", -1, 0, "days must be from 1 to 90, not 0",
+     "forecast", NULL},
+    {"{\"cmd\": \"forecast\", \"args\": {\"set\": \"txn\", \"days\": 91}}", -1, 0,
+     "days must be from 1 to 90, not 91", "forecast", "txn"},
+    {"{\"cmd\": \"forecast\", \"args\": {\"days\": \"7\"}}", -1, 0,
+     "days must be an integer from 1 to 90", "forecast", NULL},
+    {"{\"cmd\": \"forecast\", \"args\": {\"set\": \"\"}}", -1, 0, "set must be a non-empty string",
+     "forecast", NULL},
 };
 
 START_TEST(test_request)
@@ -138,6 +146,32 @@ START_TEST(test_request)
         else ck_assert_ptr_null(req.subject);
     }
     control_request_free(&req);
+}
+END_TEST
+
+/* forecast: the set (optional) and the days (default 14, 1..90) */
+START_TEST(test_forecast_args)
+{
+    static const struct {
+        const char *line;
+        const char *set;
+        int days;
+    } ok[] = {
+        {"{\"cmd\": \"forecast\"}", NULL, 14},
+        {"{\"cmd\": \"forecast\", \"args\": {\"set\": \"txn\"}}", "txn", 14},
+        {"{\"cmd\": \"forecast\", \"args\": {\"set\": null, \"days\": 90}}", NULL, 90},
+        {"{\"cmd\": \"forecast\", \"args\": {\"set\": \"a b\", \"days\": 1}}", "a b", 1},
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        control_request req;
+        ck_assert_int_eq(control_parse_request(ok[i].line, strlen(ok[i].line), &req), 0);
+        ck_assert_int_eq(req.kind, CONTROL_CMD_FORECAST);
+        ck_assert_str_eq(req.name, "forecast");
+        if (ok[i].set) ck_assert_str_eq(req.set, ok[i].set);
+        else ck_assert_ptr_null(req.set);
+        ck_assert_int_eq(req.days, ok[i].days);
+        control_request_free(&req);
+    }
 }
 END_TEST
 
@@ -177,6 +211,7 @@ static Suite *control_parse_suite(void)
     tcase_add_test(tc, test_lines);
     tcase_add_loop_test(tc, test_request, 0, (int)(sizeof request_cases / sizeof request_cases[0]));
     tcase_add_test(tc, test_request_length);
+    tcase_add_test(tc, test_forecast_args);
     tcase_add_test(tc, test_address_problem);
     suite_add_tcase(s, tc);
     return s;
