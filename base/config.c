@@ -557,6 +557,7 @@ static int config_read_root(config_parser *p, yaml_node_t *root)
     if (config_check_auth_scope(p, root) < 0) return -1;
     if (config_read_api(p, root) < 0) return -1;    /* after auth, identities and sets */
     if (config_read_feedback(p, root) < 0) return -1;   /* after submission and api */
+    if (config_read_metrics(p, root) < 0) return -1;    /* after feedback */
     FIELD(root, "warmup", v, config_read_warmup(p, v));
     FIELD(root, "shaping", v, config_read_shaping(p, v));
     return 0;
