@@ -530,6 +530,7 @@ static void config_add_warnings(config *c)
 static const char *const ROOT_KEYS[] = {
     "server", "dns", "submission", "account", "delivery", "routes", "zones", "ips", "pools",
     "configuration_sets", "default_configuration_set", "warmup", "shaping", "api", "feedback",
+    "metrics",
     NULL};
 
 static int config_read_root(config_parser *p, yaml_node_t *root)
