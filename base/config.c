@@ -530,6 +530,7 @@ static void config_add_warnings(config *c)
 static const char *const ROOT_KEYS[] = {
     "server", "dns", "submission", "account", "delivery", "routes", "zones", "ips", "pools",
     "configuration_sets", "default_configuration_set", "warmup", "shaping", "api", "feedback",
+    "metrics",
     NULL};
 
 static int config_read_root(config_parser *p, yaml_node_t *root)
@@ -557,6 +558,7 @@ static int config_read_root(config_parser *p, yaml_node_t *root)
     if (config_check_auth_scope(p, root) < 0) return -1;
     if (config_read_api(p, root) < 0) return -1;    /* after auth, identities and sets */
     if (config_read_feedback(p, root) < 0) return -1;   /* after submission and api */
+    if (config_read_metrics(p, root) < 0) return -1;    /* after feedback */
     FIELD(root, "warmup", v, config_read_warmup(p, v));
     FIELD(root, "shaping", v, config_read_shaping(p, v));
     return 0;

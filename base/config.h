@@ -292,6 +292,14 @@ typedef struct config {
                                        warm-up ramp is held; default 0.001 (SES's 0.1 %
                                        warning); 0 = never held */
 
+    /* metrics (base/config_metrics.c, issue 15): the Prometheus scrape listener; optional
+     * (nmetrics_listen 0 = no listener) */
+    config_hostport *metrics_listen;
+    size_t nmetrics_listen;
+    char *metrics_token;            /* token_file's content (printable ASCII, 16 to 4096
+                                       characters); NULL: no token_file */
+    char *metrics_token_file;       /* absolute; mode 0600 or 0400 (checked like api keys) */
+
     /* account */
     config_mode mode;           /* default sandbox */
     int64_t max_24h_send;       /* -1 = unlimited; default 200 */

@@ -200,6 +200,13 @@ void config_feedback_defaults(config *c);
 int config_read_feedback(config_parser *p, yaml_node_t *root);
 void config_feedback_free(config *c);
 
+/* ---- config_metrics.c ---- */
+
+/* The metrics section (issue 15): its reader (after submission, api and feedback, whose
+ * listen addresses it must not reuse); what it allocated. */
+int config_read_metrics(config_parser *p, yaml_node_t *root);
+void config_metrics_free(config *c);
+
 /* ---- config_limits.c ---- */
 
 /* The submission limits' defaults, and their keys read from the submission map M. */

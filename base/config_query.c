@@ -48,6 +48,7 @@ void config_free(config *c)
     free(c->auth);
     config_api_free(c);
     config_feedback_free(c);
+    config_metrics_free(c);
     free(c->trusted);
     for (size_t i = 0; c->identity_auth && i < c->nidentities; i++)
         config_identity_clear(&c->identity_auth[i]);

@@ -21,6 +21,7 @@ struct delivery;
 struct events;
 struct curl_ev;
 struct dkim_keys;
+struct metrics;
 
 typedef struct kiln_ctx {
     struct ev_loop *loop;
@@ -37,6 +38,8 @@ typedef struct kiln_ctx {
     struct delivery *delivery;   /* the scheduler's executor: delivery sessions */
     struct curl_ev *curl;        /* libcurl multi on the loop (mta/curl_ev.h): HTTP clients */
     struct dkim_keys *dkim;      /* the DKIM keys it signs with (mta/dkim_keys.h) */
+    struct metrics *metrics;     /* the Prometheus registry (base/metrics.h); NULL in tests
+                                    that do not count */
     int64_t started_ms;          /* wall clock at start */
     bool stopping;
     /* Clock: wall milliseconds. Defaults to util_wall_ms; tests inject their own. */

@@ -30,6 +30,8 @@
 #include "mta/quota.h"
 #include "mta/tls.h"
 #include "api/api.h"
+#include "api/metrics_http.h"
+#include "base/metrics.h"
 #include "scheduler/scheduler.h"
 #include "mta/smtp_server.h"
 #include "store/spool.h"
@@ -56,6 +58,7 @@ typedef struct daemon_watchers {
     addrwatch *addrs;     /* the host's address changes (NULL: no netlink socket) */
     feedback *fb;         /* the feedback intake (NULL: no feedback section) */
     smtp_server *fbsrv;   /* its listener */
+    metrics_http *metrics;  /* the metrics listener (NULL: metrics.listen not set) */
 } daemon_watchers;
 
 static int64_t daemon_wall_clock(void *arg)
@@ -217,6 +220,7 @@ static void daemon_stop(kiln_ctx *ctx)
     if (dw->fbsrv) smtp_server_shutdown(dw->fbsrv, daemon_module_stopped, ctx);
     scheduler_stop(ctx->sched, daemon_module_stopped, ctx);
     if (dw->api) api_shutdown(dw->api, daemon_module_stopped, ctx);
+    metrics_http_quiesce(dw->metrics);   /* open scrapes are still answered */
 }
 
 /* Both NULL, or equal strings. */
@@ -264,6 +268,13 @@ static char *daemon_reload_blocker(const config *old, const config *neu)
     if (!fb_same)
         return util_asprintf("%s: the feedback section and feedback.listen cannot be added, "
                              "removed or changed on reload; restart kilnd", neu->path);
+    bool m_same = old->nmetrics_listen == neu->nmetrics_listen;
+    for (size_t i = 0; m_same && i < old->nmetrics_listen; i++)
+        m_same = strcmp(old->metrics_listen[i].host, neu->metrics_listen[i].host) == 0 &&
+                 old->metrics_listen[i].port == neu->metrics_listen[i].port;
+    if (!m_same)
+        return util_asprintf("%s: metrics.listen cannot change on reload; restart kilnd "
+                             "(metrics.token_file can)", neu->path);
     return NULL;
 }
 
@@ -370,8 +381,10 @@ kiln_ctx *daemon_create(const char *config_path, char **err)
                       (long long)after, (long long)before);
         free(why);
     }
+    ctx->metrics = metrics_new_kiln();
     ctx->spool = spool_open(cfg->spool, true, err);
     if (!ctx->spool) goto fail;
+    spool_set_metrics(ctx->spool, ctx->metrics);
     ev_async_init(&dw->committed, daemon_on_committed);
     dw->committed.data = ctx;
     ev_async_start(ctx->loop, &dw->committed);
@@ -426,6 +439,8 @@ kiln_ctx *daemon_create(const char *config_path, char **err)
     if (!ctx->control) goto fail;
     dw->api = api_start(ctx, err);
     if (!dw->api && *err) goto fail;
+    dw->metrics = metrics_http_start(ctx, err);
+    if (!dw->metrics && *err) goto fail;
     /* everything that needs root is done: hand the spool over and drop for good */
     if (privdrop_handover(cfg, &pd, err) != 0 || privdrop_drop(&pd, err) != 0) goto fail;
     if (pd.drop)
@@ -496,12 +511,14 @@ void daemon_destroy(kiln_ctx *ctx)
     /* after everything that may still answer an API call (identity checks ended by
      * delivery_free, commit callbacks run by the flush) */
     if (dw && dw->api) api_stop(dw->api);
+    if (dw) metrics_http_stop(dw->metrics);
     if (ctx->events) events_free(ctx->events);
     if (ctx->curl) curl_ev_free(ctx->curl);   /* after every easy handle is gone */
     dkim_keys_free(ctx->dkim);
     if (ctx->spool) spool_close(ctx->spool);
     if (ctx->quota) quota_free(ctx->quota);
     if (ctx->log) log_close(ctx->log);
+    metrics_free(ctx->metrics);   /* after every module that counts */
     if (ctx->cfg) config_unref(ctx->cfg);
     free(ctx->config_path);
     free(dw);

@@ -27,6 +27,7 @@
 #include "store/stats.h"
 #include "mta/events.h"
 #include "base/kiln.h"
+#include "base/metrics.h"
 #include "mta/message.h"
 #include "mta/simulator.h"
 #include "base/util.h"
@@ -395,6 +396,8 @@ static void on_commit(void *arg, bool ok, const char *err)
 {
     accept_job *j = arg;
     kiln_ctx *ctx = j->ctx;
+    metrics_add(ctx->metrics, "kiln_submissions_total",
+                (const char *const[]){ok ? "accepted" : "rejected", ok ? "none" : "spool_error"}, 1);
     if (ok) {
         log_write(ctx->log, KLOG_INFO, "message_accepted", "id=%s rcpts=%zu size=%zu%s%s", j->id,
                   j->nrcpts, j->size, j->reply_id[0] ? " ooto_reply=" : "", j->reply_id);
@@ -473,6 +476,8 @@ int accept_message(kiln_ctx *ctx, const accept_in *in, accept_done_cb done, void
 void accept_reject(kiln_ctx *ctx, const accept_in *in, const char *reason)
 {
     const config *cfg = ctx->cfg;
+    metrics_add(ctx->metrics, "kiln_submissions_total",
+                (const char *const[]){"rejected", "content"}, 1);
     const config_set *set = in->config_set ? config_find_set(cfg, in->config_set) : NULL;
     if (!set) return;   /* no configuration set, no destination for the event */
     int64_t now = kiln_now_ms(ctx);

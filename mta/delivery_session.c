@@ -28,6 +28,7 @@
 
 #include "base/config.h"
 #include "base/kiln.h"
+#include "base/metrics.h"
 #include "base/util.h"
 #include "mta/delivery_int.h"
 #include "mta/dns_wire.h"
@@ -411,6 +412,7 @@ static void delivery_on_done(delivery *dl, delivery_session *ss, sched_job *j, c
     shaping_record(ss->sd, throttled ? SHAPING_RESULT_THROTTLED
                            : lost    ? SHAPING_RESULT_FAILED
                                      : SHAPING_RESULT_OK, now);
+    if (throttled) metrics_add(dl->ctx->metrics, "kiln_shaping_backoffs_total", NULL, 1);
     if (throttled)
         log_write(delivery_lg(dl), KLOG_INFO, "shaping.throttled", "ip=%s site=%s provider=%s id=%s",
                   ss->src, log_q(delivery_lg(dl), sched_site_to_text(ss->site)), j->provider, log_q(delivery_lg(dl), j->msg_id));
@@ -503,6 +505,7 @@ static void delivery_on_closed(delivery *dl, delivery_session *ss, const smtp_cl
             pools_record_result(dl->pools, ss->ip, ss->peer_name, j->provider,
                                 POOLS_RESULT_THROTTLED, 0, now);
             shaping_record(ss->sd, SHAPING_RESULT_THROTTLED, now);
+            metrics_add(dl->ctx->metrics, "kiln_shaping_backoffs_total", NULL, 1);
             log_write(delivery_lg(dl), KLOG_INFO, "shaping.throttled", "ip=%s site=%s provider=%s id=%s reply=%s",
                       ss->src, log_q(delivery_lg(dl), sched_site_to_text(ss->site)), j->provider, log_q(delivery_lg(dl), j->msg_id),
                       log_q(delivery_lg(dl), err));

@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/metrics.h"
 #include "base/util.h"
 #include "scheduler/internal.h"
 #include "store/event.h"
@@ -187,6 +188,34 @@ static void settle_events(scheduler *s, const sched_job *j, const sched_outcome 
 
 /* Records one outcome per recipient (a deferral past max_delivery_time becomes a Transient
  * bounce): spool rows, suppression, events, logs. Final recipients leave the job. */
+/* Counts the outcomes (base/metrics.h): kiln_recipients_total by pool, source IP, zone and
+ * delay type, the destination site's (top-N) counter, and the injection-to-delivery latency
+ * of delivered recipients. Labels come from the config (pool, IP, zone) or fixed names. */
+static void settle_metrics(scheduler *s, const sched_job *j, const sched_outcome *out,
+                           const char *src, int64_t now)
+{
+    metrics *m = s->ctx->metrics;
+    if (!m) return;
+    const pools_ip *ip = src ? pools_find(s->pools, src) : NULL;
+    const char *zone = ip ? pools_ip_zone(ip) : "";
+    const char *site = j->site ? j->site : j->domain ? j->domain : "";
+    for (size_t i = 0; i < j->nrcpts; i++) {
+        const retry_class *c = &out[i].cls;
+        const char *outcome = c->verdict == RETRY_DELIVERED ? "delivered"
+                              : c->verdict == RETRY_BOUNCE  ? "bounced"
+                                                            : "deferred";
+        const char *dt = c->verdict == RETRY_DEFER && c->delay_type ? c->delay_type : "";
+        metrics_add(m, "kiln_recipients_total",
+                    (const char *const[]){outcome, j->pool ? j->pool : "", src ? src : "", zone,
+                                          dt},
+                    1);
+        metrics_add(m, "kiln_site_recipients_total", (const char *const[]){site, outcome}, 1);
+        if (c->verdict == RETRY_DELIVERED && j->msg.created_ms > 0 && now >= j->msg.created_ms)
+            metrics_observe(m, "kiln_delivery_latency_seconds", NULL,
+                            (double)(now - j->msg.created_ms) / 1000);
+    }
+}
+
 void sched_settle(scheduler *s, sched_job *j, sched_outcome *out, const char *src, const char *peer)
 {
     kiln_ctx *ctx = s->ctx;
@@ -257,6 +286,7 @@ void sched_settle(scheduler *s, sched_job *j, sched_outcome *out, const char *sr
     }
 
     settle_events(s, j, out, src, peer, now);
+    settle_metrics(s, j, out, src, now);
 
     /* final recipients leave the job (held until their rows are committed) */
     int64_t *gone = util_calloc(n ? n : 1, sizeof *gone);

@@ -144,6 +144,10 @@ void spool_on_commit(spool *sp, spool_commit_cb cb, void *arg);
 /* wake(arg) is called on the writer thread each time a batch is finished (NULL: never).
  * It must only wake the loop (ev_async_send); the loop then calls spool_reap. */
 void spool_set_wake(spool *sp, void (*wake)(void *arg), void *arg);
+/* Batches reaped from now on are counted in m (base/metrics.h: kiln_spool_commit_seconds
+ * from hand-over to reap, kiln_spool_batch_writes); NULL: not counted. */
+struct metrics;
+void spool_set_metrics(spool *sp, struct metrics *m);
 /* Never blocks: hands the filling batch to the writer if it is free (a batch with only
  * callbacks and nothing in flight completes at once, running them). */
 void spool_submit(spool *sp);

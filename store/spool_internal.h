@@ -197,6 +197,8 @@ typedef struct spool_batch {
     spool_touch *touched;
     size_t ntouched, captouched;
     spool_arena arena;
+    int64_t handed_ms;         /* monotonic time of the hand-over (the loop's side: the commit
+                                * latency is measured from it to the reap) */
     bool keep_sent;            /* spool_keep_sent as it was at hand-over: the writer copies a
                                 * message it deletes as finished into sent_mail first */
     /* the writer's result */
@@ -275,6 +277,8 @@ void spool_writer_hurry(spool_writer *w);
 /* ---- the spool ---- */
 
 struct spool {
+    struct metrics *metrics;      /* kiln_spool_commit_seconds, kiln_spool_batch_writes (NULL:
+                                     not counted); touched on the loop thread only */
     sqlite3 *db;                  /* the loop's connection: reads only (after open) */
     char *path;                   /* DIR/kiln.db, for error texts */
     sqlite3_stmt *st[ST__COUNT];  /* the read statements */

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/metrics.h"
 #include "base/util.h"
 #include "store/spool_internal.h"
 
@@ -164,6 +165,7 @@ static void spool_handover(spool *sp)
     spool_batch *b = sp->filling;
     spool_new_filling(sp);
     b->keep_sent = sp->keep_sent;   /* the writer reads it from the batch, after the mutex */
+    b->handed_ms = util_mono_ms();
     sp->inflight = b;
     spool_writer_submit(&sp->w, b);
 }
@@ -214,6 +216,11 @@ int spool_reap(spool *sp)
     spool_batch *b = spool_writer_take_done(&sp->w);
     if (!b) return 0;
     sp->inflight = NULL;
+    if (sp->metrics) {   /* on the loop thread: hand-over to reap */
+        metrics_observe(sp->metrics, "kiln_spool_commit_seconds", NULL,
+                        (double)(util_mono_ms() - b->handed_ms) / 1000);
+        metrics_observe(sp->metrics, "kiln_spool_batch_writes", NULL, (double)b->nops);
+    }
     if (b->ok) sp->kept_waiting = 0;
     else spool_keep_carry(sp, b);   /* kept writes go first in the next batch */
     spool_handover(sp);   /* the writer goes on while the callbacks run */
@@ -297,6 +304,11 @@ size_t spool_kept_waiting(const spool *sp)
 unsigned spool_failures(const spool *sp)
 {
     return sp->failures;
+}
+
+void spool_set_metrics(spool *sp, struct metrics *m)
+{
+    sp->metrics = m;
 }
 
 void spool_set_wake(spool *sp, void (*wake)(void *arg), void *arg)

@@ -12,7 +12,8 @@ $SUDO apt-get install -y --no-install-recommends \
   libgmime-3.0-dev \
   check python3 python3-aiosmtpd python3-dnspython dnsmasq-base openssl swaks procps \
   iproute2 nftables python3-dkim python3-nacl opendkim-tools \
-  awscli python3-boto3 python3-botocore python3-yaml
+  awscli python3-boto3 python3-botocore python3-yaml \
+  python3-prometheus-client prometheus
 # Postfix for the feedback test's relay (a private instance under a temp dir; the system's
 # instance stays unconfigured and stopped: "No configuration")
 echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
