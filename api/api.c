@@ -13,6 +13,7 @@
 
 #include "api/api_int.h"
 #include "api/model.h"
+#include "base/metrics.h"
 #include "base/util.h"
 #include "mta/accept.h"
 #include "mta/sigv4.h"
@@ -133,6 +134,13 @@ void api_error(api_call *c, int status, const char *type, const char *fmt, ...)
     char *text = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     api_log_answer(c, status, type, msg ? msg : type);
+    if (c->op && (strcmp(c->op, "SendEmail") == 0 || strcmp(c->op, "SendBulkEmail") == 0)) {
+        /* a refused send, by SES error type (a fixed set: the model's and kiln's own) */
+        char reason[80];
+        snprintf(reason, sizeof reason, "api_%s", type);
+        metrics_add(c->ctx->metrics, "kiln_submissions_total",
+                    (const char *const[]){"rejected", reason}, 1);
+    }
     const char *hdrs[] = {"Content-Type", "application/json", "x-amzn-ErrorType", type,
                           "x-amzn-RequestId", c->request_id, NULL};
     http_reply(c->x, status, hdrs, text, strlen(text));

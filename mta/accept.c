@@ -476,8 +476,6 @@ int accept_message(kiln_ctx *ctx, const accept_in *in, accept_done_cb done, void
 void accept_reject(kiln_ctx *ctx, const accept_in *in, const char *reason)
 {
     const config *cfg = ctx->cfg;
-    metrics_add(ctx->metrics, "kiln_submissions_total",
-                (const char *const[]){"rejected", "content"}, 1);
     const config_set *set = in->config_set ? config_find_set(cfg, in->config_set) : NULL;
     if (!set) return;   /* no configuration set, no destination for the event */
     int64_t now = kiln_now_ms(ctx);

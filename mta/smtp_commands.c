@@ -16,6 +16,7 @@
 
 #include "mta/accept.h"
 #include "mta/auth.h"
+#include "base/metrics.h"
 #include "mta/feedback.h"
 #include "mta/message.h"
 #include "mta/quota.h"
@@ -171,6 +172,12 @@ void smtp_server_log_reject(smtp_session *s, const char *stage, const char *from
 {
     klog *lg = s->ctx->log;
     if (!from) from = s->mail_from ? s->mail_from : "";
+    if (!s->fb) {   /* by stage and reply code, e.g. rcpt_554: a bounded set kiln answers */
+        char reason[16];
+        snprintf(reason, sizeof reason, "%s_%.3s", stage, line ? line : "");
+        metrics_add(s->ctx->metrics, "kiln_submissions_total",
+                    (const char *const[]){"rejected", reason}, 1);
+    }
     log_write(lg, KLOG_INFO, "smtp.reject",
               "session=%llu client=%s stage=%s from=%s%s%s reply=%s", (unsigned long long)s->id,
               s->client_ip, stage, log_q(lg, from),

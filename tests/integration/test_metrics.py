@@ -74,6 +74,9 @@ class MetricsTest(unittest.TestCase):
                     self.assertEqual(code, 250, text)
                 code, text = send(k, "app@example.test", ["later%d@dest.test" % i for i in range(M)])
                 self.assertEqual(code, 250, text)
+                # refused: an unverified sender at MAIL (SMTP), counted by stage and code
+                code, text = send(k, "someone@unverified.test", ["x@dest.test"])
+                self.assertEqual(code, 554, text)
                 wait_for(lambda: sum(len(m["rcpts"]) for m in sink.messages) == N
                          and len(sink.handler.attempts) == N + M, 20, 0.1, "deliveries")
 
@@ -100,6 +103,8 @@ class MetricsTest(unittest.TestCase):
                                      sum(len(m["rcpts"]) for m in sink.messages if m["peer"] == peer))
                 self.assertEqual(total(smp, "kiln_recipients_total", ip="127.0.0.12"), 0)
                 self.assertEqual(total(smp, "kiln_submissions_total", result="accepted"), N + 1)
+                self.assertEqual(total(smp, "kiln_submissions_total", result="rejected",
+                                       reason="mail_554"), 1)
                 self.assertEqual(total(smp, "kiln_queue_recipients", state="deferred",
                                        pool="transactional"), M)
                 self.assertEqual(total(smp, "kiln_queue_recipients", state="queued"), 0)
