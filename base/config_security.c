@@ -2,7 +2,11 @@
  * server.user / server.group; the load warning when submission.trusted_networks trusts
  * every address (0.0.0.0/0 or ::/0); and the file warnings `kilnd --check-config` prints
  * (and kilnd logs at start) when the config file or the submission TLS key can be read by
- * other users (mode & 004). Warnings never fail a load: the file stays usable as it is. */
+ * other users (mode & 004), or when a secret file (api.access_keys[].secret_file,
+ * feedback.secret_file, metrics.token_file: mode 0600/0400, so only its owner reads it) is
+ * not owned by server.user, which kilnd runs as when it reads them again on reload.
+ * Warnings never fail a load: the file stays usable as it is. */
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -46,11 +50,37 @@ void config_add_security_warnings(config *c)
                                c->trusted[i].family == AF_INET6 ? "::/0" : "0.0.0.0/0");
 }
 
+/* A warning (malloc'd) when secret file PATH (named by KEY) is not owned by UID. */
+static char *config_secret_owner_warning(const char *key, const char *path, const char *user,
+                                         uid_t uid)
+{
+    struct stat st;
+    if (!path || stat(path, &st) != 0 || st.st_uid == uid) return NULL;
+    return util_asprintf("%s %s is owned by uid %u, not by server.user %s: kilnd reads it again "
+                         "on reload as %s, which will fail (Permission denied); chown %s %s",
+                         key, path, (unsigned)st.st_uid, user, user, user, path);
+}
+
 char **config_file_warnings(const config *c, size_t *n)
 {
-    char **w = util_calloc(2, sizeof *w);
+    size_t cap = 2 + c->napi_keys + 2;
+    char **w = util_calloc(cap, sizeof *w);
     *n = 0;
     struct stat st;
+    struct passwd *pw = c->user ? getpwnam(c->user) : NULL;
+    if (pw) {
+        char *x;
+        for (size_t i = 0; i < c->napi_keys; i++)
+            if ((x = config_secret_owner_warning("api.access_keys secret_file",
+                                                 c->api_keys[i].secret_file, c->user, pw->pw_uid)))
+                w[(*n)++] = x;
+        if ((x = config_secret_owner_warning("feedback.secret_file", c->feedback_secret_file,
+                                             c->user, pw->pw_uid)))
+            w[(*n)++] = x;
+        if ((x = config_secret_owner_warning("metrics.token_file", c->metrics_token_file, c->user,
+                                             pw->pw_uid)))
+            w[(*n)++] = x;
+    }
     if (stat(c->path, &st) == 0 && (st.st_mode & S_IROTH))
         w[(*n)++] = util_asprintf("%s is readable by other users (mode %04o): it may hold "
                                   "password hashes and names the TLS key; chmod o-r %s",

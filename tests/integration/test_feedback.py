@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import smtplib
+import subprocess
 import sys
 import time
 import unittest
@@ -29,7 +30,7 @@ from email.mime.message import MIMEMessage
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
-from kilntest import Kiln, Sink, free_port, send, wait_for  # noqa: E402
+from kilntest import KILND, RUN_AS, Kiln, Sink, free_port, send, wait_for  # noqa: E402
 
 BOUNCE_DOMAIN = "bounce.kiln.test"
 FBL = "fbl@kiln.test"
@@ -50,12 +51,17 @@ def token_of(addr):
     return "%s-%s-%s-%s-%s-%s-000000" % (h[:16], h[16:24], h[24:28], h[28:32], h[32:36], h[36:48]), raw[24]
 
 
-def feedback_kiln(tmp_routes, **extra):
+def feedback_kiln(tmp_routes, own_secret=True, **extra):
+    """A kilnd with a feedback section; its secret file belongs to the user kilnd runs as
+    (it reads it again on reload), unless own_secret is False."""
     k = Kiln(routes=tmp_routes)
     secret = os.path.join(k.tmp, "feedback.key")
     with open(secret, "wb") as f:
         f.write(SECRET + b"\n")
     os.chmod(secret, 0o600)
+    if own_secret and RUN_AS:
+        shutil.chown(secret, RUN_AS)
+    k.secret_path = secret
     k.fb_port = free_port()
     k.cfg["feedback"] = dict({"listen": ["127.0.0.1:%d" % k.fb_port], "bounce_domain": BOUNCE_DOMAIN,
                               "addresses": [FBL], "secret_file": secret}, **extra)
@@ -311,6 +317,25 @@ class FeedbackListenerTest(unittest.TestCase):
             s.ehlo("x.test")
             self.assertFalse(s.has_extn("auth"))
             self.assertEqual(s.docmd("AUTH PLAIN AGFhAGI=")[0] // 100, 5)
+
+    def test_reload_and_secret_owner(self):
+        """A reload reads the secret again as server.user: it works when that user owns the
+        file (the listener goes on answering), and --check-config warns when it does not."""
+        self.k.cfg["feedback"]["complaint_hold_rate"] = "0.5%"
+        self.k.write_config()
+        p = self.k.ctl("reload", json_out=False, expect_ok=False)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        code, text = to_listener(self.k, "", ["someone@elsewhere.test"], b"Subject: x\r\n\r\nx\r\n")
+        self.assertEqual(code, 550, text)
+        if RUN_AS:
+            other = feedback_kiln([], own_secret=False)
+            try:
+                p = subprocess.run([KILND, "--check-config", "-c", other.path], capture_output=True,
+                                   text=True, timeout=30)
+                self.assertIn("feedback.secret_file %s is owned by uid 0, not by server.user %s"
+                              % (other.secret_path, RUN_AS), p.stdout + p.stderr)
+            finally:
+                other.cleanup()
 
     def test_report_survives_a_kill(self):
         """A report answered 250 and kilnd killed right after: once restarted, the report
