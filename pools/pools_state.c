@@ -45,7 +45,8 @@ static json_t *pools_history_json(const pools_daily *d)
     int64_t newest = INT64_MIN;
     for (size_t k = 0; k < POOLS_HISTORY_DAYS; k++)
         if (d->sent[k] > 0 && d->day[k] > newest) newest = d->day[k];
-    for (int64_t day = newest - (POOLS_HISTORY_DAYS - 1); newest != INT64_MIN && day <= newest; day++) {
+    if (newest == INT64_MIN) return a;
+    for (int64_t day = newest - (POOLS_HISTORY_DAYS - 1); day <= newest; day++) {
         int64_t cap, sent = pools_daily_get(d, day, &cap);
         if (sent > 0)
             json_array_append_new(a, json_pack("[III]", (json_int_t)day, (json_int_t)sent,
