@@ -119,7 +119,7 @@ function chart(title, curve, ahead, ipAttr) {
   const yl = svg("text", { x: 2, y: top + 8 }); yl.textContent = num(max); s.appendChild(yl);
   const y0 = svg("text", { x: 2, y: H - bottom }); y0.textContent = "0"; s.appendChild(y0);
   curve.forEach((d, i) => {
-    const h = (H - top - bottom) * d.Sent / max;
+    const h = d.Sent > 0 ? Math.max(1, (H - top - bottom) * d.Sent / max) : 0;   // a day that sent shows
     const r = svg("rect", { class: "bar", x: x(i) - step * 0.35, y: H - bottom - h, width: step * 0.7, height: h, "data-date": d.Date });
     const t = svg("title"); t.textContent = d.Date + ": sent " + d.Sent + ", cap " + num(d.Cap); r.appendChild(t);
     s.appendChild(r);
