@@ -19,7 +19,9 @@
  * reads the spool's send-statistics buckets of the last 14 days (stats.h); reputation sums
  * the same buckets into SES's bounce and complaint rates and their statuses
  * (store/reputation.h). Requests arrive
- * parsed and checked (control_parse.c): a known command with arguments of the right type. */
+ * parsed and checked (control_parse.c): a known command with arguments of the right type.
+ * The JSON of ips, queue.explain and the queue rows is built by control_json.c, which the
+ * web page (api/web.c) shares. */
 #include "mta/control_internal.h"
 #include "mta/control_query.h"
 #include "mta/control_json.h"

@@ -133,6 +133,11 @@ class WebUiTest(unittest.TestCase):
         self.assertIn("unknown configuration set: bulk", json.loads(body)["message"])
         self.assertEqual(get(self.base + "/api/forecast.json?days=0")[0], 400)
         self.assertEqual(get(self.base + "/api/forecast.json?days=x")[0], 400)
+        # a reload is on the timeline
+        self.k.ctl("reload")
+        tl = json.loads(get(self.base + "/api/state.json")[2])["Timeline"]
+        self.assertEqual(tl[0]["Kind"], "config_reload", tl)
+        self.assertIn("kiln.yaml", tl[0]["Text"])
 
     def test_http_data_equals_kilnctl(self):
         s = self.json("/api/state.json")
