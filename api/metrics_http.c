@@ -5,7 +5,8 @@
  * Promises: a scrape never blocks on the spool beyond what kilnctl status does (the
  * scheduler's maintained counts) plus, at most once per METRICS_REPUTATION_EVERY_MS, the
  * reputation window's statistics buckets (about 1,300 small rows); the queue by pool comes
- * from the in-memory queue (recipients paged out to the spool are shown with pool ""). */
+ * from the in-memory queue (recipients paged out to the spool are shown with pool "").
+ * Other GET paths go to the operator web page (api/web.c) under the same auth rule. */
 #include "api/metrics_http.h"
 
 #include <dirent.h>
@@ -21,6 +22,7 @@
 #include <openssl/evp.h>
 
 #include "api/http.h"
+#include "api/web.h"
 #include "base/kiln.h"
 #include "base/metrics.h"
 #include "base/util.h"
@@ -290,7 +292,9 @@ static void metrics_http_on_request(void *arg, const http_request *req, http_exc
         return;
     }
     if (strcmp(req->path, "/metrics") != 0) {
-        metrics_http_answer(x, 404, "404 Not Found: the metrics are at /metrics\n");
+        if (web_handle(ctx, req, x)) return;   /* the operator web page (api/web.h) */
+        metrics_http_answer(x, 404, "404 Not Found: the metrics are at /metrics, the web page "
+                                    "at /\n");
         return;
     }
     metrics_http_collect(mh);

@@ -7,7 +7,9 @@
  * Auth (README "Metrics"): without metrics.token_file, clients from a loopback address
  * (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104) are served and any other client gets 403; with
  * token_file, every client, loopback included, must send `Authorization: Bearer TOKEN`
- * (compared in constant time) or gets 401. Other paths: 404; other methods: 405. */
+ * (compared in constant time) or gets 401. The operator web page (api/web.h: the page,
+ * its files and its JSON reads) is served here under the same rule. Other paths: 404;
+ * other methods: 405. */
 #ifndef KILN_METRICS_HTTP_H
 #define KILN_METRICS_HTTP_H
 

@@ -22,6 +22,7 @@ struct events;
 struct curl_ev;
 struct dkim_keys;
 struct metrics;
+struct timeline;
 
 typedef struct kiln_ctx {
     struct ev_loop *loop;
@@ -40,6 +41,8 @@ typedef struct kiln_ctx {
     struct dkim_keys *dkim;      /* the DKIM keys it signs with (mta/dkim_keys.h) */
     struct metrics *metrics;     /* the Prometheus registry (base/metrics.h); NULL in tests
                                     that do not count */
+    struct timeline *timeline;   /* the last notable events (base/timeline.h); NULL: none
+                                    recorded */
     int64_t started_ms;          /* wall clock at start */
     bool stopping;
     /* Clock: wall milliseconds. Defaults to util_wall_ms; tests inject their own. */

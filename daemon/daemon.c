@@ -32,6 +32,7 @@
 #include "api/api.h"
 #include "api/metrics_http.h"
 #include "base/metrics.h"
+#include "base/timeline.h"
 #include "scheduler/scheduler.h"
 #include "mta/smtp_server.h"
 #include "store/spool.h"
@@ -161,6 +162,8 @@ static void daemon_on_sighup(struct ev_loop *loop, ev_signal *w, int revents)
     if (daemon_reload(ctx, &err) != 0) {
         log_write(ctx->log, KLOG_ERROR, "config.reload", "result=rejected error=%s",
                   log_q(ctx->log, err));
+        timeline_add(ctx->timeline, kiln_now_ms(ctx), "config_rejected", ctx->config_path,
+                     "reload (SIGHUP) rejected: %s", err ? err : "");
         free(err);
     }
 }
@@ -331,6 +334,8 @@ static int daemon_reload(kiln_ctx *ctx, char **err)
     for (size_t i = 0; i < neu->nwarnings; i++)
         log_write(ctx->log, KLOG_WARNING, "config.warning", "msg=%s", log_q(ctx->log, neu->warnings[i]));
     log_write(ctx->log, KLOG_INFO, "config.reload", "result=applied file=%s", log_q(ctx->log, neu->path));
+    timeline_add(ctx->timeline, kiln_now_ms(ctx), "config_reload", neu->path,
+                 "config reloaded from %s", neu->path ? neu->path : "");
     return 0;
 }
 
@@ -382,6 +387,7 @@ kiln_ctx *daemon_create(const char *config_path, char **err)
         free(why);
     }
     ctx->metrics = metrics_new_kiln();
+    ctx->timeline = timeline_new();
     ctx->spool = spool_open(cfg->spool, true, err);
     if (!ctx->spool) goto fail;
     spool_set_metrics(ctx->spool, ctx->metrics);
@@ -519,6 +525,8 @@ void daemon_destroy(kiln_ctx *ctx)
     if (ctx->quota) quota_free(ctx->quota);
     if (ctx->log) log_close(ctx->log);
     metrics_free(ctx->metrics);   /* after every module that counts */
+    timeline_free(ctx->timeline);
+    ctx->timeline = NULL;
     if (ctx->cfg) config_unref(ctx->cfg);
     free(ctx->config_path);
     free(dw);

@@ -19,9 +19,12 @@
  * reads the spool's send-statistics buckets of the last 14 days (stats.h); reputation sums
  * the same buckets into SES's bounce and complaint rates and their statuses
  * (store/reputation.h). Requests arrive
- * parsed and checked (control_parse.c): a known command with arguments of the right type. */
+ * parsed and checked (control_parse.c): a known command with arguments of the right type.
+ * The JSON of ips, queue.explain and the queue rows is built by control_json.c, which the
+ * web page (api/web.c) shares. */
 #include "mta/control_internal.h"
 #include "mta/control_query.h"
+#include "mta/control_json.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -30,6 +33,7 @@
 
 #include "base/kiln.h"
 #include "base/netaddr.h"
+#include "base/timeline.h"
 #include "mta/delivery.h"
 #include "mta/events.h"
 #include "mta/ipcheck.h"
@@ -352,6 +356,8 @@ static void control_cmd_reload(control_client *cl)
         if (!err) err = util_strdup("reload failed");
         control_reply_error(cl, err);
         control_log_cmd(cl->ctl, "reload", NULL, err);
+        timeline_add(ctx->timeline, kiln_now_ms(ctx), "config_rejected", ctx->config_path,
+                     "reload (kilnctl) rejected: %s", err);
         free(err);
         return;
     }
@@ -379,52 +385,6 @@ static pools *control_take_pools(control_client *cl, const char *cmd)
     return p;
 }
 
-/* One DedicatedIp object (SES GetDedicatedIps) plus kiln's own fields under "kiln". */
-static json_t *control_ip_json(const pools_ip_info *in, int64_t now)
-{
-    json_t *o = json_object();
-    json_object_set_new(o, "Ip", control_jstr(in->public_address));   /* what the world sees */
-    json_object_set_new(o, "PoolName", control_jstr(in->pool));
-    json_object_set_new(o, "Zone", control_jstr(in->zone));
-    json_object_set_new(o, "WarmupStatus", control_jstr(in->warmup_status));
-    json_object_set_new(o, "WarmupPercentage", json_integer(in->warmup_percentage));
-    json_object_set_new(o, "SentLast24Hours", json_integer(in->sent_24h));
-    json_object_set_new(o, "DailyCap", json_integer(in->daily_cap));
-    json_object_set_new(o, "State", control_jstr(pools_state_name(in->state)));
-    json_t *k = json_object();
-    json_object_set_new(k, "BindAddress", control_jstr(in->address));   /* the socket's source */
-    json_object_set_new(k, "Sessions", json_integer(in->sessions));
-    json_object_set_new(k, "HourlyCap", json_integer(in->hourly_cap));
-    json_object_set_new(k, "Health", json_string(pools_health_name(in->health)));
-    json_object_set_new(k, "DownReason", control_jstr(in->down_reason ? in->down_reason : ""));
-    json_object_set_new(k, "Degraded", json_boolean(in->degraded));
-    json_object_set_new(k, "Avoided", json_boolean(in->avoided));
-    json_object_set_new(k, "DegradedReason",
-                        control_jstr(in->degraded_reason ? in->degraded_reason : ""));
-    if (in->health == POOLS_HEALTH_OPEN && in->down_until_ms > now) {
-        char ts[32];
-        util_iso8601(in->down_until_ms, ts);
-        json_object_set_new(k, "DownUntil", json_string(ts));
-    }
-    json_object_set_new(k, "Ehlo", in->ehlo ? control_jstr(in->ehlo) : json_null());
-    json_object_set_new(k, "Managed", json_boolean(in->managed));
-    if (in->managed) {   /* per mailbox provider: its cap, and whether complaints hold it */
-        json_t *caps = json_array();
-        for (size_t i = 0; i < in->ncaps; i++) {
-            const pools_cap_info *c = &in->caps[i];
-            json_t *co = json_object();
-            json_object_set_new(co, "Provider", control_jstr(c->provider));
-            json_object_set_new(co, "DailyCap", json_integer(c->daily_cap));
-            json_object_set_new(co, "SentLast24Hours", json_integer(c->sent_24h));
-            json_object_set_new(co, "Held", json_boolean(c->held));
-            json_array_append_new(caps, co);
-        }
-        json_object_set_new(k, "ManagedCaps", caps);
-    }
-    json_object_set_new(o, "kiln", k);
-    return o;
-}
-
 static void control_cmd_ips(control_client *cl)
 {
     kiln_ctx *ctx = cl->ctl->ctx;
@@ -435,7 +395,7 @@ static void control_cmd_ips(control_client *cl)
     for (size_t i = 0; i < pools_count(p); i++) {
         pools_ip_info in;
         pools_info(p, i, now, &in);
-        json_array_append_new(arr, control_ip_json(&in, now));
+        json_array_append_new(arr, control_json_ip(&in, now));
     }
     json_t *d = json_object();
     json_object_set_new(d, "DedicatedIps", arr);
@@ -571,6 +531,9 @@ static void control_cmd_zone(control_client *cl, const control_request *req, boo
     }
     scheduler_pools_changed(ctx->sched);
     json_t *d = json_object();
+    timeline_add(ctx->timeline, kiln_now_ms(ctx), up ? "zone_up" : "zone_down", zone,
+                 up ? "zone %s up (kilnctl): its IPs back in rotation"
+                    : "zone %s down (kilnctl): its IPs out of rotation", zone);
     json_object_set_new(d, "Zone", control_jstr(zone));
     json_object_set_new(d, "State", json_string(up ? "up" : "down"));
     control_reply_ok(cl, d);
@@ -612,12 +575,7 @@ char *control_queue_answer(const scheduler_queue_row *rows, size_t n, const char
     strbuf_puts(&sb, "{\"ok\":true,\"data\":{\"Queue\":[");
     int64_t queued = 0, deferred = 0;
     for (size_t i = 0; i < n; i++) {
-        json_t *o = json_object();
-        json_object_set_new(o, "Pool", control_jstr(rows[i].pool));
-        json_object_set_new(o, "ConfigurationSet", control_jstr(rows[i].set));
-        json_object_set_new(o, "Domain", control_jstr(rows[i].domain));
-        json_object_set_new(o, "State", json_string(rows[i].state));
-        json_object_set_new(o, "Recipients", json_integer(rows[i].recipients));
+        json_t *o = control_json_queue_row(&rows[i]);
         if (i) strbuf_puts(&sb, ",");
         control_append_json(&sb, o);
         if (strcmp(rows[i].state, "deferred") == 0) deferred += rows[i].recipients;
@@ -654,54 +612,21 @@ static void control_cmd_queue(control_client *cl, const control_request *req)
     }
 }
 
-/* {"MessageId", "Recipients": [{"Recipient","Domain","ConfigurationSet","Pool","State",
- * "Reason","Until" (ISO 8601 or null),"Attempts","LastReply" (or null)}]}: what each pending
- * recipient of message args.id waits for. */
+/* queue.explain: control_json_explain's answer (control_json.h). */
 static void control_cmd_queue_explain(control_client *cl, const control_request *req)
 {
     const char *cmd = "queue.explain";
-    const char *id = req->id;
-    scheduler *sc = control_take_sched(cl, cmd);
-    if (!sc) return;
-    scheduler_explain_row *rows = NULL;
-    size_t n = scheduler_explain(sc, id, &rows);
-    if (n == 0) {
-        scheduler_explain_free(rows, n);
-        char *e = util_asprintf("message %s has no recipient in the queue (unknown, or every "
-                                "recipient delivered or bounced)", id);
+    if (!control_take_sched(cl, cmd)) return;
+    char *e = NULL;
+    json_t *d = control_json_explain(cl->ctl->ctx, req->id, &e);
+    if (!d) {
         control_reply_error(cl, e);
-        control_log_cmd(cl->ctl, cmd, id, e);
+        control_log_cmd(cl->ctl, cmd, req->id, e);
         free(e);
         return;
     }
-    json_t *arr = json_array();
-    for (size_t i = 0; i < n; i++) {
-        const scheduler_explain_row *r = &rows[i];
-        json_t *o = json_object();
-        json_object_set_new(o, "Recipient", control_jstr(r->recipient));
-        json_object_set_new(o, "Domain", control_jstr(r->domain));
-        json_object_set_new(o, "ConfigurationSet", control_jstr(r->set));
-        json_object_set_new(o, "Pool", control_jstr(r->pool));
-        json_object_set_new(o, "State", json_string(r->state));
-        json_object_set_new(o, "Reason", control_jstr(r->reason));
-        if (r->until_ms > 0) {
-            char ts[32];
-            util_iso8601(r->until_ms, ts);
-            json_object_set_new(o, "Until", json_string(ts));
-        } else {
-            json_object_set_new(o, "Until", json_null());
-        }
-        json_object_set_new(o, "Attempts", json_integer(r->attempts));
-        json_object_set_new(o, "LastReply",
-                            r->last_reply ? control_jstr(r->last_reply) : json_null());
-        json_array_append_new(arr, o);
-    }
-    scheduler_explain_free(rows, n);
-    json_t *d = json_object();
-    json_object_set_new(d, "MessageId", control_jstr(id));
-    json_object_set_new(d, "Recipients", arr);
     control_reply_ok(cl, d);
-    control_log_cmd(cl->ctl, cmd, id, NULL);
+    control_log_cmd(cl->ctl, cmd, req->id, NULL);
 }
 
 /* ---- dispatch ---- */

@@ -29,6 +29,7 @@
 #include "base/config.h"
 #include "base/kiln.h"
 #include "base/metrics.h"
+#include "base/timeline.h"
 #include "base/util.h"
 #include "mta/delivery_int.h"
 #include "mta/dns_wire.h"
@@ -177,6 +178,26 @@ void delivery_retire_unusable(delivery *dl)
     }
 }
 
+/* pools_record_result, and the IP's passage into or out of rotation (its circuit opened,
+ * or a probe closed it) on the timeline (base/timeline.h). */
+static void delivery_record_result(delivery *dl, pools_ip *ip, const char *site,
+                                   const char *provider, pools_result r, unsigned accepted,
+                                   int64_t now)
+{
+    pools_ip_info before, after;
+    pools_ip_info_of(dl->pools, ip, now, &before);
+    pools_health was = before.health;
+    pools_record_result(dl->pools, ip, site, provider, r, accepted, now);
+    pools_ip_info_of(dl->pools, ip, now, &after);
+    if (was != POOLS_HEALTH_OPEN && after.health == POOLS_HEALTH_OPEN)
+        timeline_add(dl->ctx->timeline, now, "ip_failed", after.address, "IP %s (zone %s) out of rotation: %s",
+                     after.address, after.zone, after.down_reason && *after.down_reason ? after.down_reason
+                                                                                   : "circuit open");
+    else if (was != POOLS_HEALTH_CLOSED && after.health == POOLS_HEALTH_CLOSED)
+        timeline_add(dl->ctx->timeline, now, "ip_recovered", after.address, "IP %s (zone %s) recovered: back in rotation",
+                     after.address, after.zone);
+}
+
 void delivery_address_changed(delivery *dl, const char *addr, bool removed)
 {
     pools_ip *ip = pools_find_any(dl->pools, addr);
@@ -187,7 +208,7 @@ void delivery_address_changed(delivery *dl, const char *addr, bool removed)
         return;     /* back in rotation by the probe after the cool-down */
     }
     int64_t now = kiln_now_ms(dl->ctx);
-    pools_record_result(dl->pools, ip, NULL, NULL, POOLS_RESULT_ADDRESS_REMOVED, 0, now);
+    delivery_record_result(dl, ip, NULL, NULL, POOLS_RESULT_ADDRESS_REMOVED, 0, now);
     int ended = 0;
     char *why = util_asprintf("source address %s was removed from the host", pools_ip_address(ip));
     for (delivery_session *ss = dl->sessions; ss; ss = ss->next) {
@@ -407,7 +428,7 @@ static void delivery_on_done(delivery *dl, delivery_session *ss, sched_job *j, c
         }
     }
     if (accepted) pools_record_send(dl->pools, ss->ip, j->provider, accepted, now);
-    pools_record_result(dl->pools, ss->ip, ss->peer_name, j->provider,
+    delivery_record_result(dl, ss->ip, ss->peer_name, j->provider,
                         throttled ? POOLS_RESULT_THROTTLED : POOLS_RESULT_OK, accepted, now);
     shaping_record(ss->sd, throttled ? SHAPING_RESULT_THROTTLED
                            : lost    ? SHAPING_RESULT_FAILED
@@ -489,20 +510,20 @@ static void delivery_on_closed(delivery *dl, delivery_session *ss, const smtp_cl
         bool throttled = ev->status == SMTP_CLIENT_FAIL_REJECTED && ev->reply &&
                          delivery_reply_throttles(ev->reply->code, ev->reply->enhanced, ev->reply->text);
         if (ev->status == SMTP_CLIENT_FAIL_BIND) {
-            pools_record_result(dl->pools, ss->ip, ss->peer_name, j->provider,
+            delivery_record_result(dl, ss->ip, ss->peer_name, j->provider,
                                 POOLS_RESULT_BIND_FAILED, 0, now);
             log_write(delivery_lg(dl), KLOG_WARNING, "pools.ip_failed", "ip=%s zone=%s result=bind_failed error=%s",
                       ss->src, log_q(delivery_lg(dl), pools_ip_zone(ss->ip)), log_q(delivery_lg(dl), err));
         } else if (ev->status == SMTP_CLIENT_FAIL_CONNECT || ev->status == SMTP_CLIENT_FAIL_IO ||
                    (ev->status == SMTP_CLIENT_FAIL_REJECTED && !throttled)) {
             bool timeout = ev->status == SMTP_CLIENT_FAIL_CONNECT && ev->connect_timeout;
-            pools_record_result(dl->pools, ss->ip, ss->peer_name, j->provider,
+            delivery_record_result(dl, ss->ip, ss->peer_name, j->provider,
                                 timeout ? POOLS_RESULT_CONNECT_TIMEOUT : POOLS_RESULT_CONNECT_FAILED,
                                 0, now);
             shaping_record(ss->sd, SHAPING_RESULT_FAILED, now);
             delivery_log_degraded(dl, ss->ip, now);
         } else if (throttled) {
-            pools_record_result(dl->pools, ss->ip, ss->peer_name, j->provider,
+            delivery_record_result(dl, ss->ip, ss->peer_name, j->provider,
                                 POOLS_RESULT_THROTTLED, 0, now);
             shaping_record(ss->sd, SHAPING_RESULT_THROTTLED, now);
             metrics_add(dl->ctx->metrics, "kiln_shaping_backoffs_total", NULL, 1);

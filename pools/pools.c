@@ -542,8 +542,15 @@ void pools_record_send(pools *p, pools_ip *ip, const char *provider, unsigned n,
 {
     if (n == 0) return;
     warmup_window_add(&ip->usage, n, now_ms);
-    if (ip->managed) warmup_window_add(&pools_get_cap(p, ip, provider, now_ms)->usage, n, now_ms);
-    else warmup_ramp_record(&ip->ramp, &p->warmup, n, now_ms);
+    if (ip->managed) {
+        managed_cap *c = pools_get_cap(p, ip, provider, now_ms);
+        warmup_window_add(&c->usage, n, now_ms);
+        pools_daily_add(&c->hist, n, c->cap, now_ms);
+        pools_daily_add(&ip->hist, n, -1, now_ms);
+    } else {
+        pools_daily_add(&ip->hist, n, warmup_ramp_daily_cap(&ip->ramp, &p->warmup, now_ms), now_ms);
+        warmup_ramp_record(&ip->ramp, &p->warmup, n, now_ms);
+    }
     p->dirty = true;
 }
 

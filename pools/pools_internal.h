@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "pools/health.h"
+#include "pools/history.h"
 #include "pools/pools.h"
 #include "pools/warmup.h"
 
@@ -17,6 +18,7 @@ typedef struct managed_cap {
     int64_t blocked_until_ms;    /* throttled: no new session before */
     int64_t backoff_ms;          /* length of the last block */
     warmup_window usage;
+    pools_daily hist;            /* sent per day to this provider (history.h) */
 } managed_cap;
 
 struct pools_ip {
@@ -30,6 +32,7 @@ struct pools_ip {
     int64_t lease_ms;
     warmup_ramp ramp;
     warmup_window usage;
+    pools_daily hist;            /* sent per day (history.h) */
     health h;
     int sessions;
     int64_t swrr;                /* smooth weighted round robin: current weight */

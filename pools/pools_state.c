@@ -20,11 +20,15 @@
  *          "warmup": {"done": false, "base_pct": 30.0, "base_ms": N, "qualified": N,
  *                     "eval_day": N, "day_sent": N},
  *          "usage": [[minute, count], ...],
- *          "providers": {"gmail": {"cap": N, "usage": [[minute, count], ...]}}}},
+ *          "history": [[day, sent, cap], ...],
+ *          "providers": {"gmail": {"cap": N, "usage": [[minute, count], ...],
+ *                                  "history": [[day, sent, cap], ...]}}}},
  *  "complaints": {"marketing": {"gmail": [[hour, count], ...]}}}
  * minute = ms since the epoch / 60000, hour = ms / 3600000. "complaints" (complaints.h)
  * came later in version 1: a state without it loads with no complaints (and a kilnd that
- * does not know it ignores it). Health is not saved: a restart probes afresh. */
+ * does not know it ignores it). "history" (pools/history.h: recipients sent per UTC day,
+ * day = ms / 86400000, and the cap at the day's last send, -1 for none) came later too and
+ * is optional in the same way. Health is not saved: a restart probes afresh. */
 
 static json_t *pools_usage_json(const warmup_window *w, int64_t now_ms, int64_t *mins, int64_t *counts)
 {
@@ -32,6 +36,22 @@ static json_t *pools_usage_json(const warmup_window *w, int64_t now_ms, int64_t 
     size_t n = warmup_window_live(w, now_ms, mins, counts);
     for (size_t i = 0; i < n; i++)
         json_array_append_new(a, json_pack("[II]", (json_int_t)mins[i], (json_int_t)counts[i]));
+    return a;
+}
+
+static json_t *pools_history_json(const pools_daily *d)
+{
+    json_t *a = json_array();
+    int64_t newest = INT64_MIN;
+    for (size_t k = 0; k < POOLS_HISTORY_DAYS; k++)
+        if (d->sent[k] > 0 && d->day[k] > newest) newest = d->day[k];
+    if (newest == INT64_MIN) return a;
+    for (int64_t day = newest - (POOLS_HISTORY_DAYS - 1); day <= newest; day++) {
+        int64_t cap, sent = pools_daily_get(d, day, &cap);
+        if (sent > 0)
+            json_array_append_new(a, json_pack("[III]", (json_int_t)day, (json_int_t)sent,
+                                               (json_int_t)cap));
+    }
     return a;
 }
 
@@ -60,12 +80,14 @@ char *pools_state_json(const pools *p)
                                       "eval_day", (json_int_t)ip->ramp.eval_day,
                                       "day_sent", (json_int_t)ip->ramp.day_sent));
         json_object_set_new(o, "usage", pools_usage_json(&ip->usage, INT64_MIN, mins, counts));
+        json_object_set_new(o, "history", pools_history_json(&ip->hist));
         json_t *prov = json_object();
         for (size_t j = 0; j < ip->ncaps; j++) {
             const managed_cap *c = ip->caps[j];
             json_object_set_new(prov, c->provider,
-                                json_pack("{s:I,s:o}", "cap", (json_int_t)c->cap, "usage",
-                                          pools_usage_json(&c->usage, INT64_MIN, mins, counts)));
+                                json_pack("{s:I,s:o,s:o}", "cap", (json_int_t)c->cap, "usage",
+                                          pools_usage_json(&c->usage, INT64_MIN, mins, counts),
+                                          "history", pools_history_json(&c->hist)));
         }
         json_object_set_new(o, "providers", prov);
         json_object_set_new(ips, ip->address, o);
@@ -162,6 +184,27 @@ static bool pools_load_usage(loader *l, json_t *a, const char *where, warmup_win
     return true;
 }
 
+/* history: [[day, sent, cap], ...] into d (when applying); optional (older states). */
+static bool pools_load_history(loader *l, json_t *a, const char *where, pools_daily *d)
+{
+    if (!a) return true;
+    if (!json_is_array(a)) return pools_load_fail(l, "%s.history: expected an array", where);
+    if (d) memset(d, 0, sizeof *d);
+    size_t i;
+    json_t *e;
+    json_array_foreach(a, i, e) {
+        json_t *day = json_array_get(e, 0), *n = json_array_get(e, 1), *c = json_array_get(e, 2);
+        if (!json_is_array(e) || json_array_size(e) != 3 || !json_is_integer(day) ||
+            !json_is_integer(n) || json_integer_value(n) < 0 || !json_is_integer(c) ||
+            json_integer_value(c) < -1)
+            return pools_load_fail(l, "%s.history[%zu]: expected [day, sent, cap]", where, i);
+        if (d)
+            pools_daily_put(d, json_integer_value(day), json_integer_value(n),
+                            json_integer_value(c), l->now_ms);
+    }
+    return true;
+}
+
 static bool pools_load_ip(loader *l, const char *addr, json_t *o)
 {
     char where[128];
@@ -193,7 +236,8 @@ static bool pools_load_ip(loader *l, const char *addr, json_t *o)
 
     pools_ip *ip = l->apply ? pools_find(l->p, addr) : NULL;
     if (l->apply && !ip) return true;           /* released meanwhile: forget its state */
-    if (!pools_load_usage(l, json_object_get(o, "usage"), where, ip ? &ip->usage : NULL))
+    if (!pools_load_usage(l, json_object_get(o, "usage"), where, ip ? &ip->usage : NULL) ||
+        !pools_load_history(l, json_object_get(o, "history"), where, ip ? &ip->hist : NULL))
         return false;
     if (ip) {
         ip->lease_ms = lease;
@@ -216,7 +260,8 @@ static bool pools_load_ip(loader *l, const char *addr, json_t *o)
             if (cap > l->p->warmup.target) cap = l->p->warmup.target;
             c = pools_cap_add(ip, name, cap, l->now_ms);
         }
-        if (!pools_load_usage(l, json_object_get(po, "usage"), pwhere, c ? &c->usage : NULL))
+        if (!pools_load_usage(l, json_object_get(po, "usage"), pwhere, c ? &c->usage : NULL) ||
+            !pools_load_history(l, json_object_get(po, "history"), pwhere, c ? &c->hist : NULL))
             return false;
     }
     return true;

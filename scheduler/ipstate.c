@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/timeline.h"
 #include "base/util.h"
 #include "scheduler/internal.h"
 #include "store/spool.h"
@@ -146,6 +147,8 @@ void sched_ip_forget_drained(scheduler *s, const char *address, const char *why)
     pools_forget(s->pools, addr);
     log_write(sched_lg(s), KLOG_INFO, "pools.drained", "ip=%s pool=%s after_s=%lld reason=%s", addr,
               pool, (long long)after, log_q(sched_lg(s), why));
+    timeline_add(s->ctx->timeline, now, "ip_drained", addr, "IP %s of pool %s drained after %lld s (%s)",
+                 addr, pool, (long long)after, why ? why : "");
     free(addr);
     free(pool);
 }
@@ -163,6 +166,9 @@ void sched_pools_reload(scheduler *s)
     char *removed = sched_join_addrs(d.removed, d.nremoved);
     char *moved = sched_join_addrs(d.moved, d.nmoved);
     log_write(sched_lg(s), KLOG_INFO, "pools.reload", "added=%s removed=%s moved=%s", added, removed, moved);
+    if (d.nadded || d.nremoved || d.nmoved)
+        timeline_add(s->ctx->timeline, now, "pools_reload", "", "IPs leased: %s; released (draining): %s; moved: %s",
+                     added, removed, moved);
     free(added);
     free(removed);
     free(moved);

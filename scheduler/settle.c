@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/timeline.h"
 #include "base/metrics.h"
 #include "base/util.h"
 #include "scheduler/internal.h"
@@ -194,6 +195,18 @@ static void settle_events(scheduler *s, const sched_job *j, const sched_outcome 
 static void settle_metrics(scheduler *s, const sched_job *j, const sched_outcome *out,
                            const char *src, int64_t now)
 {
+    for (size_t i = 0; i < j->nrcpts; i++) {   /* the web page's recent deferrals/bounces */
+        const retry_class *c = &out[i].cls;
+        if (c->verdict == RETRY_DELIVERED) continue;
+        char reason[48];
+        if (c->verdict == RETRY_BOUNCE)
+            snprintf(reason, sizeof reason, "%s/%s", c->bounce_type ? c->bounce_type : "",
+                     c->bounce_subtype ? c->bounce_subtype : "");
+        else
+            snprintf(reason, sizeof reason, "%s", c->delay_type ? c->delay_type : "");
+        timeline_add_outcome(s->ctx->timeline, now, c->verdict == RETRY_BOUNCE ? "bounced" : "deferred",
+                             reason, j->domain, src, out[i].text);
+    }
     metrics *m = s->ctx->metrics;
     if (!m) return;
     const pools_ip *ip = src ? pools_find(s->pools, src) : NULL;

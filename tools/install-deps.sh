@@ -13,7 +13,8 @@ $SUDO apt-get install -y --no-install-recommends \
   check python3 python3-aiosmtpd python3-dnspython dnsmasq-base openssl swaks procps \
   iproute2 nftables python3-dkim python3-nacl opendkim-tools \
   awscli python3-boto3 python3-botocore python3-yaml \
-  python3-prometheus-client prometheus
+  python3-prometheus-client prometheus \
+  chromium chromium-driver python3-selenium
 # Postfix for the feedback test's relay (a private instance under a temp dir; the system's
 # instance stays unconfigured and stopped: "No configuration")
 echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections

@@ -125,7 +125,7 @@ class MetricsTest(unittest.TestCase):
                     self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
                 else:
                     self.fail("promtool (Debian's prometheus package) is not installed")
-                self.assertEqual(scrape("http://127.0.0.1:%d/" % mport)[0], 404)
+                self.assertEqual(scrape("http://127.0.0.1:%d/nope" % mport)[0], 404)   # / is the web page
                 self.assertEqual(scrape(url, method="POST")[0], 405)
 
     def test_auth(self):
