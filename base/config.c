@@ -10,7 +10,8 @@
  * password hash is the caller's to say (config_hash_check): base/ knows no mta/ code.
  * This file reads server, dns, submission, account, delivery and routes; the sending side
  * (zones, pools, IPs, configuration sets, warm-up, shaping) is config_sending.c, the api
- * section config_api.c, the feedback section config_feedback.c. */
+ * section config_api.c, the feedback section config_feedback.c, the cluster section
+ * config_cluster.c. */
 #include "base/config_internal.h"
 
 #include <arpa/inet.h>
@@ -530,7 +531,7 @@ static void config_add_warnings(config *c)
 static const char *const ROOT_KEYS[] = {
     "server", "dns", "submission", "account", "delivery", "routes", "zones", "ips", "pools",
     "configuration_sets", "default_configuration_set", "warmup", "shaping", "api", "feedback",
-    "metrics",
+    "metrics", "cluster",
     NULL};
 
 static int config_read_root(config_parser *p, yaml_node_t *root)
@@ -559,6 +560,7 @@ static int config_read_root(config_parser *p, yaml_node_t *root)
     if (config_read_api(p, root) < 0) return -1;    /* after auth, identities and sets */
     if (config_read_feedback(p, root) < 0) return -1;   /* after submission and api */
     if (config_read_metrics(p, root) < 0) return -1;    /* after feedback */
+    if (config_read_cluster(p, root) < 0) return -1;    /* after ips */
     FIELD(root, "warmup", v, config_read_warmup(p, v));
     FIELD(root, "shaping", v, config_read_shaping(p, v));
     return 0;
@@ -576,6 +578,7 @@ static void config_set_defaults(config *c)
     config_limits_defaults(c);
     config_api_defaults(c);
     config_feedback_defaults(c);
+    config_cluster_defaults(c);
     c->mode = CONFIG_MODE_SANDBOX;
     c->max_24h_send = 200;
     c->max_send_rate = 1;

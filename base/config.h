@@ -67,8 +67,16 @@ typedef struct config_ip {
     char *pool;              /* one of config.pools[].name */
     char *ehlo;              /* NULL: server.hostname */
     config_warmup_state warmup;
+    char *node;              /* cluster (issue 17): the node that binds it and sends from it;
+                                required with a cluster: section, refused without one */
     int line;                /* line in the file, for messages */
 } config_ip;
+
+/* cluster.submission_peers: one node's submission address (base/config_cluster.c). */
+typedef struct config_peer {
+    char *node;
+    config_hostport addr;
+} config_peer;
 
 typedef enum { CONFIG_SCALING_STANDARD = 0, CONFIG_SCALING_MANAGED = 1 } config_scaling;
 
@@ -300,6 +308,25 @@ typedef struct config {
                                        characters); NULL: no token_file */
     char *metrics_token_file;       /* absolute; mode 0600 or 0400 (checked like api keys) */
 
+    /* cluster (base/config_cluster.c, issue 17): several kilnd nodes as one account through
+     * Redis. Optional; without it nothing changes (no Redis, every ip is this host's). */
+    bool cluster_on;                /* the section is present */
+    char *cluster_node;             /* this node's name: cluster.node, or kilnd --node (which
+                                       wins; config_cluster_select_node); one of cluster_nodes */
+    char *cluster_redis_url;        /* as written */
+    char *cluster_redis_host;       /* redis://HOST:PORT/DB; NULL for unix:// */
+    int cluster_redis_port;         /* default 6379 */
+    char *cluster_redis_unix;       /* unix:///PATH: the socket's absolute path; else NULL */
+    int cluster_redis_db;           /* redis://.../DB; default 0 */
+    char *cluster_redis_password;   /* password_file's content; NULL: no AUTH */
+    char *cluster_redis_password_file;  /* absolute; mode 0600/0400 (checked like api keys) */
+    char *cluster_key_prefix;       /* every key kiln writes starts with it; default "kiln:" */
+    config_peer *cluster_peers;     /* cluster.submission_peers, in file order */
+    size_t ncluster_peers;
+    char **cluster_nodes;           /* every node named by ips[].node or submission_peers,
+                                       sorted, each once */
+    size_t ncluster_nodes;
+
     /* account */
     config_mode mode;           /* default sandbox */
     int64_t max_24h_send;       /* -1 = unlimited; default 200 */
@@ -366,6 +393,12 @@ config *config_load(const char *path, config_hash_check *hash_usable, char **err
 config *config_load_text(const char *text, size_t len, const char *name, const char *dir,
                          config_hash_check *hash_usable, char **err);
 config *config_ref(config *cfg);
+/* Cluster (issue 17): makes NODE (kilnd --node; NULL: keep cluster.node) this node's name.
+ * 0, or -1 with *err (malloc'd) when the config has a cluster: section and the name is
+ * missing or not one of cluster_nodes, or NODE is given without a cluster: section. */
+int config_cluster_select_node(config *c, const char *node, char **err);
+/* The index of NAME in c->cluster_nodes, or -1. */
+int config_cluster_node_index(const config *c, const char *name);
 void config_unref(config *cfg);
 
 /* Warnings about the files as they are on disk now (not part of a load, so a reload or a

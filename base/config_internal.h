@@ -207,6 +207,16 @@ void config_feedback_free(config *c);
 int config_read_metrics(config_parser *p, yaml_node_t *root);
 void config_metrics_free(config *c);
 
+/* ---- config_cluster.c ---- */
+
+/* The cluster section (issue 17): defaults; its reader (after ips, whose node keys it
+ * cross-checks: required with the section, refused without it); what it allocated; its
+ * --check-config summary line (nothing without the section). */
+void config_cluster_defaults(config *c);
+int config_read_cluster(config_parser *p, yaml_node_t *root);
+void config_cluster_free(config *c);
+void config_cluster_summary(strbuf *sb, const config *c);
+
 /* ---- config_limits.c ---- */
 
 /* The submission limits' defaults, and their keys read from the submission map M. */

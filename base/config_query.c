@@ -49,6 +49,7 @@ void config_free(config *c)
     config_api_free(c);
     config_feedback_free(c);
     config_metrics_free(c);
+    config_cluster_free(c);
     free(c->trusted);
     for (size_t i = 0; c->identity_auth && i < c->nidentities; i++)
         config_identity_clear(&c->identity_auth[i]);
@@ -67,6 +68,7 @@ void config_free(config *c)
         free(c->ips[i].zone);
         free(c->ips[i].pool);
         free(c->ips[i].ehlo);
+        free(c->ips[i].node);
     }
     free(c->ips);
     for (size_t i = 0; i < c->npools; i++) {
@@ -262,6 +264,7 @@ char *config_summary(const config *cfg)
         config_fmt_duration(&sb, c->feedback_retention_ms);
         strbuf_printf(&sb, ", complaint hold rate %g%%\n", c->feedback_complaint_hold_rate * 100);
     }
+    config_cluster_summary(&sb, c);
 
     strbuf_puts(&sb, "pools:\n");
     if (c->npools == 0) strbuf_puts(&sb, "  (none)\n");
@@ -284,11 +287,12 @@ char *config_summary(const config *cfg)
         for (size_t j = 0; j < c->nips; j++) {
             const config_ip *ip = &c->ips[j];
             if (strcmp(ip->zone, c->zones[z]) != 0) continue;
-            strbuf_printf(&sb, "%s %s (%s%s%s%s%s)", n++ ? "," : "", ip->address,
+            strbuf_printf(&sb, "%s %s (%s%s%s%s%s%s%s)", n++ ? "," : "", ip->address,
                           ip->public_address ? "public " : "",
                           ip->public_address ? ip->public_address : "",
                           ip->public_address ? ", " : "", ip->pool,
-                          ip->warmup == CONFIG_WARMUP_DONE ? ", warm" : ", warming up");
+                          ip->warmup == CONFIG_WARMUP_DONE ? ", warm" : ", warming up",
+                          ip->node ? ", node " : "", ip->node ? ip->node : "");
         }
         strbuf_puts(&sb, n ? "\n" : " (none)\n");
     }

@@ -3,8 +3,9 @@
  * every address (0.0.0.0/0 or ::/0); and the file warnings `kilnd --check-config` prints
  * (and kilnd logs at start) when the config file or the submission TLS key can be read by
  * other users (mode & 004), or when a secret file (api.access_keys[].secret_file,
- * feedback.secret_file, metrics.token_file: mode 0600/0400, so only its owner reads it) is
- * not owned by server.user, which kilnd runs as when it reads them again on reload.
+ * feedback.secret_file, metrics.token_file, cluster.redis.password_file: mode 0600/0400,
+ * so only its owner reads it) is not owned by server.user, which kilnd runs as when it
+ * reads them again on reload.
  * Warnings never fail a load: the file stays usable as it is. */
 #include <pwd.h>
 #include <stdarg.h>
@@ -63,7 +64,7 @@ static char *config_secret_owner_warning(const char *key, const char *path, cons
 
 char **config_file_warnings(const config *c, size_t *n)
 {
-    size_t cap = 2 + c->napi_keys + 2;
+    size_t cap = 3 + c->napi_keys + 2;
     char **w = util_calloc(cap, sizeof *w);
     *n = 0;
     struct stat st;
@@ -78,6 +79,10 @@ char **config_file_warnings(const config *c, size_t *n)
                                              c->user, pw->pw_uid)))
             w[(*n)++] = x;
         if ((x = config_secret_owner_warning("metrics.token_file", c->metrics_token_file, c->user,
+                                             pw->pw_uid)))
+            w[(*n)++] = x;
+        if ((x = config_secret_owner_warning("cluster.redis.password_file",
+                                             c->cluster_redis_password_file, c->user,
                                              pw->pw_uid)))
             w[(*n)++] = x;
     }

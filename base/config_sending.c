@@ -1,5 +1,6 @@
 /* config_sending.c — the sending side of the configuration (SPEC section 1): zones, IP
- * pools, the leased IPs, configuration sets (their event destinations are
+ * pools, the leased IPs (an IP's cluster node too; config_cluster.c says whether it must
+ * or may be given), configuration sets (their event destinations are
  * config_events.c's, list_unsubscribe and feedback_id config_unsub.c's) and the default
  * set, warm-up and shaping. Each reader checks its cross-references (zones, pools,
  * overflow pools, sets) and reports the first problem as "FILE:LINE: KEY.PATH: what is
@@ -171,7 +172,7 @@ static int config_read_public_address(config_parser *p, yaml_node_t *f, size_t i
 int config_read_ips(config_parser *p, yaml_node_t *v)
 {
     static const char *const keys[] = {"address", "public_address", "zone", "pool", "ehlo",
-                                       "warmup", NULL};
+                                       "warmup", "node", NULL};
     config *c = p->cfg;
     size_t n;
     if (config_as_list(p, v, &n) < 0) return -1;
@@ -253,6 +254,13 @@ int config_read_ips(config_parser *p, yaml_node_t *v)
                 goto out;
             }
             ip->warmup = CONFIG_WARMUP_DONE;
+            config_pop(p, mk);
+        }
+        /* cluster (issue 17): whether it must or may be there is config_cluster.c's check */
+        if ((f = config_lookup(p, it, "node", NULL))) {
+            mk = config_push_key(p, "node");
+            if (config_as_str(p, f, config_valid_name, CONFIG_WHAT_NAME, &ip->node) < 0)
+                goto out;
             config_pop(p, mk);
         }
         config_pop(p, m);

@@ -23,6 +23,7 @@ struct curl_ev;
 struct dkim_keys;
 struct metrics;
 struct timeline;
+struct cluster;
 
 typedef struct kiln_ctx {
     struct ev_loop *loop;
@@ -43,6 +44,7 @@ typedef struct kiln_ctx {
                                     that do not count */
     struct timeline *timeline;   /* the last notable events (base/timeline.h); NULL: none
                                     recorded */
+    struct cluster *cluster;     /* the cluster link (mta/cluster.h); NULL without cluster: */
     int64_t started_ms;          /* wall clock at start */
     bool stopping;
     /* Clock: wall milliseconds. Defaults to util_wall_ms; tests inject their own. */

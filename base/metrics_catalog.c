@@ -81,6 +81,9 @@ metrics *metrics_new_kiln(void)
                      L("pool", "ip", "provider"), NULL, 0);
     metrics_register(m, "kiln_zone_up", METRICS_GAUGE,
                      "1 if the zone is up (kilnctl zone up/down).", L("zone"), NULL, 0);
+    metrics_register(m, "kiln_cluster_redis_up", METRICS_GAUGE,
+                     "Cluster nodes: 1 while the link to Redis is up, 0 while the node runs "
+                     "degraded on its own spool.", NULL, NULL, 0);
     metrics_register(m, "kiln_event_backlog", METRICS_GAUGE,
                      "Undelivered events per webhook destination.", L("set", "destination"),
                      NULL, 0);

@@ -38,6 +38,7 @@
 #include "store/spool.h"
 #include "store/stats.h"
 #include "base/util.h"
+#include "mta/cluster.h"
 
 /* How often event outbox rows are appended to their files (one fdatasync per file each time)
  * and webhook destinations look for new events. */
@@ -60,6 +61,7 @@ typedef struct daemon_watchers {
     feedback *fb;         /* the feedback intake (NULL: no feedback section) */
     smtp_server *fbsrv;   /* its listener */
     metrics_http *metrics;  /* the metrics listener (NULL: metrics.listen not set) */
+    char *node;           /* kilnd --node (NULL: cluster.node), applied to every load */
 } daemon_watchers;
 
 static int64_t daemon_wall_clock(void *arg)
@@ -289,7 +291,18 @@ static int daemon_reload(kiln_ctx *ctx, char **err)
         *err = e;
         return -1;
     }
+    if (config_cluster_select_node(neu, daemon_w(ctx)->node, &e) != 0) {
+        config_unref(neu);
+        *err = util_asprintf("%s: %s", ctx->config_path, e);
+        free(e);
+        return -1;
+    }
     char *blocker = daemon_reload_blocker(ctx->cfg, neu);
+    if (!blocker) {
+        char *cb = cluster_reload_blocker(ctx->cfg, neu);
+        if (cb) blocker = util_asprintf("%s: %s", neu->path, cb);
+        free(cb);
+    }
     if (blocker) {
         config_unref(neu);
         *err = blocker;
@@ -330,6 +343,7 @@ static int daemon_reload(kiln_ctx *ctx, char **err)
     scheduler_config_changed(ctx->sched);
     if (daemon_w(ctx)->api) api_config_changed(daemon_w(ctx)->api);
     if (daemon_w(ctx)->fb) feedback_config_changed(daemon_w(ctx)->fb);
+    if (ctx->cluster) cluster_reload(ctx->cluster);
     config_unref(old);
     for (size_t i = 0; i < neu->nwarnings; i++)
         log_write(ctx->log, KLOG_WARNING, "config.warning", "msg=%s", log_q(ctx->log, neu->warnings[i]));
@@ -345,10 +359,17 @@ static void daemon_load_quota(void *arg, int64_t created_ms, unsigned count)
     quota_daily_load(ctx->quota, created_ms, count, kiln_now_ms(ctx));
 }
 
-kiln_ctx *daemon_create(const char *config_path, char **err)
+kiln_ctx *daemon_create(const char *config_path, const char *node, char **err)
 {
     config *cfg = config_load(config_path, auth_hash_usable, err);
     if (!cfg) return NULL;
+    char *nerr = NULL;
+    if (config_cluster_select_node(cfg, node, &nerr) != 0) {
+        *err = util_asprintf("%s: %s", config_path, nerr);
+        free(nerr);
+        config_unref(cfg);
+        return NULL;
+    }
     /* least privilege: resolve server.user, create and hand over its files as root */
     privdrop pd;
     if (privdrop_resolve(cfg, &pd, err) != 0 || privdrop_prepare(cfg, &pd, err) != 0) {
@@ -360,6 +381,7 @@ kiln_ctx *daemon_create(const char *config_path, char **err)
     daemon_watchers *dw = util_calloc(1, sizeof *dw);
     static const kiln_ops daemon_ops = {daemon_reload, daemon_stop};
     ctx->ops = &daemon_ops;
+    dw->node = util_strdup(node);
     ctx->config_path = util_strdup(config_path);
     ctx->cfg = cfg;
     ctx->clock = daemon_wall_clock;
@@ -455,6 +477,13 @@ kiln_ctx *daemon_create(const char *config_path, char **err)
                   (unsigned)pd.gid);
     privdrop_clear(&pd);
     ctx->started_ms = kiln_now_ms(ctx);
+    if (cfg->cluster_on) {    /* Redis is reached after the drop, as the user kilnd runs as */
+        ctx->cluster = cluster_new(ctx);
+        cluster_start(ctx->cluster);
+        log_write(ctx->log, KLOG_INFO, "cluster.start", "node=%s redis=%s nodes=%zu",
+                  log_q(ctx->log, cfg->cluster_node), log_q(ctx->log, cfg->cluster_redis_url),
+                  cfg->ncluster_nodes);
+    }
 
     ev_prepare_init(&dw->commit, daemon_on_prepare);
     dw->commit.data = ctx;
@@ -512,6 +541,9 @@ void daemon_destroy(kiln_ctx *ctx)
     if (dw) addrwatch_free(dw->addrs);
     if (ctx->delivery) delivery_free(ctx->delivery);   /* its sessions end before the scheduler */
     if (ctx->sched) scheduler_free(ctx->sched);
+    /* before the flush: suppression writes Redis did not take become pending rows */
+    cluster_free(ctx->cluster);
+    ctx->cluster = NULL;
     if (ctx->spool) spool_flush(ctx->spool);
     if (dw) feedback_free(dw->fb);      /* after the flush ran its commit callbacks */
     /* after everything that may still answer an API call (identity checks ended by
@@ -529,6 +561,7 @@ void daemon_destroy(kiln_ctx *ctx)
     ctx->timeline = NULL;
     if (ctx->cfg) config_unref(ctx->cfg);
     free(ctx->config_path);
+    if (dw) free(dw->node);
     free(dw);
     if (ctx->loop) ev_loop_destroy(ctx->loop);
     free(ctx);

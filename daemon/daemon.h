@@ -6,8 +6,9 @@
 #include "base/kiln.h"
 
 /* Loads the config, opens log and spool, recovers the queue, binds listeners and the
- * control socket. Returns NULL and *err on failure. */
-kiln_ctx *daemon_create(const char *config_path, char **err);
+ * control socket; node (kilnd --node; NULL: cluster.node) names this cluster node. Returns
+ * NULL and *err on failure. */
+kiln_ctx *daemon_create(const char *config_path, const char *node, char **err);
 /* Runs the loop until the graceful stop completes; returns the exit status. */
 int daemon_run(kiln_ctx *ctx);
 void daemon_destroy(kiln_ctx *ctx);

@@ -14,8 +14,10 @@
 
 static void kilnd_usage(FILE *fp)
 {
-    fputs("usage: kilnd [-c FILE] [--check-config]\n"
+    fputs("usage: kilnd [-c FILE] [--node NAME] [--check-config]\n"
           "  -c FILE          configuration file (default conf/kiln.yaml)\n"
+          "  --node NAME      this cluster node's name (instead of cluster.node), so one\n"
+          "                   file serves every node\n"
           "  --check-config   validate FILE, print a summary, exit non-zero on error\n"
           "  --version        print the version\n",
           fp);
@@ -38,6 +40,7 @@ static void kilnd_malloc_setup(void)
 int main(int argc, char **argv)
 {
     const char *path = "conf/kiln.yaml";
+    const char *node = NULL;
     int check_only = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) {
@@ -46,6 +49,12 @@ int main(int argc, char **argv)
                 return 2;
             }
             path = argv[++i];
+        } else if (strcmp(argv[i], "--node") == 0) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "kilnd: --node needs a node name\n");
+                return 2;
+            }
+            node = argv[++i];
         } else if (strcmp(argv[i], "--check-config") == 0) {
             check_only = 1;
         } else if (strcmp(argv[i], "--version") == 0) {
@@ -66,6 +75,12 @@ int main(int argc, char **argv)
         if (!cfg) {
             fprintf(stderr, "kilnd: %s\n", err);
             free(err);
+            return 1;
+        }
+        if (config_cluster_select_node(cfg, node, &err) != 0) {
+            fprintf(stderr, "kilnd: %s: %s\n", path, err);
+            free(err);
+            config_unref(cfg);
             return 1;
         }
         /* the DKIM keys the file names must load as kilnd would load them */
@@ -99,7 +114,7 @@ int main(int argc, char **argv)
         fputs("kilnd: libcurl cannot be initialised\n", stderr);
         return 1;
     }
-    kiln_ctx *ctx = daemon_create(path, &err);
+    kiln_ctx *ctx = daemon_create(path, node, &err);
     if (!ctx) {
         fprintf(stderr, "kilnd: %s\n", err ? err : "start-up failed");
         free(err);

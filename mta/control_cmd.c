@@ -43,6 +43,7 @@
 #include "mta/smtp_server.h"
 #include "store/spool.h"
 #include "store/reputation.h"
+#include "mta/cluster.h"
 #include "store/stats.h"
 #include "base/util.h"
 
@@ -395,12 +396,31 @@ static void control_cmd_ips(control_client *cl)
     for (size_t i = 0; i < pools_count(p); i++) {
         pools_ip_info in;
         pools_info(p, i, now, &in);
-        json_array_append_new(arr, control_json_ip(&in, now));
+        json_t *o = control_json_ip(&in, now);
+        if (ctx->cluster)   /* every node's IPs, each with the node that binds it */
+            json_object_set_new(json_object_get(o, "kiln"), "Node",
+                                json_string(ctx->cfg->cluster_node));
+        json_array_append_new(arr, o);
     }
+    if (ctx->cluster) cluster_remote_ips(ctx->cluster, arr);
     json_t *d = json_object();
     json_object_set_new(d, "DedicatedIps", arr);
     control_reply_ok(cl, d);
     control_log_cmd(cl->ctl, "ips", NULL, NULL);
+}
+
+/* `kilnctl cluster status`: this node, Redis, every node's heartbeat (mta/cluster.h). */
+static void control_cmd_cluster_status(control_client *cl)
+{
+    kiln_ctx *ctx = cl->ctl->ctx;
+    if (!ctx->cluster) {
+        const char *e = "this kilnd is not a cluster node: its config has no cluster: section";
+        control_reply_error(cl, e);
+        control_log_cmd(cl->ctl, "cluster.status", NULL, e);
+        return;
+    }
+    control_reply_ok(cl, cluster_status_json(ctx->cluster));
+    control_log_cmd(cl->ctl, "cluster.status", NULL, NULL);
 }
 
 static void control_cmd_ip_warmup(control_client *cl, const control_request *req)
@@ -640,6 +660,7 @@ void control_cmd_run(control_client *cl, const control_request *req)
     case CONTROL_CMD_REPUTATION: control_cmd_reputation(cl); break;
     case CONTROL_CMD_SUPPRESSION_LIST: control_cmd_suppression_list(cl, req); break;
     case CONTROL_CMD_SUPPRESSION_ADD: control_cmd_suppression_add(cl, req); break;
+    case CONTROL_CMD_CLUSTER_STATUS: control_cmd_cluster_status(cl); break;
     case CONTROL_CMD_SUPPRESSION_REMOVE: control_cmd_suppression_remove(cl, req); break;
     case CONTROL_CMD_RELOAD: control_cmd_reload(cl); break;
     case CONTROL_CMD_IPS: control_cmd_ips(cl); break;

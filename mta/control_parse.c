@@ -115,6 +115,7 @@ static const struct {
     {"stats", CONTROL_CMD_STATS},
     {"reputation", CONTROL_CMD_REPUTATION},
     {"forecast", CONTROL_CMD_FORECAST},
+    {"cluster.status", CONTROL_CMD_CLUSTER_STATUS},
     {"suppression.list", CONTROL_CMD_SUPPRESSION_LIST},
     {"suppression.add", CONTROL_CMD_SUPPRESSION_ADD},
     {"suppression.remove", CONTROL_CMD_SUPPRESSION_REMOVE},

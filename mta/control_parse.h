@@ -43,6 +43,7 @@ typedef enum {
     CONTROL_CMD_DKIM_ROTATE,
     CONTROL_CMD_REPUTATION,
     CONTROL_CMD_FORECAST,
+    CONTROL_CMD_CLUSTER_STATUS,
 } control_cmd_kind;
 
 /* One request. On success: kind, name and the command's arguments; on error: error, and

@@ -35,6 +35,7 @@
 #include "base/util.h"
 #include "mta/auth.h"
 #include "mta/kilnctl_passwd.h"
+#include "mta/kilnctl_cluster.h"
 #include "mta/kilnctl_forecast.h"
 #include "mta/kilnctl_reputation.h"
 
@@ -63,6 +64,8 @@ static const char usage_text[] =
     "  forecast [--set S] [--days N]          recipients per day each set's pool can send for\n"
     "                                         N days (1..90, default 14), what volume advance\n"
     "                                         needs sent, the day each IP reaches its target\n"
+    "  cluster status                         cluster nodes: alive, last heartbeat, IPs, queue;\n"
+    "                                         this node's link to Redis (or degraded since)\n"
     "  suppression list [--reason R]          account suppression list\n"
     "  suppression add ADDRESS [--reason R]   suppress ADDRESS (R: BOUNCE (default) or COMPLAINT)\n"
     "  suppression remove ADDRESS             take ADDRESS off the suppression list\n"
@@ -212,6 +215,10 @@ static json_t *kilnctl_build_request(const options *o, const char **cmd_name)
     } else if (strcmp(w0, "forecast") == 0) {
         cmd = w0;
         if (o->set && !*o->set) kilnctl_usage_fail("--set needs a configuration set name");
+    } else if (strcmp(w0, "cluster") == 0) {
+        if (!sub || strcmp(sub, "status") != 0) kilnctl_usage_fail("cluster needs status");
+        cmd = "cluster.status";
+        want = 2;
     } else if (strcmp(w0, "queue") == 0) {
         queue_opts = true;
         if (o->explain && o->domain)
@@ -648,11 +655,14 @@ static void kilnctl_print_suppression(json_t *data)
 
 static void kilnctl_print_ips(json_t *data)
 {
-    /* BIND (kiln.BindAddress, the address kiln binds) only when NAT maps one onto an Ip */
-    static const char *const head[] = {"IP", "BIND", "POOL", "ZONE", "WARMUP", "PCT", "SENT24H", "CAP", "STATE"};
-    static const char *const keys[] = {"Ip", "BindAddress", "PoolName", "Zone", "WarmupStatus",
-                                       "WarmupPercentage", "SentLast24Hours", "DailyCap", "State"};
-    enum { NCOL = 9 };
+    /* BIND (kiln.BindAddress, the address kiln binds) only when NAT maps one onto an Ip;
+     * NODE (kiln.Node) only on cluster nodes, which list every node's IPs */
+    static const char *const head[] = {"IP", "BIND", "NODE", "POOL", "ZONE", "WARMUP", "PCT",
+                                       "SENT24H", "CAP", "STATE"};
+    static const char *const keys[] = {"Ip", "BindAddress", "Node", "PoolName", "Zone",
+                                       "WarmupStatus", "WarmupPercentage", "SentLast24Hours",
+                                       "DailyCap", "State"};
+    enum { NCOL = 10 };
     json_t *list = json_object_get(data, "DedicatedIps");
     size_t n = json_array_size(list);
     if (n == 0) {
@@ -661,25 +671,35 @@ static void kilnctl_print_ips(json_t *data)
     }
     size_t i;
     json_t *e;
-    bool nat = false;
+    bool nat = false, nodes = false;
     json_array_foreach(list, i, e)
     {
-        const char *bind = json_string_value(json_object_get(json_object_get(e, "kiln"), "BindAddress"));
+        json_t *kn = json_object_get(e, "kiln");
+        const char *bind = json_string_value(json_object_get(kn, "BindAddress"));
         const char *ip = json_string_value(json_object_get(e, "Ip"));
+        const char *node = json_string_value(json_object_get(kn, "Node"));
         if (bind && ip && strcmp(bind, ip) != 0) nat = true;
         if (bind) json_object_set_new(e, "BindAddress", json_string(bind));   /* a cell */
-    }
-    if (nat) {
-        kilnctl_print_table(list, head, keys, NCOL, true);
-    } else {
-        const char *h[NCOL - 1], *k[NCOL - 1];
-        for (int c = 0, d = 0; c < NCOL; c++)
-            if (c != 1) {
-                h[d] = head[c];
-                k[d++] = keys[c];
+        if (node) {
+            nodes = true;
+            const char *alive = json_string_value(json_object_get(kn, "NodeAlive"));
+            json_object_set_new(e, "Node", json_string(node));
+            if (alive && strcmp(alive, "yes") != 0) {   /* its heartbeat is old or unknown */
+                char cell[96];
+                snprintf(cell, sizeof cell, "%s (%s)", node,
+                         strcmp(alive, "no") == 0 ? "not alive" : "unknown");
+                json_object_set_new(e, "Node", json_string(cell));
             }
-        kilnctl_print_table(list, h, k, NCOL - 1, true);
+        }
     }
+    const char *h[NCOL], *k[NCOL];
+    int nc = 0;
+    for (int c = 0; c < NCOL; c++) {
+        if ((c == 1 && !nat) || (c == 2 && !nodes)) continue;
+        h[nc] = head[c];
+        k[nc++] = keys[c];
+    }
+    kilnctl_print_table(list, h, k, nc, true);
     /* why an IP is out of rotation, under the table */
     json_array_foreach(list, i, e)
     {
@@ -817,6 +837,8 @@ static void kilnctl_print_human(const char *cmd, const options *o, json_t *data)
         kilnctl_reputation_print(data);
     } else if (strcmp(cmd, "forecast") == 0) {
         kilnctl_forecast_print(data);
+    } else if (strcmp(cmd, "cluster.status") == 0) {
+        kilnctl_cluster_print(data);
     } else if (strcmp(cmd, "queue.explain") == 0) {
         kilnctl_print_explain(data);
     } else if (strncmp(cmd, "identity.", 9) == 0 || strcmp(cmd, "ip.check") == 0) {

@@ -15,6 +15,9 @@
  * about a provider are above the hold rate (complaints.c), acceptance does not raise that
  * provider's caps; throttles still cut them.
  *
+ * In a cluster (issue 17) the set holds only the IPs whose ips[].node is this node: the
+ * others are bound by their own nodes, and this one never chooses them.
+ *
  * The choice among usable IPs is smooth weighted round robin (nginx's algorithm) with the
  * IP's headroom as weight, so it is deterministic and proportional to what each IP may
  * still send. */
@@ -211,6 +214,9 @@ void pools_apply_config(pools *p, const config *cfg, int64_t now_ms, pools_diff 
     size_t n = 0;
     for (size_t i = 0; i < cfg->nips; i++) {
         const config_ip *c = &cfg->ips[i];
+        /* cluster: another node binds it and sends from it; this node never does */
+        if (cfg->cluster_on && c->node && cfg->cluster_node && strcmp(c->node, cfg->cluster_node) != 0)
+            continue;
         bool dup = false;
         for (size_t j = 0; j < n && !dup; j++) dup = strcmp(order[j]->address, c->address) == 0;
         if (dup) continue;                      /* the config rejects these; be safe anyway */

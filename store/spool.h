@@ -124,6 +124,15 @@ int spool_delete_events(spool *sp, int64_t upto);
  * *existed: the address was listed, as the loop sees it (its own writes included). */
 int spool_suppression_put(spool *sp, const char *address, const char *reason, int64_t now_ms);
 int spool_suppression_delete(spool *sp, const char *address, bool *existed);
+/* Cluster (issue 17): fn is told of every suppression write made through the two calls
+ * above (address lower-case; reason NULL: deleted), after it is recorded, so the daemon can
+ * share it; NULL: nobody. Writes that come from the cluster itself go through
+ * spool_suppression_apply, which records the same way but does not call fn. */
+typedef void (*spool_suppression_hook)(void *arg, const char *address, const char *reason,
+                                       int64_t at_ms);
+void spool_set_suppression_hook(spool *sp, spool_suppression_hook fn, void *arg);
+/* reason NULL: delete. */
+int spool_suppression_apply(spool *sp, const char *address, const char *reason, int64_t at_ms);
 /* Stores value under key in the small key-value table (replacing an older value); for
  * state other modules keep across restarts (the scheduler's "pools": JSON text). */
 int spool_kv_put(spool *sp, const char *key, const char *value);

@@ -293,6 +293,8 @@ struct spool {
     int64_t next_fbin_id;         /* feedback_inbox ids, the same way (spool_feedback.c) */
     bool keep_sent;               /* spool_keep_sent: copied into each batch at hand-over */
     spool_overlay kv, supp;       /* kv values and suppression entries not committed yet */
+    spool_suppression_hook supp_hook;   /* told of local suppression writes (cluster) */
+    void *supp_hook_arg;
     int keep_depth;               /* > 0: writes are recorded as kept (spool_keep_begin) */
     size_t kept_waiting;          /* kept writes carried over failed batches, not committed */
     unsigned failures;            /* batches failed in a row (0 once one commits) */

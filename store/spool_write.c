@@ -448,7 +448,8 @@ static const char *spool_batch_lower(spool *sp, const char *address)
     return lc;
 }
 
-int spool_suppression_put(spool *sp, const char *address, const char *reason, int64_t now_ms)
+static void spool_supp_record_put(spool *sp, const char *address, const char *reason,
+                                  int64_t now_ms)
 {
     spool_op *op = spool_record(sp, SPOOL_OP_SUPP_PUT);
     op->u.supp.address = spool_batch_lower(sp, address);
@@ -457,6 +458,22 @@ int spool_suppression_put(spool *sp, const char *address, const char *reason, in
     spool_overlay_put(&sp->supp, op->u.supp.address, op->u.supp.reason, now_ms,
                       sp->filling->seq);
     spool_touch_key(sp, true, op->u.supp.address);
+    if (sp->supp_hook) sp->supp_hook(sp->supp_hook_arg, op->u.supp.address, op->u.supp.reason,
+                                     now_ms);
+}
+
+static const char *spool_supp_record_delete(spool *sp, const char *address)
+{
+    spool_op *op = spool_record(sp, SPOOL_OP_SUPP_DEL);
+    op->u.supp.address = spool_batch_lower(sp, address);
+    spool_overlay_put(&sp->supp, op->u.supp.address, NULL, 0, sp->filling->seq);
+    spool_touch_key(sp, true, op->u.supp.address);
+    return op->u.supp.address;
+}
+
+int spool_suppression_put(spool *sp, const char *address, const char *reason, int64_t now_ms)
+{
+    spool_supp_record_put(sp, address, reason, now_ms);
     return 0;
 }
 
@@ -466,10 +483,24 @@ int spool_suppression_delete(spool *sp, const char *address, bool *existed)
     if (existed) *existed = false;
     if (spool_suppression_get(sp, address, &found, NULL, NULL) != 0) return -1;
     if (existed) *existed = found;
-    spool_op *op = spool_record(sp, SPOOL_OP_SUPP_DEL);
-    op->u.supp.address = spool_batch_lower(sp, address);
-    spool_overlay_put(&sp->supp, op->u.supp.address, NULL, 0, sp->filling->seq);
-    spool_touch_key(sp, true, op->u.supp.address);
+    const char *lc = spool_supp_record_delete(sp, address);
+    if (sp->supp_hook) sp->supp_hook(sp->supp_hook_arg, lc, NULL, 0);
+    return 0;
+}
+
+void spool_set_suppression_hook(spool *sp, spool_suppression_hook fn, void *arg)
+{
+    sp->supp_hook = fn;
+    sp->supp_hook_arg = arg;
+}
+
+int spool_suppression_apply(spool *sp, const char *address, const char *reason, int64_t at_ms)
+{
+    spool_suppression_hook fn = sp->supp_hook;
+    sp->supp_hook = NULL;
+    if (reason) spool_supp_record_put(sp, address, reason, at_ms);
+    else spool_supp_record_delete(sp, address);
+    sp->supp_hook = fn;
     return 0;
 }
 

@@ -9,7 +9,7 @@ $SUDO apt-get update
 $SUDO apt-get install -y --no-install-recommends \
   build-essential autoconf automake pkg-config \
   libev-dev libssl-dev libc-ares-dev libsqlite3-dev libyaml-dev libjansson-dev libcrypt-dev libcurl4-openssl-dev libmicrohttpd-dev \
-  libgmime-3.0-dev \
+  libgmime-3.0-dev libhiredis-dev redis-server \
   check python3 python3-aiosmtpd python3-dnspython dnsmasq-base openssl swaks procps \
   iproute2 nftables python3-dkim python3-nacl opendkim-tools \
   awscli python3-boto3 python3-botocore python3-yaml \

@@ -203,6 +203,7 @@ class Kiln:
         self.path = os.path.join(self.tmp, "kiln.yaml")
         self.proc = None
         self.prefix = []    # a command kilnd runs under (e.g. nsenter into a namespace)
+        self.args = []      # more kilnd arguments (e.g. --node NAME)
         self.write_config()
 
     def write_config(self, cfg=None, text=None):
@@ -236,7 +237,8 @@ class Kiln:
         if getattr(self, "stderr", None):   # started again (a restart test)
             self.stderr.close()
         self.stderr = open(os.path.join(self.tmp, "kilnd.stderr"), "ab")
-        self.proc = subprocess.Popen(self.prefix + [KILND, "-c", self.path], stdout=self.stderr,
+        self.proc = subprocess.Popen(self.prefix + [KILND, "-c", self.path] + self.args,
+                                     stdout=self.stderr,
                                      stderr=self.stderr, cwd=self.tmp)
 
         def ready():

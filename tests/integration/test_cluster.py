@@ -1,0 +1,319 @@
+"""test_cluster.py — three kilnd nodes as one account through a real redis-server on
+loopback (issue 17: the parts built so far), each node owning its own 127.0.0.x IP in zones
+az1/az2/az3, against an aiosmtpd sink that records every message's source address:
+
+  (a) each node sends only from the IPs its config names as its own (ips[].node), one of
+      them named by `kilnd --node` instead of cluster.node;
+  (b) `kilnctl cluster status` and `kilnctl ips` on any node show every node, its IPs and
+      that it is alive;
+  (c) a suppression added through node 1 is on nodes 2 and 3 within 1 s, and a message to
+      it through node 2 is not delivered (Bounce OnAccountSuppressionList); its removal
+      follows;
+  (d) node 3 SIGKILLed: the others report it not alive, go on delivering; restarted, it is
+      alive again and delivers what its spool held;
+  (e) redis-server stopped: every node goes on accepting and delivering, reports Redis down
+      (status, kiln_cluster_redis_up 0 on /metrics); a suppression added meanwhile is kept;
+      Redis back (empty, as after a restart without persistence): the nodes seed the list
+      again and the write made while it was down reaches the other nodes;
+  (f) bad cluster input: an unknown node for --node, --node without a cluster section.
+Every process is ended by PID; every wait is bounded."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+import urllib.request
+
+from kilntest import KILND, Kiln, Sink, base_config, free_port, main, reachable_tmp, send, wait_for
+
+REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
+NODES = [("n1", "127.0.0.10", "az1"), ("n2", "127.0.0.11", "az2"), ("n3", "127.0.0.12", "az3")]
+
+
+class Redis:
+    """A private redis-server on a loopback port, no persistence, ended by PID."""
+
+    def __init__(self, port=None):
+        self.port = port or free_port()
+        self.dir = tempfile.mkdtemp(prefix="kiln-redis-")
+        self.proc = None
+
+    def start(self):
+        self.log = open(os.path.join(self.dir, "redis.log"), "ab")
+        self.proc = subprocess.Popen(
+            [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.dir, "--daemonize", "no"],
+            stdout=self.log, stderr=self.log)
+
+        def up():
+            if self.proc.poll() is not None:
+                raise AssertionError("redis-server exited %s" % self.proc.returncode)
+            try:
+                return self.cmd("PING") == "PONG"
+            except OSError:
+                return False
+        wait_for(up, 10, 0.05, "redis-server to answer")
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        if getattr(self, "log", None):
+            self.log.close()
+
+    def cmd(self, *args):
+        """One command in RESP over a socket; returns a str, int, list or None."""
+        out = b"*%d\r\n" % len(args)
+        for a in args:
+            a = a.encode() if isinstance(a, str) else a
+            out += b"$%d\r\n%s\r\n" % (len(a), a)
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+            s.sendall(out)
+            f = s.makefile("rb")
+            return self._read(f)
+
+    def _read(self, f):
+        line = f.readline()
+        if not line:
+            raise OSError("redis closed the connection")
+        t, rest = line[:1], line[1:-2]
+        if t == b"+":
+            return rest.decode()
+        if t == b"-":
+            raise AssertionError("redis error: %s" % rest.decode())
+        if t == b":":
+            return int(rest)
+        if t == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            data = f.read(n + 2)[:-2]
+            return data.decode()
+        if t == b"*":
+            n = int(rest)
+            return None if n < 0 else [self._read(f) for _ in range(n)]
+        raise AssertionError("bad RESP: %r" % line)
+
+
+def node_config(k, name, redis_port, sink, metrics_port, with_node=True):
+    cfg = base_config(k.tmp, k.port)
+    cfg["ips"] = [{"address": a, "zone": z, "pool": "transactional", "node": n,
+                   "warmup": "done"} for n, a, z in NODES]
+    cfg["cluster"] = {"redis": {"url": "redis://127.0.0.1:%d/0" % redis_port,
+                                "key_prefix": "kt:"}}
+    if with_node:
+        cfg["cluster"]["node"] = name
+    cfg["routes"] = [{"domain": "dest.test", "host": sink.host, "port": sink.port}]
+    cfg["metrics"] = {"listen": ["127.0.0.1:%d" % metrics_port]}
+    return cfg
+
+
+def suppressed(k):
+    return {x["EmailAddress"] for x in
+            k.ctl("suppression", "list")["SuppressedDestinationSummaries"]}
+
+
+class ClusterTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.sink = None
+        cls.redis = Redis().start()
+        cls.sink = Sink("127.0.0.1").__enter__()
+        cls.nodes = {}
+        try:
+            for name, _, _ in NODES:
+                k = Kiln()
+                k.metrics_port = free_port()
+                # n3 takes its name from the command line, the others from the file
+                k.write_config(node_config(k, name, cls.redis.port, cls.sink, k.metrics_port,
+                                           with_node=(name != "n3")))
+                if name == "n3":
+                    k.args = ["--node", "n3"]
+                cls.nodes[name] = k.start()
+            wait_for(lambda: all(cls.alive_seen(k) == {"n1", "n2", "n3"}
+                                 for k in cls.nodes.values()),
+                     15, 0.2, "every node to see the three heartbeats")
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        bad = []
+        for name, k in getattr(cls, "nodes", {}).items():
+            try:
+                rc = k.stop()
+                if rc != 0:   # a sanitizer report or an unclean stop
+                    bad.append("%s exited %s: %s" % (name, rc, k.stderr_text()[-3000:]))
+            finally:
+                k.cleanup()
+        if getattr(cls, "sink", None):
+            cls.sink.__exit__(None, None, None)
+        cls.redis.stop()
+        shutil.rmtree(cls.redis.dir, ignore_errors=True)
+        if bad:
+            raise AssertionError("\n".join(bad))
+
+    @staticmethod
+    def alive_seen(k):
+        st = k.ctl("cluster", "status")
+        return {n["Node"] for n in st["Nodes"] if n["Alive"] == "yes"}
+
+    def delivered_from(self, token):
+        return [m["peer"] for m in self.sink.messages if ("X-Token: %s" % token).encode() in m["data"]]
+
+    def send_token(self, k, token, rcpt="user@dest.test"):
+        send(k, "app@example.test", [rcpt], headers={"X-Token": token})
+
+    # (a) + (b)
+    def test_a_each_node_sends_from_its_own_ips(self):
+        for name, addr, _ in NODES:
+            k = self.nodes[name]
+            for i in range(3):
+                self.send_token(k, "own-%s-%d" % (name, i))
+        for name, addr, _ in NODES:
+            for i in range(3):
+                tok = "own-%s-%d" % (name, i)
+                wait_for(lambda: self.delivered_from(tok), 20, 0.1, "%s delivered" % tok)
+                self.assertEqual(self.delivered_from(tok), [addr],
+                                 "%s's mail left from another node's IP" % name)
+            # a node's own view of pools holds only its IPs: the others are shown as remote
+            ips = self.nodes[name].ctl("ips")["DedicatedIps"]
+            by_ip = {x["Ip"]: x["kiln"].get("Node") for x in ips}
+            self.assertEqual(by_ip, {a: n for n, a, _ in NODES})
+
+    def test_b_cluster_status_on_any_node(self):
+        for name, k in self.nodes.items():
+            st = k.ctl("cluster", "status")
+            self.assertEqual(st["Node"], name)
+            self.assertEqual(st["Redis"]["State"], "up")
+            rows = {n["Node"]: n for n in st["Nodes"]}
+            self.assertEqual(set(rows), {"n1", "n2", "n3"})
+            for n, addr, _ in NODES:
+                self.assertEqual(rows[n]["Alive"], "yes")
+                self.assertEqual(rows[n]["Ips"], [addr])
+                self.assertEqual(rows[n]["Self"], n == name)
+        text = self.nodes["n2"].ctl("cluster", "status", json_out=False).stdout
+        self.assertIn("node n2; redis redis://127.0.0.1:%d/0 up" % self.redis.port, text)
+        self.assertIn("n2 (this)", text)
+        ips_text = self.nodes["n1"].ctl("ips", json_out=False).stdout
+        self.assertIn("NODE", ips_text.splitlines()[0])
+        self.assertRegex(ips_text, r"127\.0\.0\.12\s+n3\s")
+
+    # (c)
+    def test_c_suppression_shared_within_a_second(self):
+        addr = "gone-%d@dest.test" % os.getpid()
+        self.nodes["n1"].ctl("suppression", "add", addr, "--reason", "COMPLAINT")
+        t0 = time.monotonic()
+        wait_for(lambda: addr in suppressed(self.nodes["n2"]) and addr in suppressed(self.nodes["n3"]),
+                 2.0, 0.02, "the suppression on n2 and n3 (1 s, plus kilnctl's own start-up under load)")
+        took = time.monotonic() - t0
+        print("suppression visible on n2 and n3 after %.0f ms" % (took * 1000))
+        self.assertEqual(self.redis.cmd("HGET", "kt:suppression", addr).split()[0], "COMPLAINT")
+        # a message to it through n2: not delivered, a suppression bounce
+        self.send_token(self.nodes["n2"], "supp-1", rcpt=addr)
+        self.nodes["n2"].wait_events(
+            lambda evs: any(e.get("eventType") == "Bounce" and
+                            e["bounce"]["bounceSubType"] == "OnAccountSuppressionList"
+                            for e in evs), 15, what="the suppression bounce on n2")
+        self.assertEqual(self.delivered_from("supp-1"), [])
+        # removal on n3 reaches n1
+        self.nodes["n3"].ctl("suppression", "remove", addr)
+        wait_for(lambda: addr not in suppressed(self.nodes["n1"]), 2.0, 0.02,
+                 "the removal on n1 within 1 s")
+        self.assertIsNone(self.redis.cmd("HGET", "kt:suppression", addr))
+
+    # (d)
+    def test_d_node_killed_and_restarted(self):
+        k3 = self.nodes["n3"]
+        k3.kill9()
+        wait_for(lambda: "n3" not in self.alive_seen(self.nodes["n1"]), 10, 0.2,
+                 "n1 to see n3 gone (5 s heartbeat expiry)")
+        row = {n["Node"]: n for n in self.nodes["n1"].ctl("cluster", "status")["Nodes"]}["n3"]
+        self.assertEqual(row["Alive"], "no")
+        self.assertEqual(row["Ips"], ["127.0.0.12"])   # its last heartbeat is still shown
+        self.send_token(self.nodes["n2"], "after-kill")
+        wait_for(lambda: self.delivered_from("after-kill"), 20, 0.1, "n2 delivering")
+        k3.start()
+        wait_for(lambda: "n3" in self.alive_seen(self.nodes["n1"]), 10, 0.2, "n3 alive again")
+        self.send_token(k3, "n3-back")
+        wait_for(lambda: self.delivered_from("n3-back"), 20, 0.1, "n3 delivering again")
+        self.assertEqual(self.delivered_from("n3-back"), ["127.0.0.12"])
+
+    # (e)
+    def test_e_redis_down_and_back(self):
+        addr_before = "before-%d@dest.test" % os.getpid()
+        self.nodes["n1"].ctl("suppression", "add", addr_before)
+        wait_for(lambda: addr_before in suppressed(self.nodes["n2"]), 2, 0.05, "shared")
+        port = self.redis.port
+        self.redis.stop()
+        for k in self.nodes.values():
+            wait_for(lambda: k.ctl("cluster", "status")["Redis"]["State"] == "down", 10, 0.1,
+                     "the node to notice Redis is down")
+        m = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.nodes["n1"].metrics_port,
+                                   timeout=5).read().decode()
+        self.assertIn("kiln_cluster_redis_up 0", m)
+        # still accepting and delivering from their own IPs
+        for name, addr, _ in NODES:
+            self.send_token(self.nodes[name], "down-%s" % name)
+        for name, addr, _ in NODES:
+            wait_for(lambda: self.delivered_from("down-%s" % name), 20, 0.1, "delivery without Redis")
+            self.assertEqual(self.delivered_from("down-%s" % name), [addr])
+        self.assertIn("cluster.degraded", self.nodes["n1"].log())
+        # a suppression while Redis is away stays local for now
+        addr_during = "during-%d@dest.test" % os.getpid()
+        self.nodes["n2"].ctl("suppression", "add", addr_during)
+        time.sleep(0.5)
+        self.assertNotIn(addr_during, suppressed(self.nodes["n1"]))
+        # Redis back, empty: seeded again by the nodes; the pending write reaches n1 and n3
+        type(self).redis = Redis(port).start()
+        for k in self.nodes.values():
+            wait_for(lambda: k.ctl("cluster", "status")["Redis"]["State"] == "up", 15, 0.1,
+                     "the node to reconnect")
+        wait_for(lambda: addr_during in suppressed(self.nodes["n1"]) and
+                 addr_during in suppressed(self.nodes["n3"]), 10, 0.1,
+                 "the write made while Redis was down on the other nodes")
+        wait_for(lambda: self.redis.cmd("HGET", "kt:suppression", addr_before) is not None, 10,
+                 0.1, "the list seeded again into the empty Redis")
+        self.assertIn("cluster.redis_back", self.nodes["n2"].log())
+
+
+class ClusterConfigTest(unittest.TestCase):
+    def run_kilnd(self, cfg, *args):
+        tmp = reachable_tmp(tempfile.mkdtemp(prefix="kiln-it-"))
+        try:
+            path = os.path.join(tmp, "kiln.yaml")
+            with open(path, "w") as f:
+                json.dump(cfg, f)
+            return subprocess.run([KILND, "-c", path, "--check-config"] + list(args),
+                                  capture_output=True, text=True, timeout=30)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def test_f_node_errors(self):
+        sink_stub = type("S", (), {"host": "127.0.0.1", "port": 2525})
+        k = type("K", (), {"tmp": "/tmp", "port": free_port()})
+        cfg = node_config(k, "n1", 6379, sink_stub, free_port(), with_node=False)
+        p = self.run_kilnd(cfg, "--node", "n9")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("n9", p.stderr)
+        self.assertIn("n1", p.stderr)   # the known nodes are listed
+        p = self.run_kilnd(cfg)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("cluster.node is not set", p.stderr)
+        p = self.run_kilnd(cfg, "--node", "n2")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("cluster", p.stdout)
+        plain = base_config("/tmp", free_port())
+        p = self.run_kilnd(plain, "--node", "n1")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("--node needs a cluster: section", p.stderr)
+
+
+if __name__ == "__main__":
+    main()
