@@ -296,9 +296,9 @@ class ClusterConfigTest(unittest.TestCase):
             shutil.rmtree(tmp, ignore_errors=True)
 
     def test_f_node_errors(self):
-        sink_stub = type("S", (), {"host": "127.0.0.1", "port": 2525})
+        route_peer = type("RoutePeer", (), {"host": "127.0.0.1", "port": 2525})   # never contacted: --check-config only
         k = type("K", (), {"tmp": "/tmp", "port": free_port()})
-        cfg = node_config(k, "n1", 6379, sink_stub, free_port(), with_node=False)
+        cfg = node_config(k, "n1", 6379, route_peer, free_port(), with_node=False)
         p = self.run_kilnd(cfg, "--node", "n9")
         self.assertEqual(p.returncode, 1)
         self.assertIn("n9", p.stderr)
