@@ -22,13 +22,7 @@ static const char *dir;
 
 static void put(const char *name, const char *text, size_t len, unsigned mode)
 {
-    char path[400];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "w");
-    ck_assert_ptr_nonnull(f);
-    fwrite(text, 1, len, f);
-    fclose(f);
-    ck_assert_int_eq(chmod(path, mode), 0);
+    testlib_write_file(dir, name, text, len, mode);
 }
 
 static void setup(void)

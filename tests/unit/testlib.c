@@ -310,6 +310,18 @@ char *testlib_subdir(const char *parent, const char *prefix)
     return d;
 }
 
+void testlib_write_file(const char *dir, const char *name, const char *text, size_t len,
+                        unsigned mode)
+{
+    char path[400];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(text, 1, len, f), len);
+    ck_assert_int_eq(fclose(f), 0);
+    ck_assert_int_eq(chmod(path, (mode_t)mode), 0);
+}
+
 char *testlib_read_file(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");

@@ -78,6 +78,9 @@ char *testlib_subdir(const char *parent, const char *prefix);
 int testlib_rmtree(const char *path);
 /* The whole file as a NUL-terminated string (malloc'd, *len set if len), or NULL. */
 char *testlib_read_file(const char *path, size_t *len);
+/* Writes len bytes of text to dir/name and gives it mode (failed checks if it cannot). */
+void testlib_write_file(const char *dir, const char *name, const char *text, size_t len,
+                        unsigned mode);
 
 /* Records spool commit callbacks (spool_on_commit(sp, testlib_on_commit, &slot)): which ran,
  * in what order, with what outcome and error text. */
