@@ -11,6 +11,7 @@
 
 #include "base/metrics.h"
 #include "base/util.h"
+#include "mta/cluster_limits.h"
 #include "mta/control_json.h"
 #include "mta/redis_link.h"
 #include "mta/smtp_server.h"
@@ -52,6 +53,7 @@ struct cluster {
     char *k_supp;                 /* PREFIX "suppression": the hash and the channel */
     cluster_view *view;
     size_t nview;
+    cluster_limits *limits;       /* the account's rate and 24 h quota (cluster_limits.h) */
     int64_t down_since_ms;        /* wall clock; 0 while Redis is up */
     bool ever_up;
     bool freeing;
@@ -375,6 +377,7 @@ static void cluster_on_beat(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     cluster *c = w->data;
     if (!redis_link_up(c->cmd)) return;
+    if (revents) cluster_limits_tick(c->limits);
     json_t *doc = cluster_beat_doc(c);
     char *text = json_dumps(doc, JSON_COMPACT);
     json_decref(doc);
@@ -417,6 +420,7 @@ static void cluster_on_up(void *arg)
     c->down_since_ms = 0;
     c->ever_up = true;
     cluster_metric_up(c, true);
+    cluster_limits_up(c->limits);
     cluster_flush_pending(c);
     const char *argv[] = {"EXISTS", c->k_supp};
     size_t lens[] = {6, strlen(c->k_supp)};
@@ -430,10 +434,12 @@ static void cluster_on_down(void *arg, const char *why)
     if (c->freeing) return;
     if (!c->down_since_ms) c->down_since_ms = kiln_now_ms(c->ctx);
     cluster_metric_up(c, false);
+    cluster_limits_down(c->limits);
     log_write(c->ctx->log, KLOG_WARNING, "cluster.degraded",
-              "node=%s why=%s effect=\"local spool only: suppression writes kept until Redis "
-              "returns, peers' state not refreshed\"",
-              c->node, log_q(c->ctx->log, why));
+              "node=%s why=%s effect=\"local spool only: %.4g%% of the account's rate and 24 h "
+              "quota held here, suppression writes kept until Redis returns, peers' state not "
+              "refreshed\"",
+              c->node, log_q(c->ctx->log, why), c->ctx->cfg->cluster_local_share * 100);
     /* the subscriber may sit on a dead socket without knowing: start it afresh too */
     redis_link_reset(c->sub, "the command link went down");
 }
@@ -493,6 +499,7 @@ cluster *cluster_new(kiln_ctx *ctx)
     c->beat.data = c;
     cluster_view_build(c);
     spool_set_suppression_hook(ctx->spool, cluster_on_local_supp, c);
+    c->limits = cluster_limits_new(ctx, c->cmd);
     c->down_since_ms = kiln_now_ms(ctx);   /* until the first connect */
     cluster_metric_up(c, false);
     return c;
@@ -505,7 +512,13 @@ void cluster_start(cluster *c)
     ev_timer_start(c->ctx->loop, &c->beat);
 }
 
-void cluster_reload(cluster *c) { cluster_view_build(c); }
+void cluster_reload(cluster *c)
+{
+    cluster_view_build(c);
+    cluster_limits_reload(c->limits);
+}
+
+cluster_limits *cluster_get_limits(cluster *c) { return c ? c->limits : NULL; }
 
 static bool cluster_str_differs(const char *a, const char *b)
 {
@@ -556,6 +569,7 @@ json_t *cluster_status_json(cluster *c)
     json_object_set_new(rd, "SuppressionWritesApplied",
                         json_integer((json_int_t)c->supp_applied));
     json_object_set_new(d, "Redis", rd);
+    json_object_set_new(d, "Limits", cluster_limits_json(c->limits));
     json_t *nodes = json_array();
     for (size_t i = 0; i < c->nview; i++) {
         const cluster_view *v = &c->view[i];
@@ -623,6 +637,7 @@ void cluster_free(cluster *c)
     ev_timer_stop(c->ctx->loop, &c->beat);
     if (c->ctx->spool) spool_set_suppression_hook(c->ctx->spool, NULL, NULL);
     redis_link_free(c->sub);
+    cluster_limits_free(c->limits);   /* before the link: its reply callback is disarmed */
     redis_link_free(c->cmd);      /* unsent writes land in the spool's pending rows */
     for (size_t i = 0; i < c->nview; i++) {
         free(c->view[i].name);

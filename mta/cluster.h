@@ -13,6 +13,7 @@
  *   spool (kv "cluster.pending:ADDRESS") and sent when Redis is back, then the node pulls
  *   the writes it missed (added entries; a hash Redis lost is seeded again from the node's
  *   own list);
+ * - the account's max_send_rate and max_24h_send hold across all nodes (cluster_limits.h);
  * - the degraded state is logged once per change and shown by `kilnctl cluster status`
  *   and the kiln_cluster_redis_up gauge. */
 #ifndef KILN_CLUSTER_H
@@ -42,6 +43,8 @@ json_t *cluster_status_json(cluster *c);
  * kiln.Node), appended to arr; for `kilnctl ips` on any node. */
 void cluster_remote_ips(cluster *c, json_t *arr);
 bool cluster_redis_is_up(const cluster *c);
+/* The account's shared rate and 24 h quota (mta/cluster_limits.h); NULL when c is NULL. */
+struct cluster_limits *cluster_get_limits(cluster *c);
 void cluster_free(cluster *c);
 
 #endif

@@ -16,6 +16,8 @@
 
 #include "mta/accept.h"
 #include "mta/auth.h"
+#include "mta/cluster.h"
+#include "mta/cluster_limits.h"
 #include "base/metrics.h"
 #include "mta/feedback.h"
 #include "mta/message.h"
@@ -328,6 +330,58 @@ static void smtp_server_feedback_rcpt(smtp_session *s, const char *addr)
     smtp_server_reply(s, REPLY_RCPT_OK);
 }
 
+/* ---- RCPT against the cluster's shared limits (mta/cluster_limits.h) ---- */
+
+#define SMTP_LIMIT_ASKS 3          /* lease requests one RCPT may wait for */
+
+static void smtp_server_cmd_rcpt(smtp_session *s, const smtp_cmd *c);
+static void smtp_server_resume_input(smtp_session *s);
+
+/* The lease was answered (or failed): the RCPT runs again, now against what the node
+ * holds, and input resumes unless it waits once more. */
+static void smtp_server_limit_answered(void *arg)
+{
+    smtp_session *s = arg;
+    s->limit_wait = NULL;
+    s->state = s->limit_prev;
+    char *a = s->limit_arg;
+    s->limit_arg = NULL;
+    smtp_cmd c = {.verb = SMTP_CMD_RCPT, .arg = a, .arg_len = strlen(a)};
+    smtp_server_cmd_rcpt(s, &c);
+    free(a);
+    if (s->state == ST_LIMIT_WAIT) return;
+    s->limit_asks = 0;
+    smtp_server_resume_input(s);
+}
+
+/* A recipient refused by the send rate or the 24 h quota on a cluster node whose quota is
+ * leased: instead of the refusal, ask the account for a lease and hold the session (no
+ * reading) until it is answered. false: answer the refusal now (alone, Redis down, or
+ * asked often enough for this RCPT). */
+static bool smtp_server_limit_wait(smtp_session *s, const smtp_cmd *c, const char *reply)
+{
+    bool rate = reply && strcmp(reply, POLICY_REPLY_RATE) == 0;
+    bool daily = reply && strcmp(reply, POLICY_REPLY_QUOTA) == 0;
+    if ((!rate && !daily) || s->limit_asks >= SMTP_LIMIT_ASKS) return false;
+    cluster_limits_wait *w = cluster_limits_ask(cluster_get_limits(s->ctx->cluster), rate,
+                                                daily, smtp_server_limit_answered, s);
+    if (!w) return false;
+    s->limit_asks++;
+    s->limit_wait = w;
+    s->limit_arg = util_strndup(c->arg, c->arg_len);
+    s->limit_prev = s->state;
+    s->state = ST_LIMIT_WAIT;
+    return true;
+}
+
+void smtp_server_limit_release(smtp_session *s)
+{
+    if (s->limit_wait) cluster_limits_cancel(cluster_get_limits(s->ctx->cluster), s->limit_wait);
+    s->limit_wait = NULL;
+    free(s->limit_arg);
+    s->limit_arg = NULL;
+}
+
 static void smtp_server_cmd_rcpt(smtp_session *s, const smtp_cmd *c)
 {
     if (s->state != ST_MAIL && s->state != ST_RCPT) {
@@ -372,6 +426,10 @@ static void smtp_server_cmd_rcpt(smtp_session *s, const smtp_cmd *c)
     const char *r = NULL;
     bool owned = false;
     policy_rcpt_verdict v = policy_check_rcpt(&in, &r, &owned);
+    if (v == POLICY_RCPT_REJECT && smtp_server_limit_wait(s, c, r)) {
+        if (owned) free((char *)r);
+        return;
+    }
     if (v == POLICY_RCPT_REJECT) {
         smtp_server_log_reject(s, "rcpt", NULL, p.addr, r);
         if (smtp_server_junk(s)) {
@@ -464,8 +522,9 @@ static const char *smtp_server_auth_mech_name(const smtp_session *s)
     return s->auth_mech == AUTH_MECH_PLAIN ? "PLAIN" : "LOGIN";
 }
 
-/* Input resumes after ST_AUTH_WAIT: from the loop, with the command timeout armed again. */
-static void smtp_server_auth_resume(smtp_session *s)
+/* Input resumes after ST_AUTH_WAIT or ST_LIMIT_WAIT: from the loop, with the command
+ * timeout armed again. */
+static void smtp_server_resume_input(smtp_session *s)
 {
     smtp_server_check_shutdown(s);
     if (s->state != ST_CLOSING) smtp_server_set_timer(s, SMTP_SERVER_COMMAND_TIMEOUT);
@@ -479,7 +538,7 @@ static void smtp_server_auth_on_delay(struct ev_loop *loop, ev_timer *w, int rev
     smtp_session *s = w->data;
     s->state = ST_READY;
     smtp_server_error_reply(s, REPLY_AUTH_FAILED);
-    smtp_server_auth_resume(s);
+    smtp_server_resume_input(s);
 }
 
 /* A failed authentication: counted for the client, answered 535 once SMTP_SERVER_AUTH_FAIL_DELAY
@@ -537,7 +596,7 @@ static void smtp_server_auth_checked(void *arg, bool ok)
     s->auth_job = NULL;
     if (ok) {
         smtp_server_auth_ok(s, user, auth_find_user(s->cfg, user));
-        smtp_server_auth_resume(s);
+        smtp_server_resume_input(s);
         return;
     }
     smtp_server_auth_failed(s, user);
