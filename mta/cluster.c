@@ -12,6 +12,7 @@
 #include "base/metrics.h"
 #include "base/util.h"
 #include "mta/cluster_limits.h"
+#include "mta/cluster_ops.h"
 #include "mta/control_json.h"
 #include "mta/redis_link.h"
 #include "mta/smtp_server.h"
@@ -54,6 +55,7 @@ struct cluster {
     cluster_view *view;
     size_t nview;
     cluster_limits *limits;       /* the account's rate and 24 h quota (cluster_limits.h) */
+    cluster_ops *ops;             /* zones, warm-up settings and state (cluster_ops.h) */
     int64_t down_since_ms;        /* wall clock; 0 while Redis is up */
     bool ever_up;
     bool freeing;
@@ -160,6 +162,10 @@ static void cluster_on_local_supp(void *arg, const char *address, const char *re
 static void cluster_on_message(void *arg, const char *channel, const char *data, size_t len)
 {
     cluster *c = arg;
+    if (strcmp(channel, cluster_ops_channel(c->ops)) == 0) {
+        cluster_ops_message(c->ops, data, len);
+        return;
+    }
     if (strcmp(channel, c->k_supp) != 0) return;
     char *copy = util_strndup(data, len);
     char *f[5] = {0};
@@ -288,13 +294,15 @@ static void cluster_seed_row(void *arg, const char *address, const char *reason,
     if (s->n >= 4 + 2 * CLUSTER_PAGE) cluster_seed_send(s);
 }
 
-/* EXISTS answered: a hash Redis lost (a restart without persistence) is seeded again from
- * this node's list; then the pull. */
-static void cluster_on_exists(void *arg, redisReply *r)
+/* SADD PREFIX "suppression:seeded" NODE answered: 1 means this Redis never had this node's
+ * list (new, or it lost its data in a restart without persistence), which is then seeded
+ * from the node's own list (HSETNX: never over a newer write); then the pull. A marker per
+ * node, not the hash's existence: another node's first write must not stop the seeding. */
+static void cluster_on_seeded(void *arg, redisReply *r)
 {
     cluster *c = arg;
     if (!r || r->type != REDIS_REPLY_INTEGER || c->freeing) return;
-    if (r->integer == 0) {
+    if (r->integer == 1) {
         cluster_seed s = {.c = c, .cap = 4 + 2 * CLUSTER_PAGE + 2};
         s.argv = util_calloc(s.cap, sizeof *s.argv);
         s.lens = util_calloc(s.cap, sizeof *s.lens);
@@ -377,7 +385,10 @@ static void cluster_on_beat(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     cluster *c = w->data;
     if (!redis_link_up(c->cmd)) return;
-    if (revents) cluster_limits_tick(c->limits);
+    if (revents) {
+        cluster_limits_tick(c->limits);
+        cluster_ops_tick(c->ops);
+    }
     json_t *doc = cluster_beat_doc(c);
     char *text = json_dumps(doc, JSON_COMPACT);
     json_decref(doc);
@@ -421,10 +432,13 @@ static void cluster_on_up(void *arg)
     c->ever_up = true;
     cluster_metric_up(c, true);
     cluster_limits_up(c->limits);
+    cluster_ops_up(c->ops);
     cluster_flush_pending(c);
-    const char *argv[] = {"EXISTS", c->k_supp};
-    size_t lens[] = {6, strlen(c->k_supp)};
-    redis_link_command(c->cmd, cluster_on_exists, c, 2, argv, lens);
+    char *mark = util_asprintf("%s:seeded", c->k_supp);
+    const char *argv[] = {"SADD", mark, c->node};
+    size_t lens[] = {4, strlen(mark), strlen(c->node)};
+    redis_link_command(c->cmd, cluster_on_seeded, c, 3, argv, lens);
+    free(mark);
     cluster_on_beat(c->ctx->loop, &c->beat, 0);
 }
 
@@ -448,7 +462,10 @@ static void cluster_on_sub_up(void *arg)
 {
     cluster *c = arg;
     /* messages published while the subscriber was away: pull what was missed */
-    if (redis_link_up(c->cmd) && c->ever_up) cluster_pull(c, "0");
+    if (redis_link_up(c->cmd) && c->ever_up) {
+        cluster_pull(c, "0");
+        cluster_ops_up(c->ops);
+    }
 }
 
 static void cluster_view_build(cluster *c)
@@ -495,6 +512,8 @@ cluster *cluster_new(kiln_ctx *ctx)
     redis_link_ops sops = {.up = cluster_on_sub_up, .message = cluster_on_message};
     c->sub = redis_link_new(ctx->loop, ctx->log, &lc, &sops, c);
     redis_link_subscribe(c->sub, c->k_supp);
+    c->ops = cluster_ops_new(ctx, c->cmd);
+    redis_link_subscribe(c->sub, cluster_ops_channel(c->ops));
     ev_timer_init(&c->beat, cluster_on_beat, CLUSTER_BEAT_S, CLUSTER_BEAT_S);
     c->beat.data = c;
     cluster_view_build(c);
@@ -516,6 +535,18 @@ void cluster_reload(cluster *c)
 {
     cluster_view_build(c);
     cluster_limits_reload(c->limits);
+    cluster_ops_reload(c->ops);
+}
+
+void cluster_zone_changed(cluster *c, const char *zone, bool up)
+{
+    if (c) cluster_ops_zone_changed(c->ops, zone, up);
+}
+
+int cluster_forward_warmup(cluster *c, const char *address, int percent, char **owner,
+                           char **err)
+{
+    return c ? cluster_ops_forward_warmup(c->ops, address, percent, owner, err) : 0;
 }
 
 cluster_limits *cluster_get_limits(cluster *c) { return c ? c->limits : NULL; }
@@ -639,6 +670,7 @@ void cluster_free(cluster *c)
     redis_link_free(c->sub);
     cluster_limits_free(c->limits);   /* before the link: its reply callback is disarmed */
     redis_link_free(c->cmd);      /* unsent writes land in the spool's pending rows */
+    cluster_ops_free(c->ops);     /* after the link: its fetches were answered NULL */
     for (size_t i = 0; i < c->nview; i++) {
         free(c->view[i].name);
         json_decref(c->view[i].beat);

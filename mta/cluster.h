@@ -14,6 +14,7 @@
  *   the writes it missed (added entries; a hash Redis lost is seeded again from the node's
  *   own list);
  * - the account's max_send_rate and max_24h_send hold across all nodes (cluster_limits.h);
+ * - zone states, warm-up settings and the IPs' warm-up state are shared (cluster_ops.h);
  * - the degraded state is logged once per change and shown by `kilnctl cluster status`
  *   and the kiln_cluster_redis_up gauge. */
 #ifndef KILN_CLUSTER_H
@@ -43,6 +44,13 @@ json_t *cluster_status_json(cluster *c);
  * kiln.Node), appended to arr; for `kilnctl ips` on any node. */
 void cluster_remote_ips(cluster *c, json_t *arr);
 bool cluster_redis_is_up(const cluster *c);
+/* This node's operator marked a zone down or up: shared with every node (cluster_ops.h).
+ * NULL c: nothing to do. */
+void cluster_zone_changed(cluster *c, const char *zone, bool up);
+/* A warm-up percentage for an address this node does not bind (cluster_ops.h): 1 forwarded
+ * to *owner's node, 0 no node has it (or c is NULL), -1 and *err Redis away. */
+int cluster_forward_warmup(cluster *c, const char *address, int percent, char **owner,
+                           char **err);
 /* The account's shared rate and 24 h quota (mta/cluster_limits.h); NULL when c is NULL. */
 struct cluster_limits *cluster_get_limits(cluster *c);
 void cluster_free(cluster *c);

@@ -433,7 +433,26 @@ static void control_cmd_ip_warmup(control_client *cl, const control_request *req
     const pools_ip *found = pools_find_any(p, req->address);
     const char *addr = found ? pools_ip_address(found) : req->address;
     int64_t now = kiln_now_ms(ctx);
-    char *err = NULL;
+    char *err = NULL, *owner = NULL;
+    int fw = found ? 0 : cluster_forward_warmup(ctx->cluster, req->address, req->percent,
+                                                &owner, &err);
+    if (fw != 0) {               /* another node's IP: its node applies the setting */
+        if (fw < 0) {
+            control_reply_error(cl, err);
+            control_log_cmd(cl->ctl, cmd, req->address, err);
+            free(err);
+            return;
+        }
+        json_t *d = json_object();
+        json_object_set_new(d, "Ip", control_jstr(req->address));
+        json_object_set_new(d, "WarmupPercentage", json_integer(req->percent));
+        json_object_set_new(d, "Node", control_jstr(owner));
+        json_object_set_new(d, "Forwarded", json_true());
+        control_reply_ok(cl, d);
+        control_log_cmd(cl->ctl, cmd, req->address, NULL);
+        free(owner);
+        return;
+    }
     if (pools_set_warmup(p, addr, req->percent, now, &err) != 0) {
         if (!err) err = util_asprintf("cannot set the warm-up of %s", addr);
         control_reply_error(cl, err);
@@ -550,6 +569,7 @@ static void control_cmd_zone(control_client *cl, const control_request *req, boo
         return;
     }
     scheduler_pools_changed(ctx->sched);
+    cluster_zone_changed(ctx->cluster, zone, up);      /* every node of a cluster follows */
     json_t *d = json_object();
     timeline_add(ctx->timeline, kiln_now_ms(ctx), up ? "zone_up" : "zone_down", zone,
                  up ? "zone %s up (kilnctl): its IPs back in rotation"
