@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "base/metrics.h"
+#include "base/netaddr.h"
 #include "base/util.h"
 #include "mta/cluster_limits.h"
 #include "mta/cluster_ops.h"
@@ -25,6 +26,7 @@
 #define CLUSTER_REDIS_TIMEOUT_MS 2000
 #define CLUSTER_PENDING "cluster.pending:"
 #define CLUSTER_PAGE 500
+#define CLUSTER_SECRET_KV "cluster.secret"
 
 /* HSET the entry and publish it in one round trip. KEYS[1] the hash (and the channel);
  * ARGV: address, stored value, message. */
@@ -60,6 +62,8 @@ struct cluster {
     bool ever_up;
     bool freeing;
     uint64_t supp_sent, supp_applied, supp_pending_sent;
+    char *k_secret;               /* PREFIX "handoff:secret": the nodes' shared secret */
+    char secret[65];              /* its hex (kept in the spool, kv "cluster.secret"); "" unknown */
 };
 
 typedef struct cluster_supp_write {
@@ -419,6 +423,44 @@ static void cluster_on_beat(struct ev_loop *loop, ev_timer *w, int revents)
     free(mlens);
 }
 
+/* ---- the shared secret of handoff credentials ---- */
+
+/* GET answered: the secret every node uses (SET NX before it put this node's, or a new
+ * one, there if Redis had none: a Redis that lost it gets the nodes' own back). */
+static void cluster_on_secret(void *arg, redisReply *r)
+{
+    cluster *c = arg;
+    if (c->freeing || !r || r->type != REDIS_REPLY_STRING || r->len != 64) return;
+    if (strcmp(c->secret, r->str) == 0) return;
+    memcpy(c->secret, r->str, 64);
+    c->secret[64] = '\0';
+    spool_keep_begin(c->ctx->spool);
+    spool_kv_put(c->ctx->spool, CLUSTER_SECRET_KV, c->secret);
+    spool_keep_end(c->ctx->spool);
+}
+
+static void cluster_sync_secret(cluster *c)
+{
+    char mine[65];
+    if (c->secret[0]) {
+        memcpy(mine, c->secret, sizeof mine);
+    } else {
+        util_random_hex(mine, 32);
+    }
+    const char *set[] = {"SET", c->k_secret, mine, "NX"};
+    size_t slens[] = {3, strlen(c->k_secret), 64, 2};
+    redis_link_command(c->cmd, NULL, NULL, 4, set, slens);
+    const char *get[] = {"GET", c->k_secret};
+    size_t glens[] = {3, strlen(c->k_secret)};
+    redis_link_command(c->cmd, cluster_on_secret, c, 2, get, glens);
+    explicit_bzero(mine, sizeof mine);
+}
+
+const char *cluster_secret(const cluster *c)
+{
+    return c && c->secret[0] ? c->secret : NULL;
+}
+
 /* ---- link state ---- */
 
 static void cluster_on_up(void *arg)
@@ -431,6 +473,7 @@ static void cluster_on_up(void *arg)
     c->down_since_ms = 0;
     c->ever_up = true;
     cluster_metric_up(c, true);
+    cluster_sync_secret(c);
     cluster_limits_up(c->limits);
     cluster_ops_up(c->ops);
     cluster_flush_pending(c);
@@ -497,6 +540,12 @@ cluster *cluster_new(kiln_ctx *ctx)
     c->node = util_strdup(cfg->cluster_node);
     c->k_nodes = util_asprintf("%snode:", cfg->cluster_key_prefix);
     c->k_supp = util_asprintf("%ssuppression", cfg->cluster_key_prefix);
+    c->k_secret = util_asprintf("%shandoff:secret", cfg->cluster_key_prefix);
+    char *kept = NULL;
+    if (spool_kv_get(ctx->spool, CLUSTER_SECRET_KV, &kept) == 0 && kept && strlen(kept) == 64)
+        memcpy(c->secret, kept, 65);
+    if (kept) explicit_bzero(kept, strlen(kept));
+    free(kept);
     redis_link_conf lc = {
         .name = "redis",
         .host = cfg->cluster_redis_host,
@@ -640,6 +689,44 @@ json_t *cluster_status_json(cluster *c)
     return d;
 }
 
+int cluster_pick_peer(cluster *c, const char *pool, char **node, char **host, int *port)
+{
+    if (!c || !redis_link_up(c->cmd)) return -1;       /* liveness unknown without Redis */
+    const config *cfg = c->ctx->cfg;
+    pools *p = c->ctx->sched ? scheduler_pools(c->ctx->sched) : NULL;
+    int64_t best = -2;
+    const config_peer *pick = NULL;
+    for (size_t i = 0; i < c->nview; i++) {
+        const cluster_view *v = &c->view[i];
+        if (!v->alive || !v->beat || strcmp(v->name, c->node) == 0) continue;
+        const config_peer *peer = NULL;
+        for (size_t k = 0; k < cfg->ncluster_peers; k++)
+            if (strcmp(cfg->cluster_peers[k].node, v->name) == 0) peer = &cfg->cluster_peers[k];
+        if (!peer || netaddr_classify(peer->addr.host) == NETADDR_INVALID) continue;
+        size_t k;
+        json_t *ip;
+        json_array_foreach(json_object_get(v->beat, "DedicatedIps"), k, ip) {
+            const char *ipool = json_string_value(json_object_get(ip, "PoolName"));
+            const char *state = json_string_value(json_object_get(ip, "State"));
+            const char *zone = json_string_value(json_object_get(ip, "Zone"));
+            json_int_t cap = json_integer_value(json_object_get(ip, "DailyCap"));
+            json_int_t sent = json_integer_value(json_object_get(ip, "SentLast24Hours"));
+            if (!ipool || strcmp(ipool, pool) != 0 || !state || strcmp(state, "active") != 0)
+                continue;
+            if (zone && p && !pools_zone_is_up(p, zone)) continue;
+            int64_t room = cap < 0 ? INT64_MAX : cap - sent;
+            if (room <= 0 || room <= best) continue;
+            best = room;
+            pick = peer;
+        }
+    }
+    if (!pick) return -1;
+    *node = util_strdup(pick->node);
+    *host = util_strdup(pick->addr.host);
+    *port = pick->addr.port;
+    return 0;
+}
+
 void cluster_remote_ips(cluster *c, json_t *arr)
 {
     bool up = redis_link_up(c->cmd);
@@ -679,5 +766,7 @@ void cluster_free(cluster *c)
     free(c->node);
     free(c->k_nodes);
     free(c->k_supp);
+    free(c->k_secret);
+    explicit_bzero(c->secret, sizeof c->secret);
     free(c);
 }

@@ -44,6 +44,11 @@ json_t *cluster_status_json(cluster *c);
  * kiln.Node), appended to arr; for `kilnctl ips` on any node. */
 void cluster_remote_ips(cluster *c, json_t *arr);
 bool cluster_redis_is_up(const cluster *c);
+/* For a handoff (mta/handoff.h): a live other node whose last heartbeat shows an IP of pool
+ * that can send (state active, its zone up, under its daily cap) and whose submission
+ * address (submission_peers) is an IP literal; the one with the most headroom. 0 with
+ * *node and *host malloc'd; -1 none (or Redis down: liveness unknown). */
+int cluster_pick_peer(cluster *c, const char *pool, char **node, char **host, int *port);
 /* This node's operator marked a zone down or up: shared with every node (cluster_ops.h).
  * NULL c: nothing to do. */
 void cluster_zone_changed(cluster *c, const char *zone, bool up);
@@ -51,6 +56,9 @@ void cluster_zone_changed(cluster *c, const char *zone, bool up);
  * to *owner's node, 0 no node has it (or c is NULL), -1 and *err Redis away. */
 int cluster_forward_warmup(cluster *c, const char *address, int percent, char **owner,
                            char **err);
+/* The secret the nodes' handoff credentials derive from (mta/handoff.h): 64 hex digits,
+ * shared through Redis (kept in the spool too); NULL until this node has it. */
+const char *cluster_secret(const cluster *c);
 /* The account's shared rate and 24 h quota (mta/cluster_limits.h); NULL when c is NULL. */
 struct cluster_limits *cluster_get_limits(cluster *c);
 void cluster_free(cluster *c);

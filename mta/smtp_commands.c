@@ -18,6 +18,7 @@
 #include "mta/auth.h"
 #include "mta/cluster.h"
 #include "mta/cluster_limits.h"
+#include "mta/handoff.h"
 #include "base/metrics.h"
 #include "mta/feedback.h"
 #include "mta/message.h"
@@ -123,7 +124,8 @@ static bool smtp_server_in_transaction(const smtp_session *s)
 
 static bool smtp_server_auth_offered(const smtp_session *s)
 {
-    if (s->fb || !auth_enabled(s->cfg)) return false;
+    /* a cluster node takes its peers' handoffs with their credential */
+    if (s->fb || !(auth_enabled(s->cfg) || s->cfg->cluster_on)) return false;
     if (conn_tls(&s->conn)) return true;
     return !s->cfg->tls_cert && s->loopback;
 }
@@ -268,7 +270,7 @@ static void smtp_server_cmd_mail(smtp_session *s, const smtp_cmd *c)
         smtp_server_error_reply(s, POLICY_REPLY_AUTH_REQUIRED);
         return;
     }
-    if (!s->trusted && !auth_enabled(cfg)) {
+    if (!s->trusted && !auth_enabled(cfg) && !s->cluster_peer) {
         smtp_server_log_reject(s, "mail", p.addr, NULL, REPLY_RELAY_DENIED);
         smtp_server_error_reply(s, REPLY_RELAY_DENIED);
         return;
@@ -302,6 +304,21 @@ static void smtp_server_cmd_mail(smtp_session *s, const smtp_cmd *c)
     smtp_server_reply(s, REPLY_MAIL_OK);
 }
 
+/* An accepted recipient joins the transaction: 250. */
+static void smtp_server_add_rcpt(smtp_session *s, const char *addr, policy_rcpt_verdict v)
+{
+    if (s->nrcpts == s->rcpts_cap) {
+        s->rcpts_cap = s->rcpts_cap ? 2 * s->rcpts_cap : 8;
+        s->rcpts = util_realloc(s->rcpts, s->rcpts_cap * sizeof *s->rcpts);
+        s->verdicts = util_realloc(s->verdicts, s->rcpts_cap * sizeof *s->verdicts);
+    }
+    s->rcpts[s->nrcpts] = util_strdup(addr);
+    s->verdicts[s->nrcpts] = v;
+    s->nrcpts++;
+    s->state = ST_RCPT;
+    smtp_server_reply(s, REPLY_RCPT_OK);
+}
+
 /* The feedback listener's RCPT: only kiln's own addresses, no quota, no policy. */
 static void smtp_server_feedback_rcpt(smtp_session *s, const char *addr)
 {
@@ -318,16 +335,7 @@ static void smtp_server_feedback_rcpt(smtp_session *s, const char *addr)
         smtp_server_reply(s, r);
         return;
     }
-    if (s->nrcpts == s->rcpts_cap) {
-        s->rcpts_cap = s->rcpts_cap ? 2 * s->rcpts_cap : 8;
-        s->rcpts = util_realloc(s->rcpts, s->rcpts_cap * sizeof *s->rcpts);
-        s->verdicts = util_realloc(s->verdicts, s->rcpts_cap * sizeof *s->verdicts);
-    }
-    s->rcpts[s->nrcpts] = util_strdup(addr);
-    s->verdicts[s->nrcpts] = POLICY_RCPT_ACCEPT;
-    s->nrcpts++;
-    s->state = ST_RCPT;
-    smtp_server_reply(s, REPLY_RCPT_OK);
+    smtp_server_add_rcpt(s, addr, POLICY_RCPT_ACCEPT);
 }
 
 /* ---- RCPT against the cluster's shared limits (mta/cluster_limits.h) ---- */
@@ -407,6 +415,10 @@ static void smtp_server_cmd_rcpt(smtp_session *s, const smtp_cmd *c)
         smtp_server_feedback_rcpt(s, p.addr);
         return;
     }
+    if (s->cluster_peer) {        /* a handoff: the first node applied every rule already */
+        smtp_server_add_rcpt(s, p.addr, POLICY_RCPT_ACCEPT);
+        return;
+    }
     kiln_ctx *ctx = s->ctx;
     bool suppressed = false;
     if (spool_suppression_get(ctx->spool, p.addr, &suppressed, NULL, NULL) != 0) {
@@ -440,17 +452,8 @@ static void smtp_server_cmd_rcpt(smtp_session *s, const smtp_cmd *c)
         if (owned) free((char *)r);
         return;
     }
-    if (s->nrcpts == s->rcpts_cap) {
-        s->rcpts_cap = s->rcpts_cap ? 2 * s->rcpts_cap : 8;
-        s->rcpts = util_realloc(s->rcpts, s->rcpts_cap * sizeof *s->rcpts);
-        s->verdicts = util_realloc(s->verdicts, s->rcpts_cap * sizeof *s->verdicts);
-    }
-    s->rcpts[s->nrcpts] = util_strdup(p.addr);
-    s->verdicts[s->nrcpts] = v;
-    s->nrcpts++;
     if (v == POLICY_RCPT_ACCEPT || v == POLICY_RCPT_SUPPRESSED) s->reserved++;
-    s->state = ST_RCPT;
-    smtp_server_reply(s, REPLY_RCPT_OK);
+    smtp_server_add_rcpt(s, p.addr, v);
 }
 
 static void smtp_server_cmd_data(smtp_session *s, const smtp_cmd *c)
@@ -609,6 +612,18 @@ static void smtp_server_auth_checked(void *arg, bool ok)
 static void smtp_server_auth_finish(smtp_session *s, const char *user, const char *pass)
 {
     s->auth_started = ev_now(s->ctx->loop);
+    if (s->cfg->cluster_on &&
+        strncmp(user, HANDOFF_USER_PREFIX, strlen(HANDOFF_USER_PREFIX)) == 0) {
+        char node[72];
+        if (handoff_check(cluster_secret(s->ctx->cluster), user, pass, node)) {
+            free(s->cluster_peer);
+            s->cluster_peer = util_strdup(node);
+            smtp_server_auth_ok(s, util_strdup(user), NULL);
+        } else {
+            smtp_server_auth_failed(s, user);
+        }
+        return;
+    }
     const config_access_key *key = config_find_access_key(s->cfg, user);
     if (key) {
         if (auth_access_key_check(key, s->cfg->region, pass))
@@ -733,7 +748,7 @@ static void smtp_server_auth_continue(smtp_session *s, const char *line)
 
 static void smtp_server_cmd_auth(smtp_session *s, const smtp_cmd *c)
 {
-    if (s->fb || !auth_enabled(s->cfg)) {
+    if (s->fb || !(auth_enabled(s->cfg) || s->cfg->cluster_on)) {
         smtp_server_error_reply(s, REPLY_AUTH_UNAVAILABLE);
         return;
     }

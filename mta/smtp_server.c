@@ -422,6 +422,7 @@ static void smtp_server_session_free(smtp_session *s)
     smtp_server_free_transaction(s, true);
     smtp_server_auth_release(s);
     smtp_server_limit_release(s);
+    free(s->cluster_peer);
     free(s->helo);
     free(s->auth_user);
     free(s->auth_login_user);

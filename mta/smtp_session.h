@@ -146,6 +146,8 @@ struct smtp_session {
     unsigned data_flags;      /* SMTP_LINE_* seen in the message */
     bool data_prev_crlf;      /* the previous data line ended with CRLF */
     char *set_name;           /* configuration set of the message being committed */
+    char *cluster_peer;       /* authenticated with a node's handoff credential (mta/handoff.h):
+                                 that node's name; its recipients skip the account's limits */
     bool commit_pending;
 
     smtp_linereader lr;
