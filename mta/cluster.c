@@ -14,6 +14,7 @@
 #include "base/util.h"
 #include "mta/cluster_limits.h"
 #include "mta/cluster_ops.h"
+#include "mta/cluster_stats.h"
 #include "mta/control_json.h"
 #include "mta/redis_link.h"
 #include "mta/smtp_server.h"
@@ -58,11 +59,13 @@ struct cluster {
     size_t nview;
     cluster_limits *limits;       /* the account's rate and 24 h quota (cluster_limits.h) */
     cluster_ops *ops;             /* zones, warm-up settings and state (cluster_ops.h) */
+    cluster_stats *stats;         /* send statistics summed over the nodes (cluster_stats.h) */
     int64_t down_since_ms;        /* wall clock; 0 while Redis is up */
     bool ever_up;
     bool freeing;
     uint64_t supp_sent, supp_applied, supp_pending_sent;
     char *k_secret;               /* PREFIX "handoff:secret": the nodes' shared secret */
+    uint64_t pick_seq;            /* handoff peers alike take turns */
     char secret[65];              /* its hex (kept in the spool, kv "cluster.secret"); "" unknown */
 };
 
@@ -392,6 +395,7 @@ static void cluster_on_beat(struct ev_loop *loop, ev_timer *w, int revents)
     if (revents) {
         cluster_limits_tick(c->limits);
         cluster_ops_tick(c->ops);
+        cluster_stats_tick(c->stats);
     }
     json_t *doc = cluster_beat_doc(c);
     char *text = json_dumps(doc, JSON_COMPACT);
@@ -568,6 +572,7 @@ cluster *cluster_new(kiln_ctx *ctx)
     cluster_view_build(c);
     spool_set_suppression_hook(ctx->spool, cluster_on_local_supp, c);
     c->limits = cluster_limits_new(ctx, c->cmd);
+    c->stats = cluster_stats_new(ctx, c->cmd);
     c->down_since_ms = kiln_now_ms(ctx);   /* until the first connect */
     cluster_metric_up(c, false);
     return c;
@@ -599,6 +604,8 @@ int cluster_forward_warmup(cluster *c, const char *address, int percent, char **
 }
 
 cluster_limits *cluster_get_limits(cluster *c) { return c ? c->limits : NULL; }
+
+cluster_stats *cluster_get_stats(cluster *c) { return c ? c->stats : NULL; }
 
 static bool cluster_str_differs(const char *a, const char *b)
 {
@@ -650,6 +657,7 @@ json_t *cluster_status_json(cluster *c)
                         json_integer((json_int_t)c->supp_applied));
     json_object_set_new(d, "Redis", rd);
     json_object_set_new(d, "Limits", cluster_limits_json(c->limits));
+    json_object_set_new(d, "Statistics", cluster_stats_json(c->stats));
     json_t *nodes = json_array();
     for (size_t i = 0; i < c->nview; i++) {
         const cluster_view *v = &c->view[i];
@@ -694,8 +702,11 @@ int cluster_pick_peer(cluster *c, const char *pool, char **node, char **host, in
     if (!c || !redis_link_up(c->cmd)) return -1;       /* liveness unknown without Redis */
     const config *cfg = c->ctx->cfg;
     pools *p = c->ctx->sched ? scheduler_pools(c->ctx->sched) : NULL;
-    int64_t best = -2;
-    const config_peer *pick = NULL;
+    /* each peer's best headroom for the pool (0: none) */
+    const config_peer **cand = util_calloc(c->nview ? c->nview : 1, sizeof *cand);
+    int64_t *room = util_calloc(c->nview ? c->nview : 1, sizeof *room);
+    size_t ncand = 0;
+    int64_t best = 0;
     for (size_t i = 0; i < c->nview; i++) {
         const cluster_view *v = &c->view[i];
         if (!v->alive || !v->beat || strcmp(v->name, c->node) == 0) continue;
@@ -703,6 +714,7 @@ int cluster_pick_peer(cluster *c, const char *pool, char **node, char **host, in
         for (size_t k = 0; k < cfg->ncluster_peers; k++)
             if (strcmp(cfg->cluster_peers[k].node, v->name) == 0) peer = &cfg->cluster_peers[k];
         if (!peer || netaddr_classify(peer->addr.host) == NETADDR_INVALID) continue;
+        int64_t r = 0;
         size_t k;
         json_t *ip;
         json_array_foreach(json_object_get(v->beat, "DedicatedIps"), k, ip) {
@@ -714,12 +726,25 @@ int cluster_pick_peer(cluster *c, const char *pool, char **node, char **host, in
             if (!ipool || strcmp(ipool, pool) != 0 || !state || strcmp(state, "active") != 0)
                 continue;
             if (zone && p && !pools_zone_is_up(p, zone)) continue;
-            int64_t room = cap < 0 ? INT64_MAX : cap - sent;
-            if (room <= 0 || room <= best) continue;
-            best = room;
-            pick = peer;
+            int64_t ir = cap < 0 ? INT64_MAX : cap - sent;
+            if (ir > r) r = ir;
         }
+        if (r <= 0) continue;
+        cand[ncand] = peer;
+        room[ncand++] = r;
+        if (r > best) best = r;
     }
+    /* the most headroom; peers alike take turns */
+    size_t nbest = 0;
+    for (size_t i = 0; i < ncand; i++) nbest += room[i] == best;
+    const config_peer *pick = NULL;
+    if (nbest) {
+        size_t want = (size_t)(c->pick_seq++ % nbest);
+        for (size_t i = 0; i < ncand && !pick; i++)
+            if (room[i] == best && want-- == 0) pick = cand[i];
+    }
+    free(cand);
+    free(room);
     if (!pick) return -1;
     *node = util_strdup(pick->node);
     *host = util_strdup(pick->addr.host);
@@ -758,6 +783,7 @@ void cluster_free(cluster *c)
     cluster_limits_free(c->limits);   /* before the link: its reply callback is disarmed */
     redis_link_free(c->cmd);      /* unsent writes land in the spool's pending rows */
     cluster_ops_free(c->ops);     /* after the link: its fetches were answered NULL */
+    cluster_stats_free(c->stats);
     for (size_t i = 0; i < c->nview; i++) {
         free(c->view[i].name);
         json_decref(c->view[i].beat);

@@ -44,6 +44,7 @@
 #include "store/spool.h"
 #include "store/reputation.h"
 #include "mta/cluster.h"
+#include "mta/cluster_stats.h"
 #include "store/stats.h"
 #include "base/util.h"
 
@@ -232,7 +233,7 @@ static void control_cmd_stats(control_client *cl)
     kiln_ctx *ctx = cl->ctl->ctx;
     json_t *arr = json_array();
     int64_t since = stats_bucket_ms(kiln_now_ms(ctx) - STATS_KEEP_MS);
-    if (spool_stats_each(ctx->spool, since, control_stats_point, arr) != 0) {
+    if (account_stats_each(ctx, since, control_stats_point, arr) != 0) {
         char *e = util_asprintf("cannot read the send statistics: %s", spool_errmsg(ctx->spool));
         control_reply_error(cl, e);
         control_log_cmd(cl->ctl, "stats", NULL, e);
@@ -269,8 +270,8 @@ static void control_cmd_reputation(control_client *cl)
     kiln_ctx *ctx = cl->ctl->ctx;
     int64_t now = kiln_now_ms(ctx);
     control_buckets b = {NULL, 0, 0};
-    if (spool_stats_each(ctx->spool, stats_bucket_ms(now - STATS_KEEP_MS),
-                         control_reputation_point, &b) != 0) {
+    if (account_stats_each(ctx, stats_bucket_ms(now - STATS_KEEP_MS), control_reputation_point,
+                           &b) != 0) {
         char *e = util_asprintf("cannot read the send statistics: %s", spool_errmsg(ctx->spool));
         control_reply_error(cl, e);
         control_log_cmd(cl->ctl, "reputation", NULL, e);

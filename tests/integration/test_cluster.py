@@ -21,6 +21,7 @@ az1/az2/az3, against an aiosmtpd sink that records every message's source addres
       node 1 sends from its own IP);
   (c3) a warm-up percentage set on node 1 for node 2's IP is forwarded to node 2;
   (c4) an IP moved from node 3 to node 2 in kiln.yaml (reload) keeps its warm-up position;
+  (c5) send statistics (kilnctl stats) and reputation are the sum over the nodes on any node;
   (f) bad cluster input: an unknown node for --node, --node without a cluster section.
 Every process is ended by PID; every wait is bounded."""
 import datetime
@@ -325,6 +326,29 @@ class ClusterTest(unittest.TestCase):
             seen = datetime.datetime.fromisoformat(row["LastSeen"].replace("Z", "+00:00"))
             return seen.timestamp() > moved_back and row["Ips"] == ["127.0.0.12"]
         wait_for(n3_beat, 5, 0.1, "n3's heartbeat with its IP")
+
+    # (c5)
+    @staticmethod
+    def attempts(k):
+        return sum(p["DeliveryAttempts"] for p in k.ctl("stats")["SendDataPoints"])
+
+    def test_c5_statistics_summed(self):
+        # the others' snapshots are at most a few seconds old: wait until all agree
+        def agreed():
+            vals = [self.attempts(k) for k in self.nodes.values()]
+            return vals[0] if len(set(vals)) == 1 else None
+        before = wait_for(agreed, 10, 0.2, "the nodes to agree on the statistics")
+        self.send_token(self.nodes["n1"], "stats-1")
+        send(self.nodes["n2"], "app@example.test", ["s1@dest.test", "s2@dest.test"],
+             headers={"X-Token": "stats-2"})
+        wait_for(lambda: all(self.attempts(k) == before + 3 for k in self.nodes.values()), 10,
+                 0.2, "stats on every node summing the 3 new recipients")
+        for k in self.nodes.values():
+            rep = k.ctl("reputation")
+            self.assertEqual(rep["ReputationMetrics"]["DeliveryAttempts"], before + 3, rep)
+        st = self.nodes["n3"].ctl("cluster", "status")["Statistics"]
+        self.assertEqual(st["Nodes"], 3)
+        self.assertIsNotNone(st["Updated"])
 
     # (d)
     def test_d_node_killed_and_restarted(self):
