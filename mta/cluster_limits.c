@@ -293,6 +293,7 @@ static void climits_on_reply(void *arg, redisReply *r)
         return;
     }
     l->inflight = NULL;
+    int64_t back = 0;
     bool ok = r && r->type == REDIS_REPLY_ARRAY && r->elements == 5;
     if (ok) {
         quota *q = l->ctx->quota;
@@ -303,10 +304,15 @@ static void climits_on_reply(void *arg, redisReply *r)
         if (call->hello) {
             l->leased = true;
             quota_set_mode(q, QUOTA_LEASED, climits_share(l), now);
-            if (r->element[3]->integer == 1)
+            if (r->element[3]->integer == 1) {
+                /* a Redis without this node's marker never saw its earlier leases */
+                quota_leases_void(q);
                 log_write(l->ctx->log, KLOG_INFO, "cluster.limits_seeded",
                           "node=%s account_sent_24h=%lld", l->ctx->cfg->cluster_node,
                           (long long)r->element[2]->integer);
+            } else {
+                back = quota_daily_unlease(q);   /* leased before the outage, not used */
+            }
         }
         quota_rate_grant(q, gr, now);
         quota_daily_grant(q, gd);
@@ -323,9 +329,11 @@ static void climits_on_reply(void *arg, redisReply *r)
     unsigned nr = l->next_rate, nd = l->next_daily;
     l->next_rate = l->next_daily = 0;
     climits_wake(l);
-    /* needs that came while this one was on the way and were not asked again */
-    if (!l->inflight && (nr || nd) && l->leased && redis_link_up(l->cmd))
-        climits_send(l, nr, nd, 0, false);
+    /* needs that came while this one was on the way and were not asked again, and slots
+     * to give back */
+    if (!l->inflight && (nr || nd || back > 0) && l->leased && redis_link_up(l->cmd)) {
+        if (climits_send(l, nr, nd, back, false)) l->given_back += (uint64_t)back;
+    }
 }
 
 cluster_limits *cluster_limits_new(kiln_ctx *ctx, redis_link *cmd)
@@ -344,10 +352,9 @@ cluster_limits *cluster_limits_new(kiln_ctx *ctx, redis_link *cmd)
 void cluster_limits_up(cluster_limits *l)
 {
     if (l->inflight) return;
-    /* hello: seed or report, give back what an earlier link left leased */
-    int64_t back = quota_daily_unlease(l->ctx->quota);
-    l->given_back += (uint64_t)back;
-    climits_send(l, 0, 0, back, true);
+    /* hello: seed or report; what an earlier link left leased is given back or dropped
+     * by its reply, once it says whether Redis kept this node's part */
+    climits_send(l, 0, 0, 0, true);
 }
 
 void cluster_limits_down(cluster_limits *l)

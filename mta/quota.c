@@ -282,6 +282,13 @@ int64_t quota_daily_leased(const quota *q)
     return q->daily_lease;
 }
 
+void quota_leases_void(quota *q)
+{
+    q->daily_lease = 0;
+    q->pending_leased = 0;          /* their commits are reported as sent outside a lease */
+    q->lease_tokens = 0;
+}
+
 int64_t quota_daily_unlease(quota *q)
 {
     int64_t n = q->daily_lease;

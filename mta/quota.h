@@ -58,6 +58,10 @@ double quota_rate_leased(quota *q, int64_t now_ms);
 /* n 24 h slots leased from the account (already counted in its window). */
 void quota_daily_grant(quota *q, int64_t n);
 int64_t quota_daily_leased(const quota *q);
+/* The account lost what it had leased to this node (Redis lost its data): unused slots and
+ * tokens are dropped, and reserved slots from leases count as not leased (their commit is
+ * reported). */
+void quota_leases_void(quota *q);
 /* Takes every unused leased slot, to give back to the account; returns how many. */
 int64_t quota_daily_unlease(quota *q);
 /* Minutes (and counts) of recipients committed in QUOTA_LOCAL not yet reported to the

@@ -11,17 +11,22 @@ kilnd nodes through a real redis-server on loopback (issue 17), each node owning
       recipient is delivered once;
   (i) redis-server killed: each node holds its share (local_share, 1/3) of the quota on its
       own and goes on accepting up to it; Redis back empty: the nodes' sends are counted
-      in the account's window again (exactly), and the account's remainder is what is left.
+      in the account's window again (exactly), and the account's remainder is what is left;
+  (m) redis-server killed in the middle of a load on all three nodes (kiln-loadgen) and
+      started again: every message acknowledged is delivered exactly once, and the
+      account's window ends at the number of recipients accepted.
 Every process is ended by PID; every wait is bounded."""
+import json
 import os
 import shutil
 import smtplib
+import subprocess
 import threading
 import time
 import unittest
 
 from apitest import api_kiln, client, error_code, need_clients
-from kilntest import Kiln, Sink, free_port, main, wait_for
+from kilntest import BUILDDIR, Kiln, Sink, free_port, main, wait_for
 from test_cluster import NODES, Redis, node_config
 
 QUOTA_REPLY = "4.7.0 Throttling failure: Daily message quota exceeded."
@@ -39,6 +44,8 @@ class LimitsCluster:
             cfg = node_config(k, name, redis.port, sink, free_port())
             cfg["cluster"]["redis"]["key_prefix"] = prefix
             cfg["account"].update(account)
+            # kiln-loadgen's domain (--domains 1) goes to the sink too
+            cfg["routes"].append({"domain": "d0.test", "host": sink.host, "port": sink.port})
             if name == "n2":
                 cfg["api"] = k.cfg["api"]
             k.write_config(cfg)
@@ -256,6 +263,65 @@ class ClusterLimitsTest(unittest.TestCase):
             self.assertEqual(int(self.redis.cmd("HGET", "ki:sent24h", "total")), 90)
             wait_for(lambda: self.delivered(tok) == 90, 30, 0.2, "90 recipients delivered")
         finally:
+            c.stop()
+
+    # (m)
+    def test_m_redis_killed_mid_load(self):
+        c = LimitsCluster(self.redis, self.sink, "km:", {"max_24h_send": 100000})
+        port = self.redis.port
+        procs = []
+        try:
+            loadgen = os.path.join(BUILDDIR, "kiln-loadgen")
+            for name, k in c.nodes.items():
+                rec = os.path.join(k.tmp, "acked.txt")
+                procs.append((rec, subprocess.Popen(
+                    [loadgen, "-s", "127.0.0.1:%d" % k.port, "-n", "400", "-c", "2",
+                     "--domains", "1", "--from", "app@example.test", "--rate", "200",
+                     "--token-prefix", "mid-%s-" % name, "--record", rec, "--json"],
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+            # Redis goes away a moment into the load, and comes back empty
+            wait_for(lambda: all(os.path.exists(r) and os.path.getsize(r) > 0
+                                 for r, _ in procs), 20, 0.05, "the load under way")
+            self.redis.stop()
+            wait_for(lambda: all(k.ctl("cluster", "status")["Limits"]["Mode"] == "local"
+                                 for k in c.nodes.values()), 10, 0.05, "every node local")
+            type(self).redis = Redis(port).start()
+            outs = [json.loads(p.communicate(timeout=120)[0]) for _, p in procs]
+            acked = set()
+            for rec, _ in procs:
+                with open(rec) as f:
+                    acked |= {line.split()[1] for line in f if line.strip()}
+            accepted = sum(o["accepted"] for o in outs)
+            self.assertEqual(len(acked), accepted)
+            self.assertGreater(accepted, 0)
+
+            def delivered():
+                seen = {}
+                for m in self.sink.messages:
+                    for line in m["data"].split(b"\r\n"):
+                        if line.startswith(b"X-Loadgen-Token: mid-"):
+                            t = line.split(b": ", 1)[1].decode()
+                            seen[t] = seen.get(t, 0) + 1
+                return seen
+            wait_for(lambda: acked <= set(delivered()), 60, 0.2,
+                     "every acknowledged message delivered")
+            seen = delivered()
+            self.assertEqual({t for t in acked if seen.get(t) != 1}, set(),
+                             "acknowledged messages not delivered exactly once")
+            for k in c.nodes.values():
+                wait_for(lambda: k.ctl("cluster", "status")["Limits"]["Mode"] == "leased", 15,
+                         0.1, "the node leasing again")
+            wait_for(lambda: self.redis.cmd("HGET", "km:sent24h", "total") == str(accepted),
+                     10, 0.1, "the account's window at the %d accepted (%s; %s)" % (
+                         accepted, self.redis.cmd("HGET", "km:sent24h", "total"),
+                         [k.ctl("cluster", "status")["Limits"] for k in c.nodes.values()]))
+            print("Redis killed mid-load: %d acknowledged, all delivered once, window %s"
+                  % (accepted, self.redis.cmd("HGET", "km:sent24h", "total")))
+        finally:
+            for _, p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait(10)
             c.stop()
 
 

@@ -402,6 +402,27 @@ START_TEST(test_local_unreported_then_cleared)
 }
 END_TEST
 
+START_TEST(test_leases_void)
+{
+    /* Redis came back without this node's leases: unused ones are dropped, and a slot
+     * reserved from a lease is reported when committed (the account never saw it) */
+    quota *q = quota_new(10, 100, T0);
+    quota_set_mode(q, QUOTA_LEASED, 0.5, T0);
+    quota_daily_grant(q, 5);
+    quota_rate_grant(q, 3, T0);
+    ck_assert(quota_daily_reserve(q, T0));
+    quota_leases_void(q);
+    ck_assert_int_eq(quota_daily_leased(q), 0);
+    ck_assert(!quota_rate_available(q, T0));
+    ck_assert(!quota_daily_reserve(q, T0));
+    quota_daily_commit(q, 1, T0);
+    int64_t m[4], c[4];
+    ck_assert_uint_eq(quota_unreported(q, T0, m, c, 4), 1);
+    ck_assert_int_eq(c[0], 1);
+    quota_free(q);
+}
+END_TEST
+
 START_TEST(test_lease_unlimited)
 {
     quota *q = quota_new(-1, -1, T0);
@@ -443,6 +464,7 @@ static Suite *quota_suite(void)
     tcase_add_test(lease, test_local_share);
     tcase_add_test(lease, test_local_unreported_then_cleared);
     tcase_add_test(lease, test_lease_unlimited);
+    tcase_add_test(lease, test_leases_void);
     suite_add_tcase(s, lease);
     return s;
 }
