@@ -121,6 +121,28 @@ def node_config(k, name, redis_port, sink, metrics_port, with_node=True):
     return cfg
 
 
+def stop_nodes(nodes):
+    """Stops every kilnd of nodes (name -> Kiln) and removes its directory; raises naming
+    each one that did not exit 0 (a sanitizer report or an unclean stop)."""
+    bad = []
+    for name, k in nodes.items():
+        try:
+            rc = k.stop()
+            if rc != 0:
+                bad.append("%s exited %s: %s" % (name, rc, k.stderr_text()[-3000:]))
+        finally:
+            k.cleanup()
+    return bad
+
+
+def wait_all_alive(nodes, timeout=15):
+    """Until every node's `kilnctl cluster status` shows all of them alive."""
+    want = set(nodes)
+    wait_for(lambda: all({n["Node"] for n in k.ctl("cluster", "status")["Nodes"]
+                          if n["Alive"] == "yes"} == want for k in nodes.values()),
+             timeout, 0.2, "every node to see the %d heartbeats" % len(want))
+
+
 def suppressed(k):
     return {x["EmailAddress"] for x in
             k.ctl("suppression", "list")["SuppressedDestinationSummaries"]}
@@ -149,23 +171,14 @@ class ClusterTest(unittest.TestCase):
                 if name == "n3":
                     k.args = ["--node", "n3"]
                 cls.nodes[name] = k.start()
-            wait_for(lambda: all(cls.alive_seen(k) == {"n1", "n2", "n3"}
-                                 for k in cls.nodes.values()),
-                     15, 0.2, "every node to see the three heartbeats")
+            wait_all_alive(cls.nodes)
         except BaseException:
             cls.tearDownClass()
             raise
 
     @classmethod
     def tearDownClass(cls):
-        bad = []
-        for name, k in getattr(cls, "nodes", {}).items():
-            try:
-                rc = k.stop()
-                if rc != 0:   # a sanitizer report or an unclean stop
-                    bad.append("%s exited %s: %s" % (name, rc, k.stderr_text()[-3000:]))
-            finally:
-                k.cleanup()
+        bad = stop_nodes(getattr(cls, "nodes", {}))
         if getattr(cls, "sink", None):
             cls.sink.__exit__(None, None, None)
         cls.redis.stop()

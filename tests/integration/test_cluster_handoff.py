@@ -24,7 +24,7 @@ import unittest
 
 from apitest import api_kiln, client, need_clients
 from kilntest import Kiln, Sink, main, wait_for
-from test_cluster import Redis
+from test_cluster import Redis, stop_nodes, wait_all_alive
 
 NODES = [("n1", "192.0.2.10", "az1"), ("n2", "127.0.0.11", "az2"), ("n3", "127.0.0.12", "az3")]
 
@@ -52,24 +52,14 @@ class HandoffTest(unittest.TestCase):
                                   "port": cls.sink.port}]
                 k.write_config()
                 cls.nodes[name] = k.start()
-            wait_for(lambda: all(len([n for n in k.ctl("cluster", "status")["Nodes"]
-                                      if n["Alive"] == "yes"]) == 3
-                                 for k in cls.nodes.values()),
-                     15, 0.2, "every node to see the three heartbeats")
+            wait_all_alive(cls.nodes)
         except BaseException:
             cls.tearDownClass()
             raise
 
     @classmethod
     def tearDownClass(cls):
-        bad = []
-        for name, k in getattr(cls, "nodes", {}).items():
-            try:
-                rc = k.stop()
-                if rc != 0:
-                    bad.append("%s exited %s: %s" % (name, rc, k.stderr_text()[-3000:]))
-            finally:
-                k.cleanup()
+        bad = stop_nodes(getattr(cls, "nodes", {}))
         cls.sink.__exit__(None, None, None)
         cls.redis.stop()
         shutil.rmtree(cls.redis.dir, ignore_errors=True)

@@ -27,7 +27,7 @@ import unittest
 
 from apitest import api_kiln, client, error_code, need_clients
 from kilntest import BUILDDIR, Kiln, Sink, free_port, main, wait_for
-from test_cluster import NODES, Redis, node_config
+from test_cluster import NODES, Redis, node_config, stop_nodes
 
 QUOTA_REPLY = "4.7.0 Throttling failure: Daily message quota exceeded."
 RATE_REPLY = "4.7.0 Throttling failure: Maximum sending rate exceeded."
@@ -61,14 +61,7 @@ class LimitsCluster:
             raise
 
     def stop(self):
-        bad = []
-        for name, k in self.nodes.items():
-            try:
-                rc = k.stop()
-                if rc != 0:
-                    bad.append("%s exited %s: %s" % (name, rc, k.stderr_text()[-3000:]))
-            finally:
-                k.cleanup()
+        bad = stop_nodes(self.nodes)
         if bad:
             raise AssertionError("\n".join(bad))
 
