@@ -2,6 +2,7 @@
 redis-server on loopback (issue 17). n1's only IP is 192.0.2.10, which no interface of this
 machine has (bind fails: "all its IPs made unbindable"); n2 and n3 own 127.0.0.11 and
 127.0.0.12. Every node lists the others' submission addresses (cluster.submission_peers).
+dest.test's MX comes from a dnsmasq on loopback (no static route).
 
   (j) mail submitted to n1 leaves through n2 and n3: every recipient reaches the sink once,
       from 127.0.0.11 or 127.0.0.12; n1's queue empties; the 250 of n1 and the peers'
@@ -23,7 +24,7 @@ import smtplib
 import unittest
 
 from apitest import api_kiln, client, need_clients
-from kilntest import Kiln, Sink, main, wait_for
+from kilntest import Dnsmasq, Kiln, Sink, main, wait_for
 from test_cluster import Redis, stop_nodes, wait_all_alive
 
 NODES = [("n1", "192.0.2.10", "az1"), ("n2", "127.0.0.11", "az2"), ("n3", "127.0.0.12", "az3")]
@@ -35,7 +36,10 @@ class HandoffTest(unittest.TestCase):
         cls.redis = Redis().start()
         cls.sink = Sink("127.0.0.1").__enter__()
         cls.nodes = {}
+        cls.dns = None
         try:
+            cls.dns = Dnsmasq(["--mx-host=dest.test,mx.dest.test,10",
+                               "--host-record=mx.dest.test,127.0.0.1"]).__enter__()
             # n1 also answers the SES API (a message with EmailTags)
             made = {name: api_kiln() if name == "n1" else Kiln() for name, _, _ in NODES}
             peers = {name: "127.0.0.1:%d" % k.port for name, k in made.items()}
@@ -48,8 +52,9 @@ class HandoffTest(unittest.TestCase):
                                   "redis": {"url": "redis://127.0.0.1:%d/0" % cls.redis.port,
                                             "key_prefix": "ho:"}}
                 cfg["account"]["max_24h_send"] = 1000
-                cfg["routes"] = [{"domain": "dest.test", "host": cls.sink.host,
-                                  "port": cls.sink.port}]
+                cfg["routes"] = []
+                cfg["dns"]["servers"] = ["127.0.0.1:%d" % cls.dns.port]
+                cfg["delivery"]["remote_port"] = cls.sink.port
                 k.write_config()
                 cls.nodes[name] = k.start()
             wait_all_alive(cls.nodes)
@@ -60,6 +65,8 @@ class HandoffTest(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         bad = stop_nodes(getattr(cls, "nodes", {}))
+        if cls.dns:
+            cls.dns.__exit__(None, None, None)
         cls.sink.__exit__(None, None, None)
         cls.redis.stop()
         shutil.rmtree(cls.redis.dir, ignore_errors=True)
