@@ -33,6 +33,8 @@ static const char cops_lua_write[] =
     "else redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end "
     "redis.call('PUBLISH', KEYS[2], ARGV[3]) return 1";
 
+#define COPS_RESYNC_TICKS 3        /* seconds between reads of the stored zone states */
+
 typedef struct cops_pending {
     char *zone;
     bool up;
@@ -51,6 +53,7 @@ struct cluster_ops {
     cops_pending *pending;        /* zone changes made while Redis was away, oldest first */
     cops_pushed *pushed;
     size_t npushed;
+    unsigned ticks;
     bool freeing;
 };
 
@@ -251,10 +254,17 @@ static cops_pushed *cops_pushed_of(cluster_ops *o, const char *ip)
     return e;
 }
 
+
 void cluster_ops_tick(cluster_ops *o)
 {
     pools *p = cops_pools(o);
     if (!p || !redis_link_up(o->cmd)) return;
+    /* a publish can pass a subscriber that is (re)connecting: the stored states are read
+     * again every few seconds, so a missed change is applied all the same */
+    if (++o->ticks % COPS_RESYNC_TICKS == 0 && !o->pending) {
+        cops_fetch(o, o->k_zones, cops_on_zones);
+        cops_fetch(o, o->k_warmup, cops_on_warmups);
+    }
     char *text = pools_state_json(p);
     json_t *root = text ? json_loads(text, 0, NULL) : NULL;
     free(text);

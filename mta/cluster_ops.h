@@ -2,8 +2,10 @@
  * Redis (issue 17). It promises:
  * - a zone marked down or up on any node (kilnctl zone down|up) is stored in Redis and
  *   published, and every other node takes that zone out of (or back into) rotation at
- *   once; a node that was away from Redis takes the stored zone states when it returns,
- *   after sending the changes it made meanwhile; a Redis that lost them is seeded again;
+ *   once (and within 3 s if it missed the publish: the stored states are read again
+ *   every 3 s); a node that was away from Redis takes the stored zone states when it
+ *   returns, after sending the changes it made meanwhile; a Redis that lost them is
+ *   seeded again;
  * - a warm-up percentage set for another node's IP (kilnctl ip warmup, the SES API's
  *   PutDedicatedIpWarmupAttributes) is forwarded to the IP's node through Redis (kept
  *   there until that node applies it, so a node that is down applies it when it returns);
