@@ -254,7 +254,6 @@ static cops_pushed *cops_pushed_of(cluster_ops *o, const char *ip)
     return e;
 }
 
-
 void cluster_ops_tick(cluster_ops *o)
 {
     pools *p = cops_pools(o);
