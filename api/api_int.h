@@ -26,6 +26,7 @@ typedef struct api_call {
     json_t *in;                     /* validated input, keyed by the model's member names */
     char request_id[40];            /* x-amzn-RequestId of the answer */
     int64_t now_ms;
+    int limit_asks;                 /* cluster leases this call waited for (api_send.c) */
 } api_call;
 
 /* 2xx with body (taken; NULL: "{}"), status from the model. Frees the call. */

@@ -22,6 +22,7 @@
 #include "api/api_int.h"
 #include "base/log.h"
 #include "base/util.h"
+#include "mta/cluster.h"
 #include "pools/pools.h"
 #include "scheduler/scheduler.h"
 
@@ -192,6 +193,22 @@ void api_op_put_dedicated_ip_warmup_attributes(api_call *c)
     pools *p = api_ips_pools(c);
     if (!p) return;
     pools_ip_info in;
+    char *owner = NULL, *ferr = NULL;
+    int fw = addr && api_ips_find(p, addr, c->now_ms, &in) < 0
+                 ? cluster_forward_warmup(c->ctx->cluster, addr, (int)pct, &owner, &ferr)
+                 : 0;
+    if (fw < 0) {                /* another node's IP, and Redis away */
+        api_ips_log_cmd(c, addr, (int)pct, ferr);
+        API_BAD_REQUEST(c, "%s", ferr);
+        free(ferr);
+        return;
+    }
+    if (fw > 0) {                /* another node's IP: its node applies it */
+        api_ips_log_cmd(c, addr, (int)pct, NULL);
+        free(owner);
+        api_ok(c, NULL);
+        return;
+    }
     if (api_ips_find(p, addr, c->now_ms, &in) < 0) {
         api_ips_log_cmd(c, addr ? addr : "", (int)pct, "unknown address");
         API_NOT_FOUND(c, "Dedicated IP %s does not exist.", addr ? addr : "");

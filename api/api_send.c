@@ -21,6 +21,8 @@
 #include "api/template.h"
 #include "base/util.h"
 #include "mta/accept.h"
+#include "mta/cluster.h"
+#include "mta/cluster_limits.h"
 #include "mta/events.h"
 #include "mta/message.h"
 #include "mta/policy.h"
@@ -28,6 +30,7 @@
 #include "store/spool.h"
 
 #define API_SEND_MAX_TAGS 50
+#define API_SEND_LIMIT_ASKS 3      /* cluster leases one SendEmail may wait for */
 #define API_BULK_MAX_ENTRIES 50          /* SES's BulkEmailEntries limit */
 #define API_TEMPLATE_OUT_MAX (10u * 1024 * 1024)
 
@@ -38,6 +41,7 @@ typedef struct api_send_err {
     const char *type;
     const char *bulk;
     char *msg;
+    bool rate, daily;             /* refused by the send rate / the 24 h quota */
 } api_send_err;
 
 /* One message on its way to accept.c. */
@@ -491,12 +495,15 @@ static int api_msg_check_rcpts(api_call *c, api_msg *m, api_send_err *e)
         bool owned = false;
         policy_rcpt_verdict v = policy_check_rcpt(&in, &r, &owned);
         if (v == POLICY_RCPT_REJECT) {
-            if (strcmp(r, POLICY_REPLY_RATE) == 0)
+            if (strcmp(r, POLICY_REPLY_RATE) == 0) {
                 api_send_fail(e, 429, "TooManyRequestsException", "ACCOUNT_THROTTLED",
                               "Maximum sending rate exceeded.");
-            else if (strcmp(r, POLICY_REPLY_QUOTA) == 0)
+                e->rate = true;
+            } else if (strcmp(r, POLICY_REPLY_QUOTA) == 0) {
                 api_send_fail(e, 400, "LimitExceededException", "ACCOUNT_DAILY_QUOTA_EXCEEDED",
                               "Daily message quota exceeded.");
+                e->daily = true;
+            }
             else
                 api_send_rejected(e, api_send_reply_text(r));
             if (owned) free((char *)r);
@@ -604,6 +611,29 @@ static void api_send_note_ignored(api_call *c, json_t *obj, const char *field, c
               c->key_id, field, log_q(c->ctx->log, why));
 }
 
+/* The lease asked for by api_send_limit_wait was answered: the request runs again from its
+ * validated input, now against what the node holds. */
+static void api_send_limit_answered(void *arg)
+{
+    api_call *c = arg;
+    c->now_ms = kiln_now_ms(c->ctx);
+    api_op_send_email(c);
+}
+
+/* SendEmail refused by the send rate or the 24 h quota on a cluster node whose quota is
+ * leased (mta/cluster_limits.h): ask the account for a lease covering the message's
+ * recipients and answer later. false: answer the refusal now. */
+static bool api_send_limit_wait(api_call *c, const api_msg *m, const api_send_err *e)
+{
+    if ((!e->rate && !e->daily) || c->limit_asks >= API_SEND_LIMIT_ASKS) return false;
+    unsigned n = (unsigned)m->nrcpts;
+    if (!cluster_limits_ask(cluster_get_limits(c->ctx->cluster), e->rate ? n : 0,
+                            e->daily ? n : 0, api_send_limit_answered, c))
+        return false;
+    c->limit_asks++;
+    return true;
+}
+
 void api_op_send_email(api_call *c)
 {
     api_msg m;
@@ -679,6 +709,11 @@ void api_op_send_email(api_call *c)
     }
     if (rc == 0) rc = api_msg_add_tags(&m, api_in(c, "EmailTags"), "EmailTags", &e);
     if (rc == 0) rc = api_msg_check_rcpts(c, &m, &e);
+    if (rc != 0 && api_send_limit_wait(c, &m, &e)) {
+        free(e.msg);
+        api_msg_free(&m);
+        return;
+    }
     if (rc == 0) rc = api_msg_accept(c, &m, api_send_email_done, c, &e);
     api_msg_free(&m);
     if (rc != 0) api_send_reply(c, &e);

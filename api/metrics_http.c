@@ -26,6 +26,7 @@
 #include "base/kiln.h"
 #include "base/metrics.h"
 #include "base/util.h"
+#include "mta/cluster_stats.h"
 #include "mta/events.h"
 #include "mta/smtp_server.h"
 #include "mta/webhook.h"
@@ -187,8 +188,8 @@ static void metrics_http_reputation(kiln_ctx *ctx, metrics *m, int64_t *at_ms)
     int64_t now = kiln_now_ms(ctx);
     if (*at_ms && now - *at_ms < METRICS_REPUTATION_EVERY_MS && now >= *at_ms) return;
     metrics_http_buckets b = {NULL, 0, 0};
-    if (ctx->spool && spool_stats_each(ctx->spool, stats_bucket_ms(now - STATS_KEEP_MS),
-                                       metrics_http_bucket, &b) == 0) {
+    if (ctx->spool && account_stats_each(ctx, stats_bucket_ms(now - STATS_KEEP_MS),
+                                         metrics_http_bucket, &b) == 0) {
         reputation r;
         reputation_compute(b.v, b.n, now, &r);
         metrics_set(m, "kiln_reputation_bounce_ratio", NULL, r.bounce_rate);

@@ -321,6 +321,9 @@ typedef struct config {
     char *cluster_redis_password;   /* password_file's content; NULL: no AUTH */
     char *cluster_redis_password_file;  /* absolute; mode 0600/0400 (checked like api keys) */
     char *cluster_key_prefix;       /* every key kiln writes starts with it; default "kiln:" */
+    double cluster_local_share;     /* 0 < x <= 1: the fraction of max_send_rate and
+                                       max_24h_send held alone while Redis is away; default
+                                       1 / ncluster_nodes */
     config_peer *cluster_peers;     /* cluster.submission_peers, in file order */
     size_t ncluster_peers;
     char **cluster_nodes;           /* every node named by ips[].node or submission_peers,

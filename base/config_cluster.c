@@ -2,7 +2,9 @@
  * account through a shared Redis. This node's name (cluster.node, or kilnd --node through
  * config_cluster_select_node), the Redis server (cluster.redis: url, password_file,
  * key_prefix), each node's submission address (cluster.submission_peers), and the cross-check
- * with ips[].node (read by config_sending.c's ips reader).
+ * with ips[].node (read by config_sending.c's ips reader), and the share of the account's
+ * limits a node holds while Redis is away (cluster.local_share, default 1 / the number of
+ * nodes).
  *
  * Promises: the section is optional and cluster_on says whether it is present; without it
  * nothing is set and an ips[].node is an error. With it, redis and redis.url are required
@@ -350,9 +352,29 @@ static int config_cluster_ip_nodes(config_parser *p, yaml_node_t *root)
     return 0;
 }
 
+/* local_share: the fraction (0 < x <= 1) of the account's limits a node holds while Redis is
+ * away; written as a decimal or a percentage ("25%"). */
+static int config_cluster_share(config_parser *p, yaml_node_t *v, double *out)
+{
+    const char *s;
+    if (config_as_scalar(p, v, "a fraction such as 0.25 or 25%", &s) < 0) return -1;
+    char *end = NULL;
+    double x = strtod(s, &end);
+    bool pct = end && *end == '%' && end[1] == '\0';
+    if (end == s || (!pct && end && *end) || x != x)
+        return config_fail(p, v, "'%s' is not a fraction (write 0.25 or 25%%)", s);
+    if (pct) x /= 100.0;
+    if (!(x > 0) || x > 1)
+        return config_fail(p, v, "%s is out of range: the share is above 0 and at most 1 "
+                                 "(100%%)", s);
+    *out = x;
+    return 0;
+}
+
 static int config_cluster_section(config_parser *p, yaml_node_t *v)
 {
-    static const char *const keys[] = {"node", "redis", "submission_peers", NULL};
+    static const char *const keys[] = {"node", "redis", "submission_peers", "local_share",
+                                       NULL};
     config *c = p->cfg;
     if (config_as_map(p, v, keys) < 0) return -1;
     c->cluster_on = true;
@@ -364,6 +386,7 @@ static int config_cluster_section(config_parser *p, yaml_node_t *v)
                               "(the shared Redis: {url: " CLUSTER_URL_EXAMPLES "})");
     FIELD(m, "redis", f, config_cluster_redis(p, f));
     FIELD(m, "submission_peers", f, config_cluster_peers(p, f));
+    FIELD(m, "local_share", f, config_cluster_share(p, f, &c->cluster_local_share));
     if (!c->cluster_key_prefix) c->cluster_key_prefix = util_strdup(CLUSTER_PREFIX_DEFAULT);
     return 0;
 }
@@ -382,6 +405,8 @@ int config_read_cluster(config_parser *p, yaml_node_t *root)
     config_pop(p, mark);
     if (!c->cluster_on) return 0;
     config_cluster_collect(c);
+    if (c->cluster_local_share <= 0 && c->ncluster_nodes)
+        c->cluster_local_share = 1.0 / (double)c->ncluster_nodes;
     if (c->cluster_node && config_cluster_node_index(c, c->cluster_node) < 0) {
         yaml_node_t *f = config_lookup(p, v, "node", NULL);
         strbuf sb;
@@ -409,6 +434,8 @@ void config_cluster_summary(strbuf *sb, const config *c)
     if (c->cluster_redis_password_file)
         strbuf_printf(sb, ", password_file %s", c->cluster_redis_password_file);
     strbuf_puts(sb, ")");
+    strbuf_printf(sb, "; while Redis is away this node holds %.4g%% of the account's limits",
+                  c->cluster_local_share * 100);
     for (size_t i = 0; i < c->ncluster_peers; i++) {
         strbuf_printf(sb, "%s%s ", i ? ", " : "; submission peers ", c->cluster_peers[i].node);
         config_fmt_hostport(sb, c->cluster_peers[i].addr.host, c->cluster_peers[i].addr.port);

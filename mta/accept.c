@@ -410,6 +410,42 @@ static void on_commit(void *arg, bool ok, const char *err)
     free(j);
 }
 
+/* A message handed over by another node: stored as sent, its own id and mail object, every
+ * recipient queued; nothing counted or published (the first node did). */
+static int accept_handed_over(accept_job *j, const accept_in *in)
+{
+    kiln_ctx *ctx = j->ctx;
+    snprintf(j->id, sizeof j->id, "%s", in->handoff_id);
+    size_t len = in->data_len;
+    char *data;
+    if (in->take) {
+        len = in->take->len;
+        data = strbuf_steal(in->take);
+    } else {
+        data = util_malloc(len + 1);
+        memcpy(data, in->data, len);
+        data[len] = '\0';
+    }
+    j->size = len;
+    spool_message m = {
+        .created_ms = in->handoff_created_ms,
+        .config_set = j->set,
+        .mail_from = in->mail_from,
+        .client_ip = in->client_ip,
+        .mail_json = in->handoff_mail_json,
+        .data = data,
+        .data_len = len,
+        .quota_count = 0,
+    };
+    memcpy(m.id, j->id, sizeof m.id);
+    (void)spool_add_message_take(ctx->spool, &m);
+    for (size_t i = 0; i < in->nrcpts; i++)
+        (void)spool_add_rcpt(ctx->spool, j->id, in->rcpts[i], SPOOL_RCPT_QUEUED, NULL);
+    j->queued = in->nrcpts > 0;
+    spool_on_commit(ctx->spool, on_commit, j);
+    return 0;
+}
+
 int accept_message(kiln_ctx *ctx, const accept_in *in, accept_done_cb done, void *arg)
 {
     const config *cfg = ctx->cfg;
@@ -428,6 +464,7 @@ int accept_message(kiln_ctx *ctx, const accept_in *in, accept_done_cb done, void
     j->nrcpts = in->nrcpts;
     j->done = done;
     j->arg = arg;
+    if (in->handoff_id) return accept_handed_over(j, in);
     accept_new_id(j->id, now);
 
     size_t len;

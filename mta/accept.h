@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "mta/policy.h"
 
@@ -37,6 +38,12 @@ typedef struct accept_in {
     char *const *tag_names;
     char *const *tag_values;
     size_t ntags;
+    /* A message another node of the cluster handed over (mta/handoff.h): stored as it is
+       (no Received: or Message-ID: added) under this id, acceptance time and SES mail
+       object; no Send event and no count (the first node made both). NULL: a new message. */
+    const char *handoff_id;
+    int64_t handoff_created_ms;
+    const char *handoff_mail_json;
 } accept_in;
 
 /* done(arg, ok, id, err): ok=true once durably committed (answer "250 2.0.0 Ok <id>");

@@ -10,7 +10,11 @@
 #include <string.h>
 
 #include "base/metrics.h"
+#include "base/netaddr.h"
 #include "base/util.h"
+#include "mta/cluster_limits.h"
+#include "mta/cluster_ops.h"
+#include "mta/cluster_stats.h"
 #include "mta/control_json.h"
 #include "mta/redis_link.h"
 #include "mta/smtp_server.h"
@@ -23,6 +27,7 @@
 #define CLUSTER_REDIS_TIMEOUT_MS 2000
 #define CLUSTER_PENDING "cluster.pending:"
 #define CLUSTER_PAGE 500
+#define CLUSTER_SECRET_KV "cluster.secret"
 
 /* HSET the entry and publish it in one round trip. KEYS[1] the hash (and the channel);
  * ARGV: address, stored value, message. */
@@ -52,10 +57,16 @@ struct cluster {
     char *k_supp;                 /* PREFIX "suppression": the hash and the channel */
     cluster_view *view;
     size_t nview;
+    cluster_limits *limits;       /* the account's rate and 24 h quota (cluster_limits.h) */
+    cluster_ops *ops;             /* zones, warm-up settings and state (cluster_ops.h) */
+    cluster_stats *stats;         /* send statistics summed over the nodes (cluster_stats.h) */
     int64_t down_since_ms;        /* wall clock; 0 while Redis is up */
     bool ever_up;
     bool freeing;
     uint64_t supp_sent, supp_applied, supp_pending_sent;
+    char *k_secret;               /* PREFIX "handoff:secret": the nodes' shared secret */
+    uint64_t pick_seq;            /* handoff peers alike take turns */
+    char secret[65];              /* its hex (kept in the spool, kv "cluster.secret"); "" unknown */
 };
 
 typedef struct cluster_supp_write {
@@ -158,6 +169,10 @@ static void cluster_on_local_supp(void *arg, const char *address, const char *re
 static void cluster_on_message(void *arg, const char *channel, const char *data, size_t len)
 {
     cluster *c = arg;
+    if (strcmp(channel, cluster_ops_channel(c->ops)) == 0) {
+        cluster_ops_message(c->ops, data, len);
+        return;
+    }
     if (strcmp(channel, c->k_supp) != 0) return;
     char *copy = util_strndup(data, len);
     char *f[5] = {0};
@@ -286,13 +301,15 @@ static void cluster_seed_row(void *arg, const char *address, const char *reason,
     if (s->n >= 4 + 2 * CLUSTER_PAGE) cluster_seed_send(s);
 }
 
-/* EXISTS answered: a hash Redis lost (a restart without persistence) is seeded again from
- * this node's list; then the pull. */
-static void cluster_on_exists(void *arg, redisReply *r)
+/* SADD PREFIX "suppression:seeded" NODE answered: 1 means this Redis never had this node's
+ * list (new, or it lost its data in a restart without persistence), which is then seeded
+ * from the node's own list (HSETNX: never over a newer write); then the pull. A marker per
+ * node, not the hash's existence: another node's first write must not stop the seeding. */
+static void cluster_on_seeded(void *arg, redisReply *r)
 {
     cluster *c = arg;
     if (!r || r->type != REDIS_REPLY_INTEGER || c->freeing) return;
-    if (r->integer == 0) {
+    if (r->integer == 1) {
         cluster_seed s = {.c = c, .cap = 4 + 2 * CLUSTER_PAGE + 2};
         s.argv = util_calloc(s.cap, sizeof *s.argv);
         s.lens = util_calloc(s.cap, sizeof *s.lens);
@@ -375,6 +392,11 @@ static void cluster_on_beat(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     cluster *c = w->data;
     if (!redis_link_up(c->cmd)) return;
+    if (revents) {
+        cluster_limits_tick(c->limits);
+        cluster_ops_tick(c->ops);
+        cluster_stats_tick(c->stats);
+    }
     json_t *doc = cluster_beat_doc(c);
     char *text = json_dumps(doc, JSON_COMPACT);
     json_decref(doc);
@@ -405,6 +427,44 @@ static void cluster_on_beat(struct ev_loop *loop, ev_timer *w, int revents)
     free(mlens);
 }
 
+/* ---- the shared secret of handoff credentials ---- */
+
+/* GET answered: the secret every node uses (SET NX before it put this node's, or a new
+ * one, there if Redis had none: a Redis that lost it gets the nodes' own back). */
+static void cluster_on_secret(void *arg, redisReply *r)
+{
+    cluster *c = arg;
+    if (c->freeing || !r || r->type != REDIS_REPLY_STRING || r->len != 64) return;
+    if (strcmp(c->secret, r->str) == 0) return;
+    memcpy(c->secret, r->str, 64);
+    c->secret[64] = '\0';
+    spool_keep_begin(c->ctx->spool);
+    spool_kv_put(c->ctx->spool, CLUSTER_SECRET_KV, c->secret);
+    spool_keep_end(c->ctx->spool);
+}
+
+static void cluster_sync_secret(cluster *c)
+{
+    char mine[65];
+    if (c->secret[0]) {
+        memcpy(mine, c->secret, sizeof mine);
+    } else {
+        util_random_hex(mine, 32);
+    }
+    const char *set[] = {"SET", c->k_secret, mine, "NX"};
+    size_t slens[] = {3, strlen(c->k_secret), 64, 2};
+    redis_link_command(c->cmd, NULL, NULL, 4, set, slens);
+    const char *get[] = {"GET", c->k_secret};
+    size_t glens[] = {3, strlen(c->k_secret)};
+    redis_link_command(c->cmd, cluster_on_secret, c, 2, get, glens);
+    explicit_bzero(mine, sizeof mine);
+}
+
+const char *cluster_secret(const cluster *c)
+{
+    return c && c->secret[0] ? c->secret : NULL;
+}
+
 /* ---- link state ---- */
 
 static void cluster_on_up(void *arg)
@@ -417,10 +477,15 @@ static void cluster_on_up(void *arg)
     c->down_since_ms = 0;
     c->ever_up = true;
     cluster_metric_up(c, true);
+    cluster_sync_secret(c);
+    cluster_limits_up(c->limits);
+    cluster_ops_up(c->ops);
     cluster_flush_pending(c);
-    const char *argv[] = {"EXISTS", c->k_supp};
-    size_t lens[] = {6, strlen(c->k_supp)};
-    redis_link_command(c->cmd, cluster_on_exists, c, 2, argv, lens);
+    char *mark = util_asprintf("%s:seeded", c->k_supp);
+    const char *argv[] = {"SADD", mark, c->node};
+    size_t lens[] = {4, strlen(mark), strlen(c->node)};
+    redis_link_command(c->cmd, cluster_on_seeded, c, 3, argv, lens);
+    free(mark);
     cluster_on_beat(c->ctx->loop, &c->beat, 0);
 }
 
@@ -430,10 +495,12 @@ static void cluster_on_down(void *arg, const char *why)
     if (c->freeing) return;
     if (!c->down_since_ms) c->down_since_ms = kiln_now_ms(c->ctx);
     cluster_metric_up(c, false);
+    cluster_limits_down(c->limits);
     log_write(c->ctx->log, KLOG_WARNING, "cluster.degraded",
-              "node=%s why=%s effect=\"local spool only: suppression writes kept until Redis "
-              "returns, peers' state not refreshed\"",
-              c->node, log_q(c->ctx->log, why));
+              "node=%s why=%s effect=\"local spool only: %.4g%% of the account's rate and 24 h "
+              "quota held here, suppression writes kept until Redis returns, peers' state not "
+              "refreshed\"",
+              c->node, log_q(c->ctx->log, why), c->ctx->cfg->cluster_local_share * 100);
     /* the subscriber may sit on a dead socket without knowing: start it afresh too */
     redis_link_reset(c->sub, "the command link went down");
 }
@@ -442,7 +509,10 @@ static void cluster_on_sub_up(void *arg)
 {
     cluster *c = arg;
     /* messages published while the subscriber was away: pull what was missed */
-    if (redis_link_up(c->cmd) && c->ever_up) cluster_pull(c, "0");
+    if (redis_link_up(c->cmd) && c->ever_up) {
+        cluster_pull(c, "0");
+        cluster_ops_up(c->ops);
+    }
 }
 
 static void cluster_view_build(cluster *c)
@@ -474,6 +544,12 @@ cluster *cluster_new(kiln_ctx *ctx)
     c->node = util_strdup(cfg->cluster_node);
     c->k_nodes = util_asprintf("%snode:", cfg->cluster_key_prefix);
     c->k_supp = util_asprintf("%ssuppression", cfg->cluster_key_prefix);
+    c->k_secret = util_asprintf("%shandoff:secret", cfg->cluster_key_prefix);
+    char *kept = NULL;
+    if (spool_kv_get(ctx->spool, CLUSTER_SECRET_KV, &kept) == 0 && kept && strlen(kept) == 64)
+        memcpy(c->secret, kept, 65);
+    if (kept) explicit_bzero(kept, strlen(kept));
+    free(kept);
     redis_link_conf lc = {
         .name = "redis",
         .host = cfg->cluster_redis_host,
@@ -489,10 +565,14 @@ cluster *cluster_new(kiln_ctx *ctx)
     redis_link_ops sops = {.up = cluster_on_sub_up, .message = cluster_on_message};
     c->sub = redis_link_new(ctx->loop, ctx->log, &lc, &sops, c);
     redis_link_subscribe(c->sub, c->k_supp);
+    c->ops = cluster_ops_new(ctx, c->cmd);
+    redis_link_subscribe(c->sub, cluster_ops_channel(c->ops));
     ev_timer_init(&c->beat, cluster_on_beat, CLUSTER_BEAT_S, CLUSTER_BEAT_S);
     c->beat.data = c;
     cluster_view_build(c);
     spool_set_suppression_hook(ctx->spool, cluster_on_local_supp, c);
+    c->limits = cluster_limits_new(ctx, c->cmd);
+    c->stats = cluster_stats_new(ctx, c->cmd);
     c->down_since_ms = kiln_now_ms(ctx);   /* until the first connect */
     cluster_metric_up(c, false);
     return c;
@@ -505,7 +585,27 @@ void cluster_start(cluster *c)
     ev_timer_start(c->ctx->loop, &c->beat);
 }
 
-void cluster_reload(cluster *c) { cluster_view_build(c); }
+void cluster_reload(cluster *c)
+{
+    cluster_view_build(c);
+    cluster_limits_reload(c->limits);
+    cluster_ops_reload(c->ops);
+}
+
+void cluster_zone_changed(cluster *c, const char *zone, bool up)
+{
+    if (c) cluster_ops_zone_changed(c->ops, zone, up);
+}
+
+int cluster_forward_warmup(cluster *c, const char *address, int percent, char **owner,
+                           char **err)
+{
+    return c ? cluster_ops_forward_warmup(c->ops, address, percent, owner, err) : 0;
+}
+
+cluster_limits *cluster_get_limits(cluster *c) { return c ? c->limits : NULL; }
+
+cluster_stats *cluster_get_stats(cluster *c) { return c ? c->stats : NULL; }
 
 static bool cluster_str_differs(const char *a, const char *b)
 {
@@ -556,6 +656,8 @@ json_t *cluster_status_json(cluster *c)
     json_object_set_new(rd, "SuppressionWritesApplied",
                         json_integer((json_int_t)c->supp_applied));
     json_object_set_new(d, "Redis", rd);
+    json_object_set_new(d, "Limits", cluster_limits_json(c->limits));
+    json_object_set_new(d, "Statistics", cluster_stats_json(c->stats));
     json_t *nodes = json_array();
     for (size_t i = 0; i < c->nview; i++) {
         const cluster_view *v = &c->view[i];
@@ -595,6 +697,61 @@ json_t *cluster_status_json(cluster *c)
     return d;
 }
 
+int cluster_pick_peer(cluster *c, const char *pool, char **node, char **host, int *port)
+{
+    if (!c || !redis_link_up(c->cmd)) return -1;       /* liveness unknown without Redis */
+    const config *cfg = c->ctx->cfg;
+    pools *p = c->ctx->sched ? scheduler_pools(c->ctx->sched) : NULL;
+    /* each peer's best headroom for the pool (0: none) */
+    const config_peer **cand = util_calloc(c->nview ? c->nview : 1, sizeof *cand);
+    int64_t *room = util_calloc(c->nview ? c->nview : 1, sizeof *room);
+    size_t ncand = 0;
+    int64_t best = 0;
+    for (size_t i = 0; i < c->nview; i++) {
+        const cluster_view *v = &c->view[i];
+        if (!v->alive || !v->beat || strcmp(v->name, c->node) == 0) continue;
+        const config_peer *peer = NULL;
+        for (size_t k = 0; k < cfg->ncluster_peers; k++)
+            if (strcmp(cfg->cluster_peers[k].node, v->name) == 0) peer = &cfg->cluster_peers[k];
+        if (!peer || netaddr_classify(peer->addr.host) == NETADDR_INVALID) continue;
+        int64_t r = 0;
+        size_t k;
+        json_t *ip;
+        json_array_foreach(json_object_get(v->beat, "DedicatedIps"), k, ip) {
+            const char *ipool = json_string_value(json_object_get(ip, "PoolName"));
+            const char *state = json_string_value(json_object_get(ip, "State"));
+            const char *zone = json_string_value(json_object_get(ip, "Zone"));
+            json_int_t cap = json_integer_value(json_object_get(ip, "DailyCap"));
+            json_int_t sent = json_integer_value(json_object_get(ip, "SentLast24Hours"));
+            if (!ipool || strcmp(ipool, pool) != 0 || !state || strcmp(state, "active") != 0)
+                continue;
+            if (zone && p && !pools_zone_is_up(p, zone)) continue;
+            int64_t ir = cap < 0 ? INT64_MAX : cap - sent;
+            if (ir > r) r = ir;
+        }
+        if (r <= 0) continue;
+        cand[ncand] = peer;
+        room[ncand++] = r;
+        if (r > best) best = r;
+    }
+    /* the most headroom; peers alike take turns */
+    size_t nbest = 0;
+    for (size_t i = 0; i < ncand; i++) nbest += room[i] == best;
+    const config_peer *pick = NULL;
+    if (nbest) {
+        size_t want = (size_t)(c->pick_seq++ % nbest);
+        for (size_t i = 0; i < ncand && !pick; i++)
+            if (room[i] == best && want-- == 0) pick = cand[i];
+    }
+    free(cand);
+    free(room);
+    if (!pick) return -1;
+    *node = util_strdup(pick->node);
+    *host = util_strdup(pick->addr.host);
+    *port = pick->addr.port;
+    return 0;
+}
+
 void cluster_remote_ips(cluster *c, json_t *arr)
 {
     bool up = redis_link_up(c->cmd);
@@ -623,7 +780,10 @@ void cluster_free(cluster *c)
     ev_timer_stop(c->ctx->loop, &c->beat);
     if (c->ctx->spool) spool_set_suppression_hook(c->ctx->spool, NULL, NULL);
     redis_link_free(c->sub);
+    cluster_limits_free(c->limits);   /* before the link: its reply callback is disarmed */
     redis_link_free(c->cmd);      /* unsent writes land in the spool's pending rows */
+    cluster_ops_free(c->ops);     /* after the link: its fetches were answered NULL */
+    cluster_stats_free(c->stats);
     for (size_t i = 0; i < c->nview; i++) {
         free(c->view[i].name);
         json_decref(c->view[i].beat);
@@ -632,5 +792,7 @@ void cluster_free(cluster *c)
     free(c->node);
     free(c->k_nodes);
     free(c->k_supp);
+    free(c->k_secret);
+    explicit_bzero(c->secret, sizeof c->secret);
     free(c);
 }

@@ -44,6 +44,7 @@
 #include "store/spool.h"
 #include "store/reputation.h"
 #include "mta/cluster.h"
+#include "mta/cluster_stats.h"
 #include "store/stats.h"
 #include "base/util.h"
 
@@ -232,7 +233,7 @@ static void control_cmd_stats(control_client *cl)
     kiln_ctx *ctx = cl->ctl->ctx;
     json_t *arr = json_array();
     int64_t since = stats_bucket_ms(kiln_now_ms(ctx) - STATS_KEEP_MS);
-    if (spool_stats_each(ctx->spool, since, control_stats_point, arr) != 0) {
+    if (account_stats_each(ctx, since, control_stats_point, arr) != 0) {
         char *e = util_asprintf("cannot read the send statistics: %s", spool_errmsg(ctx->spool));
         control_reply_error(cl, e);
         control_log_cmd(cl->ctl, "stats", NULL, e);
@@ -269,8 +270,8 @@ static void control_cmd_reputation(control_client *cl)
     kiln_ctx *ctx = cl->ctl->ctx;
     int64_t now = kiln_now_ms(ctx);
     control_buckets b = {NULL, 0, 0};
-    if (spool_stats_each(ctx->spool, stats_bucket_ms(now - STATS_KEEP_MS),
-                         control_reputation_point, &b) != 0) {
+    if (account_stats_each(ctx, stats_bucket_ms(now - STATS_KEEP_MS), control_reputation_point,
+                           &b) != 0) {
         char *e = util_asprintf("cannot read the send statistics: %s", spool_errmsg(ctx->spool));
         control_reply_error(cl, e);
         control_log_cmd(cl->ctl, "reputation", NULL, e);
@@ -433,7 +434,26 @@ static void control_cmd_ip_warmup(control_client *cl, const control_request *req
     const pools_ip *found = pools_find_any(p, req->address);
     const char *addr = found ? pools_ip_address(found) : req->address;
     int64_t now = kiln_now_ms(ctx);
-    char *err = NULL;
+    char *err = NULL, *owner = NULL;
+    int fw = found ? 0 : cluster_forward_warmup(ctx->cluster, req->address, req->percent,
+                                                &owner, &err);
+    if (fw != 0) {               /* another node's IP: its node applies the setting */
+        if (fw < 0) {
+            control_reply_error(cl, err);
+            control_log_cmd(cl->ctl, cmd, req->address, err);
+            free(err);
+            return;
+        }
+        json_t *d = json_object();
+        json_object_set_new(d, "Ip", control_jstr(req->address));
+        json_object_set_new(d, "WarmupPercentage", json_integer(req->percent));
+        json_object_set_new(d, "Node", control_jstr(owner));
+        json_object_set_new(d, "Forwarded", json_true());
+        control_reply_ok(cl, d);
+        control_log_cmd(cl->ctl, cmd, req->address, NULL);
+        free(owner);
+        return;
+    }
     if (pools_set_warmup(p, addr, req->percent, now, &err) != 0) {
         if (!err) err = util_asprintf("cannot set the warm-up of %s", addr);
         control_reply_error(cl, err);
@@ -550,6 +570,7 @@ static void control_cmd_zone(control_client *cl, const control_request *req, boo
         return;
     }
     scheduler_pools_changed(ctx->sched);
+    cluster_zone_changed(ctx->cluster, zone, up);      /* every node of a cluster follows */
     json_t *d = json_object();
     timeline_add(ctx->timeline, kiln_now_ms(ctx), up ? "zone_up" : "zone_down", zone,
                  up ? "zone %s up (kilnctl): its IPs back in rotation"

@@ -40,6 +40,7 @@
 #include "base/kiln.h"
 #include "base/util.h"
 #include "mta/delivery_int.h"
+#include "mta/handoff.h"
 #include "mta/idstate.h"
 #include "mta/ipcheck.h"
 #include "mta/outbound.h"
@@ -258,7 +259,9 @@ bool delivery_job_connect(delivery *dl, sched_job *j)
         case PICK_POOLS:
             break;
         }
-        /* the pools have no IP for this job now */
+        /* the pools have no IP for this job now: another node of the cluster may */
+        if (handoff_take(dl->handoff, j, ch.reason[0] ? ch.reason : "no usable dedicated IP"))
+            return false;
         const char *type = ch.verdict == POOLS_ALL_AT_CAP ? "SendingDeferral" : "IPFailure";
         int64_t at = ch.retry_at_ms;
         if (ch.verdict == POOLS_ALL_AT_CAP && at <= now) at = now + DELIVERY_CAP_RETRY_MS;
@@ -716,12 +719,13 @@ static void delivery_stop(void *arg)
         }
         /* busy sessions QUIT after their transaction (delivery_session_next) */
     }
+    handoff_stop(dl->handoff);
 }
 
 static int delivery_sessions(void *arg)
 {
     const delivery *dl = arg;
-    return dl->nsessions;
+    return dl->nsessions + handoff_open(dl->handoff);
 }
 
 static char *delivery_job_reason(void *arg, const sched_job *j)
@@ -753,6 +757,7 @@ delivery *delivery_new(kiln_ctx *ctx, scheduler *s)
     dl->s = s;
     dl->pools = scheduler_pools(s);
     dl->shaping = sched_shaping(s);
+    dl->handoff = handoff_new(ctx, s);
     char *err = NULL;
     dl->dns = dns_new(ctx->loop, ctx->cfg, ctx->log, &err);
     if (!dl->dns) {
@@ -781,6 +786,7 @@ struct ipchecker *delivery_ipcheck(delivery *dl) { return dl->ipcheck; }
 void delivery_free(delivery *dl)
 {
     if (!dl) return;
+    handoff_free(dl->handoff);
     while (dl->sessions) {
         delivery_session *ss = dl->sessions;
         delivery_session_unlink(dl, ss);

@@ -67,6 +67,7 @@ struct delivery {
     struct ipchecker *ipcheck;  /* kilnctl ip check's lookups (mta/ipcheck.h); NULL without DNS */
     delivery_session *sessions;
     int nsessions;
+    struct handoff *handoff;    /* jobs the pools cannot place here go to a peer node */
     delivery_prep *preps;       /* jobs whose policy, MX or TLSA lookups are under way */
     int nevicting;              /* idle sessions QUITting to make room (delivery_evict_idle) */
     /* out of local resources (EMFILE/ENFILE...): one episode is logged once, at its start,

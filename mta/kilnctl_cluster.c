@@ -1,6 +1,7 @@
 /* kilnctl_cluster.c — `kilnctl cluster status` as text (see kilnctl_cluster.h): a header
  * line for this node and Redis (up, or down since when: the node runs degraded on its own
- * spool), then a table of the nodes. */
+ * spool), a line for the account's shared limits (leased from Redis, or the local share),
+ * then a table of the nodes. */
 #include "mta/kilnctl_cluster.h"
 
 #include <stdio.h>
@@ -23,6 +24,24 @@ void kilnctl_cluster_print(json_t *data)
                "writes are kept and sent when Redis returns)",
                kilnctl_cluster_str(redis, "DownSince"));
     putchar('\n');
+    json_t *lim = json_object_get(data, "Limits");
+    if (lim) {
+        const char *mode = kilnctl_cluster_str(lim, "Mode");
+        json_t *sent = json_object_get(lim, "AccountSent24h");
+        char acct[32] = "unknown";
+        if (json_is_integer(sent))
+            snprintf(acct, sizeof acct, "%lld", (long long)json_integer_value(sent));
+        if (strcmp(mode, "leased") == 0)
+            printf("limits: leased from the account (holding %lld rate tokens, %lld 24 h slots; "
+                   "account's 24 h count %s; %lld leases)\n",
+                   (long long)json_integer_value(json_object_get(lim, "RateTokens")),
+                   (long long)json_integer_value(json_object_get(lim, "DailySlots")), acct,
+                   (long long)json_integer_value(json_object_get(lim, "Leases")));
+        else
+            printf("limits: local, this node holds %.4g%% of the account's rate and 24 h quota "
+                   "until Redis answers\n",
+                   json_number_value(json_object_get(lim, "Share")) * 100);
+    }
     printf("%-16s %-8s %-26s %8s %8s  %-12s %s\n", "NODE", "ALIVE", "LAST SEEN", "QUEUED",
            "SESSIONS", "ZONES DOWN", "IPS");
     size_t i, k;

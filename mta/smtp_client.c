@@ -38,6 +38,7 @@ typedef enum {
     ST_HELO,
     ST_STARTTLS,
     ST_HANDSHAKE,
+    ST_AUTH,         /* AUTH PLAIN sent (opts.auth_plain), waiting for 235 */
     ST_IDLE,
     ST_TXN,          /* RSET / MAIL / RCPT replies outstanding */
     ST_DATA,         /* DATA sent, waiting for 354 */
@@ -47,7 +48,7 @@ typedef enum {
 } client_state;
 
 static const char *const state_names[] = {
-    "connect", "greeting", "EHLO", "HELO", "STARTTLS", "TLS handshake", "idle",
+    "connect", "greeting", "EHLO", "HELO", "STARTTLS", "TLS handshake", "AUTH", "idle",
     "MAIL/RCPT", "DATA", "end of data", "QUIT", "closed",
 };
 
@@ -69,6 +70,8 @@ struct smtp_client {
     smtp_client_timeouts to;
     tls_ctx *tls_ctx;
     tls_auth *auth;              /* what the peer must prove (a copy), or NULL */
+    char *auth_plain;            /* opts.auth_plain (a copy, wiped when freed), or NULL */
+    bool authed;                 /* the server answered AUTH with 235 */
 
     conn conn;                   /* socket, TLS layer, buffers, the reply/step timer */
     ev_timer later;              /* reports a failure found inside smtp_client_new */
@@ -282,6 +285,13 @@ static void smtp_client_caps_from_ehlo(smtp_client *c, const smtp_client_reply *
 
 static int smtp_client_become_ready(smtp_client *c)
 {
+    if (c->auth_plain && !c->authed) {
+        smtp_client_out_printf(c, "AUTH PLAIN %s\r\n", c->auth_plain);
+        c->state = ST_AUTH;
+        smtp_client_timer_set(c, c->to.mail_ms);
+        smtp_client_want_write(c);
+        return 0;
+    }
     c->state = ST_IDLE;
     conn_timer_stop(&c->conn);
     log_write(c->log, KLOG_DEBUG, "smtp_client.ready",
@@ -480,6 +490,10 @@ static int smtp_client_on_reply(smtp_client *c, const smtp_client_reply *r)
         /* STARTTLS refused: go on in clear (a message requiring TLS is refused at send) */
         c->cap_starttls = false;
         return smtp_client_become_ready(c);
+    case ST_AUTH:
+        if (r->code != 235) return smtp_client_emit_closed(c, SMTP_CLIENT_FAIL_REJECTED, r->line, r);
+        c->authed = true;
+        return smtp_client_become_ready(c);
     case ST_TXN:
         return smtp_client_on_txn_reply(c, r);
     case ST_DATA:
@@ -604,7 +618,8 @@ static void smtp_client_on_timeout(void *arg)
     }
     static const char *const waiting_for[] = {
         [ST_GREETING] = "greeting", [ST_EHLO] = "EHLO", [ST_HELO] = "HELO",
-        [ST_STARTTLS] = "STARTTLS", [ST_HANDSHAKE] = "TLS handshake", [ST_TXN] = "MAIL/RCPT",
+        [ST_STARTTLS] = "STARTTLS", [ST_HANDSHAKE] = "TLS handshake", [ST_AUTH] = "AUTH",
+        [ST_TXN] = "MAIL/RCPT",
         [ST_DATA] = "DATA", [ST_BODY] = "end of data",
     };
     const char *what = c->state < sizeof waiting_for / sizeof waiting_for[0] && waiting_for[c->state]
@@ -722,6 +737,7 @@ smtp_client *smtp_client_new(struct ev_loop *loop, klog *lg, const smtp_client_o
     c->to = opts->timeouts;
     c->tls_ctx = opts->tls;
     c->auth = tls_auth_dup(opts->auth);
+    c->auth_plain = opts->auth_plain ? util_strdup(opts->auth_plain) : NULL;
     c->desc = util_asprintf("%s->%s:%d%s%s%s", c->src ? c->src : "*", c->peer, c->port,
                             c->peer_name ? " (" : "", c->peer_name ? c->peer_name : "",
                             c->peer_name ? ")" : "");
@@ -819,6 +835,8 @@ void smtp_client_free(smtp_client *c)
     free(c->self_name);
     free(c->desc);
     tls_auth_free(c->auth);
+    if (c->auth_plain) explicit_bzero(c->auth_plain, strlen(c->auth_plain));
+    free(c->auth_plain);
     free(c);
 }
 

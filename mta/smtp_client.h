@@ -1,6 +1,6 @@
 /* smtp_client.h — one outbound SMTP connection as a non-blocking state machine on libev:
  * bind to the chosen source IP, connect, greeting, EHLO (HELO fallback), STARTTLS when
- * offered, then any number of transactions (RSET between them), each MAIL, RCPT per
+ * offered, AUTH PLAIN when asked (a cluster handoff), then any number of transactions (RSET between them), each MAIL, RCPT per
  * recipient (pipelined when offered), DATA with dot-stuffing, and finally QUIT.
  * Replies are reported per recipient; the caller (the scheduler) decides what they mean.
  *
@@ -111,6 +111,9 @@ typedef struct smtp_client_opts {
     const tls_auth *auth;    /* what the server's certificate must prove (copied); NULL or
                                 TLS_AUTH_NONE: nothing. A failure is FAIL_TLS, with
                                 tls_conn_authenticate's reason, before anything is sent */
+    const char *auth_plain;  /* AUTH PLAIN's initial response (base64 of "\0user\0password"),
+                                sent after EHLO (and TLS) before the session is ready; a reply
+                                other than 235 is FAIL_REJECTED. NULL: no AUTH (MX delivery) */
     smtp_client_timeouts timeouts;
 } smtp_client_opts;
 

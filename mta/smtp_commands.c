@@ -16,6 +16,9 @@
 
 #include "mta/accept.h"
 #include "mta/auth.h"
+#include "mta/cluster.h"
+#include "mta/cluster_limits.h"
+#include "mta/handoff.h"
 #include "base/metrics.h"
 #include "mta/feedback.h"
 #include "mta/message.h"
@@ -121,7 +124,8 @@ static bool smtp_server_in_transaction(const smtp_session *s)
 
 static bool smtp_server_auth_offered(const smtp_session *s)
 {
-    if (s->fb || !auth_enabled(s->cfg)) return false;
+    /* a cluster node takes its peers' handoffs with their credential */
+    if (s->fb || !(auth_enabled(s->cfg) || s->cfg->cluster_on)) return false;
     if (conn_tls(&s->conn)) return true;
     return !s->cfg->tls_cert && s->loopback;
 }
@@ -266,7 +270,7 @@ static void smtp_server_cmd_mail(smtp_session *s, const smtp_cmd *c)
         smtp_server_error_reply(s, POLICY_REPLY_AUTH_REQUIRED);
         return;
     }
-    if (!s->trusted && !auth_enabled(cfg)) {
+    if (!s->trusted && !auth_enabled(cfg) && !s->cluster_peer) {
         smtp_server_log_reject(s, "mail", p.addr, NULL, REPLY_RELAY_DENIED);
         smtp_server_error_reply(s, REPLY_RELAY_DENIED);
         return;
@@ -300,6 +304,21 @@ static void smtp_server_cmd_mail(smtp_session *s, const smtp_cmd *c)
     smtp_server_reply(s, REPLY_MAIL_OK);
 }
 
+/* An accepted recipient joins the transaction: 250. */
+static void smtp_server_add_rcpt(smtp_session *s, const char *addr, policy_rcpt_verdict v)
+{
+    if (s->nrcpts == s->rcpts_cap) {
+        s->rcpts_cap = s->rcpts_cap ? 2 * s->rcpts_cap : 8;
+        s->rcpts = util_realloc(s->rcpts, s->rcpts_cap * sizeof *s->rcpts);
+        s->verdicts = util_realloc(s->verdicts, s->rcpts_cap * sizeof *s->verdicts);
+    }
+    s->rcpts[s->nrcpts] = util_strdup(addr);
+    s->verdicts[s->nrcpts] = v;
+    s->nrcpts++;
+    s->state = ST_RCPT;
+    smtp_server_reply(s, REPLY_RCPT_OK);
+}
+
 /* The feedback listener's RCPT: only kiln's own addresses, no quota, no policy. */
 static void smtp_server_feedback_rcpt(smtp_session *s, const char *addr)
 {
@@ -316,16 +335,59 @@ static void smtp_server_feedback_rcpt(smtp_session *s, const char *addr)
         smtp_server_reply(s, r);
         return;
     }
-    if (s->nrcpts == s->rcpts_cap) {
-        s->rcpts_cap = s->rcpts_cap ? 2 * s->rcpts_cap : 8;
-        s->rcpts = util_realloc(s->rcpts, s->rcpts_cap * sizeof *s->rcpts);
-        s->verdicts = util_realloc(s->verdicts, s->rcpts_cap * sizeof *s->verdicts);
-    }
-    s->rcpts[s->nrcpts] = util_strdup(addr);
-    s->verdicts[s->nrcpts] = POLICY_RCPT_ACCEPT;
-    s->nrcpts++;
-    s->state = ST_RCPT;
-    smtp_server_reply(s, REPLY_RCPT_OK);
+    smtp_server_add_rcpt(s, addr, POLICY_RCPT_ACCEPT);
+}
+
+/* ---- RCPT against the cluster's shared limits (mta/cluster_limits.h) ---- */
+
+#define SMTP_LIMIT_ASKS 3          /* lease requests one RCPT may wait for */
+
+static void smtp_server_cmd_rcpt(smtp_session *s, const smtp_cmd *c);
+static void smtp_server_resume_input(smtp_session *s);
+
+/* The lease was answered (or failed): the RCPT runs again, now against what the node
+ * holds, and input resumes unless it waits once more. */
+static void smtp_server_limit_answered(void *arg)
+{
+    smtp_session *s = arg;
+    s->limit_wait = NULL;
+    s->state = s->limit_prev;
+    char *a = s->limit_arg;
+    s->limit_arg = NULL;
+    smtp_cmd c = {.verb = SMTP_CMD_RCPT, .arg = a, .arg_len = strlen(a)};
+    smtp_server_cmd_rcpt(s, &c);
+    free(a);
+    if (s->state == ST_LIMIT_WAIT) return;
+    s->limit_asks = 0;
+    smtp_server_resume_input(s);
+}
+
+/* A recipient refused by the send rate or the 24 h quota on a cluster node whose quota is
+ * leased: instead of the refusal, ask the account for a lease and hold the session (no
+ * reading) until it is answered. false: answer the refusal now (alone, Redis down, or
+ * asked often enough for this RCPT). */
+static bool smtp_server_limit_wait(smtp_session *s, const smtp_cmd *c, const char *reply)
+{
+    bool rate = reply && strcmp(reply, POLICY_REPLY_RATE) == 0;
+    bool daily = reply && strcmp(reply, POLICY_REPLY_QUOTA) == 0;
+    if ((!rate && !daily) || s->limit_asks >= SMTP_LIMIT_ASKS) return false;
+    cluster_limits_wait *w = cluster_limits_ask(cluster_get_limits(s->ctx->cluster), rate,
+                                                daily, smtp_server_limit_answered, s);
+    if (!w) return false;
+    s->limit_asks++;
+    s->limit_wait = w;
+    s->limit_arg = util_strndup(c->arg, c->arg_len);
+    s->limit_prev = s->state;
+    s->state = ST_LIMIT_WAIT;
+    return true;
+}
+
+void smtp_server_limit_release(smtp_session *s)
+{
+    if (s->limit_wait) cluster_limits_cancel(cluster_get_limits(s->ctx->cluster), s->limit_wait);
+    s->limit_wait = NULL;
+    free(s->limit_arg);
+    s->limit_arg = NULL;
 }
 
 static void smtp_server_cmd_rcpt(smtp_session *s, const smtp_cmd *c)
@@ -353,6 +415,10 @@ static void smtp_server_cmd_rcpt(smtp_session *s, const smtp_cmd *c)
         smtp_server_feedback_rcpt(s, p.addr);
         return;
     }
+    if (s->cluster_peer) {        /* a handoff: the first node applied every rule already */
+        smtp_server_add_rcpt(s, p.addr, POLICY_RCPT_ACCEPT);
+        return;
+    }
     kiln_ctx *ctx = s->ctx;
     bool suppressed = false;
     if (spool_suppression_get(ctx->spool, p.addr, &suppressed, NULL, NULL) != 0) {
@@ -372,6 +438,10 @@ static void smtp_server_cmd_rcpt(smtp_session *s, const smtp_cmd *c)
     const char *r = NULL;
     bool owned = false;
     policy_rcpt_verdict v = policy_check_rcpt(&in, &r, &owned);
+    if (v == POLICY_RCPT_REJECT && smtp_server_limit_wait(s, c, r)) {
+        if (owned) free((char *)r);
+        return;
+    }
     if (v == POLICY_RCPT_REJECT) {
         smtp_server_log_reject(s, "rcpt", NULL, p.addr, r);
         if (smtp_server_junk(s)) {
@@ -382,17 +452,8 @@ static void smtp_server_cmd_rcpt(smtp_session *s, const smtp_cmd *c)
         if (owned) free((char *)r);
         return;
     }
-    if (s->nrcpts == s->rcpts_cap) {
-        s->rcpts_cap = s->rcpts_cap ? 2 * s->rcpts_cap : 8;
-        s->rcpts = util_realloc(s->rcpts, s->rcpts_cap * sizeof *s->rcpts);
-        s->verdicts = util_realloc(s->verdicts, s->rcpts_cap * sizeof *s->verdicts);
-    }
-    s->rcpts[s->nrcpts] = util_strdup(p.addr);
-    s->verdicts[s->nrcpts] = v;
-    s->nrcpts++;
     if (v == POLICY_RCPT_ACCEPT || v == POLICY_RCPT_SUPPRESSED) s->reserved++;
-    s->state = ST_RCPT;
-    smtp_server_reply(s, REPLY_RCPT_OK);
+    smtp_server_add_rcpt(s, p.addr, v);
 }
 
 static void smtp_server_cmd_data(smtp_session *s, const smtp_cmd *c)
@@ -464,8 +525,9 @@ static const char *smtp_server_auth_mech_name(const smtp_session *s)
     return s->auth_mech == AUTH_MECH_PLAIN ? "PLAIN" : "LOGIN";
 }
 
-/* Input resumes after ST_AUTH_WAIT: from the loop, with the command timeout armed again. */
-static void smtp_server_auth_resume(smtp_session *s)
+/* Input resumes after ST_AUTH_WAIT or ST_LIMIT_WAIT: from the loop, with the command
+ * timeout armed again. */
+static void smtp_server_resume_input(smtp_session *s)
 {
     smtp_server_check_shutdown(s);
     if (s->state != ST_CLOSING) smtp_server_set_timer(s, SMTP_SERVER_COMMAND_TIMEOUT);
@@ -479,7 +541,7 @@ static void smtp_server_auth_on_delay(struct ev_loop *loop, ev_timer *w, int rev
     smtp_session *s = w->data;
     s->state = ST_READY;
     smtp_server_error_reply(s, REPLY_AUTH_FAILED);
-    smtp_server_auth_resume(s);
+    smtp_server_resume_input(s);
 }
 
 /* A failed authentication: counted for the client, answered 535 once SMTP_SERVER_AUTH_FAIL_DELAY
@@ -537,7 +599,7 @@ static void smtp_server_auth_checked(void *arg, bool ok)
     s->auth_job = NULL;
     if (ok) {
         smtp_server_auth_ok(s, user, auth_find_user(s->cfg, user));
-        smtp_server_auth_resume(s);
+        smtp_server_resume_input(s);
         return;
     }
     smtp_server_auth_failed(s, user);
@@ -550,6 +612,18 @@ static void smtp_server_auth_checked(void *arg, bool ok)
 static void smtp_server_auth_finish(smtp_session *s, const char *user, const char *pass)
 {
     s->auth_started = ev_now(s->ctx->loop);
+    if (s->cfg->cluster_on &&
+        strncmp(user, HANDOFF_USER_PREFIX, strlen(HANDOFF_USER_PREFIX)) == 0) {
+        char node[72];
+        if (handoff_check(cluster_secret(s->ctx->cluster), user, pass, node)) {
+            free(s->cluster_peer);
+            s->cluster_peer = util_strdup(node);
+            smtp_server_auth_ok(s, util_strdup(user), NULL);
+        } else {
+            smtp_server_auth_failed(s, user);
+        }
+        return;
+    }
     const config_access_key *key = config_find_access_key(s->cfg, user);
     if (key) {
         if (auth_access_key_check(key, s->cfg->region, pass))
@@ -674,7 +748,7 @@ static void smtp_server_auth_continue(smtp_session *s, const char *line)
 
 static void smtp_server_cmd_auth(smtp_session *s, const smtp_cmd *c)
 {
-    if (s->fb || !auth_enabled(s->cfg)) {
+    if (s->fb || !(auth_enabled(s->cfg) || s->cfg->cluster_on)) {
         smtp_server_error_reply(s, REPLY_AUTH_UNAVAILABLE);
         return;
     }

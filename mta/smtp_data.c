@@ -16,6 +16,8 @@
 #include <strings.h>
 
 #include "mta/accept.h"
+#include "mta/handoff.h"
+#include "store/spool.h"
 #include "mta/feedback.h"
 #include "mta/message.h"
 #include "mta/policy.h"
@@ -57,6 +59,87 @@ static accept_in smtp_server_session_accept_in(const smtp_session *s, const char
         .quota_count = s->reserved,
     };
     return in;
+}
+
+/* Hands the message (the session's buffer, taken) to accept.c; the 250 comes with the
+ * commit (smtp_server_on_accepted). */
+static void smtp_server_commit(smtp_session *s, accept_in *in)
+{
+    in->take = &s->data;
+    s->state = ST_COMMIT;
+    s->commit_pending = true;
+    conn_timer_stop(&s->conn);
+    int rc = accept_message(s->ctx, in, smtp_server_on_accepted, s);
+    /* accept_message took the buffer (it is empty now) and handed it to the spool's batch,
+     * which holds it until the writer thread wrote it: its bytes stay counted against the
+     * budget until the commit callback (smtp_server_free_transaction gives them back). */
+    if (rc != 0) {
+        smtp_server_data_release(s);
+        s->commit_pending = false;
+        s->state = ST_READY;
+        smtp_server_set_timer(s, SMTP_SERVER_COMMAND_TIMEOUT);
+        log_write(s->ctx->log, KLOG_ERROR, "smtp.error",
+                  "session=%llu client=%s stage=data error=\"message could not be queued\"",
+                  (unsigned long long)s->id, s->client_ip);
+        smtp_server_reject_message(s, REPLY_STORE_FAILED);
+    }
+}
+
+/* The end of a handoff from another node (s->cluster_peer, mta/handoff.h): the message is
+ * stored as that node sent it, under its id, set and mail object, with X-Kiln-Handoff
+ * removed; an id this node holds already is answered 250 without storing it twice. */
+static void smtp_server_handoff_end(smtp_session *s, msg_headers *hs)
+{
+    const char *v = message_header_get(hs, HANDOFF_HEADER);
+    handoff_info hi;
+    char *err = NULL;
+    char *line = NULL;
+    if (!v) {
+        line = util_strdup("554 5.6.0 A handoff without " HANDOFF_HEADER);
+    } else if (handoff_parse(v, &hi, &err) != 0) {
+        line = util_asprintf("554 5.6.0 %s", err);
+        free(err);
+    } else if (strcmp(hi.node, s->cluster_peer) != 0) {
+        line = util_asprintf("554 5.7.1 A handoff from node %s on node %s's credential", hi.node,
+                             s->cluster_peer);
+        handoff_info_free(&hi);
+    } else if (!config_find_set(s->cfg, hi.set)) {
+        line = util_asprintf("554 5.0.0 Configuration set does not exist: %s", hi.set);
+        handoff_info_free(&hi);
+    }
+    message_headers_free(hs);
+    if (line) {
+        smtp_server_reject_message(s, line);
+        free(line);
+        return;
+    }
+    spool_loaded held;
+    memset(&held, 0, sizeof held);
+    if (spool_load_message(s->ctx->spool, hi.id, &held) == 0) {
+        spool_loaded_free(&held);
+        log_write(s->ctx->log, KLOG_INFO, "cluster.handoff_duplicate", "id=%s from=%s", hi.id,
+                  log_q(s->ctx->log, hi.node));
+        char *ok = util_asprintf("250 2.0.0 Ok %s (held already)", hi.id);
+        smtp_server_reply(s, ok);
+        free(ok);
+        smtp_server_reset_transaction(s);
+        handoff_info_free(&hi);
+        return;
+    }
+    s->data.len = message_strip_header(s->data.buf, s->data.len, HANDOFF_HEADER);
+    s->data.buf[s->data.len] = '\0';
+    char *mail = handoff_tag_mail(hi.mail_json, hi.node);
+    s->set_name = util_strdup(config_find_set(s->cfg, hi.set)->name);
+    accept_in in = smtp_server_session_accept_in(s, s->set_name, s->data.buf, s->data.len);
+    in.handoff_id = hi.id;
+    in.handoff_created_ms = hi.created_ms;
+    in.handoff_mail_json = mail;
+    in.quota_count = 0;
+    log_write(s->ctx->log, KLOG_INFO, "cluster.handoff_in", "id=%s from=%s rcpts=%zu set=%s",
+              hi.id, log_q(s->ctx->log, hi.node), s->nrcpts, log_q(s->ctx->log, s->set_name));
+    smtp_server_commit(s, &in);
+    free(mail);
+    handoff_info_free(&hi);
 }
 
 /* The X-SES-CONFIGURATION-SET value without trailing blanks (malloc'd), or NULL if absent. */
@@ -224,6 +307,10 @@ static void smtp_server_data_end(smtp_session *s)
         smtp_server_reject_busy(s);
         return;
     }
+    if (s->cluster_peer) {
+        smtp_server_handoff_end(s, &hs);
+        return;
+    }
     char acct[16];
     accept_sending_account_id(cfg->hostname, acct);
     char *r = policy_check_headers(cfg, &hs);
@@ -267,25 +354,7 @@ static void smtp_server_data_end(smtp_session *s)
     s->set_name = util_strdup(set);
     accept_in in = smtp_server_session_accept_in(s, set, s->data.buf ? s->data.buf : "",
                                                  s->data.len);
-    in.take = &s->data;
-    s->state = ST_COMMIT;
-    s->commit_pending = true;
-    conn_timer_stop(&s->conn);
-    int rc = accept_message(s->ctx, &in, smtp_server_on_accepted, s);
-    /* accept_message took the buffer (it is empty now) and handed it to the spool's batch,
-     * which holds it until the writer thread wrote it: its bytes stay counted against the
-     * budget until the commit callback (smtp_server_free_transaction gives them back). */
-    if (rc != 0) {
-        smtp_server_data_release(s);
-        s->commit_pending = false;
-        s->state = ST_READY;
-        smtp_server_set_timer(s, SMTP_SERVER_COMMAND_TIMEOUT);
-        log_write(s->ctx->log, KLOG_ERROR, "smtp.error",
-                  "session=%llu client=%s stage=data error=\"message could not be queued\"",
-                  (unsigned long long)s->id, s->client_ip);
-        smtp_server_reject_message(s, REPLY_STORE_FAILED);
-        return;
-    }
+    smtp_server_commit(s, &in);
 }
 
 void smtp_server_data_line(smtp_session *s, const smtp_line *line)

@@ -165,7 +165,8 @@ void smtp_server_start_closing(smtp_session *s, const char *reason)
 static bool smtp_server_processing_input(const smtp_session *s)
 {
     return !s->dead && s->state != ST_COMMIT && s->state != ST_CLOSING &&
-           s->state != ST_TLS_WAIT && s->state != ST_TLS_HANDSHAKE && s->state != ST_AUTH_WAIT;
+           s->state != ST_TLS_WAIT && s->state != ST_TLS_HANDSHAKE && s->state != ST_AUTH_WAIT &&
+           s->state != ST_LIMIT_WAIT;
 }
 
 static void smtp_server_process_input(smtp_session *s)
@@ -337,8 +338,8 @@ static void smtp_server_on_session_timer(void *arg)
         smtp_server_kill_session(s, s->close_reason ? s->close_reason : "closing");
     } else if (s->state == ST_TLS_HANDSHAKE || s->state == ST_TLS_WAIT) {
         smtp_server_kill_session(s, "timeout in TLS handshake");
-    } else if (s->state == ST_COMMIT || s->state == ST_AUTH_WAIT) {
-        return;                   /* not the client's time: the commit/AUTH result will come */
+    } else if (s->state == ST_COMMIT || s->state == ST_AUTH_WAIT || s->state == ST_LIMIT_WAIT) {
+        return;                   /* not the client's time: the commit/AUTH/lease will come */
     } else {
         const char *why = s->state == ST_DATA ? "timeout in DATA" : "timeout";
         smtp_server_reset_transaction(s);
@@ -420,6 +421,8 @@ static void smtp_server_session_free(smtp_session *s)
     }
     smtp_server_free_transaction(s, true);
     smtp_server_auth_release(s);
+    smtp_server_limit_release(s);
+    free(s->cluster_peer);
     free(s->helo);
     free(s->auth_user);
     free(s->auth_login_user);

@@ -67,6 +67,7 @@ typedef enum {
     ST_TLS_HANDSHAKE,
     ST_CLOSING,         /* last replies being written; then the connection is closed */
     ST_AUTH_WAIT,       /* password check queued/running, or a failure's delay: no reading */
+    ST_LIMIT_WAIT,      /* RCPT waits for a lease of the cluster's shared limits: no reading */
 } session_state;
 
 typedef enum { AUTH_MECH_PLAIN, AUTH_MECH_LOGIN } auth_mech;
@@ -133,6 +134,10 @@ struct smtp_session {
     policy_rcpt_verdict *verdicts;
     size_t nrcpts, rcpts_cap;
     unsigned reserved;        /* 24 h quota reservations held (ACCEPT and SUPPRESSED) */
+    struct cluster_limits_wait *limit_wait;  /* ST_LIMIT_WAIT: the lease asked for, or NULL */
+    char *limit_arg;          /* ST_LIMIT_WAIT: the RCPT argument, run again on the answer */
+    session_state limit_prev; /* ST_LIMIT_WAIT: the state to go back to (ST_MAIL or ST_RCPT) */
+    int limit_asks;           /* leases asked for this RCPT (bounded) */
     strbuf data;              /* the one copy of the message; its capacity is counted in
                                  srv->inflight (data_counted) */
     size_t data_counted;      /* bytes of srv->inflight this session holds */
@@ -141,6 +146,8 @@ struct smtp_session {
     unsigned data_flags;      /* SMTP_LINE_* seen in the message */
     bool data_prev_crlf;      /* the previous data line ended with CRLF */
     char *set_name;           /* configuration set of the message being committed */
+    char *cluster_peer;       /* authenticated with a node's handoff credential (mta/handoff.h):
+                                 that node's name; its recipients skip the account's limits */
     bool commit_pending;
 
     smtp_linereader lr;
@@ -204,5 +211,7 @@ void smtp_server_data_line(smtp_session *s, const smtp_line *line);
 /* Session start and end: the AUTH delay timer; a pending password check is cancelled. */
 void smtp_server_auth_init(smtp_session *s);
 void smtp_server_auth_release(smtp_session *s);
+/* Session end: a lease the RCPT waits for is not waited for any more. */
+void smtp_server_limit_release(smtp_session *s);
 
 #endif

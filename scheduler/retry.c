@@ -174,6 +174,7 @@ const char *retry_verdict_name(retry_verdict v)
     case RETRY_DELIVERED: return "delivered";
     case RETRY_DEFER: return "deferred";
     case RETRY_BOUNCE: return "bounced";
+    case RETRY_HANDOFF: return "handed off";
     }
     return "unknown";
 }

@@ -10,7 +10,14 @@
 
 #include "base/config.h"
 
-typedef enum { RETRY_DELIVERED = 0, RETRY_DEFER = 1, RETRY_BOUNCE = 2 } retry_verdict;
+/* RETRY_HANDOFF: another node of the cluster took the recipient (mta/handoff.h): final
+ * here, no event or count here (the other node has them). Never a classification's. */
+typedef enum {
+    RETRY_DELIVERED = 0,
+    RETRY_DEFER = 1,
+    RETRY_BOUNCE = 2,
+    RETRY_HANDOFF = 3
+} retry_verdict;
 
 typedef struct retry_class {
     retry_verdict verdict;

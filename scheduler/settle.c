@@ -153,7 +153,9 @@ static void settle_events(scheduler *s, const sched_job *j, const sched_outcome 
         spool_add_event_take(ctx->spool, set, ev);
     }
     for (size_t i = 0; i < n; i++) {
-        if (done[i] || out[i].cls.verdict == RETRY_DELIVERED) continue;
+        if (done[i] || out[i].cls.verdict == RETRY_DELIVERED ||
+            out[i].cls.verdict == RETRY_HANDOFF)
+            continue;
         const retry_class *c = &out[i].cls;
         size_t ns = 0;
         for (size_t k = i; k < n; k++) {
@@ -197,7 +199,7 @@ static void settle_metrics(scheduler *s, const sched_job *j, const sched_outcome
 {
     for (size_t i = 0; i < j->nrcpts; i++) {   /* the web page's recent deferrals/bounces */
         const retry_class *c = &out[i].cls;
-        if (c->verdict == RETRY_DELIVERED) continue;
+        if (c->verdict == RETRY_DELIVERED || c->verdict == RETRY_HANDOFF) continue;
         char reason[48];
         if (c->verdict == RETRY_BOUNCE)
             snprintf(reason, sizeof reason, "%s/%s", c->bounce_type ? c->bounce_type : "",
@@ -216,6 +218,7 @@ static void settle_metrics(scheduler *s, const sched_job *j, const sched_outcome
         const retry_class *c = &out[i].cls;
         const char *outcome = c->verdict == RETRY_DELIVERED ? "delivered"
                               : c->verdict == RETRY_BOUNCE  ? "bounced"
+                              : c->verdict == RETRY_HANDOFF ? "handed_off"
                                                             : "deferred";
         const char *dt = c->verdict == RETRY_DEFER && c->delay_type ? c->delay_type : "";
         metrics_add(m, "kiln_recipients_total",
@@ -269,6 +272,12 @@ void sched_settle(scheduler *s, sched_job *j, sched_outcome *out, const char *sr
             spool_update_rcpt(ctx->spool, r->rowid, SPOOL_RCPT_DELIVERED, r->attempts, 0, out[i].text);
             log_write(sched_lg(s), KLOG_INFO, "delivery.ok", "id=%s rcpt=%s ip=%s%s hop=%s reply=%s",
                       log_q(sched_lg(s), j->msg_id), log_q(sched_lg(s), r->address), src ? src : "-", pubf,
+                      peer ? peer : "-", log_q(sched_lg(s), out[i].text));
+            break;
+        case RETRY_HANDOFF:      /* final here: the other node delivers it and says so */
+            spool_update_rcpt(ctx->spool, r->rowid, SPOOL_RCPT_DELIVERED, r->attempts, 0, out[i].text);
+            log_write(sched_lg(s), KLOG_INFO, "delivery.handoff", "id=%s rcpt=%s peer=%s reply=%s",
+                      log_q(sched_lg(s), j->msg_id), log_q(sched_lg(s), r->address),
                       peer ? peer : "-", log_q(sched_lg(s), out[i].text));
             break;
         case RETRY_BOUNCE:

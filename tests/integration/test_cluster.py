@@ -14,9 +14,17 @@ az1/az2/az3, against an aiosmtpd sink that records every message's source addres
   (e) redis-server stopped: every node goes on accepting and delivering, reports Redis down
       (status, kiln_cluster_redis_up 0 on /metrics); a suppression added meanwhile is kept;
       Redis back (empty, as after a restart without persistence): the nodes seed the list
-      again and the write made while it was down reaches the other nodes;
+      again and the write made while it was down reaches the other nodes, as does a zone
+      marked down meanwhile;
+  (c2) zone az1 marked down on node 2 is honoured by node 1 (its only IP is in az1: its
+      mail is handed off to a node of another zone; once node 3 marks the zone up again,
+      node 1 sends from its own IP);
+  (c3) a warm-up percentage set on node 1 for node 2's IP is forwarded to node 2;
+  (c4) an IP moved from node 3 to node 2 in kiln.yaml (reload) keeps its warm-up position;
+  (c5) send statistics (kilnctl stats) and reputation are the sum over the nodes on any node;
   (f) bad cluster input: an unknown node for --node, --node without a cluster section.
 Every process is ended by PID; every wait is bounded."""
+import datetime
 import json
 import os
 import shutil
@@ -113,6 +121,28 @@ def node_config(k, name, redis_port, sink, metrics_port, with_node=True):
     return cfg
 
 
+def stop_nodes(nodes):
+    """Stops every kilnd of nodes (name -> Kiln) and removes its directory; raises naming
+    each one that did not exit 0 (a sanitizer report or an unclean stop)."""
+    bad = []
+    for name, k in nodes.items():
+        try:
+            rc = k.stop()
+            if rc != 0:
+                bad.append("%s exited %s: %s" % (name, rc, k.stderr_text()[-3000:]))
+        finally:
+            k.cleanup()
+    return bad
+
+
+def wait_all_alive(nodes, timeout=15):
+    """Until every node's `kilnctl cluster status` shows all of them alive."""
+    want = set(nodes)
+    wait_for(lambda: all({n["Node"] for n in k.ctl("cluster", "status")["Nodes"]
+                          if n["Alive"] == "yes"} == want for k in nodes.values()),
+             timeout, 0.2, "every node to see the %d heartbeats" % len(want))
+
+
 def suppressed(k):
     return {x["EmailAddress"] for x in
             k.ctl("suppression", "list")["SuppressedDestinationSummaries"]}
@@ -126,32 +156,29 @@ class ClusterTest(unittest.TestCase):
         cls.sink = Sink("127.0.0.1").__enter__()
         cls.nodes = {}
         try:
+            made = {name: Kiln() for name, _, _ in NODES}
+            # every node's submission address: a node stays one of the cluster's nodes
+            # when it binds no IP (test c4 moves n3's IP away)
+            peers = {name: "127.0.0.1:%d" % k.port for name, k in made.items()}
             for name, _, _ in NODES:
-                k = Kiln()
+                k = made[name]
                 k.metrics_port = free_port()
                 # n3 takes its name from the command line, the others from the file
-                k.write_config(node_config(k, name, cls.redis.port, cls.sink, k.metrics_port,
-                                           with_node=(name != "n3")))
+                cfg = node_config(k, name, cls.redis.port, cls.sink, k.metrics_port,
+                                  with_node=(name != "n3"))
+                cfg["cluster"]["submission_peers"] = peers
+                k.write_config(cfg)
                 if name == "n3":
                     k.args = ["--node", "n3"]
                 cls.nodes[name] = k.start()
-            wait_for(lambda: all(cls.alive_seen(k) == {"n1", "n2", "n3"}
-                                 for k in cls.nodes.values()),
-                     15, 0.2, "every node to see the three heartbeats")
+            wait_all_alive(cls.nodes)
         except BaseException:
             cls.tearDownClass()
             raise
 
     @classmethod
     def tearDownClass(cls):
-        bad = []
-        for name, k in getattr(cls, "nodes", {}).items():
-            try:
-                rc = k.stop()
-                if rc != 0:   # a sanitizer report or an unclean stop
-                    bad.append("%s exited %s: %s" % (name, rc, k.stderr_text()[-3000:]))
-            finally:
-                k.cleanup()
+        bad = stop_nodes(getattr(cls, "nodes", {}))
         if getattr(cls, "sink", None):
             cls.sink.__exit__(None, None, None)
         cls.redis.stop()
@@ -228,6 +255,114 @@ class ClusterTest(unittest.TestCase):
                  "the removal on n1 within 1 s")
         self.assertIsNone(self.redis.cmd("HGET", "kt:suppression", addr))
 
+    # (c2)
+    def zones_down(self, name):
+        st = self.nodes[name].ctl("cluster", "status")
+        return [n for n in st["Nodes"] if n["Self"]][0]["ZonesDown"]
+
+    def test_c2_zone_down_on_one_node_honoured_by_all(self):
+        self.nodes["n2"].ctl("zone", "down", "az1")
+        try:
+            t0 = time.monotonic()
+            wait_for(lambda: self.zones_down("n1") == ["az1"] and
+                     self.zones_down("n3") == ["az1"], 2, 0.02, "az1 down on n1 and n3")
+            print("zone down on n1 and n3 after %.0f ms" % ((time.monotonic() - t0) * 1000))
+            self.assertEqual(self.redis.cmd("HGET", "kt:zones", "az1").split()[::2],
+                             ["down", "n2"])
+            self.assertIn('cluster.zone zone="az1" state=down by="n2"', self.nodes["n1"].log())
+            # n1's only IP is in az1: its mail leaves through a node of another zone
+            self.send_token(self.nodes["n1"], "zone-held")
+            wait_for(lambda: self.delivered_from("zone-held"), 20, 0.1, "n1's mail handed off")
+            self.assertIn(self.delivered_from("zone-held"), (["127.0.0.11"], ["127.0.0.12"]))
+            self.assertIn("cluster.handoff ", self.nodes["n1"].log())
+        finally:
+            self.nodes["n3"].ctl("zone", "up", "az1")
+        wait_for(lambda: self.zones_down("n1") == [] and self.zones_down("n2") == [], 2, 0.02,
+                 "az1 up again everywhere")
+        self.assertIsNone(self.redis.cmd("HGET", "kt:zones", "az1"))
+        self.send_token(self.nodes["n1"], "zone-back")
+        wait_for(lambda: self.delivered_from("zone-back"), 20, 0.1, "n1 delivering again")
+        self.assertEqual(self.delivered_from("zone-back"), ["127.0.0.10"])
+
+    # (c3)
+    def ip_row(self, name, ip):
+        return [x for x in self.nodes[name].ctl("ips")["DedicatedIps"] if x["Ip"] == ip][0]
+
+    def test_c3_warmup_forwarded_to_the_ips_node(self):
+        r = self.nodes["n1"].ctl("ip", "warmup", "127.0.0.11", "--percent", "40")
+        self.assertEqual((r["Node"], r["Forwarded"], r["WarmupPercentage"]), ("n2", True, 40))
+        wait_for(lambda: self.ip_row("n2", "127.0.0.11")["WarmupPercentage"] == 40, 2, 0.05,
+                 "n2 applying the setting")
+        self.assertIn('cluster.warmup ip=127.0.0.11 percent=40 by="n1"', self.nodes["n2"].log())
+        wait_for(lambda: self.redis.cmd("HGET", "kt:warmup", "127.0.0.11") is None, 2, 0.05,
+                 "the forwarded setting removed once applied")
+        self.nodes["n2"].ctl("ip", "warmup", "127.0.0.11", "--percent", "100")
+
+    # (c4)
+    def move_ip(self, ip, to):
+        for k in self.nodes.values():
+            for e in k.cfg["ips"]:
+                if e["address"] == ip:
+                    e["node"] = to
+            k.write_config()
+
+    def test_c4_moved_ip_keeps_its_warmup_position(self):
+        self.nodes["n3"].ctl("ip", "warmup", "127.0.0.12", "--percent", "37")
+        wait_for(lambda: '"node":"n3"' in (self.redis.cmd("HGET", "kt:ipstate", "127.0.0.12")
+                                            or "") and
+                 self.ip_row("n1", "127.0.0.12")["WarmupPercentage"] == 37, 5, 0.1,
+                 "n3's state for its IP in Redis")
+        try:
+            self.move_ip("127.0.0.12", "n2")
+            for name in ("n3", "n1", "n2"):      # the old owner first
+                self.nodes[name].ctl("reload")
+            wait_for(lambda: self.ip_row("n2", "127.0.0.12")["kiln"].get("Node") == "n2" and
+                     self.ip_row("n2", "127.0.0.12")["WarmupPercentage"] == 37, 5, 0.1,
+                     "n2 owning 127.0.0.12 at 37 %")
+            self.assertIn('cluster.ip_adopted ip=127.0.0.12 from="n3"', self.nodes["n2"].log())
+            self.send_token(self.nodes["n2"], "moved", rcpt="moved@dest.test")
+            wait_for(lambda: self.delivered_from("moved"), 20, 0.1, "n2 delivering")
+            self.assertIn(self.delivered_from("moved")[0], ("127.0.0.11", "127.0.0.12"))
+        finally:
+            self.move_ip("127.0.0.12", "n3")
+            for name in ("n2", "n1", "n3"):
+                self.nodes[name].ctl("reload")
+            moved_back = time.time()
+        wait_for(lambda: self.ip_row("n3", "127.0.0.12")["kiln"].get("Node") == "n3" and
+                 self.ip_row("n3", "127.0.0.12")["WarmupPercentage"] == 37, 5, 0.1,
+                 "127.0.0.12 back on n3, still at 37 %")
+        self.nodes["n3"].ctl("ip", "warmup", "127.0.0.12", "--percent", "100")
+        # the others see it in a heartbeat n3 wrote after the reload (test d reads n3's last)
+
+        def n3_beat():
+            row = {n["Node"]: n for n in self.nodes["n1"].ctl("cluster", "status")["Nodes"]}["n3"]
+            seen = datetime.datetime.fromisoformat(row["LastSeen"].replace("Z", "+00:00"))
+            return seen.timestamp() > moved_back and row["Ips"] == ["127.0.0.12"]
+        wait_for(n3_beat, 5, 0.1, "n3's heartbeat with its IP")
+
+    # (c5)
+    @staticmethod
+    def attempts(k):
+        return sum(p["DeliveryAttempts"] for p in k.ctl("stats")["SendDataPoints"])
+
+    def test_c5_statistics_summed(self):
+        # the others' snapshots are at most a few seconds old: wait until all agree
+        def agreed():
+            vals = [self.attempts(k) for k in self.nodes.values()]
+            return vals[0] if len(set(vals)) == 1 else None
+        before = wait_for(agreed, 10, 0.2, "the nodes to agree on the statistics")
+        self.send_token(self.nodes["n1"], "stats-1")
+        send(self.nodes["n2"], "app@example.test", ["s1@dest.test", "s2@dest.test"],
+             headers={"X-Token": "stats-2"})
+        wait_for(lambda: all(self.attempts(k) == before + 3 for k in self.nodes.values()), 10,
+                 0.2, "stats on every node summing the 3 new recipients")
+        for k in self.nodes.values():
+            rep = k.ctl("reputation")
+            self.assertEqual(rep["ReputationMetrics"]["DeliveryAttempts"], before + 3, rep)
+        st = self.nodes["n3"].ctl("cluster", "status")["Statistics"]
+        self.assertEqual(st["Nodes"], 3)
+        self.assertIsNotNone(st["Updated"])
+
     # (d)
     def test_d_node_killed_and_restarted(self):
         k3 = self.nodes["n3"]
@@ -268,8 +403,11 @@ class ClusterTest(unittest.TestCase):
         # a suppression while Redis is away stays local for now
         addr_during = "during-%d@dest.test" % os.getpid()
         self.nodes["n2"].ctl("suppression", "add", addr_during)
+        # and so does a zone marked down meanwhile
+        self.nodes["n2"].ctl("zone", "down", "az2")
         time.sleep(0.5)
         self.assertNotIn(addr_during, suppressed(self.nodes["n1"]))
+        self.assertEqual(self.zones_down("n1"), [])
         # Redis back, empty: seeded again by the nodes; the pending write reaches n1 and n3
         type(self).redis = Redis(port).start()
         for k in self.nodes.values():
@@ -280,6 +418,10 @@ class ClusterTest(unittest.TestCase):
                  "the write made while Redis was down on the other nodes")
         wait_for(lambda: self.redis.cmd("HGET", "kt:suppression", addr_before) is not None, 10,
                  0.1, "the list seeded again into the empty Redis")
+        wait_for(lambda: self.zones_down("n1") == ["az2"] and self.zones_down("n3") == ["az2"],
+                 10, 0.1, "the zone marked down while Redis was away, on n1 and n3")
+        self.nodes["n1"].ctl("zone", "up", "az2")
+        wait_for(lambda: self.zones_down("n2") == [], 5, 0.05, "az2 up again on n2")
         self.assertIn("cluster.redis_back", self.nodes["n2"].log())
 
 

@@ -38,6 +38,7 @@ try:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
+    from selenium.common.exceptions import StaleElementReferenceException
 except ImportError:   # pragma: no cover
     webdriver = None
 
@@ -270,8 +271,12 @@ class WebUiTest(unittest.TestCase):
         down_ip = next(x["Ip"] for x in ips if x["Zone"] == "az3")
 
         def shows_down():
-            z = drv.find_element(By.CSS_SELECTOR, '#zones tr[data-zone="az3"] td.state').text
-            st = drv.find_element(By.CSS_SELECTOR, '#ips tr[data-ip="%s"] td.state' % down_ip).text
+            try:
+                z = drv.find_element(By.CSS_SELECTOR, '#zones tr[data-zone="az3"] td.state').text
+                st = drv.find_element(By.CSS_SELECTOR,
+                                      '#ips tr[data-ip="%s"] td.state' % down_ip).text
+            except StaleElementReferenceException:   # a refresh replaced the row meanwhile
+                return False
             return z == "down" and st == "down"
         wait_for(shows_down, 12, 0.2, "az3 and its IP shown down")
         self.assertLessEqual(self.refreshes(drv) - r0, 2)

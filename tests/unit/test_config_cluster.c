@@ -94,6 +94,13 @@ static const struct {
     {IPS "cluster: redis\n", 10, "cluster", "expected a map, got a single value"},
     {IPS "cluster: {node: n1}\n", 10, "cluster.redis", "required key is missing"},
     {CL "  redis:\n", 11, "cluster.redis.url", "required key is missing (e.g. redis://"},
+    {CL RURL "  local_share: 0\n", 12, "cluster.local_share", "0 is out of range: the share "
+                                                              "is above 0 and at most 1"},
+    {CL RURL "  local_share: 150%\n", 12, "cluster.local_share", "150% is out of range"},
+    {CL RURL "  local_share: 1.5\n", 12, "cluster.local_share", "1.5 is out of range"},
+    {CL RURL "  local_share: half\n", 12, "cluster.local_share",
+     "'half' is not a fraction (write 0.25 or 25%)"},
+    {CL RURL "  local_share: [1]\n", 12, "cluster.local_share", "expected a fraction"},
     {CL "  redis: {}\n", 11, "cluster.redis.url", "required key is missing"},
     {CL "  redis: {password_file: pw}\n", 11, "cluster.redis.url", "required key is missing"},
     {CL "  redis: [redis://r.test]\n", 11, "cluster.redis", "expected a map, got a list"},
@@ -301,7 +308,9 @@ START_TEST(test_defaults)
     ck_assert_int_eq(config_cluster_node_index(c, NULL), -1);
     char *sum = config_summary(c);
     ck_assert_msg(strstr(sum, "cluster: node (not set: kilnd --node NAME) of n1, n2; redis "
-                              "redis://127.0.0.1:6379/0 (prefix kiln:)\n") != NULL, "%s", sum);
+                              "redis://127.0.0.1:6379/0 (prefix kiln:); while Redis is away this node "
+                              "holds 50% of the account's limits\n") != NULL, "%s", sum);
+    ck_assert(c->cluster_local_share == 0.5);
     ck_assert_msg(strstr(sum, "  az1: 127.0.0.11 (p, warming up, node n2), 127.0.0.13 (p, "
                               "warming up, node n2)\n") != NULL, "%s", sum);
     ck_assert_msg(strstr(sum, "  az2: 127.0.0.12 (p, warming up, node n1)\n") != NULL, "%s",
@@ -336,6 +345,7 @@ START_TEST(test_full)
                         "    url: \"redis://[::1]:6380/3\"\n"
                         "    password_file: ./pw\n"
                         "    key_prefix: \"k1.prod:x_y-\"\n"
+                        "  local_share: 40%\n"
                         "  submission_peers:\n"
                         "    n3: 10.0.0.3\n"
                         "    n1: 127.0.0.1:2587\n"
@@ -355,6 +365,7 @@ START_TEST(test_full)
     snprintf(want, sizeof want, "%s/pw", c->dir);
     ck_assert_str_eq(c->cluster_redis_password_file, want);
     ck_assert_str_eq(c->cluster_key_prefix, "k1.prod:x_y-");
+    ck_assert(c->cluster_local_share > 0.3999 && c->cluster_local_share < 0.4001);
     ck_assert_uint_eq(c->ncluster_peers, 4);
     ck_assert_str_eq(c->cluster_peers[0].node, "n3");
     ck_assert_str_eq(c->cluster_peers[0].addr.host, "10.0.0.3");
@@ -377,7 +388,8 @@ START_TEST(test_full)
     char line[1000];
     snprintf(line, sizeof line,
              "cluster: node n1 of n1, n2, n3, relay-9; redis redis://[::1]:6380/3 (prefix "
-             "k1.prod:x_y-, password_file %s); submission peers n3 10.0.0.3:2587, n1 "
+             "k1.prod:x_y-, password_file %s); while Redis is away this node holds 40%% of "
+             "the account's limits; submission peers n3 10.0.0.3:2587, n1 "
              "127.0.0.1:2587, n2 [::1]:2588, relay-9 relay.example.test:587\n", want);
     ck_assert_msg(strstr(sum, line) != NULL, "%s\nwanted: %s", sum, line);
     ck_assert_ptr_null(strstr(sum, "s3cret"));

@@ -285,6 +285,156 @@ START_TEST(test_daily_zero_quota)
 }
 END_TEST
 
+
+/* ---- cluster: leased tokens and slots, the local share, unreported sends ---- */
+
+START_TEST(test_lease_rate_only_granted_tokens)
+{
+    quota *q = quota_new(50, -1, T0);
+    quota_set_mode(q, QUOTA_LEASED, 1.0 / 3, T0);
+    /* leased mode: nothing without a grant, however long the node waits */
+    ck_assert(!quota_rate_available(q, T0 + HOUR));
+    quota_rate_grant(q, 2, T0 + HOUR);
+    ck_assert(quota_rate_take(q, T0 + HOUR));
+    ck_assert(quota_rate_take(q, T0 + HOUR + 10));
+    ck_assert(!quota_rate_take(q, T0 + HOUR + 20));
+    quota_free(q);
+}
+END_TEST
+
+START_TEST(test_lease_rate_tokens_lapse)
+{
+    quota *q = quota_new(50, -1, T0);
+    quota_set_mode(q, QUOTA_LEASED, 1, T0);
+    quota_rate_grant(q, 5, T0);
+    ck_assert(quota_rate_take(q, T0 + QUOTA_LEASE_TTL_MS - 1));
+    /* an idle node cannot keep its lease to add a burst on top of the account's */
+    ck_assert(!quota_rate_available(q, T0 + QUOTA_LEASE_TTL_MS));
+    ck_assert(quota_rate_leased(q, T0 + QUOTA_LEASE_TTL_MS) == 0);
+    /* a new grant renews the unlapsed ones */
+    quota_rate_grant(q, 1, T0 + 2000);
+    quota_rate_grant(q, 1, T0 + 2900);
+    ck_assert(quota_rate_take(q, T0 + 3500));
+    ck_assert(quota_rate_take(q, T0 + 3500));
+    ck_assert(!quota_rate_take(q, T0 + 3500));
+    quota_free(q);
+}
+END_TEST
+
+START_TEST(test_lease_daily_slots)
+{
+    quota *q = quota_new(-1, 100, T0);
+    quota_set_mode(q, QUOTA_LEASED, 1, T0);
+    ck_assert(!quota_daily_reserve(q, T0));          /* no lease: no slot */
+    quota_daily_grant(q, 3);
+    ck_assert(quota_daily_reserve(q, T0));
+    ck_assert(quota_daily_reserve(q, T0));
+    ck_assert(quota_daily_reserve(q, T0));
+    ck_assert(!quota_daily_reserve(q, T0));
+    ck_assert_int_eq(quota_pending(q), 3);
+    /* an abandoned transaction's slots go back to the lease, not to nowhere */
+    quota_daily_release(q, 2);
+    ck_assert_int_eq(quota_daily_leased(q), 2);
+    quota_daily_commit(q, 1, T0);
+    ck_assert_int_eq(quota_sent_24h(q, T0), 1);
+    /* leased slots are the account's already: nothing unreported */
+    int64_t m[4], c[4];
+    ck_assert_uint_eq(quota_unreported(q, T0, m, c, 4), 0);
+    ck_assert_int_eq(quota_daily_unlease(q), 2);
+    ck_assert_int_eq(quota_daily_leased(q), 0);
+    ck_assert(!quota_daily_reserve(q, T0));
+    quota_free(q);
+}
+END_TEST
+
+START_TEST(test_local_share)
+{
+    /* Redis down, one node of three: a third of the rate and of the 24 h quota */
+    quota *q = quota_new(30, 90, T0);
+    quota_set_mode(q, QUOTA_LOCAL, 1.0 / 3, T0);
+    int taken = 0;
+    for (int i = 0; i < 100; i++) taken += quota_rate_take(q, T0);
+    ck_assert_int_eq(taken, 10);                     /* 10/s: the full bucket holds 10 */
+    for (int i = 0; i < 100; i++) taken += quota_rate_take(q, T0 + 500);
+    ck_assert_int_eq(taken, 15);
+    /* after leasing, the local bucket starts empty: the account's tokens went by lease */
+    quota_set_mode(q, QUOTA_LEASED, 1.0 / 3, T0 + 500);
+    quota_set_mode(q, QUOTA_LOCAL, 1.0 / 3, T0 + 5000);
+    ck_assert(!quota_rate_available(q, T0 + 5000));
+    ck_assert(quota_rate_available(q, T0 + 5100));
+    int reserved = 0;
+    for (int i = 0; i < 100; i++) reserved += quota_daily_reserve(q, T0);
+    ck_assert_int_eq(reserved, 30);
+    quota_daily_commit(q, 30, T0);
+    ck_assert(!quota_daily_reserve(q, T0 + HOUR));
+    quota_free(q);
+}
+END_TEST
+
+START_TEST(test_local_unreported_then_cleared)
+{
+    quota *q = quota_new(-1, 1000, T0);
+    quota_set_mode(q, QUOTA_LEASED, 0.5, T0);
+    quota_daily_grant(q, 1);
+    ck_assert(quota_daily_reserve(q, T0));           /* one leased slot, open */
+    quota_set_mode(q, QUOTA_LOCAL, 0.5, T0);         /* Redis goes away */
+    ck_assert(quota_daily_reserve(q, T0));
+    ck_assert(quota_daily_reserve(q, T0));
+    quota_daily_commit(q, 3, T0 + 2 * MIN);          /* one leased, two local */
+    ck_assert(quota_daily_reserve(q, T0 + 3 * MIN));
+    quota_daily_commit(q, 1, T0 + 3 * MIN);
+    int64_t m[4], c[4];
+    size_t n = quota_unreported(q, T0 + 3 * MIN, m, c, 4);
+    ck_assert_uint_eq(n, 2);
+    int64_t total = 0;
+    for (size_t i = 0; i < n; i++) total += c[i];
+    ck_assert_int_eq(total, 3);                      /* the leased one is not reported again */
+    ck_assert_int_eq(quota_sent_24h(q, T0 + 3 * MIN), 4);
+    quota_unreported_clear(q);
+    ck_assert_uint_eq(quota_unreported(q, T0 + 3 * MIN, m, c, 4), 0);
+    /* a node never in a cluster keeps nothing unreported */
+    quota *alone = quota_new(-1, 10, T0);
+    ck_assert(quota_daily_reserve(alone, T0));
+    quota_daily_commit(alone, 1, T0);
+    ck_assert_uint_eq(quota_unreported(alone, T0, m, c, 4), 0);
+    quota_free(alone);
+    quota_free(q);
+}
+END_TEST
+
+START_TEST(test_leases_void)
+{
+    /* Redis came back without this node's leases: unused ones are dropped, and a slot
+     * reserved from a lease is reported when committed (the account never saw it) */
+    quota *q = quota_new(10, 100, T0);
+    quota_set_mode(q, QUOTA_LEASED, 0.5, T0);
+    quota_daily_grant(q, 5);
+    quota_rate_grant(q, 3, T0);
+    ck_assert(quota_daily_reserve(q, T0));
+    quota_leases_void(q);
+    ck_assert_int_eq(quota_daily_leased(q), 0);
+    ck_assert(!quota_rate_available(q, T0));
+    ck_assert(!quota_daily_reserve(q, T0));
+    quota_daily_commit(q, 1, T0);
+    int64_t m[4], c[4];
+    ck_assert_uint_eq(quota_unreported(q, T0, m, c, 4), 1);
+    ck_assert_int_eq(c[0], 1);
+    quota_free(q);
+}
+END_TEST
+
+START_TEST(test_lease_unlimited)
+{
+    quota *q = quota_new(-1, -1, T0);
+    quota_set_mode(q, QUOTA_LEASED, 1, T0);
+    for (int i = 0; i < 1000; i++) {
+        ck_assert(quota_rate_take(q, T0));
+        ck_assert(quota_daily_reserve(q, T0));
+    }
+    quota_free(q);
+}
+END_TEST
+
 static Suite *quota_suite(void)
 {
     Suite *s = suite_create("quota");
@@ -307,6 +457,15 @@ static Suite *quota_suite(void)
     tcase_add_test(daily, test_daily_limits_change);
     tcase_add_test(daily, test_daily_zero_quota);
     suite_add_tcase(s, daily);
+    TCase *lease = tcase_create("cluster");
+    tcase_add_test(lease, test_lease_rate_only_granted_tokens);
+    tcase_add_test(lease, test_lease_rate_tokens_lapse);
+    tcase_add_test(lease, test_lease_daily_slots);
+    tcase_add_test(lease, test_local_share);
+    tcase_add_test(lease, test_local_unreported_then_cleared);
+    tcase_add_test(lease, test_lease_unlimited);
+    tcase_add_test(lease, test_leases_void);
+    suite_add_tcase(s, lease);
     return s;
 }
 
