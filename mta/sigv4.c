@@ -716,6 +716,7 @@ sigv4_result sigv4_verify_cached(const sigv4_request *r, const char *region,
                           util_asprintf("The Authorization header is longer than %d bytes.",
                                         SIGV4_AUTH_MAX));
     sigv4_auth *a = util_malloc(sizeof *a);
+    size_t used = strlen(authz) + 1;    /* of a->buf: what is wiped at the end */
     char *text = NULL;
     sigv4_result res = SIGV4_MALFORMED;
     if (!sigv4_parse_auth(authz, a, &text)) goto out;
@@ -798,7 +799,7 @@ sigv4_result sigv4_verify_cached(const sigv4_request *r, const char *region,
     res = SIGV4_OK;
     if (key_id) *key_id = util_strdup(a->parts[0]);
 out:
-    OPENSSL_cleanse(a, sizeof *a);
+    OPENSSL_cleanse(a->buf, used);
     free(a);
     if (res == SIGV4_OK) return res;
     return sigv4_fail(res, msg, text);
