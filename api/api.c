@@ -7,10 +7,13 @@
 #include "api/api.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <openssl/rand.h>
 
 #include "api/api_int.h"
 #include "api/api_pool.h"
@@ -38,6 +41,7 @@ struct api {
     api_bucket *buckets;
     size_t nbuckets;
     size_t pending;               /* calls not answered yet */
+    uint64_t rid_state;           /* request ids (api_request_id) */
     bool stopping;                /* api_shutdown: new requests get 503 */
     void (*stopped)(void *arg);   /* called once pending reaches 0 while stopping */
     void *stopped_arg;
@@ -282,6 +286,33 @@ static void api_prep_job(void *arg, sigv4_keycache *kc)
     api_prep_run(c->prep, kc);
 }
 
+/* The next of a sequence that visits every 64-bit value once (splitmix64's step and mix). */
+static uint64_t api_rid_next(uint64_t *state)
+{
+    uint64_t z = (*state += UINT64_C(0x9E3779B97F4A7C15));
+    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
+    return z ^ (z >> 31);
+}
+
+/* x-amzn-RequestId, shaped as a version 4 UUID ("8-4-4-4-12" hex, '4' and 'a' where a
+ * UUID has them): 128 bits from splitmix64 over a counter that starts where RAND_bytes put
+ * it (api_start). The pairs never repeat within a run, and no DRBG call per request on the
+ * loop; the id identifies a request in logs and answers, it guards nothing. */
+static void api_request_id(api *a, char out[40])
+{
+    static const char hex[] = "0123456789abcdef";
+    uint64_t w[2] = {api_rid_next(&a->rid_state), api_rid_next(&a->rid_state)};
+    char r[32];
+    for (int i = 0; i < 32; i++) r[i] = hex[(w[i / 16] >> (4 * (i % 16))) & 15];
+    char *o = out;
+    memcpy(o, r, 8), o += 8, *o++ = '-';
+    memcpy(o, r + 8, 4), o += 4, *o++ = '-';
+    *o++ = '4', memcpy(o, r + 13, 3), o += 3, *o++ = '-';
+    *o++ = 'a', memcpy(o, r + 17, 3), o += 3, *o++ = '-';
+    memcpy(o, r + 20, 12), o += 12, *o = '\0';
+}
+
 static void api_on_request(void *arg, const http_request *req, http_exchange *x)
 {
     api *a = arg;
@@ -294,10 +325,7 @@ static void api_on_request(void *arg, const http_request *req, http_exchange *x)
     c->req = req;
     c->x = x;
     c->now_ms = kiln_now_ms(ctx);
-    char r[33];
-    util_random_hex(r, 16);
-    snprintf(c->request_id, sizeof c->request_id, "%.8s-%.4s-4%.3s-a%.3s-%.12s", r, r + 8,
-             r + 13, r + 17, r + 20);
+    api_request_id(a, c->request_id);
 
     if (a->stopping) {       /* nothing stored: the SDK retries it elsewhere or later */
         api_error(c, 503, "ServiceUnavailable", "kilnd is stopping; try again");
@@ -327,6 +355,8 @@ api *api_start(kiln_ctx *ctx, char **err)
     if (cfg->napi_listen == 0) return NULL;
     api *a = util_calloc(1, sizeof *a);
     a->ctx = ctx;
+    if (RAND_bytes((unsigned char *)&a->rid_state, sizeof a->rid_state) != 1)
+        util_fatal("api_start: RAND_bytes failed");
     http_listen *ls = util_calloc(cfg->napi_listen, sizeof *ls);
     for (size_t i = 0; i < cfg->napi_listen; i++) {
         ls[i].host = cfg->api_listen[i].host;
