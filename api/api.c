@@ -3,7 +3,11 @@
  * key's request rate, routed and validated against botocore's model (api/model.h), and
  * handed to one operation handler (api/api_*.c), which answers with api_ok or api_error,
  * at once or after a spool commit. Errors carry SES's x-amzn-ErrorType and a JSON
- * {"message": ...} body, as botocore parses them. One log line per answered request. */
+ * {"message": ...} body, as botocore parses them. One log line per answered request.
+ * The pure part of a request (SigV4, routing, parsing and validating the input, decoding
+ * Content.Raw) is done by api/api_prep.c on a worker of api/api_pool.c; the answers are
+ * then given on the loop in the order above, which is also where everything that reads or
+ * changes kilnd's state happens. */
 #include "api/api.h"
 
 #include <stdarg.h>
