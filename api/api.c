@@ -3,15 +3,25 @@
  * key's request rate, routed and validated against botocore's model (api/model.h), and
  * handed to one operation handler (api/api_*.c), which answers with api_ok or api_error,
  * at once or after a spool commit. Errors carry SES's x-amzn-ErrorType and a JSON
- * {"message": ...} body, as botocore parses them. One log line per answered request. */
+ * {"message": ...} body, as botocore parses them. One log line per answered request.
+ * The pure part of a request (SigV4, routing, parsing and validating the input, decoding
+ * Content.Raw) is done by api/api_prep.c on a worker of api/api_pool.c; the answers are
+ * then given on the loop in the order above, which is also where everything that reads or
+ * changes kilnd's state happens. */
 #include "api/api.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include <openssl/rand.h>
 
 #include "api/api_int.h"
+#include "api/api_pool.h"
+#include "api/api_prep.h"
 #include "api/model.h"
 #include "base/metrics.h"
 #include "base/util.h"
@@ -19,6 +29,8 @@
 #include "mta/sigv4.h"
 
 #define API_KEYS_MAX_TRACKED 1024   /* rate buckets; keys beyond (never in practice) share one */
+#define API_POOL_THREADS_MAX 4      /* workers: one per CPU, 1..4 */
+#define API_POOL_QUEUE_MAX 1024     /* requests waiting for a worker; beyond: 503 */
 
 typedef struct api_bucket {
     char *key_id;
@@ -29,9 +41,11 @@ typedef struct api_bucket {
 struct api {
     kiln_ctx *ctx;
     http_server *http;
+    api_pool *pool;               /* the pure part of each request (api/api_prep.h) */
     api_bucket *buckets;
     size_t nbuckets;
     size_t pending;               /* calls not answered yet */
+    uint64_t rid_state;           /* request ids (api_request_id) */
     bool stopping;                /* api_shutdown: new requests get 503 */
     void (*stopped)(void *arg);   /* called once pending reaches 0 while stopping */
     void *stopped_arg;
@@ -83,6 +97,10 @@ static void api_call_free(api_call *c)
 {
     api *a = c->api;
     json_decref(c->in);
+    if (c->prep) {
+        api_prep_clear(c->prep);
+        free(c->prep);
+    }
     config_unref((config *)c->cfg);
     free(c->key_id);
     free(c);
@@ -166,12 +184,6 @@ void api_account_id(const api_call *c, char out[16])
 
 /* ---- one request ---- */
 
-static const char *api_secret_of(void *arg, const char *id)
-{
-    const config_access_key *k = config_find_access_key(arg, id);
-    return k ? k->secret : NULL;
-}
-
 /* The access key's token bucket (capacity max(1, count), refilled continuously): false
  * when it is empty. */
 static bool api_rate_take(api *a, const config *cfg, const char *key_id, int64_t now)
@@ -203,6 +215,108 @@ static bool api_rate_take(api *a, const config *cfg, const char *key_id, int64_t
     return true;
 }
 
+bool api_raw_take(api_call *c, const char *b64, char **msg, size_t *len, char **err)
+{
+    api_prep *p = c->prep;
+    if (!p || !b64 || p->raw_b64 != b64) return false;
+    *msg = p->raw;
+    *len = p->raw_len;
+    *err = p->raw_err;
+    p->raw = p->raw_err = NULL;
+    p->raw_b64 = NULL;
+    return true;
+}
+
+/* The prep is back from the pool (api/api_prep.h): the answers in their order. */
+static void api_prepared(void *arg, bool dropped)
+{
+    api_call *c = arg;
+    api *a = c->api;
+    api_prep *p = c->prep;
+    if (dropped) {           /* api_stop: nothing stored, the SDK retries */
+        api_error(c, 503, "ServiceUnavailable", "kilnd is stopping; try again");
+        return;
+    }
+    const http_request *req = c->req;
+
+    /* 1. who: SigV4 first, so an unauthenticated client learns nothing of the surface */
+    if (p->auth != SIGV4_OK) {
+        api_error(c, 403, sigv4_error_type(p->auth), "%s",
+                  p->auth_msg ? p->auth_msg : "Access denied");
+        return;
+    }
+    c->key_id = p->key_id;
+    p->key_id = NULL;
+    c->key = config_find_access_key(c->cfg, c->key_id);
+
+    /* 2. what: the model's operation */
+    c->model_op = p->op;
+    if (!c->model_op) {
+        if (p->path_known)
+            api_error(c, 405, "MethodNotAllowedException", "Method %s is not allowed on %s",
+                      req->method, req->path);
+        else
+            api_error(c, 404, "UnknownOperationException", "No SES v2 operation at %s %s",
+                      req->method, req->path);
+        return;
+    }
+    c->op = api_model_op_name(c->model_op);
+    api_handler fn = api_find_handler(c->op);
+    if (!fn || !api_model_op_has_input(c->model_op)) {
+        API_BAD_REQUEST(c, "kiln does not support the SES operation %s", c->op);
+        return;
+    }
+
+    /* 3. how often: the key's request rate */
+    if (!api_rate_take(a, c->cfg, c->key_id, c->now_ms)) {
+        api_error(c, 429, "TooManyRequestsException",
+                  "Too many requests: access key %s is over api.max_request_rate", c->key_id);
+        return;
+    }
+
+    /* 4. with what: the validated input */
+    if (!p->in) {
+        API_BAD_REQUEST(c, "%s", p->in_err ? p->in_err : "Invalid request");
+        return;
+    }
+    c->in = p->in;
+    p->in = NULL;
+    fn(c);
+}
+
+static void api_prep_job(void *arg, sigv4_keycache *kc)
+{
+    api_call *c = arg;
+    api_prep_run(c->prep, kc);
+}
+
+/* The next of a sequence that visits every 64-bit value once (splitmix64's step and mix). */
+static uint64_t api_rid_next(uint64_t *state)
+{
+    uint64_t z = (*state += UINT64_C(0x9E3779B97F4A7C15));
+    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
+    return z ^ (z >> 31);
+}
+
+/* x-amzn-RequestId, shaped as a version 4 UUID ("8-4-4-4-12" hex, '4' and 'a' where a
+ * UUID has them): 128 bits from splitmix64 over a counter that starts where RAND_bytes put
+ * it (api_start). The pairs never repeat within a run, and no DRBG call per request on the
+ * loop; the id identifies a request in logs and answers, it guards nothing. */
+static void api_request_id(api *a, char out[40])
+{
+    static const char hex[] = "0123456789abcdef";
+    uint64_t w[2] = {api_rid_next(&a->rid_state), api_rid_next(&a->rid_state)};
+    char r[32];
+    for (int i = 0; i < 32; i++) r[i] = hex[(w[i / 16] >> (4 * (i % 16))) & 15];
+    char *o = out;
+    memcpy(o, r, 8), o += 8, *o++ = '-';
+    memcpy(o, r + 8, 4), o += 4, *o++ = '-';
+    *o++ = '4', memcpy(o, r + 13, 3), o += 3, *o++ = '-';
+    *o++ = 'a', memcpy(o, r + 17, 3), o += 3, *o++ = '-';
+    memcpy(o, r + 20, 12), o += 12, *o = '\0';
+}
+
 static void api_on_request(void *arg, const http_request *req, http_exchange *x)
 {
     api *a = arg;
@@ -215,77 +329,25 @@ static void api_on_request(void *arg, const http_request *req, http_exchange *x)
     c->req = req;
     c->x = x;
     c->now_ms = kiln_now_ms(ctx);
-    char r[33];
-    util_random_hex(r, 16);
-    snprintf(c->request_id, sizeof c->request_id, "%.8s-%.4s-4%.3s-a%.3s-%.12s", r, r + 8,
-             r + 13, r + 17, r + 20);
+    api_request_id(a, c->request_id);
 
     if (a->stopping) {       /* nothing stored: the SDK retries it elsewhere or later */
         api_error(c, 503, "ServiceUnavailable", "kilnd is stopping; try again");
         return;
     }
 
-    /* 1. who: SigV4 first, so an unauthenticated client learns nothing of the surface */
-    sigv4_header *hs = util_calloc(req->nheaders ? req->nheaders : 1, sizeof *hs);
-    for (size_t i = 0; i < req->nheaders; i++) {
-        hs[i].name = req->headers[i].name;
-        hs[i].value = req->headers[i].value;
+    /* the pure work (SigV4, parsing, validation, decoding) on a worker; the rest, which
+     * needs the daemon's state, back on the loop in api_prepared */
+    c->prep = util_calloc(1, sizeof *c->prep);
+    c->prep->req = req;
+    c->prep->cfg = c->cfg;
+    c->prep->now_ms = c->now_ms;
+    if (!api_pool_submit(a->pool, api_prep_job, api_prepared, c)) {
+        log_write(ctx->log, KLOG_WARNING, "api.busy", "client=%s queued=%zu",
+                  req->client_ip, api_pool_queued(a->pool));
+        api_error(c, 503, "ServiceUnavailable",
+                  "kilnd has too many requests waiting to be processed; try again");
     }
-    sigv4_request sr = {
-        .method = req->method, .path = req->path, .query = req->query,
-        .headers = hs, .nheaders = req->nheaders, .body = req->body, .body_len = req->body_len,
-    };
-    char *msg = NULL;
-    sigv4_result v = sigv4_verify(&sr, c->cfg->region, "ses", api_secret_of, (void *)c->cfg,
-                                  c->now_ms, &c->key_id, &msg);
-    free(hs);
-    if (v != SIGV4_OK) {
-        api_error(c, 403, sigv4_error_type(v), "%s", msg ? msg : "Access denied");
-        free(msg);
-        return;
-    }
-    free(msg);
-    c->key = config_find_access_key(c->cfg, c->key_id);
-
-    /* 2. what: the model's operation */
-    json_t *labels = NULL;
-    bool known = false;
-    c->model_op = api_model_match(req->method, req->path, &labels, &known);
-    if (!c->model_op) {
-        if (known)
-            api_error(c, 405, "MethodNotAllowedException", "Method %s is not allowed on %s",
-                      req->method, req->path);
-        else
-            api_error(c, 404, "UnknownOperationException", "No SES v2 operation at %s %s",
-                      req->method, req->path);
-        return;
-    }
-    c->op = api_model_op_name(c->model_op);
-    api_handler fn = api_find_handler(c->op);
-    if (!fn || !api_model_op_has_input(c->model_op)) {
-        json_decref(labels);
-        API_BAD_REQUEST(c, "kiln does not support the SES operation %s", c->op);
-        return;
-    }
-
-    /* 3. how often: the key's request rate */
-    if (!api_rate_take(a, c->cfg, c->key_id, c->now_ms)) {
-        json_decref(labels);
-        api_error(c, 429, "TooManyRequestsException",
-                  "Too many requests: access key %s is over api.max_request_rate", c->key_id);
-        return;
-    }
-
-    /* 4. with what: the validated input */
-    char *err = NULL;
-    c->in = api_model_input(c->model_op, labels, req->query, req->body, req->body_len, &err);
-    json_decref(labels);
-    if (!c->in) {
-        API_BAD_REQUEST(c, "%s", err ? err : "Invalid request");
-        free(err);
-        return;
-    }
-    fn(c);
 }
 
 /* ---- life cycle ---- */
@@ -297,6 +359,8 @@ api *api_start(kiln_ctx *ctx, char **err)
     if (cfg->napi_listen == 0) return NULL;
     api *a = util_calloc(1, sizeof *a);
     a->ctx = ctx;
+    if (RAND_bytes((unsigned char *)&a->rid_state, sizeof a->rid_state) != 1)
+        util_fatal("api_start: RAND_bytes failed");
     http_listen *ls = util_calloc(cfg->napi_listen, sizeof *ls);
     for (size_t i = 0; i < cfg->napi_listen; i++) {
         ls[i].host = cfg->api_listen[i].host;
@@ -318,6 +382,9 @@ api *api_start(kiln_ctx *ctx, char **err)
         free(a);
         return NULL;
     }
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    int nthreads = ncpu < 1 ? 1 : ncpu > API_POOL_THREADS_MAX ? API_POOL_THREADS_MAX : (int)ncpu;
+    a->pool = api_pool_new(ctx->loop, nthreads, API_POOL_QUEUE_MAX);
     return a;
 }
 
@@ -351,6 +418,10 @@ void api_shutdown(api *a, void (*done)(void *arg), void *arg)
 void api_stop(api *a)
 {
     if (!a) return;
+    /* requests still with the workers are answered 503 (nothing was stored for them) and
+     * freed; no shutdown callback any more, whoever stops us is past waiting */
+    a->stopped = NULL;
+    api_pool_free(a->pool);
     http_stop(a->http);
     api_config_changed(a);
     free(a);

@@ -371,8 +371,10 @@ static int api_msg_build_raw(api_call *c, api_msg *m, json_t *raw, api_send_err 
     const char *b64 = api_data(raw);
     size_t len = 0;
     char *err = NULL;
-    char *msg = mime_raw_decode(b64 ? b64 : "", b64 ? strlen(b64) : 0,
-                                (size_t)c->cfg->max_message_size, &len, &err);
+    char *msg = NULL;
+    if (!api_raw_take(c, b64, &msg, &len, &err))
+        msg = mime_raw_decode(b64 ? b64 : "", b64 ? strlen(b64) : 0,
+                              (size_t)c->cfg->max_message_size, &len, &err);
     if (!msg) {
         bool big = err && strstr(err, "larger than");
         if (big)

@@ -11,6 +11,7 @@
 #ifndef KILN_SIGV4_H
 #define KILN_SIGV4_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -57,6 +58,25 @@ typedef const char *(*sigv4_secret_fn)(void *arg, const char *access_key_id);
 sigv4_result sigv4_verify(const sigv4_request *r, const char *region, const char *service,
                           sigv4_secret_fn secret, void *arg, int64_t now_ms,
                           char **key_id, char **msg);
+
+/* A small cache of derived signing keys (the 4-HMAC chain of secret, date, region, service),
+ * so that a client signing many requests on one day costs one HMAC per request, not five.
+ * Keyed by all four inputs (the secret itself, compared in constant time): a new day, a
+ * region or service, or a reloaded secret misses and derives afresh. At most `slots`
+ * entries, the least recently used replaced; secrets and keys are wiped when replaced and
+ * when the cache is freed. Not thread-safe: one cache per thread (the API's workers each
+ * keep their own). */
+typedef struct sigv4_keycache sigv4_keycache;
+sigv4_keycache *sigv4_keycache_new(size_t slots);
+void sigv4_keycache_free(sigv4_keycache *kc);
+/* The signing key for (secret, date8 "YYYYMMDD", region, service) into key; true if it came
+ * from the cache. kc NULL: always derived. */
+bool sigv4_keycache_get(sigv4_keycache *kc, const char *secret, const char *date8,
+                        const char *region, const char *service, unsigned char key[32]);
+/* sigv4_verify with the signing key taken from kc (NULL: derived every time). */
+sigv4_result sigv4_verify_cached(const sigv4_request *r, const char *region,
+                                 const char *service, sigv4_secret_fn secret, void *arg,
+                                 int64_t now_ms, sigv4_keycache *kc, char **key_id, char **msg);
 
 /* The canonical request for r and the signed header list (";"-separated, lower-case), with
  * payload_hash the hex SHA-256 to put last. malloc'd; NULL if signed_headers names a header

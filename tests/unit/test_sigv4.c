@@ -6,7 +6,9 @@
  * when something is wrong — a wrong secret, an unknown key, a tampered body, a stale or
  * early date (AWS's message), a wrong region, an unsigned host, no Authorization at all,
  * absurd headers — each the SES error type its SDK raises. Also SES SMTP passwords as
- * AWS's documented script derives them. */
+ * AWS's documented script derives them; the signing-key cache (hits, a miss for any other
+ * secret, date, region or service, bounded with the least recently used replaced, and
+ * verification through it answering as without it). */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -592,6 +594,88 @@ START_TEST(test_smtp_password)
 }
 END_TEST
 
+/* ---- the signing-key cache ---- */
+
+START_TEST(test_keycache_hits_and_misses)
+{
+    sigv4_keycache *kc = sigv4_keycache_new(4);
+    unsigned char want[32], got[32];
+    /* the first use derives (a miss), the same inputs again hit, and the key is the chain's */
+    sigv4_keycache_get(NULL, VANILLA_SECRET, "20150830", "us-east-1", "ses", want);
+    ck_assert(!sigv4_keycache_get(kc, VANILLA_SECRET, "20150830", "us-east-1", "ses", got));
+    ck_assert_mem_eq(got, want, 32);
+    memset(got, 0, sizeof got);
+    ck_assert(sigv4_keycache_get(kc, VANILLA_SECRET, "20150830", "us-east-1", "ses", got));
+    ck_assert_mem_eq(got, want, 32);
+    /* any input changed: a miss, and a key of its own */
+    const char *secret2 = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEX";   /* one byte differs */
+    struct { const char *secret, *date, *region, *service; } other[] = {
+        {VANILLA_SECRET, "20150831", "us-east-1", "ses"},
+        {VANILLA_SECRET, "20150830", "eu-west-1", "ses"},
+        {VANILLA_SECRET, "20150830", "us-east-1", "service"},
+        {secret2, "20150830", "us-east-1", "ses"},
+        {"short", "20150830", "us-east-1", "ses"},
+    };
+    for (size_t i = 0; i < sizeof other / sizeof other[0]; i++) {
+        unsigned char k[32], d[32];
+        sigv4_keycache_get(NULL, other[i].secret, other[i].date, other[i].region,
+                           other[i].service, d);
+        ck_assert_msg(!sigv4_keycache_get(kc, other[i].secret, other[i].date, other[i].region,
+                                          other[i].service, k), "case %zu hit", i);
+        ck_assert_mem_eq(k, d, 32);
+        ck_assert(memcmp(k, want, 32) != 0);
+        ck_assert(sigv4_keycache_get(kc, other[i].secret, other[i].date, other[i].region,
+                                     other[i].service, k));
+        ck_assert_mem_eq(k, d, 32);
+    }
+    sigv4_keycache_free(kc);
+    sigv4_keycache_free(NULL);
+}
+END_TEST
+
+START_TEST(test_keycache_bounded_lru)
+{
+    sigv4_keycache *kc = sigv4_keycache_new(2);
+    unsigned char k[32];
+    ck_assert(!sigv4_keycache_get(kc, "s1", "20261206", "r", "ses", k));
+    ck_assert(!sigv4_keycache_get(kc, "s2", "20261206", "r", "ses", k));
+    ck_assert(sigv4_keycache_get(kc, "s1", "20261206", "r", "ses", k));   /* s1 most recent */
+    ck_assert(!sigv4_keycache_get(kc, "s3", "20261206", "r", "ses", k));  /* evicts s2 */
+    ck_assert(sigv4_keycache_get(kc, "s1", "20261206", "r", "ses", k));
+    ck_assert(sigv4_keycache_get(kc, "s3", "20261206", "r", "ses", k));
+    ck_assert(!sigv4_keycache_get(kc, "s2", "20261206", "r", "ses", k));
+    sigv4_keycache_free(kc);
+}
+END_TEST
+
+/* verify with a cache answers exactly as without, on the first request and on the next */
+START_TEST(test_keycache_verify)
+{
+    sigv4_keycache *kc = sigv4_keycache_new(4);
+    for (int round = 0; round < 2; round++) {
+        for (size_t i = 0; i < sizeof sigv4_vectors / sizeof sigv4_vectors[0]; i++) {
+            test_req t;
+            req_of(&t, &sigv4_vectors[i]);
+            test_keys k = keys_of(SIGV4_VEC_KEY_ID, SIGV4_VEC_SECRET);
+            char *id = NULL, *msg = NULL;
+            sigv4_result r = sigv4_verify_cached(&t.r, SIGV4_VEC_REGION, SES, test_secret, &k,
+                                                 SIGV4_VEC_NOW_MS, kc, &id, &msg);
+            ck_assert_msg(r == SIGV4_OK, "%s: %d %s", sigv4_vectors[i].name, r, msg ? msg : "");
+            free(id);
+            free(msg);
+            /* a wrong secret under the same key id and day: still a mismatch */
+            test_keys bad = keys_of(SIGV4_VEC_KEY_ID, "not-the-secret");
+            r = sigv4_verify_cached(&t.r, SIGV4_VEC_REGION, SES, test_secret, &bad,
+                                    SIGV4_VEC_NOW_MS, kc, &id, &msg);
+            ck_assert_int_eq(r, SIGV4_MISMATCH);
+            ck_assert_ptr_null(id);
+            free(msg);
+        }
+    }
+    sigv4_keycache_free(kc);
+}
+END_TEST
+
 static Suite *sigv4_suite(void)
 {
     Suite *s = suite_create("sigv4");
@@ -618,6 +702,11 @@ static Suite *sigv4_suite(void)
     tc = tcase_create("pieces");
     tcase_add_test(tc, test_canonical_pieces);
     tcase_add_test(tc, test_smtp_password);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("keycache");
+    tcase_add_test(tc, test_keycache_hits_and_misses);
+    tcase_add_test(tc, test_keycache_bounded_lru);
+    tcase_add_test(tc, test_keycache_verify);
     suite_add_tcase(s, tc);
     return s;
 }
