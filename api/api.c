@@ -41,7 +41,7 @@ typedef struct api_bucket {
 struct api {
     kiln_ctx *ctx;
     http_server *http;
-    api_pool *pool;               /* the pure part of each request (api/api_prep.h) */
+    workpool *pool;               /* the pure part of each request (api/api_prep.h) */
     api_bucket *buckets;
     size_t nbuckets;
     size_t pending;               /* calls not answered yet */
@@ -284,7 +284,7 @@ static void api_prepared(void *arg, bool dropped)
     fn(c);
 }
 
-static void api_prep_job(void *arg, sigv4_keycache *kc)
+static void api_prep_job(void *arg, void *kc)
 {
     api_call *c = arg;
     api_prep_run(c->prep, kc);
@@ -342,9 +342,9 @@ static void api_on_request(void *arg, const http_request *req, http_exchange *x)
     c->prep->req = req;
     c->prep->cfg = c->cfg;
     c->prep->now_ms = c->now_ms;
-    if (!api_pool_submit(a->pool, api_prep_job, api_prepared, c)) {
+    if (!workpool_submit(a->pool, api_prep_job, api_prepared, c)) {
         log_write(ctx->log, KLOG_WARNING, "api.busy", "client=%s queued=%zu",
-                  req->client_ip, api_pool_queued(a->pool));
+                  req->client_ip, workpool_queued(a->pool));
         api_error(c, 503, "ServiceUnavailable",
                   "kilnd has too many requests waiting to be processed; try again");
     }
@@ -421,7 +421,7 @@ void api_stop(api *a)
     /* requests still with the workers are answered 503 (nothing was stored for them) and
      * freed; no shutdown callback any more, whoever stops us is past waiting */
     a->stopped = NULL;
-    api_pool_free(a->pool);
+    workpool_free(a->pool);
     http_stop(a->http);
     api_config_changed(a);
     free(a);

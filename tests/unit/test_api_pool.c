@@ -1,6 +1,6 @@
-/* test_api_pool.c — the SES API's worker pool (api/api_pool.c) and what runs on it
- * (api/api_prep.c): work runs off the loop thread and every job is called back once on the
- * loop thread with its result; a full queue says no and never calls back; freeing the pool
+/* test_api_pool.c — the worker pool (base/workpool.c, as api/api_pool.c makes it for the SES
+ * API) and what runs on it (api/api_prep.c): work runs off the loop thread and every job is
+ * called back once on the loop thread with its result; a full queue says no and never calls back; freeing the pool
  * with jobs queued, running and finished-but-not-handed-back drops each exactly once, in
  * submission order, after any running work has ended (so its memory may go right after);
  * each worker hands its work a signing-key cache of its own. The prep: a request signed by
@@ -46,7 +46,7 @@ typedef struct tally {
 
 static tally test_tally;
 
-static void work(void *arg, struct sigv4_keycache *kc)
+static void work(void *arg, void *kc)
 {
     job *j = arg;
     if (j->started) atomic_fetch_add(j->started, 1);
@@ -87,18 +87,18 @@ static void run_until(struct ev_loop *loop, double seconds)
 START_TEST(test_results_on_loop)
 {
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-    api_pool *p = api_pool_new(loop, 2, 16);
+    workpool *p = api_pool_new(loop, 2, 16);
     job js[8];
     memset(js, 0, sizeof js);
     test_tally = (tally){.loop = loop, .want = 8};
     for (int i = 0; i < 8; i++) {
         js[i].loop_thread = pthread_self();
-        ck_assert(api_pool_submit(p, work, done, &js[i]));
+        ck_assert(workpool_submit(p, work, done, &js[i]) != NULL);
     }
-    ck_assert_uint_eq(api_pool_outstanding(p), 8);
+    ck_assert_uint_eq(workpool_outstanding(p), 8);
     run_until(loop, 20);
     ck_assert_int_eq(test_tally.calls, 8);
-    ck_assert_uint_eq(api_pool_outstanding(p), 0);
+    ck_assert_uint_eq(workpool_outstanding(p), 0);
     for (int i = 0; i < 8; i++) {
         ck_assert_int_eq(js[i].done_calls, 1);
         ck_assert(!js[i].dropped);
@@ -106,7 +106,7 @@ START_TEST(test_results_on_loop)
         ck_assert(!pthread_equal(js[i].ran_on, pthread_self()));   /* off the loop */
         ck_assert_ptr_nonnull(js[i].kc);
     }
-    api_pool_free(p);
+    workpool_free(p);
     for (int i = 0; i < 8; i++) ck_assert_int_eq(js[i].done_calls, 1);   /* not again */
     ev_loop_destroy(loop);
 }
@@ -115,7 +115,7 @@ END_TEST
 START_TEST(test_queue_full_says_no)
 {
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-    api_pool *p = api_pool_new(loop, 1, 2);
+    workpool *p = api_pool_new(loop, 1, 2);
     atomic_bool gate = false;
     atomic_int started = 0;
     job js[4];
@@ -127,19 +127,19 @@ START_TEST(test_queue_full_says_no)
         js[i].started = &started;
     }
     /* the first is taken by the one worker (and held at the gate), two wait, the 4th: no */
-    ck_assert(api_pool_submit(p, work, done, &js[0]));
+    ck_assert(workpool_submit(p, work, done, &js[0]) != NULL);
     while (atomic_load(&started) == 0) usleep(1000);
-    ck_assert(api_pool_submit(p, work, done, &js[1]));
-    ck_assert(api_pool_submit(p, work, done, &js[2]));
-    ck_assert_uint_eq(api_pool_queued(p), 2);
-    ck_assert(!api_pool_submit(p, work, done, &js[3]));
-    ck_assert_uint_eq(api_pool_outstanding(p), 3);
+    ck_assert(workpool_submit(p, work, done, &js[1]) != NULL);
+    ck_assert(workpool_submit(p, work, done, &js[2]) != NULL);
+    ck_assert_uint_eq(workpool_queued(p), 2);
+    ck_assert(workpool_submit(p, work, done, &js[3]) == NULL);
+    ck_assert_uint_eq(workpool_outstanding(p), 3);
     atomic_store(&gate, true);
     run_until(loop, 20);
     for (int i = 0; i < 3; i++) ck_assert_int_eq(js[i].done_calls, 1);
     ck_assert_int_eq(js[3].done_calls, 0);
     ck_assert(!atomic_load(&js[3].ran));
-    api_pool_free(p);
+    workpool_free(p);
     ck_assert_int_eq(js[3].done_calls, 0);
     ev_loop_destroy(loop);
 }
@@ -150,7 +150,7 @@ END_TEST
 START_TEST(test_free_drops_everything_once)
 {
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-    api_pool *p = api_pool_new(loop, 1, 16);
+    workpool *p = api_pool_new(loop, 1, 16);
     atomic_int started = 0;
     job js[5];
     memset(js, 0, sizeof js);
@@ -160,9 +160,9 @@ START_TEST(test_free_drops_everything_once)
         js[i].started = &started;
     }
     js[1].sleep_ms = 200;                       /* running while the pool is freed */
-    for (int i = 0; i < 5; i++) ck_assert(api_pool_submit(p, work, done, &js[i]));
+    for (int i = 0; i < 5; i++) ck_assert(workpool_submit(p, work, done, &js[i]) != NULL);
     while (atomic_load(&started) < 2) usleep(1000);   /* job 0 done, job 1 running */
-    api_pool_free(p);                           /* no loop run: nothing was handed back */
+    workpool_free(p);                           /* no loop run: nothing was handed back */
     for (int i = 0; i < 5; i++) {
         ck_assert_int_eq(js[i].done_calls, 1);
         ck_assert(js[i].dropped);
@@ -171,7 +171,7 @@ START_TEST(test_free_drops_everything_once)
     ck_assert(atomic_load(&js[0].ran));
     ck_assert(atomic_load(&js[1].ran));         /* finished before free returned */
     for (int i = 2; i < 5; i++) ck_assert(!atomic_load(&js[i].ran));
-    api_pool_free(NULL);
+    workpool_free(NULL);
     ev_loop_destroy(loop);
 }
 END_TEST
