@@ -1,11 +1,11 @@
 /* test_api_pool.c — the worker pool (base/workpool.c, as api/api_pool.c makes it for the SES
  * API) and what runs on it (api/api_prep.c): work runs off the loop thread and every job is
- * called back once on the loop thread with its result; a full queue says no and never calls back; freeing the pool
- * with jobs queued, running and finished-but-not-handed-back drops each exactly once, in
- * submission order, after any running work has ended (so its memory may go right after);
- * each worker hands its work a signing-key cache of its own. The prep: a request signed by
- * AWS's test suite signer verifies, routes and validates to the same answers as on the
- * loop, and a SendEmail's Content.Raw.Data comes back decoded. */
+ * called back once on the loop thread with its result; a full queue says no and never calls
+ * back; freeing the pool with jobs queued, running and finished-but-not-handed-back drops each
+ * exactly once, in submission order, after any running work has ended (so its memory may go
+ * right after); each worker hands its work a signing-key cache of its own. The prep: a request
+ * signed by AWS's test suite signer verifies, routes and validates to the same answers as on
+ * the loop, and a SendEmail's Content.Raw.Data comes back decoded. */
 #include <check.h>
 #include <pthread.h>
 #include <stdatomic.h>
