@@ -81,10 +81,13 @@ class MetricsTest(unittest.TestCase):
                          and len(sink.handler.attempts) == N + M, 20, 0.1, "deliveries")
 
                 def settled():
+                    # the queue gauge drops when the outcomes' rows are committed, a moment
+                    # after the outcome counters: wait for both
                     st, _, body = scrape(url)
                     smp = samples(body)
                     return smp if total(smp, "kiln_recipients_total", outcome="deferred") == M \
-                        and total(smp, "kiln_recipients_total", outcome="delivered") == N else None
+                        and total(smp, "kiln_recipients_total", outcome="delivered") == N \
+                        and total(smp, "kiln_queue_recipients", state="queued") == 0 else None
                 smp = wait_for(settled, 15, 0.2, "the metrics to count N delivered, M deferred")
                 st, ctype, body = scrape(url)
                 self.assertEqual(st, 200)
