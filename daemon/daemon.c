@@ -341,6 +341,7 @@ static int daemon_reload(kiln_ctx *ctx, char **err)
     log_set_level(ctx->log, (klog_level)neu->log_level);
     quota_set_limits(ctx->quota, neu->max_send_rate, neu->max_24h_send, kiln_now_ms(ctx));
     scheduler_config_changed(ctx->sched);
+    events_configure(ctx->events, ctx->spool, neu);
     if (daemon_w(ctx)->api) api_config_changed(daemon_w(ctx)->api);
     if (daemon_w(ctx)->fb) feedback_config_changed(daemon_w(ctx)->fb);
     if (ctx->cluster) cluster_reload(ctx->cluster);
@@ -436,6 +437,7 @@ kiln_ctx *daemon_create(const char *config_path, const char *node, char **err)
     ctx->events = events_new(ctx->log);
     events_stats_legacy(ctx->events, legacy_events);
     events_attach_loop(ctx->events, ctx->loop, ctx->curl);
+    events_configure(ctx->events, ctx->spool, cfg);
     /* the scheduler (a data structure) and its executor (delivery sessions) */
     ctx->sched = scheduler_new(ctx, &(scheduler_options){.mem_rcpts = cfg->queue_memory_recipients});
     ctx->delivery = delivery_new(ctx, ctx->sched);

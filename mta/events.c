@@ -454,6 +454,11 @@ static void config_changed(events *ev, spool *sp, const config *cfg)
         }
 }
 
+void events_configure(events *ev, spool *sp, const config *cfg)
+{
+    if (ev->cfg != cfg) config_changed(ev, sp, cfg);
+}
+
 void events_each_webhook(const events *ev, events_webhook_fn *fn, void *arg)
 {
     for (size_t i = 0; i < ev->nhooks; i++) {
@@ -681,7 +686,7 @@ int events_drain(events *ev, spool *sp, const config *cfg)
         free(v);
         ev->loaded = true;
     }
-    if (ev->cfg != cfg) config_changed(ev, sp, cfg);
+    events_configure(ev, sp, cfg);
     for (size_t i = 0; i < ev->nhooks; i++) webhook_poll(ev->hooks[i]);
     for (size_t i = 0; i < ev->nfiles; i++) {
         ev->files[i].checked = ev->files[i].touched = ev->files[i].started = false;

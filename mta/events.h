@@ -68,8 +68,12 @@ void events_stats_legacy(events *ev, int64_t upto);
  * events_new). Without them, webhook destinations post nothing and their rows stay in the
  * outbox (up to each one's max_backlog). */
 void events_attach_loop(events *ev, struct ev_loop *loop, struct curl_ev *curl);
+/* Builds the destinations of cfg now (kilnd calls it at start and at each reload, so
+ * kilnctl status and the metrics list the webhooks before the first drain); a drain under
+ * another config does the same. */
+void events_configure(events *ev, struct spool *sp, const config *cfg);
 /* Calls fn for every webhook destination of the current config, in config order (none
- * before the first drain). */
+ * before events_configure or the first drain). */
 typedef void events_webhook_fn(void *arg, const webhook_info *info);
 void events_each_webhook(const events *ev, events_webhook_fn *fn, void *arg);
 /* Appends the outbox rows not yet written (at most 4 MB of event text per call, at least
