@@ -35,6 +35,7 @@
 
 #include "api/model.h"
 #include "api/sesv2_model.h"
+#include "base/jsonlift.h"
 #include "base/util.h"
 
 #define MODEL_MAX_DEPTH 32
@@ -711,7 +712,7 @@ static json_t *model_body(const model_shape *in, const char *body, size_t len, c
             return NULL;
         }
         json_error_t je;
-        doc = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+        doc = jsonlift_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
         if (!doc) {
             strbuf sb;
             strbuf_init(&sb);

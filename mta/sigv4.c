@@ -699,6 +699,43 @@ sigv4_result sigv4_verify(const sigv4_request *r, const char *region, const char
     return sigv4_verify_cached(r, region, service, secret, arg, now_ms, NULL, key_id, msg);
 }
 
+/* The hex signature of the canonical request creq, signed at amz_date for scope
+ * ("date8/region/service/aws4_request") with the signing key. */
+static void sigv4_signature_hex(const unsigned char key[32], const char *amz_date,
+                                const char *scope, const char *creq, char out[65])
+{
+    char creq_hash[65];
+    sigv4_sha256_hex(creq, strlen(creq), creq_hash);
+    char *sts = util_asprintf(SIGV4_ALGORITHM "\n%s\n%s\n%s", amz_date, scope, creq_hash);
+    unsigned char sig[32];
+    sigv4_hmac(key, 32, sts, strlen(sts), sig);
+    free(sts);
+    sigv4_hex(sig, sizeof sig, out);
+}
+
+char *sigv4_sign(const sigv4_request *r, const char *signed_headers, const char *key_id,
+                 const char *secret, const char *amz_date, const char *region,
+                 const char *service, sigv4_keycache *kc)
+{
+    char body_hash[65];
+    sigv4_sha256_hex(r->body ? r->body : "", r->body ? r->body_len : 0, body_hash);
+    char *creq = sigv4_canonical_request(r, signed_headers, body_hash);
+    if (!creq) return NULL;
+    char date8[9];
+    snprintf(date8, sizeof date8, "%.8s", amz_date);
+    char *scope = util_asprintf("%s/%s/%s/" SIGV4_TERMINATOR, date8, region, service);
+    unsigned char key[32];
+    sigv4_keycache_get(kc, secret, date8, region, service, key);
+    char sig[65];
+    sigv4_signature_hex(key, amz_date, scope, creq, sig);
+    OPENSSL_cleanse(key, sizeof key);
+    char *out = util_asprintf(SIGV4_ALGORITHM " Credential=%s/%s, SignedHeaders=%s, Signature=%s",
+                              key_id, scope, signed_headers, sig);
+    free(scope);
+    free(creq);
+    return out;
+}
+
 sigv4_result sigv4_verify_cached(const sigv4_request *r, const char *region,
                                  const char *service, sigv4_secret_fn secret, void *arg,
                                  int64_t now_ms, sigv4_keycache *kc, char **key_id, char **msg)
@@ -780,18 +817,15 @@ sigv4_result sigv4_verify_cached(const sigv4_request *r, const char *region,
         text = util_strdup(SIGV4_MSG_MISMATCH);
         goto out;
     }
-    char creq_hash[65];
-    sigv4_sha256_hex(creq, strlen(creq), creq_hash);
-    free(creq);
-    char *sts = util_asprintf(SIGV4_ALGORITHM "\n%s\n%s/%s/%s/%s\n%s", date, a->parts[1],
-                              a->parts[2], a->parts[3], a->parts[4], creq_hash);
-    unsigned char key[32], sig[32];
+    char *scope = util_asprintf("%s/%s/%s/%s", a->parts[1], a->parts[2], a->parts[3],
+                                a->parts[4]);
+    unsigned char key[32];
     sigv4_keycache_get(kc, sec, a->parts[1], region, service, key);
-    sigv4_hmac(key, sizeof key, sts, strlen(sts), sig);
-    OPENSSL_cleanse(key, sizeof key);
-    free(sts);
     char want[65];
-    sigv4_hex(sig, sizeof sig, want);
+    sigv4_signature_hex(key, date, scope, creq, want);
+    OPENSSL_cleanse(key, sizeof key);
+    free(scope);
+    free(creq);
     if (strlen(a->signature) != 64 || CRYPTO_memcmp(want, a->signature, 64) != 0) {
         text = util_strdup(SIGV4_MSG_MISMATCH);
         goto out;

@@ -4,7 +4,8 @@
  * headers lower-cased, trimmed, sequential blanks collapsed), the string to sign, the key
  * derivation HMAC chain, x-amz-date within 15 minutes of the clock, the payload hash
  * (x-amz-content-sha256 when sent, else SHA-256 of the body), and a constant-time
- * comparison. Also SES's SMTP password derivation from a secret access key (version 0x04).
+ * comparison. Also SES's SMTP password derivation from a secret access key (version 0x04),
+ * and the signing side for kiln's own tools (sigv4_sign).
  *
  * Why by hand: no Debian library verifies SigV4 on the server side (libcurl only signs);
  * the primitives (SHA-256, HMAC, CRYPTO_memcmp) are OpenSSL's. */
@@ -83,6 +84,16 @@ sigv4_result sigv4_verify_cached(const sigv4_request *r, const char *region,
  * r lacks. Exposed for tests and the fuzz target. */
 char *sigv4_canonical_request(const sigv4_request *r, const char *signed_headers,
                               const char *payload_hash);
+
+/* The signing side, for kiln's own load tool and tests (real clients' signatures are what
+ * the integration tests check): the Authorization header value for r signed with key_id
+ * and secret at amz_date ("YYYYMMDDTHHMMSSZ", which r must carry as x-amz-date when that
+ * header is signed) for region and service, over signed_headers (";"-separated, lower-case,
+ * sorted, each present in r) and the SHA-256 of r's body. The signing key comes from kc
+ * (NULL: derived). malloc'd; NULL when a signed header is missing from r. */
+char *sigv4_sign(const sigv4_request *r, const char *signed_headers, const char *key_id,
+                 const char *secret, const char *amz_date, const char *region,
+                 const char *service, sigv4_keycache *kc);
 
 /* SES's SMTP password for a secret access key in region (AWS's documented algorithm:
  * HMAC-SHA256 chain "AWS4"+secret, "11111111", region, "ses", "aws4_request",

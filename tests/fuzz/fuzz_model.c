@@ -6,7 +6,9 @@
  * path, so that every input reaches the validator. Promises checked: a match gives an
  * object of labels and marks the path known; no match leaves labels NULL; an input is a JSON
  * object that serializes (valid UTF-8), or else there is an error message that is non-empty
- * printable ASCII (it goes into a JSON answer and a log line). Built for libFuzzer by
+ * printable ASCII (it goes into a JSON answer and a log line). The body also goes through
+ * base/jsonlift.c, which must give exactly json_loadb's tree, or its error (text, line,
+ * column), under the model's flags and with JSON_DECODE_ANY. Built for libFuzzer by
  * `make fuzz`, replayed over its corpus and mutations in `make check`. */
 #include <jansson.h>
 #include <stdint.h>
@@ -14,6 +16,7 @@
 #include <string.h>
 
 #include "api/model.h"
+#include "base/jsonlift.h"
 #include "base/util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -49,6 +52,22 @@ static void fuzz_check_input(const api_model_op *op, json_t *labels, const char 
     free(err);
 }
 
+static void fuzz_check_lift(const char *body, size_t len, size_t flags)
+{
+    json_error_t e1, e2;
+    memset(&e1, 0, sizeof e1);
+    memset(&e2, 0, sizeof e2);
+    json_t *a = jsonlift_loadb(body, len, flags, &e1);
+    json_t *b = json_loadb(body, len, flags, &e2);
+    if (!a != !b) abort();
+    if (a && !json_equal(a, b)) abort();
+    if (!a && (strcmp(e1.text, e2.text) != 0 || e1.line != e2.line || e1.column != e2.column ||
+               e1.position != e2.position))
+        abort();
+    json_decref(a);
+    json_decref(b);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const uint8_t *p = data;
@@ -58,6 +77,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char *query = fuzz_part(&p, &left);
     const char *body = (const char *)p;
     size_t body_len = left;
+
+    fuzz_check_lift(body, body_len, JSON_REJECT_DUPLICATES);
+    fuzz_check_lift(body, body_len, JSON_DECODE_ANY);
 
     json_t *labels = (json_t *)1;
     bool known = false;

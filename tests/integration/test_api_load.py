@@ -1,6 +1,7 @@
 """test_api_load.py — kiln-apiload against kilnd's SES v2 API (issue 13), the smoke use of the
-API benchmark's load tool: SendEmail requests over keep-alive connections, each signed by
-libcurl's own SigV4 signer (a client kiln did not write) and checked by kilnd's verifier.
+API benchmark's load tool: SendEmail requests over keep-alive connections (libcurl), each
+signed by mta/sigv4.c's signing side (which reproduces botocore's and awscrt's signatures
+byte for byte, test_sigv4) and checked by kilnd's verifier.
 
   - 200 Content.Raw messages over 4 connections: all 200 answered 200 with a MessageId, at
     most 4 connections opened (keep-alive), every message delivered to an aiosmtpd sink
