@@ -5,9 +5,13 @@
  * at once or after a spool commit. Errors carry SES's x-amzn-ErrorType and a JSON
  * {"message": ...} body, as botocore parses them. One log line per answered request.
  * The pure part of a request (SigV4, routing, parsing and validating the input, decoding
- * Content.Raw) is done by api/api_prep.c on a worker of api/api_pool.c; the answers are
- * then given on the loop in the order above, which is also where everything that reads or
- * changes kilnd's state happens. */
+ * Content.Raw) is done by api/api_prep.c: on the loop itself for a body of at most
+ * API_INLINE_BODY_MAX bytes, on a worker of api/api_pool.c for a larger one (a raw message
+ * may be 40 MB; its hashing and decoding never run on the loop). A small request costs
+ * the loop about 25 us to prepare, less than the hand-off to a worker and back, which
+ * added 0.2-0.4 ms to every answer at 2,000 msgs/s (bench_api) and saved no CPU. The
+ * answers are then given on the loop in the order above, which is also where everything
+ * that reads or changes kilnd's state happens. */
 #include "api/api.h"
 
 #include <stdarg.h>
@@ -31,6 +35,7 @@
 #define API_KEYS_MAX_TRACKED 1024   /* rate buckets; keys beyond (never in practice) share one */
 #define API_POOL_THREADS_MAX 4      /* workers: one per CPU, 1..4 */
 #define API_POOL_QUEUE_MAX 1024     /* requests waiting for a worker; beyond: 503 */
+#define API_INLINE_BODY_MAX (16 * 1024)  /* bodies prepared on the loop (at most ~0.15 ms) */
 
 typedef struct api_bucket {
     char *key_id;
@@ -41,7 +46,8 @@ typedef struct api_bucket {
 struct api {
     kiln_ctx *ctx;
     http_server *http;
-    workpool *pool;               /* the pure part of each request (api/api_prep.h) */
+    workpool *pool;               /* the pure part of large requests (api/api_prep.h) */
+    sigv4_keycache *kc;           /* signing keys for the requests prepared on the loop */
     api_bucket *buckets;
     size_t nbuckets;
     size_t pending;               /* calls not answered yet */
@@ -336,12 +342,17 @@ static void api_on_request(void *arg, const http_request *req, http_exchange *x)
         return;
     }
 
-    /* the pure work (SigV4, parsing, validation, decoding) on a worker; the rest, which
-     * needs the daemon's state, back on the loop in api_prepared */
+    /* the pure work (SigV4, parsing, validation, decoding) here for a small body, else on a
+     * worker; the rest, which needs the daemon's state, on the loop in api_prepared */
     c->prep = util_calloc(1, sizeof *c->prep);
     c->prep->req = req;
     c->prep->cfg = c->cfg;
     c->prep->now_ms = c->now_ms;
+    if (req->body_len <= API_INLINE_BODY_MAX) {
+        api_prep_run(c->prep, a->kc);
+        api_prepared(c, false);
+        return;
+    }
     if (!workpool_submit(a->pool, api_prep_job, api_prepared, c)) {
         log_write(ctx->log, KLOG_WARNING, "api.busy", "client=%s queued=%zu",
                   req->client_ip, workpool_queued(a->pool));
@@ -385,6 +396,7 @@ api *api_start(kiln_ctx *ctx, char **err)
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     int nthreads = ncpu < 1 ? 1 : ncpu > API_POOL_THREADS_MAX ? API_POOL_THREADS_MAX : (int)ncpu;
     a->pool = api_pool_new(ctx->loop, nthreads, API_POOL_QUEUE_MAX);
+    a->kc = api_pool_keycache_new();
     return a;
 }
 
@@ -424,5 +436,6 @@ void api_stop(api *a)
     workpool_free(a->pool);
     http_stop(a->http);
     api_config_changed(a);
+    sigv4_keycache_free(a->kc);
     free(a);
 }

@@ -6,9 +6,14 @@
 
 #define API_POOL_KEYCACHE_SLOTS 16   /* signing keys per worker: keys x days x regions */
 
-static void *api_pool_ctx_new(void)
+sigv4_keycache *api_pool_keycache_new(void)
 {
     return sigv4_keycache_new(API_POOL_KEYCACHE_SLOTS);
+}
+
+static void *api_pool_ctx_new(void)
+{
+    return api_pool_keycache_new();
 }
 
 static void api_pool_ctx_free(void *ctx)

@@ -12,5 +12,8 @@ struct ev_loop;
 
 /* nthreads workers (1..16), at most queue_max waiting jobs. Free with workpool_free. */
 workpool *api_pool_new(struct ev_loop *loop, int nthreads, size_t queue_max);
+/* A signing-key cache like each worker's, for the requests prepared on the loop itself
+ * (api.c). Free with sigv4_keycache_free. */
+struct sigv4_keycache *api_pool_keycache_new(void);
 
 #endif

@@ -7,7 +7,7 @@
  *
  *   kiln-apiload --url http://HOST:PORT -n N -c C [--size BYTES] [--region R]
  *       [--key-id ID --secret-file PATH] [--from ADDR] [--domains D] [--set NAME]
- *       [--content raw|simple] [--token-prefix P] [--json] [--timeout S]
+ *       [--content raw|simple] [--token-prefix P] [--json] [--timeout S] [--rate MSGS_PER_S]
  *
  * libcurl's multi interface drives C easy handles, each carrying one request at a time;
  * the multi handle keeps at most C connections (CURLMOPT_MAX_HOST_CONNECTIONS,
@@ -31,6 +31,9 @@
  * connection turns out closed before a single byte of answer arrived (its dead-connection
  * check); kilnd closes only idle connections, so in a run that keeps them busy this does
  * not happen. --timeout bounds every request (connect included), so the run is bounded.
+ * --rate caps the requests started per second (all connections together: a token bucket
+ * with a burst of 20 ms of requests, as kiln-loadgen's), for latency at a given load; the
+ * latency counts from the request sent, not from its wait for a token.
  * SIGINT/SIGTERM stop handing out messages; those in flight finish and the report follows.
  *
  * Messages: --content raw (default) sends Content.Raw.Data, the base64 of an RFC 5322
@@ -91,6 +94,7 @@ typedef struct al_opts {
     const char *token_prefix;
     bool json;
     double timeout;
+    double rate;                     /* --rate: requests started per second (0: no cap) */
 } al_opts;
 
 typedef struct al_count {
@@ -133,6 +137,8 @@ struct apiload {
     size_t nlat;
     al_tally rejected_by, errors_by;
     int64_t t_start_us, t_end_us;
+    double tokens, burst;            /* --rate's bucket */
+    int64_t refill_us;
     char run_id[17];
     strbuf msg;                      /* scratch: the message (raw) or text (simple) */
     int sigfd;
@@ -521,18 +527,44 @@ static void apiload_check_signal(apiload *al)
     while (read(al->sigfd, &si, sizeof si) == (ssize_t)sizeof si) al->interrupted = true;
 }
 
+/* A token of --rate's bucket (always one without --rate). */
+static bool apiload_take_token(apiload *al)
+{
+    if (al->o.rate <= 0) return true;
+    int64_t t = apiload_now_us();
+    al->tokens += (double)(t - al->refill_us) / 1e6 * al->o.rate;
+    if (al->tokens > al->burst) al->tokens = al->burst;
+    al->refill_us = t;
+    if (al->tokens < 1.0) return false;
+    al->tokens -= 1.0;
+    return true;
+}
+
+/* Starts the next messages on idle slots, as far as tokens go; true if any started. */
+static bool apiload_fill(apiload *al)
+{
+    bool started = false;
+    for (int i = 0; i < al->o.c && apiload_messages_left(al); i++) {
+        if (al->slots[i].busy) continue;
+        if (!apiload_take_token(al)) break;
+        apiload_slot_start(al, &al->slots[i]);
+        started = true;
+    }
+    return started;
+}
+
 static void apiload_run(apiload *al)
 {
-    al->t_start_us = apiload_now_us();
-    for (int i = 0; i < al->o.c && apiload_messages_left(al); i++)
-        apiload_slot_start(al, &al->slots[i]);
-    while (al->busy > 0) {
+    al->t_start_us = al->refill_us = apiload_now_us();
+    al->burst = al->o.rate / 50.0 > 1.0 ? al->o.rate / 50.0 : 1.0;
+    al->tokens = 1.0;
+    apiload_fill(al);
+    while (al->busy > 0 || apiload_messages_left(al)) {
         int running = 0;
         CURLMcode mc = curl_multi_perform(al->multi, &running);
         if (mc != CURLM_OK) util_fatal("kiln-apiload: curl_multi_perform: %s", curl_multi_strerror(mc));
         CURLMsg *m;
         int left;
-        bool started = false;
         while ((m = curl_multi_info_read(al->multi, &left))) {
             if (m->msg != CURLMSG_DONE) continue;
             char *priv = NULL;
@@ -540,15 +572,16 @@ static void apiload_run(apiload *al)
             al_slot *s = (al_slot *)priv;
             CURLcode res = m->data.result;   /* m is invalid after remove_handle */
             apiload_slot_done(al, s, res);
-            if (apiload_messages_left(al)) {
-                apiload_slot_start(al, s);
-                started = true;
-            }
         }
-        if (al->busy == 0) break;
-        if (started) continue;               /* let curl send the new requests at once */
+        if (apiload_fill(al)) continue;      /* let curl send the new requests at once */
+        if (al->busy == 0 && !apiload_messages_left(al)) break;
+        int wait_ms = 1000;                  /* until the next token, when a slot waits */
+        if (al->o.rate > 0 && apiload_messages_left(al) && al->busy < al->o.c) {
+            double w = (1.0 - al->tokens) / al->o.rate * 1000.0;
+            wait_ms = w < 1.0 ? 1 : w > 1000.0 ? 1000 : (int)w;
+        }
         struct curl_waitfd extra = {.fd = al->sigfd, .events = CURL_WAIT_POLLIN};
-        mc = curl_multi_poll(al->multi, &extra, 1, 1000, NULL);
+        mc = curl_multi_poll(al->multi, &extra, 1, wait_ms, NULL);
         if (mc != CURLM_OK) util_fatal("kiln-apiload: curl_multi_poll: %s", curl_multi_strerror(mc));
         if (extra.revents) apiload_check_signal(al);
     }
@@ -561,7 +594,7 @@ static void apiload_usage(FILE *fp)
     fputs(
         "usage: kiln-apiload --url http://HOST:PORT -n N -c C [options]\n"
         "Sends N messages through the SES v2 API's SendEmail over C parallel keep-alive\n"
-        "connections, signed with libcurl's SigV4, and reports the results.\n"
+        "connections, signed with SigV4, and reports the results.\n"
         "\n"
         "      --url URL              the API's base URL (http://HOST:PORT or https://...)\n"
         "  -n, --messages N           messages to send (default 1000)\n"
@@ -580,6 +613,7 @@ static void apiload_usage(FILE *fp)
         "                             default apiload)\n"
         "      --json                 print the report as JSON\n"
         "      --timeout S            seconds one request may take, connect included (30)\n"
+        "      --rate R               start at most R requests per second (default: no cap)\n"
         "  -h, --help                 this text\n"
         "Exit status 0 when the run finished (rejections included), 1 on bad usage or\n"
         "when no request got an HTTP answer.\n",
@@ -588,7 +622,7 @@ static void apiload_usage(FILE *fp)
 
 enum {
     OPT_URL = 256, OPT_SIZE, OPT_REGION, OPT_KEY_ID, OPT_SECRET_FILE, OPT_FROM, OPT_DOMAINS,
-    OPT_SET, OPT_CONTENT, OPT_TOKEN, OPT_JSON, OPT_TIMEOUT,
+    OPT_SET, OPT_CONTENT, OPT_TOKEN, OPT_JSON, OPT_TIMEOUT, OPT_RATE,
 };
 
 /* A region or token: a non-empty word of letters, digits, '-', '_' and '.'. */
@@ -620,6 +654,7 @@ static int apiload_parse_args(int argc, char **argv, al_opts *o, bool *help)
         {"token-prefix", required_argument, NULL, OPT_TOKEN},
         {"json", no_argument, NULL, OPT_JSON},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
+        {"rate", required_argument, NULL, OPT_RATE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -687,6 +722,10 @@ static int apiload_parse_args(int argc, char **argv, al_opts *o, bool *help)
         case OPT_TIMEOUT:
             if (!util_parse_double(optarg, 0.01, 86400, &o->timeout))
                 bad = "--timeout wants seconds > 0";
+            break;
+        case OPT_RATE:
+            if (!util_parse_double(optarg, 0.1, 10000000, &o->rate))
+                bad = "--rate wants requests per second > 0";
             break;
         case 'h': *help = true; return 0;
         default:

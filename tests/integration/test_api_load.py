@@ -7,6 +7,7 @@ byte for byte, test_sigv4) and checked by kilnd's verifier.
     most 4 connections opened (keep-alive), every message delivered to an aiosmtpd sink
     exactly once, with its X-Loadgen-Token, envelope sender and recipient;
   - 50 Content.Simple messages: all accepted and delivered, the token in their Subject;
+  - --rate 100: 60 requests take at least 0.58 s, all delivered; --rate 0 is refused;
   - a wrong secret: every request answered 403 SignatureDoesNotMatch, nothing delivered.
 
 The daemon comes from apitest.py, with no per-key request rate (UNTHROTTLED)."""
@@ -106,6 +107,23 @@ class ApiLoadTest(unittest.TestCase):
             self.delivered("simple", "Subject")), 60, 0.2, "50 simple messages at the sink")
         self.assertEqual(set(got), want)
         self.assertTrue(all(len(ms) == 1 for ms in got.values()))
+
+    def test_rate_caps_requests_per_second(self):
+        # 60 requests at --rate 100 (a burst of 2): at least 0.58 s from the first to the
+        # last, whatever the machine (a slow one only takes longer), and all delivered
+        r, err = run_apiload(self.k, self.secret_file, "-n", "60", "-c", "8", "--rate", "100",
+                             "--token-prefix", "rated")
+        self.assert_clean(err)
+        self.assertEqual((r["accepted"], r["rejected"], r["errors"]), (60, 0, 0), json.dumps(r))
+        self.assertGreaterEqual(r["elapsed_s"], 0.58, json.dumps(r))
+        want = {"rated-%d" % i for i in range(60)}
+        got = wait_for(lambda: (lambda d: d if set(d) >= want else None)(
+            self.delivered("rated", "X-Loadgen-Token")), 60, 0.2, "60 rated messages at the sink")
+        self.assertEqual(set(got), want)
+        p = subprocess.run([APILOAD, "--url", endpoint(self.k), "--rate", "0"], capture_output=True,
+                           text=True, timeout=30)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("--rate wants requests per second > 0 (got '0')", p.stderr)
 
     def test_wrong_secret_is_403_signature_does_not_match(self):
         bad = write_secret(self.k.tmp, "wrong-secret", "kilnWrongSecretKey000000000000000000000001")

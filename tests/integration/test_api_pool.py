@@ -1,5 +1,6 @@
 """test_api_pool.py — the SES API's worker pool (api/api_pool.c) under the conditions that could
-lose or double-free a request while a worker holds it:
+lose or double-free a request while a worker holds it. kilnd prepares bodies over 16 KB on
+the pool (smaller ones on its loop), so every request here carries a message of about 20 KB:
 
   - clients that send a complete signed SendEmail and close the connection at once, many at
     a time, mixed with well-behaved kiln-apiload traffic: kilnd stays up and clean under
@@ -30,7 +31,7 @@ PATH = "/v2/email/outbound-emails"
 
 def raw_send_body(token):
     msg = ("From: app@example.test\r\nTo: user@d0.test\r\nSubject: pool %s\r\n"
-           "X-Loadgen-Token: %s\r\n\r\nbody\r\n" % (token, token))
+           "X-Loadgen-Token: %s\r\n\r\n" % (token, token)) + "pool padding line\r\n" * 1000
     return json.dumps({"Content": {"Raw": {"Data": base64.b64encode(msg.encode()).decode()}}})
 
 
@@ -53,7 +54,7 @@ def signed_bytes(k, body):
 def run_apiload(k, prefix, n, c=20, timeout=300):
     cmd = [APILOAD, "--url", endpoint(k), "--region", k.cfg["server"]["region"],
            "--key-id", KEY_ID, "--secret-file", k.secret_files[KEY_ID], "--json",
-           "-n", str(n), "-c", str(c), "--size", "1024", "--domains", "1",
+           "-n", str(n), "-c", str(c), "--size", "20000", "--domains", "1",
            "--from", "app@example.test", "--token-prefix", prefix, "--timeout", "30"]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
