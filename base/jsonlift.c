@@ -82,32 +82,31 @@ static json_t *jsonlift_original(jsonlift *jl, const json_t *s)
     return json_stringn_nocheck(jl->text + jl->sp[idx].off, jl->sp[idx].len);
 }
 
+static bool jsonlift_restore(jsonlift *jl, json_t *v);
+
+/* Member m of a container: *o gets the original to put in its place (NULL: none, m's own
+ * members restored instead); false on a placeholder that is not one of ours. */
+static bool jsonlift_member(jsonlift *jl, json_t *m, json_t **o)
+{
+    *o = NULL;
+    if (!json_is_string(m)) return jsonlift_restore(jl, m);
+    *o = jsonlift_original(jl, m);
+    return *o || json_string_length(m) == 0 || json_string_value(m)[0] != '\0';
+}
+
 /* Puts the originals back under v; false on a placeholder that is not one of ours. */
 static bool jsonlift_restore(jsonlift *jl, json_t *v)
 {
+    json_t *o;
     if (json_is_object(v)) {
         for (void *it = json_object_iter(v); it && jl->left; it = json_object_iter_next(v, it)) {
-            json_t *m = json_object_iter_value(it);
-            if (json_is_string(m)) {
-                json_t *o = jsonlift_original(jl, m);
-                if (o) json_object_iter_set_new(v, it, o);
-                else if (json_string_length(m) > 0 && json_string_value(m)[0] == '\0')
-                    return false;
-            } else if (!jsonlift_restore(jl, m)) {
-                return false;
-            }
+            if (!jsonlift_member(jl, json_object_iter_value(it), &o)) return false;
+            if (o) json_object_iter_set_new(v, it, o);
         }
     } else if (json_is_array(v)) {
         for (size_t i = 0; i < json_array_size(v) && jl->left; i++) {
-            json_t *m = json_array_get(v, i);
-            if (json_is_string(m)) {
-                json_t *o = jsonlift_original(jl, m);
-                if (o) json_array_set_new(v, i, o);
-                else if (json_string_length(m) > 0 && json_string_value(m)[0] == '\0')
-                    return false;
-            } else if (!jsonlift_restore(jl, m)) {
-                return false;
-            }
+            if (!jsonlift_member(jl, json_array_get(v, i), &o)) return false;
+            if (o) json_array_set_new(v, i, o);
         }
     }
     return true;
