@@ -376,11 +376,21 @@ DNSMASQ = next((p for p in ("/usr/sbin/dnsmasq", "/sbin/dnsmasq") if os.path.exi
 
 
 def free_udp_port(host="127.0.0.1"):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind((host, 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A port free on host for UDP and for TCP (dnsmasq binds both)."""
+    for _ in range(50):
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            u.bind((host, 0))
+            port = u.getsockname()[1]
+            t.bind((host, port))
+            return port
+        except OSError:
+            continue
+        finally:
+            u.close()
+            t.close()
+    raise AssertionError("no port on %s is free for both UDP and TCP" % host)
 
 
 class Dnsmasq:
@@ -390,23 +400,41 @@ class Dnsmasq:
     def __init__(self, records, port=None):
         if DNSMASQ is None:
             raise unittest.SkipTest("dnsmasq is not installed (Debian package dnsmasq-base)")
+        self.chosen = port is None      # a port picked here may be taken again: retried
         self.port = port or free_udp_port()
-        self.args = [DNSMASQ, "--no-daemon", "--no-resolv", "--no-hosts", "--port=%d" % self.port,
-                     "--listen-address=127.0.0.1", "--bind-interfaces", "--local=/test/",
-                     "--local-ttl=30", "--conf-file=/dev/null", "--pid-file="] + list(records)
+        self.records = list(records)
         self.proc = None
 
-    def __enter__(self):
-        self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=self.log)
+    @property
+    def args(self):
+        return [DNSMASQ, "--no-daemon", "--no-resolv", "--no-hosts", "--port=%d" % self.port,
+                "--listen-address=127.0.0.1", "--bind-interfaces", "--local=/test/",
+                "--local-ttl=30", "--conf-file=/dev/null", "--pid-file="] + self.records
 
-        def answering():
-            if self.proc.poll() is not None:
-                self.log.seek(0)
-                raise AssertionError("dnsmasq exited: %s" % self.log.read().decode(errors="replace"))
-            return self._probe()
-        wait_for(answering, 10, 0.1, "dnsmasq to answer on port %d" % self.port)
-        return self
+    def __enter__(self):
+        # Another test running in parallel can bind the picked port between the check and
+        # dnsmasq's bind ("Address already in use"): a port picked here is picked again.
+        for attempt in range(5):
+            self.log = tempfile.TemporaryFile()
+            self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=self.log)
+
+            def answering():
+                if self.proc.poll() is not None:
+                    self.log.seek(0)
+                    raise AssertionError("dnsmasq exited: %s"
+                                         % self.log.read().decode(errors="replace"))
+                return self._probe()
+            try:
+                wait_for(answering, 10, 0.1, "dnsmasq to answer on port %d" % self.port)
+                return self
+            except AssertionError as e:
+                if self.proc.poll() is None:
+                    self.proc.kill()
+                self.proc.wait(timeout=10)
+                self.log.close()
+                if not (self.chosen and "Address already in use" in str(e) and attempt < 4):
+                    raise
+                self.port = free_udp_port()
 
     def _probe(self):
         # a minimal DNS query for "probe.test" A; any answer means the server is up
