@@ -18,7 +18,7 @@ typedef struct jsonlift {
     const char *text;
     jsonlift_span *sp;
     size_t n, cap;
-    size_t left;                 /* placeholders not yet put back */
+    size_t left;                 /* stand-ins not yet put back */
 } jsonlift;
 
 static bool jsonlift_ws(char c)
@@ -65,7 +65,7 @@ static bool jsonlift_scan(jsonlift *jl, size_t len)
     return jl->n > 0;
 }
 
-/* The original string for placeholder s ("\0" and a number), or NULL if s is not one. */
+/* The original string for stand-in s ("\0" and a number), or NULL if s is not one. */
 static json_t *jsonlift_original(jsonlift *jl, const json_t *s)
 {
     size_t slen = json_string_length(s);
@@ -85,7 +85,7 @@ static json_t *jsonlift_original(jsonlift *jl, const json_t *s)
 static bool jsonlift_restore(jsonlift *jl, json_t *v);
 
 /* Member m of a container: *o gets the original to put in its place (NULL: none, m's own
- * members restored instead); false on a placeholder that is not one of ours. */
+ * members restored instead); false on a stand-in that is not one of ours. */
 static bool jsonlift_member(jsonlift *jl, json_t *m, json_t **o)
 {
     *o = NULL;
@@ -94,7 +94,7 @@ static bool jsonlift_member(jsonlift *jl, json_t *m, json_t **o)
     return *o || json_string_length(m) == 0 || json_string_value(m)[0] != '\0';
 }
 
-/* Puts the originals back under v; false on a placeholder that is not one of ours. */
+/* Puts the originals back under v; false on a stand-in that is not one of ours. */
 static bool jsonlift_restore(jsonlift *jl, json_t *v)
 {
     json_t *o;
@@ -138,7 +138,7 @@ json_t *jsonlift_loadb(const char *text, size_t len, size_t flags, json_error_t 
             }
         }
         if (doc && (!jsonlift_restore(&jl, doc) || jl.left != 0)) {
-            json_decref(doc);    /* cannot happen (placeholders are unique); stay exact */
+            json_decref(doc);    /* cannot happen (stand-ins are unique); stay exact */
             doc = NULL;
         }
     }

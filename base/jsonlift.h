@@ -6,9 +6,9 @@
  * API request's preparation. jsonlift_loadb scans the text once for string values of at
  * least JSONLIFT_MIN bytes made only of printable ASCII other than '"' and '\\' (no
  * escapes to undo, valid UTF-8), has jansson parse the text with each of them replaced by a
- * short placeholder, then puts the original bytes back as strings (json_stringn_nocheck,
+ * short stand-in, then puts the original bytes back as strings (json_stringn_nocheck,
  * which copies without checking again). The result equals json_loadb's with the same
- * flags, as test_jsonlift and fuzz_model check: placeholders are "\u0000" and a number,
+ * flags, as test_jsonlift and fuzz_model check: stand-ins are "\u0000" and a number,
  * which no string of the input can be (a document that spells "\u0000" anywhere, or with
  * JSON_ALLOW_NUL, is parsed by json_loadb alone); object keys are never replaced; and a
  * document the lifted parse refuses is parsed again by json_loadb, so its error (text,

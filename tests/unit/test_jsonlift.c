@@ -92,7 +92,7 @@ START_TEST(test_not_plain)
         "[\"%s\xc3\xa9\"]",         /* UTF-8 */
         "[\"%s\xff\"]",             /* not UTF-8: jansson's error */
         "[\"%s\", \"\\u0000\"]",    /* a NUL elsewhere */
-        "[\"%s\", \"\\u00007\"]",   /* something shaped like a placeholder */
+        "[\"%s\", \"\\u00007\"]",   /* something shaped like a stand-in */
         "[\"%s\", \"\\u0041\"]",
         "[\"%s\t\"]",               /* a raw control character: refused */
     };
