@@ -25,11 +25,12 @@
 #include "mta/cluster_limits.h"
 #include "mta/events.h"
 #include "mta/message.h"
+#include "mta/msgtags.h"
 #include "mta/policy.h"
 #include "mta/quota.h"
 #include "store/spool.h"
 
-#define API_SEND_MAX_TAGS 50
+#define API_SEND_MAX_TAGS MSGTAGS_MAX
 #define API_SEND_LIMIT_ASKS 3      /* cluster leases one SendEmail may wait for */
 #define API_BULK_MAX_ENTRIES 50          /* SES's BulkEmailEntries limit */
 #define API_TEMPLATE_OUT_MAX (10u * 1024 * 1024)
@@ -187,6 +188,30 @@ static int api_msg_add_tags(api_msg *m, json_t *tags, const char *what, api_send
         m->tag_names[m->ntags] = util_strdup(name);
         m->tag_values[m->ntags++] = util_strdup(value);
     }
+    return 0;
+}
+
+/* A raw message's X-SES-MESSAGE-TAGS fields give its tags when EmailTags gives none (SES
+ * uses only the API's tags when both are given, never a mix); the fields are removed either
+ * way. A broken field is a BadRequestException naming the tag. */
+static int api_msg_header_tags(api_msg *m, const msg_headers *hs, bool email_tags,
+                               api_send_err *e)
+{
+    if (!message_header_get(hs, MSGTAGS_HEADER)) return 0;
+    m->data.len = message_strip_header(m->data.buf, m->data.len, MSGTAGS_HEADER);
+    m->data.buf[m->data.len] = '\0';
+    if (email_tags) return 0;
+    msgtags t;
+    char *err = NULL;
+    if (msgtags_from_headers(hs, &t, &err) != 0) {
+        api_send_fail(e, 400, "BadRequestException", "INVALID_PARAMETER",
+                      "Content.Raw.Data: %s", err);
+        free(err);
+        return -1;
+    }
+    m->tag_names = t.names;                 /* m holds no tags yet: EmailTags come later */
+    m->tag_values = t.values;
+    m->ntags = t.n;
     return 0;
 }
 
@@ -692,6 +717,8 @@ void api_op_send_email(api_call *c)
     if (rc == 0) {
         message_parse_headers(m.data.buf, m.data.len, &hs);
         rc = api_msg_set(c, &m, api_in_str(c, "ConfigurationSetName"), raw ? &hs : NULL, &e);
+        if (rc == 0 && raw)
+            rc = api_msg_header_tags(&m, &hs, json_array_size(api_in(c, "EmailTags")) > 0, &e);
         message_headers_free(&hs);
     }
     if (rc == 0 && dest) {

@@ -37,7 +37,7 @@ typedef struct events_mail_in {
     const msg_headers *headers;     /* headers of the stored message */
     const char *config_set;
     const char *source_ip;          /* submitting client */
-    char *const *tag_names;         /* message tags (EmailTags), ntags of them, checked */
+    char *const *tag_names;         /* message tags (EmailTags, X-SES-MESSAGE-TAGS), checked */
     char *const *tag_values;
     size_t ntags;
 } events_mail_in;

@@ -162,6 +162,7 @@ void smtp_server_free_transaction(smtp_session *s, bool release)
     s->data_over_budget = false;
     free(s->set_name);
     s->set_name = NULL;
+    msgtags_free(&s->tags);
 }
 
 /* Ends the transaction (RSET, EHLO, rejection, abort): reservations go back to the quota. */

@@ -57,6 +57,9 @@ static accept_in smtp_server_session_accept_in(const smtp_session *s, const char
         .data = data,
         .data_len = len,
         .quota_count = s->reserved,
+        .tag_names = s->tags.names,
+        .tag_values = s->tags.values,
+        .ntags = s->tags.n,
     };
     return in;
 }
@@ -338,6 +341,20 @@ static void smtp_server_data_end(smtp_session *s)
         free(name);
         set = cs->name;
         s->data.len = message_strip_header(s->data.buf, s->data.len, "X-SES-CONFIGURATION-SET");
+        s->data.buf[s->data.len] = '\0';
+    }
+    char *tag_err = NULL;
+    msgtags_free(&s->tags);
+    if (msgtags_from_headers(&hs, &s->tags, &tag_err) != 0) {
+        message_headers_free(&hs);
+        char *line = util_asprintf("554 5.6.0 Message rejected: %s", tag_err);
+        free(tag_err);
+        smtp_server_reject_content(s, line);
+        free(line);
+        return;
+    }
+    if (s->tags.n) {
+        s->data.len = message_strip_header(s->data.buf, s->data.len, MSGTAGS_HEADER);
         s->data.buf[s->data.len] = '\0';
     }
     message_headers_free(&hs);

@@ -28,6 +28,7 @@
 #include "mta/auth_fail.h"
 #include "mta/auth_pool.h"
 #include "mta/conn.h"
+#include "mta/msgtags.h"
 #include "mta/policy.h"
 #include "mta/smtp_limits.h"
 #include "mta/smtp_parse.h"
@@ -146,6 +147,7 @@ struct smtp_session {
     unsigned data_flags;      /* SMTP_LINE_* seen in the message */
     bool data_prev_crlf;      /* the previous data line ended with CRLF */
     char *set_name;           /* configuration set of the message being committed */
+    msgtags tags;             /* its X-SES-MESSAGE-TAGS (removed from the message) */
     char *cluster_peer;       /* authenticated with a node's handoff credential (mta/handoff.h):
                                  that node's name; its recipients skip the account's limits */
     bool commit_pending;

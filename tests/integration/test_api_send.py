@@ -138,6 +138,29 @@ class SendEmailTest(unittest.TestCase):
             lf = [mm for mm in sink.messages if mm["rcpts"] == ["lf@dest.test"]][0]
             self.assertIn(b"line one\r\nline two\r\n", lf["data"])
 
+    def test_raw_message_tags_header_unless_email_tags(self):
+        with Sink() as sink, api_kiln(routes=routed(sink)) as k:
+            c = client(k)
+            raw = ("From: sender@example.test\r\nTo: t1@dest.test\r\n"
+                   "X-SES-MESSAGE-TAGS: campaign=raw-one, tier=gold\r\nSubject: tagged\r\n"
+                   "\r\nbody\r\n")
+            mid1 = c.send_email(Content={"Raw": {"Data": raw.encode()}})["MessageId"]
+            # EmailTags given: SES uses only those, never a mix; the field goes either way
+            raw2 = raw.replace("t1@", "t2@")
+            mid2 = c.send_email(Content={"Raw": {"Data": raw2.encode()}},
+                                EmailTags=[{"Name": "campaign", "Value": "api"}])["MessageId"]
+            wait_for(lambda: len(sink.messages) >= 2, 20, what="two tagged raw messages")
+            self.assertFalse(any(b"X-SES-MESSAGE-TAGS" in m["data"] for m in sink.messages))
+            evs = k.wait_events(lambda e: len([x for x in e if x["eventType"] == "Send"]) >= 2, 20)
+            tags = {e["mail"]["messageId"]: e["mail"]["tags"] for e in evs if e["eventType"] == "Send"}
+            self.assertEqual(tags[mid1]["campaign"], ["raw-one"])
+            self.assertEqual(tags[mid1]["tier"], ["gold"])
+            self.assertEqual(tags[mid2]["campaign"], ["api"])
+            self.assertNotIn("tier", tags[mid2])
+            with self.assertRaises(c.exceptions.BadRequestException) as cm:
+                c.send_email(Content={"Raw": {"Data": raw.replace("tier=gold", "tier").encode()}})
+            self.assertIn('X-SES-MESSAGE-TAGS: tag "tier" has no', str(cm.exception))
+
     def test_template_content_and_missing_variable(self):
         with Sink() as sink, api_kiln(routes=routed(sink)) as k:
             c = client(k)

@@ -136,6 +136,31 @@ class Submission(unittest.TestCase):
         self.assertNotIn("x-ses-configuration-set", names)
         self.assertFalse(any(x["mail"]["messageId"] == mid for x in self.k.events()))
 
+    def test_message_tags_header_becomes_event_tags_and_is_stripped(self):
+        code, text = send(self.k, "a@example.test", ["success@simulator.amazonses.com"],
+                          headers={"X-SES-CONFIGURATION-SET": "marketing",
+                                   "X-SES-MESSAGE-TAGS": "campaign=spring-2026, kind = receipt"})
+        self.assertEqual(code, 250, text)
+        mid = re.match(ID_RE, text).group(1)
+        evs = self.k.wait_events(lambda e: any(x["mail"]["messageId"] == mid and x["eventType"] == "Delivery" for x in e),
+                                 name="events-mkt.jsonl", what="Delivery of the tagged message")
+        ev = [x for x in evs if x["mail"]["messageId"] == mid and x["eventType"] == "Delivery"][0]
+        self.assertEqual(ev["mail"]["tags"]["campaign"], ["spring-2026"])
+        self.assertEqual(ev["mail"]["tags"]["kind"], ["receipt"])
+        self.assertEqual(ev["mail"]["tags"]["ses:configuration-set"], ["marketing"])
+        names = [h["name"].lower() for h in ev["mail"]["headers"]]
+        self.assertNotIn("x-ses-message-tags", names)
+        # a tag SES would refuse refuses the message, naming the tag and the rule
+        code, text = send(self.k, "a@example.test", ["success@simulator.amazonses.com"],
+                          headers={"X-SES-MESSAGE-TAGS": "campaign=spring sale"})
+        self.assertEqual(code, 554, text)
+        self.assertIn('5.6.0 Message rejected: X-SES-MESSAGE-TAGS: tag "campaign=spring sale": '
+                      "the value may hold only", text)
+        code, text = send(self.k, "a@example.test", ["success@simulator.amazonses.com"],
+                          headers={"X-SES-MESSAGE-TAGS": "campaign"})
+        self.assertEqual(code, 554, text)
+        self.assertIn("has no '='", text)
+
     def test_bad_sequence_and_syntax(self):
         out = raw(self.k, [b"EHLO c\r\n", b"RCPT TO:<r@dest.test>\r\n", b"DATA\r\n",
                            b"MAIL FROM:a@example.test\r\n", b"FOO\r\n", b"QUIT\r\n"])
