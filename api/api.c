@@ -380,7 +380,7 @@ api *api_start(kiln_ctx *ctx, char **err)
     http_tls tls = {cfg->api_tls_cert, cfg->api_tls_key};
     http_limits lim = {
         .max_body = (size_t)cfg->api_max_body_size,
-        .max_header = 64 * 1024,
+        .max_header = 16 * 1024,
         .max_inflight = cfg->api_max_inflight_bytes,
         .max_connections = (unsigned)cfg->api_max_connections,
         .max_per_ip = (unsigned)cfg->api_max_connections_per_client,

@@ -7,7 +7,7 @@ machine's noise hits both: SMTP, API, SMTP, API (--rounds 2 of each), each run N
 SIZE bytes over C connections with fresh token prefixes:
   - SMTP: kiln-loadgen (C persistent connections, pipelined);
   - API:  kiln-apiload (C keep-alive HTTP connections, SendEmail with Content.Raw, signed by
-          libcurl's SigV4).
+          kiln's SigV4 signer).
 Then the same at a fixed offered load (--fixed-rate R msgs/s for both, --fixed-messages
 each; 0 skips it): below both protocols' maximum, so that the latency per message and the
 CPU per message compare at equal work rather than at each one's saturation.

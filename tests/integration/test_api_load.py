@@ -1,5 +1,6 @@
 """test_api_load.py — kiln-apiload against kilnd's SES v2 API (issue 13), the smoke use of the
-API benchmark's load tool: SendEmail requests over keep-alive connections (libcurl), each
+API benchmark's load tool: SendEmail requests over keep-alive connections (its own HTTP/1.1
+client, tools/apiload_http.c; over HTTPS in test_api_tls), each
 signed by mta/sigv4.c's signing side (which reproduces botocore's and awscrt's signatures
 byte for byte, test_sigv4) and checked by kilnd's verifier.
 
@@ -8,7 +9,8 @@ byte for byte, test_sigv4) and checked by kilnd's verifier.
     exactly once, with its X-Loadgen-Token, envelope sender and recipient;
   - 50 Content.Simple messages: all accepted and delivered, the token in their Subject;
   - --rate 100: 60 requests take at least 0.58 s, all delivered; --rate 0 is refused;
-  - a wrong secret: every request answered 403 SignatureDoesNotMatch, nothing delivered.
+  - a wrong secret: every request answered 403 SignatureDoesNotMatch, nothing delivered;
+  - nothing listening: every request an error "connect: Connection refused", exit status 1.
 
 The daemon comes from apitest.py, with no per-key request rate (UNTHROTTLED)."""
 import email
@@ -18,7 +20,7 @@ import subprocess
 import unittest
 
 from apitest import KEY_ID, UNTHROTTLED, api_kiln, endpoint, wait_api, write_secret
-from kilntest import BUILDDIR, Sink, main, wait_for
+from kilntest import BUILDDIR, Sink, free_port, main, wait_for
 
 APILOAD = os.path.join(BUILDDIR, "kiln-apiload")
 SAN_ERRORS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
@@ -132,6 +134,16 @@ class ApiLoadTest(unittest.TestCase):
         self.assertEqual(r["accepted"], 0)
         self.assertEqual(r["rejected_by_code"], {"403 SignatureDoesNotMatch": 20}, json.dumps(r))
         self.assertEqual(self.delivered("wrong", "X-Loadgen-Token"), {})
+
+    def test_nothing_listening_is_an_error_per_request(self):
+        port = free_port()
+        p = subprocess.run([APILOAD, "--url", "http://127.0.0.1:%d" % port, "-n", "7", "-c", "3",
+                            "--json"], capture_output=True, text=True, timeout=60)
+        self.assert_clean(p.stderr)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        r = json.loads(p.stdout)
+        self.assertEqual((r["accepted"], r["rejected"], r["errors"]), (0, 0, 7), p.stdout)
+        self.assertEqual(r["errors_by_kind"], {"connect: Connection refused": 7}, p.stdout)
 
 
 if __name__ == "__main__":

@@ -3,18 +3,20 @@ self-signed certificate for 127.0.0.1 owned by the user kilnd runs as (apitest.p
 
   - boto3 (verify=the certificate) and the aws CLI (--ca-bundle the certificate, an https://
     endpoint) each send a message that arrives at a sink, received "with HTTPS";
+  - kiln-apiload sends 30 messages over 3 HTTPS keep-alive connections, all accepted;
   - a client that does not trust the certificate fails the handshake: what answers is TLS;
   - a plain-HTTP request to the TLS port gets no HTTP answer and its connection is closed at
     once, and the listener goes on serving HTTPS."""
 import email
 import email.policy
 import json
+import os
 import socket
 import subprocess
 import time
 
-from apitest import AWS, ApiTestCase, aws, aws_env, endpoint, need_clients
-from kilntest import Sink, main, wait_for
+from apitest import AWS, KEY_ID, ApiTestCase, aws, aws_env, endpoint, need_clients
+from kilntest import BUILDDIR, Sink, main, wait_for
 
 
 def simple(subject):
@@ -26,8 +28,8 @@ class ApiTls(ApiTestCase):
     def daemon_args(cls):
         need_clients()
         cls.sink = cls.peer(Sink())
-        return {"tls": True, "routes": [{"domain": "dest.test", "host": cls.sink.host,
-                                         "port": cls.sink.port}]}
+        return {"tls": True, "routes": [{"domain": d, "host": cls.sink.host, "port": cls.sink.port}
+                                        for d in ("dest.test", "d0.test")]}
 
     def arrived(self, rcpt):
         """The sink's message for rcpt, parsed."""
@@ -52,6 +54,19 @@ class ApiTls(ApiTestCase):
         msg = self.arrived("cli@dest.test")
         self.assertEqual(msg["Subject"], "aws cli over https")
         self.assertIn("with HTTPS id " + out["MessageId"], " ".join(msg["Received"].split()))
+
+    def test_apiload_over_https_keeps_its_connections(self):
+        p = subprocess.run([os.path.join(BUILDDIR, "kiln-apiload"), "--url", endpoint(self.k),
+                            "--region", self.k.cfg["server"]["region"], "--key-id", KEY_ID,
+                            "--secret-file", self.k.secret_files[KEY_ID], "--json", "-n", "30",
+                            "-c", "3", "--token-prefix", "tls"],
+                           capture_output=True, text=True, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        r = json.loads(p.stdout)
+        self.assertEqual((r["accepted"], r["rejected"], r["errors"]), (30, 0, 0), p.stdout)
+        self.assertLessEqual(r["connections_opened"], 3, p.stdout)
+        wait_for(lambda: sum(b"X-Loadgen-Token: tls-" in m["data"] for m in self.sink.messages) == 30,
+                 60, 0.1, "the 30 messages at the sink")
 
     def test_untrusted_certificate_fails_the_handshake(self):
         # the aws CLI without --ca-bundle trusts the system's CAs only
