@@ -12,6 +12,7 @@ import email
 import email.policy
 import http.client
 import json
+import socket
 import time
 import unittest
 from unittest import mock
@@ -342,6 +343,12 @@ class ApiBadInputTest(unittest.TestCase):
             big = dict(ok, Content=simple_content(text="x" * (100 * 1024)))
             st, hd, js = post(big)
             self.assertEqual(st, 413)
+            # header fields past about 16 KB: 431, before any signature check
+            s = socket.create_connection(("127.0.0.1", k.api_port), timeout=10)
+            s.sendall(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: kiln\r\nX-Big: " +
+                      b"h" * 20000 + b"\r\nContent-Length: 2\r\n\r\n{}")
+            self.assertTrue(s.recv(200).startswith(b"HTTP/1.1 431 "))
+            s.close()
             # the listener still serves after all of that
             self.assertTrue(client(k).send_email(**ok)["MessageId"])
             self.assertIn("api.error", k.log())
