@@ -684,14 +684,21 @@ static bool model_query(const model_shape *in, const char *q, json_t *out, char 
 static bool model_too_deep(const char *b, size_t n)
 {
     int depth = 0;
-    bool in_str = false;
     for (size_t i = 0; i < n; i++) {
         char c = b[i];
-        if (in_str) {
-            if (c == '\\') i++;
-            else if (c == '"') in_str = false;
-        } else if (c == '"') {
-            in_str = true;
+        if (c == '"') {
+            /* a string: to its closing quote, escapes skipped (memchr: a 1 KB base64 value
+             * is passed over in a few steps, not character by character) */
+            for (i++; i < n; i++) {
+                const char *q = memchr(b + i, '"', n - i);
+                size_t end = q ? (size_t)(q - b) : n;
+                const char *bs = memchr(b + i, '\\', end - i);
+                if (!bs) {
+                    i = end;
+                    break;
+                }
+                i = (size_t)(bs - b) + 1;           /* the escaped character */
+            }
         } else if (c == '{' || c == '[') {
             if (++depth > MODEL_MAX_DEPTH) return true;
         } else if (c == '}' || c == ']') {
