@@ -5,8 +5,12 @@
  * epoll fd is watched by an ev_io; an ev_timer is set from MHD_get_timeout() after every
  * MHD_run(); either calls MHD_run(). MHD drops its inter-thread channel in this external
  * mode (0.9.75's MHD_start_daemon clears MHD_USE_ITC without an internal thread), so a
- * resume does not wake the epoll fd: http_reply sets the timer to 0 instead (test_http's
- * async test hangs without it). The listen
+ * resume does not wake the epoll fd: http_reply starts an ev_prepare watcher instead, which
+ * runs MHD_run once when the loop has finished the current round of callbacks, before it
+ * polls again (test_http's async test hangs without it). So the answers of one spool commit
+ * go out together, at once, and not behind the next round's work (a zero timer, used
+ * before, ran after the next poll and the scheduler's pump: 0.1 ms and more per answer,
+ * where an SMTP reply is written by its callback). The listen
  * socket is bound here (getaddrinfo, SO_REUSEADDR, IPV6_V6ONLY for IPv6) and handed over
  * with MHD_OPTION_LISTEN_SOCKET, so that port 0 works and http_port reads the bound port.
  *
@@ -24,7 +28,7 @@
  *             it has not replied when it returns, the connection is suspended.
  *   replied   http_reply built the MHD response and freed the request's memory; the
  *             response is queued at once (reply inside the handler) or after resuming the
- *             connection (a zero timer runs MHD_run, which queues it).
+ *             connection (the kick watcher runs MHD_run, which queues and sends it).
  *   done      MHD's request-completed callback frees the exchange.
  * If MHD completes the request while the handler still owns it (the daemon is stopping,
  * or MHD gave up on the connection), the exchange is only marked gone: the handler's
@@ -62,7 +66,8 @@ typedef struct http_listener {
     struct MHD_Daemon *d;
     int port;
     ev_io io;                    /* the daemon's epoll fd */
-    ev_timer timer;              /* MHD_get_timeout, or 0 after a resume */
+    ev_timer timer;              /* MHD_get_timeout */
+    ev_prepare kick_w;           /* after a resume: MHD_run before the loop polls again */
     bool kick;                   /* a connection was resumed: run MHD again soon */
 } http_listener;
 
@@ -136,13 +141,21 @@ static void http_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     http_run(w->data);
 }
 
-/* Makes MHD_run happen on the next loop iteration (after a resume; MHD has no ITC here). */
+static void http_kick_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    (void)revents;
+    http_listener *ln = w->data;
+    ev_prepare_stop(loop, w);
+    if (ln->kick) http_run(ln);
+}
+
+/* Makes MHD_run happen once the loop has run the current round of callbacks, before it
+ * polls again (after a resume; MHD has no ITC here): every answer given in this round goes
+ * out in that one run. */
 static void http_kick(http_listener *ln)
 {
     ln->kick = true;
-    ev_timer_stop(ln->srv->loop, &ln->timer);
-    ev_timer_set(&ln->timer, 0., 0.);
-    ev_timer_start(ln->srv->loop, &ln->timer);
+    if (!ev_is_active(&ln->kick_w)) ev_prepare_start(ln->srv->loop, &ln->kick_w);
 }
 
 static void http_mhd_log(void *cls, const char *fmt, va_list ap)
@@ -594,6 +607,8 @@ static int http_start_one(http_server *s, http_listener *ln, const http_listen *
     ev_io_start(s->loop, &ln->io);
     ev_timer_init(&ln->timer, http_timer_cb, 0., 0.);
     ln->timer.data = ln;
+    ev_prepare_init(&ln->kick_w, http_kick_cb);
+    ln->kick_w.data = ln;
     log_write(s->log, KLOG_INFO, "http.listen", "addr=%s port=%d tls=%s", l->host, ln->port,
               s->tls ? "yes" : "no");
     http_run(ln);
@@ -675,6 +690,7 @@ void http_stop(http_server *s)
         http_listener *ln = &s->ls[i];
         ev_io_stop(s->loop, &ln->io);
         ev_timer_stop(s->loop, &ln->timer);
+        ev_prepare_stop(s->loop, &ln->kick_w);
         MHD_stop_daemon(ln->d);
     }
     /* What is left is held by the handler: detach it; its http_reply frees it. */
