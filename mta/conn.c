@@ -326,6 +326,15 @@ void conn_close(conn *c, bool tls_notify)
     c->out_off = 0;
 }
 
+void conn_reset(conn *c)
+{
+    if (c->fd >= 0) {
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        (void)setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);  /* a socketpair: no-op */
+    }
+    conn_close(c, false);
+}
+
 void conn_free(conn *c)
 {
     conn_close(c, false);

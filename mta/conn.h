@@ -149,6 +149,12 @@ const char *conn_error(const conn *c);
 /* Stops the watcher and the timer, sends close_notify first if tls_notify (and a TLS layer
  * exists), frees the TLS layer, closes the fd, empties the buffers. */
 void conn_close(conn *c, bool tls_notify);
+/* Closes c as an abandoned exchange: SO_LINGER 0, so the kernel drops whatever is still
+ * queued to send and the peer gets a TCP reset instead of the rest of the bytes. After a
+ * plain close the kernel keeps sending queued data on its own, even minutes later when a
+ * removed source address comes back: a message whose transaction was given up (and will
+ * be tried again elsewhere) must not reach the peer that way. No close_notify. */
+void conn_reset(conn *c);
 void conn_free(conn *c);
 static inline bool conn_is_open(const conn *c) { return c->fd >= 0; }
 static inline int conn_fd(const conn *c) { return c->fd; }

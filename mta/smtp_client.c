@@ -122,10 +122,17 @@ static void smtp_client_timer_set(smtp_client *c, int64_t ms)
     conn_timer_set(&c->conn, (double)ms / 1000.0);
 }
 
+/* After QUIT or between transactions a clean close; otherwise the session failed or was
+ * given up (abort, timeout, protocol error) in the middle of the dialogue: a reset, so that
+ * nothing still queued in the kernel (the rest of a message, its final ".") reaches the
+ * server later and completes a transaction kiln has already counted as failed and will try
+ * again elsewhere (seen in the soak test: a message sent again from another IP, then
+ * completed by the kernel on the first connection when its removed address came back). */
 static void smtp_client_close_socket(smtp_client *c)
 {
     ev_timer_stop(c->loop, &c->later);
-    conn_close(&c->conn, c->state == ST_QUIT);
+    if (c->state == ST_QUIT || c->state == ST_IDLE) conn_close(&c->conn, c->state == ST_QUIT);
+    else conn_reset(&c->conn);
 }
 
 static void smtp_client_free_txn(smtp_client *c)

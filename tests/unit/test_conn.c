@@ -2,11 +2,13 @@
  * loop: reads append to `in` and report EOF, flush keeps order under back-pressure and
  * reports AGAIN, the watcher follows what is pending, the timer fires once and is stopped
  * first, fed events reach on_io, outbound connect (refused, unbindable source, accepted by
- * a conn_acceptor), the lingering close (shutdown_write + discard). TLS is covered by the
+ * a conn_acceptor), the lingering close (shutdown_write + discard), and the reset that drops
+ * what the kernel still holds to send (a plain close lets the kernel deliver it later). TLS is covered by the
  * integration tests (test_submission.py, test_route_delivery.py, test_tools.py). */
 #include <arpa/inet.h>
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -261,6 +263,87 @@ START_TEST(test_connect_to_acceptor)
 }
 END_TEST
 
+/* A loopback TCP connection whose peer (*peer, blocking, 5 s read timeout) has a small
+ * receive buffer and reads nothing yet; c wraps the other end. Then c's output is filled
+ * until the kernel takes no more: *queued gets the bytes the kernel accepted. */
+static void stuffed(struct ev_loop *loop, conn *c, probe *p, int *peer, size_t *queued)
+{
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    int small = 4096;
+    ck_assert_int_eq(setsockopt(l, SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+    struct sockaddr_in sa;
+    socklen_t sl = loopback(&sa, 0);
+    ck_assert_int_eq(bind(l, (struct sockaddr *)&sa, sl), 0);
+    ck_assert_int_eq(listen(l, 1), 0);
+    ck_assert_int_eq(getsockname(l, (struct sockaddr *)&sa, &sl), 0);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sl), 0);
+    *peer = accept(l, NULL, NULL);
+    ck_assert_int_ge(*peer, 0);
+    close(l);
+    struct timeval tv = {.tv_sec = 5};
+    ck_assert_int_eq(setsockopt(*peer, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
+    ck_assert_int_eq(fcntl(fd, F_SETFL, O_NONBLOCK), 0);
+    conn_init(c, loop, &probe_ops, p);
+    conn_attach(c, fd);
+    char chunk[65536];
+    memset(chunk, 'm', sizeof chunk);
+    *queued = 0;
+    for (int i = 0; i < 1000; i++) {          /* bounded: the buffers hold a few MB at most */
+        strbuf_append(&c->out, chunk, sizeof chunk);
+        size_t w = 0;
+        conn_status st = conn_flush(c, &w);
+        *queued += w;
+        if (st == CONN_AGAIN) break;
+        ck_assert_int_eq(st, CONN_OK);
+    }
+    ck_assert_uint_gt(conn_out_pending(c), 0);   /* the kernel's send queue is full */
+}
+
+/* Reads the peer to its end: the bytes, and the errno of the end (0: EOF). */
+static size_t drain(int peer, int *end_errno)
+{
+    char b[65536];
+    size_t total = 0;
+    for (int i = 0; i < 100000; i++) {
+        ssize_t r = read(peer, b, sizeof b);
+        if (r > 0) {
+            total += (size_t)r;
+            continue;
+        }
+        *end_errno = r == 0 ? 0 : errno;
+        return total;
+    }
+    *end_errno = -1;
+    return total;
+}
+
+START_TEST(test_reset_drops_what_the_kernel_still_holds)
+{
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    conn c;
+    probe p = {0};
+    int peer, end;
+    size_t queued;
+    /* a plain close: the kernel goes on sending; the peer gets every byte, then EOF */
+    stuffed(loop, &c, &p, &peer, &queued);
+    conn_close(&c, false);
+    ck_assert_uint_eq(drain(peer, &end), queued);
+    ck_assert_int_eq(end, 0);
+    close(peer);
+    conn_free(&c);
+    /* a reset: what was still queued never arrives; the peer reads a reset */
+    stuffed(loop, &c, &p, &peer, &queued);
+    conn_reset(&c);
+    ck_assert_int_eq(conn_fd(&c), -1);
+    ck_assert_uint_lt(drain(peer, &end), queued);
+    ck_assert_int_eq(end, ECONNRESET);
+    close(peer);
+    conn_free(&c);
+    ev_loop_destroy(loop);
+}
+END_TEST
+
 START_TEST(test_connect_failures)
 {
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
@@ -311,6 +394,7 @@ static Suite *conn_suite(void)
     TCase *net = tcase_create("net");
     tcase_add_test(net, test_connect_to_acceptor);
     tcase_add_test(net, test_connect_failures);
+    tcase_add_test(net, test_reset_drops_what_the_kernel_still_holds);
     suite_add_tcase(s, net);
     return s;
 }
