@@ -139,28 +139,35 @@ char *mime_raw_decode(const char *b64, size_t b64_len, size_t max, size_t *len, 
     size_t ngroup = 0, last = 0, pad = 0;   /* characters in the group; offset of the last */
     size_t i = 0;
     for (; i < b64_len; i++) {
-        /* Four alphabet characters making three ordinary octets inside a line, with room:
-         * stored at once (what the path below does for them, without its per-octet steps). */
-        if (ngroup == 0 && pad == 0 && b64_len - i >= 4 && !r.cr &&
-            r.line + 3 <= MIME_RAW_LINE_MAX && r.len + 3 <= r.max && r.len + 4 <= r.cap) {
-            const unsigned char *q = (const unsigned char *)b64 + i;
-            unsigned a = mime_raw_tab[q[0]], b = mime_raw_tab[q[1]], c3 = mime_raw_tab[q[2]],
-                     d = mime_raw_tab[q[3]];
-            if (a && b && c3 && d) {
+        /* Runs of four alphabet characters making three ordinary octets inside a line, with
+         * room: decoded in a tight loop on locals (what the path below does for them,
+         * without its per-octet steps); the first group that is not such falls through. */
+        if (ngroup == 0 && pad == 0 && !r.cr) {
+            const unsigned char *q = (const unsigned char *)b64;
+            unsigned char *out = (unsigned char *)r.buf;
+            size_t len = r.len, line = r.line, lim = r.max < r.cap - 1 ? r.max : r.cap - 1;
+            size_t start = i;
+            while (b64_len - i >= 4 && line + 3 <= MIME_RAW_LINE_MAX && len + 3 <= lim) {
+                unsigned a = mime_raw_tab[q[i]], b = mime_raw_tab[q[i + 1]],
+                         c3 = mime_raw_tab[q[i + 2]], d = mime_raw_tab[q[i + 3]];
+                if (!a || !b || !c3 || !d) break;
                 unsigned v = (a - 1) << 18 | (b - 1) << 12 | (c3 - 1) << 6 | (d - 1);
                 unsigned char o0 = (unsigned char)(v >> 16), o1 = (unsigned char)(v >> 8),
                               o2 = (unsigned char)v;
-                if (o0 > '\r' && o1 > '\r' && o2 > '\r') {   /* no NUL, LF or CR among them */
-                    r.buf[r.len] = (char)o0;
-                    r.buf[r.len + 1] = (char)o1;
-                    r.buf[r.len + 2] = (char)o2;
-                    r.len += 3;
-                    r.line += 3;
-                    r.in += 3;
-                    last = i + 3;
-                    i += 3;
-                    continue;
-                }
+                if (o0 <= '\r' || o1 <= '\r' || o2 <= '\r') break;   /* NUL, LF, CR: below */
+                out[len] = o0;
+                out[len + 1] = o1;
+                out[len + 2] = o2;
+                len += 3;
+                line += 3;
+                i += 4;
+            }
+            if (i > start) {
+                r.in += len - r.len;
+                r.len = len;
+                r.line = line;
+                last = i - 1;
+                if (i == b64_len) break;
             }
         }
         char c = b64[i];
