@@ -149,6 +149,7 @@ struct ah_conn {
     int revents;               /* of the io event being handled (0: none) */
     bool start;                /* ah_conn_send handed a request over: start it in ah_run */
     bool in_run, again;        /* ah_run is on the stack / must go round once more */
+    char why[200];             /* the text of the last failure, handed to done */
 };
 
 static void ah_run(ah_conn *c);
@@ -172,14 +173,13 @@ static void ah_fail(ah_conn *c, const char *why)
 
 static void ah_start_connect(ah_conn *c)
 {
-    static char key[160];
     conn_step step;
     c->opened++;
     if (conn_connect(&c->cn, (const struct sockaddr *)&c->t->addr, c->t->addr_len, NULL, 0,
                      true, &step) != 0) {
-        snprintf(key, sizeof key, "%s: %s", step == CONN_STEP_SOCKET ? "socket" : "connect",
+        snprintf(c->why, sizeof c->why, "%s: %s", step == CONN_STEP_SOCKET ? "socket" : "connect",
                  strerror(conn_errno(&c->cn)));
-        ah_fail(c, key);
+        ah_fail(c, c->why);
         return;
     }
     c->connecting = true;
@@ -259,9 +259,8 @@ static void ah_step(ah_conn *c)
         int err = conn_connected(&c->cn);
         c->connecting = false;
         if (err) {
-            static char key[160];
-            snprintf(key, sizeof key, "connect: %s", strerror(err));
-            ah_fail(c, key);
+            snprintf(c->why, sizeof c->why, "connect: %s", strerror(err));
+            ah_fail(c, c->why);
             return;
         }
         if (c->t->tls) {
@@ -279,9 +278,8 @@ static void ah_step(ah_conn *c)
             break;
         case CONN_AGAIN: return;
         default: {
-            static char key[200];
-            snprintf(key, sizeof key, "tls handshake: %s", conn_error(&c->cn));
-            ah_fail(c, key);
+            snprintf(c->why, sizeof c->why, "tls handshake: %s", conn_error(&c->cn));
+            ah_fail(c, c->why);
             return;
         }
         }

@@ -55,17 +55,13 @@
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
-#include <poll.h>
+#include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/signalfd.h>
 #include <time.h>
-#include <unistd.h>
-
-#include <netdb.h>
 
 #include <ev.h>
 #include <jansson.h>
