@@ -352,8 +352,9 @@ static void api_on_request(void *arg, const http_request *req, http_exchange *x)
         return;
     }
 
-    /* the pure work (SigV4, parsing, validation, decoding) here for a small body, else on a
-     * worker; the rest, which needs the daemon's state, on the loop in api_prepared */
+    /* the pure work (SigV4, parsing, validation, decoding) here for a small body (the first
+     * ones of an iteration, or any when the workers' queue is full), else on a worker; the
+     * rest, which needs the daemon's state, on the loop in api_prepared */
     c->prep = util_calloc(1, sizeof *c->prep);
     c->prep->req = req;
     c->prep->cfg = c->cfg;
@@ -363,13 +364,15 @@ static void api_on_request(void *arg, const http_request *req, http_exchange *x)
         a->iter = it;
         a->inline_n = 0;
     }
-    if (req->body_len <= API_INLINE_BODY_MAX && a->inline_n < API_INLINE_PER_ITERATION) {
-        a->inline_n++;
-        api_prep_run(c->prep, a->kc);
-        api_prepared(c, false);
-        return;
-    }
-    if (!workpool_submit(a->pool, api_prep_job, api_prepared, c)) {
+    bool small = req->body_len <= API_INLINE_BODY_MAX;
+    if ((small && a->inline_n < API_INLINE_PER_ITERATION) ||
+        !workpool_submit(a->pool, api_prep_job, api_prepared, c)) {
+        if (small) {
+            a->inline_n++;
+            api_prep_run(c->prep, a->kc);
+            api_prepared(c, false);
+            return;
+        }
         log_write(ctx->log, KLOG_WARNING, "api.busy", "client=%s queued=%zu",
                   req->client_ip, workpool_queued(a->pool));
         api_error(c, 503, "ServiceUnavailable",
