@@ -22,15 +22,21 @@
 
 /* ---- helpers ---- */
 
-static char *test_hash(const char *password)
+/* A SHA-512 crypt hash of password with that many rounds (1000: about 1 ms to check). */
+static char *test_hash_rounds(const char *password, unsigned long rounds)
 {
     struct crypt_data data;
     memset(&data, 0, sizeof data);
     char salt[CRYPT_GENSALT_OUTPUT_SIZE];
-    ck_assert_ptr_nonnull(crypt_gensalt_rn("$6$", 1000, NULL, 0, salt, sizeof salt));
+    ck_assert_ptr_nonnull(crypt_gensalt_rn("$6$", rounds, NULL, 0, salt, sizeof salt));
     const char *h = crypt_rn(password, salt, &data, (int)sizeof data);
     ck_assert_ptr_nonnull(h);
     return strdup(h);
+}
+
+static char *test_hash(const char *password)
+{
+    return test_hash_rounds(password, 1000);
 }
 
 typedef struct {
@@ -88,13 +94,17 @@ START_TEST(test_pool_full_and_cancel)
 {
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
     char *h = test_hash("pw");
+    /* The first job's check takes about 0.2 s: the one worker is busy with it while the
+     * others are submitted (with 1 ms jobs, a main thread descheduled for a few ms on a busy
+     * machine let the worker finish some, and more than 5 were accepted). */
+    char *slow = test_hash_rounds("pw", 200000);
     auth_pool *p = auth_pool_new(loop, 1, 4);
     results r = {.loop = loop, .want = 1000};
     auth_job *jobs[64];
     size_t n = 0;
     /* One worker may take one job at once: at most 4 wait, so at most 5 are accepted. */
     for (int i = 0; i < 64; i++) {
-        auth_job *j = auth_pool_submit(p, "pw", h, true, on_result, &r);
+        auth_job *j = auth_pool_submit(p, "pw", i == 0 ? slow : h, true, on_result, &r);
         if (j) jobs[n++] = j;
     }
     ck_assert_uint_ge(n, 4);
@@ -112,6 +122,7 @@ START_TEST(test_pool_full_and_cancel)
     ck_assert_int_eq(r.oks, 1);
     auth_pool_free(p);
     free(h);
+    free(slow);
     ev_loop_destroy(loop);
 }
 END_TEST
