@@ -232,18 +232,6 @@ static bool api_rate_take(api *a, const config *cfg, const char *key_id, int64_t
     return true;
 }
 
-bool api_raw_take(api_call *c, const char *b64, char **msg, size_t *len, char **err)
-{
-    api_prep *p = c->prep;
-    if (!p || !b64 || p->raw_b64 != b64) return false;
-    *msg = p->raw;
-    *len = p->raw_len;
-    *err = p->raw_err;
-    p->raw = p->raw_err = NULL;
-    p->raw_b64 = NULL;
-    return true;
-}
-
 /* The prep is back from the pool (api/api_prep.h): the answers in their order. */
 static void api_prepared(void *arg, bool dropped)
 {

@@ -44,11 +44,6 @@ void api_error(api_call *c, int status, const char *type, const char *fmt, ...)
 const char *api_in_str(const api_call *c, const char *name);     /* NULL if absent */
 json_t *api_in(const api_call *c, const char *name);             /* borrowed; NULL if absent */
 
-/* Content.Raw.Data b64 (a string of c->in) as a worker already decoded it: true with *msg
- * (malloc'd, *len bytes) or NULL and *err, as mime_raw_decode answers; false when it was
- * not decoded there (the caller decodes it). Taken once. */
-bool api_raw_take(api_call *c, const char *b64, char **msg, size_t *len, char **err);
-
 /* The account's 12-digit id (ARNs). */
 void api_account_id(const api_call *c, char out[16]);
 

@@ -23,9 +23,9 @@ static void api_prep_raw(api_prep *p)
     json_t *raw = json_object_get(json_object_get(p->in, "Content"), "Raw");
     const char *b64 = json_string_value(json_object_get(raw, "Data"));
     if (!b64) return;
-    p->raw_b64 = b64;
-    p->raw = mime_raw_decode(b64, strlen(b64), (size_t)p->cfg->max_message_size, &p->raw_len,
-                             &p->raw_err);
+    p->raw.b64 = b64;
+    p->raw.msg = mime_raw_decode(b64, strlen(b64), (size_t)p->cfg->max_message_size,
+                                 &p->raw.len, &p->raw.err);
 }
 
 void api_prep_run(api_prep *p, sigv4_keycache *kc)
@@ -62,9 +62,9 @@ void api_prep_clear(api_prep *p)
     free(p->auth_msg);
     json_decref(p->in);
     free(p->in_err);
-    free(p->raw);
-    free(p->raw_err);
-    p->key_id = p->auth_msg = p->in_err = p->raw = p->raw_err = NULL;
+    free(p->raw.msg);
+    free(p->raw.err);
+    p->key_id = p->auth_msg = p->in_err = NULL;
     p->in = NULL;
-    p->raw_b64 = NULL;
+    memset(&p->raw, 0, sizeof p->raw);
 }

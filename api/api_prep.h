@@ -19,6 +19,7 @@
 
 #include <jansson.h>
 
+#include "api/api_msg.h"
 #include "api/http.h"
 #include "api/model.h"
 #include "base/config.h"
@@ -38,11 +39,9 @@ typedef struct api_prep {
     bool path_known;
     json_t *in;                   /* the validated input (when op has an input shape) */
     char *in_err;                 /* or why it is not valid (NULL: no message) */
-    /* out: SendEmail's Content.Raw.Data, decoded when `in` holds one */
-    const char *raw_b64;          /* the string of `in` that was decoded; NULL: none */
-    char *raw;                    /* decoded message (raw_len bytes), or NULL with raw_err */
-    size_t raw_len;
-    char *raw_err;
+    /* out: SendEmail's Content.Raw.Data, decoded when `in` holds one (api/api_msg.h: taken
+       by the build of that message) */
+    api_msg_raw raw;
 } api_prep;
 
 /* Fills the prep's outputs (see above). kc: the calling thread's cache, or NULL. */

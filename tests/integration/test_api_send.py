@@ -162,6 +162,26 @@ class SendEmailTest(unittest.TestCase):
                 c.send_email(Content={"Raw": {"Data": raw.replace("tier=gold", "tier").encode()}})
             self.assertIn('X-SES-MESSAGE-TAGS: tag "tier" has no', str(cm.exception))
 
+    def test_simulator_ooto_threads_its_auto_reply_to_the_api_message(self):
+        # the message is made ready for the spool off the loop; the simulator's auto-reply
+        # still reads the original's fields (Subject, Message-ID) to thread to it
+        with Sink() as sink, api_kiln(routes=routed(sink)) as k:
+            raw = ("From: sender@example.test\r\nTo: ooto@simulator.amazonses.com\r\n"
+                   "Message-ID: <orig-1@example.test>\r\nSubject: away test\r\n\r\nbody\r\n")
+            mid = client(k).send_email(Content={"Raw": {"Data": raw.encode()}})["MessageId"]
+
+            def reply(evs):
+                return [e for e in evs if e["eventType"] == "Send"
+                        and e["mail"]["destination"] == ["sender@example.test"]]
+            evs = k.wait_events(lambda e: reply(e) and len([x for x in e if x["mail"]["messageId"] == mid]) >= 2, 20,
+                                what="the Delivery of the API message and the auto-reply's Send")
+            self.assertEqual([e["eventType"] for e in evs if e["mail"]["messageId"] == mid],
+                             ["Send", "Delivery"])
+            hdrs = {h["name"].lower(): h["value"] for h in reply(evs)[0]["mail"]["headers"]}
+            self.assertEqual(hdrs.get("subject"), "Automatic reply: away test")
+            self.assertEqual(hdrs.get("in-reply-to"), "<orig-1@example.test>")
+            self.assertEqual(sink.messages, [])
+
     def test_template_content_and_missing_variable(self):
         with Sink() as sink, api_kiln(routes=routed(sink)) as k:
             c = client(k)

@@ -284,13 +284,13 @@ START_TEST(test_prep_answers)
     ck_assert_str_eq(api_model_op_name(p.op), "SendEmail");
     ck_assert_ptr_nonnull(p.in);
     ck_assert_ptr_null(p.in_err);
-    ck_assert_ptr_nonnull(p.raw_b64);
-    ck_assert_ptr_nonnull(p.raw);
-    ck_assert_uint_eq(p.raw_len, strlen("From: a@example.com\r\n\r\nhi\r\n"));
-    ck_assert_str_eq(p.raw, "From: a@example.com\r\n\r\nhi\r\n");
+    ck_assert_ptr_nonnull(p.raw.b64);
+    ck_assert_ptr_nonnull(p.raw.msg);
+    ck_assert_uint_eq(p.raw.len, strlen("From: a@example.com\r\n\r\nhi\r\n"));
+    ck_assert_str_eq(p.raw.msg, "From: a@example.com\r\n\r\nhi\r\n");
     api_prep_clear(&p);
     ck_assert_ptr_null(p.in);
-    ck_assert_ptr_null(p.raw);
+    ck_assert_ptr_null(p.raw.msg);
     free(q.body);
 
     /* a wrong secret: only the SigV4 answer, nothing else worked out */
@@ -315,7 +315,7 @@ START_TEST(test_prep_answers)
     ck_assert_ptr_null(p.in);
     ck_assert_ptr_nonnull(p.in_err);
     ck_assert_str_eq(p.in_err, "Unknown field 'Foo'");
-    ck_assert_ptr_null(p.raw_b64);
+    ck_assert_ptr_null(p.raw.b64);
     api_prep_clear(&p);
     free(q.body);
 
@@ -324,9 +324,9 @@ START_TEST(test_prep_answers)
     p = (api_prep){.req = &q.r, .cfg = cfg, .now_ms = now};
     api_prep_run(&p, kc);
     ck_assert_ptr_nonnull(p.in);
-    ck_assert_ptr_null(p.raw);
-    ck_assert_ptr_nonnull(p.raw_err);
-    ck_assert_str_eq(p.raw_err, "Content.Raw.Data: invalid base64 at offset 0");
+    ck_assert_ptr_null(p.raw.msg);
+    ck_assert_ptr_nonnull(p.raw.err);
+    ck_assert_str_eq(p.raw.err, "Content.Raw.Data: invalid base64 at offset 0");
     api_prep_clear(&p);
     free(q.body);
 
