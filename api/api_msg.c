@@ -49,12 +49,7 @@ void api_msg_free(api_msg *m)
     free(m->rcpts);
     free(m->verdicts);
     strbuf_free(&m->data);
-    for (size_t i = 0; i < m->ntags; i++) {
-        free(m->tag_names[i]);
-        free(m->tag_values[i]);
-    }
-    free(m->tag_names);
-    free(m->tag_values);
+    msgtags_free(&m->tags);
     memset(m, 0, sizeof *m);
 }
 
@@ -142,15 +137,16 @@ int api_msg_add_tags(api_msg *m, json_t *tags, const char *what, api_msg_err *e)
                          events_tag_check(name, true) ? "name" : "value", why);
             return -1;
         }
-        if (m->ntags == API_MSG_MAX_TAGS) {
+        msgtags *mt = &m->tags;
+        if (mt->n == API_MSG_MAX_TAGS) {
             api_msg_fail(e, 400, "BadRequestException", "INVALID_PARAMETER",
                          "%s: more than %d message tags", what, API_MSG_MAX_TAGS);
             return -1;
         }
-        m->tag_names = util_realloc(m->tag_names, (m->ntags + 1) * sizeof *m->tag_names);
-        m->tag_values = util_realloc(m->tag_values, (m->ntags + 1) * sizeof *m->tag_values);
-        m->tag_names[m->ntags] = util_strdup(name);
-        m->tag_values[m->ntags++] = util_strdup(value);
+        mt->names = util_realloc(mt->names, (mt->n + 1) * sizeof *mt->names);
+        mt->values = util_realloc(mt->values, (mt->n + 1) * sizeof *mt->values);
+        mt->names[mt->n] = util_strdup(name);
+        mt->values[mt->n++] = util_strdup(value);
     }
     return 0;
 }
@@ -173,9 +169,7 @@ static int api_msg_header_tags(api_msg *m, const msg_headers *hs, bool email_tag
         free(err);
         return -1;
     }
-    m->tag_names = t.names;                 /* m holds no tags yet: EmailTags come later */
-    m->tag_values = t.values;
-    m->ntags = t.n;
+    m->tags = t;                            /* m holds no tags yet: EmailTags come later */
     return 0;
 }
 

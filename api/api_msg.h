@@ -20,6 +20,7 @@
 #include "base/config.h"
 #include "base/util.h"
 #include "mta/message.h"
+#include "mta/msgtags.h"
 #include "mta/policy.h"
 
 /* Why a message was refused: SES's error (status, type) and the BulkEmailEntryResult
@@ -41,8 +42,7 @@ typedef struct api_msg {
     unsigned reserved;            /* 24 h slots reserved */
     const char *set;              /* a name of the env's config's sets */
     strbuf data;
-    char **tag_names, **tag_values;
-    size_t ntags;
+    msgtags tags;                 /* EmailTags or X-SES-MESSAGE-TAGS, checked */
 } api_msg;
 
 /* Content.Raw.Data decoded beforehand (mime_raw_decode's answer for the string b64): taken

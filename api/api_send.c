@@ -149,9 +149,9 @@ static int api_send_accept(api_call *c, api_msg *m, api_send_done_fn done, void 
         .take = &m->data,
         .quota_count = m->reserved,
         .protocol = c->req->tls ? "HTTPS" : "HTTP",
-        .tag_names = m->tag_names,
-        .tag_values = m->tag_values,
-        .ntags = m->ntags,
+        .tag_names = m->tags.names,
+        .tag_values = m->tags.values,
+        .ntags = m->tags.n,
     };
     m->reserved = 0;                    /* a owns the reservation now */
     if (accept_message(c->ctx, &in, api_send_accepted, a) != 0) {

@@ -7,7 +7,6 @@
 #include <check.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "api/api_msg.h"
 #include "base/util.h"
@@ -23,13 +22,7 @@ static const char *msg_dir;
 static config *msg_config(void)
 {
     msg_dir = testlib_tmpdir("apimsg");
-    char *path = util_asprintf("%s/k1", msg_dir);
-    FILE *f = fopen(path, "w");
-    ck_assert_ptr_nonnull(f);
-    fputs("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY\n", f);
-    fclose(f);
-    ck_assert_int_eq(chmod(path, 0600), 0);
-    free(path);
+    testlib_write_private(msg_dir, "k1", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY\n");
     static const char yaml[] =
         "server: {hostname: mta.example.test}\n"
         "account: {identities: [example.com]}\n"
@@ -117,9 +110,9 @@ START_TEST(test_simple_is_built_with_the_default_set)
     ck_assert_ptr_nonnull(strstr(t.m.data.buf, "Subject: Hi\r\n"));
     ck_assert_ptr_nonnull(strstr(t.m.data.buf, "Date: Thu, 1 Jan 2026 00:00:00 +0000\r\n"));
     ck_assert_ptr_null(strstr(t.m.data.buf, "b@dest.test"));
-    ck_assert_uint_eq(t.m.ntags, 1);
-    ck_assert_str_eq(t.m.tag_names[0], "campaign");
-    ck_assert_str_eq(t.m.tag_values[0], "spring");
+    ck_assert_uint_eq(t.m.tags.n, 1);
+    ck_assert_str_eq(t.m.tags.names[0], "campaign");
+    ck_assert_str_eq(t.m.tags.values[0], "spring");
     msg_done(&t);
 }
 END_TEST

@@ -243,13 +243,7 @@ static void prep_sign(prep_req *q, const char *body, int64_t now_ms, const char 
 static config *prep_config(const char **dir)
 {
     *dir = testlib_tmpdir("apipool");
-    char *path = util_asprintf("%s/k1", *dir);
-    FILE *f = fopen(path, "w");
-    ck_assert_ptr_nonnull(f);
-    fputs(PREP_SECRET "\n", f);
-    fclose(f);
-    ck_assert_int_eq(chmod(path, 0600), 0);
-    free(path);
+    testlib_write_private(*dir, "k1", PREP_SECRET "\n");
     static const char yaml[] =
         "server: {hostname: mta.example.test}\n"
         "account: {identities: [example.com]}\n"

@@ -294,13 +294,7 @@ static config *fb_load(const char *feedback)
 static void fb_setup(void)
 {
     dir = testlib_tmpdir("outbound-fb");
-    char *path = util_asprintf("%s/fb.key", dir);
-    FILE *f = fopen(path, "w");
-    ck_assert_ptr_nonnull(f);
-    fputs(FB_KEY "\n", f);
-    fclose(f);
-    ck_assert_int_eq(chmod(path, 0600), 0);
-    free(path);
+    testlib_write_private(dir, "fb.key", FB_KEY "\n");
     mx = OUTBOUND_MX_OK;
     cfg = NULL;
 }

@@ -322,6 +322,17 @@ void testlib_write_file(const char *dir, const char *name, const char *text, siz
     ck_assert_int_eq(chmod(path, (mode_t)mode), 0);
 }
 
+void testlib_write_private(const char *dir, const char *name, const char *text)
+{
+    char *path = util_asprintf("%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    ck_assert_msg(f != NULL, "cannot write %s", path);
+    fputs(text, f);
+    ck_assert_int_eq(fclose(f), 0);
+    ck_assert_int_eq(chmod(path, 0600), 0);
+    free(path);
+}
+
 char *testlib_read_file(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");

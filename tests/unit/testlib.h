@@ -76,6 +76,9 @@ void testlib_tmpdir_remove(const char *dir);
 char *testlib_subdir(const char *parent, const char *prefix);
 /* rm -r: 0, or -1 if something could not be removed (a missing path is not an error). */
 int testlib_rmtree(const char *path);
+/* Writes text to <dir>/<name> with mode 0600, as kiln wants its secret files (a failed
+ * check if it cannot). */
+void testlib_write_private(const char *dir, const char *name, const char *text);
 /* The whole file as a NUL-terminated string (malloc'd, *len set if len), or NULL. */
 char *testlib_read_file(const char *path, size_t *len);
 /* Writes len bytes of text to dir/name and gives it mode (failed checks if it cannot). */
