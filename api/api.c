@@ -38,6 +38,7 @@
 #include "base/util.h"
 #include "mta/accept.h"
 #include "mta/sigv4.h"
+#include "store/event.h"
 
 #define API_KEYS_MAX_TRACKED 1024   /* rate buckets; keys beyond (never in practice) share one */
 #define API_POOL_THREADS_MAX 4      /* workers: one per CPU, 1..4 */
@@ -165,7 +166,7 @@ void api_error(api_call *c, int status, const char *type, const char *fmt, ...)
     if (vasprintf(&msg, fmt, ap) < 0) msg = NULL;
     va_end(ap);
     json_t *o = json_object();
-    json_object_set_new(o, "message", json_string(msg ? msg : type));
+    json_object_set_new(o, "message", event_jstr(msg ? msg : type));   /* U+FFFD for non-UTF-8 */
     char *text = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     api_log_answer(c, status, type, msg ? msg : type);

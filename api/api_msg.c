@@ -14,6 +14,7 @@
 #include "mta/accept.h"
 #include "mta/events.h"
 #include "mta/msgtags.h"
+#include "store/event.h"
 
 #define API_MSG_MAX_TAGS MSGTAGS_MAX
 #define API_MSG_TEMPLATE_OUT_MAX (10u * 1024 * 1024)
@@ -25,13 +26,19 @@ void api_msg_init(api_msg *m)
 }
 
 void api_msg_fail(api_msg_err *e, int status, const char *type, const char *bulk,
-                          const char *fmt, ...)
+                  const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
     free(e->msg);
     if (vasprintf(&e->msg, fmt, ap) < 0) e->msg = util_strdup(type);
     va_end(ap);
+    /* the message quotes what the client sent (addresses, header fields), which need not
+     * be UTF-8; the answer is JSON: bytes that are not UTF-8 become U+FFFD */
+    json_t *j = event_jstr(e->msg);
+    free(e->msg);
+    e->msg = util_strdup(json_string_value(j));
+    json_decref(j);
     e->status = status;
     e->type = type;
     e->bulk = bulk;

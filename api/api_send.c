@@ -24,6 +24,7 @@
 #include "mta/cluster_limits.h"
 #include "mta/policy.h"
 #include "mta/quota.h"
+#include "store/event.h"
 #include "store/spool.h"
 
 #define API_SEND_LIMIT_ASKS 3      /* cluster leases one SendEmail may wait for */
@@ -264,7 +265,7 @@ static void api_bulk_result(api_bulk *b, size_t i, const char *status, const cha
 {
     json_t *r = json_array_get(b->results, i);
     json_object_set_new(r, "Status", json_string(status));
-    if (error) json_object_set_new(r, "Error", json_string(error));
+    if (error) json_object_set_new(r, "Error", event_jstr(error));
     if (id) json_object_set_new(r, "MessageId", json_string(id));
 }
 

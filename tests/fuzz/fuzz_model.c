@@ -8,13 +8,18 @@
  * object that serializes (valid UTF-8), or else there is an error message that is non-empty
  * printable ASCII (it goes into a JSON answer and a log line). The body also goes through
  * base/jsonlift.c, which must give exactly json_loadb's tree, or its error (text, line,
- * column), under the model's flags and with JSON_DECODE_ANY. Built for libFuzzer by
+ * column), under the model's flags and with JSON_DECODE_ANY. A valid SendEmail input then
+ * goes through api/api_msg.c as SendEmail builds and checks its message (a fixed config; a
+ * stored template "t"): either a message with a sender, a set of the config and data of
+ * its stated length, or a refusal with an HTTP error status, an error type and a non-empty
+ * message that is valid UTF-8 (it goes into the JSON answer). Built for libFuzzer by
  * `make fuzz`, replayed over its corpus and mutations in `make check`. */
 #include <jansson.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/api_msg.h"
 #include "api/model.h"
 #include "base/jsonlift.h"
 #include "base/util.h"
@@ -33,6 +38,61 @@ static char *fuzz_part(const uint8_t **p, size_t *left)
     return s;
 }
 
+/* The config SendEmail's messages are checked against: one verified domain, two sets. */
+static const config *fuzz_config(void)
+{
+    static config *cfg;
+    if (cfg) return cfg;
+    static const char yaml[] = "server: {hostname: mta.example.test}\n"
+                               "account: {identities: [example.com]}\n"
+                               "pools: [{name: p}]\n"
+                               "configuration_sets: [{name: txn, pool: p}, {name: b, pool: p}]\n"
+                               "default_configuration_set: txn\n";
+    char *err = NULL;
+    cfg = config_load_text(yaml, strlen(yaml), "kiln.yaml", "/", NULL, &err);
+    if (!cfg) abort();
+    return cfg;
+}
+
+static int fuzz_template_get(void *arg, const char *name, char **subject, char **text,
+                             char **html, char **err)
+{
+    (void)arg;
+    (void)err;
+    if (strcmp(name, "t") != 0) return 1;
+    *subject = util_strdup("Hi {{name}}");
+    *text = util_strdup("Dear {{name}} of {{city}}");
+    *html = util_strdup("<p>{{name}}</p>");
+    return 0;
+}
+
+static void fuzz_check_email(json_t *in)
+{
+    const config *cfg = fuzz_config();
+    api_msg_env env = {
+        .cfg = cfg, .key_id = "AKIDFUZZ", .in = in, .now_ms = INT64_C(1767225600000),
+        .template_get = fuzz_template_get,
+    };
+    api_msg m;
+    api_msg_init(&m);
+    api_msg_err e = {0};
+    if (api_msg_email(&env, &m, &e) == 0) {
+        if (e.msg || !m.mail_from || !*m.mail_from || !m.set || !config_find_set(cfg, m.set))
+            abort();
+        if (!m.data.buf || m.data.buf[m.data.len] != '\0') abort();
+        for (size_t i = 0; i < m.nrcpts; i++)
+            if (!m.rcpts[i] || !strchr(m.rcpts[i], '@')) abort();
+    } else {
+        if (e.status < 400 || e.status > 599 || !e.type || !*e.type || !e.msg || !*e.msg)
+            abort();
+        json_t *j = json_string(e.msg);
+        if (!j) abort();
+        json_decref(j);
+    }
+    free(e.msg);
+    api_msg_free(&m);
+}
+
 static void fuzz_check_input(const api_model_op *op, json_t *labels, const char *query,
                              const char *body, size_t body_len)
 {
@@ -43,6 +103,7 @@ static void fuzz_check_input(const api_model_op *op, json_t *labels, const char 
         char *dump = json_dumps(in, JSON_COMPACT);
         if (!dump) abort();
         free(dump);
+        if (strcmp(api_model_op_name(op), "SendEmail") == 0) fuzz_check_email(in);
         json_decref(in);
         return;
     }

@@ -253,6 +253,12 @@ class ApiRulesTest(unittest.TestCase):
                              Content=simple_content())
             self.assertIn("Email address is not verified", str(cm.exception))
             self.assertIn("nobody@unverified.test", str(cm.exception))
+            # a raw From: that is not UTF-8 is quoted in the message with U+FFFD (the answer
+            # is JSON; before, jansson refused the text and the answer had no message)
+            with self.assertRaises(c.exceptions.MessageRejected) as cm:
+                c.send_email(Destination=dest, Content={"Raw": {"Data": b"From: app@exc\x9dple.test\r\n"
+                                                                   b"Subject: x\r\n\r\nbody\r\n"}})
+            self.assertIn("app@exc\ufffdple.test", cm.exception.response["Error"]["Message"])
             with self.assertRaises(c.exceptions.MessageRejected) as cm:
                 c.send_email(FromEmailAddress="sender@example.test",
                              Destination={"ToAddresses": ["stranger@elsewhere.test"]},
