@@ -150,6 +150,11 @@ void api_ok(api_call *c, json_t *body)
     if (!body) body = json_object();
     char *text = json_dumps(body, JSON_COMPACT);
     json_decref(body);
+    api_ok_text(c, text);
+}
+
+void api_ok_text(api_call *c, char *text)
+{
     int status = c->model_op ? api_model_op_status(c->model_op) : 200;
     api_log_answer(c, status, NULL, NULL);
     const char *hdrs[] = {"Content-Type", "application/json", "x-amzn-RequestId",
@@ -231,6 +236,19 @@ static bool api_rate_take(api *a, const config *cfg, const char *key_id, int64_t
     if (b->tokens < 1.0) return false;
     b->tokens -= 1.0;
     return true;
+}
+
+bool api_offload(api_call *c, workpool_work *work, workpool_done *done, void *arg)
+{
+    return workpool_submit(c->api->pool, work, done, arg) != NULL;
+}
+
+void api_busy(api_call *c)
+{
+    log_write(c->ctx->log, KLOG_WARNING, "api.busy", "client=%s queued=%zu", c->req->client_ip,
+              workpool_queued(c->api->pool));
+    api_error(c, 503, "ServiceUnavailable",
+              "kilnd has too many requests waiting to be processed; try again");
 }
 
 /* The prep is back from the pool (api/api_prep.h): the answers in their order. */
@@ -363,10 +381,7 @@ static void api_on_request(void *arg, const http_request *req, http_exchange *x)
             api_prepared(c, false);
             return;
         }
-        log_write(ctx->log, KLOG_WARNING, "api.busy", "client=%s queued=%zu",
-                  req->client_ip, workpool_queued(a->pool));
-        api_error(c, 503, "ServiceUnavailable",
-                  "kilnd has too many requests waiting to be processed; try again");
+        api_busy(c);
     }
 }
 

@@ -12,6 +12,7 @@
 #include "api/http.h"
 #include "base/config.h"
 #include "base/kiln.h"
+#include "base/workpool.h"
 
 typedef struct api_call {
     struct api *api;                /* the front that counts it */
@@ -32,6 +33,8 @@ typedef struct api_call {
 
 /* 2xx with body (taken; NULL: "{}"), status from the model. Frees the call. */
 void api_ok(api_call *c, json_t *body);
+/* 2xx whose JSON body is text already (taken). Frees the call. */
+void api_ok_text(api_call *c, char *text);
 /* Error answer: status, x-amzn-ErrorType: type, body {"message": msg} (botocore reads
  * both). Frees the call. Logs api.error op= type= message=. */
 void api_error(api_call *c, int status, const char *type, const char *fmt, ...)
@@ -43,6 +46,15 @@ void api_error(api_call *c, int status, const char *type, const char *fmt, ...)
 /* Helpers over c->in. */
 const char *api_in_str(const api_call *c, const char *name);     /* NULL if absent */
 json_t *api_in(const api_call *c, const char *name);             /* borrowed; NULL if absent */
+
+/* Work too long for the loop (a template rendered, up to 10 MB a part): work(arg, ctx) on
+ * a worker of the API's pool, then done(arg, dropped) back on the loop (dropped: kilnd is
+ * stopping; the work did not run or its result is not to be used, and nothing may be
+ * offloaded from done any more). While it is out, the loop leaves what work reads alone.
+ * false when API_POOL_QUEUE_MAX jobs wait already: nothing queued, done never called. */
+bool api_offload(api_call *c, workpool_work *work, workpool_done *done, void *arg);
+/* The answer when api_offload says no (503 ServiceUnavailable). */
+void api_busy(api_call *c);
 
 /* The account's 12-digit id (ARNs). */
 void api_account_id(const api_call *c, char out[16]);

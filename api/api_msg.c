@@ -14,6 +14,7 @@
 #include "mta/accept.h"
 #include "mta/events.h"
 #include "mta/msgtags.h"
+#include "mta/smtp_parse.h"
 #include "store/event.h"
 
 #define API_MSG_MAX_TAGS MSGTAGS_MAX
@@ -108,7 +109,7 @@ int api_msg_add_list(api_msg *m, json_t *list, const char *what, api_msg_err *e)
 }
 
 /* Raw messages without a Destination: the recipients of their To, Cc and Bcc fields. */
-static void api_msg_rcpts_from_headers(api_msg *m, const msg_headers *hs)
+static int api_msg_rcpts_from_headers(api_msg *m, const msg_headers *hs, api_msg_err *e)
 {
     static const char *const fields[] = {"To", "Cc", "Bcc"};
     for (size_t f = 0; f < 3; f++) {
@@ -117,6 +118,13 @@ static void api_msg_rcpts_from_headers(api_msg *m, const msg_headers *hs)
             char **addrs = NULL;
             size_t n = message_parse_addresses(hs->h[i].value, &addrs);
             for (size_t k = 0; k < n; k++) {
+                if (!smtp_addr_valid(addrs[k])) {     /* it would be an envelope recipient */
+                    api_msg_fail(e, 400, "MessageRejected", "MESSAGE_REJECTED",
+                                 "Illegal address: the message's %s: field holds \"%.200s\", "
+                                 "which is not an email address", fields[f], addrs[k]);
+                    message_addresses_free(addrs, n);
+                    return -1;
+                }
                 if (api_msg_has_rcpt(m, addrs[k])) continue;
                 m->rcpts = util_realloc(m->rcpts, (m->nrcpts + 1) * sizeof *m->rcpts);
                 m->rcpts[m->nrcpts++] = util_strdup(addrs[k]);
@@ -124,6 +132,7 @@ static void api_msg_rcpts_from_headers(api_msg *m, const msg_headers *hs)
             message_addresses_free(addrs, n);
         }
     }
+    return 0;
 }
 
 /* EmailTags (and SendBulkEmail's DefaultEmailTags / ReplacementTags): SES's character
@@ -424,7 +433,7 @@ int api_msg_check_content(const api_msg_env *env, api_msg *m, bool rcpts_from_he
         api_msg_rejected(e, lim);
         goto out;
     }
-    if (rcpts_from_headers) api_msg_rcpts_from_headers(m, &hs);
+    if (rcpts_from_headers && api_msg_rcpts_from_headers(m, &hs, e) != 0) goto out;
     /* the envelope sender: FromEmailAddress, else the From: field */
     if (from_param) {
         m->mail_from = mime_addr_spec(from_param);
@@ -539,4 +548,60 @@ int api_msg_email(const api_msg_env *env, api_msg *m, api_msg_err *e)
     }
     if (rc == 0) rc = api_msg_add_tags(m, json_object_get(in, "EmailTags"), "EmailTags", e);
     return rc;
+}
+
+int api_msg_bulk_entry(const api_msg_env *env, json_t *entry, api_msg *m, api_msg_err *e)
+{
+    json_t *in = env->in;
+    json_t *tmpl = json_object_get(json_object_get(in, "DefaultContent"), "Template");
+    const char *tname = json_string_value(json_object_get(tmpl, "TemplateName"));
+    const char *tdata = json_string_value(json_object_get(tmpl, "TemplateData"));
+    const char *from = json_string_value(json_object_get(in, "FromEmailAddress"));
+    const char *set = json_string_value(json_object_get(in, "ConfigurationSetName"));
+    json_t *dest = json_object_get(entry, "Destination");
+    json_t *repl = json_object_get(json_object_get(entry, "ReplacementEmailContent"),
+                                   "ReplacementTemplate");
+    const char *over = json_string_value(json_object_get(repl, "ReplacementTemplateData"));
+    json_t *data = api_msg_template_data(tdata, over, "DefaultContent.Template.TemplateData", e);
+    /* the message's To/Cc come from this entry's Destination */
+    int rc = data ? api_msg_build_template(env, m, from, dest, tname ? tname : "", data, e) : -1;
+    json_decref(data);
+    if (rc == 0) rc = api_msg_set(env, m, set, NULL, e);
+    if (rc == 0) rc = api_msg_add_list(m, json_object_get(dest, "ToAddresses"),
+                                       "Destination.ToAddresses", e);
+    if (rc == 0) rc = api_msg_add_list(m, json_object_get(dest, "CcAddresses"),
+                                       "Destination.CcAddresses", e);
+    if (rc == 0) rc = api_msg_add_list(m, json_object_get(dest, "BccAddresses"),
+                                       "Destination.BccAddresses", e);
+    if (rc == 0) rc = api_msg_check_content(env, m, false, from, e);
+    if (rc == 0) rc = api_msg_add_tags(m, json_object_get(in, "DefaultEmailTags"),
+                                       "DefaultEmailTags", e);
+    if (rc == 0) rc = api_msg_add_tags(m, json_object_get(entry, "ReplacementTags"),
+                                       "ReplacementTags", e);
+    return rc;
+}
+
+int api_msg_tpl_get(void *arg, const char *name, char **subject, char **text, char **html,
+                    char **err)
+{
+    const api_msg_tpl *t = arg;
+    if (!t->name || strcmp(name, t->name) != 0 || t->rc > 0) return 1;
+    if (t->rc < 0) {
+        *err = util_strdup(t->err ? t->err : "spool error");
+        return -1;
+    }
+    *subject = t->subject ? util_strdup(t->subject) : NULL;
+    *text = t->text ? util_strdup(t->text) : NULL;
+    *html = t->html ? util_strdup(t->html) : NULL;
+    return 0;
+}
+
+void api_msg_tpl_clear(api_msg_tpl *t)
+{
+    free(t->name);
+    free(t->subject);
+    free(t->text);
+    free(t->html);
+    free(t->err);
+    memset(t, 0, sizeof *t);
 }

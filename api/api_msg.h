@@ -6,7 +6,9 @@
  * quota, then the spool) needs the daemon and stays in api/api_send.c.
  *
  * Everything here reads only its arguments and the env (the config, the key, the validated
- * input; a stored template through env->template_get). A refusal is an api_msg_err: SES's
+ * input; a stored template through env->template_get), so it may run on a worker thread
+ * (api_int.h api_offload) while the loop leaves the call alone: api/api_send.c renders
+ * templates there, as a part may be 10 MB. A refusal is an api_msg_err: SES's
  * status, error type and message, and the BulkEmailEntryResult Status of the same refusal. */
 #ifndef KILN_API_MSG_H
 #define KILN_API_MSG_H
@@ -96,5 +98,23 @@ json_t *api_msg_template_data(const char *text, const char *over, const char *wh
  * built, its configuration set, header tags, Destination, the header section and
  * identities, Bcc: removed, EmailTags. 0 with m ready, or -1 with e. */
 int api_msg_email(const api_msg_env *env, api_msg *m, api_msg_err *e);
+
+/* One entry of SendBulkEmail (env->in is the call's input): DefaultContent's template
+ * rendered with its TemplateData merged over by the entry's replacement data, to the entry's
+ * Destination, with DefaultEmailTags and the entry's ReplacementTags. 0 or -1 with e. */
+int api_msg_bulk_entry(const api_msg_env *env, json_t *entry, api_msg *m, api_msg_err *e);
+
+/* A stored template read beforehand (on the loop), for a worker's env: template_get =
+ * api_msg_tpl_get, template_arg = the api_msg_tpl. rc as api_msg_template_fn answers for
+ * `name` (any other name: 1); the strings are copied out, the struct is not changed. */
+typedef struct api_msg_tpl {
+    char *name;
+    int rc;
+    char *subject, *text, *html;  /* rc 0 */
+    char *err;                    /* rc -1 */
+} api_msg_tpl;
+int api_msg_tpl_get(void *arg, const char *name, char **subject, char **text, char **html,
+                    char **err);
+void api_msg_tpl_clear(api_msg_tpl *t);
 
 #endif

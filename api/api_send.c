@@ -221,6 +221,88 @@ static bool api_send_limit_wait(api_call *c, const api_msg *m, const api_msg_err
     return true;
 }
 
+/* ---- building on a worker ---- */
+
+/* A message built by api/api_msg.c on a worker of the API's pool: a template's message
+ * (SendEmail's Content.Template or one SendBulkEmail entry), as rendering a part may take
+ * 10 MB. The template is read on the loop first (the job's tpl, or the bulk call's), so
+ * the worker reads only what the call holds and the loop leaves alone meanwhile. */
+typedef struct api_send_job {
+    api_call *c;
+    api_msg_env env;
+    api_msg_tpl tpl;              /* SendEmail's template (a bulk call holds its own) */
+    json_t *entry;                /* SendBulkEmail: the entry; NULL: SendEmail */
+    struct api_bulk *b;
+    size_t i;                     /* the entry's index */
+    api_msg m;
+    api_msg_err e;
+    int rc;
+} api_send_job;
+
+static void api_send_job_work(void *arg, void *ctx)
+{
+    (void)ctx;
+    api_send_job *j = arg;
+    j->rc = j->entry ? api_msg_bulk_entry(&j->env, j->entry, &j->m, &j->e)
+                     : api_msg_email(&j->env, &j->m, &j->e);
+}
+
+static void api_send_job_free(api_send_job *j)
+{
+    api_msg_tpl_clear(&j->tpl);
+    api_msg_free(&j->m);
+    free(j->e.msg);
+    free(j);
+}
+
+/* A job for call c whose worker reads the template tpl (which stays as it is while the
+ * job is out). */
+static api_send_job *api_send_job_new(api_call *c, api_msg_tpl *tpl)
+{
+    api_send_job *j = util_calloc(1, sizeof *j);
+    j->c = c;
+    api_send_env(c, &j->env);
+    j->env.raw = NULL;
+    j->env.template_get = api_msg_tpl_get;
+    j->env.template_arg = tpl;
+    api_msg_init(&j->m);
+    return j;
+}
+
+/* The stored template `name`, read now into tpl (for api_msg_tpl_get). */
+static void api_send_tpl_read(api_call *c, const char *name, api_msg_tpl *tpl)
+{
+    tpl->name = util_strdup(name);
+    tpl->rc = api_template_get(c->ctx, name, &tpl->subject, &tpl->text, &tpl->html);
+    if (tpl->rc < 0) tpl->err = util_strdup(spool_errmsg(c->ctx->spool));
+}
+
+/* ---- SendEmail ---- */
+
+/* After the message is built (rc 0 with m, or -1 with e): the recipients, then the spool. */
+static void api_send_email_finish(api_call *c, api_msg *m, api_msg_err *e, int rc)
+{
+    if (rc == 0) rc = api_send_check_rcpts(c, m, e);
+    if (rc != 0 && api_send_limit_wait(c, m, e)) {
+        free(e->msg);
+        e->msg = NULL;
+        return;
+    }
+    if (rc == 0) rc = api_send_accept(c, m, api_send_email_done, c, e);
+    if (rc != 0) api_send_reply(c, e);
+}
+
+static void api_send_email_built(void *arg, bool dropped)
+{
+    api_send_job *j = arg;
+    api_call *c = j->c;
+    if (dropped)             /* nothing stored: the SDK retries */
+        api_error(c, 503, "ServiceUnavailable", "kilnd is stopping; try again");
+    else
+        api_send_email_finish(c, &j->m, &j->e, j->rc);
+    api_send_job_free(j);
+}
+
 void api_op_send_email(api_call *c)
 {
     api_send_note_ignored(c, c->in, "ListManagementOptions",
@@ -229,27 +311,38 @@ void api_op_send_email(api_call *c)
     api_send_note_ignored(c, c->in, "FeedbackForwardingEmailAddress",
                           "bounces return to kiln's VERP address");
     api_send_note_ignored(c, c->in, "FromEmailAddressIdentityArn", "identities are kiln.yaml's");
+    json_t *tmpl = json_object_get(api_in(c, "Content"), "Template");
+    const char *tname = json_string_value(json_object_get(tmpl, "TemplateName"));
+    if (tname) {                          /* rendered on a worker */
+        api_send_job *j = api_send_job_new(c, NULL);
+        api_send_tpl_read(c, tname, &j->tpl);
+        j->env.template_arg = &j->tpl;
+        if (!api_offload(c, api_send_job_work, api_send_email_built, j)) {
+            api_send_job_free(j);
+            api_busy(c);
+        }
+        return;
+    }
     api_msg_env env;
     api_send_env(c, &env);
     api_msg m;
     api_msg_init(&m);
     api_msg_err e = {0};
     int rc = api_msg_email(&env, &m, &e);
-    if (rc == 0) rc = api_send_check_rcpts(c, &m, &e);
-    if (rc != 0 && api_send_limit_wait(c, &m, &e)) {
-        free(e.msg);
-        api_msg_free(&m);
-        return;
-    }
-    if (rc == 0) rc = api_send_accept(c, &m, api_send_email_done, c, &e);
+    api_send_email_finish(c, &m, &e, rc);
     api_msg_free(&m);
-    if (rc != 0) api_send_reply(c, &e);
 }
 
 /* ---- SendBulkEmail ---- */
 
+/* The entries are built one after another on a worker, each handed to the spool before the
+ * next is built: one call holds at most one rendered message besides those in the batch. */
 typedef struct api_bulk {
     api_call *c;
+    json_t *entries;
+    size_t n;
+    size_t next;                  /* the entry to build next */
+    api_msg_tpl tpl;              /* DefaultContent's template, read once for every entry */
     json_t *results;              /* BulkEmailEntryResults, in entry order */
     size_t pending;               /* entries waiting for their commit */
     bool started;                 /* every entry has been tried */
@@ -275,6 +368,7 @@ static void api_bulk_finish(api_bulk *b)
     json_t *o = json_object();
     json_object_set_new(o, "BulkEmailEntryResults", b->results);
     api_ok(b->c, o);
+    api_msg_tpl_clear(&b->tpl);
     free(b);
 }
 
@@ -292,62 +386,76 @@ static void api_bulk_entry_done(void *arg, bool ok, const char *id, const char *
     api_bulk_finish(b);
 }
 
-/* One BulkEmailEntries item: a template message to its Destination, with the default
- * data merged over by its ReplacementTemplateData and the default tags plus its own. */
-static void api_bulk_entry_send(api_bulk *b, size_t i, json_t *entry, const char *from,
-                                const char *tname, const char *tdata, const char *set)
+/* Entry i built (rc 0 with m, or -1 with e): its recipients, then the spool. */
+static void api_bulk_entry_send(api_bulk *b, size_t i, api_msg *m, api_msg_err *e, int rc)
 {
     api_call *c = b->c;
-    api_msg_env env;
-    api_send_env(c, &env);
-    api_msg m;
-    api_msg_init(&m);
-    api_msg_err e = {0};
-    json_t *dest = json_object_get(entry, "Destination");
-    json_t *repl = json_object_get(json_object_get(entry, "ReplacementEmailContent"),
-                                   "ReplacementTemplate");
-    const char *over = json_string_value(json_object_get(repl, "ReplacementTemplateData"));
-    json_t *data = api_msg_template_data(tdata, over, "DefaultContent.Template.TemplateData", &e);
-    /* the message's To/Cc come from this entry's Destination */
-    int rc = data ? api_msg_build_template(&env, &m, from, dest, tname, data, &e) : -1;
-    json_decref(data);
-    if (rc == 0) rc = api_msg_set(&env, &m, set, NULL, &e);
-    if (rc == 0) rc = api_msg_add_list(&m, json_object_get(dest, "ToAddresses"),
-                                       "Destination.ToAddresses", &e);
-    if (rc == 0) rc = api_msg_add_list(&m, json_object_get(dest, "CcAddresses"),
-                                       "Destination.CcAddresses", &e);
-    if (rc == 0) rc = api_msg_add_list(&m, json_object_get(dest, "BccAddresses"),
-                                       "Destination.BccAddresses", &e);
-    if (rc == 0) rc = api_msg_check_content(&env, &m, false, from, &e);
-    if (rc == 0) rc = api_msg_add_tags(&m, api_in(c, "DefaultEmailTags"), "DefaultEmailTags", &e);
-    if (rc == 0) rc = api_msg_add_tags(&m, json_object_get(entry, "ReplacementTags"),
-                                       "ReplacementTags", &e);
-    if (rc == 0) rc = api_send_check_rcpts(c, &m, &e);
+    if (rc == 0) rc = api_send_check_rcpts(c, m, e);
     if (rc == 0) {
         api_bulk_entry *be = util_calloc(1, sizeof *be);
         be->b = b;
         be->i = i;
         b->pending++;
-        rc = api_send_accept(c, &m, api_bulk_entry_done, be, &e);
+        rc = api_send_accept(c, m, api_bulk_entry_done, be, e);
         if (rc != 0) {
             b->pending--;
             free(be);
         }
     }
     if (rc != 0) {
-        api_bulk_result(b, i, e.bulk ? e.bulk : "FAILED", e.msg, NULL);
+        api_bulk_result(b, i, e->bulk ? e->bulk : "FAILED", e->msg, NULL);
         log_write(c->ctx->log, KLOG_INFO, "api.bulk_entry", "key=%s entry=%zu status=%s error=%s",
-                  c->key_id, i, e.bulk ? e.bulk : "FAILED", log_q(c->ctx->log, e.msg));
+                  c->key_id, i, e->bulk ? e->bulk : "FAILED", log_q(c->ctx->log, e->msg));
     }
-    free(e.msg);
-    api_msg_free(&m);
+}
+
+/* Entries from `next` on that will not be built: each a TRANSIENT_FAILURE saying why. */
+static void api_bulk_give_up(api_bulk *b, const char *why)
+{
+    for (; b->next < b->n; b->next++) api_bulk_result(b, b->next, "TRANSIENT_FAILURE", why, NULL);
+    b->started = true;
+    api_bulk_finish(b);
+}
+
+static void api_bulk_entry_built(void *arg, bool dropped);
+
+/* Sends the next entry to a worker, or answers once every entry was tried. */
+static void api_bulk_next(api_bulk *b)
+{
+    if (b->next == b->n) {
+        b->started = true;
+        api_bulk_finish(b);
+        return;
+    }
+    api_send_job *j = api_send_job_new(b->c, &b->tpl);
+    j->entry = json_array_get(b->entries, b->next);
+    j->b = b;
+    j->i = b->next;
+    if (!api_offload(b->c, api_send_job_work, api_bulk_entry_built, j)) {
+        api_send_job_free(j);
+        api_bulk_give_up(b, "kilnd has too many requests waiting to be processed; try again");
+    }
+}
+
+static void api_bulk_entry_built(void *arg, bool dropped)
+{
+    api_send_job *j = arg;
+    api_bulk *b = j->b;
+    if (dropped) {
+        api_send_job_free(j);
+        api_bulk_give_up(b, "kilnd is stopping; nothing was stored for this entry");
+        return;
+    }
+    api_bulk_entry_send(b, j->i, &j->m, &j->e, j->rc);
+    api_send_job_free(j);
+    b->next++;
+    api_bulk_next(b);
 }
 
 void api_op_send_bulk_email(api_call *c)
 {
     json_t *tmpl = json_object_get(api_in(c, "DefaultContent"), "Template");
     const char *tname = json_string_value(json_object_get(tmpl, "TemplateName"));
-    const char *tdata = json_string_value(json_object_get(tmpl, "TemplateData"));
     const char *from = api_in_str(c, "FromEmailAddress");
     const char *set = api_in_str(c, "ConfigurationSetName");
     json_t *entries = api_in(c, "BulkEmailEntries");
@@ -369,28 +477,25 @@ void api_op_send_bulk_email(api_call *c)
         return;
     }
     /* request-wide refusals first, as SES answers them for the whole call */
-    api_msg_err e = {0};
-    char *s = NULL, *t = NULL, *h = NULL;
-    int rc = api_template_get(c->ctx, tname, &s, &t, &h);
-    free(s);
-    free(t);
-    free(h);
-    if (rc != 0) {
-        if (rc > 0) API_NOT_FOUND(c, "Template %s does not exist.", tname);
+    api_msg_tpl tpl = {0};
+    api_send_tpl_read(c, tname, &tpl);
+    if (tpl.rc != 0) {
+        if (tpl.rc > 0) API_NOT_FOUND(c, "Template %s does not exist.", tname);
         else api_error(c, 500, "InternalFailure", "The template could not be read");
+        api_msg_tpl_clear(&tpl);
         return;
     }
     if (set && !config_find_set(c->cfg, set)) {
         API_NOT_FOUND(c, "Configuration set %s does not exist.", set);
+        api_msg_tpl_clear(&tpl);
         return;
     }
     api_bulk *b = util_calloc(1, sizeof *b);
     b->c = c;
+    b->tpl = tpl;
+    b->entries = entries;
+    b->n = n;
     b->results = json_array();
     for (size_t i = 0; i < n; i++) json_array_append_new(b->results, json_object());
-    for (size_t i = 0; i < n; i++)
-        api_bulk_entry_send(b, i, json_array_get(entries, i), from, tname, tdata, set);
-    free(e.msg);
-    b->started = true;
-    api_bulk_finish(b);
+    api_bulk_next(b);
 }

@@ -20,8 +20,9 @@
  * TestRenderEmailTemplate answers the complete MIME message, as SES does: the parts rendered
  * with TemplateData (a JSON object in a string) by api/template.h, assembled by
  * api/mime.h's builder (a multipart/alternative when both parts exist), without a From
- * field (SES's preview has no sender: the builder's placeholder one is removed). What kiln
- * lacks: the 20,000-template account limit (LimitExceededException) is not counted. */
+ * field (SES's preview has no sender: the builder's placeholder one is removed); the template
+ * is read on the loop, rendered and assembled on a worker (api_offload: a part may render
+ * to 10 MB). What kiln lacks: the 20,000-template account limit (LimitExceededException) is not counted. */
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -426,80 +427,142 @@ static void api_tpl_drop_field(char *msg, size_t *len, const char *name)
     *len = (size_t)(end - msg);
 }
 
-/* Renders part src (NULL stays NULL): 0, or -1 after answering the error. */
-static int api_tpl_render_part(api_call *c, const char *src, const json_t *data, char **out)
+/* TestRenderEmailTemplate's work, done on a worker (a part may render to 10 MB): the data
+ * parsed, the template (read on the loop) rendered and built as SES shows it, and the
+ * answer's JSON text; or the error, in the order the checks are made. */
+typedef struct api_tpl_render {
+    api_call *c;
+    const char *name;             /* strings of c->in */
+    const char *data_text;
+    api_tpl t;                    /* read on the loop: trc 0, else 1 (none) or -1 (terr) */
+    int trc;
+    char *terr;
+    /* out: body (the answer's JSON text), or status, type and msg */
+    char *body;
+    int status;
+    const char *type;
+    char *msg;
+} api_tpl_render;
+
+static void api_tpl_render_fail(api_tpl_render *r, int status, const char *type, char *msg)
+{
+    r->status = status;
+    r->type = type;
+    r->msg = msg;
+}
+
+/* Renders part src (NULL stays NULL): 0, or -1 with the error set. */
+static int api_tpl_render_part(api_tpl_render *r, const char *src, const json_t *data,
+                               char **out)
 {
     *out = NULL;
     if (!src) return 0;
     char *err = NULL;
     *out = template_render(src, data, API_TPL_RENDER_MAX, &err);
     if (*out) return 0;
-    API_BAD_REQUEST(c, "%s", err ? err : "the template cannot be rendered");
-    free(err);
+    api_tpl_render_fail(r, 400, "BadRequestException",
+                        err ? err : util_strdup("the template cannot be rendered"));
     return -1;
 }
 
-void api_op_test_render_email_template(api_call *c)
+static void api_tpl_render_work(void *arg, void *ctx)
 {
-    const char *name = api_in_str(c, "TemplateName");
-    if (!name) name = "";
-    const char *data_text = api_in_str(c, "TemplateData");
+    (void)ctx;
+    api_tpl_render *r = arg;
     json_error_t jerr;
-    json_t *data = json_loads(data_text ? data_text : "", JSON_DECODE_ANY, &jerr);
+    json_t *data = json_loads(r->data_text ? r->data_text : "", JSON_DECODE_ANY, &jerr);
     if (!data) {
-        API_BAD_REQUEST(c, "TemplateData is not valid JSON: %s at line %d column %d", jerr.text,
-                        jerr.line, jerr.column);
+        api_tpl_render_fail(r, 400, "BadRequestException",
+                            util_asprintf("TemplateData is not valid JSON: %s at line %d column %d",
+                                          jerr.text, jerr.line, jerr.column));
         return;
     }
     if (!json_is_object(data)) {
         json_decref(data);
-        API_BAD_REQUEST(c, "TemplateData is not valid JSON: it must be a JSON object");
+        api_tpl_render_fail(r, 400, "BadRequestException",
+                            util_strdup("TemplateData is not valid JSON: it must be a JSON object"));
         return;
     }
-    api_tpl t;
-    char *err = NULL;
-    int rc = api_tpl_load(c->ctx, name, &t, &err);
-    if (rc != 0) {
+    if (r->trc != 0) {
         json_decref(data);
-        if (rc < 0) api_tpl_internal(c, err);
-        else API_NOT_FOUND(c, "Template %s does not exist.", name);
+        if (r->trc < 0)
+            api_tpl_render_fail(r, 500, "InternalFailure",
+                                util_strdup(r->terr ? r->terr : "cannot read the template"));
+        else
+            api_tpl_render_fail(r, 404, "NotFoundException",
+                                util_asprintf("Template %s does not exist.", r->name));
         return;
     }
-    char *subject = NULL, *text = NULL, *html = NULL, *msg = NULL;
-    if (api_tpl_render_part(c, t.subject, data, &subject) != 0 ||
-        api_tpl_render_part(c, t.text, data, &text) != 0 ||
-        api_tpl_render_part(c, t.html, data, &html) != 0)
+    char *subject = NULL, *text = NULL, *html = NULL, *msg = NULL, *err = NULL;
+    if (api_tpl_render_part(r, r->t.subject, data, &subject) != 0 ||
+        api_tpl_render_part(r, r->t.text, data, &text) != 0 ||
+        api_tpl_render_part(r, r->t.html, data, &html) != 0)
         goto done;
     mime_simple m = {
         .from = API_TPL_PREVIEW_FROM,
         .subject = {.data = subject ? subject : ""},
         .text = {.data = text},
         .html = {.data = html},
-        .now_ms = c->now_ms,
-        .boundary_seed = c->request_id,
+        .now_ms = r->c->now_ms,
+        .boundary_seed = r->c->request_id,
     };
     size_t len = 0;
     msg = mime_build_simple(&m, &len, &err);
     if (!msg) {
-        API_BAD_REQUEST(c, "Template %s: %s", name, err ? err : "cannot build the message");
+        api_tpl_render_fail(r, 400, "BadRequestException",
+                            util_asprintf("Template %s: %s", r->name,
+                                          err ? err : "cannot build the message"));
         free(err);
         goto done;
     }
     api_tpl_drop_field(msg, &len, "From");
     json_t *rendered = json_stringn(msg, len);
     if (!rendered) {
-        api_error(c, 500, "InternalFailure", "the rendered message of template %s is not UTF-8",
-                  name);
+        api_tpl_render_fail(r, 500, "InternalFailure",
+                            util_asprintf("the rendered message of template %s is not UTF-8",
+                                          r->name));
         goto done;
     }
     json_t *out = json_object();
     json_object_set_new(out, "RenderedTemplate", rendered);
-    api_ok(c, out);
+    r->body = json_dumps(out, JSON_COMPACT);
+    json_decref(out);
+    if (!r->body) util_fatal("api: cannot encode the rendered template %s", r->name);
 done:
     free(msg);
     free(subject);
     free(text);
     free(html);
-    api_tpl_free(&t);
     json_decref(data);
+}
+
+static void api_tpl_rendered(void *arg, bool dropped)
+{
+    api_tpl_render *r = arg;
+    if (dropped)
+        api_error(r->c, 503, "ServiceUnavailable", "kilnd is stopping; try again");
+    else if (r->body)
+        api_ok_text(r->c, r->body);
+    else
+        api_error(r->c, r->status, r->type, "%s", r->msg);
+    api_tpl_free(&r->t);
+    free(r->terr);
+    free(r->msg);
+    free(r);
+}
+
+void api_op_test_render_email_template(api_call *c)
+{
+    api_tpl_render *r = util_calloc(1, sizeof *r);
+    r->c = c;
+    r->name = api_in_str(c, "TemplateName");
+    if (!r->name) r->name = "";
+    r->data_text = api_in_str(c, "TemplateData");
+    r->trc = api_tpl_load(c->ctx, r->name, &r->t, &r->terr);
+    if (!api_offload(c, api_tpl_render_work, api_tpl_rendered, r)) {
+        api_tpl_free(&r->t);
+        free(r->terr);
+        free(r);
+        api_busy(c);
+    }
 }

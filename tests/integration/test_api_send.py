@@ -13,6 +13,7 @@ import email.policy
 import http.client
 import json
 import socket
+import threading
 import time
 import unittest
 from unittest import mock
@@ -240,6 +241,45 @@ class SendEmailTest(unittest.TestCase):
             evs = k.wait_events(lambda e: len([x for x in e if x["eventType"] == "Send"]) >= 2, 20)
             self.assertTrue(all(e["mail"]["tags"]["wave"] == ["w1"] for e in evs
                                 if e["eventType"] == "Send"))
+
+
+class ApiTemplateRenderTest(unittest.TestCase):
+    def test_template_renders_leave_the_loop_free(self):
+        # a template is rendered on a worker, one SendBulkEmail entry after another: while a
+        # call renders 50 entries of 4 MB each (each then refused for a variable missing at
+        # the end of the template, so nothing is stored), other requests are answered; when
+        # the loop rendered them itself, it answered nothing else until all 50 were done
+        with api_kiln() as k:
+            c = client(k)
+            c.create_email_template(TemplateName="big", TemplateContent={
+                "Subject": "s", "Text": "{{a}}" * 40000 + "{{missing}}"})
+            answered, done = [], threading.Event()
+
+            def pinger():             # unsigned requests: 403 from the loop, no worker
+                conn = http.client.HTTPConnection("127.0.0.1", int(endpoint(k).rsplit(":", 1)[1]),
+                                                  timeout=30)
+                while not done.is_set():
+                    conn.request("GET", "/v2/email/account")
+                    r = conn.getresponse()
+                    r.read()
+                    answered.append(r.status)
+                conn.close()
+            t = threading.Thread(target=pinger)
+            t.start()
+            wait_for(lambda: answered, 10, what="the first unsigned request's answer")
+            before = len(answered)
+            r = c.send_bulk_email(FromEmailAddress="sender@example.test",
+                                  DefaultContent={"Template": {"TemplateName": "big",
+                                                               "TemplateData": json.dumps({"a": "x" * 100})}},
+                                  BulkEmailEntries=[{"Destination": {"ToAddresses": ["a@dest.test"]}}] * 50)
+            during = len(answered) - before
+            done.set()
+            t.join(30)
+            results = r["BulkEmailEntryResults"]
+            self.assertEqual({x["Status"] for x in results}, {"INVALID_PARAMETER"})
+            self.assertIn("missing", results[49]["Error"])
+            self.assertEqual(set(answered), {403})
+            self.assertGreater(during, 50, "requests answered while 50 templates rendered")
 
 
 class ApiRulesTest(unittest.TestCase):

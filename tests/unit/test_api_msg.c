@@ -232,6 +232,11 @@ START_TEST(test_refusals_name_what_is_wrong)
     msg_refused("{\"Content\":{\"Raw\":{\"Data\":\"!!!!\"}}}", MSG_KEY, 400,
                 "BadRequestException", "INVALID_PARAMETER",
                 "Content.Raw.Data: invalid base64 at offset 0");
+    /* "From: app@example.com\nTo: bob, a@dest.test\n\nhi": the envelope would get "bob" */
+    msg_refused("{\"Content\":{\"Raw\":{\"Data\":"
+                "\"RnJvbTogYXBwQGV4YW1wbGUuY29tClRvOiBib2IsIGFAZGVzdC50ZXN0CgpoaQ==\"}}}", MSG_KEY,
+                400, "MessageRejected", "MESSAGE_REJECTED",
+                "Illegal address: the message's To: field holds \"bob\"");
     /* "To: a@dest.test\n\nhi": a raw message without From: */
     msg_refused("{\"Content\":{\"Raw\":{\"Data\":\"VG86IGFAZGVzdC50ZXN0CgpoaQ==\"}}}", MSG_KEY,
                 400, "MessageRejected", "MESSAGE_REJECTED", "the message has no From: header");
