@@ -250,6 +250,20 @@ static int template_tag(tparse *p, tstack *st, const char *t, size_t b, size_t e
     return 0;
 }
 
+/* The first occurrence of marker a ("{{", "}}", "--}}") in t[from..n), or NULL. memchr-based: strstr would look at the whole rest of the template on each call
+ * under ASan's interceptor, which made parsing a 500 KB template quadratic there. */
+static const char *template_find(const char *t, size_t from, size_t n, const char *a)
+{
+    size_t la = strlen(a);
+    while (from + la <= n) {
+        const char *c = memchr(t + from, a[0], n - from - la + 1);
+        if (!c) return NULL;
+        if (memcmp(c, a, la) == 0) return c;
+        from = (size_t)(c - t) + 1;
+    }
+    return NULL;
+}
+
 static int template_parse(const char *t, tparse *p, char **err)
 {
     memset(p, 0, sizeof *p);
@@ -257,7 +271,7 @@ static int template_parse(const char *t, tparse *p, char **err)
     memset(&st, 0, sizeof st);
     size_t n = strlen(t), pos = 0, text = 0;   /* text: where the pending text starts */
     while (pos < n) {
-        const char *o = strstr(t + pos, "{{");
+        const char *o = template_find(t, pos, n, "{{");
         if (!o) break;
         size_t at = (size_t)(o - t);
         if (at > text && t[at - 1] == '\\') {
@@ -272,7 +286,7 @@ static int template_parse(const char *t, tparse *p, char **err)
         size_t next;
         if (strncmp(o, "{{!--", 5) == 0 || strncmp(o, "{{!", 3) == 0) {
             bool longc = strncmp(o, "{{!--", 5) == 0;
-            const char *c = strstr(o + (longc ? 5 : 3), longc ? "--}}" : "}}");
+            const char *c = template_find(t, at + (longc ? 5 : 3), n, longc ? "--}}" : "}}");
             if (!c) {
                 rc = template_syntax(err, at, "unclosed comment");
                 goto fail;
@@ -281,7 +295,7 @@ static int template_parse(const char *t, tparse *p, char **err)
         } else {
             bool triple = o[2] == '{';
             size_t b = at + (triple ? 3 : 2);
-            const char *c = strstr(t + b, "}}");
+            const char *c = template_find(t, b, n, "}}");
             if (!c || (triple && c[2] != '}')) {
                 rc = template_syntax(err, at, "unclosed %s", triple ? "{{{" : "{{");
                 goto fail;
