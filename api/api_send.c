@@ -29,6 +29,7 @@
 
 #define API_SEND_LIMIT_ASKS 3      /* cluster leases one SendEmail may wait for */
 #define API_BULK_MAX_ENTRIES 50          /* SES's BulkEmailEntries limit */
+#define API_BULK_UNCOMMITTED_MAX (16 * 1024 * 1024)  /* a bulk call's bytes not committed */
 
 /* A stored template for api/api_msg.c, read from the spool. */
 static int api_send_template_get(void *arg, const char *name, char **subject, char **text,
@@ -336,7 +337,10 @@ void api_op_send_email(api_call *c)
 /* ---- SendBulkEmail ---- */
 
 /* The entries are built one after another on a worker, each handed to the spool before the
- * next is built: one call holds at most one rendered message besides those in the batch. */
+ * next is built; the next one waits while the call's entries not yet committed hold
+ * API_BULK_UNCOMMITTED_MAX bytes or more. So a call holds one rendered message and at most
+ * about 16 MB more in the spool's batch (50 entries of 10 MB would otherwise pile up there
+ * when rendering outpaces the writer). */
 typedef struct api_bulk {
     api_call *c;
     json_t *entries;
@@ -345,13 +349,18 @@ typedef struct api_bulk {
     api_msg_tpl tpl;              /* DefaultContent's template, read once for every entry */
     json_t *results;              /* BulkEmailEntryResults, in entry order */
     size_t pending;               /* entries waiting for their commit */
+    size_t pending_bytes;         /* their messages' sizes */
+    bool waiting;                 /* the next entry waits for commits (pending_bytes) */
     bool started;                 /* every entry has been tried */
 } api_bulk;
 
 typedef struct api_bulk_entry {
     api_bulk *b;
     size_t i;
+    size_t bytes;
 } api_bulk_entry;
+
+static void api_bulk_next(api_bulk *b);
 
 static void api_bulk_result(api_bulk *b, size_t i, const char *status, const char *error,
                             const char *id)
@@ -381,8 +390,14 @@ static void api_bulk_entry_done(void *arg, bool ok, const char *id, const char *
     else
         api_bulk_result(b, be->i, "TRANSIENT_FAILURE",
                         err ? err : "Temporary failure: could not store message", NULL);
-    free(be);
     b->pending--;
+    b->pending_bytes -= be->bytes;
+    free(be);
+    if (b->waiting && b->pending_bytes < API_BULK_UNCOMMITTED_MAX) {
+        b->waiting = false;
+        api_bulk_next(b);
+        return;
+    }
     api_bulk_finish(b);
 }
 
@@ -395,10 +410,13 @@ static void api_bulk_entry_send(api_bulk *b, size_t i, api_msg *m, api_msg_err *
         api_bulk_entry *be = util_calloc(1, sizeof *be);
         be->b = b;
         be->i = i;
+        be->bytes = m->data.len;
         b->pending++;
+        b->pending_bytes += be->bytes;
         rc = api_send_accept(c, m, api_bulk_entry_done, be, e);
         if (rc != 0) {
             b->pending--;
+            b->pending_bytes -= be->bytes;
             free(be);
         }
     }
@@ -449,6 +467,13 @@ static void api_bulk_entry_built(void *arg, bool dropped)
     api_bulk_entry_send(b, j->i, &j->m, &j->e, j->rc);
     api_send_job_free(j);
     b->next++;
+    if (b->pending_bytes >= API_BULK_UNCOMMITTED_MAX && b->next < b->n) {
+        b->waiting = true;                   /* api_bulk_entry_done goes on */
+        log_write(b->c->ctx->log, KLOG_DEBUG, "api.bulk_wait",
+                  "key=%s next_entry=%zu uncommitted_bytes=%zu", b->c->key_id, b->next,
+                  b->pending_bytes);
+        return;
+    }
     api_bulk_next(b);
 }
 

@@ -282,6 +282,31 @@ class ApiTemplateRenderTest(unittest.TestCase):
             self.assertGreater(during, 50, "requests answered while 50 templates rendered")
 
 
+    def test_bulk_of_large_messages_waits_for_commits_and_stores_all(self):
+        # entries of about 18 MB (a Text and an Html part of 9 MB): each one is more than a
+        # bulk call may hold uncommitted (16 MB), so the next is rendered only after its commit
+        with Sink() as sink, api_kiln(routes=routed(sink), submission={"max_message_size": "24MB"}) as k:
+            c = client(k)
+            c.create_email_template(TemplateName="large", TemplateContent={
+                "Subject": "large {{n}}", "Text": "{{a}}" * 45000, "Html": "{{a}}" * 45000})
+            r = c.send_bulk_email(FromEmailAddress="sender@example.test",
+                                  DefaultContent={"Template": {"TemplateName": "large",
+                                                               "TemplateData": json.dumps({"a": "y" * 200, "n": 0})}},
+                                  BulkEmailEntries=[{"Destination": {"ToAddresses": ["l%d@dest.test" % i]},
+                                                     "ReplacementEmailContent": {"ReplacementTemplate": {
+                                                         "ReplacementTemplateData": json.dumps({"n": i})}}}
+                                                    for i in range(3)])
+            results = r["BulkEmailEntryResults"]
+            self.assertEqual([x["Status"] for x in results], ["SUCCESS"] * 3)
+            wait_for(lambda: len(sink.messages) >= 3, 120, what="the three large messages")
+            self.assertEqual(sorted(m["rcpts"][0] for m in sink.messages),
+                             ["l%d@dest.test" % i for i in range(3)])
+            for m in sink.messages:
+                self.assertGreater(len(m["data"]), 18000000)
+                self.assertIn(b"Subject: large %s" % m["rcpts"][0][1:2].encode(), m["data"])
+            self.assertIn("api.bulk_wait", k.log())
+
+
 class ApiRulesTest(unittest.TestCase):
     def test_ses_rules_of_submission_apply(self):
         with api_kiln(account={"mode": "sandbox", "max_24h_send": 200, "max_send_rate": 1,
