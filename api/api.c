@@ -155,11 +155,19 @@ void api_ok(api_call *c, json_t *body)
 
 void api_ok_text(api_call *c, char *text)
 {
+    size_t len = strlen(text);
+    if (!http_reply_fits(c->x, len)) {      /* a rendered template of 40 MB, say */
+        free(text);
+        api_error(c, 503, "ServiceUnavailable",
+                  "The answer (%zu bytes) does not fit in api.max_inflight_bytes while other "
+                  "requests and answers hold it; try again", len);
+        return;
+    }
     int status = c->model_op ? api_model_op_status(c->model_op) : 200;
     api_log_answer(c, status, NULL, NULL);
     const char *hdrs[] = {"Content-Type", "application/json", "x-amzn-RequestId",
                           c->request_id, NULL};
-    http_reply(c->x, status, hdrs, text, strlen(text));
+    http_reply(c->x, status, hdrs, text, len);
     api_call_free(c);
 }
 

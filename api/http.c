@@ -19,7 +19,9 @@
  * as MHD's per-request pointer. Its life:
  *   reading   headers done (first access-handler call): Content-Length above max_body is
  *             answered 413 at once, before any body byte is read; body bytes are reserved
- *             against max_inflight (all requests together), 503 when they would pass it.
+ *             against max_inflight (all requests together, and the answers not sent yet:
+ *             http_reply counts an answer's body until MHD completes it), 503 when they
+ *             would pass it.
  *             Chunked bodies are checked chunk by chunk; MHD only lets a response be queued
  *             before the body or after all of it, so an over-long chunked body is read and
  *             dropped (at most max_body more bytes, then the connection is closed) and
@@ -80,7 +82,7 @@ struct http_server {
     bool tls;
     http_listener *ls;
     size_t nls;
-    int64_t inflight;            /* body bytes reserved by all open requests */
+    int64_t inflight;            /* body bytes of open requests and of answers not sent */
     http_exchange *head;         /* every exchange still attached to this server */
 };
 
@@ -98,7 +100,8 @@ struct http_exchange {
     bool gone;                   /* MHD completed the request while the handler held it */
     int reject;                  /* 413 or 503 to answer at the end of the body; 0: none */
     size_t dropped;              /* body bytes read and dropped after a reject */
-    int64_t reserved;            /* bytes counted in srv->inflight */
+    int64_t reserved;            /* request body bytes counted in srv->inflight */
+    int64_t reply_reserved;      /* answer body bytes counted there until it is sent */
     char *target;                /* the raw request-target; path and query point into it */
     char *method;
     strbuf body;
@@ -209,6 +212,8 @@ static void http_request_free(http_exchange *x)
 static void http_exchange_free(http_exchange *x)
 {
     http_request_free(x);
+    if (x->srv) x->srv->inflight -= x->reply_reserved;
+    x->reply_reserved = 0;
     http_unlink(x);
     if (x->resp) MHD_destroy_response(x->resp);
     free(x);
@@ -477,6 +482,8 @@ void http_reply(http_exchange *x, int status, const char *const *headers, char *
         http_exchange_free(x);
         return;
     }
+    x->reply_reserved = (int64_t)len;                   /* until MHD has sent it */
+    x->srv->inflight += x->reply_reserved;
     struct MHD_Response *r = body ? MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE)
                                   : MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
     if (!r) util_fatal("http_reply: cannot make a response of %zu bytes", len);
@@ -502,6 +509,12 @@ void http_reply(http_exchange *x, int status, const char *const *headers, char *
         MHD_resume_connection(x->conn);
         http_kick(x->ln);
     }
+}
+
+bool http_reply_fits(const http_exchange *x, size_t len)
+{
+    const http_server *s = x->srv;
+    return !s || (int64_t)len <= s->lim.max_inflight - s->inflight + x->reserved;
 }
 
 static char *http_read_pem(const char *what, const char *path, char **err)

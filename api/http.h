@@ -51,7 +51,8 @@ typedef void (*http_handler)(void *arg, const http_request *req, http_exchange *
 typedef struct http_limits {
     size_t max_body;             /* bytes of one request body; larger: 413 before reading it */
     size_t max_header;           /* bytes of the request line + headers (MHD memory limit) */
-    int64_t max_inflight;        /* body bytes held by all open requests together; past it 503 */
+    int64_t max_inflight;        /* body bytes held by all open requests and unsent answers
+                                    together; past it 503 */
     unsigned max_connections;    /* total */
     unsigned max_per_ip;         /* per client IP */
     unsigned timeout_s;          /* idle connection / slow request timeout */
@@ -85,5 +86,9 @@ void http_stop(http_server *s);
  * NULL), body (taken: malloc'd, freed by the server; may be NULL with len 0). Adds
  * Content-Length, Date and x-amzn-RequestId. Frees the exchange. */
 void http_reply(http_exchange *x, int status, const char *const *headers, char *body, size_t len);
+/* Whether an answer body of len bytes fits in max_inflight now, counting the bytes the
+ * request's body gives back (http_reply counts an answer's body there until it is sent:
+ * answers waiting for slow readers are bounded with the requests). */
+bool http_reply_fits(const http_exchange *x, size_t len);
 
 #endif

@@ -18,6 +18,8 @@ import time
 import unittest
 from unittest import mock
 
+from botocore.exceptions import ClientError
+
 from apitest import KEY_ID, SECRET, api_kiln, aws, client, endpoint, error_code
 from kilntest import Sink, main, wait_for
 
@@ -305,6 +307,23 @@ class ApiTemplateRenderTest(unittest.TestCase):
                 self.assertGreater(len(m["data"]), 18000000)
                 self.assertIn(b"Subject: large %s" % m["rcpts"][0][1:2].encode(), m["data"])
             self.assertIn("api.bulk_wait", k.log())
+
+
+    def test_an_answer_larger_than_what_is_left_of_max_inflight_is_503(self):
+        # TestRenderEmailTemplate's answer is the rendered message (3 MB here): with
+        # api.max_inflight_bytes at 2 MB it cannot be held, so the answer is a 503 that says so
+        with api_kiln(api_over={"max_body_size": "1MB", "max_inflight_bytes": "2MB"}) as k:
+            c = client(k)
+            c.create_email_template(TemplateName="wide", TemplateContent={"Text": "{{a}}" * 30000})
+            small = c.test_render_email_template(TemplateName="wide",
+                                                 TemplateData=json.dumps({"a": "s"}))
+            self.assertIn("sssss", small["RenderedTemplate"])
+            with self.assertRaises(ClientError) as cm:
+                c.test_render_email_template(TemplateName="wide",
+                                             TemplateData=json.dumps({"a": "w" * 100}))
+            self.assertEqual(error_code(cm.exception), "ServiceUnavailable")
+            self.assertIn("does not fit in api.max_inflight_bytes",
+                          cm.exception.response["Error"]["Message"])
 
 
 class ApiRulesTest(unittest.TestCase):

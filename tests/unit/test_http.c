@@ -48,6 +48,8 @@ typedef struct srv {
     int nheld;
 } srv;
 
+#define HTTP_TEST_BIG_REPLY (16u * 1024 * 1024)   /* /bigreply: 16 MB of 'z' */
+
 static void srv_later_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
@@ -71,6 +73,17 @@ static void srv_handler(void *arg, const http_request *r, http_exchange *x)
     }
     if (strcmp(r->path, "/hold") == 0) {
         t->held[t->nheld++] = x;
+        return;
+    }
+    if (strcmp(r->path, "/bigreply") == 0) {     /* more than the sockets can buffer */
+        char *big = util_malloc(HTTP_TEST_BIG_REPLY);
+        memset(big, 'z', HTTP_TEST_BIG_REPLY);
+        http_reply(x, 200, NULL, big, HTTP_TEST_BIG_REPLY);
+        return;
+    }
+    if (strcmp(r->path, "/fits") == 0) {         /* query: the answer size to ask about */
+        char *body = util_asprintf("fits=%d", http_reply_fits(x, strtoul(r->query, NULL, 10)));
+        http_reply(x, 200, NULL, body, strlen(body));
         return;
     }
     const char *xt = http_request_header(r, "x-TEST");
@@ -472,6 +485,73 @@ START_TEST(test_inflight_cap)
 }
 END_TEST
 
+static void cl_reply_held(run *r)
+{
+    /* A asks for 16 MB and reads nothing: most of the answer stays with the server */
+    int a = cl_connect(r->port);
+    cl_puts(a, "GET /bigreply HTTP/1.1\r\nHost: kiln\r\n\r\n");
+    usleep(300000);
+    /* with 24 MB in all, 16 MB unsent: 9 MB more do not fit, 7 MB do */
+    int b = cl_connect(r->port);
+    cl_puts(b, "GET /fits?9000000 HTTP/1.1\r\nHost: kiln\r\n\r\n");
+    cl_read(r, b, 0);
+    cl_puts(b, "GET /fits?7000000 HTTP/1.1\r\nHost: kiln\r\n\r\n");
+    cl_read(r, b, 1);
+    /* a request body of 9 MB is refused as well */
+    int c = cl_connect(r->port);
+    cl_puts(c, "POST /c HTTP/1.1\r\nHost: kiln\r\nContent-Length: 9000000\r\n\r\n");
+    cl_read(r, c, 2);
+    close(c);
+    /* A reads its answer: once it is sent, the bytes are given back */
+    size_t want = HTTP_TEST_BIG_REPLY, got = 0;
+    char buf[65536];
+    bool in_body = false;
+    char hdr[4096];
+    size_t hl = 0;
+    while (got < want) {
+        ssize_t n = recv(a, buf, sizeof buf, 0);
+        if (n <= 0) break;
+        size_t off = 0;
+        if (!in_body) {                  /* skip the header block */
+            size_t take = (size_t)n < sizeof hdr - hl - 1 ? (size_t)n : sizeof hdr - hl - 1;
+            memcpy(hdr + hl, buf, take);
+            hl += take;
+            hdr[hl] = '\0';
+            char *end = strstr(hdr, "\r\n\r\n");
+            if (!end) continue;
+            size_t body_at = (size_t)(end - hdr) + 4;
+            off = body_at - (hl - take);
+            in_body = true;
+        }
+        got += (size_t)n - off;
+    }
+    r->status[3] = got == want ? 200 : 0;
+    close(a);
+    usleep(100000);
+    cl_puts(b, "GET /fits?9000000 HTTP/1.1\r\nHost: kiln\r\n\r\n");
+    cl_read(r, b, 4);
+    close(b);
+}
+
+START_TEST(test_unsent_answers_count_in_inflight)
+{
+    srv t;
+    http_limits lim = LIMITS;
+    lim.max_body = 10 * 1024 * 1024;
+    lim.max_inflight = 24 * 1024 * 1024;
+    srv_start(&t, &lim);
+    run r;
+    run_client(&t, &r, cl_reply_held);
+    ck_assert_int_eq(r.status[0], 200);
+    ck_assert_str_eq(r.body[0], "fits=0");
+    ck_assert_str_eq(r.body[1], "fits=1");
+    ck_assert_int_eq(r.status[2], 503);
+    ck_assert_int_eq(r.status[3], 200);               /* all 16 MB arrived */
+    ck_assert_str_eq(r.body[4], "fits=1");
+    srv_stop(&t);
+}
+END_TEST
+
 static void cl_hold_and_leave(run *r)
 {
     int fd = cl_connect(r->port);
@@ -731,6 +811,7 @@ static Suite *http_suite(void)
     tcase_add_test(tc, test_body_too_large);
     tcase_add_test(tc, test_headers_too_large);
     tcase_add_test(tc, test_inflight_cap);
+    tcase_add_test(tc, test_unsent_answers_count_in_inflight);
     tcase_add_test(tc, test_disconnect_then_late_reply);
     tcase_add_test(tc, test_reply_after_stop);
     tcase_add_test(tc, test_stop_with_suspended);
