@@ -20,7 +20,7 @@
  * TestRenderEmailTemplate answers the complete MIME message, as SES does: the parts rendered
  * with TemplateData (a JSON object in a string) by api/template.h, assembled by
  * api/mime.h's builder (a multipart/alternative when both parts exist), without a From
- * field (SES's preview has no sender: the builder's placeholder one is removed); the template
+ * field (SES's preview has no sender: the builder's stand-in sender is removed); the template
  * is read on the loop, rendered and assembled on a worker (api_offload: a part may render
  * to 10 MB). What kiln lacks: the 20,000-template account limit (LimitExceededException) is not counted. */
 #include <stdlib.h>

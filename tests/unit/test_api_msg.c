@@ -120,7 +120,7 @@ END_TEST
 START_TEST(test_raw_takes_fields_and_the_decoded_message)
 {
     /* the decoded message is taken when it is that of this very Data string */
-    static const char json[] = "{\"Content\":{\"Raw\":{\"Data\":\"placeholder\"}}}";
+    static const char json[] = "{\"Content\":{\"Raw\":{\"Data\":\"bm90LWRlY29kZWQtaGVyZQ==\"}}}";
     const char *msg = "From: app@example.com\r\nTo: x@dest.test\r\nCc: Y <y@dest.test>\r\n"
                       "Bcc: z@dest.test\r\nX-SES-CONFIGURATION-SET: bulk \r\n"
                       "Subject: raw\r\n\r\nbody\r\n";
