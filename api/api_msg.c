@@ -325,6 +325,7 @@ int api_msg_build_template(const api_msg_env *env, api_msg *m, const char *from,
 {
     char *subject = NULL, *text = NULL, *html = NULL;
     char *terr = NULL;
+    if (!env->template_get) util_fatal("api_msg: template %s without a template getter", name);
     int rc = env->template_get(env->template_arg, name, &subject, &text, &html, &terr);
     if (rc != 0) {
         if (rc > 0)

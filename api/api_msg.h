@@ -69,7 +69,7 @@ typedef struct api_msg_env {
     json_t *in;                   /* the call's validated input */
     int64_t now_ms;               /* the request's time (Date:) */
     api_msg_raw *raw;             /* NULL: nothing decoded beforehand */
-    api_msg_template_fn template_get;   /* Content.Template and SendBulkEmail read with it */
+    api_msg_template_fn template_get;   /* needed for Content.Template and SendBulkEmail */
     void *template_arg;
 } api_msg_env;
 

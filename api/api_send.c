@@ -31,23 +31,13 @@
 #define API_BULK_MAX_ENTRIES 50          /* SES's BulkEmailEntries limit */
 #define API_BULK_UNCOMMITTED_MAX (16 * 1024 * 1024)  /* a bulk call's bytes not committed */
 
-/* A stored template for api/api_msg.c, read from the spool. */
-static int api_send_template_get(void *arg, const char *name, char **subject, char **text,
-                                 char **html, char **err)
-{
-    api_call *c = arg;
-    int rc = api_template_get(c->ctx, name, subject, text, html);
-    if (rc < 0) *err = util_strdup(spool_errmsg(c->ctx->spool));
-    return rc;
-}
-
-/* What api/api_msg.c builds and checks the call's messages against, on the loop. */
+/* What api/api_msg.c builds and checks the call's messages against. No template getter:
+ * a template's message is built on a worker (api_send_job_new gives it one). */
 static void api_send_env(api_call *c, api_msg_env *env)
 {
     *env = (api_msg_env){
         .cfg = c->cfg, .key = c->key, .key_id = c->key_id, .in = c->in, .now_ms = c->now_ms,
         .raw = c->prep ? &c->prep->raw : NULL,
-        .template_get = api_send_template_get, .template_arg = c,
     };
 }
 
