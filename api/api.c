@@ -44,7 +44,6 @@
 #define API_POOL_THREADS_MAX 4      /* workers: one per CPU, 1..4 */
 #define API_POOL_QUEUE_MAX 1024     /* requests waiting for a worker; beyond: a large body
                                        gets 503, a small one is prepared on the loop */
-#define API_INLINE_BODY_MAX (16 * 1024)  /* bodies prepared on the loop (at most ~0.15 ms) */
 #define API_INLINE_PER_ITERATION 2       /* small requests prepared on the loop per iteration */
 
 typedef struct api_bucket {

@@ -216,7 +216,8 @@ static bool api_send_limit_wait(api_call *c, const api_msg *m, const api_msg_err
 
 /* A message built by api/api_msg.c on a worker of the API's pool: a template's message
  * (SendEmail's Content.Template or one SendBulkEmail entry), as rendering a part may take
- * 10 MB. The template is read on the loop first (the job's tpl, or the bulk call's), so
+ * 10 MB, or a SendEmail whose request body is large (a Simple body's MIME encoding, a Raw
+ * message's copy and header edits). The template is read on the loop first (the job's tpl, or the bulk call's), so
  * the worker reads only what the call holds and the loop leaves alone meanwhile. */
 typedef struct api_send_job {
     api_call *c;
@@ -304,10 +305,11 @@ void api_op_send_email(api_call *c)
     api_send_note_ignored(c, c->in, "FromEmailAddressIdentityArn", "identities are kiln.yaml's");
     json_t *tmpl = json_object_get(api_in(c, "Content"), "Template");
     const char *tname = json_string_value(json_object_get(tmpl, "TemplateName"));
-    if (tname) {                          /* rendered on a worker */
+    if (tname || c->req->body_len > API_INLINE_BODY_MAX) {   /* built on a worker */
         api_send_job *j = api_send_job_new(c, NULL);
-        api_send_tpl_read(c, tname, &j->tpl);
+        if (tname) api_send_tpl_read(c, tname, &j->tpl);
         j->env.template_arg = &j->tpl;
+        j->env.raw = c->prep ? &c->prep->raw : NULL;        /* the call's, left alone here */
         if (!api_offload(c, api_send_job_work, api_send_email_built, j)) {
             api_send_job_free(j);
             api_busy(c);

@@ -326,6 +326,32 @@ class ApiTemplateRenderTest(unittest.TestCase):
                           cm.exception.response["Error"]["Message"])
 
 
+    def test_large_simple_and_raw_bodies_arrive_whole(self):
+        # bodies over 16 KB are built on a worker (the MIME encoding of a large Simple body,
+        # the copy and header edits of a large Raw one): what arrives is what was sent
+        with Sink() as sink, api_kiln(routes=routed(sink)) as k:
+            c = client(k)
+            text = "".join("line %d: ünïcode and a long line %s\n" % (i, "=" * (i % 120))
+                           for i in range(3000))
+            self.assertGreater(len(text.encode()), 200000)
+            c.send_email(FromEmailAddress="sender@example.test",
+                         Destination={"ToAddresses": ["big-simple@dest.test"]},
+                         Content={"Simple": {"Subject": {"Data": "big"},
+                                             "Body": {"Text": {"Data": text, "Charset": "UTF-8"}}}})
+            raw = ("From: sender@example.test\r\nTo: big-raw@dest.test\r\nBcc: big-bcc@dest.test\r\n"
+                   "Subject: big raw\r\n\r\n" + ("r" * 70 + "\r\n") * 4000)
+            c.send_email(Content={"Raw": {"Data": raw.encode()}})
+            wait_for(lambda: len(sink.messages) >= 2, 30, what="the two large messages")
+            by = {m["rcpts"][0]: m for m in sink.messages}
+            msg = email.message_from_bytes(by["big-simple@dest.test"]["data"], policy=email.policy.default)
+            # lines end with CRLF on the wire; the text is the same
+            self.assertEqual(msg.get_body(("plain",)).get_content().replace("\r\n", "\n"), text)
+            rawmsg = by["big-raw@dest.test"]
+            self.assertEqual(sorted(rawmsg["rcpts"]), ["big-bcc@dest.test", "big-raw@dest.test"])
+            self.assertNotIn(b"Bcc:", rawmsg["data"])
+            self.assertTrue(rawmsg["data"].endswith(("r" * 70 + "\r\n").encode() * 4000))
+
+
 class ApiRulesTest(unittest.TestCase):
     def test_ses_rules_of_submission_apply(self):
         with api_kiln(account={"mode": "sandbox", "max_24h_send": 200, "max_send_rate": 1,
