@@ -14,15 +14,22 @@ CPU per message compare at equal work rather than at each one's saturation.
 Each run is followed by a wait until the sink has every accepted message, so no run pays for
 the previous one's deliveries. Prints each run's accepted msgs/s, latency p50/p99 and kilnd's
 CPU per 1000 messages (bench_peers.proc_cpu: during the injection, and through the last
-delivery), then the means per protocol and the API/SMTP ratios. Run: `make bench`, or
+delivery), then the means per protocol and the API/SMTP ratios. Each run also shows the
+spool's group commits during the injection, from kilnd's /metrics (kiln_spool_commit_seconds,
+kiln_spool_batch_writes): commits per 100 messages, writes per batch, the mean commit time
+and how much of the run the writer spent committing. With every client waiting for its
+commit, the rate follows from them: a batch's fsync is shared by the messages that reached
+the spool while the previous batch committed. Run: `make bench`, or
   python3 tests/bench/bench_api.py [--messages N] [--connections C] [--size BYTES]
       [--rounds R] [--fixed-rate R] [--fixed-messages N] [--json FILE]"""
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
@@ -34,15 +41,42 @@ from kilntest import BUILDDIR, free_port, wait_for  # noqa: E402
 APILOAD = os.path.join(BUILDDIR, "kiln-apiload")
 
 
+def bench_commits(mport):
+    """kilnd's group-commit counters from /metrics: {name: value} for the commit time's and
+    the batch size's sum and count."""
+    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=10).read().decode()
+    out = {}
+    for name in ("kiln_spool_commit_seconds_sum", "kiln_spool_commit_seconds_count",
+                 "kiln_spool_batch_writes_sum", "kiln_spool_batch_writes_count"):
+        m = re.search(r"^%s(?:\{[^}]*\})? (\S+)$" % name, text, re.M)
+        out[name] = float(m.group(1)) if m else 0.0
+    return out
+
+
+def bench_commit_stats(before, after, accepted, seconds):
+    """The group commits between two bench_commits readings, for a run of accepted messages
+    over seconds."""
+    d = {k: after[k] - before[k] for k in before}
+    n = d["kiln_spool_commit_seconds_count"]
+    return {
+        "commits": int(n),
+        "commits_per_100_messages": 100.0 * n / max(1, accepted),
+        "writes_per_batch": d["kiln_spool_batch_writes_sum"] / max(1, d["kiln_spool_batch_writes_count"]),
+        "commit_ms": 1000.0 * d["kiln_spool_commit_seconds_sum"] / max(1, n),
+        "writer_busy": d["kiln_spool_commit_seconds_sum"] / max(1e-9, seconds),
+    }
+
+
 def bench_children_cpu():
     """CPU seconds of this process's reaped children (the load tools)."""
     t = os.times()
     return t.children_user + t.children_system
 
 
-def bench_run(proto, k, a, prefix, rate=0, messages=None):
+def bench_run(proto, k, a, prefix, rate=0, messages=None, mport=None):
     """One load run (rate: msgs/s offered, 0 for as fast as it goes); returns kiln-loadgen's
-    or kiln-apiload's JSON report plus the CPU readings of the injection window."""
+    or kiln-apiload's JSON report plus the CPU readings of the injection window (and its
+    group commits when mport, kilnd's metrics port, is given)."""
     common = ["-n", str(messages or a.messages), "-c", str(a.connections), "--size", str(a.size),
               "--domains", "1", "--from", "app@example.test", "--token-prefix", prefix, "--json"]
     if rate:
@@ -52,11 +86,15 @@ def bench_run(proto, k, a, prefix, rate=0, messages=None):
     else:
         cmd = [APILOAD, "--url", endpoint(k), "--region", k.cfg["server"]["region"],
                "--key-id", KEY_ID, "--secret-file", k.secret_files[KEY_ID]] + common
+    commits0 = bench_commits(mport) if mport else None
     cpu0, client0, t0 = proc_cpu(k.proc.pid), bench_children_cpu(), time.monotonic()
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     if not p.stdout.strip():
         raise RuntimeError("%s exited %d: %s" % (os.path.basename(cmd[0]), p.returncode, p.stderr))
     r = json.loads(p.stdout)
+    if mport:
+        r["commits"] = bench_commit_stats(commits0, bench_commits(mport), r["accepted"],
+                                          time.monotonic() - t0)
     r["kilnd_cpu_inject_s"] = proc_cpu(k.proc.pid) - cpu0
     r["client_cpu_s"] = bench_children_cpu() - client0
     r["wall_s"] = time.monotonic() - t0
@@ -93,6 +131,10 @@ def bench_summary(runs, title):
                 rs, lambda r: bench_per_1000(r["kilnd_cpu_total_s"], r["accepted"])),
             "client_cpu_s_per_1000": bench_mean(
                 rs, lambda r: bench_per_1000(r["client_cpu_s"], r["accepted"])),
+            "commits_per_100_messages": bench_mean(
+                rs, lambda r: r["commits"]["commits_per_100_messages"]),
+            "writes_per_batch": bench_mean(rs, lambda r: r["commits"]["writes_per_batch"]),
+            "writer_busy": bench_mean(rs, lambda r: r["commits"]["writer_busy"]),
             "accepted": sum(r["accepted"] for r in rs),
             "rejected": sum(r["rejected"] for r in rs),
             "errors": sum(r["errors"] for r in rs),
@@ -114,6 +156,10 @@ def bench_summary(runs, title):
               % (proto, m["accepted_per_s"], m["p50_ms"], m["p99_ms"],
                  m["kilnd_cpu_s_per_1000_inject"], m["kilnd_cpu_s_per_1000_total"],
                  m["accepted"], m["rejected"], m["errors"]))
+    for proto, m in (("SMTP", s), ("API", p)):
+        print("    %-4s  group commits: %.1f per 100 messages, %.1f writes per batch, writer "
+              "committing %.0f%% of the time"
+              % (proto, m["commits_per_100_messages"], m["writes_per_batch"], 100 * m["writer_busy"]))
     print("  API/SMTP: msgs/s %.2f, p50 %.2f, p99 %.2f, kilnd CPU per 1000 messages %.2f "
           "injecting, %.2f to delivered"
           % (ratios["accepted_per_s"], ratios["p50_ms"], ratios["p99_ms"],
@@ -140,6 +186,8 @@ def main():
     sink = KilnSink(k.tmp, 1, free_port())
     port = int(sink.proc.args[-1].rsplit(":", 1)[1])
     k.cfg["routes"] = [{"domain": "d0.test", "host": sink_addr(0), "port": port}]
+    mport = free_port()
+    k.cfg["metrics"] = {"listen": ["127.0.0.1:%d" % mport]}
     k.write_config()
     runs = {"smtp": [], "api": []}
     fixed = {"smtp": [], "api": []}
@@ -153,7 +201,7 @@ def main():
         def one(proto, label, rate=0, messages=None):
             nonlocal delivered
             prefix = "%s-%s-%d" % (proto, label.replace(" ", ""), int(time.time()))
-            r = bench_run(proto, k, a, prefix, rate, messages)
+            r = bench_run(proto, k, a, prefix, rate, messages, mport)
             delivered += r["accepted"]
             wait_for(lambda: sink.messages() >= delivered, 600, 0.5,
                      "%s %s's deliveries" % (proto, label))
@@ -170,6 +218,11 @@ def main():
                      bench_per_1000(r["kilnd_cpu_inject_s"], r["accepted"]),
                      bench_per_1000(r["kilnd_cpu_total_s"], r["accepted"]),
                      bench_per_1000(r["client_cpu_s"], r["accepted"]), bad))
+            c = r["commits"]
+            print("  %-8s %-4s  group commits: %.1f per 100 messages, %.1f writes per batch, "
+                  "%.2f ms each, writer committing %.0f%% of the run"
+                  % ("", "", c["commits_per_100_messages"], c["writes_per_batch"], c["commit_ms"],
+                     100 * c["writer_busy"]))
             return r
 
         for rnd in range(1, a.rounds + 1):
